@@ -1,0 +1,16 @@
+"""posenc: position encodings for PyTorch, with the analyses that show what each one does.
+
+The package layout is the taxonomy: each family folder holds the encodings that enter a model the
+same way (``input``: added to or concatenated with embeddings; ``rotary``: rotate queries and keys;
+``bias``: added to attention logits; ...). ``posenc.functional`` holds the pure functions,
+``posenc.models`` the reference models that take ``position=``.
+"""
+
+# importing a family package registers its encodings, in this order
+from posenc import none, input, rotary, bias  # noqa: F401, E401
+from posenc.core.base import PositionEncoding
+from posenc.core.registry import EncodingInfo, available, create, get, register
+
+__version__ = "0.1.0"
+
+__all__ = ["EncodingInfo", "PositionEncoding", "available", "create", "get", "register", "__version__"]

@@ -1,0 +1,98 @@
+"""ALiBi, attention with linear biases (Press et al. 2021, arXiv:2108.12409).
+
+No encoding is added anywhere; each head h adds ``-m_h * (i - j)`` to the logit of query i and key
+j <= i. The slopes ``m_h`` form a geometric sequence starting at and with ratio ``2^(-8/H)`` for H
+a power of two; for other H the paper (and its official code, ``get_slopes``) takes the slopes of
+the closest smaller power of two followed by every other slope of twice that power. Encoders use the
+symmetric form ``-m_h * |i - j|``. Verified against a float64 transcription of the paper's rule in
+tests/bias/test_alibi.py, including the published slopes for 8 heads (1/2, 1/4, ..., 1/256).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from posenc.bias.relative import relative_positions
+from posenc.core.base import DerivedTablesMixin, PositionEncoding
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.registry import register
+from posenc.core.validation import check_positive_int
+
+
+def _power_of_two_slopes(n: int) -> list[float]:
+    start = 2.0 ** (-8.0 / n)
+    return [start ** (i + 1) for i in range(n)]
+
+
+def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """The ``(num_heads,)`` head slopes of ALiBi, exactly as the paper defines them."""
+    check_positive_int("num_heads", num_heads)
+    closest = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = _power_of_two_slopes(closest)
+    if closest != num_heads:
+        slopes += _power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes, dtype=dtype, device=device)
+
+
+def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool = False) -> torch.Tensor:
+    """relative (key - query): ``(b | 1, n, m)``; slopes: ``(h,)`` -> bias ``(b | 1, h, n, m)`` in float32.
+
+    Causal form ``m_h * (j - i)`` (non-positive for the visible keys j <= i); symmetric form
+    ``-m_h * |j - i|``.
+    """
+    distance = relative.float()
+    if symmetric:
+        distance = -distance.abs()
+    return slopes.float().view(1, -1, 1, 1) * distance.unsqueeze(1)
+
+
+@register(
+    "alibi",
+    family="bias",
+    paper="Press et al. 2021, arXiv:2108.12409",
+    summary="A fixed per-head linear penalty on query-key distance added to the logits.",
+)
+class ALiBi(DerivedTablesMixin, PositionEncoding):
+    """ALiBi biases for ``heads`` heads.
+
+    Args:
+        heads: number of attention heads.
+        causal: the paper's causal form (True) or the symmetric encoder form ``-m |i - j|`` (False).
+    """
+
+    family = "bias"
+    hooks = frozenset({"bias"})
+
+    def __init__(self, heads: int, *, causal: bool = True, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.heads = check_positive_int("heads", heads)
+        self.causal = bool(causal)
+        self.register_buffer("slopes", torch.empty(heads, device=device), persistent=False)
+        self.init_non_persistent_buffers(device)
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
+        self.slopes = alibi_slopes(self.heads, device=device)
+
+    def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
+        return alibi_bias(rel, self.slopes, symmetric=not self.causal)
+
+    def forward(
+        self,
+        n: int,
+        m: int | None = None,
+        *,
+        q_positions: torch.Tensor | None = None,
+        k_positions: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """The ``(b | 1, heads, n, m)`` bias for ``n`` queries (at ``offset + i``) and ``m`` keys."""
+        m = n + offset if m is None else m
+        q = Positions(n, offset, None if q_positions is None else resolve_positions(q_positions, n=n, name="q_positions"))
+        k = Positions(m, 0, None if k_positions is None else resolve_positions(k_positions, n=m, name="k_positions"))
+        return self.score_bias(None, None, q_positions=q, k_positions=k)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, causal={self.causal}"

@@ -1,0 +1,1 @@
+"""Shared machinery: the encoding protocol, the registry, positions, frequencies and checks."""

@@ -1,0 +1,94 @@
+"""The protocol through which a sequence position encoding enters attention.
+
+Shape vocabulary used across posenc: ``b`` batch, ``h`` heads, ``n`` query length, ``m`` key length,
+``d`` width (model width for inputs, head width for queries and keys).
+
+An encoding is an ``nn.Module`` subclassing :class:`PositionEncoding`. It declares in ``hooks`` which
+of four entry points it uses, and :class:`posenc.models.Transformer` calls exactly those:
+
+``"input"``   ``encode_input(x, *, positions) -> x'``
+    (a) added to, or concatenated with, the token embeddings (or any order-aware layer that
+    transforms them, such as a convolution). ``x``: ``(b, n, d - concat_dim)``, result ``(b, n, d)``.
+``"rotary"``  ``rotate(q, k, *, q_positions, k_positions) -> (q', k')``
+    (b) a transform of queries ``(b, h, n, d)`` and keys ``(b, h, m, d)``. Keys are rotated once,
+    before they enter the key/value cache.
+``"bias"``    ``score_bias(q, k, *, q_positions, k_positions) -> (b | 1, h | 1, n, m)``
+    (c) an additive term on the attention logits, in logit units (after the ``1/sqrt(d)`` scaling
+    of the content term); it may depend on the queries and keys.
+``"value"``   ``value_term(weights, *, q_positions, k_positions) -> (b, h, n, d)``
+    (d) a term added to the attention output, computed from the attention weights
+    ``(b, h, n, m)``. Using it disables the fused ``scaled_dot_product_attention`` path.
+
+Positions reach the hooks as ``(b | 1, n)`` tensors (integer or float32/64, never half precision);
+with a key/value cache the key positions cover the cached tokens too.
+
+Encodings whose state differs per layer set ``per_layer = True``; the model then builds one
+instance per block (with the same arguments) instead of sharing one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+HOOKS = ("input", "rotary", "bias", "value")
+
+
+class PositionEncoding(nn.Module):
+    """Base class for encodings usable through ``Transformer(position=...)``."""
+
+    #: How the encoding enters the model (the registry's taxonomy), e.g. ``"input"``, ``"rotary"``.
+    family: ClassVar[str] = "none"
+    #: Which of :data:`HOOKS` the model must call.
+    hooks: ClassVar[frozenset[str]] = frozenset()
+    #: One instance per transformer block instead of one shared by all blocks.
+    per_layer: ClassVar[bool] = False
+    #: Whether the encoding is meaningful in causal (decoder) attention.
+    supports_causal: ClassVar[bool] = True
+
+    #: Width appended by the input hook (0 when the encoding is added, not concatenated).
+    concat_dim: int = 0
+
+    def encode_input(self, x: torch.Tensor, *, positions: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+    def score_bias(
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor | None:
+        return None
+
+    def value_term(
+        self, weights: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor | None:
+        return None
+
+
+class DerivedTablesMixin:
+    """Float32 tables derived from a module's configuration, held as non-persistent buffers.
+
+    Policy: derived tables are never saved in a ``state_dict``; they follow the module's device;
+    they are *rebuilt* (not cast) whenever the module is moved or cast, so ``model.to(torch.bfloat16)``
+    leaves them in float32 and ``to_empty()`` after building on the ``meta`` device fills them with
+    real values. Subclasses implement :meth:`init_non_persistent_buffers`.
+    """
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
+        raise NotImplementedError
+
+    def _table_device(self) -> torch.device | None:
+        for _, buf in self.named_buffers(recurse=False):  # type: ignore[attr-defined]
+            if buf is not None:
+                return buf.device
+        return None
+
+    def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module internal
+        module = super()._apply(fn, recurse)  # type: ignore[misc]
+        self.init_non_persistent_buffers(self._table_device())
+        return module

@@ -1,0 +1,77 @@
+"""The registry of encodings: name -> class, with its family and paper.
+
+Encodings register themselves with :func:`register` where they are defined; importing ``posenc``
+imports every family package, so the registry is complete once the package is imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+#: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
+MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    """One registry entry."""
+
+    name: str
+    family: str  #: how the encoding enters a model, the package folder it lives in
+    paper: str  #: the reference, with its arXiv id
+    summary: str  #: one line on what it is
+    cls: type[nn.Module]
+
+    def as_row(self) -> dict[str, str]:
+        return {"name": self.name, "family": self.family, "paper": self.paper, "summary": self.summary}
+
+
+_REGISTRY: dict[str, EncodingInfo] = {}
+
+
+def register(name: str, *, family: str, paper: str, summary: str = "") -> Callable[[type], type]:
+    """Class decorator adding an encoding to the registry under ``name``."""
+
+    def decorator(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"encoding name {name!r} is already registered to {_REGISTRY[name].cls.__name__}")
+        doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
+        _REGISTRY[name] = EncodingInfo(name=name, family=family, paper=paper, summary=doc, cls=cls)
+        cls.registry_name = name
+        return cls
+
+    return decorator
+
+
+def available(family: str | None = None) -> list[EncodingInfo]:
+    """The registered encodings, in registration order, optionally only those of one family."""
+    return [info for info in _REGISTRY.values() if family is None or info.family == family]
+
+
+def get(name: str) -> EncodingInfo:
+    """The registry entry for ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown encoding {name!r} for `name`; known encodings: {known}")
+    return _REGISTRY[name]
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build the encoding registered as ``name`` with its constructor's keyword arguments."""
+    return get(name).cls(**kwargs)
+
+
+def create_for_model(name: str, *, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
+    """Build ``name``, filling in the constructor arguments it accepts from ``model_args``.
+
+    ``model_args`` holds the model's own sizes (``dim``, ``heads``, ``head_dim``); arguments the user
+    passed explicitly in ``kwargs`` win.
+    """
+    cls = get(name).cls
+    params = inspect.signature(cls.__init__).parameters
+    filled = {k: v for k, v in model_args.items() if k in params and k not in kwargs}
+    return cls(**filled, **kwargs)

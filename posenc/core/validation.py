@@ -1,0 +1,116 @@
+"""Argument checks shared by every encoding.
+
+Each check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message names
+the argument and the values it may take, so that bad input fails at the public boundary instead of
+as a shape error deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an int after checking its type and range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {value}")
+    return value
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    return check_int(name, value, minimum=1)
+
+
+def check_even(name: str, value: Any, *, why: str = "it is split into (sin, cos) pairs") -> int:
+    value = check_positive_int(name, value)
+    if value % 2:
+        raise ValueError(f"`{name}` must be a positive even int because {why}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """Return ``value`` as a finite float after checking its type and range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"`{name}` must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    choices = tuple(choices)
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}")
+    return value
+
+
+def check_tensor(name: str, value: Any, *, ndim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Check that ``value`` is a real tensor of the given rank(s)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex():
+        raise ValueError(f"`{name}` must be a real tensor, got complex dtype {value.dtype}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.ndim not in ranks:
+            want = " or ".join(str(r) for r in ranks)
+            raise ValueError(f"`{name}` must have rank {want}, got shape {tuple(value.shape)}")
+    return value
+
+
+def check_float_tensor(name: str, value: Any, *, ndim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    value = check_tensor(name, value, ndim=ndim)
+    if not value.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {value.dtype}")
+    return value
+
+
+def check_positions(name: str, positions: Any) -> torch.Tensor:
+    """Positions may be integer or float32/float64, never half precision.
+
+    A bf16 position vector cannot represent every integer past 256 (fp16: past 2048), so half-precision
+    positions would silently collapse neighbouring tokens onto one position.
+    """
+    positions = check_tensor(name, positions)
+    if positions.dtype in HALF_DTYPES:
+        raise ValueError(
+            f"`{name}` must be an integer, float32 or float64 tensor, got {positions.dtype}: "
+            "half precision cannot count positions exactly (bf16 past 256, fp16 past 2048)"
+        )
+    if positions.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be an integer or float tensor, got torch.bool")
+    return positions
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    """Raise when the given tensors live on different devices."""
+    present = {k: t for k, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        listing = ", ".join(f"`{k}` on {t.device}" for k, t in present.items())
+        raise ValueError(f"tensors must be on one device, got {listing}")

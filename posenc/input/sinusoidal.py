@@ -1,0 +1,115 @@
+"""Sinusoidal absolute position encoding (Vaswani et al. 2017, arXiv:1706.03762, section 3.5).
+
+    PE(p, 2i) = sin(p / base^(2i/d)),  PE(p, 2i+1) = cos(p / base^(2i/d))
+
+``interleaved=True`` is the paper's layout (sin, cos alternating); ``interleaved=False`` puts all
+sines first, then all cosines (tensor2tensor, fairseq, most vision code). Positions may be integer
+or fractional and of any magnitude: angles are formed in float64 (see ``posenc.core.frequencies``).
+Verified against a float64 transcription of the formula above (``tests/input/test_sinusoidal.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from posenc.core.base import DerivedTablesMixin, PositionEncoding
+from posenc.core.frequencies import angles, inverse_frequencies
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.registry import register
+from posenc.core.validation import check_choice, check_even, check_float, check_positions
+from posenc.input.combine import combine_with_input
+
+
+def sinusoidal(
+    positions: torch.Tensor | int, dim: int, *, base: float = 10000.0, interleaved: bool = True
+) -> torch.Tensor:
+    """The sinusoidal table for ``positions``.
+
+    positions: ``(*p,)`` integer or float tensor, or an int ``n`` meaning ``0 .. n - 1``.
+    Returns ``(*p, dim)``: float64 when ``positions`` is float64, else float32.
+    """
+    check_even("dim", dim)
+    check_float("base", base, positive=True)
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        if positions < 0:
+            raise ValueError(f"`positions` as a length must be >= 0, got {positions}")
+        positions = torch.arange(positions)
+    positions = check_positions("positions", positions)
+    out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
+    theta = angles(positions, inverse_frequencies(dim, base, device=positions.device))
+    sin, cos = theta.sin(), theta.cos()
+    # (*p, dim/2, 2) -> (*p, dim) for sin/cos pairs; (*p, 2, dim/2) -> (*p, dim) for halves
+    table = torch.stack((sin, cos), dim=-1) if interleaved else torch.stack((sin, cos), dim=-2)
+    return table.flatten(-2).to(out_dtype)
+
+
+@register(
+    "sinusoidal",
+    family="input",
+    paper="Vaswani et al. 2017, arXiv:1706.03762",
+    summary="Fixed sin/cos of geometrically spaced frequencies, added to (or concatenated with) token embeddings.",
+)
+class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
+    """Sinusoidal absolute encoding with a table cached for implicit positions.
+
+    Args:
+        dim: width of the encoding (the model width when ``combine="add"``); even.
+        base: the wavelength base (10000 in the paper).
+        interleaved: the paper's sin/cos alternation (True) or sines then cosines (False).
+        combine: ``"add"`` to the token embeddings, or ``"concat"`` after them.
+        scale: multiplies the encoding (1.0 in the paper).
+        cache_len: positions cached up front; the cache grows on demand in powers of two.
+    """
+
+    family = "input"
+    hooks = frozenset({"input"})
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        base: float = 10000.0,
+        interleaved: bool = True,
+        combine: Literal["add", "concat"] = "add",
+        scale: float = 1.0,
+        cache_len: int = 256,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = check_even("dim", dim)
+        self.base = check_float("base", base, positive=True)
+        self.interleaved = bool(interleaved)
+        self.combine = check_choice("combine", combine, ("add", "concat"))
+        self.scale = check_float("scale", scale)
+        self.concat_dim = dim if combine == "concat" else 0
+        self._cache_len = max(1, int(cache_len))
+        self.register_buffer("table", torch.empty(0, dim, device=device), persistent=False)
+        self.init_non_persistent_buffers(device)
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
+        table = sinusoidal(torch.arange(self._cache_len, device=device), self.dim, base=self.base, interleaved=self.interleaved)
+        self.table = table
+
+    def encode(self, positions: Positions) -> torch.Tensor:
+        """``(b | 1, n, dim)`` float32 encodings of ``positions``, from the cache when implicit."""
+        if positions.is_implicit:
+            if positions.end > self.table.shape[0] and not torch.compiler.is_compiling():
+                self._cache_len = 1 << (positions.end - 1).bit_length()
+                self.init_non_persistent_buffers(self.table.device)
+            if positions.end <= self.table.shape[0]:
+                return self.table[positions.offset : positions.end].unsqueeze(0) * self.scale
+        pos = positions.tensor(self.table.device)
+        return sinusoidal(pos, self.dim, base=self.base, interleaved=self.interleaved).float() * self.scale
+
+    def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+        """x: ``(b, n, d)`` -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""
+        pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
+        return self.encode_input(x, positions=Positions(x.shape[-2], offset, None if positions is None else pos))
+
+    def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
+        return combine_with_input(x, self.encode(positions), self.combine, name="x")
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, base={self.base}, interleaved={self.interleaved}, combine={self.combine!r}"

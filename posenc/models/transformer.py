@@ -1,0 +1,173 @@
+"""The reference Transformer: token embedding, pre-norm blocks, output head, and a ``position=``
+argument that takes any registered sequence encoding (by name or as a module)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.registry import create_for_model
+from posenc.core.validation import check_float, check_positive_int, check_tensor
+from posenc.models.attention import Attention
+from posenc.models.cache import KVCache
+
+
+class Block(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, heads: int, *, causal: bool, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, causal=causal, dropout=dropout)
+        self.mlp_norm = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, **attn_kwargs: Any) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), **attn_kwargs)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """A small GPT/BERT-style Transformer over token ids.
+
+    Args:
+        vocab_size: number of token ids.
+        dim: model width; divisible by ``heads``.
+        depth: number of blocks.
+        heads: attention heads.
+        position: a registry name (see ``posenc.available()``) or a :class:`PositionEncoding`.
+        causal: causal language model (True) or bidirectional encoder (False).
+        mlp_ratio, dropout: block hyper-parameters.
+        **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
+            model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        *,
+        position: str | PositionEncoding = "none",
+        causal: bool = False,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        **position_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("dim", dim)
+        self.depth = check_positive_int("depth", depth)
+        check_positive_int("heads", heads)
+        if dim % heads:
+            raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
+        check_float("dropout", dropout, minimum=0.0, maximum=1.0)
+        self.dim, self.heads, self.causal = dim, heads, bool(causal)
+        encodings = self._build_position(position, position_kwargs)
+        self.position = encodings[0]
+        # per-layer encodings live in their own list; shared ones are the same module everywhere
+        self.layer_positions = nn.ModuleList(encodings[1:])
+        if self.causal and not self.position.supports_causal:
+            raise ValueError(f"position encoding {type(self.position).__name__} cannot be used with causal=True")
+        embed_dim = dim - self.position.concat_dim
+        if embed_dim < 1:
+            raise ValueError(f"the encoding's concatenated width {self.position.concat_dim} leaves no room in dim={dim}")
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, causal=self.causal, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+
+    def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
+        model_args = {"dim": self.dim, "heads": self.heads, "head_dim": self.dim // self.heads, "causal": self.causal}
+        if isinstance(position, str):
+            first = create_for_model(position, model_args=model_args, **kwargs)
+        elif isinstance(position, PositionEncoding):
+            if kwargs:
+                raise ValueError(f"position keyword arguments {sorted(kwargs)} need `position` to be a registry name")
+            first = position
+        else:
+            raise TypeError(f"`position` must be a registry name or a PositionEncoding, got {type(position).__name__}")
+        if not isinstance(first, PositionEncoding):
+            raise TypeError(f"`position`={position!r} is not a sequence encoding usable by the Transformer")
+        if not first.per_layer:
+            return [first]
+        if isinstance(position, str):
+            return [first] + [create_for_model(position, model_args=model_args, **kwargs) for _ in range(self.depth - 1)]
+        return [first] + [copy.deepcopy(first) for _ in range(self.depth - 1)]
+
+    def position_for_layer(self, layer: int) -> PositionEncoding:
+        return self.position if layer == 0 or not len(self.layer_positions) else self.layer_positions[layer - 1]
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for incremental decoding (``causal=True`` models)."""
+        return KVCache(self.depth)
+
+    def forward_features(
+        self,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """tokens ``(b, n)`` -> final normalised hidden states ``(b, n, dim)``.
+
+        positions: ``(n,)`` or ``(b, n)`` explicit positions; by default ``cache.length + arange(n)``.
+        key_padding_mask: ``(b, n)`` bool, True for real tokens.
+        cache: a :class:`KVCache` from :meth:`new_cache`; it is extended with this call's tokens.
+        """
+        check_tensor("tokens", tokens, ndim=2)
+        b, n = tokens.shape
+        if cache is not None and not self.causal:
+            raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
+        offset = cache.length if cache is not None else 0
+        explicit = None
+        if positions is not None:
+            explicit = resolve_positions(positions, n=n, batch=b, device=tokens.device)
+        q_positions = Positions(n, offset, explicit)
+        k_positions = cache.positions.cat(q_positions) if cache is not None else q_positions
+        key_mask = self._key_mask(key_padding_mask, b, n, cache, tokens.device)
+        x = self.embed(tokens)
+        if "input" in self.position.hooks:
+            x = self.position.encode_input(x, positions=q_positions)
+        for layer, block in enumerate(self.blocks):
+            x = block(
+                x,
+                position=self.position_for_layer(layer),
+                q_positions=q_positions,
+                k_positions=k_positions,
+                key_mask=key_mask,
+                cache=cache,
+                layer=layer,
+            )
+        if cache is not None:
+            cache.positions, cache.key_mask = k_positions, key_mask
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """tokens ``(b, n)`` -> logits ``(b, n, vocab_size)``; keywords as :meth:`forward_features`."""
+        return self.head(self.forward_features(tokens, **kwargs))
+
+    @staticmethod
+    def _key_mask(key_padding_mask, b: int, n: int, cache: KVCache | None, device) -> torch.Tensor | None:
+        if key_padding_mask is not None:
+            check_tensor("key_padding_mask", key_padding_mask, ndim=2)
+            if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, n):
+                raise ValueError(
+                    f"`key_padding_mask` must be a bool tensor of shape ({b}, {n}) (True = real token), "
+                    f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+                )
+        if cache is None or (cache.key_mask is None and key_padding_mask is None):
+            return key_padding_mask
+        old = cache.key_mask if cache.key_mask is not None else torch.ones(b, cache.length, dtype=torch.bool, device=device)
+        new = key_padding_mask if key_padding_mask is not None else torch.ones(b, n, dtype=torch.bool, device=device)
+        return torch.cat([old, new], dim=1)

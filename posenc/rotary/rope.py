@@ -1,0 +1,191 @@
+"""Rotary position embedding, RoPE (Su et al. 2021, arXiv:2104.09864).
+
+Each pair of query/key features is rotated by the angle ``p * base^(-2i/d)``, so the logit between
+positions i and j depends on ``i - j`` only. Two pair layouts exist: adjacent features
+``(x0, x1), (x2, x3), ...`` (``interleaved=True``, the paper and GPT-J/Mesh-TF) and split halves
+``(x_i, x_{i + d/2})`` (``interleaved=False``, GPT-NeoX / Llama's ``rotate_half``). A fraction of
+the head may be rotated (GPT-NeoX's ``rotary_pct``), the rest passes through.
+
+Precision: angles in float64, cos/sin held in float32, the rotation itself in float32, the result
+cast back to the input dtype. Verified against a float64 transcription of the rotation-matrix form
+(equation 34 of the paper) in tests/rotary/test_rope.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.core.base import DerivedTablesMixin, PositionEncoding
+from posenc.core.frequencies import cos_sin, inverse_frequencies
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.registry import register
+from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
+from posenc.rotary.scaling import RopeScaling, ScalingKind
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False) -> torch.Tensor:
+    """Rotate the feature pairs of ``x`` by the angles whose cos/sin are given.
+
+    x: ``(..., n, r)`` with ``r`` even; cos, sin: broadcastable to ``(..., n, r/2)``, float32.
+    Returns ``x``'s shape and dtype; the arithmetic runs in float32 or better.
+    """
+    work = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(work)
+    if interleaved:
+        # (..., n, r) -> (..., n, r/2, 2): adjacent features form a pair
+        pairs = xf.unflatten(-1, (-1, 2))
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    else:
+        x1, x2 = xf.chunk(2, dim=-1)
+        out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.to(x.dtype)
+
+
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False
+) -> torch.Tensor:
+    """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the remaining ones pass through."""
+    rot = 2 * cos.shape[-1]
+    if rot == x.shape[-1]:
+        return rotate_pairs(x, cos, sin, interleaved=interleaved)
+    return torch.cat((rotate_pairs(x[..., :rot], cos, sin, interleaved=interleaved), x[..., rot:]), dim=-1)
+
+
+def _per_head(t: torch.Tensor) -> torch.Tensor:
+    # (n, f) -> (1, 1, n, f); (b, n, f) -> (b, 1, n, f): broadcast over heads
+    return t.unsqueeze(-3) if t.ndim == 3 else t.unsqueeze(0).unsqueeze(0)
+
+
+def apply_rope(
+    x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0, interleaved: bool = False
+) -> torch.Tensor:
+    """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``."""
+    check_float_tensor("x", x, ndim=4)
+    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
+    check_same_device(x=x, positions=pos)
+    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device))
+    return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved)
+
+
+@register(
+    "rope",
+    family="rotary",
+    paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071)",
+    summary="Rotates query/key feature pairs by position-proportional angles; logits depend on i - j only.",
+)
+class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
+    """RoPE with optional context-extension scaling and a cos/sin cache for implicit positions.
+
+    Args:
+        head_dim: width of each head's queries and keys.
+        base: frequency base (10000 in the paper; 500000 in Llama 3).
+        rotary_fraction: fraction of ``head_dim`` rotated (rounded down to an even width >= 2).
+        interleaved: adjacent pairs (True) or split halves (False).
+        scaling: ``"none"``, ``"linear"``, ``"ntk"``, ``"dynamic_ntk"`` or ``"yarn"``.
+        factor: the context-extension factor of the scaling (>= 1).
+        original_max_len: the trained context length (needed by ``dynamic_ntk`` and ``yarn``).
+        beta_fast, beta_slow: YaRN's ramp bounds, in rotations over ``original_max_len``.
+        cache_len: implicit positions cached up front; grows on demand (powers of two).
+
+    Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin table, keyed by its length, the
+    scaling's effective base (dynamic NTK) and the device; rebuilt on ``.to()``; bypassed (computed
+    inline) for explicit positions and under ``torch.compile``.
+    """
+
+    family = "rotary"
+    hooks = frozenset({"rotary"})
+
+    def __init__(
+        self,
+        head_dim: int,
+        *,
+        base: float = 10000.0,
+        rotary_fraction: float = 1.0,
+        interleaved: bool = False,
+        scaling: ScalingKind = "none",
+        factor: float = 1.0,
+        original_max_len: int | None = None,
+        beta_fast: float = 32.0,
+        beta_slow: float = 1.0,
+        cache_len: int = 256,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.head_dim = check_int("head_dim", head_dim, minimum=2)
+        self.base = check_float("base", base, positive=True)
+        fraction = check_float("rotary_fraction", rotary_fraction, minimum=0.0, maximum=1.0)
+        self.rot_dim = int(head_dim * fraction) // 2 * 2
+        if self.rot_dim < 2:
+            raise ValueError(
+                f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}"
+            )
+        self.interleaved = bool(interleaved)
+        self.scaling = RopeScaling(scaling, factor, original_max_len, beta_fast, beta_slow)
+        self._cache_len = max(1, int(cache_len))
+        self._cache_key: tuple | None = None
+        self.register_buffer("cos_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
+        self.register_buffer("sin_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
+        self.init_non_persistent_buffers(device)
+
+    # -- tables ---------------------------------------------------------------------------------
+    def _length_key(self, seq_len: int) -> float:
+        return float(self.scaling.dynamic_base(self.rot_dim, self.base, seq_len)) if self.scaling.depends_on_length else 0.0
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None, seq_len: int | None = None) -> None:
+        seq_len = seq_len if seq_len is not None else self._cache_len
+        inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
+        positions = torch.arange(self._cache_len, device=device)
+        self.cos_cached, self.sin_cached = cos_sin(positions, inv_freq, scale=self.scaling.attention_factor)
+        self._cache_key = (self._cache_len, self._length_key(seq_len), self.cos_cached.device)
+
+    def cos_sin(self, positions: Positions, *, seq_len: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 cos and sin of shape ``(b | 1, n, rot/2)`` for ``positions``.
+
+        ``seq_len`` (the length the dynamic NTK scaling is computed for) defaults to one past the last
+        position.
+        """
+        device = self.cos_cached.device
+        if positions.is_implicit:
+            length = positions.end if seq_len is None else seq_len
+            if not torch.compiler.is_compiling():
+                if positions.end > self._cache_len:
+                    self._cache_len = 1 << (positions.end - 1).bit_length()
+                key = (self._cache_len, self._length_key(length), device)
+                if key != self._cache_key:
+                    self.init_non_persistent_buffers(device, seq_len=length)
+                sl = slice(positions.offset, positions.end)
+                return self.cos_cached[sl].unsqueeze(0), self.sin_cached[sl].unsqueeze(0)
+            seq_len = length
+        pos = positions.tensor(device)
+        if seq_len is None and self.scaling.depends_on_length:
+            seq_len = pos.amax() + 1  # a 0-d tensor: no host sync
+        inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
+        return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor)
+
+    # -- application ----------------------------------------------------------------------------
+    def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions, **kw) -> torch.Tensor:
+        """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
+        cos, sin = self.cos_sin(positions, **kw)
+        return apply_rotary(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
+
+    def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+        """x: ``(b, h, n, head_dim)`` -> rotated, same shape and dtype."""
+        check_float_tensor("x", x, ndim=4)
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"`x` must have last dimension head_dim={self.head_dim}, got {x.shape[-1]}")
+        pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
+        return self.rotate_queries_or_keys(x, Positions(x.shape[-2], offset, None if positions is None else pos))
+
+    def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
+        # the dynamic NTK base follows the furthest position seen by either side
+        q = self.rotate_queries_or_keys(q, q_positions)
+        k = self.rotate_queries_or_keys(k, k_positions)
+        return q, k
+
+    def extra_repr(self) -> str:
+        s = f"head_dim={self.head_dim}, rot_dim={self.rot_dim}, base={self.base}, interleaved={self.interleaved}"
+        if self.scaling.kind != "none":
+            s += f", scaling={self.scaling}"
+        return s
