@@ -8,6 +8,9 @@ same way (``input``: added to or concatenated with embeddings; ``rotary``: rotat
 
 # importing a family package registers its encodings, in this order
 from posenc import none, input, rotary, bias  # noqa: F401, E401
+from posenc import relative, complex, context  # noqa: F401, E401
+from posenc import spatial, vision  # noqa: F401, E401
+from posenc import coordinate, step, hyper  # noqa: F401, E401
 from posenc.core.base import PositionEncoding
 from posenc.core.registry import EncodingInfo, available, create, get, register
 

@@ -15,6 +15,12 @@ from posenc.bias.alibi import alibi_bias, alibi_slopes
 from posenc.bias.relative import relative_positions
 from posenc.bias.t5 import t5_relative_bucket
 
+# posenc/relative, posenc/complex, posenc/context  (issue: relative encodings)
+
+# posenc/spatial, posenc/vision  (issue: position for images)
+
+# posenc/coordinate, posenc/step, posenc/hyper  (issue: coordinate and step encodings)
+
 # posenc/core
 from posenc.core.frequencies import inverse_frequencies
 

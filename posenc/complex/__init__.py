@@ -1,0 +1,1 @@
+"""Complex-valued word-order embeddings and the complex layers that consume them."""

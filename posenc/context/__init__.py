@@ -1,0 +1,1 @@
+"""Order-aware context layers used instead of an explicit encoding (convolutions before attention)."""

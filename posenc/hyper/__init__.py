@@ -1,0 +1,1 @@
+"""Hypernetworks whose generated weights depend on where they are applied."""

@@ -1,0 +1,1 @@
+"""Position for convolutional networks on (b, c, *spatial) feature maps: coordinate channels, broadcast decoders, learned constant inputs, explicit generator encodings, N-D sinusoids, height-driven attention."""

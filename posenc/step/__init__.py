@@ -1,0 +1,1 @@
+"""Embeddings of the step of an iterative network: diffusion timesteps, noise levels, flow indices."""
