@@ -47,10 +47,13 @@ def angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     return positions.to(dtype).unsqueeze(-1) * inv_freq.to(device=positions.device, dtype=dtype)
 
 
-def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, *, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scale * cos`` and ``scale * sin`` of the angles, as float32 tensors of shape ``(*p, f)``."""
+def cos_sin(
+    positions: torch.Tensor, inv_freq: torch.Tensor, *, scale: float = 1.0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale * cos`` and ``scale * sin`` of the angles, of shape ``(*p, f)`` in ``dtype``
+    (float32 by default; float64 when the caller computes in float64)."""
     theta = angles(positions, inv_freq)
     cos, sin = theta.cos(), theta.sin()
     if scale != 1.0:
         cos, sin = cos * scale, sin * scale
-    return cos.float(), sin.float()
+    return cos.to(dtype), sin.to(dtype)

@@ -65,7 +65,8 @@ def apply_rope(
     check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
-    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device))
+    work = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
     return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved)
 
 
@@ -140,7 +141,9 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.cos_cached, self.sin_cached = cos_sin(positions, inv_freq, scale=self.scaling.attention_factor)
         self._cache_key = (self._cache_len, self._length_key(seq_len), self.cos_cached.device)
 
-    def cos_sin(self, positions: Positions, *, seq_len: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def cos_sin(
+        self, positions: Positions, *, seq_len: int | torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 cos and sin of shape ``(b | 1, n, rot/2)`` for ``positions``.
 
         ``seq_len`` (the length the dynamic NTK scaling is computed for) defaults to one past the last
@@ -162,12 +165,14 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         if seq_len is None and self.scaling.depends_on_length:
             seq_len = pos.amax() + 1  # a 0-d tensor: no host sync
         inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
-        return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor)
+        return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
 
     # -- application ----------------------------------------------------------------------------
     def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions, **kw) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
         cos, sin = self.cos_sin(positions, **kw)
+        if t.dtype == torch.float64 and not positions.is_implicit:
+            cos, sin = self.cos_sin(positions, dtype=torch.float64, **kw)
         return apply_rotary(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:

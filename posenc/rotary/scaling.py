@@ -66,6 +66,8 @@ class RopeScaling:
 
     def dynamic_base(self, rot_dim: int, base: float, seq_len: int | torch.Tensor) -> float | torch.Tensor:
         """The dynamic-NTK base for a length ``seq_len`` (an int, or a 0-d tensor: no host sync)."""
+        if isinstance(seq_len, torch.Tensor):
+            seq_len = seq_len.to(angle_dtype(seq_len.device))
         ratio = self.factor * seq_len / self.original_max_len - (self.factor - 1.0)
         exponent = rot_dim / (rot_dim - 2) if rot_dim > 2 else 1.0
         if isinstance(ratio, torch.Tensor):

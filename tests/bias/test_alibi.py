@@ -1,0 +1,90 @@
+"""ALiBi slopes and biases against a float64 transcription of Press et al. (2021), section 3."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc.bias import ALiBi
+from posenc.core.positions import Positions
+from posenc.functional import alibi_bias, alibi_slopes
+
+
+def reference_slopes(n):
+    """The paper's rule: geometric from 2^(-8/n) for powers of two; otherwise the closest smaller power
+    of two, then every other slope of twice that power."""
+
+    def power_of_two(k):
+        return [2.0 ** (-8.0 * (i + 1) / k) for i in range(k)]
+
+    if math.log2(n).is_integer():
+        return power_of_two(n)
+    closest = 2 ** math.floor(math.log2(n))
+    return power_of_two(closest) + reference_slopes(2 * closest)[0::2][: n - closest]
+
+
+def test_published_slopes_for_eight_heads():
+    np.testing.assert_allclose(alibi_slopes(8).numpy(), [1 / 2**i for i in range(1, 9)], rtol=1e-7)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 7, 12, 16, 20, 24, 33])
+def test_slopes_match_reference_for_any_head_count(heads):
+    got = alibi_slopes(heads, dtype=torch.float64).numpy()
+    np.testing.assert_allclose(got, reference_slopes(heads), rtol=1e-12)
+    assert len(set(got.tolist())) == heads  # all distinct
+
+
+def test_causal_and_symmetric_bias_values():
+    slopes = alibi_slopes(4, dtype=torch.float64)
+    alibi = ALiBi(4, causal=True)
+    bias = alibi(5)
+    for h in range(4):
+        for i in range(5):
+            for j in range(5):
+                assert bias[0, h, i, j].item() == pytest.approx(-slopes[h].item() * (i - j), abs=1e-6)
+    sym = ALiBi(4, causal=False)(5)
+    torch.testing.assert_close(sym[0, :, 4, 0], sym[0, :, 0, 4])
+    assert (sym <= 0).all()
+
+
+@given(shift=st.integers(0, 100000), n=st.integers(1, 6))
+def test_bias_depends_only_on_offset(shift, n):
+    alibi = ALiBi(3)
+    base = alibi(n)
+    moved = alibi(n, q_positions=torch.arange(n) + shift, k_positions=torch.arange(n) + shift)
+    torch.testing.assert_close(base, moved)
+
+
+def test_packed_positions_and_offset():
+    alibi = ALiBi(2)
+    # two packed sequences of length 3: positions restart at 0 for the second
+    pos = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    bias = alibi.score_bias(None, None, q_positions=Positions(6, explicit=pos), k_positions=Positions(6, explicit=pos))
+    assert bias[0, 0, 3, 2].item() == pytest.approx(alibi.slopes[0].item() * 2)  # j - i = 2 - 0
+    # a cached step: 1 query at position 4 over 5 keys
+    torch.testing.assert_close(alibi(1, 5, offset=4), alibi(5)[:, :, 4:])
+    torch.testing.assert_close(alibi_bias(torch.tensor([[[0, -3]]]), alibi.slopes)[0, 1, 0, 1], -3 * alibi.slopes[1])
+
+
+def test_meta_device_and_bf16():
+    alibi = ALiBi(5, device="meta")
+    alibi = alibi.to_empty(device="cpu")
+    np.testing.assert_allclose(alibi.slopes.numpy(), reference_slopes(5), rtol=1e-6)
+    assert alibi.to(torch.bfloat16).slopes.dtype == torch.float32
+    assert alibi.state_dict() == {}
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="num_heads"):
+        alibi_slopes(0)
+    with pytest.raises(TypeError, match="num_heads"):
+        alibi_slopes(2.5)
+    with pytest.raises(ValueError, match="heads"):
+        ALiBi(0)
+    with pytest.raises(ValueError, match="q_positions"):
+        ALiBi(2)(3, q_positions=torch.arange(4))

@@ -1,0 +1,88 @@
+"""T5 relative buckets against a per-element float64 transcription of Mesh TensorFlow's rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc.bias import T5RelativeBias
+from posenc.functional import t5_relative_bucket
+
+
+def reference_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128):
+    """One offset (key - query) at a time, as in ``_relative_position_bucket``."""
+    ret = 0
+    n = -rel  # Mesh TF works with query - key
+    if bidirectional:
+        num_buckets //= 2
+        if n < 0:
+            ret += num_buckets
+        n = abs(n)
+    else:
+        n = max(n, 0)
+    max_exact = num_buckets // 2
+    if n < max_exact:
+        return ret + n
+    val = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    return ret + min(val, num_buckets - 1)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (8, 20), (16, 64)])
+def test_buckets_match_reference(bidirectional, num_buckets, max_distance):
+    rel = torch.arange(-300, 301)
+    got = t5_relative_bucket(rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+    want = [reference_bucket(r, bidirectional, num_buckets, max_distance) for r in rel.tolist()]
+    assert got.tolist() == want
+    assert got.dtype == torch.long and got.min() >= 0 and got.max() < num_buckets
+
+
+def test_known_values():
+    # bidirectional, 32 buckets: offsets 0..7 exact, keys after the query start at bucket 16
+    got = t5_relative_bucket(torch.tensor([0, -1, -7, 1, 7, -1000, 1000]))
+    assert got.tolist() == [0, 1, 7, 17, 23, 15, 31]
+
+
+@given(shift=st.integers(0, 50000), n=st.integers(1, 5))
+def test_bias_depends_only_on_offset(shift, n):
+    t5 = T5RelativeBias(2)
+    base = t5(n)
+    moved = t5(n, q_positions=torch.arange(n) + shift, k_positions=torch.arange(n) + shift)
+    torch.testing.assert_close(base, moved)
+
+
+def test_bias_is_the_learned_scalar_of_the_bucket():
+    t5 = T5RelativeBias(3, causal=True, num_buckets=8, max_distance=16)
+    bias = t5(6)
+    for i in range(6):
+        for j in range(6):
+            bucket = reference_bucket(j - i, False, 8, 16)
+            torch.testing.assert_close(bias[0, :, i, j], t5.bias.weight[bucket])
+    # a cached step reads the last row
+    torch.testing.assert_close(t5(1, 6, offset=5), bias[:, :, 5:])
+
+
+def test_state_dict_and_meta():
+    t5 = T5RelativeBias(2)
+    other = T5RelativeBias(2)
+    other.load_state_dict(t5.state_dict())
+    torch.testing.assert_close(other(4), t5(4))
+    meta = T5RelativeBias(2, device="meta")
+    assert meta.bias.weight.is_meta
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="relative_position"):
+        t5_relative_bucket(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="num_buckets"):
+        t5_relative_bucket(torch.tensor([1]), num_buckets=31)
+    with pytest.raises(ValueError, match="max_distance"):
+        t5_relative_bucket(torch.tensor([1]), num_buckets=32, max_distance=4)
+    with pytest.raises(ValueError, match="heads"):
+        T5RelativeBias(0)
+    with pytest.raises(ValueError, match="num_buckets"):
+        T5RelativeBias(2, num_buckets=2)

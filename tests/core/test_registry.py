@@ -1,0 +1,66 @@
+"""The registry, and one contract test over every registered sequence encoding."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import posenc
+from posenc import functional as PF
+from posenc.checks import SEQUENCE_FAMILIES
+from posenc.core.base import PositionEncoding
+from posenc.models import Transformer
+
+FOUNDATION = {"none": "none", "sinusoidal": "input", "learned": "input", "rope": "rotary", "alibi": "bias", "t5": "bias"}
+SEQUENCE = [info.name for info in posenc.available() if info.family in SEQUENCE_FAMILIES]
+
+
+def test_available_lists_the_foundation_encodings_with_family_and_paper():
+    infos = {info.name: info for info in posenc.available()}
+    for name, family in FOUNDATION.items():
+        assert infos[name].family == family
+        assert "arXiv:" in infos[name].paper
+    assert posenc.available("bias") and all(i.family == "bias" for i in posenc.available("bias"))
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match="known encodings: .*sinusoidal"):
+        posenc.create("sinusoid")
+
+
+def test_create_builds_the_registered_class():
+    assert type(posenc.create("rope", head_dim=8)).__name__ == "RotaryPositionEncoding"
+    assert posenc.get("alibi").cls is type(posenc.create("alibi", heads=2))
+
+
+def test_public_functional_signatures_are_stable():
+    sig = {name: str(inspect.signature(getattr(PF, name))) for name in ("sinusoidal", "apply_rope", "alibi_slopes", "t5_relative_bucket")}
+    assert sig["sinusoidal"].startswith("(positions: 'torch.Tensor | int', dim: 'int', *, base: 'float' = 10000.0, interleaved: 'bool' = True)")
+    assert sig["apply_rope"].startswith("(x: 'torch.Tensor', positions: 'torch.Tensor', *, base: 'float' = 10000.0, interleaved: 'bool' = False)")
+    assert sig["alibi_slopes"].startswith("(num_heads: 'int'")
+    assert sig["t5_relative_bucket"].startswith(
+        "(relative_position: 'torch.Tensor', *, bidirectional: 'bool' = True, num_buckets: 'int' = 32, max_distance: 'int' = 128)"
+    )
+
+
+@pytest.mark.parametrize("name", SEQUENCE)
+def test_contract_every_sequence_encoding(name):
+    """Shape, dtype, device, state_dict round trip and meta construction through the reference model."""
+    torch.manual_seed(0)
+    model = Transformer(16, 32, 1, 4, position=name)
+    assert isinstance(model.position, PositionEncoding)
+    tokens = torch.randint(0, 16, (2, 6))
+    out = model.eval()(tokens)
+    assert out.shape == (2, 6, 16) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    twin = Transformer(16, 32, 1, 4, position=name)
+    twin.load_state_dict(model.state_dict())
+    torch.testing.assert_close(twin.eval()(tokens), out)
+    with torch.device("meta"):
+        meta = Transformer(16, 32, 1, 4, position=name)
+    meta = meta.to_empty(device="cpu")
+    meta.load_state_dict(model.state_dict())
+    torch.testing.assert_close(meta.eval()(tokens), out)
+    half = Transformer(16, 32, 1, 4, position=name).to(torch.bfloat16).eval()
+    assert half(tokens).dtype == torch.bfloat16

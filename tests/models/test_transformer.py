@@ -1,0 +1,182 @@
+"""The reference Transformer with each foundation encoding: training, decoding, masks, properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_loss_falls, train_losses
+from hypothesis import given
+from hypothesis import strategies as st
+
+import posenc
+from posenc.core.positions import Positions
+from posenc.models import Transformer
+
+FOUNDATION = ["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
+
+
+def tiny(position, causal=False, **kw):
+    return Transformer(16, 32, 2, 4, position=position, causal=causal, **kw)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_loss_falls_on_a_synthetic_task(position):
+    torch.manual_seed(0)
+    model = Transformer(16, 32, 1, 4, position=position, causal=True)
+
+    def batch():
+        # each sequence counts upward from a random start: the next token is predictable
+        start = torch.randint(0, 16, (16, 1))
+        seq = (start + torch.arange(13)) % 16
+        return seq[:, :-1], seq[:, 1:]
+
+    losses = train_losses(model, batch, lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten()), steps=40, lr=1e-2)
+    assert_loss_falls(losses, factor=0.5)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_cached_decoding_equals_full_forward(position):
+    model = tiny(position, causal=True).eval()
+    tokens = torch.randint(0, 16, (2, 11))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = model.new_cache()
+        chunks = [model(tokens[:, :4], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(4, 11)]
+    assert cache.length == 11
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_explicit_positions_equal_implicit(position):
+    model = tiny(position).eval()
+    tokens = torch.randint(0, 16, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), model(tokens, positions=torch.arange(7)))
+        torch.testing.assert_close(model(tokens), model(tokens, positions=torch.arange(7).expand(2, 7)))
+
+
+@given(seed=st.integers(0, 2**16))
+def test_encoder_without_encoding_is_permutation_equivariant(seed):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(0)
+    model = tiny("none").eval()
+    tokens = torch.randint(0, 16, (2, 9), generator=gen)
+    perm = torch.randperm(9, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens[:, perm]), model(tokens)[:, perm], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", ["sinusoidal", "learned", "rope", "alibi", "t5"])
+def test_every_encoding_breaks_equivariance(position):
+    torch.manual_seed(0)
+    model = tiny(position).eval()
+    if position == "t5":
+        torch.nn.init.normal_(model.position.bias.weight, std=1.0)
+    if position == "learned":
+        torch.nn.init.normal_(model.position.weight, std=1.0)
+    tokens = torch.randint(0, 16, (1, 9))
+    perm = torch.tensor([3, 0, 7, 1, 8, 2, 5, 4, 6])  # not a reversal: symmetric ALiBi is reversal-invariant
+    with torch.no_grad():
+        assert (model(tokens[:, perm]) - model(tokens)[:, perm]).abs().max() > 1e-3
+
+
+def logit(position, q, k, i, j, heads):
+    """q . k / sqrt(d) + bias for one query at position i and one key at position j, through the hooks."""
+    qp, kp = Positions(1, explicit=torch.tensor([[i]])), Positions(1, explicit=torch.tensor([[j]]))
+    if "rotary" in position.hooks:
+        q, _ = position.rotate(q, q, q_positions=qp, k_positions=qp)
+        k, _ = position.rotate(k, k, q_positions=kp, k_positions=kp)
+    out = (q * k).sum(-1, keepdim=True) / math.sqrt(q.shape[-1])
+    if "bias" in position.hooks:
+        out = out + position.score_bias(q, k, q_positions=qp, k_positions=kp)
+    return out.flatten()
+
+
+@pytest.mark.parametrize("name", ["rope", "alibi", "t5"])
+@given(i=st.integers(0, 200), j=st.integers(0, 200), shift=st.integers(0, 100000))
+def test_logit_is_invariant_to_a_common_shift(name, i, j, shift):
+    torch.manual_seed(0)
+    position = posenc.create(name, **({"head_dim": 16} if name == "rope" else {"heads": 2, "causal": False}))
+    q, k = torch.randn(1, 2, 1, 16, dtype=torch.float64), torch.randn(1, 2, 1, 16, dtype=torch.float64)
+    if name != "rope":
+        position = position.double()
+    torch.testing.assert_close(logit(position, q, k, i, j, 2), logit(position, q, k, i + shift, j + shift, 2), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_key_padding_mask_hides_padding(position):
+    model = tiny(position).eval()
+    tokens = torch.randint(0, 16, (1, 6))
+    padded = torch.cat([tokens, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[True] * 6 + [False] * 3])
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, key_padding_mask=mask)[:, :6], model(tokens), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_left_padded_causal_batch_with_explicit_positions(position):
+    model = tiny(position, causal=True).eval()
+    tokens = torch.randint(0, 16, (1, 5))
+    padded = torch.cat([torch.zeros(1, 2, dtype=torch.long), tokens], dim=1)
+    mask = torch.tensor([[False, False] + [True] * 5])
+    positions = torch.tensor([[0, 0, 0, 1, 2, 3, 4]])
+    with torch.no_grad():
+        out = model(padded, key_padding_mask=mask, positions=positions)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out[:, 2:], model(tokens), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", FOUNDATION)
+def test_state_dict_round_trip_excludes_derived_tables(position):
+    a, b = tiny(position), tiny(position)
+    state = a.state_dict()
+    assert not any(k.endswith(("cos_cached", "sin_cached", "table", "slopes")) for k in state)
+    b.load_state_dict(state)
+    tokens = torch.randint(0, 16, (1, 5))
+    torch.testing.assert_close(a.eval()(tokens), b.eval()(tokens))
+
+
+def test_bf16_model_keeps_float32_tables_and_runs_at_large_positions():
+    model = tiny("rope", causal=True).to(torch.bfloat16).eval()
+    assert model.position.cos_cached.dtype == torch.float32
+    tokens = torch.randint(0, 16, (1, 4))
+    with torch.no_grad():
+        out = model(tokens, positions=torch.arange(99996, 100000))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_position_as_module_and_kwargs():
+    rope = posenc.create("rope", head_dim=8, scaling="linear", factor=2.0)
+    model = Transformer(16, 32, 1, 4, position=rope, causal=True)
+    assert model.position is rope
+    by_name = Transformer(16, 32, 1, 4, position="rope", causal=True, scaling="linear", factor=2.0)
+    assert by_name.position.scaling.factor == 2.0
+    # the encoding's own width collides with the model's `dim`: a concatenated encoding comes as a module
+    concat = Transformer(16, 32, 1, 4, position=posenc.create("sinusoidal", dim=8, combine="concat"))
+    assert concat.embed.embedding_dim == 24
+    assert concat(torch.randint(0, 16, (1, 3))).shape == (1, 3, 16)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="heads"):
+        Transformer(16, 30, 1, 4)
+    with pytest.raises(ValueError, match="known encodings: .*rope"):
+        Transformer(16, 32, 1, 4, position="ropee")
+    with pytest.raises(ValueError, match="registry name"):
+        Transformer(16, 32, 1, 4, position=posenc.create("none"), base=3.0)
+    with pytest.raises(TypeError, match="position"):
+        Transformer(16, 32, 1, 4, position=3)
+    model = tiny("rope")
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        model(torch.zeros(1, 3, dtype=torch.long), key_padding_mask=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="causal"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=model.new_cache())
+    with pytest.raises(ValueError, match="tokens"):
+        model(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="positions"):
+        model(torch.zeros(1, 3, dtype=torch.long), positions=torch.arange(4))
+    with pytest.raises(ValueError, match="max_len"):
+        Transformer(16, 32, 1, 4, position="learned", max_len=4)(torch.zeros(1, 5, dtype=torch.long))

@@ -1,0 +1,149 @@
+"""RoPE against a float64 transcription of the rotation-matrix form (Su et al. 2021, eq. 34)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc.core.positions import Positions
+from posenc.functional import apply_rope
+from posenc.rotary import RotaryPositionEncoding
+
+
+def reference(x, positions, base=10000.0, interleaved=False, rot_dim=None, inv_freq=None, scale=1.0):
+    """Rotate each feature pair of x (..., n, d) by p * theta_i, pair by pair, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    out = x.copy()
+    d = x.shape[-1]
+    r = rot_dim or d
+    for t, p in enumerate(positions):
+        for i in range(r // 2):
+            theta = inv_freq[i] if inv_freq is not None else base ** (-2 * i / r)
+            a, b = (2 * i, 2 * i + 1) if interleaved else (i, i + r // 2)
+            c, s = math.cos(p * theta) * scale, math.sin(p * theta) * scale
+            x1, x2 = x[..., t, a], x[..., t, b]
+            out[..., t, a] = c * x1 - s * x2
+            out[..., t, b] = s * x1 + c * x2
+    return out
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_apply_rope_matches_reference(interleaved):
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    pos = torch.tensor([0, 1, 5, 17, 300])
+    got = apply_rope(x, pos, interleaved=interleaved)
+    np.testing.assert_allclose(got.numpy(), reference(x.numpy(), pos.tolist(), interleaved=interleaved), atol=1e-12)
+
+
+def test_apply_rope_batched_positions():
+    x = torch.randn(2, 2, 4, 8)
+    pos = torch.tensor([[0, 1, 2, 3], [10, 11, 12, 13]])
+    got = apply_rope(x, pos)
+    torch.testing.assert_close(got[1:], apply_rope(x[1:], pos[1]))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_module_partial_rotation_and_base(interleaved):
+    rope = RotaryPositionEncoding(12, base=500.0, rotary_fraction=0.5, interleaved=interleaved)
+    assert rope.rot_dim == 6
+    x = torch.randn(1, 2, 7, 12, dtype=torch.float64)
+    got = rope(x, offset=4)
+    ref = reference(x.numpy(), range(4, 11), base=500.0, interleaved=interleaved, rot_dim=6)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-6)
+    np.testing.assert_array_equal(got[..., 6:].numpy(), x[..., 6:].numpy())
+
+
+def test_explicit_equals_implicit_and_cache_grows():
+    rope = RotaryPositionEncoding(8, cache_len=4)
+    x = torch.randn(2, 2, 10, 8)
+    implicit = rope(x, offset=5)
+    explicit = rope(x, positions=torch.arange(5, 15))
+    torch.testing.assert_close(implicit, explicit)
+    assert rope.cos_cached.shape[0] >= 15
+    torch.testing.assert_close(implicit, apply_rope(x, torch.arange(5, 15)))
+
+
+@given(shift=st.integers(0, 5000), i=st.integers(0, 64), j=st.integers(0, 64))
+def test_logit_depends_only_on_offset(shift, i, j):
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 1, 1, 16, dtype=torch.float64, generator=gen)
+    k = torch.randn(1, 1, 1, 16, dtype=torch.float64, generator=gen)
+
+    def logit(pi, pj):
+        return (apply_rope(q, torch.tensor([pi])) * apply_rope(k, torch.tensor([pj]))).sum().item()
+
+    assert logit(i, j) == pytest.approx(logit(i + shift, j + shift), abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_model_at_large_positions_matches_float64(dtype):
+    rope = RotaryPositionEncoding(64).to(dtype)
+    assert rope.cos_cached.dtype == torch.float32  # rebuilt, not cast
+    x = torch.randn(1, 1, 6, 64).to(dtype)
+    positions = torch.tensor([0, 256, 257, 65537, 99999, 100000])
+    got = rope(x, positions=positions)
+    assert got.dtype == dtype
+    ref = torch.from_numpy(reference(x.double().numpy(), positions.tolist()))
+    torch.testing.assert_close(got.double(), ref, atol=2e-2, rtol=1.6e-2)
+    # implicit positions through the cache, with model.to(bfloat16) applied after the cache was built
+    rope2 = RotaryPositionEncoding(64, cache_len=8)
+    rope2(torch.randn(1, 1, 8, 64))
+    rope2 = rope2.to(dtype)
+    got2 = rope2(x[:, :, :2], offset=99998)
+    ref2 = torch.from_numpy(reference(x[:, :, :2].double().numpy(), [99998, 99999]))
+    torch.testing.assert_close(got2.double(), ref2, atol=2e-2, rtol=1.6e-2)
+
+
+def test_hook_rotates_queries_and_keys():
+    rope = RotaryPositionEncoding(8)
+    q, k = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    rq, rk = rope.rotate(q, k, q_positions=Positions(3, 2), k_positions=Positions(3, 2))
+    torch.testing.assert_close(rq, apply_rope(q, torch.arange(2, 5)))
+    torch.testing.assert_close(rk, apply_rope(k, torch.arange(2, 5)))
+
+
+def test_not_in_state_dict_and_meta_device():
+    rope = RotaryPositionEncoding(8)
+    assert rope.state_dict() == {}
+    meta = RotaryPositionEncoding(8, device="meta")
+    assert meta.cos_cached.is_meta
+    meta = meta.to_empty(device="cpu")
+    x = torch.randn(1, 1, 4, 8)
+    torch.testing.assert_close(meta(x), apply_rope(x, torch.arange(4)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"head_dim": 1}, "head_dim"),
+        ({"head_dim": 8, "base": 0.0}, "base"),
+        ({"head_dim": 8, "rotary_fraction": 1.5}, "rotary_fraction"),
+        ({"head_dim": 8, "rotary_fraction": 0.1}, "rotary_fraction"),
+        ({"head_dim": 8, "scaling": "cubic"}, "scaling"),
+        ({"head_dim": 8, "scaling": "yarn", "factor": 2.0}, "original_max_len"),
+        ({"head_dim": 8, "scaling": "linear", "factor": 0.5}, "factor"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RotaryPositionEncoding(**kwargs)
+
+
+def test_bad_apply_arguments():
+    with pytest.raises(ValueError, match="x"):
+        apply_rope(torch.randn(2, 4, 8), torch.arange(4))
+    with pytest.raises(ValueError, match="pairs"):
+        apply_rope(torch.randn(1, 1, 4, 7), torch.arange(4))
+    with pytest.raises(ValueError, match="positions"):
+        apply_rope(torch.randn(1, 1, 4, 8), torch.arange(5))
+    with pytest.raises(ValueError, match="positions"):
+        apply_rope(torch.randn(1, 1, 4, 8), torch.arange(4).to(torch.bfloat16))
+    with pytest.raises(ValueError, match="batch"):
+        apply_rope(torch.randn(2, 1, 4, 8), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="head_dim=8"):
+        RotaryPositionEncoding(8)(torch.randn(1, 1, 4, 6))
