@@ -1,0 +1,71 @@
+"""A coordinate MLP: an optional coordinate encoding followed by a ReLU multilayer perceptron.
+
+The network of Tancik et al. (arXiv:2006.10739) and NeRF (arXiv:2003.08934) without the
+view-direction branch: coordinates ``(*, in_dim)`` are mapped by an encoding (or passed raw), then
+``depth`` linear layers of width ``width`` with ReLU between them produce ``(*, out_dim)`` values
+(pixel colours, signal values, densities).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from posenc.coordinate.base import Encoding
+from posenc.core.registry import create
+from posenc.core.validation import check_float_tensor, check_positive_int
+
+
+class CoordinateMLP(nn.Module):
+    """Encoding, then ``depth`` linear layers (``depth - 1`` hidden ReLU layers of width ``width``).
+
+    Args:
+        in_dim: number of input coordinates.
+        out_dim: number of predicted values per coordinate.
+        encoding: an :class:`Encoding` module, a registry name (``"nerf"``, ``"fourier_features"``)
+            built with ``in_dim`` and ``encoding_args``, or None for raw coordinates.
+        width: hidden width.
+        depth: number of linear layers, >= 1.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        encoding: Encoding | str | None = None,
+        width: int = 256,
+        depth: int = 4,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **encoding_args,
+    ) -> None:
+        super().__init__()
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        check_positive_int("width", width)
+        check_positive_int("depth", depth)
+        if isinstance(encoding, str):
+            encoding = create(encoding, in_dim=in_dim, device=device, **encoding_args)
+        elif encoding_args:
+            raise TypeError(f"encoding arguments {sorted(encoding_args)} need `encoding` given as a registry name")
+        if encoding is not None:
+            if not hasattr(encoding, "out_dim") or getattr(encoding, "in_dim", in_dim) != in_dim:
+                raise ValueError(f"`encoding` must be a coordinate encoding with in_dim={in_dim} and an out_dim")
+        self.encoding = encoding
+        features = encoding.out_dim if encoding is not None else in_dim
+        widths = [features] + [width] * (depth - 1) + [out_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(a, b, device=device, dtype=dtype))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(*, in_dim)`` coordinates -> ``(*, out_dim)``."""
+        x = check_float_tensor("x", x)
+        if x.ndim == 0 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"`x` must have last dimension in_dim={self.in_dim}, got shape {tuple(x.shape)}")
+        features = self.encoding(x) if self.encoding is not None else x
+        return self.net(features.to(self.net[0].weight.dtype))
