@@ -1,0 +1,36 @@
+"""Transformer-XL's relative shift (Dai et al. 2019, arXiv:1901.02860, appendix B).
+
+Scores against a table of relative distances are computed once per (query, distance) pair, as an
+``(n, m)`` matrix whose column ``c`` holds distance ``m - 1 - c`` (largest first, the paper's ``R``
+ordering). The shift re-indexes it by (query, key) with one pad and two reshapes, no gather: entry
+``(i, j)`` of the result holds the score for distance ``i + (m - n) - j`` wherever
+``j <= i + (m - n)`` (the keys a causal query may see when the ``n`` queries are the last ``n`` of the
+``m`` keys). The other entries hold values of neighbouring rows; causal attention masks them.
+
+Verified against the per-pair indexing ``x[i, n - 1 - i + j]`` in tests/relative/test_rel_shift.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from posenc.core.validation import check_tensor
+
+
+def rel_shift(x: torch.Tensor) -> torch.Tensor:
+    """``(..., n, m)`` scores by distance -> ``(..., n, m)`` scores by key (see the module docstring).
+
+    Requires ``m >= n``.
+    """
+    check_tensor("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"`x` must have shape (..., n, m), got {tuple(x.shape)}")
+    *lead, n, m = x.shape
+    if m < n:
+        raise ValueError(f"`x` must have m >= n (at least as many distances as queries), got n={n}, m={m}")
+    # (..., n, m) -> (..., n, m + 1): a zero column in front of every row
+    padded = F.pad(x, (1, 0))
+    # (..., n, m + 1) read as (..., m + 1, n); dropping its first row shifts row i left by n - 1 - i
+    shifted = padded.reshape(*lead, m + 1, n)[..., 1:, :]
+    return shifted.reshape(*lead, n, m)

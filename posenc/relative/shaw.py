@@ -1,0 +1,198 @@
+"""Relative position representations (Shaw et al. 2018, arXiv:1803.02155).
+
+Two learned tables ``a^K`` and ``a^V`` of ``2k + 1`` vectors are indexed by the clipped offset
+``clip(j - i, -k, k)`` between key position ``j`` and query position ``i`` (equations 3-5)::
+
+    e_ij = q_i . (k_j + a^K_ij) / sqrt(d)        z_i = sum_j softmax(e)_ij (v_j + a^V_ij)
+
+``k = 16`` by default (the survey's value). Shaw et al. share the tables across heads
+(``tables="shared"``); ``tables="per_head"`` gives each head its own.
+
+Memory: the naive form materialises ``a^K_ij`` for every pair, ``(n, m, d)``. Here the key term is
+``q @ a^K^T`` (``(n, 2k + 1)``) gathered by offset, and the value term sums the attention weights of
+each offset into ``2k + 1`` buckets before one product with ``a^V``; both work on blocks of query
+rows, so beyond the ``(n, m)`` logits and weights of ordinary attention the extra memory is linear
+in the sequence length. Verified against the naive ``(n, m, d)`` transcription of equations 3-5 in
+float64 (tests/relative/test_shaw.py), which also measures the peak memory at n = 2048.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from posenc.bias.relative import relative_positions
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions
+from posenc.core.registry import register
+from posenc.core.validation import check_choice, check_float_tensor, check_int, check_positive_int
+
+#: Query rows processed at once by the gather and the bucket sums (bounds their temporaries).
+ROW_BLOCK = 256
+
+
+def clipped_offsets(rel: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """Table indices ``clip(rel, -k, k) + k`` (int64) for integer-valued offsets ``rel`` (any shape)."""
+    if rel.is_floating_point():
+        if not torch.equal(rel, rel.round()):
+            raise ValueError("Shaw et al.'s tables are indexed by integer offsets: `positions` must be integer-valued")
+        rel = rel.round()
+    return rel.long().clamp(-max_distance, max_distance) + max_distance
+
+
+def _table_for_heads(table: torch.Tensor, heads: int) -> torch.Tensor:
+    # (r, d) -> (1, r, d); (h, r, d) stays: broadcast against (b, h, rows, d)
+    return table.unsqueeze(0) if table.ndim == 2 else table
+
+
+def key_offset_scores(q: torch.Tensor, rel_k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``q_i . a^K[index_ij]``: q ``(b, h, n, d)``, rel_k ``(r, d)`` or ``(h, r, d)``, index ``(b | 1, n, m)``
+    -> ``(b, h, n, m)`` (unscaled)."""
+    # (b, h, n, d) @ (h | 1, d, r) -> (b, h, n, r): one score per query and offset
+    per_offset = q @ _table_for_heads(rel_k, q.shape[1]).to(q.dtype).transpose(-1, -2)
+    b, h, n, _ = per_offset.shape
+    return per_offset.gather(-1, index.unsqueeze(1).expand(b, h, n, index.shape[-1]))
+
+
+def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``sum_j w_ij a^V[index_ij]``: weights ``(b, h, n, m)``, rel_v ``(r, d)`` or ``(h, r, d)``,
+    index ``(b | 1, n, m)`` -> ``(b, h, n, d)``."""
+    b, h, n, m = weights.shape
+    r = rel_v.shape[-2]
+    blocks = []
+    for s in range(0, n, ROW_BLOCK):
+        w = weights[..., s : s + ROW_BLOCK, :]
+        idx = index[:, s : s + ROW_BLOCK].unsqueeze(1).expand(b, h, w.shape[-2], m)
+        # (b, h, rows, m) summed into (b, h, rows, r): the weight each query puts on each offset
+        blocks.append(w.new_zeros(b, h, w.shape[-2], r).scatter_add(-1, idx, w))
+    buckets = torch.cat(blocks, dim=-2)
+    return buckets @ _table_for_heads(rel_v, h).to(weights.dtype)
+
+
+def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, heads: int) -> None:
+    check_float_tensor(name, table, ndim=(2, 3))
+    r = 2 * max_distance + 1
+    if table.shape[-2:] != (r, d) or (table.ndim == 3 and table.shape[0] != heads):
+        raise ValueError(
+            f"`{name}` must have shape (2*max_distance+1, d) = ({r}, {d}) or (heads, {r}, {d}), got {tuple(table.shape)}"
+        )
+
+
+def shaw_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_k: torch.Tensor,
+    rel_v: torch.Tensor | None = None,
+    *,
+    max_distance: int = 16,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Attention with Shaw et al.'s relative key (and value) representations.
+
+    q: ``(b, h, n, d)``; k, v: ``(b, h, m, d)``; rel_k, rel_v: ``(2 * max_distance + 1, d)`` (or
+    ``(h, 2 * max_distance + 1, d)``), row ``clip(j - i, -max_distance, max_distance) + max_distance``
+    for query i and key j. Query i sits at key index ``i + m - n`` (the queries are the last n of the m
+    tokens, as with a key/value cache); with ``causal=True`` later keys are masked. Logits are scaled
+    by ``1/sqrt(d)``. Returns ``(b, h, n, d)``.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_float_tensor(name, t, ndim=4)
+    max_distance = check_int("max_distance", max_distance, minimum=0)
+    b, h, n, d = q.shape
+    m = k.shape[-2]
+    if k.shape[:2] != (b, h) or k.shape[-1] != d or v.shape[:-1] != k.shape[:-1]:
+        raise ValueError(f"`k`, `v` must be (b, h, m, d) matching `q` {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(v.shape)}")
+    if m < n:
+        raise ValueError(f"`k` must have at least as many keys as `q` has queries, got n={n}, m={m}")
+    _check_table("rel_k", rel_k, max_distance, d, h)
+    if rel_v is not None:
+        _check_table("rel_v", rel_v, max_distance, v.shape[-1], h)
+    index = clipped_offsets(relative_positions(Positions(n, m - n), Positions(m)).to(q.device), max_distance)
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    for s in range(0, n, ROW_BLOCK):
+        # the key term, added block by block so no (n, m) index or gather is held at once
+        rows = slice(s, s + ROW_BLOCK)
+        logits[..., rows, :] += key_offset_scores(q[..., rows, :], rel_k, index[:, rows]) / math.sqrt(d)
+    if causal:
+        i = torch.arange(n, device=q.device).unsqueeze(1) + (m - n)
+        logits = logits.masked_fill(torch.arange(m, device=q.device) > i, float("-inf"))
+    weights = logits.softmax(dim=-1)
+    out = weights @ v
+    if rel_v is not None:
+        out = out + value_offset_sums(weights, rel_v, index)
+    return out
+
+
+@register(
+    "shaw",
+    family="relative",
+    paper="Shaw et al. 2018, arXiv:1803.02155",
+    summary="Learned vectors per clipped offset clip(j-i,-k,k), added to keys (and values) inside attention.",
+)
+class ShawRelativePosition(PositionEncoding):
+    """Shaw et al.'s relative key/value tables, one instance per block.
+
+    Args:
+        head_dim: width of each head's queries, keys and values.
+        heads: number of heads (used by ``tables="per_head"``).
+        max_distance: the clipping distance k (>= 0); ``2k + 1`` table rows.
+        values: also add ``a^V`` to the values (the paper's full form); False keeps keys only.
+        tables: ``"shared"`` by all heads (the paper) or ``"per_head"``.
+    """
+
+    family = "relative"
+    per_layer = True
+
+    def __init__(
+        self,
+        head_dim: int,
+        heads: int = 1,
+        *,
+        max_distance: int = 16,
+        values: bool = True,
+        tables: Literal["shared", "per_head"] = "shared",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.head_dim = check_positive_int("head_dim", head_dim)
+        self.heads = check_positive_int("heads", heads)
+        self.max_distance = check_int("max_distance", max_distance, minimum=0)
+        self.tables = check_choice("tables", tables, ("shared", "per_head"))
+        self.values = bool(values)
+        self.hooks = frozenset({"bias", "value"} if self.values else {"bias"})
+        shape = (2 * max_distance + 1, head_dim) if tables == "shared" else (heads, 2 * max_distance + 1, head_dim)
+        self.rel_k = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.rel_v = nn.Parameter(torch.empty(shape, device=device, dtype=dtype)) if self.values else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for table in (self.rel_k, self.rel_v):
+            if table is not None and table.device.type != "meta":
+                nn.init.normal_(table, std=self.head_dim**-0.5)
+
+    def index(self, q_positions: Positions, k_positions: Positions, device: torch.device) -> torch.Tensor:
+        """``(b | 1, n, m)`` int64 table rows ``clip(k_pos - q_pos, -k, k) + k``."""
+        return clipped_offsets(relative_positions(q_positions, k_positions).to(device), self.max_distance)
+
+    def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """q ``(b, h, n, head_dim)`` -> ``q_i . a^K_ij / sqrt(head_dim)``, ``(b, h, n, m)``."""
+        index = self.index(q_positions, k_positions, q.device)
+        return key_offset_scores(q, self.rel_k, index) / math.sqrt(self.head_dim)
+
+    def value_term(self, weights, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor | None:
+        """weights ``(b, h, n, m)`` -> ``sum_j w_ij a^V_ij``, ``(b, h, n, head_dim)``."""
+        if self.rel_v is None:
+            return None
+        return value_offset_sums(weights, self.rel_v, self.index(q_positions, k_positions, weights.device))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        """Self-contained attention: q ``(b, h, n, head_dim)``, k, v ``(b, h, m, head_dim)`` -> ``(b, h, n, head_dim)``."""
+        return shaw_attention(q, k, v, self.rel_k, self.rel_v, max_distance=self.max_distance, causal=causal)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, heads={self.heads}, max_distance={self.max_distance}, values={self.values}, tables={self.tables!r}"

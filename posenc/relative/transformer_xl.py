@@ -1,0 +1,122 @@
+"""Transformer-XL relative attention (Dai et al. 2019, arXiv:1901.02860, section 3.3).
+
+The logit between query i and key j is the sum of four terms (equation 4 of the paper)::
+
+    (a) q_i . k_j   (b) q_i . W_R R_{i-j}   (c) u . k_j   (d) v . W_R R_{i-j}
+
+with ``R`` the sinusoidal table of the distance ``i - j`` (sines then cosines, as in the official
+code), ``W_R`` its own key projection and ``u``, ``v`` learned per-head content and position biases.
+Term (a) is ordinary attention; (b)-(d) enter through the ``"bias"`` hook, divided by ``sqrt(d)``
+like (a). Terms (b) + (d) are one product ``(q_i + v) . W_R R`` against a table of distances, then
+re-indexed by key with :func:`posenc.relative.rel_shift.rel_shift`. Bidirectional attention and
+non-aligned implicit positions use a table of ``n + m - 1`` distances so every pair is covered;
+explicit positions gather by distance instead (float positions fall back to a per-pair table,
+``O(n m d)`` memory). ``u`` and ``v`` belong to each block (the official code's ``untie_r=True``).
+
+Verified against a float64 per-(i, j) transcription of the four terms in
+tests/relative/test_transformer_xl.py; the segment-level recurrence lives in
+:mod:`posenc.relative.xl_model`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from posenc.bias.relative import relative_positions
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions
+from posenc.core.registry import register
+from posenc.core.validation import check_even, check_float, check_positive_int
+from posenc.input.sinusoidal import sinusoidal
+from posenc.relative.rel_shift import rel_shift
+
+
+def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
+    """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)`` float32, sines then cosines."""
+    return sinusoidal(distances, dim, base=base, interleaved=False).float()
+
+
+@register(
+    "transformer_xl",
+    family="relative",
+    paper="Dai et al. 2019, arXiv:1901.02860",
+    summary="Sinusoidal relative table with its own key projection and global biases u, v (terms (b)-(d)).",
+)
+class TransformerXLRelative(PositionEncoding):
+    """Terms (b)-(d) of Transformer-XL attention as a score bias, one instance per block.
+
+    Args:
+        dim: model width, the width of the sinusoidal table ``R``; even.
+        heads, head_dim: attention shape; ``W_R`` maps ``dim -> heads * head_dim``.
+        causal: queries only see keys at or before them (uses the paper's ``m``-row table).
+        base: wavelength base of ``R`` (10000 in the paper).
+    """
+
+    family = "relative"
+    hooks = frozenset({"bias"})
+    per_layer = True
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        causal: bool = False,
+        base: float = 10000.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = check_even("dim", dim)
+        self.heads = check_positive_int("heads", heads)
+        self.head_dim = check_positive_int("head_dim", head_dim)
+        self.causal = bool(causal)
+        self.base = check_float("base", base, positive=True)
+        self.w_r = nn.Linear(dim, heads * head_dim, bias=False, device=device, dtype=dtype)
+        self.u = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
+        self.v = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
+        if self.u.device.type != "meta":
+            nn.init.normal_(self.u, std=0.02)
+            nn.init.normal_(self.v, std=0.02)
+
+    def projected(self, distances: torch.Tensor) -> torch.Tensor:
+        """``W_R R_d`` for distances ``(*p,)`` -> ``(*p, heads, head_dim)``."""
+        r = relative_sinusoid(distances, self.dim, base=self.base).to(self.w_r.weight.dtype)
+        return self.w_r(r).unflatten(-1, (self.heads, self.head_dim))
+
+    def position_scores(self, q: torch.Tensor, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """Terms (b) + (d), unscaled: q ``(b, h, n, d)`` -> ``(b | 1, h, n, m)``."""
+        n, m = q_positions.n, k_positions.n
+        qv = q + self.v.to(q.dtype)[:, None]  # (b, h, n, d)
+        if q_positions.is_implicit and k_positions.is_implicit:
+            gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
+            # the paper's m distances suffice when causal queries are the last n keys; else n + m - 1
+            width = m if self.causal and gap == m - n else n + m - 1
+            shift = gap - (width - n)
+            distances = torch.arange(width - 1, -1, -1, device=q.device) + shift
+            table = self.projected(distances).to(q.dtype)  # (width, h, d)
+            # (b, h, n, d) x (width, h, d) -> (b, h, n, width): column c is distance width - 1 - c + shift
+            scores = torch.einsum("bhnd,whd->bhnw", qv, table)
+            return rel_shift(scores)[..., :m]
+        rel = -relative_positions(q_positions, k_positions).to(q.device)  # (b | 1, n, m): i - j
+        if rel.is_floating_point():
+            # fractional distances: one table row per pair
+            table = self.projected(rel).to(q.dtype)  # (b | 1, n, m, h, d)
+            return torch.einsum("bhnd,bnmhd->bhnm", qv, table)
+        low, high = int(rel.min()), int(rel.max())
+        table = self.projected(torch.arange(low, high + 1, device=q.device)).to(q.dtype)
+        scores = torch.einsum("bhnd,whd->bhnw", qv, table)  # (b, h, n, distances)
+        b, h = scores.shape[:2]
+        return scores.gather(-1, (rel - low).unsqueeze(1).expand(b, h, n, m))
+
+    def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """q ``(b, h, n, d)``, k ``(b, h, m, d)`` -> ``((b) + (c) + (d)) / sqrt(d)``, ``(b, h, n, m)``."""
+        content = torch.einsum("hd,bhmd->bhm", self.u.to(k.dtype), k).unsqueeze(-2)  # (c): (b, h, 1, m)
+        return (self.position_scores(q, q_positions, k_positions) + content) / math.sqrt(self.head_dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, base={self.base}"
