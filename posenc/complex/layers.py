@@ -1,0 +1,152 @@
+"""Complex-valued layers that consume complex word-order embeddings (Wang et al. 2019,
+arXiv:1912.12333, section 3.3), on torch complex dtypes.
+
+- :class:`ComplexLinear`: ``W z + b`` with complex ``W = A + iB`` (real and imaginary parts held as
+  two real parameters, so every optimiser treats them as ordinary real weights).
+- :func:`complex_attention` / :class:`ComplexSelfAttention`: queries, keys and values are complex
+  linear maps of the input; the logit is the real part of the Hermitian product,
+  ``Re(q_i . conj(k_j)) / sqrt(d)``, which for two order embeddings equals
+  ``sum r r' cos(omega p - omega' p' + theta - theta')``, so it sees the phase difference (and hence,
+  for shared frequencies, the distance ``p - p'``); the real softmax weights then mix complex values.
+- :class:`ComplexRMSNorm`, :func:`crelu` (ReLU on real and imaginary parts separately) and
+  :class:`ComplexToReal` (the readout: real and imaginary parts concatenated, or the modulus).
+
+Verified in tests/complex/test_layers.py against the real-arithmetic expansions
+``(A + iB)(x + iy) = (Ax - By) + i(Ay + Bx)`` and ``Re(q conj k) = q_r k_r + q_i k_i``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from posenc.core.validation import check_choice, check_float, check_positive_int
+
+
+def check_complex(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise unless ``value`` is a complex tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_complex():
+        raise ValueError(f"`{name}` must be a complex tensor (complex64/complex128), got {value.dtype}")
+    return value
+
+
+def crelu(z: torch.Tensor) -> torch.Tensor:
+    """ReLU applied to the real and the imaginary part separately."""
+    check_complex("z", z)
+    return torch.complex(z.real.relu(), z.imag.relu())
+
+
+def complex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(Re(q k^H) / sqrt(d)) v for complex q ``(b, h, n, d)``, k, v ``(b, h, m, d)`` -> ``(b, h, n, d)``.
+
+    mask: bool, broadcastable to ``(b, h, n, m)``, True where a key may be attended to.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_complex(name, t)
+    n, m = q.shape[-2], k.shape[-2]
+    logits = (q @ k.conj().transpose(-1, -2)).real / math.sqrt(q.shape[-1])
+    if causal:
+        later = torch.arange(m, device=q.device) > torch.arange(n, device=q.device).unsqueeze(1) + (m - n)
+        logits = logits.masked_fill(later, float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    weights = logits.softmax(dim=-1)
+    return weights.to(v.dtype) @ v
+
+
+class ComplexLinear(nn.Module):
+    """``z (..., in) -> W z + b (..., out)`` with complex weight and bias."""
+
+    def __init__(
+        self, in_features: int, out_features: int, *, bias: bool = True, device=None, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        kw = {"device": device, "dtype": dtype}
+        self.weight_real = nn.Parameter(torch.empty(out_features, in_features, **kw))
+        self.weight_imag = nn.Parameter(torch.empty(out_features, in_features, **kw))
+        self.bias_real = nn.Parameter(torch.zeros(out_features, **kw)) if bias else None
+        self.bias_imag = nn.Parameter(torch.zeros(out_features, **kw)) if bias else None
+        if self.weight_real.device.type != "meta":
+            # each part gets half the variance of a real layer, so |W z| keeps the scale of |z|
+            std = (2 * in_features) ** -0.5
+            nn.init.normal_(self.weight_real, std=std)
+            nn.init.normal_(self.weight_imag, std=std)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_complex("z", z)
+        if z.shape[-1] != self.in_features:
+            raise ValueError(f"`z` must have last dimension in_features={self.in_features}, got {z.shape[-1]}")
+        weight = torch.complex(self.weight_real, self.weight_imag).to(z.dtype)
+        out = z @ weight.transpose(0, 1)
+        if self.bias_real is not None:
+            out = out + torch.complex(self.bias_real, self.bias_imag).to(z.dtype)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias_real is not None}"
+
+
+class ComplexSelfAttention(nn.Module):
+    """Multi-head self-attention on complex inputs, ``(b, n, dim) -> (b, n, dim)``."""
+
+    def __init__(self, dim: int, heads: int, *, causal: bool = False, device=None, dtype=None) -> None:
+        super().__init__()
+        check_positive_int("heads", heads)
+        if check_positive_int("dim", dim) % heads:
+            raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
+        self.heads, self.causal = heads, bool(causal)
+        self.qkv = ComplexLinear(dim, 3 * dim, bias=False, device=device, dtype=dtype)
+        self.proj = ComplexLinear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, z: torch.Tensor, *, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """z complex ``(b, n, dim)``; key_mask ``(b, n)`` bool, True for real tokens."""
+        check_complex("z", z)
+        b, n, dim = z.shape
+        # (b, n, 3 * dim) -> 3 x (b, h, n, dim / h)
+        q, k, v = self.qkv(z).view(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if key_mask is None else key_mask.view(b, 1, 1, n)
+        out = complex_attention(q, k, v, causal=self.causal, mask=mask)
+        # (b, h, n, dim / h) -> (b, n, dim)
+        return self.proj(out.transpose(1, 2).reshape(b, n, dim))
+
+
+class ComplexRMSNorm(nn.Module):
+    """``z / sqrt(mean |z|^2 + eps) * g`` with a real gain ``g`` per feature (keeps every phase)."""
+
+    def __init__(self, dim: int, *, eps: float = 1e-6, device=None, dtype=None) -> None:
+        super().__init__()
+        self.eps = check_float("eps", eps, positive=True)
+        self.weight = nn.Parameter(torch.ones(check_positive_int("dim", dim), device=device, dtype=dtype))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_complex("z", z)
+        scale = torch.rsqrt(z.abs().square().mean(dim=-1, keepdim=True) + self.eps)
+        return z * (scale * self.weight).to(z.dtype)
+
+
+class ComplexToReal(nn.Module):
+    """Readout: complex ``(..., d)`` -> real ``(..., 2d)`` (``"concat"``: real parts then imaginary
+    parts) or ``(..., d)`` (``"abs"``: the modulus, which forgets every phase)."""
+
+    def __init__(self, mode: Literal["concat", "abs"] = "concat") -> None:
+        super().__init__()
+        self.mode = check_choice("mode", mode, ("concat", "abs"))
+
+    def out_dim(self, dim: int) -> int:
+        return 2 * dim if self.mode == "concat" else dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_complex("z", z)
+        return torch.cat([z.real, z.imag], dim=-1) if self.mode == "concat" else z.abs()
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
