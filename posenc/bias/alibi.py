@@ -18,7 +18,7 @@ from posenc.bias.relative import relative_positions
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_positive_int
+from posenc.core.validation import check_positive_int, check_tensor
 
 
 def _power_of_two_slopes(n: int) -> list[float]:
@@ -42,6 +42,8 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
     Causal form ``m_h * (j - i)`` (non-positive for the visible keys j <= i); symmetric form
     ``-m_h * |j - i|``.
     """
+    check_tensor("relative", relative, ndim=3)
+    check_tensor("slopes", slopes, ndim=1)
     distance = relative.float()
     if symmetric:
         distance = -distance.abs()

@@ -86,5 +86,9 @@ def test_bad_input():
         alibi_slopes(2.5)
     with pytest.raises(ValueError, match="heads"):
         ALiBi(0)
+    with pytest.raises(ValueError, match="relative"):
+        alibi_bias(torch.zeros(3, 3), alibi_slopes(2))
+    with pytest.raises(ValueError, match="slopes"):
+        alibi_bias(torch.zeros(1, 3, 3), torch.ones(2, 2))
     with pytest.raises(ValueError, match="q_positions"):
         ALiBi(2)(3, q_positions=torch.arange(4))
