@@ -16,15 +16,35 @@ from posenc.bias.relative import relative_positions
 from posenc.bias.t5 import t5_relative_bucket
 
 # posenc/relative, posenc/complex, posenc/context  (issue: relative encodings)
+from posenc.complex.embedding import complex_order
+from posenc.context.conv_context import context_conv1d
+from posenc.context.wav2vec2_conv import wav2vec2_conv_embedding
+from posenc.relative.rel_shift import rel_shift
+from posenc.relative.shaw import shaw_attention
 
 # posenc/spatial, posenc/vision  (issue: position for images)
 
 # posenc/coordinate, posenc/step, posenc/hyper  (issue: coordinate and step encodings)
+from posenc.coordinate.fourier_features import fourier_features
+from posenc.coordinate.nerf import nerf_encoding
+from posenc.hyper.hyper_conv import conv2d_per_position
+from posenc.step.noise_level import noise_level_embedding
+from posenc.step.timestep import timestep_embedding
 
 # posenc/core
 from posenc.core.frequencies import inverse_frequencies
 
 __all__ = [
+    "complex_order",
+    "context_conv1d",
+    "rel_shift",
+    "shaw_attention",
+    "wav2vec2_conv_embedding",
+    "conv2d_per_position",
+    "fourier_features",
+    "nerf_encoding",
+    "noise_level_embedding",
+    "timestep_embedding",
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
