@@ -10,7 +10,8 @@ with one of the paper's three choices of ``B``:
 ``"gaussian"``    ``B ~ N(0, sigma^2)`` of shape ``(m, c)``, drawn once from ``seed``.
 
 The Gaussian matrix is fixed, not trained, and kept as a persistent buffer so that a saved model
-reloads the same features; it stays in float32 when the module is cast to half precision. All
+reloads the same features; it stays in float32 when the module is cast to half precision (the
+derived matrices of the other two mappings are float64 and rebuilt on every move or cast). All
 cosines come before all sines, as in the paper. Angles ``2 pi v B^T`` are formed in float64 and the
 result is cast to the input dtype. Verified against a float64 transcription of the mapping,
 written row by row in ``tests/coordinate/test_fourier_features.py``.
@@ -50,21 +51,22 @@ def fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 def basic_matrix(in_dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """``B = I``: ``(in_dim, in_dim)`` float32."""
-    return torch.eye(check_positive_int("in_dim", in_dim), device=device)
+    """``B = I``: ``(in_dim, in_dim)`` float64."""
+    return torch.eye(check_positive_int("in_dim", in_dim), device=device, dtype=angle_dtype(device))
 
 
 def positional_matrix(
     in_dim: int, num_scales: int, sigma: float, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Rows ``sigma^(j/m) e_k`` for ``j = 0 .. m-1`` (outer), ``k = 0 .. c-1`` (inner): ``(m c, c)`` float32."""
+    """Rows ``sigma^(j/m) e_k`` for ``j = 0 .. m-1`` (outer), ``k = 0 .. c-1`` (inner): ``(m c, c)`` float64."""
     check_positive_int("in_dim", in_dim)
     check_positive_int("num_features", num_scales)
     sigma = check_float("sigma", sigma, positive=True)
-    scales = sigma ** (torch.arange(num_scales, device=device, dtype=torch.float64) / num_scales)
+    dtype = angle_dtype(device)
+    scales = sigma ** (torch.arange(num_scales, device=device, dtype=dtype) / num_scales)
     # (m, 1, 1) * (1, c, c) -> (m, c, c) -> (m c, c)
-    eye = torch.eye(in_dim, device=device, dtype=torch.float64)
-    return (scales[:, None, None] * eye).flatten(0, 1).float()
+    eye = torch.eye(in_dim, device=device, dtype=dtype)
+    return (scales[:, None, None] * eye).flatten(0, 1)
 
 
 def gaussian_matrix(
