@@ -147,3 +147,20 @@ def test_bad_apply_arguments():
         apply_rope(torch.randn(2, 1, 4, 8), torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="head_dim=8"):
         RotaryPositionEncoding(8)(torch.randn(1, 1, 4, 6))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fast_paths_equal_plain_rotation_and_gradients_check(interleaved):
+    from posenc.rotary.rope import _rotate_plain, rotate_pairs
+
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
+    theta = torch.rand(5, 4, dtype=torch.float64) * 10
+    cos, sin = theta.cos(), theta.sin()
+    torch.testing.assert_close(rotate_pairs(x, cos, sin, interleaved=interleaved), _rotate_plain(x, cos, sin, interleaved))
+    assert torch.autograd.gradcheck(lambda t: rotate_pairs(t, cos, sin, interleaved=interleaved), (x,))
+    # a strided view (as queries sliced from a fused qkv projection are) takes the same path
+    qkv = torch.randn(2, 5, 3, 3, 8)
+    q = qkv.permute(2, 0, 3, 1, 4)[1]
+    torch.testing.assert_close(
+        rotate_pairs(q, cos.float(), sin.float(), interleaved=interleaved), _rotate_plain(q, cos.float(), sin.float(), interleaved)
+    )
