@@ -47,7 +47,9 @@ def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, 
     check_int("dim", dim, minimum=2)
     scale = check_float("scale", scale, positive=True)
     level = _levels(noise_level)
-    out_dtype = torch.float64 if level.dtype == torch.float64 else torch.float32
+    # float64 only for float64 tensors; Python numbers are taken exactly but give float32
+    wide = isinstance(noise_level, torch.Tensor) and noise_level.dtype == torch.float64
+    out_dtype = torch.float64 if wide else torch.float32
     inv_freq = inverse_frequencies(2 * (dim // 2), device=level.device) * scale
     theta = angles(level, inv_freq)  # (*, dim // 2)
     emb = torch.cat((theta.sin(), theta.cos()), dim=-1)

@@ -52,8 +52,10 @@ def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
     Returns ``(*, dim)``: float64 when ``t`` is float64, else float32.
     """
     check_int("dim", dim, minimum=4)
+    # float64 only for float64 tensors; Python numbers are taken exactly but give float32
+    wide = isinstance(t, torch.Tensor) and t.dtype == torch.float64
     t = _steps("t", t)
-    out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    out_dtype = torch.float64 if wide else torch.float32
     theta = angles(t, timestep_frequencies(dim, device=t.device))  # (*, dim // 2)
     emb = torch.cat((theta.sin(), theta.cos()), dim=-1)
     if dim % 2:

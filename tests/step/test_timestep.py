@@ -1,0 +1,134 @@
+"""DDPM's timestep embedding against a float64 transcription of the official get_timestep_embedding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import posenc
+from posenc.functional import timestep_embedding
+from posenc.step import TimestepEmbedding
+
+
+def reference(steps, dim):
+    """diffusion_tf/nn.py: emb = exp(-i log(10000) / (half - 1)); [sin(t emb), cos(t emb)], zero pad if odd."""
+    half = dim // 2
+    scale = math.log(10000) / (half - 1)
+    out = np.zeros((len(steps), dim))
+    for row, t in enumerate(steps):
+        for i in range(half):
+            out[row, i] = math.sin(t * math.exp(-i * scale))
+            out[row, half + i] = math.cos(t * math.exp(-i * scale))
+    return out
+
+
+@pytest.mark.parametrize("dim", [4, 7, 8, 33, 128])
+def test_matches_float64_reference(dim):
+    steps = [0, 1, 5, 17, 999]
+    got = timestep_embedding(torch.tensor(steps), dim)
+    assert got.shape == (5, dim) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), reference(steps, dim), atol=1e-6)
+    fractional = [0.5, 3.25, 123.125, 4000.75]
+    got64 = timestep_embedding(torch.tensor(fractional, dtype=torch.float64), dim)
+    assert got64.dtype == torch.float64
+    np.testing.assert_allclose(got64.numpy(), reference(fractional, dim), atol=1e-12)
+
+
+def test_lowest_frequency_is_one_over_ten_thousand_and_odd_dim_pads_a_zero():
+    emb = timestep_embedding(torch.tensor([10000.0 * math.pi / 2], dtype=torch.float64), 9)[0]
+    torch.testing.assert_close(emb[3], torch.tensor(1.0, dtype=torch.float64))  # sin(t / 10000) = 1
+    assert emb[8] == 0
+
+
+@given(
+    shape=st.lists(st.integers(1, 3), max_size=3),
+    integer=st.booleans(),
+    dim=st.integers(4, 12),
+)
+def test_int_and_float_steps_of_any_shape(shape, integer, dim):
+    t = torch.randint(0, 1000, shape) if integer else torch.rand(shape) * 1000
+    module = TimestepEmbedding(dim, hidden=8)
+    emb = timestep_embedding(t, dim)
+    assert emb.shape == (*shape, dim)
+    out = module(t)
+    assert out.shape == (*shape, module.out_dim)
+    flat = timestep_embedding(t.reshape(-1), dim)
+    torch.testing.assert_close(emb.reshape(-1, dim), flat)
+
+
+def test_python_numbers():
+    torch.testing.assert_close(timestep_embedding(7, 8), timestep_embedding(torch.tensor(7), 8))
+    torch.testing.assert_close(timestep_embedding(7.5, 8), timestep_embedding(torch.tensor(7.5), 8))
+    assert TimestepEmbedding(8)(3).shape == (32,)
+
+
+@given(t=st.integers(0, 2000), s=st.integers(-50, 50))
+def test_shift_is_a_rotation_of_each_sin_cos_pair(t, s):
+    half = 8
+    a = timestep_embedding(torch.tensor(t, dtype=torch.float64), 2 * half)
+    b = timestep_embedding(torch.tensor(t + s, dtype=torch.float64), 2 * half)
+    freq = torch.tensor([math.exp(-i * math.log(10000) / (half - 1)) for i in range(half)], dtype=torch.float64)
+    c, sn = torch.cos(s * freq), torch.sin(s * freq)
+    # sin(x + y) = sin x cos y + cos x sin y;  cos(x + y) = cos x cos y - sin x sin y
+    torch.testing.assert_close(b[:half], a[:half] * c + a[half:] * sn)
+    torch.testing.assert_close(b[half:], a[half:] * c - a[:half] * sn)
+
+
+def test_module_is_the_two_dense_layers_with_swish():
+    module = TimestepEmbedding(8, dtype=torch.float64)
+    assert module.out_dim == 32 and module.dense0.out_features == 32 and module.dense1.in_features == 32
+    t = [3, 250]
+    emb = torch.from_numpy(reference(t, 8))
+    h = emb @ module.dense0.weight.T + module.dense0.bias
+    h = h * torch.sigmoid(h)
+    want = h @ module.dense1.weight.T + module.dense1.bias
+    torch.testing.assert_close(module(torch.tensor(t)), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_at_large_steps(dtype):
+    module = TimestepEmbedding(16).to(dtype)
+    t = torch.tensor([999, 65536, 1_000_003])
+    got = module.encode(t)
+    assert got.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(got.double(), torch.from_numpy(reference(t.tolist(), 16)), atol=eps, rtol=eps)
+    assert module(t).dtype == dtype
+
+
+def test_meta_device_and_state_dict():
+    module = TimestepEmbedding(8, device="meta")
+    assert module.out_dim == 32
+    module.to_empty(device="cpu")
+    for layer in (module.dense0, module.dense1):
+        layer.reset_parameters()
+    assert torch.isfinite(module(torch.tensor([1, 2]))).all()
+    other = TimestepEmbedding(8)
+    other.load_state_dict(module.state_dict())
+    torch.testing.assert_close(other(torch.tensor([5])), module(torch.tensor([5])))
+
+
+def test_registry():
+    info = posenc.get("timestep")
+    assert info.family == "step" and "2006.11239" in info.paper
+    assert posenc.create("timestep", dim=8).out_dim == 32
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        timestep_embedding(torch.tensor([1]), 3)
+    with pytest.raises(ValueError, match="dim"):
+        TimestepEmbedding(2)
+    with pytest.raises(ValueError, match="`t`"):
+        timestep_embedding(torch.tensor([1.0], dtype=torch.bfloat16), 8)
+    with pytest.raises(ValueError, match="`t`"):
+        TimestepEmbedding(8, num_steps=1000)(torch.tensor([0, 1001]))
+    with pytest.raises(ValueError, match="`t`"):
+        TimestepEmbedding(8, num_steps=1000)(torch.tensor([-1]))
+    with pytest.raises(TypeError, match="`t`"):
+        timestep_embedding([1, 2], 8)
