@@ -31,7 +31,7 @@ from posenc.core.registry import register
 from posenc.core.validation import check_choice, check_float_tensor, check_int, check_positive_int
 
 #: Query rows processed at once by the gather and the bucket sums (bounds their temporaries).
-ROW_BLOCK = 256
+ROW_BLOCK = 128
 
 
 def clipped_offsets(rel: torch.Tensor, max_distance: int) -> torch.Tensor:
@@ -40,10 +40,11 @@ def clipped_offsets(rel: torch.Tensor, max_distance: int) -> torch.Tensor:
         if not torch.equal(rel, rel.round()):
             raise ValueError("Shaw et al.'s tables are indexed by integer offsets: `positions` must be integer-valued")
         rel = rel.round()
-    return rel.long().clamp(-max_distance, max_distance) + max_distance
+    index = rel.long().clamp(-max_distance, max_distance)  # a new tensor: shifted in place
+    return index.add_(max_distance)
 
 
-def _table_for_heads(table: torch.Tensor, heads: int) -> torch.Tensor:
+def _table_for_heads(table: torch.Tensor) -> torch.Tensor:
     # (r, d) -> (1, r, d); (h, r, d) stays: broadcast against (b, h, rows, d)
     return table.unsqueeze(0) if table.ndim == 2 else table
 
@@ -52,7 +53,7 @@ def key_offset_scores(q: torch.Tensor, rel_k: torch.Tensor, index: torch.Tensor)
     """``q_i . a^K[index_ij]``: q ``(b, h, n, d)``, rel_k ``(r, d)`` or ``(h, r, d)``, index ``(b | 1, n, m)``
     -> ``(b, h, n, m)`` (unscaled)."""
     # (b, h, n, d) @ (h | 1, d, r) -> (b, h, n, r): one score per query and offset
-    per_offset = q @ _table_for_heads(rel_k, q.shape[1]).to(q.dtype).transpose(-1, -2)
+    per_offset = q @ _table_for_heads(rel_k).to(q.dtype).transpose(-1, -2)
     b, h, n, _ = per_offset.shape
     return per_offset.gather(-1, index.unsqueeze(1).expand(b, h, n, index.shape[-1]))
 
@@ -69,7 +70,7 @@ def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.T
         # (b, h, rows, m) summed into (b, h, rows, r): the weight each query puts on each offset
         blocks.append(w.new_zeros(b, h, w.shape[-2], r).scatter_add(-1, idx, w))
     buckets = torch.cat(blocks, dim=-2)
-    return buckets @ _table_for_heads(rel_v, h).to(weights.dtype)
+    return buckets @ _table_for_heads(rel_v).to(weights.dtype)
 
 
 def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, heads: int) -> None:
@@ -111,19 +112,25 @@ def shaw_attention(
     _check_table("rel_k", rel_k, max_distance, d, h)
     if rel_v is not None:
         _check_table("rel_v", rel_v, max_distance, v.shape[-1], h)
-    index = clipped_offsets(relative_positions(Positions(n, m - n), Positions(m)).to(q.device), max_distance)
+
+    def rows_index(s: int) -> torch.Tensor:
+        # (1, rows, m) table rows for queries s .. s + ROW_BLOCK - 1, which sit at key index i + m - n
+        rows = Positions(min(ROW_BLOCK, n - s), s + m - n)
+        return clipped_offsets(relative_positions(rows, Positions(m)).to(q.device), max_distance)
+
     logits = (q @ k.transpose(-1, -2)) / math.sqrt(d)
     for s in range(0, n, ROW_BLOCK):
         # the key term, added block by block so no (n, m) index or gather is held at once
         rows = slice(s, s + ROW_BLOCK)
-        logits[..., rows, :] += key_offset_scores(q[..., rows, :], rel_k, index[:, rows]) / math.sqrt(d)
+        logits[..., rows, :] += key_offset_scores(q[..., rows, :], rel_k, rows_index(s)) / math.sqrt(d)
     if causal:
         i = torch.arange(n, device=q.device).unsqueeze(1) + (m - n)
         logits = logits.masked_fill(torch.arange(m, device=q.device) > i, float("-inf"))
     weights = logits.softmax(dim=-1)
     out = weights @ v
     if rel_v is not None:
-        out = out + value_offset_sums(weights, rel_v, index)
+        blocks = [value_offset_sums(weights[..., s : s + ROW_BLOCK, :], rel_v, rows_index(s)) for s in range(0, n, ROW_BLOCK)]
+        out = out + torch.cat(blocks, dim=-2)
     return out
 
 
