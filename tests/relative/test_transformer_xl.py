@@ -1,0 +1,129 @@
+"""Transformer-XL relative terms (b)-(d) against a float64 per-(i, j) transcription of equation 4."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import assert_loss_falls, train_losses
+from posenc.checks import check_one
+from posenc.core.positions import Positions
+from posenc.models import Transformer
+from posenc.relative import TransformerXLRelative
+
+
+def naive_terms(enc: TransformerXLRelative, q, k, q_pos, k_pos):
+    """((b) + (c) + (d)) / sqrt(d) for every pair, one at a time; positions (n,), (m,) float64."""
+    dim, h, dh = enc.dim, enc.heads, enc.head_dim
+    inv_freq = torch.tensor([10000.0 ** (-2 * t / dim) for t in range(dim // 2)], dtype=torch.float64)
+    w_r, u, v = enc.w_r.weight.double(), enc.u.double(), enc.v.double()
+    b, _, n, _ = q.shape
+    m = k.shape[-2]
+    out = torch.zeros(b, h, n, m, dtype=torch.float64)
+    for i in range(n):
+        for j in range(m):
+            dist = float(q_pos[i] - k_pos[j])
+            r = torch.cat([torch.sin(dist * inv_freq), torch.cos(dist * inv_freq)])  # R_{i-j}: sines, then cosines
+            wr = (w_r @ r).view(h, dh)
+            for bb in range(b):
+                for hh in range(h):
+                    term_b = q[bb, hh, i].double() @ wr[hh]
+                    term_c = u[hh] @ k[bb, hh, j].double()
+                    term_d = v[hh] @ wr[hh]
+                    out[bb, hh, i, j] = (term_b + term_c + term_d) / math.sqrt(dh)
+    return out
+
+
+def _enc(causal=False):
+    torch.manual_seed(3)
+    enc = TransformerXLRelative(8, 2, 4, causal=causal)
+    with torch.no_grad():
+        enc.u.normal_()
+        enc.v.normal_()
+    return enc
+
+
+@pytest.mark.parametrize(
+    "n,m,q_off,k_off",
+    [(5, 5, 0, 0), (3, 7, 4, 0), (4, 5, 3, 0), (4, 4, 9, 2)],  # aligned, cached, not aligned, shifted
+)
+def test_bidirectional_equals_naive(n, m, q_off, k_off):
+    enc = _enc()
+    q, k = torch.randn(2, 2, n, 4), torch.randn(2, 2, m, 4)
+    got = enc.score_bias(q, k, q_positions=Positions(n, q_off), k_positions=Positions(m, k_off))
+    want = naive_terms(enc, q, k, torch.arange(q_off, q_off + n), torch.arange(k_off, k_off + m))
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n,m", [(6, 6), (2, 7), (1, 4)])
+def test_causal_rel_shift_equals_naive_where_visible(n, m):
+    enc = _enc(causal=True)
+    q, k = torch.randn(1, 2, n, 4), torch.randn(1, 2, m, 4)
+    got = enc.score_bias(q, k, q_positions=Positions(n, m - n), k_positions=Positions(m))
+    want = naive_terms(enc, q, k, torch.arange(m - n, m), torch.arange(m))
+    visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + (m - n)
+    torch.testing.assert_close(got.double()[..., visible], want[..., visible], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(got).all()
+
+
+def test_explicit_positions_equal_implicit_and_naive():
+    enc = _enc()
+    q, k = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 6, 4)
+    implicit = enc.score_bias(q, k, q_positions=Positions(4, 2), k_positions=Positions(6))
+    explicit = enc.score_bias(
+        q, k, q_positions=Positions(4, 0, torch.arange(2, 6).unsqueeze(0)), k_positions=Positions(6, 0, torch.arange(6).unsqueeze(0))
+    )
+    torch.testing.assert_close(explicit, implicit)
+    # fractional positions: one table row per pair
+    qp, kp = torch.tensor([0.5, 1.5, 2.25, 4.0]), torch.tensor([0.0, 0.75, 1.0, 2.0, 3.5, 5.0])
+    frac = enc.score_bias(q, k, q_positions=Positions(4, 0, qp.unsqueeze(0)), k_positions=Positions(6, 0, kp.unsqueeze(0)))
+    torch.testing.assert_close(frac.double(), naive_terms(enc, q, k, qp.double(), kp.double()), atol=1e-5, rtol=1e-5)
+
+
+def test_depends_on_distance_only():
+    enc = _enc()
+    q = torch.randn(1, 1, 1, 4).expand(1, 2, 5, 4)
+    k = torch.randn(1, 1, 1, 4).expand(1, 2, 5, 4)
+    bias = enc.score_bias(q, k, q_positions=Positions(5), k_positions=Positions(5))[0, 0]
+    for delta in range(-4, 5):
+        diag = bias.diagonal(-delta)
+        torch.testing.assert_close(diag, diag[:1].expand_as(diag))
+
+
+def test_meta_device_state_dict_and_shape():
+    enc = TransformerXLRelative(16, 4, 4, device="meta")
+    assert enc.w_r.weight.is_meta
+    enc = enc.to_empty(device="cpu")
+    other = TransformerXLRelative(16, 4, 4)
+    other.load_state_dict(enc.state_dict())
+    assert set(other.state_dict()) == {"u", "v", "w_r.weight"}
+    bias = other.score_bias(torch.randn(3, 4, 5, 4), torch.randn(3, 4, 5, 4), q_positions=Positions(5), k_positions=Positions(5))
+    assert bias.shape == (3, 4, 5, 5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        TransformerXLRelative(7, 1, 7)
+    with pytest.raises(ValueError, match="heads"):
+        TransformerXLRelative(8, 0, 4)
+    with pytest.raises(ValueError, match="base"):
+        TransformerXLRelative(8, 2, 4, base=-1.0)
+    with pytest.raises(ValueError, match="dim"):
+        Transformer(10, 9, 1, 3, position="transformer_xl")  # odd model width
+
+
+def test_cached_decoding_equals_full_pass():
+    result = check_one("transformer_xl")
+    assert result.ok and "skipped" not in result.detail, result.detail
+
+
+def test_trains_in_the_reference_transformer():
+    model = Transformer(8, 32, 1, 2, position="transformer_xl")
+
+    def batch():
+        x = torch.randint(0, 8, (16, 10))
+        return x, torch.roll(x, 1, dims=1)
+
+    losses = train_losses(model, batch, lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten()), steps=60)
+    assert_loss_falls(losses, factor=0.7)
