@@ -23,6 +23,14 @@ from posenc.relative.rel_shift import rel_shift
 from posenc.relative.shaw import shaw_attention
 
 # posenc/spatial, posenc/vision  (issue: position for images)
+from posenc.spatial.constant_input import adain
+from posenc.spatial.coordconv import add_coords
+from posenc.spatial.sinusoidal_nd import sinusoidal_coords, sinusoidal_nd
+from posenc.spatial.spatial_broadcast import spatial_broadcast
+from posenc.vision.learned import resample_pos_embed
+from posenc.vision.peg import peg
+from posenc.vision.rel_bias_2d import relative_position_index_2d
+from posenc.vision.rope_2d import apply_rope_2d
 
 # posenc/coordinate, posenc/step, posenc/hyper  (issue: coordinate and step encodings)
 from posenc.coordinate.fourier_features import fourier_features
@@ -35,6 +43,15 @@ from posenc.step.timestep import timestep_embedding
 from posenc.core.frequencies import inverse_frequencies
 
 __all__ = [
+    "adain",
+    "add_coords",
+    "apply_rope_2d",
+    "peg",
+    "relative_position_index_2d",
+    "resample_pos_embed",
+    "sinusoidal_coords",
+    "sinusoidal_nd",
+    "spatial_broadcast",
     "complex_order",
     "context_conv1d",
     "rel_shift",

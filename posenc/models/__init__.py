@@ -3,5 +3,7 @@
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
 from posenc.models.transformer import Block, Transformer
+from posenc.models.cnn import CNN
+from posenc.models.vit import ViT
 
-__all__ = ["Attention", "Block", "KVCache", "Transformer"]
+__all__ = ["Attention", "Block", "CNN", "KVCache", "Transformer", "ViT"]

@@ -1,0 +1,71 @@
+"""Patch-token grids: which row and column each token of a vision Transformer sits at.
+
+A ViT's sequence is ``num_prefix_tokens`` prefix tokens (class token, registers) followed by the
+``h * w`` patch tokens in raster order (row by row). Token positions handed to the encodings are
+flat token indices in that sequence: implicit ``offset .. offset + n - 1``, or explicit ``(b | 1, n)``
+integer tensors (for instance the patches an MAE-style encoder keeps). Prefix tokens have no grid
+position; every vision encoding documents what it gives them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from posenc.core.positions import Positions
+from posenc.core.validation import check_int
+
+
+def check_grid(name: str, grid: Any) -> tuple[int, int]:
+    """Return ``grid`` as a ``(h, w)`` pair of positive ints; an int ``g`` means ``(g, g)``."""
+    if isinstance(grid, int) and not isinstance(grid, bool):
+        grid = (grid, grid)
+    if not isinstance(grid, (tuple, list)) or len(grid) != 2:
+        raise ValueError(f"`{name}` must be an int or an (h, w) pair of positive ints, got {grid!r}")
+    h, w = (check_int(f"{name}[{i}]", g, minimum=1) for i, g in enumerate(grid))
+    return h, w
+
+
+def grid_coords(grid: tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(h * w, 2)`` int64 ``(row, col)`` of each patch in raster order."""
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack((rows.flatten(), cols.flatten()), dim=-1)
+
+
+def token_coords(
+    positions: Positions,
+    *,
+    grid: tuple[int, int],
+    num_prefix_tokens: int,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(row, col)`` of each token and whether it is a patch.
+
+    Returns ``coords``: ``(b | 1, n, 2)`` int64 (0 for prefix tokens) and ``is_patch``: ``(b | 1, n)`` bool.
+    Raises ``ValueError`` when a token index lies outside ``[0, num_prefix_tokens + h * w)``.
+    """
+    total = num_prefix_tokens + grid[0] * grid[1]
+    if positions.is_implicit:
+        if positions.end > total:
+            raise ValueError(
+                f"`positions` reach token {positions.end - 1} but the grid {grid} with {num_prefix_tokens} prefix "
+                f"tokens has {total} tokens; the sequence must be prefix tokens then the h*w patches"
+            )
+        index = positions.tensor(device)
+    else:
+        index = positions.explicit
+        if index.is_floating_point():
+            raise ValueError(f"`positions` must be integer token indices for a patch grid, got {index.dtype}")
+        if not torch.compiler.is_compiling() and index.numel() and (index.min() < 0 or index.max() >= total):
+            raise ValueError(
+                f"`positions` must lie in [0, {total - 1}] (prefix tokens then the {grid} patches), "
+                f"got range [{int(index.min())}, {int(index.max())}]"
+            )
+        index = index.to(device)
+    patch = index - num_prefix_tokens
+    is_patch = patch >= 0
+    patch = patch.clamp(min=0)
+    coords = torch.stack((patch // grid[1], patch % grid[1]), dim=-1)
+    return coords, is_patch
