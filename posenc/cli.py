@@ -2,6 +2,8 @@
 
     posenc list            the registered encodings, their family and paper
     posenc check           a one-line sanity check of every sequence encoding in the reference model
+    posenc bench           posenc against the peer libraries, as ratios (--quick, --json FILE)
+    posenc atlas           the HTML atlas of every registered encoding (prints the path of its index.html)
 """
 
 from __future__ import annotations
@@ -39,6 +41,34 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from posenc.analysis.atlas import build_atlas
+
+    index = build_atlas(args.out, quick=args.quick, experiments=args.experiments, progress=True)
+    print(index.resolve())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from posenc.bench import format_table, run_suite
+
+    try:
+        from tqdm import tqdm
+
+        progress = lambda cases: tqdm(cases, desc="bench", unit="case", leave=False)  # noqa: E731
+    except ImportError:
+        progress = None
+    result = run_suite(quick=args.quick, device=args.device, rounds=args.rounds, progress=progress)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posenc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -48,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("check", help="sanity-check every sequence encoding in the reference Transformer")
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("bench", help="time posenc against the peer libraries, interleaved, as ratios")
+    p.add_argument("--quick", action="store_true", help="small sizes, few rounds (under 2 minutes)")
+    p.add_argument("--json", default=None, help="also write the rows and the machine to this file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case")
+    p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser("atlas", help="write the HTML atlas of every registered encoding; prints its index.html")
+    p.add_argument("--out", default="posenc-out/atlas", help="output folder (default: posenc-out/atlas)")
+    p.add_argument("--experiments", default=None, help="folder of <name>/result.json (default: posenc-out/experiments)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes and shorter trainings")
+    p.set_defaults(func=_cmd_atlas)
     return parser
 
 
