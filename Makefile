@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.posenc-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/posenc list
 	$(BIN)/posenc check
+	$(BIN)/posenc atlas
 
-test: $(STAMP)
+# Debian's chromium for the atlas's browser test (CI runs as root with apt-get)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): browser tests will skip"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:
