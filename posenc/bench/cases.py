@@ -1,0 +1,196 @@
+"""The benchmark cases behind ``posenc bench``.
+
+Each case builds the inputs once, checks that every implementation's output agrees with posenc's
+(a peer that disagrees is reported, not timed as if equal), then times all of them interleaved.
+Memory-bound cases also time ``x.clone()`` of the same tensors: the floor every ratio refers to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from posenc.bench import peers
+from posenc.bench.timing import interleaved_medians
+from posenc.core.positions import Positions
+
+
+@dataclass
+class Row:
+    case: str
+    impl: str
+    median_ms: float | None = None
+    ratio: float | None = None  #: time / reference time of the case (clone, posenc or no encoding)
+    reference: str = ""
+    agrees: bool | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Case:
+    name: str
+    reference: str  #: the implementation every ratio divides by
+    impls: dict[str, Callable[[], Callable[[], object]]]  #: name -> factory of the timed callable
+    agree_with: dict[str, str] = field(default_factory=dict)  #: impl -> impl whose output it must match
+    atol: float = 1e-5
+
+    def run(self, *, rounds: int) -> list[Row]:
+        fns, rows, outputs = {}, {}, {}
+        for impl, factory in self.impls.items():
+            try:
+                fn = factory()
+            except peers.PeerMissing as err:
+                rows[impl] = Row(self.name, impl, reference=self.reference, note=f"skipped: {err}")
+                continue
+            outputs[impl] = fn()
+            agrees = None
+            if impl in self.agree_with and self.agree_with[impl] in outputs:
+                agrees = _close(outputs[impl], outputs[self.agree_with[impl]], self.atol)
+            rows[impl] = Row(self.name, impl, reference=self.reference, agrees=agrees)
+            if agrees is False:
+                rows[impl].note = f"output differs from {self.agree_with[impl]}: not timed"
+                continue
+            fns[impl] = fn
+        medians = interleaved_medians(fns, rounds=rounds)
+        ref = medians.get(self.reference)
+        for impl, t in medians.items():
+            rows[impl].median_ms = t * 1e3
+            rows[impl].ratio = t / ref if ref else None
+        return list(rows.values())
+
+
+def _close(a, b, atol: float) -> bool:
+    a = a if isinstance(a, tuple) else (a,)
+    b = b if isinstance(b, tuple) else (b,)
+    return all(x.shape == y.shape and torch.allclose(x.float(), y.float(), atol=atol, rtol=atol) for x, y in zip(a, b))
+
+
+def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Case:
+    from posenc.rotary import RotaryPositionEncoding
+
+    q = torch.randn(b, h, n, d, device=device, dtype=dtype)
+    k = torch.randn(b, h, n, d, device=device, dtype=dtype)
+    pos = Positions(n)
+
+    def ours(interleaved: bool):
+        def factory():
+            rope = RotaryPositionEncoding(d, interleaved=interleaved, cache_len=n, device=device)
+            return lambda: rope.rotate(q, k, q_positions=pos, k_positions=pos)
+
+        return factory
+
+    # the peers form angles in float32: at position 2047 that alone moves outputs by up to ~1e-3
+    atol = 2e-3 if dtype == torch.float32 else 3e-2
+    name = f"rope b{b} h{h} n{n} d{d} {str(dtype).removeprefix('torch.')}"
+    # two groups with the same pair layout are compared: adjacent pairs and split halves
+    return Case(
+        name,
+        "clone q, k",
+        {
+            "clone q, k": lambda: (lambda: (q.clone(), k.clone())),
+            "posenc (adjacent pairs)": ours(True),
+            "rotary-embedding-torch": lambda: peers.rope_rotary_embedding_torch(q, k),
+            "x-transformers": lambda: peers.rope_x_transformers(q, k),
+            "posenc (split halves)": ours(False),
+            "HF rotate_half (plain torch)": lambda: peers.rope_rotate_half(q, k),
+        },
+        # peers are checked against posenc with the same pair layout
+        agree_with={
+            "rotary-embedding-torch": "posenc (adjacent pairs)",
+            "x-transformers": "posenc (adjacent pairs)",
+            "HF rotate_half (plain torch)": "posenc (split halves)",
+        },
+        atol=atol,
+    )
+
+
+def sinusoidal_case(shape: tuple[int, ...], channels: int, device) -> Case:
+    from posenc.functional import sinusoidal
+
+    per_axis = channels // len(shape) // 2 * 2  # positional-encodings' per-axis width for these sizes
+
+    def ours():
+        # positional-encodings' layout: per axis adjacent sin/cos pairs, axes concatenated
+        grids = torch.meshgrid(*(torch.arange(s, device=device) for s in shape), indexing="ij")
+        return lambda: torch.cat([sinusoidal(g, per_axis, interleaved=True) for g in grids], dim=-1)
+
+    name = f"sinusoidal {len(shape)}-D table {'x'.join(map(str, shape))} c{channels}"
+    return Case(
+        name,
+        "posenc",
+        {"posenc": ours, "positional-encodings": lambda: peers.sinusoidal_positional_encodings(shape, channels, device)},
+        agree_with={"positional-encodings": "posenc"},
+        atol=2e-3,  # positional-encodings forms angles in float32
+    )
+
+
+def bias_cases(heads: int, n: int, device) -> list[Case]:
+    from posenc.bias import ALiBi, T5RelativeBias
+
+    alibi = ALiBi(heads, causal=False, device=device)
+    t5 = T5RelativeBias(heads, causal=True, device=device)
+    pos = Positions(n)
+    with torch.no_grad():
+        return [
+            Case(
+                f"alibi bias h{heads} n{n}",
+                "posenc",
+                {
+                    "posenc": lambda: (lambda: alibi.score_bias(None, None, q_positions=pos, k_positions=pos)[0]),
+                    "x-transformers": lambda: peers.alibi_x_transformers(heads, n, device),
+                },
+                agree_with={"x-transformers": "posenc"},
+            ),
+            Case(
+                f"t5 bias h{heads} n{n}",
+                "posenc",
+                {
+                    "posenc": lambda: _no_grad(lambda: t5.score_bias(None, None, q_positions=pos, k_positions=pos)[0]),
+                    "x-transformers": lambda: _no_grad(peers.t5_x_transformers(heads, n, True, t5.bias.weight.detach())),
+                },
+                agree_with={"x-transformers": "posenc"},
+            ),
+        ]
+
+
+def _no_grad(fn):
+    def wrapped():
+        with torch.no_grad():
+            return fn()
+
+    return wrapped
+
+
+def training_step_case(position: str, *, batch: int, n: int, dim: int, depth: int, heads: int, device) -> Case:
+    """Tokens per second of one training step, relative to the same model with no encoding."""
+    from posenc.models import Transformer
+
+    def factory(name: str):
+        def build():
+            torch.manual_seed(0)
+            model = Transformer(256, dim, depth, heads, position=name, causal=True).to(device)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            tokens = torch.randint(0, 256, (batch, n + 1), device=device)
+
+            def step():
+                logits = model(tokens[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            return step
+
+        return build
+
+    return Case(
+        f"train step {position} b{batch} n{n} d{dim} L{depth}",
+        "no encoding",
+        {"no encoding": factory("none"), f"posenc {position}": factory(position)},
+    )

@@ -1,0 +1,90 @@
+"""Adapters to the peer libraries, each returning a zero-argument callable for the same inputs.
+
+A peer that is not installed raises :class:`PeerMissing` and its row is reported as skipped.
+Install them with ``pip install posenc[bench]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+
+class PeerMissing(RuntimeError):
+    """The peer library is not installed."""
+
+
+def require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise PeerMissing(f"{module} is not installed (pip install posenc[bench])") from err
+
+
+# --- RoPE -----------------------------------------------------------------------------------------
+def rope_rotary_embedding_torch(q: torch.Tensor, k: torch.Tensor):
+    """rotary-embedding-torch, adjacent pairs (its default)."""
+    ret = require("rotary_embedding_torch")
+    rot = ret.RotaryEmbedding(dim=q.shape[-1]).to(q.device)
+    return lambda: (rot.rotate_queries_or_keys(q), rot.rotate_queries_or_keys(k))
+
+
+def rope_x_transformers(q: torch.Tensor, k: torch.Tensor):
+    """x-transformers: frequencies computed once, ``apply_rotary_pos_emb`` per call (adjacent pairs)."""
+    xt = require("x_transformers.x_transformers")
+    rot = xt.RotaryEmbedding(q.shape[-1]).to(q.device)
+    freqs, _ = rot.forward_from_seq_len(q.shape[-2])
+    return lambda: (xt.apply_rotary_pos_emb(q, freqs), xt.apply_rotary_pos_emb(k, freqs))
+
+
+def rope_rotate_half(q: torch.Tensor, k: torch.Tensor):
+    """A plain-PyTorch transcription of Hugging Face Llama's ``rotate_half`` RoPE (split halves)."""
+    d = q.shape[-1]
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, d, 2, device=q.device).float() / d))
+    freqs = torch.outer(torch.arange(q.shape[-2], device=q.device).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+
+    def rotate_half(x):
+        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+        return torch.cat((-x2, x1), dim=-1)
+
+    return lambda: (q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin)
+
+
+# --- sinusoidal tables ----------------------------------------------------------------------------
+def sinusoidal_positional_encodings(shape: tuple[int, ...], channels: int, device):
+    """positional-encodings' PositionalEncoding{1,2,3}D, its cache cleared so each call builds the table."""
+    pe = require("positional_encodings.torch_encodings")
+    cls = {1: pe.PositionalEncoding1D, 2: pe.PositionalEncoding2D, 3: pe.PositionalEncoding3D}[len(shape)]
+    module = cls(channels).to(device)
+    x = torch.zeros(1, *shape, channels, device=device)
+
+    def build():
+        module.cached_penc = None
+        return module(x)[0]
+
+    return build
+
+
+# --- attention biases -----------------------------------------------------------------------------
+def alibi_x_transformers(heads: int, n: int, device):
+    """x-transformers' symmetric ALiBi (-slope * |i - j|), its cache cleared so each call builds it."""
+    xt = require("x_transformers.x_transformers")
+    alibi = xt.AlibiPositionalBias(heads=heads).to(device)
+
+    def build():
+        alibi.bias = None
+        return alibi(n, n)
+
+    return build
+
+
+def t5_x_transformers(heads: int, n: int, causal: bool, weight: torch.Tensor):
+    """x-transformers' T5 bias with the same bucket weights."""
+    xt = require("x_transformers.x_transformers")
+    t5 = xt.RelativePositionBias(scale=1.0, causal=causal, heads=heads).to(weight.device)
+    with torch.no_grad():
+        t5.relative_attention_bias.weight.copy_(weight)
+    return lambda: t5(n, n)

@@ -1,0 +1,46 @@
+"""`posenc bench` runs end to end at tiny sizes (so it cannot rot); no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from posenc.bench import format_table, run_suite
+from posenc.bench.cases import Case, rope_case
+from posenc.bench.peers import PeerMissing
+from posenc.cli import main
+
+
+def test_quick_suite_runs_and_peers_agree(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--rounds", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {r["case"].split()[0] for r in rows} >= {"rope", "sinusoidal", "alibi", "t5", "train"}
+    for r in rows:
+        # every implementation either ran (and, where compared, agreed with posenc) or was skipped
+        assert r["note"].startswith("skipped") or (r["median_ms"] is not None and r["agrees"] is not False), r
+    assert "machine:" in capsys.readouterr().out
+
+
+def test_missing_peer_is_reported_as_skipped():
+    def missing():
+        raise PeerMissing("nothing is installed")
+
+    case = Case("demo", "a", {"a": lambda: (lambda: torch.ones(3)), "b": missing})
+    rows = {r.impl: r for r in case.run(rounds=1)}
+    assert rows["b"].note.startswith("skipped") and rows["b"].median_ms is None
+    assert rows["a"].ratio == 1.0
+
+
+def test_disagreeing_implementation_is_not_timed():
+    case = Case("demo", "a", {"a": lambda: (lambda: torch.ones(3)), "b": lambda: (lambda: torch.zeros(3))}, agree_with={"b": "a"})
+    rows = {r.impl: r for r in case.run(rounds=1)}
+    assert rows["b"].agrees is False and rows["b"].median_ms is None
+
+
+def test_rope_case_checks_layouts_against_posenc():
+    rows = {r.impl: r for r in rope_case(1, 1, 8, 8, torch.float32, "cpu").run(rounds=1)}
+    assert rows["posenc (adjacent pairs)"].median_ms is not None
+    assert "\n" in format_table({"rows": [r.as_dict() for r in rows.values()], "machine": {"device": "cpu", "platform": "", "torch": "", "threads": 1, "rounds": 1}})
