@@ -3,7 +3,9 @@
 The network of Tancik et al. (arXiv:2006.10739) and NeRF (arXiv:2003.08934) without the
 view-direction branch: coordinates ``(*, in_dim)`` are mapped by an encoding (or passed raw), then
 ``depth`` linear layers of width ``width`` with ReLU between them produce ``(*, out_dim)`` values
-(pixel colours, signal values, densities).
+(pixel colours, signal values, densities). ``tests/coordinate/test_mlp.py`` reproduces the
+paper's central claim at toy size: with Gaussian Fourier features the MLP fits a 1-D signal with
+high-frequency content far better than on raw coordinates, in the same number of steps.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ After Lee et al. 2020 (arXiv:2006.06280): instead of ``K`` separate coupling net
 reverses the feature order so the next step transforms the other part (as Glow's reversal does).
 The base density is a standard normal. This is a toy-sized demonstration for low-dimensional data,
 not NanoFlow's WaveGlow-based vocoder.
+
+Verified in ``tests/step/test_nanoflow.py``: the log-determinant against the autograd Jacobian in
+float64, the density integrating to one on a grid, the inverse reconstructing its input, and
+training on a ring of eight Gaussians (the log-likelihood rises).
 """
 
 from __future__ import annotations
