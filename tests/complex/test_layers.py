@@ -1,0 +1,97 @@
+"""Complex layers against their real-arithmetic expansions in float64."""
+
+import math
+
+import pytest
+import torch
+
+from posenc.complex import ComplexLinear, ComplexRMSNorm, ComplexSelfAttention, ComplexToReal, complex_attention, crelu
+
+
+def _cplx(*shape):
+    return torch.complex(torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64))
+
+
+def test_linear_equals_real_expansion():
+    lin = ComplexLinear(4, 3).double()
+    z = _cplx(2, 5, 4)
+    a, b = lin.weight_real, lin.weight_imag
+    with torch.no_grad():
+        lin.bias_real.normal_()
+        lin.bias_imag.normal_()
+        got = lin(z)
+    x, y = z.real, z.imag
+    want_re = x @ a.T - y @ b.T + lin.bias_real
+    want_im = y @ a.T + x @ b.T + lin.bias_imag
+    torch.testing.assert_close(got.real, want_re.detach())
+    torch.testing.assert_close(got.imag, want_im.detach())
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_equals_loop(causal):
+    q, k, v = _cplx(1, 2, 3, 4), _cplx(1, 2, 5, 4), _cplx(1, 2, 5, 4)
+    got = complex_attention(q, k, v, causal=causal)
+    want = torch.zeros_like(got)
+    for h in range(2):
+        for i in range(3):
+            logits = torch.tensor(
+                [float((q[0, h, i].real * k[0, h, j].real + q[0, h, i].imag * k[0, h, j].imag).sum()) / 2.0 for j in range(5)],
+                dtype=torch.float64,
+            )
+            if causal:
+                logits[i + 2 + 1 :] = float("-inf")  # query i sits at key index i + m - n
+            w = logits.softmax(0)
+            want[0, h, i] = sum(w[j] * v[0, h, j] for j in range(5))
+    torch.testing.assert_close(got, want)
+
+
+def test_attention_logit_sees_the_phase_difference():
+    # Re(q conj k) of two order embeddings depends on the phase difference only
+    q = torch.polar(torch.ones(1, 1, 1, 4, dtype=torch.float64), torch.full((1, 1, 1, 4), 0.3, dtype=torch.float64))
+    logits = [(q * torch.exp(torch.tensor(1j * s, dtype=torch.complex128)) @ (q * torch.exp(torch.tensor(1j * (s + 0.5), dtype=torch.complex128))).conj().transpose(-1, -2)).real for s in (0.0, 1.0, 2.0)]
+    torch.testing.assert_close(logits[0], logits[1])
+    torch.testing.assert_close(logits[0], logits[2])
+    assert math.isclose(float(logits[0]), 4 * math.cos(0.5), rel_tol=1e-9)
+
+
+def test_self_attention_shape_and_causality():
+    attn = ComplexSelfAttention(8, 2, causal=True).double()
+    z = _cplx(2, 6, 8)
+    out = attn(z)
+    assert out.shape == (2, 6, 8) and out.is_complex()
+    z2 = z.clone()
+    z2[:, 4:] = _cplx(2, 2, 8)
+    torch.testing.assert_close(attn(z2)[:, :4], out[:, :4])
+
+
+def test_norm_keeps_phases_and_readout_shapes():
+    z = _cplx(2, 3, 4)
+    out = ComplexRMSNorm(4).double()(z)
+    torch.testing.assert_close(out.angle(), z.angle())
+    torch.testing.assert_close(out.abs().square().mean(-1), torch.ones(2, 3, dtype=torch.float64), atol=1e-4, rtol=1e-4)
+    concat, mod = ComplexToReal("concat"), ComplexToReal("abs")
+    assert concat(z).shape[-1] == concat.out_dim(4) == 8 and mod(z).shape[-1] == mod.out_dim(4) == 4
+    torch.testing.assert_close(concat(z), torch.cat([z.real, z.imag], -1))
+    torch.testing.assert_close(crelu(z), torch.complex(z.real.clamp(min=0), z.imag.clamp(min=0)))
+
+
+def test_real_input_where_complex_is_needed():
+    x = torch.randn(2, 3, 4)
+    for layer in (ComplexLinear(4, 4), ComplexRMSNorm(4), ComplexToReal(), ComplexSelfAttention(4, 2)):
+        with pytest.raises(ValueError, match="z"):
+            layer(x)
+    with pytest.raises(ValueError, match="q"):
+        complex_attention(torch.randn(1, 1, 2, 4), _cplx(1, 1, 2, 4), _cplx(1, 1, 2, 4))
+    with pytest.raises(ValueError, match="z"):
+        ComplexLinear(3, 4)(_cplx(1, 2, 4).to(torch.complex64))
+    with pytest.raises(ValueError, match="mode"):
+        ComplexToReal("phase")
+    with pytest.raises(ValueError, match="dim"):
+        ComplexSelfAttention(6, 4)
+
+
+def test_meta_device_and_state_dict():
+    lin = ComplexLinear(4, 3, device="meta").to_empty(device="cpu")
+    other = ComplexLinear(4, 3)
+    other.load_state_dict(lin.state_dict())
+    assert set(other.state_dict()) == {"weight_real", "weight_imag", "bias_real", "bias_imag"}
