@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from posenc.bias.relative import relative_positions
+from posenc.bias.relative import implicit_window, relative_positions, table_length
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
@@ -62,6 +62,9 @@ class ALiBi(DerivedTablesMixin, PositionEncoding):
     Args:
         heads: number of attention heads.
         causal: the paper's causal form (True) or the symmetric encoder form ``-m |i - j|`` (False).
+
+    Cache policy: for implicit positions the float32 ``(1, heads, L, L)`` bias is built once per
+    length L (grown in steps of 256) and sliced; explicit positions and ``torch.compile`` compute it.
     """
 
     family = "bias"
@@ -71,13 +74,26 @@ class ALiBi(DerivedTablesMixin, PositionEncoding):
         super().__init__()
         self.heads = check_positive_int("heads", heads)
         self.causal = bool(causal)
+        self._cache_len = 0
         self.register_buffer("slopes", torch.empty(heads, device=device), persistent=False)
+        self.register_buffer("bias_cached", torch.empty(1, heads, 0, 0, device=device), persistent=False)
         self.init_non_persistent_buffers(device)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
         self.slopes = alibi_slopes(self.heads, device=device)
+        positions = torch.arange(self._cache_len, device=device)
+        rel = (positions.unsqueeze(0) - positions.unsqueeze(1)).unsqueeze(0)
+        self.bias_cached = alibi_bias(rel, self.slopes, symmetric=not self.causal)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        window = implicit_window(q_positions, k_positions)
+        if window is not None and not torch.compiler.is_compiling():
+            # implicit positions: built once per length, then sliced (a view, no work per call)
+            needed = max(q_positions.end, k_positions.end)
+            if needed > self._cache_len:
+                self._cache_len = table_length(needed, self._cache_len)
+                self.init_non_persistent_buffers(self.slopes.device)
+            return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)
 

@@ -18,3 +18,17 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
             return (k.unsqueeze(0) - q.unsqueeze(1)).unsqueeze(0)
         q_positions, k_positions = q_positions.tensor(device), k_positions.tensor(device)
     return k_positions.unsqueeze(-2) - q_positions.unsqueeze(-1)
+
+
+def table_length(needed: int, current: int, *, step: int = 256) -> int:
+    """Size of a square ``(L, L)`` cache covering ``needed`` positions: grown in multiples of
+    ``step`` so that decoding token by token rebuilds it once every ``step`` tokens, not every token."""
+    return max(current, -(-needed // step) * step)
+
+
+def implicit_window(q_positions: Positions, k_positions: Positions) -> tuple[slice, slice] | None:
+    """Rows and columns of a square table indexed by absolute position that hold the offsets of these
+    implicit positions, or None when either side is explicit."""
+    if not (q_positions.is_implicit and k_positions.is_implicit):
+        return None
+    return slice(q_positions.offset, q_positions.end), slice(k_positions.offset, k_positions.end)

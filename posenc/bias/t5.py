@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from posenc.bias.relative import relative_positions
+from posenc.bias.relative import implicit_window, relative_positions, table_length
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
@@ -90,14 +90,27 @@ class T5RelativeBias(PositionEncoding):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads, device=device, dtype=dtype)
         nn.init.normal_(self.bias.weight, std=0.02)
+        # bucket indices of implicit positions: derived, never saved, rebuilt when too short
+        self.register_buffer("buckets_cached", torch.empty(1, 0, 0, dtype=torch.long, device=device), persistent=False)
+
+    def buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """``(b | 1, n, m)`` bucket indices; for implicit positions sliced from a cache built once per length."""
+        window = implicit_window(q_positions, k_positions)
+        if window is not None and not torch.compiler.is_compiling():
+            needed = max(q_positions.end, k_positions.end)
+            if needed > self.buckets_cached.shape[-1] or self.buckets_cached.device != self.bias.weight.device:
+                length = table_length(needed, self.buckets_cached.shape[-1])
+                positions = Positions(length)
+                self.buckets_cached = self._bucket(relative_positions(positions, positions).to(self.bias.weight.device))
+            return self.buckets_cached[:, window[0], window[1]]
+        return self._bucket(relative_positions(q_positions, k_positions).to(self.bias.weight.device))
+
+    def _bucket(self, rel: torch.Tensor) -> torch.Tensor:
+        return t5_relative_bucket(rel, bidirectional=not self.causal, num_buckets=self.num_buckets, max_distance=self.max_distance)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
-        rel = relative_positions(q_positions, k_positions).to(self.bias.weight.device)
-        buckets = t5_relative_bucket(
-            rel, bidirectional=not self.causal, num_buckets=self.num_buckets, max_distance=self.max_distance
-        )
         # (b | 1, n, m, h) -> (b | 1, h, n, m)
-        return self.bias(buckets).permute(0, 3, 1, 2)
+        return self.bias(self.buckets(q_positions, k_positions)).permute(0, 3, 1, 2)
 
     def forward(
         self,

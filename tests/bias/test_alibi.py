@@ -92,3 +92,15 @@ def test_bad_input():
         alibi_bias(torch.zeros(1, 3, 3), torch.ones(2, 2))
     with pytest.raises(ValueError, match="q_positions"):
         ALiBi(2)(3, q_positions=torch.arange(4))
+
+
+def test_implicit_bias_is_built_once_per_length_and_equals_explicit():
+    alibi = ALiBi(3)
+    first = alibi(10)
+    cached = alibi.bias_cached
+    step = alibi(1, 11, offset=10)  # one decoding step later: still inside the cached length
+    assert alibi.bias_cached is cached and cached.shape[-1] == 256
+    torch.testing.assert_close(step, alibi(1, 11, q_positions=torch.tensor([10]), k_positions=torch.arange(11)))
+    torch.testing.assert_close(first, alibi(10, q_positions=torch.arange(10), k_positions=torch.arange(10)))
+    alibi(300)
+    assert alibi.bias_cached.shape[-1] == 512

@@ -86,3 +86,11 @@ def test_bad_input():
         T5RelativeBias(0)
     with pytest.raises(ValueError, match="num_buckets"):
         T5RelativeBias(2, num_buckets=2)
+
+
+def test_implicit_buckets_are_cached_and_equal_explicit():
+    t5 = T5RelativeBias(2, causal=True)
+    torch.testing.assert_close(t5(7), t5(7, q_positions=torch.arange(7), k_positions=torch.arange(7)))
+    cached = t5.buckets_cached
+    torch.testing.assert_close(t5(1, 8, offset=7), t5(1, 8, q_positions=torch.tensor([7]), k_positions=torch.arange(8)))
+    assert t5.buckets_cached is cached and "buckets_cached" not in t5.state_dict()
