@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments", default=None, help="folder of <name>/result.json (default: posenc-out/experiments)")
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter trainings")
     p.set_defaults(func=_cmd_atlas)
+    from posenc.experiments.commands import add_subcommands  # `posenc run`, `posenc experiments`
+
+    add_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,96 @@
+"""The ``posenc run`` and ``posenc experiments`` subcommands (added to the parser in posenc/cli.py).
+
+    posenc experiments                          the experiments, the claim each tests, the paper it echoes
+    posenc run NAME [--quick] [--seed N] [--out DIR] [--resume] [--force] [--set KEY=VALUE ...]
+    posenc run all --quick                      every experiment; earlier results are kept unless --force
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("posenc")
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from posenc.experiments import experiments
+
+    for e in experiments():
+        print(f"{e.name:<14} [survey {e.section}] {e.claim}")
+        print(f"{'':<14} echoes {e.paper}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from posenc.experiments import NAMES, Interrupted, ResultExists, get_experiment, run_experiment
+
+    names = list(NAMES) if args.name == "all" else [args.name]
+    try:
+        chosen = [get_experiment(n) for n in names]
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    failures = 0
+    for experiment in chosen:
+        try:
+            result = run_experiment(
+                experiment,
+                quick=args.quick,
+                seed=args.seed,
+                out=args.out,
+                resume=args.resume,
+                force=args.force,
+                overrides=dict(args.set or []),
+                device=args.device,
+                progress=not args.no_progress,
+            )
+        except ResultExists as error:
+            if args.name == "all":
+                print(f"{experiment.name}: kept the earlier result ({error})")
+                continue
+            print(error, file=sys.stderr)
+            return 1
+        except Interrupted as error:
+            print(f"{experiment.name}: {error}; continue with --resume", file=sys.stderr)
+            return 130
+        except ValueError as error:
+            print(f"{experiment.name}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        summary = result["metrics"].get("headline", {})
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} n/a" for k, v in summary.items())
+        print(f"{experiment.name}: {result['wall_time_s']:.1f} s -> {Path(args.out) / experiment.name}  [{shown}]")
+    return 1 if failures else 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Add ``run`` and ``experiments`` to the ``posenc`` parser's subcommands."""
+    from posenc.experiments.harness import DEFAULT_OUT
+
+    p = sub.add_parser("experiments", help="list the experiments with the claim each tests and the paper it echoes")
+    p.set_defaults(func=_cmd_experiments)
+    p = sub.add_parser("run", help="run an experiment (or all) and write its result.json and plot.png")
+    p.add_argument("name", help="an experiment name from `posenc experiments`, or all")
+    p.add_argument("--quick", action="store_true", help="the small configuration (about a minute on 2 CPU cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier result or checkpoint")
+    p.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE", help="override a configuration value")
+    p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)

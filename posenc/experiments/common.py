@@ -1,0 +1,45 @@
+"""Pieces shared by the sequence experiments: which registry entries fit the reference Transformer,
+and evaluation helpers."""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.core.base import PositionEncoding
+from posenc.core.registry import available
+
+
+#: Families whose encodings act on 1-D token sequences (the image families need a patch grid).
+SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
+
+
+def sequence_encodings(*, causal: bool | None = None) -> list[str]:
+    """Registry names usable as ``Transformer(position=...)`` on token sequences; ``causal=True``
+    keeps the decoder-capable ones."""
+    names = []
+    for info in available():
+        if info.family not in SEQUENCE_FAMILIES or not issubclass(info.cls, PositionEncoding):
+            continue
+        if causal and not info.cls.supports_causal:
+            continue
+        names.append(info.name)
+    return names
+
+
+def position_kwargs(name: str, *, max_len: int) -> dict:
+    """Constructor arguments an experiment passes for ``name`` beyond the model's own sizes."""
+    if name == "learned":
+        return {"max_len": max_len}
+    if name == "wav2vec2_conv":
+        # the paper's 128-tap kernel is for 50 Hz audio frames; a short symbol sequence wants a short one
+        return {"kernel_size": 7, "groups": 4}
+    return {}
+
+
+@torch.no_grad()
+def accuracy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Fraction of correct arg-max predictions, over ``mask`` (True = counted) when given."""
+    right = logits.argmax(-1) == targets
+    if mask is not None:
+        right = right[mask]
+    return right.float().mean().item()

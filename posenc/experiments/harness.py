@@ -1,0 +1,440 @@
+"""The experiment harness: seeding, resumable training, progress, and atomic JSON/PNG results.
+
+An experiment is a function ``run(ctx: Context) -> dict`` (see :mod:`posenc.experiments`). It splits
+its work into named *units* (one training per encoding, say) with :meth:`Context.unit`; a unit's
+result is kept in a checkpoint as soon as it finishes, and a unit that trains uses
+:meth:`Context.train`, which checkpoints the model and optimiser every ``checkpoint_every`` steps
+and when the process receives SIGINT or SIGTERM. ``resume=True`` reloads that checkpoint, skips the
+finished units and continues the interrupted training from its last saved step.
+
+Determinism: every random draw comes from a generator seeded by ``(seed, unit, step)`` (see
+:meth:`Context.generator`), never from a global stream, so a resumed run sees exactly the batches an
+uninterrupted one would and reaches the same final metrics.
+
+Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :meth:`Context.train`
+joins a process group (NCCL on GPUs, gloo otherwise), wraps the model in ``DistributedDataParallel``
+and gives each rank its slice of every batch; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger("posenc.experiments")
+
+#: Where ``posenc run`` writes, one folder per experiment: ``<out>/<name>/result.json`` and ``plot.png``.
+DEFAULT_OUT = Path("posenc-out") / "experiments"
+RESULT_FILE, PLOT_FILE, CHECKPOINT_FILE = "result.json", "plot.png", "checkpoint.pt"
+
+
+class Interrupted(RuntimeError):
+    """Raised when SIGINT/SIGTERM stopped a run after its checkpoint was written."""
+
+
+class ResultExists(RuntimeError):
+    """Raised instead of overwriting an earlier result (pass ``force=True``)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One registered experiment."""
+
+    name: str
+    claim: str  #: the survey's claim the experiment tests
+    paper: str  #: the paper whose figure or table it echoes
+    section: str  #: the survey section, e.g. "2.1"
+    quick: dict[str, Any]  #: small configuration (about a minute or less on 2 CPU cores)
+    full: dict[str, Any]  #: configuration closer to the paper's setup
+    reference: dict[str, Any]  #: the paper's numbers, reported beside ours
+    run: Callable[["Context"], dict[str, Any]]  #: returns the metrics (JSON-serialisable)
+    plot: Callable[..., None] | None = None  #: ``plot(result, figure, images)`` draws the PNG
+    requires: tuple[str, ...] = ()  #: registry names the experiment needs
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` from the torchrun environment; ``(0, 1)`` for a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _init_distributed(device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if world()[1] > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"``: the local rank's GPU when CUDA is available, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and move it into place (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors, numpy scalars, tuples and non-finite floats made JSON-safe (NaN/inf become None)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().tolist()
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        with contextlib.suppress(Exception):
+            value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    """tqdm when it is installed and stderr is a terminal; otherwise silent."""
+
+    def __init__(self, total: int, desc: str, initial: int = 0, enabled: bool = True) -> None:
+        self.bar = None
+        if enabled and world()[0] == 0:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, initial=initial, leave=False, disable=None, dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the context handed to an experiment
+
+
+@dataclass
+class Context:
+    """What an experiment's ``run`` receives: its configuration and the harness services."""
+
+    name: str
+    config: dict[str, Any]
+    seed: int
+    quick: bool
+    out_dir: Path | None  #: None: keep nothing on disk (no checkpoint)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    checkpoint_every: int = 50
+    progress: bool = True
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    units: dict[str, Any] = field(default_factory=dict)  #: finished units' results
+    _partial: dict[str, Any] | None = None  #: the interrupted training's state
+    _stop: bool = False
+
+    # -- randomness ---------------------------------------------------------------------------
+
+    def generator(self, *keys: Any) -> torch.Generator:
+        """A CPU generator seeded from ``(seed, *keys)``; the same keys give the same stream."""
+        digest = hashlib.sha256(repr((self.seed, *keys)).encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+    def manual_seed(self, *keys: Any) -> None:
+        """Seed torch's global generator from ``(seed, *keys)`` (for module initialisation)."""
+        torch.manual_seed(self.generator(*keys).initial_seed())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / CHECKPOINT_FILE
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "config": to_jsonable(self.config)}
+
+    def save_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        if path is None or world()[0] != 0:
+            return
+        state = {"fingerprint": self._fingerprint(), "units": self.units, "curves": self.curves, "partial": self._partial}
+        atomic_torch_save(state, path)
+
+    def load_checkpoint(self) -> bool:
+        """Restore finished units and the interrupted training; False when there is no checkpoint."""
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != self._fingerprint():
+            raise ValueError(
+                f"the checkpoint in {path} was written with another configuration or seed; "
+                "run again with the same `--seed` and `--quick`, or pass `--force` to start over"
+            )
+        self.units, self.curves, self._partial = state["units"], state["curves"], state["partial"]
+        return True
+
+    # -- units and training -----------------------------------------------------------------------
+
+    def unit(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``'s result, computed once per run: a resumed run returns the stored value."""
+        if key in self.units:
+            return self.units[key]
+        result = fn()
+        self.units[key] = result
+        self._partial = None
+        self.save_checkpoint()
+        if self._stop:
+            raise Interrupted(f"interrupted after unit {key!r}")
+        return result
+
+    def log_curve(self, key: str, value: float) -> None:
+        self.curves.setdefault(key, []).append(float(value))
+
+    def train(
+        self,
+        key: str,
+        model: nn.Module,
+        step_loss: Callable[[nn.Module, int, torch.Generator, slice], torch.Tensor],
+        *,
+        steps: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        clip: float | None = 1.0,
+        warmup: int = 0,
+        schedule: str = "constant",
+        log_every: int = 1,
+    ) -> nn.Module:
+        """Train ``model`` with Adam(W) for ``steps`` steps; resumable; returns the trained model.
+
+        ``step_loss(model, step, generator, shard)`` builds the batch for ``step`` from ``generator``
+        (seeded by ``(seed, key, step)``) and returns the mean loss; under torchrun it must index
+        the batch with ``shard`` (``slice(rank, None, world_size)``). The loss is logged to the
+        curve ``key`` every ``log_every`` steps. ``schedule``: ``"constant"`` or ``"cosine"``.
+        """
+        rank, size = world()
+        model = model.to(self.device)
+        if size > 1:
+            _init_distributed(self.device)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        else:
+            wrapped = model
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+        def lr_at(step: int) -> float:
+            scale = 1.0 if step >= warmup else (step + 1) / warmup
+            if schedule == "cosine":
+                scale *= 0.5 * (1 + math.cos(math.pi * step / steps))
+            return lr * scale
+
+        start = 0
+        if self._partial is not None and self._partial.get("key") == key:
+            model.load_state_dict(self._partial["model"])
+            opt.load_state_dict(self._partial["optimizer"])
+            start = self._partial["step"]
+            self.curves[key] = self.curves.get(key, [])[: start // log_every + (start % log_every > 0)]
+        elif key in self.curves:
+            self.curves[key] = []
+        shard = slice(rank, None, size)
+        bar = _Progress(steps, f"{self.name}:{key}", initial=start, enabled=self.progress)
+        model.train()
+        try:
+            for step in range(start, steps):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step)
+                loss = step_loss(wrapped, step, self.generator(key, step), shard)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                value = loss.item()
+                if step % log_every == 0:
+                    self.log_curve(key, value)
+                bar.update({"loss": value})
+                done = step + 1
+                due = self.checkpoint_every and done % self.checkpoint_every == 0 and done < steps
+                if self._stop or (due and self.checkpoint_path is not None):
+                    self._partial = {
+                        "key": key,
+                        "step": done,
+                        "model": _cpu_state(model.state_dict()),
+                        "optimizer": _cpu_state(opt.state_dict()),
+                    }
+                    self.save_checkpoint()
+                if self._stop:
+                    raise Interrupted(f"interrupted at step {done} of {key!r}")
+        finally:
+            bar.close()
+        model.eval()
+        return model
+
+
+def _cpu_state(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu_state(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_state(v) for v in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def _stop_on_signals(ctx: Context) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the run to checkpoint and stop at the next step boundary."""
+    previous = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        ctx._stop = True
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def versions() -> dict[str, str]:
+    import posenc
+
+    return {"posenc": posenc.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    out: Path | str | None = DEFAULT_OUT,
+    resume: bool = False,
+    force: bool = False,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> dict[str, Any]:
+    """Run ``experiment`` and return its result; with ``out`` set, write ``result.json`` and ``plot.png``.
+
+    Raises :class:`ResultExists` when ``out/<name>/result.json`` exists and ``force`` is False, and
+    :class:`Interrupted` (after checkpointing) on SIGINT/SIGTERM.
+    """
+    config = dict(experiment.quick if quick else experiment.full)
+    for k, v in (overrides or {}).items():
+        if k not in config:
+            raise ValueError(f"unknown configuration key {k!r} for `overrides` of {experiment.name}; known: {sorted(config)}")
+        config[k] = type(config[k])(v) if isinstance(config[k], (int, float, str)) and not isinstance(config[k], bool) else v
+    out_dir = None if out is None else Path(out) / experiment.name
+    if out_dir is not None:
+        if (out_dir / RESULT_FILE).exists() and not force:
+            raise ResultExists(f"{out_dir / RESULT_FILE} exists; pass --force to overwrite it or choose another --out")
+        ckpt = out_dir / CHECKPOINT_FILE
+        if ckpt.exists() and force:
+            ckpt.unlink()
+        elif ckpt.exists() and not resume:
+            raise ResultExists(f"{ckpt} holds an interrupted run; pass --resume to continue it or --force to start over")
+    ctx = Context(
+        name=experiment.name,
+        config=config,
+        seed=seed,
+        quick=quick,
+        out_dir=out_dir,
+        device=pick_device(device),
+        checkpoint_every=checkpoint_every if checkpoint_every is not None else int(config.get("checkpoint_every", 50)),
+        progress=progress,
+    )
+    resumed = resume and ctx.load_checkpoint()
+    if resumed:
+        log.info("%s: resuming with %d finished units", experiment.name, len(ctx.units))
+    start = time.perf_counter()
+    with _stop_on_signals(ctx):
+        metrics = experiment.run(ctx)
+    wall = time.perf_counter() - start  # this process's share when resumed
+    result = {
+        "name": experiment.name,
+        "claim": experiment.claim,
+        "paper": experiment.paper,
+        "section": experiment.section,
+        "quick": quick,
+        "seed": seed,
+        "config": config,
+        "metrics": metrics,
+        "reference": experiment.reference,
+        "curves": ctx.curves,
+        "wall_time_s": wall,
+        "resumed": bool(resumed),
+        "versions": versions(),
+        "device": str(ctx.device),
+        "world_size": world()[1],
+    }
+    images = metrics.get("_images") if isinstance(metrics, dict) else None
+    result = to_jsonable(result)
+    if out_dir is not None and world()[0] == 0:
+        atomic_write_bytes(out_dir / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode())
+        from posenc.experiments.plotting import save_plot
+
+        save_plot(experiment, result, out_dir / PLOT_FILE, images=images)
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / CHECKPOINT_FILE).unlink()
+    return result
