@@ -30,9 +30,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from posenc.coordinate.nerf import NeRFEncoding
+from posenc.coordinate.nerf import nerf_encoding
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_even, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_choice,
+    check_even,
+    check_float_tensor,
+    check_int,
+    check_positions,
+    check_positive_int,
+)
 from posenc.input.sinusoidal import sinusoidal
 
 
@@ -40,6 +47,7 @@ def conv2d_per_position(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """A stride-1, zero-padded ("same") convolution whose kernel differs at every output pixel.
 
     x: ``(b, c, H, W)``; kernels: ``(H, W, o, c, k, k)`` with ``k`` odd. Returns ``(b, o, H, W)``.
+    Memory grows as ``H W o c k^2`` for the kernels plus ``b c k^2 H W`` for the unfolded patches.
     """
     x = check_float_tensor("x", x, ndim=4)
     kernels = check_float_tensor("kernels", kernels, ndim=6)
@@ -100,6 +108,60 @@ class HyperKernel(nn.Module):
         return rearrange(self.w_out(a), "... c (o i j) -> ... o c i j", o=self.out_channels, i=k, j=k)
 
 
+def _check_position_args(position: str, num_frequencies: int, pos_dim: int) -> None:
+    check_choice("position", position, ("nerf", "sinusoidal"))
+    check_int("num_frequencies", num_frequencies, minimum=0)
+    if position == "sinusoidal":
+        check_even("pos_dim", pos_dim, why="it is split between rows and columns")
+        if pos_dim % 4:
+            raise ValueError(f"`pos_dim` must be a multiple of 4 (two even halves), got {pos_dim}")
+
+
+def grid_coordinates(
+    height: int,
+    width: int,
+    *,
+    position: Literal["nerf", "sinusoidal"] = "nerf",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The (row, column) coordinates of every pixel, in the units the encoding expects: ``(H, W, 2)`` float64.
+
+    ``"nerf"``: normalised to ``[-1, 1]`` along each axis (0 for an axis of length 1).
+    ``"sinusoidal"``: integer pixel indices.
+    """
+    check_positive_int("height", height)
+    check_positive_int("width", width)
+    check_choice("position", position, ("nerf", "sinusoidal"))
+    axes = []
+    for n in (height, width):
+        v = torch.arange(n, device=device, dtype=torch.float64)
+        axes.append(v / (n - 1) * 2 - 1 if position == "nerf" and n > 1 else v)
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def encode_coordinates(
+    coords: torch.Tensor,
+    *,
+    position: Literal["nerf", "sinusoidal"] = "nerf",
+    num_frequencies: int = 4,
+    pos_dim: int = 16,
+) -> torch.Tensor:
+    """Position encoding of (row, column) coordinates ``(*, 2)``: ``(*, e)`` float64.
+
+    ``"nerf"``: NeRF bands with the raw input, ``e = 2 (2 L + 1)``. ``"sinusoidal"``: the sinusoidal
+    encoding of the row (first ``pos_dim / 2`` features) and of the column (last ``pos_dim / 2``),
+    ``e = pos_dim``.
+    """
+    _check_position_args(position, num_frequencies, pos_dim)
+    coords = check_positions("positions", coords)
+    if coords.ndim == 0 or coords.shape[-1] != 2:
+        raise ValueError(f"`positions` must have a last dimension of 2 (row, column), got {tuple(coords.shape)}")
+    coords = coords.to(torch.float64)
+    if position == "sinusoidal":
+        return torch.cat((sinusoidal(coords[..., 0], pos_dim // 2), sinusoidal(coords[..., 1], pos_dim // 2)), -1)
+    return nerf_encoding(coords, num_frequencies)
+
+
 def grid_encoding(
     height: int,
     width: int,
@@ -109,27 +171,9 @@ def grid_encoding(
     pos_dim: int = 16,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Position encoding of every pixel of an ``H x W`` grid: ``(H, W, e)`` float64.
-
-    ``"nerf"``: NeRF bands (with the raw input) of coordinates normalised to ``[-1, 1]``,
-    ``e = 2 (2 L + 1)``. ``"sinusoidal"``: the sinusoidal encoding of the integer row (first
-    ``pos_dim / 2`` features) and column (last ``pos_dim / 2``), ``e = pos_dim``.
-    """
-    check_positive_int("height", height)
-    check_positive_int("width", width)
-    check_choice("position", position, ("nerf", "sinusoidal"))
-    rows = torch.arange(height, device=device, dtype=torch.float64)
-    cols = torch.arange(width, device=device, dtype=torch.float64)
-    if position == "sinusoidal":
-        check_even("pos_dim", pos_dim, why="it is split between rows and columns")
-        half = pos_dim // 2
-        if half % 2:
-            raise ValueError(f"`pos_dim` must be a multiple of 4 (two even halves), got {pos_dim}")
-        r, c = sinusoidal(rows, half), sinusoidal(cols, half)  # (H, half), (W, half)
-        return torch.cat((r[:, None].expand(-1, width, -1), c[None].expand(height, -1, -1)), dim=-1)
-    norm = lambda v, n: v / (n - 1) * 2 - 1 if n > 1 else v  # noqa: E731
-    coords = torch.stack(torch.meshgrid(norm(rows, height), norm(cols, width), indexing="ij"), dim=-1)
-    return NeRFEncoding(2, num_frequencies, device=device)(coords)
+    """:func:`encode_coordinates` of :func:`grid_coordinates`: ``(H, W, e)`` float64."""
+    coords = grid_coordinates(height, width, position=position, device=device)
+    return encode_coordinates(coords, position=position, num_frequencies=num_frequencies, pos_dim=pos_dim)
 
 
 @register(
@@ -174,8 +218,8 @@ class HyperConv2d(nn.Module):
         self.mode = check_choice("mode", mode, ("kernel", "modulation"))
         self.position = check_choice("position", position, ("nerf", "sinusoidal"))
         self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=0)
+        _check_position_args(position, num_frequencies, pos_dim)
         self.pos_dim = pos_dim
-        grid_encoding(1, 1, position=position, num_frequencies=num_frequencies, pos_dim=pos_dim)  # validates
         self.embed_dim = 2 * (2 * num_frequencies + 1) if position == "nerf" else pos_dim
         kw = {"device": device, "dtype": dtype}
         if mode == "kernel":
@@ -201,12 +245,11 @@ class HyperConv2d(nn.Module):
         """Channels of the output."""
         return self.out_channels
 
-    def generate_kernels(self, height: int, width: int) -> torch.Tensor:
-        """The kernel used at every pixel: ``(H, W, out, in, k, k)``."""
+    def generate_kernels(self, positions: torch.Tensor) -> torch.Tensor:
+        """The kernel used at each of the given pixel coordinates: ``(H, W, 2)`` -> ``(H, W, out, in, k, k)``."""
         p = next(self.parameters())
-        z = grid_encoding(
-            height, width, position=self.position, num_frequencies=self.num_frequencies,
-            pos_dim=self.pos_dim, device=p.device,
+        z = encode_coordinates(
+            positions.to(p.device), position=self.position, num_frequencies=self.num_frequencies, pos_dim=self.pos_dim
         ).to(p.dtype)
         if self.mode == "kernel":
             return self.hyper(z)
@@ -214,12 +257,23 @@ class HyperConv2d(nn.Module):
         scale = self.hyper(z).unflatten(-1, (self.out_channels, self.in_channels))[..., None, None]
         return self.weight * scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``(b, in, H, W)`` -> ``(b, out, H, W)``."""
+    def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``(b, in, H, W)`` -> ``(b, out, H, W)``.
+
+        positions: optional ``(H, W, 2)`` (row, column) coordinates of the pixels of ``x``, in the
+        units of :func:`grid_coordinates` (e.g. those of a crop of a larger image); the default is
+        ``grid_coordinates(H, W)``, and passing that explicitly gives the same result.
+        """
         x = check_float_tensor("x", x, ndim=4)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
-        out = conv2d_per_position(x, self.generate_kernels(x.shape[-2], x.shape[-1]))
+        height, width = x.shape[-2:]
+        if positions is None:
+            positions = grid_coordinates(height, width, position=self.position, device=x.device)
+        elif not isinstance(positions, torch.Tensor) or positions.shape != (height, width, 2):
+            shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise ValueError(f"`positions` must have shape (H, W, 2) = ({height}, {width}, 2), got {shape}")
+        out = conv2d_per_position(x, self.generate_kernels(positions))
         return out if self.bias is None else out + self.bias[:, None, None].to(out.dtype)
 
     def extra_repr(self) -> str:

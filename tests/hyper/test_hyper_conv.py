@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import posenc
 from posenc.functional import conv2d_per_position
-from posenc.hyper import HyperConv2d, HyperKernel, grid_encoding
+from posenc.hyper import HyperConv2d, HyperKernel, grid_coordinates, grid_encoding
 
 
 def reference_hyper_kernel(module, z):
@@ -97,6 +97,26 @@ def test_layer_matches_float64_reference_end_to_end():
     out = layer(x)
     assert layer.out_dim == out.shape[1] == 3
     np.testing.assert_allclose(out.detach().numpy(), want, atol=1e-10)
+
+
+@pytest.mark.parametrize("position", ["nerf", "sinusoidal"])
+def test_explicit_positions_equal_implicit(position):
+    layer = HyperConv2d(2, 3, 3, position=position, pos_dim=8)
+    x = torch.randn(2, 2, 5, 6)
+    explicit = grid_coordinates(5, 6, position=position)
+    torch.testing.assert_close(layer(x, positions=explicit), layer(x))
+    if position == "sinusoidal":  # integer pixel indices may be given as an int tensor
+        torch.testing.assert_close(layer(x, positions=explicit.long()), layer(x))
+
+
+def test_a_crop_with_its_positions_matches_the_full_image_inside():
+    layer = HyperConv2d(1, 2, 3, position="sinusoidal", pos_dim=8)
+    x = torch.randn(1, 1, 9, 10)
+    full = layer(x)
+    crop = layer(x[..., 2:7, 3:9], positions=grid_coordinates(9, 10, position="sinusoidal")[2:7, 3:9])
+    # away from the crop's border (where zero padding differs) the pixels see the same kernels and inputs
+    torch.testing.assert_close(crop[..., 1:-1, 1:-1], full[..., 3:6, 4:8])
+    assert not torch.allclose(layer(x[..., 2:7, 3:9])[..., 1:-1, 1:-1], full[..., 3:6, 4:8])
 
 
 def test_modulation_starts_as_the_shared_convolution():
@@ -203,5 +223,9 @@ def test_bad_input():
         HyperConv2d(1, 1, 3)(torch.randn(3, 4, 4))
     with pytest.raises(ValueError, match="kernels"):
         conv2d_per_position(torch.randn(1, 1, 4, 4), torch.randn(4, 3, 1, 1, 3, 3))
+    with pytest.raises(ValueError, match="positions"):
+        HyperConv2d(1, 1, 3)(torch.randn(1, 1, 4, 4), positions=torch.zeros(4, 5, 2))
+    with pytest.raises(ValueError, match="positions"):
+        HyperConv2d(1, 1, 3)(torch.randn(1, 1, 4, 4), positions=torch.zeros(4, 4, 2, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="embed_dim"):
         HyperKernel(4, 1, 1)(torch.randn(3))
