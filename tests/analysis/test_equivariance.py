@@ -1,0 +1,76 @@
+"""Permutation equivariance: known answers on the reference Transformer and on simple modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from posenc.analysis import patch_permutation_deviation, permutation_deviation
+from posenc.models import Transformer
+
+
+def _encoder(position: str) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(16, 32, 2, 4, position=position).eval()
+
+
+def test_nope_encoder_is_equivariant():
+    tokens = torch.randint(0, 16, (2, 10))
+    assert permutation_deviation(_encoder("none"), tokens, trials=3) < 1e-5
+
+
+def test_sinusoidal_encoder_is_not_equivariant():
+    tokens = torch.randint(0, 16, (2, 10))
+    assert permutation_deviation(_encoder("sinusoidal"), tokens, trials=3) > 1e-2
+
+
+def test_float_input_and_other_axis():
+    # a per-token MLP is equivariant along the token axis; a cumulative sum is not
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+    x = torch.randn(3, 7, 4)
+    assert permutation_deviation(mlp, x) < 1e-6
+    assert permutation_deviation(lambda t: t.cumsum(1), x) > 1e-2
+    # permuting along the batch axis (dim=0) leaves a per-sample function equivariant
+    assert permutation_deviation(lambda t: t.cumsum(1), x, dim=0) < 1e-6
+
+
+def test_invariant_pooling():
+    x = torch.randn(2, 9, 3)
+    assert permutation_deviation(lambda t: t.mean(1), x, invariant=True) < 1e-6
+    assert permutation_deviation(lambda t: t[:, 0], x, invariant=True) > 1e-3
+
+
+def test_patch_shuffle_feature_map():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 16, 16)
+    pointwise = nn.Conv2d(3, 5, 1)
+    assert patch_permutation_deviation(pointwise, images, patch_size=4) < 1e-6
+    conv = nn.Conv2d(3, 5, 3, padding=1)  # mixes neighbouring patches
+    assert patch_permutation_deviation(conv, images, patch_size=4) > 1e-3
+
+
+def test_patch_shuffle_tokens_with_class_token():
+    def tokens(images: torch.Tensor) -> torch.Tensor:
+        # (b, c, 16, 16) -> (b, 1 + 16, c * 16): a class token then patch tokens
+        b, c = images.shape[:2]
+        patches = images.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(b, 16, -1)
+        return torch.cat([patches.mean(1, keepdim=True), patches], dim=1)
+
+    images = torch.randn(1, 2, 16, 16)
+    assert patch_permutation_deviation(tokens, images, patch_size=4) < 1e-6
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        permutation_deviation(nn.Identity(), torch.randn(2, 3), dim=5)
+    with pytest.raises(ValueError, match="invariant"):
+        permutation_deviation(lambda t: t.sum(1), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="trials"):
+        permutation_deviation(nn.Identity(), torch.randn(2, 3), trials=0)
+    with pytest.raises(ValueError, match="patch_size"):
+        patch_permutation_deviation(nn.Identity(), torch.randn(1, 1, 10, 10), patch_size=3)
+    with pytest.raises(ValueError, match="images"):
+        patch_permutation_deviation(nn.Identity(), torch.randn(1, 10, 10), patch_size=2)
+    with pytest.raises(TypeError, match="x"):
+        permutation_deviation(nn.Identity(), [1, 2, 3])

@@ -1,0 +1,109 @@
+"""Similarity structure and score-vs-offset curves, against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import posenc
+from posenc.analysis import (
+    absolute_table,
+    offset_profile,
+    roformer_decay_bound,
+    score_matrix,
+    score_vs_offset,
+    shift_invariance_error,
+    similarity_matrix,
+    similarity_structure,
+)
+from posenc.core.frequencies import inverse_frequencies
+from posenc.functional import alibi_slopes, sinusoidal
+
+
+def test_sinusoidal_similarity_depends_on_offset_only():
+    table = sinusoidal(torch.arange(40, dtype=torch.float64), 16)
+    sim = similarity_matrix(table)
+    # PE(i).PE(j) = sum_k cos((i - j) w_k), written out directly
+    w = [10000 ** (-2 * k / 16) for k in range(8)]
+    assert sim[3, 11].item() == pytest.approx(sum(math.cos(8 * x) for x in w), abs=1e-9)
+    s = similarity_structure(sim)
+    assert s.toeplitz_error < 1e-9 and s.symmetry_error < 1e-12
+    assert s.monotone_until >= 1
+
+
+def test_learned_table_is_not_toeplitz():
+    table = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
+    assert similarity_structure(similarity_matrix(table)).toeplitz_error > 0.3
+
+
+def test_monotone_and_asymmetric():
+    i = torch.arange(10.0)
+    decay = -(i[None] - i[:, None]).abs()
+    assert similarity_structure(decay).monotone
+    one_sided = torch.where(i[None] >= i[:, None], -(i[None] - i[:, None]), torch.zeros(()))
+    assert similarity_structure(one_sided).symmetry_error > 0.5
+
+
+def test_offset_profile_order():
+    m = torch.arange(9.0).reshape(3, 3)
+    offsets, mean, spread = offset_profile(m)
+    assert offsets.tolist() == [-2, -1, 0, 1, 2]
+    assert mean.tolist() == [6.0, 5.0, 4.0, 3.0, 2.0]
+    assert spread.tolist() == [0.0, 4.0, 8.0, 4.0, 0.0]
+
+
+def test_absolute_table_of_registered_encoding():
+    enc = posenc.create("sinusoidal", dim=8)
+    torch.testing.assert_close(absolute_table(enc, 5), sinusoidal(5, 8))
+    concat = posenc.create("sinusoidal", dim=8, combine="concat")
+    torch.testing.assert_close(absolute_table(concat, 5, dim=12), sinusoidal(5, 8))
+
+
+def test_alibi_bias_vs_offset_is_linear():
+    enc = posenc.create("alibi", heads=4, causal=False)
+    offsets, curves = score_vs_offset(enc, 6)
+    slopes = alibi_slopes(4)
+    for h, curve in enumerate(curves):
+        expected = [-slopes[h].item() * abs(o) for o in offsets]
+        assert curve == pytest.approx(expected, abs=1e-6)
+
+
+def test_rope_score_is_sum_of_cosines_and_shift_invariant():
+    enc = posenc.create("rope", head_dim=8)
+    scores = score_matrix(enc, 5, query="ones")
+    w = inverse_frequencies(8).tolist()
+    expected = sum(2 * math.cos(3 * x) for x in w)  # offset 3: each pair contributes 2 cos(3 w)
+    assert scores[0, 0, 3].item() == pytest.approx(expected, abs=1e-5)
+    assert shift_invariance_error(enc, 8, 5) < 1e-5
+
+
+def test_absolute_bias_is_not_shift_invariant():
+    class AbsoluteBias(posenc.PositionEncoding):
+        hooks = frozenset({"bias"})
+        heads = 1
+
+        def score_bias(self, q, k, *, q_positions, k_positions):
+            return (q_positions.tensor().float()[..., :, None] * 0.1).expand(1, 1, q_positions.n, k_positions.n)
+
+    assert shift_invariance_error(AbsoluteBias(), 6, 3) > 0.1
+
+
+def test_roformer_bound_decays():
+    bound = roformer_decay_bound(inverse_frequencies(64), torch.tensor([0, 8, 64, 256]))
+    assert bound[0].item() == pytest.approx(16.5)  # all phases 0: mean of 1..32
+    assert bound[0] > bound[1] > bound[2] > bound[3]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="matrix"):
+        similarity_structure(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="encoding"):
+        score_matrix(posenc.create("sinusoidal", dim=8), 4)
+    with pytest.raises(ValueError, match="query"):
+        score_matrix(posenc.create("rope", head_dim=8), 4, query="zeros")
+    with pytest.raises(ValueError, match="shift"):
+        shift_invariance_error(posenc.create("rope", head_dim=8), 4, 0)
+    with pytest.raises(ValueError, match="table"):
+        similarity_matrix(torch.zeros(3, dtype=torch.float32))
