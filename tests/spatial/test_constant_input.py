@@ -1,0 +1,106 @@
+"""StyleGAN's constant input and the style-modulated stem: AdaIN formula, gradient to the constant, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_loss_falls, train_losses
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc import get
+from posenc.functional import adain
+from posenc.spatial import CartesianGridInput, ConstantInput, StyleGenerator
+
+
+def reference_adain(x, scale, bias, eps=1e-8):
+    b, c, h, w = x.shape
+    out = torch.empty_like(x)
+    for n in range(b):
+        for ch in range(c):
+            vals = [float(v) for v in x[n, ch].flatten()]
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / len(vals)
+            out[n, ch] = float(scale[n, ch]) * (x[n, ch] - mean) / (var + eps) ** 0.5 + float(bias[n, ch])
+    return out
+
+
+def test_adain_matches_float64_reference():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    scale, bias = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(adain(x, scale, bias), reference_adain(x, scale, bias), rtol=1e-12, atol=1e-12)
+
+
+@given(st.floats(0.5, 4.0), st.floats(-3.0, 3.0))
+def test_adain_removes_the_input_statistics(gain, shift):
+    # the defining property: the output statistics are the style's, whatever the input's were
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    ones = torch.ones(1, 2, dtype=torch.float64)
+    a = adain(x, 2 * ones, ones)
+    b = adain(x * gain + shift, 2 * ones, ones)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.mean(dim=(2, 3)), ones)
+
+
+def test_constant_is_a_parameter_broadcast_over_the_batch_and_receives_gradient():
+    gen = StyleGenerator(8, 8, 8, 1, input="constant_input", size=4, upsamples=1)
+    const = gen.input
+    assert isinstance(const, ConstantInput) and isinstance(const.weight, torch.nn.Parameter)
+    out = const(3)
+    assert out.shape == (3, 8, 4, 4)
+    torch.testing.assert_close(out[0], out[2])
+    gen(torch.randn(3, 8)).square().mean().backward()
+    assert const.weight.grad is not None and const.weight.grad.abs().sum() > 0
+
+
+def test_generator_output_size():
+    gen = StyleGenerator(8, 8, 8, 3, input="constant_input", size=4, upsamples=2)
+    assert gen(torch.randn(2, 8)).shape == (2, 3, 16, 16)
+
+
+def test_generator_takes_an_explicit_input_module_in_place_of_the_constant():
+    gen = StyleGenerator(8, 8, 8, 1, input=CartesianGridInput(4), upsamples=1, noise=False)
+    assert gen(torch.randn(2, 8)).shape == (2, 1, 8, 8)
+    assert list(gen.input.parameters()) == []  # nothing learned in the input
+
+
+def test_meta_device_and_state_dict_round_trip():
+    meta = ConstantInput(8, 4, device="meta")
+    meta.to_empty(device="cpu")
+    assert meta.weight.shape == (1, 8, 4, 4)
+    a = StyleGenerator(8, 8, 8, 1, noise=False)
+    b = StyleGenerator(8, 8, 8, 1, noise=False)
+    b.load_state_dict(a.state_dict())
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(a(z), b(z))
+
+
+def test_registry_entry():
+    info = get("constant_input")
+    assert info.family == "spatial" and "1812.04948" in info.paper and info.cls is ConstantInput
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="channels"):
+        ConstantInput(0)
+    with pytest.raises(ValueError, match="size"):
+        ConstantInput(8, 4)(2, size=(8, 8))
+    with pytest.raises(ValueError, match="batch"):
+        ConstantInput(8, 4)(0)
+    with pytest.raises(ValueError, match="scale"):
+        adain(torch.randn(2, 3, 4, 4), torch.ones(2, 2), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="x"):
+        adain(torch.randn(2, 3, 4), torch.ones(2, 3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="z"):
+        StyleGenerator(8, 8, 8, 1)(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="input"):
+        StyleGenerator(8, 8, 8, 1, input="coordconv")
+
+
+def test_trains_from_the_constant():
+    torch.manual_seed(0)
+    z, target = torch.randn(4, 8), torch.rand(4, 1, 8, 8)
+    gen = StyleGenerator(8, 8, 16, 1, input="constant_input", upsamples=1)
+    losses = train_losses(gen, lambda: (z, target), F.mse_loss, steps=60, lr=1e-2)
+    assert_loss_falls(losses, factor=0.5)

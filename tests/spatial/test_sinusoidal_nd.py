@@ -1,0 +1,123 @@
+"""N-D sinusoidal tables and the sincos_2d encoding against a float64 per-axis loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import assert_loss_falls, train_losses
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc import get
+from posenc.core.positions import Positions
+from posenc.functional import sinusoidal, sinusoidal_nd
+from posenc.models import CNN
+from posenc.spatial import SinCos2d, sinusoidal_coords
+
+
+def reference(shape, dim, base=10000.0):
+    """Slow float64 formula: axis a owns channels [a*D, (a+1)*D), D = dim/k; sin block then cos block."""
+    k = len(shape)
+    d = dim // k
+    out = torch.zeros(*shape, dim, dtype=torch.float64)
+    for index in torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, k).tolist():
+        for a, p in enumerate(index):
+            for i in range(d // 2):
+                angle = p / base ** (2 * i / d)
+                out[(*index, a * d + i)] = math.sin(angle)
+                out[(*index, a * d + d // 2 + i)] = math.cos(angle)
+    return out
+
+
+@pytest.mark.parametrize("shape, dim", [((4,), 6), ((3, 5), 8), ((2, 3), 12), ((2, 3, 4), 12), ((5, 2), 16)])
+def test_matches_float64_reference(shape, dim):
+    out = sinusoidal_nd(shape, dim, dtype=torch.float64)
+    assert out.shape == (*shape, dim)
+    torch.testing.assert_close(out, reference(shape, dim), rtol=0, atol=1e-12)
+    assert sinusoidal_nd(shape, dim).dtype == torch.float32
+
+
+def test_each_axis_is_the_1d_sinusoid_without_interleaving():
+    out = sinusoidal_nd((3, 5), 8)
+    torch.testing.assert_close(out[:, 2, :4], sinusoidal(3, 4, interleaved=False))
+    torch.testing.assert_close(out[1, :, 4:], sinusoidal(5, 4, interleaved=False))
+
+
+def test_base_is_used():
+    torch.testing.assert_close(sinusoidal_nd((3, 4), 8, base=100.0, dtype=torch.float64), reference((3, 4), 8, 100.0))
+
+
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(1, 3))
+def test_fractional_coordinates_agree_with_grid(h, w, quarter):
+    dim = 4 * quarter
+    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).double()
+    torch.testing.assert_close(sinusoidal_coords(coords, dim).float(), sinusoidal_nd((h, w), dim))
+
+
+def test_fractional_coordinates_interpolate_smoothly():
+    a = sinusoidal_coords(torch.tensor([[1.0, 2.0]], dtype=torch.float64), 8)
+    b = sinusoidal_coords(torch.tensor([[1.001, 2.0]], dtype=torch.float64), 8)
+    assert 0 < (a - b).abs().max() < 2e-3
+
+
+def test_sincos2d_feature_map_add_and_concat():
+    enc = SinCos2d(8)
+    x = torch.randn(2, 8, 3, 5)
+    torch.testing.assert_close(enc(x) - x, sinusoidal_nd((3, 5), 8).permute(2, 0, 1).expand(2, -1, -1, -1))
+    cat = SinCos2d(8, combine="concat")
+    out = cat(torch.randn(2, 3, 4, 4))
+    assert out.shape == (2, 11, 4, 4) and cat.concat_channels == 8
+
+
+def test_sincos2d_tokens_prefix_zero_and_explicit_equals_implicit():
+    enc = SinCos2d(8, grid=(2, 3), num_prefix_tokens=1)
+    x = torch.zeros(2, 7, 8)
+    out = enc(x)
+    assert (out[:, 0] == 0).all()
+    torch.testing.assert_close(out[0, 1:], sinusoidal_nd((2, 3), 8).reshape(6, 8))
+    explicit = enc(x, positions=torch.arange(7))
+    torch.testing.assert_close(out, explicit)
+    # a subset of tokens (class token, then patches 4 and 1)
+    sub = enc(torch.zeros(1, 3, 8), positions=torch.tensor([0, 5, 2]))
+    torch.testing.assert_close(sub[0], out[0, [0, 5, 2]])
+
+
+def test_meta_device_rebuilds_table():
+    enc = SinCos2d(8, grid=(3, 3), device="meta")
+    enc.to_empty(device="cpu")
+    torch.testing.assert_close(enc.table, sinusoidal_nd((3, 3), 8).reshape(9, 8))
+    assert enc.to(torch.bfloat16).table.dtype == torch.float32
+    assert enc.state_dict() == {}  # a derived table is not saved
+
+
+def test_registry_entry_and_trains_in_cnn():
+    info = get("sincos_2d")
+    assert info.family == "spatial" and "1706.03762" in info.paper
+    torch.manual_seed(0)
+    rows = torch.linspace(-1, 1, 8).view(1, 1, 8, 1).expand(8, 1, 8, 8)
+    model = CNN(1, 1, width=8, depth=1, position="sincos_2d")
+    losses = train_losses(model, lambda: (torch.randn(8, 1, 8, 8) * 0.1, rows), torch.nn.functional.mse_loss, steps=40, lr=1e-2)
+    assert_loss_falls(losses, factor=0.5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        sinusoidal_nd((3, 4), 6)  # not divisible by 2 * 2
+    with pytest.raises(ValueError, match="shape"):
+        sinusoidal_nd((), 4)
+    with pytest.raises(ValueError, match=r"shape\[1\]"):
+        sinusoidal_nd((3, 0), 4)
+    with pytest.raises(ValueError, match="dim"):
+        SinCos2d(6)
+    with pytest.raises(ValueError, match="grid"):
+        SinCos2d(8, grid=(0, 3))
+    with pytest.raises(ValueError, match="x"):
+        SinCos2d(8)(torch.randn(2, 4, 3, 3))  # channels do not match dim
+    with pytest.raises(ValueError, match="x"):
+        SinCos2d(8)(torch.randn(3, 3))
+    with pytest.raises(ValueError, match="grid"):
+        SinCos2d(8).encode(Positions(4))
+    with pytest.raises(ValueError, match="positions"):
+        SinCos2d(8, grid=(2, 2))(torch.zeros(1, 5, 8))  # more tokens than the grid holds
