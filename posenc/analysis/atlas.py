@@ -292,7 +292,7 @@ def _probe_analysis(pics: _Pictures, quick: bool) -> dict:
         "text": "The same random 4-layer CNN with four paddings, frozen; a per-pixel read-out (1x1 convolutions) "
                 "is trained to predict position patterns from its features. Only the padding can tell it "
                 "where a pixel is.",
-        "pictures": [pics.save(fig, "s2-probe.png", "read-out of the horizontal gradient (target: left -0.5 to right +0.5)")],
+        "pictures": [pics.save(fig, "s2-probe.png", "read-out of the horizontal gradient, centred on zero (target: a ramp rising from left to right)")],
         "tables": [table],
     }
 

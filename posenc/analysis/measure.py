@@ -37,6 +37,8 @@ SMALL_ARGUMENTS: dict[str, Any] = {
 
 #: Relative-error level below which a property counts as holding.
 TOLERANCE = 1e-4
+#: Extrapolation holds when the accuracy at 4x the trained length keeps this share of the accuracy at it.
+EXTRAPOLATION_RATIO = 0.85
 
 
 @dataclass
@@ -53,9 +55,12 @@ class Reference:
     seed: int = 0
 
 
-def prop(key: str, label: str, value: float | None, passed: bool | None, verdict: str, note: str = "") -> dict:
-    """One row of an entry's property table."""
-    return {"key": key, "label": label, "value": value, "passed": passed, "verdict": verdict, "note": note}
+def prop(
+    key: str, label: str, value: float | None, passed: bool | None, verdict: str, note: str = "", **details: float
+) -> dict:
+    """One row of an entry's property table; ``details`` are further numbers shown in its note."""
+    return {"key": key, "label": label, "value": value, "passed": passed, "verdict": verdict, "note": note,
+            "details": details}
 
 
 def build_sequence_model(name: str | nn.Module, ref: Reference, *, causal: bool):
@@ -124,7 +129,7 @@ def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tu
     shape = "a block rotation" if fit.is_block_rotation else ("orthogonal" if fit.is_orthogonal else "not orthogonal")
     note = f"least squares over {where}; M is {shape}"
     if not fit.well_posed:
-        note = f"least squares over {where}: rows nearly dependent (condition {fit.condition_number:.1e}), M not identifiable"
+        note = f"least squares over {where}: rows nearly dependent, M not identifiable"
     row = prop(
         "addition",
         "addition theorem: residual of PE(p+1) = M PE(p)",
@@ -132,6 +137,7 @@ def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tu
         holds if fit.well_posed else None,
         ("holds" if holds else "does not hold") if fit.well_posed else "not identifiable",
         note,
+        condition_number=fit.condition_number,
     )
     return row, fit.as_dict()
 
@@ -175,16 +181,17 @@ def extrapolation_row(name: str | nn.Module, ref: Reference) -> dict:
                 pred = model(x)[:, lag:, :vocab].argmax(-1)
             except (ValueError, IndexError) as err:
                 return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", None, None,
-                            "n/a", f"cannot run at length {n}: {str(err)[:120]}")
+                            "n/a", f"cannot run at 4x the trained length: {str(err)[:120]}", length=n)
             accuracy.append((pred == x[:, :-lag]).float().mean().item())
     at_l, at_4l = accuracy
+    label = "copy-previous-token accuracy at 4x the trained length"
+    details = {"trained_length": length, "train_steps": ref.train_steps, "accuracy_at_trained_length": at_l}
     if at_l < 0.6:
-        return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", at_4l, False,
-                    "not learned", f"accuracy at the trained length L={length} only {at_l:.2f}")
-    holds = at_4l >= 0.85 * at_l
-    return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", at_4l, holds,
-                "extrapolates" if holds else "degrades",
-                f"{ref.train_steps} steps at L={length}; accuracy at L {at_l:.3f}; holds when >= 0.85x that")
+        return prop("extrapolation", label, at_4l, False, "not learned", "the task was not learned", **details)
+    holds = at_4l >= EXTRAPOLATION_RATIO * at_l
+    return prop("extrapolation", label, at_4l, holds, "extrapolates" if holds else "degrades",
+                "holds when the accuracy keeps this share of the accuracy at the trained length",
+                required_share=EXTRAPOLATION_RATIO, **details)
 
 
 def bias_curves(encoding: nn.Module, n: int) -> tuple[list[int], list[list[float]]]:
@@ -286,7 +293,7 @@ def generic_rows(module: nn.Module, x: Any, out: torch.Tensor) -> list[dict]:
         try:
             deviation = patch_permutation_deviation(module, x, patch_size=x.shape[-1] // 4, trials=2)
             aware = deviation > 1e-5
-            rows.append(prop("patch_shuffle", "deviation when 4x4 patches of the input are shuffled", deviation,
+            rows.append(prop("patch_shuffle", "deviation when the input's patches (a 4 by 4 grid) are shuffled", deviation,
                              None, "position-aware" if aware else "equivariant",
                              "a plain convolution with circular padding would give 0"))
         except Exception:  # noqa: BLE001 - outputs that cannot be matched to patches

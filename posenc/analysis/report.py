@@ -53,6 +53,14 @@ def _verdict(row: dict) -> str:
     return f'<span class="{cls}">{mark}{esc(row["verdict"])}</span>'
 
 
+def _details(row: dict, path: str) -> str:
+    items = row.get("details") or {}
+    if not items:
+        return ""
+    shown = ", ".join(f"{esc(k.replace('_', ' '))} {num(v, f'{path}.{k}')}" for k, v in items.items())
+    return f' <span class="meta">({shown})</span>'
+
+
 def _properties(rows: list[dict], path: str) -> str:
     if not rows:
         return '<p class="na">No property could be measured for this entry.</p>'
@@ -60,7 +68,7 @@ def _properties(rows: list[dict], path: str) -> str:
     for i, row in enumerate(rows):
         out.append(
             f"<tr><td>{esc(row['label'])}</td><td>{num(row['value'], f'{path}.{i}.value')}</td>"
-            f"<td>{_verdict(row)}</td><td>{esc(row['note'])}</td></tr>"
+            f"<td>{_verdict(row)}</td><td>{esc(row['note'])}{_details(row, f'{path}.{i}.details')}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)

@@ -1,0 +1,165 @@
+"""The atlas: every registered encoding present, the known answers visible, failures contained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import posenc
+from posenc.analysis.atlas import analyse_entry, build_atlas, load_experiments
+from posenc.analysis.measure import Reference
+from posenc.core.registry import EncodingInfo
+
+
+def _results(atlas_dir: Path) -> dict:
+    return json.loads((atlas_dir / "results.json").read_text())
+
+
+def test_every_registered_encoding_has_an_entry(atlas_dir):
+    results = _results(atlas_dir)
+    page = (atlas_dir / "index.html").read_text()
+    names = [e["name"] for e in results["encodings"]]
+    assert names == [info.name for info in posenc.available()]
+    listed = [n for s in results["sections"] for n in s["encodings"]]
+    assert sorted(listed) == sorted(names)  # each in exactly one section
+    for entry in results["encodings"]:
+        assert f'id="enc-{entry["name"]}"' in page
+        assert entry["paper"] in page or entry["paper"].replace("&", "&amp;") in page
+        assert entry["pictures"] or entry.get("no_picture"), entry["name"]
+        for picture in entry["pictures"]:
+            assert (atlas_dir / picture["file"]).stat().st_size > 100
+
+
+def test_survey_sections_in_order(atlas_dir):
+    ids = [s["id"] for s in _results(atlas_dir)["sections"]]
+    assert ids[:4] == ["s1", "s2", "s3", "s4"]
+
+
+def test_known_answers_in_the_property_tables(atlas_dir):
+    entries = {e["name"]: e for e in _results(atlas_dir)["encodings"]}
+    rows = {name: {r["key"]: r for r in e["properties"]} for name, e in entries.items()}
+    assert rows["none"]["equivariance"]["value"] < 1e-5 and rows["none"]["equivariance"]["passed"]
+    assert rows["sinusoidal"]["equivariance"]["value"] > 1e-3
+    assert rows["sinusoidal"]["addition"]["passed"] and rows["sinusoidal"]["addition"]["value"] < 1e-5
+    assert entries["sinusoidal"]["data"]["addition_fit"]["is_block_rotation"]
+    assert rows["learned"]["addition"]["passed"] is False
+    for name in ("rope", "alibi", "t5"):
+        assert rows[name]["relative"]["passed"], name
+        assert "extrapolation" in rows[name]
+
+
+def test_padding_probe_section(atlas_dir):
+    s2 = next(s for s in _results(atlas_dir)["sections"] if s["id"] == "s2")
+    table = s2["analyses"][0]["tables"][0]
+    mean = {row[0]: row[-2] for row in table["rows"]}
+    assert mean["zero"] > mean["none"] + 0.2
+
+
+def test_no_experiments_note(atlas_dir):
+    page = (atlas_dir / "index.html").read_text()
+    assert "none have been run" in page
+
+
+def test_writes_are_atomic_leftovers_absent(atlas_dir):
+    assert not [p for p in atlas_dir.iterdir() if p.name.startswith(".")]
+
+
+class _Broken(nn.Module):
+    def __init__(self, dim: int) -> None:
+        raise RuntimeError("constructor exploded")
+
+
+class _Mystery(nn.Module):
+    """An encoding of a family the atlas has never heard of."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ramp = torch.linspace(-1, 1, w).expand(x.shape[0], 1, h, w)
+        return torch.cat([x, ramp], dim=1)
+
+
+class _NeedsSecret(nn.Module):
+    def __init__(self, secret_size: int) -> None:
+        super().__init__()
+
+
+def _info(name: str, family: str, cls: type) -> EncodingInfo:
+    return EncodingInfo(name=name, family=family, paper="Nobody 2099, arXiv:9999.99999", summary="test", cls=cls)
+
+
+def test_unknown_and_broken_encodings_are_reported_not_raised(tmp_path):
+    from posenc.analysis.atlas import _Pictures
+
+    pics = _Pictures(tmp_path, dpi=40)
+    ref = Reference(train_steps=5)
+    broken = analyse_entry(_info("broken", "vision", _Broken), pics, ref, extrapolate=False)
+    assert not broken["pictures"] and "exploded" in broken["no_picture"]
+    mystery = analyse_entry(_info("mystery", "mystery", _Mystery), pics, ref, extrapolate=False)
+    assert mystery["pictures"] and mystery["properties"][0]["verdict"] == "position-aware"
+    secret = analyse_entry(_info("secret", "hyper", _NeedsSecret), pics, ref, extrapolate=False)
+    assert "secret_size" in secret["no_picture"]
+
+
+def test_experiments_shown_in_their_section(tmp_path):
+    exp = tmp_path / "experiments" / "padding_probe"
+    exp.mkdir(parents=True)
+    (exp / "result.json").write_text(json.dumps({
+        "name": "padding_probe", "claim": "zero padding leaks position",
+        "metrics": {"spearman": {"zero": 0.75, "none": 0.125}, "steps": 40},
+    }))
+    (tmp_path / "experiments" / "mystery_run").mkdir()
+    (tmp_path / "experiments" / "mystery_run" / "result.json").write_text("{not json")
+    out = tmp_path / "atlas"
+    index = build_atlas(out, quick=True, experiments=tmp_path / "experiments",
+                        encodings=[posenc.get("none"), _info("mystery", "mystery", _Mystery)])
+    results = _results(out)
+    s2 = next(s for s in results["sections"] if s["id"] == "s2")
+    assert [e["name"] for e in s2["experiments"]] == ["padding_probe"]
+    assert ["spearman.zero", 0.75] in s2["experiments"][0]["metrics"]
+    page = index.read_text()
+    assert "zero padding leaks position" in page and "0.125" in page
+    other = next(s for s in results["sections"] if s["id"] == "s5")
+    assert other["encodings"] == ["mystery"] and other["experiments"][0]["name"] == "mystery_run"
+
+
+def test_load_experiments_copies_pictures(tmp_path):
+    exp = tmp_path / "exp" / "order"
+    exp.mkdir(parents=True)
+    (exp / "result.json").write_text(json.dumps({"metrics": {"accuracy": 0.5}}))
+    (exp / "plot.png").write_bytes(b"\x89PNG fake")
+    out = tmp_path / "out"
+    out.mkdir()
+    (found,) = load_experiments(tmp_path / "exp", out)
+    assert found["section"] == "s1" and (out / found["pictures"][0]["file"]).exists()
+
+
+def test_cli_atlas_prints_index(monkeypatch, capsys, tmp_path):
+    import posenc.analysis.atlas as atlas
+    from posenc.cli import build_parser, main
+
+    assert build_parser().parse_args(["atlas"]).out == "posenc-out/atlas"
+    calls = {}
+
+    def fake(out, **kwargs):
+        calls.update(kwargs, out=out)
+        return Path(out) / "index.html"
+
+    monkeypatch.setattr(atlas, "build_atlas", fake)
+    assert main(["atlas", "--out", str(tmp_path), "--quick"]) == 0
+    assert capsys.readouterr().out.strip().endswith("index.html")
+    assert calls["quick"] is True and calls["out"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["sections", "encodings"])
+def test_results_json_is_standard_json(atlas_dir, bad):
+    text = (atlas_dir / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert isinstance(json.loads(text)[bad], list)
