@@ -31,7 +31,7 @@ from posenc.core.validation import check_choice, check_even, check_float_tensor
     "complex_order",
     family="complex",
     paper="Wang et al. 2019, arXiv:1912.12333",
-    summary="Each word is r exp(i(omega p + theta)) with learned amplitude, frequency and phase; real/imag parts fed on.",
+    summary="Each word is r exp(i(omega p + theta)), learned amplitude, frequency, phase; fed on as real/imag parts.",
 )
 class ComplexOrderEncoding(PositionEncoding):
     """Complex order embedding of width ``dim / 2`` read off the token embedding, as real features.
@@ -60,8 +60,11 @@ class ComplexOrderEncoding(PositionEncoding):
         kw = {"device": device, "dtype": dtype}
         c = dim // 2
         self.amplitude = nn.Linear(dim, c, bias=False, **kw)
-        self.frequency = nn.Linear(dim, c, bias=False, **kw) if frequency == "word" else nn.Parameter(torch.empty(c, **kw))
-        self.phase = nn.Linear(dim, c, bias=False, **kw) if phase == "word" else nn.Parameter(torch.empty(c, **kw))
+        def per_word_or_shared(sharing: str) -> nn.Module | nn.Parameter:
+            return nn.Linear(dim, c, bias=False, **kw) if sharing == "word" else nn.Parameter(torch.empty(c, **kw))
+
+        self.frequency = per_word_or_shared(frequency)
+        self.phase = per_word_or_shared(phase)
         if self.amplitude.weight.device.type != "meta":
             if isinstance(self.frequency, nn.Parameter):
                 nn.init.uniform_(self.frequency, 0.0, 1.0)

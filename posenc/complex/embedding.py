@@ -92,14 +92,21 @@ class ComplexOrderEmbedding(nn.Module):
         return table[tokens] if table.ndim == 2 else table
 
     def forward(self, tokens: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
-        """tokens ``(b, n)`` int -> complex ``(b, n, dim)``; positions ``(n,)`` or ``(b, n)`` or ``offset + arange(n)``."""
+        """tokens ``(b, n)`` int -> complex ``(b, n, dim)``.
+
+        positions: ``(n,)`` or ``(b, n)``; by default ``offset + arange(n)``.
+        """
         check_tensor("tokens", tokens, ndim=2)
         if tokens.is_floating_point():
             raise ValueError(f"`tokens` must be an integer tensor of ids, got {tokens.dtype}")
-        pos = resolve_positions(positions, n=tokens.shape[1], offset=offset, batch=tokens.shape[0], device=tokens.device)
+        b, n = tokens.shape
+        pos = resolve_positions(positions, n=n, offset=offset, batch=b, device=tokens.device)
         return complex_order(
             self.amplitude[tokens], self._lookup(self.frequency, tokens), self._lookup(self.phase, tokens), pos
         )
 
     def extra_repr(self) -> str:
-        return f"vocab_size={self.vocab_size}, dim={self.dim}, frequency={self.frequency_sharing!r}, phase={self.phase_sharing!r}"
+        return (
+            f"vocab_size={self.vocab_size}, dim={self.dim}, "
+            f"frequency={self.frequency_sharing!r}, phase={self.phase_sharing!r}"
+        )

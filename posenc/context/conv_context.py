@@ -50,7 +50,8 @@ def context_conv1d(
     if left_context is not None:
         if not causal or tuple(left_context.shape) != (x.shape[0], k - 1, x.shape[-1]):
             raise ValueError(
-                f"`left_context` needs causal=True and shape {(x.shape[0], k - 1, x.shape[-1])}, got {tuple(left_context.shape)}"
+                f"`left_context` needs causal=True and shape {(x.shape[0], k - 1, x.shape[-1])}, "
+                f"got {tuple(left_context.shape)}"
             )
         x = torch.cat([left_context.to(x.dtype), x], dim=1)
         pad = (0, 0)
@@ -110,7 +111,9 @@ class ConvContext(PositionEncoding):
             )
         return self._stream[1]
 
-    def run(self, x: torch.Tensor, left_contexts: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def run(
+        self, x: torch.Tensor, left_contexts: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x ``(b, n, dim)`` -> ``(b, n, dim)`` and each layer's last ``kernel_size - 1`` inputs."""
         tails = []
         for layer, (conv, norm) in enumerate(zip(self.convs, self.norms)):

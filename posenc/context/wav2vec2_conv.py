@@ -49,7 +49,8 @@ def wav2vec2_conv_embedding(
         raise ValueError(f"`weight` must have shape ({c}, {c // groups}, kernel_size), got {tuple(weight.shape)}")
     k = weight.shape[-1]
     # (b, n, c) -> (b, c, n) for conv1d
-    y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype), padding=k // 2, groups=groups)
+    bias = None if bias is None else bias.to(x.dtype)
+    y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), bias, padding=k // 2, groups=groups)
     if k % 2 == 0:
         y = y[..., :-1]  # an even kernel with k // 2 padding each side gives n + 1 frames
     return x + F.gelu(y).transpose(1, 2)

@@ -1,8 +1,16 @@
-"""Encodings with relative-position terms that depend on content: Shaw et al.'s key/value tables and Transformer-XL's attention (the "bias" and "value" hooks)."""
+"""Encodings with relative-position terms that depend on content: Shaw et al.'s key/value tables and
+Transformer-XL's attention (the "bias" and "value" hooks), with a segment-recurrent Transformer-XL."""
 
 from posenc.relative.rel_shift import rel_shift
 from posenc.relative.shaw import ShawRelativePosition, shaw_attention
 from posenc.relative.transformer_xl import TransformerXLRelative, relative_sinusoid
 from posenc.relative.xl_model import TransformerXL
 
-__all__ = ["ShawRelativePosition", "TransformerXL", "TransformerXLRelative", "rel_shift", "relative_sinusoid", "shaw_attention"]
+__all__ = [
+    "ShawRelativePosition",
+    "TransformerXL",
+    "TransformerXLRelative",
+    "rel_shift",
+    "relative_sinusoid",
+    "shaw_attention",
+]

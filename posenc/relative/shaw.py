@@ -78,7 +78,8 @@ def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, head
     r = 2 * max_distance + 1
     if table.shape[-2:] != (r, d) or (table.ndim == 3 and table.shape[0] != heads):
         raise ValueError(
-            f"`{name}` must have shape (2*max_distance+1, d) = ({r}, {d}) or (heads, {r}, {d}), got {tuple(table.shape)}"
+            f"`{name}` must have shape (2*max_distance+1, d) = ({r}, {d}) or (heads, {r}, {d}), "
+            f"got {tuple(table.shape)}"
         )
 
 
@@ -106,7 +107,9 @@ def shaw_attention(
     b, h, n, d = q.shape
     m = k.shape[-2]
     if k.shape[:2] != (b, h) or k.shape[-1] != d or v.shape[:-1] != k.shape[:-1]:
-        raise ValueError(f"`k`, `v` must be (b, h, m, d) matching `q` {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"`k`, `v` must be (b, h, m, d) matching `q` {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if m < n:
         raise ValueError(f"`k` must have at least as many keys as `q` has queries, got n={n}, m={m}")
     _check_table("rel_k", rel_k, max_distance, d, h)
@@ -129,7 +132,9 @@ def shaw_attention(
     weights = logits.softmax(dim=-1)
     out = weights @ v
     if rel_v is not None:
-        blocks = [value_offset_sums(weights[..., s : s + ROW_BLOCK, :], rel_v, rows_index(s)) for s in range(0, n, ROW_BLOCK)]
+        blocks = [
+            value_offset_sums(weights[..., s : s + ROW_BLOCK, :], rel_v, rows_index(s)) for s in range(0, n, ROW_BLOCK)
+        ]
         out = out + torch.cat(blocks, dim=-2)
     return out
 
@@ -198,8 +203,14 @@ class ShawRelativePosition(PositionEncoding):
         return value_offset_sums(weights, self.rel_v, self.index(q_positions, k_positions, weights.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
-        """Self-contained attention: q ``(b, h, n, head_dim)``, k, v ``(b, h, m, head_dim)`` -> ``(b, h, n, head_dim)``."""
+        """Self-contained attention: q ``(b, h, n, head_dim)``, k, v ``(b, h, m, head_dim)`` -> ``(b, h, n, head_dim)``.
+
+        ``causal=True`` masks later keys; query i sits at key index ``i + m - n``.
+        """
         return shaw_attention(q, k, v, self.rel_k, self.rel_v, max_distance=self.max_distance, causal=causal)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, heads={self.heads}, max_distance={self.max_distance}, values={self.values}, tables={self.tables!r}"
+        return (
+            f"head_dim={self.head_dim}, heads={self.heads}, max_distance={self.max_distance}, "
+            f"values={self.values}, tables={self.tables!r}"
+        )

@@ -40,7 +40,9 @@ class XLBlock(nn.Module):
         self.relative = TransformerXLRelative(dim, heads, dim // heads, causal=True, **kw)
         self.mlp_norm = nn.LayerNorm(dim, **kw)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden, **kw), nn.GELU(), nn.Linear(hidden, dim, **kw), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden, **kw), nn.GELU(), nn.Linear(hidden, dim, **kw), nn.Dropout(dropout)
+        )
         self.dropout = dropout
 
     def attend(self, x: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
@@ -49,7 +51,8 @@ class XLBlock(nn.Module):
         context = x if memory is None else torch.cat([memory, x], dim=1)
         mem = context.shape[1] - n
         # (b, mem + n, 3 * dim) -> 3 x (b, h, mem + n, head_dim); queries only for the segment
-        q, k, v = self.qkv(self.attn_norm(context)).view(b, mem + n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.attn_norm(context)).view(b, mem + n, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         q = q[..., mem:, :]
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # term (a)
         logits = logits + self.relative.score_bias(q, k, q_positions=Positions(n, mem), k_positions=Positions(mem + n))

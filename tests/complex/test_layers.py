@@ -34,10 +34,9 @@ def test_attention_equals_loop(causal):
     want = torch.zeros_like(got)
     for h in range(2):
         for i in range(3):
-            logits = torch.tensor(
-                [float((q[0, h, i].real * k[0, h, j].real + q[0, h, i].imag * k[0, h, j].imag).sum()) / 2.0 for j in range(5)],
-                dtype=torch.float64,
-            )
+            qi, kj = q[0, h, i], k[0, h]
+            # Re(q conj k) / sqrt(4), written out in real arithmetic
+            logits = ((qi.real * kj.real + qi.imag * kj.imag).sum(-1) / 2.0).clone()
             if causal:
                 logits[i + 2 + 1 :] = float("-inf")  # query i sits at key index i + m - n
             w = logits.softmax(0)
@@ -48,7 +47,10 @@ def test_attention_equals_loop(causal):
 def test_attention_logit_sees_the_phase_difference():
     # Re(q conj k) of two order embeddings depends on the phase difference only
     q = torch.polar(torch.ones(1, 1, 1, 4, dtype=torch.float64), torch.full((1, 1, 1, 4), 0.3, dtype=torch.float64))
-    logits = [(q * torch.exp(torch.tensor(1j * s, dtype=torch.complex128)) @ (q * torch.exp(torch.tensor(1j * (s + 0.5), dtype=torch.complex128))).conj().transpose(-1, -2)).real for s in (0.0, 1.0, 2.0)]
+    def at(phase: float) -> torch.Tensor:
+        return q * torch.exp(torch.tensor(1j * phase, dtype=torch.complex128))
+
+    logits = [(at(s) @ at(s + 0.5).conj().transpose(-1, -2)).real for s in (0.0, 1.0, 2.0)]
     torch.testing.assert_close(logits[0], logits[1])
     torch.testing.assert_close(logits[0], logits[2])
     assert math.isclose(float(logits[0]), 4 * math.cos(0.5), rel_tol=1e-9)

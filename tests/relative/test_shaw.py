@@ -100,10 +100,14 @@ def test_explicit_positions_equal_implicit():
     w = torch.rand(2, 2, 5, 7).softmax(-1)
     imp = (Positions(5, 2), Positions(7))
     exp = (Positions(5, 2, torch.arange(2, 7).unsqueeze(0)), Positions(7, 0, torch.arange(7).expand(2, 7)))
-    shifted = (Positions(5, 0, torch.arange(12, 17.0).unsqueeze(0)), Positions(7, 0, torch.arange(10, 17.0).unsqueeze(0)))
+    shifted = (
+        Positions(5, 0, torch.arange(12, 17.0).unsqueeze(0)),
+        Positions(7, 0, torch.arange(10, 17.0).unsqueeze(0)),
+    )
     for qp, kp in (exp, shifted):
         torch.testing.assert_close(
-            enc.score_bias(q, k, q_positions=qp, k_positions=kp), enc.score_bias(q, k, q_positions=imp[0], k_positions=imp[1])
+            enc.score_bias(q, k, q_positions=qp, k_positions=kp),
+            enc.score_bias(q, k, q_positions=imp[0], k_positions=imp[1]),
         )
         torch.testing.assert_close(
             enc.value_term(w, q_positions=qp, k_positions=kp), enc.value_term(w, q_positions=imp[0], k_positions=imp[1])

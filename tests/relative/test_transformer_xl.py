@@ -71,13 +71,13 @@ def test_explicit_positions_equal_implicit_and_naive():
     enc = _enc()
     q, k = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 6, 4)
     implicit = enc.score_bias(q, k, q_positions=Positions(4, 2), k_positions=Positions(6))
-    explicit = enc.score_bias(
-        q, k, q_positions=Positions(4, 0, torch.arange(2, 6).unsqueeze(0)), k_positions=Positions(6, 0, torch.arange(6).unsqueeze(0))
-    )
+    q_pos, k_pos = Positions(4, 0, torch.arange(2, 6).unsqueeze(0)), Positions(6, 0, torch.arange(6).unsqueeze(0))
+    explicit = enc.score_bias(q, k, q_positions=q_pos, k_positions=k_pos)
     torch.testing.assert_close(explicit, implicit)
     # fractional positions: one table row per pair
     qp, kp = torch.tensor([0.5, 1.5, 2.25, 4.0]), torch.tensor([0.0, 0.75, 1.0, 2.0, 3.5, 5.0])
-    frac = enc.score_bias(q, k, q_positions=Positions(4, 0, qp.unsqueeze(0)), k_positions=Positions(6, 0, kp.unsqueeze(0)))
+    q_pos, k_pos = Positions(4, 0, qp.unsqueeze(0)), Positions(6, 0, kp.unsqueeze(0))
+    frac = enc.score_bias(q, k, q_positions=q_pos, k_positions=k_pos)
     torch.testing.assert_close(frac.double(), naive_terms(enc, q, k, qp.double(), kp.double()), atol=1e-5, rtol=1e-5)
 
 
@@ -98,7 +98,8 @@ def test_meta_device_state_dict_and_shape():
     other = TransformerXLRelative(16, 4, 4)
     other.load_state_dict(enc.state_dict())
     assert set(other.state_dict()) == {"u", "v", "w_r.weight"}
-    bias = other.score_bias(torch.randn(3, 4, 5, 4), torch.randn(3, 4, 5, 4), q_positions=Positions(5), k_positions=Positions(5))
+    q, k = torch.randn(3, 4, 5, 4), torch.randn(3, 4, 5, 4)
+    bias = other.score_bias(q, k, q_positions=Positions(5), k_positions=Positions(5))
     assert bias.shape == (3, 4, 5, 5)
 
 
