@@ -63,14 +63,16 @@ def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.T
     index ``(b | 1, n, m)`` -> ``(b, h, n, d)``."""
     b, h, n, m = weights.shape
     r = rel_v.shape[-2]
+    work = torch.promote_types(weights.dtype, torch.float32)
     blocks = []
     for s in range(0, n, ROW_BLOCK):
         w = weights[..., s : s + ROW_BLOCK, :]
         idx = index[:, s : s + ROW_BLOCK].unsqueeze(1).expand(b, h, w.shape[-2], m)
-        # (b, h, rows, m) summed into (b, h, rows, r): the weight each query puts on each offset
-        blocks.append(w.new_zeros(b, h, w.shape[-2], r).scatter_add(-1, idx, w))
+        # (b, h, rows, m) summed into (b, h, rows, r): the weight each query puts on each offset,
+        # accumulated in float32 (a bucket may sum thousands of half-precision weights)
+        blocks.append(w.new_zeros(b, h, w.shape[-2], r, dtype=work).scatter_add(-1, idx, w.to(work)))
     buckets = torch.cat(blocks, dim=-2)
-    return buckets @ _table_for_heads(rel_v).to(weights.dtype)
+    return (buckets @ _table_for_heads(rel_v).to(work)).to(weights.dtype)
 
 
 def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, heads: int) -> None:
