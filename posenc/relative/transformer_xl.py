@@ -35,8 +35,9 @@ from posenc.relative.rel_shift import rel_shift
 
 
 def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
-    """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)`` float32, sines then cosines."""
-    return sinusoidal(distances, dim, base=base, interleaved=False).float()
+    """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)``, sines then cosines; float64 for
+    float64 distances, else float32."""
+    return sinusoidal(distances, dim, base=base, interleaved=False)
 
 
 @register(
@@ -85,6 +86,8 @@ class TransformerXLRelative(PositionEncoding):
 
     def projected(self, distances: torch.Tensor) -> torch.Tensor:
         """``W_R R_d`` for distances ``(*p,)`` -> ``(*p, heads, head_dim)``."""
+        if self.w_r.weight.dtype == torch.float64:
+            distances = distances.double()  # a float64 model gets a float64 table
         r = relative_sinusoid(distances, self.dim, base=self.base).to(self.w_r.weight.dtype)
         return self.w_r(r).unflatten(-1, (self.heads, self.head_dim))
 

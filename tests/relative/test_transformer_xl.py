@@ -48,22 +48,24 @@ def _enc(causal=False):
     "n,m,q_off,k_off",
     [(5, 5, 0, 0), (3, 7, 4, 0), (4, 5, 3, 0), (4, 4, 9, 2)],  # aligned, cached, not aligned, shifted
 )
-def test_bidirectional_equals_naive(n, m, q_off, k_off):
-    enc = _enc()
-    q, k = torch.randn(2, 2, n, 4), torch.randn(2, 2, m, 4)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_bidirectional_equals_naive(n, m, q_off, k_off, dtype, tol):
+    enc = _enc().to(dtype)
+    q, k = torch.randn(2, 2, n, 4, dtype=dtype), torch.randn(2, 2, m, 4, dtype=dtype)
     got = enc.score_bias(q, k, q_positions=Positions(n, q_off), k_positions=Positions(m, k_off))
     want = naive_terms(enc, q, k, torch.arange(q_off, q_off + n), torch.arange(k_off, k_off + m))
-    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("n,m", [(6, 6), (2, 7), (1, 4)])
-def test_causal_rel_shift_equals_naive_where_visible(n, m):
-    enc = _enc(causal=True)
-    q, k = torch.randn(1, 2, n, 4), torch.randn(1, 2, m, 4)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_causal_rel_shift_equals_naive_where_visible(n, m, dtype, tol):
+    enc = _enc(causal=True).to(dtype)
+    q, k = torch.randn(1, 2, n, 4, dtype=dtype), torch.randn(1, 2, m, 4, dtype=dtype)
     got = enc.score_bias(q, k, q_positions=Positions(n, m - n), k_positions=Positions(m))
     want = naive_terms(enc, q, k, torch.arange(m - n, m), torch.arange(m))
     visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + (m - n)
-    torch.testing.assert_close(got.double()[..., visible], want[..., visible], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.double()[..., visible], want[..., visible], atol=tol, rtol=tol)
     assert torch.isfinite(got).all()
 
 
