@@ -3,8 +3,9 @@
 A stack of 1-D convolutions over the token embeddings, in front of a Transformer that has no
 position encoding: each output mixes a token with its neighbours, so order becomes visible to
 attention (the survey's copy task: "p가A", "가A@", ...). Each layer is Conv1d -> LayerNorm -> ReLU
-over the width ``dim``, as in the paper's 1-D convolutional blocks. ``causal=True`` pads on the left
-only (the paper's decoder side), so no output depends on a later input, for language modelling.
+over the width ``dim``, the order of the decoder convolutions in fairseq's ``asr_vggtransformer`` (the
+paper's code). ``causal=True`` pads on the left only (the paper's decoder side), so no output depends
+on a later input, for language modelling.
 
 Incremental decoding: a causal stack remembers the last ``kernel_size - 1`` inputs of every layer
 from its previous call and continues from them when the next call starts where that one ended
