@@ -1,0 +1,107 @@
+"""The reference ViT: every vision encoding through ``position=``, grid filled in, checkpoints across grids, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_loss_falls, train_losses
+
+from posenc.models import ViT
+from posenc.vision import PEG, LearnedPatchPosition, RelativeBias2d, Rope2d, resample_pos_embed
+
+VISION = ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "peg"]
+
+
+@pytest.mark.parametrize("position", VISION)
+@pytest.mark.parametrize("class_token", [True, False])
+def test_every_vision_encoding_runs(position, class_token):
+    model = ViT((8, 6), 2, 3, in_channels=1, dim=16, depth=2, heads=2, position=position, class_token=class_token,
+                pool="cls" if class_token else "mean")
+    out = model(torch.randn(2, 1, 8, 6))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    if position != "none":
+        assert model.position.grid == (4, 3)
+        assert model.position.num_prefix_tokens == int(class_token)
+
+
+def test_encodings_get_the_model_sizes():
+    model = ViT(8, 2, 3, dim=16, depth=3, heads=2, position="rel_bias_2d")
+    assert isinstance(model.position, RelativeBias2d) and model.position.heads == 2
+    assert len(model.layer_positions) == 2  # Swin: one table per block
+    rope = ViT(8, 2, 3, dim=16, heads=2, position="rope_2d").position
+    assert isinstance(rope, Rope2d) and rope.head_dim == 8
+
+
+def test_peg_is_applied_after_the_first_block():
+    model = ViT(8, 2, 3, dim=16, depth=2, heads=2, position="peg")
+    assert isinstance(model.position, PEG) and model.position.after_block == 0
+    seen = {}
+    model.blocks[0].register_forward_hook(lambda m, i, o: seen.setdefault("block0", o))
+    original = model.position.encode_input
+
+    def spy(x, *, positions):
+        seen["peg_in"] = x
+        return original(x, positions=positions)
+
+    model.position.encode_input = spy
+    model(torch.randn(1, 3, 8, 8))
+    torch.testing.assert_close(seen["peg_in"], seen["block0"])
+
+
+def test_module_position_and_its_grid_is_checked():
+    model = ViT(8, 2, 3, dim=16, heads=2, position=LearnedPatchPosition(16, (4, 4), num_prefix_tokens=1))
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 3)
+    with pytest.raises(ValueError, match="grid"):
+        ViT(8, 2, 3, dim=16, heads=2, position=LearnedPatchPosition(16, (3, 3)))
+
+
+@pytest.mark.parametrize("position", ["vit_learned", "rel_bias_2d", "peg", "rope_2d", "sincos_2d"])
+def test_checkpoint_saved_at_one_grid_loads_at_another(position):
+    small = ViT(8, 2, 3, dim=16, depth=2, heads=2, position=position)
+    big = ViT(12, 2, 3, dim=16, depth=2, heads=2, position=position)
+    big.load_state_dict(small.state_dict())  # strict
+    torch.testing.assert_close(big.patch_embed.weight, small.patch_embed.weight)
+    assert big(torch.randn(1, 3, 12, 12)).shape == (1, 3)
+    if position == "vit_learned":
+        expected = resample_pos_embed(small.position.weight.detach(), (6, 6), num_prefix_tokens=1)
+        torch.testing.assert_close(big.position.weight.detach(), expected)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="image_size"):
+        ViT(9, 2, 3)
+    with pytest.raises(ValueError, match="image_size"):
+        ViT((0, 8), 2, 3)
+    with pytest.raises(ValueError, match="dim"):
+        ViT(8, 2, 3, dim=10, heads=4)
+    with pytest.raises(ValueError, match="head_dim"):
+        ViT(8, 2, 3, dim=12, heads=2, position="rope_2d")  # head_dim 6 is not divisible by 4
+    with pytest.raises(TypeError, match="position"):
+        ViT(8, 2, 3, dim=16, heads=2, position="hanet")  # a CNN block, not an attention encoding
+    with pytest.raises(ValueError, match="pool"):
+        ViT(8, 2, 3, class_token=False)
+    with pytest.raises(ValueError, match="images"):
+        ViT(8, 2, 3, dim=16, heads=2)(torch.randn(1, 3, 10, 10))
+
+
+def quadrant_batch(n: int = 32):
+    """A bright pixel in one of four quadrants of an 8x8 image; the label is the quadrant."""
+    labels = torch.randint(0, 4, (n,))
+    images = torch.randn(n, 1, 8, 8) * 0.1
+    rows = (labels // 2) * 4 + torch.randint(0, 4, (n,))
+    cols = (labels % 2) * 4 + torch.randint(0, 4, (n,))
+    images[torch.arange(n), 0, rows, cols] += 3.0
+    return images, labels
+
+
+@pytest.mark.parametrize("position", ["vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "peg"])
+def test_trains_a_few_steps(position):
+    torch.manual_seed(0)
+    fixed = quadrant_batch(32)
+    # depth 2: with one block only the class token's output is read, and it gets no 2-D bias
+    model = ViT(8, 2, 4, in_channels=1, dim=32, depth=2, heads=2, position=position)
+    losses = train_losses(model, lambda: fixed, F.cross_entropy, steps=60, lr=3e-3)
+    assert_loss_falls(losses, factor=0.7)
+    for name, param in model.position.named_parameters():  # learned encodings take part in training
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

@@ -1,0 +1,113 @@
+"""Swin-style 2-D relative position bias: per-pair float64 reference, offset-only property, grids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posenc import get
+from posenc.core.positions import Positions
+from posenc.functional import relative_position_index_2d
+from posenc.vision import RelativeBias2d, resample_bias_table
+
+
+def reference_bias(table: torch.Tensor, grid, prefix: int) -> torch.Tensor:
+    h, w = grid
+    heads = table.shape[1]
+    n = prefix + h * w
+    out = torch.zeros(heads, n, n, dtype=torch.float64)
+    for i in range(h * w):
+        for j in range(h * w):
+            yi, xi = divmod(i, w)
+            yj, xj = divmod(j, w)
+            entry = (yi - yj + h - 1) * (2 * w - 1) + (xi - xj + w - 1)
+            out[:, prefix + i, prefix + j] = table[entry]
+    return out.unsqueeze(0)
+
+
+@pytest.mark.parametrize("grid, prefix", [((2, 3), 0), ((3, 3), 1), ((4, 2), 2)])
+def test_matches_float64_reference(grid, prefix):
+    enc = RelativeBias2d(3, grid, num_prefix_tokens=prefix, dtype=torch.float64)
+    torch.nn.init.normal_(enc.table)
+    torch.testing.assert_close(enc(), reference_bias(enc.table.detach(), grid, prefix), rtol=0, atol=0)
+
+
+@given(st.integers(1, 4), st.integers(1, 4))
+def test_bias_depends_only_on_the_offset(h, w):
+    enc = RelativeBias2d(2, (h, w))
+    torch.nn.init.normal_(enc.table)
+    bias = enc()[0]
+    seen: dict[tuple[int, int], torch.Tensor] = {}
+    for i in range(h * w):
+        for j in range(h * w):
+            offset = (i // w - j // w, i % w - j % w)
+            if offset in seen:
+                torch.testing.assert_close(bias[:, i, j], seen[offset])
+            seen[offset] = bias[:, i, j]
+    assert len(seen) == (2 * h - 1) * (2 * w - 1)  # every table entry is some offset
+    assert relative_position_index_2d((h, w)).unique().numel() == (2 * h - 1) * (2 * w - 1)
+
+
+def test_swin_index_for_a_2x2_window():
+    # Swin's relative_position_index for a 2x2 window, written out by hand
+    expected = torch.tensor([[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]])
+    torch.testing.assert_close(relative_position_index_2d(2), expected)
+
+
+def test_explicit_equals_implicit_and_subsets():
+    enc = RelativeBias2d(2, (2, 3), num_prefix_tokens=1)
+    torch.nn.init.normal_(enc.table)
+    full = enc()
+    torch.testing.assert_close(enc(positions=torch.arange(7)), full)
+    keep = torch.tensor([0, 2, 5, 6])
+    torch.testing.assert_close(enc(positions=keep), full[:, :, keep][:, :, :, keep])
+    q = Positions(2, explicit=torch.tensor([[1, 3]]))
+    k = Positions(3, explicit=torch.tensor([[0, 4, 6]]))
+    torch.testing.assert_close(enc.score_bias(None, None, q_positions=q, k_positions=k), full[:, :, [1, 3]][:, :, :, [0, 4, 6]])
+
+
+def test_meta_device_rebuilds_index():
+    enc = RelativeBias2d(2, (3, 2), device="meta")
+    enc.to_empty(device="cpu")
+    torch.testing.assert_close(enc.index, relative_position_index_2d((3, 2)))
+    assert "index" not in enc.state_dict()
+
+
+def test_state_dict_round_trip_and_load_at_another_grid():
+    a, b = RelativeBias2d(2, (3, 3)), RelativeBias2d(2, (3, 3))
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a(), b())
+    big = RelativeBias2d(2, (4, 4))
+    big.load_state_dict(a.state_dict())
+    torch.testing.assert_close(big.table.detach(), resample_bias_table(a.table.detach(), (3, 3), (4, 4)))
+    # resampling keeps the centre (offset 0) of a table that is smooth in the offset
+    smooth = RelativeBias2d(1, (3, 3))
+    with torch.no_grad():
+        dy, dx = torch.meshgrid(torch.arange(-2, 3.0), torch.arange(-2, 3.0), indexing="ij")
+        smooth.table.copy_((-(dy**2 + dx**2) / 8).reshape(25, 1))
+    out = resample_bias_table(smooth.table.detach(), (3, 3), (5, 5)).reshape(9, 9)
+    assert out[4, 4] == out.max()
+
+
+def test_registry_entry():
+    info = get("rel_bias_2d")
+    assert info.family == "vision" and "2103.14030" in info.paper and info.cls is RelativeBias2d
+    assert RelativeBias2d.per_layer and "bias" in RelativeBias2d.hooks
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="heads"):
+        RelativeBias2d(0, (2, 2))
+    with pytest.raises(ValueError, match="grid"):
+        RelativeBias2d(2, (2, -1))
+    with pytest.raises(ValueError, match="positions"):
+        RelativeBias2d(2, (2, 2))(positions=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="positions"):
+        RelativeBias2d(2, (2, 2))(5)
+    with pytest.raises(ValueError, match="table"):
+        resample_bias_table(torch.randn(8, 2), (2, 2), (3, 3))
+    strict = RelativeBias2d(2, (3, 3), resize_on_load=False)
+    with pytest.raises(ValueError, match="resize_on_load"):
+        strict.load_state_dict(RelativeBias2d(2, (2, 2)).state_dict())
