@@ -1,0 +1,130 @@
+"""``padding_probe``: CNNs learn absolute position through zero padding (survey 2.5; Islam et al. 2020).
+
+Part 1 (trained): the same small CNN (dilated 3 x 3 convolutions whose receptive field spans the
+image) with zero padding, circular padding, no padding (valid convolutions; the output is the
+same output grid, read from a larger noise image) and no padding plus coordinate channels (posenc's ``add_coords``) is trained to output
+content-independent position maps (horizontal gradient, Gaussian, stripes) from white-noise
+images. Part 2 (the paper's probe): a read-out trained on the frozen features of a randomly
+initialised CNN per padding (:func:`posenc.analysis.probe.position_probe`).
+Measured: Spearman correlation and MAE on held-out noise images per pattern and padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posenc.analysis.probe import position_patterns, position_probe, probe_cnn, spearman
+from posenc.experiments.harness import Context, Experiment
+from posenc.experiments.plotting import curves_panel
+from posenc.spatial.coordconv import add_coords
+
+VARIANTS = ("zero", "circular", "none", "none+coords")
+
+
+class PositionCNN(nn.Module):
+    """Dilated conv stack ``(b, 3, s, s) -> (b, patterns, s', s')``; valid (``none``) variants shrink
+    by ``2 * sum(dilations)``."""
+
+    def __init__(self, variant: str, width: int, dilations: tuple[int, ...], patterns: int) -> None:
+        super().__init__()
+        self.coords = variant == "none+coords"
+        valid = variant.startswith("none")
+        mode = "circular" if variant == "circular" else "zeros"
+        channels = 3 + 2 * self.coords
+        layers: list[nn.Module] = []
+        for d in dilations:
+            layers += [nn.Conv2d(channels, width, 3, dilation=d, padding=0 if valid else d, padding_mode=mode), nn.ReLU()]
+            channels = width
+        layers.append(nn.Conv2d(width, patterns, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(add_coords(x) if self.coords else x)
+
+
+def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
+    c = ctx.config
+    names, size = c["patterns"], c["size"]
+    ctx.manual_seed("init", variant)
+    model = PositionCNN(variant, c["width"], tuple(c["dilations"]), len(names))
+    # valid convolutions see a larger noise image so that their output covers the same size x size grid
+    margin = 2 * sum(c["dilations"]) if variant.startswith("none") else 0
+    side = size + margin
+    patterns = position_patterns(size, size, names)
+    target = torch.stack([patterns[n] for n in names])  # (patterns, size, size)
+
+    def step_loss(m, step, generator, shard):
+        x = torch.randn(c["batch"], 3, side, side, generator=generator)[shard].to(ctx.device)
+        return F.mse_loss(m(x), target.to(ctx.device).expand(x.shape[0], -1, -1, -1))
+
+    ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=5)
+    with torch.no_grad():
+        x = torch.randn(c["eval_images"], 3, side, side, generator=ctx.generator("eval"))
+        pred = model(x.to(ctx.device)).cpu()
+    scores = {n: sum(spearman(pred[i, j], target[j]) for i in range(len(x))) / len(x) for j, n in enumerate(names)}
+    mae = {n: (pred[:, j] - target[j]).abs().mean().item() for j, n in enumerate(names)}
+    return {"spearman": scores, "mae": mae, "mean_spearman": sum(scores.values()) / len(scores), "input_size": side}
+
+
+def frozen_probe(ctx: Context, padding: str) -> dict[str, Any]:
+    c = ctx.config
+    images = torch.randn(c["probe_images"], 3, c["size"], c["size"], generator=ctx.generator("probe-images"))
+    cnn = probe_cnn(padding, depth=c["probe_depth"], width=c["width"], seed=ctx.seed)
+    result = position_probe(cnn, images, patterns=c["patterns"], steps=c["probe_steps"], seed=ctx.seed)
+    return result.as_dict()
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    c = ctx.config
+    trained = {v: ctx.unit(f"trained:{v}", lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
+    probe = {p: ctx.unit(f"probe:{p}", lambda p=p: frozen_probe(ctx, p)) for p in c["probe_paddings"]}
+    return {
+        "inputs": "white noise (content carries no position)",
+        "trained": trained,
+        "frozen_probe": probe,
+        "headline_name": "mean Spearman correlation, trained CNN",
+        "headline": {v: r["mean_spearman"] for v, r in trained.items()},
+    }
+
+
+def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    curves_panel(ax1, result["curves"])
+    m = result["metrics"]
+    for ax, table, title in ((ax2, m["trained"], "trained CNN"), (ax3, m["frozen_probe"], "probe on frozen random CNN")):
+        variants = list(table)
+        patterns = list(next(iter(table.values()))["spearman"])
+        width = 0.8 / len(patterns)
+        for j, p in enumerate(patterns):
+            ax.bar([i + j * width for i in range(len(variants))], [table[v]["spearman"][p] for v in variants], width, label=p)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(variants))], variants, fontsize=8)
+        ax.set_title(f"Spearman correlation: {title}", fontsize=9)
+        ax.legend(fontsize=6)
+
+
+EXPERIMENT = Experiment(
+    name="padding_probe",
+    claim="CNNs without an encoding learn absolute position through zero padding",
+    paper="Islam et al. 2020, arXiv:2001.08248 (Table 4)",
+    section="2.5",
+    quick=dict(
+        size=32, width=16, dilations=[1, 2, 4, 8], patterns=["horizontal", "gaussian", "vertical_stripes"],
+        batch=8, steps=200, lr=3e-3, eval_images=8, probe_paddings=["zero", "none"], probe_images=16,
+        probe_depth=4, probe_steps=100,
+    ),
+    full=dict(
+        size=64, width=64, dilations=[1, 2, 4, 8, 16, 1], patterns=["horizontal", "vertical", "gaussian",
+        "horizontal_stripes", "vertical_stripes"], batch=32, steps=3000, lr=1e-3, eval_images=64,
+        probe_paddings=["zero", "reflect", "circular", "none"], probe_images=128, probe_depth=8, probe_steps=300,
+    ),
+    reference={
+        "vgg16_horizontal_spearman": {"with_padding": 0.742, "without_padding": 0.381},
+        "note": "Islam et al. 2020, Table 4: PosENet read-out on frozen VGG16 features, horizontal gradient",
+    },
+    run=run,
+    plot=plot,
+)
