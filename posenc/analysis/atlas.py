@@ -25,7 +25,8 @@ import torch
 from posenc.analysis import measure
 from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
-from posenc.analysis.similarity import similarity_matrix
+from posenc.analysis.similarity import roformer_decay_bound, similarity_matrix
+from posenc.core.frequencies import inverse_frequencies
 from posenc.core.registry import EncodingInfo, available
 
 SECTIONS = [
@@ -216,7 +217,7 @@ def analyse_entry(info: EncodingInfo, pics: _Pictures, ref: measure.Reference, *
         handled = is_sequence and _sequence_entry(info, entry, pics, ref, extrapolate)
         entry["data"]["reference_transformer"] = bool(handled)
     except Exception as err:  # noqa: BLE001 - one broken encoding must not stop the atlas
-        entry["errors"].append(f"in the reference Transformer: {type(err).__name__}: {err}"[:300])
+        entry["errors"].append(f"the 1-D reference Transformer cannot use it: {type(err).__name__}: {err}"[:300])
     if not entry["pictures"]:
         try:
             _generic_entry(info, entry, pics)
@@ -269,6 +270,25 @@ def _offset_analysis(entries: list[dict], pics: _Pictures) -> dict | None:
                 "T5's bucketed bias.",
         "pictures": [pics.save(fig, "s3-offsets.png", "score vs offset, all rotary and bias encodings")],
         "tables": [],
+    }
+
+
+def _rope_bound_analysis(pics: _Pictures) -> dict:
+    """RoFormer's figure 2: the upper bound of the RoPE score against the relative distance."""
+    offsets = torch.arange(0, 257)
+    bound = roformer_decay_bound(inverse_frequencies(128, 10000.0), offsets)
+    fig, (ax,) = pics.figure(1, height=2.6)
+    ax.plot(offsets.tolist(), bound.tolist(), lw=1.2)
+    ax.set_xlabel("relative distance", fontsize=8)
+    ax.set_ylabel("relative upper bound", fontsize=8)
+    ax.set_title("RoPE long-term decay (d = 128, base 10000)", fontsize=9)
+    return {
+        "title": "RoPE's long-term decay (Su et al. 2021, arXiv:2104.09864, figure 2)",
+        "text": "The bound (1/(d/2)) sum_j |S_j|, S_j = sum_{l<j} exp(i r theta_l), on the score of two rotated "
+                "vectors at relative distance r: it decays as r grows, as the paper's figure shows.",
+        "pictures": [pics.save(fig, "s3-rope-decay.png", "upper bound of the RoPE score vs relative distance")],
+        "tables": [{"caption": "bound at a few distances", "columns": ["relative distance", "bound"],
+                    "rows": [[str(r), bound[r].item()] for r in (0, 16, 64, 256)]}],
     }
 
 
@@ -370,10 +390,12 @@ def build_atlas(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     infos = list(encodings) if encodings is not None else available()
-    ref = measure.Reference(train_steps=80 if quick else 250, table_len=48 if quick else 64)
+    ref = measure.Reference(train_steps=60 if quick else 150, table_len=48 if quick else 64)
     pics = _Pictures(out, dpi=60 if quick else 90)
     bar = _progress(len(infos) + 3, progress)
     torch_threads = torch.get_num_threads()
+    # the models are tiny: one thread is as fast and does not fight other processes for cores
+    torch.set_num_threads(1)
     entries = []
     try:
         for info in infos:
@@ -400,6 +422,7 @@ def build_atlas(
         offsets = _offset_analysis(entries, pics)
         if offsets:
             by_id["s3"]["analyses"].append(offsets)
+        by_id["s3"]["analyses"].append(_rope_bound_analysis(pics))
         exp_dir = Path(experiments) if experiments is not None else Path("posenc-out/experiments")
         exps = load_experiments(exp_dir, out) if exp_dir.is_dir() else []
         for exp in exps:
