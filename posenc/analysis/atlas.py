@@ -322,12 +322,22 @@ def _probe_analysis(pics: _Pictures, quick: bool) -> dict:
 def _flatten_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     if isinstance(metrics, dict):
-        for k, v in metrics.items():
-            out += _flatten_metrics(v, f"{prefix}.{k}" if prefix else str(k))
+        # the headline first; private entries (images, say) are not metrics
+        keys = sorted((k for k in metrics if not str(k).startswith("_")), key=lambda k: k != "headline")
+        for k in keys:
+            out += _flatten_metrics(metrics[k], f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
         if isinstance(metrics, int) or math.isfinite(metrics):
             out.append((prefix, metrics))
     return out
+
+
+def _experiment_section(name: str, declared: Any) -> str:
+    """The atlas section of an experiment: from its declared survey section ("2.5"), else by name."""
+    text = str(declared or "").strip()
+    if text[:1] in "1234" and text[:1]:
+        return f"s{text[0]}"
+    return EXPERIMENT_SECTIONS.get(name, "s5")
 
 
 def load_experiments(directory: Path, out: Path) -> list[dict]:
@@ -347,9 +357,11 @@ def load_experiments(directory: Path, out: Path) -> list[dict]:
             target = f"exp-{_safe_name(result.parent.name)}-{_safe_name(png.stem)}.png"
             _write_atomic(out / target, png.read_bytes())
             pictures.append({"file": target, "caption": png.name})
-        section = EXPERIMENT_SECTIONS.get(name, str(data.get("section", "s5")))
-        found.append({"name": name, "section": section, "source": str(result),
-                      "claim": str(data.get("claim", "")), "metrics": [list(m) for m in metrics], "pictures": pictures})
+        found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
+                      "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
+                      "metrics": [list(m) for m in metrics],
+                      "reference": [list(m) for m in _flatten_metrics(data.get("reference", {}))[:20]],
+                      "pictures": pictures})
     return found
 
 

@@ -121,11 +121,16 @@ def _experiment(exp: dict, path: str) -> str:
         parts.append(f"<p>{esc(exp['claim'])}</p>")
     parts.append(f'<div class="meta">from {esc(exp["source"])}</div>')
     parts.append(_pictures(exp.get("pictures", [])))
-    if exp.get("metrics"):
-        parts.append("<table><tr><th>metric</th><th>value</th></tr>")
-        for i, (key, value) in enumerate(exp["metrics"]):
-            parts.append(f"<tr><td>{esc(key)}</td><td>{num(value, f'{path}.metrics.{i}.1')}</td></tr>")
-        parts.append("</table>")
+    if exp.get("paper"):
+        parts.append(f'<div class="meta">{esc(exp["paper"])}</div>')
+    for field, title in (("metrics", "measured"), ("reference", "the paper's figures")):
+        if exp.get(field):
+            parts.append(f"<table><caption>{title}</caption><tr><th>metric</th><th>value</th></tr>")
+            for i, (key, value) in enumerate(exp[field]):
+                parts.append(f"<tr><td>{esc(key)}</td><td>{num(value, f'{path}.{field}.{i}.1')}</td></tr>")
+            parts.append("</table>")
+    if exp.get("error"):
+        parts.append(f'<p class="error">Could not read: {esc(exp["error"])}</p>')
     parts.append("</div>")
     return "".join(parts)
 

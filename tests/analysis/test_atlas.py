@@ -112,8 +112,9 @@ def test_experiments_shown_in_their_section(tmp_path):
     exp = tmp_path / "experiments" / "padding_probe"
     exp.mkdir(parents=True)
     (exp / "result.json").write_text(json.dumps({
-        "name": "padding_probe", "claim": "zero padding leaks position",
-        "metrics": {"spearman": {"zero": 0.75, "none": 0.125}, "steps": 40},
+        "name": "padding_probe", "claim": "zero padding leaks position", "section": "2.5",
+        "metrics": {"spearman": {"zero": 0.75, "none": 0.125}, "steps": 40, "_images": {"x": [1.0]}},
+        "reference": {"vgg16_padding_spc": 0.742},
     }))
     (tmp_path / "experiments" / "mystery_run").mkdir()
     (tmp_path / "experiments" / "mystery_run" / "result.json").write_text("{not json")
@@ -124,8 +125,10 @@ def test_experiments_shown_in_their_section(tmp_path):
     s2 = next(s for s in results["sections"] if s["id"] == "s2")
     assert [e["name"] for e in s2["experiments"]] == ["padding_probe"]
     assert ["spearman.zero", 0.75] in s2["experiments"][0]["metrics"]
+    assert not any(key.startswith("_") for key, _ in s2["experiments"][0]["metrics"])
+    assert s2["experiments"][0]["reference"] == [["vgg16_padding_spc", 0.742]]
     page = index.read_text()
-    assert "zero padding leaks position" in page and "0.125" in page
+    assert "zero padding leaks position" in page and "0.125" in page and "0.742" in page
     other = next(s for s in results["sections"] if s["id"] == "s5")
     assert other["encodings"] == ["mystery"] and other["experiments"][0]["name"] == "mystery_run"
 
