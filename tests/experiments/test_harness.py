@@ -1,0 +1,117 @@
+"""The harness: listing, atomic results, no silent overwrite, determinism, and resume after SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from posenc.cli import main
+from posenc.experiments import NAMES, ResultExists, experiments, get_experiment, run_experiment
+
+# a run of the order experiment small enough for a unit test (about a second)
+TINY = {"encodings": ["none", "conv_context"], "steps": 30, "dim": 16, "batch": 16, "eval_batch": 64}
+
+
+def test_every_experiment_is_listed_with_claim_and_paper(capsys):
+    assert [e.name for e in experiments()] == list(NAMES)
+    assert main(["experiments"]) == 0
+    out = capsys.readouterr().out
+    for e in experiments():
+        assert e.name in out and e.paper in out
+        assert e.reference, f"{e.name} has no reference numbers"
+
+
+def test_unknown_experiment_names_the_argument():
+    with pytest.raises(ValueError, match="name"):
+        get_experiment("nope")
+    with pytest.raises(ValueError, match="overrides"):
+        run_experiment(get_experiment("order"), quick=True, out=None, overrides={"nope": 1}, progress=False)
+
+
+def test_result_files_versions_and_no_overwrite(tmp_path):
+    exp = get_experiment("order")
+    result = run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, progress=False, device="cpu")
+    folder = tmp_path / "order"
+    saved = json.loads((folder / "result.json").read_text())
+    assert saved["metrics"]["accuracy"] == result["metrics"]["accuracy"]
+    assert {"config", "metrics", "curves", "wall_time_s", "versions", "reference"} <= set(saved)
+    assert {"posenc", "torch"} <= set(saved["versions"])
+    assert len(saved["curves"]["none"]) == TINY["steps"]
+    assert (folder / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (folder / "checkpoint.pt").exists()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    before = (folder / "result.json").read_bytes()
+    with pytest.raises(ResultExists, match="force"):
+        run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, progress=False)
+    assert (folder / "result.json").read_bytes() == before
+    # the CLI refuses too, and `--force` overwrites
+    args = ["run", "order", "--quick", "--out", str(tmp_path), "--no-progress"]
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v!r}")]
+    assert main(args + sets) == 1
+    assert main(args + sets + ["--force"]) == 0
+
+
+def test_same_seed_same_metrics_other_seed_differs():
+    exp = get_experiment("order")
+    a = run_experiment(exp, quick=True, out=None, overrides=TINY, progress=False, seed=3)
+    b = run_experiment(exp, quick=True, out=None, overrides=TINY, progress=False, seed=3)
+    c = run_experiment(exp, quick=True, out=None, overrides=TINY, progress=False, seed=4)
+    assert a["metrics"] == b["metrics"] and a["curves"] == b["curves"]
+    assert a["curves"] != c["curves"]
+
+
+SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from posenc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_resume_after_signal_matches_uninterrupted_run(tmp_path, sig):
+    settings = dict(TINY, steps=150, encodings=["none", "conv_context"], checkpoint_every=5)
+    sets = [x for k, v in settings.items() for x in ("--set", f"{k}={v!r}")]
+    base = [sys.executable, "-c", SCRIPT, "run", "order", "--quick", "--no-progress", "--seed", "1"] + sets
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the reference: the same run, uninterrupted
+    subprocess.run(base + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True, timeout=300)
+    reference = json.loads((tmp_path / "ref" / "order" / "result.json").read_text())
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(base + ["--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = out / "order" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert ckpt.exists() and not (out / "order" / "result.json").exists()
+    # without --resume the checkpoint is not thrown away
+    refused = subprocess.run(base + ["--out", str(out)], env=env, capture_output=True, timeout=300)
+    assert refused.returncode == 1 and b"--resume" in refused.stderr
+    subprocess.run(base + ["--out", str(out), "--resume"], check=True, env=env, capture_output=True, timeout=300)
+    resumed = json.loads((out / "order" / "result.json").read_text())
+    assert resumed["resumed"] is True
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["curves"] == reference["curves"]
+    assert not ckpt.exists()
+
+
+def test_resume_with_other_seed_is_refused(tmp_path):
+    exp = get_experiment("order")
+    ctx_out = tmp_path / "order"
+    ctx_out.mkdir()
+    from posenc.experiments.harness import Context
+
+    Context(name="order", config=dict(exp.quick, **TINY), seed=0, quick=True, out_dir=ctx_out).save_checkpoint()
+    with pytest.raises(ValueError, match="seed"):
+        run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, seed=1, resume=True, progress=False)
