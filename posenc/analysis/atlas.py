@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -475,7 +474,3 @@ def _clean(value: Any) -> Any:
         return _clean(value.tolist())
     return value
 
-
-def copy_atlas(src: Path, dst: Path) -> None:
-    """Copy a rendered atlas folder (for tests that modify one)."""
-    shutil.copytree(src, dst, dirs_exist_ok=True)

@@ -26,6 +26,7 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
     "--allow-file-access-from-files",
     "--virtual-time-budget=10000",
     "--enable-logging=stderr",
