@@ -38,7 +38,9 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
     """
     check_float_tensor("x", x, ndim=4)
     if scale.shape != x.shape[:2] or bias.shape != x.shape[:2]:
-        raise ValueError(f"`scale` and `bias` must have shape {tuple(x.shape[:2])}, got {tuple(scale.shape)}, {tuple(bias.shape)}")
+        raise ValueError(
+            f"`scale` and `bias` must have shape {tuple(x.shape[:2])}, got {tuple(scale.shape)}, {tuple(bias.shape)}"
+        )
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
     mean = xf.mean(dim=(2, 3), keepdim=True)
     var = xf.var(dim=(2, 3), keepdim=True, unbiased=False)
@@ -181,7 +183,8 @@ class StyleGenerator(nn.Module):
         self.mapping = nn.Sequential(*mapping)
         layers = [StyleLayer(channels, channels, w_dim, upsample=False, conv=False, noise=noise, **kw)]
         layers.append(StyleLayer(channels, channels, w_dim, upsample=False, conv=True, noise=noise, **kw))
-        layers += [StyleLayer(channels, channels, w_dim, upsample=True, conv=True, noise=noise, **kw) for _ in range(upsamples)]
+        for _ in range(upsamples):
+            layers.append(StyleLayer(channels, channels, w_dim, upsample=True, conv=True, noise=noise, **kw))
         self.layers = nn.ModuleList(layers)
         self.to_image = nn.Conv2d(channels, out_channels, 1, **kw)
 

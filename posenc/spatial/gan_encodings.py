@@ -109,7 +109,12 @@ class SinusoidalGridInput(_GridInput):
     """Xu et al.'s 2-D sinusoidal encoding (SPE) as a generator input: ``channels`` channels (divisible by 4)."""
 
     def __init__(
-        self, channels: int, size: int | tuple[int, int] = 4, *, base: float = 10000.0, device: torch.device | str | None = None
+        self,
+        channels: int,
+        size: int | tuple[int, int] = 4,
+        *,
+        base: float = 10000.0,
+        device: torch.device | str | None = None,
     ) -> None:
         self.out_channels = _check_dim(channels, 2, "channels")
         self.base = check_float("base", base, positive=True)

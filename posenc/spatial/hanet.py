@@ -6,9 +6,10 @@ the sky"). HANet turns that prior into per-row channel attention for a segmentat
 1. width-wise pooling of a lower-level feature map ``X_l (b, c_l, h_l, w_l)`` and adaptive pooling
    of its height to ``rows`` bins: ``Z (b, c_l, rows)``;
 2. 1-D convolutions along the height: a 1x1 conv to ``ceil(c_l / reduction)`` channels (rounded
-   up to an even count for the sinusoid; + batch norm, ReLU), after which a sinusoidal encoding of the row index is *added* (the paper's
-   position injection), then a 3x3 conv doubling the channels (+ BN, ReLU) and a final conv to the
-   higher-level map's ``c_h`` channels (``layers=3``; ``layers=2`` skips the middle one);
+   up to an even count for the sinusoid; + batch norm, ReLU), after which a sinusoidal encoding
+   of the row index is *added* (the paper's position injection), then a 3x3 conv doubling the
+   channels (+ BN, ReLU) and a final conv to the higher-level map's ``c_h`` channels
+   (``layers=3``; ``layers=2`` skips the middle one);
 3. a sigmoid gives ``A (b, c_h, rows)``, linearly interpolated to the target height ``h_h``;
 4. ``X_h * A``, the same attention for every column of a row.
 

@@ -29,7 +29,14 @@ from posenc.core.validation import check_float_tensor, check_int, check_positive
 from posenc.vision.grid import check_grid, token_coords
 
 
-def peg(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, grid: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
+def peg(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    grid: tuple[int, int],
+    *,
+    num_prefix_tokens: int = 0,
+) -> torch.Tensor:
     """``x + DWConv(x)`` over the patch grid: x ``(b, prefix + h*w, d)``; weight ``(d, 1, k, k)``; bias ``(d,)``."""
     check_float_tensor("x", x, ndim=3)
     h, w = check_grid("grid", grid)

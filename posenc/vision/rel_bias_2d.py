@@ -50,7 +50,9 @@ def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid
     check_tensor("table", table, ndim=2)
     (h, w), (nh, nw) = check_grid("old_grid", old_grid), check_grid("new_grid", new_grid)
     if table.shape[0] != (2 * h - 1) * (2 * w - 1):
-        raise ValueError(f"`table` must have (2h-1)(2w-1)={(2 * h - 1) * (2 * w - 1)} rows for grid {old_grid}, got {table.shape[0]}")
+        raise ValueError(
+            f"`table` must have (2h-1)(2w-1)={(2 * h - 1) * (2 * w - 1)} rows for grid {old_grid}, got {table.shape[0]}"
+        )
     # (entries, heads) -> (1, heads, 2h-1, 2w-1)
     image = table.t().reshape(1, -1, 2 * h - 1, 2 * w - 1)
     return interpolate_grid(image, (2 * nh - 1, 2 * nw - 1)).flatten(2)[0].t().contiguous()
