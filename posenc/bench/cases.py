@@ -116,9 +116,18 @@ def sinusoidal_case(shape: tuple[int, ...], channels: int, device) -> Case:
     per_axis = channels // len(shape) // 2 * 2  # positional-encodings' per-axis width for these sizes
 
     def ours():
-        # positional-encodings' layout: per axis adjacent sin/cos pairs, axes concatenated
-        grids = torch.meshgrid(*(torch.arange(s, device=device) for s in shape), indexing="ij")
-        return lambda: torch.cat([sinusoidal(g, per_axis, interleaved=True) for g in grids], dim=-1)
+        # positional-encodings' layout: per axis adjacent sin/cos pairs, axes concatenated; each
+        # axis's 1-D table is computed once and broadcast over the grid
+        def build():
+            tables = []
+            for axis, size in enumerate(shape):
+                view = [1] * len(shape) + [per_axis]
+                view[axis] = size
+                table = sinusoidal(torch.arange(size, device=device), per_axis, interleaved=True)
+                tables.append(table.view(view).expand(*shape, per_axis))
+            return torch.cat(tables, dim=-1)
+
+        return build
 
     name = f"sinusoidal {len(shape)}-D table {'x'.join(map(str, shape))} c{channels}"
     return Case(
@@ -131,32 +140,52 @@ def sinusoidal_case(shape: tuple[int, ...], channels: int, device) -> Case:
 
 
 def bias_cases(heads: int, n: int, device) -> list[Case]:
+    """ALiBi built from scratch (both caches cleared every call) and from the cache (both libraries
+    keep one); T5 (neither caches the learned bias itself)."""
     from posenc.bias import ALiBi, T5RelativeBias
 
     alibi = ALiBi(heads, causal=False, device=device)
     t5 = T5RelativeBias(heads, causal=True, device=device)
     pos = Positions(n)
-    with torch.no_grad():
-        return [
-            Case(
-                f"alibi bias h{heads} n{n}",
-                "posenc",
-                {
-                    "posenc": lambda: (lambda: alibi.score_bias(None, None, q_positions=pos, k_positions=pos)[0]),
-                    "x-transformers": lambda: peers.alibi_x_transformers(heads, n, device),
-                },
-                agree_with={"x-transformers": "posenc"},
-            ),
-            Case(
-                f"t5 bias h{heads} n{n}",
-                "posenc",
-                {
-                    "posenc": lambda: _no_grad(lambda: t5.score_bias(None, None, q_positions=pos, k_positions=pos)[0]),
-                    "x-transformers": lambda: _no_grad(peers.t5_x_transformers(heads, n, True, t5.bias.weight.detach())),
-                },
-                agree_with={"x-transformers": "posenc"},
-            ),
-        ]
+
+    def alibi_ours(rebuild: bool):
+        def call():
+            if rebuild:
+                alibi._cache_len = 0
+            return alibi.score_bias(None, None, q_positions=pos, k_positions=pos)[0]
+
+        return lambda: call
+
+    def alibi_peer(rebuild: bool):
+        def factory():
+            build = peers.alibi_x_transformers(heads, n, device, rebuild=rebuild)
+            return build
+
+        return factory
+
+    return [
+        Case(
+            f"alibi bias build h{heads} n{n}",
+            "posenc",
+            {"posenc": alibi_ours(True), "x-transformers": alibi_peer(True)},
+            agree_with={"x-transformers": "posenc"},
+        ),
+        Case(
+            f"alibi bias cached h{heads} n{n}",
+            "posenc",
+            {"posenc": alibi_ours(False), "x-transformers": alibi_peer(False)},
+            agree_with={"x-transformers": "posenc"},
+        ),
+        Case(
+            f"t5 bias h{heads} n{n}",
+            "posenc",
+            {
+                "posenc": lambda: _no_grad(lambda: t5.score_bias(None, None, q_positions=pos, k_positions=pos)[0]),
+                "x-transformers": lambda: _no_grad(peers.t5_x_transformers(heads, n, True, t5.bias.weight.detach())),
+            },
+            agree_with={"x-transformers": "posenc"},
+        ),
+    ]
 
 
 def _no_grad(fn):

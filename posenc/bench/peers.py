@@ -69,13 +69,15 @@ def sinusoidal_positional_encodings(shape: tuple[int, ...], channels: int, devic
 
 
 # --- attention biases -----------------------------------------------------------------------------
-def alibi_x_transformers(heads: int, n: int, device):
-    """x-transformers' symmetric ALiBi (-slope * |i - j|), its cache cleared so each call builds it."""
+def alibi_x_transformers(heads: int, n: int, device, *, rebuild: bool = True):
+    """x-transformers' symmetric ALiBi (-slope * |i - j|); with ``rebuild`` its cache is cleared so
+    each call builds the bias, otherwise its own cache serves every call after the first."""
     xt = require("x_transformers.x_transformers")
     alibi = xt.AlibiPositionalBias(heads=heads).to(device)
 
     def build():
-        alibi.bias = None
+        if rebuild:
+            alibi.bias = None
         return alibi(n, n)
 
     return build

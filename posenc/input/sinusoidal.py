@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import angles, inverse_frequencies
+from posenc.core.frequencies import inverse_frequencies, reduced_angles
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import check_choice, check_even, check_float, check_positions
@@ -38,11 +38,11 @@ def sinusoidal(
         positions = torch.arange(positions)
     positions = check_positions("positions", positions)
     out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
-    theta = angles(positions, inverse_frequencies(dim, base, device=positions.device))
+    theta = reduced_angles(positions, inverse_frequencies(dim, base, device=positions.device), dtype=out_dtype)
     sin, cos = theta.sin(), theta.cos()
     # (*p, dim/2, 2) -> (*p, dim) for sin/cos pairs; (*p, 2, dim/2) -> (*p, dim) for halves
     table = torch.stack((sin, cos), dim=-1) if interleaved else torch.stack((sin, cos), dim=-2)
-    return table.flatten(-2).to(out_dtype)
+    return table.flatten(-2)
 
 
 @register(
