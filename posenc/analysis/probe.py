@@ -189,7 +189,7 @@ def position_probe(
     feats = (feats - mean) / std
     train, test = feats[:n_train], feats[n_train:]
     h, w = feats.shape[-2:]
-    targets = position_patterns(h, w, patterns)
+    targets = {k: v.to(feats.device) for k, v in position_patterns(h, w, patterns).items()}
     scores, errors, previews = {}, {}, {}
     for index, (name, target) in enumerate(targets.items()):
         generator = torch.Generator().manual_seed(seed + index)
@@ -197,6 +197,7 @@ def position_probe(
         with torch.no_grad():
             for p in readout.parameters():
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) / math.sqrt(p[0].numel() if p.ndim > 1 else hidden))
+        readout = readout.to(feats.device)
         opt = torch.optim.Adam(readout.parameters(), lr=lr)
         goal = target.expand(n_train, 1, h, w)
         for _ in range(steps):
@@ -208,5 +209,5 @@ def position_probe(
             pred = readout(test)[:, 0]
         scores[name] = sum(spearman(p, target) for p in pred) / len(pred)
         errors[name] = (pred - target).abs().mean().item()
-        previews[name] = pred[0].clone()
+        previews[name] = pred[0].cpu()
     return ProbeResult(scores, errors, (h, w), previews)
