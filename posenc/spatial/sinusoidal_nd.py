@@ -3,16 +3,18 @@ per axis, with the channels split evenly across the axes.
 
 For a grid of shape ``(s_0, ..., s_{k-1})`` and width ``dim``, axis ``a`` gets the channels
 ``[a * dim/k, (a + 1) * dim/k)`` holding ``sinusoidal(p_a, dim/k, interleaved=False)``: sines of
-``p_a * base^(-2i/(dim/k))`` then cosines. This is the convention of MAE (He et al. 2021,
-arXiv:2111.06377) and timm's ``build_sincos2d_pos_embed`` for two axes, except that the axes come
-in the order given (``(h, w)``: rows first), where MAE puts the width coordinate first. The same
-encoding is available at arbitrary, fractional coordinates (:func:`sinusoidal_coords`), for
-video (``(t, h, w)``), volumes, or resampled grids.
+``p_a * base^(-2i/(dim/k))`` then cosines. This is the layout of MAE (He et al. 2021,
+arXiv:2111.06377) for two axes, except that the axes come in the order given (``(h, w)``: rows
+first), where MAE puts the width coordinate first. timm's ``build_sincos2d_pos_embed`` has the same
+frequencies and values but groups all sines of both axes before all cosines (a permutation of these
+channels). The same encoding is available at arbitrary, fractional coordinates
+(:func:`sinusoidal_coords`), for video (``(t, h, w)``), volumes, or resampled grids.
 
 ``sincos_2d`` adds (or concatenates) the 2-D table to a ``(b, c, h, w)`` feature map, or to the
 patch tokens of a vision Transformer (prefix tokens such as the class token get zeros, as in MAE).
 
-Verified against a float64 loop over the per-axis formula (``tests/spatial/test_sinusoidal_nd.py``).
+Verified against a float64 loop over the per-axis formula (``tests/spatial/test_sinusoidal_nd.py``)
+and, on a machine with timm, against ``build_sincos2d_pos_embed`` up to that channel permutation.
 """
 
 from __future__ import annotations
