@@ -19,6 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/posenc list
 	$(BIN)/posenc check
+	$(BIN)/posenc run all --quick
 	$(BIN)/posenc atlas
 
 # Debian's chromium for the atlas's browser test (CI runs as root with apt-get)

@@ -123,7 +123,7 @@ def train_one(ctx: Context, model_name: str, split_name: str) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
-    for split_name in ("uniform", "quadrant"):
+    for split_name in ctx.config["splits"]:
         for model_name in ("deconv", "coordconv"):
             key = f"{model_name}:{split_name}"
             per[key] = ctx.unit(key, lambda m=model_name, s=split_name: train_one(ctx, m, s))
@@ -147,8 +147,8 @@ EXPERIMENT = Experiment(
     claim="convolutions fail a trivial coordinate-to-pixel task that CoordConv solves, even on a held-out quadrant",
     paper="Liu et al. 2018, arXiv:1807.03247 (Figure 3, Not-so-Clevr supervised coordinate classification)",
     section="2.1",
-    quick=dict(canvas=32, width=16, batch=32, steps=500, lr=5e-3),
-    full=dict(canvas=64, width=64, batch=32, steps=20000, lr=1e-3),
+    quick=dict(canvas=32, width=16, batch=32, steps=500, lr=5e-3, splits=["uniform", "quadrant"]),
+    full=dict(canvas=64, width=64, batch=32, steps=20000, lr=1e-3, splits=["uniform", "quadrant"]),
     reference={
         "deconv_test_uniform_max": 0.86,
         "deconv_test_quadrant": 0.0,

@@ -100,7 +100,7 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in ("baseline", "hanet", "coordconv")}
+    per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in ctx.config["variants"]}
     return {
         "miou": {k: v["miou"] for k, v in per.items()},
         "iou_per_class": {k: v["iou"] for k, v in per.items()},
@@ -121,8 +121,8 @@ EXPERIMENT = Experiment(
     claim="image height carries class information: a height-driven attention block (HANet) helps segmentation",
     paper="Choi et al. 2020, arXiv:2003.05128 (Cars can't fly up in the sky)",
     section="2.4",
-    quick=dict(size=32, width=16, batch=8, steps=200, lr=3e-3, eval_batch=32),
-    full=dict(size=128, width=64, batch=16, steps=4000, lr=1e-3, eval_batch=128),
+    quick=dict(size=32, width=16, batch=8, steps=200, lr=3e-3, eval_batch=32, variants=["baseline", "hanet", "coordconv"]),
+    full=dict(size=128, width=64, batch=16, steps=4000, lr=1e-3, eval_batch=128, variants=["baseline", "hanet", "coordconv"]),
     reference={
         "claim": "adding HANet raises Cityscapes mIoU for every backbone tried",
         "note": "Choi et al. 2020, Table 1; the per-backbone numbers are not transcribed here",

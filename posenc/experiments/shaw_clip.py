@@ -51,7 +51,7 @@ def run(ctx: Context) -> dict[str, Any]:
     baseline = ctx.unit("none", lambda: train_one(ctx, "none", "none"))["accuracy"]
     by_k = {str(k): ctx.unit(f"k={k}", lambda k=k: train_one(ctx, f"k={k}", "shaw", "both", k))["accuracy"] for k in c["ks"]}
     variants = {}
-    for variant in ("keys", "values", "both"):
+    for variant in c["variants"]:
         label = f"{variant}@k={c['variant_k']}"
         variants[variant] = ctx.unit(label, lambda v=variant, lab=label: train_one(ctx, lab, "shaw", v, c["variant_k"]))["accuracy"]
     return {
@@ -78,8 +78,8 @@ EXPERIMENT = Experiment(
     claim="relative positions need only a small clipping distance (k >= 2); k = 0 is no position at all; keys carry it",
     paper="Shaw et al. 2018, arXiv:1803.02155 (Tables 2-3)",
     section="3.2",
-    quick=dict(n=8, vocab=16, dim=32, depth=2, heads=2, batch=64, steps=250, lr=3e-3, warmup=20, eval_batch=512, ks=[0, 1, 2, 4], variant_k=4),
-    full=dict(n=32, vocab=64, dim=128, depth=4, heads=4, batch=128, steps=3000, lr=1e-3, warmup=200, eval_batch=4096, ks=[0, 1, 2, 4, 16, 64], variant_k=16),
+    quick=dict(n=8, vocab=16, dim=32, depth=2, heads=2, batch=64, steps=250, lr=3e-3, warmup=20, eval_batch=512, ks=[0, 1, 2, 4], variant_k=4, variants=["keys", "values", "both"]),
+    full=dict(n=32, vocab=64, dim=128, depth=4, heads=4, batch=128, steps=3000, lr=1e-3, warmup=200, eval_batch=4096, ks=[0, 1, 2, 4, 16, 64], variant_k=16, variants=["keys", "values", "both"]),
     reference={
         "en_de_bleu_k0": 12.5,
         "en_de_bleu_k_ge_2": 25.9,
