@@ -14,7 +14,8 @@ A checkpoint saved with one grid loads into a model built for another: the table
 extra state; tables without it (other code's checkpoints) are taken as square.
 
 Verified against a float64 separable cubic-convolution written from Keys (1981)
-(``tests/vision/test_learned.py``).
+(``tests/vision/test_learned.py``), and found identical to timm's
+``resample_abs_pos_embed(..., antialias=False)``.
 """
 
 from __future__ import annotations

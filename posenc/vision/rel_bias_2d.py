@@ -12,7 +12,8 @@ one table per block (``per_layer``). A checkpoint saved at another grid loads by
 head's table bicubically as a ``(2h - 1, 2w - 1)`` image (Swin's fine-tuning recipe).
 
 Verified against a float64 double loop over patch pairs computing the offset and looking up the
-table (``tests/vision/test_rel_bias_2d.py``).
+table (``tests/vision/test_rel_bias_2d.py``); the index equals timm's Swin
+``get_relative_position_index``.
 """
 
 from __future__ import annotations
