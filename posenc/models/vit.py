@@ -19,7 +19,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.registry import create_for_model
+from posenc.core.registry import create_for_model, get
 from posenc.core.validation import check_choice, check_float, check_float_tensor, check_positive_int
 from posenc.models.transformer import Block
 from posenc.vision.grid import check_grid
@@ -99,6 +99,8 @@ class ViT(nn.Module):
             "num_prefix_tokens": self.num_prefix_tokens,
         }
         if isinstance(position, str):
+            if not issubclass(get(position).cls, PositionEncoding):
+                raise TypeError(f"`position`={position!r} is not an encoding usable by the ViT (no attention hooks)")
             first = create_for_model(position, model_args=model_args, **kwargs)
         elif isinstance(position, PositionEncoding):
             if kwargs:

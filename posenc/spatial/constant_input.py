@@ -199,7 +199,8 @@ class StyleGenerator(nn.Module):
         elif input == "gan_multiscale":
             module = create("gan_multiscale", **{"channels": channels, **input_kwargs}, device=kw["device"])
         else:
-            get(input) if isinstance(input, str) else None  # unknown names raise listing the known ones
+            if isinstance(input, str):
+                get(input)  # unknown names raise listing the known ones
             raise ValueError(f"`input` must be 'constant_input', 'gan_multiscale' or a module, got {input!r}")
         if not isinstance(getattr(module, "out_channels", None), int):
             raise TypeError("`input` module must have an int `out_channels` and forward(batch, *, size=None)")

@@ -77,8 +77,10 @@ def test_bad_input():
         ViT(8, 2, 3, dim=10, heads=4)
     with pytest.raises(ValueError, match="head_dim"):
         ViT(8, 2, 3, dim=12, heads=2, position="rope_2d")  # head_dim 6 is not divisible by 4
-    with pytest.raises(TypeError, match="position"):
+    with pytest.raises(TypeError, match="not an encoding usable by the ViT"):
         ViT(8, 2, 3, dim=16, heads=2, position="hanet")  # a CNN block, not an attention encoding
+    with pytest.raises(ValueError, match="known encodings"):
+        ViT(8, 2, 3, dim=16, heads=2, position="no_such_encoding")
     with pytest.raises(ValueError, match="pool"):
         ViT(8, 2, 3, class_token=False)
     with pytest.raises(ValueError, match="images"):
