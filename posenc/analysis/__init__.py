@@ -7,6 +7,7 @@
 - :mod:`~posenc.analysis.atlas`: the HTML report behind ``posenc atlas``.
 """
 
+from posenc.analysis.atlas import build_atlas
 from posenc.analysis.addition import ShiftMapFit, fit_linear_map, fit_shift_map, fit_shift_map_at, shift_map_residuals
 from posenc.analysis.equivariance import patch_permutation_deviation, permutation_deviation
 from posenc.analysis.probe import PADDINGS, PATTERNS, ProbeResult, position_patterns, position_probe, probe_cnn, spearman
@@ -29,6 +30,7 @@ __all__ = [
     "ShiftMapFit",
     "SimilarityStructure",
     "absolute_table",
+    "build_atlas",
     "fit_linear_map",
     "fit_shift_map",
     "fit_shift_map_at",

@@ -24,7 +24,7 @@ import torch
 from posenc.analysis import measure
 from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
-from posenc.analysis.similarity import roformer_decay_bound, similarity_matrix
+from posenc.analysis.similarity import roformer_decay_bound, score_matrix, similarity_matrix
 from posenc.core.frequencies import inverse_frequencies
 from posenc.core.registry import EncodingInfo, available
 
@@ -132,9 +132,12 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measu
             data["addition_fit"] = fit
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"addition theorem: {err}")
+    grid = measure._grid(enc)
     if {"rotary", "bias"} & hooks:
         try:
-            offsets, curves = measure.bias_curves(enc, ref.table_len)
+            # encodings tied to a patch grid accept exactly its tokens
+            length = ref.table_len if grid is None else int(getattr(enc, "num_prefix_tokens", 0) or 0) + grid[0] * grid[1]
+            offsets, curves = measure.bias_curves(enc, length)
             data["score_vs_offset"] = {"offsets": offsets, "per_head": curves}
             fig, (ax,) = pics.figure(1, height=2.6)
             for h, curve in enumerate(curves[:8]):
@@ -147,6 +150,11 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measu
             entry["pictures"].append(pics.save(fig, f"{stem}-offset.png", "attention score due to position vs offset"))
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"score vs offset: {err}")
+    if grid is not None:
+        try:
+            _grid_picture(enc, grid, entry, pics, stem)
+        except Exception as err:  # noqa: BLE001
+            entry["errors"].append(f"2-D picture: {err}")
     if {"rotary", "bias", "value"} & hooks:
         try:
             rows.append(measure.relative_row(enc, ref))
@@ -160,6 +168,29 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measu
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"extrapolation: {err}")
     return True
+
+
+@torch.no_grad()
+def _grid_picture(enc, grid: tuple[int, int], entry: dict, pics: _Pictures, stem: str) -> None:
+    """The centre patch's similarity (input hook) or score (rotary/bias hooks) to every patch, as an image."""
+    gh, gw = grid
+    prefix = int(getattr(enc, "num_prefix_tokens", 0) or 0)
+    n = prefix + gh * gw
+    centre = prefix + (gh // 2) * gw + gw // 2
+    panels = []
+    table = measure.input_table(enc, n) if "input" in enc.hooks else None
+    if table is not None:
+        sim = similarity_matrix(table, normalize=True)[centre, prefix:]
+        panels.append((sim, "cosine similarity of PE to the centre patch's"))
+    if {"rotary", "bias"} & set(enc.hooks):
+        scores = score_matrix(enc, n).mean(0)[centre, prefix:]
+        panels.append((scores, "position score of the centre query"))
+    if not panels:
+        return
+    fig, axes = pics.figure(len(panels), height=2.8)
+    for ax, (values, title) in zip(axes, panels):
+        _heatmap(ax, values.reshape(gh, gw), title, "patch column", "patch row", cmap="viridis")
+    entry["pictures"].append(pics.save(fig, f"{stem}-grid.png", f"on the {gh}x{gw} patch grid, from its centre patch"))
 
 
 @torch.no_grad()
