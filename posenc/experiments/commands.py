@@ -37,6 +37,7 @@ def _cmd_experiments(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from posenc.experiments import NAMES, Interrupted, ResultExists, get_experiment, run_experiment
+    from posenc.experiments.harness import world
 
     names = list(NAMES) if args.name == "all" else [args.name]
     try:
@@ -70,6 +71,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"{experiment.name}: {error}", file=sys.stderr)
             failures += 1
+            continue
+        if world()[0] != 0:
             continue
         summary = result["metrics"].get("headline", {})
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} n/a" for k, v in summary.items())

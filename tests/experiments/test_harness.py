@@ -115,3 +115,19 @@ def test_resume_with_other_seed_is_refused(tmp_path):
     Context(name="order", config=dict(exp.quick, **TINY), seed=0, quick=True, out_dir=ctx_out).save_checkpoint()
     with pytest.raises(ValueError, match="seed"):
         run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, seed=1, resume=True, progress=False)
+
+
+def test_torchrun_two_processes_data_parallel(tmp_path):
+    """Under torchrun the same command trains with DistributedDataParallel (gloo on the CPU)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    sets = [x for k, v in dict(TINY, steps=10).items() for x in ("--set", f"{k}={v!r}")]
+    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "posenc.cli", "run", "order", "--quick", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd + ["--out", str(tmp_path)] + sets, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result = json.loads((tmp_path / "order" / "result.json").read_text())
+    assert result["world_size"] == 2
+    assert len(result["curves"]["none"]) == 10
+    assert done.stdout.decode().count("order:") == 1  # only rank 0 reports
