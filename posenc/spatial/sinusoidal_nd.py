@@ -83,10 +83,15 @@ def sinusoidal_nd(
     shape = tuple(check_int(f"shape[{i}]", s, minimum=1) for i, s in enumerate(shape))
     _check_dim(dim, len(shape))
     check_float("base", base, positive=True)
-    axes = [torch.arange(s, device=device, dtype=torch.float64) for s in shape]
-    # (*shape, k) coordinates of every grid point
-    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-    return sinusoidal_coords(coords, dim, base=base).to(dtype)
+    per_axis, tables = dim // len(shape), []
+    for axis, size in enumerate(shape):
+        # one 1-D table per axis, broadcast over the grid: (s_a, per_axis) -> (1, .., s_a, .., 1, per_axis)
+        view = [1] * len(shape) + [per_axis]
+        view[axis] = size
+        positions = torch.arange(size, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.long)
+        table = sinusoidal(positions, per_axis, base=base, interleaved=False)
+        tables.append(table.view(view).expand(*shape, per_axis))
+    return torch.cat(tables, dim=-1).to(dtype)
 
 
 @register(
