@@ -15,14 +15,14 @@ from posenc.bias.alibi import alibi_bias, alibi_slopes
 from posenc.bias.relative import relative_positions
 from posenc.bias.t5 import t5_relative_bucket
 
-# posenc/relative, posenc/complex, posenc/context  (issue: relative encodings)
+# posenc/relative, posenc/complex, posenc/context
 from posenc.complex.embedding import complex_order
 from posenc.context.conv_context import context_conv1d
 from posenc.context.wav2vec2_conv import wav2vec2_conv_embedding
 from posenc.relative.rel_shift import rel_shift
 from posenc.relative.shaw import shaw_attention
 
-# posenc/spatial, posenc/vision  (issue: position for images)
+# posenc/spatial, posenc/vision
 from posenc.spatial.constant_input import adain
 from posenc.spatial.coordconv import add_coords
 from posenc.spatial.sinusoidal_nd import sinusoidal_coords, sinusoidal_nd
@@ -32,7 +32,7 @@ from posenc.vision.peg import peg
 from posenc.vision.rel_bias_2d import relative_position_index_2d
 from posenc.vision.rope_2d import apply_rope_2d
 
-# posenc/coordinate, posenc/step, posenc/hyper  (issue: coordinate and step encodings)
+# posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.hyper.hyper_conv import conv2d_per_position
@@ -45,31 +45,31 @@ from posenc.core.frequencies import inverse_frequencies
 __all__ = [
     "adain",
     "add_coords",
-    "apply_rope_2d",
-    "peg",
-    "relative_position_index_2d",
-    "resample_pos_embed",
-    "sinusoidal_coords",
-    "sinusoidal_nd",
-    "spatial_broadcast",
-    "complex_order",
-    "context_conv1d",
-    "rel_shift",
-    "shaw_attention",
-    "wav2vec2_conv_embedding",
-    "conv2d_per_position",
-    "fourier_features",
-    "nerf_encoding",
-    "noise_level_embedding",
-    "timestep_embedding",
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
+    "apply_rope_2d",
     "apply_rotary",
+    "complex_order",
+    "context_conv1d",
+    "conv2d_per_position",
+    "fourier_features",
     "inverse_frequencies",
+    "nerf_encoding",
+    "noise_level_embedding",
+    "peg",
+    "rel_shift",
+    "relative_position_index_2d",
     "relative_positions",
+    "resample_pos_embed",
     "resize_table",
     "rotate_pairs",
+    "shaw_attention",
     "sinusoidal",
+    "sinusoidal_coords",
+    "sinusoidal_nd",
+    "spatial_broadcast",
     "t5_relative_bucket",
+    "timestep_embedding",
+    "wav2vec2_conv_embedding",
 ]
