@@ -106,8 +106,8 @@ def _heatmap(ax, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str, cma
 
 def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measure.Reference, extrapolate: bool) -> bool:
     """Measure a sequence encoding in the reference Transformer; False when it is not one."""
-    encoder = measure.build_sequence_model(info.name, ref, causal=False)
-    model = encoder or measure.build_sequence_model(info.name, ref, causal=True)
+    encoder = measure.build_sequence_model(info.cls, ref, causal=False)
+    model = encoder or measure.build_sequence_model(info.cls, ref, causal=True)
     if model is None:
         return False
     enc = model.position
@@ -164,7 +164,7 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measu
         _equivariance_picture(encoder, entry, pics, ref, stem)
     if extrapolate:
         try:
-            rows.append(measure.extrapolation_row(info.name, ref))
+            rows.append(measure.extrapolation_row(info.cls, ref))
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"extrapolation: {err}")
     return True

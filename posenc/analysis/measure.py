@@ -63,16 +63,24 @@ def prop(
             "details": details}
 
 
-def build_sequence_model(name: str | nn.Module, ref: Reference, *, causal: bool):
-    """The reference Transformer with this encoding, or None when it is not a sequence encoding."""
+def build_sequence_model(cls: type, ref: Reference, *, causal: bool):
+    """The reference Transformer with an encoding of class ``cls``, or None when it is not a sequence encoding.
+
+    The constructor gets the model's sizes (``dim``, ``heads``, ``head_dim``, ``causal``) it accepts,
+    as ``Transformer(position=name)`` would fill them in.
+    """
     from posenc.models import Transformer
 
+    model_args = {"dim": ref.dim, "heads": ref.heads, "head_dim": ref.dim // ref.heads, "causal": causal}
+    params = inspect.signature(cls.__init__).parameters
     torch.manual_seed(ref.seed)
     try:
-        model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=name, causal=causal).eval()
+        encoding = cls(**{k: v for k, v in model_args.items() if k in params})
+        if not isinstance(encoding, PositionEncoding):
+            return None
+        return Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
     except (TypeError, ValueError, NotImplementedError):
         return None
-    return model if isinstance(model.position, PositionEncoding) else None
 
 
 def equivariance_row(model: nn.Module, family: str, ref: Reference) -> dict:
@@ -144,11 +152,17 @@ def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tu
 
 
 def relative_row(encoding: nn.Module, ref: Reference) -> dict:
-    error = shift_invariance_error(encoding, ref.n, 7, seed=ref.seed)
+    grid = _grid(encoding)
+    if grid is not None and not getattr(encoding, "num_prefix_tokens", 0):
+        # on a patch grid a shift by one row of patches keeps every 2-D offset
+        n, shift, where = (grid[0] - 1) * grid[1], grid[1], "by one row of the patch grid"
+    else:
+        n, shift, where = ref.n, 7, "by 7"
+    error = shift_invariance_error(encoding, n, shift, seed=ref.seed)
     holds = error < TOLERANCE
     return prop(
         "relative",
-        "shift invariance: change of the position terms when all positions move by 7",
+        f"shift invariance: change of the position terms when all positions move {where}",
         error,
         holds,
         "relative" if holds else "absolute",
@@ -156,9 +170,9 @@ def relative_row(encoding: nn.Module, ref: Reference) -> dict:
     )
 
 
-def extrapolation_row(name: str | nn.Module, ref: Reference) -> dict:
+def extrapolation_row(cls: type, ref: Reference) -> dict:
     """Train the causal reference model to copy the previous token at length L; test at L and 4L."""
-    model = build_sequence_model(name, ref, causal=True)
+    model = build_sequence_model(cls, ref, causal=True)
     if model is None:
         return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", None, None, "n/a",
                     "not usable in a causal model")

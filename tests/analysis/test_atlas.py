@@ -166,3 +166,26 @@ def test_results_json_is_standard_json(atlas_dir, bad):
     text = (atlas_dir / "results.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert isinstance(json.loads(text)[bad], list)
+
+
+class _GridTable(posenc.PositionEncoding):
+    """A learned-looking table over a 4x4 patch grid, added to the tokens."""
+
+    hooks = frozenset({"input"})
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim, self.grid = dim, (4, 4)
+        self.table = nn.Parameter(torch.randn(16, dim))
+
+    def encode_input(self, x, *, positions):
+        return x + self.table[positions.offset : positions.end]
+
+
+def test_grid_encodings_get_a_2d_picture(tmp_path):
+    from posenc.analysis.atlas import _Pictures
+
+    entry = analyse_entry(_info("grid_table", "vision", _GridTable), _Pictures(tmp_path, dpi=40), Reference(n=8),
+                          extrapolate=False)
+    assert "grid_table-grid.png" in [p["file"] for p in entry["pictures"]]
+    assert (tmp_path / "grid_table-grid.png").exists()
