@@ -1,5 +1,9 @@
 """``posenc atlas``: one HTML page with a section per survey section and an entry per registered encoding.
 
+The entries come from :mod:`posenc.analysis.entries`; this module adds the sections' own analyses
+(equivariance across encodings, the padding probe, score-vs-offset curves, RoPE's decay bound), the
+experiment results of ``posenc run``, and writes the page.
+
 The encodings are found through ``posenc.available()`` at run time; what is drawn and measured for
 each is chosen from its family and hooks (see :mod:`posenc.analysis.measure`), with a generic
 fallback for families the atlas has no dedicated picture for. A failure in one entry is reported in
@@ -12,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,9 +24,10 @@ from typing import Any
 import torch
 
 from posenc.analysis import measure
+from posenc.analysis.entries import Pictures, analyse_entry, heatmap, safe_name, write_atomic
 from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
-from posenc.analysis.similarity import roformer_decay_bound, score_matrix, similarity_matrix
+from posenc.analysis.similarity import roformer_decay_bound
 from posenc.core.frequencies import inverse_frequencies
 from posenc.core.registry import EncodingInfo, available
 
@@ -51,216 +54,10 @@ EXPERIMENT_SECTIONS = {
     "fourier_image": "s4", "timestep": "s4",
 }
 
-SEQUENCE_HOOK_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-class _Pictures:
-    """Saves matplotlib figures as PNGs in the output folder (Agg canvas, atomic writes)."""
-
-    def __init__(self, out: Path, dpi: int) -> None:
-        self.out, self.dpi = out, dpi
-
-    def figure(self, panels: int = 1, *, height: float = 2.8):
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(3.6 * panels, height), layout="constrained")
-        axes = fig.subplots(1, panels, squeeze=False)[0]
-        return fig, list(axes)
-
-    def save(self, fig, name: str, caption: str) -> dict:
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=self.dpi)
-        _write_atomic(self.out / name, buf.getvalue())
-        return {"file": name, "caption": caption}
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
-def _heatmap(ax, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str, cmap: str = "RdBu_r") -> None:
-    data = matrix.detach().double().cpu().numpy()
-    lim = float(abs(data).max()) or 1.0
-    im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.figure.colorbar(im, ax=ax, shrink=0.8)
-
-
-# -- one entry ---------------------------------------------------------------------------------------
-
-def _sequence_entry(info: EncodingInfo, entry: dict, pics: _Pictures, ref: measure.Reference, extrapolate: bool) -> bool:
-    """Measure a sequence encoding in the reference Transformer; False when it is not one."""
-    encoder = measure.build_sequence_model(info.cls, ref, causal=False)
-    model = encoder or measure.build_sequence_model(info.cls, ref, causal=True)
-    if model is None:
-        return False
-    enc = model.position
-    hooks = set(enc.hooks)
-    stem = _safe_name(info.name)
-    rows = entry["properties"]
-    data = entry["data"]
-    if encoder is not None:
-        rows.append(measure.equivariance_row(encoder, info.family, ref))
-    else:
-        rows.append(measure.prop("equivariance", "permutation deviation of the reference encoder", None, None,
-                                 "n/a", "causal only: a causal mask alone already breaks the symmetry"))
-    table = measure.input_table(enc, ref.table_len) if "input" in hooks else None
-    if table is not None:
-        fig, (a, b) = pics.figure(2)
-        _heatmap(a, table.T, "encoding PE(p)", "position p", "feature")
-        _heatmap(b, similarity_matrix(table), "similarity PE(i).PE(j)", "j", "i")
-        entry["pictures"].append(pics.save(fig, f"{stem}-table.png", "the encoding's table and its similarity matrix"))
-        try:
-            row, fit = measure.addition_row(enc, table, ref)
-            rows.append(row)
-            data["addition_fit"] = fit
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"addition theorem: {err}")
-    grid = measure._grid(enc)
-    if {"rotary", "bias"} & hooks:
-        try:
-            # encodings tied to a patch grid accept exactly its tokens
-            length = ref.table_len if grid is None else int(getattr(enc, "num_prefix_tokens", 0) or 0) + grid[0] * grid[1]
-            offsets, curves = measure.bias_curves(enc, length)
-            data["score_vs_offset"] = {"offsets": offsets, "per_head": curves}
-            fig, (ax,) = pics.figure(1, height=2.6)
-            for h, curve in enumerate(curves[:8]):
-                ax.plot(offsets, curve, lw=1, label=f"head {h}" if len(curves) > 1 else None)
-            ax.set_xlabel("offset j - i (key - query)", fontsize=8)
-            ax.set_ylabel("score" if "rotary" in hooks else "bias (logits)", fontsize=8)
-            ax.set_title("position score vs offset" + (" (q = k = 1)" if "rotary" in hooks else ""), fontsize=9)
-            if 1 < len(curves) <= 8:
-                ax.legend(fontsize=6)
-            entry["pictures"].append(pics.save(fig, f"{stem}-offset.png", "attention score due to position vs offset"))
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"score vs offset: {err}")
-    if grid is not None:
-        try:
-            _grid_picture(enc, grid, entry, pics, stem)
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"2-D picture: {err}")
-    if {"rotary", "bias", "value"} & hooks:
-        try:
-            rows.append(measure.relative_row(enc, ref))
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"shift invariance: {err}")
-    if not entry["pictures"] and encoder is not None:
-        _equivariance_picture(encoder, entry, pics, ref, stem)
-    if extrapolate:
-        try:
-            rows.append(measure.extrapolation_row(info.cls, ref))
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"extrapolation: {err}")
-    return True
-
-
-@torch.no_grad()
-def _grid_picture(enc, grid: tuple[int, int], entry: dict, pics: _Pictures, stem: str) -> None:
-    """The centre patch's similarity (input hook) or score (rotary/bias hooks) to every patch, as an image."""
-    gh, gw = grid
-    prefix = int(getattr(enc, "num_prefix_tokens", 0) or 0)
-    n = prefix + gh * gw
-    centre = prefix + (gh // 2) * gw + gw // 2
-    panels = []
-    table = measure.input_table(enc, n) if "input" in enc.hooks else None
-    if table is not None:
-        sim = similarity_matrix(table, normalize=True)[centre, prefix:]
-        panels.append((sim, "cosine similarity of PE to the centre patch's"))
-    if {"rotary", "bias"} & set(enc.hooks):
-        scores = score_matrix(enc, n).mean(0)[centre, prefix:]
-        panels.append((scores, "position score of the centre query"))
-    if not panels:
-        return
-    fig, axes = pics.figure(len(panels), height=2.8)
-    for ax, (values, title) in zip(axes, panels):
-        _heatmap(ax, values.reshape(gh, gw), title, "patch column", "patch row", cmap="viridis")
-    entry["pictures"].append(pics.save(fig, f"{stem}-grid.png", f"on the {gh}x{gw} patch grid, from its centre patch"))
-
-
-@torch.no_grad()
-def _equivariance_picture(model, entry: dict, pics: _Pictures, ref: measure.Reference, stem: str) -> None:
-    tokens = torch.randint(0, ref.vocab, (1, ref.n), generator=torch.Generator().manual_seed(ref.seed))
-    perm = torch.arange(ref.n).flip(0)
-    out = model.forward_features(tokens)[0]
-    back = model.forward_features(tokens[:, perm])[0][perm.argsort()]
-    fig, (a, b) = pics.figure(2)
-    _heatmap(a, out.T, "f(x)", "token", "feature")
-    _heatmap(b, back.T, "reverse, f, reverse back", "token", "feature")
-    entry["pictures"].append(pics.save(fig, f"{stem}-equivariance.png",
-                                       "outputs for a sequence and for its reverse (re-ordered): equal when equivariant"))
-
-
-def _generic_entry(info: EncodingInfo, entry: dict, pics: _Pictures) -> None:
-    try:
-        module = measure.build_generic(info)
-        label, x, out = measure.generic_output(module, info.family)
-    except Exception as err:  # noqa: BLE001 - reported in the entry
-        entry["no_picture"] = f"{type(err).__name__}: {err}"[:300]
-        return
-    stem = _safe_name(info.name)
-    entry["data"]["probe_input"] = label
-    entry["data"]["output_shape"] = list(out.shape)
-    if out.ndim == 4:
-        maps = out[0, -min(4, out.shape[1]) :]
-        fig, axes = pics.figure(len(maps), height=2.6)
-        for c, (ax, m) in enumerate(zip(axes, maps)):
-            _heatmap(ax, m, f"channel {out.shape[1] - len(maps) + c}", "x", "y", cmap="viridis")
-        caption = f"last channels of the output for {label}"
-    else:
-        table = out.reshape(-1, out.shape[-1])[:128]
-        fig, (a, b) = pics.figure(2)
-        _heatmap(a, table.T, "output per input row", "input row", "feature")
-        _heatmap(b, similarity_matrix(table), "similarity of rows", "j", "i")
-        caption = f"output and its similarity matrix for {label}"
-    entry["pictures"].append(pics.save(fig, f"{stem}-generic.png", caption))
-    try:
-        entry["properties"].extend(measure.generic_rows(module, x, out))
-    except Exception as err:  # noqa: BLE001
-        entry["errors"].append(str(err))
-
-
-def analyse_entry(info: EncodingInfo, pics: _Pictures, ref: measure.Reference, *, extrapolate: bool = True) -> dict:
-    """The atlas entry of one registry entry: pictures, property rows, extra data, errors."""
-    entry = {
-        "name": info.name, "family": info.family, "paper": info.paper, "summary": info.summary,
-        "pictures": [], "properties": [], "data": {}, "errors": [],
-    }
-    handled = False
-    try:
-        is_sequence = info.family in SEQUENCE_HOOK_FAMILIES or bool(getattr(info.cls, "hooks", None))
-        handled = is_sequence and _sequence_entry(info, entry, pics, ref, extrapolate)
-        entry["data"]["reference_transformer"] = bool(handled)
-    except Exception as err:  # noqa: BLE001 - one broken encoding must not stop the atlas
-        entry["errors"].append(f"the 1-D reference Transformer cannot use it: {type(err).__name__}: {err}"[:300])
-    if not entry["pictures"]:
-        try:
-            _generic_entry(info, entry, pics)
-        except Exception as err:  # noqa: BLE001
-            entry["errors"].append(f"{type(err).__name__}: {err}"[:300])
-    if not entry["pictures"] and "no_picture" not in entry:
-        entry["no_picture"] = "nothing the atlas knows how to draw"
-    return entry
-
 
 # -- section analyses --------------------------------------------------------------------------------
 
-def _equivariance_analysis(entries: list[dict], pics: _Pictures) -> dict:
+def _equivariance_analysis(entries: list[dict], pics: Pictures) -> dict:
     rows = [(e["name"], r["value"], r["verdict"]) for e in entries for r in e["properties"]
             if r["key"] == "equivariance" and r["value"] is not None]
     analysis = {
@@ -281,7 +78,7 @@ def _equivariance_analysis(entries: list[dict], pics: _Pictures) -> dict:
     return analysis
 
 
-def _offset_analysis(entries: list[dict], pics: _Pictures) -> dict | None:
+def _offset_analysis(entries: list[dict], pics: Pictures) -> dict | None:
     curves = [(e["name"], e["data"]["score_vs_offset"]) for e in entries if "score_vs_offset" in e["data"]]
     if not curves:
         return None
@@ -303,7 +100,7 @@ def _offset_analysis(entries: list[dict], pics: _Pictures) -> dict | None:
     }
 
 
-def _rope_bound_analysis(pics: _Pictures) -> dict:
+def _rope_bound_analysis(pics: Pictures) -> dict:
     """RoFormer's figure 2: the upper bound of the RoPE score against the relative distance."""
     offsets = torch.arange(0, 257)
     bound = roformer_decay_bound(inverse_frequencies(128, 10000.0), offsets)
@@ -322,7 +119,7 @@ def _rope_bound_analysis(pics: _Pictures) -> dict:
     }
 
 
-def _probe_analysis(pics: _Pictures, quick: bool) -> dict:
+def _probe_analysis(pics: Pictures, quick: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     size, count, steps = (24, 8, 60) if quick else (32, 16, 150)
     images = torch.rand(count, 3, size, size, generator=g)
@@ -336,7 +133,7 @@ def _probe_analysis(pics: _Pictures, quick: bool) -> dict:
     }
     fig, axes = pics.figure(len(results), height=2.4)
     for ax, (pad, r) in zip(axes, results.items()):
-        _heatmap(ax, r.predictions["horizontal"] - 0.5, f"{pad} padding", "x", "y")
+        heatmap(ax, r.predictions["horizontal"] - 0.5, f"{pad} padding", "x", "y")
     return {
         "title": "Does zero padding leak position? (Islam et al. 2020, arXiv:2001.08248)",
         "text": "The same random 4-layer CNN with four paddings, frozen; a per-pixel read-out (1x1 convolutions) "
@@ -384,8 +181,8 @@ def load_experiments(directory: Path, out: Path) -> list[dict]:
         metrics = _flatten_metrics(data.get("metrics", {}))[:40]
         pictures = []
         for png in sorted(result.parent.glob("*.png"))[:4]:
-            target = f"exp-{_safe_name(result.parent.name)}-{_safe_name(png.stem)}.png"
-            _write_atomic(out / target, png.read_bytes())
+            target = f"exp-{safe_name(result.parent.name)}-{safe_name(png.stem)}.png"
+            write_atomic(out / target, png.read_bytes())
             pictures.append({"file": target, "caption": png.name})
         found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
                       "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
@@ -433,7 +230,7 @@ def build_atlas(
     out.mkdir(parents=True, exist_ok=True)
     infos = list(encodings) if encodings is not None else available()
     ref = measure.Reference(train_steps=60 if quick else 150, table_len=48 if quick else 64)
-    pics = _Pictures(out, dpi=60 if quick else 90)
+    pics = Pictures(out, dpi=60 if quick else 90)
     bar = _progress(len(infos) + 3, progress)
     torch_threads = torch.get_num_threads()
     # the models are tiny: one thread is as fast and does not fight other processes for cores
@@ -487,9 +284,9 @@ def build_atlas(
         "encodings": entries,
     }
     results = _clean(results)
-    _write_atomic(out / "results.json", json.dumps(results, indent=1, allow_nan=False).encode())
+    write_atomic(out / "results.json", json.dumps(results, indent=1, allow_nan=False).encode())
     index = out / "index.html"
-    _write_atomic(index, render_html(results).encode())
+    write_atomic(index, render_html(results).encode())
     return index
 
 

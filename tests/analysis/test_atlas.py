@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import posenc
-from posenc.analysis.atlas import analyse_entry, build_atlas, load_experiments
+from posenc.analysis.atlas import build_atlas, load_experiments
+from posenc.analysis.entries import Pictures, analyse_entry
 from posenc.analysis.measure import Reference
 from posenc.core.registry import EncodingInfo
 
@@ -96,9 +97,8 @@ def _info(name: str, family: str, cls: type) -> EncodingInfo:
 
 
 def test_unknown_and_broken_encodings_are_reported_not_raised(tmp_path):
-    from posenc.analysis.atlas import _Pictures
 
-    pics = _Pictures(tmp_path, dpi=40)
+    pics = Pictures(tmp_path, dpi=40)
     ref = Reference(train_steps=5)
     broken = analyse_entry(_info("broken", "vision", _Broken), pics, ref, extrapolate=False)
     assert not broken["pictures"] and "exploded" in broken["no_picture"]
@@ -183,9 +183,8 @@ class _GridTable(posenc.PositionEncoding):
 
 
 def test_grid_encodings_get_a_2d_picture(tmp_path):
-    from posenc.analysis.atlas import _Pictures
 
-    entry = analyse_entry(_info("grid_table", "vision", _GridTable), _Pictures(tmp_path, dpi=40), Reference(n=8),
+    entry = analyse_entry(_info("grid_table", "vision", _GridTable), Pictures(tmp_path, dpi=40), Reference(n=8),
                           extrapolate=False)
     assert "grid_table-grid.png" in [p["file"] for p in entry["pictures"]]
     assert (tmp_path / "grid_table-grid.png").exists()
