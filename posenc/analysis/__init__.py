@@ -4,7 +4,9 @@
 - :mod:`~posenc.analysis.addition`: the addition-theorem map ``PE(p + k) = M_k PE(p)`` (survey 1.3).
 - :mod:`~posenc.analysis.similarity`: similarity / score as a function of the offset (survey 1.3, 3).
 - :mod:`~posenc.analysis.probe`: position information in CNN features (Islam et al., survey 2.5).
-- :mod:`~posenc.analysis.atlas`: the HTML report behind ``posenc atlas``.
+- :mod:`~posenc.analysis.atlas`: the HTML report behind ``posenc atlas``, built from
+  :mod:`~posenc.analysis.entries` (one entry per encoding, measured by :mod:`~posenc.analysis.measure`),
+  rendered by :mod:`~posenc.analysis.report` and checked in a browser by :mod:`~posenc.analysis.browser`.
 """
 
 from posenc.analysis.atlas import build_atlas
