@@ -18,7 +18,7 @@ from posenc.bias.relative import implicit_window, relative_positions, table_leng
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_positive_int, check_tensor
+from posenc.core.validation import check_int, check_positive_int, check_tensor
 
 
 def _power_of_two_slopes(n: int) -> list[float]:
@@ -107,7 +107,9 @@ class ALiBi(DerivedTablesMixin, PositionEncoding):
         offset: int = 0,
     ) -> torch.Tensor:
         """The ``(b | 1, heads, n, m)`` bias for ``n`` queries (at ``offset + i``) and ``m`` keys."""
-        m = n + offset if m is None else m
+        check_int("n", n, minimum=0)
+        check_int("offset", offset, minimum=0)
+        m = n + offset if m is None else check_int("m", m, minimum=0)
         q = Positions(n, offset, None if q_positions is None else resolve_positions(q_positions, n=n, name="q_positions"))
         k = Positions(m, 0, None if k_positions is None else resolve_positions(k_positions, n=m, name="k_positions"))
         return self.score_bias(None, None, q_positions=q, k_positions=k)

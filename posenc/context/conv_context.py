@@ -137,6 +137,7 @@ class ConvContext(PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """x ``(b, n, dim)`` -> ``(b, n, dim)``; ``offset`` > 0 continues a causal stream."""
+        check_float_tensor("x", x, ndim=3)
         check_int("offset", offset, minimum=0)
         return self.encode_input(x, positions=Positions(x.shape[-2] if x.ndim == 3 else 0, offset))
 

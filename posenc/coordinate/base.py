@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from posenc.core.validation import check_float_tensor, check_positive_int
+from posenc.core.validation import check_finite, check_float_tensor, check_positive_int
 
 
 class Encoding(nn.Module):
@@ -36,7 +36,7 @@ class Encoding(nn.Module):
         x = check_float_tensor(name, x)
         if x.ndim == 0 or x.shape[-1] != self.in_dim:
             raise ValueError(f"`{name}` must have last dimension in_dim={self.in_dim}, got shape {tuple(x.shape)}")
-        return x
+        return check_finite(name, x)
 
     def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module internal
         before = {name: getattr(self, name) for name in self.keep_dtype_buffers}

@@ -104,7 +104,31 @@ def check_positions(name: str, positions: Any) -> torch.Tensor:
         )
     if positions.dtype == torch.bool:
         raise ValueError(f"`{name}` must be an integer or float tensor, got torch.bool")
+    check_finite(name, positions)
     return positions
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Reject NaN/inf in a floating tensor of positions, coordinates or steps (eager mode only).
+
+    The check reads the tensor on the host, so it is skipped while ``torch.compile`` traces and for
+    integer tensors (which cannot hold NaN or inf).
+    """
+    if value.is_floating_point() and value.device.type != "meta" and not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"`{name}` must be finite, got NaN or inf")
+    return value
+
+
+def check_dtype(name: str, value: Any) -> torch.dtype | None:
+    """None or a floating-point ``torch.dtype`` (the dtype of learned parameters)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"`{name}` must be a torch.dtype or None, got {type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise ValueError(f"`{name}` must be a floating-point dtype for learned parameters, got {value}")
+    return value
 
 
 def check_same_device(**tensors: torch.Tensor | None) -> None:

@@ -111,6 +111,7 @@ class HyperKernel(nn.Module):
 def _check_position_args(position: str, num_frequencies: int, pos_dim: int) -> None:
     check_choice("position", position, ("nerf", "sinusoidal"))
     check_int("num_frequencies", num_frequencies, minimum=0)
+    check_positive_int("pos_dim", pos_dim)
     if position == "sinusoidal":
         check_even("pos_dim", pos_dim, why="it is split between rows and columns")
         if pos_dim % 4:

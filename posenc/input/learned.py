@@ -102,6 +102,7 @@ class LearnedPositionEncoding(PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         """x: ``(b, n, d)`` -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""
+        check_float_tensor("x", x, ndim=3)
         pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
         return self.encode_input(x, positions=Positions(x.shape[-2], offset, None if positions is None else pos))
 

@@ -18,7 +18,7 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import inverse_frequencies, reduced_angles
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_even, check_float, check_positions
+from posenc.core.validation import check_choice, check_even, check_float, check_float_tensor, check_int, check_positions
 from posenc.input.combine import combine_with_input
 
 
@@ -84,7 +84,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.combine = check_choice("combine", combine, ("add", "concat"))
         self.scale = check_float("scale", scale)
         self.concat_dim = dim if combine == "concat" else 0
-        self._cache_len = max(1, int(cache_len))
+        self._cache_len = check_int("cache_len", cache_len, minimum=1)
         self.register_buffer("table", torch.empty(0, dim, device=device), persistent=False)
         self.init_non_persistent_buffers(device)
 
@@ -105,6 +105,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         """x: ``(b, n, d)`` -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""
+        check_float_tensor("x", x, ndim=3)
         pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
         return self.encode_input(x, positions=Positions(x.shape[-2], offset, None if positions is None else pos))
 

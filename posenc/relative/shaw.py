@@ -209,6 +209,10 @@ class ShawRelativePosition(PositionEncoding):
 
         ``causal=True`` masks later keys; query i sits at key index ``i + m - n``.
         """
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            check_float_tensor(name, t, ndim=4)
+            if t.shape[-1] != self.head_dim:
+                raise ValueError(f"`{name}` must have last dimension head_dim={self.head_dim}, got shape {tuple(t.shape)}")
         return shaw_attention(q, k, v, self.rel_k, self.rel_v, max_distance=self.max_distance, causal=causal)
 
     def extra_repr(self) -> str:

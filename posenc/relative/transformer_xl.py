@@ -29,7 +29,7 @@ from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_positive_int
+from posenc.core.validation import check_even, check_float, check_float_tensor, check_positive_int, check_same_device
 from posenc.input.sinusoidal import sinusoidal
 from posenc.relative.rel_shift import rel_shift
 
@@ -118,6 +118,11 @@ class TransformerXLRelative(PositionEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """q ``(b, h, n, d)``, k ``(b, h, m, d)`` -> ``((b) + (c) + (d)) / sqrt(d)``, ``(b, h, n, m)``."""
+        for name, t in (("q", q), ("k", k)):
+            check_float_tensor(name, t, ndim=4)
+            if t.shape[1] != self.heads or t.shape[-1] != self.head_dim:
+                raise ValueError(f"`{name}` must have shape (b, heads={self.heads}, n, head_dim={self.head_dim}), got {tuple(t.shape)}")
+        check_same_device(q=q, k=k, u=self.u)
         content = torch.einsum("hd,bhmd->bhm", self.u.to(k.dtype), k).unsqueeze(-2)  # (c): (b, h, 1, m)
         return (self.position_scores(q, q_positions, k_positions) + content) / math.sqrt(self.head_dim)
 

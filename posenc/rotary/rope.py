@@ -163,8 +163,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}"
             )
         self.interleaved = bool(interleaved)
+        if original_max_len is not None:
+            check_int("original_max_len", original_max_len, minimum=1)
         self.scaling = RopeScaling(scaling, factor, original_max_len, beta_fast, beta_slow)
-        self._cache_len = max(1, int(cache_len))
+        self._cache_len = check_int("cache_len", cache_len, minimum=1)
         self._cache_key: tuple | None = None
         self.register_buffer("cos_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
         self.register_buffer("sin_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)

@@ -121,6 +121,13 @@ class CoordConv(nn.Module):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.out_channels = check_positive_int("out_channels", out_channels)
+        if isinstance(kernel_size, tuple):
+            if len(kernel_size) != spatial_dims:
+                raise ValueError(f"`kernel_size` must be an int or {spatial_dims} ints, got {kernel_size!r}")
+            for i, size in enumerate(kernel_size):
+                check_positive_int(f"kernel_size[{i}]", size)
+        else:
+            check_positive_int("kernel_size", kernel_size)
         self.add_coords = AddCoords(spatial_dims, with_r=with_r)
         conv = (_CONV_T if self._transposed else _CONV)[spatial_dims]
         self.conv = conv(

@@ -30,7 +30,7 @@ from torch import nn
 
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_choice, check_float, check_float_tensor, check_int, check_positive_int, check_tensor
 from posenc.input.sinusoidal import sinusoidal
 
 
@@ -133,6 +133,7 @@ class HANet(DerivedTablesMixin, nn.Module):
 
     def forward(self, x_low: torch.Tensor, x_high: torch.Tensor | None = None) -> torch.Tensor:
         """x_low: ``(b, in_channels, h_l, w_l)``; x_high: ``(b, out_channels, h, w)`` (default ``x_low``)."""
+        check_tensor("x_low", x_low)
         if x_high is None:
             x_high = x_low
         check_float_tensor("x_high", x_high, ndim=4)

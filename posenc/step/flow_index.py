@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from posenc.core.registry import register
-from posenc.core.validation import check_positive_int, check_tensor
+from posenc.core.validation import check_float, check_positive_int, check_tensor
 
 
 def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torch.Tensor:
@@ -65,7 +65,7 @@ class FlowIndexEmbedding(nn.Module):
         super().__init__()
         self.num_flows = check_positive_int("num_flows", num_flows)
         self.dim = check_positive_int("dim", dim)
-        self.init_std = float(init_std)
+        self.init_std = check_float("init_std", init_std, minimum=0.0)
         self.weight = nn.Parameter(torch.empty(num_flows, dim, device=device, dtype=dtype))
         self.reset_parameters()
 

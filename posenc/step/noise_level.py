@@ -25,7 +25,7 @@ from torch import nn
 
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_int, check_tensor
+from posenc.core.validation import check_finite, check_float, check_int, check_tensor
 
 
 def _levels(noise_level: torch.Tensor | int | float) -> torch.Tensor:
@@ -35,7 +35,7 @@ def _levels(noise_level: torch.Tensor | int | float) -> torch.Tensor:
     noise_level = check_tensor("noise_level", noise_level)
     if noise_level.dtype == torch.bool:
         raise ValueError("`noise_level` must be an integer or float tensor, got torch.bool")
-    return noise_level
+    return check_finite("noise_level", noise_level)
 
 
 def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, scale: float = 5000.0) -> torch.Tensor:

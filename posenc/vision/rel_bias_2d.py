@@ -26,7 +26,7 @@ from torch import nn
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_int, check_positive_int, check_tensor
+from posenc.core.validation import check_float, check_int, check_positions, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
@@ -133,7 +133,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
     def forward(self, n: int | None = None, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """``(b | 1, heads, n, n)`` bias among ``n`` tokens (default: the whole grid with its prefix tokens)."""
         if positions is not None:
-            check_tensor("positions", positions, ndim=(1, 2))
+            check_tensor("positions", check_positions("positions", positions), ndim=(1, 2))
             explicit = positions if positions.ndim == 2 else positions[None]
             pos = Positions(explicit.shape[-1], explicit=explicit)
         else:
