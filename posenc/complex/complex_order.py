@@ -24,7 +24,7 @@ from posenc.complex.embedding import Sharing, complex_order
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_even, check_float_tensor
+from posenc.core.validation import check_choice, check_dtype_matches, check_even, check_float_tensor
 
 
 @register(
@@ -91,7 +91,7 @@ class ComplexOrderEncoding(PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         """x: ``(b, n, dim)`` real token embeddings -> ``(b, n, dim)`` (real parts, then imaginary parts)."""
-        check_float_tensor("x", x, ndim=3)
+        check_dtype_matches("x", check_float_tensor("x", x, ndim=3), self)
         pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
         return self.encode_input(x, positions=Positions(x.shape[-2], offset, None if positions is None else pos))
 

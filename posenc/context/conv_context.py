@@ -26,7 +26,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
 
 def context_conv1d(
@@ -137,7 +137,7 @@ class ConvContext(PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """x ``(b, n, dim)`` -> ``(b, n, dim)``; ``offset`` > 0 continues a causal stream."""
-        check_float_tensor("x", x, ndim=3)
+        check_dtype_matches("x", check_float_tensor("x", x, ndim=3), self)
         check_int("offset", offset, minimum=0)
         return self.encode_input(x, positions=Positions(x.shape[-2] if x.ndim == 3 else 0, offset))
 

@@ -131,6 +131,20 @@ def check_dtype(name: str, value: Any) -> torch.dtype | None:
     return value
 
 
+def check_dtype_matches(name: str, value: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """``value`` must have the dtype of ``module``'s parameters when it feeds their layers.
+
+    Skipped under ``torch.autocast``, which casts per operation; modules without parameters pass.
+    """
+    param = next(module.parameters(), None)
+    if param is None or value.dtype == param.dtype or torch.is_autocast_enabled(value.device.type):
+        return value
+    raise ValueError(
+        f"`{name}` has dtype {value.dtype} but the encoding's parameters are {param.dtype}; "
+        "cast one of them (module.to(dtype) or tensor.to(dtype))"
+    )
+
+
 def check_same_device(**tensors: torch.Tensor | None) -> None:
     """Raise when the given tensors live on different devices."""
     present = {k: t for k, t in tensors.items() if t is not None}

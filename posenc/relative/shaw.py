@@ -28,7 +28,7 @@ from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_choice, check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
 #: Query rows processed at once by the gather and the bucket sums (bounds their temporaries).
 ROW_BLOCK = 128
@@ -211,6 +211,7 @@ class ShawRelativePosition(PositionEncoding):
         """
         for name, t in (("q", q), ("k", k), ("v", v)):
             check_float_tensor(name, t, ndim=4)
+            check_dtype_matches(name, t, self)
             if t.shape[-1] != self.head_dim:
                 raise ValueError(f"`{name}` must have last dimension head_dim={self.head_dim}, got shape {tuple(t.shape)}")
         return shaw_attention(q, k, v, self.rel_k, self.rel_v, max_distance=self.max_distance, causal=causal)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -141,7 +141,7 @@ class CoordConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(b, in_channels, *spatial)`` -> ``(b, out_channels, *spatial')``."""
-        check_float_tensor("x", x, ndim=self.add_coords.spatial_dims + 2)
+        check_dtype_matches("x", check_float_tensor("x", x, ndim=self.add_coords.spatial_dims + 2), self)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
         return self.conv(self.add_coords(x))

@@ -30,7 +30,7 @@ from torch import nn
 
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_int, check_positive_int, check_tensor
+from posenc.core.validation import check_choice, check_dtype_matches, check_float, check_float_tensor, check_int, check_positive_int, check_tensor
 from posenc.input.sinusoidal import sinusoidal
 
 
@@ -133,10 +133,10 @@ class HANet(DerivedTablesMixin, nn.Module):
 
     def forward(self, x_low: torch.Tensor, x_high: torch.Tensor | None = None) -> torch.Tensor:
         """x_low: ``(b, in_channels, h_l, w_l)``; x_high: ``(b, out_channels, h, w)`` (default ``x_low``)."""
-        check_tensor("x_low", x_low)
+        check_dtype_matches("x_low", check_tensor("x_low", x_low), self)
         if x_high is None:
             x_high = x_low
-        check_float_tensor("x_high", x_high, ndim=4)
+        check_dtype_matches("x_high", check_float_tensor("x_high", x_high, ndim=4), self)
         if x_high.shape[1] != self.out_channels:
             raise ValueError(f"`x_high` must have out_channels={self.out_channels} channels, got shape {tuple(x_high.shape)}")
         if x_low.shape[0] != x_high.shape[0]:

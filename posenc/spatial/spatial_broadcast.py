@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_choice, check_dtype_matches, check_float, check_float_tensor, check_int, check_positive_int
 from posenc.spatial.coordconv import add_coords
 
 
@@ -98,7 +98,7 @@ class SpatialBroadcastDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """z: ``(b, latent_dim)`` -> ``(b, out_channels, h, w)`` with ``(h, w) = size``."""
-        check_float_tensor("z", z, ndim=2)
+        check_dtype_matches("z", check_float_tensor("z", z, ndim=2), self)
         if z.shape[1] != self.latent_dim:
             raise ValueError(f"`z` must have latent_dim={self.latent_dim} features, got shape {tuple(z.shape)}")
         h, w = _check_size(size)

@@ -25,7 +25,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_tensor
+from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, token_coords
 
 
@@ -111,7 +111,7 @@ class PEG(PositionEncoding):
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x: ``(b, n, dim)`` tokens; ``positions``: ``(n,)`` or ``(b, n)`` token indices (default: the full grid)."""
-        check_tensor("x", x, ndim=3)
+        check_dtype_matches("x", check_tensor("x", x, ndim=3), self)
         n = x.shape[1]
         explicit = None if positions is None else resolve_positions(positions, n=n, batch=x.shape[0], device=x.device)
         return self.encode_input(x, positions=Positions(n, explicit=explicit))

@@ -248,17 +248,7 @@ def test_explicit_bad_calls(name, cases):
         raises_named(argname, call, module)
 
 
-#: Learned convolution/linear layers handed float64 activations: torch's own dtype error, not yet by name.
-DTYPE_GAPS = {"shaw", "complex_order", "conv_context", "coordconv", "peg", "hanet", "spatial_broadcast"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(n in DTYPE_GAPS, reason="torch's dtype RuntimeError", strict=True))
-        for n in NAMES
-    ],
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_float64_activations_work_or_are_refused_by_name(name, cases):
     """A dtype other than the module's: computed correctly (finite, same shape) or refused by name."""
     module, inputs, forward = example(name)
