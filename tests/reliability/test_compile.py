@@ -37,3 +37,13 @@ def test_forward_compiles_and_matches_eager(name, cases):
     cases["torch.compile"] += 1
     for g, w in zip(_outputs(got), _outputs(want), strict=True):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_timestep_without_num_steps_is_one_graph(cases):
+    torch._dynamo.reset()
+    module = posenc.create("timestep", dim=8, hidden=16).eval()
+    compiled = torch.compile(module, fullgraph=True)
+    t = torch.tensor([0, 7, 999_999])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(t), module(t), atol=1e-5, rtol=1e-5)
+    cases["torch.compile"] += 1
