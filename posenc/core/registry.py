@@ -92,7 +92,7 @@ def _check_module_device(module: nn.Module, signature: inspect.Signature, args, 
         device = next((t.device for t in module.buffers()), None)
     if device is None:
         return
-    tensors = [a for a in args if isinstance(a, torch.Tensor)] + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     if all(t.device == device for t in tensors):
         return
     bound = signature.bind_partial(module, *args, **kwargs).arguments

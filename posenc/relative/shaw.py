@@ -213,7 +213,9 @@ class ShawRelativePosition(PositionEncoding):
             check_float_tensor(name, t, ndim=4)
             check_dtype_matches(name, t, self)
             if t.shape[-1] != self.head_dim:
-                raise ValueError(f"`{name}` must have last dimension head_dim={self.head_dim}, got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"`{name}` must have last dimension head_dim={self.head_dim}, got shape {tuple(t.shape)}"
+                )
         return shaw_attention(q, k, v, self.rel_k, self.rel_v, max_distance=self.max_distance, causal=causal)
 
     def extra_repr(self) -> str:

@@ -121,7 +121,10 @@ class TransformerXLRelative(PositionEncoding):
         for name, t in (("q", q), ("k", k)):
             check_float_tensor(name, t, ndim=4)
             if t.shape[1] != self.heads or t.shape[-1] != self.head_dim:
-                raise ValueError(f"`{name}` must have shape (b, heads={self.heads}, n, head_dim={self.head_dim}), got {tuple(t.shape)}")
+                raise ValueError(
+                    f"`{name}` must have shape (b, heads={self.heads}, n, head_dim={self.head_dim}), "
+                    f"got {tuple(t.shape)}"
+                )
         check_same_device(q=q, k=k, u=self.u)
         content = torch.einsum("hd,bhmd->bhm", self.u.to(k.dtype), k).unsqueeze(-2)  # (c): (b, h, 1, m)
         return (self.position_scores(q, q_positions, k_positions) + content) / math.sqrt(self.head_dim)

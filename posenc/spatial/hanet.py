@@ -30,7 +30,15 @@ from torch import nn
 
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_dtype_matches, check_float, check_float_tensor, check_int, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_choice,
+    check_dtype_matches,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_tensor,
+)
 from posenc.input.sinusoidal import sinusoidal
 
 

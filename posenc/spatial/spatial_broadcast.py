@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_dtype_matches, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_choice,
+    check_dtype_matches,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+)
 from posenc.spatial.coordconv import add_coords
 
 

@@ -96,7 +96,11 @@ SPECS: dict[str, Spec] = {
         ],
     ),
     "sinusoidal": Spec(
-        {"dim": 8}, lambda: (_r(2, 5, 8), torch.arange(3, 8)), lambda m, x, p: m(x, positions=p), (X3, POS), even=("dim",),
+        {"dim": 8},
+        lambda: (_r(2, 5, 8), torch.arange(3, 8)),
+        lambda m, x, p: m(x, positions=p),
+        (X3, POS),
+        even=("dim",),
         bad_calls=lambda: [("offset", lambda m: m(_r(1, 5, 8), offset=-1))],
     ),
     "rope": Spec(
@@ -132,7 +136,11 @@ SPECS: dict[str, Spec] = {
         even=("dim",),
     ),
     "complex_order": Spec(
-        {"dim": 8}, lambda: (_r(2, 5, 8), torch.arange(3, 8)), lambda m, x, p: m(x, positions=p), (X3, POS), even=("dim",)
+        {"dim": 8},
+        lambda: (_r(2, 5, 8), torch.arange(3, 8)),
+        lambda m, x, p: m(x, positions=p),
+        (X3, POS),
+        even=("dim",),
     ),
     "conv_context": Spec({"dim": 8, "kernel_size": 3, "layers": 1}, lambda: (_r(2, 5, 8),), _call(), (X3,)),
     "wav2vec2_conv": Spec({"dim": 8, "kernel_size": 4, "groups": 2}, lambda: (_r(2, 5, 8),), _call(), (X3,)),
@@ -175,7 +183,10 @@ SPECS: dict[str, Spec] = {
         bad_calls=lambda: [("positions", lambda m: m(_r(1, 1, 2, 8), positions=torch.tensor([0, 9])))],
     ),
     "sincos_2d": Spec(
-        {"dim": 8, "grid": 3}, lambda: (_r(2, 9, 8), torch.arange(9)), lambda m, x, p: m(x, positions=p), (Arg("x", "activation", (3, 4), -1), POS)
+        {"dim": 8, "grid": 3},
+        lambda: (_r(2, 9, 8), torch.arange(9)),
+        lambda m, x, p: m(x, positions=p),
+        (Arg("x", "activation", (3, 4), -1), POS),
     ),
     "gan_multiscale": Spec(
         {"channels": 4, "sizes": ((4, 4),)}, lambda: (2,), lambda m, b: m(b, size=5), (Arg("batch", "count"),)
@@ -205,7 +216,10 @@ SPECS: dict[str, Spec] = {
         lambda: (torch.tensor([0, 3, 1]),),
         _call(),
         (Arg("flow_index", "steps"),),
-        bad_calls=lambda: [("flow_index", lambda m: m(torch.tensor([4]))), ("flow_index", lambda m: m(torch.tensor([-1])))],
+        bad_calls=lambda: [
+            ("flow_index", lambda m: m(torch.tensor([4]))),
+            ("flow_index", lambda m: m(torch.tensor([-1]))),
+        ],
     ),
     "noise_level": Spec(
         {"dim": 8}, lambda: (torch.tensor([0.1, 0.5, 0.9]),), _call(), (Arg("noise_level", "steps"),)

@@ -109,6 +109,7 @@ def _constructor_params(name: str) -> list[tuple[str, str, inspect.Parameter]]:
 
 
 CONSTRUCTOR_CASES = [(name, param, kind) for name in NAMES for param, kind, _ in _constructor_params(name)]
+CONSTRUCTOR_IDS = [f"{n}-{p}" for n, p, _ in CONSTRUCTOR_CASES]
 
 
 def _bad_values(name: str, param: str, kind: str) -> st.SearchStrategy:
@@ -129,7 +130,9 @@ def _bad_values(name: str, param: str, kind: str) -> st.SearchStrategy:
         return st.one_of(st.text(min_size=1, max_size=8).map(lambda s: "bogus_" + s), st.sampled_from([3, None]))
     if kind == "grid":
         return st.one_of(
-            st.integers(-5, 0), st.tuples(st.integers(1, 4), st.integers(-5, 0)), st.just((3,)), st.just("3"), st.just((3, 3, 3))
+            st.integers(-5, 0),
+            st.tuples(st.integers(1, 4), st.integers(-5, 0)),
+            st.sampled_from([(3,), "3", (3, 3, 3)]),
         )
     if kind == "sizes":
         return st.one_of(st.just(()), st.just([(0, 4)]), st.just([(4, -1)]), st.just(["4"]))
@@ -138,7 +141,7 @@ def _bad_values(name: str, param: str, kind: str) -> st.SearchStrategy:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize(("name", "param", "kind"), CONSTRUCTOR_CASES, ids=[f"{n}-{p}" for n, p, _ in CONSTRUCTOR_CASES])
+@pytest.mark.parametrize(("name", "param", "kind"), CONSTRUCTOR_CASES, ids=CONSTRUCTOR_IDS)
 def test_constructor_rejects_bad_argument_by_name(name, param, kind, cases):
     @FUZZ
     @given(value=_bad_values(name, param, kind))
@@ -152,6 +155,7 @@ def test_constructor_rejects_bad_argument_by_name(name, param, kind, cases):
 # --- forwards --------------------------------------------------------------------------------------
 
 FORWARD_CASES = [(name, i) for name in NAMES for i in range(len(SPECS[name].args) if name in SPECS else 0)]
+FORWARD_IDS = [f"{n}-{SPECS[n].args[i].name}" for n, i in FORWARD_CASES]
 
 
 def _mutations(arg, value) -> list[str]:
@@ -172,7 +176,7 @@ def _mutations(arg, value) -> list[str]:
     return muts
 
 
-def _mutate(mutation: str, value, data):
+def _mutate(mutation: str, arg, value, data):
     if mutation == "not an int":
         return data.draw(st.sampled_from(["5", [5], None]), label="value")
     if mutation == "float":
@@ -183,11 +187,11 @@ def _mutate(mutation: str, value, data):
         return data.draw(st.sampled_from(["x", object(), [[1, 2]]]), label="value")
     if mutation == "rank up":
         extra = data.draw(st.integers(1, 3), label="extra")
-        while value.ndim <= max(_RANKS["ranks"]):
+        while value.ndim <= max(arg.ranks):
             value = value.unsqueeze(0).expand(extra, *value.shape)
         return value
     if mutation == "rank down":
-        while value.ndim >= min(_RANKS["ranks"]):
+        while value.ndim >= min(arg.ranks):
             value = value.flatten(0, 1) if value.ndim > 1 else value[0]
         return value
     if mutation == "on meta":
@@ -195,7 +199,7 @@ def _mutate(mutation: str, value, data):
     if mutation == "integer dtype":
         return value.round().to(data.draw(st.sampled_from([torch.int64, torch.int32, torch.bool]), label="dtype"))
     if mutation == "feature size":
-        return _grow(value, data)
+        return _grow(value, arg.feature_axis, data)
     if mutation == "non-finite":
         bad = value.double().clone()
         idx = data.draw(st.integers(0, bad.numel() - 1), label="index")
@@ -208,18 +212,14 @@ def _mutate(mutation: str, value, data):
     raise AssertionError(mutation)
 
 
-_GROW_AXIS: dict[str, int] = {}
-_RANKS: dict[str, tuple[int, ...]] = {}
-
-
-def _grow(value, data):
-    axis = _GROW_AXIS["axis"]
+def _grow(value, axis: int, data):
+    """``value`` with ``1 .. 3`` more entries along ``axis`` (the width the module fixes)."""
     extra = data.draw(st.integers(1, 3), label="extra")
     pad = value.narrow(axis, 0, 1).expand(*[extra if a == axis % value.ndim else s for a, s in enumerate(value.shape)])
     return torch.cat([value, pad], dim=axis)
 
 
-@pytest.mark.parametrize(("name", "index"), FORWARD_CASES, ids=[f"{n}-{SPECS[n].args[i].name}" for n, i in FORWARD_CASES])
+@pytest.mark.parametrize(("name", "index"), FORWARD_CASES, ids=FORWARD_IDS)
 def test_forward_rejects_bad_argument_by_name(name, index, cases):
     s = spec(name)
     arg = s.args[index]
@@ -230,10 +230,8 @@ def test_forward_rejects_bad_argument_by_name(name, index, cases):
     @given(data=st.data())
     def check(data):
         mutation = data.draw(st.sampled_from(muts), label="mutation")
-        _GROW_AXIS["axis"] = arg.feature_axis if arg.feature_axis is not None else -1
-        _RANKS["ranks"] = arg.ranks
         bad = list(inputs)
-        bad[index] = _mutate(mutation, inputs[index], data)
+        bad[index] = _mutate(mutation, arg, inputs[index], data)
         cases["bad input (forwards)"] += 1
         raises_named(arg.name, forward, module, *bad)
 

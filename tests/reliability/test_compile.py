@@ -16,7 +16,7 @@ NAMES = [info.name for info in posenc.available()]
 
 #: Encodings whose forward cannot be captured in one graph, and why.
 GRAPH_BREAKS: dict[str, str] = {
-    "flow_index": "the step index is checked against the learned table's range on the host (an index past it has no row)",
+    "flow_index": "the step index is checked against the learned table's range on the host (no row past it)",
     "timestep": "with num_steps, steps are checked to lie in [0, num_steps] on the host",
 }
 

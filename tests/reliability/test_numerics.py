@@ -55,6 +55,11 @@ def ref_sinusoid(p: float, dim: int, base: float, interleaved: bool) -> list[flo
     return sins + coss
 
 
+def ref_sinusoid_2d(row: float, col: float, dim: int) -> list[float]:
+    """Half the channels per axis, rows first; each axis sines then cosines (the MAE split)."""
+    return ref_sinusoid(row, dim // 2, 10000.0, False) + ref_sinusoid(col, dim // 2, 10000.0, False)
+
+
 def ref_rotate_halves(x: torch.Tensor, angles: list[list[float]], scale: float = 1.0) -> torch.Tensor:
     """x ``(n, d)`` float64, angles ``(n, d/2)``: split-halves rotation (x1, x2) -> (x1 c - x2 s, x2 c + x1 s)."""
     out = torch.empty_like(x)
@@ -163,13 +168,13 @@ def test_sincos_2d_in_half_precision_at_large_coordinates(dtype, cases):
     dim = 8
     coords = torch.tensor([[0, 0], [999_999, 3], [12, 1_000_000], [524_287, 65_537]])
     got = sinusoidal_coords(coords, dim)  # the module's functional core: float32
-    want = torch.tensor([ref_sinusoid(r, dim // 2, 10000.0, False) + ref_sinusoid(c, dim // 2, 10000.0, False) for r, c in coords.tolist()], dtype=torch.float64)
+    want = torch.tensor([ref_sinusoid_2d(r, c, dim) for r, c in coords.tolist()], dtype=torch.float64)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=0)
     # the module on a 1000 x 1000 grid, explicit token indices up to 10^6 - 1, in half precision
     enc = posenc.create("sincos_2d", dim=dim, grid=1000).to(dtype)
     tokens = [0, 999, 1000, 500_500, 999_999]
-    want = torch.tensor([ref_sinusoid(t // 1000, dim // 2, 10000.0, False) + ref_sinusoid(t % 1000, dim // 2, 10000.0, False) for t in tokens], dtype=torch.float64)
+    want = torch.tensor([ref_sinusoid_2d(t // 1000, t % 1000, dim) for t in tokens], dtype=torch.float64)
     got = enc(torch.zeros(1, len(tokens), dim, dtype=dtype), positions=torch.tensor(tokens))[0]
     assert_within_dtype(got, want, dtype, cases)
 
@@ -177,7 +182,9 @@ def test_sincos_2d_in_half_precision_at_large_coordinates(dtype, cases):
 @pytest.mark.parametrize("dtype", HALF)
 def test_rope_2d_in_half_precision_at_large_coordinates(dtype, cases):
     head_dim, base = 8, 100.0
-    coords = torch.tensor([[0.0, 0.0], [999_999.0, 3.0], [12.0, 1_000_000.0], [524_287.5, 65_537.25]], dtype=torch.float64)
+    coords = torch.tensor(
+        [[0.0, 0.0], [999_999.0, 3.0], [12.0, 1_000_000.0], [524_287.5, 65_537.25]], dtype=torch.float64
+    )
     x = torch.randn(1, 1, 4, head_dim).to(dtype)
     got = apply_rope_2d(x, coords, base=base)[0, 0]
     quarter = head_dim // 4
