@@ -164,7 +164,13 @@ SPECS: dict[str, Spec] = {
         (X3, POS),
         bad_calls=lambda: [("positions", lambda m: m(_r(1, 2, 8), positions=torch.tensor([3, 10])))],
     ),
-    "peg": Spec({"dim": 8, "grid": 3}, lambda: (_r(2, 9, 8),), _call(), (X3,)),
+    "peg": Spec(
+        {"dim": 8, "grid": 3},
+        lambda: (_r(2, 9, 8),),
+        _call(),
+        (X3,),
+        bad_calls=lambda: [("positions", lambda m: m(_r(1, 2, 8), positions=torch.tensor([0, 9])))],
+    ),
     "rel_bias_2d": Spec(
         {"heads": 2, "grid": 3},
         lambda: (torch.arange(9),),
@@ -187,6 +193,7 @@ SPECS: dict[str, Spec] = {
         lambda: (_r(2, 9, 8), torch.arange(9)),
         lambda m, x, p: m(x, positions=p),
         (Arg("x", "activation", (3, 4), -1), POS),
+        bad_calls=lambda: [("positions", lambda m: m(_r(1, 2, 8), positions=torch.tensor([0, 9])))],
     ),
     "gan_multiscale": Spec(
         {"channels": 4, "sizes": ((4, 4),)}, lambda: (2,), lambda m, b: m(b, size=5), (Arg("batch", "count"),)
@@ -229,6 +236,7 @@ SPECS: dict[str, Spec] = {
         lambda: (torch.tensor([0, 5, 99]),),
         _call(),
         (Arg("t", "steps"),),
+        bad_calls=lambda: [("t", lambda m: m(torch.tensor([0, 101]))), ("t", lambda m: m(-1))],
     ),
     "hyper_conv": Spec(
         {"in_channels": 1, "out_channels": 2, "kernel_size": 3, "num_frequencies": 2, "hidden": 4},
