@@ -14,9 +14,9 @@ import math
 
 import torch
 
-from posenc.bias.relative import implicit_window, relative_positions, table_length
-from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.positions import Positions, resolve_positions
+from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, table_length
+from posenc.core.base import DerivedTablesMixin
+from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_int, check_positive_int, check_tensor
 
@@ -56,7 +56,7 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
     paper="Press et al. 2021, arXiv:2108.12409",
     summary="A fixed per-head linear penalty on query-key distance added to the logits.",
 )
-class ALiBi(DerivedTablesMixin, PositionEncoding):
+class ALiBi(DerivedTablesMixin, BiasEncoding):
     """ALiBi biases for ``heads`` heads.
 
     Args:
@@ -96,23 +96,6 @@ class ALiBi(DerivedTablesMixin, PositionEncoding):
             return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)
-
-    def forward(
-        self,
-        n: int,
-        m: int | None = None,
-        *,
-        q_positions: torch.Tensor | None = None,
-        k_positions: torch.Tensor | None = None,
-        offset: int = 0,
-    ) -> torch.Tensor:
-        """The ``(b | 1, heads, n, m)`` bias for ``n`` queries (at ``offset + i``) and ``m`` keys."""
-        check_int("n", n, minimum=0)
-        check_int("offset", offset, minimum=0)
-        m = n + offset if m is None else check_int("m", m, minimum=0)
-        q = Positions(n, offset, None if q_positions is None else resolve_positions(q_positions, n=n, name="q_positions"))
-        k = Positions(m, 0, None if k_positions is None else resolve_positions(k_positions, n=m, name="k_positions"))
-        return self.score_bias(None, None, q_positions=q, k_positions=k)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}"

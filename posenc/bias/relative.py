@@ -1,10 +1,12 @@
-"""Relative offsets between query and key positions, shared by every bias encoding."""
+"""Relative offsets between query and key positions, and the base every bias encoding shares."""
 
 from __future__ import annotations
 
 import torch
 
-from posenc.core.positions import Positions
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.validation import check_int
 
 
 def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Positions | torch.Tensor) -> torch.Tensor:
@@ -32,3 +34,28 @@ def implicit_window(q_positions: Positions, k_positions: Positions) -> tuple[sli
     if not (q_positions.is_implicit and k_positions.is_implicit):
         return None
     return slice(q_positions.offset, q_positions.end), slice(k_positions.offset, k_positions.end)
+
+
+class BiasEncoding(PositionEncoding):
+    """An encoding entering through the ``"bias"`` hook, callable on its own as ``bias(n, m)``."""
+
+    family = "bias"
+    hooks = frozenset({"bias"})
+
+    def forward(
+        self,
+        n: int,
+        m: int | None = None,
+        *,
+        q_positions: torch.Tensor | None = None,
+        k_positions: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """The ``(b | 1, heads, n, m)`` bias for ``n`` queries (at ``offset + i``) and ``m`` keys
+        (default ``n + offset``: a cache followed by the queries), or for explicit positions."""
+        check_int("n", n, minimum=0)
+        check_int("offset", offset, minimum=0)
+        m = n + offset if m is None else check_int("m", m, minimum=0)
+        q = Positions(n, offset, None if q_positions is None else resolve_positions(q_positions, n=n, name="q_positions"))
+        k = Positions(m, 0, None if k_positions is None else resolve_positions(k_positions, n=m, name="k_positions"))
+        return self.score_bias(None, None, q_positions=q, k_positions=k)

@@ -15,9 +15,8 @@ import math
 import torch
 from torch import nn
 
-from posenc.bias.relative import implicit_window, relative_positions, table_length
-from posenc.core.base import PositionEncoding
-from posenc.core.positions import Positions, resolve_positions
+from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, table_length
+from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_int, check_positive_int, check_tensor
 
@@ -61,7 +60,7 @@ def t5_relative_bucket(
     paper="Raffel et al. 2019, arXiv:1910.10683",
     summary="A learned scalar per head for each log-bucketed query-key offset, added to the logits.",
 )
-class T5RelativeBias(PositionEncoding):
+class T5RelativeBias(BiasEncoding):
     """T5 relative bias: an ``(num_buckets, heads)`` learned table indexed by offset buckets.
 
     Args:
@@ -111,23 +110,6 @@ class T5RelativeBias(PositionEncoding):
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         # (b | 1, n, m, h) -> (b | 1, h, n, m)
         return self.bias(self.buckets(q_positions, k_positions)).permute(0, 3, 1, 2)
-
-    def forward(
-        self,
-        n: int,
-        m: int | None = None,
-        *,
-        q_positions: torch.Tensor | None = None,
-        k_positions: torch.Tensor | None = None,
-        offset: int = 0,
-    ) -> torch.Tensor:
-        """The ``(b | 1, heads, n, m)`` bias for ``n`` queries (at ``offset + i``) and ``m`` keys."""
-        check_int("n", n, minimum=0)
-        check_int("offset", offset, minimum=0)
-        m = n + offset if m is None else check_int("m", m, minimum=0)
-        q = Positions(n, offset, None if q_positions is None else resolve_positions(q_positions, n=n, name="q_positions"))
-        k = Positions(m, 0, None if k_positions is None else resolve_positions(k_positions, n=m, name="k_positions"))
-        return self.score_bias(None, None, q_positions=q, k_positions=k)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}, num_buckets={self.num_buckets}, max_distance={self.max_distance}"

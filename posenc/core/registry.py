@@ -72,8 +72,8 @@ def _guard_boundary(cls: type) -> None:
 
             guarded_init._posenc_guarded = True  # type: ignore[attr-defined]
             cls.__init__ = guarded_init
-    forward = cls.__dict__.get("forward")
-    if forward is not None and not getattr(forward, "_posenc_guarded", False):
+    forward = getattr(cls, "forward", None)  # defined here or inherited from an unregistered base
+    if forward is not None and forward is not nn.Module.forward and not getattr(forward, "_posenc_guarded", False):
         signature = inspect.signature(forward)
 
         @functools.wraps(forward)
