@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from posenc.bench import peers
-from posenc.bench.timing import interleaved_medians
+from posenc.bench.timing import interleaved_medians, peak_memory_bytes
 from posenc.core.positions import Positions
 
 
@@ -27,6 +27,7 @@ class Row:
     reference: str = ""
     agrees: bool | None = None
     note: str = ""
+    peak_mb: float | None = None  #: peak memory allocated by one call, when the case measures it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,10 +40,15 @@ class Case:
     impls: dict[str, Callable[[], Callable[[], object]]]  #: name -> factory of the timed callable
     agree_with: dict[str, str] = field(default_factory=dict)  #: impl -> impl whose output it must match
     atol: float = 1e-5
+    memory: bool = False  #: also measure each implementation's peak memory (one extra call)
+    skip: dict[str, str] = field(default_factory=dict)  #: impl -> why it is not run at this size
 
     def run(self, *, rounds: int) -> list[Row]:
         fns, rows, outputs = {}, {}, {}
         for impl, factory in self.impls.items():
+            if impl in self.skip:
+                rows[impl] = Row(self.name, impl, reference=self.reference, note=f"not run: {self.skip[impl]}")
+                continue
             try:
                 fn = factory()
             except peers.PeerMissing as err:
@@ -57,6 +63,8 @@ class Case:
                 rows[impl].note = f"output differs from {self.agree_with[impl]}: not timed"
                 continue
             fns[impl] = fn
+            if self.memory:
+                rows[impl].peak_mb = peak_memory_bytes(fn) / 2**20
         medians = interleaved_medians(fns, rounds=rounds)
         ref = medians.get(self.reference)
         for impl, t in medians.items():
@@ -222,4 +230,37 @@ def training_step_case(position: str, *, batch: int, n: int, dim: int, depth: in
         f"train step {position} b{batch} n{n} d{dim} L{depth}",
         "no encoding",
         {"no encoding": factory("none"), f"posenc {position}": factory(position)},
+    )
+
+
+def shaw_case(n: int, *, heads: int = 4, d: int = 64, max_distance: int = 16, naive_limit: int = 2048, device="cpu") -> Case:
+    """Shaw et al.'s attention (keys and values) against attention with no encoding and the naive
+    ``(n, m, d)`` form; time and peak memory, no gradient."""
+    from posenc.relative.shaw import clipped_offsets, shaw_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(3))
+    rel_k, rel_v = (torch.randn(2 * max_distance + 1, d, generator=gen).to(device) for _ in range(2))
+
+    def naive():
+        # the textbook form: a^K_ij and a^V_ij materialised for every pair
+        index = clipped_offsets(torch.arange(n).unsqueeze(0) - torch.arange(n).unsqueeze(1), max_distance).to(device)
+        a_k, a_v = rel_k[index], rel_v[index]  # (n, m, d)
+        logits = (q @ k.transpose(-1, -2) + torch.einsum("bhnd,nmd->bhnm", q, a_k)) / d**0.5
+        w = logits.softmax(-1)
+        return w @ v + torch.einsum("bhnm,nmd->bhnd", w, a_v)
+
+    naive_bytes = 2 * n * n * d * 4
+    return Case(
+        f"shaw attention n{n} h{heads} d{d}",
+        "attention, no encoding",
+        {
+            "attention, no encoding": lambda: _no_grad(lambda: F.scaled_dot_product_attention(q, k, v)),
+            "posenc shaw_attention": lambda: _no_grad(lambda: shaw_attention(q, k, v, rel_k, rel_v, max_distance=max_distance)),
+            "naive (n, m, d) tables": lambda: _no_grad(naive),
+        },
+        agree_with={"naive (n, m, d) tables": "posenc shaw_attention"},
+        atol=1e-4,
+        memory=True,
+        skip={} if n <= naive_limit else {"naive (n, m, d) tables": f"its two tables alone take {naive_bytes / 2**30:.1f} GiB"},
     )

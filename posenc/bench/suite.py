@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from posenc.bench.cases import Case, Row, bias_cases, rope_case, sinusoidal_case, training_step_case
+from posenc.bench.cases import Case, Row, bias_cases, rope_case, shaw_case, sinusoidal_case, training_step_case
 from posenc.core.registry import available
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
@@ -21,6 +21,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases = [rope_case(1, 4, 256, 64, torch.float32, device), rope_case(1, 4, 256, 64, torch.bfloat16, device)]
         cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
         cases += bias_cases(4, 256, device)
+        cases += [shaw_case(128, device=device)] if "shaw" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         cases = [rope_case(4, 8, 2048, 64, torch.float32, device), rope_case(4, 8, 2048, 64, torch.bfloat16, device)]
@@ -30,6 +31,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
             sinusoidal_case((16, 32, 32), 192, device),
         ]
         cases += bias_cases(8, 2048, device)
+        cases += [shaw_case(n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
     return cases
@@ -58,14 +60,15 @@ def run_suite(
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'case':<44} {'implementation':<30} {'median ms':>10} {'ratio':>7}  vs / note"]
+    lines = [f"{'case':<44} {'implementation':<30} {'median ms':>10} {'ratio':>7} {'peak MiB':>9}  vs / note"]
     for r in result["rows"]:
         ms = f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         note = r["note"] or (r["reference"] if r["ratio"] is not None else "")
         if r["agrees"] is True:
             note += " (output agrees)"
-        lines.append(f"{r['case']:<44} {r['impl']:<30} {ms:>10} {ratio:>7}  {note}")
+        peak = f"{r['peak_mb']:.1f}" if r.get("peak_mb") is not None else "-"
+        lines.append(f"{r['case']:<44} {r['impl']:<30} {ms:>10} {ratio:>7} {peak:>9}  {note}")
     m = result["machine"]
     lines.append(f"machine: {m['device']} | {m['platform']} | torch {m['torch']} | {m['threads']} threads | rounds {m['rounds']}")
     return "\n".join(lines)
