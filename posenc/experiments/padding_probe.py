@@ -73,8 +73,8 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 def frozen_probe(ctx: Context, padding: str) -> dict[str, Any]:
     c = ctx.config
     images = torch.randn(c["probe_images"], 3, c["size"], c["size"], generator=ctx.generator("probe-images"))
-    cnn = probe_cnn(padding, depth=c["probe_depth"], width=c["width"], seed=ctx.seed)
-    result = position_probe(cnn, images, patterns=c["patterns"], steps=c["probe_steps"], seed=ctx.seed)
+    cnn = probe_cnn(padding, depth=c["probe_depth"], width=c["width"], seed=ctx.seed).to(ctx.device)
+    result = position_probe(cnn, images.to(ctx.device), patterns=c["patterns"], steps=c["probe_steps"], seed=ctx.seed)
     return result.as_dict()
 
 
