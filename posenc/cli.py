@@ -42,8 +42,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from posenc.analysis.atlas import build_atlas
 
+    existing = Path(args.out) / "index.html"
+    if existing.exists() and not args.force:
+        print(f"{existing} exists; pass --force to overwrite it or choose another --out", file=sys.stderr)
+        return 1
     index = build_atlas(args.out, quick=args.quick, experiments=args.experiments, progress=True)
     print(index.resolve())
     return 0
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="posenc-out/atlas", help="output folder (default: posenc-out/atlas)")
     p.add_argument("--experiments", default=None, help="folder of <name>/result.json (default: posenc-out/experiments)")
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter trainings")
+    p.add_argument("--force", action="store_true", help="overwrite an existing atlas in --out")
     p.set_defaults(func=_cmd_atlas)
     from posenc.experiments.commands import add_subcommands  # `posenc run`, `posenc experiments`
 

@@ -188,3 +188,16 @@ def test_grid_encodings_get_a_2d_picture(tmp_path):
                           extrapolate=False)
     assert "grid_table-grid.png" in [p["file"] for p in entry["pictures"]]
     assert (tmp_path / "grid_table-grid.png").exists()
+
+
+def test_cli_atlas_keeps_an_existing_atlas_without_force(monkeypatch, capsys, tmp_path):
+    import posenc.analysis.atlas as atlas
+    from posenc.cli import main
+
+    (tmp_path / "index.html").write_text("<html>earlier</html>")
+    built = []
+    monkeypatch.setattr(atlas, "build_atlas", lambda out, **kw: built.append(out) or Path(out) / "index.html")
+    assert main(["atlas", "--out", str(tmp_path)]) == 1
+    assert "--force" in capsys.readouterr().err and not built
+    assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"
+    assert main(["atlas", "--out", str(tmp_path), "--force"]) == 0 and built == [str(tmp_path)]
