@@ -10,30 +10,17 @@ sequence and of its reverse. Anything else gets the generic probe of
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from posenc.analysis import measure
 from posenc.analysis.similarity import score_matrix, similarity_matrix
+from posenc.core.files import atomic_write_bytes as write_atomic
 from posenc.core.registry import EncodingInfo
 
 #: Families whose encodings are tried in the reference sequence Transformer first.
 SEQUENCE_HOOK_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Pictures:

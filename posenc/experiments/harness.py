@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from posenc.core.files import atomic_write_bytes
 
 log = logging.getLogger("posenc.experiments")
 
@@ -94,22 +95,6 @@ def pick_device(name: str = "auto") -> torch.device:
 
 # ---------------------------------------------------------------------------------------------
 # files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and move it into place (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
