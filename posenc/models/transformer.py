@@ -3,7 +3,6 @@ argument that takes any registered sequence encoding (by name or as a module).""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -11,10 +10,10 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
-from posenc.core.registry import create_for_model
 from posenc.core.validation import check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
+from posenc.models.position import build_layer_encodings, encoding_for_layer
 
 
 class Block(nn.Module):
@@ -88,24 +87,10 @@ class Transformer(nn.Module):
 
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {"dim": self.dim, "heads": self.heads, "head_dim": self.dim // self.heads, "causal": self.causal}
-        if isinstance(position, str):
-            first = create_for_model(position, model_args=model_args, **kwargs)
-        elif isinstance(position, PositionEncoding):
-            if kwargs:
-                raise ValueError(f"position keyword arguments {sorted(kwargs)} need `position` to be a registry name")
-            first = position
-        else:
-            raise TypeError(f"`position` must be a registry name or a PositionEncoding, got {type(position).__name__}")
-        if not isinstance(first, PositionEncoding):
-            raise TypeError(f"`position`={position!r} is not a sequence encoding usable by the Transformer")
-        if not first.per_layer:
-            return [first]
-        if isinstance(position, str):
-            return [first] + [create_for_model(position, model_args=model_args, **kwargs) for _ in range(self.depth - 1)]
-        return [first] + [copy.deepcopy(first) for _ in range(self.depth - 1)]
+        return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
-        return self.position if layer == 0 or not len(self.layer_positions) else self.layer_positions[layer - 1]
+        return encoding_for_layer(self.position, self.layer_positions, layer)
 
     def new_cache(self) -> KVCache:
         """An empty key/value cache for incremental decoding (``causal=True`` models)."""

@@ -11,7 +11,6 @@ positions handed to the hooks are flat token indices: the class token is 0, patc
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -19,8 +18,8 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.registry import create_for_model, get
 from posenc.core.validation import check_choice, check_float, check_float_tensor, check_positive_int
+from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.transformer import Block
 from posenc.vision.grid import check_grid
 
@@ -98,28 +97,13 @@ class ViT(nn.Module):
             "grid": self.grid,
             "num_prefix_tokens": self.num_prefix_tokens,
         }
-        if isinstance(position, str):
-            if not issubclass(get(position).cls, PositionEncoding):
-                raise TypeError(f"`position`={position!r} is not an encoding usable by the ViT (no attention hooks)")
-            first = create_for_model(position, model_args=model_args, **kwargs)
-        elif isinstance(position, PositionEncoding):
-            if kwargs:
-                raise ValueError(f"position keyword arguments {sorted(kwargs)} need `position` to be a registry name")
-            first = position
-            if getattr(first, "grid", self.grid) not in (None, self.grid):
-                raise ValueError(f"`position` was built for grid {first.grid} but the model's patch grid is {self.grid}")
-        else:
-            raise TypeError(f"`position` must be a registry name or a PositionEncoding, got {type(position).__name__}")
-        if not isinstance(first, PositionEncoding):
-            raise TypeError(f"`position`={position!r} is not an encoding usable by the ViT (no attention hooks)")
-        if not first.per_layer:
-            return [first]
-        if isinstance(position, str):
-            return [first] + [create_for_model(position, model_args=model_args, **kwargs) for _ in range(self.depth - 1)]
-        return [first] + [copy.deepcopy(first) for _ in range(self.depth - 1)]
+        encodings = build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="ViT")
+        if getattr(encodings[0], "grid", self.grid) not in (None, self.grid):
+            raise ValueError(f"`position` was built for grid {encodings[0].grid} but the model's patch grid is {self.grid}")
+        return encodings
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
-        return self.position if layer == 0 or not len(self.layer_positions) else self.layer_positions[layer - 1]
+        return encoding_for_layer(self.position, self.layer_positions, layer)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """images ``(b, c, H, W)`` -> tokens ``(b, prefix + h*w, dim)`` (no position yet)."""
