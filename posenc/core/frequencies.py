@@ -57,7 +57,8 @@ def reduced_angles(positions: torch.Tensor, inv_freq: torch.Tensor, *, dtype: to
     theta = angles(positions, inv_freq)
     if dtype == torch.float64 or theta.dtype == dtype:
         return theta.to(dtype)
-    return torch.remainder(theta, 2 * math.pi).to(dtype)
+    # subtracting the nearest multiple of 2π (into [-π, π]) is cheaper than torch.remainder's floor-mod
+    return (theta - torch.round(theta * (1.0 / (2 * math.pi))) * (2 * math.pi)).to(dtype)
 
 
 def cos_sin(
