@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/posenc list
 	$(BIN)/posenc check
 	$(BIN)/posenc run all --quick
+	$(BIN)/posenc bench --quick --json posenc-out/bench.json
 	$(BIN)/posenc atlas --force  # the atlas is a view of the results: regenerated on every demo
 
 # Debian's chromium for the atlas's browser test (CI runs as root with apt-get)

@@ -50,7 +50,7 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
     if existing.exists() and not args.force:
         print(f"{existing} exists; pass --force to overwrite it or choose another --out", file=sys.stderr)
         return 1
-    index = build_atlas(args.out, quick=args.quick, experiments=args.experiments, progress=True)
+    index = build_atlas(args.out, quick=args.quick, experiments=args.experiments, progress=True, bench=args.bench)
     print(index.resolve())
     return 0
 
@@ -69,8 +69,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = run_suite(quick=args.quick, device=args.device, rounds=args.rounds, progress=progress)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from pathlib import Path
+
+        from posenc.core.files import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=2).encode())
         print(f"wrote {args.json}")
     return 0
 
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments", default=None, help="folder of <name>/result.json (default: posenc-out/experiments)")
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter trainings")
     p.add_argument("--force", action="store_true", help="overwrite an existing atlas in --out")
+    p.add_argument("--bench", default=None, help="a `posenc bench --json` file to show (default: posenc-out/bench.json)")
     p.set_defaults(func=_cmd_atlas)
     from posenc.experiments.commands import add_subcommands  # `posenc run`, `posenc experiments`
 

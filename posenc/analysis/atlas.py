@@ -208,6 +208,22 @@ def _progress(total: int, enabled: bool):
         return _Silent()
 
 
+def bench_analysis(path: Path) -> dict:
+    """The rows of a ``posenc bench --json`` file as an atlas table (ratios within each case)."""
+    result = json.loads(Path(path).read_text())
+    m = result.get("machine", {})
+    rows = [
+        [r["case"], r["impl"], r["median_ms"], r["ratio"], r["reference"] if r["ratio"] is not None else r["note"]]
+        for r in result["rows"]
+    ]
+    text = (f"posenc beside the peer libraries, timed interleaved in one process ({path}); machine: "
+            f"{m.get('device', '?')}, torch {m.get('torch', '?')}, {m.get('threads', '?')} threads, "
+            f"{'quick sizes' if m.get('quick') else 'full sizes'}. Compare ratios within a case, not times across machines.")
+    return {"title": "posenc bench", "text": text, "pictures": [],
+            "tables": [{"caption": "median time and ratio to the case's reference",
+                        "columns": ["case", "implementation", "median ms", "ratio", "vs"], "rows": rows}]}
+
+
 def build_atlas(
     out: str | Path = "posenc-out/atlas",
     *,
@@ -215,12 +231,15 @@ def build_atlas(
     experiments: str | Path | None = None,
     encodings: Iterable[EncodingInfo] | None = None,
     progress: bool = False,
+    bench: str | Path | None = None,
 ) -> Path:
     """Write the atlas into ``out`` and return the path of its ``index.html``.
 
     quick: smaller sizes and shorter trainings (for tests). experiments: the folder holding
     ``<name>/result.json`` of ``posenc run`` (default ``posenc-out/experiments``). encodings: the
     entries to show (default: every registered encoding). progress: a progress bar on stderr.
+    bench: a ``posenc bench --json`` file shown in the section on Transformer variants (default
+    ``posenc-out/bench.json`` when it exists).
     """
     import matplotlib
 
@@ -262,6 +281,9 @@ def build_atlas(
         if offsets:
             by_id["s3"]["analyses"].append(offsets)
         by_id["s3"]["analyses"].append(_rope_bound_analysis(pics))
+        bench_file = Path(bench) if bench is not None else Path("posenc-out/bench.json")
+        if bench_file.is_file():
+            by_id["s3"]["analyses"].append(bench_analysis(bench_file))
         exp_dir = Path(experiments) if experiments is not None else Path("posenc-out/experiments")
         exps = load_experiments(exp_dir, out) if exp_dir.is_dir() else []
         for exp in exps:

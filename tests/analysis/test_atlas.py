@@ -201,3 +201,27 @@ def test_cli_atlas_keeps_an_existing_atlas_without_force(monkeypatch, capsys, tm
     assert "--force" in capsys.readouterr().err and not built
     assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"
     assert main(["atlas", "--out", str(tmp_path), "--force"]) == 0 and built == [str(tmp_path)]
+
+
+def test_bench_results_appear_with_every_number(tmp_path):
+    import json
+
+    from posenc.analysis.atlas import build_atlas
+
+    bench = {
+        "machine": {"device": "cpu", "torch": "x", "threads": 2, "quick": True},
+        "rows": [
+            {"case": "rope n8", "impl": "clone q, k", "median_ms": 0.25, "ratio": 1.0, "reference": "clone q, k", "agrees": None, "note": ""},
+            {"case": "rope n8", "impl": "posenc", "median_ms": 0.375, "ratio": 1.5, "reference": "clone q, k", "agrees": True, "note": ""},
+            {"case": "rope n8", "impl": "peer", "median_ms": None, "ratio": None, "reference": "clone q, k", "agrees": None, "note": "skipped: not installed"},
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    index = build_atlas(tmp_path / "atlas", quick=True, encodings=[], bench=tmp_path / "bench.json", experiments=tmp_path / "none")
+    results = json.loads((tmp_path / "atlas" / "results.json").read_text())
+    (section,) = [s for s in results["sections"] if any(a["title"] == "posenc bench" for a in s["analyses"])]
+    (analysis,) = [a for a in section["analyses"] if a["title"] == "posenc bench"]
+    rows = analysis["tables"][0]["rows"]
+    assert rows[1] == ["rope n8", "posenc", 0.375, 1.5, "clone q, k"]
+    assert rows[2][-1] == "skipped: not installed"
+    assert "posenc bench" in index.read_text()
