@@ -20,12 +20,12 @@ Angles are formed in float64. Verified against a float64 transcription in
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
 from posenc.core.validation import check_finite, check_float, check_int, check_tensor
+from posenc.step.timestep import sin_then_cos
 
 
 def _levels(noise_level: torch.Tensor | int | float) -> torch.Tensor:
@@ -52,10 +52,7 @@ def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, 
     out_dtype = torch.float64 if wide else torch.float32
     inv_freq = inverse_frequencies(2 * (dim // 2), device=level.device) * scale
     theta = angles(level, inv_freq)  # (*, dim // 2)
-    emb = torch.cat((theta.sin(), theta.cos()), dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb.to(out_dtype)
+    return sin_then_cos(theta, dim, out_dtype)
 
 
 @register(

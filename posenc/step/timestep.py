@@ -37,6 +37,15 @@ def _steps(name: str, t: torch.Tensor | int | float) -> torch.Tensor:
     return check_positions(name, t)
 
 
+def sin_then_cos(theta: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[sin θ, cos θ]`` of ``(*, dim // 2)`` float64 angles, zero-padded to ``dim`` when it is odd
+    (the layout DDPM and WaveGrad share), in ``dtype``."""
+    emb = torch.cat((theta.sin(), theta.cos()), dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb.to(dtype)
+
+
 def timestep_frequencies(dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     """``exp(-i log(10000) / (dim // 2 - 1))`` for ``i < dim // 2``: ``(dim // 2,)`` float64."""
     check_int("dim", dim, minimum=4)
@@ -57,10 +66,7 @@ def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
     t = _steps("t", t)
     out_dtype = torch.float64 if wide else torch.float32
     theta = angles(t, timestep_frequencies(dim, device=t.device))  # (*, dim // 2)
-    emb = torch.cat((theta.sin(), theta.cos()), dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb.to(out_dtype)
+    return sin_then_cos(theta, dim, out_dtype)
 
 
 @register(
