@@ -29,7 +29,8 @@ def sequence_encodings(*, causal: bool | None = None) -> list[str]:
 def position_kwargs(name: str, *, max_len: int) -> dict:
     """Constructor arguments an experiment passes for ``name`` beyond the model's own sizes."""
     if name == "learned":
-        return {"max_len": max_len}
+        # at the scale of the reference model's N(0, 1) token embeddings (0.02 would start it invisible)
+        return {"max_len": max_len, "init_std": 1.0}
     if name == "wav2vec2_conv":
         # the paper's 128-tap kernel is for 50 Hz audio frames; a short symbol sequence wants a short one
         return {"kernel_size": 7, "groups": 4}
