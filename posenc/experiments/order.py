@@ -33,6 +33,12 @@ def train_one(ctx: Context, name: str, **position) -> dict[str, Any]:
     c = ctx.config
     ctx.manual_seed("init", name)
     model = Transformer(c["vocab"], c["dim"], c["depth"], c["heads"], causal=False, **position)
+    return train_and_score(ctx, name, model)
+
+
+def train_and_score(ctx: Context, name: str, model: Transformer) -> dict[str, Any]:
+    """Train ``model`` on the left-neighbour task under the run ``name``; held-out accuracy and size."""
+    c = ctx.config
 
     def step_loss(m, step, generator, shard):
         tokens, targets = make_batch(c["batch"], c["n"], c["vocab"], generator)

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from posenc.experiments.harness import Context, Experiment
-from posenc.experiments.order import make_batch
+from posenc.experiments.order import train_and_score
 from posenc.experiments.plotting import bar_panel, curves_panel
 from posenc.models import Transformer
 
@@ -33,17 +30,7 @@ def train_one(ctx: Context, label: str, position: str, variant: str = "both", k:
             table.requires_grad_(False)
             table.zero_()
 
-    def step_loss(m, step, generator, shard):
-        tokens, targets = make_batch(c["batch"], c["n"], c["vocab"], generator)
-        tokens, targets = tokens[shard].to(ctx.device), targets[shard].to(ctx.device)
-        return F.cross_entropy(m(tokens).flatten(0, 1), targets.flatten(), ignore_index=-100)
-
-    ctx.train(label, model, step_loss, steps=c["steps"], lr=c["lr"], warmup=c["warmup"], schedule="cosine")
-    tokens, targets = make_batch(c["eval_batch"], c["n"], c["vocab"], ctx.generator("eval"))
-    with torch.no_grad():
-        pred = model(tokens.to(ctx.device)).argmax(-1).cpu()
-    mask = targets >= 0
-    return {"accuracy": (pred[mask] == targets[mask]).float().mean().item()}
+    return {"accuracy": train_and_score(ctx, label, model)["accuracy"]}
 
 
 def run(ctx: Context) -> dict[str, Any]:
