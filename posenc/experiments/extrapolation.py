@@ -3,16 +3,22 @@
 A byte-level causal LM on Python's own standard-library sources (``.py`` files under
 ``sysconfig.get_paths()["stdlib"]``, read in sorted order; nothing is downloaded), trained on windows
 of length L and evaluated on non-overlapping held-out windows of L, 2L, 4L and 8L, in bits per
-character (the sources are almost all ASCII, so a byte is a character). Every causal sequence
-encoding in the registry is trained (RoPE's scalings as extra rows in the full run). A learned table
-has no rows past its length: it is reported as not applicable there, not silently extended.
-A synthetic copy-at-a-lag task, where accuracy is exact, is the second task of the full run.
+character (the sources are almost all ASCII, so a byte is a character); and a synthetic
+copy-at-a-lag LM (every token repeats the one ``copy_lag`` earlier), where next-token accuracy past
+the first lag is exact. Every causal sequence encoding in the registry is trained on each task with
+``seeds`` seeds (means and standard deviations are reported). RoPE's context-extension scalings
+(position interpolation, NTK-aware, YaRN, dynamic NTK) are extra rows: the trained RoPE model is
+evaluated at length m L with the scaling's factor set to m, without further training, which is how
+they are used to stretch a trained model. A learned table has no rows past its length: it is
+reported as not applicable there, not silently extended.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import sysconfig
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +30,9 @@ from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import curves_panel
 from posenc.models import Transformer
 
-#: Extra rows: RoPE with a context-extension scaling (name -> registry name and keyword arguments).
-ROPE_ROWS = {"rope_dynamic_ntk": {"scaling": "dynamic_ntk", "factor": 8.0}}
+#: Extra rows: the trained RoPE model evaluated with a context-extension scaling of its frequencies,
+#: with no further training (the factor is the evaluation length over the trained length).
+ROPE_SCALINGS = ("linear", "ntk", "yarn", "dynamic_ntk")
 
 
 def stdlib_corpus(max_bytes: int) -> torch.Tensor:
@@ -53,13 +60,20 @@ def copy_batch(batch: int, n: int, lag: int, vocab: int, generator: torch.Genera
     return seed.repeat(1, math.ceil(n / lag))[:, :n]
 
 
-def _build(ctx: Context, row: str, vocab: int, max_len: int) -> Transformer:
+def _build(ctx: Context, row: str, vocab: int, max_len: int, seed_index: int) -> Transformer:
     c = ctx.config
-    name, extra = (("rope", dict(ROPE_ROWS[row])) if row in ROPE_ROWS else (row, position_kwargs(row, max_len=max_len)))
-    if row in ROPE_ROWS:
-        extra["original_max_len"] = max_len
-    ctx.manual_seed("init", row)
-    return Transformer(vocab, c["dim"], c["depth"], c["heads"], position=name, causal=True, **extra)
+    ctx.manual_seed("init", row, seed_index)
+    return Transformer(vocab, c["dim"], c["depth"], c["heads"], position=row, causal=True, **position_kwargs(row, max_len=max_len))
+
+
+def _rescaled(model: Transformer, kind: str, factor: float, trained_length: int) -> Transformer:
+    """A copy of the trained RoPE ``model`` whose rotation uses scaling ``kind`` with ``factor``."""
+    scaled = Transformer(
+        model.embed.num_embeddings, model.dim, model.depth, model.heads, position="rope", causal=True,
+        scaling=kind, factor=factor, original_max_len=trained_length,
+    ).to(next(model.parameters()).device)  # fmt: skip
+    scaled.load_state_dict(model.state_dict())
+    return scaled.eval()
 
 
 @torch.no_grad()
@@ -79,12 +93,23 @@ def evaluate(model: Transformer, windows: torch.Tensor, *, batch: int, lag: int 
     return total / count
 
 
-def train_row(ctx: Context, task: str, row: str, train: torch.Tensor, held_out: torch.Tensor) -> dict[str, Any]:
-    """Train ``row`` on ``task`` ("text" or "copy") at length L; score it at every multiple of L."""
+def _windows(ctx: Context, task: str, n: int, held_out: torch.Tensor, vocab: int) -> torch.Tensor:
+    c = ctx.config
+    if task == "text":
+        # the same held-out span for every length, cut into non-overlapping windows of n + 1 bytes
+        k = c["eval_tokens"] // n
+        return held_out[: k * (n + 1)].view(k, n + 1).long()
+    return copy_batch(c["copy_eval"], n + 1, c["copy_lag"], vocab, ctx.generator("copy-eval", n))
+
+
+def train_row(ctx: Context, task: str, row: str, seed_index: int, train: torch.Tensor, held_out: torch.Tensor) -> dict[str, Any]:
+    """Train ``row`` on ``task`` ("text" or "copy") at length L; score it at every multiple of L.
+
+    Returns ``{row: {multiple: score}}``; for ``rope`` also one row per scaling in :data:`ROPE_SCALINGS`."""
     c = ctx.config
     L, lag = c["length"], c["copy_lag"]
     vocab = 256 if task == "text" else c["copy_vocab"]
-    model = _build(ctx, row, vocab, L)
+    model = _build(ctx, row, vocab, L, seed_index)
 
     def step_loss(m, step, generator, shard):
         if task == "text":
@@ -95,21 +120,37 @@ def train_row(ctx: Context, task: str, row: str, train: torch.Tensor, held_out: 
         x = x[shard].to(ctx.device)
         return F.cross_entropy(m(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
 
-    ctx.train(f"{task}:{row}", model, step_loss, steps=c["steps"], lr=c["lr"], warmup=c["warmup"], schedule="cosine")
-    out: dict[str, float | None] = {}
+    key = f"{task}:{row}" if seed_index == 0 else f"{task}:{row}:seed{seed_index}"
+    ctx.train(key, model, step_loss, steps=c["steps"], lr=c["lr"], warmup=c["warmup"], schedule="cosine")
+    model.eval()
+    score = partial(evaluate, batch=c["eval_batch"], lag=lag if task == "copy" else None)
+    rows: dict[str, dict[str, float | None]] = {row: {}}
+    scalings = c["rope_scalings"] if row == "rope" else ()
+    rows |= {f"rope+{kind}": {} for kind in scalings}
     for mult in c["multiples"]:
         n = L * mult
         if row == "learned" and n > L:
-            out[str(mult)] = None  # no table rows past max_len: not applicable
-        elif task == "text":
-            # the same held-out span for every length, cut into non-overlapping windows of n + 1 bytes
-            k = c["eval_tokens"] // n
-            windows = held_out[: k * (n + 1)].view(k, n + 1).long()
-            out[str(mult)] = evaluate(model, windows, batch=c["eval_batch"])
-        else:
-            windows = copy_batch(c["copy_eval"], n + 1, lag, vocab, ctx.generator("copy-eval", n))
-            out[str(mult)] = evaluate(model, windows, batch=c["eval_batch"], lag=lag)
-    return out
+            rows[row][str(mult)] = None  # no table rows past max_len: not applicable
+            continue
+        windows = _windows(ctx, task, n, held_out, vocab)
+        rows[row][str(mult)] = plain = score(model, windows)
+        for kind in scalings:
+            rows[f"rope+{kind}"][str(mult)] = plain if mult == 1 else score(_rescaled(model, kind, float(mult), L), windows)
+    return rows
+
+
+def _summarise(per_seed: list[dict[str, dict[str, float | None]]]) -> tuple[dict, dict]:
+    """Mean and standard deviation over seeds, per row and multiple (None where not applicable)."""
+    mean: dict[str, dict[str, float | None]] = {}
+    spread: dict[str, dict[str, float | None]] = {}
+    for row, values in per_seed[0].items():
+        mean[row], spread[row] = {}, {}
+        for mult in values:
+            xs = [seed[row][mult] for seed in per_seed]
+            ok = all(x is not None for x in xs)
+            mean[row][mult] = sum(xs) / len(xs) if ok else None
+            spread[row][mult] = statistics.pstdev(xs) if ok and len(xs) > 1 else (0.0 if ok else None)
+    return mean, spread
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -117,13 +158,21 @@ def run(ctx: Context) -> dict[str, Any]:
     corpus = stdlib_corpus(c["corpus_bytes"])
     split = int(0.9 * corpus.numel())
     train, held_out = corpus[:split], corpus[split:]
-    rows = c["encodings"] or sequence_encodings(causal=True) + list(ROPE_ROWS)
-    metrics: dict[str, Any] = {"corpus_bytes": corpus.numel(), "trained_length": c["length"], "multiples": c["multiples"]}
+    rows = c["encodings"] or sequence_encodings(causal=True)
+    metrics: dict[str, Any] = {
+        "corpus_bytes": corpus.numel(), "trained_length": c["length"], "multiples": c["multiples"], "seeds": c["seeds"],
+    }  # fmt: skip
     for task in c["tasks"]:
-        per = {}
-        for row in rows:
-            per[row] = ctx.unit(f"{task}:{row}", lambda row=row, task=task: train_row(ctx, task, row, train, held_out))
-        metrics["bits_per_char" if task == "text" else "copy_accuracy"] = per
+        merged: list[dict[str, dict[str, float | None]]] = []
+        for seed_index in range(c["seeds"]):
+            per: dict[str, dict[str, float | None]] = {}
+            for row in rows:
+                unit = f"{task}:{row}" + (f":seed{seed_index}" if seed_index else "")
+                per |= ctx.unit(unit, lambda row=row, task=task, s=seed_index: train_row(ctx, task, row, s, train, held_out))
+            merged.append(per)
+        mean, spread = _summarise(merged)
+        key = "bits_per_char" if task == "text" else "copy_accuracy"
+        metrics[key], metrics[f"{key}_std"], metrics[f"{key}_per_seed"] = mean, spread, merged
     text = metrics.get("bits_per_char", {})
     ratio = {r: (v["4"] / v["1"] if v.get("4") is not None else None) for r, v in text.items()} if 4 in c["multiples"] else {}
     metrics["ratio_4L_to_L"] = ratio
@@ -156,12 +205,12 @@ EXPERIMENT = Experiment(
     quick=dict(
         length=32, multiples=[1, 2, 4, 8], dim=64, depth=2, heads=4, batch=32, steps=300, lr=3e-3, warmup=30,
         corpus_bytes=400_000, eval_tokens=8192, eval_batch=16, tasks=["text"], copy_lag=8, copy_vocab=16,
-        copy_eval=64, encodings=["none", "sinusoidal", "learned", "rope", "alibi", "t5"],
+        copy_eval=64, encodings=["none", "sinusoidal", "learned", "rope", "alibi", "t5"], seeds=1, rope_scalings=[],
     ),
     full=dict(
-        length=128, multiples=[1, 2, 4, 8], dim=256, depth=6, heads=8, batch=64, steps=6000, lr=1e-3, warmup=300,
-        corpus_bytes=20_000_000, eval_tokens=262_144, eval_batch=16, tasks=["text", "copy"], copy_lag=16,
-        copy_vocab=32, copy_eval=256, encodings=[],
+        length=64, multiples=[1, 2, 4, 8], dim=64, depth=2, heads=4, batch=32, steps=500, lr=2e-3, warmup=50,
+        corpus_bytes=2_000_000, eval_tokens=16_384, eval_batch=16, tasks=["text", "copy"], copy_lag=16,
+        copy_vocab=32, copy_eval=128, encodings=[], seeds=3, rope_scalings=list(ROPE_SCALINGS),
     ),
     reference={
         "wikitext103_ppl_trained_1024": {

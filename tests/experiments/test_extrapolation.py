@@ -1,0 +1,65 @@
+"""The extrapolation experiment's bookkeeping: seeds, the copy task, RoPE's scaling rows, learned rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posenc.experiments import get_experiment, run_experiment
+from posenc.experiments.extrapolation import _rescaled, copy_batch
+from posenc.models import Transformer
+
+TINY = dict(
+    length=8, multiples=[1, 2], dim=16, depth=1, heads=2, batch=4, steps=3, lr=1e-3, warmup=1, corpus_bytes=20_000,
+    eval_tokens=256, eval_batch=8, tasks=["text", "copy"], copy_lag=4, copy_vocab=8, copy_eval=4,
+    encodings=["rope", "learned"], seeds=2, rope_scalings=["linear", "yarn"],
+)
+
+
+@pytest.fixture(scope="module")
+def metrics() -> dict:
+    result = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=TINY, progress=False, device="cpu")
+    return result["metrics"]
+
+
+@pytest.mark.parametrize("table", ["bits_per_char", "copy_accuracy"])
+def test_every_row_seed_and_multiple_is_reported(metrics, table):
+    assert set(metrics[table]) == {"rope", "rope+linear", "rope+yarn", "learned"}
+    per_seed = metrics[f"{table}_per_seed"]
+    assert len(per_seed) == 2
+    for row, values in metrics[table].items():
+        for mult, mean in values.items():
+            xs = [seed[row][mult] for seed in per_seed]
+            if row == "learned" and mult != "1":
+                assert mean is None and xs == [None, None] and metrics[f"{table}_std"][row][mult] is None
+            else:
+                assert mean == pytest.approx(sum(xs) / 2)
+    # the two seeds train different models on different batches
+    assert per_seed[0]["rope"]["1"] != per_seed[1]["rope"]["1"]
+
+
+def test_scaling_rows_start_from_the_trained_rope_model(metrics):
+    for seed in metrics["bits_per_char_per_seed"] + metrics["copy_accuracy_per_seed"]:
+        assert seed["rope+linear"]["1"] == seed["rope"]["1"] and seed["rope+yarn"]["1"] == seed["rope"]["1"]
+
+
+def test_copy_accuracy_is_a_fraction(metrics):
+    values = [v for row in metrics["copy_accuracy"].values() for v in row.values() if v is not None]
+    assert values and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_copy_batch_repeats_at_the_lag():
+    x = copy_batch(3, 11, 4, 8, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 11) and torch.equal(x[:, 4:], x[:, :-4]) and int(x.min()) >= 1 and int(x.max()) < 8
+
+
+def test_rescaled_keeps_the_weights_and_changes_only_the_rotation():
+    torch.manual_seed(0)
+    model = Transformer(16, 16, 1, 2, position="rope", causal=True).eval()
+    tokens = torch.randint(0, 16, (2, 12))
+    same = _rescaled(model, "linear", 1.0, 8)
+    stretched = _rescaled(model, "linear", 2.0, 8)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), stretched.state_dict().values()))
+    with torch.no_grad():
+        assert torch.allclose(same(tokens), model(tokens), atol=1e-6)
+        assert not torch.allclose(stretched(tokens), model(tokens), atol=1e-4)
