@@ -122,7 +122,7 @@ EXPERIMENT = Experiment(
     paper="Choi et al. 2020, arXiv:2003.05128 (Cars can't fly up in the sky)",
     section="2.4",
     quick=dict(size=32, width=16, batch=8, steps=200, lr=3e-3, eval_batch=32, variants=["baseline", "hanet", "coordconv"]),
-    full=dict(size=128, width=64, batch=16, steps=4000, lr=1e-3, eval_batch=128, variants=["baseline", "hanet", "coordconv"]),
+    full=dict(size=64, width=24, batch=8, steps=1200, lr=2e-3, eval_batch=64, variants=["baseline", "hanet", "coordconv"]),
     reference={
         "claim": "adding HANet raises Cityscapes mIoU for every backbone tried",
         "note": "Choi et al. 2020, Table 1; the per-backbone numbers are not transcribed here",

@@ -117,9 +117,9 @@ EXPERIMENT = Experiment(
         probe_depth=4, probe_steps=100,
     ),
     full=dict(
-        size=64, width=64, dilations=[1, 2, 4, 8, 16, 1], patterns=["horizontal", "vertical", "gaussian",
-        "horizontal_stripes", "vertical_stripes"], batch=32, steps=3000, lr=1e-3, eval_images=64,
-        probe_paddings=["zero", "reflect", "circular", "none"], probe_images=128, probe_depth=8, probe_steps=300,
+        size=48, width=24, dilations=[1, 2, 4, 8], patterns=["horizontal", "vertical", "gaussian",
+        "horizontal_stripes", "vertical_stripes"], batch=16, steps=600, lr=2e-3, eval_images=32,
+        probe_paddings=["zero", "reflect", "circular", "none"], probe_images=64, probe_depth=6, probe_steps=300,
     ),
     reference={
         "vgg16_horizontal_spearman": {"with_padding": 0.742, "without_padding": 0.381},
