@@ -4,13 +4,16 @@ Part 1 (trained): the same small CNN (dilated 3 x 3 convolutions whose receptive
 image) with zero padding, circular padding, no padding (valid convolutions; the output is the
 same output grid, read from a larger noise image) and no padding plus coordinate channels (posenc's ``add_coords``) is trained to output
 content-independent position maps (horizontal gradient, Gaussian, stripes) from white-noise
-images. Part 2 (the paper's probe): a read-out trained on the frozen features of a randomly
+images (``inputs="noise"``) or from random crops of natural photographs (``inputs="natural"``:
+scikit-image's bundled photographs, randomly cropped and flipped, so no crop position is tied to its
+content; the paper used the DUT-S saliency photographs). Part 2 (the paper's probe): a read-out trained on the frozen features of a randomly
 initialised CNN per padding (:func:`posenc.analysis.probe.position_probe`).
 Measured: Spearman correlation and MAE on held-out noise images per pattern and padding.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -23,6 +26,39 @@ from posenc.experiments.plotting import curves_panel
 from posenc.spatial.coordconv import add_coords
 
 VARIANTS = ("zero", "circular", "none", "none+coords")
+PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+@lru_cache(maxsize=1)
+def _photographs() -> tuple[torch.Tensor, ...]:
+    """scikit-image's bundled colour photographs as ``(3, H, W)`` float tensors in [0, 1]."""
+    try:
+        from skimage import data
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise RuntimeError("inputs='natural' needs scikit-image (pip install posenc[experiments])") from error
+    return tuple(torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255.0 for name in PHOTOGRAPHS)
+
+
+def input_images(kind: str, n: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n, 3, side, side)`` inputs: white noise, or standardised random crops (randomly mirrored) of
+    natural photographs, so that no image position is tied to particular content."""
+    if kind == "noise":
+        return torch.randn(n, 3, side, side, generator=generator)
+    if kind != "natural":
+        raise ValueError(f"`inputs` must be 'noise' or 'natural', got {kind!r}")
+    photos = _photographs()
+    crops = []
+    for _ in range(n):
+        photo = photos[int(torch.randint(len(photos), (), generator=generator))]
+        top = int(torch.randint(photo.shape[1] - side + 1, (), generator=generator))
+        left = int(torch.randint(photo.shape[2] - side + 1, (), generator=generator))
+        crop = photo[:, top : top + side, left : left + side]
+        if torch.rand((), generator=generator) < 0.5:
+            crop = crop.flip(-1)
+        if torch.rand((), generator=generator) < 0.5:
+            crop = crop.flip(-2)
+        crops.append((crop - crop.mean()) / crop.std().clamp_min(1e-3))
+    return torch.stack(crops)
 
 
 class PositionCNN(nn.Module):
@@ -58,12 +94,12 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
     target = torch.stack([patterns[n] for n in names])  # (patterns, size, size)
 
     def step_loss(m, step, generator, shard):
-        x = torch.randn(c["batch"], 3, side, side, generator=generator)[shard].to(ctx.device)
+        x = input_images(c["inputs"], c["batch"], side, generator)[shard].to(ctx.device)
         return F.mse_loss(m(x), target.to(ctx.device).expand(x.shape[0], -1, -1, -1))
 
     ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=5)
     with torch.no_grad():
-        x = torch.randn(c["eval_images"], 3, side, side, generator=ctx.generator("eval"))
+        x = input_images(c["inputs"], c["eval_images"], side, ctx.generator("eval"))
         pred = model(x.to(ctx.device)).cpu()
     scores = {n: sum(spearman(pred[i, j], target[j]) for i in range(len(x))) / len(x) for j, n in enumerate(names)}
     mae = {n: (pred[:, j] - target[j]).abs().mean().item() for j, n in enumerate(names)}
@@ -72,7 +108,7 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 
 def frozen_probe(ctx: Context, padding: str) -> dict[str, Any]:
     c = ctx.config
-    images = torch.randn(c["probe_images"], 3, c["size"], c["size"], generator=ctx.generator("probe-images"))
+    images = input_images(c["inputs"], c["probe_images"], c["size"], ctx.generator("probe-images"))
     cnn = probe_cnn(padding, depth=c["probe_depth"], width=c["width"], seed=ctx.seed).to(ctx.device)
     result = position_probe(cnn, images.to(ctx.device), patterns=c["patterns"], steps=c["probe_steps"], seed=ctx.seed)
     return result.as_dict()
@@ -83,7 +119,8 @@ def run(ctx: Context) -> dict[str, Any]:
     trained = {v: ctx.unit(f"trained:{v}", lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     probe = {p: ctx.unit(f"probe:{p}", lambda p=p: frozen_probe(ctx, p)) for p in c["probe_paddings"]}
     return {
-        "inputs": "white noise (content carries no position)",
+        "inputs": "white noise (content carries no position)" if c["inputs"] == "noise"
+        else "random crops of natural photographs, randomly mirrored",
         "trained": trained,
         "frozen_probe": probe,
         "headline_name": "mean Spearman correlation, trained CNN",
@@ -114,12 +151,13 @@ EXPERIMENT = Experiment(
     quick=dict(
         size=32, width=16, dilations=[1, 2, 4, 8], patterns=["horizontal", "gaussian", "vertical_stripes"],
         batch=8, steps=200, lr=3e-3, eval_images=8, probe_paddings=["zero", "none"], probe_images=16,
-        probe_depth=4, probe_steps=100,
+        probe_depth=4, probe_steps=100, inputs="noise",
     ),
     full=dict(
         size=48, width=24, dilations=[1, 2, 4, 8], patterns=["horizontal", "vertical", "gaussian",
         "horizontal_stripes", "vertical_stripes"], batch=16, steps=600, lr=2e-3, eval_images=32,
         probe_paddings=["zero", "reflect", "circular", "none"], probe_images=64, probe_depth=6, probe_steps=300,
+        inputs="natural",
     ),
     reference={
         "vgg16_horizontal_spearman": {"with_padding": 0.742, "without_padding": 0.381},

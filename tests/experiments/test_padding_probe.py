@@ -1,0 +1,31 @@
+"""Inputs of the padding probe: noise or random crops of bundled photographs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posenc.experiments.padding_probe import input_images
+
+
+def test_noise_inputs_are_seeded():
+    a = input_images("noise", 2, 8, torch.Generator().manual_seed(0))
+    b = input_images("noise", 2, 8, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 8, 8) and torch.equal(a, b)
+
+
+def test_natural_inputs_are_standardised_crops_of_photographs():
+    pytest.importorskip("skimage")
+    x = input_images("natural", 6, 24, torch.Generator().manual_seed(0))
+    assert x.shape == (6, 3, 24, 24) and torch.isfinite(x).all()
+    flat = x.flatten(1)
+    assert torch.allclose(flat.mean(1), torch.zeros(6), atol=1e-4) and torch.allclose(flat.std(1), torch.ones(6), atol=1e-3)
+    assert not torch.allclose(x[0], x[1])
+    # photographs are smooth: neighbouring pixels correlate strongly, unlike white noise
+    neighbour = torch.corrcoef(torch.stack([x[..., :-1].flatten(), x[..., 1:].flatten()]))[0, 1]
+    assert neighbour > 0.5
+
+
+def test_unknown_inputs_are_rejected_by_name():
+    with pytest.raises(ValueError, match="inputs"):
+        input_images("photos", 1, 8, torch.Generator())
