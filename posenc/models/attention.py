@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.bias.fused import attention_with_bias
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 
@@ -64,12 +65,18 @@ class Attention(nn.Module):
         bias = position.score_bias(q, k, q_positions=q_positions, k_positions=k_positions) if "bias" in hooks else None
         dropout = self.dropout if self.training else 0.0
         if "value" in hooks:
-            out = self._explicit_attention(q, k, v, bias, mask, dropout, position, q_positions, k_positions)
+            causal = self.causal and key_mask is None  # the mask is then the causal one alone
+            out = self._explicit_attention(q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal)
         else:
             if bias is not None or key_mask is not None:
                 # padding can hide every key of a row: an additive finite mask keeps it NaN-free
                 bias = _masked_bias(bias if bias is not None else q.new_zeros(()), mask, q.dtype)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+                if _learned_bias_on_cpu(q, bias, dropout):
+                    # CPU's sdpa has no fused gradient for attn_mask: one autograd node instead
+                    causal = self.causal and key_mask is None
+                    out = attention_with_bias(q, k, v, bias, causal=causal, need_weights=False)[0]
+                else:
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
             elif self.causal and m == n:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
             else:
@@ -77,7 +84,13 @@ class Attention(nn.Module):
         # (b, h, n, head_dim) -> (b, n, dim)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
-    def _explicit_attention(self, q, k, v, bias, mask, dropout, position, q_positions, k_positions):
+    def _explicit_attention(self, q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal=False):
+        if dropout == 0 and q.dtype in (torch.float32, torch.float64):
+            if bias is not None or mask is not None:
+                bias = _masked_bias(bias if bias is not None else q.new_zeros(()), mask, q.dtype)
+            out, weights = attention_with_bias(q, k, v, bias, causal=causal)
+            extra = position.value_term(weights, q_positions=q_positions, k_positions=k_positions)
+            return out if extra is None else out + extra.to(out.dtype)
         logits = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)
         if bias is not None:
             logits = logits + bias.float()
@@ -87,6 +100,16 @@ class Attention(nn.Module):
         out = weights @ v
         extra = position.value_term(weights, q_positions=q_positions, k_positions=k_positions)
         return out if extra is None else out + extra.to(out.dtype)
+
+
+def _learned_bias_on_cpu(q: torch.Tensor, bias: torch.Tensor, dropout: float) -> bool:
+    return (
+        bias.requires_grad
+        and torch.is_grad_enabled()
+        and dropout == 0
+        and q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.float64)
+    )
 
 
 def _masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from posenc.bias.fused import attention_with_bias
+
+
+def reference(q, k, v, bias):
+    """softmax(q k^T / sqrt(d) + bias) v, one (batch, head, query) at a time in float64."""
+    b, h, n, d = q.shape
+    m = k.shape[-2]
+    bias = torch.zeros(()) if bias is None else bias
+    bias = bias.double().expand(b, h, n, m)
+    out = torch.zeros(b, h, n, v.shape[-1], dtype=torch.float64)
+    weights = torch.zeros(b, h, n, m, dtype=torch.float64)
+    for bb in range(b):
+        for hh in range(h):
+            for i in range(n):
+                logits = torch.stack([q[bb, hh, i].double() @ k[bb, hh, j].double() / d**0.5 for j in range(m)])
+                w = torch.softmax(logits + bias[bb, hh, i], dim=0)
+                weights[bb, hh, i] = w
+                out[bb, hh, i] = w @ v[bb, hh].double()
+    return out, weights
+
+
+def causal_bias(shape, n, m):
+    bias = torch.randn(shape, dtype=torch.float64)
+    visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + (m - n)
+    return bias.masked_fill(~visible, torch.finfo(torch.float64).min / 2)
+
+
+CASES = [  # n, m, causal, bias shape (None: no bias)
+    (4, 6, False, (1, 3, 4, 6)),
+    (4, 4, False, (4,)),
+    (5, 5, True, (1, 3, 5, 5)),
+    (5, 8, True, (2, 1, 5, 8)),
+    (7, 7, True, (3, 7, 7)),
+    (4, 5, False, None),
+]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    # causal attention in blocks of 2 query rows, so that the tiny cases cover several blocks
+    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)
+
+
+def make(n, m, causal, shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, n, 5, dtype=torch.float64, generator=gen)
+    k = torch.randn(2, 3, m, 5, dtype=torch.float64, generator=gen)
+    v = torch.randn(2, 3, m, 4, dtype=torch.float64, generator=gen)
+    bias = None
+    if shape is not None:
+        bias = causal_bias(shape, n, m) if causal else torch.randn(shape, dtype=torch.float64, generator=gen)
+    return q, k, v, bias
+
+
+@pytest.mark.parametrize("n,m,causal,shape", CASES)
+def test_equals_reference(small_blocks, n, m, causal, shape):
+    q, k, v, bias = make(n, m, causal, shape)
+    out, weights = attention_with_bias(q, k, v, bias, causal=causal)
+    want_out, want_weights = reference(q, k, v, bias)
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(weights, want_weights)
+    out32, _ = attention_with_bias(q.float(), k.float(), v.float(), None if bias is None else bias.float(), causal=causal)
+    torch.testing.assert_close(out32.double(), want_out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n,m,causal,shape", CASES)
+def test_gradcheck_through_output_and_weights(small_blocks, n, m, causal, shape):
+    q, k, v, bias = make(n, m, causal, shape, seed=1)
+    inputs = [t.requires_grad_() for t in (q, k, v, bias) if t is not None]
+    probe = torch.randn(2, 3, n, m, dtype=torch.float64)
+
+    def both(*args):
+        out, weights = attention_with_bias(*args[:3], args[3] if len(args) > 3 else None, causal=causal)
+        return out, (weights * probe).sum(-1)  # a use of the weights, as a value term makes
+
+    def output_only(*args):
+        b = args[3] if len(args) > 3 else None
+        return attention_with_bias(*args[:3], b, causal=causal, need_weights=False)[0]
+
+    assert torch.autograd.gradcheck(both, inputs)
+    assert torch.autograd.gradcheck(output_only, inputs)
+
+
+def test_weights_only_when_asked():
+    q, k, v, bias = make(3, 3, False, (1, 3, 3, 3))
+    assert attention_with_bias(q, k, v, bias, need_weights=False)[1] is None
+
+
+def test_bad_input():
+    q, k, v, _ = make(3, 4, False, None)
+    with pytest.raises(ValueError, match="bias"):
+        attention_with_bias(q, k, v, torch.zeros(2, 3, 3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`q`, `k`, `v`"):
+        attention_with_bias(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="q"):
+        attention_with_bias(q[0], k, v)
