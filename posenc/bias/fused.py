@@ -40,6 +40,8 @@ def _row_blocks(n: int, m: int, causal: bool) -> list[tuple[int, int, int]]:
 class _AttentionWithBias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, scale, causal, need_weights):
+        # contiguous once, so that every block below is a batched matrix view (no copy per product)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         n, m = q.shape[-2], k.shape[-2]
         blocks = _row_blocks(n, m, causal)
         ctx.bias_shapes = None
@@ -83,8 +85,7 @@ class _AttentionWithBias(torch.autograd.Function):
         q, k, v, out, *weights = ctx.saved_tensors
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
         n, m = q.shape[-2], k.shape[-2]
-        if grad_out is None:
-            grad_out = torch.zeros_like(out)
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
         if grad_weights is not None and grad_weights.numel() == 0:
             grad_weights = None
         grad_q = torch.empty_like(q) if need_q else None

@@ -22,6 +22,18 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
     return k_positions.unsqueeze(-2) - q_positions.unsqueeze(-1)
 
 
+def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
+    """``(..., n + m - 1)`` values by diagonal -> ``(..., n, m)`` with entry ``(i, j)`` the value at
+    index ``j - i + n - 1`` (offset ``j - i`` from ``-(n - 1)`` to ``m - 1``).
+
+    Built from overlapping windows of the vector, so the gradient of the result is summed along its
+    diagonals (``unfold``'s backward) instead of scattered pair by pair.
+    """
+    n = per_diagonal.shape[-1] - m + 1
+    # window w holds offsets w - (n - 1) .. w - (n - 1) + m - 1: the row of query n - 1 - w
+    return per_diagonal.unfold(-1, m, 1).flip(-2)
+
+
 def table_length(needed: int, current: int, *, step: int = 256) -> int:
     """Size of a square ``(L, L)`` cache covering ``needed`` positions: grown in multiples of
     ``step`` so that decoding token by token rebuilds it once every ``step`` tokens, not every token."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, table_length
+from posenc.bias.relative import BiasEncoding, relative_positions, table_length, toeplitz
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_int, check_positive_int, check_tensor
@@ -54,6 +55,11 @@ def t5_relative_bucket(
     return buckets + torch.where(is_small, distance, large)
 
 
+def _diagonal(q_positions: Positions, k_positions: Positions) -> bool:
+    # implicit positions: offsets are constant along the diagonals of the (n, m) grid
+    return q_positions.is_implicit and k_positions.is_implicit and q_positions.n > 0 and k_positions.n > 0
+
+
 @register(
     "t5",
     family="bias",
@@ -89,25 +95,40 @@ class T5RelativeBias(BiasEncoding):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads, device=device, dtype=dtype)
         nn.init.normal_(self.bias.weight, std=0.02)
-        # bucket indices of implicit positions: derived, never saved, rebuilt when too short
-        self.register_buffer("buckets_cached", torch.empty(1, 0, 0, dtype=torch.long, device=device), persistent=False)
+        # bucket of every offset -(L-1) .. L-1 for implicit positions: derived, never saved, rebuilt
+        # (longer) when a longer sequence comes
+        self.register_buffer("buckets_cached", torch.empty(0, dtype=torch.long, device=device), persistent=False)
 
     def buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
-        """``(b | 1, n, m)`` bucket indices; for implicit positions sliced from a cache built once per length."""
-        window = implicit_window(q_positions, k_positions)
-        if window is not None and not torch.compiler.is_compiling():
-            needed = max(q_positions.end, k_positions.end)
-            if needed > self.buckets_cached.shape[-1] or self.buckets_cached.device != self.bias.weight.device:
-                length = table_length(needed, self.buckets_cached.shape[-1])
-                positions = Positions(length)
-                self.buckets_cached = self._bucket(relative_positions(positions, positions).to(self.bias.weight.device))
-            return self.buckets_cached[:, window[0], window[1]]
+        """``(b | 1, n, m)`` bucket indices of every query-key pair."""
+        if _diagonal(q_positions, k_positions):
+            return toeplitz(self._diagonal_buckets(q_positions, k_positions), k_positions.n).unsqueeze(0)
         return self._bucket(relative_positions(q_positions, k_positions).to(self.bias.weight.device))
+
+    def _diagonal_buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """``(n + m - 1,)`` buckets of the offsets ``j - i`` from ``-(n - 1)`` to ``m - 1`` (implicit positions)."""
+        n, m = q_positions.n, k_positions.n
+        gap = k_positions.offset - q_positions.offset  # offset of key j from query i is j - i + gap
+        if torch.compiler.is_compiling():
+            rel = torch.arange(gap - n + 1, gap + m, device=self.bias.weight.device)
+            return self._bucket(rel)
+        needed = max(q_positions.end, k_positions.end)
+        length = (self.buckets_cached.shape[0] + 1) // 2
+        if needed > length or self.buckets_cached.device != self.bias.weight.device:
+            length = table_length(needed, length)
+            self.buckets_cached = self._bucket(torch.arange(-length + 1, length, device=self.bias.weight.device))
+        start = gap - n + 1 + length - 1
+        return self.buckets_cached[start : start + n + m - 1]
 
     def _bucket(self, rel: torch.Tensor) -> torch.Tensor:
         return t5_relative_bucket(rel, bidirectional=not self.causal, num_buckets=self.num_buckets, max_distance=self.max_distance)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        if _diagonal(q_positions, k_positions):
+            # the bias depends on j - i only: one value per diagonal, (h, n + m - 1), spread over the
+            # (n, m) grid; its gradient is summed along the diagonals before reaching the table
+            per_diagonal = F.embedding(self._diagonal_buckets(q_positions, k_positions), self.bias.weight).t()
+            return toeplitz(per_diagonal, k_positions.n).unsqueeze(0)
         # (b | 1, n, m, h) -> (b | 1, h, n, m)
         return self.bias(self.buckets(q_positions, k_positions)).permute(0, 3, 1, 2)
 

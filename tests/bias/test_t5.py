@@ -94,3 +94,18 @@ def test_implicit_buckets_are_cached_and_equal_explicit():
     cached = t5.buckets_cached
     torch.testing.assert_close(t5(1, 8, offset=7), t5(1, 8, q_positions=torch.tensor([7]), k_positions=torch.arange(8)))
     assert t5.buckets_cached is cached and "buckets_cached" not in t5.state_dict()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n,m,offset", [(5, 5, 0), (2, 9, 7), (6, 3, 1)])
+def test_gradient_by_diagonal_equals_per_pair(causal, n, m, offset):
+    # implicit positions sum the gradient along diagonals; explicit ones scatter it pair by pair
+    torch.manual_seed(0)
+    t5 = T5RelativeBias(3, causal=causal, num_buckets=8, max_distance=6).double()
+    probe = torch.randn(1, 3, n, m, dtype=torch.float64)
+    (t5(n, m, offset=offset) * probe).sum().backward()
+    implicit = t5.bias.weight.grad.clone()
+    t5.bias.weight.grad = None
+    q, k = torch.arange(offset, offset + n), torch.arange(m)
+    (t5(n, m, q_positions=q, k_positions=k, offset=offset) * probe).sum().backward()
+    torch.testing.assert_close(implicit, t5.bias.weight.grad)
