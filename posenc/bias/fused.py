@@ -58,6 +58,10 @@ class _AttentionWithBias(torch.autograd.Function):
             logits = torch.matmul(q[..., s:e, :], k[..., :keys, :].transpose(-1, -2)).mul_(scale)
             if bias is not None:
                 logits = logits.add_(bias[..., s:e, :keys])
+            if causal:
+                # row s + r sees keys up to s + r + m - n: the strict upper triangle of the last e - s keys
+                hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
+                logits[..., keys - (e - s) :].masked_fill_(hidden, float("-inf"))
             w = torch.softmax(logits, dim=-1)
             del logits
             if out is None:
@@ -136,9 +140,8 @@ def attention_with_bias(
 
     q: ``(b, h, n, d)``; k: ``(b, h, m, d)``; v: ``(b, h, m, dv)``; bias: broadcastable to
     ``(b, h, n, m)`` (a mask is folded in as a large finite negative value), or None. ``scale``
-    defaults to ``1/sqrt(d)``. ``causal=True`` promises that the bias masks every key after its query
-    (key ``j > i + m - n``, the queries being the last n of the m keys) in every row; those weights are
-    then left at zero without being computed. Returns ``(out (b, h, n, dv), weights (b, h, n, m))``
+    defaults to ``1/sqrt(d)``. ``causal=True`` masks every key after its query (key ``j > i + m - n``,
+    the queries being the last n of the m keys); those weights are left at zero without being computed. Returns ``(out (b, h, n, dv), weights (b, h, n, m))``
     (weights None unless ``need_weights``); gradients flow to q, k, v and the bias, and from the
     weights when the caller uses them. Not twice differentiable.
     """

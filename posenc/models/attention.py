@@ -68,15 +68,16 @@ class Attention(nn.Module):
             causal = self.causal and key_mask is None  # the mask is then the causal one alone
             out = self._explicit_attention(q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal)
         else:
-            if bias is not None or key_mask is not None:
+            if bias is not None and _learned_bias_on_cpu(q, bias, dropout):
+                # CPU's sdpa has no fused gradient for attn_mask: one autograd node, which applies a
+                # causal mask itself
+                causal = self.causal and key_mask is None
+                bias = bias if causal else _masked_bias(bias, mask, q.dtype)
+                out = attention_with_bias(q, k, v, bias, causal=causal, need_weights=False)[0]
+            elif bias is not None or key_mask is not None:
                 # padding can hide every key of a row: an additive finite mask keeps it NaN-free
                 bias = _masked_bias(bias if bias is not None else q.new_zeros(()), mask, q.dtype)
-                if _learned_bias_on_cpu(q, bias, dropout):
-                    # CPU's sdpa has no fused gradient for attn_mask: one autograd node instead
-                    causal = self.causal and key_mask is None
-                    out = attention_with_bias(q, k, v, bias, causal=causal, need_weights=False)[0]
-                else:
-                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
             elif self.causal and m == n:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
             else:
@@ -86,7 +87,7 @@ class Attention(nn.Module):
 
     def _explicit_attention(self, q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal=False):
         if dropout == 0 and q.dtype in (torch.float32, torch.float64):
-            if bias is not None or mask is not None:
+            if not causal and (bias is not None or mask is not None):
                 bias = _masked_bias(bias if bias is not None else q.new_zeros(()), mask, q.dtype)
             out, weights = attention_with_bias(q, k, v, bias, causal=causal)
             extra = position.value_term(weights, q_positions=q_positions, k_positions=k_positions)

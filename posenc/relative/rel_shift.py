@@ -30,7 +30,13 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     if m < n:
         raise ValueError(f"`x` must have m >= n (at least as many distances as queries), got n={n}, m={m}")
     # (..., n, m) -> (..., n, m + 1): a zero column in front of every row
-    padded = F.pad(x, (1, 0))
+    return shift_padded(F.pad(x, (1, 0)))
+
+
+def shift_padded(padded: torch.Tensor) -> torch.Tensor:
+    """:func:`rel_shift` of scores that already carry the zero column in front, ``(..., n, m + 1)``
+    -> ``(..., n, m)``: only views when ``padded`` is contiguous."""
+    *lead, n, m1 = padded.shape
     # (..., n, m + 1) read as (..., m + 1, n); dropping its first row shifts row i left by n - 1 - i
-    shifted = padded.reshape(*lead, m + 1, n)[..., 1:, :]
-    return shifted.reshape(*lead, n, m)
+    shifted = padded.reshape(*lead, m1, n)[..., 1:, :]
+    return shifted.reshape(*lead, n, m1 - 1)

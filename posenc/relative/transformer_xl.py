@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from posenc.bias.relative import relative_positions
@@ -31,7 +32,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_positive_int, check_same_device
 from posenc.input.sinusoidal import sinusoidal
-from posenc.relative.rel_shift import rel_shift
+from posenc.relative.rel_shift import shift_padded
 
 
 def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
@@ -93,25 +94,31 @@ class TransformerXLRelative(PositionEncoding):
 
     def position_scores(self, q: torch.Tensor, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """Terms (b) + (d), unscaled: q ``(b, h, n, d)`` -> ``(b | 1, h, n, m)``."""
+        return self._position_scores(q + self.v.to(q.dtype)[:, None], q_positions, k_positions)
+
+    def _position_scores(self, qv: torch.Tensor, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        """``qv_i . W_R R_{i-j}`` for ``qv = q + v`` (any scale) ``(b, h, n, d)`` -> ``(b | 1, h, n, m)``."""
         n, m = q_positions.n, k_positions.n
-        qv = q + self.v.to(q.dtype)[:, None]  # (b, h, n, d)
         if q_positions.is_implicit and k_positions.is_implicit:
             gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
             # the paper's m distances suffice when causal queries are the last n keys; else n + m - 1
             width = m if self.causal and gap == m - n else n + m - 1
             shift = gap - (width - n)
-            distances = torch.arange(width - 1, -1, -1, device=q.device) + shift
-            table = self.projected(distances).to(q.dtype)  # (width, h, d)
-            # (b, h, n, d) x (width, h, d) -> (b, h, n, width): column c is distance width - 1 - c + shift
-            scores = torch.einsum("bhnd,whd->bhnw", qv, table)
-            return rel_shift(scores)[..., :m]
-        rel = -relative_positions(q_positions, k_positions).to(q.device)  # (b | 1, n, m): i - j
+            distances = torch.arange(width - 1, -1, -1, device=qv.device) + shift
+            table = self.projected(distances).to(qv.dtype)  # (width, h, d)
+            # (width, h, d) -> (h, d, 1 + width) with a zero first column: the product then comes out
+            # already padded the way the relative shift needs, without a copy of the scores
+            table = F.pad(table.permute(1, 2, 0), (1, 0))
+            # (b, h, n, d) @ (h, d, 1 + width) -> (b, h, n, 1 + width): column 1 + c is distance
+            # width - 1 - c + shift
+            return shift_padded(torch.matmul(qv, table))[..., :m]
+        rel = -relative_positions(q_positions, k_positions).to(qv.device)  # (b | 1, n, m): i - j
         if rel.is_floating_point():
             # fractional distances: one table row per pair
-            table = self.projected(rel).to(q.dtype)  # (b | 1, n, m, h, d)
+            table = self.projected(rel).to(qv.dtype)  # (b | 1, n, m, h, d)
             return torch.einsum("bhnd,bnmhd->bhnm", qv, table)
         low, high = int(rel.min()), int(rel.max())
-        table = self.projected(torch.arange(low, high + 1, device=q.device)).to(q.dtype)
+        table = self.projected(torch.arange(low, high + 1, device=qv.device)).to(qv.dtype)
         scores = torch.einsum("bhnd,whd->bhnw", qv, table)  # (b, h, n, distances)
         b, h = scores.shape[:2]
         return scores.gather(-1, (rel - low).unsqueeze(1).expand(b, h, n, m))
@@ -126,8 +133,11 @@ class TransformerXLRelative(PositionEncoding):
                     f"got {tuple(t.shape)}"
                 )
         check_same_device(q=q, k=k, u=self.u)
-        content = torch.einsum("hd,bhmd->bhm", self.u.to(k.dtype), k).unsqueeze(-2)  # (c): (b, h, 1, m)
-        return (self.position_scores(q, q_positions, k_positions) + content) / math.sqrt(self.head_dim)
+        # 1/sqrt(d) applied to the (b, h, n | m, d) factors, not to the (b, h, n, m) scores
+        scale = 1.0 / math.sqrt(self.head_dim)
+        qv = (q + self.v.to(q.dtype)[:, None]) * scale
+        content = torch.matmul(k, self.u.to(k.dtype)[:, :, None] * scale).transpose(-1, -2)  # (c): (b, h, 1, m)
+        return self._position_scores(qv, q_positions, k_positions) + content
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, base={self.base}"

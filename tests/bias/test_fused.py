@@ -1,11 +1,14 @@
+import math
+
 import pytest
 import torch
 
 from posenc.bias.fused import attention_with_bias
 
 
-def reference(q, k, v, bias):
-    """softmax(q k^T / sqrt(d) + bias) v, one (batch, head, query) at a time in float64."""
+def reference(q, k, v, bias, causal=False):
+    """softmax(q k^T / sqrt(d) + bias) v, one (batch, head, query) at a time in float64; causal:
+    query i (the last n of m tokens) sees keys j <= i + m - n."""
     b, h, n, d = q.shape
     m = k.shape[-2]
     bias = torch.zeros(()) if bias is None else bias
@@ -16,16 +19,13 @@ def reference(q, k, v, bias):
         for hh in range(h):
             for i in range(n):
                 logits = torch.stack([q[bb, hh, i].double() @ k[bb, hh, j].double() / d**0.5 for j in range(m)])
-                w = torch.softmax(logits + bias[bb, hh, i], dim=0)
+                logits = logits + bias[bb, hh, i]
+                if causal:
+                    logits[i + m - n + 1 :] = -math.inf
+                w = torch.softmax(logits, dim=0)
                 weights[bb, hh, i] = w
                 out[bb, hh, i] = w @ v[bb, hh].double()
     return out, weights
-
-
-def causal_bias(shape, n, m):
-    bias = torch.randn(shape, dtype=torch.float64)
-    visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + (m - n)
-    return bias.masked_fill(~visible, torch.finfo(torch.float64).min / 2)
 
 
 CASES = [  # n, m, causal, bias shape (None: no bias)
@@ -35,6 +35,7 @@ CASES = [  # n, m, causal, bias shape (None: no bias)
     (5, 8, True, (2, 1, 5, 8)),
     (7, 7, True, (3, 7, 7)),
     (4, 5, False, None),
+    (6, 6, True, None),
 ]
 
 
@@ -51,7 +52,7 @@ def make(n, m, causal, shape, seed=0):
     v = torch.randn(2, 3, m, 4, dtype=torch.float64, generator=gen)
     bias = None
     if shape is not None:
-        bias = causal_bias(shape, n, m) if causal else torch.randn(shape, dtype=torch.float64, generator=gen)
+        bias = torch.randn(shape, dtype=torch.float64, generator=gen)
     return q, k, v, bias
 
 
@@ -59,7 +60,7 @@ def make(n, m, causal, shape, seed=0):
 def test_equals_reference(small_blocks, n, m, causal, shape):
     q, k, v, bias = make(n, m, causal, shape)
     out, weights = attention_with_bias(q, k, v, bias, causal=causal)
-    want_out, want_weights = reference(q, k, v, bias)
+    want_out, want_weights = reference(q, k, v, bias, causal)
     torch.testing.assert_close(out, want_out)
     torch.testing.assert_close(weights, want_weights)
     out32, _ = attention_with_bias(q.float(), k.float(), v.float(), None if bias is None else bias.float(), causal=causal)
@@ -82,6 +83,14 @@ def test_gradcheck_through_output_and_weights(small_blocks, n, m, causal, shape)
 
     assert torch.autograd.gradcheck(both, inputs)
     assert torch.autograd.gradcheck(output_only, inputs)
+
+
+def test_causal_mask_already_in_the_bias_is_harmless(small_blocks):
+    q, k, v, bias = make(5, 7, True, (1, 3, 5, 7))
+    visible = torch.arange(7) <= torch.arange(5).unsqueeze(1) + 2
+    masked = bias.masked_fill(~visible, torch.finfo(torch.float64).min / 2)
+    torch.testing.assert_close(attention_with_bias(q, k, v, masked, causal=True)[0], reference(q, k, v, bias, True)[0])
+    torch.testing.assert_close(attention_with_bias(q, k, v, masked)[0], reference(q, k, v, bias, True)[0])
 
 
 def test_weights_only_when_asked():
