@@ -19,10 +19,11 @@ float64 (tests/relative/test_shaw.py), which also measures the peak memory at n 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
@@ -73,6 +74,110 @@ def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.T
         blocks.append(w.new_zeros(b, h, w.shape[-2], r, dtype=work).scatter_add(-1, idx, w.to(work)))
     buckets = torch.cat(blocks, dim=-2)
     return (buckets @ _table_for_heads(rel_v).to(work)).to(weights.dtype)
+
+
+class OffsetRuns(NamedTuple):
+    """How the clipped offsets of an ``(n, m)`` grid of implicit positions fall along its diagonals.
+
+    Diagonal ``t = j - i + n - 1`` (``0 .. n + m - 2``) holds offset ``j - i + gap``; its table row is
+    ``clip(offset, -k, k) + k``. Read in order the rows are ``lo`` times row 0, rows ``first .. last``
+    once each, then ``hi`` times row ``2k``.
+    """
+
+    n: int
+    m: int
+    rows: int  #: 2k + 1
+    lo: int
+    first: int
+    last: int
+    hi: int
+
+    @staticmethod
+    def of(n: int, m: int, gap: int, max_distance: int) -> OffsetRuns:
+        k = max_distance
+        if k == 0:  # one row for every offset
+            return OffsetRuns(n, m, 1, n + m - 1, 1, 0, 0)
+        low, high = gap - (n - 1), gap + m - 1  # offsets of the first and last diagonal
+        lo = max(0, min(-k, high) - low + 1)  # diagonals clipped to row 0
+        hi = max(0, high - max(k, low) + 1)  # ... to row 2k
+        first, last = max(low, -k) + k + (lo > 0), min(high, k) + k - (hi > 0)
+        return OffsetRuns(n, m, 2 * k + 1, lo, first, last, hi)
+
+
+def _skew(by_diagonal: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """``(..., n, n + m - 1)`` contiguous -> ``(..., n, m)`` view with entry ``(i, j)`` at column
+    ``j - i + n - 1`` of row i (rows read with a stride one shorter)."""
+    if n == 1:
+        return by_diagonal
+    width = n + m - 1
+    flat = by_diagonal.flatten(-2)[..., n - 1 : n - 1 + n * (width - 1)]
+    return flat.unflatten(-1, (n, width - 1))[..., :m]
+
+
+def _expand(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """``(..., n, 2k + 1)`` -> ``(..., n, m)``: entry ``(i, j)`` is column ``clip(j - i + gap) + k`` of row i."""
+    lead = per_row.shape[:-1]
+    pieces = []
+    if runs.lo:
+        pieces.append(per_row[..., :1].expand(*lead, runs.lo))
+    if runs.last >= runs.first:
+        pieces.append(per_row[..., runs.first : runs.last + 1])
+    if runs.hi:
+        pieces.append(per_row[..., -1:].expand(*lead, runs.hi))
+    # (..., n, n + m - 1): the value of every diagonal, the same in every row, then read skewed
+    return _skew(torch.cat(pieces, dim=-1), runs.n, runs.m)
+
+
+def _reduce(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """``(..., n, m)`` -> ``(..., n, 2k + 1)``: column c of row i sums the entries of row i whose clipped
+    offset is row c (the adjoint of :func:`_expand`)."""
+    lead = grid.shape[:-2]
+    width = runs.n + runs.m - 1
+    by_diagonal = grid.new_zeros(*lead, runs.n, width)
+    _skew(by_diagonal, runs.n, runs.m).copy_(grid)
+    out = grid.new_zeros(*lead, runs.n, runs.rows)
+    if runs.lo:
+        out[..., 0] = by_diagonal[..., : runs.lo].sum(-1)
+    if runs.last >= runs.first:
+        out[..., runs.first : runs.last + 1] = by_diagonal[..., runs.lo : width - runs.hi]
+    if runs.hi:
+        out[..., -1] = by_diagonal[..., width - runs.hi :].sum(-1)
+    return out
+
+
+class _ExpandOffsets(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, per_row, runs):
+        ctx.runs = runs
+        return _expand(per_row, runs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return _reduce(grad, ctx.runs), None
+
+
+class _ReduceOffsets(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grid, runs):
+        ctx.runs = runs
+        return _reduce(grid, runs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return _expand(grad.contiguous(), ctx.runs), None
+
+
+def expand_offsets(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """Differentiable ``(..., n, 2k + 1) -> (..., n, m)`` spread of per-offset values over the grid of
+    implicit positions described by ``runs`` (a strided view; its gradient sums by offset)."""
+    return _ExpandOffsets.apply(per_row, runs)
+
+
+def reduce_offsets(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """Differentiable ``(..., n, m) -> (..., n, 2k + 1)`` sum of each row's entries by clipped offset."""
+    return _ReduceOffsets.apply(grid, runs)
 
 
 def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, heads: int) -> None:
@@ -193,8 +298,20 @@ class ShawRelativePosition(PositionEncoding):
         """``(b | 1, n, m)`` int64 table rows ``clip(k_pos - q_pos, -k, k) + k``."""
         return clipped_offsets(relative_positions(q_positions, k_positions).to(device), self.max_distance)
 
+    def _runs(self, q_positions: Positions, k_positions: Positions) -> OffsetRuns | None:
+        # implicit positions: offsets constant along diagonals, no (n, m) index needed
+        if q_positions.is_implicit and k_positions.is_implicit and q_positions.n > 0 and k_positions.n > 0:
+            gap = k_positions.offset - q_positions.offset
+            return OffsetRuns.of(q_positions.n, k_positions.n, gap, self.max_distance)
+        return None
+
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """q ``(b, h, n, head_dim)`` -> ``q_i . a^K_ij / sqrt(head_dim)``, ``(b, h, n, m)``."""
+        runs = self._runs(q_positions, k_positions)
+        if runs is not None:
+            # (b, h, n, d) @ (h | 1, d, 2k + 1) -> (b, h, n, 2k + 1), scaled on the small table
+            table = _table_for_heads(self.rel_k).to(q.dtype) / math.sqrt(self.head_dim)
+            return expand_offsets(q @ table.transpose(-1, -2), runs)
         index = self.index(q_positions, k_positions, q.device)
         return key_offset_scores(q, self.rel_k, index) / math.sqrt(self.head_dim)
 
@@ -202,6 +319,11 @@ class ShawRelativePosition(PositionEncoding):
         """weights ``(b, h, n, m)`` -> ``sum_j w_ij a^V_ij``, ``(b, h, n, head_dim)``."""
         if self.rel_v is None:
             return None
+        runs = self._runs(q_positions, k_positions)
+        if runs is not None:
+            work = torch.promote_types(weights.dtype, torch.float32)  # bucket sums of half weights in float32
+            buckets = reduce_offsets(weights.to(work), runs)  # (b, h, n, 2k + 1)
+            return (buckets @ _table_for_heads(self.rel_v).to(work)).to(weights.dtype)
         return value_offset_sums(weights, self.rel_v, self.index(q_positions, k_positions, weights.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:

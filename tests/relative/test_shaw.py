@@ -226,3 +226,36 @@ def test_peak_memory_is_far_below_the_naive_form():
     extra, extra_half = shaw - plain, shaw_half - plain_half
     assert 0 < extra < 2.5 * extra_half
     assert extra < 0.5 * n * n * 4  # under half of one (n, m) float32 matrix
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (1, 4), (3, 2), (4, 6), (5, 5)])
+@pytest.mark.parametrize("gap", [-6, -1, 0, 2, 5])
+@pytest.mark.parametrize("kmax", [0, 1, 2])
+def test_offset_expand_and_reduce_equal_gather_and_scatter(n, m, gap, kmax):
+    # the diagonal-run forms used for implicit positions against a per-pair index
+    from posenc.relative.shaw import OffsetRuns, expand_offsets, reduce_offsets
+
+    runs = OffsetRuns.of(n, m, gap, kmax)
+    index = ((torch.arange(m) - torch.arange(n).unsqueeze(1) + gap).clamp(-kmax, kmax) + kmax).expand(2, n, m)
+    per_row = torch.randn(2, n, 2 * kmax + 1, dtype=torch.float64, requires_grad=True)
+    grid = torch.randn(2, n, m, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(expand_offsets(per_row, runs), per_row.gather(-1, index))
+    want = torch.zeros(2, n, 2 * kmax + 1, dtype=torch.float64).scatter_add(-1, index, grid)
+    torch.testing.assert_close(reduce_offsets(grid, runs), want)
+    assert torch.autograd.gradcheck(lambda p: expand_offsets(p, runs), (per_row,))
+    assert torch.autograd.gradcheck(lambda g: reduce_offsets(g, runs), (grid,))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradients_of_implicit_and_explicit_positions_agree(causal):
+    # implicit positions take the diagonal-run path, explicit ones the per-pair index
+    torch.manual_seed(0)
+    model = Transformer(11, 12, 1, 3, position="shaw", max_distance=2, causal=causal).double()
+    tokens = torch.randint(0, 11, (2, 7))
+    grads = []
+    for positions in (None, torch.arange(7)):
+        model.zero_grad()
+        model(tokens, positions=positions).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
