@@ -78,9 +78,10 @@ class _AttentionWithBias(torch.autograd.Function):
         elif len(blocks) == 1:
             all_weights = weights[0]
         else:
-            all_weights = q.new_zeros(*q.shape[:-1], m)
+            all_weights = q.new_empty(*q.shape[:-1], m)
             for (s, e, keys), w in zip(blocks, weights):
                 all_weights[..., s:e, :keys] = w
+                all_weights[..., s:e, keys:] = 0
         return out, all_weights
 
     @staticmethod
@@ -98,7 +99,7 @@ class _AttentionWithBias(torch.autograd.Function):
         grad_bias = None
         if need_bias:
             shape, full = ctx.bias_shapes
-            grad_bias = q.new_zeros(*full[:2], n, m)
+            grad_bias = q.new_empty(*full[:2], n, m)  # every block writes its rows, zeros past its keys
         if grad_weights is None:
             # sum_j w_ij (grad_out_i . v_j) = grad_out_i . out_i: a (b, h, n) product, not (b, h, n, m)
             delta = (grad_out * out).sum(-1, keepdim=True)
@@ -117,6 +118,7 @@ class _AttentionWithBias(torch.autograd.Function):
             grad_logits = grad_w.sub_(block_delta).mul_(w)
             if need_bias:
                 grad_bias[..., s:e, :keys] = grad_logits.sum_to_size(*full[:2], e - s, keys)
+                grad_bias[..., s:e, keys:] = 0
             if need_q:
                 grad_q[..., s:e, :] = torch.matmul(grad_logits, k[..., :keys, :]).mul_(ctx.scale)
             if need_k:

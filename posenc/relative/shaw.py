@@ -22,6 +22,7 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -132,9 +133,12 @@ def _reduce(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     """``(..., n, m)`` -> ``(..., n, 2k + 1)``: column c of row i sums the entries of row i whose clipped
     offset is row c (the adjoint of :func:`_expand`)."""
     lead = grid.shape[:-2]
-    width = runs.n + runs.m - 1
-    by_diagonal = grid.new_zeros(*lead, runs.n, width)
-    _skew(by_diagonal, runs.n, runs.m).copy_(grid)
+    n, m = runs.n, runs.m
+    width = n + m - 1
+    # (..., n, m) -> (..., n, (n - 1) + m + (n - 1)) in one pass; read with a row stride one longer,
+    # row i starts n - 1 - i columns left of its first entry: the (..., n, n + m - 1) grid by diagonal
+    padded = F.pad(grid, (n - 1, n - 1)).flatten(-2)
+    by_diagonal = padded.as_strided((*lead, n, width), (*padded.stride()[:-1], m + 2 * n - 1, 1), padded.storage_offset())
     out = grid.new_zeros(*lead, runs.n, runs.rows)
     if runs.lo:
         out[..., 0] = by_diagonal[..., : runs.lo].sum(-1)
