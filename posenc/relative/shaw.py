@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from posenc.bias.fused import attention_with_bias
 from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
@@ -227,27 +228,106 @@ def shaw_attention(
     if rel_v is not None:
         _check_table("rel_v", rel_v, max_distance, v.shape[-1], h)
 
-    def rows_index(s: int) -> torch.Tensor:
-        # (1, rows, m) table rows for queries s .. s + ROW_BLOCK - 1, which sit at key index i + m - n
-        rows = Positions(min(ROW_BLOCK, n - s), s + m - n)
-        return clipped_offsets(relative_positions(rows, Positions(m)).to(q.device), max_distance)
+    scale = 1.0 / math.sqrt(d)
+    # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)
+    per_row = q @ (_table_for_heads(rel_k).to(q.dtype) * scale).transpose(-1, -2)
+    gap = n - m  # offset of key j from query i (which sits at key index i + m - n) is j - i + gap
+    tables = (q, k, v, rel_k) if rel_v is None else (q, k, v, rel_k, rel_v)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+        # differentiable: the full (n, m) bias by diagonal runs inside one attention node
+        runs = OffsetRuns.of(n, m, gap, max_distance)
+        bias = expand_offsets(per_row, runs)
+        out, weights = attention_with_bias(q, k, v, bias, scale=scale, causal=causal, need_weights=rel_v is not None)
+        if rel_v is None:
+            return out
+        work = torch.promote_types(weights.dtype, torch.float32)
+        return out + (reduce_offsets(weights.to(work), runs) @ _table_for_heads(rel_v).to(work)).to(out.dtype)
+    with torch.no_grad():
+        return _shaw_blocks(q, k, v, per_row, rel_v, max_distance, causal, scale)
 
-    logits = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+
+def _shaw_blocks(q, k, v, per_row, rel_v, max_distance: int, causal: bool, scale: float) -> torch.Tensor:
+    """Inference form of :func:`shaw_attention`, ``ROW_BLOCK`` query rows at a time.
+
+    Softmax ignores a constant added to a row, so the key term adds ``a^K_c - a^K_0`` only: nothing
+    on the far-left offsets (row 0), one value per diagonal on the ``2k - 1`` band offsets, one per
+    row on the far right (row 2k), which causal attention masks anyway. The value term needs only the
+    weight on each band diagonal and on the far right; the far left has the rest of the row's weight
+    (the weights sum to one).
+    """
+    b, h, n, _ = q.shape
+    m, kmax, gap = k.shape[-2], max_distance, q.shape[-2] - k.shape[-2]
+    per_row = per_row - per_row[..., :1]  # row constants do not change the weights
+    table_v = None if rel_v is None else _table_for_heads(rel_v).to(torch.promote_types(v.dtype, torch.float32))
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    keys_t = k.transpose(-1, -2)
     for s in range(0, n, ROW_BLOCK):
-        # the key term, added block by block so no (n, m) index or gather is held at once
-        rows = slice(s, s + ROW_BLOCK)
-        logits[..., rows, :] += key_offset_scores(q[..., rows, :], rel_k, rows_index(s)) / math.sqrt(d)
-    if causal:
-        i = torch.arange(n, device=q.device).unsqueeze(1) + (m - n)
-        logits = logits.masked_fill(torch.arange(m, device=q.device) > i, float("-inf"))
-    weights = logits.softmax(dim=-1)
-    out = weights @ v
-    if rel_v is not None:
-        blocks = [
-            value_offset_sums(weights[..., s : s + ROW_BLOCK, :], rel_v, rows_index(s)) for s in range(0, n, ROW_BLOCK)
-        ]
-        out = out + torch.cat(blocks, dim=-2)
+        e = min(s + ROW_BLOCK, n)
+        logits = torch.matmul(q[..., s:e, :], keys_t).mul_(scale)  # (b, h, rows, m)
+        block_rows = per_row[..., s:e, :]
+        if kmax > 0:
+            for view, rows, c in _band(logits, s, gap, kmax):
+                view.add_(block_rows[..., rows, c])
+            if not causal:  # causal attention masks the far right
+                for cols, weight in _far_right(logits, s, gap, kmax):
+                    logits[..., cols] += block_rows[..., -1:] * weight
+        if causal:
+            # query i sees keys up to i - gap: columns from e - gap on are hidden for every row
+            logits[..., e - gap :] = float("-inf")
+            hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
+            logits[..., s - gap : e - gap].masked_fill_(hidden, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
+        del logits
+        block = torch.matmul(weights, v)
+        if table_v is not None:
+            mass = weights.new_zeros(*weights.shape[:-1], 2 * kmax + 1, dtype=table_v.dtype)
+            if kmax > 0:
+                for view, rows, c in _band(weights, s, gap, kmax):
+                    mass[..., rows, c] = view
+                if not causal:  # causal attention gives the far right no weight
+                    for cols, weight in _far_right(weights, s, gap, kmax):
+                        mass[..., -1] += (weights[..., cols] * weight).sum(-1, dtype=mass.dtype)
+            mass[..., 0] = 1 - mass[..., 1:].sum(-1)
+            block = block + (mass @ table_v).to(block.dtype)
+        out[..., s:e, :] = block
     return out
+
+
+def _band(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[torch.Tensor, slice, slice | int]]:
+    """The band offsets ``-k < j - i + gap < k`` of rows ``s ..`` (a block) of an ``(..., rows, m)`` grid:
+    ``(view, rows, table rows)`` such that ``view`` matches ``per_row[..., rows, table rows]``. One
+    strided ``(..., rows, 2k - 1)`` view when every row has all of them, else one diagonal per offset."""
+    rows, m = grid.shape[-2:]
+    low, high = 1 - kmax - gap, kmax - 1 - gap  # key minus query index of the first and last band offset
+    if s + low >= 0 and s + rows - 1 + high <= m - 1 and grid.is_contiguous():
+        # entry (r, t) at column s + r + low + t: a row stride one longer than the grid's
+        strides = (*grid.stride()[:-2], m + 1, 1)
+        view = grid.as_strided((*grid.shape[:-2], rows, 2 * kmax - 1), strides, grid.storage_offset() + s + low)
+        return [(view, slice(None), slice(1, 2 * kmax))]
+    views = []
+    for c in range(1, 2 * kmax):
+        offset = s + c - kmax - gap  # column minus local row along this diagonal
+        first, last = max(0, -offset), min(rows, m - offset)  # the local rows that have it
+        if last > first:
+            views.append((torch.diagonal(grid, offset, -2, -1), slice(first, last), c))
+    return views
+
+
+def _far_right(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[slice, torch.Tensor | float]]:
+    """Columns of the offsets ``j - i + gap >= k`` in rows ``s ..`` of an ``(..., rows, m)`` grid:
+    ``(columns, weight)`` pairs, weight 1 where every row has them, else a ``(rows, columns)`` 0/1 mask."""
+    rows, m = grid.shape[-2:]
+    start = s + kmax - gap  # first such column of row s; row s + r starts r later
+    parts: list[tuple[slice, torch.Tensor | float]] = []
+    full = max(start + rows - 1, 0)
+    if full < m:
+        parts.append((slice(full, m), 1.0))
+    lo, hi = max(start, 0), min(start + rows - 1, m)
+    if hi > lo:
+        cols = torch.arange(lo, hi, device=grid.device)
+        mask = (torch.arange(rows, device=grid.device).unsqueeze(1) + start <= cols).to(grid.dtype)
+        parts.append((slice(lo, hi), mask))
+    return parts
 
 
 @register(
