@@ -39,10 +39,17 @@ def sinusoidal(
     positions = check_positions("positions", positions)
     out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
     theta = reduced_angles(positions, inverse_frequencies(dim, base, device=positions.device), dtype=out_dtype)
-    sin, cos = theta.sin(), theta.cos()
-    # (*p, dim/2, 2) -> (*p, dim) for sin/cos pairs; (*p, 2, dim/2) -> (*p, dim) for halves
-    table = torch.stack((sin, cos), dim=-1) if interleaved else torch.stack((sin, cos), dim=-2)
-    return table.flatten(-2)
+    if theta.requires_grad and torch.is_grad_enabled():
+        sin, cos = theta.sin(), theta.cos()
+        # (*p, dim/2, 2) -> (*p, dim) for sin/cos pairs; (*p, 2, dim/2) -> (*p, dim) for halves
+        table = torch.stack((sin, cos), dim=-1) if interleaved else torch.stack((sin, cos), dim=-2)
+        return table.flatten(-2)
+    # without autograd, sin and cos are written straight into their places in the table
+    table = theta.new_empty(*theta.shape[:-1], dim)
+    pairs = table.unflatten(-1, (dim // 2, 2)) if interleaved else table.unflatten(-1, (2, dim // 2))
+    torch.sin(theta, out=pairs[..., 0] if interleaved else pairs[..., 0, :])
+    torch.cos(theta, out=pairs[..., 1] if interleaved else pairs[..., 1, :])
+    return table
 
 
 @register(
