@@ -264,3 +264,43 @@ def shaw_case(n: int, *, heads: int = 4, d: int = 64, max_distance: int = 16, na
         memory=True,
         skip={} if n <= naive_limit else {"naive (n, m, d) tables": f"its two tables alone take {naive_bytes / 2**30:.1f} GiB"},
     )
+
+
+def transformer_xl_case(n: int, *, heads: int = 4, d: int = 64, naive_limit: int = 512, device="cpu") -> Case:
+    """Transformer-XL's relative attention (terms (a)-(d)) against attention with no encoding and the
+    naive form with ``W_R R_{i-j}`` materialised for every pair, ``(n, m, h, d)``; time and peak
+    memory, no gradient."""
+    from posenc.relative.transformer_xl import TransformerXLRelative
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(3))
+    torch.manual_seed(0)
+    xl = TransformerXLRelative(heads * d, heads, d, device=device)
+    pos = Positions(n)
+
+    def ours():
+        bias = xl.score_bias(q, k, q_positions=pos, k_positions=pos)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+    def naive():
+        # every pair's projected relative embedding, (n, m, h, d)
+        distances = torch.arange(n, device=device).unsqueeze(1) - torch.arange(n, device=device)
+        table = xl.projected(distances)
+        qv = q + xl.v[:, None]
+        scores = torch.einsum("bhnd,nmhd->bhnm", qv, table) + torch.einsum("hd,bhmd->bhm", xl.u, k).unsqueeze(-2)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=scores / d**0.5)
+
+    naive_bytes = n * n * heads * d * 4
+    return Case(
+        f"transformer_xl attention n{n} h{heads} d{d}",
+        "attention, no encoding",
+        {
+            "attention, no encoding": lambda: _no_grad(lambda: F.scaled_dot_product_attention(q, k, v)),
+            "posenc transformer_xl": lambda: _no_grad(ours),
+            "naive (n, m, h, d) table": lambda: _no_grad(naive),
+        },
+        agree_with={"naive (n, m, h, d) table": "posenc transformer_xl"},
+        atol=1e-4,
+        memory=True,
+        skip={} if n <= naive_limit else {"naive (n, m, h, d) table": f"its table alone takes {naive_bytes / 2**30:.1f} GiB"},
+    )

@@ -7,7 +7,16 @@ from collections.abc import Callable
 
 import torch
 
-from posenc.bench.cases import Case, Row, bias_cases, rope_case, shaw_case, sinusoidal_case, training_step_case
+from posenc.bench.cases import (
+    Case,
+    Row,
+    bias_cases,
+    rope_case,
+    shaw_case,
+    sinusoidal_case,
+    training_step_case,
+    transformer_xl_case,
+)
 from posenc.core.registry import available
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
@@ -22,6 +31,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
         cases += bias_cases(4, 256, device)
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
+        cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         cases = [rope_case(4, 8, 2048, 64, torch.float32, device), rope_case(4, 8, 2048, 64, torch.bfloat16, device)]
@@ -32,6 +42,8 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         ]
         cases += bias_cases(8, 2048, device)
         cases += [shaw_case(n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
+        lengths = (512, 1024, 2048, 4096)
+        cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
     return cases
