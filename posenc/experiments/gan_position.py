@@ -139,13 +139,13 @@ def feature_extractor() -> FeatureNet:
             torch.manual_seed(FEATURE_SEED)
             net = FeatureNet()
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        offset, scale = _TARGET_OFFSET, _TARGET_SCALE
-        for _ in range(FEATURE_STEPS):
-            images, params = toy_batch(64, generator)
-            loss = F.mse_loss(net.head(net(images)), (params - offset) / scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with torch.enable_grad():  # callers may hold no_grad
+            for _ in range(FEATURE_STEPS):
+                images, params = toy_batch(64, generator)
+                loss = F.mse_loss(net.head(net(images)), (params - _TARGET_OFFSET) / _TARGET_SCALE)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
         _EXTRACTOR[FEATURE_SEED] = net.eval().requires_grad_(False)
     return _EXTRACTOR[FEATURE_SEED]
 
