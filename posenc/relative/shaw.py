@@ -8,12 +8,17 @@ Two learned tables ``a^K`` and ``a^V`` of ``2k + 1`` vectors are indexed by the 
 ``k = 16`` by default (the survey's value). Shaw et al. share the tables across heads
 (``tables="shared"``); ``tables="per_head"`` gives each head its own.
 
-Memory: the naive form materialises ``a^K_ij`` for every pair, ``(n, m, d)``. Here the key term is
-``q @ a^K^T`` (``(n, 2k + 1)``) gathered by offset, and the value term sums the attention weights of
-each offset into ``2k + 1`` buckets before one product with ``a^V``; both work on blocks of query
-rows, so beyond the ``(n, m)`` logits and weights of ordinary attention the extra memory is linear
-in the sequence length. Verified against the naive ``(n, m, d)`` transcription of equations 3-5 in
-float64 (tests/relative/test_shaw.py), which also measures the peak memory at n = 2048.
+Memory and time: the naive form materialises ``a^K_ij`` for every pair, ``(n, m, d)``. Here the
+key term is ``q @ a^K^T`` (``(n, 2k + 1)``) spread over the pairs by offset, and the value term sums
+the attention weights of each offset into ``2k + 1`` buckets before one product with ``a^V``. With
+implicit positions the offset is constant along each diagonal of the ``(n, m)`` grid, so the spread
+and the sums run along diagonals (:func:`expand_offsets`, :func:`reduce_offsets`) instead of
+through an ``(n, m)`` index. Inference (:func:`shaw_attention` without gradients) works on blocks
+of query rows and touches only what changes the softmax: the ``2k - 1`` band diagonals and the
+far-right offsets (a constant per row is dropped), so its extra memory is linear in the sequence
+length and it never holds the full ``(n, m)`` logits. Verified against the naive ``(n, m, d)``
+transcription of equations 3-5 in float64, with gradients by ``gradcheck``
+(tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_choice, check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
-#: Query rows processed at once by the gather and the bucket sums (bounds their temporaries).
+#: Query rows processed at once by inference and by the per-pair bucket sums (bounds their temporaries).
 ROW_BLOCK = 128
 
 
