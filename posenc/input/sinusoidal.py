@@ -39,7 +39,7 @@ def sinusoidal(
     positions = check_positions("positions", positions)
     out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
     theta = reduced_angles(positions, inverse_frequencies(dim, base, device=positions.device), dtype=out_dtype)
-    if theta.requires_grad and torch.is_grad_enabled():
+    if (theta.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         sin, cos = theta.sin(), theta.cos()
         # (*p, dim/2, 2) -> (*p, dim) for sin/cos pairs; (*p, 2, dim/2) -> (*p, dim) for halves
         table = torch.stack((sin, cos), dim=-1) if interleaved else torch.stack((sin, cos), dim=-2)
