@@ -62,9 +62,17 @@ class Attention(nn.Module):
             k, v = cache.extend(layer, k, v)
         m = k.shape[-2]
         mask = attention_mask(n, m, causal=self.causal, key_mask=key_mask, device=x.device)
-        bias = position.score_bias(q, k, q_positions=q_positions, k_positions=k_positions) if "bias" in hooks else None
         dropout = self.dropout if self.training else 0.0
-        if "value" in hooks:
+        fused = None
+        if "value" in hooks and key_mask is None and dropout == 0 and hasattr(position, "fused_attention"):
+            # an encoding may compute its bias and value terms inside one attention (None: not here)
+            fused = position.fused_attention(q, k, v, q_positions=q_positions, k_positions=k_positions, causal=self.causal)
+        bias = None
+        if "bias" in hooks and fused is None:
+            bias = position.score_bias(q, k, q_positions=q_positions, k_positions=k_positions)
+        if fused is not None:
+            out = fused
+        elif "value" in hooks:
             causal = self.causal and key_mask is None  # the mask is then the causal one alone
             out = self._explicit_attention(q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal)
         else:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from posenc.bias.fused import attention_with_bias
+from posenc.bias.fused import _row_blocks, attention_with_bias
 from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
@@ -335,6 +335,116 @@ def _far_right(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[sl
     return parts
 
 
+def _band_values(grid: torch.Tensor, s: int, gap: int, kmax: int, out: torch.Tensor) -> None:
+    """Write the band entries of rows ``s ..`` of ``grid`` ``(..., rows, keys)`` into columns 1 .. 2k - 1
+    of ``out`` ``(..., rows, 2k + 1)`` and the far-right sums into its last column."""
+    for view, rows, c in _band(grid, s, gap, kmax):
+        out[..., rows, c] = view
+    for cols, weight in _far_right(grid, s, gap, kmax):
+        part = grid[..., cols] if isinstance(weight, float) else grid[..., cols] * weight
+        out[..., -1] += part.sum(-1, dtype=out.dtype)
+
+
+def _add_band(grid: torch.Tensor, s: int, gap: int, kmax: int, per_row: torch.Tensor) -> None:
+    """Add ``per_row[..., c] - per_row[..., 0]`` ``(..., rows, 2k + 1)`` at every entry of offset row
+    c >= 1 of rows ``s ..`` of ``grid`` (the row-0 value is a constant per row, left out)."""
+    for view, rows, c in _band(grid, s, gap, kmax):
+        base = per_row[..., rows, 0]
+        view.add_(per_row[..., rows, c] - (base if isinstance(c, int) else base.unsqueeze(-1)))
+    for cols, weight in _far_right(grid, s, gap, kmax):
+        grid[..., cols] += (per_row[..., -1:] - per_row[..., :1]) * weight
+
+
+class _ShawAttention(torch.autograd.Function):
+    """Shaw et al.'s attention with both tables for implicit positions, in blocks of query rows.
+
+    Only what changes the softmax is formed: a constant per row is dropped from the key term, so it
+    touches the ``2k - 1`` band diagonals and the far-right offsets; the value term's weight per
+    offset is read the same way (the far left has the rest of each row's weight). The backward
+    uses the same two facts for the gradients (the rows of the logits' gradient sum to zero).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel_k, rel_v, gap, max_distance, causal, scale):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        n, m, kmax = q.shape[-2], k.shape[-2], max_distance
+        table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
+        per_row = q @ (table_k * scale).transpose(-1, -2)  # (b, h, n, 2k + 1)
+        blocks = _row_blocks(n, m, causal)
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        mass = q.new_zeros(*q.shape[:-1], 2 * kmax + 1)  # weight on each offset row
+        weights = []
+        for s, e, keys in blocks:
+            logits = torch.matmul(q[..., s:e, :], k[..., :keys, :].transpose(-1, -2)).mul_(scale)
+            if kmax > 0:
+                _add_band(logits, s, gap, kmax, per_row[..., s:e, :])
+            if causal:  # row s + r sees keys up to s + r + m - n: the last e - s columns hide a triangle
+                hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
+                logits[..., keys - (e - s) :].masked_fill_(hidden, float("-inf"))
+            w = torch.softmax(logits, dim=-1)
+            del logits
+            block_mass = mass[..., s:e, :]
+            if kmax > 0:
+                _band_values(w, s, gap, kmax, block_mass)
+            block_mass[..., 0] = 1 - block_mass[..., 1:].sum(-1)
+            out[..., s:e, :] = torch.matmul(w, v[..., :keys, :]) + block_mass @ table_v
+            weights.append(w)
+        ctx.save_for_backward(q, k, v, rel_k, rel_v, out, mass, *weights)
+        ctx.blocks, ctx.gap, ctx.kmax, ctx.scale = blocks, gap, kmax, scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        q, k, v, rel_k, rel_v, out, mass, *weights = ctx.saved_tensors
+        gap, kmax, scale = ctx.gap, ctx.kmax, ctx.scale
+        grad = grad.contiguous()
+        table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        # gradient of the weights: grad_i . (v_j + a^V_c); a^V_0 is a constant per row, dropped
+        grad_rows = grad @ table_v.transpose(-1, -2)  # (b, h, n, 2k + 1)
+        delta = (grad * out).sum(-1, keepdim=True) - grad_rows[..., :1]  # sum_j w_ij (dropped form)
+        logit_mass = q.new_zeros(*q.shape[:-1], 2 * kmax + 1)  # gradient of the logits per offset row
+        for (s, e, keys), w in zip(ctx.blocks, weights):
+            g = grad[..., s:e, :]
+            grad_v[..., :keys, :] += torch.matmul(w.transpose(-1, -2), g)
+            grad_w = torch.matmul(g, v[..., :keys, :].transpose(-1, -2))
+            if kmax > 0:
+                _add_band(grad_w, s, gap, kmax, grad_rows[..., s:e, :])
+            grad_logits = grad_w.sub_(delta[..., s:e, :]).mul_(w)  # softmax backward, in place
+            grad_q[..., s:e, :] = torch.matmul(grad_logits, k[..., :keys, :])
+            grad_k[..., :keys, :] += torch.matmul(grad_logits.transpose(-1, -2), q[..., s:e, :]).mul_(scale)
+            block = logit_mass[..., s:e, :]
+            if kmax > 0:
+                _band_values(grad_logits, s, gap, kmax, block)
+            block[..., 0] = -block[..., 1:].sum(-1)  # each row of grad_logits sums to zero
+        # the key term q_i . a^K_c * scale: its gradient through the offset rows
+        grad_q = grad_q.add_(logit_mass @ table_k).mul_(scale)
+        grad_rel_k = torch.einsum("bhnr,bhnd->hrd", logit_mass, q) * scale
+        grad_rel_v = torch.einsum("bhnr,bhnd->hrd", mass, grad)
+        if rel_k.ndim == 2:
+            grad_rel_k, grad_rel_v = grad_rel_k.sum(0), grad_rel_v.sum(0)
+        return grad_q, grad_k, grad_v, grad_rel_k.to(rel_k.dtype), grad_rel_v.to(rel_v.dtype), None, None, None, None
+
+
+def shaw_attention_implicit(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_k: torch.Tensor,
+    rel_v: torch.Tensor,
+    *,
+    gap: int,
+    max_distance: int,
+    causal: bool,
+) -> torch.Tensor:
+    """Differentiable Shaw attention with both tables when key j's offset from query i is
+    ``j - i + gap`` (implicit positions); ``causal`` hides keys ``j > i + m - n``. Shapes as
+    :func:`shaw_attention`; inputs unchecked (the callers check them)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    return _ShawAttention.apply(q, k, v, rel_k, rel_v, int(gap), int(max_distance), bool(causal), scale)
+
+
 @register(
     "shaw",
     family="relative",
@@ -403,6 +513,20 @@ class ShawRelativePosition(PositionEncoding):
             return expand_offsets(q @ table.transpose(-1, -2), runs)
         index = self.index(q_positions, k_positions, q.device)
         return key_offset_scores(q, self.rel_k, index) / math.sqrt(self.head_dim)
+
+    def fused_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_positions: Positions, k_positions: Positions, causal: bool
+    ) -> torch.Tensor | None:
+        """The whole attention with both tables, ``(b, h, n, head_dim)``, for implicit positions in
+        float32/float64 (None otherwise: the caller then uses :meth:`score_bias` and :meth:`value_term`).
+        ``causal`` hides keys ``j > i + m - n``."""
+        runs = self._runs(q_positions, k_positions)
+        if runs is None or self.rel_v is None or q.dtype not in (torch.float32, torch.float64):
+            return None
+        gap = k_positions.offset - q_positions.offset
+        return shaw_attention_implicit(
+            q, k, v, self.rel_k, self.rel_v, gap=gap, max_distance=self.max_distance, causal=causal
+        )
 
     def value_term(self, weights, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor | None:
         """weights ``(b, h, n, m)`` -> ``sum_j w_ij a^V_ij``, ``(b, h, n, head_dim)``."""

@@ -284,3 +284,29 @@ def test_functional_gradcheck(causal):
         inference = shaw_attention(*inputs, max_distance=2, causal=causal)
     torch.testing.assert_close(shaw_attention(*inputs, max_distance=2, causal=causal).detach(), inference)
     torch.testing.assert_close(inference, naive_shaw(*[t.detach() for t in inputs], 2, causal))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n,m,per_head,kmax", [(5, 5, False, 2), (4, 7, True, 1), (6, 6, False, 0), (3, 8, True, 3)])
+def test_fused_attention_equals_naive_with_exact_gradients(monkeypatch, causal, n, m, per_head, kmax):
+    # the one-node attention the reference Transformer uses for implicit positions
+    from posenc.relative.shaw import shaw_attention_implicit
+
+    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)  # causal rows in blocks of 2
+    gen = torch.Generator().manual_seed(5)
+    h, d = 2, 3
+    shape = (h, 2 * kmax + 1, d) if per_head else (2 * kmax + 1, d)
+    inputs = [torch.randn(s, dtype=torch.float64, generator=gen) for s in [(2, h, n, d), (2, h, m, d), (2, h, m, d), shape, shape]]
+    got = shaw_attention_implicit(*inputs, gap=n - m, max_distance=kmax, causal=causal)
+    torch.testing.assert_close(got, naive_shaw(*inputs, kmax, causal))
+    inputs = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *a: shaw_attention_implicit(*a, gap=n - m, max_distance=kmax, causal=causal), inputs)
+
+
+def test_model_uses_one_attention_node_with_the_same_result():
+    torch.manual_seed(2)
+    model = Transformer(11, 12, 1, 3, position="shaw", max_distance=2, causal=True).double()
+    tokens = torch.randint(0, 11, (2, 6))
+    fused = model(tokens)
+    # explicit positions take the score_bias / value_term hooks instead
+    torch.testing.assert_close(fused, model(tokens, positions=torch.arange(6)))
