@@ -143,9 +143,10 @@ def attention_with_bias(
     q: ``(b, h, n, d)``; k: ``(b, h, m, d)``; v: ``(b, h, m, dv)``; bias: broadcastable to
     ``(b, h, n, m)`` (a mask is folded in as a large finite negative value), or None. ``scale``
     defaults to ``1/sqrt(d)``. ``causal=True`` masks every key after its query (key ``j > i + m - n``,
-    the queries being the last n of the m keys); those weights are left at zero without being computed. Returns ``(out (b, h, n, dv), weights (b, h, n, m))``
-    (weights None unless ``need_weights``); gradients flow to q, k, v and the bias, and from the
-    weights when the caller uses them. Not twice differentiable.
+    the queries being the last n of the m keys); those weights are left at zero without being
+    computed. Returns ``(out (b, h, n, dv), weights (b, h, n, m))`` (weights None unless
+    ``need_weights``); gradients flow to q, k, v and the bias, and from the weights when the caller
+    uses them. Not twice differentiable.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float_tensor(name, t, ndim=4)

@@ -121,7 +121,9 @@ class T5RelativeBias(BiasEncoding):
         return self.buckets_cached[start : start + n + m - 1]
 
     def _bucket(self, rel: torch.Tensor) -> torch.Tensor:
-        return t5_relative_bucket(rel, bidirectional=not self.causal, num_buckets=self.num_buckets, max_distance=self.max_distance)
+        return t5_relative_bucket(
+            rel, bidirectional=not self.causal, num_buckets=self.num_buckets, max_distance=self.max_distance
+        )
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         if _diagonal(q_positions, k_positions):

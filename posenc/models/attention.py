@@ -66,7 +66,9 @@ class Attention(nn.Module):
         fused = None
         if "value" in hooks and key_mask is None and dropout == 0 and hasattr(position, "fused_attention"):
             # an encoding may compute its bias and value terms inside one attention (None: not here)
-            fused = position.fused_attention(q, k, v, q_positions=q_positions, k_positions=k_positions, causal=self.causal)
+            fused = position.fused_attention(
+                q, k, v, q_positions=q_positions, k_positions=k_positions, causal=self.causal
+            )
         bias = None
         if "bias" in hooks and fused is None:
             bias = position.score_bias(q, k, q_positions=q_positions, k_positions=k_positions)

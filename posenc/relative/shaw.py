@@ -144,7 +144,8 @@ def _reduce(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     # (..., n, m) -> (..., n, (n - 1) + m + (n - 1)) in one pass; read with a row stride one longer,
     # row i starts n - 1 - i columns left of its first entry: the (..., n, n + m - 1) grid by diagonal
     padded = F.pad(grid, (n - 1, n - 1)).flatten(-2)
-    by_diagonal = padded.as_strided((*lead, n, width), (*padded.stride()[:-1], m + 2 * n - 1, 1), padded.storage_offset())
+    strides = (*padded.stride()[:-1], m + 2 * n - 1, 1)
+    by_diagonal = padded.as_strided((*lead, n, width), strides, padded.storage_offset())
     out = grid.new_zeros(*lead, runs.n, runs.rows)
     if runs.lo:
         out[..., 0] = by_diagonal[..., : runs.lo].sum(-1)
@@ -515,7 +516,14 @@ class ShawRelativePosition(PositionEncoding):
         return key_offset_scores(q, self.rel_k, index) / math.sqrt(self.head_dim)
 
     def fused_attention(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_positions: Positions, k_positions: Positions, causal: bool
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        q_positions: Positions,
+        k_positions: Positions,
+        causal: bool,
     ) -> torch.Tensor | None:
         """The whole attention with both tables, ``(b, h, n, head_dim)``, for implicit positions in
         float32/float64 (None otherwise: the caller then uses :meth:`score_bias` and :meth:`value_term`).

@@ -63,7 +63,8 @@ def test_equals_reference(small_blocks, n, m, causal, shape):
     want_out, want_weights = reference(q, k, v, bias, causal)
     torch.testing.assert_close(out, want_out)
     torch.testing.assert_close(weights, want_weights)
-    out32, _ = attention_with_bias(q.float(), k.float(), v.float(), None if bias is None else bias.float(), causal=causal)
+    bias32 = None if bias is None else bias.float()
+    out32, _ = attention_with_bias(q.float(), k.float(), v.float(), bias32, causal=causal)
     torch.testing.assert_close(out32.double(), want_out, atol=1e-5, rtol=1e-5)
 
 

@@ -267,7 +267,8 @@ def test_functional_blocks_with_whole_band(monkeypatch, causal, m):
     # blocks of 4 rows away from the edges take the band as one strided view
     monkeypatch.setattr("posenc.relative.shaw.ROW_BLOCK", 4)
     gen = torch.Generator().manual_seed(3)
-    q, k, v = torch.randn(2, 2, 12, 4, generator=gen), torch.randn(2, 2, m, 4, generator=gen), torch.randn(2, 2, m, 4, generator=gen)
+    q = torch.randn(2, 2, 12, 4, generator=gen)
+    k, v = torch.randn(2, 2, m, 4, generator=gen), torch.randn(2, 2, m, 4, generator=gen)
     rel_k, rel_v = torch.randn(2, 5, 4, generator=gen), torch.randn(2, 5, 4, generator=gen)
     got = shaw_attention(q, k, v, rel_k, rel_v, max_distance=2, causal=causal)
     torch.testing.assert_close(got.double(), naive_shaw(q, k, v, rel_k, rel_v, 2, causal), atol=1e-5, rtol=1e-5)
@@ -276,7 +277,8 @@ def test_functional_blocks_with_whole_band(monkeypatch, causal, m):
 @pytest.mark.parametrize("causal", [False, True])
 def test_functional_gradcheck(causal):
     gen = torch.Generator().manual_seed(4)
-    inputs = [torch.randn(shape, dtype=torch.float64, generator=gen) for shape in [(1, 2, 4, 3), (1, 2, 6, 3), (1, 2, 6, 3), (5, 3), (5, 3)]]
+    shapes = [(1, 2, 4, 3), (1, 2, 6, 3), (1, 2, 6, 3), (5, 3), (5, 3)]
+    inputs = [torch.randn(shape, dtype=torch.float64, generator=gen) for shape in shapes]
     inputs = [t.requires_grad_() for t in inputs]
     assert torch.autograd.gradcheck(lambda *a: shaw_attention(*a, max_distance=2, causal=causal), inputs)
     # the differentiable form equals the inference form and the naive one
@@ -296,11 +298,13 @@ def test_fused_attention_equals_naive_with_exact_gradients(monkeypatch, causal, 
     gen = torch.Generator().manual_seed(5)
     h, d = 2, 3
     shape = (h, 2 * kmax + 1, d) if per_head else (2 * kmax + 1, d)
-    inputs = [torch.randn(s, dtype=torch.float64, generator=gen) for s in [(2, h, n, d), (2, h, m, d), (2, h, m, d), shape, shape]]
+    shapes = [(2, h, n, d), (2, h, m, d), (2, h, m, d), shape, shape]
+    inputs = [torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes]
     got = shaw_attention_implicit(*inputs, gap=n - m, max_distance=kmax, causal=causal)
     torch.testing.assert_close(got, naive_shaw(*inputs, kmax, causal))
     inputs = [t.requires_grad_() for t in inputs]
-    assert torch.autograd.gradcheck(lambda *a: shaw_attention_implicit(*a, gap=n - m, max_distance=kmax, causal=causal), inputs)
+    fn = lambda *a: shaw_attention_implicit(*a, gap=n - m, max_distance=kmax, causal=causal)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
 
 
 def test_model_uses_one_attention_node_with_the_same_result():
