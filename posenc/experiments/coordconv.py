@@ -281,12 +281,12 @@ EXPERIMENT = Experiment(
     paper="Liu et al. 2018, arXiv:1807.03247 (Figure 3, Not-so-Clevr supervised coordinate classification)",
     section="2.1",
     quick=dict(
-        canvas=32, width=16, batch=32, steps=500, coordconv_steps=500, lr=5e-3, splits=["uniform", "quadrant"],
+        canvas=32, width=16, batch=32, steps=500, coordconv_steps=250, lr=5e-3, splits=["uniform", "quadrant"],
         regression_input="onehot", regression_width=32, regression_steps=600, regression_lr=1e-2,
     ),
     full=dict(
-        canvas=64, width=16, batch=32, steps=3000, coordconv_steps=400, lr=5e-3, splits=["uniform", "quadrant"],
-        regression_input="onehot", regression_width=32, regression_steps=800, regression_lr=1e-2,
+        canvas=64, width=16, batch=32, steps=2000, coordconv_steps=200, lr=5e-3, splits=["uniform", "quadrant"],
+        regression_input="onehot", regression_width=32, regression_steps=1500, regression_lr=1e-2,
     ),
     reference={
         "deconv_test_uniform_max": 0.86,

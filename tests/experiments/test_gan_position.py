@@ -159,8 +159,8 @@ def test_no_position_information_gives_a_clearly_worse_fid():
     m = run_experiment(get_experiment("gan_position"), quick=True, out=None, progress=False, device="cpu")["metrics"]
     fid = m["fid"]
     assert set(fid) == set(m["headline"]) == {"none", "constant", "cartesian", "sinusoidal"}
-    best_with_position = max(fid["constant"], fid["cartesian"], fid["sinusoidal"])
-    # quick runs (seeds 0-2): none 125-270, the others 0.6-2.6, the real-vs-real floor about 0.01-0.05
-    assert fid["none"] >= 20 * best_with_position
-    assert fid["none"] - best_with_position >= 50
-    assert m["fid_real"] < best_with_position
+    worst_with_position = max(fid["constant"], fid["cartesian"], fid["sinusoidal"])
+    # quick runs (seeds 0-2): none 125-270, the others 0.6-3.2, the real-vs-real floor about 0.01-0.05
+    assert fid["none"] >= 20 * worst_with_position
+    assert fid["none"] - worst_with_position >= 50
+    assert m["fid_real"] < worst_with_position
