@@ -58,9 +58,9 @@ def reduced_angles(positions: torch.Tensor, inv_freq: torch.Tensor, *, dtype: to
     if dtype == torch.float64 or theta.dtype == dtype:
         return theta.to(dtype)
     # subtracting the nearest multiple of 2π (into [-π, π]) is cheaper than torch.remainder's floor-mod
-    turns = torch.round(theta * (1.0 / (2 * math.pi)))
     if theta.requires_grad:
-        return (theta - turns * (2 * math.pi)).to(dtype)
+        return (theta - torch.round(theta * (1.0 / (2 * math.pi))) * (2 * math.pi)).to(dtype)
+    turns = (theta * (1.0 / (2 * math.pi))).round_()
     return theta.sub_(turns, alpha=2 * math.pi).to(dtype)  # theta is ours: reduced in place
 
 
