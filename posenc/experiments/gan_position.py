@@ -261,7 +261,10 @@ def plot(result: dict[str, Any], fig, images) -> None:
         ax.set_ylabel(key, fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    bar_panel(fig.add_subplot(grid[:, 2]), m["fid"], title="FID-like score (lower is better)", reference=m.get("fid_real"))
+    ax = fig.add_subplot(grid[:, 2])
+    bar_panel(ax, m["fid"], title="FID-like, log (dashed: real vs real)", reference=m.get("fid_real"))
+    if all(v is not None and v > 0 for v in [*m["fid"].values(), m.get("fid_real")]):
+        ax.set_yscale("log")
 
 
 EXPERIMENT = Experiment(
