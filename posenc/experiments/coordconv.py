@@ -13,9 +13,9 @@ one-hot image of the centre pixel (``regression_input="onehot"``, as in the pape
 square itself (``"square"``), one channel, and the target is the centre's (x, y) in pixels. Models:
 a plain convolutional regressor (stride-2 3 x 3 convolutions with zero padding, then a fully
 connected read-out of the flattened map; the paper's released baseline ends instead in a 2-channel
-convolution and global average pooling, which sees position only through padding) against a CoordConv regressor (the same
-input through :class:`~posenc.spatial.coordconv.CoordConv` with coordinate channels, 1 x 1
-convolution, ReLU, global max pooling and a linear read-out). Images are standardised to unit
+convolution and global average pooling, which sees position only through padding) against a
+CoordConv regressor (the same input through a 1 x 1 :class:`~posenc.spatial.coordconv.CoordConv`
+with coordinate channels, ReLU, global max pooling and a linear read-out). Images are standardised to unit
 variance over the training set (a one-hot pixel then reads about ``canvas``, so that the pixel and
 not the coordinate channels decides which position the max pooling picks). Both are trained by
 mean squared error on coordinates scaled to [-1, 1]; predictions are mapped back to pixels, and a
@@ -179,7 +179,7 @@ class ConvRegressor(nn.Module):
 
 
 class CoordConvRegressor(nn.Module):
-    """(b, 1, canvas, canvas) -> (b, 2): 1 x 1 CoordConv (and ``depth - 1`` more 1 x 1 convolutions), global max, linear."""
+    """(b, 1, canvas, canvas) -> (b, 2): 1 x 1 CoordConv (``depth - 1`` more 1 x 1 convs), global max, linear."""
 
     def __init__(self, canvas: int, width: int, depth: int = 1) -> None:  # noqa: ARG002 (ConvRegressor's signature)
         super().__init__()
@@ -270,9 +270,9 @@ def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
     ax1, ax2, ax3 = fig.subplots(1, 3)
     curves_panel(ax1, result["curves"])
     acc = result["metrics"]["accuracy"]
-    bar_panel(ax2, {f"{k} {part}": v[part] for k, v in acc.items() for part in ("train", "test")}, title="(x, y) -> pixel: accuracy")
     inverse = result["metrics"].get("regression", {})
-    bar_panel(ax3, {f"{k} {part}": v[part] for k, v in inverse.items() for part in ("train", "test")}, title="image -> (x, y): accuracy")
+    for ax, table, title in ((ax2, acc, "(x, y) -> pixel: accuracy"), (ax3, inverse, "image -> (x, y): accuracy")):
+        bar_panel(ax, {f"{k} {part}": v[part] for k, v in table.items() for part in ("train", "test")}, title=title)
 
 
 EXPERIMENT = Experiment(

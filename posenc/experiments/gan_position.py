@@ -74,7 +74,8 @@ def toy_images(n: int, generator: torch.Generator) -> torch.Tensor:
 def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(d,)`` and unbiased covariance ``(d, d)`` of ``(n, d)`` features, in float64."""
     if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"`features` must be an (n, d) tensor with n >= 2, got {getattr(features, 'shape', features)!r}")
+        got = getattr(features, "shape", features)
+        raise ValueError(f"`features` must be an (n, d) tensor with n >= 2, got {got!r}")
     f = features.detach().to(torch.float64)
     centred = f - f.mean(0)
     return f.mean(0), centred.T @ centred / (f.shape[0] - 1)
