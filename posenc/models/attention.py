@@ -64,8 +64,8 @@ class Attention(nn.Module):
         mask = attention_mask(n, m, causal=self.causal, key_mask=key_mask, device=x.device)
         dropout = self.dropout if self.training else 0.0
         fused = None
-        if "value" in hooks and key_mask is None and dropout == 0 and hasattr(position, "fused_attention"):
-            # an encoding may compute its bias and value terms inside one attention (None: not here)
+        if key_mask is None and dropout == 0 and hasattr(position, "fused_attention"):
+            # an encoding may compute its bias (and value) terms inside one attention (None: not here)
             fused = position.fused_attention(
                 q, k, v, q_positions=q_positions, k_positions=k_positions, causal=self.causal
             )

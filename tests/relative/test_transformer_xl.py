@@ -130,3 +130,47 @@ def test_trains_in_the_reference_transformer():
 
     losses = train_losses(model, batch, lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten()), steps=60)
     assert_loss_falls(losses, factor=0.7)
+
+
+@pytest.mark.parametrize("n,m", [(5, 5), (4, 7), (9, 9), (1, 3)])
+def test_causal_fused_attention_equals_bias_form_with_exact_gradients(monkeypatch, n, m):
+    # the one-node causal attention the reference Transformer uses, against score_bias + softmax
+    from posenc.relative.transformer_xl import _CausalXLAttention
+
+    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)  # rows in blocks of 2
+    torch.manual_seed(0)
+    h, d = 2, 3
+    xl = TransformerXLRelative(h * d, h, d, causal=True).double()
+    q = torch.randn(2, h, n, d, dtype=torch.float64)
+    k, v = torch.randn(2, h, m, d, dtype=torch.float64), torch.randn(2, h, m, d, dtype=torch.float64)
+    qp, kp = Positions(n, m - n), Positions(m)
+    got = xl.fused_attention(q, k, v, q_positions=qp, k_positions=kp, causal=True)
+    visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + m - n
+    bias = xl.score_bias(q, k, q_positions=qp, k_positions=kp).masked_fill(~visible, float("-inf"))
+    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+    table = xl.projected(torch.arange(m - 1, -1, -1)).detach()
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, xl.u.detach(), xl.v.detach(), table)]
+    assert torch.autograd.gradcheck(lambda *a: _CausalXLAttention.apply(*a, d**-0.5), inputs)
+
+
+def test_fused_attention_only_for_the_causal_aligned_case():
+    xl = TransformerXLRelative(6, 2, 3, causal=False)
+    q = k = v = torch.randn(1, 2, 4, 3)
+    assert xl.fused_attention(q, k, v, q_positions=Positions(4), k_positions=Positions(4), causal=False) is None
+    causal = TransformerXLRelative(6, 2, 3, causal=True)
+    explicit = Positions(4, 0, torch.arange(4).unsqueeze(0))
+    assert causal.fused_attention(q, k, v, q_positions=explicit, k_positions=explicit, causal=True) is None
+
+
+def test_model_gradients_of_fused_and_bias_paths_agree():
+    # implicit positions take the fused node, explicit ones score_bias inside ordinary attention
+    torch.manual_seed(0)
+    model = Transformer(11, 12, 1, 3, position="transformer_xl", causal=True).double()
+    tokens = torch.randint(0, 11, (2, 7))
+    grads = []
+    for positions in (None, torch.arange(7)):
+        model.zero_grad()
+        model(tokens, positions=positions).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
