@@ -267,12 +267,13 @@ def _shaw_blocks(q, k, v, per_row, rel_v, max_distance: int, causal: bool, scale
     table_v = None if rel_v is None else _table_for_heads(rel_v).to(torch.promote_types(v.dtype, torch.float32))
     out = q.new_empty(*q.shape[:-1], v.shape[-1])
     keys_t = k.transpose(-1, -2)
+    last = kmax if causal else None  # causal attention hides the positive offsets
     for s in range(0, n, ROW_BLOCK):
         e = min(s + ROW_BLOCK, n)
         logits = torch.matmul(q[..., s:e, :], keys_t).mul_(scale)  # (b, h, rows, m)
         block_rows = per_row[..., s:e, :]
         if kmax > 0:
-            for view, rows, c in _band(logits, s, gap, kmax):
+            for view, rows, c in _band(logits, s, gap, kmax, last):
                 view.add_(block_rows[..., rows, c])
             if not causal:  # causal attention masks the far right
                 for cols, weight in _far_right(logits, s, gap, kmax):
@@ -288,7 +289,7 @@ def _shaw_blocks(q, k, v, per_row, rel_v, max_distance: int, causal: bool, scale
         if table_v is not None:
             mass = weights.new_zeros(*weights.shape[:-1], 2 * kmax + 1, dtype=table_v.dtype)
             if kmax > 0:
-                for view, rows, c in _band(weights, s, gap, kmax):
+                for view, rows, c in _band(weights, s, gap, kmax, last):
                     mass[..., rows, c] = view
                 if not causal:  # causal attention gives the far right no weight
                     for cols, weight in _far_right(weights, s, gap, kmax):
@@ -299,19 +300,25 @@ def _shaw_blocks(q, k, v, per_row, rel_v, max_distance: int, causal: bool, scale
     return out
 
 
-def _band(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[torch.Tensor, slice, slice | int]]:
-    """The band offsets ``-k < j - i + gap < k`` of rows ``s ..`` (a block) of an ``(..., rows, m)`` grid:
+def _band(
+    grid: torch.Tensor, s: int, gap: int, kmax: int, last: int | None = None
+) -> list[tuple[torch.Tensor, slice, slice | int]]:
+    """The band offsets ``-k < j - i + gap < k`` of rows ``s ..`` (a block) of an ``(..., rows, m)`` grid,
+    table rows 1 .. ``last`` (default 2k - 1; fewer when a causal mask hides the others):
     ``(view, rows, table rows)`` such that ``view`` matches ``per_row[..., rows, table rows]``. One
-    strided ``(..., rows, 2k - 1)`` view when every row has all of them, else one diagonal per offset."""
+    strided ``(..., rows, last)`` view when every row has all of them, else one diagonal per offset."""
     rows, m = grid.shape[-2:]
-    low, high = 1 - kmax - gap, kmax - 1 - gap  # key minus query index of the first and last band offset
+    last = 2 * kmax - 1 if last is None else min(last, 2 * kmax - 1)
+    if last < 1:
+        return []
+    low, high = 1 - kmax - gap, last - kmax - gap  # key minus query index of the first and last band offset
     if s + low >= 0 and s + rows - 1 + high <= m - 1 and grid.is_contiguous():
         # entry (r, t) at column s + r + low + t: a row stride one longer than the grid's
         strides = (*grid.stride()[:-2], m + 1, 1)
-        view = grid.as_strided((*grid.shape[:-2], rows, 2 * kmax - 1), strides, grid.storage_offset() + s + low)
-        return [(view, slice(None), slice(1, 2 * kmax))]
+        view = grid.as_strided((*grid.shape[:-2], rows, last), strides, grid.storage_offset() + s + low)
+        return [(view, slice(None), slice(1, last + 1))]
     views = []
-    for c in range(1, 2 * kmax):
+    for c in range(1, last + 1):
         offset = s + c - kmax - gap  # column minus local row along this diagonal
         first, last = max(0, -offset), min(rows, m - offset)  # the local rows that have it
         if last > first:
@@ -336,23 +343,25 @@ def _far_right(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[sl
     return parts
 
 
-def _band_values(grid: torch.Tensor, s: int, gap: int, kmax: int, out: torch.Tensor) -> None:
+def _band_values(grid: torch.Tensor, s: int, gap: int, kmax: int, out: torch.Tensor, last: int) -> None:
     """Write the band entries of rows ``s ..`` of ``grid`` ``(..., rows, keys)`` into columns 1 .. 2k - 1
-    of ``out`` ``(..., rows, 2k + 1)`` and the far-right sums into its last column."""
-    for view, rows, c in _band(grid, s, gap, kmax):
+    of ``out`` ``(..., rows, 2k + 1)`` and the far-right sums into its last column (table rows past
+    ``last`` are hidden by a mask and left at zero)."""
+    for view, rows, c in _band(grid, s, gap, kmax, last):
         out[..., rows, c] = view
-    for cols, weight in _far_right(grid, s, gap, kmax):
+    for cols, weight in _far_right(grid, s, gap, kmax) if last >= 2 * kmax else ():
         part = grid[..., cols] if isinstance(weight, float) else grid[..., cols] * weight
         out[..., -1] += part.sum(-1, dtype=out.dtype)
 
 
-def _add_band(grid: torch.Tensor, s: int, gap: int, kmax: int, per_row: torch.Tensor) -> None:
+def _add_band(grid: torch.Tensor, s: int, gap: int, kmax: int, per_row: torch.Tensor, last: int) -> None:
     """Add ``per_row[..., c] - per_row[..., 0]`` ``(..., rows, 2k + 1)`` at every entry of offset row
-    c >= 1 of rows ``s ..`` of ``grid`` (the row-0 value is a constant per row, left out)."""
-    for view, rows, c in _band(grid, s, gap, kmax):
+    c >= 1 of rows ``s ..`` of ``grid`` (the row-0 value is a constant per row, left out; rows past
+    ``last`` are hidden by a mask and skipped)."""
+    for view, rows, c in _band(grid, s, gap, kmax, last):
         base = per_row[..., rows, 0]
         view.add_(per_row[..., rows, c] - (base if isinstance(c, int) else base.unsqueeze(-1)))
-    for cols, weight in _far_right(grid, s, gap, kmax):
+    for cols, weight in _far_right(grid, s, gap, kmax) if last >= 2 * kmax else ():
         grid[..., cols] += (per_row[..., -1:] - per_row[..., :1]) * weight
 
 
@@ -372,13 +381,15 @@ class _ShawAttention(torch.autograd.Function):
         table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
         per_row = q @ (table_k * scale).transpose(-1, -2)  # (b, h, n, 2k + 1)
         blocks = _row_blocks(n, m, causal)
+        # the highest table row a query can see: causal hides offsets j - i + gap > m - n + gap
+        last = min(2 * kmax, kmax + m - n + gap) if causal else 2 * kmax
         out = q.new_empty(*q.shape[:-1], v.shape[-1])
         mass = q.new_zeros(*q.shape[:-1], 2 * kmax + 1)  # weight on each offset row
         weights = []
         for s, e, keys in blocks:
             logits = torch.matmul(q[..., s:e, :], k[..., :keys, :].transpose(-1, -2)).mul_(scale)
             if kmax > 0:
-                _add_band(logits, s, gap, kmax, per_row[..., s:e, :])
+                _add_band(logits, s, gap, kmax, per_row[..., s:e, :], last)
             if causal:  # row s + r sees keys up to s + r + m - n: the last e - s columns hide a triangle
                 hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
                 logits[..., keys - (e - s) :].masked_fill_(hidden, float("-inf"))
@@ -386,19 +397,19 @@ class _ShawAttention(torch.autograd.Function):
             del logits
             block_mass = mass[..., s:e, :]
             if kmax > 0:
-                _band_values(w, s, gap, kmax, block_mass)
+                _band_values(w, s, gap, kmax, block_mass, last)
             block_mass[..., 0] = 1 - block_mass[..., 1:].sum(-1)
             out[..., s:e, :] = torch.matmul(w, v[..., :keys, :]) + block_mass @ table_v
             weights.append(w)
         ctx.save_for_backward(q, k, v, rel_k, rel_v, out, mass, *weights)
-        ctx.blocks, ctx.gap, ctx.kmax, ctx.scale = blocks, gap, kmax, scale
+        ctx.blocks, ctx.gap, ctx.kmax, ctx.scale, ctx.last = blocks, gap, kmax, scale, last
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         q, k, v, rel_k, rel_v, out, mass, *weights = ctx.saved_tensors
-        gap, kmax, scale = ctx.gap, ctx.kmax, ctx.scale
+        gap, kmax, scale, last = ctx.gap, ctx.kmax, ctx.scale, ctx.last
         grad = grad.contiguous()
         table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
@@ -411,13 +422,13 @@ class _ShawAttention(torch.autograd.Function):
             grad_v[..., :keys, :] += torch.matmul(w.transpose(-1, -2), g)
             grad_w = torch.matmul(g, v[..., :keys, :].transpose(-1, -2))
             if kmax > 0:
-                _add_band(grad_w, s, gap, kmax, grad_rows[..., s:e, :])
+                _add_band(grad_w, s, gap, kmax, grad_rows[..., s:e, :], last)
             grad_logits = grad_w.sub_(delta[..., s:e, :]).mul_(w)  # softmax backward, in place
             grad_q[..., s:e, :] = torch.matmul(grad_logits, k[..., :keys, :])
             grad_k[..., :keys, :] += torch.matmul(grad_logits.transpose(-1, -2), q[..., s:e, :]).mul_(scale)
             block = logit_mass[..., s:e, :]
             if kmax > 0:
-                _band_values(grad_logits, s, gap, kmax, block)
+                _band_values(grad_logits, s, gap, kmax, block, last)
             block[..., 0] = -block[..., 1:].sum(-1)  # each row of grad_logits sums to zero
         # the key term q_i . a^K_c * scale: its gradient through the offset rows
         grad_q = grad_q.add_(logit_mass @ table_k).mul_(scale)

@@ -225,12 +225,14 @@ class TransformerXLRelative(PositionEncoding):
         causal: bool,
     ) -> torch.Tensor | None:
         """Terms (a)-(d) and the attention in one node, ``(b, h, n, head_dim)``, for a causal encoding
-        whose implicit queries are the last n of the m keys (None otherwise: the caller then adds
+        on CPU whose implicit queries are the last n of the m keys (None otherwise: the caller then adds
         :meth:`score_bias` to ordinary attention). ``causal`` hides keys ``j > i + m - n``."""
         n, m = q_positions.n, k_positions.n
         if not (self.causal and causal and q_positions.is_implicit and k_positions.is_implicit and n > 0):
             return None
         if q_positions.offset - k_positions.offset != m - n or q.dtype not in (torch.float32, torch.float64):
+            return None
+        if q.device.type != "cpu":  # elsewhere sdpa's fused kernels take the bias and its gradient
             return None
         table = self.projected(torch.arange(m - 1, -1, -1, device=q.device)).to(q.dtype)  # (m, h, d)
         scale = 1.0 / math.sqrt(self.head_dim)

@@ -314,3 +314,26 @@ def test_model_uses_one_attention_node_with_the_same_result():
     fused = model(tokens)
     # explicit positions take the score_bias / value_term hooks instead
     torch.testing.assert_close(fused, model(tokens, positions=torch.arange(6)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("q_offset,k_offset", [(2, 0), (0, 3), (5, 1)])
+def test_fused_attention_at_any_offsets_equals_the_hooks(causal, q_offset, k_offset):
+    torch.manual_seed(6)
+    enc = ShawRelativePosition(3, 2, max_distance=2, tables="per_head").double()
+    q = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, 2, 6, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    qp, kp = Positions(4, q_offset), Positions(6, k_offset)
+    got = enc.fused_attention(q, k, v, q_positions=qp, k_positions=kp, causal=causal)
+    # reference: the same offsets as explicit positions, through score_bias and value_term
+    qe = Positions(4, 0, torch.arange(q_offset, q_offset + 4).unsqueeze(0))
+    ke = Positions(6, 0, torch.arange(k_offset, k_offset + 6).unsqueeze(0))
+    logits = q @ k.transpose(-1, -2) / math.sqrt(3) + enc.score_bias(q, k, q_positions=qe, k_positions=ke)
+    if causal:
+        logits = logits.masked_fill(torch.arange(6) > torch.arange(4).unsqueeze(1) + 2, float("-inf"))
+    w = logits.softmax(-1)
+    want = w @ v + enc.value_term(w, q_positions=qe, k_positions=ke)
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got.square().sum(), (q, k, v, enc.rel_k, enc.rel_v))
+    for a, b in zip(grads, torch.autograd.grad(want.square().sum(), (q, k, v, enc.rel_k, enc.rel_v))):
+        torch.testing.assert_close(a, b)
