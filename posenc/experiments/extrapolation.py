@@ -182,14 +182,18 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+    import matplotlib
+
     m = result["metrics"]
     tables = [(k, m[k]) for k in ("bits_per_char", "copy_accuracy") if k in m]
     axes = fig.subplots(1, len(tables) + 1)
     for ax, (key, table) in zip(axes, tables):
-        for row, values in table.items():
+        colours = matplotlib.colormaps["tab20"]
+        for i, (row, values) in enumerate(table.items()):
             xs = [int(k) * m["trained_length"] for k, v in values.items() if v is not None]
             ys = [v for v in values.values() if v is not None]
-            ax.plot(xs, ys, marker="o", label=row, linewidth=1)
+            style = "--" if row.startswith("rope+") else "-"  # the scaled RoPE rows: dashed
+            ax.plot(xs, ys, style, marker="o", label=row, linewidth=1, color=colours(i % 20))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("evaluation length (trained at %d)" % m["trained_length"])
         ax.set_ylabel("bits per character" if key == "bits_per_char" else "copy accuracy")
