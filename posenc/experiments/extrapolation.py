@@ -63,7 +63,8 @@ def copy_batch(batch: int, n: int, lag: int, vocab: int, generator: torch.Genera
 def _build(ctx: Context, row: str, vocab: int, max_len: int, seed_index: int) -> Transformer:
     c = ctx.config
     ctx.manual_seed("init", row, seed_index)
-    return Transformer(vocab, c["dim"], c["depth"], c["heads"], position=row, causal=True, **position_kwargs(row, max_len=max_len))
+    extra = position_kwargs(row, max_len=max_len)
+    return Transformer(vocab, c["dim"], c["depth"], c["heads"], position=row, causal=True, **extra)
 
 
 def _rescaled(model: Transformer, kind: str, factor: float, trained_length: int) -> Transformer:
@@ -102,8 +103,11 @@ def _windows(ctx: Context, task: str, n: int, held_out: torch.Tensor, vocab: int
     return copy_batch(c["copy_eval"], n + 1, c["copy_lag"], vocab, ctx.generator("copy-eval", n))
 
 
-def train_row(ctx: Context, task: str, row: str, seed_index: int, train: torch.Tensor, held_out: torch.Tensor) -> dict[str, Any]:
-    """Train ``row`` on ``task`` ("text" or "copy") at length L; score it at every multiple of L.
+def train_row(
+    ctx: Context, key: str, task: str, row: str, seed_index: int, train: torch.Tensor, held_out: torch.Tensor
+) -> dict[str, Any]:
+    """Train ``row`` on ``task`` ("text" or "copy") at length L as the run ``key``; score it at every
+    multiple of L.
 
     Returns ``{row: {multiple: score}}``; for ``rope`` also one row per scaling in :data:`ROPE_SCALINGS`."""
     c = ctx.config
@@ -120,7 +124,6 @@ def train_row(ctx: Context, task: str, row: str, seed_index: int, train: torch.T
         x = x[shard].to(ctx.device)
         return F.cross_entropy(m(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
 
-    key = f"{task}:{row}" if seed_index == 0 else f"{task}:{row}:seed{seed_index}"
     ctx.train(key, model, step_loss, steps=c["steps"], lr=c["lr"], warmup=c["warmup"], schedule="cosine")
     model.eval()
     score = partial(evaluate, batch=c["eval_batch"], lag=lag if task == "copy" else None)
@@ -134,8 +137,9 @@ def train_row(ctx: Context, task: str, row: str, seed_index: int, train: torch.T
             continue
         windows = _windows(ctx, task, n, held_out, vocab)
         rows[row][str(mult)] = plain = score(model, windows)
-        for kind in scalings:
-            rows[f"rope+{kind}"][str(mult)] = plain if mult == 1 else score(_rescaled(model, kind, float(mult), L), windows)
+        for kind in scalings:  # factor 1 leaves every scaling equal to plain RoPE
+            stretched = _rescaled(model, kind, float(mult), L) if mult > 1 else None
+            rows[f"rope+{kind}"][str(mult)] = score(stretched, windows) if stretched is not None else plain
     return rows
 
 
@@ -149,7 +153,7 @@ def _summarise(per_seed: list[dict[str, dict[str, float | None]]]) -> tuple[dict
             xs = [seed[row][mult] for seed in per_seed]
             ok = all(x is not None for x in xs)
             mean[row][mult] = sum(xs) / len(xs) if ok else None
-            spread[row][mult] = statistics.pstdev(xs) if ok and len(xs) > 1 else (0.0 if ok else None)
+            spread[row][mult] = statistics.pstdev(xs) if ok else None
     return mean, spread
 
 
@@ -167,14 +171,17 @@ def run(ctx: Context) -> dict[str, Any]:
         for seed_index in range(c["seeds"]):
             per: dict[str, dict[str, float | None]] = {}
             for row in rows:
-                unit = f"{task}:{row}" + (f":seed{seed_index}" if seed_index else "")
-                per |= ctx.unit(unit, lambda row=row, task=task, s=seed_index: train_row(ctx, task, row, s, train, held_out))
+                key = f"{task}:{row}" + (f":seed{seed_index}" if seed_index else "")
+                fit = partial(train_row, ctx, key, task, row, seed_index, train, held_out)
+                per |= ctx.unit(key, fit)
             merged.append(per)
         mean, spread = _summarise(merged)
         key = "bits_per_char" if task == "text" else "copy_accuracy"
         metrics[key], metrics[f"{key}_std"], metrics[f"{key}_per_seed"] = mean, spread, merged
     text = metrics.get("bits_per_char", {})
-    ratio = {r: (v["4"] / v["1"] if v.get("4") is not None else None) for r, v in text.items()} if 4 in c["multiples"] else {}
+    ratio = {}
+    if 4 in c["multiples"]:
+        ratio = {r: (v["4"] / v["1"] if v.get("4") is not None else None) for r, v in text.items()}
     metrics["ratio_4L_to_L"] = ratio
     metrics["headline_name"] = "bits/char at 4L divided by bits/char at L"
     metrics["headline"] = ratio

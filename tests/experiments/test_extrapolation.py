@@ -18,7 +18,8 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def metrics() -> dict:
-    result = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=TINY, progress=False, device="cpu")
+    experiment = get_experiment("extrapolation")
+    result = run_experiment(experiment, quick=True, out=None, overrides=TINY, progress=False, device="cpu")
     return result["metrics"]
 
 

@@ -19,7 +19,8 @@ def test_natural_inputs_are_standardised_crops_of_photographs():
     x = input_images("natural", 6, 24, torch.Generator().manual_seed(0))
     assert x.shape == (6, 3, 24, 24) and torch.isfinite(x).all()
     flat = x.flatten(1)
-    assert torch.allclose(flat.mean(1), torch.zeros(6), atol=1e-4) and torch.allclose(flat.std(1), torch.ones(6), atol=1e-3)
+    assert torch.allclose(flat.mean(1), torch.zeros(6), atol=1e-4)
+    assert torch.allclose(flat.std(1), torch.ones(6), atol=1e-3)
     assert not torch.allclose(x[0], x[1])
     # photographs are smooth: neighbouring pixels correlate strongly, unlike white noise
     neighbour = torch.corrcoef(torch.stack([x[..., :-1].flatten(), x[..., 1:].flatten()]))[0, 1]
