@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import bar_panel, curves_panel
 from posenc.spatial.coordconv import CoordConv
@@ -150,13 +151,11 @@ def regression_images(points: torch.Tensor, canvas: int, kind: str) -> torch.Ten
     axis = torch.arange(canvas)
     x = points[:, 0, None, None]
     y = points[:, 1, None, None]
-    if kind == "onehot":
+    if check_choice("regression_input", kind, ("onehot", "square")) == "onehot":
         on = (axis[None, None, :] == x) & (axis[None, :, None] == y)
-    elif kind == "square":
+    else:
         r = SQUARE // 2
         on = ((axis[None, None, :] - x).abs() <= r) & ((axis[None, :, None] - y).abs() <= r)
-    else:
-        raise ValueError(f"`regression_input` must be 'onehot' or 'square', got {kind!r}")
     return on.float().unsqueeze(1)
 
 

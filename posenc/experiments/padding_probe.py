@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.analysis.probe import position_patterns, position_probe, probe_cnn, spearman
+from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import curves_panel
 from posenc.spatial.coordconv import add_coords
@@ -42,10 +43,8 @@ def _photographs() -> tuple[torch.Tensor, ...]:
 def input_images(kind: str, n: int, side: int, generator: torch.Generator) -> torch.Tensor:
     """``(n, 3, side, side)`` inputs: white noise, or standardised random crops (randomly mirrored) of
     natural photographs, so that no image position is tied to particular content."""
-    if kind == "noise":
+    if check_choice("inputs", kind, ("noise", "natural")) == "noise":
         return torch.randn(n, 3, side, side, generator=generator)
-    if kind != "natural":
-        raise ValueError(f"`inputs` must be 'noise' or 'natural', got {kind!r}")
     photos = _photographs()
     crops = []
     for _ in range(n):
