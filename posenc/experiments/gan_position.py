@@ -30,6 +30,7 @@ real sets: the floor that sampling noise alone gives.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -127,28 +128,26 @@ class FeatureNet(nn.Module):
         return self.body(images)
 
 
-_EXTRACTOR: dict[int, FeatureNet] = {}
 # the regression targets scaled to about unit range: centres around (4.5, 5), brightness in [0.5, 1]
 _TARGET_OFFSET, _TARGET_SCALE = torch.tensor([4.5, 5.0, 0.75]), torch.tensor([1.0, 1.0, 0.25])
 
 
+@lru_cache(maxsize=1)
 def feature_extractor() -> FeatureNet:
     """The fixed extractor, trained once per process from :data:`FEATURE_SEED` on real toy images (CPU, eval mode)."""
-    if FEATURE_SEED not in _EXTRACTOR:
-        generator = torch.Generator().manual_seed(FEATURE_SEED)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(FEATURE_SEED)
-            net = FeatureNet()
-        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        with torch.enable_grad():  # callers may hold no_grad
-            for _ in range(FEATURE_STEPS):
-                images, params = toy_batch(64, generator)
-                loss = F.mse_loss(net.head(net(images)), (params - _TARGET_OFFSET) / _TARGET_SCALE)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        _EXTRACTOR[FEATURE_SEED] = net.eval().requires_grad_(False)
-    return _EXTRACTOR[FEATURE_SEED]
+    generator = torch.Generator().manual_seed(FEATURE_SEED)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(FEATURE_SEED)
+        net = FeatureNet()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    with torch.enable_grad():  # callers may hold no_grad
+        for _ in range(FEATURE_STEPS):
+            images, params = toy_batch(64, generator)
+            loss = F.mse_loss(net.head(net(images)), (params - _TARGET_OFFSET) / _TARGET_SCALE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return net.eval().requires_grad_(False)
 
 
 @torch.no_grad()
