@@ -72,16 +72,15 @@ class Attention(nn.Module):
         bias = None
         if "bias" in hooks and fused is None:
             bias = position.score_bias(q, k, q_positions=q_positions, k_positions=k_positions)
+        causal = self.causal and key_mask is None  # the mask is then the causal one alone
         if fused is not None:
             out = fused
         elif "value" in hooks:
-            causal = self.causal and key_mask is None  # the mask is then the causal one alone
             out = self._explicit_attention(q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal)
         else:
             if bias is not None and _learned_bias_on_cpu(q, bias, dropout):
                 # CPU's sdpa has no fused gradient for attn_mask: one autograd node, which applies a
                 # causal mask itself
-                causal = self.causal and key_mask is None
                 bias = bias if causal else _masked_bias(bias, mask, q.dtype)
                 out = attention_with_bias(q, k, v, bias, causal=causal, need_weights=False)[0]
             elif bias is not None or key_mask is not None:
