@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.posenc-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test install clean browser
+.PHONY: demo test install clean browser wheel-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# the wheel in a fresh venv with the core dependencies only, used from outside the repository (CI runs it)
+wheel-check:
+	bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,18 +1,77 @@
 """The ``posenc`` command line: a thin layer over the library.
 
-    posenc list            the registered encodings, their family and paper
+    posenc list            the registered encodings, their family and paper (--family NAME)
     posenc check           a one-line sanity check of every sequence encoding in the reference model
+    posenc experiments     the experiments, the claim each tests and the paper it echoes
+    posenc run NAME        run an experiment (or all): result.json and plot.png (--quick, --seed, --set KEY=VALUE)
+    posenc replot NAME     draw an experiment's plot again from its result.json, without training
     posenc bench           posenc against the peer libraries, as ratios (--quick, --json FILE)
     posenc atlas           the HTML atlas of every registered encoding (prints the path of its index.html)
+
+A feature whose optional dependency is missing says which extra to install and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
+
+from posenc.core.extras import MissingExtra, require
 
 log = logging.getLogger("posenc")
+
+
+def _on_terminal() -> bool:
+    """Progress bars only when stderr is a terminal (never frames in a redirected log)."""
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code writes to file descriptor 2 while keeping Python's ``sys.stderr``.
+
+    Python-level writes (progress bars, warnings) go to a duplicate of the original descriptor.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (captured by a test runner)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    python_stderr = sys.stderr
+    try:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("takes a positive integer, got 0")
+    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -20,8 +79,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     rows = [info.as_row() for info in available(args.family)]
     if not rows:
-        print(f"no encodings in family {args.family!r}")
-        return 1
+        from posenc.core.suggest import did_you_mean
+
+        families = sorted({info.family for info in available()})
+        hint = did_you_mean(args.family, families)
+        print(f"no encodings in family {args.family!r}{hint}; families: {', '.join(families)}", file=sys.stderr)
+        return 2
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "family")}
     print(f"{'name':<{widths['name']}}  {'family':<{widths['family']}}  paper")
     for r in rows:
@@ -46,11 +109,14 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
 
     from posenc.analysis.atlas import build_atlas
 
+    require("matplotlib", extra="plot", feature="posenc atlas")
     existing = Path(args.out) / "index.html"
     if existing.exists() and not args.force:
         print(f"{existing} exists; pass --force to overwrite it or choose another --out", file=sys.stderr)
         return 1
-    index = build_atlas(args.out, quick=args.quick, experiments=args.experiments, progress=True, bench=args.bench)
+    index = build_atlas(
+        args.out, quick=args.quick, experiments=args.experiments, progress=_on_terminal(), bench=args.bench
+    )
     print(index.resolve())
     return 0
 
@@ -60,13 +126,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from posenc.bench import format_table, run_suite
 
-    try:
-        from tqdm import tqdm
+    from posenc.core.devices import resolve_device
 
-        progress = lambda cases: tqdm(cases, desc="bench", unit="case", leave=False)  # noqa: E731
-    except ImportError:
-        progress = None
-    result = run_suite(quick=args.quick, device=args.device, rounds=args.rounds, progress=progress)
+    device = resolve_device(args.device, argument="--device")
+    progress = None
+    if _on_terminal():
+        try:
+            from tqdm import tqdm
+
+            progress = lambda cases: tqdm(cases, desc="bench", unit="case", leave=False)  # noqa: E731
+        except ImportError:
+            progress = None
+    with _quiet_native_stderr():  # torch's profiler prints `USDT: profiler_start/stop` lines from C++
+        result = run_suite(quick=args.quick, device=device, rounds=args.rounds, progress=progress)
     print(format_table(result))
     if args.json:
         from pathlib import Path
@@ -79,7 +151,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from posenc import __version__
+
     parser = argparse.ArgumentParser(prog="posenc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"posenc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the registered encodings")
@@ -90,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time posenc against the peer libraries, interleaved, as ratios")
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (under 2 minutes)")
     p.add_argument("--json", default=None, help="also write the rows and the machine to this file")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (what this torch build can use)")
+    p.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds per case")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("atlas", help="write the HTML atlas of every registered encoding; prints its index.html")
     p.add_argument("--out", default="posenc-out/atlas", help="output folder (default: posenc-out/atlas)")
@@ -109,7 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MissingExtra as error:
+        print(f"posenc {args.command}: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # bad arguments found past argparse (a device, a configuration value)
+        if args.verbose:
+            raise
+        print(f"posenc {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from posenc.core.suggest import did_you_mean
 from posenc.core.validation import check_dtype
 
 #: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
@@ -110,7 +111,8 @@ def get(name: str) -> EncodingInfo:
     """The registry entry for ``name``; an unknown name raises ``ValueError`` listing the known ones."""
     if not isinstance(name, str) or name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown encoding {name!r} for `name`; known encodings: {known}")
+        hint = did_you_mean(name, _REGISTRY)
+        raise ValueError(f"unknown encoding {name!r} for `name`{hint}; known encodings: {known}")
     return _REGISTRY[name]
 
 

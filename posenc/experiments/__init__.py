@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from posenc.core.suggest import did_you_mean
+
 from posenc.experiments.harness import (
     DEFAULT_OUT,
     Context,
@@ -36,7 +38,8 @@ NAMES: tuple[str, ...] = (
 def get_experiment(name: str) -> Experiment:
     """The experiment called ``name``; an unknown name raises ``ValueError`` listing the known ones."""
     if name not in NAMES:
-        raise ValueError(f"unknown experiment {name!r} for `name`; known: {', '.join(NAMES)}")
+        hint = did_you_mean(name, NAMES)
+        raise ValueError(f"unknown experiment {name!r} for `name`{hint}; known: {', '.join(NAMES)}")
     return importlib.import_module(f"posenc.experiments.{name}").EXPERIMENT
 
 

@@ -35,13 +35,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from posenc.core.devices import resolve_device
 from posenc.core.files import atomic_write_bytes
+from posenc.core.suggest import did_you_mean
 
 log = logging.getLogger("posenc.experiments")
 
 #: Where ``posenc run`` writes, one folder per experiment: ``<out>/<name>/result.json`` and ``plot.png``.
 DEFAULT_OUT = Path("posenc-out") / "experiments"
 RESULT_FILE, PLOT_FILE, CHECKPOINT_FILE = "result.json", "plot.png", "checkpoint.pt"
+#: The tensors an experiment's plot shows beside its numbers (reconstructions, samples), kept for ``replot``.
+IMAGES_FILE = "images.pt"
+#: Configuration keys whose value may be 0 (every other number must stay positive, like its default).
+NON_NEGATIVE_KEYS = frozenset({"warmup", "checkpoint_every"})
 
 
 class Interrupted(RuntimeError):
@@ -85,12 +91,13 @@ def _init_distributed(device: torch.device) -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"``: the local rank's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
+    """``"auto"``: the local rank's GPU when CUDA is available, else the CPU.
+
+    A device this torch build cannot use raises ``ValueError`` naming ``--device`` and what it can use.
+    """
+    if name == "auto" and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return resolve_device(name, argument="--device")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,14 +372,15 @@ def run_experiment(
     Raises :class:`ResultExists` when ``out/<name>/result.json`` exists and ``force`` is False, and
     :class:`Interrupted` (after checkpointing) on SIGINT/SIGTERM.
     """
-    config = dict(experiment.quick if quick else experiment.full)
-    for k, v in (overrides or {}).items():
-        if k not in config:
-            raise ValueError(f"unknown configuration key {k!r} for `overrides` of {experiment.name}; known: {sorted(config)}")
-        config[k] = type(config[k])(v) if isinstance(config[k], (int, float, str)) and not isinstance(config[k], bool) else v
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
+    config = apply_overrides(experiment, dict(experiment.quick if quick else experiment.full), overrides or {})
     out_dir = None if out is None else Path(out) / experiment.name
     if out_dir is not None:
         if (out_dir / RESULT_FILE).exists() and not force:
+            if not (out_dir / PLOT_FILE).exists() and world()[0] == 0:
+                log.warning("%s: the result exists but its plot does not; drawing the plot from it", experiment.name)
+                return replot(experiment, out_dir)
             raise ResultExists(f"{out_dir / RESULT_FILE} exists; pass --force to overwrite it or choose another --out")
         ckpt = out_dir / CHECKPOINT_FILE
         if ckpt.exists() and force:
@@ -417,9 +425,114 @@ def run_experiment(
     result = to_jsonable(result)
     if out_dir is not None and world()[0] == 0:
         atomic_write_bytes(out_dir / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode())
+        if images:
+            atomic_torch_save(_cpu_state(images), out_dir / IMAGES_FILE)
         from posenc.experiments.plotting import save_plot
 
         save_plot(experiment, result, out_dir / PLOT_FILE, images=images)
         with contextlib.suppress(FileNotFoundError):
             (out_dir / CHECKPOINT_FILE).unlink()
     return result
+
+
+def replot(experiment: Experiment, out_dir: Path | str) -> dict[str, Any]:
+    """Draw ``out_dir/plot.png`` again from ``out_dir/result.json`` (and its images), without training.
+
+    Returns the stored result. Raises ``FileNotFoundError`` naming the missing ``result.json``.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / RESULT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `posenc run {experiment.name}` first")
+    result = json.loads(path.read_text())
+    images = None
+    if (out_dir / IMAGES_FILE).exists():
+        images = torch.load(out_dir / IMAGES_FILE, map_location="cpu", weights_only=True)
+    from posenc.experiments.plotting import save_plot
+
+    save_plot(experiment, result, out_dir / PLOT_FILE, images=images)
+    return result
+
+
+def _parse_text(key: str, text: str, default: Any) -> Any:
+    """A ``--set`` value given as text, read as the type of the configuration's default."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"`{key}` takes true or false, got {text!r}")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"`{key}` takes an integer, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"`{key}` takes a number, got {text!r}") from None
+    if isinstance(default, (list, tuple)):
+        import ast
+
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    return text
+
+
+def check_override(key: str, value: Any, default: Any) -> Any:
+    """``value`` for configuration ``key``, of the default's type and in its range; ``ValueError`` otherwise.
+
+    Numbers keep the sign of their default: a positive default (sizes, steps, rates) takes positive
+    values only, except the keys in :data:`NON_NEGATIVE_KEYS`, which may be 0; a zero default takes
+    values >= 0. Lists keep the type (and so the range) of their default's first element.
+    """
+    if isinstance(value, str) and not isinstance(default, str):
+        value = _parse_text(key, value, default)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{key}` takes true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"`{key}` takes a number, got {value!r}")
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ValueError(f"`{key}` takes an integer, got {value!r}")
+        value = type(default)(value)
+        if not math.isfinite(value):
+            raise ValueError(f"`{key}` must be finite, got {value!r}")
+        if default >= 0 and value < 0:
+            raise ValueError(f"`{key}` must be >= 0, got {value!r}")
+        if default > 0 and key.split("[")[0] not in NON_NEGATIVE_KEYS and value == 0:
+            raise ValueError(f"`{key}` must be > 0, got {value!r}")
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"`{key}` takes a list, got {value!r}")
+        kinds = {type(v) for v in default}
+        if len(kinds) == 1:
+            (kind,) = kinds
+            value = [check_override(f"{key}[{i}]", v, default[0]) if kind in (int, float) else v for i, v in enumerate(value)]
+            wrong = [v for v in value if not isinstance(v, kind)]
+            if wrong:
+                raise ValueError(f"`{key}` takes a list of {kind.__name__}, got {wrong[0]!r} in it")
+        return list(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"`{key}` takes a string, got {value!r}")
+    return value
+
+
+def apply_overrides(experiment: Experiment, config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``overrides`` applied, each checked by :func:`check_override`."""
+    for key, value in overrides.items():
+        if key not in config:
+            hint = did_you_mean(key, config)
+            raise ValueError(
+                f"unknown configuration key {key!r} in `overrides` (--set) of {experiment.name}{hint}; known: {', '.join(sorted(config))}"
+            )
+        config[key] = check_override(key, value, config[key])
+    return config

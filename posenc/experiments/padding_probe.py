@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.analysis.probe import position_patterns, position_probe, probe_cnn, spearman
+from posenc.core.extras import require
 from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import curves_panel
@@ -33,10 +34,7 @@ PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry
 @lru_cache(maxsize=1)
 def _photographs() -> tuple[torch.Tensor, ...]:
     """scikit-image's bundled colour photographs as ``(3, H, W)`` float tensors in [0, 1]."""
-    try:
-        from skimage import data
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise RuntimeError("inputs='natural' needs scikit-image (pip install posenc[experiments])") from error
+    data = require("skimage.data", extra="experiments", feature="padding_probe with inputs='natural'")
     return tuple(torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255.0 for name in PHOTOGRAPHS)
 
 

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from posenc.core.extras import require
 from posenc.experiments.harness import Experiment, atomic_write_bytes
 
 
@@ -49,8 +50,7 @@ def _default_plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
 
 def save_plot(experiment: Experiment, result: dict[str, Any], path: Path, *, images: Any = None) -> None:
     """Draw ``result`` and write it to ``path`` (PNG) atomically; needs matplotlib."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="plot", feature="drawing an experiment's plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

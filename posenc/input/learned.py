@@ -50,7 +50,12 @@ class LearnedPositionEncoding(PositionEncoding):
         max_len: number of rows; positions must lie in ``[0, max_len)``.
         combine: ``"add"`` or ``"concat"``.
         resize_on_load: interpolate a checkpoint's table of another length on ``load_state_dict``
-            (otherwise a length mismatch raises ``ValueError``).
+            (otherwise a length mismatch raises ``ValueError``). Off by default, unlike
+            ``vit_learned``'s: resampling a patch grid keeps each row at the same place in the
+            image, the usual step of fine-tuning at another resolution, whereas stretching a 1-D
+            table moves every position's vector to another index (row ``i`` then holds what was
+            learned near ``i * old / new``), which a model only tolerates after fine-tuning, so
+            it is asked for explicitly.
         init_std: standard deviation of the normal initialisation.
     """
 

@@ -90,7 +90,9 @@ class LearnedPatchPosition(PositionEncoding):
         dim: model width.
         grid: ``(h, w)`` patch grid (a vision Transformer fills it in).
         num_prefix_tokens: class/register tokens before the patches; each gets its own row.
-        resize_on_load: resample a checkpoint's table saved at another grid in ``load_state_dict``.
+        resize_on_load: resample a checkpoint's table saved at another grid in ``load_state_dict``
+            (on by default: the resampled rows keep their places in the image; the 1-D ``learned``
+            table leaves it off, since stretching it moves positions, see its docstring).
         init_std: standard deviation of the normal initialisation (0.02 as in timm).
     """
 

@@ -131,3 +131,72 @@ def test_torchrun_two_processes_data_parallel(tmp_path):
     assert result["world_size"] == 2
     assert len(result["curves"]["none"]) == 10
     assert done.stdout.decode().count("order:") == 1  # only rank 0 reports
+
+
+def test_missing_plot_is_drawn_from_the_result_instead_of_refused(tmp_path, capsys):
+    exp = get_experiment("order")
+    run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, progress=False, device="cpu")
+    folder = tmp_path / "order"
+    stored = (folder / "result.json").read_bytes()
+    (folder / "plot.png").unlink()
+    # a rerun draws the plot from result.json and trains nothing (the stored result is returned unchanged)
+    result = run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, progress=False)
+    assert (folder / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "result.json").read_bytes() == stored
+    assert result == json.loads(stored)
+    # `posenc replot` redraws it on demand
+    (folder / "plot.png").unlink()
+    assert main(["replot", "order", "--out", str(tmp_path)]) == 0
+    assert (folder / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["replot", "timestep", "--out", str(tmp_path)]) == 1
+    assert "posenc run timestep" in capsys.readouterr().err
+
+
+def test_plot_images_are_kept_for_replot(tmp_path):
+    import torch
+
+    from posenc.experiments import Experiment
+    from posenc.experiments.harness import replot
+
+    drawn = []
+
+    def run(ctx):
+        return {"headline": {"a": 1.0}, "_images": {"target": torch.full((2, 2, 3), 0.5)}}
+
+    def plot(result, fig, images):
+        drawn.append(images)
+        fig.subplots(1, 1).imshow(images["target"].numpy())
+
+    exp = Experiment(name="toy", claim="c", paper="p", section="0", quick={}, full={}, reference={"x": 1}, run=run, plot=plot)
+    run_experiment(exp, quick=True, out=tmp_path, progress=False)
+    replot(exp, tmp_path / "toy")
+    assert len(drawn) == 2 and torch.equal(drawn[0]["target"], drawn[1]["target"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"steps": "abc"}, "`steps` takes an integer"),
+        ({"steps": 0}, "`steps` must be > 0"),
+        ({"steps": True}, "`steps` takes a number"),
+        ({"warmup": 0}, None),
+        ({"warmup": -1}, "`warmup` must be >= 0"),
+        ({"lr": float("inf")}, "`lr` must be finite"),
+        ({"encodings": "none,conv_context"}, None),
+    ],
+)
+def test_overrides_are_checked_against_type_and_range(overrides, message):
+    from posenc.experiments.harness import apply_overrides
+
+    exp = get_experiment("order")
+    if message is None:
+        config = apply_overrides(exp, dict(exp.quick), overrides)
+        assert config["encodings"] in (["none", "conv_context"], exp.quick["encodings"])
+    else:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(exp, dict(exp.quick), overrides)
+
+
+def test_negative_seed_is_refused():
+    with pytest.raises(ValueError, match="`seed` must be a non-negative integer"):
+        run_experiment(get_experiment("order"), quick=True, out=None, seed=-3, progress=False)
