@@ -9,6 +9,7 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.nd import apply_rope_nd
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
@@ -49,6 +50,7 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "apply_rope_2d",
+    "apply_rope_nd",
     "apply_rotary",
     "complex_order",
     "context_conv1d",
