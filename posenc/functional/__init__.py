@@ -9,6 +9,7 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.mrope import apply_mrope
 from posenc.rotary.nd import apply_rope_nd
 
 # posenc/bias
@@ -48,6 +49,7 @@ __all__ = [
     "add_coords",
     "alibi_bias",
     "alibi_slopes",
+    "apply_mrope",
     "apply_rope",
     "apply_rope_2d",
     "apply_rope_nd",

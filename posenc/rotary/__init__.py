@@ -2,14 +2,19 @@
 
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
 from posenc.rotary.scaling import RopeScaling
+from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency
+from posenc.rotary.mrope_positions import mrope_position_ids
 from posenc.rotary.nd import apply_rope_nd, rope_nd_cos_sin
 
 __all__ = [
     "RopeScaling",
     "RotaryPositionEncoding",
+    "apply_mrope",
     "apply_rope",
     "apply_rope_nd",
     "apply_rotary",
+    "mrope_axis_of_frequency",
+    "mrope_position_ids",
     "rope_nd_cos_sin",
     "rotate_pairs",
 ]
