@@ -2,11 +2,16 @@
 
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
 from posenc.rotary.scaling import RopeScaling
+from posenc.rotary.hybrid import AttentionTemperature, NoRope, RotaryOnHeads, attention_temperature
 from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency
 from posenc.rotary.mrope_positions import mrope_position_ids
 from posenc.rotary.nd import apply_rope_nd, rope_nd_cos_sin
 
 __all__ = [
+    "AttentionTemperature",
+    "NoRope",
+    "RotaryOnHeads",
+    "attention_temperature",
     "RopeScaling",
     "RotaryPositionEncoding",
     "apply_mrope",
