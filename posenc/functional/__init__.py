@@ -9,6 +9,7 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.learned import apply_rope_learned
 from posenc.rotary.mrope import apply_mrope
 from posenc.rotary.nd import apply_rope_nd
 
@@ -33,6 +34,7 @@ from posenc.vision.learned import resample_pos_embed
 from posenc.vision.peg import peg
 from posenc.vision.rel_bias_2d import relative_position_index_2d
 from posenc.vision.rope_2d import apply_rope_2d
+from posenc.vision.rope_mixed import apply_rope_mixed
 
 # posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
@@ -52,6 +54,8 @@ __all__ = [
     "apply_mrope",
     "apply_rope",
     "apply_rope_2d",
+    "apply_rope_learned",
+    "apply_rope_mixed",
     "apply_rope_nd",
     "apply_rotary",
     "complex_order",

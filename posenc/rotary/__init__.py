@@ -3,12 +3,14 @@
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
 from posenc.rotary.scaling import RopeScaling
 from posenc.rotary.hybrid import AttentionTemperature, NoRope, RotaryOnHeads, attention_temperature
+from posenc.rotary.learned import LearnedRope, apply_rope_learned
 from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency
 from posenc.rotary.mrope_positions import mrope_position_ids
 from posenc.rotary.nd import apply_rope_nd, rope_nd_cos_sin
 
 __all__ = [
     "AttentionTemperature",
+    "LearnedRope",
     "NoRope",
     "RotaryOnHeads",
     "attention_temperature",
@@ -16,6 +18,7 @@ __all__ = [
     "RotaryPositionEncoding",
     "apply_mrope",
     "apply_rope",
+    "apply_rope_learned",
     "apply_rope_nd",
     "apply_rotary",
     "mrope_axis_of_frequency",
