@@ -4,7 +4,7 @@ from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary,
 from posenc.rotary.scaling import RopeScaling
 from posenc.rotary.hybrid import AttentionTemperature, NoRope, RotaryOnHeads, attention_temperature
 from posenc.rotary.learned import LearnedRope, apply_rope_learned
-from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency
+from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency, mrope_cos_sin
 from posenc.rotary.mrope_positions import mrope_position_ids
 from posenc.rotary.nd import apply_rope_nd, rope_nd_cos_sin
 
@@ -22,6 +22,7 @@ __all__ = [
     "apply_rope_nd",
     "apply_rotary",
     "mrope_axis_of_frequency",
+    "mrope_cos_sin",
     "mrope_position_ids",
     "rope_nd_cos_sin",
     "rotate_pairs",

@@ -64,26 +64,45 @@ def mrope_axis_of_frequency(mrope_section: Sequence[int], layout: MropeLayout = 
 
 def mrope_cos_sin(
     position_ids: torch.Tensor,
-    inv_freq: torch.Tensor,
-    axis_of_frequency: torch.Tensor,
     *,
-    scale: float = 1.0,
+    rotary_dim: int,
+    mrope_section: Sequence[int],
+    layout: MropeLayout = "chunked",
+    base: float = 10000.0,
+    attention_scaling: float = 1.0,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ``(b, n, f)`` for ids ``(3, b, n)``, frequencies ``(f,)`` and their axes ``(f,)``.
+    """cos and sin ``(b, n, rotary_dim / 2)`` for ids ``(3, b, n)``, to rotate queries and keys with
+    :func:`posenc.rotary.rope.apply_rotary` (split halves) after one computation.
 
     Each frequency's angle is its axis's id times the frequency, formed in float64 and reduced
     modulo 2π before the float32 sin/cos.
     """
+    rot = check_even("rotary_dim", rotary_dim, why="RoPE rotates feature pairs")
+    axes = mrope_axis_of_frequency(mrope_section, layout)
+    if 2 * len(axes) != rot:
+        raise ValueError(
+            f"`mrope_section` {tuple(mrope_section)} sums to {len(axes)} frequencies but the rotated width "
+            f"{rot} has {rot // 2}; the sections must sum to rotary_dim / 2"
+        )
+    check_float("base", base, positive=True)
+    check_float("attention_scaling", attention_scaling)
+    check_positions("position_ids", position_ids)
+    if position_ids.ndim != 3 or position_ids.shape[0] != 3:
+        raise ValueError(
+            f"`position_ids` must have shape (3, b, n) (time, height, width ids), got shape {tuple(position_ids.shape)}"
+        )
+    device = position_ids.device
+    inv_freq = inverse_frequencies(rot, base, device=device)
     # (3, b, n) -> (b, n, f): the id each frequency turns with
-    ids = position_ids.permute(1, 2, 0)[..., axis_of_frequency.to(position_ids.device)]
-    wide = angle_dtype(ids.device)
-    theta = ids.to(wide) * inv_freq.to(device=ids.device, dtype=wide)
+    ids = position_ids.permute(1, 2, 0)[..., torch.tensor(axes, dtype=torch.long, device=device)]
+    wide = angle_dtype(device)
+    theta = ids.to(wide) * inv_freq.to(wide)
     if dtype != wide:
         theta = theta - torch.round(theta * (1.0 / (2 * math.pi))) * (2 * math.pi)
     theta = theta.to(dtype)
     cos, sin = theta.cos(), theta.sin()
-    return (cos * scale, sin * scale) if scale != 1.0 else (cos, sin)
+    return (cos * attention_scaling, sin * attention_scaling) if attention_scaling != 1.0 else (cos, sin)
 
 
 def apply_mrope(
@@ -104,30 +123,25 @@ def apply_mrope(
     on cos and sin (transformers' ``attention_scaling`` of scaled RoPE types).
     """
     check_float_tensor("x", x, ndim=4)
-    rot = check_even("rotary_dim", x.shape[-1] if rotary_dim is None else rotary_dim, why="RoPE rotates feature pairs")
-    if rot > x.shape[-1]:
-        raise ValueError(f"`rotary_dim`={rot} exceeds the head width x.shape[-1]={x.shape[-1]}")
-    axes = mrope_axis_of_frequency(mrope_section, layout)
-    if 2 * len(axes) != rot:
-        raise ValueError(
-            f"`mrope_section` {tuple(mrope_section)} sums to {len(axes)} frequencies but the rotated width "
-            f"{rot} has {rot // 2}; the sections must sum to rotary_dim / 2"
-        )
-    check_float("base", base, positive=True)
-    check_float("attention_scaling", attention_scaling)
     check_positions("position_ids", position_ids)
+    rot = x.shape[-1] if rotary_dim is None else rotary_dim
+    if isinstance(rot, int) and rot > x.shape[-1]:
+        raise ValueError(f"`rotary_dim`={rot} exceeds the head width x.shape[-1]={x.shape[-1]}")
     b, _, n, _ = x.shape
-    if position_ids.ndim != 3 or position_ids.shape[0] != 3 or position_ids.shape[-1] != n:
+    if position_ids.ndim == 3 and (position_ids.shape[-1] != n or position_ids.shape[1] not in (1, b)):
         raise ValueError(
-            f"`position_ids` must have shape (3, b, n) with n={n} (time, height, width ids), "
-            f"got shape {tuple(position_ids.shape)}"
+            f"`position_ids` must have shape (3, b, n) with b=1 or {b}, n={n}, got shape {tuple(position_ids.shape)}"
         )
-    if position_ids.shape[1] not in (1, b):
-        raise ValueError(f"`position_ids` batch size must be 1 or {b}, got shape {tuple(position_ids.shape)}")
     check_same_device(x=x, position_ids=position_ids)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    inv_freq = inverse_frequencies(rot, base, device=x.device)
-    axis = torch.tensor(axes, dtype=torch.long, device=x.device)
-    cos, sin = mrope_cos_sin(position_ids, inv_freq, axis, scale=attention_scaling, dtype=work)
+    cos, sin = mrope_cos_sin(
+        position_ids,
+        rotary_dim=rot,
+        mrope_section=mrope_section,
+        layout=layout,
+        base=base,
+        attention_scaling=attention_scaling,
+        dtype=work,
+    )
     # (b, n, f) -> (b, 1, n, f): broadcast over heads
     return apply_rotary(x, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=False)
