@@ -59,7 +59,9 @@ def apply_rope_mixed(x: torch.Tensor, coords: torch.Tensor, freqs: torch.Tensor)
     check_positions("coords", coords)
     if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):
         raise ValueError(f"`coords` must have shape (n, 2) or (b, n, 2) with n={n}, b={b}, got {tuple(coords.shape)}")
-    return rotate_pairs(x, *_cos_sin(coords.reshape(-1, n, 2).to(x.device), freqs, x.dtype), interleaved=True)
+    # (n, 2) -> (1, n, 2)
+    coords = coords.unsqueeze(0) if coords.ndim == 2 else coords
+    return rotate_pairs(x, *_cos_sin(coords.to(x.device), freqs, x.dtype), interleaved=True)
 
 
 def _cos_sin(coords: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

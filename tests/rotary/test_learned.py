@@ -83,6 +83,11 @@ def test_explicit_equals_implicit_and_partial_rotation():
     torch.testing.assert_close(module(x)[..., 4:], x[..., 4:], rtol=0, atol=0)
 
 
+def test_empty_sequence():
+    assert apply_rope_learned(torch.zeros(1, 2, 0, 4), torch.zeros(0), torch.ones(2, 2)).shape == (1, 2, 0, 4)
+    assert LearnedRope(4, heads=2)(torch.zeros(1, 2, 0, 4)).shape == (1, 2, 0, 4)
+
+
 def test_meta_device_then_reset():
     module = LearnedRope(8, heads=2, device="meta")
     module.to_empty(device="cpu")

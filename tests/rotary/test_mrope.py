@@ -142,3 +142,14 @@ def test_matches_transformers(model, sections):
     ids = torch.randint(0, 40, (3, 2, 9), generator=g)
     ours = apply_mrope(x, ids, mrope_section=sections, layout=layout, base=1000.0)
     torch.testing.assert_close(ours, _hf_rotate(Rotary(config), x, ids), rtol=0, atol=1e-5)
+
+
+def test_bf16_exact_at_large_ids():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 1, 3, 16, dtype=torch.float64, generator=g)
+    ids = torch.tensor([[10**6, 999_983, 7], [10**6 - 1, 12, 500_000], [3, 10**6, 250_001]]).unsqueeze(1)
+    ref = reference_mrope(x, ids[:, 0].T.tolist(), (4, 2, 2), "chunked", 10000.0)
+    out = apply_mrope(x.bfloat16(), ids, mrope_section=(4, 2, 2))
+    # the error of bf16 rounding of the input and output alone, not of the angles
+    bound = (x.bfloat16().double() - x).abs().max() * 2 + ref.abs().max() * 2**-8
+    assert (out.double() - ref).abs().max() <= bound

@@ -125,3 +125,14 @@ def test_bad_input_names_the_argument(call, name):
     x, p = torch.randn(2, 1, 3, 8), torch.randn(3, 2)
     with pytest.raises((ValueError, TypeError), match=name):
         call(x, p)
+
+
+def test_video_grid_bf16_exact_at_large_positions():
+    # (time, height, width) of a video's patches, the time axis at a large absolute offset
+    t, h, w = torch.meshgrid(torch.arange(2) + 10**6, torch.arange(2), torch.arange(3), indexing="ij")
+    pos = torch.stack([t, h, w], dim=-1).reshape(-1, 3)
+    x = torch.randn(1, 1, 12, 12, dtype=torch.float64)
+    ref = reference_rope_nd(x, pos.tolist(), (4, 4, 4), (10000.0,) * 3, True)
+    out = apply_rope_nd(x.bfloat16(), pos, axes_dim=(4, 4, 4))
+    bound = (x.bfloat16().double() - x).abs().max() * 2 + ref.abs().max() * 2**-8
+    assert (out.double() - ref).abs().max() <= bound

@@ -101,6 +101,11 @@ def test_vit_learns_per_block_frequencies():
     assert "position.freqs" in state and "layer_positions.0.freqs" in state
 
 
+def test_empty_sequence():
+    assert apply_rope_mixed(torch.zeros(1, 2, 0, 4), torch.zeros(0, 2), torch.ones(2, 2, 2)).shape == (1, 2, 0, 4)
+    assert RopeMixed(4, 2, heads=2)(torch.zeros(1, 2, 0, 4)).shape == (1, 2, 0, 4)
+
+
 def test_meta_device_then_reset():
     module = RopeMixed(8, 2, heads=2, device="meta")
     module.to_empty(device="cpu")
