@@ -33,6 +33,10 @@ class PositionPlan:
     attn_temperature_tuning: AttentionTemperature | None = None
     rope_heads: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.rope_heads is not None:
+            check_int("rope_heads", self.rope_heads, minimum=1)
+
     def nope_layers(self, depth: int) -> frozenset[int]:
         """The NoPE layers of a ``depth``-layer model."""
         layers = set()

@@ -73,12 +73,14 @@ class Transformer(nn.Module):
             raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
         check_float("dropout", dropout, minimum=0.0, maximum=1.0)
         self.dim, self.heads, self.causal = dim, heads, bool(causal)
+        if position_plan is not None and not isinstance(position_plan, PositionPlan):
+            raise TypeError(f"`position_plan` must be a PositionPlan or None, got {type(position_plan).__name__}")
+        # a rotary encoding on a subset of the heads is built for the heads it rotates
+        self._rotated_heads = (position_plan.rope_heads if position_plan is not None else None) or heads
         encodings = self._build_position(position, position_kwargs)
         self.position = encodings[0]
         # per-layer encodings live in their own list; shared ones are the same module everywhere
         self.layer_positions = nn.ModuleList(encodings[1:])
-        if position_plan is not None and not isinstance(position_plan, PositionPlan):
-            raise TypeError(f"`position_plan` must be a PositionPlan or None, got {type(position_plan).__name__}")
         # each block's planned encoding; not submodules: they are the modules above or stateless wrappers
         self._layer_plan = position_plan.build(encodings, depth=depth, heads=heads) if position_plan else None
         if self.causal and not self.position.supports_causal:
@@ -94,7 +96,7 @@ class Transformer(nn.Module):
         self.head = nn.Linear(dim, vocab_size)
 
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
-        model_args = {"dim": self.dim, "heads": self.heads, "head_dim": self.dim // self.heads, "causal": self.causal}
+        model_args = {"dim": self.dim, "heads": self._rotated_heads, "head_dim": self.dim // self.heads, "causal": self.causal}
         return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
 
     def position_for_layer(self, layer: int) -> PositionEncoding:

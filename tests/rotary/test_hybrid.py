@@ -117,6 +117,7 @@ def test_compiles_fullgraph():
         ("rope", PositionPlan(no_rope_layers=(2,)), r"no_rope_layers\[0\]"),
         ("rope", PositionPlan(no_rope_every=0), "no_rope_every"),
         ("rope", PositionPlan(rope_heads=3), "rope_heads"),
+        ("rope_learned", PositionPlan(rope_heads=3), "rope_heads"),
         ("rope", PositionPlan(attn_temperature_tuning=0.1), "attn_temperature_tuning"),
         ("alibi", PositionPlan(no_rope_layers=(0,)), "position_plan"),
         ("rope", {"no_rope_layers": (0,)}, "position_plan"),
@@ -127,6 +128,33 @@ def test_bad_plan_names_the_argument(position, plan, name):
         Transformer(50, 16, 2, 2, position=position, position_plan=plan)
 
 
+def test_bad_plan_values():
+    with pytest.raises(ValueError, match="rope_heads"):
+        PositionPlan(rope_heads=0)
+
+
 def test_bad_temperature():
     with pytest.raises(ValueError, match="floor_scale"):
         AttentionTemperature(floor_scale=0.0)
+
+
+def test_plan_with_learned_frequencies_round_trips_and_copies():
+    import copy
+
+    torch.manual_seed(0)
+    plan = PositionPlan(no_rope_layers=(1,), rope_heads=1)
+    model = Transformer(50, 16, 3, 2, position="rope_learned", causal=True, position_plan=plan).eval()
+    state = model.state_dict()
+    assert sum(k.endswith("freqs") for k in state) == 3  # one set per block, none duplicated by the plan
+    assert model.position.freqs.shape == (1, 4)  # built for the one head it rotates
+    tokens = torch.randint(0, 50, (2, 6))
+    with torch.device("meta"):
+        fresh = Transformer(50, 16, 3, 2, position="rope_learned", causal=True, position_plan=plan)
+    fresh = fresh.to_empty(device="cpu").eval()
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(tokens), model(tokens))
+        twin = copy.deepcopy(model)
+        twin.position_for_layer(2).inner.freqs.mul_(3.0)  # the copy's plan wraps the copy's encodings
+        assert not torch.allclose(twin(tokens), model(tokens))
+        torch.testing.assert_close(model.double()(tokens), fresh(tokens).double(), rtol=1e-5, atol=1e-5)
