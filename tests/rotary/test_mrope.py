@@ -116,32 +116,22 @@ def test_bad_input_names_the_argument(kwargs, ids, name):
 
 
 # -- parity with transformers -----------------------------------------------------------------------------
-def _hf_rotate(module, x, ids):
-    rotary = pytest.importorskip("transformers.models.qwen2_vl.modeling_qwen2_vl")
-    cos, sin = module(x, ids)
-    return rotary.apply_rotary_pos_emb(x, x, cos, sin)[0]
-
-
 @pytest.mark.parametrize("model, sections", [("qwen2_vl", [4, 6, 6]), ("qwen3_vl", [6, 5, 5])])
 def test_matches_transformers(model, sections):
-    pytest.importorskip("transformers")
+    modeling = pytest.importorskip(f"transformers.models.{model}.modeling_{model}")
+    configuration = pytest.importorskip(f"transformers.models.{model}.configuration_{model}")
     if model == "qwen2_vl":
-        from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig as Config
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding as Rotary
-
-        layout = "chunked"
+        Config, Rotary, layout = configuration.Qwen2VLTextConfig, modeling.Qwen2VLRotaryEmbedding, "chunked"
     else:
-        cfg3 = pytest.importorskip("transformers.models.qwen3_vl.configuration_qwen3_vl")
-        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding as Rotary
-
-        Config, layout = cfg3.Qwen3VLTextConfig, "interleaved"
+        Config, Rotary, layout = configuration.Qwen3VLTextConfig, modeling.Qwen3VLTextRotaryEmbedding, "interleaved"
     rope = {"rope_type": "default", "rope_theta": 1000.0, "mrope_section": sections}
     config = Config(hidden_size=64, num_attention_heads=2, head_dim=32, rope_parameters=rope)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 2, 9, 32, generator=g)
     ids = torch.randint(0, 40, (3, 2, 9), generator=g)
     ours = apply_mrope(x, ids, mrope_section=sections, layout=layout, base=1000.0)
-    torch.testing.assert_close(ours, _hf_rotate(Rotary(config), x, ids), rtol=0, atol=1e-5)
+    cos, sin = Rotary(config)(x, ids)
+    torch.testing.assert_close(ours, modeling.apply_rotary_pos_emb(x, x, cos, sin)[0], rtol=0, atol=1e-5)
 
 
 def test_bf16_exact_at_large_ids():
