@@ -158,3 +158,12 @@ def test_plan_with_learned_frequencies_round_trips_and_copies():
         twin.position_for_layer(2).inner.freqs.mul_(3.0)  # the copy's plan wraps the copy's encodings
         assert not torch.allclose(twin(tokens), model(tokens))
         torch.testing.assert_close(model.double()(tokens), fresh(tokens).double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("module, config", [("llama4", "Llama4TextConfig"), ("smollm3", "SmolLM3Config")])
+def test_every_fourth_layer_matches_transformers_defaults(module, config):
+    configuration = pytest.importorskip(f"transformers.models.{module}.configuration_{module}")
+    cfg = getattr(configuration, config)(num_hidden_layers=10)
+    assert nope_layers_from_flags(cfg.no_rope_layers) == every_kth_layer(10, 4) == (3, 7)
+    if module == "llama4":
+        assert (cfg.floor_scale, cfg.attn_scale) == (AttentionTemperature().floor_scale, AttentionTemperature().attn_scale)
