@@ -25,7 +25,11 @@ class PositionPlan:
     no_rope_layers: indices of the layers without RoPE (NoPE layers).
     no_rope_every: also leave every k-th layer without RoPE (layers k-1, 2k-1, ...).
     attn_temperature_tuning: Llama 4's query temperature in the NoPE layers (None: none).
-    rope_heads: rotate only the first ``rope_heads`` heads in the RoPE layers (None: all).
+    rope_heads: rotate only the first ``rope_heads`` heads in the RoPE layers (None: all); a
+        rotary encoding built by name is then built for that many heads.
+
+    A per-layer encoding (one instance per block, such as ``rope_learned``) still has an instance
+    at a NoPE layer, unused and frozen (``requires_grad=False``), so checkpoints keep one layout.
     """
 
     no_rope_layers: Sequence[int] = ()
@@ -67,6 +71,10 @@ class PositionPlan:
         for layer in range(depth):
             enc = encodings[layer] if len(encodings) > 1 else first
             if layer in nope_layers:
+                if len(encodings) > 1:
+                    # a per-layer encoding a NoPE layer never calls: frozen, so that no optimizer or DDP
+                    # waits for its gradient
+                    enc.requires_grad_(False)
                 plan.append(nope)
             elif self.rope_heads is not None and self.rope_heads < heads:
                 plan.append(RotaryOnHeads(enc, self.rope_heads))

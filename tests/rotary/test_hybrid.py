@@ -167,3 +167,13 @@ def test_every_fourth_layer_matches_transformers_defaults(module, config):
     assert nope_layers_from_flags(cfg.no_rope_layers) == every_kth_layer(10, 4) == (3, 7)
     if module == "llama4":
         assert (cfg.floor_scale, cfg.attn_scale) == (AttentionTemperature().floor_scale, AttentionTemperature().attn_scale)
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    # DDP without find_unused_parameters needs this: the NoPE layer's own learned frequencies are frozen
+    torch.manual_seed(0)
+    model = Transformer(50, 16, 3, 2, position="rope_learned", causal=True, position_plan=PositionPlan(no_rope_layers=(1,)))
+    model(torch.randint(0, 50, (2, 6))).sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    assert not model.layer_positions[0].freqs.requires_grad  # block 1's
