@@ -8,7 +8,9 @@ temporal ids).
   token ``(i, r, c)`` gets ids ``(s + i * step, s + r, s + c)``. ``step`` is 1 (Qwen2-VL), or with
   ``tokens_per_second`` set (Qwen2.5-VL) ``tokens_per_second * seconds_per_grid`` for videos: the
   temporal id then counts absolute time, truncated to an integer.
-- The span after a vision span starts one past the largest id it used.
+- The span after a vision span starts one past the largest id it used (the released Qwen2-VL and
+  Qwen2.5-VL code). transformers 5 advances by ``max(H, W) / m`` instead; the two agree unless a
+  span's temporal ids outgrow its height and width (long videos, absolute time).
 
 Checked against transformers' Qwen2-VL / Qwen2.5-VL ``get_rope_index`` where installed
 (tests/rotary/test_mrope_positions.py).
