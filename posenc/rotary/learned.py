@@ -25,7 +25,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_positions
+from posenc.core.validation import check_even, check_float, check_float_tensor, check_int
 from posenc.rotary.rope import rotate_pairs
 
 
@@ -121,8 +121,6 @@ class LearnedRope(PositionEncoding):
             raise ValueError(f"`x` must have last dimension head_dim={self.head_dim}, got {x.shape[-1]}")
         if self.heads != 1 and x.shape[1] != self.heads:
             raise ValueError(f"`x` must have {self.heads} heads (dim 1), got shape {tuple(x.shape)}")
-        if positions is not None:
-            check_positions("positions", positions)
         pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
         return self.rotate_queries_or_keys(x, Positions(x.shape[-2], offset, None if positions is None else pos))
 
