@@ -17,6 +17,7 @@ from posenc.bench.cases import (
     training_step_case,
     transformer_xl_case,
 )
+from posenc.bench.mrope import mrope_case
 from posenc.core.registry import available
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
@@ -45,6 +46,13 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         lengths = (512, 1024, 2048, 4096)
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
+    # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
+    mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)
+    cases += [
+        mrope_case(*mrope_size, layout, dtype, device)
+        for layout in ("chunked", "interleaved")
+        for dtype in (torch.float32, torch.bfloat16)
+    ]
     cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
     return cases
 

@@ -9,6 +9,9 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.learned import apply_rope_learned
+from posenc.rotary.mrope import apply_mrope
+from posenc.rotary.nd import apply_rope_nd
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
@@ -31,6 +34,7 @@ from posenc.vision.learned import resample_pos_embed
 from posenc.vision.peg import peg
 from posenc.vision.rel_bias_2d import relative_position_index_2d
 from posenc.vision.rope_2d import apply_rope_2d
+from posenc.vision.rope_mixed import apply_rope_mixed
 
 # posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
@@ -47,8 +51,12 @@ __all__ = [
     "add_coords",
     "alibi_bias",
     "alibi_slopes",
+    "apply_mrope",
     "apply_rope",
     "apply_rope_2d",
+    "apply_rope_learned",
+    "apply_rope_mixed",
+    "apply_rope_nd",
     "apply_rotary",
     "complex_order",
     "context_conv1d",

@@ -14,6 +14,7 @@ from posenc.core.validation import check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
 from posenc.models.position import build_layer_encodings, encoding_for_layer
+from posenc.models.position_plan import PositionPlan
 
 
 class Block(nn.Module):
@@ -43,6 +44,8 @@ class Transformer(nn.Module):
         position: a registry name (see ``posenc.available()``) or a :class:`PositionEncoding`.
         causal: causal language model (True) or bidirectional encoder (False).
         mlp_ratio, dropout: block hyper-parameters.
+        position_plan: a :class:`PositionPlan` for a rotary ``position``: NoPE layers (Llama 4,
+            SmolLM3), their attention temperature, RoPE on a subset of the heads.
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
             model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
     """
@@ -58,6 +61,7 @@ class Transformer(nn.Module):
         causal: bool = False,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        position_plan: PositionPlan | None = None,
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -69,10 +73,16 @@ class Transformer(nn.Module):
             raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
         check_float("dropout", dropout, minimum=0.0, maximum=1.0)
         self.dim, self.heads, self.causal = dim, heads, bool(causal)
+        if position_plan is not None and not isinstance(position_plan, PositionPlan):
+            raise TypeError(f"`position_plan` must be a PositionPlan or None, got {type(position_plan).__name__}")
+        # a rotary encoding on a subset of the heads is built for the heads it rotates
+        self._rotated_heads = (position_plan.rope_heads if position_plan is not None else None) or heads
         encodings = self._build_position(position, position_kwargs)
         self.position = encodings[0]
         # per-layer encodings live in their own list; shared ones are the same module everywhere
         self.layer_positions = nn.ModuleList(encodings[1:])
+        # each block's planned encoding; not submodules: they are the modules above or stateless wrappers
+        self._layer_plan = position_plan.build(encodings, depth=depth, heads=heads) if position_plan else None
         if self.causal and not self.position.supports_causal:
             raise ValueError(f"position encoding {type(self.position).__name__} cannot be used with causal=True")
         embed_dim = dim - self.position.concat_dim
@@ -86,10 +96,12 @@ class Transformer(nn.Module):
         self.head = nn.Linear(dim, vocab_size)
 
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
-        model_args = {"dim": self.dim, "heads": self.heads, "head_dim": self.dim // self.heads, "causal": self.causal}
+        model_args = {"dim": self.dim, "heads": self._rotated_heads, "head_dim": self.dim // self.heads, "causal": self.causal}
         return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
+        if self._layer_plan is not None:
+            return self._layer_plan[layer]
         return encoding_for_layer(self.position, self.layer_positions, layer)
 
     def new_cache(self) -> KVCache:

@@ -34,7 +34,7 @@ class ViT(nn.Module):
         in_channels: image channels.
         dim, depth, heads, mlp_ratio, dropout: Transformer sizes (``dim`` divisible by ``heads``).
         position: a vision registry name (``"vit_learned"``, ``"sincos_2d"``, ``"rel_bias_2d"``,
-            ``"rope_2d"``, ``"peg"``, ``"none"``) or a :class:`PositionEncoding`.
+            ``"rope_2d"``, ``"rope_mixed"``, ``"peg"``, ``"none"``) or a :class:`PositionEncoding`.
         class_token: prepend a learned class token (else no prefix token).
         pool: ``"cls"`` (the class token's output) or ``"mean"`` (mean of the patch tokens).
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name.

@@ -110,6 +110,13 @@ SPECS: dict[str, Spec] = {
         (X4, POS),
         bad_calls=lambda: [("offset", lambda m: m(_r(1, 1, 5, 8), offset=-1))],
     ),
+    "rope_learned": Spec(
+        {"head_dim": 8, "heads": 2},
+        lambda: (_r(2, 2, 5, 8), torch.arange(3, 8)),
+        lambda m, x, p: m(x, positions=p),
+        (X4, POS),
+        bad_calls=lambda: [("offset", lambda m: m(_r(1, 2, 5, 8), offset=-1))],
+    ),
     "alibi": Spec(
         {"heads": 2},
         lambda: (5, torch.arange(5)),
@@ -187,6 +194,13 @@ SPECS: dict[str, Spec] = {
         lambda m, x, p: m(x, positions=p),
         (X4, POS),
         bad_calls=lambda: [("positions", lambda m: m(_r(1, 1, 2, 8), positions=torch.tensor([0, 9])))],
+    ),
+    "rope_mixed": Spec(
+        {"head_dim": 8, "grid": 3, "heads": 2},
+        lambda: (_r(2, 2, 9, 8), torch.arange(9)),
+        lambda m, x, p: m(x, positions=p),
+        (X4, POS),
+        bad_calls=lambda: [("positions", lambda m: m(_r(1, 2, 2, 8), positions=torch.tensor([0, 9])))],
     ),
     "sincos_2d": Spec(
         {"dim": 8, "grid": 3},

@@ -44,3 +44,13 @@ def test_rope_case_checks_layouts_against_posenc():
     rows = {r.impl: r for r in rope_case(1, 1, 8, 8, torch.float32, "cpu").run(rounds=1)}
     assert rows["posenc (adjacent pairs)"].median_ms is not None
     assert "\n" in format_table({"rows": [r.as_dict() for r in rows.values()], "machine": {"device": "cpu", "platform": "", "torch": "", "threads": 1, "rounds": 1}})
+
+
+def test_mrope_case_agrees_with_transformers_or_skips():
+    from posenc.bench.mrope import mrope_case
+
+    for layout in ("chunked", "interleaved"):
+        rows = {r.impl: r for r in mrope_case(1, 2, 16, 16, layout, torch.float32, "cpu").run(rounds=1)}
+        assert rows["posenc apply_mrope"].median_ms is not None
+        peer = next(r for impl, r in rows.items() if impl.startswith("transformers"))
+        assert peer.note.startswith("skipped") or peer.agrees is True, peer

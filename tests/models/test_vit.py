@@ -10,7 +10,7 @@ from helpers import assert_loss_falls, train_losses
 from posenc.models import ViT
 from posenc.vision import PEG, LearnedPatchPosition, RelativeBias2d, Rope2d, resample_pos_embed
 
-VISION = ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "peg"]
+VISION = ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "rope_mixed", "peg"]
 
 
 @pytest.mark.parametrize("position", VISION)
@@ -56,7 +56,7 @@ def test_module_position_and_its_grid_is_checked():
         ViT(8, 2, 3, dim=16, heads=2, position=LearnedPatchPosition(16, (3, 3)))
 
 
-@pytest.mark.parametrize("position", ["vit_learned", "rel_bias_2d", "peg", "rope_2d", "sincos_2d"])
+@pytest.mark.parametrize("position", ["vit_learned", "rel_bias_2d", "peg", "rope_2d", "rope_mixed", "sincos_2d"])
 def test_checkpoint_saved_at_one_grid_loads_at_another(position):
     small = ViT(8, 2, 3, dim=16, depth=2, heads=2, position=position)
     big = ViT(12, 2, 3, dim=16, depth=2, heads=2, position=position)
@@ -97,7 +97,7 @@ def quadrant_batch(n: int = 32):
     return images, labels
 
 
-@pytest.mark.parametrize("position", ["vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "peg"])
+@pytest.mark.parametrize("position", ["vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "rope_mixed", "peg"])
 def test_trains_a_few_steps(position):
     torch.manual_seed(0)
     fixed = quadrant_batch(32)

@@ -13,7 +13,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @cuda
-@pytest.mark.parametrize("position", ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "peg"])
+@pytest.mark.parametrize("position", ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "rope_mixed", "peg"])
 def test_vit_on_cuda_matches_cpu(position):
     torch.manual_seed(0)
     cpu = ViT(8, 2, 3, dim=32, depth=2, heads=2, position=position).eval()

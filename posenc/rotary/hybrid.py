@@ -1,0 +1,107 @@
+"""NoPE/RoPE hybrids: attention layers without rotary encoding (Llama 4, SmolLM3), Llama 4's
+attention-temperature tuning for those layers, and RoPE on a subset of the heads.
+
+A NoPE layer (no position encoding; Kazemnejad et al. 2023, arXiv:2305.19466) leaves queries and
+keys as they are, so with a bidirectional mask it is permutation-equivariant; in a causal model the
+mask alone carries order. Llama 4 interleaves such layers with RoPE layers and, in them, scales each
+query by a temperature growing with its position (Llama 4's ``attn_temperature_tuning``)::
+
+    scale(p) = 1 + attn_scale * log(1 + floor((p + 1) / floor_scale))
+
+which is 1 for the first ``floor_scale - 1`` positions and grows slowly past them, against the
+flattening of attention over very long contexts. Transcribed from the formula in Llama 4's
+attention, checked in tests/rotary/test_hybrid.py.
+
+:class:`NoRope` is the encoding of such a layer; :class:`RotaryOnHeads` rotates only the first
+``heads`` heads with an inner rotary encoding and leaves the others position-free (a per-head
+NoPE/RoPE mix). :class:`posenc.models.PositionPlan` assigns them to the layers of a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions
+from posenc.core.validation import check_float, check_int
+
+
+@dataclass(frozen=True)
+class AttentionTemperature:
+    """Llama 4's query temperature for NoPE layers (its config's ``floor_scale`` and ``attn_scale``)."""
+
+    floor_scale: float = 8192.0
+    attn_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_float("floor_scale", self.floor_scale, positive=True)
+        check_float("attn_scale", self.attn_scale, minimum=0.0)
+
+
+def attention_temperature(positions: torch.Tensor, *, floor_scale: float = 8192.0, attn_scale: float = 0.1) -> torch.Tensor:
+    """float32 ``1 + attn_scale * log1p(floor((p + 1) / floor_scale))`` for positions ``(*p,)``."""
+    p = positions.to(torch.float64)
+    return (torch.log1p(torch.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0).float()
+
+
+class NoRope(PositionEncoding):
+    """A layer without rotary encoding; with ``temperature``, queries are scaled as in Llama 4."""
+
+    family = "rotary"
+
+    def __init__(self, temperature: AttentionTemperature | None = None) -> None:
+        super().__init__()
+        if temperature is not None and not isinstance(temperature, AttentionTemperature):
+            raise TypeError(f"`temperature` must be an AttentionTemperature or None, got {type(temperature).__name__}")
+        self.temperature = temperature
+        # the model calls the rotary hook only when there is a temperature to apply
+        self.hooks = frozenset({"rotary"}) if temperature is not None else frozenset()
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions):
+        t = self.temperature
+        scale = attention_temperature(q_positions.tensor(q.device), floor_scale=t.floor_scale, attn_scale=t.attn_scale)
+        # (b | 1, n) -> (b | 1, 1, n, 1): one factor per query, shared by the heads
+        work = torch.promote_types(q.dtype, torch.float32)
+        return (q.to(work) * scale[:, None, :, None].to(work)).to(q.dtype), k
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}" if self.temperature is not None else ""
+
+
+class RotaryOnHeads(PositionEncoding):
+    """``inner`` (a rotary encoding) applied to the first ``heads`` heads; the rest are not rotated."""
+
+    family = "rotary"
+    hooks = frozenset({"rotary"})
+
+    def __init__(self, inner: PositionEncoding, heads: int) -> None:
+        super().__init__()
+        if not isinstance(inner, PositionEncoding) or inner.hooks != frozenset({"rotary"}):
+            raise ValueError(f"`inner` must be an encoding whose only hook is 'rotary', got {type(inner).__name__}")
+        self.inner = inner
+        self.heads = check_int("heads", heads, minimum=1)
+        self.supports_causal = inner.supports_causal
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions):
+        r = self.heads
+        if r > q.shape[1]:
+            raise ValueError(f"`heads`={r} rotated heads but the attention has only {q.shape[1]}")
+        rq, rk = self.inner.rotate(q[:, :r], k[:, :r], q_positions=q_positions, k_positions=k_positions)
+        return torch.cat([rq, q[:, r:]], dim=1), torch.cat([rk, k[:, r:]], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}"
+
+
+def every_kth_layer(depth: int, k: int) -> tuple[int, ...]:
+    """Layers ``k-1, 2k-1, ...`` below ``depth``: Llama 4's and SmolLM3's NoPE layers for ``no_rope_layer_interval=k``."""
+    check_int("k", k, minimum=1)
+    return tuple(range(k - 1, depth, k))
+
+
+def nope_layers_from_flags(flags) -> tuple[int, ...]:
+    """Transformers' ``no_rope_layers`` list (1: the layer uses RoPE, 0: NoPE) as NoPE layer indices."""
+    return tuple(i for i, f in enumerate(flags) if not f)
+

@@ -1,0 +1,138 @@
+"""N-axis RoPE: float64 per-pair rotations, logits that depend on the difference vector only, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posenc.functional import apply_rope, apply_rope_nd
+
+
+def reference_rope_nd(x: torch.Tensor, positions, axes_dim, bases, interleaved: bool) -> torch.Tensor:
+    """x (b, h, n, d); positions: per token a list of k coordinates. Transcribed pair by pair."""
+    out = x.clone()
+    rot = sum(axes_dim)
+    for t, p in enumerate(positions):
+        freqs = []  # (axis coordinate, frequency) per pair, axis 0 first
+        for a, (w, base) in enumerate(zip(axes_dim, bases)):
+            freqs += [(p[a], base ** (-2 * i / w)) for i in range(w // 2)]
+        for j, (coord, f) in enumerate(freqs):
+            i0, i1 = (2 * j, 2 * j + 1) if interleaved else (j, j + rot // 2)
+            c, s = math.cos(coord * f), math.sin(coord * f)
+            a0, a1 = x[..., t, i0], x[..., t, i1]
+            out[..., t, i0] = c * a0 - s * a1
+            out[..., t, i1] = s * a0 + c * a1
+    return out
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+@pytest.mark.parametrize(
+    "axes_dim, base, d",
+    [((4, 6, 6), 10000.0, 16), ((2, 4), (100.0, 10.0), 6), ((8,), 500.0, 8)],
+)
+def test_matches_float64_reference(axes_dim, base, d, interleaved):
+    g = torch.Generator().manual_seed(0)
+    k = len(axes_dim)
+    x = torch.randn(2, 2, 5, d, dtype=torch.float64, generator=g)
+    positions = torch.randn(5, k, dtype=torch.float64, generator=g) * 50  # fractional, negative, large
+    bases = (base,) * k if isinstance(base, float) else base
+    ref = reference_rope_nd(x, positions.tolist(), axes_dim, bases, interleaved)
+    out = apply_rope_nd(x, positions, axes_dim=axes_dim, base=base, interleaved=interleaved)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_exact_at_large_positions():
+    x = torch.randn(1, 1, 3, 8, dtype=torch.float64)
+    positions = torch.tensor([[1e6, 3.0], [7.0, 123456.0], [0.0, 0.0]], dtype=torch.float64)
+    ref = reference_rope_nd(x, positions.tolist(), (4, 4), (10000.0, 10000.0), True)
+    out = apply_rope_nd(x.float(), positions, axes_dim=(4, 4))
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-6)
+
+
+def test_one_axis_is_rope():
+    x = torch.randn(2, 3, 6, 8)
+    pos = torch.arange(6)
+    torch.testing.assert_close(
+        apply_rope_nd(x, pos.unsqueeze(-1), axes_dim=(8,), interleaved=False), apply_rope(x, pos), rtol=0, atol=1e-6
+    )
+
+
+def test_batched_positions_and_pass_through():
+    x = torch.randn(2, 1, 4, 10)
+    pos = torch.randint(0, 9, (2, 4, 3))
+    out = apply_rope_nd(x, pos, axes_dim=(2, 2, 4))
+    for i in range(2):
+        torch.testing.assert_close(out[i : i + 1], apply_rope_nd(x[i : i + 1], pos[i], axes_dim=(2, 2, 4)))
+    torch.testing.assert_close(out[..., 8:], x[..., 8:], rtol=0, atol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(-100, 100), min_size=3, max_size=3),
+    st.lists(st.floats(-100, 100), min_size=3, max_size=3),
+    st.lists(st.floats(-20, 20), min_size=3, max_size=3),
+)
+def test_logit_depends_only_on_the_difference(p1, p2, delta):
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 12, dtype=torch.float64, generator=g)
+
+    def logit(pq, pk):
+        both = torch.stack([q, k]).view(1, 1, 2, 12)
+        rq, rk = apply_rope_nd(both, torch.tensor([pq, pk], dtype=torch.float64), axes_dim=(4, 4, 4))[0, 0]
+        return float(rq @ rk)
+
+    shift = lambda p: [a + b for a, b in zip(p, delta)]  # noqa: E731
+    assert logit(shift(p1), p1) == pytest.approx(logit(shift(p2), p2), abs=1e-9)
+
+
+def test_gradient():
+    x = torch.randn(1, 1, 3, 8, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(3, 2, dtype=torch.float64)
+    torch.autograd.gradcheck(lambda t: apply_rope_nd(t, pos, axes_dim=(4, 4)), (x,))
+
+
+def test_empty_sequence():
+    assert apply_rope_nd(torch.zeros(1, 2, 0, 8), torch.zeros(0, 2), axes_dim=(4, 4)).shape == (1, 2, 0, 8)
+
+
+def test_compiles_fullgraph():
+    x, pos = torch.randn(1, 2, 4, 8), torch.randn(4, 2)
+    compiled = torch.compile(lambda a, p: apply_rope_nd(a, p, axes_dim=(4, 4)), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, pos), apply_rope_nd(x, pos, axes_dim=(4, 4)))
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=(4, 3)), "axes_dim"),
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=(8, 4)), "axes_dim"),
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=4), "axes_dim"),
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=(4, 4), base=(1.0,)), "base"),
+        (lambda x, p: apply_rope_nd(x, p[..., :1], axes_dim=(4, 4)), "positions"),
+        (lambda x, p: apply_rope_nd(x, p[:2], axes_dim=(4, 4)), "positions"),
+        (lambda x, p: apply_rope_nd(x, p.half(), axes_dim=(4, 4)), "positions"),
+        (lambda x, p: apply_rope_nd(x, p.expand(3, -1, -1), axes_dim=(4, 4)), "positions"),
+        (lambda x, p: apply_rope_nd(x, p * float("nan"), axes_dim=(4, 4)), "positions"),
+        (lambda x, p: apply_rope_nd(x.long(), p, axes_dim=(4, 4)), "x"),
+        (lambda x, p: apply_rope_nd(x[0], p, axes_dim=(4, 4)), "x"),
+    ],
+)
+def test_bad_input_names_the_argument(call, name):
+    x, p = torch.randn(2, 1, 3, 8), torch.randn(3, 2)
+    with pytest.raises((ValueError, TypeError), match=name):
+        call(x, p)
+
+
+def test_video_grid_bf16_exact_at_large_positions():
+    # (time, height, width) of a video's patches, the time axis at a large absolute offset
+    t, h, w = torch.meshgrid(torch.arange(2) + 10**6, torch.arange(2), torch.arange(3), indexing="ij")
+    pos = torch.stack([t, h, w], dim=-1).reshape(-1, 3)
+    x = torch.randn(1, 1, 12, 12, dtype=torch.float64)
+    ref = reference_rope_nd(x, pos.tolist(), (4, 4, 4), (10000.0,) * 3, True)
+    out = apply_rope_nd(x.bfloat16(), pos, axes_dim=(4, 4, 4))
+    bound = (x.bfloat16().double() - x).abs().max() * 2 + ref.abs().max() * 2**-8
+    assert (out.double() - ref).abs().max() <= bound
