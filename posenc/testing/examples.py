@@ -129,6 +129,49 @@ SPECS: dict[str, Spec] = {
         lambda m, n, p: m(n, q_positions=p, k_positions=p),
         (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
     ),
+    "kerple": Spec(
+        {"heads": 2},
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+    ),
+    "sandwich": Spec(
+        {"heads": 2, "width": 8},
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+        even=("width",),
+    ),
+    "dynamic_bias": Spec(
+        {"heads": 2, "hidden": 8},
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+    ),
+    "cpb": Spec(
+        {"heads": 2, "hidden": 8, "max_distance": 8},
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+    ),
+    "fire": Spec(
+        {"heads": 2, "hidden": 8},
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+    ),
+    "fox": Spec(
+        {"head_dim": 4, "heads": 2},
+        lambda: (_r(2, 2, 5, 4),),
+        _call(),
+        (Arg("k", "activation", (4,), -1),),
+    ),
+    "cope": Spec(
+        {"head_dim": 4, "heads": 2, "max_positions": 8},
+        lambda: (_r(2, 2, 5, 4), _r(2, 2, 6, 4)),
+        _call(),
+        (Arg("q", "activation", (4,), -1), Arg("k", "activation", (4,), -1)),
+    ),
     "shaw": Spec(
         {"head_dim": 4, "heads": 2, "max_distance": 3},
         lambda: (_r(2, 2, 5, 4), _r(2, 2, 6, 4), _r(2, 2, 6, 4)),
@@ -180,6 +223,16 @@ SPECS: dict[str, Spec] = {
     ),
     "rel_bias_2d": Spec(
         {"heads": 2, "grid": 3},
+        lambda: (torch.arange(9),),
+        lambda m, p: m(positions=p),
+        (Arg("positions", "positions", (1, 2)),),
+        bad_calls=lambda: [
+            ("positions", lambda m: m(positions=torch.tensor([0, 9]))),
+            ("positions", lambda m: m(10)),
+        ],
+    ),
+    "cpb_2d": Spec(
+        {"heads": 2, "grid": 3, "hidden": 8},
         lambda: (torch.arange(9),),
         lambda m, p: m(positions=p),
         (Arg("positions", "positions", (1, 2)),),

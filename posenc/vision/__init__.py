@@ -1,5 +1,6 @@
 """Positions for vision Transformers over patch tokens: learned patch tables, 2-D relative bias, 2-D RoPE, conditional (convolutional) encodings."""
 
+from posenc.vision.cpb_2d import ContinuousPositionBias2d, offset_table_2d
 from posenc.vision.grid import check_grid, grid_coords, token_coords
 from posenc.vision.learned import LearnedPatchPosition, interpolate_grid, resample_pos_embed
 from posenc.vision.peg import PEG, peg
@@ -8,6 +9,8 @@ from posenc.vision.rope_mixed import RopeMixed, apply_rope_mixed, rope_mixed_ini
 from posenc.vision.rope_2d import Rope2d, apply_rope_2d, rope_2d_cos_sin
 
 __all__ = [
+    "ContinuousPositionBias2d",
+    "offset_table_2d",
     "PEG",
     "LearnedPatchPosition",
     "RelativeBias2d",

@@ -1,0 +1,98 @@
+"""FIRE, functional interpolation for relative positions (Li et al. 2023, arXiv:2310.04418).
+
+A learned function of the *normalised* relative distance gives each head's logit bias (eq. 5-6):
+
+    b(i, j) = f_theta( psi(i - j) / psi(max(L, i)) ),     psi(x) = log(c x + 1)
+
+with ``f_theta`` an MLP (``Linear(1, hidden) -> ReLU -> Linear(hidden, heads)``), ``c > 0`` and
+the threshold ``L > 0`` learned. Dividing by ``psi(i)`` maps every query's past into ``[0, 1]``
+("progressive interpolation"), so a longer sequence is seen through the same input range instead of
+unseen distances; ``L`` keeps short prefixes from being stretched. ``c`` and ``L`` enter through
+their absolute values (the paper constrains them positive). FIRE is defined for causal attention
+(``i >= j``); the encoder form here reads ``|i - j|``. Verified against a float64 transcription in
+``tests/bias/test_fire.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from posenc.bias.relative import BiasEncoding, relative_positions
+from posenc.core.positions import Positions
+from posenc.core.registry import register
+from posenc.core.validation import check_float, check_positive_int, check_tensor
+
+
+def fire_input(
+    distance: torch.Tensor, query_position: torch.Tensor, c: torch.Tensor, threshold: torch.Tensor
+) -> torch.Tensor:
+    """FIRE's MLP input ``psi(distance) / psi(max(threshold, query_position))``, ``psi(x) = log(|c| x + 1)``.
+
+    distance: ``(..., n, m)`` >= 0; query_position: broadcastable to it (``(..., n, 1)``).
+    """
+    check_tensor("distance", distance)
+    check_tensor("query_position", query_position)
+    c = c.abs()
+    numerator = torch.log1p(c * distance)
+    denominator = torch.log1p(c * torch.maximum(threshold.abs(), query_position))
+    return numerator / denominator.clamp(min=torch.finfo(numerator.dtype).tiny)
+
+
+@register(
+    "fire",
+    family="bias",
+    paper="Li et al. 2023, arXiv:2310.04418",
+    summary="An MLP of the log distance normalised by the query position (learned c and threshold L) as a bias.",
+)
+class FIRE(BiasEncoding):
+    """FIRE's learned bias.
+
+    Args:
+        heads: attention heads.
+        hidden: width of the MLP (32 in the paper).
+        init_c: initial ``c`` of ``psi(x) = log(c x + 1)``.
+        init_threshold: initial ``L``.
+        causal: causal distances ``i - j`` (True, the paper's setting) or ``|i - j|``.
+    """
+
+    def __init__(
+        self,
+        heads: int,
+        *,
+        hidden: int = 32,
+        init_c: float = 0.1,
+        init_threshold: float = 512.0,
+        causal: bool = True,
+        device=None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.heads = check_positive_int("heads", heads)
+        self.hidden = check_positive_int("hidden", hidden)
+        self.init_c = check_float("init_c", init_c, positive=True)
+        self.init_threshold = check_float("init_threshold", init_threshold, positive=True)
+        self.causal = bool(causal)
+        self.mlp = nn.Sequential(
+            nn.Linear(1, hidden, device=device, dtype=dtype), nn.ReLU(), nn.Linear(hidden, heads, device=device, dtype=dtype)
+        )
+        self.c = nn.Parameter(torch.empty((), device=device, dtype=dtype))
+        self.threshold = nn.Parameter(torch.empty((), device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.c.fill_(self.init_c)
+            self.threshold.fill_(self.init_threshold)
+
+    def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        weight = self.mlp[0].weight
+        rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=torch.float32)  # (b|1, n, m)
+        distance = (-rel).clamp(min=0) if self.causal else rel.abs()
+        query = q_positions.tensor(weight.device).to(torch.float32).unsqueeze(-1)  # (b | 1, n, 1)
+        x = fire_input(distance, query, self.c.float(), self.threshold.float())
+        # (b | 1, n, m, 1) -> (b | 1, n, m, heads) -> (b | 1, heads, n, m)
+        return self.mlp(x.unsqueeze(-1).to(weight.dtype)).float().permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, hidden={self.hidden}, causal={self.causal}"

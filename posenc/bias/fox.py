@@ -1,0 +1,100 @@
+"""The Forgetting Transformer's forget gate as a data-dependent decay bias (FoX; Lin et al. 2025,
+arXiv:2503.02130).
+
+Each token ``t`` gets a scalar forget gate per head, ``f_t = sigmoid(w_h . x_t + b_h)``, and the
+logit of query ``i`` and key ``j <= i`` gains the log of the gates in between (eq. 4-5):
+
+    D_ij = sum_{l = j+1}^{i} log f_l = c_i - c_j,      c_t = sum_{l <= t} log f_l
+
+a learned, content-dependent generalisation of ALiBi (a constant gate is ALiBi with slope
+``-log f``). The bias hook sees queries and keys, not the block input, so the gate here reads each
+token's *key* vector (a linear function of ``x_t`` through ``W_k``): ``f_t = sigmoid(w_h . k_t + b_h)``.
+Queries are the last ``n`` of the ``m`` keys (self-attention, with or without a key/value cache).
+``b_h`` starts at ``init_bias`` (gates near 1, slow decay). Verified against a float64 double sum in
+``tests/bias/test_fox.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posenc.bias.relative import BiasEncoding
+from posenc.core.positions import Positions
+from posenc.core.registry import register
+from posenc.core.validation import check_float, check_float_tensor, check_int, check_positive_int
+
+
+def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
+    """log_gates ``(b, h, m)`` (``log f_t`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries.
+
+    Entry ``(i, j)`` is ``c_{m-n+i} - c_j`` with ``c`` the cumulative sum: the log gates of keys
+    ``j+1 .. m-n+i``. Causal: keys after the query get positive values, which the causal mask hides.
+    Encoder form (posenc's extension; FoX is causal): ``-|c_i - c_j|``, the gates between the two
+    tokens in either direction.
+    """
+    check_float_tensor("log_gates", log_gates, ndim=3)
+    m = log_gates.shape[-1]
+    check_int("n", n, minimum=0)
+    if n > m:
+        raise ValueError(f"`n` (queries) must lie in [0, {m}] (the keys include the queries), got {n}")
+    cumulative = log_gates.float().cumsum(-1)  # (b, h, m)
+    # (b, h, n, 1) - (b, h, 1, m) -> (b, h, n, m)
+    bias = cumulative[..., m - n :].unsqueeze(-1) - cumulative.unsqueeze(-2)
+    return bias if causal else -bias.abs()
+
+
+@register(
+    "fox",
+    family="bias",
+    paper="Lin et al. 2025, arXiv:2503.02130 (Forgetting Transformer)",
+    summary="Cumulative log forget gates computed from each token as a causal, data-dependent decay bias.",
+)
+class ForgettingGate(BiasEncoding):
+    """FoX's forget-gate bias (causal; ``causal=False`` gives posenc's symmetric encoder form).
+
+    Args:
+        head_dim: width of each head's keys (the gate's input).
+        heads: attention heads (one gate each).
+        init_bias: initial ``b_h`` (``sigmoid(4) ~ 0.98``: a slow initial decay).
+    """
+
+    supports_causal = True
+    per_layer = True
+
+    def __init__(
+        self, head_dim: int, heads: int, *, init_bias: float = 4.0, causal: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__()
+        self.causal = bool(causal)
+        self.head_dim = check_positive_int("head_dim", head_dim)
+        self.heads = check_positive_int("heads", heads)
+        self.init_bias = check_float("init_bias", init_bias)
+        self.weight = nn.Parameter(torch.empty(heads, head_dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.weight, std=self.head_dim**-0.5)
+            self.bias.fill_(self.init_bias)
+
+    def log_gates(self, k: torch.Tensor) -> torch.Tensor:
+        """k ``(b, h, m, head_dim)`` -> ``log f_t`` ``(b, h, m)`` in float32."""
+        check_float_tensor("k", k, ndim=4)
+        if k.shape[1] != self.heads or k.shape[-1] != self.head_dim:
+            raise ValueError(f"`k` must have shape (b, {self.heads}, m, {self.head_dim}), got {tuple(k.shape)}")
+        logits = torch.einsum("bhmd,hd->bhm", k.float(), self.weight.float()) + self.bias.float()[:, None]
+        return F.logsigmoid(logits)
+
+    def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        return forget_gate_bias(self.log_gates(k), q_positions.n, causal=self.causal)
+
+    def forward(self, k: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """The ``(b, heads, n, m)`` bias for keys ``k`` ``(b, heads, m, head_dim)``, the last ``n`` (default all) as queries."""
+        gates = self.log_gates(k)
+        return forget_gate_bias(gates, k.shape[-2] if n is None else n, causal=self.causal)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, heads={self.heads}"

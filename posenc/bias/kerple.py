@@ -1,0 +1,100 @@
+"""KERPLE, kernelized relative positional embedding (Chi et al. 2022, arXiv:2205.09921).
+
+A conditionally positive definite kernel of the distance, shifted into a bias (section 4, eq. 5):
+the logarithmic kernel ``-r1 * log(1 + r2 * |i - j|)`` and the power kernel ``-r1 * |i - j|^r2``,
+with learned per-head ``r1, r2 > 0`` and, for the power kernel, ``r2 <= 2`` (the range in which
+``-|x|^p`` is conditionally positive definite). The constraints are enforced as in the paper's
+code, by clamping the parameters to ``[eps, ...]`` (and the exponent to ``<= 2``) where they are
+used; gradients past a bound are zero. Initialisation as in that code: the scale uniform in
+``[0, 2)`` (log kernel) or ``[0, 1)`` (power kernel's scale), the other parameter uniform in the
+other range. Verified against a float64 transcription of eq. 5 in ``tests/bias/test_kerple.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from posenc.bias.offset_bias import OffsetBias, causal_distance
+from posenc.core.registry import register
+from posenc.core.validation import check_choice, check_float, check_positive_int, check_tensor
+
+KERNELS = ("log", "power")
+
+
+def kerple_bias(
+    distance: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, *, kernel: Literal["log", "power"] = "log"
+) -> torch.Tensor:
+    """distance ``(...)`` >= 0, r1 and r2 ``(heads,)`` (already constrained) -> bias ``(..., heads)`` in float32 (float64 for float64 parameters).
+
+    ``log``: ``-r1 * log(1 + r2 * distance)``; ``power``: ``-r1 * distance ** r2``.
+    """
+    check_choice("kernel", kernel, KERNELS)
+    check_tensor("r1", r1, ndim=1)
+    check_tensor("r2", r2, ndim=1)
+    if r1.shape != r2.shape:
+        raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
+    work = torch.promote_types(r1.dtype, torch.float32)  # float32, or float64 for float64 parameters
+    d, r1, r2 = distance.unsqueeze(-1).to(work), r1.to(work), r2.to(work)
+    if kernel == "log":
+        return -r1 * torch.log1p(r2 * d)
+    return -r1 * d.pow(r2)
+
+
+@register(
+    "kerple",
+    family="bias",
+    paper="Chi et al. 2022, arXiv:2205.09921",
+    summary="A learned conditionally positive definite kernel of the distance (log or power) as a logit bias.",
+)
+class Kerple(OffsetBias):
+    """KERPLE's per-head kernel bias.
+
+    Args:
+        heads: attention heads.
+        kernel: ``"log"`` (``-r1 log(1 + r2 |i-j|)``, the paper's best) or ``"power"`` (``-r1 |i-j|^r2``).
+        causal: distances ``i - j`` of past keys (True) or ``|i - j|`` (False).
+        eps: the lower bound of both parameters.
+    """
+
+    def __init__(
+        self,
+        heads: int,
+        *,
+        kernel: Literal["log", "power"] = "log",
+        causal: bool = True,
+        eps: float = 1e-2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.heads = check_positive_int("heads", heads)
+        self.kernel = check_choice("kernel", kernel, KERNELS)
+        self.causal = bool(causal)
+        self.eps = check_float("eps", eps, positive=True)
+        self.r1 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
+        self.r2 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self.kernel == "log":
+                self.r1.uniform_(0.0, 2.0)
+                self.r2.uniform_(0.0, 1.0)
+            else:
+                self.r1.uniform_(0.0, 1.0)
+                self.r2.uniform_(0.0, 2.0)
+
+    def constrained(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(r1, r2)`` within the paper's constraints: both >= eps, the power kernel's exponent <= 2."""
+        r1, r2 = self.r1.clamp(min=self.eps), self.r2.clamp(min=self.eps)
+        return (r1, r2.clamp(max=2.0)) if self.kernel == "power" else (r1, r2)
+
+    def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
+        r1, r2 = self.constrained()
+        return kerple_bias(causal_distance(offsets, self.causal), r1, r2, kernel=self.kernel)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, kernel={self.kernel!r}, causal={self.causal}"

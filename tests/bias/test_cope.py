@@ -1,0 +1,64 @@
+"""CoPE against a float64 double loop of eq. 3-5: gate sums as positions, interpolated embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from posenc.bias import ContextualPosition, contextual_positions
+
+
+def test_matches_a_double_loop():
+    torch.manual_seed(0)
+    module = ContextualPosition(4, 2, max_positions=5).double()
+    q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    k = torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    bias = module(q, k)
+    e = module.embeddings.detach()
+    for h in range(2):
+        for i in range(3):
+            qi = i + 2  # queries are the last 3 of 5 keys
+            for j in range(qi + 1):
+                gates = [1 / (1 + math.exp(-float(q[0, h, i] @ k[0, h, t]) / 2)) for t in range(j, qi + 1)]
+                p = min(sum(gates), 4.0)
+                lo, hi = math.floor(p), math.ceil(p)
+                emb = e[:, lo] + (p - lo) * (e[:, hi] - e[:, lo])
+                assert bias[0, h, i, j].item() == pytest.approx(float(q[0, h, i] @ emb), abs=1e-6)
+
+
+def test_positions_count_gates_and_are_capped():
+    q = torch.zeros(1, 1, 4, 2)
+    k = torch.zeros(1, 1, 4, 2)  # every gate is sigmoid(0) = 1/2
+    p = contextual_positions(q, k, max_positions=100)
+    expected = 0.5 * (torch.arange(4)[:, None] - torch.arange(4)[None, :] + 1).clamp(min=0).float()
+    torch.testing.assert_close(p[0, 0], expected)
+    assert contextual_positions(q, k, max_positions=2).max() == 1
+
+
+def test_gradients_reach_the_embeddings():
+    module = ContextualPosition(4, 2, max_positions=6)
+    q = torch.randn(1, 2, 5, 4, requires_grad=True)
+    module(q, torch.randn(1, 2, 5, 4)).sum().backward()
+    assert module.embeddings.grad.abs().sum() > 0 and q.grad.abs().sum() > 0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="`k`"):
+        ContextualPosition(4, 2)(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 5))
+    with pytest.raises(ValueError, match="max_positions"):
+        ContextualPosition(4, 2, max_positions=1)
+    with pytest.raises(ValueError, match="keys must include the queries"):
+        contextual_positions(torch.randn(1, 1, 4, 2), torch.randn(1, 1, 3, 2), max_positions=4)
+
+
+def test_encoder_form_counts_gates_between_the_tokens_either_way():
+    torch.manual_seed(1)
+    q, k = torch.randn(1, 1, 5, 3, dtype=torch.float64), torch.randn(1, 1, 5, 3, dtype=torch.float64)
+    p = contextual_positions(q, k, max_positions=100, causal=False)
+    gates = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(3))[0, 0]
+    for i in range(5):
+        for j in range(5):
+            lo, hi = min(i, j), max(i, j)
+            assert p[0, 0, i, j].item() == pytest.approx(gates[i, lo : hi + 1].sum().item(), abs=1e-5)

@@ -1,0 +1,64 @@
+"""The forget-gate bias against a float64 double sum of log gates, its ALiBi limit, and cached decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from posenc.bias import ForgettingGate, alibi_bias, forget_gate_bias
+from posenc.models import Transformer
+
+
+def test_matches_the_sum_of_log_gates():
+    torch.manual_seed(0)
+    module = ForgettingGate(4, 2).double()
+    k = torch.randn(1, 2, 6, 4, dtype=torch.float64)
+    bias = module(k, 4)  # the last 4 keys are the queries
+    w, b = module.weight.detach(), module.bias.detach()
+    for h in range(2):
+        log_f = [math.log(1 / (1 + math.exp(-(float(k[0, h, t] @ w[h]) + float(b[h]))))) for t in range(6)]
+        for i in range(4):
+            qi = i + 2
+            for j in range(qi + 1):
+                assert bias[0, h, i, j].item() == pytest.approx(sum(log_f[j + 1 : qi + 1]), abs=1e-5)
+
+
+def test_constant_gates_are_alibi():
+    log_gates = torch.full((1, 2, 5), -0.5)
+    log_gates[:, 1] = -0.25
+    bias = forget_gate_bias(log_gates, 5)
+    relative = (torch.arange(5)[None, :] - torch.arange(5)[:, None]).unsqueeze(0)
+    expected = alibi_bias(relative, torch.tensor([0.5, 0.25]))  # ALiBi's m_h (j - i) with slopes -log f
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    torch.testing.assert_close(bias[..., causal], expected.expand(1, 2, 5, 5)[..., causal])
+
+
+def test_in_the_transformer_cached_decoding_equals_a_full_pass():
+    torch.manual_seed(0)
+    model = Transformer(16, 16, 2, 2, position="fox", causal=True).eval()
+    tokens = torch.randint(0, 16, (2, 7))
+    full = model(tokens)
+    cache = model.new_cache()
+    steps = torch.cat([model(tokens[:, t : t + 1], cache=cache) for t in range(7)], 1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="`k`"):
+        ForgettingGate(4, 2)("keys")
+    with pytest.raises(ValueError, match="`k`"):
+        ForgettingGate(4, 2)(torch.randn(1, 3, 5, 4))
+    with pytest.raises(ValueError, match="`n`"):
+        forget_gate_bias(torch.zeros(1, 1, 3), 4)
+
+
+def test_encoder_form_is_symmetric_and_non_positive():
+    log_gates = torch.log(torch.rand(1, 2, 6) * 0.5 + 0.4)
+    bias = forget_gate_bias(log_gates, 6, causal=False)
+    torch.testing.assert_close(bias, bias.transpose(-1, -2))
+    assert (bias <= 0).all()
+    causal = forget_gate_bias(log_gates, 6)
+    lower = torch.ones(6, 6, dtype=torch.bool).tril()
+    torch.testing.assert_close(bias[..., lower], causal[..., lower])

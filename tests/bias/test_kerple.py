@@ -1,0 +1,72 @@
+"""KERPLE against a float64 transcription of eq. 5 (log and power kernels), its constraints and its relativity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posenc.bias import Kerple, kerple_bias
+
+
+def reference(i: int, j: int, r1: float, r2: float, kernel: str, causal: bool) -> float:
+    distance = max(i - j, 0) if causal else abs(i - j)
+    return -r1 * math.log(1 + r2 * distance) if kernel == "log" else -r1 * distance**r2
+
+
+@pytest.mark.parametrize("kernel", ["log", "power"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_matches_the_papers_kernel(kernel, causal):
+    torch.manual_seed(0)
+    module = Kerple(3, kernel=kernel, causal=causal)
+    bias = module(6, 9, offset=3)  # queries at 3..8, keys at 0..8
+    r1, r2 = (t.detach().double() for t in module.constrained())
+    for h in range(3):
+        for i in range(6):
+            for j in range(9):
+                expected = reference(i + 3, j, r1[h].item(), r2[h].item(), kernel, causal)
+                assert bias[0, h, i, j].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_constraints_clamp_the_parameters():
+    module = Kerple(2, kernel="power", eps=0.05)
+    with torch.no_grad():
+        module.r1.copy_(torch.tensor([-1.0, 3.0]))
+        module.r2.copy_(torch.tensor([5.0, -2.0]))
+    r1, r2 = module.constrained()
+    assert r1.tolist() == pytest.approx([0.05, 3.0]) and r2.tolist() == pytest.approx([2.0, 0.05])
+    assert (module(4) <= 0).all()  # a non-positive bias, decreasing with distance
+
+
+@settings(max_examples=25, deadline=None)
+@given(shift=st.integers(0, 10_000), kernel=st.sampled_from(["log", "power"]))
+def test_depends_only_on_the_offset(shift, kernel):
+    torch.manual_seed(1)
+    module = Kerple(2, kernel=kernel, causal=False)
+    base = torch.arange(5)
+    a = module(5, q_positions=base, k_positions=base)
+    b = module(5, q_positions=base + shift, k_positions=base + shift)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, module(5))  # explicit = implicit
+
+
+def test_gradients_reach_both_parameters():
+    module = Kerple(2)
+    module(6).sum().backward()
+    assert module.r1.grad.abs().sum() > 0 and module.r2.grad.abs().sum() > 0
+    r1 = torch.rand(2, dtype=torch.float64) + 0.5
+    r2 = torch.rand(2, dtype=torch.float64) + 0.5
+    d = torch.arange(5.0, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: kerple_bias(d, a, b, kernel="log"), (r1.requires_grad_(), r2.requires_grad_()), atol=1e-4, eps=1e-6)
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="kernel"):
+        Kerple(2, kernel="cosine")
+    with pytest.raises(ValueError, match="eps"):
+        Kerple(2, eps=0)
+    with pytest.raises(ValueError, match="r1"):
+        kerple_bias(torch.arange(3.0), torch.ones(2), torch.ones(3))
