@@ -9,6 +9,7 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.scaling import rope_frequencies
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
@@ -63,6 +64,7 @@ __all__ = [
     "relative_positions",
     "resample_pos_embed",
     "resize_table",
+    "rope_frequencies",
     "rotate_pairs",
     "shaw_attention",
     "sinusoidal",

@@ -1,6 +1,15 @@
 """Encodings that rotate queries and keys (the ``"rotary"`` hook)."""
 
+from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
-from posenc.rotary.scaling import RopeScaling
+from posenc.rotary.scaling import RopeScaling, rope_frequencies
 
-__all__ = ["RopeScaling", "RotaryPositionEncoding", "apply_rope", "apply_rotary", "rotate_pairs"]
+__all__ = [
+    "RopeScaling",
+    "RotaryPositionEncoding",
+    "apply_rope",
+    "apply_rotary",
+    "keep_highest_frequencies",
+    "rope_frequencies",
+    "rotate_pairs",
+]
