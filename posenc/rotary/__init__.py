@@ -1,5 +1,6 @@
 """Encodings that rotate queries and keys (the ``"rotary"`` hook)."""
 
+from posenc.rotary.hf import from_hf_config, to_hf_rope_parameters
 from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
 from posenc.rotary.scaling import RopeScaling, rope_frequencies
@@ -9,7 +10,9 @@ __all__ = [
     "RotaryPositionEncoding",
     "apply_rope",
     "apply_rotary",
+    "from_hf_config",
     "keep_highest_frequencies",
     "rope_frequencies",
     "rotate_pairs",
+    "to_hf_rope_parameters",
 ]
