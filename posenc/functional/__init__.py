@@ -9,7 +9,9 @@ from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
 from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.scaled import apply_scaled_rope
 from posenc.rotary.scaling import rope_frequencies
+from posenc.rotary.xpos import apply_xpos
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
@@ -51,6 +53,8 @@ __all__ = [
     "apply_rope",
     "apply_rope_2d",
     "apply_rotary",
+    "apply_scaled_rope",
+    "apply_xpos",
     "complex_order",
     "context_conv1d",
     "conv2d_per_position",

@@ -99,32 +99,15 @@ def _per_head(t: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(
-    x: torch.Tensor,
-    positions: torch.Tensor,
-    *,
-    base: float = 10000.0,
-    interleaved: bool = False,
-    scaling: RopeScaling | None = None,
-    p: float = 1.0,
+    x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0, interleaved: bool = False
 ) -> torch.Tensor:
-    """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``.
-
-    scaling: a context-extension :class:`RopeScaling` (length-dependent ones use one past the
-    largest position); p: p-RoPE's fraction of the fastest frequencies that rotate.
-    """
+    """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``."""
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
     work = torch.promote_types(x.dtype, torch.float32)
-    if scaling is None:
-        inv_freq, scale = keep_highest_frequencies(inverse_frequencies(x.shape[-1], base, device=x.device), p), 1.0
-    else:
-        seq_len = pos.amax() + 1 if scaling.depends_on_length and pos.numel() else None
-        scaling.check_width(x.shape[-1])
-        inv_freq = keep_highest_frequencies(scaling.inverse_frequencies(x.shape[-1], base, seq_len=seq_len, device=x.device), p)
-        scale = scaling.attention_factor
-    cos, sin = cos_sin(pos, inv_freq, scale=scale, dtype=work)
+    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
     return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved)
 
 

@@ -42,6 +42,7 @@ import torch
 
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.validation import check_choice, check_float, check_int
+from posenc.rotary.p_rope import keep_highest_frequencies
 
 ScalingKind = Literal["none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope"]
 SCALING_KINDS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope")
@@ -96,11 +97,12 @@ class RopeScaling:
             check_int("original_max_len", self.original_max_len, minimum=1)
         if self.kind in _NEEDS_ORIGINAL and self.original_max_len is None:
             raise ValueError(f"`original_max_len` (the trained context length) is required for scaling={self.kind!r}")
+        if self.max_len is not None:
+            check_int("max_len", self.max_len, minimum=1)
         factor = self.factor
         if factor is None:
             factor = 1.0
             if self.max_len is not None and self.original_max_len is not None:
-                check_int("max_len", self.max_len, minimum=1)
                 factor = self.max_len / self.original_max_len
                 if factor < 1.0:
                     raise ValueError(
@@ -118,6 +120,8 @@ class RopeScaling:
             raise ValueError(
                 f"`high_freq_factor` must be > `low_freq_factor` for llama3, got {self.high_freq_factor} <= {self.low_freq_factor}"
             )
+        if not isinstance(self.truncate, bool):
+            raise TypeError(f"`truncate` must be a bool, got {type(self.truncate).__name__}")
         check_float("mscale", self.mscale, minimum=0.0)
         check_float("mscale_all_dim", self.mscale_all_dim, minimum=0.0)
         if self.kind == "longrope":
@@ -269,8 +273,6 @@ def rope_frequencies(
     scaling: a kind (its parameters in ``scaling_kwargs``: ``factor``, ``original_max_len``, ...) or
     a :class:`RopeScaling`. p: p-RoPE's fraction of frequencies kept (see ``posenc.rotary.p_rope``).
     """
-    from posenc.rotary.p_rope import keep_highest_frequencies
-
     check_int("rot_dim", rot_dim, minimum=2)
     if isinstance(scaling, RopeScaling):
         if scaling_kwargs:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posenc.functional import apply_rope
+from posenc.functional import apply_scaled_rope
 from posenc.rotary import RotaryPositionEncoding, rope_frequencies
 from rotary.test_rope import reference
 
@@ -31,7 +31,7 @@ def test_p_rope_matches_reference_and_leaves_slow_pairs_unrotated(p, interleaved
     keep = int(p * d // 2)
     fixed = [f for i in range(keep, d // 2) for f in ((2 * i, 2 * i + 1) if interleaved else (i, i + d // 2))]
     torch.testing.assert_close(got[..., fixed], x[..., fixed], rtol=0, atol=0)  # exactly unchanged
-    torch.testing.assert_close(got, apply_rope(x, torch.arange(100, 106), p=p, interleaved=interleaved), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, apply_scaled_rope(x, torch.arange(100, 106), p=p, interleaved=interleaved), atol=1e-6, rtol=0)
 
 
 def test_p_rope_differs_from_partial_rotary():
@@ -50,7 +50,7 @@ def test_p_rope_logit_depends_only_on_offset(shift, i, j, p):
     q, k = torch.randn(2, 1, 1, 1, 16, dtype=torch.float64, generator=gen)
 
     def logit(a, b):
-        return (apply_rope(q, torch.tensor([a]), p=p) * apply_rope(k, torch.tensor([b]), p=p)).sum().item()
+        return (apply_scaled_rope(q, torch.tensor([a]), p=p) * apply_scaled_rope(k, torch.tensor([b]), p=p)).sum().item()
 
     assert logit(i, j) == pytest.approx(logit(i + shift, j + shift), abs=1e-9)
 

@@ -277,3 +277,25 @@ def test_compiled_llama3_and_longrope_match_eager():
         torch.testing.assert_close(explicit(x, p), eager)
         implicit = torch.compile(lambda x: rope(x), fullgraph=True)
         torch.testing.assert_close(implicit(x), eager)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "llama3", "factor": 8.0, "original_max_len": 64},
+        {"scaling": "longrope", "original_max_len": 8, "max_len": 32, "short_factor": [1.0, 1.1, 1.2, 1.5], "long_factor": [1.0, 2.0, 4.0, 8.0]},
+        {"scaling": "yarn", "original_max_len": 16, "max_len": 64, "truncate": False, "attention_factor": 1.3},
+        {"scaling": "dynamic_ntk", "factor": 3.0, "original_max_len": 8},
+    ],
+)
+def test_functional_apply_scaled_rope_equals_the_module(kwargs):
+    from posenc.functional import apply_scaled_rope
+
+    x = torch.randn(2, 2, 12, 8, dtype=torch.float64)
+    pos = torch.arange(12)
+    want = RotaryPositionEncoding(8, **kwargs)(x, positions=pos)
+    torch.testing.assert_close(apply_scaled_rope(x, pos, **kwargs), want)
+    scaling = RotaryPositionEncoding(8, **kwargs).scaling
+    torch.testing.assert_close(apply_scaled_rope(x, pos, scaling=scaling), want)
+    with pytest.raises(ValueError, match="short_factor"):
+        apply_scaled_rope(x, pos, scaling="longrope", original_max_len=8, short_factor=[1.0], long_factor=[1.0])
