@@ -44,3 +44,13 @@ def test_rope_case_checks_layouts_against_posenc():
     rows = {r.impl: r for r in rope_case(1, 1, 8, 8, torch.float32, "cpu").run(rounds=1)}
     assert rows["posenc (adjacent pairs)"].median_ms is not None
     assert "\n" in format_table({"rows": [r.as_dict() for r in rows.values()], "machine": {"device": "cpu", "platform": "", "torch": "", "threads": 1, "rounds": 1}})
+
+
+def test_scaled_rope_cos_sin_cases_agree_with_transformers():
+    from posenc.bench.cases import rope_cos_sin_case
+
+    for kind in ("llama3", "longrope", "yarn"):
+        rows = {r.impl: r for r in rope_cos_sin_case(kind, 1, 16, 8, "cpu").run(rounds=1)}
+        assert rows["posenc (implicit, cached table)"].agrees is True
+        peer = rows["transformers (position_ids)"]
+        assert peer.note.startswith("skipped") or peer.agrees is True, peer
