@@ -120,8 +120,13 @@ def _fraction(rot_dim: int, head_dim: int) -> float:
     return f
 
 
-def to_hf_rope_parameters(encoding: RotaryPositionEncoding) -> dict[str, Any]:
-    """The transformers ``rope_parameters`` dict equivalent to ``encoding``."""
+def to_hf_rope_parameters(
+    encoding: RotaryPositionEncoding | Mapping[str, RotaryPositionEncoding | None],
+) -> dict[str, Any]:
+    """The transformers ``rope_parameters`` dict equivalent to ``encoding`` (nested per layer type
+    for a dict of encodings, as :func:`from_hf_config` returns them)."""
+    if isinstance(encoding, Mapping):
+        return {name: None if enc is None else to_hf_rope_parameters(enc) for name, enc in encoding.items()}
     if not isinstance(encoding, RotaryPositionEncoding):
         raise TypeError(f"`encoding` must be a RotaryPositionEncoding, got {type(encoding).__name__}")
     if encoding.interleaved:

@@ -187,11 +187,15 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             )
         self.interleaved = bool(interleaved)
         if isinstance(scaling, RopeScaling):
+            if factor is not None or original_max_len is not None or max_len is not None:
+                raise ValueError("`factor`, `original_max_len` and `max_len` belong in the RopeScaling given as `scaling`")
             self.scaling = scaling
         else:
             self.scaling = RopeScaling(
-                scaling, factor, original_max_len, beta_fast, beta_slow, low_freq_factor, high_freq_factor,
-                short_factor, long_factor, attention_factor, mscale, mscale_all_dim, truncate, max_len, dynamic_update,
+                scaling, factor, original_max_len, beta_fast=beta_fast, beta_slow=beta_slow,
+                low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor, short_factor=short_factor,
+                long_factor=long_factor, attention_factor=attention_factor, mscale=mscale,
+                mscale_all_dim=mscale_all_dim, truncate=truncate, max_len=max_len, dynamic_update=dynamic_update,
             )
         self.scaling.check_width(self.rot_dim)
         self.p = p

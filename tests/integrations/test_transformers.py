@@ -77,3 +77,21 @@ def test_bad_arguments():
         use_posenc_rotary(torch.nn.Linear(2, 2), RotaryPositionEncoding(8))
     with pytest.raises(ValueError, match="encodings"):
         PosencRotaryEmbedding(RotaryPositionEncoding(8, interleaved=True))
+
+
+def test_per_layer_type_rotary_of_gemma3():
+    config = transformers.Gemma3TextConfig(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, head_dim=HEAD_DIM, num_hidden_layers=2, num_key_value_heads=2,
+        intermediate_size=64, vocab_size=64, max_position_embeddings=64, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}},
+    )
+    torch.manual_seed(0)
+    model = transformers.Gemma3ForCausalLM(config).eval()
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    assert set(model.model.rotary_emb.encodings) == {"sliding_attention", "full_attention"}
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

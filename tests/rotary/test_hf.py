@@ -133,6 +133,9 @@ def test_per_layer_type_parameters():
     assert_same(encodings["full_attention"], config, layer_type="full_attention")
     np.testing.assert_allclose(encodings["sliding_attention"].inverse_frequencies().numpy(),
                                [1e4 ** (-2 * i / HEAD_DIM) for i in range(HEAD_DIM // 2)], rtol=1e-15)
+    back = to_hf_rope_parameters(encodings)
+    assert back["sliding_attention"] == {"rope_theta": 10000.0, "rope_type": "default"}
+    assert back["full_attention"] == {"rope_theta": 1e6, "rope_type": "linear", "factor": 8.0}
 
 
 @pytest.mark.parametrize(
