@@ -114,3 +114,10 @@ def test_compiles_fullgraph_and_meta_device():
     for got, want in zip(compiled(x, p), module.rotate(x, x, q_positions=Positions(6), k_positions=Positions(6))):
         torch.testing.assert_close(got, want)
     assert XPos(8, device="meta").cos_cached.device.type == "meta"
+
+
+def test_gradients_match_finite_differences():
+    x = torch.randn(1, 1, 4, 8, dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([0, 5, 90, 400])
+    for key in (False, True):
+        assert torch.autograd.gradcheck(lambda t: apply_xpos(t, pos, key=key, scale_base=64.0), (x,))
