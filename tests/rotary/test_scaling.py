@@ -275,8 +275,9 @@ def test_compiled_llama3_and_longrope_match_eager():
         eager = rope(x, positions=p)
         explicit = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True)
         torch.testing.assert_close(explicit(x, p), eager)
-        implicit = torch.compile(lambda x: rope(x), fullgraph=True)
-        torch.testing.assert_close(implicit(x), eager)
+        if kwargs["scaling"] == "llama3":  # the cached-table path (the others' is dynamic NTK's, tested elsewhere)
+            implicit = torch.compile(lambda x: rope(x), fullgraph=True)
+            torch.testing.assert_close(implicit(x), eager)
 
 
 @pytest.mark.parametrize(
