@@ -20,7 +20,7 @@ from posenc.core.frequencies import cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
-from posenc.rotary.p_rope import keep_highest_frequencies, kept_pairs
+from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
 
 
@@ -198,8 +198,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 mscale_all_dim=mscale_all_dim, truncate=truncate, max_len=max_len, dynamic_update=dynamic_update,
             )
         self.scaling.check_width(self.rot_dim)
-        self.p = p
-        kept_pairs(self.rot_dim // 2, p)  # validates p
+        self.p = check_float("p", p, minimum=0.0, maximum=1.0)
         self._longest_len = self.scaling.original_max_len or 0  # grow-only dynamic NTK's state
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
         self._cache_key: tuple | None = None
@@ -258,7 +257,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 return self.cos_cached[sl].unsqueeze(0), self.sin_cached[sl].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
-        if seq_len is None and self.scaling.depends_on_length:
+        if seq_len is None and self.scaling.depends_on_length and pos.numel():
             seq_len = self._grown(pos.amax() + 1)  # a 0-d tensor: no host sync (but for grow-only)
         inv_freq = self.inverse_frequencies(seq_len, device)
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)

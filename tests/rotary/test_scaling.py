@@ -300,3 +300,14 @@ def test_functional_apply_scaled_rope_equals_the_module(kwargs):
     torch.testing.assert_close(apply_scaled_rope(x, pos, scaling=scaling), want)
     with pytest.raises(ValueError, match="short_factor"):
         apply_scaled_rope(x, pos, scaling="longrope", original_max_len=8, short_factor=[1.0], long_factor=[1.0])
+
+
+def test_empty_sequences_with_length_dependent_scalings():
+    for kwargs in (
+        {"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "grow_only"},
+    ):
+        rope = RotaryPositionEncoding(8, **kwargs)
+        empty = torch.randn(2, 1, 0, 8)
+        assert rope(empty, positions=torch.zeros(0, dtype=torch.long)).shape == empty.shape
+        assert rope(empty, offset=5).shape == empty.shape
