@@ -320,7 +320,8 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
         # past the trained length: the long factors
         "longrope": {"rope_type": "longrope", "original_max_position_embeddings": max(n // 2, 1), "rope_theta": 10000.0,
                      "factor": n / max(n // 2, 1),
-                     "short_factor": [1.0 + i / half for i in range(half)], "long_factor": [1.0 + 8 * i / half for i in range(half)]},
+                     "short_factor": [1.0 + i / half for i in range(half)],
+                     "long_factor": [1.0 + 8 * i / half for i in range(half)]},
         "yarn": {"rope_type": "yarn", "factor": n / max(n // 4, 1), "original_max_position_embeddings": max(n // 4, 1),
                  "rope_theta": 10000.0},
     }[kind]
@@ -344,6 +345,9 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
             "transformers (position_ids)": lambda: _no_grad(peers.rope_cos_sin_transformers(config, x, position_ids)),
             "posenc (implicit, cached table)": lambda: _no_grad(cached),
         },
-        agree_with={"transformers (position_ids)": "posenc (position_ids)", "posenc (implicit, cached table)": "posenc (position_ids)"},
+        agree_with={
+            "transformers (position_ids)": "posenc (position_ids)",
+            "posenc (implicit, cached table)": "posenc (position_ids)",
+        },
         atol=2e-3,  # transformers forms angles in float32
     )

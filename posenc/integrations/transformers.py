@@ -35,7 +35,9 @@ class PosencRotaryEmbedding(nn.Module):
             encodings = {"default": encodings}
         for name, encoding in encodings.items():
             if encoding is not None and (not isinstance(encoding, RotaryPositionEncoding) or encoding.interleaved):
-                raise ValueError(f"`encodings[{name!r}]` must be a split-halves RotaryPositionEncoding, got {encoding!r}")
+                raise ValueError(
+                    f"`encodings[{name!r}]` must be a split-halves RotaryPositionEncoding, got {encoding!r}"
+                )
         self.encodings = nn.ModuleDict({k: v for k, v in encodings.items() if v is not None})
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None):

@@ -150,7 +150,8 @@ def to_hf_rope_parameters(
         return {**out, "rope_type": "dynamic", "factor": s.factor}
     out.update(factor=s.factor, original_max_position_embeddings=s.original_max_len)
     if s.kind == "llama3":
-        return {**out, "rope_type": "llama3", "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor}
+        return {**out, "rope_type": "llama3", "low_freq_factor": s.low_freq_factor,
+                "high_freq_factor": s.high_freq_factor}
     if s.kind == "longrope":
         return {**out, "rope_type": "longrope", "short_factor": list(s.short_factor),
                 "long_factor": list(s.long_factor), "attention_factor": s.attention_factor}

@@ -188,7 +188,9 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.interleaved = bool(interleaved)
         if isinstance(scaling, RopeScaling):
             if factor is not None or original_max_len is not None or max_len is not None:
-                raise ValueError("`factor`, `original_max_len` and `max_len` belong in the RopeScaling given as `scaling`")
+                raise ValueError(
+                    "`factor`, `original_max_len` and `max_len` belong in the RopeScaling given as `scaling`"
+                )
             self.scaling = scaling
         else:
             self.scaling = RopeScaling(

@@ -118,7 +118,8 @@ class RopeScaling:
         check_float("high_freq_factor", self.high_freq_factor, positive=True)
         if self.kind == "llama3" and self.high_freq_factor <= self.low_freq_factor:
             raise ValueError(
-                f"`high_freq_factor` must be > `low_freq_factor` for llama3, got {self.high_freq_factor} <= {self.low_freq_factor}"
+                f"`high_freq_factor` must be > `low_freq_factor` for llama3, "
+                f"got {self.high_freq_factor} <= {self.low_freq_factor}"
             )
         if not isinstance(self.truncate, bool):
             raise TypeError(f"`truncate` must be a bool, got {type(self.truncate).__name__}")
@@ -129,14 +130,19 @@ class RopeScaling:
             object.__setattr__(self, "long_factor", _check_factor_list("long_factor", self.long_factor))
             if len(self.short_factor) != len(self.long_factor):
                 raise ValueError(
-                    f"`short_factor` and `long_factor` must have the same length, got {len(self.short_factor)} and {len(self.long_factor)}"
+                    f"`short_factor` and `long_factor` must have the same length, "
+                    f"got {len(self.short_factor)} and {len(self.long_factor)}"
                 )
         elif self.short_factor is not None or self.long_factor is not None:
             raise ValueError(f"`short_factor` / `long_factor` are longrope's, not scaling={self.kind!r}'s")
         attention = self.attention_factor
         if attention is not None and self.kind not in _TAKES_ATTENTION_FACTOR and attention != 1.0:
-            raise ValueError(f"`attention_factor` can be given for scaling in {_TAKES_ATTENTION_FACTOR}, not {self.kind!r}")
-        object.__setattr__(self, "attention_factor", self._derived_attention() if attention is None else check_float("attention_factor", attention, positive=True))
+            raise ValueError(
+                f"`attention_factor` can be given for scaling in {_TAKES_ATTENTION_FACTOR}, not {self.kind!r}"
+            )
+        if attention is None:
+            attention = self._derived_attention()
+        object.__setattr__(self, "attention_factor", check_float("attention_factor", attention, positive=True))
 
     def _derived_attention(self) -> float:
         """The multiplier of cos and sin the kind's paper prescribes."""
@@ -152,7 +158,8 @@ class RopeScaling:
             for name, values in (("short_factor", self.short_factor), ("long_factor", self.long_factor)):
                 if len(values) != rot_dim // 2:
                     raise ValueError(
-                        f"`{name}` must have one entry per rotated feature pair (rot_dim / 2 = {rot_dim // 2}), got {len(values)}"
+                        f"`{name}` must have one entry per rotated feature pair "
+                        f"(rot_dim / 2 = {rot_dim // 2}), got {len(values)}"
                     )
 
     @property
@@ -276,7 +283,9 @@ def rope_frequencies(
     check_int("rot_dim", rot_dim, minimum=2)
     if isinstance(scaling, RopeScaling):
         if scaling_kwargs:
-            raise ValueError(f"scaling parameters {sorted(scaling_kwargs)} need `scaling` to be a kind, not a RopeScaling")
+            raise ValueError(
+                f"scaling parameters {sorted(scaling_kwargs)} need `scaling` to be a kind, not a RopeScaling"
+            )
     else:
         scaling = RopeScaling(scaling, **scaling_kwargs)
     scaling.check_width(rot_dim)

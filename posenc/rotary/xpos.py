@@ -144,7 +144,8 @@ class XPos(RotaryPositionEncoding):
         if x.shape[-1] != self.head_dim:
             raise ValueError(f"`x` must have last dimension head_dim={self.head_dim}, got {x.shape[-1]}")
         pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
-        return self.scale_and_rotate(x, Positions(x.shape[-2], offset, None if positions is None else pos), key=side == "key")
+        explicit = None if positions is None else pos
+        return self.scale_and_rotate(x, Positions(x.shape[-2], offset, explicit), key=side == "key")
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         return self.scale_and_rotate(q, q_positions, key=False), self.scale_and_rotate(k, k_positions, key=True)
