@@ -114,7 +114,8 @@ def apply_rope(
 @register(
     "rope",
     family="rotary",
-    paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071)",
+    paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071, arXiv:2402.13753; "
+    "p-RoPE: arXiv:2410.06205)",
     summary="Rotates query/key feature pairs by position-proportional angles; logits depend on i - j only.",
 )
 class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
