@@ -304,3 +304,50 @@ def transformer_xl_case(n: int, *, heads: int = 4, d: int = 64, naive_limit: int
         memory=True,
         skip={} if n <= naive_limit else {"naive (n, m, h, d) table": f"its table alone takes {naive_bytes / 2**30:.1f} GiB"},
     )
+
+
+def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
+    """cos/sin construction of a scaled RoPE (``llama3``, ``longrope``, ``yarn``) from ``(b, n)``
+    position ids, as a transformers model asks its rotary module each forward: posenc's module behind
+    ``use_posenc_rotary`` against transformers' own; plus posenc's cached table for implicit positions."""
+    from posenc.integrations.transformers import PosencRotaryEmbedding
+    from posenc.rotary import from_hf_config
+
+    half = d // 2
+    rope = {
+        "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": max(n // 4, 1), "rope_theta": 500000.0},
+        # past the trained length: the long factors
+        "longrope": {"rope_type": "longrope", "original_max_position_embeddings": max(n // 2, 1), "rope_theta": 10000.0,
+                     "factor": n / max(n // 2, 1),
+                     "short_factor": [1.0 + i / half for i in range(half)],
+                     "long_factor": [1.0 + 8 * i / half for i in range(half)]},
+        "yarn": {"rope_type": "yarn", "factor": n / max(n // 4, 1), "original_max_position_embeddings": max(n // 4, 1),
+                 "rope_theta": 10000.0},
+    }[kind]
+    config = {"hidden_size": 4 * d, "num_attention_heads": 4, "head_dim": d, "max_position_embeddings": n,
+              "rope_parameters": rope}
+    x = torch.zeros(b, n, 4 * d, device=device)
+    position_ids = torch.arange(n, device=device).expand(b, n)
+    encoding = from_hf_config(config).to(device)
+    module = PosencRotaryEmbedding(encoding)
+
+    def cached():
+        # the model's own path: implicit positions slice the float32 table built once
+        cos, sin = encoding.cos_sin(Positions(n))
+        return torch.cat((cos, cos), -1).expand(b, n, d), torch.cat((sin, sin), -1).expand(b, n, d)
+
+    return Case(
+        f"rope cos/sin {kind} b{b} n{n} d{d}",
+        "posenc (position_ids)",
+        {
+            "posenc (position_ids)": lambda: _no_grad(lambda: module(x, position_ids)),
+            "transformers (position_ids)": lambda: _no_grad(peers.rope_cos_sin_transformers(config, x, position_ids)),
+            "posenc (implicit, cached table)": lambda: _no_grad(cached),
+        },
+        agree_with={
+            "transformers (position_ids)": "posenc (position_ids)",
+            "posenc (implicit, cached table)": "posenc (position_ids)",
+        },
+        atol=2e-3,  # transformers forms angles in float32
+    )

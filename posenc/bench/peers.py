@@ -90,3 +90,15 @@ def t5_x_transformers(heads: int, n: int, causal: bool, weight: torch.Tensor):
     with torch.no_grad():
         t5.relative_attention_bias.weight.copy_(weight)
     return lambda: t5(n, n)
+
+
+# --- scaled RoPE cos/sin (transformers) ------------------------------------------------------------
+def rope_cos_sin_transformers(config: dict, x: torch.Tensor, position_ids: torch.Tensor):
+    """transformers' ``LlamaRotaryEmbedding`` (its ROPE_INIT_FUNCTIONS scaling) building cos/sin
+    from ``position_ids`` each call, as the model does."""
+    transformers = require("transformers")
+    require("transformers.models.llama.modeling_llama")
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    rotary = LlamaRotaryEmbedding(transformers.LlamaConfig(**config)).to(x.device)
+    return lambda: rotary(x, position_ids)

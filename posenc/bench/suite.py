@@ -12,6 +12,7 @@ from posenc.bench.cases import (
     Row,
     bias_cases,
     rope_case,
+    rope_cos_sin_case,
     shaw_case,
     sinusoidal_case,
     training_step_case,
@@ -22,6 +23,8 @@ from posenc.core.registry import available
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
 TRAINING_ENCODINGS = ("sinusoidal", "learned", "rope", "alibi", "t5", "shaw", "transformer_xl")
+#: RoPE scalings whose cos/sin construction is timed against transformers'.
+ROPE_SCALINGS = ("llama3", "longrope", "yarn")
 
 
 def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Case]:
@@ -29,6 +32,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
     registered = {info.name for info in available()}
     if quick:
         cases = [rope_case(1, 4, 256, 64, torch.float32, device), rope_case(1, 4, 256, 64, torch.bfloat16, device)]
+        cases += [rope_cos_sin_case(kind, 1, 256, 64, device) for kind in ROPE_SCALINGS]
         cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
         cases += bias_cases(4, 256, device)
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
@@ -36,6 +40,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         cases = [rope_case(4, 8, 2048, 64, torch.float32, device), rope_case(4, 8, 2048, 64, torch.bfloat16, device)]
+        cases += [rope_cos_sin_case(kind, 4, 2048, 128, device) for kind in ROPE_SCALINGS]
         cases += [
             sinusoidal_case((2048,), 256, device),
             sinusoidal_case((64, 64), 256, device),

@@ -12,6 +12,9 @@ from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
 from posenc.rotary.learned import apply_rope_learned
 from posenc.rotary.mrope import apply_mrope
 from posenc.rotary.nd import apply_rope_nd
+from posenc.rotary.scaled import apply_scaled_rope
+from posenc.rotary.scaling import rope_frequencies
+from posenc.rotary.xpos import apply_xpos
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
@@ -58,6 +61,8 @@ __all__ = [
     "apply_rope_mixed",
     "apply_rope_nd",
     "apply_rotary",
+    "apply_scaled_rope",
+    "apply_xpos",
     "complex_order",
     "context_conv1d",
     "conv2d_per_position",
@@ -71,6 +76,7 @@ __all__ = [
     "relative_positions",
     "resample_pos_embed",
     "resize_table",
+    "rope_frequencies",
     "rotate_pairs",
     "shaw_attention",
     "sinusoidal",

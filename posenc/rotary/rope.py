@@ -20,7 +20,8 @@ from posenc.core.frequencies import cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
-from posenc.rotary.scaling import RopeScaling, ScalingKind
+from posenc.rotary.p_rope import keep_highest_frequencies
+from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
 
 
 def _rotate_halves_into(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -113,7 +114,8 @@ def apply_rope(
 @register(
     "rope",
     family="rotary",
-    paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071)",
+    paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071, arXiv:2402.13753; "
+    "p-RoPE: arXiv:2410.06205)",
     summary="Rotates query/key feature pairs by position-proportional angles; logits depend on i - j only.",
 )
 class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
@@ -124,10 +126,21 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         base: frequency base (10000 in the paper; 500000 in Llama 3).
         rotary_fraction: fraction of ``head_dim`` rotated (rounded down to an even width >= 2).
         interleaved: adjacent pairs (True) or split halves (False).
-        scaling: ``"none"``, ``"linear"``, ``"ntk"``, ``"dynamic_ntk"`` or ``"yarn"``.
-        factor: the context-extension factor of the scaling (>= 1).
-        original_max_len: the trained context length (needed by ``dynamic_ntk`` and ``yarn``).
-        beta_fast, beta_slow: YaRN's ramp bounds, in rotations over ``original_max_len``.
+        scaling: ``"none"``, ``"linear"``, ``"ntk"``, ``"dynamic_ntk"``, ``"yarn"``, ``"llama3"``,
+            ``"longrope"`` (formulas in :mod:`posenc.rotary.scaling`), or a :class:`RopeScaling`.
+        factor: the context-extension factor of the scaling (>= 1); by default
+            ``max_len / original_max_len`` when both are given, else 1.
+        original_max_len: the trained context length (needed by all but ``linear`` and ``ntk``).
+        beta_fast, beta_slow, attention_factor, mscale, mscale_all_dim, truncate: YaRN's ramp bounds
+            (rotations over ``original_max_len``), cos/sin factor override, DeepSeek-V3's temperature
+            coefficients and gpt-oss's un-truncated ramp (``truncate=False``).
+        low_freq_factor, high_freq_factor: Llama 3.1's wavelength band edges.
+        short_factor, long_factor: LongRoPE's per-pair rescale factors (``rot_dim / 2`` each).
+        max_len: the extended context length (derives ``factor`` when it is absent).
+        dynamic_update: dynamic NTK's length: per call (``"recompute"``) or transformers'
+            ``"grow_only"`` (the longest seen since a sequence shorter than ``original_max_len``).
+        p: p-RoPE (Barbero et al. 2024): the fraction of the fastest frequencies that rotate; the
+            pairs of the slowest ``1 - p`` pass through unrotated.
         cache_len: implicit positions cached up front; grows on demand (powers of two).
 
     Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin table, keyed by its length, the
@@ -145,11 +158,22 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         base: float = 10000.0,
         rotary_fraction: float = 1.0,
         interleaved: bool = False,
-        scaling: ScalingKind = "none",
-        factor: float = 1.0,
+        scaling: ScalingKind | RopeScaling = "none",
+        factor: float | None = None,
         original_max_len: int | None = None,
         beta_fast: float = 32.0,
         beta_slow: float = 1.0,
+        low_freq_factor: float = 1.0,
+        high_freq_factor: float = 4.0,
+        short_factor: list[float] | None = None,
+        long_factor: list[float] | None = None,
+        attention_factor: float | None = None,
+        mscale: float = 1.0,
+        mscale_all_dim: float = 0.0,
+        truncate: bool = True,
+        max_len: int | None = None,
+        dynamic_update: DynamicUpdate = "recompute",
+        p: float = 1.0,
         cache_len: int = 256,
         device: torch.device | str | None = None,
     ) -> None:
@@ -163,9 +187,22 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}"
             )
         self.interleaved = bool(interleaved)
-        if original_max_len is not None:
-            check_int("original_max_len", original_max_len, minimum=1)
-        self.scaling = RopeScaling(scaling, factor, original_max_len, beta_fast, beta_slow)
+        if isinstance(scaling, RopeScaling):
+            if factor is not None or original_max_len is not None or max_len is not None:
+                raise ValueError(
+                    "`factor`, `original_max_len` and `max_len` belong in the RopeScaling given as `scaling`"
+                )
+            self.scaling = scaling
+        else:
+            self.scaling = RopeScaling(
+                scaling, factor, original_max_len, beta_fast=beta_fast, beta_slow=beta_slow,
+                low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor, short_factor=short_factor,
+                long_factor=long_factor, attention_factor=attention_factor, mscale=mscale,
+                mscale_all_dim=mscale_all_dim, truncate=truncate, max_len=max_len, dynamic_update=dynamic_update,
+            )
+        self.scaling.check_width(self.rot_dim)
+        self.p = check_float("p", p, minimum=0.0, maximum=1.0)
+        self._longest_len = self.scaling.original_max_len or 0  # grow-only dynamic NTK's state
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
         self._cache_key: tuple | None = None
         self.register_buffer("cos_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
@@ -174,11 +211,30 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
 
     # -- tables ---------------------------------------------------------------------------------
     def _length_key(self, seq_len: int) -> float:
-        return float(self.scaling.dynamic_base(self.rot_dim, self.base, seq_len)) if self.scaling.depends_on_length else 0.0
+        return self.scaling.length_key(self.rot_dim, self.base, seq_len)
+
+    def _grown(self, seq_len: int | torch.Tensor) -> int | torch.Tensor:
+        """The length the scaling sees: ``seq_len``, or for grow-only dynamic NTK the longest since a reset.
+
+        Explicit positions cost one host sync in eager mode (as in transformers); a compiled graph
+        reads the state without advancing it."""
+        if not self.scaling.grow_only:
+            return seq_len
+        if isinstance(seq_len, torch.Tensor):
+            if torch.compiler.is_compiling():
+                return self.scaling.grown_length(self._longest_len, seq_len)
+            seq_len = int(seq_len)
+        self._longest_len = self.scaling.grown_length(self._longest_len, seq_len)
+        return self._longest_len
+
+    def inverse_frequencies(self, seq_len: int | torch.Tensor | None = None, device=None) -> torch.Tensor:
+        """``(rot_dim // 2,)`` scaled inverse frequencies (float64), p-RoPE's slowest bands zeroed."""
+        inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
+        return keep_highest_frequencies(inv_freq, self.p)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None, seq_len: int | None = None) -> None:
         seq_len = seq_len if seq_len is not None else self._cache_len
-        inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
+        inv_freq = self.inverse_frequencies(seq_len, device)
         positions = torch.arange(self._cache_len, device=device)
         self.cos_cached, self.sin_cached = cos_sin(positions, inv_freq, scale=self.scaling.attention_factor)
         self._cache_key = (self._cache_len, self._length_key(seq_len), self.cos_cached.device)
@@ -193,7 +249,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         """
         device = self.cos_cached.device
         if positions.is_implicit:
-            length = positions.end if seq_len is None else seq_len
+            length = self._grown(positions.end if seq_len is None else seq_len)
             if not torch.compiler.is_compiling():
                 if positions.end > self._cache_len:
                     self._cache_len = 1 << (positions.end - 1).bit_length()
@@ -204,9 +260,9 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 return self.cos_cached[sl].unsqueeze(0), self.sin_cached[sl].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
-        if seq_len is None and self.scaling.depends_on_length:
-            seq_len = pos.amax() + 1  # a 0-d tensor: no host sync
-        inv_freq = self.scaling.inverse_frequencies(self.rot_dim, self.base, seq_len=seq_len, device=device)
+        if seq_len is None and self.scaling.depends_on_length and pos.numel():
+            seq_len = self._grown(pos.amax() + 1)  # a 0-d tensor: no host sync (but for grow-only)
+        inv_freq = self.inverse_frequencies(seq_len, device)
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
 
     # -- application ----------------------------------------------------------------------------
@@ -235,4 +291,6 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         s = f"head_dim={self.head_dim}, rot_dim={self.rot_dim}, base={self.base}, interleaved={self.interleaved}"
         if self.scaling.kind != "none":
             s += f", scaling={self.scaling}"
+        if self.p != 1.0:
+            s += f", p={self.p}"
         return s

@@ -117,6 +117,17 @@ SPECS: dict[str, Spec] = {
         (X4, POS),
         bad_calls=lambda: [("offset", lambda m: m(_r(1, 2, 5, 8), offset=-1))],
     ),
+    "xpos": Spec(
+        {"head_dim": 8, "scale_base": 64.0},
+        lambda: (_r(2, 2, 5, 8), torch.arange(3, 8)),
+        lambda m, x, p: m(x, positions=p),
+        (X4, POS),
+        bad_calls=lambda: [
+            ("offset", lambda m: m(_r(1, 1, 5, 8), offset=-1)),
+            ("positions", lambda m: m(_r(1, 1, 2, 8), positions=torch.tensor([0, 10**6]))),
+            ("side", lambda m: m(_r(1, 1, 5, 8), side="value")),
+        ],
+    ),
     "alibi": Spec(
         {"heads": 2},
         lambda: (5, torch.arange(5)),

@@ -54,3 +54,13 @@ def test_mrope_case_agrees_with_transformers_or_skips():
         assert rows["posenc apply_mrope"].median_ms is not None
         peer = next(r for impl, r in rows.items() if impl.startswith("transformers"))
         assert peer.note.startswith("skipped") or peer.agrees is True, peer
+
+
+def test_scaled_rope_cos_sin_cases_agree_with_transformers():
+    from posenc.bench.cases import rope_cos_sin_case
+
+    for kind in ("llama3", "longrope", "yarn"):
+        rows = {r.impl: r for r in rope_cos_sin_case(kind, 1, 16, 8, "cpu").run(rounds=1)}
+        assert rows["posenc (implicit, cached table)"].agrees is True
+        peer = rows["transformers (position_ids)"]
+        assert peer.note.startswith("skipped") or peer.agrees is True, peer

@@ -79,3 +79,235 @@ def test_dynamic_ntk_module_implicit_explicit_agree_and_no_change_within_origina
     assert not torch.allclose(rope(long), plain(long))
     cos, _ = rope.cos_sin(Positions(40))
     assert cos.shape == (1, 40, 4)
+
+
+# --- Llama 3.1, LongRoPE, YaRN's options, derived factor, grow-only dynamic NTK --------------------
+
+
+def llama3_reference(d, base, factor, low, high, original):
+    """Llama 3.1's frequency scaling, written band by band from Meta's published rule."""
+    out, regions = [], set()
+    for freq in base_inv_freq(d, base):
+        wavelength = 2 * math.pi / freq
+        if wavelength < original / high:  # fast bands: unchanged
+            out.append(freq), regions.add("kept")
+        elif wavelength > original / low:  # slow bands: interpolated
+            out.append(freq / factor), regions.add("interpolated")
+        else:  # between: blend by where the wavelength sits in the band
+            smooth = (original / wavelength - low) / (high - low)
+            out.append((1 - smooth) * freq / factor + smooth * freq), regions.add("blended")
+    return np.array(out), regions
+
+
+def test_llama3_matches_reference_in_all_three_bands():
+    got = RopeScaling("llama3", 8.0, original_max_len=8192, low_freq_factor=1.0, high_freq_factor=4.0)
+    ref, regions = llama3_reference(32, 500000.0, 8.0, 1.0, 4.0, 8192)
+    assert regions == {"kept", "interpolated", "blended"}
+    np.testing.assert_allclose(got.inverse_frequencies(32, 500000.0).numpy(), ref, rtol=1e-12)
+    assert got.attention_factor == 1.0
+
+
+def longrope_reference(d, base, short, long, original, seq_len, max_len):
+    """LongRoPE (Ding et al. 2024, eq. 3 with per-dimension rescale lambda_i) and Phi-3's temperature."""
+    lam = long if seq_len > original else short
+    inv = [1.0 / (lam[i] * base ** (2 * i / d)) for i in range(d // 2)]
+    s = max_len / original
+    return np.array(inv), math.sqrt(1 + math.log(s) / math.log(original))
+
+
+@pytest.mark.parametrize("seq_len", [100, 4096, 4097, 9000])
+def test_longrope_switches_at_original_length(seq_len):
+    short, long = [1.0, 1.1, 1.3, 2.0], [1.0, 1.5, 3.0, 6.5]
+    scaling = RopeScaling("longrope", original_max_len=4096, short_factor=short, long_factor=long, max_len=131072)
+    ref, attention = longrope_reference(8, 10000.0, short, long, 4096, seq_len, 131072)
+    np.testing.assert_allclose(scaling.inverse_frequencies(8, 10000.0, seq_len=seq_len).numpy(), ref, rtol=1e-12)
+    as_tensor = scaling.inverse_frequencies(8, 10000.0, seq_len=torch.tensor(seq_len))
+    np.testing.assert_allclose(as_tensor.numpy(), ref, rtol=1e-12)
+    assert scaling.factor == 32.0 and scaling.attention_factor == pytest.approx(attention, rel=1e-14)
+    assert RopeScaling("longrope", original_max_len=4096, short_factor=short, long_factor=long,
+                       max_len=131072, attention_factor=1.25).attention_factor == 1.25
+
+
+def test_longrope_module_uses_long_factors_past_original_length_implicit_and_explicit():
+    short, long = [1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 4.0, 8.0]
+    rope = RotaryPositionEncoding(8, scaling="longrope", original_max_len=16, short_factor=short, long_factor=long, max_len=64)
+    x = torch.randn(1, 1, 20, 8, dtype=torch.float64)
+    for n in (10, 20):
+        inv, attention = longrope_reference(8, 10000.0, short, long, 16, n, 64)
+        want = reference(x[..., :n, :].numpy(), range(n), inv_freq=inv, scale=attention)
+        np.testing.assert_allclose(rope(x[..., :n, :]).numpy(), want, atol=1e-6)
+        np.testing.assert_allclose(rope(x[..., :n, :], positions=torch.arange(n)).numpy(), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+@pytest.mark.parametrize("mscale, mscale_all_dim", [(1.0, 0.0), (0.707, 0.707), (1.0, 0.8)])
+def test_yarn_options_match_reference(truncate, mscale, mscale_all_dim):
+    d, base, factor, original = 64, 150000.0, 40.0, 4096
+
+    def band_for(rotations):
+        return d * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = band_for(32.0), band_for(1.0)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, d - 1)
+    ref = []
+    for i, theta in enumerate(base_inv_freq(d, base)):
+        ramp = min(max((i - low) / (high - low), 0.0), 1.0)
+        ref.append(theta * (1 - ramp) + (theta / factor) * ramp)
+
+    def m(a):  # DeepSeek-V3's yarn_get_mscale
+        return 0.1 * a * math.log(factor) + 1.0
+
+    scaling = RopeScaling("yarn", factor, original, truncate=truncate, mscale=mscale, mscale_all_dim=mscale_all_dim)
+    np.testing.assert_allclose(scaling.inverse_frequencies(d, base).numpy(), np.array(ref), rtol=1e-12)
+    assert scaling.attention_factor == pytest.approx(m(mscale) / m(mscale_all_dim), rel=1e-14)
+    if not truncate:  # the un-truncated ramp differs from the truncated one
+        assert not np.allclose(RopeScaling("yarn", factor, original).inverse_frequencies(d, base).numpy(), ref)
+
+
+def test_yarn_attention_factor_override_and_derived_factor():
+    assert RopeScaling("yarn", 4.0, 2048, attention_factor=1.5).attention_factor == 1.5
+    derived = RopeScaling("yarn", original_max_len=4096, max_len=163840)
+    assert derived.factor == 40.0
+    np.testing.assert_allclose(
+        derived.inverse_frequencies(16, 10000.0).numpy(), RopeScaling("yarn", 40.0, 4096).inverse_frequencies(16, 10000.0).numpy()
+    )
+    rope = RotaryPositionEncoding(16, scaling="yarn", original_max_len=4096, max_len=163840)
+    assert rope.scaling.factor == 40.0
+
+
+def test_dynamic_ntk_grow_only_keeps_the_longest_base_until_a_short_sequence():
+    kw = dict(scaling="dynamic_ntk", factor=2.0, original_max_len=16)
+    grow = RotaryPositionEncoding(8, dynamic_update="grow_only", **kw)
+    fresh = RotaryPositionEncoding(8, **kw)
+    long, mid, short = torch.randn(1, 1, 40, 8), torch.randn(1, 1, 24, 8), torch.randn(1, 1, 8, 8)
+    torch.testing.assert_close(grow(long), fresh(long))
+    # a shorter sequence still past L0: the base of length 40 stays
+    inv40 = RopeScaling(**{"kind": "dynamic_ntk", "factor": 2.0, "original_max_len": 16}).inverse_frequencies(8, 10000.0, seq_len=40)
+    want = reference(mid.double().numpy(), range(24), inv_freq=inv40.numpy())
+    np.testing.assert_allclose(grow(mid).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(grow(mid, positions=torch.arange(24)).numpy(), want, atol=1e-5)
+    assert not torch.allclose(fresh(mid), grow(mid))
+    # a sequence shorter than L0 resets to the trained base
+    torch.testing.assert_close(grow(short), RotaryPositionEncoding(8)(short))
+    torch.testing.assert_close(grow(mid), fresh(mid))
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0] * 3, "long_factor": [1.0] * 3}, "short_factor"),
+        ({"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0] * 4, "long_factor": [1.0] * 3}, "long_factor"),
+        ({"scaling": "longrope", "original_max_len": 8, "long_factor": [1.0] * 4}, "short_factor"),
+        ({"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0, -1.0, 1, 1], "long_factor": [1.0] * 4}, "short_factor"),
+        ({"scaling": "llama3", "factor": 8.0}, "original_max_len"),
+        ({"scaling": "llama3", "factor": 8.0, "original_max_len": 8, "low_freq_factor": 4.0, "high_freq_factor": 1.0}, "high_freq_factor"),
+        ({"scaling": "linear", "factor": 2.0, "attention_factor": 2.0}, "attention_factor"),
+        ({"scaling": "linear", "short_factor": [1.0] * 4}, "short_factor"),
+        ({"scaling": "yarn", "original_max_len": 64, "max_len": 32}, "max_len"),
+        ({"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "sometimes"}, "dynamic_update"),
+        ({"scaling": "llama4"}, "scaling"),
+        ({"p": 1.5}, "p"),
+    ],
+)
+def test_bad_scaling_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        RotaryPositionEncoding(8, **kwargs)
+
+
+def test_unknown_scaling_lists_the_known_ones():
+    with pytest.raises(ValueError, match="llama3.*longrope"):
+        RopeScaling("su")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "llama3", "factor": 8.0, "original_max_len": 64},
+        {"scaling": "yarn", "factor": 4.0, "original_max_len": 64, "truncate": False, "mscale": 0.7, "mscale_all_dim": 0.7},
+        {"scaling": "linear", "factor": 2.0, "p": 0.5},
+    ],
+)
+def test_transformer_by_name_cached_decoding_and_explicit_positions(kwargs):
+    from posenc.models import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(16, 32, 1, 2, position="rope", causal=True, **kwargs).eval()
+    tokens = torch.randint(0, 16, (2, 9))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = model.new_cache()
+        steps = [model(tokens[:, :3], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(3, 9)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(tokens, positions=torch.arange(9)), full)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "llama3", "factor": 8.0, "original_max_len": 8192},
+        {"scaling": "longrope", "original_max_len": 4096, "max_len": 131072, "short_factor": [1.0, 1.2, 1.5, 2.0], "long_factor": [1.0, 2.0, 4.0, 9.0]},
+        {"scaling": "yarn", "factor": 32.0, "original_max_len": 4096, "truncate": False},
+    ],
+)
+def test_scaled_rope_exact_at_a_million_in_bf16(kwargs):
+    rope = RotaryPositionEncoding(8, **kwargs).to(torch.bfloat16)
+    assert rope.cos_cached.dtype == torch.float32
+    x = torch.randn(1, 1, 3, 8)
+    pos = [999_998, 999_999, 1_000_000]
+    inv = rope.scaling.inverse_frequencies(8, 10000.0, seq_len=1_000_001).numpy()
+    want = reference(x.double().numpy(), pos, inv_freq=inv, scale=rope.scaling.attention_factor)
+    for got in (rope(x.bfloat16(), offset=999_998), rope(x.bfloat16(), positions=torch.tensor(pos))):
+        np.testing.assert_allclose(got.double().numpy(), want, atol=2e-2 * float(np.abs(want).max()), rtol=0)
+        assert got.dtype == torch.bfloat16
+
+
+def test_compiled_llama3_and_longrope_match_eager():
+    torch._dynamo.reset()
+    for kwargs in (
+        {"scaling": "llama3", "factor": 8.0, "original_max_len": 8},
+        {"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0] * 4, "long_factor": [1.0, 2.0, 3.0, 4.0]},
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "grow_only"},
+    ):
+        rope = RotaryPositionEncoding(8, **kwargs)
+        x, p = torch.randn(1, 2, 12, 8), torch.arange(12)
+        eager = rope(x, positions=p)
+        explicit = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True)
+        torch.testing.assert_close(explicit(x, p), eager)
+        if kwargs["scaling"] == "llama3":  # the cached-table path (the others' is dynamic NTK's, tested elsewhere)
+            implicit = torch.compile(lambda x: rope(x), fullgraph=True)
+            torch.testing.assert_close(implicit(x), eager)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "llama3", "factor": 8.0, "original_max_len": 64},
+        {"scaling": "longrope", "original_max_len": 8, "max_len": 32, "short_factor": [1.0, 1.1, 1.2, 1.5], "long_factor": [1.0, 2.0, 4.0, 8.0]},
+        {"scaling": "yarn", "original_max_len": 16, "max_len": 64, "truncate": False, "attention_factor": 1.3},
+        {"scaling": "dynamic_ntk", "factor": 3.0, "original_max_len": 8},
+    ],
+)
+def test_functional_apply_scaled_rope_equals_the_module(kwargs):
+    from posenc.functional import apply_scaled_rope
+
+    x = torch.randn(2, 2, 12, 8, dtype=torch.float64)
+    pos = torch.arange(12)
+    want = RotaryPositionEncoding(8, **kwargs)(x, positions=pos)
+    torch.testing.assert_close(apply_scaled_rope(x, pos, **kwargs), want)
+    scaling = RotaryPositionEncoding(8, **kwargs).scaling
+    torch.testing.assert_close(apply_scaled_rope(x, pos, scaling=scaling), want)
+    with pytest.raises(ValueError, match="short_factor"):
+        apply_scaled_rope(x, pos, scaling="longrope", original_max_len=8, short_factor=[1.0], long_factor=[1.0])
+
+
+def test_empty_sequences_with_length_dependent_scalings():
+    for kwargs in (
+        {"scaling": "longrope", "original_max_len": 8, "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "grow_only"},
+    ):
+        rope = RotaryPositionEncoding(8, **kwargs)
+        empty = torch.randn(2, 1, 0, 8)
+        assert rope(empty, positions=torch.zeros(0, dtype=torch.long)).shape == empty.shape
+        assert rope(empty, offset=5).shape == empty.shape

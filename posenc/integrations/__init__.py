@@ -1,0 +1,1 @@
+"""Bridges between posenc's encodings and other libraries' models (each needs its library installed)."""

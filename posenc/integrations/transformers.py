@@ -1,0 +1,81 @@
+"""posenc's RoPE inside Hugging Face transformers models.
+
+``use_posenc_rotary(model)`` replaces the rotary module of a Llama-family model (Llama, Mistral,
+Qwen2, Qwen3, ...: a ``*RotaryEmbedding`` submodule called as ``rotary_emb(x, position_ids)`` that
+returns ``(cos, sin)`` of shape ``(b, n, rot)``) by :class:`PosencRotaryEmbedding`, built with
+:func:`posenc.rotary.from_hf_config` from the model's config, and returns the model. The logits are
+unchanged (tests/integrations/test_transformers.py: every transformers rope type, atol 1e-5 in
+float32); the cos/sin come from posenc's float64 angles, exact at long positions. Any other posenc
+rotary variant can then be tried in the model by passing ``encoding=``.
+
+Needs transformers (``pip install posenc[hf]``); nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from posenc.core.positions import Positions
+from posenc.rotary.hf import from_hf_config
+from posenc.rotary.rope import RotaryPositionEncoding
+
+
+class PosencRotaryEmbedding(nn.Module):
+    """transformers' rotary-module interface over posenc encodings.
+
+    ``forward(x, position_ids, layer_type=None)``: position_ids ``(b, n)`` -> ``(cos, sin)``, each
+    ``(b, n, rot)`` in ``x.dtype`` (the angles repeated over both halves, transformers' layout,
+    scaled by the encoding's attention factor). ``encodings``: one encoding, or one per layer type.
+    """
+
+    def __init__(self, encodings: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None]) -> None:
+        super().__init__()
+        if isinstance(encodings, RotaryPositionEncoding):
+            encodings = {"default": encodings}
+        for name, encoding in encodings.items():
+            if encoding is not None and (not isinstance(encoding, RotaryPositionEncoding) or encoding.interleaved):
+                raise ValueError(
+                    f"`encodings[{name!r}]` must be a split-halves RotaryPositionEncoding, got {encoding!r}"
+                )
+        self.encodings = nn.ModuleDict({k: v for k, v in encodings.items() if v is not None})
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None):
+        if layer_type is None:
+            if len(self.encodings) != 1:
+                raise ValueError(f"`layer_type` must name one of {sorted(self.encodings)}")
+            encoding = next(iter(self.encodings.values()))
+        elif layer_type not in self.encodings:
+            raise ValueError(f"`layer_type` must be one of {sorted(self.encodings)}, got {layer_type!r}")
+        else:
+            encoding = self.encodings[layer_type]
+        cos, sin = encoding.cos_sin(Positions(position_ids.shape[-1], explicit=position_ids))
+        # (b, n, rot/2) -> (b, n, rot): rotate_half pairs feature i with i + rot/2
+        return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((sin, sin), dim=-1).to(x.dtype)
+
+
+def _is_rotary_module(module: nn.Module) -> bool:
+    return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
+
+
+def use_posenc_rotary(
+    model: nn.Module, encoding: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None] | None = None
+) -> nn.Module:
+    """Swap every rotary module of the transformers ``model`` for posenc's, in place; returns ``model``.
+
+    encoding: the posenc encoding(s) to use; by default ``from_hf_config(model.config)`` (the same
+    RoPE the model was built with).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if encoding is None:
+        encoding = from_hf_config(model.config.get_text_config())  # transformers' PretrainedConfig
+    targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
+    if not targets:
+        raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
+    for name, old in targets:
+        device = next(iter(old.buffers()), torch.empty(0)).device
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, PosencRotaryEmbedding(encoding).to(device))
+    return model

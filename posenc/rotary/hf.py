@@ -1,0 +1,159 @@
+"""Hugging Face transformers' RoPE configuration to and from posenc's :class:`RotaryPositionEncoding`.
+
+``from_hf_config(config)`` reads a transformers config (object or dict): ``rope_parameters`` (or the
+older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary_factor``,
+``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings``, and
+returns the equivalent encoding, or a ``{layer_type: encoding | None}`` dict when the parameters are
+given per layer type (Gemma 3's sliding/full attention). Each rope type maps to a posenc scaling:
+
+==============  ===========================================================================
+transformers    posenc
+==============  ===========================================================================
+default         ``scaling="none"``
+linear          ``scaling="linear"``
+dynamic         ``scaling="dynamic_ntk"``, ``original_max_len=max_position_embeddings``,
+                ``dynamic_update="grow_only"``
+yarn            ``scaling="yarn"`` (``factor`` absent: ``max_position_embeddings / original``)
+longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins)
+llama3          ``scaling="llama3"``
+proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
+==============  ===========================================================================
+
+``to_hf_rope_parameters(encoding)`` goes back to a ``rope_parameters`` dict (for ``dynamic`` the
+model's ``max_position_embeddings`` must equal ``original_max_len``, which transformers reads there).
+Verified against transformers' ``ROPE_INIT_FUNCTIONS`` in tests/rotary/test_hf.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from posenc.rotary.rope import RotaryPositionEncoding
+
+HF_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
+_REQUIRED = {
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "longrope": ("short_factor", "long_factor"),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor"),
+}
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        return dict(config)
+    to_dict = getattr(type(config), "to_dict", None)  # transformers' PretrainedConfig interface
+    if to_dict is None:
+        raise TypeError(f"`config` must be a transformers config or a dict, got {type(config).__name__}")
+    return config.to_dict()
+
+
+def _is_nested(rope: Mapping[str, Any]) -> bool:
+    return bool(rope) and all(isinstance(v, Mapping) or v is None for v in rope.values())
+
+
+def from_hf_config(config: Any) -> RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None]:
+    """The posenc encoding of a transformers config's RoPE (see the module docstring)."""
+    cfg = _as_dict(config)
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if not isinstance(rope, Mapping):
+        raise TypeError(f"`config.rope_parameters` must be a dict, got {type(rope).__name__}")
+    if _is_nested(rope):
+        return {name: None if params is None else _encoding(cfg, params) for name, params in rope.items()}
+    return _encoding(cfg, rope)
+
+
+def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEncoding:
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in HF_ROPE_TYPES:
+        raise ValueError(f"`rope_type` must be one of {HF_ROPE_TYPES}, got {rope_type!r}")
+    missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]
+    if missing:
+        raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor")) or 1.0
+    max_pos = cfg.get("max_position_embeddings")
+    # Phi-3 keeps the trained length beside rope_parameters; transformers gives it priority
+    original = cfg.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings") or max_pos
+    kw: dict[str, Any] = {
+        "head_dim": head_dim,
+        "base": rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        "rotary_fraction": partial,
+    }
+    factor = rope.get("factor")
+    if rope_type == "linear":
+        kw.update(scaling="linear", factor=factor)
+    elif rope_type == "dynamic":
+        kw.update(scaling="dynamic_ntk", factor=factor, original_max_len=max_pos, dynamic_update="grow_only")
+    elif rope_type == "yarn":
+        # transformers reads mscale/mscale_all_dim only when both are set
+        both = bool(rope.get("mscale")) and bool(rope.get("mscale_all_dim"))
+        kw.update(
+            scaling="yarn", factor=factor, original_max_len=original, max_len=max_pos,
+            beta_fast=rope.get("beta_fast") or 32.0, beta_slow=rope.get("beta_slow") or 1.0,
+            attention_factor=rope.get("attention_factor"), truncate=rope.get("truncate", True),
+            mscale=rope["mscale"] if both else 1.0, mscale_all_dim=rope["mscale_all_dim"] if both else 0.0,
+        )
+    elif rope_type == "longrope":
+        kw.update(
+            scaling="longrope", factor=factor, original_max_len=original, max_len=max_pos,
+            short_factor=rope.get("short_factor"), long_factor=rope.get("long_factor"),
+            attention_factor=rope.get("attention_factor"),
+        )
+    elif rope_type == "llama3":
+        kw.update(
+            scaling="llama3", factor=factor, original_max_len=original,
+            low_freq_factor=rope.get("low_freq_factor"), high_freq_factor=rope.get("high_freq_factor"),
+        )
+    elif rope_type == "proportional":
+        kw.update(rotary_fraction=1.0, p=partial, scaling="linear", factor=factor or 1.0)
+    return RotaryPositionEncoding(**kw)
+
+
+def _fraction(rot_dim: int, head_dim: int) -> float:
+    """The partial_rotary_factor f with ``int(head_dim * f) == rot_dim`` (rounding nudged upward)."""
+    f = rot_dim / head_dim
+    while int(head_dim * f) < rot_dim:
+        f = math.nextafter(f, 2.0)
+    return f
+
+
+def to_hf_rope_parameters(
+    encoding: RotaryPositionEncoding | Mapping[str, RotaryPositionEncoding | None],
+) -> dict[str, Any]:
+    """The transformers ``rope_parameters`` dict equivalent to ``encoding`` (nested per layer type
+    for a dict of encodings, as :func:`from_hf_config` returns them)."""
+    if isinstance(encoding, Mapping):
+        return {name: None if enc is None else to_hf_rope_parameters(enc) for name, enc in encoding.items()}
+    if not isinstance(encoding, RotaryPositionEncoding):
+        raise TypeError(f"`encoding` must be a RotaryPositionEncoding, got {type(encoding).__name__}")
+    if encoding.interleaved:
+        raise ValueError("`encoding` uses interleaved pairs; transformers' RoPE rotates split halves")
+    s = encoding.scaling
+    out: dict[str, Any] = {"rope_theta": encoding.base}
+    if encoding.p != 1.0:
+        if encoding.rot_dim != encoding.head_dim or s.kind not in ("none", "linear"):
+            raise ValueError("`encoding` with p < 1 maps to transformers' 'proportional' only with the whole head "
+                             "rotated and scaling 'none' or 'linear'")
+        return {**out, "rope_type": "proportional", "partial_rotary_factor": encoding.p, "factor": s.factor}
+    if encoding.rot_dim != encoding.head_dim:
+        out["partial_rotary_factor"] = _fraction(encoding.rot_dim, encoding.head_dim)
+    if s.kind == "none":
+        return {**out, "rope_type": "default"}
+    if s.kind == "ntk":
+        raise ValueError("`encoding` uses static NTK scaling, which transformers has no rope_type for")
+    if s.kind == "linear":
+        return {**out, "rope_type": "linear", "factor": s.factor}
+    if s.kind == "dynamic_ntk":
+        return {**out, "rope_type": "dynamic", "factor": s.factor}
+    out.update(factor=s.factor, original_max_position_embeddings=s.original_max_len)
+    if s.kind == "llama3":
+        return {**out, "rope_type": "llama3", "low_freq_factor": s.low_freq_factor,
+                "high_freq_factor": s.high_freq_factor}
+    if s.kind == "longrope":
+        return {**out, "rope_type": "longrope", "short_factor": list(s.short_factor),
+                "long_factor": list(s.long_factor), "attention_factor": s.attention_factor}
+    return {**out, "rope_type": "yarn", "beta_fast": s.beta_fast, "beta_slow": s.beta_slow,
+            "attention_factor": s.attention_factor, "truncate": s.truncate}

@@ -1,0 +1,45 @@
+"""The functional form of scaled RoPE and p-RoPE: ``apply_scaled_rope(x, positions, scaling=...)``.
+
+The same frequencies as :class:`posenc.rotary.RotaryPositionEncoding` with the same arguments
+(:func:`posenc.rotary.scaling.rope_frequencies`), applied at explicit positions; length-dependent
+scalings (``dynamic_ntk``, ``longrope``) see one past the largest position (a 0-d tensor, no host sync).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.core.frequencies import cos_sin
+from posenc.core.positions import resolve_positions
+from posenc.core.validation import check_even, check_float_tensor, check_same_device
+from posenc.rotary.rope import apply_rotary
+from posenc.rotary.scaling import RopeScaling, ScalingKind, rope_frequencies
+
+
+def apply_scaled_rope(
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    scaling: ScalingKind | RopeScaling = "none",
+    base: float = 10000.0,
+    interleaved: bool = False,
+    p: float = 1.0,
+    **scaling_kwargs,
+) -> torch.Tensor:
+    """RoPE with a context-extension ``scaling`` (its parameters in ``scaling_kwargs``: ``factor``,
+    ``original_max_len``, ...) and p-RoPE's ``p`` on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``."""
+    check_float_tensor("x", x, ndim=4)
+    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
+    check_same_device(x=x, positions=pos)
+    if not isinstance(scaling, RopeScaling):
+        scaling = RopeScaling(scaling, **scaling_kwargs)
+        scaling_kwargs = {}
+    seq_len = pos.amax() + 1 if scaling.depends_on_length and pos.numel() else None
+    inv_freq, scale = rope_frequencies(
+        x.shape[-1], base=base, scaling=scaling, seq_len=seq_len, p=p, device=x.device, **scaling_kwargs
+    )
+    work = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = cos_sin(pos, inv_freq, scale=scale, dtype=work)
+    # (b | 1, n, d/2) -> (b | 1, 1, n, d/2): the same for every head
+    return apply_rotary(x, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=interleaved)

@@ -1,0 +1,154 @@
+"""xPos, the length-extrapolatable rotary embedding (Sun et al. 2022, arXiv:2212.10554).
+
+RoPE with an exponential decay per feature pair: pair i of a query at position n is rotated by
+``n * theta_i`` and scaled by ``zeta_i ** (n / scale_base)``, the same pair of a key at position m by
+``m * theta_i`` and ``zeta_i ** (-m / scale_base)``, with ``zeta_i = (2i / d + gamma) / (1 + gamma)``
+(gamma = 0.4). The logit then carries ``zeta_i ** ((n - m) / scale_base)``: it still depends on
+``n - m`` only, and distant pairs decay, fast bands (small zeta) most. Each side is scaled at its own
+absolute position (no per-call centring), so cached decoding and explicit positions agree with a full
+pass.
+
+Range: ``zeta_0 ** (±n / scale_base)`` must fit in float32, so ``|n| <= max_position``
+(``80 * scale_base / |ln zeta_0|``, about 32,700 for scale_base 512); larger positions raise
+``ValueError`` (raise ``scale_base`` to go further). Angles follow RoPE's policy (float64, reduced mod
+2π); the scales are formed in float64 and held in float32.
+
+Verified against a float64 transcription of the paper's equations (tests/rotary/test_xpos.py) and, for
+the scores q·k, against rotary-embedding-torch's ``use_xpos`` (which centres each call's positions;
+the centre cancels in q·k).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from posenc.core.positions import Positions, resolve_positions
+from posenc.core.registry import register
+from posenc.core.validation import check_even, check_float, check_float_tensor, check_same_device
+from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
+from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary
+
+GAMMA = 0.4
+
+
+def xpos_zeta(rot_dim: int, *, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(rot_dim // 2,)`` per-pair decay bases ``(2i / d + 0.4) / 1.4`` (float64 by default)."""
+    dtype = dtype or angle_dtype(device)
+    return (torch.arange(0, rot_dim, 2, device=device, dtype=dtype) / rot_dim + GAMMA) / (1 + GAMMA)
+
+
+def xpos_max_position(rot_dim: int, scale_base: float) -> int:
+    """The largest ``|position|`` whose per-side scale ``zeta_0 ** (±n / scale_base)`` fits float32."""
+    return int(80.0 * scale_base / abs(math.log(GAMMA / (1 + GAMMA))))
+
+
+def xpos_scale(
+    positions: torch.Tensor, rot_dim: int, scale_base: float, *, key: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``zeta ** (±positions / scale_base)``: positions ``(*p,)`` -> ``(*p, rot_dim // 2)`` in ``dtype``
+    (``-`` for keys). Formed in float64 (float32 on devices without it)."""
+    zeta = xpos_zeta(rot_dim, device=positions.device)
+    power = positions.to(zeta.dtype).unsqueeze(-1) * ((-1.0 if key else 1.0) / scale_base)
+    return torch.exp(power * zeta.log()).to(dtype)
+
+
+def _check_range(positions: torch.Tensor | int, limit: int, name: str = "positions") -> None:
+    if isinstance(positions, int):
+        too_far = positions > limit
+    elif positions.device.type == "meta" or torch.compiler.is_compiling() or positions.numel() == 0:
+        return
+    else:
+        too_far = bool(positions.abs().amax() > limit)
+    if too_far:
+        raise ValueError(
+            f"`{name}` must lie within ±{limit} for xPos (zeta ** (n / scale_base) leaves float32 beyond); "
+            "raise `scale_base` for longer contexts"
+        )
+
+
+def apply_xpos(
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    key: bool,
+    scale_base: float = 512.0,
+    base: float = 10000.0,
+    interleaved: bool = False,
+) -> torch.Tensor:
+    """xPos on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``: queries (``key=False``)
+    are scaled by ``zeta ** (n / scale_base)``, keys (``key=True``) by its inverse."""
+    check_float_tensor("x", x, ndim=4)
+    check_even("x.shape[-1]", x.shape[-1], why="xPos rotates feature pairs")
+    check_float("scale_base", scale_base, positive=True)
+    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
+    check_same_device(x=x, positions=pos)
+    _check_range(pos, xpos_max_position(x.shape[-1], scale_base))
+    work = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
+    scale = xpos_scale(pos, x.shape[-1], scale_base, key=key, dtype=work)
+    # (b | 1, n, d/2) -> (b | 1, 1, n, d/2): the same for every head
+    return apply_rotary(x, (cos * scale).unsqueeze(1), (sin * scale).unsqueeze(1), interleaved=interleaved)
+
+
+@register(
+    "xpos",
+    family="rotary",
+    paper="Sun et al. 2022, arXiv:2212.10554",
+    summary="RoPE whose pairs decay as zeta^((i - j)/scale_base): queries scaled up, keys down, by position.",
+)
+class XPos(RotaryPositionEncoding):
+    """xPos: RoPE (any of its scalings, ``rope``'s keyword arguments) plus the per-pair decay.
+
+    Args:
+        head_dim: width of each head's queries and keys.
+        scale_base: the decay's length scale (512 in the paper).
+        **rope_kwargs: ``base``, ``rotary_fraction``, ``interleaved``, ``scaling``, ... as for ``rope``.
+
+    ``forward(x, *, positions=None, offset=0, side="query")`` applies one side; the model calls
+    ``rotate(q, k, ...)``. The cos/sin cache is RoPE's; the scales are computed per call.
+    """
+
+    def __init__(
+        self, head_dim: int, *, scale_base: float = 512.0, device: torch.device | str | None = None, **rope_kwargs
+    ) -> None:
+        super().__init__(head_dim, device=device, **rope_kwargs)
+        self.scale_base = check_float("scale_base", scale_base, positive=True)
+        self.max_position = xpos_max_position(self.rot_dim, self.scale_base)
+
+    def scale_and_rotate(self, t: torch.Tensor, positions: Positions, *, key: bool) -> torch.Tensor:
+        """t: ``(b, h, n, head_dim)`` rotated and scaled at ``positions`` as a query or a key."""
+        _check_range(positions.end - 1 if positions.is_implicit else positions.explicit, self.max_position)
+        explicit64 = t.dtype == torch.float64 and not positions.is_implicit
+        dtype = torch.float64 if explicit64 else torch.float32
+        cos, sin = self.cos_sin(positions, dtype=dtype)
+        pos = positions.tensor(cos.device)
+        scale = xpos_scale(pos, self.rot_dim, self.scale_base, key=key, dtype=dtype)
+        # (b | 1, n, rot/2) -> (b | 1, 1, n, rot/2): the same for every head
+        return apply_rotary(t, (cos * scale).unsqueeze(1), (sin * scale).unsqueeze(1), interleaved=self.interleaved)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        offset: int = 0,
+        side: Literal["query", "key"] = "query",
+    ) -> torch.Tensor:
+        """x: ``(b, h, n, head_dim)`` -> rotated and scaled as ``side``, same shape and dtype."""
+        check_float_tensor("x", x, ndim=4)
+        if side not in ("query", "key"):
+            raise ValueError(f"`side` must be 'query' or 'key', got {side!r}")
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"`x` must have last dimension head_dim={self.head_dim}, got {x.shape[-1]}")
+        pos = resolve_positions(positions, n=x.shape[-2], offset=offset, batch=x.shape[0], device=x.device)
+        explicit = None if positions is None else pos
+        return self.scale_and_rotate(x, Positions(x.shape[-2], offset, explicit), key=side == "key")
+
+    def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
+        return self.scale_and_rotate(q, q_positions, key=False), self.scale_and_rotate(k, k_positions, key=True)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", scale_base={self.scale_base}"

@@ -1,0 +1,169 @@
+"""from_hf_config / to_hf_rope_parameters against transformers' ROPE_INIT_FUNCTIONS (where installed).
+
+transformers forms its frequencies in float32, so they are compared with float32's tolerance; the
+attention factors (Python floats on both sides) to 1e-12.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from posenc.rotary import RotaryPositionEncoding, from_hf_config, to_hf_rope_parameters
+
+HEAD_DIM = 16
+SHORT = [1.0, 1.05, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0]
+LONG = [1.0, 1.2, 1.9, 3.5, 6.0, 9.0, 14.0, 20.0]
+
+CASES = {
+    "default": ({"rope_type": "default", "rope_theta": 500.0}, 256, {}),
+    "linear": ({"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}, 256, {}),
+    "linear-partial": ({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0, "partial_rotary_factor": 0.5}, 256, {}),
+    "dynamic": ({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, 256, {}),
+    "yarn": ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0}, 256, {}),
+    "yarn-deepseek": (
+        {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "rope_theta": 10000.0,
+         "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1},
+        163840, {},
+    ),
+    "yarn-mscale-only": (
+        {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "rope_theta": 10000.0, "mscale": 0.707},
+        163840, {},
+    ),
+    "yarn-gpt-oss": (
+        {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "rope_theta": 150000.0,
+         "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False},
+        131072, {},
+    ),
+    "yarn-override": (
+        {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0, "attention_factor": 1.7},
+        512, {},
+    ),
+    "yarn-no-factor": ({"rope_type": "yarn", "factor": None, "original_max_position_embeddings": 64, "rope_theta": 10000.0}, 512, {}),
+    "longrope": (
+        {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG, "original_max_position_embeddings": 64, "rope_theta": 10000.0},
+        256, {},
+    ),
+    "longrope-phi3": (
+        {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG, "rope_theta": 10000.0},
+        2048, {"original_max_position_embeddings": 128},
+    ),
+    "llama3": (
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 8192, "rope_theta": 500000.0},
+        131072, {},
+    ),
+    "proportional": ({"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 10000.0}, 256, {}),
+    "proportional-scaled": ({"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0, "rope_theta": 1e6}, 256, {}),
+}
+
+
+def llama_config(rope_parameters, max_position_embeddings, extra):
+    transformers = pytest.importorskip("transformers")
+    return transformers.LlamaConfig(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=1, intermediate_size=32,
+        vocab_size=32, max_position_embeddings=max_position_embeddings, rope_parameters=dict(rope_parameters), **extra,
+    )
+
+
+def hf_frequencies(config, seq_len=None, layer_type=None):
+    """transformers' inverse frequencies and attention factor for ``config``."""
+    rope_utils = pytest.importorskip("transformers.modeling_rope_utils")
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    params = config.rope_parameters if layer_type is None else config.rope_parameters[layer_type]
+    if params["rope_type"] == "default":
+        inv, attention = LlamaRotaryEmbedding.compute_default_rope_parameters(config)
+    else:
+        kw = {} if layer_type is None else {"layer_type": layer_type}
+        inv, attention = rope_utils.ROPE_INIT_FUNCTIONS[params["rope_type"]](config, "cpu", seq_len=seq_len, **kw)
+    return inv.double().numpy(), attention
+
+
+def assert_same(encoding, config, seq_len=None, layer_type=None):
+    want, attention = hf_frequencies(config, seq_len, layer_type)
+    got = encoding.inverse_frequencies(seq_len if seq_len is not None else None).numpy()
+    if encoding.scaling.grow_only and seq_len is not None:
+        got = encoding.inverse_frequencies(max(seq_len, encoding.scaling.original_max_len)).numpy()
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+    assert encoding.scaling.attention_factor == pytest.approx(attention, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_from_hf_config_matches_rope_init_functions(case):
+    params, max_pos, extra = CASES[case]
+    config = llama_config(params, max_pos, extra)
+    encoding = from_hf_config(config)
+    assert isinstance(encoding, RotaryPositionEncoding) and not encoding.interleaved
+    for seq_len in (None, 10, max_pos // 2 + 1, 3 * max_pos):
+        if params["rope_type"] in ("dynamic", "longrope") or seq_len is None:
+            assert_same(encoding, config, seq_len)
+    # the same through a plain dict of the config
+    assert_same(from_hf_config(config.to_dict()), config)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_to_hf_rope_parameters_round_trips(case):
+    params, max_pos, extra = CASES[case]
+    encoding = from_hf_config(llama_config(params, max_pos, extra))
+    back = to_hf_rope_parameters(encoding)
+    again = llama_config(back, max_pos, {})
+    assert_same(encoding, again)
+    assert_same(from_hf_config(again), again)
+
+
+def test_old_rope_scaling_key_and_top_level_theta():
+    config = {"hidden_size": 64, "num_attention_heads": 4, "rope_theta": 500.0, "max_position_embeddings": 64,
+              "rope_scaling": {"type": "linear", "factor": 4.0}}
+    encoding = from_hf_config(config)
+    assert encoding.base == 500.0 and encoding.scaling.kind == "linear" and encoding.scaling.factor == 4.0
+    assert encoding.head_dim == 16
+
+
+def test_per_layer_type_parameters():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Gemma3TextConfig(
+        hidden_size=64, num_attention_heads=4, head_dim=HEAD_DIM, num_hidden_layers=2, num_key_value_heads=4,
+        intermediate_size=32, vocab_size=32,
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}},
+    )
+    encodings = from_hf_config(config)
+    assert set(encodings) == {"sliding_attention", "full_attention"}
+    assert_same(encodings["full_attention"], config, layer_type="full_attention")
+    np.testing.assert_allclose(encodings["sliding_attention"].inverse_frequencies().numpy(),
+                               [1e4 ** (-2 * i / HEAD_DIM) for i in range(HEAD_DIM // 2)], rtol=1e-15)
+    back = to_hf_rope_parameters(encodings)
+    assert back["sliding_attention"] == {"rope_theta": 10000.0, "rope_type": "default"}
+    assert back["full_attention"] == {"rope_theta": 1e6, "rope_type": "linear", "factor": 8.0}
+
+
+@pytest.mark.parametrize(
+    "rope, name",
+    [
+        ({"rope_type": "mrope_cubed"}, "rope_type"),
+        ({"rope_type": "longrope", "short_factor": SHORT[:3], "long_factor": LONG, "original_max_position_embeddings": 8}, "short_factor"),
+        ({"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG[:5], "original_max_position_embeddings": 8}, "long_factor"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}, "low_freq_factor"),
+    ],
+)
+def test_bad_configs_name_the_argument(rope, name):
+    config = {"hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 64, "rope_parameters": rope}
+    with pytest.raises(ValueError, match=name) as info:
+        from_hf_config(config)
+    if name == "rope_type":
+        assert "llama3" in str(info.value) and "longrope" in str(info.value)
+
+
+def test_to_hf_rejects_what_transformers_cannot_express():
+    for encoding, name in (
+        (RotaryPositionEncoding(8, scaling="ntk", factor=2.0), "NTK"),
+        (RotaryPositionEncoding(8, interleaved=True), "interleaved"),
+        (RotaryPositionEncoding(8, p=0.5, rotary_fraction=0.5), "proportional"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            to_hf_rope_parameters(encoding)
+    with pytest.raises(TypeError, match="encoding"):
+        to_hf_rope_parameters("rope")
+    with pytest.raises(TypeError, match="config"):
+        from_hf_config(42)

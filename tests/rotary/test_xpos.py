@@ -1,0 +1,123 @@
+"""xPos (Sun et al. 2022, arXiv:2212.10554) against a float64 transcription of its equations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import posenc
+from posenc.core.positions import Positions
+from posenc.functional import apply_xpos
+from posenc.models import Transformer
+from posenc.rotary import XPos
+
+
+def xpos_reference(x, positions, *, key, scale_base, base=10000.0, interleaved=False):
+    """Pair i at position n: rotate by n * base^(-2i/d), scale by zeta_i^(±n / scale_base),
+    zeta_i = (2i/d + 0.4) / 1.4 (paper, section 3.2), pair by pair in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    out = x.copy()
+    d = x.shape[-1]
+    for t, p in enumerate(positions):
+        for i in range(d // 2):
+            zeta = (2 * i / d + 0.4) / 1.4
+            s = zeta ** ((-p if key else p) / scale_base)
+            angle = p * base ** (-2 * i / d)
+            a, b = (2 * i, 2 * i + 1) if interleaved else (i, i + d // 2)
+            x1, x2 = x[..., t, a], x[..., t, b]
+            out[..., t, a] = s * (math.cos(angle) * x1 - math.sin(angle) * x2)
+            out[..., t, b] = s * (math.sin(angle) * x1 + math.cos(angle) * x2)
+    return out
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("key", [False, True])
+def test_matches_reference_functional_and_module(interleaved, key):
+    x = torch.randn(2, 2, 5, 8, dtype=torch.float64)
+    pos = [0, 3, 40, 511, 2000]
+    want = xpos_reference(x.numpy(), pos, key=key, scale_base=512.0, interleaved=interleaved)
+    got = apply_xpos(x, torch.tensor(pos), key=key, interleaved=interleaved)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+    module = XPos(8, interleaved=interleaved)
+    side = "key" if key else "query"
+    np.testing.assert_allclose(module(x, positions=torch.tensor(pos), side=side).numpy(), want, rtol=1e-12, atol=1e-12)
+    implicit = module(x.float(), offset=7, side=side)
+    want = xpos_reference(x.numpy(), range(7, 12), key=key, scale_base=512.0, interleaved=interleaved)
+    np.testing.assert_allclose(implicit.double().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shift=st.integers(0, 20_000), i=st.integers(0, 64), j=st.integers(0, 64))
+def test_score_depends_only_on_offset_and_decays(shift, i, j):
+    gen = torch.Generator().manual_seed(5)
+    q, k = torch.randn(2, 1, 1, 1, 16, dtype=torch.float64, generator=gen)
+
+    def score(a, b):
+        qa = apply_xpos(q, torch.tensor([a]), key=False, scale_base=512.0)
+        kb = apply_xpos(k, torch.tensor([b]), key=True, scale_base=512.0)
+        return (qa * kb).sum().item()
+
+    assert score(i, j) == pytest.approx(score(i + shift, j + shift), rel=1e-9, abs=1e-9)
+
+
+def test_distant_pairs_decay():
+    q = torch.ones(1, 1, 1, 8, dtype=torch.float64)
+    scales = [apply_xpos(q, torch.tensor([n]), key=False, scale_base=64.0)[0, 0, 0].norm().item() for n in (0, 64, 640)]
+    assert scales[0] > scales[1] > scales[2]
+
+
+def test_parity_with_rotary_embedding_torch_scores():
+    ret = pytest.importorskip("rotary_embedding_torch")
+    theirs = ret.RotaryEmbedding(dim=16, use_xpos=True, xpos_scale_base=64)
+    q, k = torch.randn(2, 1, 3, 9, 16, generator=torch.Generator().manual_seed(0))
+    tq, tk = theirs.rotate_queries_and_keys(q, k)
+    ours = XPos(16, scale_base=64.0, interleaved=True)
+    oq, ok = ours.rotate(q, k, q_positions=Positions(9), k_positions=Positions(9))
+    # they centre positions on n // 2 per call; the centre cancels in q·k
+    torch.testing.assert_close(oq @ ok.transpose(-1, -2), tq @ tk.transpose(-1, -2), atol=1e-5, rtol=1e-5)
+
+
+def test_transformer_cached_decoding_and_explicit_positions_equal_a_full_pass():
+    torch.manual_seed(0)
+    model = Transformer(16, 32, 1, 2, position="xpos", causal=True, scale_base=32.0).eval()
+    tokens = torch.randint(0, 16, (2, 10))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = model.new_cache()
+        steps = [model(tokens[:, :4], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(4, 10)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(tokens, positions=torch.arange(10)), full, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model(tokens, positions=torch.arange(100, 110)), full, atol=1e-4, rtol=0)
+
+
+def test_positions_past_the_float32_range_raise():
+    module = XPos(8, scale_base=16.0)
+    x = torch.randn(1, 1, 2, 8)
+    limit = module.max_position
+    assert torch.isfinite(module(x, positions=torch.tensor([0, limit]), side="key")).all()
+    assert torch.isfinite(module(x, offset=limit - 1)).all()
+    for call in (lambda: module(x, offset=limit), lambda: module(x, positions=torch.tensor([0, limit + 1]))):
+        with pytest.raises(ValueError, match="positions.*scale_base"):
+            call()
+
+
+def test_compiles_fullgraph_and_meta_device():
+    torch._dynamo.reset()
+    module = posenc.create("xpos", head_dim=8)
+    x, p = torch.randn(1, 2, 6, 8), torch.arange(6)
+    compiled = torch.compile(lambda x, p: module.rotate(x, x, q_positions=Positions(6, 0, p.unsqueeze(0)), k_positions=Positions(6)), fullgraph=True)
+    for got, want in zip(compiled(x, p), module.rotate(x, x, q_positions=Positions(6), k_positions=Positions(6))):
+        torch.testing.assert_close(got, want)
+    assert XPos(8, device="meta").cos_cached.device.type == "meta"
+
+
+def test_gradients_match_finite_differences():
+    x = torch.randn(1, 1, 4, 8, dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([0, 5, 90, 400])
+    for key in (False, True):
+        assert torch.autograd.gradcheck(lambda t: apply_xpos(t, pos, key=key, scale_base=64.0), (x,))
