@@ -308,8 +308,8 @@ def _full_extrapolation(exps: list[dict]) -> tuple[dict[str, float], dict[str, d
             ratios, curves = {}, {}
             for name, by_multiple in raw.get("copy_accuracy", {}).items():
                 at_l, at_4l = by_multiple.get("1"), by_multiple.get("4")
-                if isinstance(at_l, (int, float)) and isinstance(at_4l, (int, float)) and at_l > 0:
-                    ratios[name] = at_4l / at_l
+                if isinstance(at_l, (int, float)) and isinstance(at_4l, (int, float)) and at_l >= 0.6:
+                    ratios[name] = at_4l / at_l  # below 0.6 at L the task was not learned: no ratio
                 points = [(int(k), v) for k, v in by_multiple.items() if isinstance(v, (int, float))]
                 if isinstance(length, int) and points:
                     curves[name] = {"lengths": [k * length for k, _ in sorted(points)],
@@ -323,13 +323,21 @@ def _apply_full_results(entries: list[dict], ratios: dict[str, float], curves: d
     for entry in entries:
         if entry["name"] in curves:
             entry["data"]["extrapolation_full"] = curves[entry["name"]]
+            if entry["name"] not in ratios:
+                for row in entry["properties"]:
+                    if row["key"] == "extrapolation" and row["value"] is not None:
+                        row["passed"], row["verdict"] = None, "superseded by the full run"
+                        row["note"] = f"the full run ({source}) did not learn the task at the trained length"
+                entry["properties"].append(measure.prop(
+                    "extrapolation_full", "full run: copy accuracy at 4x the trained length / at the trained length",
+                    None, None, "not learned", f"accuracy below 0.6 at the trained length in {source}"))
         if entry["name"] not in ratios:
             continue
         ratio = ratios[entry["name"]]
         for row in entry["properties"]:
             if row["key"] == "extrapolation" and row["value"] is not None:
                 row["passed"], row["verdict"] = None, "superseded by the full run"
-                row["note"] = "quick check kept for reference; the full run below is the result"
+                row["note"] = "quick check kept for reference; the full-run row is the result"
         holds = ratio >= measure.EXTRAPOLATION_RATIO
         entry["properties"].append(measure.prop(
             "extrapolation_full", "full run: copy accuracy at 4x the trained length / at the trained length", ratio,
@@ -344,12 +352,7 @@ def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, f
     for e in entries:
         props = {r["key"]: r for r in e["properties"]}
         rel = props.get("relative")
-        if rel and rel["value"] is not None:
-            kind = rel["verdict"]
-        elif "input" in e.get("enters", "") or "added" in e.get("enters", ""):
-            kind = "absolute"
-        else:
-            kind = "n/a"
+        kind = e.get("kind", "n/a")
         eq = props.get("equivariance")
         order = eq["verdict"] if eq and eq["value"] is not None else (props["shift"]["verdict"] if "shift" in props else "n/a")
         extra, extra_kind = None, ""

@@ -64,6 +64,7 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
     stem = safe_name(info.name)
     rows, data = entry["properties"], entry["data"]
     entry["enters"] = ", ".join(HOOK_WORDS.get(h, h) for h in sorted(hooks)) or "nothing (no position)"
+    entry["kind"] = "none" if not hooks else "n/a"
     entry["parameters"] = measure.parameter_count(enc)
     if encoder is not None:
         rows.append(measure.equivariance_row(encoder, info.family, ref))
@@ -83,6 +84,7 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
         entry["pictures"].append(pics.save(fig, f"{stem}-table.png",
                                            "the encoding's table and the cosine similarity of its rows" + init))
         data["similarity"] = {"matrix": _embed_matrix(cos), "what": "cosine similarity of PE(i) and PE(j)"}
+        entry["kind"] = "absolute"
         if grid is None:
             try:
                 row, fit = measure.addition_row(enc, table, ref)
@@ -91,8 +93,10 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
             except Exception as err:  # noqa: BLE001
                 entry["errors"].append(f"addition theorem: {type(err).__name__}: {err}")
     elif "input" in hooks:
+        entry["kind"] = "from the content"
         _na(entry, "addition", "addition theorem: residual of PE(p+1) = M PE(p)",
-            "from zero embeddings the input hook returns no position signal: it transforms its input (a convolution)")
+            "from zero embeddings the input hook returns no position signal: it transforms its input "
+            "(a convolution over the tokens, or a product with them)")
     if {"rotary", "bias"} & hooks:
         try:
             offsets, curves = measure.bias_curves(enc, length)
@@ -117,6 +121,7 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
     if {"rotary", "bias", "value"} & hooks:
         try:
             rows.append(measure.relative_row(enc, ref))
+            entry["kind"] = rows[-1]["verdict"]
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"shift invariance: {type(err).__name__}: {err}")
     else:
@@ -232,6 +237,7 @@ def analyse_entry(info: EncodingInfo, pics: Pictures, ref: measure.Reference, *,
     entry = {
         "name": info.name, "family": info.family, "paper": info.paper, "summary": info.summary,
         "pictures": [], "properties": [], "data": {}, "errors": [], "enters": "", "parameters": None,
+        "kind": "n/a",
     }
     handled = False
     try:

@@ -171,6 +171,9 @@ def _comparison(rows: list[dict]) -> str:
                 if key == "extrapolation" and v is not None:
                     extra = f' <span class="tag {esc(r["extrapolation_kind"])}">{esc(r["extrapolation_kind"])}</span>'
                 cells.append(f'<td data-sort="{sort}">{num(v, f"comparison.{i}.{key}")}{extra}</td>')
+            elif key == "paper":
+                short = str(v).split(";")[0].split(" (")[0]
+                cells.append(f'<td data-sort="{esc(v)}" title="{esc(v)}">{esc(short)}</td>')
             else:
                 cells.append(f'<td data-sort="{esc(v or "")}">{esc(v or "n/a")}</td>')
         out.append(f'<tr data-encoding="{esc(r["name"])}">' + "".join(cells) + "</tr>")
@@ -317,7 +320,7 @@ def render_html(results: dict) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><title>posenc atlas</title>'
         f"<style>{CSS}</style></head><body>" + _sidebar(results) + "\n".join(body)
-        + '<div id="lightbox" hidden><img alt=""></div>'
+        + '<div id="lightbox" hidden></div>'
         + f'<script type="application/json" id="atlas-data">{_compare_data(results)}</script>'
         + f"<script>{SCRIPT}</script></body></html>\n"
     )
