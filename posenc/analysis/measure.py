@@ -298,30 +298,47 @@ def _first_tensor(out: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def probe(name: str, module: nn.Module) -> Probe:
-    """Run ``module`` on an input chosen from the roles of its example's arguments."""
+    """Run ``module`` on an input chosen from the roles of its example's arguments.
+
+    The chosen input stays inside the example's own value range; when the module refuses it, the
+    example's own inputs are used (any new encoding with an example can be drawn this way).
+    """
     s = example_spec(name)
     module.eval()
     inputs = s.inputs()
+    try:
+        return _chosen_probe(s, module, inputs)
+    except (ValueError, TypeError, RuntimeError, IndexError) as err:
+        first = str(err).split("\n")[0][:160]
+        out = _first_tensor(s.forward(module, *inputs))
+        described = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else repr(v) for v in inputs)
+        return Probe("map" if out.ndim == 4 else "output",
+                     f"its example's inputs ({described}; the atlas's own probe was refused: {first})",
+                     inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None, out)
+
+
+def _chosen_probe(s, module: nn.Module, inputs: tuple) -> Probe:
     roles = [a.role for a in s.args]
     forward = s.forward
     if roles and roles[0] in ("coordinates", "steps") and len(inputs) == 1:
         x0 = inputs[0]
         if roles[0] == "coordinates":
-            d = x0.shape[-1]
-            x = torch.zeros(128, d)
-            x[:, 0] = torch.linspace(-1, 1, 128)
-            label = "coordinate x0 from -1 to 1 (other coordinates 0)"
+            flat = x0.reshape(-1, x0.shape[-1]).double()
+            lo, hi = flat[:, 0].min().item(), flat[:, 0].max().item()
+            x = flat[:1].repeat(128, 1).to(x0.dtype)
+            x[:, 0] = torch.linspace(lo, hi, 128, dtype=x0.dtype)
+            label = f"the first coordinate from {lo:.3g} to {hi:.3g} (the others fixed)"
             return Probe("sweep", label, x[:, 0], _first_tensor(forward(module, x)).reshape(128, -1))
         if x0.is_floating_point():
-            x = torch.linspace(float(x0.min().clamp_max(0)), float(x0.max().clamp_min(1)), 128)
+            x = torch.linspace(float(x0.min().clamp_max(0)), float(x0.max().clamp_min(1)), 128, dtype=x0.dtype)
             return Probe("sweep", f"values {x[0]:g} to {x[-1]:g}", x, _first_tensor(forward(module, x)).reshape(128, -1))
         for k in (128, 64, 32, 16, 8, 4, 2):
             try:
-                out = forward(module, torch.arange(k))
+                out = forward(module, torch.arange(k, dtype=x0.dtype))
             except (ValueError, IndexError):
                 continue  # past the module's table: a shorter range
             return Probe("sweep", f"steps 0 to {k - 1}", torch.arange(k).float(), _first_tensor(out).reshape(k, -1))
-        raise NotApplicable("it accepts no range of steps starting at 0")
+        raise ValueError("it accepts no range of steps starting at 0")
     first = s.args[0] if s.args else None
     if first is not None and first.role == "activation" and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
         shape = inputs[0].shape
@@ -338,15 +355,16 @@ def probe(name: str, module: nn.Module) -> Probe:
             except (ValueError, RuntimeError, IndexError):
                 continue
             return Probe("image", f"a zero feature map of shape {tuple(zero.shape)}", zero, out, run)
-        raise NotApplicable(f"it accepts no zero feature map of {shape[1]} channels")
-    out = _first_tensor(forward(module, *inputs))
+        raise ValueError(f"it accepts no zero feature map of {shape[1]} channels")
     if first is not None and first.role == "activation" and isinstance(inputs[0], torch.Tensor):
         zeros = [torch.zeros_like(v) if a.role == "activation" else v for a, v in zip(s.args, inputs)]
         try:
             out = _first_tensor(forward(module, *zeros))
-            return Probe("map" if out.ndim == 4 else "output", f"zero inputs of shape {tuple(inputs[0].shape)}", zeros[0], out)
+            return Probe("map" if out.ndim == 4 else "output", f"zero inputs of shape {tuple(inputs[0].shape)}",
+                         zeros[0], out)
         except (ValueError, RuntimeError, IndexError, NotApplicable):
             pass
+    out = _first_tensor(forward(module, *inputs))
     described = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else repr(v) for v in inputs)
     return Probe("map" if out.ndim == 4 else "output", f"its example's inputs ({described})",
                  inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None, out)

@@ -347,3 +347,46 @@ def test_cli_atlas_logs_failures_and_exits_non_zero(monkeypatch, caplog, capsys,
     assert opened == [(tmp_path / "index.html").resolve().as_uri()]
     assert main(["atlas", "--out", str(tmp_path / "x"), "--results", str(tmp_path / "absent")]) == 2
     assert "--results" in capsys.readouterr().err
+
+
+class _UnitCube(nn.Module):
+    """A field-style encoding that refuses coordinates outside [0, 1] (as a hash grid does)."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError("`x` must lie in [0, 1]")
+        k = torch.arange(1, self.levels + 1, dtype=x.dtype)
+        return torch.cat([torch.sin(torch.pi * x[..., :1] * k), torch.cos(torch.pi * x[..., 1:2] * k)], -1)
+
+
+class _Picky(nn.Module):
+    """Accepts only inputs of exactly the example's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != (3, 2):
+            raise RuntimeError(f"shape {tuple(x.shape)} unsupported")
+        return torch.cat([x, x.square()], -1)
+
+
+def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path, monkeypatch):
+    from posenc.rotary.rope import RotaryPositionEncoding as RoPE
+    from posenc.testing import examples
+
+    coords = examples.Arg("x", "coordinates", (), -1)
+    monkeypatch.setitem(examples.SPECS, "unit_cube", examples.Spec(
+        {"levels": 3}, lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),), examples._call(), (coords,)))
+    monkeypatch.setitem(examples.SPECS, "picky", examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,)))
+    pics, ref = Pictures(tmp_path), Reference(train_steps=5)
+    cube = analyse_entry(_info("unit_cube", "coordinate", _UnitCube), pics, ref, extrapolate=False)
+    assert cube["pictures"] and not cube["errors"] and "first coordinate from 0." in cube["data"]["probe_input"]
+    assert cube["properties"][0]["verdict"] == "distinct"
+    picky = analyse_entry(_info("picky", "coordinate", _Picky), pics, ref, extrapolate=False)
+    assert picky["pictures"] and not picky["errors"] and "example's inputs" in picky["data"]["probe_input"]
+    # a new rotary variant with no example of its own goes through the reference Transformer
+    variant = analyse_entry(_info("rope_variant", "rotary", RoPE), pics, ref, extrapolate=False)
+    rows = {r["key"]: r for r in variant["properties"]}
+    assert rows["relative"]["passed"] and not variant["errors"] and "score_vs_offset" in variant["data"]
