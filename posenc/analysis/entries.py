@@ -93,7 +93,7 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
             except Exception as err:  # noqa: BLE001
                 entry["errors"].append(f"addition theorem: {type(err).__name__}: {err}")
     elif "input" in hooks:
-        entry["kind"] = "from the content"
+        _content_pictures(enc, entry, pics, stem, length)
         _na(entry, "addition", "addition theorem: residual of PE(p+1) = M PE(p)",
             "from zero embeddings the input hook returns no position signal: it transforms its input "
             "(a convolution over the tokens, or a product with them)")
@@ -138,6 +138,46 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"extrapolation: {type(err).__name__}: {err}")
     return True
+
+
+@torch.no_grad()
+def _content_pictures(enc, entry: dict, pics: Pictures, stem: str, n: int) -> None:
+    """An input hook that transforms its content: when one token's content reaches the others (a
+    convolution), that reach; else (a product with the content) the output for all-ones embeddings."""
+    grid = measure._grid(enc)
+    prefix = int(getattr(enc, "num_prefix_tokens", 0) or 0)
+    centre = n // 2 if grid is None else prefix + (grid[0] // 2) * grid[1] + grid[1] // 2
+    response = measure.content_response(enc, n, "impulse", centre=centre)
+    if response is None:
+        return
+    norms = response.norm(dim=-1)
+    others = torch.cat([norms[:centre], norms[centre + 1:]])
+    if others.max() > 1e-6 * norms.max().clamp_min(1e-12):
+        entry["kind"] = "relative (from the content)"
+        fig, (a, b) = pics.figure(2, height=3.4)
+        heatmap(a, response.T, f"response to one token at {centre}", "position p", "feature")
+        scaled = norms / norms.max().clamp_min(1e-12)
+        if grid is not None and prefix + grid[0] * grid[1] == n:
+            heatmap(b, scaled[prefix:].reshape(grid), "reach of one token on the grid", "patch column", "patch row",
+                    cmap="viridis", symmetric=False)
+        else:
+            lines(b, [p - centre for p in range(n)], [(None, scaled.tolist())],
+                  xlabel="offset from the token", ylabel="|response| / max", title="reach of one token")
+        entry["pictures"].append(pics.save(fig, f"{stem}-impulse.png", "how the content of one token reaches the "
+                                           "others (output minus the output for zero embeddings): position comes "
+                                           "from the neighbourhood and the borders, not from a table"))
+        return
+    ones = measure.content_response(enc, n, "ones")
+    if ones is None:
+        return
+    entry["kind"] = "absolute (multiplies the content)"
+    cos = similarity_matrix(ones, normalize=True)
+    fig, (a, b) = pics.figure(2, height=3.6)
+    heatmap(a, ones.T, "output for all-ones embeddings", "position p", "feature")
+    heatmap(b, cos, "cosine similarity", "position j", "position i")
+    entry["pictures"].append(pics.save(fig, f"{stem}-content.png", "the encoding applied to all-ones embeddings "
+                                       "(zero embeddings carry no position: it multiplies the content)"))
+    entry["data"]["similarity"] = {"matrix": _embed_matrix(cos), "what": "cosine similarity, all-ones content"}
 
 
 @torch.no_grad()

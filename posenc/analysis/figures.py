@@ -93,8 +93,12 @@ def heatmap(ax, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str, cmap
         vmin, vmax = float(data.min()), float(data.max())
         if vmax <= vmin:
             vmin, vmax = vmin - 1.0, vmax + 1.0
+    from matplotlib.ticker import MaxNLocator
+
     with style():
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

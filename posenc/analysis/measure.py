@@ -105,16 +105,41 @@ def equivariance_row(model: nn.Module, family: str, ref: Reference) -> dict:
     )
 
 
+def _varies(table: torch.Tensor) -> bool:
+    """Whether the rows of ``table`` differ away from the ends (borders of a zero-padded convolution)."""
+    rows = table[4:-4] if table.shape[0] > 16 else table
+    spread = (rows - rows.mean(dim=0)).abs().max()
+    return bool(torch.isfinite(table).all()) and bool(spread > 1e-6 * table.abs().max().clamp_min(1e-12))
+
+
 def input_table(encoding: nn.Module, n: int) -> torch.Tensor | None:
     """The encoding's table when its input hook adds position information, else None."""
     try:
         table = absolute_table(encoding, n)
     except Exception:  # noqa: BLE001 - any encoding may refuse; the atlas reports what it can
         return None
-    spread = (table - table.mean(dim=0)).abs().max()
-    if not torch.isfinite(table).all() or spread <= 1e-6 * table.abs().max().clamp_min(1e-12):
-        return None  # no position information from zero content (a convolution of its input, say)
-    return table
+    # None: no position information from zero content (a convolution or a product with its input)
+    return table if _varies(table) else None
+
+
+@torch.no_grad()
+def content_response(encoding: nn.Module, n: int, kind: str, seed: int = 0, centre: int | None = None) -> torch.Tensor | None:
+    """``(n, d)`` output of the input hook for content ``kind``: ``"ones"`` (all-ones embeddings; None
+    when its rows do not vary) or ``"impulse"`` (one random token at position n // 2 among zeros,
+    minus the output for zeros: how a token reaches its neighbours)."""
+    dim = getattr(encoding, "dim", None)
+    if not isinstance(dim, int):
+        return None
+    concat = int(getattr(encoding, "concat_dim", 0))
+    width = dim - concat if concat < dim else dim
+    zeros = torch.zeros(1, n, width)
+    if kind == "ones":
+        out = encoding.encode_input(torch.ones(1, n, width), positions=Positions(n))[0].float()
+        return out if _varies(out) else None
+    x = zeros.clone()
+    x[0, n // 2 if centre is None else centre] = torch.randn(width, generator=torch.Generator().manual_seed(seed))
+    out = encoding.encode_input(x, positions=Positions(n)) - encoding.encode_input(zeros, positions=Positions(n))
+    return out[0].float()
 
 
 def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tuple[dict, dict]:
