@@ -149,12 +149,16 @@ def _probe_analysis(pics: Pictures, quick: bool) -> dict:
 
 # -- experiments -------------------------------------------------------------------------------------
 
-def metric_label(key: str, headline_name: str = "") -> str:
-    """A readable label for a flattened metric key: ``copy_accuracy.rope.4`` -> ``copy accuracy › rope › 4``."""
+def metric_label(key: str, headline_name: str = "", names: Iterable[str] = ()) -> str:
+    """A readable label for a flattened metric key: ``copy_accuracy.rope.4`` -> ``copy accuracy › rope › 4``.
+
+    The headline's parts are named by ``headline_name``; ``names`` (encodings, say) keep their spelling.
+    """
+    keep = set(names)
     parts = key.split(".")
     if parts[0] == "headline" and headline_name:
         parts[0] = headline_name
-    return " › ".join(p.replace("_", " ") for p in parts)
+    return " › ".join(p if p in keep else p.replace("_", " ") for p in parts)
 
 
 def _flatten_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
@@ -217,6 +221,7 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
         name = str(data.get("name", result.parent.name))
         run_kind = ("quick" if data["quick"] else "full") if isinstance(data.get("quick"), bool) else kind
         headline_name = str(data.get("metrics", {}).get("headline_name", ""))
+        names = [info.name for info in available()]
         metrics = _flatten_metrics(data.get("metrics", {}))[:40]
         plots = []
         for png in sorted(result.parent.glob("*.png"))[:4]:
@@ -225,8 +230,8 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
             plots.append({"file": target, "caption": f"the run's own figure ({png.name})"})
         found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
                       "kind": run_kind, "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
-                      "metrics": [[k, v, metric_label(k, headline_name)] for k, v in metrics],
-                      "reference": [[k, v, metric_label(k)] for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
+                      "metrics": [[k, v, metric_label(k, headline_name, names)] for k, v in metrics],
+                      "reference": [[k, v, metric_label(k, names=names)] for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
                       "pictures": _headline_picture(name, data, out, run_kind), "plots": plots,
                       "raw": data.get("metrics", {}) if name == "extrapolation" else {}})
     return found
@@ -312,7 +317,7 @@ def _full_extrapolation(exps: list[dict]) -> tuple[dict[str, float], dict[str, d
                     ratios[name] = at_4l / at_l  # below 0.6 at L the task was not learned: no ratio
                 points = [(int(k), v) for k, v in by_multiple.items() if isinstance(v, (int, float))]
                 if isinstance(length, int) and points:
-                    curves[name] = {"lengths": [k * length for k, _ in sorted(points)],
+                    curves[name] = {"lengths": [k * length for k, _ in sorted(points)], "trained_length": length,
                                     "accuracy": [v for _, v in sorted(points)], "budget": f"full run ({exp['source']})"}
             return ratios, curves, exp["source"]
     return {}, {}, ""
@@ -344,7 +349,8 @@ def _apply_full_results(entries: list[dict], ratios: dict[str, float], curves: d
             holds, "extrapolates" if holds else "degrades", f"from {source}"))
 
 
-def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, full: dict[str, float]) -> list[dict]:
+def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, full: dict[str, float],
+                full_curves: dict[str, dict]) -> list[dict]:
     """One row per encoding for the comparison table at the top of the page."""
     section_of = {n: s["id"] for s in sections for n in s["encodings"]}
     speed = _bench_by_encoding(bench, [e["name"] for e in entries])
@@ -358,6 +364,8 @@ def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, f
         extra, extra_kind = None, ""
         if e["name"] in full:
             extra, extra_kind = full[e["name"]], "full"
+        elif e["name"] in full_curves:
+            extra_kind = "full: not learned"
         elif e["data"].get("extrapolation"):
             acc = e["data"]["extrapolation"]["accuracy"]
             if acc[0] >= 0.6:
@@ -493,7 +501,7 @@ def _build(out: Path, quick, experiments, encodings, progress, bench, results_di
                  "encodings": len(entries), "seconds": round(time.perf_counter() - start, 1),
                  "budget": measure.extrapolation_budget(ref), "experiments_dir": str(exp_dir),
                  "results_dir": str(results_dir) if results_dir is not None else None},
-        "comparison": _comparison(entries, sections, bench_data, ratios),
+        "comparison": _comparison(entries, sections, bench_data, ratios, curves),
         "sections": sections,
         "encodings": entries,
     }

@@ -248,7 +248,7 @@ def extrapolation_row(cls: type, ref: Reference, example: dict | None = None) ->
                             f"cannot run at {n // length}x the trained length ({first})", length=n), None
             lengths.append(n)
             accuracy.append((pred == x[:, :-lag]).float().mean().item())
-    curve = {"lengths": lengths, "accuracy": accuracy, "budget": budget}
+    curve = {"lengths": lengths, "accuracy": accuracy, "budget": budget, "trained_length": length}
     at_l, at_4l = accuracy[0], accuracy[-1]
     details = {"trained_length": length, "train_steps": ref.train_steps, "accuracy_at_trained_length": at_l}
     if at_l < 0.6:
@@ -352,11 +352,11 @@ def _chosen_probe(s, module: nn.Module, inputs: tuple) -> Probe:
             lo, hi = flat[:, 0].min().item(), flat[:, 0].max().item()
             x = flat[:1].repeat(128, 1).to(x0.dtype)
             x[:, 0] = torch.linspace(lo, hi, 128, dtype=x0.dtype)
-            label = f"the first coordinate from {lo:.3g} to {hi:.3g} (the others fixed)"
+            label = "the first coordinate swept over the example's range (the others fixed)"
             return Probe("sweep", label, x[:, 0], _first_tensor(forward(module, x)).reshape(128, -1))
         if x0.is_floating_point():
             x = torch.linspace(float(x0.min().clamp_max(0)), float(x0.max().clamp_min(1)), 128, dtype=x0.dtype)
-            return Probe("sweep", f"values {x[0]:g} to {x[-1]:g}", x, _first_tensor(forward(module, x)).reshape(128, -1))
+            return Probe("sweep", "values swept from min(0, example) to max(1, example)", x, _first_tensor(forward(module, x)).reshape(128, -1))
         for k in (128, 64, 32, 16, 8, 4, 2):
             try:
                 out = forward(module, torch.arange(k, dtype=x0.dtype))

@@ -209,10 +209,11 @@ SCRIPT = r"""
     var extra = [];
     chosen.forEach(function (n) {
       var d = data[n] || {};
-      if (d.extrapolation) { extra.push({name: n + " (quick)", x: d.extrapolation.lengths, y: d.extrapolation.accuracy, dashed: !!d.extrapolation_full}); }
-      if (d.extrapolation_full) { extra.push({name: n + " (full)", x: d.extrapolation_full.lengths, y: d.extrapolation_full.accuracy}); }
+      var multiples = function (c) { return c.lengths.map(function (l) { return l / c.trained_length; }); };
+      if (d.extrapolation) { extra.push({name: n + " (quick)", x: multiples(d.extrapolation), y: d.extrapolation.accuracy, dashed: !!d.extrapolation_full}); }
+      if (d.extrapolation_full) { extra.push({name: n + " (full)", x: multiples(d.extrapolation_full), y: d.extrapolation_full.accuracy}); }
     });
-    linePlot(document.getElementById("cmp-extrapolation"), extra, "sequence length", "copy accuracy",
+    linePlot(document.getElementById("cmp-extrapolation"), extra, "sequence length / trained length", "copy accuracy",
              "None of the chosen encodings has an extrapolation measurement.");
     redraws += 1;
     compare.setAttribute("data-redraws", String(redraws));

@@ -168,8 +168,9 @@ def _comparison(rows: list[dict]) -> str:
             elif numeric:
                 sort = "" if v is None else repr(float(v))
                 extra = ""
-                if key == "extrapolation" and v is not None:
-                    extra = f' <span class="tag {esc(r["extrapolation_kind"])}">{esc(r["extrapolation_kind"])}</span>'
+                if key == "extrapolation" and r.get("extrapolation_kind"):
+                    tag = r["extrapolation_kind"]
+                    extra = f' <span class="tag {esc(tag.split(":")[0])}">{esc(tag)}</span>'
                 cells.append(f'<td data-sort="{sort}">{num(v, f"comparison.{i}.{key}")}{extra}</td>')
             elif key == "paper":
                 short = str(v).split(";")[0].split(" (")[0]

@@ -382,7 +382,7 @@ def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path,
     monkeypatch.setitem(examples.SPECS, "picky", examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,)))
     pics, ref = Pictures(tmp_path), Reference(train_steps=5)
     cube = analyse_entry(_info("unit_cube", "coordinate", _UnitCube), pics, ref, extrapolate=False)
-    assert cube["pictures"] and not cube["errors"] and "first coordinate from 0." in cube["data"]["probe_input"]
+    assert cube["pictures"] and not cube["errors"] and "first coordinate swept" in cube["data"]["probe_input"]
     assert cube["properties"][0]["verdict"] == "distinct"
     picky = analyse_entry(_info("picky", "coordinate", _Picky), pics, ref, extrapolate=False)
     assert picky["pictures"] and not picky["errors"] and "example's inputs" in picky["data"]["probe_input"]
