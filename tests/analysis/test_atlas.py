@@ -390,3 +390,18 @@ def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path,
     variant = analyse_entry(_info("rope_variant", "rotary", RoPE), pics, ref, extrapolate=False)
     rows = {r["key"]: r for r in variant["properties"]}
     assert rows["relative"]["passed"] and not variant["errors"] and "score_vs_offset" in variant["data"]
+
+
+def test_bench_rows_reach_the_comparison_table():
+    from posenc.analysis.atlas import _bench_by_encoding
+
+    table = {"tables": [{"rows": [
+        ["rope b1 h4 n256 d64 float32", "clone q, k", 0.2, 1.0, None, "clone q, k"],
+        ["rope b1 h4 n256 d64 float32", "posenc", 0.3, 1.5, 2.0, "clone q, k"],
+        ["rope b1 h4 n256 d64 bfloat16", "posenc", 0.3, 9.0, None, "clone q, k"],
+        ["train step alibi b8 n256 d64 L2", "posenc alibi", 4.0, 1.25, None, "no encoding"],
+        ["t5 bias h4 n256", "posenc", None, None, None, "skipped"],
+    ]}]}
+    found = _bench_by_encoding(table, ["rope", "alibi", "t5"])
+    assert found["rope"]["ratio"] == 1.5 and found["rope"]["peak_mb"] == 2.0
+    assert found["alibi"]["ratio"] == 1.25 and "t5" not in found
