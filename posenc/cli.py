@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing atlas in --out")
     p.add_argument("--bench", default=None, help="a `posenc bench --json` file to show (default: posenc-out/bench.json)")
     p.add_argument("--results", nargs="?", const="", default=None, metavar="DIR",
-                   help="also show the full runs shipped in docs/results (or those in DIR); a full run wins over a quick one")
+                   help="also show the full runs shipped in docs/results (or those in DIR); "
+                   "a full run wins over a quick one")
     p.add_argument("--open", action="store_true", help="open the atlas in the default web browser")
     p.set_defaults(func=_cmd_atlas)
     from posenc.experiments.commands import add_subcommands  # `posenc run`, `posenc experiments`

@@ -201,7 +201,8 @@ def _headline_picture(name: str, data: dict, out: Path, kind: str) -> list[dict]
             ax.annotate(f"{values[k]:.3g}", (values[k], y), xytext=(4, 0), textcoords="offset points", va="center")
         ax.set_xlabel(str(data.get("metrics", {}).get("headline_name", "headline")))
         ax.set_title(f"{name} ({kind} run)")
-    return [pics.save(fig, f"exp-{safe_name(name)}-{kind}-headline.png", f"{name}: the headline numbers of the {kind} run")]
+    file = f"exp-{safe_name(name)}-{kind}-headline.png"
+    return [pics.save(fig, file, f"{name}: the headline numbers of the {kind} run")]
 
 
 def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list[dict]:
@@ -231,7 +232,8 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
         found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
                       "kind": run_kind, "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
                       "metrics": [[k, v, metric_label(k, headline_name, names)] for k, v in metrics],
-                      "reference": [[k, v, metric_label(k, names=names)] for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
+                      "reference": [[k, v, metric_label(k, names=names)]
+                                    for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
                       "pictures": _headline_picture(name, data, out, run_kind), "plots": plots,
                       "raw": data.get("metrics", {}) if name == "extrapolation" else {}})
     return found
@@ -360,7 +362,10 @@ def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, f
         rel = props.get("relative")
         kind = e.get("kind", "n/a")
         eq = props.get("equivariance")
-        order = eq["verdict"] if eq and eq["value"] is not None else (props["shift"]["verdict"] if "shift" in props else "n/a")
+        if eq and eq["value"] is not None:
+            order = eq["verdict"]
+        else:
+            order = props["shift"]["verdict"] if "shift" in props else "n/a"
         extra, extra_kind = None, ""
         if e["name"] in full:
             extra, extra_kind = full[e["name"]], "full"

@@ -147,8 +147,8 @@ def screenshot(index: str | Path, path: str | Path, *, fragment: str = "", chrom
     path.unlink(missing_ok=True)
     try:
         subprocess.run(
-            [chromium, *FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars", f"--window-size={window[0]},{window[1]}",
-             f"--screenshot={path}", wrapper.as_uri()],
+            [chromium, *FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
+             f"--window-size={window[0]},{window[1]}", f"--screenshot={path}", wrapper.as_uri()],
             capture_output=True, text=True, timeout=timeout, check=False,
         )
     finally:

@@ -106,8 +106,8 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
             lines(ax, offsets, [(f"head {h}" if len(shown) > 1 else None, c) for h, c in enumerate(shown)],
                   xlabel="offset j - i (key - query)", ylabel="score" if "rotary" in hooks else "bias (logits)",
                   title="position score vs offset" + (" (q = k = 1)" if "rotary" in hooks else ""))
-            entry["pictures"].append(pics.save(fig, f"{stem}-offset.png", "attention score due to position vs offset"
-                                               + (f", {len(shown)} of {len(curves)} heads" if len(curves) > 12 else "")))
+            heads = f", {len(shown)} of {len(curves)} heads" if len(curves) > 12 else ""
+            entry["pictures"].append(pics.save(fig, f"{stem}-offset.png", "attention score due to position vs offset" + heads))
             if "similarity" not in data:
                 data["similarity"] = {"matrix": _embed_matrix(score_matrix(enc, length).mean(0)),
                                       "what": "position score of query i and key j (mean over heads)"}

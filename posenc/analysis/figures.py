@@ -73,7 +73,8 @@ class Pictures:
 
         buf = io.BytesIO()
         with style():  # tick labels are made while drawing
-            fig.savefig(buf, format="png", dpi=self.dpi)
+            # light compression: a fifth larger files, a quarter less time
+            fig.savefig(buf, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
         write_atomic(self.out / name, buf.getvalue())
         width, height = (round(v * self.dpi / SCALE) for v in fig.get_size_inches())
         sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]

@@ -123,7 +123,9 @@ def input_table(encoding: nn.Module, n: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def content_response(encoding: nn.Module, n: int, kind: str, seed: int = 0, centre: int | None = None) -> torch.Tensor | None:
+def content_response(
+    encoding: nn.Module, n: int, kind: str, seed: int = 0, centre: int | None = None
+) -> torch.Tensor | None:
     """``(n, d)`` output of the input hook for content ``kind``: ``"ones"`` (all-ones embeddings; None
     when its rows do not vary) or ``"impulse"`` (one random token at position n // 2 among zeros,
     minus the output for zeros: how a token reaches its neighbours)."""
@@ -356,7 +358,8 @@ def _chosen_probe(s, module: nn.Module, inputs: tuple) -> Probe:
             return Probe("sweep", label, x[:, 0], _first_tensor(forward(module, x)).reshape(128, -1))
         if x0.is_floating_point():
             x = torch.linspace(float(x0.min().clamp_max(0)), float(x0.max().clamp_min(1)), 128, dtype=x0.dtype)
-            return Probe("sweep", "values swept from min(0, example) to max(1, example)", x, _first_tensor(forward(module, x)).reshape(128, -1))
+            out = _first_tensor(forward(module, x)).reshape(128, -1)
+            return Probe("sweep", "values swept from min(0, example) to max(1, example)", x, out)
         for k in (128, 64, 32, 16, 8, 4, 2):
             try:
                 out = forward(module, torch.arange(k, dtype=x0.dtype))

@@ -242,13 +242,15 @@ def _interactive(results: dict) -> str:
              if {"similarity", "extrapolation", "score_vs_offset"} & set(e.get("data", {}))]
     default = [n for n in ("rope", "alibi") if n in names] or names[:2]
     boxes = "".join(
-        f'<label><input type="checkbox" name="cmp" value="{esc(n)}"{" checked" if n in default else ""}> {esc(n)}</label>'
+        f'<label><input type="checkbox" name="cmp" value="{esc(n)}"{" checked" if n in default else ""}> '
+        f"{esc(n)}</label>"
         for n in names)
     return (
         '<section id="compare"><h2>Interactive comparison</h2>'
         "<p>Pick two or more encodings: their score-vs-offset curves (position part of the attention logit, "
         "mean over heads, each scaled to its largest magnitude), their similarity matrices side by side, and "
-        f"their extrapolation curves (copy-previous-token accuracy against sequence length; {esc(results['meta']['budget'])}"
+        "their extrapolation curves (copy-previous-token accuracy against sequence length; "
+        f"{esc(results['meta']['budget'])}"
         "; full runs where the page includes them) are drawn from data embedded in this page.</p>"
         f'<div id="cmp-picker">{boxes}</div>'
         '<div class="cmp-panel"><h3>Score vs offset</h3><div id="cmp-offset" class="plot"></div></div>'
@@ -269,8 +271,9 @@ def _experiments_status(section: dict) -> str:
                  + (f"present: {esc(', '.join(present))}." if present else "none have been run.") + "</p>")
     if missing:
         parts.append("<ul>")
-        parts += [f'<li id="exp-{esc(m["name"])}">{esc(m["name"])}: not run; add it with <code>{esc(m["command"])}</code> '
-                  "and regenerate with <code>posenc atlas --force</code></li>" for m in missing]
+        parts += [f'<li id="exp-{esc(m["name"])}">{esc(m["name"])}: not run; add it with '
+                  f"<code>{esc(m['command'])}</code> and regenerate with <code>posenc atlas --force</code></li>"
+                  for m in missing]
         parts.append("</ul>")
     parts.append("</div>")
     return "".join(parts)
@@ -280,7 +283,8 @@ def render_html(results: dict) -> str:
     """The whole page from the results dictionary (the content of ``results.json``)."""
     meta = results["meta"]
     full_hint = ("" if meta.get("results_dir") else
-                 " The full runs shipped with posenc (docs/results) are added with <code>posenc atlas --results</code>.")
+                 " The full runs shipped with posenc (docs/results) are added with "
+                 "<code>posenc atlas --results</code>.")
     body = [
         '<main id="top"><h1>posenc atlas</h1>',
         f'<p class="meta">posenc {esc(meta["version"])}, torch {esc(meta["torch"])}, '

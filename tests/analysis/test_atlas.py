@@ -377,9 +377,10 @@ def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path,
     from posenc.testing import examples
 
     coords = examples.Arg("x", "coordinates", (), -1)
-    monkeypatch.setitem(examples.SPECS, "unit_cube", examples.Spec(
-        {"levels": 3}, lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),), examples._call(), (coords,)))
-    monkeypatch.setitem(examples.SPECS, "picky", examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,)))
+    inside = lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
+    monkeypatch.setitem(examples.SPECS, "unit_cube", examples.Spec({"levels": 3}, inside, examples._call(), (coords,)))
+    picky = examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,))
+    monkeypatch.setitem(examples.SPECS, "picky", picky)
     pics, ref = Pictures(tmp_path), Reference(train_steps=5)
     cube = analyse_entry(_info("unit_cube", "coordinate", _UnitCube), pics, ref, extrapolate=False)
     assert cube["pictures"] and not cube["errors"] and "first coordinate swept" in cube["data"]["probe_input"]
