@@ -364,8 +364,12 @@ def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, f
         eq = props.get("equivariance")
         if eq and eq["value"] is not None:
             order = eq["verdict"]
+        elif "shift" in props and props["shift"]["value"] is not None:
+            order = props["shift"]["verdict"]
+        elif "spread" in props:
+            order = "position-aware" if props["spread"]["verdict"] == "varies with position" else "uniform"
         else:
-            order = props["shift"]["verdict"] if "shift" in props else "n/a"
+            order = "n/a"
         extra, extra_kind = None, ""
         if e["name"] in full:
             extra, extra_kind = full[e["name"]], "full"

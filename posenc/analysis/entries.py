@@ -126,7 +126,8 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
             entry["errors"].append(f"shift invariance: {type(err).__name__}: {err}")
     else:
         _na(entry, "relative", "shift invariance of the position terms",
-            "no term on the attention logits or values: the position enters through the tokens")
+            "no term on the attention logits or values: " + ("the position enters through the tokens" if hooks
+                                                              else "it gives no position at all"))
     if not entry["pictures"] and encoder is not None:
         _equivariance_picture(encoder, entry, pics, ref, stem)
     if extrapolate:

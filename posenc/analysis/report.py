@@ -190,7 +190,10 @@ def _sidebar(results: dict) -> str:
              '<input id="nav-search" type="search" placeholder="Filter encodings, experiments..." '
              'aria-label="filter the sidebar">', "<nav>",
              '<div class="group"><h4>Overview</h4><ul>', item("comparison", "Comparison table"),
-             item("compare", "Interactive comparison"), "</ul></div>",
+             item("compare", "Interactive comparison"),
+             *([item("bench", "Benchmark (posenc bench)")]
+               if any(a.get("id") == "bench" for s in results["sections"] for a in s.get("analyses", [])) else []),
+             "</ul></div>",
              '<div class="group"><h4>Survey sections</h4><ul>']
     parts += [item(s["id"], s["title"]) for s in results["sections"]]
     parts.append("</ul></div>")
