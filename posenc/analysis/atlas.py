@@ -216,7 +216,7 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
         try:
             data = json.loads(result.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            found.append({"name": result.parent.name, "section": "s5", "source": str(result), "claim": "",
+            found.append({"name": result.parent.name, "section": "s5", "source": shown_path(result), "claim": "",
                           "kind": kind, "metrics": [], "pictures": [], "plots": [], "error": str(err)})
             continue
         name = str(data.get("name", result.parent.name))
@@ -229,7 +229,8 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
             target = f"exp-{safe_name(result.parent.name)}-{run_kind}-{safe_name(png.stem)}.png"
             write_atomic(out / target, png.read_bytes())
             plots.append({"file": target, "caption": f"the run's own figure ({png.name})"})
-        found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
+        found.append({"name": name, "section": _experiment_section(name, data.get("section")),
+                      "source": shown_path(result),
                       "kind": run_kind, "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
                       "metrics": [[k, v, metric_label(k, headline_name, names)] for k, v in metrics],
                       "reference": [[k, v, metric_label(k, names=names)]
@@ -245,6 +246,17 @@ def _known_experiments() -> list[str]:
     except ImportError:  # the experiments need extras the atlas does not
         return list(EXPERIMENT_SECTIONS)
     return list(NAMES)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as the page shows it: relative to the working directory or the source tree when inside."""
+    import posenc
+
+    full = Path(path).resolve()
+    for root in (Path.cwd().resolve(), Path(posenc.__file__).resolve().parent.parent):
+        if full.is_relative_to(root):
+            return str(full.relative_to(root))
+    return str(path)
 
 
 def default_results_dir() -> Path:
@@ -284,7 +296,7 @@ def bench_analysis(path: Path) -> dict:
          r["reference"] if r["ratio"] is not None else r["note"]]
         for r in result["rows"]
     ]
-    text = (f"posenc beside the peer libraries, timed interleaved in one process ({path}); machine: "
+    text = (f"posenc beside the peer libraries, timed interleaved in one process ({shown_path(path)}); machine: "
             f"{m.get('device', '?')}, torch {m.get('torch', '?')}, {m.get('threads', '?')} threads, "
             f"{'quick sizes' if m.get('quick') else 'full sizes'}. Compare ratios within a case, not times across machines.")
     return {"id": "bench", "title": "posenc bench", "text": text, "pictures": [],
@@ -491,7 +503,7 @@ def _build(out: Path, quick, experiments, encodings, progress, bench, results_di
             s["experiments_present"] = [x["name"] + f" ({x['kind']} run)" for x in s["experiments"]]
             s["experiments_missing"] = [{"name": n, "command": f"posenc run {n} --quick"}
                                         for n in expected if n not in present]
-        s_from = f" from {exp_dir}" + (f" and {results_dir}" if results_dir is not None else "")
+        s_from = f" from {shown_path(exp_dir)}" + (f" and {shown_path(results_dir)}" if results_dir is not None else "")
         for s in sections:
             s["experiments_source"] = s_from
         ratios, curves, source = _full_extrapolation(exps)
