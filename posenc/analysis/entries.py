@@ -86,6 +86,8 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
         data["similarity"] = {"matrix": _embed_matrix(cos), "what": "cosine similarity of PE(i) and PE(j)"}
         entry["kind"] = "absolute"
         if grid is None:
+            _spectrum_picture(table, entry, pics, stem)
+        if grid is None:
             try:
                 row, fit = measure.addition_row(enc, table, ref)
                 rows.append(row)
@@ -139,6 +141,20 @@ def _sequence_entry(info: EncodingInfo, entry: dict, pics: Pictures, ref: measur
         except Exception as err:  # noqa: BLE001
             entry["errors"].append(f"extrapolation: {type(err).__name__}: {err}")
     return True
+
+
+@torch.no_grad()
+def _spectrum_picture(table: torch.Tensor, entry: dict, pics: Pictures, stem: str) -> None:
+    """Each feature's frequency content along the positions: |FFT| over p, features sorted by their peak."""
+    centred = table.double() - table.double().mean(dim=0)
+    spectrum = torch.fft.rfft(centred, dim=0).abs().T  # (d, n // 2 + 1)
+    order = spectrum.argmax(dim=1).argsort(stable=True)
+    n = table.shape[0]
+    fig, (ax,) = pics.figure(1, height=3.2)
+    heatmap(ax, spectrum[order] / spectrum.max().clamp_min(1e-12), f"|FFT over {n} positions| per feature",
+            f"frequency (cycles per {n} positions)", "feature (sorted by peak)", cmap="viridis", symmetric=False)
+    entry["pictures"].append(pics.save(fig, f"{stem}-spectrum.png", "frequency spectrum of each feature along the "
+                                       "positions: one sharp line per feature for sinusoids, flat noise for a random table"))
 
 
 @torch.no_grad()

@@ -126,6 +126,22 @@ SCRIPT = r"""
     document.addEventListener("keydown", function (e) { if (e.key === "Escape") { box.hidden = true; } });
   }
 
+  // -- the sidebar marks where the reader is ----------------------------------------------------
+  var links = {};
+  document.querySelectorAll("#sidebar a[href^='#']").forEach(function (a) { links[a.getAttribute("href").slice(1)] = a; });
+  if ("IntersectionObserver" in window) {
+    var current = null;
+    var spy = new IntersectionObserver(function (seen) {
+      seen.forEach(function (s) {
+        if (!s.isIntersecting || !links[s.target.id]) { return; }
+        if (current) { current.classList.remove("current"); }
+        current = links[s.target.id];
+        current.classList.add("current");
+      });
+    }, {rootMargin: "0px 0px -70% 0px"});
+    Object.keys(links).forEach(function (id) { var t = document.getElementById(id); if (t) { spy.observe(t); } });
+  }
+
   // -- interactive comparison -------------------------------------------------------------------
   var holder = document.getElementById("atlas-data"), compare = document.getElementById("compare");
   if (!holder || !compare) { return; }
