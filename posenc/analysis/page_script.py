@@ -29,7 +29,8 @@ table{border-collapse:collapse;margin:.5em 0;font-size:14px} td,th{border:1px so
 th{background:#f1f3f6} caption{text-align:left;color:#556;font-size:14px;padding:.2em 0}
 .pass{color:#176f2c;font-weight:600} .fail{color:#a4161a;font-weight:600} .na{color:#667}
 .num{font-variant-numeric:tabular-nums} .scroll{overflow-x:auto}
-#comparison-table{font-size:13px} #comparison-table td{white-space:nowrap} #comparison-table td:nth-child(3){white-space:normal;min-width:9em}
+#comparison-table{font-size:13px} #comparison-table td{white-space:nowrap}
+#comparison-table td:nth-child(3),#comparison-table td:nth-child(4){white-space:normal;min-width:8em}
 table.sortable th{cursor:pointer;user-select:none} table.sortable th.asc:after{content:" \\25B2"} table.sortable th.desc:after{content:" \\25BC"}
 .tag{font-size:12px;border-radius:3px;padding:0 4px;border:1px solid #99a;color:#445;font-weight:400}
 .tag.full{border-color:#176f2c;color:#176f2c} .tag.quick{border-color:#a86b00;color:#a86b00}
