@@ -240,12 +240,20 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
     return found
 
 
-def _known_experiments() -> list[str]:
+def _known_experiments() -> dict[str, str]:
+    """Every experiment of ``posenc run`` and its atlas section (from its declared survey section)."""
     try:
-        from posenc.experiments import NAMES
+        from posenc.experiments import NAMES, get_experiment
     except ImportError:  # the experiments need extras the atlas does not
-        return list(EXPERIMENT_SECTIONS)
-    return list(NAMES)
+        return dict(EXPERIMENT_SECTIONS)
+    known = {}
+    for name in NAMES:
+        try:
+            declared = get_experiment(name).section
+        except Exception:  # noqa: BLE001 - an experiment that cannot be imported still gets its command
+            declared = None
+        known[name] = EXPERIMENT_SECTIONS.get(name) or _experiment_section(name, declared)
+    return known
 
 
 def shown_path(path: str | Path) -> str:
@@ -498,8 +506,9 @@ def _build(out: Path, quick, experiments, encodings, progress, bench, results_di
         for exp in exps:
             by_id.get(exp["section"], by_id["s5"])["experiments"].append(exp)
         present = {x["name"] for x in exps}
+        known = _known_experiments()
         for s in sections:
-            expected = [n for n in _known_experiments() if EXPERIMENT_SECTIONS.get(n, "s5") == s["id"]]
+            expected = [n for n, sid in known.items() if sid == s["id"]]
             s["experiments_present"] = [x["name"] + f" ({x['kind']} run)" for x in s["experiments"]]
             s["experiments_missing"] = [{"name": n, "command": f"posenc run {n} --quick"}
                                         for n in expected if n not in present]
@@ -510,7 +519,8 @@ def _build(out: Path, quick, experiments, encodings, progress, bench, results_di
         _apply_full_results(entries, ratios, curves, source)
         for x in exps:
             x.pop("raw", None)
-        sections = [s for s in sections if s["id"] != "s5" or s["encodings"] or s["experiments"]]
+        sections = [s for s in sections
+                    if s["id"] != "s5" or s["encodings"] or s["experiments"] or s["experiments_missing"]]
         bar.update()
     finally:
         bar.close()

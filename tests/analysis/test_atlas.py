@@ -406,3 +406,13 @@ def test_bench_rows_reach_the_comparison_table():
     found = _bench_by_encoding(table, ["rope", "alibi", "t5"])
     assert found["rope"]["ratio"] == 1.5 and found["rope"]["peak_mb"] == 2.0
     assert found["alibi"]["ratio"] == 1.25 and "t5" not in found
+
+
+def test_a_new_experiment_is_listed_with_its_command(tmp_path, monkeypatch):
+    import posenc.experiments as experiments
+
+    monkeypatch.setattr(experiments, "NAMES", (*experiments.NAMES, "field_fit"))
+    index = build_atlas(tmp_path / "atlas", quick=True, encodings=[posenc.get("none")], experiments=tmp_path / "none")
+    page = index.read_text()
+    assert '<li id="exp-field_fit">' in page and '<a href="#exp-field_fit">' in page
+    assert "<code>posenc run field_fit --quick</code>" in page
