@@ -105,27 +105,41 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
-    from posenc.analysis.atlas import build_atlas
-
     require("matplotlib", extra="plot", feature="posenc atlas")
+    from posenc.analysis.atlas import build_atlas, collect_errors, default_results_dir
+
     existing = Path(args.out) / "index.html"
     if existing.exists() and not args.force:
         print(f"{existing} exists; pass --force to overwrite it or choose another --out", file=sys.stderr)
         return 1
+    results = args.results
+    if results == "":
+        results = default_results_dir()
+    if results is not None and not Path(results).is_dir():
+        print(f"--results: no folder {results} (it holds <name>/result.json of full runs, as docs/results does)",
+              file=sys.stderr)
+        return 2
     index = build_atlas(
-        args.out, quick=args.quick, experiments=args.experiments, progress=_on_terminal(), bench=args.bench
+        args.out, quick=args.quick, experiments=args.experiments, progress=_on_terminal(), bench=args.bench, results=results
     )
+    errors = collect_errors(json.loads((index.parent / "results.json").read_text()))
+    for error in errors:
+        log.error("atlas: %s", error)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.resolve().as_uri())
     print(index.resolve())
-    return 0
+    return 1 if errors else 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from posenc.bench import format_table, run_suite
-
     from posenc.core.devices import resolve_device
 
     device = resolve_device(args.device, argument="--device")
@@ -174,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter trainings")
     p.add_argument("--force", action="store_true", help="overwrite an existing atlas in --out")
     p.add_argument("--bench", default=None, help="a `posenc bench --json` file to show (default: posenc-out/bench.json)")
+    p.add_argument("--results", nargs="?", const="", default=None, metavar="DIR",
+                   help="also show the full runs shipped in docs/results (or those in DIR); "
+                   "a full run wins over a quick one")
+    p.add_argument("--open", action="store_true", help="open the atlas in the default web browser")
     p.set_defaults(func=_cmd_atlas)
     from posenc.experiments.commands import add_subcommands  # `posenc run`, `posenc experiments`
 

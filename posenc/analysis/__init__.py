@@ -6,7 +6,9 @@
 - :mod:`~posenc.analysis.probe`: position information in CNN features (Islam et al., survey 2.5).
 - :mod:`~posenc.analysis.atlas`: the HTML report behind ``posenc atlas``, built from
   :mod:`~posenc.analysis.entries` (one entry per encoding, measured by :mod:`~posenc.analysis.measure`),
-  rendered by :mod:`~posenc.analysis.report` and checked in a browser by :mod:`~posenc.analysis.browser`.
+  drawn by the conventions of :mod:`~posenc.analysis.figures`, rendered by :mod:`~posenc.analysis.report`
+  (with the page's script in :mod:`~posenc.analysis.page_script`) and checked in a browser by
+  :mod:`~posenc.analysis.browser`.
 """
 
 from posenc.analysis.atlas import build_atlas

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from posenc.analysis import measure
-from posenc.analysis.entries import Pictures, analyse_entry, heatmap, safe_name, write_atomic
+from posenc.analysis.entries import analyse_entry, safe_name, write_atomic
+from posenc.analysis.figures import Pictures, heatmap, lines, palette, style
 from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
 from posenc.analysis.similarity import roformer_decay_bound
@@ -68,12 +69,12 @@ def _equivariance_analysis(entries: list[dict], pics: Pictures) -> dict:
                                     "rows": [list(r) for r in rows]}],
     }
     if rows:
-        fig, (ax,) = pics.figure(1, height=max(2.0, 0.25 * len(rows)))
+        fig, (ax,) = pics.figure(1, height=max(3.0, 0.32 * len(rows)))
         values = [max(v, 1e-12) for _, v, _ in rows]
-        ax.barh([n for n, _, _ in rows], values, color=["#a4161a" if v < 1e-5 else "#176f2c" for v in values])
-        ax.set_xscale("log")
-        ax.set_xlabel("max |f(Px) - P f(x)| (floored at 1e-12)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        with style():
+            ax.barh([n for n, _, _ in rows], values, color=["#a4161a" if v < 1e-5 else "#176f2c" for v in values])
+            ax.set_xscale("log")
+            ax.set_xlabel("max |f(Px) - P f(x)| (floored at 1e-12); red: equivariant")
         analysis["pictures"].append(pics.save(fig, "s1-equivariance.png", "permutation deviation per encoding"))
     return analysis
 
@@ -82,20 +83,24 @@ def _offset_analysis(entries: list[dict], pics: Pictures) -> dict | None:
     curves = [(e["name"], e["data"]["score_vs_offset"]) for e in entries if "score_vs_offset" in e["data"]]
     if not curves:
         return None
-    fig, (ax,) = pics.figure(1, height=3.0)
-    for name, c in curves:
+    fig, axes = pics.figure(len(curves), height=2.6, columns=3)
+    colours = palette(len(curves))
+    for ax, (name, c), colour in zip(axes, curves, colours):
         mean = torch.tensor(c["per_head"]).mean(0)
         scale = mean.abs().max().clamp_min(1e-12)
-        ax.plot(c["offsets"], (mean / scale).tolist(), lw=1.2, label=name)
-    ax.set_xlabel("offset j - i", fontsize=8)
-    ax.set_ylabel("score / max |score| (mean over heads)", fontsize=8)
-    ax.legend(fontsize=7)
+        with style():
+            ax.plot(c["offsets"], (mean / scale).tolist(), lw=1.6, color=colour)
+            ax.set_title(name)
+            ax.set_xlabel("offset j - i")
+    with style():
+        axes[0].set_ylabel("score / max |score|")
     return {
         "title": "Score vs offset of the rotary and bias encodings",
         "text": "The position part of the attention logit as a function of the offset, each curve scaled to "
                 "its largest magnitude: RoPE's oscillating decay (RoFormer, figure 2), ALiBi's linear penalty, "
                 "T5's bucketed bias.",
-        "pictures": [pics.save(fig, "s3-offsets.png", "score vs offset, all rotary and bias encodings")],
+        "pictures": [pics.save(fig, "s3-offsets.png", "score vs offset (mean over heads), one panel per encoding; "
+                               "overlay any of them in the interactive comparison at the top")],
         "tables": [],
     }
 
@@ -104,11 +109,9 @@ def _rope_bound_analysis(pics: Pictures) -> dict:
     """RoFormer's figure 2: the upper bound of the RoPE score against the relative distance."""
     offsets = torch.arange(0, 257)
     bound = roformer_decay_bound(inverse_frequencies(128, 10000.0), offsets)
-    fig, (ax,) = pics.figure(1, height=2.6)
-    ax.plot(offsets.tolist(), bound.tolist(), lw=1.2)
-    ax.set_xlabel("relative distance", fontsize=8)
-    ax.set_ylabel("relative upper bound", fontsize=8)
-    ax.set_title("RoPE long-term decay (d = 128, base 10000)", fontsize=9)
+    fig, (ax,) = pics.figure(1, height=3.2)
+    lines(ax, offsets.tolist(), [(None, bound.tolist())], xlabel="relative distance", ylabel="relative upper bound",
+          title="RoPE long-term decay (d = 128, base 10000)")
     return {
         "title": "RoPE's long-term decay (Su et al. 2021, arXiv:2104.09864, figure 2)",
         "text": "The bound (1/(d/2)) sum_j |S_j|, S_j = sum_{l<j} exp(i r theta_l), on the score of two rotated "
@@ -131,7 +134,7 @@ def _probe_analysis(pics: Pictures, quick: bool) -> dict:
         "rows": [[pad, *[r.spearman[p] for p in patterns], r.mean_spearman, sum(r.mae.values()) / len(r.mae)]
                  for pad, r in results.items()],
     }
-    fig, axes = pics.figure(len(results), height=2.4)
+    fig, axes = pics.figure(len(results), height=3.2)
     for ax, (pad, r) in zip(axes, results.items()):
         heatmap(ax, r.predictions["horizontal"] - 0.5, f"{pad} padding", "x", "y")
     return {
@@ -145,6 +148,18 @@ def _probe_analysis(pics: Pictures, quick: bool) -> dict:
 
 
 # -- experiments -------------------------------------------------------------------------------------
+
+def metric_label(key: str, headline_name: str = "", names: Iterable[str] = ()) -> str:
+    """A readable label for a flattened metric key: ``copy_accuracy.rope.4`` -> ``copy accuracy › rope › 4``.
+
+    The headline's parts are named by ``headline_name``; ``names`` (encodings, say) keep their spelling.
+    """
+    keep = set(names)
+    parts = key.split(".")
+    if parts[0] == "headline" and headline_name:
+        parts[0] = headline_name
+    return " › ".join(p if p in keep else p.replace("_", " ") for p in parts)
+
 
 def _flatten_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
@@ -167,29 +182,97 @@ def _experiment_section(name: str, declared: Any) -> str:
     return EXPERIMENT_SECTIONS.get(name, "s5")
 
 
-def load_experiments(directory: Path, out: Path) -> list[dict]:
-    """Every ``*/result.json`` under ``directory``, with its PNGs copied beside the page."""
+def _headline_picture(name: str, data: dict, out: Path, kind: str) -> list[dict]:
+    """A readable bar chart of an experiment's headline numbers (one bar per entry)."""
+    headline = data.get("metrics", {}).get("headline")
+    if not isinstance(headline, dict):
+        return []
+    values = {str(k): v for k, v in headline.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if not values:
+        return []
+    pics = Pictures(out)
+    fig, (ax,) = pics.figure(1, height=max(3.0, 0.34 * len(values) + 1.0))
+    with style():
+        names = list(values)
+        ax.barh(names, [values[k] for k in names], color=palette(len(names)))
+        ax.invert_yaxis()
+        for y, k in enumerate(names):
+            ax.annotate(f"{values[k]:.3g}", (values[k], y), xytext=(4, 0), textcoords="offset points", va="center")
+        ax.set_xlabel(str(data.get("metrics", {}).get("headline_name", "headline")))
+        ax.set_title(f"{name} ({kind} run)")
+    file = f"exp-{safe_name(name)}-{kind}-headline.png"
+    return [pics.save(fig, file, f"{name}: the headline numbers of the {kind} run")]
+
+
+def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list[dict]:
+    """Every ``*/result.json`` under ``directory``; the run's own plot is copied beside the page.
+
+    kind: ``"quick"`` (``posenc-out/experiments`` of ``posenc run --quick``) or ``"full"`` (the
+    shipped results of ``docs/results``); a result's own ``quick`` field wins when present.
+    """
     found = []
-    for result in sorted(directory.glob("*/result.json")):
+    for result in sorted(Path(directory).glob("*/result.json")):
         try:
             data = json.loads(result.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            found.append({"name": result.parent.name, "section": "s5", "source": str(result), "claim": "",
-                          "metrics": [], "pictures": [], "error": str(err)})
+            found.append({"name": result.parent.name, "section": "s5", "source": shown_path(result), "claim": "",
+                          "kind": kind, "metrics": [], "pictures": [], "plots": [], "error": str(err)})
             continue
         name = str(data.get("name", result.parent.name))
+        run_kind = ("quick" if data["quick"] else "full") if isinstance(data.get("quick"), bool) else kind
+        headline_name = str(data.get("metrics", {}).get("headline_name", ""))
+        names = [info.name for info in available()]
         metrics = _flatten_metrics(data.get("metrics", {}))[:40]
-        pictures = []
+        plots = []
         for png in sorted(result.parent.glob("*.png"))[:4]:
-            target = f"exp-{safe_name(result.parent.name)}-{safe_name(png.stem)}.png"
+            target = f"exp-{safe_name(result.parent.name)}-{run_kind}-{safe_name(png.stem)}.png"
             write_atomic(out / target, png.read_bytes())
-            pictures.append({"file": target, "caption": png.name})
-        found.append({"name": name, "section": _experiment_section(name, data.get("section")), "source": str(result),
-                      "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
-                      "metrics": [list(m) for m in metrics],
-                      "reference": [list(m) for m in _flatten_metrics(data.get("reference", {}))[:20]],
-                      "pictures": pictures})
+            plots.append({"file": target, "caption": f"the run's own figure ({png.name})"})
+        found.append({"name": name, "section": _experiment_section(name, data.get("section")),
+                      "source": shown_path(result),
+                      "kind": run_kind, "claim": str(data.get("claim", "")), "paper": str(data.get("paper", "")),
+                      "metrics": [[k, v, metric_label(k, headline_name, names)] for k, v in metrics],
+                      "reference": [[k, v, metric_label(k, names=names)]
+                                    for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
+                      "pictures": _headline_picture(name, data, out, run_kind), "plots": plots,
+                      "raw": data.get("metrics", {}) if name == "extrapolation" else {}})
     return found
+
+
+def _known_experiments() -> dict[str, str]:
+    """Every experiment of ``posenc run`` and its atlas section (from its declared survey section)."""
+    try:
+        from posenc.experiments import NAMES, get_experiment
+    except ImportError:  # the experiments need extras the atlas does not
+        return dict(EXPERIMENT_SECTIONS)
+    known = {}
+    for name in NAMES:
+        try:
+            declared = get_experiment(name).section
+        except Exception:  # noqa: BLE001 - an experiment that cannot be imported still gets its command
+            declared = None
+        known[name] = EXPERIMENT_SECTIONS.get(name) or _experiment_section(name, declared)
+    return known
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as the page shows it: relative to the working directory or the source tree when inside."""
+    import posenc
+
+    full = Path(path).resolve()
+    for root in (Path.cwd().resolve(), Path(posenc.__file__).resolve().parent.parent):
+        if full.is_relative_to(root):
+            return str(full.relative_to(root))
+    return str(path)
+
+
+def default_results_dir() -> Path:
+    """``docs/results`` of the source tree (full runs shipped with posenc), else of the working directory."""
+    import posenc
+
+    shipped = Path(posenc.__file__).resolve().parent.parent / "docs" / "results"
+    return shipped if shipped.is_dir() else Path("docs/results")
 
 
 # -- the page ----------------------------------------------------------------------------------------
@@ -208,20 +291,132 @@ def _progress(total: int, enabled: bool):
         return _Silent()
 
 
+BENCH_HOWTO = ("Add it with `posenc bench --quick --json posenc-out/bench.json` (or full sizes without --quick), "
+               "then regenerate with `posenc atlas --force` (or point at another file with --bench FILE).")
+
+
 def bench_analysis(path: Path) -> dict:
     """The rows of a ``posenc bench --json`` file as an atlas table (ratios within each case)."""
     result = json.loads(Path(path).read_text())
     m = result.get("machine", {})
     rows = [
-        [r["case"], r["impl"], r["median_ms"], r["ratio"], r["reference"] if r["ratio"] is not None else r["note"]]
+        [r["case"], r["impl"], r["median_ms"], r["ratio"], r.get("peak_mb"),
+         r["reference"] if r["ratio"] is not None else r["note"]]
         for r in result["rows"]
     ]
-    text = (f"posenc beside the peer libraries, timed interleaved in one process ({path}); machine: "
+    text = (f"posenc beside the peer libraries, timed interleaved in one process ({shown_path(path)}); machine: "
             f"{m.get('device', '?')}, torch {m.get('torch', '?')}, {m.get('threads', '?')} threads, "
             f"{'quick sizes' if m.get('quick') else 'full sizes'}. Compare ratios within a case, not times across machines.")
-    return {"title": "posenc bench", "text": text, "pictures": [],
+    return {"id": "bench", "title": "posenc bench", "text": text, "pictures": [],
             "tables": [{"caption": "median time and ratio to the case's reference",
-                        "columns": ["case", "implementation", "median ms", "ratio", "vs"], "rows": rows}]}
+                        "columns": ["case", "implementation", "median ms", "ratio", "peak MB", "vs"], "rows": rows}]}
+
+
+def _bench_by_encoding(bench: dict | None, names: list[str]) -> dict[str, dict]:
+    """The first posenc row of a case about each encoding: its time ratio and peak memory."""
+    found: dict[str, dict] = {}
+    if not bench:
+        return found
+    for case, impl, _ms, ratio, peak, _vs in bench["tables"][0]["rows"]:
+        words = str(case).replace("train step ", "").split()
+        if not words or not str(impl).startswith("posenc") or ratio is None:
+            continue
+        if words[0] in names and words[0] not in found:
+            found[words[0]] = {"case": case, "ratio": ratio, "peak_mb": peak}
+    return found
+
+
+def _full_extrapolation(exps: list[dict]) -> tuple[dict[str, float], dict[str, dict], str]:
+    """From a full extrapolation run on the page, per encoding: copy accuracy at 4L / at L, and the curve."""
+    for exp in exps:
+        if exp["name"] == "extrapolation" and exp["kind"] == "full":
+            raw = exp.get("raw", {})
+            length = raw.get("trained_length")
+            ratios, curves = {}, {}
+            for name, by_multiple in raw.get("copy_accuracy", {}).items():
+                at_l, at_4l = by_multiple.get("1"), by_multiple.get("4")
+                if isinstance(at_l, (int, float)) and isinstance(at_4l, (int, float)) and at_l >= 0.6:
+                    ratios[name] = at_4l / at_l  # below 0.6 at L the task was not learned: no ratio
+                points = [(int(k), v) for k, v in by_multiple.items() if isinstance(v, (int, float))]
+                if isinstance(length, int) and points:
+                    curves[name] = {"lengths": [k * length for k, _ in sorted(points)], "trained_length": length,
+                                    "accuracy": [v for _, v in sorted(points)], "budget": f"full run ({exp['source']})"}
+            return ratios, curves, exp["source"]
+    return {}, {}, ""
+
+
+def _apply_full_results(entries: list[dict], ratios: dict[str, float], curves: dict[str, dict], source: str) -> None:
+    """Where a full run measured an encoding's extrapolation, it replaces the quick verdict."""
+    for entry in entries:
+        if entry["name"] in curves:
+            entry["data"]["extrapolation_full"] = curves[entry["name"]]
+            if entry["name"] not in ratios:
+                for row in entry["properties"]:
+                    if row["key"] == "extrapolation" and row["value"] is not None:
+                        row["passed"], row["verdict"] = None, "superseded by the full run"
+                        row["note"] = f"the full run ({source}) did not learn the task at the trained length"
+                entry["properties"].append(measure.prop(
+                    "extrapolation_full", "full run: copy accuracy at 4x the trained length / at the trained length",
+                    None, None, "not learned", f"accuracy below 0.6 at the trained length in {source}"))
+        if entry["name"] not in ratios:
+            continue
+        ratio = ratios[entry["name"]]
+        for row in entry["properties"]:
+            if row["key"] == "extrapolation" and row["value"] is not None:
+                row["passed"], row["verdict"] = None, "superseded by the full run"
+                row["note"] = "quick check kept for reference; the full-run row is the result"
+        holds = ratio >= measure.EXTRAPOLATION_RATIO
+        entry["properties"].append(measure.prop(
+            "extrapolation_full", "full run: copy accuracy at 4x the trained length / at the trained length", ratio,
+            holds, "extrapolates" if holds else "degrades", f"from {source}"))
+
+
+def _comparison(entries: list[dict], sections: list[dict], bench: dict | None, full: dict[str, float],
+                full_curves: dict[str, dict]) -> list[dict]:
+    """One row per encoding for the comparison table at the top of the page."""
+    section_of = {n: s["id"] for s in sections for n in s["encodings"]}
+    speed = _bench_by_encoding(bench, [e["name"] for e in entries])
+    rows = []
+    for e in entries:
+        props = {r["key"]: r for r in e["properties"]}
+        rel = props.get("relative")
+        kind = e.get("kind", "n/a")
+        eq = props.get("equivariance")
+        if eq and eq["value"] is not None:
+            order = eq["verdict"]
+        elif "shift" in props and props["shift"]["value"] is not None:
+            order = props["shift"]["verdict"]
+        elif "spread" in props:
+            order = "position-aware" if props["spread"]["verdict"] == "varies with position" else "uniform"
+        else:
+            order = "n/a"
+        extra, extra_kind = None, ""
+        if e["name"] in full:
+            extra, extra_kind = full[e["name"]], "full"
+        elif e["name"] in full_curves:
+            extra_kind = "full: not learned"
+        elif e["data"].get("extrapolation"):
+            acc = e["data"]["extrapolation"]["accuracy"]
+            if acc[0] >= 0.6:
+                extra, extra_kind = acc[-1] / acc[0], "quick"
+        b = speed.get(e["name"], {})
+        rows.append({"name": e["name"], "family": e["family"], "section": section_of.get(e["name"], ""),
+                     "enters": e.get("enters") or "", "kind": kind, "order": order,
+                     "shift_error": rel["value"] if rel else None, "extrapolation": extra,
+                     "extrapolation_kind": extra_kind, "parameters": e.get("parameters"),
+                     "bench_ratio": b.get("ratio"), "bench_peak_mb": b.get("peak_mb"), "bench_case": b.get("case", ""),
+                     "paper": e["paper"]})
+    return rows
+
+
+def collect_errors(results: dict) -> list[str]:
+    """Every failure recorded while building (for the CLI's log; the page never shows them)."""
+    errors = [f"{e['name']}: {err}" for e in results["encodings"] for err in e.get("errors", [])]
+    for s in results["sections"]:
+        for a in s["analyses"]:
+            errors += [f"{a['title']}: {err}" for err in a.get("errors", [])]
+        errors += [f"experiment {x['name']}: {x['error']}" for x in s["experiments"] if x.get("error")]
+    return errors
 
 
 def build_atlas(
@@ -232,24 +427,31 @@ def build_atlas(
     encodings: Iterable[EncodingInfo] | None = None,
     progress: bool = False,
     bench: str | Path | None = None,
+    results: str | Path | None = None,
 ) -> Path:
     """Write the atlas into ``out`` and return the path of its ``index.html``.
 
     quick: smaller sizes and shorter trainings (for tests). experiments: the folder holding
     ``<name>/result.json`` of ``posenc run`` (default ``posenc-out/experiments``). encodings: the
     entries to show (default: every registered encoding). progress: a progress bar on stderr.
-    bench: a ``posenc bench --json`` file shown in the section on Transformer variants (default
-    ``posenc-out/bench.json`` when it exists).
+    bench: a ``posenc bench --json`` file (default ``posenc-out/bench.json`` when it exists).
+    results: a folder of full runs (``docs/results``, see :func:`default_results_dir`) shown as
+    such; where it holds an experiment that ``experiments`` holds too, the full run wins.
+    Failures are recorded in ``results.json`` (see :func:`collect_errors`), never shown on the page.
     """
     import matplotlib
 
     matplotlib.use("Agg")
+    with style():
+        return _build(Path(out), quick, experiments, encodings, progress, bench, results)
+
+
+def _build(out: Path, quick, experiments, encodings, progress, bench, results_dir) -> Path:
     start = time.perf_counter()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     infos = list(encodings) if encodings is not None else available()
     ref = measure.Reference(train_steps=60 if quick else 150, table_len=48 if quick else 64)
-    pics = Pictures(out, dpi=60 if quick else 90)
+    pics = Pictures(out)
     bar = _progress(len(infos) + 3, progress)
     torch_threads = torch.get_num_threads()
     # the models are tiny: one thread is as fast and does not fight other processes for cores
@@ -275,24 +477,50 @@ def build_atlas(
             by_id["s2"]["analyses"].append(_probe_analysis(pics, quick))
         except Exception as err:  # noqa: BLE001
             by_id["s2"]["analyses"].append({"title": "padding probe", "text": "", "pictures": [], "tables": [],
-                                            "errors": [str(err)]})
+                                            "errors": [f"{type(err).__name__}: {err}"]})
         bar.update()
         offsets = _offset_analysis(entries, pics)
         if offsets:
             by_id["s3"]["analyses"].append(offsets)
         by_id["s3"]["analyses"].append(_rope_bound_analysis(pics))
         bench_file = Path(bench) if bench is not None else Path("posenc-out/bench.json")
+        bench_data = None
         if bench_file.is_file():
-            by_id["s3"]["analyses"].append(bench_analysis(bench_file))
+            try:
+                bench_data = bench_analysis(bench_file)
+            except (OSError, ValueError, KeyError) as err:
+                by_id["s3"]["analyses"].append({"id": "bench", "title": "posenc bench", "text": BENCH_HOWTO,
+                                                "pictures": [], "tables": [], "errors": [f"{bench_file}: {err}"]})
+        if bench_data:
+            by_id["s3"]["analyses"].append(bench_data)
+        elif not any(a.get("id") == "bench" for a in by_id["s3"]["analyses"]):
+            by_id["s3"]["analyses"].append({"id": "bench", "title": "posenc bench: not in this atlas",
+                                            "text": f"No benchmark file at {bench_file}. {BENCH_HOWTO}",
+                                            "pictures": [], "tables": []})
         exp_dir = Path(experiments) if experiments is not None else Path("posenc-out/experiments")
-        exps = load_experiments(exp_dir, out) if exp_dir.is_dir() else []
+        exps = load_experiments(exp_dir, out, kind="quick") if exp_dir.is_dir() else []
+        if results_dir is not None:
+            full = load_experiments(Path(results_dir), out, kind="full")
+            full_names = {x["name"] for x in full if x["kind"] == "full"}
+            exps = [x for x in exps if x["name"] not in full_names or x["kind"] == "full"] + full
         for exp in exps:
             by_id.get(exp["section"], by_id["s5"])["experiments"].append(exp)
+        present = {x["name"] for x in exps}
+        known = _known_experiments()
         for s in sections:
-            if s["id"] != "s5" and not any(e["section"] == s["id"] for e in exps):
-                s["experiments_note"] = (f"No experiment results for this section in {exp_dir} "
-                                         "(none have been run: `posenc run all --quick`).")
-        sections = [s for s in sections if s["id"] != "s5" or s["encodings"] or s["experiments"]]
+            expected = [n for n, sid in known.items() if sid == s["id"]]
+            s["experiments_present"] = [x["name"] + f" ({x['kind']} run)" for x in s["experiments"]]
+            s["experiments_missing"] = [{"name": n, "command": f"posenc run {n} --quick"}
+                                        for n in expected if n not in present]
+        s_from = f" from {shown_path(exp_dir)}" + (f" and {shown_path(results_dir)}" if results_dir is not None else "")
+        for s in sections:
+            s["experiments_source"] = s_from
+        ratios, curves, source = _full_extrapolation(exps)
+        _apply_full_results(entries, ratios, curves, source)
+        for x in exps:
+            x.pop("raw", None)
+        sections = [s for s in sections
+                    if s["id"] != "s5" or s["encodings"] or s["experiments"] or s["experiments_missing"]]
         bar.update()
     finally:
         bar.close()
@@ -301,7 +529,10 @@ def build_atlas(
 
     results = {
         "meta": {"version": posenc.__version__, "torch": torch.__version__, "quick": quick,
-                 "encodings": len(entries), "seconds": round(time.perf_counter() - start, 1)},
+                 "encodings": len(entries), "seconds": round(time.perf_counter() - start, 1),
+                 "budget": measure.extrapolation_budget(ref), "experiments_dir": str(exp_dir),
+                 "results_dir": str(results_dir) if results_dir is not None else None},
+        "comparison": _comparison(entries, sections, bench_data, ratios, curves),
         "sections": sections,
         "encodings": entries,
     }
@@ -323,4 +554,3 @@ def _clean(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return _clean(value.tolist())
     return value
-

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 FLAGS = (
     "--headless",
@@ -45,9 +46,11 @@ CHECK_SCRIPT = """<script>
     var images = Array.prototype.slice.call(document.images);
     var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                        .map(function (i) { return i.getAttribute("src"); });
+    var checks = null;
+    try { checks = (%(extra)s)(); } catch (err) { errors.push("check script error: " + err); }
     var out = document.createElement("pre");
     out.id = "posenc-page-check";
-    out.textContent = JSON.stringify({images: images.length, broken: broken, errors: errors});
+    out.textContent = JSON.stringify({images: images.length, broken: broken, errors: errors, checks: checks});
     document.body.appendChild(out);
   });
 })();
@@ -63,6 +66,7 @@ class PageCheck:
     images: int
     broken: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  #: error events and console errors
+    checks: Any = None  #: what the ``inspect`` script returned after the page loaded
 
     @property
     def ok(self) -> bool:
@@ -81,8 +85,16 @@ def find_chromium() -> str | None:
     return None
 
 
-def check_page(index: str | Path, *, chromium: str | None = None, timeout: float = 120.0) -> PageCheck:
-    """Load ``index`` in headless Chromium; count images, broken images and errors."""
+def check_page(
+    index: str | Path, *, chromium: str | None = None, timeout: float = 120.0, inspect: str | None = None,
+    window: tuple[int, int] = (1400, 1000),
+) -> PageCheck:
+    """Load ``index`` in headless Chromium; count images, broken images and errors.
+
+    inspect: the source of a JavaScript function run after the page's load event (after the page's
+    own scripts); its JSON-ready return value comes back as :attr:`PageCheck.checks`.
+    window: the browser window's size in CSS pixels (layout depends on it).
+    """
     index = Path(index).resolve()
     chromium = chromium or find_chromium()
     if chromium is None:
@@ -91,11 +103,13 @@ def check_page(index: str | Path, *, chromium: str | None = None, timeout: float
     marker = re.search(r"<head[^>]*>", page, flags=re.IGNORECASE)
     at = marker.end() if marker else 0
     probe = index.with_name(f".{index.stem}.check.html")
-    probe.write_text(page[:at] + CHECK_SCRIPT + page[at:], encoding="utf-8")
+    script = CHECK_SCRIPT % {"extra": inspect or "function () { return null; }"}
+    probe.write_text(page[:at] + script + page[at:], encoding="utf-8")
     profile = index.parent / ".chromium-profile"
     try:
         run = subprocess.run(
-            [chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", probe.as_uri()],
+            [chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}", "--dump-dom",
+             probe.as_uri()],
             capture_output=True, text=True, timeout=timeout,
         )
     finally:
@@ -111,4 +125,35 @@ def check_page(index: str | Path, *, chromium: str | None = None, timeout: float
         match = _CONSOLE.search(line)
         if match and ("error" in line.lower() or "failed" in line.lower()):
             errors.append("console: " + match.group(1)[:300])
-    return PageCheck(report["images"], list(report["broken"]), errors)
+    return PageCheck(report["images"], list(report["broken"]), errors, report.get("checks"))
+
+
+def screenshot(index: str | Path, path: str | Path, *, fragment: str = "", chromium: str | None = None,
+               window: tuple[int, int] = (1400, 1000), timeout: float = 120.0) -> Path:
+    """Write a PNG screenshot of the page ``index`` scrolled to ``#fragment`` (when given) to ``path``.
+
+    Headless Chromium draws a blank picture of a page it scrolled to a fragment itself, so the page
+    is shown in a full-window frame of a small wrapper page written beside it (and removed).
+    """
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no chromium executable found (install Debian's `chromium`, or set POSENC_CHROMIUM)")
+    index, path = Path(index).resolve(), Path(path).resolve()
+    wrapper = index.with_name(f".{index.stem}.shot.html")
+    target = html.escape(index.name + (f"#{fragment}" if fragment else ""))
+    wrapper.write_text('<!DOCTYPE html><html><body style="margin:0"><iframe src="' + target
+                       + '" style="border:0;width:100vw;height:100vh"></iframe></body></html>', encoding="utf-8")
+    profile = index.parent / ".chromium-profile-shot"
+    path.unlink(missing_ok=True)
+    try:
+        subprocess.run(
+            [chromium, *FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
+             f"--window-size={window[0]},{window[1]}", f"--screenshot={path}", wrapper.as_uri()],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    finally:
+        wrapper.unlink(missing_ok=True)
+        shutil.rmtree(profile, ignore_errors=True)
+    if not path.is_file():
+        raise RuntimeError(f"chromium wrote no screenshot of {index}#{fragment}")
+    return path

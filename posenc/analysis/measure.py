@@ -23,18 +23,6 @@ from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import EncodingInfo
 
-#: Small values for constructor arguments a generic entry must fill in (by parameter name).
-SMALL_ARGUMENTS: dict[str, Any] = {
-    "dim": 16, "d_model": 16, "embed_dim": 16, "out_dim": 16, "hidden": 16, "hidden_dim": 16, "width": 16,
-    "heads": 2, "num_heads": 2, "head_dim": 8,
-    "channels": 4, "in_channels": 4, "out_channels": 4, "c": 4,
-    "in_dim": 2, "in_features": 2, "input_dim": 2, "coord_dim": 2, "num_axes": 2, "ndim": 2,
-    "num_frequencies": 4, "num_bands": 4, "mapping_size": 8, "num_features": 8,
-    "num_steps": 16, "steps": 16, "max_steps": 16, "num_flows": 4, "max_len": 64,
-    "height": 8, "width_px": 8, "h": 8, "w": 8, "size": 8, "grid_size": 8, "grid": (8, 8), "resolution": 8,
-    "latent_dim": 8, "z_dim": 8, "latent": 8, "style_dim": 8, "kernel_size": 3, "vocab_size": 16,
-}
-
 #: Relative-error level below which a property counts as holding.
 TOLERANCE = 1e-4
 #: Extrapolation holds when the accuracy at 4x the trained length keeps this share of the accuracy at it.
@@ -63,28 +51,47 @@ def prop(
             "details": details}
 
 
-def build_sequence_model(cls: type, ref: Reference, *, causal: bool):
+def build_sequence_model(cls: type, ref: Reference, *, causal: bool, example: dict | None = None):
     """The reference Transformer with an encoding of class ``cls``, or None when it is not a sequence encoding.
 
     The constructor gets the model's sizes (``dim``, ``heads``, ``head_dim``, ``causal``) it accepts,
-    as ``Transformer(position=name)`` would fill them in.
+    as ``Transformer(position=name)`` would fill them in; when that model cannot run, the arguments of
+    the encoding's example (``example``, from :mod:`posenc.testing.examples`) are tried under the
+    same sizes, with a patch grid of 8 x 8.
     """
     from posenc.models import Transformer
 
     model_args = {"dim": ref.dim, "heads": ref.heads, "head_dim": ref.dim // ref.heads, "causal": causal}
     params = inspect.signature(cls.__init__).parameters
-    torch.manual_seed(ref.seed)
-    try:
-        encoding = cls(**{k: v for k, v in model_args.items() if k in params})
-        if not isinstance(encoding, PositionEncoding):
-            return None
-        return Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
-    except (TypeError, ValueError, NotImplementedError):
-        return None
+    choices = [{}]
+    if example:
+        choices.append({**example, **({"grid": 8} if "grid" in example else {})})
+    for extra in choices:
+        torch.manual_seed(ref.seed)
+        try:
+            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in params}})
+            if not isinstance(encoding, PositionEncoding):
+                return None
+            model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
+            with torch.no_grad():
+                model(torch.zeros(1, sequence_length(encoding, ref.n), dtype=torch.long))
+            return model
+        except (TypeError, ValueError, NotImplementedError, IndexError):
+            continue
+    return None
+
+
+def sequence_length(encoding: nn.Module, n: int) -> int:
+    """``n``, or the token count of the patch grid an encoding is tied to (its prefix tokens included)."""
+    grid = _grid(encoding)
+    if grid is None:
+        return n
+    return int(getattr(encoding, "num_prefix_tokens", 0) or 0) + grid[0] * grid[1]
 
 
 def equivariance_row(model: nn.Module, family: str, ref: Reference) -> dict:
-    tokens = torch.randint(0, ref.vocab, (2, ref.n), generator=torch.Generator().manual_seed(ref.seed))
+    n = sequence_length(model.position, ref.n)
+    tokens = torch.randint(0, ref.vocab, (2, n), generator=torch.Generator().manual_seed(ref.seed))
     deviation = permutation_deviation(model, tokens, trials=2, seed=ref.seed)
     equivariant = deviation < 1e-5
     expected_equivariant = family == "none"
@@ -98,16 +105,43 @@ def equivariance_row(model: nn.Module, family: str, ref: Reference) -> dict:
     )
 
 
+def _varies(table: torch.Tensor) -> bool:
+    """Whether the rows of ``table`` differ away from the ends (borders of a zero-padded convolution)."""
+    rows = table[4:-4] if table.shape[0] > 16 else table
+    spread = (rows - rows.mean(dim=0)).abs().max()
+    return bool(torch.isfinite(table).all()) and bool(spread > 1e-6 * table.abs().max().clamp_min(1e-12))
+
+
 def input_table(encoding: nn.Module, n: int) -> torch.Tensor | None:
     """The encoding's table when its input hook adds position information, else None."""
     try:
         table = absolute_table(encoding, n)
     except Exception:  # noqa: BLE001 - any encoding may refuse; the atlas reports what it can
         return None
-    spread = (table - table.mean(dim=0)).abs().max()
-    if not torch.isfinite(table).all() or spread <= 1e-6 * table.abs().max().clamp_min(1e-12):
-        return None  # no position information from zero content (a convolution of its input, say)
-    return table
+    # None: no position information from zero content (a convolution or a product with its input)
+    return table if _varies(table) else None
+
+
+@torch.no_grad()
+def content_response(
+    encoding: nn.Module, n: int, kind: str, seed: int = 0, centre: int | None = None
+) -> torch.Tensor | None:
+    """``(n, d)`` output of the input hook for content ``kind``: ``"ones"`` (all-ones embeddings; None
+    when its rows do not vary) or ``"impulse"`` (one random token at position n // 2 among zeros,
+    minus the output for zeros: how a token reaches its neighbours)."""
+    dim = getattr(encoding, "dim", None)
+    if not isinstance(dim, int):
+        return None
+    concat = int(getattr(encoding, "concat_dim", 0))
+    width = dim - concat if concat < dim else dim
+    zeros = torch.zeros(1, n, width)
+    if kind == "ones":
+        out = encoding.encode_input(torch.ones(1, n, width), positions=Positions(n))[0].float()
+        return out if _varies(out) else None
+    x = zeros.clone()
+    x[0, n // 2 if centre is None else centre] = torch.randn(width, generator=torch.Generator().manual_seed(seed))
+    out = encoding.encode_input(x, positions=Positions(n)) - encoding.encode_input(zeros, positions=Positions(n))
+    return out[0].float()
 
 
 def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tuple[dict, dict]:
@@ -170,12 +204,26 @@ def relative_row(encoding: nn.Module, ref: Reference) -> dict:
     )
 
 
-def extrapolation_row(cls: type, ref: Reference) -> dict:
-    """Train the causal reference model to copy the previous token at length L; test at L and 4L."""
-    model = build_sequence_model(cls, ref, causal=True)
+EXTRAPOLATION_LABEL = "copy-previous-token accuracy at 4x the trained length (quick check)"
+
+
+def extrapolation_budget(ref: Reference) -> str:
+    return f"quick check: {ref.train_steps} Adam steps, batch 32, at length {ref.train_len}"
+
+
+def extrapolation_row(cls: type, ref: Reference, example: dict | None = None) -> tuple[dict, dict | None]:
+    """Train the causal reference model to copy the previous token at length L; test at L, 2L, 3L, 4L.
+
+    Returns the property row and the accuracy curve (``{"lengths", "accuracy"}``, None when n/a).
+    """
+    label, budget = EXTRAPOLATION_LABEL, extrapolation_budget(ref)
+    model = build_sequence_model(cls, ref, causal=True, example=example)
     if model is None:
-        return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", None, None, "n/a",
-                    "not usable in a causal model")
+        return prop("extrapolation", label, None, None, "n/a", "not usable in a causal model"), None
+    grid = _grid(model.position)
+    if grid is not None:
+        return prop("extrapolation", label, None, None, "n/a",
+                    f"tied to its {grid[0]}x{grid[1]} patch grid: there are no longer sequences"), None
     length, lag, vocab = ref.train_len, 1, 8
     generator = torch.Generator().manual_seed(ref.seed)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -188,58 +236,37 @@ def extrapolation_row(cls: type, ref: Reference) -> dict:
         loss.backward()
         opt.step()
     model.eval()
-    accuracy = []
+    lengths, accuracy = [], []
     with torch.no_grad():
-        for n in (length, 4 * length):
+        for n in (length, 2 * length, 3 * length, 4 * length):
             x = torch.randint(0, vocab, (32, n), generator=generator)
             try:
                 pred = model(x)[:, lag:, :vocab].argmax(-1)
             except (ValueError, IndexError) as err:
-                return prop("extrapolation", "copy-previous-token accuracy at 4x the trained length", None, None,
-                            "n/a", f"cannot run at 4x the trained length: {str(err)[:120]}", length=n)
+                if n == length:
+                    raise
+                first = str(err).split("\n")[0][:120]
+                return prop("extrapolation", label, None, None, "n/a",
+                            f"cannot run at {n // length}x the trained length ({first})", length=n), None
+            lengths.append(n)
             accuracy.append((pred == x[:, :-lag]).float().mean().item())
-    at_l, at_4l = accuracy
-    label = "copy-previous-token accuracy at 4x the trained length"
+    curve = {"lengths": lengths, "accuracy": accuracy, "budget": budget, "trained_length": length}
+    at_l, at_4l = accuracy[0], accuracy[-1]
     details = {"trained_length": length, "train_steps": ref.train_steps, "accuracy_at_trained_length": at_l}
     if at_l < 0.6:
-        return prop("extrapolation", label, at_4l, False, "not learned", "the task was not learned", **details)
+        return prop("extrapolation", label, at_4l, None, "not learned (quick)",
+                    f"{budget}: the task was not learned in this budget", **details), curve
     holds = at_4l >= EXTRAPOLATION_RATIO * at_l
-    return prop("extrapolation", label, at_4l, holds, "extrapolates" if holds else "degrades",
-                "holds when the accuracy keeps this share of the accuracy at the trained length",
-                required_share=EXTRAPOLATION_RATIO, **details)
+    return prop("extrapolation", label, at_4l, holds, "extrapolates (quick)" if holds else "degrades (quick)",
+                f"{budget}; holds when the accuracy keeps this share of the accuracy at the trained length",
+                required_share=EXTRAPOLATION_RATIO, **details), curve
 
 
 def bias_curves(encoding: nn.Module, n: int) -> tuple[list[int], list[list[float]]]:
     return score_vs_offset(encoding, n, query="ones")
 
 
-# -- generic fallback for encodings outside the sequence Transformer --------------------------------
-
-def build_generic(info: EncodingInfo) -> nn.Module:
-    """Build ``info.cls`` with :data:`SMALL_ARGUMENTS` for every required parameter it names."""
-    params = inspect.signature(info.cls.__init__).parameters
-    kwargs = {}
-    missing = []
-    for pname, p in list(params.items())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not inspect.Parameter.empty:
-            continue
-        if pname in SMALL_ARGUMENTS:
-            kwargs[pname] = SMALL_ARGUMENTS[pname]
-        else:
-            missing.append(pname)
-    if missing:
-        raise ValueError(f"needs constructor arguments the atlas cannot guess: {', '.join(missing)}")
-    torch.manual_seed(0)
-    return info.cls(**kwargs)
-
-
-def _attr(module: nn.Module, names: tuple[str, ...], default: int) -> int:
-    for n in names:
-        v = getattr(module, n, None)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return default
-
+# -- encodings outside the sequence Transformer: probed through their examples ----------------------
 
 def _grid(module: nn.Module) -> tuple[int, int] | None:
     grid = getattr(module, "grid", None) or getattr(module, "grid_size", None)
@@ -250,74 +277,161 @@ def _grid(module: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def _candidate_inputs(module: nn.Module, family: str) -> list[tuple[str, tuple, dict]]:
-    """``(label, args, kwargs)`` calls to try, the most plausible for the family first."""
-    channels = _attr(module, ("in_channels", "channels", "c", "dim"), 4)
-    dim = _attr(module, ("dim", "embed_dim", "d_model", "channels"), 16)
-    in_dim = _attr(module, ("in_dim", "in_features", "input_dim", "coord_dim"), 2)
-    latent = _attr(module, ("latent_dim", "z_dim", "latent", "style_dim"), 8)
-    count = min(_attr(module, ("num_flows", "num_steps", "max_steps", "num_embeddings"), 16), 64)
-    prefix = _attr(module, ("num_prefix_tokens",), 0)
-    gh, gw = _grid(module) or (8, 8)
-    g = torch.Generator().manual_seed(0)
-    image = ("feature map (1, c, 16, 16)", (torch.randn(1, channels, 16, 16, generator=g),), {})
-    tokens = (f"patch tokens (1, {prefix + gh * gw}, d)", (torch.randn(1, prefix + gh * gw, dim, generator=g),), {})
-    tokens_grid = ("patch tokens (1, 64, d) on an 8x8 grid", (torch.randn(1, 64, dim, generator=g),), {"grid": (8, 8)})
-    coords = (
-        "coordinates (64, in_dim) in [0, 1]",
-        (torch.linspace(0, 1, 64).unsqueeze(1).expand(64, in_dim).contiguous(),),
-        {},
-    )
-    steps_int = (f"steps 0..{count - 1}", (torch.arange(count),), {})
-    steps_float = (f"steps 0..{count - 1} (float)", (torch.arange(count).float(),), {})
-    latent_in = ("latent (1, z) on a 16x16 grid", (torch.randn(1, latent, generator=g), (16, 16)), {})
-    latent_only = ("latent (1, z)", (torch.randn(1, latent, generator=g),), {})
-    batch = ("batch size 1", (1,), {})
-    return {
-        "coordinate": [coords, steps_float, image, tokens],
-        "step": [steps_int, steps_float, coords],
-        "spatial": [image, latent_in, latent_only, batch, tokens, tokens_grid],
-        "vision": [tokens, tokens_grid, image],
-        "hyper": [image, coords, steps_int],
-    }.get(family, [image, tokens, tokens_grid, coords, steps_int, latent_in, latent_only, batch])
+class NotApplicable(Exception):
+    """A measurement or picture does not apply; the message is the reason shown on the page."""
+
+
+@dataclass
+class Probe:
+    """What an encoding produced for the input the atlas chose from its example.
+
+    kind: ``"sweep"`` (a range of coordinates or steps, one output row each), ``"image"`` (a zero
+    feature map: the position signal a layer adds), ``"map"`` (a map made from a batch size or a
+    latent) or ``"output"`` (the example's own inputs). run: the output for another first input
+    (``"image"`` only, for the shift test).
+    """
+
+    kind: str
+    label: str
+    x: torch.Tensor | None
+    out: torch.Tensor
+    run: Any = None
+
+
+def example_spec(name: str):
+    """The entry of ``name`` in :data:`posenc.testing.examples.SPECS`, else :class:`NotApplicable`."""
+    from posenc.testing.examples import SPECS
+
+    if name not in SPECS:
+        raise NotApplicable(f"no example for {name!r} in posenc.testing.examples.SPECS, which the atlas builds "
+                            "and draws every encoding from")
+    return SPECS[name]
+
+
+def build_example(name: str, cls: type) -> nn.Module:
+    torch.manual_seed(0)
+    return cls(**example_spec(name).kwargs)
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.numel() < 2:
+        raise NotApplicable(f"its output is not a float tensor with several values ({type(out).__name__})")
+    if not torch.isfinite(out).all():
+        raise NotApplicable("its output holds NaN or infinity for the example's inputs")
+    return out.detach().float()
 
 
 @torch.no_grad()
-def generic_output(module: nn.Module, family: str) -> tuple[str, Any, torch.Tensor]:
-    """The first candidate call the module accepts: its label, first argument and output tensor."""
+def probe(name: str, module: nn.Module) -> Probe:
+    """Run ``module`` on an input chosen from the roles of its example's arguments.
+
+    The chosen input stays inside the example's own value range; when the module refuses it, the
+    example's own inputs are used (any new encoding with an example can be drawn this way).
+    """
+    s = example_spec(name)
     module.eval()
-    errors = []
-    for label, args, kwargs in _candidate_inputs(module, family):
-        try:
-            out = module(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - trying inputs until one fits
-            errors.append(f"{label}: {type(err).__name__}")
-            continue
-        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            out = out[0]
-        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() > 1 and torch.isfinite(out).all():
-            x = args[0] if len(args) == 1 and not kwargs else None
-            return label, x, out.detach().float()
-        errors.append(f"{label}: output is not a finite float tensor")
-    raise ValueError("no input the atlas tried was accepted (" + "; ".join(errors[:4]) + ")")
+    inputs = s.inputs()
+    try:
+        return _chosen_probe(s, module, inputs)
+    except (ValueError, TypeError, RuntimeError, IndexError) as err:
+        first = str(err).split("\n")[0][:160]
+        out = _first_tensor(s.forward(module, *inputs))
+        described = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else repr(v) for v in inputs)
+        return Probe("map" if out.ndim == 4 else "output",
+                     f"its example's inputs ({described}; the atlas's own probe was refused: {first})",
+                     inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None, out)
 
 
-def generic_rows(module: nn.Module, x: Any, out: torch.Tensor) -> list[dict]:
-    rows = []
-    if isinstance(x, torch.Tensor) and x.ndim == 4 and out.ndim == 4 and x.shape[-1] % 4 == 0:
+def _chosen_probe(s, module: nn.Module, inputs: tuple) -> Probe:
+    roles = [a.role for a in s.args]
+    forward = s.forward
+    if roles and roles[0] in ("coordinates", "steps") and len(inputs) == 1:
+        x0 = inputs[0]
+        if roles[0] == "coordinates":
+            flat = x0.reshape(-1, x0.shape[-1]).double()
+            lo, hi = flat[:, 0].min().item(), flat[:, 0].max().item()
+            x = flat[:1].repeat(128, 1).to(x0.dtype)
+            x[:, 0] = torch.linspace(lo, hi, 128, dtype=x0.dtype)
+            label = "the first coordinate swept over the example's range (the others fixed)"
+            return Probe("sweep", label, x[:, 0], _first_tensor(forward(module, x)).reshape(128, -1))
+        if x0.is_floating_point():
+            x = torch.linspace(float(x0.min().clamp_max(0)), float(x0.max().clamp_min(1)), 128, dtype=x0.dtype)
+            out = _first_tensor(forward(module, x)).reshape(128, -1)
+            return Probe("sweep", "values swept from min(0, example) to max(1, example)", x, out)
+        for k in (128, 64, 32, 16, 8, 4, 2):
+            try:
+                out = forward(module, torch.arange(k, dtype=x0.dtype))
+            except (ValueError, IndexError):
+                continue  # past the module's table: a shorter range
+            return Probe("sweep", f"steps 0 to {k - 1}", torch.arange(k).float(), _first_tensor(out).reshape(k, -1))
+        raise ValueError("it accepts no range of steps starting at 0")
+    first = s.args[0] if s.args else None
+    if first is not None and first.role == "activation" and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
+        shape = inputs[0].shape
+        act = [i for i, a in enumerate(s.args) if a.role == "activation"]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            args = [x if i in act else v for i, v in enumerate(inputs)]
+            return _first_tensor(forward(module, *args))
+
+        for size in ((16, 16), tuple(shape[2:])):
+            zero = torch.zeros(1, shape[1], *size)
+            try:
+                out = run(zero)
+            except (ValueError, RuntimeError, IndexError):
+                continue
+            return Probe("image", f"a zero feature map of shape {tuple(zero.shape)}", zero, out, run)
+        raise ValueError(f"it accepts no zero feature map of {shape[1]} channels")
+    if first is not None and first.role == "activation" and isinstance(inputs[0], torch.Tensor):
+        zeros = [torch.zeros_like(v) if a.role == "activation" else v for a, v in zip(s.args, inputs)]
         try:
-            deviation = patch_permutation_deviation(module, x, patch_size=x.shape[-1] // 4, trials=2)
-            aware = deviation > 1e-5
-            rows.append(prop("patch_shuffle", "deviation when the input's patches (a 4 by 4 grid) are shuffled", deviation,
-                             None, "position-aware" if aware else "equivariant",
-                             "a plain convolution with circular padding would give 0"))
-        except Exception:  # noqa: BLE001 - outputs that cannot be matched to patches
+            out = _first_tensor(forward(module, *zeros))
+            return Probe("map" if out.ndim == 4 else "output", f"zero inputs of shape {tuple(inputs[0].shape)}",
+                         zeros[0], out)
+        except (ValueError, RuntimeError, IndexError, NotApplicable):
             pass
-    table = out.reshape(-1, out.shape[-1]) if out.ndim == 2 else None
-    if table is not None and table.shape[0] > 1:
-        distances = torch.cdist(table.double(), table.double())
-        distances.fill_diagonal_(float("inf"))
-        nearest = distances.min().item()
-        rows.append(prop("distinct", "smallest distance between the encodings of two inputs", nearest,
-                         nearest > 1e-6, "distinct" if nearest > 1e-6 else "collisions"))
-    return rows
+    out = _first_tensor(forward(module, *inputs))
+    described = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else repr(v) for v in inputs)
+    return Probe("map" if out.ndim == 4 else "output", f"its example's inputs ({described})",
+                 inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None, out)
+
+
+def spread_row(out: torch.Tensor, label: str) -> dict:
+    """How much a map varies over its positions: the position signal of a layer fed a constant."""
+    maps = out[0].double()  # (c, h, w)
+    spread = (maps.std(dim=(-2, -1)).mean() / maps.abs().mean().clamp_min(1e-12)).item()
+    varies = spread > 1e-6
+    return prop("spread", f"position signal: spread of the output over the map for {label}", spread, None,
+                "varies with position" if varies else "uniform",
+                "standard deviation over the map (mean over channels) / mean magnitude")
+
+
+def shift_row(p: Probe) -> dict:
+    """Relative change of the interior when a random input is shifted by one pixel in each direction."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(p.x.shape, generator=g)
+    out = p.run(x)
+    moved = p.run(torch.roll(x, (1, 1), (-2, -1)))
+    if moved.shape != out.shape or out.ndim != 4 or min(out.shape[-2:]) < 8:
+        raise NotApplicable(f"its output {tuple(out.shape)} is not a map of the input's size")
+    expected = torch.roll(out, (1, 1), (-2, -1))
+    inner = (..., slice(3, -3), slice(3, -3))  # away from padding and from the wrapped rows
+    error = ((moved[inner] - expected[inner]).norm() / expected[inner].norm().clamp_min(1e-12)).item()
+    aware = error > 1e-5
+    return prop("shift", "translation equivariance: change of the output's interior when the input moves one pixel",
+                error, None, "position-aware" if aware else "translation-equivariant",
+                "a plain convolution gives 0 away from the borders")
+
+
+def distinct_row(table: torch.Tensor) -> dict:
+    distances = torch.cdist(table.double(), table.double())
+    distances.fill_diagonal_(float("inf"))
+    nearest = distances.min().item()
+    return prop("distinct", "smallest distance between the encodings of two inputs", nearest,
+                nearest > 1e-6, "distinct" if nearest > 1e-6 else "collisions")
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,25 +1,25 @@
 """The atlas page, rendered from its ``results.json`` data alone.
 
+Layout: a persistent sidebar (search box; survey sections, every encoding grouped by family, every
+experiment), then the comparison table of every encoding, the interactive comparison (drawn by
+:mod:`posenc.analysis.page_script` from data embedded in the page), and the survey's sections.
+Anchors are derived from names (``enc-NAME``, ``exp-NAME``, ``s1``...), so deep links survive
+regeneration. The page needs no network: its style and script are inline.
+
 Every number on the page is written by :func:`fmt` inside ``<span class="num" data-path="...">``
 whose path locates the value in ``results.json``, so the page cannot show a number the JSON lacks
-(``tests/analysis/test_report.py`` checks every span against the JSON).
+(``tests/analysis/test_report.py`` checks every span against the JSON). Failures recorded in the
+JSON are never shown (the CLI logs them).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from typing import Any
 
-CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-h3{margin:.2em 0} .entry{border:1px solid #ddd;border-radius:6px;padding:.8em 1em;margin:1em 0}
-.meta{color:#666;font-size:.9em} img{max-width:100%;border:1px solid #eee}
-table{border-collapse:collapse;margin:.5em 0;font-size:.92em} td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left}
-th{background:#f6f6f6} .pass{color:#176f2c;font-weight:600} .fail{color:#a4161a;font-weight:600} .na{color:#777}
-.error{color:#a4161a} nav a{margin-right:1em} .num{font-variant-numeric:tabular-nums}
-"""
+from posenc.analysis.page_script import CSS, SCRIPT
 
 
 def fmt(value: Any) -> str:
@@ -62,9 +62,7 @@ def _details(row: dict, path: str) -> str:
 
 
 def _properties(rows: list[dict], path: str) -> str:
-    if not rows:
-        return '<p class="na">No property could be measured for this entry.</p>'
-    out = ["<table><tr><th>property</th><th>value</th><th>result</th><th>note</th></tr>"]
+    out = ['<table class="props"><tr><th>property</th><th>value</th><th>result</th><th>note</th></tr>']
     for i, row in enumerate(rows):
         out.append(
             f"<tr><td>{esc(row['label'])}</td><td>{num(row['value'], f'{path}.{i}.value')}</td>"
@@ -75,26 +73,29 @@ def _properties(rows: list[dict], path: str) -> str:
 
 
 def _pictures(pictures: list[dict]) -> str:
-    return "".join(
-        f'<figure><img src="{esc(p["file"])}" alt="{esc(p["caption"])}"><figcaption class="meta">{esc(p["caption"])}'
-        "</figcaption></figure>"
-        for p in pictures
-    )
+    out = []
+    for p in pictures:
+        size = (f' width="{int(p["width"])}" height="{int(p["height"])}" data-font-px="{p["min_font_px"]}"'
+                if "width" in p else "")
+        out.append(f'<figure><img class="fig" src="{esc(p["file"])}" alt="{esc(p["caption"])}"{size} '
+                   f'title="click to enlarge"><figcaption class="meta">{esc(p["caption"])}</figcaption></figure>')
+    return "".join(out)
 
 
 def _entry(entry: dict, path: str) -> str:
     parts = [
-        f'<div class="entry" id="enc-{esc(entry["name"])}"><h3>{esc(entry["name"])}</h3>',
-        f'<div class="meta">family <b>{esc(entry["family"])}</b> &middot; {esc(entry["paper"])}</div>',
+        f'<div class="entry" id="enc-{esc(entry["name"])}"><h3>{esc(entry["name"])} '
+        f'<a class="anchor" href="#enc-{esc(entry["name"])}" aria-label="link to this entry">#</a></h3>',
+        f'<div class="meta">family <b>{esc(entry["family"])}</b>'
+        + (f' &middot; {esc(entry["enters"])}' if entry.get("enters") else "")
+        + f' &middot; {esc(entry["paper"])}</div>',
         f"<p>{esc(entry['summary'])}</p>",
     ]
     if entry.get("pictures"):
         parts.append(_pictures(entry["pictures"]))
     else:
-        parts.append(f'<p class="na">No picture for this family yet ({esc(entry.get("no_picture", ""))}).</p>')
+        parts.append(f'<p class="na">No figure: {esc(entry.get("no_picture", ""))}.</p>')
     parts.append(_properties(entry.get("properties", []), f"{path}.properties"))
-    for error in entry.get("errors", []):
-        parts.append(f'<p class="error">Could not measure: {esc(error)}</p>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -115,22 +116,168 @@ def _table(table: dict, path: str) -> str:
     return "".join(out)
 
 
-def _experiment(exp: dict, path: str) -> str:
-    parts = [f'<div class="entry"><h3>experiment {esc(exp["name"])}</h3>']
+def _experiment(exp: dict, path: str, anchor: bool) -> str:
+    ident = f' id="exp-{esc(exp["name"])}"' if anchor else ""
+    kind = exp.get("kind", "quick")
+    label = ("full run" if kind == "full" else
+             f"quick run (`posenc run {exp['name']} --quick`: a small budget; the full configuration is "
+             f"`posenc run {exp['name']}`)")
+    parts = [f'<div class="entry experiment"{ident}><h3>experiment {esc(exp["name"])} '
+             f'<span class="tag {esc(kind)}">{esc(kind)}</span></h3>',
+             f'<div class="meta">{esc(label)}; from {esc(exp["source"])}</div>']
     if exp.get("claim"):
         parts.append(f"<p>{esc(exp['claim'])}</p>")
-    parts.append(f'<div class="meta">from {esc(exp["source"])}</div>')
-    parts.append(_pictures(exp.get("pictures", [])))
     if exp.get("paper"):
         parts.append(f'<div class="meta">{esc(exp["paper"])}</div>')
+    parts.append(_pictures(exp.get("pictures", [])))
+    for p in exp.get("plots", []):
+        parts.append(f'<p class="meta"><a href="{esc(p["file"])}">{esc(p["caption"])}</a></p>')
     for field, title in (("metrics", "measured"), ("reference", "the paper's figures")):
         if exp.get(field):
             parts.append(f"<table><caption>{title}</caption><tr><th>metric</th><th>value</th></tr>")
-            for i, (key, value) in enumerate(exp[field]):
-                parts.append(f"<tr><td>{esc(key)}</td><td>{num(value, f'{path}.{field}.{i}.1')}</td></tr>")
+            for i, item in enumerate(exp[field]):
+                label_text = item[2] if len(item) > 2 else item[0]
+                parts.append(f"<tr><td>{esc(label_text)}</td><td>{num(item[1], f'{path}.{field}.{i}.1')}</td></tr>")
             parts.append("</table>")
     if exp.get("error"):
-        parts.append(f'<p class="error">Could not read: {esc(exp["error"])}</p>')
+        parts.append('<p class="na">This result file could not be read (see the atlas command\'s log).</p>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+COLUMNS = [  # key, heading, numeric
+    ("name", "encoding", False), ("family", "family", False), ("enters", "how it enters the model", False),
+    ("kind", "relative / absolute", False), ("order", "order-aware", False),
+    ("shift_error", "shift-invariance error", True), ("extrapolation", "extrapolation: acc. 4L / L", True),
+    ("parameters", "parameters", True), ("bench_ratio", "bench time ratio", True),
+    ("bench_peak_mb", "bench peak MB", True), ("paper", "paper", False),
+]
+
+
+def _comparison(rows: list[dict]) -> str:
+    out = ['<div class="scroll"><table id="comparison-table" class="sortable"><thead><tr>']
+    out += [f'<th data-type="{"num" if numeric else "text"}" title="click to sort">{esc(h)}</th>'
+            for _, h, numeric in COLUMNS]
+    out.append("</tr></thead><tbody>")
+    for i, r in enumerate(rows):
+        cells = []
+        for key, _, numeric in COLUMNS:
+            v = r.get(key)
+            if key == "name":
+                cells.append(f'<td data-sort="{esc(v)}"><a href="#enc-{esc(v)}">{esc(v)}</a></td>')
+            elif numeric:
+                sort = "" if v is None else repr(float(v))
+                extra = ""
+                if key == "extrapolation" and r.get("extrapolation_kind"):
+                    tag = r["extrapolation_kind"]
+                    extra = f' <span class="tag {esc(tag.split(":")[0])}">{esc(tag)}</span>'
+                cells.append(f'<td data-sort="{sort}">{num(v, f"comparison.{i}.{key}")}{extra}</td>')
+            elif key == "paper":
+                short = str(v).split(";")[0].split(" (")[0]
+                cells.append(f'<td data-sort="{esc(v)}" title="{esc(v)}">{esc(short)}</td>')
+            else:
+                cells.append(f'<td data-sort="{esc(v or "")}">{esc(v or "n/a")}</td>')
+        out.append(f'<tr data-encoding="{esc(r["name"])}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _sidebar(results: dict) -> str:
+    def item(href: str, text: str) -> str:
+        return f'<li><a href="#{esc(href)}">{esc(text)}</a></li>'
+
+    parts = ['<aside id="sidebar"><div class="brand"><a href="#top">posenc atlas</a></div>',
+             '<input id="nav-search" type="search" placeholder="Filter encodings, experiments..." '
+             'aria-label="filter the sidebar">', "<nav>",
+             '<div class="group"><h4>Overview</h4><ul>', item("comparison", "Comparison table"),
+             item("compare", "Interactive comparison"),
+             *([item("bench", "Benchmark (posenc bench)")]
+               if any(a.get("id") == "bench" for s in results["sections"] for a in s.get("analyses", [])) else []),
+             "</ul></div>",
+             '<div class="group"><h4>Survey sections</h4><ul>']
+    parts += [item(s["id"], s["title"]) for s in results["sections"]]
+    parts.append("</ul></div>")
+    families: dict[str, list[str]] = {}
+    for e in results["encodings"]:
+        families.setdefault(e["family"], []).append(e["name"])
+    for family, names in families.items():
+        parts.append(f'<div class="group"><h4>{esc(family)}</h4><ul>')
+        parts += [item(f"enc-{n}", n) for n in names]
+        parts.append("</ul></div>")
+    experiments = _experiment_anchors(results)
+    if experiments:
+        parts.append('<div class="group"><h4>Experiments</h4><ul>')
+        parts += [item(f"exp-{n}", n + ("" if present else " (not run)")) for n, present in experiments]
+        parts.append("</ul></div>")
+    parts.append("</nav></aside>")
+    return "".join(parts)
+
+
+def _experiment_anchors(results: dict) -> list[tuple[str, bool]]:
+    """Every experiment (present or missing) once, in page order, with whether its result is shown."""
+    seen: dict[str, bool] = {}
+    for s in results["sections"]:
+        for x in s.get("experiments", []):
+            seen.setdefault(x["name"], True)
+        for m in s.get("experiments_missing", []):
+            seen.setdefault(m["name"], False)
+    return list(seen.items())
+
+
+def _compare_data(results: dict) -> str:
+    data = {}
+    for e in results["encodings"]:
+        d = e.get("data", {})
+        item = {k: d[k] for k in ("similarity", "extrapolation", "extrapolation_full") if k in d}
+        if "score_vs_offset" in d:
+            c = d["score_vs_offset"]
+            heads = c["per_head"]
+            mean = [sum(h[i] for h in heads) / len(heads) for i in range(len(c["offsets"]))]
+            scale = max((abs(v) for v in mean), default=1.0) or 1.0
+            item["offset"] = {"offsets": c["offsets"], "score": [round(v / scale, 4) for v in mean]}
+        if item:
+            data[e["name"]] = item
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def _interactive(results: dict) -> str:
+    names = [e["name"] for e in results["encodings"]
+             if {"similarity", "extrapolation", "score_vs_offset"} & set(e.get("data", {}))]
+    default = [n for n in ("rope", "alibi") if n in names] or names[:2]
+    boxes = "".join(
+        f'<label><input type="checkbox" name="cmp" value="{esc(n)}"{" checked" if n in default else ""}> '
+        f"{esc(n)}</label>"
+        for n in names)
+    return (
+        '<section id="compare"><h2>Interactive comparison</h2>'
+        "<p>Pick two or more encodings: their score-vs-offset curves (position part of the attention logit, "
+        "mean over heads, each scaled to its largest magnitude), their similarity matrices side by side, and "
+        "their extrapolation curves (copy-previous-token accuracy against sequence length; "
+        f"{esc(results['meta']['budget'])}"
+        "; full runs where the page includes them) are drawn from data embedded in this page.</p>"
+        f'<div id="cmp-picker">{boxes}</div>'
+        '<div class="cmp-panel"><h3>Score vs offset</h3><div id="cmp-offset" class="plot"></div></div>'
+        '<div class="cmp-panel"><h3>Similarity matrices</h3><div id="cmp-similarity" class="plot"></div></div>'
+        '<div class="cmp-panel"><h3>Extrapolation</h3><div id="cmp-extrapolation" class="plot"></div></div>'
+        "</section>"
+    )
+
+
+def _experiments_status(section: dict) -> str:
+    present = section.get("experiments_present", [])
+    missing = section.get("experiments_missing", [])
+    if not present and not missing:
+        return ""
+    parts = ['<div class="exp-status">']
+    source = esc(section.get("experiments_source", ""))
+    parts.append(f"<p><b>Experiments of this section</b>{source}: "
+                 + (f"present: {esc(', '.join(present))}." if present else "none have been run.") + "</p>")
+    if missing:
+        parts.append("<ul>")
+        parts += [f'<li id="exp-{esc(m["name"])}">{esc(m["name"])}: not run; add it with '
+                  f"<code>{esc(m['command'])}</code> and regenerate with <code>posenc atlas --force</code></li>"
+                  for m in missing]
+        parts.append("</ul>")
     parts.append("</div>")
     return "".join(parts)
 
@@ -138,34 +285,50 @@ def _experiment(exp: dict, path: str) -> str:
 def render_html(results: dict) -> str:
     """The whole page from the results dictionary (the content of ``results.json``)."""
     meta = results["meta"]
+    full_hint = ("" if meta.get("results_dir") else
+                 " The full runs shipped with posenc (docs/results) are added with "
+                 "<code>posenc atlas --results</code>.")
     body = [
-        "<h1>posenc atlas</h1>",
+        '<main id="top"><h1>posenc atlas</h1>',
         f'<p class="meta">posenc {esc(meta["version"])}, torch {esc(meta["torch"])}, '
         f'{num(meta["encodings"], "meta.encodings")} registered encodings, built in '
-        f'{num(meta["seconds"], "meta.seconds")} s{" (quick mode)" if meta["quick"] else ""}.</p>',
-        "<p>One section per section of the survey; in each, the section's measurements, then one entry per "
-        "registered encoding of the families it covers, with a picture, its measured properties and its paper.</p>",
-        "<nav>" + "".join(f'<a href="#{esc(s["id"])}">{esc(s["title"])}</a>' for s in results["sections"]) + "</nav>",
+        f'{num(meta["seconds"], "meta.seconds")} s{" (quick mode)" if meta["quick"] else ""}. '
+        f"Verdicts marked quick come from short trainings ({esc(meta['budget'])}); a full run shown on this page "
+        f"replaces them.{full_hint}</p>",
+        '<section id="comparison"><h2>Comparison of every encoding</h2>'
+        "<p>Click a heading to sort; click a name for its entry. The extrapolation column is the accuracy at 4x "
+        "the trained length over the accuracy at it (full: from a full run on this page; quick: the atlas's own "
+        "short training). Bench columns come from <code>posenc bench</code> when the page includes it.</p>",
+        _comparison(results.get("comparison", [])), "</section>",
+        _interactive(results),
     ]
+    anchored: set[str] = set()
     for si, section in enumerate(results["sections"]):
         spath = f"sections.{si}"
-        body.append(f'<h2 id="{esc(section["id"])}">{esc(section["title"])}</h2><p>{esc(section["text"])}</p>')
+        body.append(f'<section><h2 id="{esc(section["id"])}">{esc(section["title"])}</h2><p>{esc(section["text"])}</p>')
+        body.append(_experiments_status(section))
         for ai, analysis in enumerate(section.get("analyses", [])):
-            body.append(f'<div class="entry"><h3>{esc(analysis["title"])}</h3><p>{esc(analysis["text"])}</p>')
+            ident = f' id="{esc(analysis["id"])}"' if analysis.get("id") else ""
+            body.append(f'<div class="entry"{ident}><h3>{esc(analysis["title"])}</h3><p>{esc(analysis["text"])}</p>')
             body.append(_pictures(analysis.get("pictures", [])))
             for ti, table in enumerate(analysis.get("tables", [])):
                 body.append(_table(table, f"{spath}.analyses.{ai}.tables.{ti}"))
-            for error in analysis.get("errors", []):
-                body.append(f'<p class="error">Could not measure: {esc(error)}</p>')
+            if analysis.get("errors"):
+                body.append('<p class="na">This analysis failed (see the atlas command\'s log).</p>')
             body.append("</div>")
         for ei, exp in enumerate(section.get("experiments", [])):
-            body.append(_experiment(exp, f"{spath}.experiments.{ei}"))
-        if section.get("experiments_note"):
-            body.append(f'<p class="meta">{esc(section["experiments_note"])}</p>')
-        for ni, name in enumerate(section.get("encodings", [])):
+            body.append(_experiment(exp, f"{spath}.experiments.{ei}", exp["name"] not in anchored))
+            anchored.add(exp["name"])
+        for name in section.get("encodings", []):
             index = next(i for i, e in enumerate(results["encodings"]) if e["name"] == name)
             body.append(_entry(results["encodings"][index], f"encodings.{index}"))
+        body.append("</section>")
+    body.append("</main>")
     return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>posenc atlas</title>'
-        f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>posenc atlas</title>'
+        f"<style>{CSS}</style></head><body>" + _sidebar(results) + "\n".join(body)
+        + '<div id="lightbox" hidden></div>'
+        + f'<script type="application/json" id="atlas-data">{_compare_data(results)}</script>'
+        + f"<script>{SCRIPT}</script></body></html>\n"
     )

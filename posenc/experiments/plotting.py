@@ -30,9 +30,11 @@ def bar_panel(ax, values: dict[str, float | None], *, title: str, ylabel: str = 
 
 
 def curves_panel(ax, curves: dict[str, list[float]], *, title: str = "training loss", log: bool = True) -> None:
-    for key, values in curves.items():
+    from posenc.analysis.figures import palette  # one colour per curve, never repeated
+
+    for (key, values), colour in zip(curves.items(), palette(len(curves))):
         if values:
-            ax.plot(values, label=key, linewidth=1)
+            ax.plot(values, label=key, linewidth=1, color=colour)
     if log and any(v and min(v) > 0 for v in curves.values()):
         ax.set_yscale("log")
     ax.set_xlabel("step")

@@ -96,16 +96,27 @@ def _info(name: str, family: str, cls: type) -> EncodingInfo:
     return EncodingInfo(name=name, family=family, paper="Nobody 2099, arXiv:9999.99999", summary="test", cls=cls)
 
 
-def test_unknown_and_broken_encodings_are_reported_not_raised(tmp_path):
+def test_unknown_and_broken_encodings_are_reported_not_raised(tmp_path, monkeypatch):
+    from posenc.testing import examples
 
+    image = examples.Arg("x", "activation", (4,), 1)
+    monkeypatch.setitem(examples.SPECS, "broken", examples.Spec({"dim": 4}, lambda: (torch.zeros(1, 2, 8, 8),),
+                                                                 examples._call(), (image,)))
+    monkeypatch.setitem(examples.SPECS, "mystery", examples.Spec({"channels": 2}, lambda: (torch.zeros(1, 2, 8, 8),),
+                                                                  examples._call(), (image,)))
     pics = Pictures(tmp_path, dpi=40)
     ref = Reference(train_steps=5)
     broken = analyse_entry(_info("broken", "vision", _Broken), pics, ref, extrapolate=False)
-    assert not broken["pictures"] and "exploded" in broken["no_picture"]
+    assert not broken["pictures"] and "exploded" in broken["errors"][0]  # for the CLI's log
+    assert broken["properties"][0]["verdict"] == "n/a" and "log" in broken["no_picture"]
     mystery = analyse_entry(_info("mystery", "mystery", _Mystery), pics, ref, extrapolate=False)
-    assert mystery["pictures"] and mystery["properties"][0]["verdict"] == "position-aware"
+    rows = {r["key"]: r for r in mystery["properties"]}
+    assert mystery["pictures"] and not mystery["errors"]
+    assert rows["spread"]["verdict"] == "varies with position" and rows["shift"]["verdict"] == "position-aware"
+    # an encoding without an example: a stated reason, no exception, no error
     secret = analyse_entry(_info("secret", "hyper", _NeedsSecret), pics, ref, extrapolate=False)
-    assert "secret_size" in secret["no_picture"]
+    assert "no example" in secret["no_picture"] and not secret["errors"]
+    assert secret["properties"][0]["verdict"] == "n/a" and "no example" in secret["properties"][0]["note"]
 
 
 def test_experiments_shown_in_their_section(tmp_path):
@@ -124,9 +135,9 @@ def test_experiments_shown_in_their_section(tmp_path):
     results = _results(out)
     s2 = next(s for s in results["sections"] if s["id"] == "s2")
     assert [e["name"] for e in s2["experiments"]] == ["padding_probe"]
-    assert ["spearman.zero", 0.75] in s2["experiments"][0]["metrics"]
-    assert not any(key.startswith("_") for key, _ in s2["experiments"][0]["metrics"])
-    assert s2["experiments"][0]["reference"] == [["vgg16_padding_spc", 0.742]]
+    assert ["spearman.zero", 0.75, "spearman › zero"] in s2["experiments"][0]["metrics"]
+    assert not any(key.startswith("_") for key, *_ in s2["experiments"][0]["metrics"])
+    assert s2["experiments"][0]["reference"] == [["vgg16_padding_spc", 0.742, "vgg16 padding spc"]]
     page = index.read_text()
     assert "zero padding leaks position" in page and "0.125" in page and "0.742" in page
     other = next(s for s in results["sections"] if s["id"] == "s5")
@@ -141,7 +152,8 @@ def test_load_experiments_copies_pictures(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (found,) = load_experiments(tmp_path / "exp", out)
-    assert found["section"] == "s1" and (out / found["pictures"][0]["file"]).exists()
+    # the run's own figure is linked (its fonts are not the atlas's); no headline: no atlas chart
+    assert found["section"] == "s1" and (out / found["plots"][0]["file"]).exists() and found["pictures"] == []
 
 
 def test_cli_atlas_prints_index(monkeypatch, capsys, tmp_path):
@@ -153,6 +165,7 @@ def test_cli_atlas_prints_index(monkeypatch, capsys, tmp_path):
 
     def fake(out, **kwargs):
         calls.update(kwargs, out=out)
+        (Path(out) / "results.json").write_text(json.dumps({"encodings": [], "sections": []}))
         return Path(out) / "index.html"
 
     monkeypatch.setattr(atlas, "build_atlas", fake)
@@ -196,7 +209,12 @@ def test_cli_atlas_keeps_an_existing_atlas_without_force(monkeypatch, capsys, tm
 
     (tmp_path / "index.html").write_text("<html>earlier</html>")
     built = []
-    monkeypatch.setattr(atlas, "build_atlas", lambda out, **kw: built.append(out) or Path(out) / "index.html")
+    def fake(out, **kw):
+        built.append(out)
+        (Path(out) / "results.json").write_text(json.dumps({"encodings": [], "sections": []}))
+        return Path(out) / "index.html"
+
+    monkeypatch.setattr(atlas, "build_atlas", fake)
     assert main(["atlas", "--out", str(tmp_path)]) == 1
     assert "--force" in capsys.readouterr().err and not built
     assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"
@@ -222,6 +240,179 @@ def test_bench_results_appear_with_every_number(tmp_path):
     (section,) = [s for s in results["sections"] if any(a["title"] == "posenc bench" for a in s["analyses"])]
     (analysis,) = [a for a in section["analyses"] if a["title"] == "posenc bench"]
     rows = analysis["tables"][0]["rows"]
-    assert rows[1] == ["rope n8", "posenc", 0.375, 1.5, "clone q, k"]
+    assert rows[1] == ["rope n8", "posenc", 0.375, 1.5, None, "clone q, k"]
     assert rows[2][-1] == "skipped: not installed"
     assert "posenc bench" in index.read_text()
+
+
+def test_every_entry_is_measured_or_says_why_and_nothing_failed(atlas_dir):
+    from posenc.analysis.atlas import collect_errors
+
+    results = _results(atlas_dir)
+    assert collect_errors(results) == []
+    for entry in results["encodings"]:
+        assert entry["properties"], entry["name"]
+        for row in entry["properties"]:
+            assert row["value"] is not None or row["verdict"] not in ("", None), (entry["name"], row)
+            if row["verdict"] == "n/a":
+                assert row["note"], (entry["name"], row)  # the reason
+        assert any(r["value"] is not None for r in entry["properties"]), entry["name"]
+    page = (atlas_dir / "index.html").read_text()
+    for leaked in ("Traceback", "Error:", "Could not measure", "No property could be measured"):
+        assert leaked not in page
+
+
+def test_sections_name_the_missing_experiments_and_the_bench(atlas_dir):
+    from posenc.experiments import NAMES
+
+    page = (atlas_dir / "index.html").read_text()
+    for name in NAMES:
+        assert f"<code>posenc run {name} --quick</code>" in page
+    assert "posenc bench --quick --json posenc-out/bench.json" in page
+    assert "posenc atlas --results" in page
+    assert "headline." not in page  # metric labels are readable
+
+
+def test_quick_verdicts_are_labelled_with_their_budget(atlas_dir):
+    for entry in _results(atlas_dir)["encodings"]:
+        for row in entry["properties"]:
+            if row["key"] == "extrapolation" and row["value"] is not None:
+                assert "(quick" in row["label"] and "quick check: 60 Adam steps" in row["note"]
+                assert row["verdict"].endswith("(quick)")
+
+
+def test_full_results_win_over_quick_ones(tmp_path):
+    from posenc.analysis.atlas import default_results_dir
+
+    quick = tmp_path / "experiments" / "extrapolation"
+    quick.mkdir(parents=True)
+    (quick / "result.json").write_text(json.dumps({"name": "extrapolation", "quick": True, "section": "1.4",
+                                                   "metrics": {"headline": {"rope": 0.1}}}))
+    out = tmp_path / "atlas"
+    index = build_atlas(out, quick=True, experiments=tmp_path / "experiments", results=default_results_dir(),
+                        encodings=[posenc.get("rope"), posenc.get("none")])
+    results = _results(out)
+    runs = [(x["name"], x["kind"]) for s in results["sections"] for x in s["experiments"]]
+    assert ("extrapolation", "full") in runs and ("extrapolation", "quick") not in runs
+    assert len(runs) == len(list(default_results_dir().glob("*/result.json")))
+    rope = {r["key"]: r for r in next(e for e in results["encodings"] if e["name"] == "rope")["properties"]}
+    shipped = json.loads((default_results_dir() / "extrapolation" / "result.json").read_text())
+    accuracy = shipped["metrics"]["copy_accuracy"]["rope"]
+    assert rope["extrapolation_full"]["value"] == pytest.approx(accuracy["4"] / accuracy["1"])
+    assert rope["extrapolation"]["verdict"] == "superseded by the full run" and rope["extrapolation"]["passed"] is None
+    row = next(r for r in results["comparison"] if r["name"] == "rope")
+    assert row["extrapolation_kind"] == "full" and row["extrapolation"] == rope["extrapolation_full"]["value"]
+    # the chance-level model learned nothing: no ratio, and no claim that it extrapolates
+    none = {r["key"]: r for r in next(e for e in results["encodings"] if e["name"] == "none")["properties"]}
+    assert none["extrapolation_full"]["verdict"] == "not learned"
+    page = index.read_text()
+    assert "full run" in page and "none have been run" not in page
+    for picture in (p for s in results["sections"] for x in s["experiments"] for p in x["pictures"]):
+        assert (out / picture["file"]).stat().st_size > 1000
+
+
+def test_figures_follow_the_conventions(tmp_path):
+    from posenc.analysis.figures import lines, palette
+
+    for n in (1, 10, 11, 20, 37):
+        assert len(set(palette(n))) == n
+    pics = Pictures(tmp_path)
+    fig, (ax,) = pics.figure(1)
+    lines(ax, [0, 1], [(f"curve {i}", [i, i + 1]) for i in range(13)], xlabel="x", ylabel="y")
+    colours = [line.get_color() for line in ax.get_lines()]
+    assert len(set(colours)) == 13
+    saved = pics.save(fig, "f.png", "test")
+    assert saved["width"] >= 640 and saved["min_font_px"] >= 11
+    from PIL import Image
+
+    assert Image.open(tmp_path / "f.png").size[0] == 2 * saved["width"]
+
+
+def test_cli_atlas_logs_failures_and_exits_non_zero(monkeypatch, caplog, capsys, tmp_path):
+    import webbrowser
+
+    import posenc.analysis.atlas as atlas
+    from posenc.cli import main
+
+    def fake(out, **kwargs):
+        (Path(out) / "results.json").write_text(json.dumps({
+            "encodings": [{"name": "rope", "errors": ["score vs offset: ValueError: boom"]}], "sections": []}))
+        return Path(out) / "index.html"
+
+    opened = []
+    monkeypatch.setattr(atlas, "build_atlas", fake)
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    assert main(["atlas", "--out", str(tmp_path), "--open"]) == 1
+    assert "rope: score vs offset: ValueError: boom" in caplog.text
+    assert opened == [(tmp_path / "index.html").resolve().as_uri()]
+    assert main(["atlas", "--out", str(tmp_path / "x"), "--results", str(tmp_path / "absent")]) == 2
+    assert "--results" in capsys.readouterr().err
+
+
+class _UnitCube(nn.Module):
+    """A field-style encoding that refuses coordinates outside [0, 1] (as a hash grid does)."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError("`x` must lie in [0, 1]")
+        k = torch.arange(1, self.levels + 1, dtype=x.dtype)
+        return torch.cat([torch.sin(torch.pi * x[..., :1] * k), torch.cos(torch.pi * x[..., 1:2] * k)], -1)
+
+
+class _Picky(nn.Module):
+    """Accepts only inputs of exactly the example's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != (3, 2):
+            raise RuntimeError(f"shape {tuple(x.shape)} unsupported")
+        return torch.cat([x, x.square()], -1)
+
+
+def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path, monkeypatch):
+    from posenc.rotary.rope import RotaryPositionEncoding as RoPE
+    from posenc.testing import examples
+
+    coords = examples.Arg("x", "coordinates", (), -1)
+    inside = lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
+    monkeypatch.setitem(examples.SPECS, "unit_cube", examples.Spec({"levels": 3}, inside, examples._call(), (coords,)))
+    picky = examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,))
+    monkeypatch.setitem(examples.SPECS, "picky", picky)
+    pics, ref = Pictures(tmp_path), Reference(train_steps=5)
+    cube = analyse_entry(_info("unit_cube", "coordinate", _UnitCube), pics, ref, extrapolate=False)
+    assert cube["pictures"] and not cube["errors"] and "first coordinate swept" in cube["data"]["probe_input"]
+    assert cube["properties"][0]["verdict"] == "distinct"
+    picky = analyse_entry(_info("picky", "coordinate", _Picky), pics, ref, extrapolate=False)
+    assert picky["pictures"] and not picky["errors"] and "example's inputs" in picky["data"]["probe_input"]
+    # a new rotary variant with no example of its own goes through the reference Transformer
+    variant = analyse_entry(_info("rope_variant", "rotary", RoPE), pics, ref, extrapolate=False)
+    rows = {r["key"]: r for r in variant["properties"]}
+    assert rows["relative"]["passed"] and not variant["errors"] and "score_vs_offset" in variant["data"]
+
+
+def test_bench_rows_reach_the_comparison_table():
+    from posenc.analysis.atlas import _bench_by_encoding
+
+    table = {"tables": [{"rows": [
+        ["rope b1 h4 n256 d64 float32", "clone q, k", 0.2, 1.0, None, "clone q, k"],
+        ["rope b1 h4 n256 d64 float32", "posenc", 0.3, 1.5, 2.0, "clone q, k"],
+        ["rope b1 h4 n256 d64 bfloat16", "posenc", 0.3, 9.0, None, "clone q, k"],
+        ["train step alibi b8 n256 d64 L2", "posenc alibi", 4.0, 1.25, None, "no encoding"],
+        ["t5 bias h4 n256", "posenc", None, None, None, "skipped"],
+    ]}]}
+    found = _bench_by_encoding(table, ["rope", "alibi", "t5"])
+    assert found["rope"]["ratio"] == 1.5 and found["rope"]["peak_mb"] == 2.0
+    assert found["alibi"]["ratio"] == 1.25 and "t5" not in found
+
+
+def test_a_new_experiment_is_listed_with_its_command(tmp_path, monkeypatch):
+    import posenc.experiments as experiments
+
+    monkeypatch.setattr(experiments, "NAMES", (*experiments.NAMES, "field_fit"))
+    index = build_atlas(tmp_path / "atlas", quick=True, encodings=[posenc.get("none")], experiments=tmp_path / "none")
+    page = index.read_text()
+    assert '<li id="exp-field_fit">' in page and '<a href="#exp-field_fit">' in page
+    assert "<code>posenc run field_fit --quick</code>" in page

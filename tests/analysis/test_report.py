@@ -26,7 +26,7 @@ def test_every_number_on_the_page_is_in_results_json(atlas_dir):
     for path, shown in spans:
         assert fmt(_resolve(results, path)) == shown, path
     # outside those spans and the papers' ids, the page's visible text holds no measured number
-    text = re.sub(r"<style>.*?</style>", "", NUM.sub("", page), flags=re.DOTALL)
+    text = re.sub(r"<style>.*?</style>|<script[^>]*>.*?</script>", "", NUM.sub("", page), flags=re.DOTALL)
     text = re.sub(r"<[^>]+>", " ", text)
     meta = results["meta"]
     text = text.replace(f"posenc {meta['version']}", "").replace(f"torch {meta['torch']}", "")
