@@ -228,7 +228,12 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             FnArg("rel_v", "weights", (2, 3), -1),
         ),
         empty=lambda: {"q": _r(2, 2, 0, 4), "k": _r(2, 2, 0, 4), "v": _r(2, 2, 0, 4), "rel_k": _r(7, 4), "max_distance": 3},
-        bad_calls=lambda: [("rel_k", {"q": _r(1, 1, 2, 4), "k": _r(1, 1, 2, 4), "v": _r(1, 1, 2, 4), "rel_k": _r(5, 4), "max_distance": 3})],
+        bad_calls=lambda: [
+            ("rel_k", {"q": _r(1, 1, 2, 4), "k": _r(1, 1, 2, 4), "v": _r(1, 1, 2, 4), "rel_k": _r(5, 4), "max_distance": 3}),
+            # heads that disagree: between q and k, and between q and a per-head table
+            ("k", {"q": _r(1, 2, 2, 4), "k": _r(1, 3, 2, 4), "v": _r(1, 3, 2, 4), "rel_k": _r(7, 4), "max_distance": 3}),
+            ("rel_k", {"q": _r(1, 2, 2, 4), "k": _r(1, 2, 2, 4), "v": _r(1, 2, 2, 4), "rel_k": _r(3, 7, 4), "max_distance": 3}),
+        ],
     ),
     "sinusoidal": FnSpec(
         lambda: {"positions": _pos(5, 2), "dim": 8},
