@@ -111,6 +111,8 @@ def _mutations(arg: FnArg, value, others: bool) -> list[str]:
             muts.append("rank down")
     if arg.role in WHERE or arg.role == "coordinates":
         muts.append("non-finite")
+    if arg.role == "levels":
+        muts.append("non-finite number")
     if arg.feature_axis is not None:
         muts.append("feature size")
     if arg.batch_axis is not None:
@@ -169,6 +171,8 @@ def _mutate(mutation: str, arg: FnArg, value, data):
         idx = data.draw(st.integers(0, bad.numel() - 1), label="index")
         bad.view(-1)[idx] = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value")
         return bad, "raise"
+    if mutation == "non-finite number":
+        return data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value"), "raise"
     if mutation == "feature size":
         return _grow(value, arg.feature_axis, data), "raise"
     if mutation == "batch size":
