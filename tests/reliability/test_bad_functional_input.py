@@ -105,6 +105,8 @@ def _mutations(arg: FnArg, value, others: bool) -> list[str]:
     if arg.role == "dtype":
         return ["bad dtype", "float64 dtype"]
     muts = ["not a tensor", "bool", "integer", "half", "float64", "on meta"]
+    if torch.cuda.is_available() and others:
+        muts.append("on cuda")  # the other tensors stay on the CPU
     if arg.ranks:
         muts.append("rank up")
         if min(arg.ranks) > 0:
@@ -157,6 +159,8 @@ def _mutate(mutation: str, arg: FnArg, value, data):
         return value.double(), 1e-5
     if mutation == "on meta":
         return value.to("meta"), "meta"
+    if mutation == "on cuda":
+        return value.to("cuda"), "raise"
     if mutation == "rank up":
         extra = data.draw(st.integers(2, 3), label="extra")
         while value.ndim <= max(arg.ranks):
@@ -207,7 +211,7 @@ def test_bad_argument_is_refused_by_name_or_handled(name, argname, cases):
         cases["bad input (functional)"] += 1
         if outcome == "raise" or (outcome == "meta" and others):
             # a disagreement between arguments may be reported under any of them
-            agree = mutation in ("feature size", "batch size", "on meta")
+            agree = mutation in ("feature size", "batch size", "on meta", "on cuda")
             raises_named(tuple(k for k, v in valid.items() if isinstance(v, torch.Tensor)) if agree else argname, fn, **kwargs)
         elif outcome == "meta":
             works_or_raises_named(argname, fn, kwargs, ref)
