@@ -18,7 +18,16 @@ from posenc.bias.relative import BiasEncoding, implicit_window, relative_positio
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_int, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_fits,
+    check_float_dtype,
+    check_float_tensor,
+    check_int,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+)
 
 
 def _power_of_two_slopes(n: int) -> list[float]:
@@ -29,6 +38,8 @@ def _power_of_two_slopes(n: int) -> list[float]:
 def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """The ``(num_heads,)`` head slopes of ALiBi, exactly as the paper defines them."""
     check_positive_int("num_heads", num_heads)
+    check_float_dtype("dtype", dtype)
+    check_fits("num_heads", num_heads, (num_heads,), torch.float64, device)
     closest = 2 ** int(math.floor(math.log2(num_heads)))
     slopes = _power_of_two_slopes(closest)
     if closest != num_heads:
@@ -42,8 +53,12 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
     Causal form ``m_h * (j - i)`` (non-positive for the visible keys j <= i); symmetric form
     ``-m_h * |j - i|``.
     """
+    check_positions("relative", relative)
     check_tensor("relative", relative, ndim=3)
-    check_tensor("slopes", slopes, ndim=1)
+    check_float_tensor("slopes", slopes, ndim=1)
+    check_same_device(relative=relative, slopes=slopes)
+    b, n, m = relative.shape
+    check_fits("slopes", f"{len(slopes)} heads", (b, len(slopes), n, m), torch.float32, relative.device)
     distance = relative.float()
     if symmetric:
         distance = -distance.abs()

@@ -6,20 +6,40 @@ import torch
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
-from posenc.core.validation import check_int
+from posenc.core.validation import check_fits, check_int, check_positions, check_same_device, check_tensor
 
 
 def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Positions | torch.Tensor) -> torch.Tensor:
-    """``key position - query position``: ``(b | 1, n)`` and ``(b | 1, m)`` -> ``(b | 1, n, m)``."""
-    if isinstance(q_positions, Positions) and isinstance(k_positions, Positions):
-        device = next((p.explicit.device for p in (q_positions, k_positions) if p.explicit is not None), None)
-        if q_positions.is_implicit and k_positions.is_implicit:
-            # a 1-D difference first: (m,) - (n, 1) broadcasts without building two (n, m) grids
-            q = torch.arange(q_positions.offset, q_positions.end, device=device)
-            k = torch.arange(k_positions.offset, k_positions.end, device=device)
-            return (k.unsqueeze(0) - q.unsqueeze(1)).unsqueeze(0)
-        q_positions, k_positions = q_positions.tensor(device), k_positions.tensor(device)
-    return k_positions.unsqueeze(-2) - q_positions.unsqueeze(-1)
+    """``key position - query position``: ``(b | 1, n)`` and ``(b | 1, m)`` -> ``(b | 1, n, m)``.
+
+    Either argument may be a :class:`Positions` or a tensor (``(n,)`` tensors on both sides give ``(n, m)``).
+    """
+    both = {"q_positions": q_positions, "k_positions": k_positions}
+    for name, p in both.items():
+        if not isinstance(p, (Positions, torch.Tensor)):
+            raise TypeError(f"`{name}` must be a torch.Tensor or Positions, got {type(p).__name__}")
+        t = p.explicit if isinstance(p, Positions) else p
+        if t is not None:
+            check_positions(name, t)
+            check_tensor(name, t, ndim=(1, 2) if t is p else 2)
+    explicit = [p if isinstance(p, torch.Tensor) else p.explicit for p in both.values()]
+    device = next((t.device for t in explicit if t is not None), None)
+    if all(isinstance(p, Positions) and p.is_implicit for p in both.values()):
+        check_fits("k_positions", f"{k_positions.n} keys", (q_positions.n, k_positions.n), torch.long, device)
+        # a 1-D difference first: (m,) - (n, 1) broadcasts without building two (n, m) grids
+        q = torch.arange(q_positions.offset, q_positions.end, device=device)
+        k = torch.arange(k_positions.offset, k_positions.end, device=device)
+        return (k.unsqueeze(0) - q.unsqueeze(1)).unsqueeze(0)
+    q, k = (p.tensor(device) if isinstance(p, Positions) else p for p in both.values())
+    check_same_device(q_positions=q, k_positions=k)
+    if q.ndim == k.ndim == 2 and 1 not in (q.shape[0], k.shape[0]) and q.shape[0] != k.shape[0]:
+        raise ValueError(
+            f"`q_positions` and `k_positions` must have one batch size (or 1), got shapes {tuple(q.shape)} and {tuple(k.shape)}"
+        )
+    batch = max(q.shape[0], k.shape[0]) if max(q.ndim, k.ndim) == 2 else None
+    shape = (q.shape[-1], k.shape[-1]) if batch is None else (batch, q.shape[-1], k.shape[-1])
+    check_fits("k_positions", f"{k.shape[-1]} keys", shape, torch.promote_types(q.dtype, k.dtype), q.device)
+    return k.unsqueeze(-2) - q.unsqueeze(-1)
 
 
 def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:

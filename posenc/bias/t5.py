@@ -35,7 +35,7 @@ def t5_relative_bucket(
 ) -> torch.Tensor:
     """Bucket indices in ``[0, num_buckets)`` for offsets ``key position - query position`` (any shape)."""
     check_tensor("relative_position", relative_position)
-    if relative_position.is_floating_point():
+    if relative_position.is_floating_point() or relative_position.dtype == torch.bool:
         raise ValueError(f"`relative_position` must be an integer tensor, got {relative_position.dtype}")
     _check_buckets(num_buckets, max_distance, bidirectional)
     rel = relative_position.long()

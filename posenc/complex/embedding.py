@@ -24,7 +24,15 @@ from torch import nn
 
 from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import resolve_positions
-from posenc.core.validation import check_choice, check_float_tensor, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_broadcasts,
+    check_choice,
+    check_float_tensor,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+)
 
 Sharing = Literal["word", "shared"]
 
@@ -37,10 +45,14 @@ def complex_order(
     amplitude: ``(b, n, d)`` real; frequency, phase: broadcastable to ``(b, n, d)`` (per word, or
     ``(d,)`` when shared); positions: ``(b | 1, n)`` integer or float. Returns complex ``(b, n, d)``.
     """
-    check_float_tensor("amplitude", amplitude)
-    check_float_tensor("frequency", frequency)
-    check_float_tensor("phase", phase)
-    check_tensor("positions", positions)
+    check_float_tensor("amplitude", amplitude, ndim=3)
+    for name, t in (("frequency", frequency), ("phase", phase)):
+        check_broadcasts(name, check_float_tensor(name, t), amplitude.shape, to="amplitude")
+    check_tensor("positions", check_positions("positions", positions), ndim=2)
+    b, n, _ = amplitude.shape
+    if positions.shape[1] != n or positions.shape[0] not in (1, b):
+        raise ValueError(f"`positions` must have shape (b | 1, n) = ({b} | 1, {n}) to match `amplitude`, got {tuple(positions.shape)}")
+    check_same_device(amplitude=amplitude, frequency=frequency, phase=phase, positions=positions)
     work = angle_dtype(amplitude.device)
     angle = frequency.to(work) * positions.to(work).unsqueeze(-1) + phase.to(work)
     real_dtype = torch.promote_types(amplitude.dtype, torch.float32)

@@ -26,7 +26,14 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+)
 
 
 def context_conv1d(
@@ -46,14 +53,24 @@ def context_conv1d(
     check_float_tensor("x", x, ndim=3)
     check_float_tensor("weight", weight, ndim=3)
     k = weight.shape[-1]
-    if weight.shape[1] != x.shape[-1]:
-        raise ValueError(f"`x` must have {weight.shape[1]} channels (the weight's input width), got {x.shape[-1]}")
+    if weight.shape[1] != x.shape[-1] or k < 1:
+        raise ValueError(
+            f"`x` must have as many channels as `weight` {tuple(weight.shape)} (c_out, c, k >= 1) takes, "
+            f"got {x.shape[-1]}"
+        )
+    if bias is not None:
+        check_shape("bias", check_float_tensor("bias", bias), (weight.shape[0],), why="(one per output channel)")
     if left_context is not None:
+        check_float_tensor("left_context", left_context)
         if not causal or tuple(left_context.shape) != (x.shape[0], k - 1, x.shape[-1]):
             raise ValueError(
                 f"`left_context` needs causal=True and shape {(x.shape[0], k - 1, x.shape[-1])}, "
                 f"got {tuple(left_context.shape)}"
             )
+    check_same_device(x=x, weight=weight, bias=bias, left_context=left_context)
+    if x.shape[1] == 0:
+        return x.new_zeros(x.shape[0], 0, weight.shape[0])
+    if left_context is not None:
         x = torch.cat([left_context.to(x.dtype), x], dim=1)
         pad = (0, 0)
     else:

@@ -28,7 +28,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_same_device, check_shape
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -44,10 +44,17 @@ def wav2vec2_conv_embedding(
     check_float_tensor("x", x, ndim=3)
     check_float_tensor("weight", weight, ndim=3)
     c = x.shape[-1]
+    if weight.shape[0] != c:
+        raise ValueError(f"`x` must have as many channels as `weight` {tuple(weight.shape)} outputs, got {c}")
     _check_groups(c, groups)
-    if weight.shape[:2] != (c, c // groups):
+    if weight.shape[1] != c // groups or weight.shape[2] < 1:
         raise ValueError(f"`weight` must have shape ({c}, {c // groups}, kernel_size), got {tuple(weight.shape)}")
+    if bias is not None:
+        check_shape("bias", check_float_tensor("bias", bias), (c,), why="(one per channel)")
+    check_same_device(x=x, weight=weight, bias=bias)
     k = weight.shape[-1]
+    if x.shape[1] == 0:
+        return x.clone()
     # (b, n, c) -> (b, c, n) for conv1d
     bias = None if bias is None else bias.to(x.dtype)
     y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), bias, padding=k // 2, groups=groups)

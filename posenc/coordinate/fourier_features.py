@@ -28,7 +28,15 @@ from posenc.coordinate.base import Encoding
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.frequencies import angle_dtype
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_choice,
+    check_finite,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+)
 
 Mapping = Literal["basic", "positional", "gaussian"]
 
@@ -38,15 +46,16 @@ def fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
     x: ``(*, c)`` float; B: ``(m, c)``. Returns ``(*, 2m)`` in ``x``'s dtype.
     """
-    x = check_float_tensor("x", x)
+    x = check_finite("x", check_float_tensor("x", x))
     B = check_float_tensor("B", B, ndim=2)
     if x.ndim == 0 or x.shape[-1] != B.shape[1]:
         raise ValueError(
             f"`x` must have last dimension c={B.shape[1]} to match `B` of shape {tuple(B.shape)}, got {tuple(x.shape)}"
         )
+    check_same_device(x=x, B=B)
     dtype = angle_dtype(x.device)
     # (*, c) @ (c, m) -> (*, m) angles in float64
-    theta = (x.to(dtype) @ B.to(device=x.device, dtype=dtype).T) * (2 * math.pi)
+    theta = (x.to(dtype) @ B.to(dtype).T) * (2 * math.pi)
     return torch.cat((theta.cos(), theta.sin()), dim=-1).to(x.dtype)
 
 

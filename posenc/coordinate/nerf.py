@@ -27,9 +27,10 @@ from posenc.coordinate.base import Encoding
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.frequencies import angle_dtype
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float_tensor, check_int
+from posenc.core.validation import check_choice, check_finite, check_fits, check_float_tensor, check_int
 
 Bands = Literal["log", "linear"]
+MAX_FREQUENCIES = 64  #: the top band 2^63 already rotates a coordinate's last float64 bit by whole turns
 
 
 def nerf_frequencies(
@@ -40,7 +41,8 @@ def nerf_frequencies(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The ``L`` angular frequencies, ``2^l`` (times pi when ``use_pi``). Returns ``(L,)`` float64."""
-    check_int("num_frequencies", num_frequencies, minimum=0)
+    # past 2^63 no significant bit of a float64 coordinate is left in the phase (and 2^1024 overflows)
+    check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES)
     check_choice("bands", bands, ("log", "linear"))
     dtype = angle_dtype(device)
     if bands == "log":
@@ -70,9 +72,12 @@ def nerf_encoding(
 
     x: ``(*, c)`` float. Returns ``(*, c * (2 * num_frequencies + include_input))`` in ``x``'s dtype.
     """
-    x = check_float_tensor("x", x)
+    x = check_finite("x", check_float_tensor("x", x))
     if x.ndim == 0:
         raise ValueError("`x` must have a last (coordinate) dimension, got a 0-d tensor")
+    check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES)
+    width = x.shape[-1] * (2 * num_frequencies + bool(include_input))
+    check_fits("num_frequencies", num_frequencies, (*x.shape[:-1], width), torch.float64, x.device)
     freq = nerf_frequencies(num_frequencies, bands=bands, use_pi=use_pi, device=x.device)
     if num_frequencies == 0 and not include_input:
         raise ValueError("`num_frequencies` must be >= 1 when include_input=False (the output would be empty)")

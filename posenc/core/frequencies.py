@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from posenc.core.validation import check_even, check_float
+from posenc.core.validation import check_even, check_fits, check_float, check_float_dtype
 
 
 def angle_dtype(device: torch.device | str | None) -> torch.dtype:
@@ -35,7 +35,8 @@ def inverse_frequencies(
     """
     check_even("dim", dim)
     check_float("base", base, positive=True)
-    dtype = dtype or angle_dtype(device)
+    dtype = angle_dtype(device) if dtype is None else check_float_dtype("dtype", dtype)
+    check_fits("dim", dim, (dim // 2,), dtype, device)
     exponent = torch.arange(0, dim, 2, device=device, dtype=dtype) / dim
     return torch.as_tensor(base, dtype=dtype, device=device).pow(-exponent)
 

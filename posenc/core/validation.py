@@ -8,6 +8,7 @@ as a shape error deep inside torch.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,3 +153,77 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     if len(devices) > 1:
         listing = ", ".join(f"`{k}` on {t.device}" for k, t in present.items())
         raise ValueError(f"tensors must be on one device, got {listing}")
+
+
+def check_float_dtype(name: str, value: Any) -> torch.dtype:
+    """A floating-point ``torch.dtype`` for a computed output (an integer dtype would truncate it to zeros)."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"`{name}` must be a torch.dtype, got {type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise ValueError(f"`{name}` must be a floating-point dtype (float32, float64, ...), got {value}")
+    return value
+
+
+def check_precise_float_tensor(name: str, value: Any, *, ndim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """A float32 or float64 tensor: angles, cos/sin tables and coordinates lose their meaning in half precision."""
+    value = check_tensor(name, value, ndim=ndim)
+    if value.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"`{name}` must be a float32 or float64 tensor, got {value.dtype}")
+    return value
+
+
+def check_shape(name: str, value: torch.Tensor, shape: tuple[int | None, ...], *, why: str = "") -> torch.Tensor:
+    """``value.shape`` must equal ``shape`` (``None`` entries match any size); ``why`` names the other argument."""
+    ok = value.ndim == len(shape) and all(s is None or s == v for s, v in zip(shape, value.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        because = f" {why}" if why else ""
+        raise ValueError(f"`{name}` must have shape {want}{because}, got {tuple(value.shape)}")
+    return value
+
+
+def device_memory(device: torch.device | str | None) -> int | None:
+    """Bytes of memory on ``device`` (host RAM for the CPU); None where unknown or unbounded (meta)."""
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+def check_fits(
+    name: str, given: Any, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str | None
+) -> None:
+    """Refuse a tensor of ``shape`` that cannot fit in ``device``'s memory, naming the argument that asked for it.
+
+    Skipped while ``torch.compile`` traces (the shapes were checked by the eager calls before).
+    """
+    if torch.compiler.is_compiling():
+        return
+    limit = device_memory(device)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if limit is not None and nbytes > limit:
+        raise ValueError(
+            f"`{name}`={given!r} needs a {tuple(shape)} {dtype} tensor of {format_bytes(nbytes)}, "
+            f"more than the {format_bytes(limit)} of memory on {torch.device('cpu' if device is None else device)}"
+        )
+
+
+def check_broadcasts(name: str, value: torch.Tensor, shape: tuple[int, ...], *, to: str) -> torch.Tensor:
+    """``value`` must broadcast to ``shape`` (the shape of the argument named ``to``) without growing it."""
+    ok = value.ndim <= len(shape) and all(v in (1, s) for v, s in zip(reversed(value.shape), reversed(shape)))
+    if not ok:
+        raise ValueError(f"`{name}` must broadcast to the shape {tuple(shape)} of `{to}`, got {tuple(value.shape)}")
+    return value

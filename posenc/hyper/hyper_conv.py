@@ -39,6 +39,7 @@ from posenc.core.validation import (
     check_int,
     check_positions,
     check_positive_int,
+    check_same_device,
 )
 from posenc.input.sinusoidal import sinusoidal
 
@@ -55,9 +56,12 @@ def conv2d_per_position(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     kh, kw = kernels.shape[-2:]
     if kernels.shape[:2] != (height, width) or kernels.shape[3] != c or kh != kw or kh % 2 == 0:
         raise ValueError(
-            f"`kernels` must have shape (H, W, o, c, k, k) = ({height}, {width}, o, {c}, k, k) with k odd, "
-            f"got {tuple(kernels.shape)}"
+            f"`kernels` must have shape (H, W, o, c, k, k) = ({height}, {width}, o, {c}, k, k) with k odd "
+            f"to match `x` {tuple(x.shape)}, got {tuple(kernels.shape)}"
         )
+    check_same_device(x=x, kernels=kernels)
+    if x.numel() == 0:
+        return x.new_zeros(b, kernels.shape[2], height, width)
     # (b, c k k, H W): the k x k neighbourhood of every pixel
     patches = F.unfold(x, kh, padding=kh // 2)
     # (H, W, o, c, k, k) -> (H W, o, c k k), matching unfold's (c, k, k) order

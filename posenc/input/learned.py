@@ -18,15 +18,18 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_positive_int
+from posenc.core.validation import check_choice, check_fits, check_float, check_float_tensor, check_positive_int
 from posenc.input.combine import combine_with_input
 
 
 def resize_table(table: torch.Tensor, new_len: int, *, mode: Literal["linear", "nearest"] = "linear") -> torch.Tensor:
     """Resample a ``(max_len, d)`` table to ``(new_len, d)`` along positions (end points kept)."""
     check_float_tensor("table", table, ndim=2)
+    if table.shape[0] == 0:
+        raise ValueError(f"`table` must have at least one row to resample, got shape {tuple(table.shape)}")
     check_positive_int("new_len", new_len)
     check_choice("mode", mode, ("linear", "nearest"))
+    check_fits("new_len", new_len, (new_len, table.shape[1]), torch.float32, table.device)
     if new_len == table.shape[0]:
         return table.clone()
     # (L, d) -> (1, d, L): interpolate works over the trailing axis

@@ -18,7 +18,15 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import inverse_frequencies, reduced_angles
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_even, check_float, check_float_tensor, check_int, check_positions
+from posenc.core.validation import (
+    check_choice,
+    check_even,
+    check_fits,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positions,
+)
 from posenc.input.combine import combine_with_input
 
 
@@ -35,8 +43,10 @@ def sinusoidal(
     if isinstance(positions, int) and not isinstance(positions, bool):
         if positions < 0:
             raise ValueError(f"`positions` as a length must be >= 0, got {positions}")
+        check_fits("positions", positions, (positions, dim), torch.float32, None)
         positions = torch.arange(positions)
     positions = check_positions("positions", positions)
+    check_fits("dim", dim, (*positions.shape, dim), torch.float64, positions.device)
     out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
     theta = reduced_angles(positions, inverse_frequencies(dim, base, device=positions.device), dtype=out_dtype)
     if (theta.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():

@@ -36,7 +36,14 @@ from posenc.bias.relative import relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_dtype_matches, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_choice,
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+)
 
 #: Query rows processed at once by inference and by the per-pair bucket sums (bounds their temporaries).
 ROW_BLOCK = 128
@@ -230,9 +237,15 @@ def shaw_attention(
         )
     if m < n:
         raise ValueError(f"`k` must have at least as many keys as `q` has queries, got n={n}, m={m}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"`q`, `k` and `v` must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     _check_table("rel_k", rel_k, max_distance, d, h)
     if rel_v is not None:
         _check_table("rel_v", rel_v, max_distance, v.shape[-1], h)
+    check_same_device(q=q, k=k, v=v, rel_k=rel_k, rel_v=rel_v)
+    if n == 0:
+        return q.new_zeros(b, h, 0, v.shape[-1])
+    rel_k, rel_v = rel_k.to(q.dtype), None if rel_v is None else rel_v.to(q.dtype)
 
     scale = 1.0 / math.sqrt(d)
     # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)

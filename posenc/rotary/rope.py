@@ -19,7 +19,14 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
+from posenc.core.validation import (
+    check_even,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_precise_float_tensor,
+    check_same_device,
+)
 from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
 
@@ -51,6 +58,24 @@ def _complex_view_ok(x: torch.Tensor) -> bool:
     return x.stride(-1) == 1 and x.storage_offset() % 2 == 0 and all(st % 2 == 0 for st in x.stride()[:-1])
 
 
+def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """x: float ``(..., n, r)`` with r even; cos, sin: float32/float64 of one shape broadcastable to ``(..., n, r/2)``."""
+    check_float_tensor("x", x)
+    check_precise_float_tensor("cos", cos)
+    check_precise_float_tensor("sin", sin)
+    if x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(f"`x` must have an even number of features to rotate in pairs, got shape {tuple(x.shape)}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"`cos` and `sin` must have one shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    half = (*x.shape[:-1], x.shape[-1] // 2)
+    if cos.ndim > x.ndim or any(c not in (1, h) for c, h in zip(reversed(cos.shape), reversed(half))):
+        raise ValueError(
+            f"`cos` and `sin` must broadcast to {half} (half the rotated features of `x` {tuple(x.shape)}), "
+            f"got {tuple(cos.shape)}"
+        )
+    check_same_device(x=x, cos=cos, sin=sin)
+
+
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False) -> torch.Tensor:
     """Rotate the feature pairs of ``x`` by the angles whose cos/sin are given.
 
@@ -61,6 +86,7 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
     multiply over a complex view of ``x``; split halves are written into one preallocated output
     (with a custom backward). Under ``torch.compile`` the plain expression is used and fused.
     """
+    _check_rotation(x, cos, sin)
     work = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(work)
     if torch.compiler.is_compiling() or cos.requires_grad or sin.requires_grad:
@@ -87,7 +113,14 @@ def apply_rotary(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False
 ) -> torch.Tensor:
     """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the remaining ones pass through."""
-    rot = 2 * cos.shape[-1]
+    check_float_tensor("x", x)
+    check_precise_float_tensor("cos", cos)
+    rot = 2 * cos.shape[-1] if cos.ndim else 0
+    if x.ndim == 0 or not 0 < rot <= x.shape[-1]:
+        raise ValueError(
+            f"`cos` must have between 1 and x.shape[-1] / 2 entries along its last axis (`x` has shape "
+            f"{tuple(x.shape)}), got shape {tuple(cos.shape)}"
+        )
     if rot == x.shape[-1]:
         return rotate_pairs(x, cos, sin, interleaved=interleaved)
     return torch.cat((rotate_pairs(x[..., :rot], cos, sin, interleaved=interleaved), x[..., rot:]), dim=-1)

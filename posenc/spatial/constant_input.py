@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.core.registry import create, get, register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_same_device
 
 
 def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
@@ -37,10 +37,16 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
     The statistics are taken per image and channel over ``(h, w)`` (biased variance), in float32 or better.
     """
     check_float_tensor("x", x, ndim=4)
+    check_float_tensor("scale", scale)
+    check_float_tensor("bias", bias)
     if scale.shape != x.shape[:2] or bias.shape != x.shape[:2]:
         raise ValueError(
-            f"`scale` and `bias` must have shape {tuple(x.shape[:2])}, got {tuple(scale.shape)}, {tuple(bias.shape)}"
+            f"`scale` and `bias` must have shape (b, c) = {tuple(x.shape[:2])} to match `x`, "
+            f"got {tuple(scale.shape)}, {tuple(bias.shape)}"
         )
+    check_same_device(x=x, scale=scale, bias=bias)
+    if x.numel() == 0:
+        return x.clone()
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
     mean = xf.mean(dim=(2, 3), keepdim=True)
     var = xf.var(dim=(2, 3), keepdim=True, unbiased=False)

@@ -42,7 +42,7 @@ def coordinate_channels(
     if not 1 <= len(spatial) <= 3:
         raise ValueError(f"`spatial` must have 1, 2 or 3 axes, got {tuple(spatial)}")
     for i, size in enumerate(spatial):
-        check_positive_int(f"spatial[{i}]", size)
+        check_int(f"spatial[{i}]", size, minimum=0)
     axes = [torch.linspace(-1.0, 1.0, size, device=device, dtype=torch.float64) for size in spatial]
     # meshgrid over (..., y, x); reversed so that channel 0 is x, the last axis
     grids = list(torch.meshgrid(*axes, indexing="ij"))[::-1]

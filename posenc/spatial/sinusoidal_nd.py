@@ -29,7 +29,9 @@ from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
+    check_fits,
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_positions,
@@ -60,6 +62,7 @@ def sinusoidal_coords(coords: torch.Tensor, dim: int, *, base: float = 10000.0) 
         raise ValueError(f"`coords` must have shape (..., k) with k >= 1 axes, got {tuple(coords.shape)}")
     k = coords.shape[-1]
     _check_dim(dim, k)
+    check_fits("dim", dim, (*coords.shape[:-1], dim), torch.float64, coords.device)
     return torch.cat(
         [sinusoidal(coords[..., a], dim // k, base=base, interleaved=False) for a in range(k)], dim=-1
     )
@@ -79,10 +82,12 @@ def sinusoidal_nd(
     ``[a * dim/k, (a + 1) * dim/k)``; ``dim`` must be divisible by ``2k``.
     """
     if isinstance(shape, int) or not isinstance(shape, Sequence) or len(shape) == 0:
-        raise ValueError(f"`shape` must be a non-empty sequence of positive ints, got {shape!r}")
-    shape = tuple(check_int(f"shape[{i}]", s, minimum=1) for i, s in enumerate(shape))
+        raise ValueError(f"`shape` must be a non-empty sequence of non-negative ints, got {shape!r}")
+    shape = tuple(check_int(f"shape[{i}]", s, minimum=0) for i, s in enumerate(shape))
     _check_dim(dim, len(shape))
     check_float("base", base, positive=True)
+    check_float_dtype("dtype", dtype)
+    check_fits("shape", shape, (*shape, dim), dtype, device)
     per_axis, tables = dim // len(shape), []
     for axis, size in enumerate(shape):
         # one 1-D table per axis, broadcast over the grid: (s_a, per_axis) -> (1, .., s_a, .., 1, per_axis)

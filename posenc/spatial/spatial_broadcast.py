@@ -27,6 +27,7 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
     check_dtype_matches,
+    check_fits,
     check_float,
     check_float_tensor,
     check_int,
@@ -45,6 +46,7 @@ def spatial_broadcast(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Tile ``z`` over an ``(h, w)`` grid and append coordinates: ``(b, k)`` -> ``(b, k + 2, h, w)``."""
     check_float_tensor("z", z, ndim=2)
     h, w = _check_size(size)
+    check_fits("size", size, (z.shape[0], z.shape[1] + 2, h, w), z.dtype, z.device)
     # (b, k) -> (b, k, h, w)
     tiled = z[:, :, None, None].expand(-1, -1, h, w)
     return add_coords(tiled)

@@ -24,18 +24,15 @@ from torch import nn
 
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import check_finite, check_float, check_int, check_tensor
+from posenc.core.validation import check_fits, check_float, check_int, check_positions
 from posenc.step.timestep import sin_then_cos
 
 
 def _levels(noise_level: torch.Tensor | int | float) -> torch.Tensor:
-    """Noise levels as a tensor of any shape (half precision is upcast: the value is taken as given)."""
+    """Noise levels as a tensor of any shape: integer, float32 or float64, finite (never half precision)."""
     if isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool):
-        return torch.tensor(float(noise_level), dtype=torch.float64)
-    noise_level = check_tensor("noise_level", noise_level)
-    if noise_level.dtype == torch.bool:
-        raise ValueError("`noise_level` must be an integer or float tensor, got torch.bool")
-    return check_finite("noise_level", noise_level)
+        noise_level = torch.tensor(float(noise_level), dtype=torch.float64)
+    return check_positions("noise_level", noise_level)
 
 
 def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, scale: float = 5000.0) -> torch.Tensor:
@@ -47,6 +44,7 @@ def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, 
     check_int("dim", dim, minimum=2)
     scale = check_float("scale", scale, positive=True)
     level = _levels(noise_level)
+    check_fits("dim", dim, (*level.shape, dim), torch.float64, level.device)
     # float64 only for float64 tensors; Python numbers are taken exactly but give float32
     wide = isinstance(noise_level, torch.Tensor) and noise_level.dtype == torch.float64
     out_dtype = torch.float64 if wide else torch.float32

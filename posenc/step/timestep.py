@@ -27,13 +27,13 @@ from torch import nn
 
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import check_int, check_positions, check_positive_int
+from posenc.core.validation import check_fits, check_int, check_positions, check_positive_int
 
 
 def _steps(name: str, t: torch.Tensor | int | float) -> torch.Tensor:
     """Steps as a tensor of any shape; Python numbers become 0-d tensors."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return torch.tensor(t, dtype=torch.int64 if isinstance(t, int) else torch.float64)
+        t = torch.tensor(t, dtype=torch.int64 if isinstance(t, int) else torch.float64)
     return check_positions(name, t)
 
 
@@ -64,6 +64,7 @@ def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
     # float64 only for float64 tensors; Python numbers are taken exactly but give float32
     wide = isinstance(t, torch.Tensor) and t.dtype == torch.float64
     t = _steps("t", t)
+    check_fits("dim", dim, (*t.shape, dim), torch.float64, t.device)
     out_dtype = torch.float64 if wide else torch.float32
     theta = angles(t, timestep_frequencies(dim, device=t.device))  # (*, dim // 2)
     return sin_then_cos(theta, dim, out_dtype)

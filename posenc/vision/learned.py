@@ -30,7 +30,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_fits, check_float, check_float_tensor, check_int, check_positive_int
 from posenc.vision.grid import check_grid, token_coords
 
 
@@ -59,6 +59,7 @@ def resample_pos_embed(
         raise ValueError(f"`table` must have shape (1, prefix + h*w, d), got {tuple(table.shape)}")
     new_h, new_w = check_grid("new_shape", new_shape)
     prefix = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
+    check_fits("new_shape", new_shape, (1, prefix + new_h * new_w, table.shape[-1]), torch.float32, table.device)
     patches = table.shape[1] - prefix
     if patches < 1:
         raise ValueError(f"`num_prefix_tokens`={prefix} leaves no patch rows in a table of shape {tuple(table.shape)}")

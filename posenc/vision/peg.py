@@ -25,7 +25,15 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
 from posenc.vision.grid import check_grid, token_coords
 
 
@@ -40,12 +48,26 @@ def peg(
     """``x + DWConv(x)`` over the patch grid: x ``(b, prefix + h*w, d)``; weight ``(d, 1, k, k)``; bias ``(d,)``."""
     check_float_tensor("x", x, ndim=3)
     h, w = check_grid("grid", grid)
-    p = num_prefix_tokens
+    p = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
     if x.shape[1] != p + h * w:
-        raise ValueError(f"`x` must hold {p} prefix tokens and the {h}x{w} patches ({p + h * w} tokens), got {x.shape[1]}")
+        raise ValueError(
+            f"`x` must hold `num_prefix_tokens`={p} and the `grid` {h}x{w} patches ({p + h * w} tokens), got {x.shape[1]}"
+        )
+    d = x.shape[-1]
+    check_float_tensor("weight", weight, ndim=4)
+    if weight.shape[:2] != (d, 1) or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
+        raise ValueError(
+            f"`weight` must have shape (d, 1, k, k) with d = {d} (the width of `x`) and k odd, got {tuple(weight.shape)}"
+        )
+    if bias is not None:
+        check_shape("bias", check_float_tensor("bias", bias), (d,), why="(one per channel)")
+    check_same_device(x=x, weight=weight, bias=bias)
+    if x.shape[0] == 0:
+        return x.clone()
     # (b, h*w, d) -> (b, d, h, w)
     fmap = x[:, p:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
-    out = F.conv2d(fmap, weight, bias, padding=weight.shape[-1] // 2, groups=fmap.shape[1])
+    bias = None if bias is None else bias.to(x.dtype)
+    out = F.conv2d(fmap, weight.to(x.dtype), bias, padding=weight.shape[-1] // 2, groups=fmap.shape[1])
     return torch.cat([x[:, :p], x[:, p:] + out.flatten(2).transpose(1, 2)], dim=1)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_int, check_positions, check_positive_int, check_tensor
+from posenc.core.validation import check_fits, check_float, check_int, check_positions, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
@@ -42,6 +42,7 @@ def relative_index_2d(coords_q: torch.Tensor, coords_k: torch.Tensor, grid: tupl
 def relative_position_index_2d(grid: int | tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
     """Swin's ``relative_position_index``: ``(h*w, h*w)`` int64 indices into a ``(2h-1)(2w-1)`` table."""
     grid = check_grid("grid", grid)
+    check_fits("grid", grid, (grid[0] * grid[1],) * 2, torch.long, device)
     coords = grid_coords(grid, device=device)
     return relative_index_2d(coords, coords, grid)
 

@@ -24,7 +24,14 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_float_tensor, check_int, check_positions, check_positive_int
+from posenc.core.validation import (
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+)
 from posenc.rotary.rope import rotate_pairs
 from posenc.vision.grid import check_grid, grid_coords, token_coords
 
@@ -52,9 +59,14 @@ def apply_rope_2d(x: torch.Tensor, coords: torch.Tensor, *, base: float = 100.0)
     """Rotate ``x`` ``(b, h, n, d)`` at patch coordinates ``(n, 2)`` or ``(b, n, 2)`` (row, col; may be fractional)."""
     check_float_tensor("x", x, ndim=4)
     _check_head_dim(x.shape[-1], "x.shape[-1]")
-    if coords.ndim not in (2, 3) or coords.shape[-2] != x.shape[-2]:
-        raise ValueError(f"`coords` must have shape (n, 2) or (b, n, 2) with n={x.shape[-2]}, got {tuple(coords.shape)}")
-    cos, sin = rope_2d_cos_sin(coords.to(x.device), x.shape[-1], base=base)
+    check_positions("coords", coords)
+    b, _, n, _ = x.shape
+    if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):
+        raise ValueError(
+            f"`coords` must have shape (n, 2) or (b | 1, n, 2) matching `x` {tuple(x.shape)}, got {tuple(coords.shape)}"
+        )
+    check_same_device(x=x, coords=coords)
+    cos, sin = rope_2d_cos_sin(coords, x.shape[-1], base=base)
     # (n, f) or (b, n, f) -> broadcast over heads
     cos, sin = (cos.unsqueeze(-3), sin.unsqueeze(-3)) if cos.ndim == 3 else (cos, sin)
     return rotate_pairs(x, cos, sin, interleaved=True)

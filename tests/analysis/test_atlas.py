@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import json
 from pathlib import Path
 
@@ -29,7 +31,7 @@ def test_every_registered_encoding_has_an_entry(atlas_dir):
     assert sorted(listed) == sorted(names)  # each in exactly one section
     for entry in results["encodings"]:
         assert f'id="enc-{entry["name"]}"' in page
-        assert entry["paper"] in page or entry["paper"].replace("&", "&amp;") in page
+        assert html.escape(entry["paper"]) in page or entry["paper"] in page
         assert entry["pictures"] or entry.get("no_picture"), entry["name"]
         for picture in entry["pictures"]:
             assert (atlas_dir / picture["file"]).stat().st_size > 100

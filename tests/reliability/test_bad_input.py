@@ -266,3 +266,54 @@ def test_float64_activations_work_or_are_refused_by_name(name, cases):
         out, ref_t = (out[0], ref[0]) if isinstance(out, tuple) else (out, ref)
         assert out.shape == ref_t.shape
         torch.testing.assert_close(out.float(), ref_t.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_activations_work_or_are_refused_by_name(name, dtype, cases):
+    """Half-precision activations into a float32 module: close to the float32 result, or refused by name."""
+    module, inputs, forward = example(name)
+    ref = forward(module, *inputs)
+    for i, arg in enumerate(spec(name).args):
+        if arg.role != "activation":
+            continue
+        cases["bad input (half activations)"] += 1
+        bad = list(inputs)
+        bad[i] = inputs[i].to(dtype)
+        try:
+            out = forward(module, *bad)
+        except (ValueError, TypeError) as err:
+            assert re.search(rf"`{re.escape(arg.name)}`", str(err)), str(err)
+            continue
+        out, ref_t = (out[0], ref[0]) if isinstance(out, tuple) else (out, ref)
+        assert out.shape == ref_t.shape
+        assert bool(torch.isfinite(out).all()), "finite half-precision input gave a non-finite result"
+        torch.testing.assert_close(out.double(), ref_t.double(), atol=0.1, rtol=0.1)
+
+
+BATCHED = [
+    (name, i, j)
+    for name in NAMES
+    if name in SPECS
+    for i, x in enumerate(SPECS[name].args)
+    if x.role == "activation" and x.ranks and min(x.ranks) >= 3
+    for j, p in enumerate(SPECS[name].args)
+    if p.role == "positions" and 2 in p.ranks
+]
+
+
+@pytest.mark.parametrize(("name", "xi", "pi"), BATCHED, ids=[f"{n}-{SPECS[n].args[j].name}" for n, _, j in BATCHED])
+def test_mismatched_batch_is_refused_by_name(name, xi, pi, cases):
+    """Positions ``(b', n)`` for an input of batch ``b != b'`` (and ``b' != 1``): refused, naming either."""
+    module, inputs, forward = example(name)
+    x, p = inputs[xi], inputs[pi]
+    rows = p if p.ndim == 2 else p.unsqueeze(0)
+    for extra in (1, 2):
+        cases["bad input (mismatched batch)"] += 1
+        bad = list(inputs)
+        bad[pi] = rows[:1].expand(x.shape[0] + extra, -1)
+        names = (SPECS[name].args[xi].name, SPECS[name].args[pi].name)
+        with pytest.raises((ValueError, TypeError)) as excinfo:
+            forward(module, *bad)
+            pytest.fail("accepted positions of another batch size silently")
+        assert any(re.search(rf"`{n}`", str(excinfo.value)) for n in names), str(excinfo.value)

@@ -108,7 +108,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="shape"):
         sinusoidal_nd((), 4)
     with pytest.raises(ValueError, match=r"shape\[1\]"):
-        sinusoidal_nd((3, 0), 4)
+        sinusoidal_nd((3, -1), 4)
+    assert sinusoidal_nd((3, 0), 4).shape == (3, 0, 4)  # an empty grid gives an empty table
+    with pytest.raises(ValueError, match="`dtype`"):
+        sinusoidal_nd((3, 4), 4, dtype=torch.int64)  # would be a table of 0 and +-1
     with pytest.raises(ValueError, match="dim"):
         SinCos2d(6)
     with pytest.raises(ValueError, match="grid"):

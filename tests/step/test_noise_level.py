@@ -70,10 +70,9 @@ def test_half_precision_model(dtype):
     assert got.dtype == dtype
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(got.double(), torch.from_numpy(reference(levels.tolist(), 32)), atol=eps, rtol=eps)
-    # half-precision levels are taken at their (rounded) value, the angle itself is float64
-    half_levels = levels.to(dtype)
-    want = torch.from_numpy(reference(half_levels.double().tolist(), 32))
-    torch.testing.assert_close(module(half_levels).double(), want, atol=eps, rtol=eps)
+    # half-precision levels are refused, like half-precision positions everywhere
+    with pytest.raises(ValueError, match="`noise_level`"):
+        module(levels.to(dtype))
 
 
 def test_meta_device_and_state_dict():
