@@ -95,10 +95,14 @@ class T5RelativeBias(BiasEncoding):
         _check_buckets(num_buckets, max_distance, not causal)
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads, device=device, dtype=dtype)
-        nn.init.normal_(self.bias.weight, std=0.02)
+        self.reset_parameters()
         # bucket of every offset -(L-1) .. L-1 for implicit positions: derived, never saved, rebuilt
         # (longer) when a longer sequence comes
         self.register_buffer("buckets_cached", torch.empty(0, dtype=torch.long, device=device), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """T5's initialisation of the table (after ``nn.Embedding``'s own; see :mod:`posenc.core.meta`)."""
+        nn.init.normal_(self.bias.weight, std=0.02)
 
     def buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``(b | 1, n, m)`` bucket indices of every query-key pair."""

@@ -157,8 +157,12 @@ class TransformerXLRelative(PositionEncoding):
         self.u = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
         self.v = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
         if self.u.device.type != "meta":
-            nn.init.normal_(self.u, std=0.02)
-            nn.init.normal_(self.v, std=0.02)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The global biases u, v (after ``w_r``'s own initialisation; see :mod:`posenc.core.meta`)."""
+        nn.init.normal_(self.u, std=0.02)
+        nn.init.normal_(self.v, std=0.02)
 
     def projected(self, distances: torch.Tensor) -> torch.Tensor:
         """``W_R R_d`` for distances ``(*p,)`` -> ``(*p, heads, head_dim)``."""
