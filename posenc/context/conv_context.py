@@ -48,6 +48,8 @@ def context_conv1d(
     k = weight.shape[-1]
     if weight.shape[1] != x.shape[-1]:
         raise ValueError(f"`x` must have {weight.shape[1]} channels (the weight's input width), got {x.shape[-1]}")
+    if x.shape[1] == 0:  # no frames: conv1d would reject a kernel longer than the padded input
+        return x @ weight[..., 0].to(x.dtype).t()  # (b, 0, c_out)
     if left_context is not None:
         if not causal or tuple(left_context.shape) != (x.shape[0], k - 1, x.shape[-1]):
             raise ValueError(

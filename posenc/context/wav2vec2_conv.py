@@ -48,6 +48,8 @@ def wav2vec2_conv_embedding(
     if weight.shape[:2] != (c, c // groups):
         raise ValueError(f"`weight` must have shape ({c}, {c // groups}, kernel_size), got {tuple(weight.shape)}")
     k = weight.shape[-1]
+    if x.shape[1] == 0:  # no frames: nothing to convolve, the input passes through
+        return x.clone()
     # (b, n, c) -> (b, c, n) for conv1d
     bias = None if bias is None else bias.to(x.dtype)
     y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), bias, padding=k // 2, groups=groups)

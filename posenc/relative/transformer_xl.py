@@ -178,6 +178,8 @@ class TransformerXLRelative(PositionEncoding):
     def _position_scores(self, qv: torch.Tensor, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``qv_i . W_R R_{i-j}`` for ``qv = q + v`` (any scale) ``(b, h, n, d)`` -> ``(b | 1, h, n, m)``."""
         n, m = q_positions.n, k_positions.n
+        if n == 0 or m == 0:  # no queries or no keys: an empty (b, h, n, m) score
+            return qv.new_zeros(qv.shape[0], self.heads, n, m)
         if q_positions.is_implicit and k_positions.is_implicit:
             gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
             # the paper's m distances suffice when causal queries are the last n keys; else n + m - 1
