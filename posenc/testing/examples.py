@@ -131,7 +131,7 @@ SPECS: dict[str, Spec] = {
     "transformer_xl": Spec(
         {"dim": 8, "heads": 2, "head_dim": 4},
         lambda: (_r(2, 2, 5, 4), _r(2, 2, 5, 4)),
-        lambda m, q, k: m.score_bias(q, k, q_positions=Positions(q.shape[-2]), k_positions=Positions(k.shape[-2])),
+        lambda m, q, k: m.score_bias(q, k, q_positions=Positions(5), k_positions=Positions(5)),
         (Arg("q", "activation", (4,), -1), Arg("k", "activation", (4,), -1)),
         even=("dim",),
     ),
