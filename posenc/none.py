@@ -8,6 +8,8 @@ of the encoder's equivariance tests.
 
 from __future__ import annotations
 
+import torch
+
 from posenc.core.base import PositionEncoding
 from posenc.core.registry import register
 
@@ -23,3 +25,7 @@ class NoPositionEncoding(PositionEncoding):
 
     family = "none"
     hooks = frozenset()
+
+    def __init__(self, *, device: torch.device | str | None = None) -> None:
+        # ``device`` is accepted (and unused) so every registered encoding builds with ``device=``
+        super().__init__()

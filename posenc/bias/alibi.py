@@ -14,8 +14,9 @@ import math
 
 import torch
 
-from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, table_length
+from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, square_cache_length
 from posenc.core.base import DerivedTablesMixin
+from posenc.core.memory import check_table_memory, fits
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -79,7 +80,10 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         causal: the paper's causal form (True) or the symmetric encoder form ``-m |i - j|`` (False).
 
     Cache policy: for implicit positions the float32 ``(1, heads, L, L)`` bias is built once per
-    length L (grown in steps of 256) and sliced; explicit positions and ``torch.compile`` compute it.
+    length L (grown in steps of 256) and sliced, while it stays within four times the bias it serves
+    (see :func:`~posenc.bias.relative.square_cache_length`); decoding against long keys, far offsets,
+    explicit positions and ``torch.compile`` compute the bias directly. A bias larger than
+    :data:`posenc.core.memory.MAX_TABLE_BYTES` raises ``ValueError`` before anything is allocated.
     """
 
     family = "bias"
@@ -101,14 +105,18 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         self.bias_cached = alibi_bias(rel, self.slopes, symmetric=not self.causal)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        n, m = q_positions.n, k_positions.n
+        batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
+        check_table_memory(f"the ALiBi bias (batch={batch}, heads={self.heads}, n={n}, m={m})", (batch, self.heads, n, m))
         window = implicit_window(q_positions, k_positions)
         if window is not None and not torch.compiler.is_compiling():
             # implicit positions: built once per length, then sliced (a view, no work per call)
-            needed = max(q_positions.end, k_positions.end)
-            if needed > self._cache_len:
-                self._cache_len = table_length(needed, self._cache_len)
-                self.init_non_persistent_buffers(self.slopes.device)
-            return self.bias_cached[:, :, window[0], window[1]]
+            length = square_cache_length(max(q_positions.end, k_positions.end), self._cache_len, n, m)
+            if length is not None and fits((self.heads, length, length)):
+                if length > self._cache_len:
+                    self._cache_len = length
+                    self.init_non_persistent_buffers(self.slopes.device)
+                return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)
 

@@ -60,6 +60,17 @@ def table_length(needed: int, current: int, *, step: int = 256) -> int:
     return max(current, -(-needed // step) * step)
 
 
+def square_cache_length(needed: int, current: int, n: int, m: int) -> int | None:
+    """Size of a square ``(L, L)`` cache indexed by absolute position for ``n`` queries and ``m`` keys
+    reaching ``needed``, or None when it is not worth building: a cache at most about four times the
+    ``(n, m)`` bias it serves (decoding one query against long keys, or a few tokens at a far offset,
+    compute the bias directly, which costs what the tokens cost)."""
+    if needed <= current:
+        return current
+    length = table_length(needed, current)
+    return length if length * length <= 4 * n * m + 256 * 256 else None
+
+
 def implicit_window(q_positions: Positions, k_positions: Positions) -> tuple[slice, slice] | None:
     """Rows and columns of a square table indexed by absolute position that hold the offsets of these
     implicit positions, or None when either side is explicit."""

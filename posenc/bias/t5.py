@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions, table_length, toeplitz
+from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import check_int, check_positive_int, check_tensor
@@ -94,10 +95,14 @@ class T5RelativeBias(BiasEncoding):
         _check_buckets(num_buckets, max_distance, not causal)
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads, device=device, dtype=dtype)
-        nn.init.normal_(self.bias.weight, std=0.02)
+        self.reset_parameters()
         # bucket of every offset -(L-1) .. L-1 for implicit positions: derived, never saved, rebuilt
         # (longer) when a longer sequence comes
         self.register_buffer("buckets_cached", torch.empty(0, dtype=torch.long, device=device), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """T5's initialisation of the table (after ``nn.Embedding``'s own; see :mod:`posenc.core.meta`)."""
+        nn.init.normal_(self.bias.weight, std=0.02)
 
     def buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``(b | 1, n, m)`` bucket indices of every query-key pair."""
@@ -109,11 +114,13 @@ class T5RelativeBias(BiasEncoding):
         """``(n + m - 1,)`` buckets of the offsets ``j - i`` from ``-(n - 1)`` to ``m - 1`` (implicit positions)."""
         n, m = q_positions.n, k_positions.n
         gap = k_positions.offset - q_positions.offset  # offset of key j from query i is j - i + gap
-        if torch.compiler.is_compiling():
-            rel = torch.arange(gap - n + 1, gap + m, device=self.bias.weight.device)
-            return self._bucket(rel)
         needed = max(q_positions.end, k_positions.end)
         length = (self.buckets_cached.shape[0] + 1) // 2
+        # the cache covers offsets -(L - 1) .. L - 1; past about twice the offsets in use (a few tokens at
+        # a far offset) the n + m - 1 buckets are computed directly, costing what the tokens cost
+        if torch.compiler.is_compiling() or table_length(needed, length) > 2 * (n + m) + 256:
+            rel = torch.arange(gap - n + 1, gap + m, device=self.bias.weight.device)
+            return self._bucket(rel)
         if needed > length or self.buckets_cached.device != self.bias.weight.device:
             length = table_length(needed, length)
             self.buckets_cached = self._bucket(torch.arange(-length + 1, length, device=self.bias.weight.device))
@@ -126,6 +133,14 @@ class T5RelativeBias(BiasEncoding):
         )
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        n, m = q_positions.n, k_positions.n
+        batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
+        # the bias, and for explicit positions the int64 bucket of every pair
+        check_table_memory(
+            f"the T5 bias (batch={batch}, heads={self.heads}, n={n}, m={m})",
+            (batch, n, m),
+            bytes_per_entry=self.bias.weight.element_size() * self.heads + 8,
+        )
         if _diagonal(q_positions, k_positions):
             # the bias depends on j - i only: one value per diagonal, (h, n + m - 1), spread over the
             # (n, m) grid; its gradient is summed along the diagonals before reaching the table

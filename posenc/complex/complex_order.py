@@ -66,10 +66,14 @@ class ComplexOrderEncoding(PositionEncoding):
         self.frequency = per_word_or_shared(frequency)
         self.phase = per_word_or_shared(phase)
         if self.amplitude.weight.device.type != "meta":
-            if isinstance(self.frequency, nn.Parameter):
-                nn.init.uniform_(self.frequency, 0.0, 1.0)
-            if isinstance(self.phase, nn.Parameter):
-                nn.init.uniform_(self.phase, 0.0, 2 * torch.pi)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Shared frequencies and phases (the per-word layers initialise themselves; see :mod:`posenc.core.meta`)."""
+        if isinstance(self.frequency, nn.Parameter):
+            nn.init.uniform_(self.frequency, 0.0, 1.0)
+        if isinstance(self.phase, nn.Parameter):
+            nn.init.uniform_(self.phase, 0.0, 2 * torch.pi)
 
     def word_parameters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x ``(b, n, dim)`` -> amplitude ``(b, n, dim/2)``, frequency and phase (``(b, n, dim/2)`` or ``(dim/2,)``)."""

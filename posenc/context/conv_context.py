@@ -60,6 +60,8 @@ def context_conv1d(
         )
     if bias is not None:
         check_shape("bias", check_float_tensor("bias", bias), (weight.shape[0],), why="(one per output channel)")
+    if x.shape[1] == 0:  # no frames: conv1d would reject a kernel longer than the padded input
+        return x @ weight[..., 0].to(x.dtype).t()  # (b, 0, c_out)
     if left_context is not None:
         check_float_tensor("left_context", left_context)
         if not causal or tuple(left_context.shape) != (x.shape[0], k - 1, x.shape[-1]):

@@ -53,7 +53,7 @@ def wav2vec2_conv_embedding(
         check_shape("bias", check_float_tensor("bias", bias), (c,), why="(one per channel)")
     check_same_device(x=x, weight=weight, bias=bias)
     k = weight.shape[-1]
-    if x.shape[1] == 0:
+    if x.shape[1] == 0:  # no frames: nothing to convolve, the input passes through
         return x.clone()
     # (b, n, c) -> (b, c, n) for conv1d
     bias = None if bias is None else bias.to(x.dtype)
@@ -98,9 +98,20 @@ class Wav2Vec2ConvPositionEmbedding(PositionEncoding):
         self.groups = groups
         conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups, device=device, dtype=dtype)
         if conv.weight.device.type != "meta":
-            nn.init.normal_(conv.weight, mean=0.0, std=math.sqrt(4.0 / (kernel_size * dim)))
-            nn.init.zeros_(conv.bias)
+            self._init_conv(conv.weight, conv.bias)
         self.conv = weight_norm(conv, name="weight", dim=2)
+
+    def _init_conv(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        nn.init.normal_(weight, mean=0.0, std=math.sqrt(4.0 / (self.kernel_size * self.dim)))
+        nn.init.zeros_(bias)
+
+    def reset_parameters(self) -> None:
+        """wav2vec 2.0's initialisation (after ``Conv1d``'s own; see :mod:`posenc.core.meta`), written
+        through the weight norm so that its magnitude and direction are derived from the new weight."""
+        weight = torch.empty_like(self.conv.parametrizations.weight.original1)
+        self._init_conv(weight, self.conv.bias)
+        with torch.no_grad():
+            self.conv.weight = weight
 
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
         check_float_tensor("x", x, ndim=3)

@@ -87,3 +87,13 @@ class Positions:
         old, cur = self.tensor(device), new.tensor(device)
         batch = max(old.shape[0], cur.shape[0])
         return Positions(self.n + new.n, explicit=torch.cat([old.expand(batch, -1), cur.expand(batch, -1)], dim=-1))
+
+
+def table_window(positions: Positions, length: int) -> tuple[int, int]:
+    """``(start, rows)`` of a table indexed by absolute position that covers the implicit ``positions``:
+    it starts at the first of them and keeps at least ``length`` rows (a power of two when it must grow
+    past ``length`` to hold the ``n`` positions). Decoding token by token therefore rebuilds it once
+    every ``rows`` tokens, and positions at any offset cost what the tokens cost, never a table from 0.
+    """
+    rows = max(length, 1 << max(positions.n - 1, 0).bit_length())
+    return positions.offset, rows

@@ -121,6 +121,13 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def can_read_values(value: torch.Tensor) -> bool:
+    """Whether an eager range check may read ``value`` on the host: not while ``torch.compile`` traces
+    and not on the meta device, which holds shapes only (a range check there would raise from
+    ``Tensor.item()``)."""
+    return value.device.type != "meta" and not torch.compiler.is_compiling()
+
+
 def check_dtype(name: str, value: Any) -> torch.dtype | None:
     """None or a floating-point ``torch.dtype`` (the dtype of learned parameters)."""
     if value is None:

@@ -273,6 +273,8 @@ class HyperConv2d(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
+        if x.numel() == 0:  # no pixels (or no images): an empty map of the output's shape
+            return x.new_zeros(x.shape[0], self.out_channels, height, width)
         if positions is None:
             positions = grid_coordinates(height, width, position=self.position, device=x.device)
         elif not isinstance(positions, torch.Tensor) or positions.shape != (height, width, 2):

@@ -18,7 +18,14 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_fits, check_float, check_float_tensor, check_positive_int
+from posenc.core.validation import (
+    can_read_values,
+    check_choice,
+    check_fits,
+    check_float,
+    check_float_tensor,
+    check_positive_int,
+)
 from posenc.input.combine import combine_with_input
 
 
@@ -101,7 +108,7 @@ class LearnedPositionEncoding(PositionEncoding):
         pos = positions.explicit
         if pos.is_floating_point():
             raise ValueError(f"`positions` must be integers to index a learned table, got {pos.dtype}")
-        if not torch.compiler.is_compiling() and pos.numel() and (pos.min() < 0 or pos.max() >= self.max_len):
+        if can_read_values(pos) and pos.numel() and (pos.min() < 0 or pos.max() >= self.max_len):
             raise ValueError(
                 f"`positions` must lie in [0, {self.max_len - 1}] for a learned table with max_len={self.max_len}, "
                 f"got range [{int(pos.min())}, {int(pos.max())}]"

@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import inverse_frequencies, reduced_angles
-from posenc.core.positions import Positions, resolve_positions
+from posenc.core.frequencies import check_max_position, inverse_frequencies, reduced_angles
+from posenc.core.positions import Positions, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -77,7 +77,11 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         interleaved: the paper's sin/cos alternation (True) or sines then cosines (False).
         combine: ``"add"`` to the token embeddings, or ``"concat"`` after them.
         scale: multiplies the encoding (1.0 in the paper).
-        cache_len: positions cached up front; the cache grows on demand in powers of two.
+        cache_len: positions cached up front.
+
+    Cache policy: a float32 window of the table, ``cache_len`` rows from the first implicit position
+    in use; moved (and grown to a power of two when more tokens arrive at once) when positions fall
+    outside it, so an offset of 10^7 costs what its tokens cost. Explicit positions are computed inline.
     """
 
     family = "input"
@@ -102,21 +106,26 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.scale = check_float("scale", scale)
         self.concat_dim = dim if combine == "concat" else 0
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
+        self._cache_start = 0
         self.register_buffer("table", torch.empty(0, dim, device=device), persistent=False)
         self.init_non_persistent_buffers(device)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
-        table = sinusoidal(torch.arange(self._cache_len, device=device), self.dim, base=self.base, interleaved=self.interleaved)
-        self.table = table
+        """(Re)build the cached window of the table: rows ``start .. start + cache_len - 1``."""
+        positions = torch.arange(self._cache_start, self._cache_start + self._cache_len, device=device)
+        self.table = sinusoidal(positions, self.dim, base=self.base, interleaved=self.interleaved)
 
     def encode(self, positions: Positions) -> torch.Tensor:
-        """``(b | 1, n, dim)`` float32 encodings of ``positions``, from the cache when implicit."""
+        """``(b | 1, n, dim)`` float32 encodings of ``positions``, from the cached window when implicit."""
         if positions.is_implicit:
-            if positions.end > self.table.shape[0] and not torch.compiler.is_compiling():
-                self._cache_len = 1 << (positions.end - 1).bit_length()
+            check_max_position("offset", positions.end - 1)
+            first, last = positions.offset - self._cache_start, positions.end - self._cache_start
+            if (first < 0 or last > self.table.shape[0]) and not torch.compiler.is_compiling():
+                self._cache_start, self._cache_len = table_window(positions, self._cache_len)
                 self.init_non_persistent_buffers(self.table.device)
-            if positions.end <= self.table.shape[0]:
-                return self.table[positions.offset : positions.end].unsqueeze(0) * self.scale
+                first, last = 0, positions.n
+            if first >= 0 and last <= self.table.shape[0]:
+                return self.table[first:last].unsqueeze(0) * self.scale
         pos = positions.tensor(self.table.device)
         return sinusoidal(pos, self.dim, base=self.base, interleaved=self.interleaved).float() * self.scale
 

@@ -92,7 +92,7 @@ class Attention(nn.Module):
             else:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         # (b, h, n, head_dim) -> (b, n, dim)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.proj(out.transpose(1, 2).flatten(2))  # (b, n, h * d), also when n = 0
 
     def _explicit_attention(self, q, k, v, bias, mask, dropout, position, q_positions, k_positions, causal=False):
         if dropout == 0 and q.dtype in (torch.float32, torch.float64):

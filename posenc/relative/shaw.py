@@ -80,7 +80,7 @@ def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.T
     r = rel_v.shape[-2]
     work = torch.promote_types(weights.dtype, torch.float32)
     blocks = []
-    for s in range(0, n, ROW_BLOCK):
+    for s in range(0, max(n, 1), ROW_BLOCK):  # one (empty) block when there are no queries
         w = weights[..., s : s + ROW_BLOCK, :]
         idx = index[:, s : s + ROW_BLOCK].unsqueeze(1).expand(b, h, w.shape[-2], m)
         # (b, h, rows, m) summed into (b, h, rows, r): the weight each query puts on each offset,
@@ -243,8 +243,8 @@ def shaw_attention(
     if rel_v is not None:
         _check_table("rel_v", rel_v, max_distance, v.shape[-1], h)
     check_same_device(q=q, k=k, v=v, rel_k=rel_k, rel_v=rel_v)
-    if n == 0:
-        return q.new_zeros(b, h, 0, v.shape[-1])
+    if n == 0:  # no queries: an empty (b, h, 0, d_v) result, still attached to the inputs' graph
+        return (q @ k.transpose(-1, -2)) @ v
     rel_k, rel_v = rel_k.to(q.dtype), None if rel_v is None else rel_v.to(q.dtype)
 
     scale = 1.0 / math.sqrt(d)

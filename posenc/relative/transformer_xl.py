@@ -157,8 +157,12 @@ class TransformerXLRelative(PositionEncoding):
         self.u = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
         self.v = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
         if self.u.device.type != "meta":
-            nn.init.normal_(self.u, std=0.02)
-            nn.init.normal_(self.v, std=0.02)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The global biases u, v (after ``w_r``'s own initialisation; see :mod:`posenc.core.meta`)."""
+        nn.init.normal_(self.u, std=0.02)
+        nn.init.normal_(self.v, std=0.02)
 
     def projected(self, distances: torch.Tensor) -> torch.Tensor:
         """``W_R R_d`` for distances ``(*p,)`` -> ``(*p, heads, head_dim)``."""
@@ -174,6 +178,8 @@ class TransformerXLRelative(PositionEncoding):
     def _position_scores(self, qv: torch.Tensor, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``qv_i . W_R R_{i-j}`` for ``qv = q + v`` (any scale) ``(b, h, n, d)`` -> ``(b | 1, h, n, m)``."""
         n, m = q_positions.n, k_positions.n
+        if n == 0 or m == 0:  # no queries or no keys: an empty (b, h, n, m) score
+            return qv.new_zeros(qv.shape[0], self.heads, n, m)
         if q_positions.is_implicit and k_positions.is_implicit:
             gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
             # the paper's m distances suffice when causal queries are the last n keys; else n + m - 1

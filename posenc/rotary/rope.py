@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import cos_sin, inverse_frequencies
-from posenc.core.positions import Positions, resolve_positions
+from posenc.core.frequencies import check_max_position, cos_sin, inverse_frequencies
+from posenc.core.positions import Positions, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_even,
@@ -174,11 +174,14 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             ``"grow_only"`` (the longest seen since a sequence shorter than ``original_max_len``).
         p: p-RoPE (Barbero et al. 2024): the fraction of the fastest frequencies that rotate; the
             pairs of the slowest ``1 - p`` pass through unrotated.
-        cache_len: implicit positions cached up front; grows on demand (powers of two).
+        cache_len: implicit positions cached up front.
 
-    Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin table, keyed by its length, the
-    scaling's effective base (dynamic NTK) and the device; rebuilt on ``.to()``; bypassed (computed
-    inline) for explicit positions and under ``torch.compile``.
+    Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin window starting at the first implicit
+    position in use, keyed by its start and length, the scaling's effective base (dynamic NTK) and
+    the device; moved (grown to a power of two when more tokens arrive at once) when positions fall
+    outside it, so an offset of 10^7 costs what its tokens cost; rebuilt on ``.to()``; bypassed
+    (computed inline) for explicit positions and under ``torch.compile``. Implicit positions past
+    :data:`posenc.core.frequencies.MAX_POSITION` raise.
     """
 
     family = "rotary"
@@ -237,6 +240,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.p = check_float("p", p, minimum=0.0, maximum=1.0)
         self._longest_len = self.scaling.original_max_len or 0  # grow-only dynamic NTK's state
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
+        self._cache_start = 0
         self._cache_key: tuple | None = None
         self.register_buffer("cos_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
         self.register_buffer("sin_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
@@ -266,11 +270,13 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return keep_highest_frequencies(inv_freq, self.p)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None, seq_len: int | None = None) -> None:
-        seq_len = seq_len if seq_len is not None else self._cache_len
+        """(Re)build the cos/sin window: positions ``start .. start + cache_len - 1``."""
+        start = self._cache_start
+        seq_len = seq_len if seq_len is not None else start + self._cache_len
         inv_freq = self.inverse_frequencies(seq_len, device)
-        positions = torch.arange(self._cache_len, device=device)
+        positions = torch.arange(start, start + self._cache_len, device=device)
         self.cos_cached, self.sin_cached = cos_sin(positions, inv_freq, scale=self.scaling.attention_factor)
-        self._cache_key = (self._cache_len, self._length_key(seq_len), self.cos_cached.device)
+        self._cache_key = (start, self._cache_len, self._length_key(seq_len), self.cos_cached.device)
 
     def cos_sin(
         self, positions: Positions, *, seq_len: int | torch.Tensor | None = None, dtype: torch.dtype = torch.float32
@@ -282,15 +288,17 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         """
         device = self.cos_cached.device
         if positions.is_implicit:
+            check_max_position("offset", positions.end - 1)
             length = self._grown(positions.end if seq_len is None else seq_len)
             if not torch.compiler.is_compiling():
-                if positions.end > self._cache_len:
-                    self._cache_len = 1 << (positions.end - 1).bit_length()
-                key = (self._cache_len, self._length_key(length), device)
+                first, last = positions.offset - self._cache_start, positions.end - self._cache_start
+                if first < 0 or last > self._cache_len:
+                    self._cache_start, self._cache_len = table_window(positions, self._cache_len)
+                    first, last = 0, positions.n
+                key = (self._cache_start, self._cache_len, self._length_key(length), device)
                 if key != self._cache_key:
                     self.init_non_persistent_buffers(device, seq_len=length)
-                sl = slice(positions.offset, positions.end)
-                return self.cos_cached[sl].unsqueeze(0), self.sin_cached[sl].unsqueeze(0)
+                return self.cos_cached[first:last].unsqueeze(0), self.sin_cached[first:last].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
         if seq_len is None and self.scaling.depends_on_length and pos.numel():

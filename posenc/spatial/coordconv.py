@@ -144,7 +144,20 @@ class CoordConv(nn.Module):
         check_dtype_matches("x", check_float_tensor("x", x, ndim=self.add_coords.spatial_dims + 2), self)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
+        if x.numel() == 0:
+            return self._empty_output(x)
         return self.conv(self.add_coords(x))
+
+    def _empty_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The empty result for an input with no pixels (or no batch), which convolutions reject: the
+        sizes of the non-empty axes come from the convolution run once on a one-image probe whose empty
+        axes are as wide as the kernel reaches."""
+        reach = [d * (k - 1) + 1 for d, k in zip(self.conv.dilation, self.conv.kernel_size)]
+        spatial = x.shape[2:]
+        with torch.no_grad():
+            probe = x.new_zeros(1, x.shape[1], *[s or r for s, r in zip(spatial, reach)])
+            sizes = self.conv(self.add_coords(probe)).shape[2:]
+        return x.new_zeros(x.shape[0], self.conv.out_channels, *[o if s else 0 for s, o in zip(spatial, sizes)])
 
 
 class CoordConvTranspose(CoordConv):

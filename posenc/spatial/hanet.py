@@ -149,6 +149,13 @@ class HANet(DerivedTablesMixin, nn.Module):
             raise ValueError(f"`x_high` must have out_channels={self.out_channels} channels, got shape {tuple(x_high.shape)}")
         if x_low.shape[0] != x_high.shape[0]:
             raise ValueError(f"`x_low` and `x_high` must share the batch size, got {x_low.shape[0]} and {x_high.shape[0]}")
+        if x_high.numel() == 0:  # nothing to reweight: an empty map of x_high's shape
+            return x_high.clone()
+        if x_low.ndim == 4 and 0 in x_low.shape[-2:]:
+            raise ValueError(
+                f"`x_low` must have pixels to pool into the height attention, got shape {tuple(x_low.shape)} "
+                f"for a non-empty `x_high` {tuple(x_high.shape)}"
+            )
         return x_high * self.attention(x_low, x_high.shape[-2])
 
     def extra_repr(self) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_positive_int, check_tensor
+from posenc.core.validation import can_read_values, check_float, check_positive_int, check_tensor
 
 
 def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torch.Tensor:
@@ -27,10 +27,11 @@ def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torc
     if flow_index.dtype == torch.bool:
         raise ValueError("`flow_index` must be an integer tensor, got torch.bool")
     if flow_index.is_floating_point():
-        if not torch.equal(flow_index, flow_index.round()):
+        if can_read_values(flow_index) and not torch.equal(flow_index, flow_index.round()):
             raise ValueError("`flow_index` must hold whole numbers: a learned table has no entry between steps")
         flow_index = flow_index.long()
-    if flow_index.numel() and (flow_index.min() < 0 or flow_index.max() >= num_flows):
+    outside = can_read_values(flow_index) and flow_index.numel() and (flow_index.min() < 0 or flow_index.max() >= num_flows)
+    if outside:
         raise ValueError(
             f"`flow_index` must lie in [0, num_flows - 1] = [0, {num_flows - 1}], "
             f"got range [{int(flow_index.min())}, {int(flow_index.max())}]"

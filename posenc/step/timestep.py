@@ -27,7 +27,7 @@ from torch import nn
 
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import check_fits, check_int, check_positions, check_positive_int
+from posenc.core.validation import can_read_values, check_fits, check_int, check_positions, check_positive_int
 
 
 def _steps(name: str, t: torch.Tensor | int | float) -> torch.Tensor:
@@ -109,7 +109,8 @@ class TimestepEmbedding(nn.Module):
     def encode(self, t: torch.Tensor | int | float) -> torch.Tensor:
         """The sinusoidal embedding alone, ``(*, dim)`` in the module's dtype."""
         t = _steps("t", t)
-        if self.num_steps is not None and t.numel() and (t.min() < 0 or t.max() > self.num_steps):
+        checkable = self.num_steps is not None and can_read_values(t) and t.numel()
+        if checkable and (t.min() < 0 or t.max() > self.num_steps):
             raise ValueError(f"`t` must lie in [0, num_steps={self.num_steps}], got range [{t.min()}, {t.max()}]")
         return timestep_embedding(t.to(self.dense0.weight.device), self.dim).to(self.dense0.weight.dtype)
 

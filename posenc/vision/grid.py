@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from posenc.core.positions import Positions
-from posenc.core.validation import check_int
+from posenc.core.validation import can_read_values, check_int
 
 
 def check_grid(name: str, grid: Any) -> tuple[int, int]:
@@ -58,7 +58,7 @@ def token_coords(
         index = positions.explicit
         if index.is_floating_point():
             raise ValueError(f"`positions` must be integer token indices for a patch grid, got {index.dtype}")
-        if not torch.compiler.is_compiling() and index.numel() and (index.min() < 0 or index.max() >= total):
+        if can_read_values(index) and index.numel() and (index.min() < 0 or index.max() >= total):
             raise ValueError(
                 f"`positions` must lie in [0, {total - 1}] (prefix tokens then the {grid} patches), "
                 f"got range [{int(index.min())}, {int(index.max())}]"

@@ -65,7 +65,7 @@ def peg(
     if x.shape[0] == 0:
         return x.clone()
     # (b, h*w, d) -> (b, d, h, w)
-    fmap = x[:, p:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
+    fmap = x[:, p:].transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
     bias = None if bias is None else bias.to(x.dtype)
     out = F.conv2d(fmap, weight.to(x.dtype), bias, padding=weight.shape[-1] // 2, groups=fmap.shape[1])
     return torch.cat([x[:, :p], x[:, p:] + out.flatten(2).transpose(1, 2)], dim=1)
@@ -119,7 +119,7 @@ class PEG(PositionEncoding):
         if x.shape[-1] != self.dim:
             raise ValueError(f"`x` must have last dimension dim={self.dim}, got {x.shape[-1]}")
         p, (h, w) = self.num_prefix_tokens, self.grid
-        if positions.is_implicit and positions.offset == 0:
+        if positions.is_implicit and positions.offset == 0 and positions.n == p + h * w:
             return peg(x, self.proj.weight, self.proj.bias, self.grid, num_prefix_tokens=p)
         coords, is_patch = token_coords(positions, grid=self.grid, num_prefix_tokens=p, device=x.device)
         b = x.shape[0]

@@ -138,7 +138,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
             explicit = positions if positions.ndim == 2 else positions[None]
             pos = Positions(explicit.shape[-1], explicit=explicit)
         else:
-            n = self.num_prefix_tokens + self.grid[0] * self.grid[1] if n is None else check_positive_int("n", n)
+            n = self.num_prefix_tokens + self.grid[0] * self.grid[1] if n is None else check_int("n", n, minimum=0)
             pos = Positions(n)
         return self.bias(pos, pos)
 

@@ -104,3 +104,25 @@ def test_implicit_bias_is_built_once_per_length_and_equals_explicit():
     torch.testing.assert_close(first, alibi(10, q_positions=torch.arange(10), k_positions=torch.arange(10)))
     alibi(300)
     assert alibi.bias_cached.shape[-1] == 512
+
+
+def test_far_offset_and_decoding_compute_the_bias_without_a_table_from_zero():
+    alibi = ALiBi(4)
+    far = alibi(5, 5, offset=10**7)
+    assert alibi.bias_cached.numel() == 0  # no (10^7, 10^7) cache
+    ref = alibi(5, 5, q_positions=torch.arange(10**7, 10**7 + 5), k_positions=torch.arange(5))
+    torch.testing.assert_close(far, ref)
+    torch.testing.assert_close(far[0, 0], 0.25 * (torch.arange(5.0) - torch.arange(10**7, 10**7 + 5.0)[:, None]))
+    step = alibi(1, offset=5000)  # one query against 5001 keys: (1, h, 1, m), no (L, L) table
+    assert step.shape == (1, 4, 1, 5001) and alibi.bias_cached.numel() == 0
+    torch.testing.assert_close(step[0, 1, 0, :3], -(5000 - torch.arange(3.0)) / 16)
+    alibi(300)  # a full pass still builds and slices the cache
+    assert alibi.bias_cached.shape[-1] >= 300
+
+
+def test_a_bias_too_large_to_build_raises_with_its_size():
+    with pytest.raises(ValueError, match=r"ALiBi bias .*n=1000000.*14\.6 TiB.*MAX_TABLE_BYTES"):
+        ALiBi(4)(10**6)
+    # explicit positions: checked before the (n, m) offsets are formed
+    with pytest.raises(ValueError, match=r"n=10000, m=1000000\) would need 149\.0 GiB"):
+        ALiBi(4)(10**4, 10**6, q_positions=torch.arange(10**4), k_positions=torch.arange(10**6))

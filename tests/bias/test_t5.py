@@ -109,3 +109,17 @@ def test_gradient_by_diagonal_equals_per_pair(causal, n, m, offset):
     q, k = torch.arange(offset, offset + n), torch.arange(m)
     (t5(n, m, q_positions=q, k_positions=k, offset=offset) * probe).sum().backward()
     torch.testing.assert_close(implicit, t5.bias.weight.grad)
+
+
+def test_far_offset_computes_the_buckets_in_use_only():
+    t5 = T5RelativeBias(2, num_buckets=8, max_distance=16)
+    far = t5(5, 5, offset=10**7)
+    assert t5.buckets_cached.numel() == 0  # no cache over offsets -(10^7) .. 10^7
+    torch.testing.assert_close(far, t5(5, 5, q_positions=torch.arange(10**7, 10**7 + 5), k_positions=torch.arange(5)))
+    expected = [reference_bucket(j - i, num_buckets=8, max_distance=16) for i in range(10**7, 10**7 + 5) for j in range(5)]
+    torch.testing.assert_close(far[0, 0].flatten(), t5.bias.weight[expected, 0])
+
+
+def test_a_bias_too_large_to_build_raises_with_its_size():
+    with pytest.raises(ValueError, match=r"T5 bias .*n=1000000.*TiB.*MAX_TABLE_BYTES"):
+        T5RelativeBias(4)(10**6)

@@ -150,3 +150,21 @@ def test_hook_accepts_positions_objects():
     enc = SinusoidalPositionEncoding(8)
     x = torch.zeros(1, 3, 8)
     torch.testing.assert_close(enc.encode_input(x, positions=Positions(3, 2)), sinusoidal(torch.arange(2, 5), 8)[None])
+
+
+def test_far_offset_uses_a_window_not_a_table_from_zero():
+    enc = SinusoidalPositionEncoding(64, cache_len=16)
+    x = torch.zeros(1, 5, 64)
+    got = enc(x, offset=10**7)
+    assert enc.table.shape[0] <= 16
+    np.testing.assert_allclose(got[0].numpy(), reference(range(10**7, 10**7 + 5), 64), atol=2e-6)
+    torch.testing.assert_close(got, enc(x, positions=torch.arange(10**7, 10**7 + 5)))
+    for p in [3, 20, 19, 21, 500]:  # decoding forwards and backwards moves the window
+        torch.testing.assert_close(enc(x[:, :1], offset=p)[0], sinusoidal(torch.tensor([p]), 64))
+        assert enc.table.shape[0] == 16
+
+
+def test_positions_past_the_supported_maximum_raise():
+    enc = SinusoidalPositionEncoding(8)
+    with pytest.raises(ValueError, match="offset.*largest supported position 4294967296"):
+        enc(torch.zeros(1, 5, 8), offset=2**40)

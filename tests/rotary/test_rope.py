@@ -164,3 +164,32 @@ def test_fast_paths_equal_plain_rotation_and_gradients_check(interleaved):
     torch.testing.assert_close(
         rotate_pairs(q, cos.float(), sin.float(), interleaved=interleaved), _rotate_plain(q, cos.float(), sin.float(), interleaved)
     )
+
+
+def test_far_offset_uses_a_window_not_a_table_from_zero():
+    rope = RotaryPositionEncoding(64, cache_len=16)
+    x = torch.randn(1, 2, 5, 64, dtype=torch.float64).float()
+    got = rope(x, offset=10**7)
+    assert rope.cos_cached.shape[0] <= 16  # kilobytes: the window around the positions in use
+    ref = reference(x.double().numpy(), range(10**7, 10**7 + 5))
+    np.testing.assert_allclose(got.numpy(), ref, atol=2e-5)
+    torch.testing.assert_close(got, rope(x, positions=torch.arange(10**7, 10**7 + 5)))
+
+
+def test_decoding_across_window_boundaries_matches_explicit_positions():
+    rope = RotaryPositionEncoding(8, cache_len=4)
+    x = torch.randn(1, 1, 1, 8)
+    for p in [0, 3, 4, 5, 9, 2, 40, 41, 1000]:
+        torch.testing.assert_close(rope(x, offset=p), apply_rope(x, torch.tensor([p])))
+        assert rope.cos_cached.shape[0] == 4
+    wide = torch.randn(1, 1, 6, 8)
+    torch.testing.assert_close(rope(wide, offset=1001), apply_rope(wide, torch.arange(1001, 1007)))
+    assert rope.cos_cached.shape[0] == 8  # grown to hold 6 tokens at once, not to position 1007
+
+
+def test_positions_past_the_supported_maximum_raise():
+    rope = RotaryPositionEncoding(8)
+    with pytest.raises(ValueError, match="offset.*largest supported position 4294967296"):
+        rope(torch.randn(1, 1, 5, 8), offset=2**40)
+    q = torch.randn(1, 1, 1, 8)
+    torch.testing.assert_close(rope(q, offset=2**32), apply_rope(q, torch.tensor([2**32])))
