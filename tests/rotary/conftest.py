@@ -11,3 +11,4 @@ from posenc.rotary.fused import FUSED_ENV
 def fusion_on_and_off(request, monkeypatch):
     monkeypatch.setenv(FUSED_ENV, request.param)
     return request.param == "1"
+
