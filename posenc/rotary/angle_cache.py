@@ -4,7 +4,8 @@
 angles, reducing them modulo 2π and taking their cosines each time costs more than the rotation.
 Integer positions in ``[0, MAX_CACHED_POSITIONS)`` are therefore looked up in a table of every
 position up to the next power of two past the largest seen, kept per (width, base, dtype, device):
-the rows are bit-identical to computing them directly (same float64 angles, same reduction). Float
+the rows are bit-identical to computing them directly (same float64 angles, same reduction); a
+contiguous range of positions is returned as a view of the table, without a gather. Float
 positions, larger positions, the meta device and traced code compute directly.
 """
 
@@ -37,6 +38,14 @@ def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cached
 
 
+def _is_range(positions: torch.Tensor, low: int, high: int) -> bool:
+    """Whether ``positions`` of shape ``(n,)`` or ``(1, n)`` are exactly ``low, low + 1, ..., high``
+    (the usual explicit positions)."""
+    if positions.shape[:-1].numel() != 1 or high - low + 1 != positions.shape[-1]:
+        return False
+    return positions.numel() == 1 or bool((positions.diff() == 1).all())
+
+
 def rope_cos_sin(
     positions: torch.Tensor, dim: int, base: float, *, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +57,10 @@ def rope_cos_sin(
         low, high = (int(v) for v in torch.aminmax(positions))
         if low >= 0 and high < MAX_CACHED_POSITIONS:
             cos, sin = _table((dim, float(base), dtype, device), high + 1)
+            if _is_range(positions, low, high):
+                # views of the table, shaped like positions + (dim/2,): nothing gathered
+                shape = (*positions.shape, cos.shape[-1])
+                return cos[low : high + 1].expand(shape), sin[low : high + 1].expand(shape)
             return cos[positions], sin[positions]
     return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
 

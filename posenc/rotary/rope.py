@@ -88,7 +88,9 @@ def apply_rope(
 def _same_positions(a: Positions, b: Positions) -> bool:
     if a is b:
         return True
-    return a.is_implicit and b.is_implicit and (a.n, a.offset) == (b.n, b.offset)
+    if a.is_implicit or b.is_implicit:
+        return a.is_implicit and b.is_implicit and (a.n, a.offset) == (b.n, b.offset)
+    return a.explicit is b.explicit
 
 
 @register(
