@@ -29,15 +29,16 @@ def rotate_expr(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleav
     work = work_dtype(x)
     rot = 2 * cos.shape[-1]
     xf, c, s = x[..., :rot].to(work), cos.to(work), sin.to(work)
+    # each rotated half is cast before it is joined, so a compiler writes it straight into the
+    # output in x's dtype instead of through a float32 intermediate
     if interleaved:
         # (..., n, r) -> (..., n, r/2, 2): adjacent features form a pair
         pairs = xf.unflatten(-1, (-1, 2))
         x1, x2 = pairs[..., 0], pairs[..., 1]
-        out = torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)
+        out = torch.stack(((x1 * c - x2 * s).to(x.dtype), (x1 * s + x2 * c).to(x.dtype)), dim=-1).flatten(-2)
     else:
         x1, x2 = xf.chunk(2, dim=-1)
-        out = torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
-    out = out.to(x.dtype)
+        out = torch.cat(((x1 * c - x2 * s).to(x.dtype), (x1 * s + x2 * c).to(x.dtype)), dim=-1)
     return out if rot == x.shape[-1] else torch.cat((out, x[..., rot:]), dim=-1)
 
 
