@@ -10,7 +10,8 @@ transpose), so no backward graph is compiled.
 
 Switch: ``POSENC_FUSED=0`` (or ``off``) turns fusion off, ``POSENC_FUSED=1`` (``on``) uses it for
 every size, unset (``auto``) uses it from :data:`MIN_FUSED_NUMEL` elements per call, below which a
-compiled call's dispatch costs more than it saves. Every rotating function also takes
+compiled call's dispatch costs more than it saves, except for adjacent pairs on CPU, where the eager
+complex multiply measured faster than inductor's (scalar) loop. Every rotating function also takes
 ``fused=True/False`` which wins over the variable. Where compilation fails (no C++ compiler, an
 unsupported platform) a warning is issued once and the eager path is used.
 
@@ -128,7 +129,9 @@ class _FusedRotation(torch.autograd.Function):
         return (None, None, None, None, *back)
 
 
-def _wants_kernel(fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor) -> bool:
+def _wants_kernel(
+    fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool
+) -> bool:
     if fused is False or xs[0].device.type not in FUSED_DEVICES or cos.requires_grad or sin.requires_grad:
         return False
     if len({(x.dtype, x.device) for x in xs}) > 1:
@@ -136,7 +139,11 @@ def _wants_kernel(fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Ten
     mode = fusion_mode()
     if fused is True or mode == "on":
         return True
-    return mode == "auto" and sum(x.numel() for x in xs) >= MIN_FUSED_NUMEL
+    if mode == "off" or sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
+        return False
+    # inductor's CPU code for adjacent pairs is a scalar loop, measured slower than the eager
+    # complex multiply (docs/performance.md); split halves vectorise
+    return not (interleaved and xs[0].device.type == "cpu")
 
 
 def rotate_tensors(
@@ -160,7 +167,7 @@ def rotate_tensors(
     if torch.compiler.is_compiling():
         out = tuple(rotate_expr(x, cos, sin, interleaved) for x in xs)
         return tuple(x.copy_(o) for x, o in zip(xs, out)) if inplace else out
-    if _wants_kernel(fused, xs, cos, sin):
+    if _wants_kernel(fused, xs, cos, sin, interleaved):
         if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
             return _FusedRotation.apply(cos, sin, interleaved, inplace, *xs)
         out = _call_kernel(xs, cos, sin, interleaved, inplace)
