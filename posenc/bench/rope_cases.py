@@ -39,7 +39,10 @@ def _module_rotation(q, k, interleaved: bool, *, fused: bool | None = None):
 
 def _functional_rotation(q, k, interleaved: bool):
     positions = torch.arange(q.shape[-2], device=q.device)
-    return lambda: (apply_rope(q, positions, interleaved=interleaved), apply_rope(k, positions, interleaved=interleaved))
+    def call():
+        return apply_rope(q, positions, interleaved=interleaved), apply_rope(k, positions, interleaved=interleaved)
+
+    return call
 
 
 def _copy_floor(q, k):
@@ -51,14 +54,18 @@ def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Cas
     """Forward rotation of q and k, both layouts, every posenc path and every installed peer."""
     device = torch.device(device)
     q, k = _inputs(b, h, n, d, dtype, device)
-    impls = {"clone q, k": lambda: (lambda: (q.clone(), k.clone())), "empty_like + copy_ q, k": lambda: _copy_floor(q, k)}
+    impls = {
+        "clone q, k": lambda: (lambda: (q.clone(), k.clone())),
+        "empty_like + copy_ q, k": lambda: _copy_floor(q, k),
+    }
     agree = {}
     for interleaved, layout in _LAYOUTS.items():
         ours = f"posenc ({layout})"
         impls[ours] = lambda il=interleaved: _module_rotation(q, k, il)
-        impls[f"posenc apply_rope (explicit positions, {layout})"] = lambda il=interleaved: _functional_rotation(q, k, il)
-        impls[f"posenc eager, fusion off ({layout})"] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
-        agree |= {name: ours for name in impls if name.startswith("posenc ") and name.endswith(f"{layout})") and name != ours}
+        functional, eager = f"posenc apply_rope (explicit positions, {layout})", f"posenc eager, fusion off ({layout})"
+        impls[functional] = lambda il=interleaved: _functional_rotation(q, k, il)
+        impls[eager] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
+        agree |= {functional: ours, eager: ours}
         layout_peers = _PEERS_PAIRS if interleaved else _PEERS_HALVES
         for name, peer in layout_peers.items():
             if device.type == "cuda" or name not in _GPU_ONLY:
@@ -102,7 +109,10 @@ def rope_backward_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, devic
     )
 
 
-_PEERS_PAIRS = {"x-transformers": peers.rope_x_transformers, "rotary-embedding-torch": peers.rope_rotary_embedding_torch}
+_PEERS_PAIRS = {
+    "x-transformers": peers.rope_x_transformers,
+    "rotary-embedding-torch": peers.rope_rotary_embedding_torch,
+}
 _PEERS_HALVES = {
     "HF rotate_half (plain torch)": peers.rope_rotate_half,
     "flash-attn apply_rotary_emb": peers.rope_flash_attn,

@@ -30,7 +30,8 @@ def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     cached = _tables.get(key)
     if cached is None or cached[0].shape[0] < rows:
         length = max(256, 1 << (rows - 1).bit_length())
-        cached = cos_sin(torch.arange(length, device=device), inverse_frequencies(dim, base, device=device), dtype=dtype)
+        inv_freq = inverse_frequencies(dim, base, device=device)
+        cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
         _tables[key] = cached
     _tables.move_to_end(key)
     while len(_tables) > MAX_TABLES:

@@ -193,6 +193,7 @@ def test_kernel_is_used_and_first_call_timed(fusion_on_and_off, monkeypatch):
 def test_cuda_kernel_matches_reference(interleaved):
     q = torch.randn(2, 4, 64, 32, dtype=torch.float64)
     theta = _angles(64, 16)
-    got = rotate_pairs(q.cuda().bfloat16(), theta.cos().float().cuda(), theta.sin().float().cuda(), interleaved=interleaved, fused=True)
+    cos, sin = theta.cos().float().cuda(), theta.sin().float().cuda()
+    got = rotate_pairs(q.cuda().bfloat16(), cos, sin, interleaved=interleaved, fused=True)
     ref = reference(q.bfloat16().double().numpy(), theta.numpy(), interleaved)
     np.testing.assert_allclose(got.double().cpu().numpy(), ref, atol=2e-2, rtol=1e-2)
