@@ -1,7 +1,7 @@
 """Adapters to the peer libraries, each returning a zero-argument callable for the same inputs.
 
 A peer that is not installed raises :class:`PeerMissing` and its row is reported as skipped.
-Install them with ``pip install posenc[bench]``.
+Install them with ``pip install posenc[bench]`` (and, on a GPU, ``posenc[bench-gpu]``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,38 @@ def rope_rotate_half(q: torch.Tensor, k: torch.Tensor):
         return torch.cat((-x2, x1), dim=-1)
 
     return lambda: (q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin)
+
+
+def _half_angles(q: torch.Tensor) -> torch.Tensor:
+    """float32 angles ``(n, d/2)`` as the GPU peers form them (float32 products)."""
+    d = q.shape[-1]
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, d, 2, device=q.device).float() / d))
+    return torch.outer(torch.arange(q.shape[-2], device=q.device).float(), inv_freq)
+
+
+def rope_flash_attn(q: torch.Tensor, k: torch.Tensor):
+    """flash-attn's Triton ``apply_rotary_emb`` (split halves), cos/sin in the input dtype as its own
+    ``RotaryEmbedding`` caches them; it takes ``(b, n, h, d)``, so q and k are viewed transposed."""
+    rotary = require("flash_attn.layers.rotary")
+    freqs = _half_angles(q)
+    cos, sin = freqs.cos().to(q.dtype), freqs.sin().to(q.dtype)
+
+    def call():
+        # (b, h, n, d) -> (b, n, h, d) views and back
+        rq = rotary.apply_rotary_emb(q.transpose(1, 2), cos, sin, interleaved=False)
+        rk = rotary.apply_rotary_emb(k.transpose(1, 2), cos, sin, interleaved=False)
+        return rq.transpose(1, 2), rk.transpose(1, 2)
+
+    return call
+
+
+def rope_liger(q: torch.Tensor, k: torch.Tensor):
+    """Liger's Triton RoPE kernel (split halves, q and k in one call), Hugging Face's cos/sin layout."""
+    liger = require("liger_kernel.transformers.rope")
+    freqs = _half_angles(q)
+    emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(0)  # (1, n, d)
+    cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+    return lambda: liger.liger_rotary_pos_emb(q, k, cos, sin)
 
 
 # --- sinusoidal tables ----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from posenc.bench.cases import (
     Case,
     Row,
     bias_cases,
-    rope_case,
     rope_cos_sin_case,
     shaw_case,
     sinusoidal_case,
@@ -19,7 +18,9 @@ from posenc.bench.cases import (
     transformer_xl_case,
 )
 from posenc.bench.mrope import mrope_case
+from posenc.bench.rope_cases import rope_backward_case, rope_case
 from posenc.core.registry import available
+from posenc.rotary.fused import compile_seconds
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
 TRAINING_ENCODINGS = ("sinusoidal", "learned", "rope", "alibi", "t5", "shaw", "transformer_xl")
@@ -31,7 +32,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
     device = torch.device(device)
     registered = {info.name for info in available()}
     if quick:
-        cases = [rope_case(1, 4, 256, 64, torch.float32, device), rope_case(1, 4, 256, 64, torch.bfloat16, device)]
+        cases = _rope_cases((1, 4, 256, 64), device)
         cases += [rope_cos_sin_case(kind, 1, 256, 64, device) for kind in ROPE_SCALINGS]
         cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
         cases += bias_cases(4, 256, device)
@@ -39,7 +40,8 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
-        cases = [rope_case(4, 8, 2048, 64, torch.float32, device), rope_case(4, 8, 2048, 64, torch.bfloat16, device)]
+        # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
+        cases = _rope_cases((4, 32, 4096, 128) if device.type == "cuda" else (4, 8, 2048, 64), device)
         cases += [rope_cos_sin_case(kind, 4, 2048, 128, device) for kind in ROPE_SCALINGS]
         cases += [
             sinusoidal_case((2048,), 256, device),
@@ -59,15 +61,31 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         for dtype in (torch.float32, torch.bfloat16)
     ]
     cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
+    cases += [training_step_case("rope", **train, dtype=torch.bfloat16)] if "rope" in registered else []
     return cases
 
 
+def _rope_cases(size: tuple[int, int, int, int], device: torch.device) -> list[Case]:
+    cases = [rope_case(*size, dtype, device) for dtype in (torch.float32, torch.bfloat16)]
+    return cases + [
+        rope_backward_case(*size, dtype, device, interleaved=interleaved)
+        for dtype in (torch.float32, torch.bfloat16)
+        for interleaved in (True, False)
+    ]
+
+
 def run_suite(
-    *, quick: bool = False, device: torch.device | str = "cpu", rounds: int | None = None, progress: Callable | None = None
+    *,
+    quick: bool = False,
+    device: torch.device | str = "cpu",
+    rounds: int | None = None,
+    progress: Callable | None = None,
+    only: str | None = None,
 ) -> dict:
-    """Run every case; returns ``{"machine": ..., "rows": [...]}`` ready for JSON."""
+    """Run every case (or those whose name contains ``only``); returns ``{"machine": ..., "rows": [...]}``
+    ready for JSON."""
     rounds = rounds or (3 if quick else 15)
-    cases = suite(quick=quick, device=device)
+    cases = [case for case in suite(quick=quick, device=device) if only is None or only in case.name]
     rows: list[Row] = []
     iterator = progress(cases) if progress else cases
     for case in iterator:
@@ -81,11 +99,16 @@ def run_suite(
         "quick": quick,
         "rounds": rounds,
     }
-    return {"machine": machine, "rows": [r.as_dict() for r in rows]}
+    compiled = [
+        {"kernel": f"{dev} {str(dtype).removeprefix('torch.')} {'adjacent pairs' if il else 'split halves'} x{count}"
+         + (" in place" if inplace else ""), "seconds": s}
+        for (dev, dtype, il, inplace, count), s in compile_seconds().items()
+    ]
+    return {"machine": machine, "rows": [r.as_dict() for r in rows], "fused_rope_compile": compiled}
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'case':<44} {'implementation':<30} {'median ms':>10} {'ratio':>7} {'peak MiB':>9}  vs / note"]
+    lines = [f"{'case':<44} {'implementation':<52} {'median ms':>10} {'ratio':>7} {'peak MiB':>9}  vs / note"]
     for r in result["rows"]:
         ms = f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
@@ -93,7 +116,12 @@ def format_table(result: dict) -> str:
         if r["agrees"] is True:
             note += " (output agrees)"
         peak = f"{r['peak_mb']:.1f}" if r.get("peak_mb") is not None else "-"
-        lines.append(f"{r['case']:<44} {r['impl']:<30} {ms:>10} {ratio:>7} {peak:>9}  {note}")
+        first = r.get("first_call_s")
+        if first is not None and r["median_ms"] is not None and first > 0.5 and first * 1e3 > 20 * r["median_ms"]:
+            note += f" [first call {first:.1f} s: compiles]"
+        lines.append(f"{r['case']:<44} {r['impl']:<52} {ms:>10} {ratio:>7} {peak:>9}  {note}")
+    for k in result.get("fused_rope_compile", []):
+        lines.append(f"fused RoPE kernel compiled: {k['kernel']}: first call {k['seconds']:.1f} s")
     m = result["machine"]
     lines.append(f"machine: {m['device']} | {m['platform']} | torch {m['torch']} | {m['threads']} threads | rounds {m['rounds']}")
     return "\n".join(lines)

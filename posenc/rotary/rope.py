@@ -27,35 +27,11 @@ from posenc.core.validation import (
     check_precise_float_tensor,
     check_same_device,
 )
+from posenc.rotary.angle_cache import rope_cos_sin
+from posenc.rotary.fused import rotate_qk, rotate_tensors
 from posenc.rotary.p_rope import keep_highest_frequencies
+from posenc.rotary.rotation import work_dtype
 from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
-
-
-def _rotate_halves_into(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Split-halves rotation written straight into ``out``: two passes over each half, no temporaries."""
-    h = x.shape[-1] // 2
-    x1, x2, o1, o2 = x[..., :h], x[..., h:], out[..., :h], out[..., h:]
-    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)
-    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)
-    return out
-
-
-class _RotateHalves(torch.autograd.Function):
-    """The split-halves rotation with its exact backward: a rotation by the opposite angle."""
-
-    @staticmethod
-    def forward(ctx, x, cos, sin):
-        ctx.save_for_backward(cos, sin)
-        return _rotate_halves_into(x, cos, sin, torch.empty_like(x))
-
-    @staticmethod
-    def backward(ctx, grad):
-        cos, sin = ctx.saved_tensors
-        return _rotate_halves_into(grad, cos, -sin, torch.empty_like(grad)), None, None
-
-
-def _complex_view_ok(x: torch.Tensor) -> bool:
-    return x.stride(-1) == 1 and x.storage_offset() % 2 == 0 and all(st % 2 == 0 for st in x.stride()[:-1])
 
 
 def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
@@ -76,41 +52,34 @@ def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> No
     check_same_device(x=x, cos=cos, sin=sin)
 
 
-def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False) -> torch.Tensor:
+def rotate_pairs(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    interleaved: bool = False,
+    inplace: bool = False,
+    fused: bool | None = None,
+) -> torch.Tensor:
     """Rotate the feature pairs of ``x`` by the angles whose cos/sin are given.
 
-    x: ``(..., n, r)`` with ``r`` even; cos, sin: broadcastable to ``(..., n, r/2)``, float32.
-    Returns ``x``'s shape and dtype; the arithmetic runs in float32 or better.
-
-    Eager fast paths (chosen by measurement, see ``posenc bench``): adjacent pairs are one complex
-    multiply over a complex view of ``x``; split halves are written into one preallocated output
-    (with a custom backward). Under ``torch.compile`` the plain expression is used and fused.
+    x: ``(..., n, r)`` with ``r`` even; cos, sin: broadcastable to ``(..., n, r/2)``, float32 (float64
+    for float64 ``x``). Returns ``x``'s shape and dtype; the arithmetic runs in float32 or better.
+    ``inplace`` writes the result into ``x``; ``fused`` forces the fused kernel on or off (None
+    follows ``POSENC_FUSED``, see :mod:`posenc.rotary.fused`).
     """
     _check_rotation(x, cos, sin)
-    work = torch.promote_types(x.dtype, torch.float32)
-    xf = x.to(work)
-    if torch.compiler.is_compiling() or cos.requires_grad or sin.requires_grad:
-        return _rotate_plain(xf, cos, sin, interleaved).to(x.dtype)
-    if interleaved:
-        xf = xf if _complex_view_ok(xf) else xf.contiguous()
-        # (..., n, r) -> (..., n, r/2) complex: adjacent features are the real and imaginary parts
-        rotated = torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * torch.complex(cos.to(work), sin.to(work))
-        return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
-    return _RotateHalves.apply(xf, cos.to(work), sin.to(work)).to(x.dtype)
-
-
-def _rotate_plain(xf: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
-    if interleaved:
-        # (..., n, r) -> (..., n, r/2, 2): adjacent features form a pair
-        pairs = xf.unflatten(-1, (-1, 2))
-        x1, x2 = pairs[..., 0], pairs[..., 1]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    x1, x2 = xf.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotate_tensors((x,), cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)[0]
 
 
 def apply_rotary(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    interleaved: bool = False,
+    inplace: bool = False,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the remaining ones pass through."""
     check_float_tensor("x", x)
@@ -121,9 +90,8 @@ def apply_rotary(
             f"`cos` must have between 1 and x.shape[-1] / 2 entries along its last axis (`x` has shape "
             f"{tuple(x.shape)}), got shape {tuple(cos.shape)}"
         )
-    if rot == x.shape[-1]:
-        return rotate_pairs(x, cos, sin, interleaved=interleaved)
-    return torch.cat((rotate_pairs(x[..., :rot], cos, sin, interleaved=interleaved), x[..., rot:]), dim=-1)
+    _check_rotation(x[..., :rot], cos, sin)
+    return rotate_tensors((x,), cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)[0]
 
 
 def _per_head(t: torch.Tensor) -> torch.Tensor:
@@ -132,16 +100,33 @@ def _per_head(t: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(
-    x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0, interleaved: bool = False
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    base: float = 10000.0,
+    interleaved: bool = False,
+    inplace: bool = False,
+    fused: bool | None = None,
 ) -> torch.Tensor:
-    """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``."""
+    """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``.
+
+    Integer positions take their cos/sin from a cached table (:mod:`posenc.rotary.angle_cache`).
+    """
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
-    work = torch.promote_types(x.dtype, torch.float32)
-    cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
-    return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved)
+    check_float("base", base, positive=True)
+    cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=work_dtype(x))
+    return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)
+
+
+def _same_positions(a: Positions, b: Positions) -> bool:
+    if a is b:
+        return True
+    if a.is_implicit or b.is_implicit:
+        return a.is_implicit and b.is_implicit and (a.n, a.offset) == (b.n, b.offset)
+    return a.explicit is b.explicit
 
 
 @register(
@@ -307,11 +292,14 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
 
     # -- application ----------------------------------------------------------------------------
+    def _cos_sin_for(self, t: torch.Tensor, positions: Positions, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        if t.dtype == torch.float64 and not positions.is_implicit:
+            return self.cos_sin(positions, dtype=torch.float64, **kw)
+        return self.cos_sin(positions, **kw)
+
     def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions, **kw) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
-        cos, sin = self.cos_sin(positions, **kw)
-        if t.dtype == torch.float64 and not positions.is_implicit:
-            cos, sin = self.cos_sin(positions, dtype=torch.float64, **kw)
+        cos, sin = self._cos_sin_for(t, positions, **kw)
         return apply_rotary(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
@@ -323,6 +311,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return self.rotate_queries_or_keys(x, Positions(x.shape[-2], offset, None if positions is None else pos))
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
+        # the same positions (self-attention without a cache): one table look-up, one fused call
+        if _same_positions(q_positions, k_positions):
+            cos, sin = self._cos_sin_for(q, q_positions)
+            return rotate_qk(q, k, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
         # the dynamic NTK base follows the furthest position seen by either side
         q = self.rotate_queries_or_keys(q, q_positions)
         k = self.rotate_queries_or_keys(k, k_positions)

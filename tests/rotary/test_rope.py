@@ -14,6 +14,9 @@ from posenc.core.positions import Positions
 from posenc.functional import apply_rope
 from posenc.rotary import RotaryPositionEncoding
 
+# every test here runs twice: fused kernel forced on, and fusion switched off (tests/rotary/conftest.py)
+pytestmark = pytest.mark.usefixtures("fusion_on_and_off")
+
 
 def reference(x, positions, base=10000.0, interleaved=False, rot_dim=None, inv_freq=None, scale=1.0):
     """Rotate each feature pair of x (..., n, d) by p * theta_i, pair by pair, in float64."""
@@ -151,18 +154,19 @@ def test_bad_apply_arguments():
 
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_fast_paths_equal_plain_rotation_and_gradients_check(interleaved):
-    from posenc.rotary.rope import _rotate_plain, rotate_pairs
+    from posenc.rotary.rope import rotate_pairs
+    from posenc.rotary.rotation import rotate_expr
 
     x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
     theta = torch.rand(5, 4, dtype=torch.float64) * 10
     cos, sin = theta.cos(), theta.sin()
-    torch.testing.assert_close(rotate_pairs(x, cos, sin, interleaved=interleaved), _rotate_plain(x, cos, sin, interleaved))
+    torch.testing.assert_close(rotate_pairs(x, cos, sin, interleaved=interleaved), rotate_expr(x, cos, sin, interleaved))
     assert torch.autograd.gradcheck(lambda t: rotate_pairs(t, cos, sin, interleaved=interleaved), (x,))
     # a strided view (as queries sliced from a fused qkv projection are) takes the same path
     qkv = torch.randn(2, 5, 3, 3, 8)
     q = qkv.permute(2, 0, 3, 1, 4)[1]
     torch.testing.assert_close(
-        rotate_pairs(q, cos.float(), sin.float(), interleaved=interleaved), _rotate_plain(q, cos.float(), sin.float(), interleaved)
+        rotate_pairs(q, cos.float(), sin.float(), interleaved=interleaved), rotate_expr(q, cos.float(), sin.float(), interleaved)
     )
 
 

@@ -1,0 +1,121 @@
+"""RoPE benchmark cases: the rotation of q and k against its memory floor and the peer libraries.
+
+Floors: ``clone`` of q and k (a fresh buffer, which page-faults on some machines) and
+``empty_like`` + ``copy_`` into buffers allocated once (the pure read-and-write cost). posenc's rows:
+the module (cached cos/sin, q and k in one fused call), ``apply_rope`` with explicit positions (the
+functional path), and the eager fallback (``fused=False``). Peers are compared with the same pair
+layout and only timed when their outputs agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.bench import peers
+from posenc.bench.cases import Case
+from posenc.core.positions import Positions
+from posenc.rotary import RotaryPositionEncoding, apply_rope
+from posenc.rotary.fused import rotate_qk
+
+_LAYOUTS = {True: "adjacent pairs", False: "split halves"}
+
+
+def _inputs(b: int, h: int, n: int, d: int, dtype: torch.dtype, device, *, grad: bool = False):
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(b, h, n, d, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+    return q.requires_grad_(grad), k.requires_grad_(grad)
+
+
+def _module_rotation(q, k, interleaved: bool, *, fused: bool | None = None):
+    n, d = q.shape[-2], q.shape[-1]
+    rope = RotaryPositionEncoding(d, interleaved=interleaved, cache_len=n, device=q.device)
+    pos = Positions(n)
+    if fused is None:
+        return lambda: rope.rotate(q, k, q_positions=pos, k_positions=pos)
+    cos, sin = rope.cos_sin(pos)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (1, 1, n, d/2)
+    return lambda: rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=fused)
+
+
+def _functional_rotation(q, k, interleaved: bool):
+    positions = torch.arange(q.shape[-2], device=q.device)
+    def call():
+        return apply_rope(q, positions, interleaved=interleaved), apply_rope(k, positions, interleaved=interleaved)
+
+    return call
+
+
+def _copy_floor(q, k):
+    out_q, out_k = torch.empty_like(q), torch.empty_like(k)
+    return lambda: (out_q.copy_(q), out_k.copy_(k))
+
+
+def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Case:
+    """Forward rotation of q and k, both layouts, every posenc path and every installed peer."""
+    device = torch.device(device)
+    q, k = _inputs(b, h, n, d, dtype, device)
+    impls = {
+        "clone q, k": lambda: (lambda: (q.clone(), k.clone())),
+        "empty_like + copy_ q, k": lambda: _copy_floor(q, k),
+    }
+    agree = {}
+    for interleaved, layout in _LAYOUTS.items():
+        ours = f"posenc ({layout})"
+        impls[ours] = lambda il=interleaved: _module_rotation(q, k, il)
+        functional, eager = f"posenc apply_rope (explicit positions, {layout})", f"posenc eager, fusion off ({layout})"
+        impls[functional] = lambda il=interleaved: _functional_rotation(q, k, il)
+        impls[eager] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
+        agree |= {functional: ours, eager: ours}
+        layout_peers = _PEERS_PAIRS if interleaved else _PEERS_HALVES
+        for name, peer in layout_peers.items():
+            if device.type == "cuda" or name not in _GPU_ONLY:
+                impls[name] = lambda peer=peer: peer(q, k)
+                agree[name] = ours
+    # the peers form angles in float32: at position 2047 that alone moves outputs by up to ~1e-3
+    atol = 2e-3 if dtype == torch.float32 else 3e-2
+    name = f"rope b{b} h{h} n{n} d{d} {str(dtype).removeprefix('torch.')}"
+    return Case(name, "clone q, k", impls, agree_with=agree, atol=atol)
+
+
+def _with_backward(forward, q, k):
+    grads = (torch.randn_like(q), torch.randn_like(k))
+
+    def step():
+        q.grad = k.grad = None
+        torch.autograd.backward(forward(), grads)
+        return q.grad, k.grad
+
+    return step
+
+
+def rope_backward_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device, *, interleaved: bool) -> Case:
+    """Forward and backward of the rotation of q and k, relative to posenc's forward alone."""
+    device = torch.device(device)
+    q, k = _inputs(b, h, n, d, dtype, device)
+    qg, kg = _inputs(b, h, n, d, dtype, device, grad=True)
+    layout = _LAYOUTS[interleaved]
+    peer_name, peer = next(iter((_PEERS_PAIRS if interleaved else _PEERS_HALVES).items()))
+    return Case(
+        f"rope fwd+bwd b{b} h{h} n{n} d{d} {str(dtype).removeprefix('torch.')} {layout}",
+        "posenc forward",
+        {
+            "posenc forward": lambda: _module_rotation(q, k, interleaved),
+            "posenc forward + backward": lambda: _with_backward(_module_rotation(qg, kg, interleaved), qg, kg),
+            "posenc eager, fusion off, forward + backward": lambda: _with_backward(
+                _module_rotation(qg, kg, interleaved, fused=False), qg, kg
+            ),
+            f"{peer_name} forward + backward": lambda: _with_backward(peer(qg, kg), qg, kg),
+        },
+    )
+
+
+_PEERS_PAIRS = {
+    "x-transformers": peers.rope_x_transformers,
+    "rotary-embedding-torch": peers.rope_rotary_embedding_torch,
+}
+_PEERS_HALVES = {
+    "HF rotate_half (plain torch)": peers.rope_rotate_half,
+    "flash-attn apply_rotary_emb": peers.rope_flash_attn,
+    "Liger RoPE kernel": peers.rope_liger,
+}
+_GPU_ONLY = {"flash-attn apply_rotary_emb", "Liger RoPE kernel"}

@@ -1,0 +1,71 @@
+"""cos/sin of RoPE angles for explicit positions, gathered from a cached table instead of recomputed.
+
+``apply_rope(x, positions)`` is called with a fresh positions tensor every step; forming its float64
+angles, reducing them modulo 2π and taking their cosines each time costs more than the rotation.
+Integer positions in ``[0, MAX_CACHED_POSITIONS)`` are therefore looked up in a table of every
+position up to the next power of two past the largest seen, kept per (width, base, dtype, device):
+the rows are bit-identical to computing them directly (same float64 angles, same reduction); a
+contiguous range of positions is returned as a view of the table, without a gather. Float
+positions, larger positions, the meta device and traced code compute directly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from posenc.core.frequencies import cos_sin, inverse_frequencies
+
+#: Positions past this are computed directly (the table for d = 128 would pass 64 MiB).
+MAX_CACHED_POSITIONS = 1 << 16
+#: Tables kept at once (least recently used dropped first).
+MAX_TABLES = 8
+
+_tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+
+def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    dim, base, dtype, device = key
+    cached = _tables.get(key)
+    if cached is None or cached[0].shape[0] < rows:
+        length = max(256, 1 << (rows - 1).bit_length())
+        inv_freq = inverse_frequencies(dim, base, device=device)
+        cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
+        _tables[key] = cached
+    _tables.move_to_end(key)
+    while len(_tables) > MAX_TABLES:
+        _tables.popitem(last=False)
+    return cached
+
+
+def _is_range(positions: torch.Tensor, low: int, high: int) -> bool:
+    """Whether ``positions`` of shape ``(n,)`` or ``(1, n)`` are exactly ``low, low + 1, ..., high``
+    (the usual explicit positions)."""
+    if positions.shape[:-1].numel() != 1 or high - low + 1 != positions.shape[-1]:
+        return False
+    return positions.numel() == 1 or bool((positions.diff() == 1).all())
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, dim: int, base: float, *, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``positions * base^(-2i/dim)``, each ``(*positions.shape, dim/2)`` in ``dtype``."""
+    device = positions.device
+    if not positions.is_floating_point() and device.type != "meta" and not torch.compiler.is_compiling():
+        if positions.numel() == 0:
+            return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
+        low, high = (int(v) for v in torch.aminmax(positions))
+        if low >= 0 and high < MAX_CACHED_POSITIONS:
+            cos, sin = _table((dim, float(base), dtype, device), high + 1)
+            if _is_range(positions, low, high):
+                # views of the table, shaped like positions + (dim/2,): nothing gathered
+                shape = (*positions.shape, cos.shape[-1])
+                return cos[low : high + 1].expand(shape), sin[low : high + 1].expand(shape)
+            return cos[positions], sin[positions]
+    return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
+
+
+def clear() -> None:
+    """Drop every cached table."""
+    _tables.clear()

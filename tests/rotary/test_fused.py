@@ -1,0 +1,199 @@
+"""The fused RoPE kernel (posenc/rotary/fused.py) against a float64 rotation-matrix reference.
+
+Every test runs with the kernel forced on and with fusion switched off (``fusion_on_and_off``);
+tests that are about the kernel itself force it with ``fused=True``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from posenc.core.positions import Positions
+from posenc.functional import apply_rope, rotate_pairs
+from posenc.rotary import RotaryPositionEncoding, angle_cache, fused
+from posenc.rotary.fused import rotate_qk, rotate_tensors
+
+pytestmark = pytest.mark.usefixtures("fusion_on_and_off")
+
+
+def reference(x: np.ndarray, angles: np.ndarray, interleaved: bool) -> np.ndarray:
+    """x (..., n, d) float64; angles (..., n, r/2) broadcastable: each pair times its 2x2 rotation matrix."""
+    out = np.array(x, dtype=np.float64)
+    r = 2 * angles.shape[-1]
+    for i in range(r // 2):
+        a, b = (2 * i, 2 * i + 1) if interleaved else (i, i + r // 2)
+        c, s = np.cos(angles[..., i]), np.sin(angles[..., i])
+        out[..., a] = c * x[..., a] - s * x[..., b]
+        out[..., b] = s * x[..., a] + c * x[..., b]
+    return out
+
+
+def _angles(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 20 - 10
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("rot", [8, 4])  # full and partial rotation of d = 8
+def test_q_and_k_in_one_call_match_reference(interleaved, rot):
+    q = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+    k = torch.randn(2, 2, 5, 8, dtype=torch.float64)  # grouped-query keys: fewer heads
+    theta = _angles(2, 1, 5, rot // 2)  # per-token positions: one row of angles per batch element
+    rq, rk = rotate_qk(q, k, theta.cos(), theta.sin(), interleaved=interleaved)
+    np.testing.assert_allclose(rq.numpy(), reference(q.numpy(), theta.numpy(), interleaved), atol=1e-12)
+    np.testing.assert_allclose(rk.numpy(), reference(k.numpy(), theta.numpy(), interleaved), atol=1e-12)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fused_equals_eager_in_every_dtype(interleaved):
+    theta = _angles(7, 16)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q, k = torch.randn(2, 3, 7, 32).to(dtype), torch.randn(2, 3, 7, 32).to(dtype)
+        got = rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=True)
+        want = rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=False)
+        for g, w in zip(got, want):
+            assert g.dtype == dtype
+            # both compute in float32 and round once; the float32 operations may be fused differently
+            tol = 1e-6 if dtype == torch.float32 else 2**-7
+            torch.testing.assert_close(g, w, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fused_backward_gradcheck_float64(interleaved):
+    q = torch.randn(1, 2, 4, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 1, 4, 8, dtype=torch.float64, requires_grad=True)
+    theta = _angles(4, 3)  # partial: 6 of 8 features rotated
+    cos, sin = theta.cos(), theta.sin()
+    assert torch.autograd.gradcheck(lambda a, b: rotate_qk(a, b, cos, sin, interleaved=interleaved, fused=True), (q, k))
+
+
+def test_gradient_reaches_learned_frequencies():
+    x = torch.randn(1, 1, 3, 4, dtype=torch.float64)
+    theta = _angles(3, 2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: rotate_pairs(x, t.cos(), t.sin(), fused=True), (theta,))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_bf16_within_one_rounding_of_float64_at_large_positions(interleaved):
+    x = torch.randn(1, 2, 6, 64, dtype=torch.float64)
+    positions = torch.tensor([0, 255, 65537, 500_001, 999_999, 1_000_000])
+    got = apply_rope(x.to(torch.bfloat16), positions, interleaved=interleaved).double()
+    inv_freq = 10000.0 ** (-np.arange(0, 64, 2) / 64)
+    ref = reference(x.to(torch.bfloat16).double().numpy(), np.outer(positions.numpy(), inv_freq), interleaved)
+    ref = torch.from_numpy(ref)
+    # one bf16 rounding: at most one unit in the last place (8 significant bits) of the exact value
+    ulp = torch.exp2(torch.floor(torch.log2(ref.abs().clamp_min(1e-30))) - 7)
+    assert bool(((got - ref).abs() <= ulp).all())
+    assert (got == ref.to(torch.bfloat16).double()).double().mean() > 0.99  # almost all correctly rounded
+
+
+def test_module_rotates_q_and_k_together_like_apply_rope():
+    rope = RotaryPositionEncoding(16, rotary_fraction=0.5)
+    q, k = torch.randn(2, 4, 9, 16), torch.randn(2, 4, 9, 16)
+    pos = Positions(9, 3)
+    rq, rk = rope.rotate(q, k, q_positions=pos, k_positions=Positions(9, 3))
+    theta = torch.outer(torch.arange(3, 12, dtype=torch.float64), 10000.0 ** (-torch.arange(0, 8, 2) / 8))
+    np.testing.assert_allclose(rq.numpy(), reference(q.double().numpy(), theta.numpy(), False), atol=2e-6)
+    np.testing.assert_allclose(rk.numpy(), reference(k.double().numpy(), theta.numpy(), False), atol=2e-6)
+
+
+def test_inplace_overwrites_and_keeps_gradients():
+    theta = _angles(5, 4)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    q, k = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    want = rotate_qk(q, k, cos, sin, fused=False)
+    q_ptr = q.data_ptr()
+    rq, rk = rotate_qk(q, k, cos, sin, inplace=True)
+    assert rq.data_ptr() == q_ptr
+    torch.testing.assert_close((q, k), want)
+    # a non-leaf rotated in place still back-propagates the exact inverse rotation
+    leaf = torch.randn(1, 2, 5, 8, dtype=torch.float64, requires_grad=True)
+    cos64, sin64 = theta.cos(), theta.sin()
+    out = rotate_pairs(leaf * 1.0, cos64, sin64, inplace=True)
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    (want_grad,) = torch.autograd.grad(rotate_pairs(leaf, cos64, sin64, fused=False).sum(), leaf)
+    torch.testing.assert_close(grad, want_grad)
+    with pytest.raises(ValueError, match="inplace"):
+        rotate_pairs(leaf, cos64, sin64, inplace=True)
+
+
+def test_apply_rope_table_lookup_equals_direct_angles():
+    angle_cache.clear()
+    x = torch.randn(2, 2, 6, 8, dtype=torch.float64)
+    positions = torch.tensor([[0, 3, 9, 40000, 2, 1], [5, 5, 6, 7, 8, 9]])
+    got = apply_rope(x, positions)
+    assert len(angle_cache._tables) == 1
+    direct = apply_rope(x, positions.double())  # float positions are never looked up
+    torch.testing.assert_close(got, direct, atol=0, rtol=0)
+    table = next(iter(angle_cache._tables.values()))[0]
+    apply_rope(x[:, :, :3], positions[:, :3])
+    assert next(iter(angle_cache._tables.values()))[0] is table  # reused, not rebuilt
+
+
+def test_compiled_model_with_fused_path_fullgraph():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = torch.nn.Linear(16, 32)
+            self.rope = RotaryPositionEncoding(8)
+
+        def forward(self, x):
+            # (b, n, 32) -> two (b, 2, n, 8)
+            q, k = self.qk(x).unflatten(-1, (2, 2, 8)).permute(2, 0, 3, 1, 4)
+            pos = Positions(x.shape[1])
+            q, k = self.rope.rotate(q, k, q_positions=pos, k_positions=pos)
+            return q @ k.transpose(-1, -2)
+
+    torch.manual_seed(0)
+    block = Block()
+    x = torch.randn(2, 6, 16)
+    compiled = torch.compile(block, fullgraph=True)
+    torch.testing.assert_close(compiled(x), block(x))
+
+
+def test_bad_switch_value_is_named(monkeypatch):
+    monkeypatch.setenv(fused.FUSED_ENV, "maybe")
+    with pytest.raises(ValueError, match="POSENC_FUSED"):
+        rotate_pairs(torch.randn(1, 1, 2, 4), torch.ones(2, 2), torch.zeros(2, 2))
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken(key):
+        def kernel(*args):
+            raise RuntimeError("no compiler")
+
+        return kernel
+
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(fused, "_build", broken)
+    x = torch.randn(1, 1, 3, 4)
+    theta = _angles(3, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=True)
+    assert any("could not be compiled" in str(w.message) for w in caught)
+    torch.testing.assert_close(got, rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=False))
+
+
+def test_kernel_is_used_and_first_call_timed(fusion_on_and_off, monkeypatch):
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(fused, "_first_call_seconds", {})
+    theta = _angles(3, 2)
+    rotate_tensors((torch.randn(1, 1, 3, 4, dtype=torch.float16),), theta.cos().float(), theta.sin().float())
+    built = any(key[1] == torch.float16 for key in fused.compile_seconds())
+    assert built == fusion_on_and_off
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_cuda_kernel_matches_reference(interleaved):
+    q = torch.randn(2, 4, 64, 32, dtype=torch.float64)
+    theta = _angles(64, 16)
+    cos, sin = theta.cos().float().cuda(), theta.sin().float().cuda()
+    got = rotate_pairs(q.cuda().bfloat16(), cos, sin, interleaved=interleaved, fused=True)
+    ref = reference(q.bfloat16().double().numpy(), theta.numpy(), interleaved)
+    np.testing.assert_allclose(got.double().cpu().numpy(), ref, atol=2e-2, rtol=1e-2)
