@@ -1,7 +1,7 @@
 """Encodings that add a position-dependent term to the attention logits (the ``"bias"`` hook)."""
 
 from posenc.bias.alibi import ALiBi, alibi_bias, alibi_slopes
-from posenc.bias.fused import attention_with_bias
+from posenc.attention.blocked import attention_with_bias
 from posenc.bias.relative import relative_positions, toeplitz
 from posenc.bias.t5 import T5RelativeBias, t5_relative_bucket
 

@@ -37,6 +37,7 @@ class ViT(nn.Module):
             ``"rope_2d"``, ``"peg"``, ``"none"``) or a :class:`PositionEncoding`.
         class_token: prepend a learned class token (else no prefix token).
         pool: ``"cls"`` (the class token's output) or ``"mean"`` (mean of the patch tokens).
+        attention: the attention backend (see :mod:`posenc.attention.dispatch`).
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name.
     """
 
@@ -55,6 +56,7 @@ class ViT(nn.Module):
         pool: str = "cls",
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        attention: str = "auto",
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -84,7 +86,8 @@ class ViT(nn.Module):
         if self.position.concat_dim:
             raise ValueError("the ViT adds its position encoding; build it with combine='add'")
         self.blocks = nn.ModuleList(
-            Block(dim, heads, causal=False, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth)
+            Block(dim, heads, causal=False, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
