@@ -149,3 +149,31 @@ def test_flex_refuses_cpu_training_with_a_clear_error():
     net = model("alibi", causal=True, attention="flex")
     with pytest.raises(ValueError, match="no backward on CPU"):
         net(tokens())
+
+
+@pytest.mark.parametrize("name", [n for n in SEQUENCE if "bias" in _encoding(n, n in CAUSAL).hooks])
+def test_packed_training_gradients_equal_eager(name):
+    # explicit positions (restarting per document) reach the blocked kernel through score_mod
+    causal = name in CAUSAL
+    ref_net = model(name, causal=causal, attention="eager")
+    net = model(name, causal=causal, attention="blocked")
+    net.load_state_dict(ref_net.state_dict())
+    ids = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 2, 2, 2, 2]])
+    for m in (ref_net, net):
+        m(tokens(), document_ids=ids).square().mean().backward()
+    for (key, p), q in zip(net.named_parameters(), ref_net.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
+
+
+@pytest.mark.parametrize("name", ["rel_bias_2d", "rope_2d", "vit_learned"])
+@pytest.mark.parametrize("backend", ["sdpa", "blocked", "flex"])
+def test_vit_backends_equal_eager(name, backend):
+    from posenc.models import ViT
+
+    torch.manual_seed(0)
+    ref = ViT(8, 2, 3, dim=16, depth=1, heads=2, position=name, attention="eager")
+    net = ViT(8, 2, 3, dim=16, depth=1, heads=2, position=name, attention=backend)
+    net.load_state_dict(ref.state_dict())
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(net(images), ref(images), atol=1e-5, rtol=1e-5)
