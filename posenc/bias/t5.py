@@ -152,7 +152,8 @@ class T5RelativeBias(BiasEncoding):
         block as a view (its gradient sums along the diagonals before reaching the table)."""
         if not _diagonal(q_positions, k_positions):
             return None
-        per_diagonal = F.embedding(self._diagonal_buckets(q_positions, k_positions), self.bias.weight).t()
+        # (n + m - 1, h) -> (h, n + m - 1), contiguous so that each block's rows read adjacent values
+        per_diagonal = F.embedding(self._diagonal_buckets(q_positions, k_positions), self.bias.weight).t().contiguous()
         return diagonal_block_term(per_diagonal, q_positions.n)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod | None:
