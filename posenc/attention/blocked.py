@@ -237,6 +237,9 @@ def blocked_attention(
         bias = bias.to(q.dtype)
     mask = MaskSpec() if mask is None else mask
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:  # no queries, or nothing to attend to: zeros
+        out = q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
+        return out, (q.new_zeros(*q.shape[:-1], k.shape[-2]) if need_weights else None)
     bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
     value_tensors = tuple(value_term.tensors) if value_term is not None else ()
     tensors = (q, k, v, bias, *bias_tensors, *value_tensors)

@@ -74,6 +74,9 @@ def attend(
     value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
     mask = mask or MaskSpec()
     backend = choose_backend(backend, q, position, dropout)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        # an empty sequence (or nothing to attend to): zeros, still connected to q, k, v
+        return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
     hooks = position.hooks
     pos = {"q_positions": q_positions, "k_positions": k_positions}
     if backend == "eager" or backend == "sdpa":

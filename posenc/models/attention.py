@@ -73,4 +73,4 @@ class Attention(nn.Module):
             mask=mask, backend=self.backend, dropout=dropout,
         )
         # (b, h, n, head_dim) -> (b, n, dim)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))

@@ -177,3 +177,11 @@ def test_vit_backends_equal_eager(name, backend):
     images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(net(images), ref(images), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["alibi", "shaw", "transformer_xl", "rope"])
+def test_empty_sequence_works_on_every_backend(name, backend):
+    net = model(name, causal=True, attention=backend).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0, 50)
