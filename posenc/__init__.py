@@ -12,8 +12,18 @@ from posenc import relative, complex, context  # noqa: F401, E401
 from posenc import spatial, vision  # noqa: F401, E401
 from posenc import coordinate, step, hyper  # noqa: F401, E401
 from posenc.core.base import PositionEncoding
+from posenc.core.positions import positions_from_documents
 from posenc.core.registry import EncodingInfo, available, create, get, register
 
 __version__ = "0.1.0"
 
-__all__ = ["EncodingInfo", "PositionEncoding", "available", "create", "get", "register", "__version__"]
+__all__ = [
+    "EncodingInfo",
+    "PositionEncoding",
+    "available",
+    "create",
+    "get",
+    "positions_from_documents",
+    "register",
+    "__version__",
+]

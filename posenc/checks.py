@@ -12,10 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from posenc.core.base import PositionEncoding
-from posenc.core.registry import available
-
-#: Families of encodings that enter the sequence Transformer through `position=`.
-SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "context", "complex")
+from posenc.core.registry import SEQUENCE_FAMILIES, transformer_encodings  # noqa: F401
 
 
 @dataclass
@@ -52,4 +49,4 @@ def check_one(name: str, *, seed: int = 0) -> CheckResult:
 
 
 def check_sequence_encodings() -> list[CheckResult]:
-    return [check_one(info.name) for info in available() if info.family in SEQUENCE_FAMILIES]
+    return [check_one(name) for name in transformer_encodings()]

@@ -319,3 +319,32 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
         },
         atol=2e-3,  # transformers forms angles in float32
     )
+
+
+def long_context_case(name: str, n: int, *, heads: int = 8, d: int = 64, backend: str = "blocked", device="cpu") -> Case:
+    """Causal inference of one attention layer, b1, with encoding ``name`` against no encoding on the
+    same backend (:func:`posenc.attention.attend`); time and peak memory. With implicit positions
+    neither side holds an ``(n, m)`` table on the blocked or flex backends."""
+    from posenc.attention import MaskSpec, attend
+    from posenc.core.registry import create, create_for_model
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(3))
+    torch.manual_seed(0)
+    model_args = {"dim": heads * d, "heads": heads, "head_dim": d, "causal": True}
+    encoding = create_for_model(name, model_args=model_args).to(device)
+    none = create("none")
+    pos, mask = Positions(n), MaskSpec(causal=True)
+
+    def run(position):
+        return lambda: _no_grad(
+            lambda: attend(q, k, v, position=position, q_positions=pos, k_positions=pos, mask=mask, backend=backend)
+        )
+
+    reference = f"no encoding ({backend})"
+    return Case(
+        f"long context {name} {backend} n{n} h{heads} d{d}",
+        reference,
+        {reference: run(none), f"posenc {name} ({backend})": run(encoding)},
+        memory=True,
+    )

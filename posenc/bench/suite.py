@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from posenc.bench.cases import (
+    long_context_case,
     Case,
     Row,
     bias_cases,
@@ -26,6 +27,8 @@ from posenc.rotary.fused import compile_seconds
 TRAINING_ENCODINGS = ("sinusoidal", "learned", "rope", "alibi", "t5", "shaw", "transformer_xl")
 #: RoPE scalings whose cos/sin construction is timed against transformers'.
 ROPE_SCALINGS = ("llama3", "longrope", "yarn")
+#: Encodings timed in one causal attention layer at a long context (b1 h8 d64), on the blocked kernel.
+LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
 
 
 def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Case]:
@@ -38,6 +41,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += bias_cases(4, 256, device)
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
         cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
+        cases += [long_context_case(name, 256, device=device) for name in LONG_CONTEXT if name in registered]
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
@@ -52,6 +56,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [shaw_case(n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
         lengths = (512, 1024, 2048, 4096)
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
+        cases += [long_context_case(name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
     mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)

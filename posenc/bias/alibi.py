@@ -14,11 +14,19 @@ import math
 
 import torch
 
-from posenc.bias.relative import BiasEncoding, implicit_window, relative_positions, square_cache_length
+from posenc.bias.relative import (
+    BiasEncoding,
+    diagonal_block_term,
+    implicit_window,
+    position_tensors,
+    relative_positions,
+    square_cache_length,
+)
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.memory import check_table_memory, fits
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import (
     check_fits,
     check_float_dtype,
@@ -119,6 +127,30 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
                 return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """``score + m_h (j - i)`` (causal) or ``score - m_h |j - i|``, read from the positions."""
+        qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.slopes.device)
+        symmetric = not self.causal
+
+        def fn(score, b, h, q_idx, kv_idx, slopes, qpos, kpos):
+            distance = (kpos[b, kv_idx] - qpos[b, q_idx]).to(torch.float32)
+            if symmetric:
+                distance = -distance.abs()
+            return score + (slopes[h] * distance).to(score.dtype)
+
+        return ScoreMod(fn, (self.slopes, qpos, kpos))
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """For implicit positions: one value per diagonal ``(h, n + m - 1)``, read per block as a view."""
+        n, m = q_positions.n, k_positions.n
+        if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
+            return None
+        gap = k_positions.offset - q_positions.offset
+        distance = torch.arange(gap - n + 1, gap + m, device=self.slopes.device).float()  # j - i by diagonal
+        if not self.causal:
+            distance = -distance.abs()
+        return diagonal_block_term(self.slopes.view(-1, 1) * distance, n)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}"

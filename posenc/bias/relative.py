@@ -6,6 +6,7 @@ import torch
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.terms import BlockTerm
 from posenc.core.validation import check_fits, check_int, check_positions, check_same_device, check_tensor
 
 
@@ -42,6 +43,16 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
     return k.unsqueeze(-2) - q.unsqueeze(-1)
 
 
+def position_tensors(
+    q_positions: Positions, k_positions: Positions, batch: int, device: torch.device | str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(batch, n)`` and ``(batch, m)`` position tensors (expanded views) for a score_mod to index by
+    ``[b, q_idx]`` and ``[b, kv_idx]``."""
+    qpos = q_positions.tensor(device).to(device)
+    kpos = k_positions.tensor(device).to(device)
+    return qpos.expand(batch, -1), kpos.expand(batch, -1)
+
+
 def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     """``(..., n + m - 1)`` values by diagonal -> ``(..., n, m)`` with entry ``(i, j)`` the value at
     index ``j - i + n - 1`` (offset ``j - i`` from ``-(n - 1)`` to ``m - 1``).
@@ -52,6 +63,18 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     n = per_diagonal.shape[-1] - m + 1
     # window w holds offsets w - (n - 1) .. w - (n - 1) + m - 1: the row of query n - 1 - w
     return per_diagonal.unfold(-1, m, 1).flip(-2)
+
+
+def diagonal_block_term(per_diagonal: torch.Tensor, n: int) -> BlockTerm:
+    """A bias that depends on ``j - i`` only, given by diagonal ``(h, n + m - 1)`` (index ``j - i + n - 1``,
+    as :func:`toeplitz` reads it), as a :class:`BlockTerm`: each block is a view of the slice of
+    diagonals it covers, and its gradient sums along them."""
+
+    def fn(s, e, k0, k1, per_diagonal):
+        first = n - e + k0  # the diagonal of the block's bottom-left entry
+        return toeplitz(per_diagonal[..., first : first + (e - s) + (k1 - k0) - 1], k1 - k0).unsqueeze(0)
+
+    return BlockTerm(fn, (per_diagonal,))
 
 
 def table_length(needed: int, current: int, *, step: int = 256) -> int:

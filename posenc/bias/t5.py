@@ -16,10 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.bias.relative import BiasEncoding, relative_positions, table_length, toeplitz
+from posenc.bias.relative import (
+    BiasEncoding,
+    diagonal_block_term,
+    position_tensors,
+    relative_positions,
+    table_length,
+    toeplitz,
+)
 from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import check_int, check_positive_int, check_tensor
 
 
@@ -39,6 +47,11 @@ def t5_relative_bucket(
     if relative_position.is_floating_point() or relative_position.dtype == torch.bool:
         raise ValueError(f"`relative_position` must be an integer tensor, got {relative_position.dtype}")
     _check_buckets(num_buckets, max_distance, bidirectional)
+    return _bucket_of(relative_position, bidirectional, num_buckets, max_distance)
+
+
+def _bucket_of(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """:func:`t5_relative_bucket` without the checks (elementwise: usable inside a score_mod)."""
     rel = relative_position.long()
     buckets = torch.zeros_like(rel)
     if bidirectional:
@@ -148,6 +161,29 @@ class T5RelativeBias(BiasEncoding):
             return toeplitz(per_diagonal, k_positions.n).unsqueeze(0)
         # (b | 1, n, m, h) -> (b | 1, h, n, m)
         return self.bias(self.buckets(q_positions, k_positions)).permute(0, 3, 1, 2)
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """For implicit positions: the learned value of each diagonal ``(h, n + m - 1)``, read per
+        block as a view (its gradient sums along the diagonals before reaching the table)."""
+        if not _diagonal(q_positions, k_positions):
+            return None
+        # (n + m - 1, h) -> (h, n + m - 1), contiguous so that each block's rows read adjacent values
+        per_diagonal = F.embedding(self._diagonal_buckets(q_positions, k_positions), self.bias.weight).t().contiguous()
+        return diagonal_block_term(per_diagonal, q_positions.n)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod | None:
+        """``score + table[bucket(j - i), h]``, the bucket computed elementwise from the positions
+        (None for float positions: the materialised bias then reports them)."""
+        qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.bias.weight.device)
+        if qpos.is_floating_point() or kpos.is_floating_point():
+            return None
+        bidirectional, num_buckets, max_distance = not self.causal, self.num_buckets, self.max_distance
+
+        def fn(score, b, h, q_idx, kv_idx, table, qpos, kpos):
+            bucket = _bucket_of(kpos[b, kv_idx] - qpos[b, q_idx], bidirectional, num_buckets, max_distance)
+            return score + table[bucket, h].to(score.dtype)
+
+        return ScoreMod(fn, (self.bias.weight, qpos, kpos))
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}, num_buckets={self.num_buckets}, max_distance={self.max_distance}"

@@ -100,6 +100,7 @@ class ConvContext(PositionEncoding):
 
     family = "context"
     hooks = frozenset({"input"})
+    packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
 
     def __init__(
         self,

@@ -80,6 +80,7 @@ class Wav2Vec2ConvPositionEmbedding(PositionEncoding):
 
     family = "context"
     hooks = frozenset({"input"})
+    packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
     supports_causal = False
 
     def __init__(

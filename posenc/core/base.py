@@ -19,8 +19,24 @@ of four entry points it uses, and :class:`posenc.models.Transformer` calls exact
     (d) a term added to the attention output, computed from the attention weights
     ``(b, h, n, m)``. Using it disables the fused ``scaled_dot_product_attention`` path.
 
-Positions reach the hooks as ``(b | 1, n)`` tensors (integer or float32/64, never half precision);
-with a key/value cache the key positions cover the cached tokens too.
+Positions reach the hooks as :class:`posenc.core.positions.Positions` (implicit ``offset + arange(n)``
+or an explicit ``(b | 1, n)`` tensor, integer or float32/64, never half precision); with a key/value
+cache the key positions cover the cached tokens too.
+
+Besides the materialised ``score_bias``, a ``"bias"`` encoding may declare its score terms in the
+forms the attention kernels of :mod:`posenc.attention` run without an ``(n, m)`` table:
+
+``score_mod(q, k, *, q_positions, k_positions) -> ScoreMod | None``
+    FlexAttention's ``(score, b, h, q_idx, kv_idx) -> score`` with the small tables it reads (any
+    content-dependent part precomputed, e.g. Shaw's ``q . a^K`` over the ``2k + 1`` offsets).
+``block_bias(q, k, *, q_positions, k_positions) -> BlockTerm | None``
+    the bias of one block of rows and keys, for the blocked CPU kernel (default: from ``score_mod``).
+``block_value(*, q_positions, k_positions) -> BlockTerm | None``
+    the ``"value"`` term of one block from its weights (default None: the kernel hands the full
+    weights to ``value_term``).
+
+Encodings never run attention themselves; :func:`posenc.attention.attend` is the one place that
+chooses how.
 
 Encodings whose state differs per layer set ``per_layer = True``; the model then builds one
 instance per block (with the same arguments) instead of sharing one.
@@ -32,6 +48,9 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+
+from posenc.core.positions import Positions
+from posenc.core.terms import BlockTerm, ScoreMod
 
 HOOKS = ("input", "rotary", "bias", "value")
 
@@ -51,22 +70,40 @@ class PositionEncoding(nn.Module):
     #: Width appended by the input hook (0 when the encoding is added, not concatenated).
     concat_dim: int = 0
 
-    def encode_input(self, x: torch.Tensor, *, positions: torch.Tensor) -> torch.Tensor:
+    #: Whether packed sequences (``document_ids``) work: positions restart per document and
+    #: attention stays inside it. An encoding that mixes neighbouring tokens outside attention sets
+    #: this to a sentence saying why it cannot (raised as the error).
+    packing_unsupported: ClassVar[str | None] = None
+
+    def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
         return x
 
     def rotate(
-        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
 
     def score_bias(
-        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions
     ) -> torch.Tensor | None:
         return None
 
+    def score_mod(
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions
+    ) -> ScoreMod | None:
+        return None
+
+    def block_bias(
+        self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions
+    ) -> BlockTerm | None:
+        return None
+
     def value_term(
-        self, weights: torch.Tensor, *, q_positions: torch.Tensor, k_positions: torch.Tensor
+        self, weights: torch.Tensor, *, q_positions: Positions, k_positions: Positions
     ) -> torch.Tensor | None:
+        return None
+
+    def block_value(self, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
         return None
 
 

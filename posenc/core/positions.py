@@ -97,3 +97,42 @@ def table_window(positions: Positions, length: int) -> tuple[int, int]:
     """
     rows = max(length, 1 << max(positions.n - 1, 0).bit_length())
     return positions.offset, rows
+
+
+def positions_from_documents(document_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 at the start of every document of a packed batch.
+
+    document_ids: ``(n,)`` or ``(b, n)`` integer ids, each document a contiguous run of equal ids
+    (a new run starts wherever the id changes) -> int64 positions of the same shape.
+    """
+    ids = _check_document_ids("document_ids", document_ids)
+    n = ids.shape[-1]
+    index = torch.arange(n, device=ids.device).expand_as(ids)
+    start = torch.ones_like(ids, dtype=torch.bool)
+    start[..., 1:] = ids[..., 1:] != ids[..., :-1]
+    # the index of each token's run start: the running maximum of the starts seen so far
+    first = torch.where(start, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - first
+
+
+def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
+    """``(1, n)`` document ids from cumulative sequence lengths ``(docs + 1,)`` (``0, l0, l0 + l1, ..., n``),
+    the varlen form of a packed batch of one row."""
+    check_positions("cu_seqlens", cu_seqlens)
+    if cu_seqlens.ndim != 1 or cu_seqlens.is_floating_point() or cu_seqlens.numel() < 2:
+        raise ValueError(f"`cu_seqlens` must be a 1-D integer tensor (0, l0, l0 + l1, ..., n), got {cu_seqlens.dtype} "
+                         f"{tuple(cu_seqlens.shape)}")
+    if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != n or bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+        raise ValueError(f"`cu_seqlens` must rise from 0 to the sequence length {n}, got {cu_seqlens.tolist()}")
+    index = torch.arange(n, device=cu_seqlens.device)
+    return (torch.searchsorted(cu_seqlens[1:], index, right=True)).unsqueeze(0)
+
+
+def _check_document_ids(name: str, ids: torch.Tensor) -> torch.Tensor:
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"`{name}` must be a tensor, got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be an integer tensor, got {ids.dtype}")
+    if ids.ndim not in (1, 2):
+        raise ValueError(f"`{name}` must have shape (n,) or (b, n), got {tuple(ids.shape)}")
+    return ids

@@ -19,6 +19,9 @@ from posenc.core.validation import check_dtype
 
 #: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
 MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
+#: Families whose encodings act on 1-D token sequences through the hooks of ``PositionEncoding``
+#: (the image families need a patch grid).
+SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class EncodingInfo:
     paper: str  #: the reference, with its arXiv id
     summary: str  #: one line on what it is
     cls: type[nn.Module]
+
+    @property
+    def fits_transformer(self) -> bool:
+        """Whether ``Transformer(position=name)`` takes it: a sequence family and the encoding protocol."""
+        from posenc.core.base import PositionEncoding
+
+        return self.family in SEQUENCE_FAMILIES and issubclass(self.cls, PositionEncoding)
 
     def as_row(self) -> dict[str, str]:
         return {"name": self.name, "family": self.family, "paper": self.paper, "summary": self.summary}
@@ -105,6 +115,16 @@ def _check_module_device(module: nn.Module, signature: inspect.Signature, args, 
 def available(family: str | None = None) -> list[EncodingInfo]:
     """The registered encodings, in registration order, optionally only those of one family."""
     return [info for info in _REGISTRY.values() if family is None or info.family == family]
+
+
+def transformer_encodings(*, causal: bool | None = None) -> list[str]:
+    """Names usable as ``Transformer(position=...)``, in registration order; ``causal=True`` keeps
+    the decoder-capable ones. The one place that answers which encodings fit the Transformer."""
+    return [
+        info.name
+        for info in _REGISTRY.values()
+        if info.fits_transformer and not (causal and not info.cls.supports_causal)
+    ]
 
 
 def get(name: str) -> EncodingInfo:

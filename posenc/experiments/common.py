@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from posenc.core.base import PositionEncoding
-from posenc.core.registry import available
+from posenc.core.registry import SEQUENCE_FAMILIES, transformer_encodings  # noqa: F401
 
 
-#: Families whose encodings act on 1-D token sequences (the image families need a patch grid).
-SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
 
 
 def sequence_encodings(*, causal: bool | None = None) -> list[str]:
     """Registry names usable as ``Transformer(position=...)`` on token sequences; ``causal=True``
-    keeps the decoder-capable ones."""
-    names = []
-    for info in available():
-        if info.family not in SEQUENCE_FAMILIES or not issubclass(info.cls, PositionEncoding):
-            continue
-        if causal and not info.cls.supports_causal:
-            continue
-        names.append(info.name)
-    return names
+    keeps the decoder-capable ones (:func:`posenc.core.registry.transformer_encodings`)."""
+    return transformer_encodings(causal=causal)
 
 
 def position_kwargs(name: str, *, max_len: int) -> dict:

@@ -1,43 +1,5 @@
-"""The key/value cache of incremental decoding."""
+"""The key/value cache lives in :mod:`posenc.attention.cache`; re-exported here."""
 
-from __future__ import annotations
+from posenc.attention.cache import KVCache
 
-from dataclasses import dataclass, field
-
-import torch
-
-from posenc.core.positions import Positions
-
-
-@dataclass
-class KVCache:
-    """Keys and values of the tokens decoded so far, per layer, with their positions.
-
-    ``keys[l]``, ``values[l]``: ``(b, h, m, head_dim)`` (keys already rotated when the encoding
-    rotates); ``positions``: the ``m`` cached keys' positions; ``key_mask``: ``(b, m)`` True where a
-    cached key may be attended to, or None when all may.
-    """
-
-    depth: int
-    keys: list[torch.Tensor | None] = field(default_factory=list)
-    values: list[torch.Tensor | None] = field(default_factory=list)
-    positions: Positions = field(default_factory=lambda: Positions(0))
-    key_mask: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if not self.keys:
-            self.keys = [None] * self.depth
-            self.values = [None] * self.depth
-
-    @property
-    def length(self) -> int:
-        """Number of cached tokens; implicit positions of new tokens continue from here."""
-        return self.positions.n
-
-    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append this step's keys/values of ``layer``; returns all keys/values of that layer."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=-2)
-            v = torch.cat([self.values[layer], v], dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+__all__ = ["KVCache"]

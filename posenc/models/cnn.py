@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from posenc.core.registry import available, create_for_model, get
+from posenc.models.interfaces import CNNFeatures, cnn_role
 from posenc.core.validation import check_float_tensor, check_int, check_positive_int
 
 ROLES = ("stem", "features", "attention")
@@ -26,7 +27,7 @@ ROLES = ("stem", "features", "attention")
 
 def cnn_encodings() -> list[str]:
     """Registry names usable as ``CNN(position=...)``, ``"none"`` first."""
-    return ["none"] + [i.name for i in available("spatial") if getattr(i.cls, "cnn_role", None) in ROLES]
+    return ["none"] + [i.name for i in available("spatial") if cnn_role(i.cls) in ROLES]
 
 
 class CNN(nn.Module):
@@ -66,7 +67,8 @@ class CNN(nn.Module):
             self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
         self.features = encoding if self.role == "features" else None
         self.attention = encoding if self.role == "attention" else None
-        body_in = width + (getattr(encoding, "concat_channels", 0) if self.features is not None else 0)
+        extra = encoding.concat_channels if self.features is not None and isinstance(encoding, CNNFeatures) else 0
+        body_in = width + extra
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [nn.Conv2d(body_in if i == 0 else width, width, 3, padding=1), nn.ReLU()]
@@ -79,7 +81,7 @@ class CNN(nn.Module):
         if isinstance(position, nn.Module):
             if kwargs:
                 raise ValueError(f"position keyword arguments {sorted(kwargs)} need `position` to be a registry name")
-            role = getattr(position, "cnn_role", None)
+            role = cnn_role(position)
             if role not in ROLES:
                 raise TypeError(f"`position` module must have a `cnn_role` in {ROLES}, got {type(position).__name__}")
             return position, role

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from posenc.core.base import PositionEncoding
-from posenc.core.positions import Positions, resolve_positions
+from posenc.attention.dispatch import check_backend
+from posenc.core.positions import (
+    Positions,
+    document_ids_from_cu_seqlens,
+    positions_from_documents,
+    resolve_positions,
+)
 from posenc.core.validation import check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
@@ -20,10 +26,20 @@ from posenc.models.position_plan import PositionPlan
 class Block(nn.Module):
     """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
 
-    def __init__(self, dim: int, heads: int, *, causal: bool, mlp_ratio: float, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        causal: bool,
+        mlp_ratio: float,
+        dropout: float,
+        attention: str = "auto",
+        window: int | None = None,
+    ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, causal=causal, dropout=dropout)
+        self.attn = Attention(dim, heads, causal=causal, dropout=dropout, attention=attention, window=window)
         self.mlp_norm = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
@@ -46,6 +62,10 @@ class Transformer(nn.Module):
         mlp_ratio, dropout: block hyper-parameters.
         position_plan: a :class:`PositionPlan` for a rotary ``position``: NoPE layers (Llama 4,
             SmolLM3), their attention temperature, RoPE on a subset of the heads.
+        attention: the attention backend, ``"auto"``, ``"eager"``, ``"sdpa"``, ``"flex"`` or
+            ``"blocked"`` (see :mod:`posenc.attention.dispatch`).
+        window: sliding-window attention: each query sees only its last ``window`` keys (itself
+            included), Mistral-style; None for full attention.
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
             model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
     """
@@ -62,10 +82,14 @@ class Transformer(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         position_plan: PositionPlan | None = None,
+        attention: str = "auto",
+        window: int | None = None,
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
         check_positive_int("vocab_size", vocab_size)
+        check_backend(attention)
+        self.window = None if window is None else check_positive_int("window", window)
         check_positive_int("dim", dim)
         self.depth = check_positive_int("depth", depth)
         check_positive_int("heads", heads)
@@ -90,7 +114,8 @@ class Transformer(nn.Module):
             raise ValueError(f"the encoding's concatenated width {self.position.concat_dim} leaves no room in dim={dim}")
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.blocks = nn.ModuleList(
-            Block(dim, heads, causal=self.causal, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth)
+            Block(dim, heads, causal=self.causal, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention, window=window)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
@@ -115,19 +140,33 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        document_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tokens ``(b, n)`` -> final normalised hidden states ``(b, n, dim)``.
 
         positions: ``(n,)`` or ``(b, n)`` explicit positions; by default ``cache.length + arange(n)``.
-        key_padding_mask: ``(b, n)`` bool, True for real tokens.
+        key_padding_mask: ``(b, n)`` bool, True for real tokens. Without explicit ``positions``, each
+            row's real tokens take positions ``0, 1, ...`` in order (a left-padded prompt starts at 0)
+            and a cache continues every row from its own length (ragged decoding).
         cache: a :class:`KVCache` from :meth:`new_cache`; it is extended with this call's tokens.
+        document_ids: ``(b, n)`` integer ids of a packed batch (each document a contiguous run):
+            positions restart at every document (:func:`posenc.positions_from_documents`, unless
+            ``positions`` are given) and attention never crosses documents.
+        cu_seqlens: the same for one packed row (``b = 1``) as cumulative lengths ``(docs + 1,)``.
         """
         check_tensor("tokens", tokens, ndim=2)
         b, n = tokens.shape
         if cache is not None and not self.causal:
             raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
+        documents = self._documents(document_ids, cu_seqlens, b, n, cache, tokens.device)
         offset = cache.length if cache is not None else 0
-        explicit = None
+        explicit, lengths = None, None
+        if positions is None and documents is not None:
+            explicit = positions_from_documents(documents)
+        ragged = cache is not None and cache.lengths is not None
+        if positions is None and documents is None and (key_padding_mask is not None or ragged):
+            explicit, lengths = self._ragged_positions(key_padding_mask, cache, b, n, tokens.device)
         if positions is not None:
             explicit = resolve_positions(positions, n=n, batch=b, device=tokens.device)
         q_positions = Positions(n, offset, explicit)
@@ -143,16 +182,70 @@ class Transformer(nn.Module):
                 q_positions=q_positions,
                 k_positions=k_positions,
                 key_mask=key_mask,
+                documents=None if documents is None else (documents, documents),
                 cache=cache,
                 layer=layer,
             )
         if cache is not None:
             cache.positions, cache.key_mask = k_positions, key_mask
+            if lengths is not None:
+                cache.lengths = lengths
         return self.norm(x)
 
     def forward(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """tokens ``(b, n)`` -> logits ``(b, n, vocab_size)``; keywords as :meth:`forward_features`."""
         return self.head(self.forward_features(tokens, **kwargs))
+
+    @staticmethod
+    def _ragged_positions(key_padding_mask, cache, b: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, n)`` positions counting each row's real tokens, continuing from the cache's lengths,
+        and the new lengths ``(b,)``."""
+        if key_padding_mask is not None:
+            Transformer._check_padding(key_padding_mask, b, n)
+            real = key_padding_mask.long()
+        else:
+            real = torch.ones(b, n, dtype=torch.long, device=device)
+        start = torch.zeros(b, dtype=torch.long, device=device)
+        if cache is not None:
+            if cache.lengths is not None:
+                start = cache.lengths
+            elif cache.length:
+                start = start + cache.length
+        positions = (start.unsqueeze(1) + real.cumsum(1) - 1).clamp(min=0)
+        return positions, start + real.sum(1)
+
+    @staticmethod
+    def _check_padding(key_padding_mask, b: int, n: int) -> None:
+        check_tensor("key_padding_mask", key_padding_mask, ndim=2)
+        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, n):
+            raise ValueError(
+                f"`key_padding_mask` must be a bool tensor of shape ({b}, {n}) (True = real token), "
+                f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+
+    def _documents(self, document_ids, cu_seqlens, b: int, n: int, cache, device) -> torch.Tensor | None:
+        if document_ids is None and cu_seqlens is None:
+            return None
+        if document_ids is not None and cu_seqlens is not None:
+            raise ValueError("give `document_ids` or `cu_seqlens`, not both")
+        if cache is not None:
+            raise ValueError("packed sequences (`document_ids`/`cu_seqlens`) cannot be combined with `cache`")
+        for encoding in [self.position, *self.layer_positions]:
+            if encoding.packing_unsupported:
+                raise ValueError(f"{type(encoding).__name__} cannot run on packed sequences: {encoding.packing_unsupported}")
+        if cu_seqlens is not None:
+            if b != 1:
+                raise ValueError(f"`cu_seqlens` describes one packed row: `tokens` must have batch 1, got {b}")
+            return document_ids_from_cu_seqlens(cu_seqlens.to(device), n)
+        check_tensor("document_ids", document_ids, ndim=2)
+        if document_ids.is_floating_point() or document_ids.dtype == torch.bool or tuple(document_ids.shape) != (b, n):
+            raise ValueError(
+                f"`document_ids` must be an integer tensor of shape ({b}, {n}), got {document_ids.dtype} "
+                f"{tuple(document_ids.shape)}"
+            )
+        if document_ids.device != device:
+            raise ValueError(f"`document_ids` is on {document_ids.device} but `tokens` is on {device}")
+        return document_ids
 
     @staticmethod
     def _key_mask(key_padding_mask, b: int, n: int, cache: KVCache | None, device) -> torch.Tensor | None:

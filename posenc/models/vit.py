@@ -19,6 +19,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.validation import check_choice, check_float, check_float_tensor, check_positive_int
+from posenc.models.interfaces import GridBound, ViTPlaced
 from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.transformer import Block
 from posenc.vision.grid import check_grid
@@ -37,6 +38,7 @@ class ViT(nn.Module):
             ``"rope_2d"``, ``"rope_mixed"``, ``"peg"``, ``"none"``) or a :class:`PositionEncoding`.
         class_token: prepend a learned class token (else no prefix token).
         pool: ``"cls"`` (the class token's output) or ``"mean"`` (mean of the patch tokens).
+        attention: the attention backend (see :mod:`posenc.attention.dispatch`).
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name.
     """
 
@@ -55,6 +57,7 @@ class ViT(nn.Module):
         pool: str = "cls",
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        attention: str = "auto",
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -84,7 +87,8 @@ class ViT(nn.Module):
         if self.position.concat_dim:
             raise ValueError("the ViT adds its position encoding; build it with combine='add'")
         self.blocks = nn.ModuleList(
-            Block(dim, heads, causal=False, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth)
+            Block(dim, heads, causal=False, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
@@ -98,7 +102,7 @@ class ViT(nn.Module):
             "num_prefix_tokens": self.num_prefix_tokens,
         }
         encodings = build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="ViT")
-        if getattr(encodings[0], "grid", self.grid) not in (None, self.grid):
+        if isinstance(encodings[0], GridBound) and encodings[0].grid not in (None, self.grid):
             raise ValueError(f"`position` was built for grid {encodings[0].grid} but the model's patch grid is {self.grid}")
         return encodings
 
@@ -124,7 +128,7 @@ class ViT(nn.Module):
         x = self.tokens(images)
         positions = Positions(x.shape[1])
         use_input = "input" in self.position.hooks
-        after = getattr(self.position, "after_block", None) if use_input else None
+        after = self.position.after_block if use_input and isinstance(self.position, ViTPlaced) else None
         if use_input and after is None:
             x = self.position.encode_input(x, positions=positions)
         for layer, block in enumerate(self.blocks):

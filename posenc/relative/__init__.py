@@ -8,7 +8,6 @@ from posenc.relative.shaw import (
     expand_offsets,
     reduce_offsets,
     shaw_attention,
-    shaw_attention_implicit,
 )
 from posenc.relative.transformer_xl import TransformerXLRelative, relative_sinusoid
 from posenc.relative.xl_model import TransformerXL
@@ -23,5 +22,4 @@ __all__ = [
     "rel_shift",
     "relative_sinusoid",
     "shaw_attention",
-    "shaw_attention_implicit",
 ]

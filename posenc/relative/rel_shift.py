@@ -40,3 +40,13 @@ def shift_padded(padded: torch.Tensor) -> torch.Tensor:
     # (..., n, m + 1) read as (..., m + 1, n); dropping its first row shifts row i left by n - 1 - i
     shifted = padded.reshape(*lead, m1, n)[..., 1:, :]
     return shifted.reshape(*lead, n, m1 - 1)
+
+
+def skew(by_diagonal: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """``(..., n, n + m - 1)`` contiguous -> ``(..., n, m)`` view with entry ``(i, j)`` at column
+    ``j - i + n - 1`` of row i (rows read with a stride one shorter)."""
+    if n == 1:
+        return by_diagonal
+    width = n + m - 1
+    flat = by_diagonal.flatten(-2)[..., n - 1 : n - 1 + n * (width - 1)]
+    return flat.unflatten(-1, (n, width - 1))[..., :m]

@@ -13,10 +13,10 @@ key term is ``q @ a^K^T`` (``(n, 2k + 1)``) spread over the pairs by offset, and
 the attention weights of each offset into ``2k + 1`` buckets before one product with ``a^V``. With
 implicit positions the offset is constant along each diagonal of the ``(n, m)`` grid, so the spread
 and the sums run along diagonals (:func:`expand_offsets`, :func:`reduce_offsets`) instead of
-through an ``(n, m)`` index. Inference (:func:`shaw_attention` without gradients) works on blocks
-of query rows and touches only what changes the softmax: the ``2k - 1`` band diagonals and the
-far-right offsets (a constant per row is dropped), so its extra memory is linear in the sequence
-length and it never holds the full ``(n, m)`` logits. Verified against the naive ``(n, m, d)``
+through an ``(n, m)`` index. The attention itself runs on the blocked kernel of
+:mod:`posenc.attention.blocked`, which takes both terms one block of query rows at a time
+(:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`); FlexAttention
+takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
 transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 (tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
 """
@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from posenc.bias.fused import _row_blocks, attention_with_bias
-from posenc.bias.relative import relative_positions
+from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
+from posenc.relative.rel_shift import skew
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import (
     check_choice,
     check_dtype_matches,
@@ -118,16 +119,6 @@ class OffsetRuns(NamedTuple):
         return OffsetRuns(n, m, 2 * k + 1, lo, first, last, hi)
 
 
-def _skew(by_diagonal: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """``(..., n, n + m - 1)`` contiguous -> ``(..., n, m)`` view with entry ``(i, j)`` at column
-    ``j - i + n - 1`` of row i (rows read with a stride one shorter)."""
-    if n == 1:
-        return by_diagonal
-    width = n + m - 1
-    flat = by_diagonal.flatten(-2)[..., n - 1 : n - 1 + n * (width - 1)]
-    return flat.unflatten(-1, (n, width - 1))[..., :m]
-
-
 def _expand(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     """``(..., n, 2k + 1)`` -> ``(..., n, m)``: entry ``(i, j)`` is column ``clip(j - i + gap) + k`` of row i."""
     lead = per_row.shape[:-1]
@@ -139,7 +130,7 @@ def _expand(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     if runs.hi:
         pieces.append(per_row[..., -1:].expand(*lead, runs.hi))
     # (..., n, n + m - 1): the value of every diagonal, the same in every row, then read skewed
-    return _skew(torch.cat(pieces, dim=-1), runs.n, runs.m)
+    return skew(torch.cat(pieces, dim=-1), runs.n, runs.m)
 
 
 def _reduce(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
@@ -208,6 +199,56 @@ def _check_table(name: str, table: torch.Tensor, max_distance: int, d: int, head
         )
 
 
+def shaw_key_mod(per_row: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, max_distance: int) -> ScoreMod:
+    """Shaw's key term as a score_mod: ``score + per_row[b, h, i, clip(kpos_j - qpos_i) + k]`` for
+    per_row ``(b, h, n, 2k + 1)`` (``q_i . a^K_c`` already scaled) and integer positions ``(b, n)``,
+    ``(b, m)``."""
+    kmax = max_distance
+
+    def fn(score, b, h, q_idx, kv_idx, per_row, qpos, kpos):
+        index = (kpos[b, kv_idx] - qpos[b, q_idx]).clamp(-kmax, kmax) + kmax
+        return score + per_row[b, h, q_idx, index].to(score.dtype)
+
+    return ScoreMod(fn, (per_row, qpos, kpos))
+
+
+def shaw_key_block(per_row: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
+    """Shaw's key term per block for implicit positions (key j's offset from query i is
+    ``j - i + gap``): the per-offset scores spread along the block's diagonals (a strided view)."""
+
+    def fn(s, e, k0, k1, per_row):
+        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
+        return expand_offsets(per_row[..., s:e, :], runs)
+
+    return BlockTerm(fn, (per_row,))
+
+
+def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
+    """Shaw's value term ``sum_j w_ij a^V_ij`` per block for implicit positions: the block's weights
+    summed by offset (along its diagonals) into ``2k + 1`` buckets, then one product with ``a^V``."""
+
+    def fn(weights, s, e, k0, k1, rel_v):
+        if torch.compiler.is_compiling():  # the diagonal sums read a strided view torch.compile cannot trace
+            device = weights.device
+            rel = torch.arange(k0, k1, device=device) - torch.arange(s, e, device=device).unsqueeze(1) + gap
+            return value_offset_sums(weights, rel_v, clipped_offsets(rel, max_distance).unsqueeze(0))
+        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
+        work = torch.promote_types(weights.dtype, torch.float32)
+        return reduce_offsets(weights.to(work), runs) @ _table_for_heads(rel_v).to(work)
+
+    return BlockTerm(fn, (rel_v,))
+
+
+def shaw_value_block_explicit(rel_v: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, max_distance: int) -> BlockTerm:
+    """Shaw's value term per block for integer positions ``(b, n)``, ``(b, m)``."""
+
+    def fn(weights, s, e, k0, k1, rel_v, qpos, kpos):
+        index = clipped_offsets(kpos[:, None, k0:k1] - qpos[:, s:e, None], max_distance)
+        return value_offset_sums(weights, rel_v, index)
+
+    return BlockTerm(fn, (rel_v, qpos, kpos))
+
+
 def shaw_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -224,7 +265,8 @@ def shaw_attention(
     ``(h, 2 * max_distance + 1, d)``), row ``clip(j - i, -max_distance, max_distance) + max_distance``
     for query i and key j. Query i sits at key index ``i + m - n`` (the queries are the last n of the m
     tokens, as with a key/value cache); with ``causal=True`` later keys are masked. Logits are scaled
-    by ``1/sqrt(d)``. Returns ``(b, h, n, d)``.
+    by ``1/sqrt(d)``. Returns ``(b, h, n, d)``. Runs on the blocked kernel of
+    :mod:`posenc.attention.blocked` with the key and value terms per block (no ``(n, m)`` table).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float_tensor(name, t, ndim=4)
@@ -246,228 +288,17 @@ def shaw_attention(
     if n == 0:  # no queries: an empty (b, h, 0, d_v) result, still attached to the inputs' graph
         return (q @ k.transpose(-1, -2)) @ v
     rel_k, rel_v = rel_k.to(q.dtype), None if rel_v is None else rel_v.to(q.dtype)
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
 
     scale = 1.0 / math.sqrt(d)
     # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)
     per_row = q @ (_table_for_heads(rel_k).to(q.dtype) * scale).transpose(-1, -2)
     gap = n - m  # offset of key j from query i (which sits at key index i + m - n) is j - i + gap
-    tables = (q, k, v, rel_k) if rel_v is None else (q, k, v, rel_k, rel_v)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
-        # differentiable: the full (n, m) bias by diagonal runs inside one attention node
-        runs = OffsetRuns.of(n, m, gap, max_distance)
-        bias = expand_offsets(per_row, runs)
-        out, weights = attention_with_bias(q, k, v, bias, scale=scale, causal=causal, need_weights=rel_v is not None)
-        if rel_v is None:
-            return out
-        work = torch.promote_types(weights.dtype, torch.float32)
-        return out + (reduce_offsets(weights.to(work), runs) @ _table_for_heads(rel_v).to(work)).to(out.dtype)
-    with torch.no_grad():
-        return _shaw_blocks(q, k, v, per_row, rel_v, max_distance, causal, scale)
-
-
-def _shaw_blocks(q, k, v, per_row, rel_v, max_distance: int, causal: bool, scale: float) -> torch.Tensor:
-    """Inference form of :func:`shaw_attention`, ``ROW_BLOCK`` query rows at a time.
-
-    Softmax ignores a constant added to a row, so the key term adds ``a^K_c - a^K_0`` only: nothing
-    on the far-left offsets (row 0), one value per diagonal on the ``2k - 1`` band offsets, one per
-    row on the far right (row 2k), which causal attention masks anyway. The value term needs only the
-    weight on each band diagonal and on the far right; the far left has the rest of the row's weight
-    (the weights sum to one).
-    """
-    b, h, n, _ = q.shape
-    m, kmax, gap = k.shape[-2], max_distance, q.shape[-2] - k.shape[-2]
-    per_row = per_row - per_row[..., :1]  # row constants do not change the weights
-    table_v = None if rel_v is None else _table_for_heads(rel_v).to(torch.promote_types(v.dtype, torch.float32))
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
-    keys_t = k.transpose(-1, -2)
-    last = kmax if causal else None  # causal attention hides the positive offsets
-    for s in range(0, n, ROW_BLOCK):
-        e = min(s + ROW_BLOCK, n)
-        logits = torch.matmul(q[..., s:e, :], keys_t).mul_(scale)  # (b, h, rows, m)
-        block_rows = per_row[..., s:e, :]
-        if kmax > 0:
-            for view, rows, c in _band(logits, s, gap, kmax, last):
-                view.add_(block_rows[..., rows, c])
-            if not causal:  # causal attention masks the far right
-                for cols, weight in _far_right(logits, s, gap, kmax):
-                    logits[..., cols] += block_rows[..., -1:] * weight
-        if causal:
-            # query i sees keys up to i - gap: columns from e - gap on are hidden for every row
-            logits[..., e - gap :] = float("-inf")
-            hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
-            logits[..., s - gap : e - gap].masked_fill_(hidden, float("-inf"))
-        weights = torch.softmax(logits, dim=-1)
-        del logits
-        block = torch.matmul(weights, v)
-        if table_v is not None:
-            mass = weights.new_zeros(*weights.shape[:-1], 2 * kmax + 1, dtype=table_v.dtype)
-            if kmax > 0:
-                for view, rows, c in _band(weights, s, gap, kmax, last):
-                    mass[..., rows, c] = view
-                if not causal:  # causal attention gives the far right no weight
-                    for cols, weight in _far_right(weights, s, gap, kmax):
-                        mass[..., -1] += (weights[..., cols] * weight).sum(-1, dtype=mass.dtype)
-            mass[..., 0] = 1 - mass[..., 1:].sum(-1)
-            block = block + (mass @ table_v).to(block.dtype)
-        out[..., s:e, :] = block
+    key = shaw_key_block(per_row, gap, max_distance)
+    value = None if rel_v is None else shaw_value_block(rel_v, gap, max_distance)
+    out, _ = blocked_attention(q, k, v, bias_term=key, value_term=value, mask=MaskSpec(causal=bool(causal)), scale=scale)
     return out
-
-
-def _band(
-    grid: torch.Tensor, s: int, gap: int, kmax: int, last: int | None = None
-) -> list[tuple[torch.Tensor, slice, slice | int]]:
-    """The band offsets ``-k < j - i + gap < k`` of rows ``s ..`` (a block) of an ``(..., rows, m)`` grid,
-    table rows 1 .. ``last`` (default 2k - 1; fewer when a causal mask hides the others):
-    ``(view, rows, table rows)`` such that ``view`` matches ``per_row[..., rows, table rows]``. One
-    strided ``(..., rows, last)`` view when every row has all of them, else one diagonal per offset."""
-    rows, m = grid.shape[-2:]
-    last = 2 * kmax - 1 if last is None else min(last, 2 * kmax - 1)
-    if last < 1:
-        return []
-    low, high = 1 - kmax - gap, last - kmax - gap  # key minus query index of the first and last band offset
-    if s + low >= 0 and s + rows - 1 + high <= m - 1 and grid.is_contiguous():
-        # entry (r, t) at column s + r + low + t: a row stride one longer than the grid's
-        strides = (*grid.stride()[:-2], m + 1, 1)
-        view = grid.as_strided((*grid.shape[:-2], rows, last), strides, grid.storage_offset() + s + low)
-        return [(view, slice(None), slice(1, last + 1))]
-    views = []
-    for c in range(1, last + 1):
-        offset = s + c - kmax - gap  # column minus local row along this diagonal
-        first, last = max(0, -offset), min(rows, m - offset)  # the local rows that have it
-        if last > first:
-            views.append((torch.diagonal(grid, offset, -2, -1), slice(first, last), c))
-    return views
-
-
-def _far_right(grid: torch.Tensor, s: int, gap: int, kmax: int) -> list[tuple[slice, torch.Tensor | float]]:
-    """Columns of the offsets ``j - i + gap >= k`` in rows ``s ..`` of an ``(..., rows, m)`` grid:
-    ``(columns, weight)`` pairs, weight 1 where every row has them, else a ``(rows, columns)`` 0/1 mask."""
-    rows, m = grid.shape[-2:]
-    start = s + kmax - gap  # first such column of row s; row s + r starts r later
-    parts: list[tuple[slice, torch.Tensor | float]] = []
-    full = max(start + rows - 1, 0)
-    if full < m:
-        parts.append((slice(full, m), 1.0))
-    lo, hi = max(start, 0), min(start + rows - 1, m)
-    if hi > lo:
-        cols = torch.arange(lo, hi, device=grid.device)
-        mask = (torch.arange(rows, device=grid.device).unsqueeze(1) + start <= cols).to(grid.dtype)
-        parts.append((slice(lo, hi), mask))
-    return parts
-
-
-def _band_values(grid: torch.Tensor, s: int, gap: int, kmax: int, out: torch.Tensor, last: int) -> None:
-    """Write the band entries of rows ``s ..`` of ``grid`` ``(..., rows, keys)`` into columns 1 .. 2k - 1
-    of ``out`` ``(..., rows, 2k + 1)`` and the far-right sums into its last column (table rows past
-    ``last`` are hidden by a mask and left at zero)."""
-    for view, rows, c in _band(grid, s, gap, kmax, last):
-        out[..., rows, c] = view
-    for cols, weight in _far_right(grid, s, gap, kmax) if last >= 2 * kmax else ():
-        part = grid[..., cols] if isinstance(weight, float) else grid[..., cols] * weight
-        out[..., -1] += part.sum(-1, dtype=out.dtype)
-
-
-def _add_band(grid: torch.Tensor, s: int, gap: int, kmax: int, per_row: torch.Tensor, last: int) -> None:
-    """Add ``per_row[..., c] - per_row[..., 0]`` ``(..., rows, 2k + 1)`` at every entry of offset row
-    c >= 1 of rows ``s ..`` of ``grid`` (the row-0 value is a constant per row, left out; rows past
-    ``last`` are hidden by a mask and skipped)."""
-    for view, rows, c in _band(grid, s, gap, kmax, last):
-        base = per_row[..., rows, 0]
-        view.add_(per_row[..., rows, c] - (base if isinstance(c, int) else base.unsqueeze(-1)))
-    for cols, weight in _far_right(grid, s, gap, kmax) if last >= 2 * kmax else ():
-        grid[..., cols] += (per_row[..., -1:] - per_row[..., :1]) * weight
-
-
-class _ShawAttention(torch.autograd.Function):
-    """Shaw et al.'s attention with both tables for implicit positions, in blocks of query rows.
-
-    Only what changes the softmax is formed: a constant per row is dropped from the key term, so it
-    touches the ``2k - 1`` band diagonals and the far-right offsets; the value term's weight per
-    offset is read the same way (the far left has the rest of each row's weight). The backward
-    uses the same two facts for the gradients (the rows of the logits' gradient sum to zero).
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, rel_k, rel_v, gap, max_distance, causal, scale):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        n, m, kmax = q.shape[-2], k.shape[-2], max_distance
-        table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
-        per_row = q @ (table_k * scale).transpose(-1, -2)  # (b, h, n, 2k + 1)
-        blocks = _row_blocks(n, m, causal)
-        # the highest table row a query can see: causal hides offsets j - i + gap > m - n + gap
-        last = min(2 * kmax, kmax + m - n + gap) if causal else 2 * kmax
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        mass = q.new_zeros(*q.shape[:-1], 2 * kmax + 1)  # weight on each offset row
-        weights = []
-        for s, e, keys in blocks:
-            logits = torch.matmul(q[..., s:e, :], k[..., :keys, :].transpose(-1, -2)).mul_(scale)
-            if kmax > 0:
-                _add_band(logits, s, gap, kmax, per_row[..., s:e, :], last)
-            if causal:  # row s + r sees keys up to s + r + m - n: the last e - s columns hide a triangle
-                hidden = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).triu_(1)
-                logits[..., keys - (e - s) :].masked_fill_(hidden, float("-inf"))
-            w = torch.softmax(logits, dim=-1)
-            del logits
-            block_mass = mass[..., s:e, :]
-            if kmax > 0:
-                _band_values(w, s, gap, kmax, block_mass, last)
-            block_mass[..., 0] = 1 - block_mass[..., 1:].sum(-1)
-            out[..., s:e, :] = torch.matmul(w, v[..., :keys, :]) + block_mass @ table_v
-            weights.append(w)
-        ctx.save_for_backward(q, k, v, rel_k, rel_v, out, mass, *weights)
-        ctx.blocks, ctx.gap, ctx.kmax, ctx.scale, ctx.last = blocks, gap, kmax, scale, last
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        q, k, v, rel_k, rel_v, out, mass, *weights = ctx.saved_tensors
-        gap, kmax, scale, last = ctx.gap, ctx.kmax, ctx.scale, ctx.last
-        grad = grad.contiguous()
-        table_k, table_v = _table_for_heads(rel_k).to(q.dtype), _table_for_heads(rel_v).to(q.dtype)
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        # gradient of the weights: grad_i . (v_j + a^V_c); a^V_0 is a constant per row, dropped
-        grad_rows = grad @ table_v.transpose(-1, -2)  # (b, h, n, 2k + 1)
-        delta = (grad * out).sum(-1, keepdim=True) - grad_rows[..., :1]  # sum_j w_ij (dropped form)
-        logit_mass = q.new_zeros(*q.shape[:-1], 2 * kmax + 1)  # gradient of the logits per offset row
-        for (s, e, keys), w in zip(ctx.blocks, weights):
-            g = grad[..., s:e, :]
-            grad_v[..., :keys, :] += torch.matmul(w.transpose(-1, -2), g)
-            grad_w = torch.matmul(g, v[..., :keys, :].transpose(-1, -2))
-            if kmax > 0:
-                _add_band(grad_w, s, gap, kmax, grad_rows[..., s:e, :], last)
-            grad_logits = grad_w.sub_(delta[..., s:e, :]).mul_(w)  # softmax backward, in place
-            grad_q[..., s:e, :] = torch.matmul(grad_logits, k[..., :keys, :])
-            grad_k[..., :keys, :] += torch.matmul(grad_logits.transpose(-1, -2), q[..., s:e, :]).mul_(scale)
-            block = logit_mass[..., s:e, :]
-            if kmax > 0:
-                _band_values(grad_logits, s, gap, kmax, block, last)
-            block[..., 0] = -block[..., 1:].sum(-1)  # each row of grad_logits sums to zero
-        # the key term q_i . a^K_c * scale: its gradient through the offset rows
-        grad_q = grad_q.add_(logit_mass @ table_k).mul_(scale)
-        grad_rel_k = torch.einsum("bhnr,bhnd->hrd", logit_mass, q) * scale
-        grad_rel_v = torch.einsum("bhnr,bhnd->hrd", mass, grad)
-        if rel_k.ndim == 2:
-            grad_rel_k, grad_rel_v = grad_rel_k.sum(0), grad_rel_v.sum(0)
-        return grad_q, grad_k, grad_v, grad_rel_k.to(rel_k.dtype), grad_rel_v.to(rel_v.dtype), None, None, None, None
-
-
-def shaw_attention_implicit(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_k: torch.Tensor,
-    rel_v: torch.Tensor,
-    *,
-    gap: int,
-    max_distance: int,
-    causal: bool,
-) -> torch.Tensor:
-    """Differentiable Shaw attention with both tables when key j's offset from query i is
-    ``j - i + gap`` (implicit positions); ``causal`` hides keys ``j > i + m - n``. Shapes as
-    :func:`shaw_attention`; inputs unchecked (the callers check them)."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    return _ShawAttention.apply(q, k, v, rel_k, rel_v, int(gap), int(max_distance), bool(causal), scale)
 
 
 @register(
@@ -539,26 +370,40 @@ class ShawRelativePosition(PositionEncoding):
         index = self.index(q_positions, k_positions, q.device)
         return key_offset_scores(q, self.rel_k, index) / math.sqrt(self.head_dim)
 
-    def fused_attention(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        q_positions: Positions,
-        k_positions: Positions,
-        causal: bool,
-    ) -> torch.Tensor | None:
-        """The whole attention with both tables, ``(b, h, n, head_dim)``, for implicit positions in
-        float32/float64 (None otherwise: the caller then uses :meth:`score_bias` and :meth:`value_term`).
-        ``causal`` hides keys ``j > i + m - n``."""
-        runs = self._runs(q_positions, k_positions)
-        if runs is None or self.rel_v is None or q.dtype not in (torch.float32, torch.float64):
+    def _position_tensors(self, q_positions: Positions, k_positions: Positions, batch: int, device):
+        qpos, kpos = position_tensors(q_positions, k_positions, batch, device)
+        for name, p in (("q_positions", qpos), ("k_positions", kpos)):
+            if p.is_floating_point() and not torch.compiler.is_compiling() and not torch.equal(p, p.round()):
+                raise ValueError(f"Shaw et al.'s tables are indexed by integer offsets: `{name}` must be integer-valued")
+        return qpos.long(), kpos.long()
+
+    def _per_row(self, q: torch.Tensor) -> torch.Tensor:
+        # (b, h, n, d) @ (h | 1, d, 2k + 1) -> (b, h, n, 2k + 1), scaled on the small table
+        table = _table_for_heads(self.rel_k).to(q.dtype) / math.sqrt(self.head_dim)
+        return q @ table.transpose(-1, -2)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """The key term as a score_mod reading the ``(b, h, n, 2k + 1)`` scores ``q_i . a^K_c``."""
+        qpos, kpos = self._position_tensors(q_positions, k_positions, q.shape[0], q.device)
+        return shaw_key_mod(self._per_row(q), qpos, kpos, self.max_distance)
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """The key term per block along diagonals (implicit positions; None otherwise)."""
+        if self._runs(q_positions, k_positions) is None:
             return None
         gap = k_positions.offset - q_positions.offset
-        return shaw_attention_implicit(
-            q, k, v, self.rel_k, self.rel_v, gap=gap, max_distance=self.max_distance, causal=causal
-        )
+        return shaw_key_block(self._per_row(q), gap, self.max_distance)
+
+    def block_value(self, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """The value term per block from the block's weights."""
+        if self.rel_v is None:
+            return None
+        if self._runs(q_positions, k_positions) is not None:
+            return shaw_value_block(self.rel_v, k_positions.offset - q_positions.offset, self.max_distance)
+        device = self.rel_v.device
+        batch = max(p.explicit.shape[0] for p in (q_positions, k_positions) if p.explicit is not None)
+        qpos, kpos = self._position_tensors(q_positions, k_positions, batch, device)
+        return shaw_value_block_explicit(self.rel_v, qpos, kpos, self.max_distance)
 
     def value_term(self, weights, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor | None:
         """weights ``(b, h, n, m)`` -> ``sum_j w_ij a^V_ij``, ``(b, h, n, head_dim)``."""

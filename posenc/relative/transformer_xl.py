@@ -12,9 +12,10 @@ re-indexed by key with :func:`posenc.relative.rel_shift.rel_shift`. Bidirectiona
 non-aligned implicit positions use a table of ``n + m - 1`` distances so every pair is covered;
 explicit positions gather by distance instead (float positions fall back to a per-pair table,
 ``O(n m d)`` memory). ``u`` and ``v`` belong to each block (the official code's ``untie_r=True``).
-For a causal encoding with implicit positions, :meth:`TransformerXLRelative.fused_attention` does
-terms (a)-(d) and the softmax in one autograd node, in blocks of query rows that skip the masked
-triangle in both products and hold no ``(n, m)`` bias (float64 ``gradcheck`` in the tests).
+For implicit positions, :meth:`TransformerXLRelative.block_bias` gives terms (b)-(d) one block of
+query rows at a time (one product against the distances the block covers), so the blocked kernel of
+:mod:`posenc.attention` holds no ``(n, m)`` bias; :meth:`TransformerXLRelative.score_mod` gives them
+to FlexAttention over a table of ``n + m - 1`` distances.
 
 Verified against a float64 per-(i, j) transcription of the four terms in
 tests/relative/test_transformer_xl.py; the segment-level recurrence lives in
@@ -30,90 +31,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from posenc.bias.fused import _row_blocks
-from posenc.bias.relative import relative_positions
+from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_positive_int, check_same_device
 from posenc.input.sinusoidal import sinusoidal
-from posenc.relative.rel_shift import shift_padded
+from posenc.relative.rel_shift import shift_padded, skew
 
 
 def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
     """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)``, sines then cosines; float64 for
     float64 distances, else float32."""
     return sinusoidal(distances, dim, base=base, interleaved=False)
-
-
-class _CausalXLAttention(torch.autograd.Function):
-    """Causal Transformer-XL attention in blocks of query rows, the queries being the last n of the m
-    keys: logits ``((q_i + u) . k_j + (q_i + v) . table[i + m - n - j]) * scale``, with ``table``
-    ``(m, h, d)`` holding ``W_R R`` for distances ``m - 1 .. 0`` (largest first).
-
-    A block of rows ``s:e`` sees ``e + m - n`` keys and distances, so both products skip the masked
-    triangle, and the position scores are shifted into place per block (no ``(n, m)`` bias is held).
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, u, vb, table, scale):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        n, m = q.shape[-2], k.shape[-2]
-        qu, qv = q + u[:, None], q + vb[:, None]  # (b, h, n, d)
-        # (m, h, d) -> (h, d, 1 + m) with a zero first column: products come out padded for the shift
-        padded_table = F.pad(table.permute(1, 2, 0), (1, 0))
-        blocks = _row_blocks(n, m, True)
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        weights = []
-        for s, e, keys in blocks:
-            rows = e - s
-            logits = torch.matmul(qu[..., s:e, :], k[..., :keys, :].transpose(-1, -2))
-            # distances keys - 1 .. 0 are the last keys columns; column 0 of the block's table is zero
-            block_table = torch.cat((padded_table[..., :1], padded_table[..., 1 + m - keys :]), dim=-1)
-            logits += shift_padded(torch.matmul(qv[..., s:e, :], block_table))
-            logits.mul_(scale)
-            hidden = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu_(1)
-            logits[..., keys - rows :].masked_fill_(hidden, float("-inf"))
-            w = torch.softmax(logits, dim=-1)
-            del logits
-            out[..., s:e, :] = torch.matmul(w, v[..., :keys, :])
-            weights.append(w)
-        ctx.save_for_backward(qu, qv, k, v, padded_table, out, *weights)
-        ctx.blocks, ctx.scale = blocks, scale
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        qu, qv, k, v, padded_table, out, *weights = ctx.saved_tensors
-        n, m, scale = qu.shape[-2], k.shape[-2], ctx.scale
-        grad = grad.contiguous()
-        grad_qu, grad_qv = torch.empty_like(qu), torch.empty_like(qv)
-        grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
-        grad_table = torch.zeros_like(padded_table)  # (h, d, 1 + m)
-        delta = (grad * out).sum(-1, keepdim=True)
-        for (s, e, keys), w in zip(ctx.blocks, weights):
-            rows = e - s
-            g = grad[..., s:e, :]
-            grad_v[..., :keys, :] += torch.matmul(w.transpose(-1, -2), g)
-            grad_w = torch.matmul(g, v[..., :keys, :].transpose(-1, -2))
-            grad_logits = grad_w.sub_(delta[..., s:e, :]).mul_(w).mul_(scale)  # (b, h, rows, keys)
-            grad_qu[..., s:e, :] = torch.matmul(grad_logits, k[..., :keys, :])
-            grad_k[..., :keys, :] += torch.matmul(grad_logits.transpose(-1, -2), qu[..., s:e, :])
-            # the shift reads the last rows * keys entries of the padded scores: its adjoint writes them
-            grad_padded = grad_logits.new_empty(*grad_logits.shape[:-1], keys + 1)
-            flat = grad_padded.flatten(-2)
-            flat[..., :rows] = 0
-            flat[..., rows:] = grad_logits.flatten(-2)
-            block_table = torch.cat((padded_table[..., :1], padded_table[..., 1 + m - keys :]), dim=-1)
-            grad_qv[..., s:e, :] = torch.matmul(grad_padded, block_table.transpose(-1, -2))
-            # (b, h, d, rows) @ (b, h, rows, 1 + keys) summed over the batch -> (h, d, 1 + keys)
-            block_grad = torch.matmul(qv[..., s:e, :].transpose(-1, -2), grad_padded).sum(0)
-            grad_table[..., 1 + m - keys :] += block_grad[..., 1:]
-        grad_u = grad_qu.sum((0, 2))
-        grad_vb = grad_qv.sum((0, 2))
-        grad_q = grad_qu.add_(grad_qv)
-        return grad_q, grad_k, grad_v, grad_u, grad_vb, grad_table[..., 1:].permute(2, 0, 1), None
 
 
 @register(
@@ -220,29 +151,56 @@ class TransformerXLRelative(PositionEncoding):
         content = torch.matmul(k, self.u.to(k.dtype)[:, :, None] * scale).transpose(-1, -2)  # (c): (b, h, 1, m)
         return self._position_scores(qv, q_positions, k_positions) + content
 
-    def fused_attention(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        q_positions: Positions,
-        k_positions: Positions,
-        causal: bool,
-    ) -> torch.Tensor | None:
-        """Terms (a)-(d) and the attention in one node, ``(b, h, n, head_dim)``, for a causal encoding
-        on CPU whose implicit queries are the last n of the m keys (None otherwise: the caller then adds
-        :meth:`score_bias` to ordinary attention). ``causal`` hides keys ``j > i + m - n``."""
-        n, m = q_positions.n, k_positions.n
-        if not (self.causal and causal and q_positions.is_implicit and k_positions.is_implicit and n > 0):
-            return None
-        if q_positions.offset - k_positions.offset != m - n or q.dtype not in (torch.float32, torch.float64):
-            return None
-        if q.device.type != "cpu":  # elsewhere sdpa's fused kernels take the bias and its gradient
-            return None
-        table = self.projected(torch.arange(m - 1, -1, -1, device=q.device)).to(q.dtype)  # (m, h, d)
+    def _factors(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q + v) / sqrt(d)`` ``(b, h, n, d)`` and term (c) ``u . k_j / sqrt(d)`` ``(b, h, 1, m)``."""
         scale = 1.0 / math.sqrt(self.head_dim)
-        return _CausalXLAttention.apply(q, k, v, self.u.to(q.dtype), self.v.to(q.dtype), table, scale)
+        qv = (q + self.v.to(q.dtype)[:, None]) * scale
+        content = torch.matmul(k, self.u.to(k.dtype)[:, :, None] * scale).transpose(-1, -2)
+        return qv, content
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod | None:
+        """Terms (b)-(d) as a score_mod over a ``(b, h, n, distances)`` table of position scores and the
+        ``(b, h, 1, m)`` content term (integer positions; None for float ones)."""
+        qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], q.device)
+        if qpos.is_floating_point() or kpos.is_floating_point() or q_positions.n == 0 or k_positions.n == 0:
+            return None
+        if q_positions.is_implicit and k_positions.is_implicit:
+            low = q_positions.offset - (k_positions.end - 1)
+            high = q_positions.end - 1 - k_positions.offset
+        else:
+            low, high = int(qpos.min() - kpos.max()), int(qpos.max() - kpos.min())
+        qv, content = self._factors(q, k)
+        table = self.projected(torch.arange(low, high + 1, device=q.device)).to(q.dtype)  # (w, h, d)
+        scores = torch.einsum("bhnd,whd->bhnw", qv, table)  # (b, h, n, w): distance low + w
+        low_t = torch.tensor(low, device=q.device)
+
+        def fn(score, b, h, q_idx, kv_idx, scores, content, qpos, kpos, low):
+            distance = qpos[b, q_idx] - kpos[b, kv_idx] - low
+            return score + (scores[b, h, q_idx, distance] + content[b, h, 0, kv_idx]).to(score.dtype)
+
+        return ScoreMod(fn, (scores, content, qpos, kpos, low_t))
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """Terms (b)-(d) of one block for implicit positions: one product of the block's
+        ``(rows, d)`` queries with the ``rows + keys - 1`` distances it covers, read along the
+        diagonals (no ``(n, m)`` table; None for explicit positions)."""
+        n, m = q_positions.n, k_positions.n
+        if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
+            return None
+        qv, content = self._factors(q, k)
+        top = q_positions.end - 1 - k_positions.offset  # the largest distance, query n - 1 to key 0
+        # (n + m - 1, h, d) -> (h, d, n + m - 1): column t holds distance top - t
+        table = self.projected(torch.arange(top, top - (n + m - 1), -1, device=q.device)).to(q.dtype)
+        table = table.permute(1, 2, 0).contiguous()
+
+        def fn(s, e, k0, k1, qv, table, content):
+            rows, keys = e - s, k1 - k0
+            # column c of the block's product holds key - query = c - (rows - 1) in block indices
+            first = n - e + k0
+            by_diagonal = torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1])
+            return skew(by_diagonal, rows, keys) + content[..., k0:k1]
+
+        return BlockTerm(fn, (qv, table, content))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, base={self.base}"

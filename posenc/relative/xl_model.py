@@ -13,12 +13,11 @@ segment by segment equals one causal pass over the whole text; outputs are causa
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from posenc.attention.dispatch import attend
+from posenc.attention.masks import MaskSpec
 from posenc.core.positions import Positions
 from posenc.core.validation import check_float, check_int, check_positive_int, check_tensor
 from posenc.relative.transformer_xl import TransformerXLRelative
@@ -54,13 +53,12 @@ class XLBlock(nn.Module):
         qkv = self.qkv(self.attn_norm(context)).view(b, mem + n, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         q = q[..., mem:, :]
-        logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # term (a)
-        logits = logits + self.relative.score_bias(q, k, q_positions=Positions(n, mem), k_positions=Positions(mem + n))
-        visible = torch.arange(mem + n, device=x.device) <= torch.arange(n, device=x.device).unsqueeze(1) + mem
-        weights = logits.masked_fill(~visible, float("-inf")).softmax(dim=-1)
-        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        out = attend(
+            q, k, v, position=self.relative, q_positions=Positions(n, mem), k_positions=Positions(mem + n),
+            mask=MaskSpec(causal=True), dropout=self.dropout if self.training else 0.0,
+        )
         # (b, h, n, head_dim) -> (b, n, dim)
-        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, -1))
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attend(x, memory)

@@ -90,6 +90,7 @@ class PEG(PositionEncoding):
 
     family = "vision"
     hooks = frozenset({"input"})
+    packing_unsupported = "its convolution reads neighbouring patches, which in a packed row belong to other images"
     supports_causal = False
 
     def __init__(

@@ -26,6 +26,7 @@ from torch import nn
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod
 from posenc.core.validation import check_fits, check_float, check_int, check_positions, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
@@ -130,6 +131,16 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         return self.bias(q_positions, k_positions)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """The ``(b | 1, heads, n, m)`` bias (a grid's worth: small) read by ``[b, h, q_idx, kv_idx]``."""
+        table = self.bias(q_positions, k_positions)
+        table = table.expand(q.shape[0], *table.shape[1:])
+
+        def fn(score, b, h, q_idx, kv_idx, table):
+            return score + table[b, h, q_idx, kv_idx].to(score.dtype)
+
+        return ScoreMod(fn, (table,))
 
     def forward(self, n: int | None = None, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """``(b | 1, heads, n, n)`` bias among ``n`` tokens (default: the whole grid with its prefix tokens)."""

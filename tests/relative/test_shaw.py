@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import assert_loss_falls, train_losses
+from posenc.attention import MaskSpec, attend
 from posenc.checks import check_one
 from posenc.core.positions import Positions
 from posenc.functional import shaw_attention
@@ -57,7 +58,7 @@ def test_functional_equals_naive(values, causal, per_head, n, m):
 
 
 def test_functional_over_several_row_blocks(monkeypatch):
-    monkeypatch.setattr("posenc.relative.shaw.ROW_BLOCK", 2)
+    monkeypatch.setattr("posenc.attention.blocked.INFERENCE_ROWS", 2)
     q, k, v = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4)
     rel_k, rel_v = torch.randn(3, 4), torch.randn(3, 4)
     got = shaw_attention(q, k, v, rel_k, rel_v, max_distance=1, causal=True)
@@ -264,8 +265,8 @@ def test_gradients_of_implicit_and_explicit_positions_agree(causal):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("m", [12, 15])
 def test_functional_blocks_with_whole_band(monkeypatch, causal, m):
-    # blocks of 4 rows away from the edges take the band as one strided view
-    monkeypatch.setattr("posenc.relative.shaw.ROW_BLOCK", 4)
+    # inference in blocks of 4 rows, each against the keys it can see
+    monkeypatch.setattr("posenc.attention.blocked.INFERENCE_ROWS", 4)
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(2, 2, 12, 4, generator=gen)
     k, v = torch.randn(2, 2, m, 4, generator=gen), torch.randn(2, 2, m, 4, generator=gen)
@@ -290,20 +291,18 @@ def test_functional_gradcheck(causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n,m,per_head,kmax", [(5, 5, False, 2), (4, 7, True, 1), (6, 6, False, 0), (3, 8, True, 3)])
-def test_fused_attention_equals_naive_with_exact_gradients(monkeypatch, causal, n, m, per_head, kmax):
-    # the one-node attention the reference Transformer uses for implicit positions
-    from posenc.relative.shaw import shaw_attention_implicit
-
-    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)  # causal rows in blocks of 2
+def test_blocked_kernel_equals_naive_with_exact_gradients(monkeypatch, causal, n, m, per_head, kmax):
+    # the blocked kernel with the key and value terms per block, as the reference Transformer runs it
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 2)  # causal rows in blocks of 2
     gen = torch.Generator().manual_seed(5)
     h, d = 2, 3
     shape = (h, 2 * kmax + 1, d) if per_head else (2 * kmax + 1, d)
     shapes = [(2, h, n, d), (2, h, m, d), (2, h, m, d), shape, shape]
     inputs = [torch.randn(s, dtype=torch.float64, generator=gen) for s in shapes]
-    got = shaw_attention_implicit(*inputs, gap=n - m, max_distance=kmax, causal=causal)
+    got = shaw_attention(*inputs, max_distance=kmax, causal=causal)
     torch.testing.assert_close(got, naive_shaw(*inputs, kmax, causal))
     inputs = [t.requires_grad_() for t in inputs]
-    fn = lambda *a: shaw_attention_implicit(*a, gap=n - m, max_distance=kmax, causal=causal)  # noqa: E731
+    fn = lambda *a: shaw_attention(*a, max_distance=kmax, causal=causal)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs)
 
 
@@ -318,13 +317,13 @@ def test_model_uses_one_attention_node_with_the_same_result():
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("q_offset,k_offset", [(2, 0), (0, 3), (5, 1)])
-def test_fused_attention_at_any_offsets_equals_the_hooks(causal, q_offset, k_offset):
+def test_blocked_terms_at_any_offsets_equal_the_hooks(causal, q_offset, k_offset):
     torch.manual_seed(6)
     enc = ShawRelativePosition(3, 2, max_distance=2, tables="per_head").double()
     q = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(1, 2, 6, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     qp, kp = Positions(4, q_offset), Positions(6, k_offset)
-    got = enc.fused_attention(q, k, v, q_positions=qp, k_positions=kp, causal=causal)
+    got = attend(q, k, v, position=enc, q_positions=qp, k_positions=kp, mask=MaskSpec(causal=causal), backend="blocked")
     # reference: the same offsets as explicit positions, through score_bias and value_term
     qe = Positions(4, 0, torch.arange(q_offset, q_offset + 4).unsqueeze(0))
     ke = Positions(6, 0, torch.arange(k_offset, k_offset + 6).unsqueeze(0))

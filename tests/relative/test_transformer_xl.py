@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import assert_loss_falls, train_losses
+from posenc.attention import MaskSpec, attend
 from posenc.checks import check_one
 from posenc.core.positions import Positions
 from posenc.models import Transformer
@@ -132,34 +133,46 @@ def test_trains_in_the_reference_transformer():
     assert_loss_falls(losses, factor=0.7)
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n,m", [(5, 5), (4, 7), (9, 9), (1, 3)])
-def test_causal_fused_attention_equals_bias_form_with_exact_gradients(monkeypatch, n, m):
-    # the one-node causal attention the reference Transformer uses, against score_bias + softmax
-    from posenc.relative.transformer_xl import _CausalXLAttention
-
-    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)  # rows in blocks of 2
+def test_blocked_terms_equal_bias_form_with_exact_gradients(monkeypatch, causal, n, m):
+    # terms (b)-(d) one block at a time in the blocked kernel, against score_bias + softmax
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 2)  # rows in blocks of 2
     torch.manual_seed(0)
     h, d = 2, 3
-    xl = TransformerXLRelative(h * d, h, d, causal=True).double()
+    xl = TransformerXLRelative(h * d, h, d, causal=causal).double()
     q = torch.randn(2, h, n, d, dtype=torch.float64)
     k, v = torch.randn(2, h, m, d, dtype=torch.float64), torch.randn(2, h, m, d, dtype=torch.float64)
     qp, kp = Positions(n, m - n), Positions(m)
-    got = xl.fused_attention(q, k, v, q_positions=qp, k_positions=kp, causal=True)
-    visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + m - n
-    bias = xl.score_bias(q, k, q_positions=qp, k_positions=kp).masked_fill(~visible, float("-inf"))
+    mask = MaskSpec(causal=causal)
+    got = attend(q, k, v, position=xl, q_positions=qp, k_positions=kp, mask=mask, backend="blocked")
+    bias = xl.score_bias(q, k, q_positions=qp, k_positions=kp)
+    if causal:
+        visible = torch.arange(m) <= torch.arange(n).unsqueeze(1) + m - n
+        bias = bias.masked_fill(~visible, float("-inf"))
     torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
-    table = xl.projected(torch.arange(m - 1, -1, -1)).detach()
-    inputs = [t.clone().requires_grad_() for t in (q, k, v, xl.u.detach(), xl.v.detach(), table)]
-    assert torch.autograd.gradcheck(lambda *a: _CausalXLAttention.apply(*a, d**-0.5), inputs)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+
+    def fn(*a):
+        return attend(*a, position=xl, q_positions=qp, k_positions=kp, mask=mask, backend="blocked")
+
+    assert torch.autograd.gradcheck(fn, inputs)
+    # the encoding's own parameters get the gradients of the bias form
+    params = list(xl.parameters())
+    got_grads = torch.autograd.grad(fn(*inputs).square().sum(), params)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=xl.score_bias(q, k, q_positions=qp, k_positions=kp).masked_fill(
+        ~(torch.arange(m) <= torch.arange(n).unsqueeze(1) + m - n), float("-inf")) if causal else
+        xl.score_bias(q, k, q_positions=qp, k_positions=kp))
+    for a_, b_ in zip(got_grads, torch.autograd.grad(want.square().sum(), params)):
+        torch.testing.assert_close(a_, b_)
 
 
-def test_fused_attention_only_for_the_causal_aligned_case():
-    xl = TransformerXLRelative(6, 2, 3, causal=False)
-    q = k = v = torch.randn(1, 2, 4, 3)
-    assert xl.fused_attention(q, k, v, q_positions=Positions(4), k_positions=Positions(4), causal=False) is None
+def test_block_bias_only_for_implicit_positions():
     causal = TransformerXLRelative(6, 2, 3, causal=True)
+    q = k = torch.randn(1, 2, 4, 3)
     explicit = Positions(4, 0, torch.arange(4).unsqueeze(0))
-    assert causal.fused_attention(q, k, v, q_positions=explicit, k_positions=explicit, causal=True) is None
+    assert causal.block_bias(q, k, q_positions=explicit, k_positions=explicit) is None
+    assert causal.block_bias(q, k, q_positions=Positions(4), k_positions=Positions(4)) is not None
 
 
 def test_model_gradients_of_fused_and_bias_paths_agree():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from posenc.bias.fused import attention_with_bias
+from posenc.attention.blocked import attention_with_bias
 
 
 def reference(q, k, v, bias, causal=False):
@@ -42,7 +42,7 @@ CASES = [  # n, m, causal, bias shape (None: no bias)
 @pytest.fixture
 def small_blocks(monkeypatch):
     # causal attention in blocks of 2 query rows, so that the tiny cases cover several blocks
-    monkeypatch.setattr("posenc.bias.fused.MIN_BLOCK_ROWS", 2)
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 2)
 
 
 def make(n, m, causal, shape, seed=0):

@@ -1,0 +1,292 @@
+"""The blocked CPU attention kernel: ``softmax(q k^T * scale + bias) v (+ value term)`` in blocks of
+query rows, in one autograd node.
+
+``scaled_dot_product_attention`` on CPU has no fused kernel that returns the gradient of its
+``attn_mask``; with a bias that requires grad it falls back to a composite of a dozen operations.
+:func:`blocked_attention` computes the same attention as one :class:`torch.autograd.Function`:
+
+* rows are processed in blocks, each against only the keys it can see (``k0:k1``: the causal
+  triangle and the part outside a sliding window are skipped in both products);
+* the bias is a tensor broadcastable to ``(b, h, n, m)`` and/or a :class:`BlockTerm` computing it one
+  block at a time (so an encoding never needs an ``(n, m)`` table: ALiBi, T5 and Shaw's key term
+  come from their ``score_mod``, Transformer-XL from a product per block);
+* a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights;
+* the forward keeps only the softmax weights (none without gradients, where blocks of
+  :data:`INFERENCE_ROWS` rows keep the memory linear in n); the backward forms the gradient of the
+  logits once per block and reads the gradients of q, k, v and the bias from it. The tensors a
+  :class:`BlockTerm` reads receive their gradients by differentiating that block's term again.
+
+Verified by float64 ``gradcheck`` and against the eager reference in tests/attention/test_blocked.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from posenc.attention.masks import MaskSpec
+from posenc.core.terms import BlockTerm
+from posenc.core.validation import check_float_tensor
+
+#: Training: at most this many row blocks of at least MIN_BLOCK_ROWS rows when a mask skips keys.
+MAX_BLOCKS = 16
+MIN_BLOCK_ROWS = 64
+#: Inference (no gradients): rows per block, so that the logits held at once grow linearly in n.
+INFERENCE_ROWS = 256
+
+
+def row_blocks(n: int, m: int, mask: MaskSpec, *, training: bool) -> list[tuple[int, int, int, int]]:
+    """``(s, e, k0, k1)``: query rows ``s:e`` and the keys ``k0:k1`` they can see."""
+    if training:
+        skips = mask.causal or mask.window is not None
+        rows = n if not skips or n <= MIN_BLOCK_ROWS else max(MIN_BLOCK_ROWS, -(-n // MAX_BLOCKS))
+    else:
+        rows = INFERENCE_ROWS
+    rows = max(rows, 1)
+    return [(s, min(s + rows, n), *mask.key_range(s, min(s + rows, n), n, m)) for s in range(0, n, rows)]
+
+
+def _grads_of(outputs: torch.Tensor, grad: torch.Tensor, tensors: list[torch.Tensor]) -> tuple:
+    wanted = [t for t in tensors if t.requires_grad]
+    if not wanted:
+        return (None,) * len(tensors)
+    got = iter(torch.autograd.grad(outputs, wanted, grad, allow_unused=True))
+    return tuple(next(got) if t.requires_grad else None for t in tensors)
+
+
+def _add(total, part):
+    if part is None:
+        return total
+    return part if total is None else total + part
+
+
+def _forward_blocks(q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, training, tensors):
+    """The block loop: ``(out, weights per block (None when not kept), blocks)``; plain tensor
+    operations (differentiable as they stand; the autograd node below runs them without a graph)."""
+    b, h, n, _ = q.shape
+    m = k.shape[-2]
+    blocks = row_blocks(n, m, mask, training=training)
+    bias_tensors, value_tensors = tensors[:n_bias], tensors[n_bias:]
+    if bias is not None:
+        full = (1,) * (4 - bias.ndim) + tuple(bias.shape)
+        bias = bias.reshape(full).expand(full[0], full[1], n, m)
+    pieces, weights = [], []
+    neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
+    for s, e, k0, k1 in blocks:
+        if k1 <= k0:
+            pieces.append(q.new_zeros(b, h, e - s, v.shape[-1]))
+            weights.append(None)
+            continue
+        # (b, h, rows, d) @ (b, h, d, keys) -> (b, h, rows, keys), scaled and biased
+        logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2)) * scale
+        if bias is not None:
+            logits = logits + bias[..., s:e, k0:k1]
+        if bias_fn is not None:
+            logits = logits + bias_fn(s, e, k0, k1, *bias_tensors).to(logits.dtype)
+        visible = mask.block(s, e, k0, k1, n, m, q.device)
+        if visible is not None:
+            logits = logits.masked_fill(~visible, neg)
+        w = torch.softmax(logits, dim=-1)
+        del logits
+        block = torch.matmul(w, v[..., k0:k1, :])
+        if value_fn is not None:
+            block = block + value_fn(w, s, e, k0, k1, *value_tensors).to(block.dtype)
+        pieces.append(block)
+        weights.append(w if training else None)
+    out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+    return out, weights, blocks
+
+
+def _full_weights(weights, blocks, shape, like):
+    all_weights = like.new_zeros(shape)
+    for (s, e, k0, k1), w in zip(blocks, weights):
+        if w is not None:
+            all_weights[..., s:e, k0:k1] = w
+    return all_weights
+
+
+class _BlockedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, need_weights, training, *tensors):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        b, h, n, _ = q.shape
+        m = k.shape[-2]
+        ctx.bias_shapes = None
+        if bias is not None:
+            ctx.bias_shapes = (bias.shape, (1,) * (4 - bias.ndim) + tuple(bias.shape))
+        out, weights, blocks = _forward_blocks(q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, training, tensors)
+        ctx.save_for_backward(q, k, v, out, *tensors)
+        ctx.weights = weights  # the blocks' softmax weights (not inputs or outputs: held directly)
+        ctx.scale, ctx.blocks, ctx.shape = scale, blocks, (b, h, n, m)
+        ctx.bias_fn, ctx.value_fn, ctx.n_bias = bias_fn, value_fn, n_bias
+        ctx.set_materialize_grads(False)
+        if not need_weights:
+            all_weights = q.new_empty(0)
+            ctx.mark_non_differentiable(all_weights)
+        else:
+            all_weights = _full_weights(weights, blocks, (b, h, n, m), q)
+        return out, all_weights
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_weights):
+        q, k, v, out, *tensors = ctx.saved_tensors
+        if any(w is None for w, (s, e, k0, k1) in zip(ctx.weights, ctx.blocks) if k1 > k0):
+            raise RuntimeError("blocked_attention was run without gradients (training=False); it has no backward")
+        needs = ctx.needs_input_grad
+        need_q, need_k, need_v, need_bias = needs[:4]
+        b, h, n, m = ctx.shape
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
+        if grad_weights is not None and grad_weights.numel() == 0:
+            grad_weights = None
+        grad_q = torch.zeros_like(q) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
+        grad_v = torch.zeros_like(v) if need_v else None
+        grad_bias = None
+        if need_bias:
+            shape, full = ctx.bias_shapes
+            grad_bias = q.new_zeros(*full[:2], n, m)
+        live = [t.detach().requires_grad_(need) for t, need in zip(tensors, needs[11:])]
+        bias_live, value_live = live[: ctx.n_bias], live[ctx.n_bias :]
+        grad_tensors = [None] * len(live)
+        fast_delta = grad_weights is None and ctx.value_fn is None
+        if fast_delta:
+            # sum_j w_ij (grad_out_i . v_j) = grad_out_i . out_i: a (b, h, n) product, not (b, h, n, m)
+            delta = (grad_out * out).sum(-1, keepdim=True)
+        for (s, e, k0, k1), w in zip(ctx.blocks, ctx.weights):
+            if k1 <= k0:
+                continue
+            g = grad_out[..., s:e, :]
+            if need_v:
+                grad_v[..., k0:k1, :] += torch.matmul(w.transpose(-1, -2), g)
+            grad_w = torch.matmul(g, v[..., k0:k1, :].transpose(-1, -2))
+            if grad_weights is not None:
+                grad_w = grad_w.add_(grad_weights[..., s:e, k0:k1])
+            if ctx.value_fn is not None:
+                with torch.enable_grad():
+                    w_live = w.detach().requires_grad_(True)
+                    term = ctx.value_fn(w_live, s, e, k0, k1, *value_live)
+                    grads = _grads_of(term, g.to(term.dtype), [w_live, *value_live])
+                grad_w = grad_w.add_(grads[0].to(grad_w.dtype))
+                for i, gt in enumerate(grads[1:]):
+                    grad_tensors[ctx.n_bias + i] = _add(grad_tensors[ctx.n_bias + i], gt)
+            block_delta = delta[..., s:e, :] if fast_delta else (grad_w * w).sum(-1, keepdim=True)
+            # softmax backward in place: gradient of the logits = w * (grad_w - sum_j w grad_w)
+            grad_logits = grad_w.sub_(block_delta).mul_(w)
+            if need_bias:
+                grad_bias[..., s:e, k0:k1] = grad_logits.sum_to_size(*full[:2], e - s, k1 - k0)
+            if ctx.bias_fn is not None and any(t.requires_grad for t in bias_live):
+                with torch.enable_grad():
+                    term = ctx.bias_fn(s, e, k0, k1, *bias_live)
+                    grads = _grads_of(term, grad_logits.sum_to_size(term.shape).to(term.dtype), bias_live)
+                for i, gt in enumerate(grads):
+                    grad_tensors[i] = _add(grad_tensors[i], gt)
+            if need_q:
+                grad_q[..., s:e, :] = torch.matmul(grad_logits, k[..., k0:k1, :]).mul_(ctx.scale)
+            if need_k:
+                grad_k[..., k0:k1, :] += torch.matmul(grad_logits.transpose(-1, -2), q[..., s:e, :]).mul_(ctx.scale)
+        if need_bias:
+            grad_bias = grad_bias.sum_to_size(full).reshape(shape)
+        return (grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None, None, *grad_tensors)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_float_tensor(name, t, ndim=4)
+    if k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1] or k.shape[:2] != q.shape[:2]:
+        raise ValueError(
+            f"`q`, `k`, `v` must be (b, h, n, d), (b, h, m, d), (b, h, m, dv), "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+
+
+def blocked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    bias_term: BlockTerm | None = None,
+    value_term: BlockTerm | None = None,
+    mask: MaskSpec | None = None,
+    scale: float | None = None,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``softmax(q k^T * scale + bias + bias_term) v + value_term`` and (optionally) the weights.
+
+    q: ``(b, h, n, d)``; k: ``(b, h, m, d)``; v: ``(b, h, m, dv)``; bias: broadcastable to
+    ``(b, h, n, m)`` or None; bias_term/value_term: per-block terms (:class:`BlockTerm`); mask: which
+    keys each query sees (the queries are the last n of the m keys). ``scale`` defaults to
+    ``1/sqrt(d)``. Returns ``(out (b, h, n, dv), weights (b, h, n, m) or None)``; gradients flow to
+    q, k, v, the bias, the terms' tensors, and from the weights when the caller uses them. Not twice
+    differentiable. Masked weights are zero; a row with no visible key gets uniform weights over
+    the keys its block reads.
+    """
+    _check_qkv(q, k, v)
+    if bias is not None:
+        check_float_tensor("bias", bias)
+        target = (*q.shape[:-1], k.shape[-2])
+        try:
+            fits = bias.ndim <= 4 and torch.broadcast_shapes(bias.shape, target) == target
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"`bias` must broadcast to (b, h, n, m) = {target}, got {tuple(bias.shape)}")
+        bias = bias.to(q.dtype)
+    mask = MaskSpec() if mask is None else mask
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:  # no queries, or nothing to attend to: zeros
+        out = q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
+        return out, (q.new_zeros(*q.shape[:-1], k.shape[-2]) if need_weights else None)
+    bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
+    value_tensors = tuple(value_term.tensors) if value_term is not None else ()
+    tensors = (q, k, v, bias, *bias_tensors, *value_tensors)
+    training = bool(need_weights) or (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    )
+    if torch.compiler.is_compiling() or not training:
+        # the same blocks as plain operations: traced by torch.compile, no graph kept without gradients
+        out, weights, blocks = _forward_blocks(
+            q, k, v, bias, mask,
+            bias_term.fn if bias_term is not None else None,
+            value_term.fn if value_term is not None else None,
+            len(bias_tensors), scale, bool(need_weights), (*bias_tensors, *value_tensors),
+        )
+        if not need_weights:
+            return out, None
+        return out, _full_weights(weights, blocks, (*q.shape[:-1], k.shape[-2]), q)
+    out, weights = _BlockedAttention.apply(
+        q,
+        k,
+        v,
+        bias,
+        mask,
+        bias_term.fn if bias_term is not None else None,
+        value_term.fn if value_term is not None else None,
+        len(bias_tensors),
+        scale,
+        bool(need_weights),
+        training,
+        *bias_tensors,
+        *value_tensors,
+    )
+    return out, (weights if need_weights else None)
+
+
+def attention_with_bias(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    need_weights: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``softmax(q k^T * scale + bias) v`` and the softmax weights (:func:`blocked_attention` with a
+    bias tensor and an optional causal mask; key ``j > i + m - n`` is hidden)."""
+    return blocked_attention(
+        q, k, v, bias, mask=MaskSpec(causal=bool(causal)), scale=scale, need_weights=need_weights
+    )

@@ -1,0 +1,111 @@
+"""The one place that chooses how attention runs.
+
+``attention=`` on :class:`posenc.models.Transformer`, :class:`~posenc.models.attention.Attention` and
+the ViT takes one of :data:`BACKENDS`:
+
+``"eager"``   the float32 reference (:func:`~posenc.attention.eager.eager_attention`), every logit formed.
+``"sdpa"``    ``scaled_dot_product_attention`` with the encoding's bias materialised.
+``"flex"``    FlexAttention with the encoding's ``score_mod`` (its ``score_bias`` read through one
+              when it has none) and the mask as a block mask; forward only on CPU.
+``"blocked"`` the blocked kernel (:mod:`posenc.attention.blocked`) with per-block bias and value terms.
+``"auto"``    flex on CUDA; on CPU the blocked kernel when the encoding has score or value terms
+              (training and inference: it holds no ``(n, m)`` table), else SDPA. Measured in
+              docs/performance.md.
+
+Two rules hold for every backend: dropout during training runs on the eager reference (the fused
+kernels here take no dropout) unless the backend is SDPA and the encoding has no value term; an
+encoding with a value term (Shaw et al.'s ``a^V``) cannot enter FlexAttention or SDPA, so those two
+run it on the blocked kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.attention.blocked import blocked_attention
+from posenc.attention.eager import eager_attention
+from posenc.attention.flex import flex_attention, flex_available
+from posenc.attention.masks import MaskSpec
+from posenc.attention.sdpa import sdpa_attention
+from posenc.core.base import PositionEncoding
+from posenc.core.positions import Positions
+from posenc.core.terms import bias_from_score_mod
+from posenc.core.validation import check_choice
+
+BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
+
+
+def check_backend(attention: str) -> str:
+    """``attention`` if it names a backend, else ``ValueError`` listing them."""
+    return check_choice("attention", attention, BACKENDS)
+
+
+def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float) -> str:
+    """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give."""
+    has_value = "value" in position.hooks
+    has_terms = has_value or "bias" in position.hooks
+    if backend == "auto":
+        if q.device.type == "cuda" and flex_available() and dropout == 0:
+            backend = "flex"
+        elif q.device.type == "cpu" and has_terms and dropout == 0:
+            backend = "blocked"
+        else:
+            backend = "sdpa"
+    if dropout > 0 and not (backend == "sdpa" and not has_value):
+        return "eager"
+    if has_value and backend in ("flex", "sdpa"):
+        return "blocked"
+    return backend
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    position: PositionEncoding,
+    q_positions: Positions,
+    k_positions: Positions,
+    mask: MaskSpec | None = None,
+    backend: str = "auto",
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
+    value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
+    mask = mask or MaskSpec()
+    backend = choose_backend(backend, q, position, dropout)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        # an empty sequence (or nothing to attend to): zeros, still connected to q, k, v
+        return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
+    hooks = position.hooks
+    pos = {"q_positions": q_positions, "k_positions": k_positions}
+    if backend == "eager" or backend == "sdpa":
+        bias = position.score_bias(q, k, **pos) if "bias" in hooks else None
+        if backend == "sdpa":
+            return sdpa_attention(q, k, v, bias=bias, mask=mask, dropout=dropout)
+        value = (lambda w: position.value_term(w, **pos)) if "value" in hooks else None
+        return eager_attention(q, k, v, bias=bias, mask=mask, value=value, dropout=dropout)
+    if backend == "flex":
+        mod = position.score_mod(q, k, **pos) if "bias" in hooks else None
+        bias = position.score_bias(q, k, **pos) if "bias" in hooks and mod is None else None
+        return flex_attention(q, k, v, score_mod=mod, bias=bias, mask=mask)
+    # the blocked kernel
+    bias, bias_term, value_term = None, None, None
+    if "bias" in hooks:
+        bias_term = position.block_bias(q, k, **pos)
+        if bias_term is None:
+            mod = position.score_mod(q, k, **pos)
+            if mod is not None:
+                bias_term = bias_from_score_mod(mod, q.shape[0], q.shape[1])
+            else:
+                bias = position.score_bias(q, k, **pos)
+    if "value" in hooks:
+        value_term = position.block_value(**pos)
+    need_weights = "value" in hooks and value_term is None
+    out, weights = blocked_attention(
+        q, k, v, bias, bias_term=bias_term, value_term=value_term, mask=mask, need_weights=need_weights
+    )
+    if need_weights:
+        extra = position.value_term(weights, **pos)
+        out = out if extra is None else out + extra.to(out.dtype)
+    return out

@@ -1,0 +1,48 @@
+"""The eager reference: every logit formed, in float32 (float64 for float64 inputs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from posenc.attention.masks import MaskSpec
+from posenc.core.terms import ScoreMod, block_indices
+
+
+def eager_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    score_mod: ScoreMod | None = None,
+    mask: MaskSpec | None = None,
+    value: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+    scale: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias) v + value(weights)``, q ``(b, h, n, d)``, k/v ``(b, h, m, d)``
+    -> ``(b, h, n, dv)`` in v's dtype. bias: broadcastable to ``(b, h, n, m)``; score_mod: applied to
+    the whole grid; value: maps the ``(b, h, n, m)`` weights (in v's dtype) to a term on the output.
+    A row whose keys are all masked gets uniform weights (never NaN)."""
+    b, h, n, d = q.shape
+    m = k.shape[-2]
+    work = torch.promote_types(q.dtype, torch.float32)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    # (b, h, n, d) @ (b, h, d, m) -> (b, h, n, m)
+    logits = torch.matmul(q.to(work), k.to(work).transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias.to(work)
+    if score_mod is not None:
+        idx = block_indices(b, h, 0, n, 0, m, q.device)
+        logits = score_mod.fn(logits, *idx, *score_mod.tensors).to(work)
+    visible = (mask or MaskSpec()).dense(n, m, q.device)
+    if visible is not None:
+        logits = logits.masked_fill(~visible, torch.finfo(work).min / 2)
+    weights = F.dropout(logits.softmax(dim=-1), p=dropout, training=dropout > 0)
+    out = torch.matmul(weights, v.to(work)).to(v.dtype)
+    extra = value(weights.to(v.dtype)) if value is not None else None
+    return out if extra is None else out + extra.to(out.dtype)

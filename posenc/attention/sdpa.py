@@ -1,0 +1,43 @@
+"""PyTorch's ``scaled_dot_product_attention``, with a materialised bias and the mask folded in."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from posenc.attention.masks import MaskSpec
+
+
+def masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Fold a boolean mask into an additive bias with a large finite negative value (a row with no
+    visible key then gets uniform weights instead of NaN)."""
+    bias = bias.float()
+    if mask is not None:
+        bias = bias.masked_fill(~mask, torch.finfo(dtype).min / 2)
+    return bias.to(dtype)
+
+
+def sdpa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    mask: MaskSpec | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """q ``(b, h, n, d)``, k/v ``(b, h, m, d)`` -> ``(b, h, n, dv)``; bias broadcastable to
+    ``(b, h, n, m)``."""
+    mask = mask or MaskSpec()
+    n, m = q.shape[-2], k.shape[-2]
+    if bias is None and mask.only_causal and m == n:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+    if bias is None and mask.is_empty:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    visible = mask.dense(n, m, q.device)
+    if bias is None and (mask.key_mask is None and mask.q_docs is None):
+        # causal/window only: every row sees at least its own key
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout)
+    # padding or documents can hide every key of a row: an additive finite mask keeps it NaN-free
+    folded = masked_bias(bias if bias is not None else q.new_zeros(()), visible, q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=folded, dropout_p=dropout)

@@ -1,0 +1,70 @@
+"""The declared forms in which an encoding's terms reach an attention kernel.
+
+:class:`ScoreMod` is FlexAttention's score modification ``(score, b, h, q_idx, kv_idx) -> score``
+with the tensors it reads listed (so a kernel can send gradients to them); :class:`BlockTerm` is a
+term computed for a block of query rows ``s:e`` and keys ``k0:k1`` (a bias ``(b | 1, h | 1, rows,
+keys)`` or, for a value term, ``(b, h, rows, dv)`` from the block's weights). Neither holds an
+``(n, m)`` table unless the encoding itself needs one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class ScoreMod(NamedTuple):
+    """``fn(score, b, h, q_idx, kv_idx, *tensors) -> score``, elementwise in its index arguments.
+
+    The indices are integer tensors that broadcast against ``score`` (FlexAttention passes scalars,
+    the blocked kernel ``(b, 1, 1, 1)``, ``(1, h, 1, 1)``, ``(1, 1, rows, 1)``, ``(1, 1, 1, keys)``);
+    ``q_idx`` counts the n queries, ``kv_idx`` the m keys. ``tensors`` are the (small) tables it reads.
+    """
+
+    fn: Callable[..., torch.Tensor]
+    tensors: tuple[torch.Tensor, ...] = ()
+
+    def bound(self) -> Callable[..., torch.Tensor]:
+        """The score_mod in FlexAttention's five-argument form, closing over ``tensors``."""
+        fn, tensors = self.fn, self.tensors
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return fn(score, b, h, q_idx, kv_idx, *tensors)
+
+        return score_mod
+
+
+class BlockTerm(NamedTuple):
+    """A term of one block of the ``(n, m)`` grid.
+
+    Bias: ``fn(s, e, k0, k1, *tensors) -> (b | 1, h | 1, e - s, k1 - k0)`` in logit units.
+    Value: ``fn(weights, s, e, k0, k1, *tensors) -> (b, h, e - s, dv)`` for the block's softmax
+    weights ``(b, h, e - s, k1 - k0)`` (the rows' weights outside ``k0:k1`` are zero).
+    """
+
+    fn: Callable[..., torch.Tensor]
+    tensors: tuple[torch.Tensor, ...] = ()
+
+
+def block_indices(b: int, h: int, s: int, e: int, k0: int, k1: int, device) -> tuple[torch.Tensor, ...]:
+    """Index tensors of one block in the broadcasting layout a :class:`ScoreMod` accepts."""
+    return (
+        torch.arange(b, device=device).view(b, 1, 1, 1),
+        torch.arange(h, device=device).view(1, h, 1, 1),
+        torch.arange(s, e, device=device).view(1, 1, e - s, 1),
+        torch.arange(k0, k1, device=device).view(1, 1, 1, k1 - k0),
+    )
+
+
+def bias_from_score_mod(mod: ScoreMod, b: int, h: int) -> BlockTerm:
+    """The :class:`BlockTerm` bias of an additive score_mod (its value at score 0 on a block)."""
+    fn = mod.fn
+
+    def block(s, e, k0, k1, *tensors):
+        device = tensors[0].device if tensors else None
+        idx = block_indices(b, h, s, e, k0, k1, device)
+        zero = torch.zeros((), device=device)
+        return fn(zero, *idx, *tensors)
+
+    return BlockTerm(block, mod.tensors)
