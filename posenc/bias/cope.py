@@ -21,7 +21,7 @@ from torch import nn
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_float_tensor, check_int, check_positions, check_positive_int, check_same_device
 
 
 def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int, causal: bool = True) -> torch.Tensor:
@@ -36,6 +36,7 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     check_int("max_positions", max_positions, minimum=2)
     if k.shape[-1] != q.shape[-1] or any(a != b and b != 1 for a, b in zip(q.shape[:2], k.shape[:2])):
         raise ValueError(f"`k` must have shape (b, h, m, {q.shape[-1]}) matching `q` {tuple(q.shape)}, got {tuple(k.shape)}")
+    check_same_device(q=q, k=k)
     n, m = q.shape[-2], k.shape[-2]
     if n > m:
         raise ValueError(f"`q` has {n} queries but `k` only {m} keys; the keys must include the queries")
@@ -55,6 +56,20 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
 
 def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """logits ``(b, h, n, P)`` (``q . e[p]`` at integer ``p``), positions ``(b, h, n, m)`` in ``[0, P-1]`` -> ``(b, h, n, m)``."""
+    check_float_tensor("logits", logits, ndim=4)
+    check_positions("positions", positions)
+    if positions.ndim != 4 or positions.shape[:3] != logits.shape[:3]:
+        raise ValueError(
+            f"`positions` must have shape (b, h, n, m) with (b, h, n) = {tuple(logits.shape[:3])} of `logits`, "
+            f"got {tuple(positions.shape)}"
+        )
+    check_same_device(logits=logits, positions=positions)
+    top = logits.shape[-1] - 1
+    if positions.numel() and positions.device.type != "meta" and not torch.compiler.is_compiling():
+        if bool((positions < 0).any()) or bool((positions > top).any()):
+            raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
+    if not positions.is_floating_point():
+        positions = positions.float()
     floor = positions.floor()
     weight = positions - floor
     low = logits.gather(-1, floor.long())

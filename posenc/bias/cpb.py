@@ -20,12 +20,13 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_positive_int, check_tensor
+from posenc.core.validation import check_float, check_positions, check_positive_int
 
 
 def log_spaced(offsets: torch.Tensor, max_distance: float) -> torch.Tensor:
     """Swin V2's ``sign(x) log2(1 + 8 |x| / max_distance) / log2(8)`` (offsets normalised by the trained range)."""
-    check_tensor("offsets", offsets)
+    check_positions("offsets", offsets)
+    check_float("max_distance", max_distance, positive=True)
     x = offsets * (8.0 / max_distance)
     return torch.sign(x) * torch.log2(1.0 + x.abs()) / math.log2(8.0)
 

@@ -15,11 +15,12 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_positive_int
+from posenc.core.validation import check_positions, check_positive_int
 
 
 def log_distance(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) * log(1 + |x|)``: near offsets spread out, far ones compressed."""
+    check_positions("x", x)
     return torch.sign(x) * torch.log1p(x.abs())
 
 

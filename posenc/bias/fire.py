@@ -21,7 +21,15 @@ from torch import nn
 from posenc.bias.relative import BiasEncoding, relative_positions
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_broadcasts,
+    check_float,
+    check_float_tensor,
+    check_nonnegative_positions,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+)
 
 
 def fire_input(
@@ -31,8 +39,12 @@ def fire_input(
 
     distance: ``(..., n, m)`` >= 0; query_position: broadcastable to it (``(..., n, 1)``).
     """
-    check_tensor("distance", distance)
-    check_tensor("query_position", query_position)
+    check_nonnegative_positions("distance", distance)
+    check_positions("query_position", query_position)
+    check_broadcasts("query_position", query_position, tuple(distance.shape), to="distance")
+    check_float_tensor("c", c)
+    check_float_tensor("threshold", threshold)
+    check_same_device(distance=distance, query_position=query_position, c=c, threshold=threshold)
     c = c.abs()
     numerator = torch.log1p(c * distance)
     denominator = torch.log1p(c * torch.maximum(threshold.abs(), query_position))

@@ -19,7 +19,14 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_choice,
+    check_float,
+    check_float_tensor,
+    check_nonnegative_positions,
+    check_positive_int,
+    check_same_device,
+)
 
 KERNELS = ("log", "power")
 
@@ -32,8 +39,10 @@ def kerple_bias(
     ``log``: ``-r1 * log(1 + r2 * distance)``; ``power``: ``-r1 * distance ** r2``.
     """
     check_choice("kernel", kernel, KERNELS)
-    check_tensor("r1", r1, ndim=1)
-    check_tensor("r2", r2, ndim=1)
+    check_nonnegative_positions("distance", distance)
+    check_float_tensor("r1", r1, ndim=1)
+    check_float_tensor("r2", r2, ndim=1)
+    check_same_device(distance=distance, r1=r1, r2=r2)
     if r1.shape != r2.shape:
         raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
     work = torch.promote_types(r1.dtype, torch.float32)  # float32, or float64 for float64 parameters

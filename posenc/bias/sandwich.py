@@ -20,7 +20,7 @@ import torch
 
 from posenc.bias.offset_bias import OffsetBias
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_positive_int, check_tensor
+from posenc.core.validation import check_even, check_fits, check_float, check_positions, check_positive_int
 
 
 def sandwich_frequencies(width: int, *, base: float = 10000.0, device=None) -> torch.Tensor:
@@ -32,8 +32,12 @@ def sandwich_frequencies(width: int, *, base: float = 10000.0, device=None) -> t
 
 def sandwich_bias(offsets: torch.Tensor, heads: int, *, width: int = 128, base: float = 10000.0) -> torch.Tensor:
     """offsets ``(...)`` (``j - i``) -> bias ``(..., heads)`` in float32, eq. of section 5 with ALiBi-style compression."""
-    check_tensor("offsets", offsets)
+    check_positions("offsets", offsets)
     check_positive_int("heads", heads)
+    check_even("width", check_positive_int("width", width), why="the sinusoid has width/2 (sin, cos) pairs")
+    check_float("base", base, positive=True)
+    check_fits("heads", heads, (*offsets.shape, heads), torch.float64, offsets.device)
+    check_fits("width", width, (*offsets.shape, width // 2), torch.float64, offsets.device)
     freqs = sandwich_frequencies(width, base=base, device=offsets.device)
     # (..., 1) * (width/2,) -> (..., width/2) angles, reduced mod 2π before the cosine
     angles = torch.remainder(offsets.to(torch.float64).unsqueeze(-1) * freqs, 2 * math.pi)

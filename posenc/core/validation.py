@@ -109,6 +109,15 @@ def check_positions(name: str, positions: Any) -> torch.Tensor:
     return positions
 
 
+def check_nonnegative_positions(name: str, value: Any) -> torch.Tensor:
+    """Positions (see :func:`check_positions`) that are distances: no entry below 0 (eager mode only)."""
+    value = check_positions(name, value)
+    if value.numel() and value.device.type != "meta" and not torch.compiler.is_compiling():
+        if bool((value < 0).any()):
+            raise ValueError(f"`{name}` must be >= 0 (a distance), got a minimum of {value.min().item()}")
+    return value
+
+
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     """Reject NaN/inf in a floating tensor of positions, coordinates or steps (eager mode only).
 

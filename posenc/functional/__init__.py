@@ -18,7 +18,14 @@ from posenc.rotary.xpos import apply_xpos
 
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
+from posenc.bias.cope import contextual_positions, interpolate_position_logits
+from posenc.bias.cpb import log_spaced
+from posenc.bias.dynamic_bias import log_distance
+from posenc.bias.fire import fire_input
+from posenc.bias.fox import forget_gate_bias
+from posenc.bias.kerple import kerple_bias
 from posenc.bias.relative import relative_positions
+from posenc.bias.sandwich import sandwich_bias
 from posenc.bias.t5 import t5_relative_bucket
 
 # posenc/relative, posenc/complex, posenc/context
@@ -33,6 +40,7 @@ from posenc.spatial.constant_input import adain
 from posenc.spatial.coordconv import add_coords
 from posenc.spatial.sinusoidal_nd import sinusoidal_coords, sinusoidal_nd
 from posenc.spatial.spatial_broadcast import spatial_broadcast
+from posenc.vision.cpb_2d import offset_table_2d
 from posenc.vision.learned import resample_pos_embed
 from posenc.vision.peg import peg
 from posenc.vision.rel_bias_2d import relative_position_index_2d
@@ -65,11 +73,19 @@ __all__ = [
     "apply_xpos",
     "complex_order",
     "context_conv1d",
+    "contextual_positions",
     "conv2d_per_position",
+    "fire_input",
+    "forget_gate_bias",
     "fourier_features",
+    "interpolate_position_logits",
     "inverse_frequencies",
+    "kerple_bias",
+    "log_distance",
+    "log_spaced",
     "nerf_encoding",
     "noise_level_embedding",
+    "offset_table_2d",
     "peg",
     "rel_shift",
     "relative_position_index_2d",
@@ -78,6 +94,7 @@ __all__ = [
     "resize_table",
     "rope_frequencies",
     "rotate_pairs",
+    "sandwich_bias",
     "shaw_attention",
     "sinusoidal",
     "sinusoidal_coords",

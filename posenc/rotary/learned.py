@@ -25,7 +25,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_int
+from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
 from posenc.rotary.rope import rotate_pairs
 
 
@@ -48,6 +48,7 @@ def apply_rope_learned(
     b, h, n, d = x.shape
     if freqs.shape[0] not in (1, h) or 2 * freqs.shape[1] > d:
         raise ValueError(f"`freqs` must have shape (1 or {h}, at most {d // 2}), got {tuple(freqs.shape)}")
+    check_same_device(x=x, freqs=freqs)
     pos = resolve_positions(positions, n=n, batch=b, device=x.device, name="positions")
     wide = angle_dtype(x.device)
     # (b | 1, 1, n, 1) * (1, h | 1, 1, f) -> (b | 1, h | 1, n, f)

@@ -41,7 +41,7 @@ from typing import Literal, Sequence
 import torch
 
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
-from posenc.core.validation import check_choice, check_float, check_int
+from posenc.core.validation import check_choice, check_even, check_fits, check_float, check_int
 from posenc.rotary.p_rope import keep_highest_frequencies
 
 ScalingKind = Literal["none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope"]
@@ -280,7 +280,9 @@ def rope_frequencies(
     scaling: a kind (its parameters in ``scaling_kwargs``: ``factor``, ``original_max_len``, ...) or
     a :class:`RopeScaling`. p: p-RoPE's fraction of frequencies kept (see ``posenc.rotary.p_rope``).
     """
-    check_int("rot_dim", rot_dim, minimum=2)
+    check_even("rot_dim", rot_dim, why="RoPE rotates feature pairs")
+    check_float("base", base, positive=True)
+    check_fits("rot_dim", rot_dim, (rot_dim // 2,), angle_dtype(device), device)
     if isinstance(scaling, RopeScaling):
         if scaling_kwargs:
             raise ValueError(

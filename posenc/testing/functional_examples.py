@@ -108,11 +108,68 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("x", {"x": _r(1, 1, 2, 6), "coords": torch.zeros(2, 2)}),
         ],
     ),
+    "apply_mrope": FnSpec(
+        lambda: {"x": _r(2, 2, 5, 8), "position_ids": torch.stack([_pos(5), _pos(5) // 2, _pos(5) % 3])[:, None].repeat(1, 2, 1), "mrope_section": (2, 1, 1)},
+        (X4, FnArg("position_ids", "positions", (3,), -1, 1)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "position_ids": torch.zeros(3, 2, 0, dtype=torch.long), "mrope_section": (2, 1, 1)},
+        bad_calls=lambda: [
+            ("mrope_section", {"x": _r(1, 1, 2, 8), "position_ids": torch.zeros(3, 1, 2, dtype=torch.long), "mrope_section": (1, 1, 1)}),
+            ("layout", {"x": _r(1, 1, 2, 8), "position_ids": torch.zeros(3, 1, 2, dtype=torch.long), "mrope_section": (2, 1, 1), "layout": "bogus"}),
+            ("rotary_dim", {"x": _r(1, 1, 2, 8), "position_ids": torch.zeros(3, 1, 2, dtype=torch.long), "mrope_section": (2, 1, 1), "rotary_dim": 10}),
+        ],
+    ),
+    "apply_rope_learned": FnSpec(
+        lambda: {"x": _r(2, 2, 5, 8), "positions": _pos(5, 3).repeat(2, 1), "freqs": _r(2, 4).abs()},
+        (X4, FnArg("positions", "positions", (1, 2), -1, 0), FnArg("freqs", "weights", (2,), -1)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "positions": _pos(0), "freqs": _r(2, 4).abs()},
+        bad_calls=lambda: [("freqs", {"x": _r(1, 2, 2, 8), "positions": _pos(2), "freqs": _r(3, 4)})],
+    ),
+    "apply_rope_mixed": FnSpec(
+        lambda: {"x": _r(2, 2, 6, 8), "coords": torch.stack(torch.meshgrid(_pos(2), _pos(3), indexing="ij"), -1).flatten(0, 1).repeat(2, 1, 1), "freqs": _r(2, 2, 4)},
+        (X4, FnArg("coords", "positions", (2, 3), -2, 0), FnArg("freqs", "weights", (3,), -1)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "coords": torch.zeros(0, 2), "freqs": _r(2, 2, 4)},
+        bad_calls=lambda: [
+            ("freqs", {"x": _r(1, 2, 2, 8), "coords": torch.zeros(2, 2), "freqs": _r(2, 3, 4)}),
+            ("coords", {"x": _r(1, 1, 2, 8), "coords": torch.zeros(2, 3), "freqs": _r(2, 1, 4)}),
+        ],
+    ),
+    "apply_rope_nd": FnSpec(
+        lambda: {"x": _r(2, 2, 6, 8), "positions": torch.stack(torch.meshgrid(_pos(2), _pos(3), indexing="ij"), -1).flatten(0, 1).repeat(2, 1, 1), "axes_dim": (4, 4)},
+        (X4, FnArg("positions", "positions", (2, 3), -2, 0)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "positions": torch.zeros(0, 2), "axes_dim": (4, 4)},
+        bad_calls=lambda: [
+            ("axes_dim[0]", {"x": _r(1, 1, 2, 8), "positions": torch.zeros(2, 2), "axes_dim": (3, 4)}),
+            ("axes_dim", {"x": _r(1, 1, 2, 8), "positions": torch.zeros(2, 2), "axes_dim": (4, 6)}),
+            ("positions", {"x": _r(1, 1, 2, 8), "positions": torch.zeros(2, 3), "axes_dim": (4, 4)}),
+            ("base", {"x": _r(1, 1, 2, 8), "positions": torch.zeros(2, 2), "axes_dim": (4, 4), "base": (1e4,)}),
+        ],
+    ),
     "apply_rotary": FnSpec(
         lambda: {"x": _r(2, 2, 5, 8), "cos": _r(5, 3).cos(), "sin": _r(5, 3).sin()},
         (FnArg("x", "activation", ()), *TABLE),
         empty=lambda: {"x": _r(2, 2, 0, 8), "cos": torch.ones(0, 3), "sin": torch.zeros(0, 3)},
         bad_calls=lambda: [("cos", {"x": _r(2, 2, 5, 4), "cos": torch.ones(5, 3), "sin": torch.zeros(5, 3)})],
+    ),
+    "apply_scaled_rope": FnSpec(
+        lambda: {"x": _r(2, 2, 5, 8), "positions": _pos(5, 3).repeat(2, 1), "scaling": "linear", "factor": 2.0},
+        (X4, FnArg("positions", "positions", (1, 2), -1, 0)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "positions": _pos(0), "scaling": "linear", "factor": 2.0},
+        bad_calls=lambda: [
+            ("scaling", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "scaling": "bogus"}),
+            ("factor", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "scaling": "linear", "factor": 0.5}),
+            ("base", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "base": -1.0}),
+            ("x.shape[-1]", {"x": _r(1, 1, 2, 7), "positions": _pos(2)}),
+        ],
+    ),
+    "apply_xpos": FnSpec(
+        lambda: {"x": _r(2, 2, 5, 8), "positions": _pos(5, 3).repeat(2, 1), "key": True},
+        (X4, FnArg("positions", "positions", (1, 2), -1, 0)),
+        empty=lambda: {"x": _r(2, 2, 0, 8), "positions": _pos(0), "key": False},
+        bad_calls=lambda: [
+            ("positions", {"x": _r(1, 1, 2, 8), "positions": _pos(2, 10**7), "key": True}),
+            ("scale_base", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "key": True, "scale_base": 0.0}),
+            ("base", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "key": True, "base": -1.0}),
+        ],
     ),
     "complex_order": FnSpec(
         lambda: {"amplitude": _r(2, 5, 4), "frequency": _r(4), "phase": _r(4), "positions": _pos(5, 1).repeat(2, 1)},
@@ -133,10 +190,46 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("left_context", {"x": _r(2, 5, 4), "weight": _r(3, 4, 3), "left_context": _r(2, 2, 4)}),
         ],
     ),
+    "contextual_positions": FnSpec(
+        lambda: {"q": _r(2, 2, 4, 4), "k": _r(2, 2, 5, 4), "max_positions": 8},
+        (FnArg("q", "activation", (4,), -1, 0), FnArg("k", "activation", (4,), -1, 0), FnArg("max_positions", "int")),
+        empty=lambda: {"q": _r(2, 2, 0, 4), "k": _r(2, 2, 0, 4), "max_positions": 8},
+        bad_calls=lambda: [
+            ("q", {"q": _r(1, 1, 6, 4), "k": _r(1, 1, 5, 4), "max_positions": 8}),
+            ("max_positions", {"q": _r(1, 1, 2, 4), "k": _r(1, 1, 2, 4), "max_positions": 1}),
+        ],
+    ),
     "conv2d_per_position": FnSpec(
         lambda: {"x": _r(2, 2, 3, 4), "kernels": _r(3, 4, 3, 2, 3, 3)},
         (FnArg("x", "activation", (4,), 1), FnArg("kernels", "weights", (6,), 3)),
         empty=lambda: {"x": _r(0, 2, 3, 4), "kernels": _r(3, 4, 3, 2, 3, 3)},
+    ),
+    "fire_input": FnSpec(
+        lambda: {
+            "distance": (_pos(4)[:, None] - _pos(5)[None, :]).clamp(min=0).float(),
+            "query_position": _pos(4)[:, None].float(),
+            "c": torch.tensor(0.5),
+            "threshold": torch.tensor(3.0),
+        },
+        (
+            FnArg("distance", "positions", (), -2),
+            FnArg("query_position", "positions", (), -2),
+            FnArg("c", "weights"),
+            FnArg("threshold", "weights"),
+        ),
+        empty=lambda: {"distance": torch.zeros(0, 5), "query_position": torch.zeros(0, 1), "c": torch.tensor(0.5), "threshold": torch.tensor(3.0)},
+        bad_calls=lambda: [
+            ("distance", {"distance": -torch.ones(2, 2), "query_position": torch.ones(2, 1), "c": torch.tensor(0.5), "threshold": torch.tensor(3.0)}),
+            ("query_position", {"distance": torch.ones(2, 2), "query_position": torch.ones(3, 1), "c": torch.tensor(0.5), "threshold": torch.tensor(3.0)}),
+        ],
+    ),
+    "forget_gate_bias": FnSpec(
+        lambda: {"log_gates": -_r(2, 2, 5).abs(), "n": 4},
+        (FnArg("log_gates", "activation", (3,)), FnArg("n", "int")),
+        empty=lambda: {"log_gates": torch.zeros(2, 2, 0), "n": 0},
+        huge=lambda: {"log_gates": torch.zeros(1, 1, 3), "n": HUGE},
+        huge_arg="n",
+        bad_calls=lambda: [("n", {"log_gates": torch.zeros(1, 1, 3), "n": 4})],
     ),
     "fourier_features": FnSpec(
         lambda: {"x": _r(3, 2), "B": _r(4, 2)},
@@ -149,6 +242,39 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         huge=lambda: {"dim": 2 * HUGE},
         huge_arg="dim",
         bad_calls=lambda: [("dim", {"dim": 7}), ("base", {"dim": 8, "base": 0.0})],
+    ),
+    "interpolate_position_logits": FnSpec(
+        lambda: {"logits": _r(2, 2, 4, 8), "positions": (_r(2, 2, 4, 5).abs() * 2).clamp(max=7)},
+        (FnArg("logits", "activation", (4,), batch_axis=0), FnArg("positions", "positions", (4,), batch_axis=0)),
+        empty=lambda: {"logits": _r(2, 2, 0, 8), "positions": torch.zeros(2, 2, 0, 5)},
+        bad_calls=lambda: [
+            ("positions", {"logits": _r(1, 1, 2, 4), "positions": torch.full((1, 1, 2, 3), 4.0)}),
+            ("positions", {"logits": _r(1, 1, 2, 4), "positions": torch.full((1, 1, 2, 3), -0.5)}),
+            ("positions", {"logits": _r(1, 1, 2, 4), "positions": torch.zeros(1, 1, 3, 3)}),
+        ],
+    ),
+    "kerple_bias": FnSpec(
+        lambda: {"distance": (_pos(4)[:, None] - _pos(5)[None, :]).clamp(min=0), "r1": torch.tensor([0.5, 1.0]), "r2": torch.tensor([0.25, 2.0])},
+        (FnArg("distance", "positions"), FnArg("r1", "weights", (1,), 0), FnArg("r2", "weights", (1,), 0)),
+        empty=lambda: {"distance": torch.zeros(0, 5), "r1": torch.tensor([0.5, 1.0]), "r2": torch.tensor([0.25, 2.0])},
+        bad_calls=lambda: [
+            ("kernel", {"distance": torch.zeros(2, 2), "r1": torch.ones(2), "r2": torch.ones(2), "kernel": "cubic"}),
+            ("distance", {"distance": -torch.ones(2, 2), "r1": torch.ones(2), "r2": torch.full((2,), 0.5), "kernel": "power"}),
+        ],
+    ),
+    "log_distance": FnSpec(
+        lambda: {"x": _pos(7) - 3},
+        (FnArg("x", "positions"),),
+        empty=lambda: {"x": _pos(0)},
+    ),
+    "log_spaced": FnSpec(
+        lambda: {"offsets": (_pos(7) - 3).float(), "max_distance": 4},
+        (FnArg("offsets", "positions"),),
+        empty=lambda: {"offsets": torch.zeros(0, 3), "max_distance": 4},
+        bad_calls=lambda: [
+            ("max_distance", {"offsets": torch.zeros(3), "max_distance": 0}),
+            ("max_distance", {"offsets": torch.zeros(3), "max_distance": "4"}),
+        ],
     ),
     "nerf_encoding": FnSpec(
         lambda: {"x": _r(3, 2), "num_frequencies": 3},
@@ -164,6 +290,13 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         empty=lambda: {"noise_level": torch.zeros(0), "dim": 8},
         huge=lambda: {"noise_level": torch.zeros(3), "dim": HUGE},
         huge_arg="dim",
+    ),
+    "offset_table_2d": FnSpec(
+        lambda: {"grid": (2, 3), "pretrained_grid": (4, 4)},
+        (),
+        huge=lambda: {"grid": (10**6, 10**6), "pretrained_grid": (4, 4)},
+        huge_arg="grid",
+        bad_calls=lambda: [("grid", {"grid": (0, 3), "pretrained_grid": (4, 4)}), ("pretrained_grid", {"grid": (2, 3), "pretrained_grid": "3"})],
     ),
     "peg": FnSpec(
         lambda: {"x": _r(2, 7, 4), "weight": _r(4, 1, 3, 3), "bias": _r(4), "grid": (2, 3), "num_prefix_tokens": 1},
@@ -212,11 +345,35 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         huge_arg="new_len",
         bad_calls=lambda: [("table", {"table": _r(0, 4), "new_len": 3}), ("mode", {"table": _r(5, 4), "new_len": 3, "mode": "cubic"})],
     ),
+    "rope_frequencies": FnSpec(
+        lambda: {"rot_dim": 8, "scaling": "yarn", "factor": 4.0, "original_max_len": 16},
+        (FnArg("rot_dim", "int"),),
+        huge=lambda: {"rot_dim": 2 * HUGE},
+        huge_arg="rot_dim",
+        bad_calls=lambda: [
+            ("rot_dim", {"rot_dim": 7}),
+            ("scaling", {"rot_dim": 8, "scaling": "bogus"}),
+            ("base", {"rot_dim": 8, "base": 0.0}),
+            ("p", {"rot_dim": 8, "p": 2.0}),
+        ],
+    ),
     "rotate_pairs": FnSpec(
         lambda: {"x": _r(2, 2, 5, 6), "cos": _r(5, 3).cos(), "sin": _r(5, 3).sin()},
         (FnArg("x", "activation", (), -1), *TABLE),
         empty=lambda: {"x": _r(2, 2, 0, 6), "cos": torch.ones(0, 3), "sin": torch.zeros(0, 3)},
         bad_calls=lambda: [("x", {"x": _r(2, 2, 5, 8), "cos": torch.ones(5, 3), "sin": torch.zeros(5, 3)})],
+    ),
+    "sandwich_bias": FnSpec(
+        lambda: {"offsets": _pos(5)[None, :] - _pos(4)[:, None], "heads": 3, "width": 8},
+        (FnArg("offsets", "positions"), FnArg("heads", "int"), FnArg("width", "int")),
+        empty=lambda: {"offsets": torch.zeros(0, 5, dtype=torch.long), "heads": 3, "width": 8},
+        huge=lambda: {"offsets": torch.zeros(2, 2), "heads": HUGE, "width": 8},
+        huge_arg="heads",
+        bad_calls=lambda: [
+            ("width", {"offsets": torch.zeros(2, 2), "heads": 3, "width": 7}),
+            ("base", {"offsets": torch.zeros(2, 2), "heads": 3, "base": -1.0}),
+            ("width", {"offsets": torch.zeros(2, 2), "heads": 3, "width": 2 * HUGE}),
+        ],
     ),
     "shaw_attention": FnSpec(
         lambda: {"q": _r(2, 2, 4, 4), "k": _r(2, 2, 5, 4), "v": _r(2, 2, 5, 4), "rel_k": _r(7, 4), "rel_v": _r(7, 4), "max_distance": 3},

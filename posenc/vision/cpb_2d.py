@@ -19,15 +19,16 @@ from posenc.bias.cpb import CPBMLP, log_spaced
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_int, check_positions, check_positive_int, check_tensor
+from posenc.core.validation import check_fits, check_int, check_positions, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, token_coords
 from posenc.vision.rel_bias_2d import relative_index_2d, relative_position_index_2d
 
 
 def offset_table_2d(grid: tuple[int, int], pretrained_grid: tuple[int, int], *, device=None) -> torch.Tensor:
     """``((2h-1)(2w-1), 2)`` log-spaced ``(dy, dx)`` of every offset, in Swin's index order."""
-    h, w = grid
-    ph, pw = pretrained_grid
+    h, w = check_grid("grid", grid)
+    ph, pw = check_grid("pretrained_grid", pretrained_grid)
+    check_fits("grid", grid, ((2 * h - 1) * (2 * w - 1), 2), torch.float64, device)
     dy = torch.arange(-(h - 1), h, dtype=torch.float64, device=device)
     dx = torch.arange(-(w - 1), w, dtype=torch.float64, device=device)
     table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)

@@ -28,7 +28,14 @@ from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_float_tensor, check_int, check_positions, check_positive_int
+from posenc.core.validation import (
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+)
 from posenc.rotary.learned import reduced_cos_sin
 from posenc.rotary.rope import rotate_pairs
 from posenc.vision.grid import check_grid, token_coords
@@ -59,9 +66,10 @@ def apply_rope_mixed(x: torch.Tensor, coords: torch.Tensor, freqs: torch.Tensor)
     check_positions("coords", coords)
     if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):
         raise ValueError(f"`coords` must have shape (n, 2) or (b, n, 2) with n={n}, b={b}, got {tuple(coords.shape)}")
+    check_same_device(x=x, coords=coords, freqs=freqs)
     # (n, 2) -> (1, n, 2)
     coords = coords.unsqueeze(0) if coords.ndim == 2 else coords
-    return rotate_pairs(x, *_cos_sin(coords.to(x.device), freqs, x.dtype), interleaved=True)
+    return rotate_pairs(x, *_cos_sin(coords, freqs, x.dtype), interleaved=True)
 
 
 def _cos_sin(coords: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
