@@ -90,3 +90,40 @@ def t5_x_transformers(heads: int, n: int, causal: bool, weight: torch.Tensor):
     with torch.no_grad():
         t5.relative_attention_bias.weight.copy_(weight)
     return lambda: t5(n, n)
+
+
+# --- hash grid ------------------------------------------------------------------------------------
+def hash_grid_per_level(x: torch.Tensor, module):
+    """A straightforward transcription of Müller et al.'s encoding: a Python loop over levels and
+    over the ``2^d`` cell corners, each corner indexed and weighted on its own (how most PyTorch
+    ports are written). Reads the tables of a posenc ``HashGrid`` so both compute the same thing."""
+    d = x.shape[-1]
+    primes = (1, 2654435761, 805459861)
+    corners = [[(c >> i) & 1 for i in range(d)] for c in range(2**d)]
+    tables = module.table.split(module.level_sizes)
+
+    def encode():
+        out = []
+        for table, n, size, hashed in zip(tables, module.resolutions, module.level_sizes, module.level_hashed):
+            pos = x * n
+            low = pos.floor().clamp(max=n - 1)
+            frac = pos - low
+            low = low.long()
+            acc = 0
+            for corner in corners:
+                c = low + torch.tensor(corner, device=x.device)
+                weight = torch.ones_like(frac[..., 0])
+                for i in range(d):
+                    weight = weight * (frac[..., i] if corner[i] else 1 - frac[..., i])
+                if hashed:
+                    idx = c[..., 0] * primes[0]
+                    for i in range(1, d):
+                        idx = idx ^ (c[..., i] * primes[i])
+                    idx = idx % size
+                else:
+                    idx = sum(c[..., i] * (n + 1) ** i for i in range(d))
+                acc = acc + weight[..., None] * table[idx]
+            out.append(acc)
+        return torch.cat(out, dim=-1)
+
+    return encode

@@ -1,4 +1,5 @@
-"""Encodings of continuous coordinates for coordinate MLPs: NeRF's octave bands, Fourier features."""
+"""Encodings of continuous coordinates for coordinate MLPs: NeRF's octave bands, Fourier features,
+hash grids, spherical harmonics, integrated and factorised encodings."""
 
 from posenc.coordinate.base import Encoding
 from posenc.coordinate.fourier_features import (
@@ -8,6 +9,7 @@ from posenc.coordinate.fourier_features import (
     gaussian_matrix,
     positional_matrix,
 )
+from posenc.coordinate.hash_grid import HashGrid, hash_grid_encoding
 from posenc.coordinate.mlp import CoordinateMLP
 from posenc.coordinate.nerf import NeRFEncoding, nerf_encoding, nerf_frequencies
 
@@ -15,10 +17,12 @@ __all__ = [
     "CoordinateMLP",
     "Encoding",
     "FourierFeatures",
+    "HashGrid",
     "NeRFEncoding",
     "basic_matrix",
     "fourier_features",
     "gaussian_matrix",
+    "hash_grid_encoding",
     "nerf_encoding",
     "nerf_frequencies",
     "positional_matrix",

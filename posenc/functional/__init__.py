@@ -34,6 +34,7 @@ from posenc.vision.rope_2d import apply_rope_2d
 
 # posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
+from posenc.coordinate.hash_grid import hash_grid_encoding
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.hyper.hyper_conv import conv2d_per_position
 from posenc.step.noise_level import noise_level_embedding
@@ -54,6 +55,7 @@ __all__ = [
     "context_conv1d",
     "conv2d_per_position",
     "fourier_features",
+    "hash_grid_encoding",
     "inverse_frequencies",
     "nerf_encoding",
     "noise_level_embedding",

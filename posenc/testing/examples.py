@@ -218,6 +218,14 @@ SPECS: dict[str, Spec] = {
         (Arg("x", "coordinates", (), -1),),
     ),
     "nerf": Spec({"in_dim": 3, "num_frequencies": 3}, lambda: (_r(3, 3),), _call(), (Arg("x", "coordinates", (), -1),)),
+    "hash_grid": Spec(
+        {"in_dim": 3, "num_levels": 3, "features_per_level": 2, "log2_hashmap_size": 6, "base_resolution": 2,
+         "finest_resolution": 8},
+        lambda: (torch.rand(4, 3, generator=torch.Generator().manual_seed(3)),),
+        _call(),
+        (Arg("x", "coordinates", (), -1),),
+        bad_calls=lambda: [("x", lambda m: m(torch.full((2, 3), 1.5)))],
+    ),
     "flow_index": Spec(
         {"num_flows": 4, "dim": 8},
         lambda: (torch.tensor([0, 3, 1]),),
