@@ -10,20 +10,26 @@ from posenc.coordinate.fourier_features import (
     positional_matrix,
 )
 from posenc.coordinate.hash_grid import HashGrid, hash_grid_encoding
+from posenc.coordinate.integrated_pe import IntegratedPE, integrated_positional_encoding
 from posenc.coordinate.mlp import CoordinateMLP
 from posenc.coordinate.nerf import NeRFEncoding, nerf_encoding, nerf_frequencies
+from posenc.coordinate.spherical_harmonics import SphericalHarmonics, spherical_harmonics
 
 __all__ = [
     "CoordinateMLP",
     "Encoding",
     "FourierFeatures",
     "HashGrid",
+    "IntegratedPE",
     "NeRFEncoding",
+    "SphericalHarmonics",
     "basic_matrix",
     "fourier_features",
     "gaussian_matrix",
     "hash_grid_encoding",
+    "integrated_positional_encoding",
     "nerf_encoding",
     "nerf_frequencies",
     "positional_matrix",
+    "spherical_harmonics",
 ]

@@ -35,6 +35,8 @@ from posenc.vision.rope_2d import apply_rope_2d
 # posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
 from posenc.coordinate.hash_grid import hash_grid_encoding
+from posenc.coordinate.integrated_pe import integrated_positional_encoding
+from posenc.coordinate.spherical_harmonics import spherical_harmonics
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.hyper.hyper_conv import conv2d_per_position
 from posenc.step.noise_level import noise_level_embedding
@@ -56,6 +58,7 @@ __all__ = [
     "conv2d_per_position",
     "fourier_features",
     "hash_grid_encoding",
+    "integrated_positional_encoding",
     "inverse_frequencies",
     "nerf_encoding",
     "noise_level_embedding",
@@ -70,6 +73,7 @@ __all__ = [
     "sinusoidal",
     "sinusoidal_coords",
     "sinusoidal_nd",
+    "spherical_harmonics",
     "spatial_broadcast",
     "t5_relative_bucket",
     "timestep_embedding",

@@ -226,6 +226,23 @@ SPECS: dict[str, Spec] = {
         (Arg("x", "coordinates", (), -1),),
         bad_calls=lambda: [("x", lambda m: m(torch.full((2, 3), 1.5)))],
     ),
+    "spherical_harmonics": Spec(
+        {"degree": 3},
+        lambda: (torch.nn.functional.normalize(_r(4, 3), dim=-1),),
+        _call(),
+        (Arg("directions", "coordinates", (), -1),),
+        bad_calls=lambda: [("directions", lambda m: m(torch.ones(2, 3)))],
+    ),
+    "integrated_pe": Spec(
+        {"in_dim": 3, "num_frequencies": 3},
+        lambda: (_r(4, 3), _r(4, 3).abs()),
+        _call(),
+        (Arg("mean", "coordinates", (), -1), Arg("covariance_diagonal", "coordinates", (), -1)),
+        bad_calls=lambda: [
+            ("covariance_diagonal", lambda m: m(_r(4, 3), -_r(4, 3).abs())),
+            ("covariance_diagonal", lambda m: m(_r(4, 3), _r(5, 3).abs())),
+        ],
+    ),
     "flow_index": Spec(
         {"num_flows": 4, "dim": 8},
         lambda: (torch.tensor([0, 3, 1]),),
