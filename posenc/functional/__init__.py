@@ -36,6 +36,7 @@ from posenc.vision.rope_2d import apply_rope_2d
 from posenc.coordinate.fourier_features import fourier_features
 from posenc.coordinate.hash_grid import hash_grid_encoding
 from posenc.coordinate.integrated_pe import integrated_positional_encoding
+from posenc.coordinate.kplanes import kplanes_features
 from posenc.coordinate.spherical_harmonics import spherical_harmonics
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.hyper.hyper_conv import conv2d_per_position
@@ -59,6 +60,7 @@ __all__ = [
     "fourier_features",
     "hash_grid_encoding",
     "integrated_positional_encoding",
+    "kplanes_features",
     "inverse_frequencies",
     "nerf_encoding",
     "noise_level_embedding",

@@ -243,6 +243,20 @@ SPECS: dict[str, Spec] = {
             ("covariance_diagonal", lambda m: m(_r(4, 3), _r(5, 3).abs())),
         ],
     ),
+    "kplanes": Spec(
+        {"in_dim": 4, "features": 3, "resolution": 4, "scales": (1, 2), "time_resolution": 3},
+        lambda: (torch.rand(5, 4, generator=torch.Generator().manual_seed(4)),),
+        _call(),
+        (Arg("x", "coordinates", (), -1),),
+        bad_calls=lambda: [("x", lambda m: m(torch.full((2, 4), -0.5)))],
+    ),
+    "triplane": Spec(
+        {"features": 3, "resolution": 4},
+        lambda: (torch.rand(5, 3, generator=torch.Generator().manual_seed(5)),),
+        _call(),
+        (Arg("x", "coordinates", (), -1),),
+        bad_calls=lambda: [("x", lambda m: m(torch.full((2, 3), 1.5)))],
+    ),
     "flow_index": Spec(
         {"num_flows": 4, "dim": 8},
         lambda: (torch.tensor([0, 3, 1]),),
