@@ -304,3 +304,39 @@ def transformer_xl_case(n: int, *, heads: int = 4, d: int = 64, naive_limit: int
         memory=True,
         skip={} if n <= naive_limit else {"naive (n, m, h, d) table": f"its table alone takes {naive_bytes / 2**30:.1f} GiB"},
     )
+
+
+def hash_grid_cases(points: int, *, levels: int = 16, features: int = 2, log2_table: int = 19, device="cpu") -> list[Case]:
+    """Instant-NGP's hash encoding of 3-D points: posenc's batched levels against the per-level,
+    per-corner transcription (and tiny-cuda-nn on CUDA), forward alone and forward + backward."""
+    from posenc.coordinate import HashGrid
+
+    torch.manual_seed(0)
+    grid = HashGrid(3, levels, features, log2_table, 16, 512, device=device)
+    x = torch.rand(points, 3, device=device)
+    grad = torch.randn(points, grid.out_dim, device=device)
+
+    def forward(run):
+        return _no_grad(run)
+
+    def forward_backward(run):
+        def step():
+            grid.table.grad = None
+            run().backward(grad)
+            return grid.table.grad
+
+        return step
+
+    size = f"{points} pts L{levels} F{features} T2^{log2_table}"
+    cases = []
+    for label, wrap in (("forward", forward), ("forward+backward", forward_backward)):
+        impls = {
+            "posenc": lambda wrap=wrap: wrap(lambda: grid(x)),
+            "per-level loop": lambda wrap=wrap: wrap(peers.hash_grid_per_level(x, grid)),
+        }
+        if label == "forward":
+            impls["tiny-cuda-nn"] = lambda: _no_grad(peers.hash_grid_tcnn(x, grid))
+        cases.append(
+            Case(f"hash grid 3-D {label} {size}", "posenc", impls, agree_with={"per-level loop": "posenc"}, atol=1e-5)
+        )
+    return cases

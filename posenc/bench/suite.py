@@ -11,6 +11,7 @@ from posenc.bench.cases import (
     Case,
     Row,
     bias_cases,
+    hash_grid_cases,
     rope_case,
     shaw_case,
     sinusoidal_case,
@@ -32,6 +33,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += bias_cases(4, 256, device)
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
         cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
+        cases += hash_grid_cases(2**12, levels=8, log2_table=14, device=device) if "hash_grid" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         cases = [rope_case(4, 8, 2048, 64, torch.float32, device), rope_case(4, 8, 2048, 64, torch.bfloat16, device)]
@@ -44,6 +46,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [shaw_case(n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
         lengths = (512, 1024, 2048, 4096)
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
+        cases += hash_grid_cases(2**18, device=device) if "hash_grid" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
     return cases
