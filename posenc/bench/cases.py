@@ -44,6 +44,7 @@ class Case:
     atol: float = 1e-5
     memory: bool = False  #: also measure each implementation's peak memory (one extra call)
     skip: dict[str, str] = field(default_factory=dict)  #: impl -> why it is not run at this size
+    max_rounds: int | None = None  #: fewer rounds for cases whose slow peer takes seconds a call
 
     def run(self, *, rounds: int) -> list[Row]:
         fns, rows, outputs = {}, {}, {}
@@ -69,7 +70,7 @@ class Case:
             fns[impl] = fn
             if self.memory:
                 rows[impl].peak_mb = peak_memory_bytes(fn) / 2**20
-        medians = interleaved_medians(fns, rounds=rounds)
+        medians = interleaved_medians(fns, rounds=min(rounds, self.max_rounds or rounds))
         ref = medians.get(self.reference)
         for impl, t in medians.items():
             rows[impl].median_ms = t * 1e3
@@ -348,3 +349,42 @@ def long_context_case(name: str, n: int, *, heads: int = 8, d: int = 64, backend
         {reference: run(none), f"posenc {name} ({backend})": run(encoding)},
         memory=True,
     )
+
+
+def hash_grid_cases(points: int, *, levels: int = 16, features: int = 2, log2_table: int = 19, device="cpu") -> list[Case]:
+    """Instant-NGP's hash encoding of 3-D points: posenc's batched levels against the per-level,
+    per-corner transcription (and tiny-cuda-nn on CUDA), forward alone and forward + backward."""
+    from posenc.coordinate import HashGrid
+
+    torch.manual_seed(0)
+    grid = HashGrid(3, levels, features, log2_table, 16, 512, device=device)
+    x = torch.rand(points, 3, device=device)
+    grad = torch.randn(points, grid.out_dim, device=device)
+
+    def forward(run):
+        return _no_grad(run)
+
+    def forward_backward(run):
+        def step():
+            grid.table.grad = None
+            run().backward(grad)
+            return grid.table.grad
+
+        return step
+
+    size = f"{points} pts L{levels} F{features} T2^{log2_table}"
+    cases = []
+    for label, wrap in (("forward", forward), ("forward+backward", forward_backward)):
+        impls = {
+            "posenc": lambda wrap=wrap: wrap(lambda: grid(x)),
+            "per-level loop": lambda wrap=wrap: wrap(peers.hash_grid_per_level(x, grid)),
+        }
+        if label == "forward":
+            impls["tiny-cuda-nn"] = lambda: _no_grad(peers.hash_grid_tcnn(x, grid))
+        cases.append(
+            Case(
+                f"hash grid 3-D {label} {size}", "posenc", impls, agree_with={"per-level loop": "posenc"}, atol=1e-5,
+                max_rounds=3,
+            )
+        )
+    return cases

@@ -134,3 +134,60 @@ def rope_cos_sin_transformers(config: dict, x: torch.Tensor, position_ids: torch
 
     rotary = LlamaRotaryEmbedding(transformers.LlamaConfig(**config)).to(x.device)
     return lambda: rotary(x, position_ids)
+
+
+# --- hash grid ------------------------------------------------------------------------------------
+def hash_grid_per_level(x: torch.Tensor, module):
+    """A straightforward transcription of Müller et al.'s encoding: a Python loop over levels and
+    over the ``2^d`` cell corners, each corner indexed and weighted on its own (how most PyTorch
+    ports are written). Reads the tables of a posenc ``HashGrid`` so both compute the same thing."""
+    d = x.shape[-1]
+    primes = (1, 2654435761, 805459861)
+    corners = [[(c >> i) & 1 for i in range(d)] for c in range(2**d)]
+    tables = module.table.split(module.level_sizes)
+
+    def encode():
+        out = []
+        for table, n, size, hashed in zip(tables, module.resolutions, module.level_sizes, module.level_hashed):
+            pos = x * n
+            low = pos.floor().clamp(max=n - 1)
+            frac = pos - low
+            low = low.long()
+            acc = 0
+            for corner in corners:
+                c = low + torch.tensor(corner, device=x.device)
+                weight = torch.ones_like(frac[..., 0])
+                for i in range(d):
+                    weight = weight * (frac[..., i] if corner[i] else 1 - frac[..., i])
+                if hashed:
+                    idx = c[..., 0] * primes[0]
+                    for i in range(1, d):
+                        idx = idx ^ (c[..., i] * primes[i])
+                    idx = idx % size
+                else:
+                    idx = sum(c[..., i] * (n + 1) ** i for i in range(d))
+                acc = acc + weight[..., None] * table[idx]
+            out.append(acc)
+        return torch.cat(out, dim=-1)
+
+    return encode
+
+
+def hash_grid_tcnn(x: torch.Tensor, module):
+    """tiny-cuda-nn's fused hash encoding at the same configuration (CUDA only; its own tables,
+    initialisation and half-cell offset, so it is timed beside posenc, not compared with it)."""
+    tcnn = require("tinycudann")
+    if x.device.type != "cuda":
+        raise PeerMissing("tiny-cuda-nn runs on CUDA devices only")
+    levels = module.num_levels
+    growth = (module.finest_resolution / module.base_resolution) ** (1 / max(levels - 1, 1))
+    config = {
+        "otype": "HashGrid",
+        "n_levels": levels,
+        "n_features_per_level": module.features_per_level,
+        "log2_hashmap_size": module.log2_hashmap_size,
+        "base_resolution": module.base_resolution,
+        "per_level_scale": growth,
+    }
+    enc = tcnn.Encoding(x.shape[-1], config, dtype=torch.float32).to(x.device)
+    return lambda: enc(x)

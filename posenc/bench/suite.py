@@ -12,6 +12,7 @@ from posenc.bench.cases import (
     Case,
     Row,
     bias_cases,
+    hash_grid_cases,
     rope_cos_sin_case,
     shaw_case,
     sinusoidal_case,
@@ -42,6 +43,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
         cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
         cases += [long_context_case(name, 256, device=device) for name in LONG_CONTEXT if name in registered]
+        cases += hash_grid_cases(2**12, levels=8, log2_table=14, device=device) if "hash_grid" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
@@ -57,6 +59,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         lengths = (512, 1024, 2048, 4096)
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
         cases += [long_context_case(name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
+        cases += hash_grid_cases(2**18, device=device) if "hash_grid" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
     mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)

@@ -47,3 +47,14 @@ class Encoding(nn.Module):
                 # re-cast from the pre-cast values so a round trip through half precision loses nothing
                 setattr(self, name, old.to(device=new.device))
         return module
+
+
+def check_unit_box(name: str, x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Refuse coordinates outside ``[low, high]`` (eager mode; compiled code skips the host read and clamps)."""
+    if x.device.type != "meta" and not torch.compiler.is_compiling() and x.numel():
+        if not bool(((x >= low) & (x <= high)).all()):
+            raise ValueError(
+                f"`{name}` must lie in [{low}, {high}] (the encoding's declared bounds), got values in "
+                f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+            )
+    return x

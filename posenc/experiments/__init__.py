@@ -25,6 +25,7 @@ NAMES: tuple[str, ...] = (
     "order",
     "coordconv",
     "fourier_image",
+    "field_fit",
     "padding_probe",
     "extrapolation",
     "equivariance",

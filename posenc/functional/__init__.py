@@ -49,6 +49,10 @@ from posenc.vision.rope_mixed import apply_rope_mixed
 
 # posenc/coordinate, posenc/step, posenc/hyper
 from posenc.coordinate.fourier_features import fourier_features
+from posenc.coordinate.hash_grid import hash_grid_encoding
+from posenc.coordinate.integrated_pe import integrated_positional_encoding
+from posenc.coordinate.kplanes import kplanes_features
+from posenc.coordinate.spherical_harmonics import spherical_harmonics
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.hyper.hyper_conv import conv2d_per_position
 from posenc.step.noise_level import noise_level_embedding
@@ -78,7 +82,10 @@ __all__ = [
     "fire_input",
     "forget_gate_bias",
     "fourier_features",
+    "hash_grid_encoding",
+    "integrated_positional_encoding",
     "interpolate_position_logits",
+    "kplanes_features",
     "inverse_frequencies",
     "kerple_bias",
     "log_distance",
@@ -99,6 +106,7 @@ __all__ = [
     "sinusoidal",
     "sinusoidal_coords",
     "sinusoidal_nd",
+    "spherical_harmonics",
     "spatial_broadcast",
     "t5_relative_bucket",
     "timestep_embedding",

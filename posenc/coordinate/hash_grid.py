@@ -1,0 +1,238 @@
+"""Multiresolution hash encoding (Müller et al. 2022, "Instant Neural Graphics Primitives", arXiv:2201.05989).
+
+Level ``l`` of ``L`` has resolution ``N_l = floor(N_min * b^l)`` with the growth factor
+``b = exp((ln N_max - ln N_min) / (L - 1))`` (section 3, eq. 2-3). A point ``x`` in ``[0, 1]^d`` is
+scaled to ``x N_l``; the ``2^d`` vertices of its cell, ``floor(x N_l)`` and ``floor(x N_l) + 1`` per
+axis, index the level's table of ``F``-wide feature vectors, and the features are d-linearly
+interpolated with the weights ``frac(x N_l)`` (eq. 4). A level whose dense grid of ``(N_l + 1)^d``
+vertices fits in ``T = 2^log2_hashmap_size`` entries indexes it one to one (``sum_i c_i (N_l+1)^i``);
+a finer level uses the paper's spatial hash (eq. 4)
+
+    h(c) = (c_0 * 1  XOR  c_1 * 2654435761  XOR  c_2 * 805459861) mod T
+
+whose low bits equal those of tiny-cuda-nn's uint32 arithmetic because ``T`` is a power of two.
+Tables are initialised from ``U(-1e-4, 1e-4)`` (section 4). The output concatenates the levels,
+coarsest first: ``(*, L F)``.
+
+Differences from tiny-cuda-nn, kept deliberately to follow the paper: no half-cell offset of the
+scaled position and no ``+1`` on the dense resolution. All levels are computed in one batched pass
+(the corner indices of every level and point at once, one gather, one weighted sum), so forward and
+backward have no Python loop over points or levels; memory is linear in points times levels.
+
+Coordinates outside ``[0, 1]`` are refused in eager mode; under ``torch.compile`` (where the check
+would read the tensor on the host) they are clamped to the unit cube. Verified against the paper's
+hash on hand-computed points and a per-level float64 transcription in
+``tests/coordinate/test_hash_grid.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posenc.coordinate.base import Encoding, check_unit_box
+from posenc.core.base import DerivedTablesMixin
+from posenc.core.registry import register
+from posenc.core.validation import check_dtype, check_float_tensor, check_int, check_positive_int
+
+#: The paper's hash primes; the first coordinate is multiplied by 1.
+PRIMES = (1, 2654435761, 805459861)
+
+
+def level_resolutions(num_levels: int, base_resolution: int, finest_resolution: int) -> list[int]:
+    """``N_l = floor(N_min b^l)`` with the paper's geometric growth factor ``b``."""
+    check_positive_int("num_levels", num_levels)
+    check_positive_int("base_resolution", base_resolution)
+    check_positive_int("finest_resolution", finest_resolution)
+    if finest_resolution < base_resolution:
+        raise ValueError(
+            f"`finest_resolution` must be >= base_resolution={base_resolution}, got {finest_resolution}"
+        )
+    if num_levels == 1:
+        return [base_resolution]
+    b = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
+    # a hair of slack so that N_min * b^(L-1) lands on N_max despite rounding
+    return [int(math.floor(base_resolution * b**level * (1 + 1e-12))) for level in range(num_levels)]
+
+
+def level_layout(resolutions: list[int], in_dim: int, log2_hashmap_size: int) -> tuple[list[int], list[bool]]:
+    """Per level: table size ``min(T, (N_l + 1)^d)`` and whether the level is hashed."""
+    table = 2**log2_hashmap_size
+    dense = [(n + 1) ** in_dim for n in resolutions]
+    return [min(table, v) for v in dense], [v > table for v in dense]
+
+
+def axis_multipliers(resolutions: list[int], hashed: list[bool], in_dim: int) -> torch.Tensor:
+    """``(L, d)`` int64: the hash primes on hashed levels, the dense strides ``(N_l + 1)^i`` elsewhere."""
+    rows = [PRIMES[:in_dim] if h else tuple((n + 1) ** i for i in range(in_dim)) for n, h in zip(resolutions, hashed)]
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def _corners(v: torch.Tensor, combine) -> torch.Tensor:
+    """Combine per-axis values ``(..., d, 2)`` over all ``2^d`` corners: ``(..., 2^d)``."""
+    out = v[..., 0, :]
+    for axis in range(1, v.shape[-2]):
+        # (..., k) op (..., 2) -> (..., k, 2) -> (..., 2k): one more axis of corners
+        out = combine(out.unsqueeze(-1), v[..., axis, None, :]).flatten(-2)
+    return out
+
+
+def hash_grid_encoding(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    resolutions: torch.Tensor,
+    multipliers: torch.Tensor,
+    num_dense: int,
+    sizes: torch.Tensor,
+    offsets: torch.Tensor,
+) -> torch.Tensor:
+    """Interpolated hash-grid features of ``x`` for every level at once.
+
+    x: ``(*, d)`` float in ``[0, 1]`` (clamped); table: ``(E, F)`` with every level's entries stacked;
+    resolutions, sizes, offsets: ``(L,)`` int64 (``N_l``, level table size, first row of the level);
+    multipliers: ``(L, d)`` int64 (:func:`axis_multipliers`); num_dense: how many levels (the first)
+    are indexed densely, the others being hashed into ``sizes[-1]`` (a power of two) rows.
+    Returns ``(*, L F)`` in ``x``'s dtype.
+    """
+    x = check_float_tensor("x", x)
+    if x.ndim == 0 or x.shape[-1] != multipliers.shape[-1]:
+        raise ValueError(f"`x` must have last dimension d={multipliers.shape[-1]}, got shape {tuple(x.shape)}")
+    batch = x.shape[:-1]
+    work = torch.promote_types(x.dtype, torch.float32)
+    n = resolutions.to(work)
+    # (p, 1, d) * (L, 1) -> (p, L, d): positions in grid units of every level
+    pos = x.reshape(-1, 1, x.shape[-1]).to(work).clamp(0, 1) * n[:, None]
+    # the last cell is closed, so x = 1 interpolates inside it instead of stepping past the grid
+    low = pos.floor().clamp(max=n[:, None] - 1)
+    frac = pos - low
+    low = low.long()
+    # (p, L, d, 2): vertex coordinates c, c + 1 per axis, times the level's per-axis multiplier
+    c = torch.stack((low, low + 1), dim=-1) * multipliers[:, :, None]
+    w = torch.stack((1 - frac, frac), dim=-1)
+    # dense levels come first (resolutions grow); the rest hash into tables of T = sizes[-1] rows
+    dense_idx = _corners(c[:, :num_dense], torch.add)
+    hashed_idx = _corners(c[:, num_dense:], torch.bitwise_xor) & (sizes[-1] - 1)
+    # (p, L, 2^d): rows of the stacked table
+    idx = torch.cat((dense_idx, hashed_idx), dim=1) + offsets[:, None]
+    weights = _corners(w, torch.mul)
+    # one gather and weighted sum over the 2^d corners of every (point, level) pair
+    # (p L, 2^d) rows and weights -> (p L, F): gather and interpolate every (point, level) pair at once
+    feats = _Interpolate.apply(table, idx.flatten(0, 1), weights.flatten(0, 1).to(table.dtype))
+    return feats.reshape(*batch, multipliers.shape[0] * table.shape[-1]).to(x.dtype)
+
+
+class _Interpolate(torch.autograd.Function):
+    """``out[r] = sum_k weights[r, k] table[idx[r, k]]`` with a sort-free backward.
+
+    The forward is ``embedding_bag``; its own backward sorts the indices, which on CPU costs more
+    than the whole forward, so the table's gradient is one ``index_add`` instead.
+    """
+
+    @staticmethod
+    def forward(table: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        table, idx, weights = inputs
+        ctx.save_for_backward(table, idx, weights)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        table, idx, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            # (r, k, 1) * (r, 1, F) -> (r k, F) added into the rows idx
+            contrib = (weights.unsqueeze(-1) * grad.unsqueeze(-2)).flatten(0, 1)
+            grad_table = torch.zeros_like(table).index_add_(0, idx.flatten(), contrib)
+        if ctx.needs_input_grad[2]:
+            # (r, k, F) . (r, 1, F) -> (r, k)
+            grad_weights = (table.index_select(0, idx.flatten()).view(*idx.shape, -1) * grad.unsqueeze(-2)).sum(-1)
+        return grad_table, None, grad_weights
+
+
+@register(
+    "hash_grid",
+    family="coordinate",
+    paper="Müller et al. 2022, arXiv:2201.05989",
+    summary="Learned feature tables at L geometric resolutions, spatially hashed when finer than 2^T, d-linearly interpolated.",
+)
+class HashGrid(DerivedTablesMixin, Encoding):
+    """Multiresolution hash encoding of points in ``[0, 1]^in_dim`` (``in_dim`` 2 or 3).
+
+    Args:
+        in_dim: number of coordinates ``d`` (2 or 3).
+        num_levels: ``L`` (16 in the paper).
+        features_per_level: ``F`` (2 in the paper).
+        log2_hashmap_size: ``log2 T``, table entries per level (14 to 24 in the paper).
+        base_resolution: ``N_min`` (16 in the paper).
+        finest_resolution: ``N_max`` (512 to 524288 in the paper).
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 3,
+        num_levels: int = 16,
+        features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        finest_resolution: int = 512,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_dim)
+        if in_dim not in (2, 3):
+            raise ValueError(f"`in_dim` must be 2 or 3 (the paper's hash has three primes), got {in_dim}")
+        self.num_levels = check_positive_int("num_levels", num_levels)
+        self.features_per_level = check_positive_int("features_per_level", features_per_level)
+        self.log2_hashmap_size = check_int("log2_hashmap_size", log2_hashmap_size, minimum=1, maximum=30)
+        self.base_resolution = check_positive_int("base_resolution", base_resolution)
+        self.finest_resolution = check_positive_int("finest_resolution", finest_resolution)
+        self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
+        if (self.resolutions[-1] + 1) * PRIMES[1] >= 2**62:
+            raise ValueError(f"`finest_resolution` must be below {2**62 // PRIMES[1]} (int64 hashing), got {finest_resolution}")
+        self.level_sizes, self.level_hashed = level_layout(self.resolutions, in_dim, log2_hashmap_size)
+        factory = {"device": device, "dtype": check_dtype("dtype", dtype)}
+        self.table = nn.Parameter(torch.empty(sum(self.level_sizes), features_per_level, **factory))
+        self.num_dense_levels = self.level_hashed.count(False)
+        for name in ("level_resolution", "level_size", "level_offset", "level_multiplier"):
+            self.register_buffer(name, None, persistent=False)
+        self.init_non_persistent_buffers(self.table.device)
+        if self.table.device.type != "meta":
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation, ``U(-1e-4, 1e-4)``."""
+        nn.init.uniform_(self.table, -1e-4, 1e-4)
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
+        offsets = [0]
+        for size in self.level_sizes[:-1]:
+            offsets.append(offsets[-1] + size)
+        self.level_resolution = torch.tensor(self.resolutions, dtype=torch.int64, device=device)
+        self.level_size = torch.tensor(self.level_sizes, dtype=torch.int64, device=device)
+        self.level_offset = torch.tensor(offsets, dtype=torch.int64, device=device)
+        self.level_multiplier = axis_multipliers(self.resolutions, self.level_hashed, self.in_dim).to(device)
+
+    @property
+    def out_dim(self) -> int:
+        return self.num_levels * self.features_per_level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(*, in_dim)`` in ``[0, 1]`` -> ``(*, out_dim)`` in ``x``'s dtype."""
+        x = check_unit_box("x", self.check_input(x))
+        return hash_grid_encoding(
+            x, self.table, self.level_resolution, self.level_multiplier, self.num_dense_levels, self.level_size,
+            self.level_offset,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, num_levels={self.num_levels}, features_per_level={self.features_per_level}, "
+            f"log2_hashmap_size={self.log2_hashmap_size}, resolutions={self.resolutions[0]}..{self.resolutions[-1]}"
+        )
+

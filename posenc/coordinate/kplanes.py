@@ -1,0 +1,209 @@
+"""K-planes (Fridovich-Keil et al. 2023, arXiv:2301.10241) and the triplane they generalise.
+
+A point of ``d`` coordinates is projected onto the ``d (d - 1) / 2`` axis-aligned planes of its
+coordinate pairs (3 for space, 6 for space-time); each plane is a learned ``F``-channel grid,
+bilinearly interpolated at the projection. K-planes multiply the plane features elementwise
+(Hadamard product, eq. 2), at several spatial scales whose results are concatenated (eq. 3):
+
+    f(q) = concat_s  prod_{(i, j)} interp(P^s_{ij}, (q_i, q_j))      -> (*, F S)
+
+The time axis of a 4-D input keeps one resolution at every scale, and planes touching time start at
+1 so that a field starts static (section 3.2; spatial planes start ``U(0.1, 0.5)``). A triplane
+(EG3D, Chan et al. 2022, arXiv:2112.07945) is the 3-D case at one scale, its three features summed
+(``combine="sum"``, EG3D) or kept side by side (``"concat"``).
+
+Coordinates lie in ``[0, 1]^d`` (refused outside in eager mode, clamped under ``torch.compile``).
+Interpolation is ``grid_sample`` with ``align_corners=True``: grid vertex ``k`` of ``R`` sits at
+``k / (R - 1)``. Verified against a float64 per-point bilinear transcription in
+``tests/coordinate/test_kplanes.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posenc.coordinate.base import Encoding, check_unit_box
+from posenc.core.registry import register
+from posenc.core.validation import check_choice, check_dtype, check_float_tensor, check_int, check_positive_int
+
+Combine = Literal["product", "sum", "concat"]
+
+
+def plane_pairs(in_dim: int) -> list[tuple[int, int]]:
+    """The coordinate pairs ``(i, j)``, ``i < j``, in lexicographic order."""
+    return list(itertools.combinations(range(in_dim), 2))
+
+
+def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear features of ``plane`` ``(F, R_j, R_i)`` at ``uv`` ``(p, 2)`` in ``[0, 1]``: ``(p, F)``."""
+    # (p, 2) in [0, 1] -> (1, 1, p, 2) in [-1, 1], grid_sample's (x = width = i, y = height = j)
+    grid = (uv * 2 - 1).to(plane.dtype)[None, None]
+    out = F.grid_sample(plane[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    # (1, F, 1, p) -> (p, F)
+    return out[0, :, 0].T
+
+
+def kplanes_features(
+    x: torch.Tensor, planes: Sequence[Sequence[torch.Tensor]], combine: Combine = "product"
+) -> torch.Tensor:
+    """Factorised-grid features of ``x``.
+
+    x: ``(*, d)`` in ``[0, 1]`` (clamped); planes: per scale, one ``(F, R_j, R_i)`` grid per pair of
+    :func:`plane_pairs` ``(d)``. Returns ``(*, F S)`` (``product``/``sum``) or ``(*, F S P)``
+    (``concat``) in the planes' dtype.
+    """
+    x = check_float_tensor("x", x)
+    check_choice("combine", combine, ("product", "sum", "concat"))
+    pairs = plane_pairs(x.shape[-1]) if x.ndim else []
+    if not pairs or any(len(scale) != len(pairs) for scale in planes):
+        raise ValueError(f"`x` of shape {tuple(x.shape)} needs {len(pairs)} planes per scale, one per coordinate pair")
+    flat = x.reshape(-1, x.shape[-1]).clamp(0, 1)
+    out = []
+    for scale in planes:
+        feats = [sample_plane(plane, flat[:, [i, j]]) for plane, (i, j) in zip(scale, pairs)]
+        if combine == "product":
+            out.append(torch.stack(feats).prod(0))
+        elif combine == "sum":
+            out.append(torch.stack(feats).sum(0))
+        else:
+            out.extend(feats)
+    result = torch.cat(out, dim=-1)
+    return result.reshape(*x.shape[:-1], result.shape[-1])
+
+
+class _Planes(Encoding):
+    """Learned planes per scale and coordinate pair; subclasses fix the scales and the combination."""
+
+    combine: Combine = "product"
+
+    def __init__(self, in_dim: int, features: int, sizes: list[list[tuple[int, int]]], device, dtype) -> None:
+        super().__init__(in_dim)
+        self.features = check_positive_int("features", features)
+        factory = {"device": device, "dtype": check_dtype("dtype", dtype)}
+        self.pairs = plane_pairs(in_dim)
+        self.planes = nn.ParameterList(
+            [nn.Parameter(torch.empty(features, rj, ri, **factory)) for scale in sizes for ri, rj in scale]
+        )
+        if self.planes[0].device.type != "meta":
+            self.reset_parameters()
+
+    def by_scale(self) -> list[list[torch.Tensor]]:
+        p = len(self.pairs)
+        return [list(self.planes[s : s + p]) for s in range(0, len(self.planes), p)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(*, in_dim)`` in ``[0, 1]`` -> ``(*, out_dim)`` in ``x``'s dtype."""
+        x = check_unit_box("x", self.check_input(x))
+        return kplanes_features(x, self.by_scale(), self.combine).to(x.dtype)
+
+
+@register(
+    "kplanes",
+    family="coordinate",
+    paper="Fridovich-Keil et al. 2023, arXiv:2301.10241",
+    summary="Learned planes of every coordinate pair, multiplied elementwise, at several scales concatenated.",
+)
+class KPlanes(_Planes):
+    """K-planes of 3-D space or 4-D space-time (time last).
+
+    Args:
+        in_dim: 3 (space) or 4 (space-time, time last).
+        features: ``F``, channels of every plane (32 in the paper).
+        resolution: spatial resolution of the coarsest scale (64 in the paper).
+        scales: spatial multipliers of the resolution, one per scale (``(1, 2, 4, 8)`` in the paper).
+        time_resolution: resolution of the time axis at every scale (4-D only; default ``resolution``).
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 3,
+        features: int = 32,
+        resolution: int = 64,
+        scales: Sequence[int] = (1, 2, 4, 8),
+        time_resolution: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if in_dim not in (3, 4):
+            raise ValueError(f"`in_dim` must be 3 (space) or 4 (space-time), got {in_dim!r}")
+        self.resolution = check_int("resolution", resolution, minimum=2)
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
+            raise ValueError(f"`scales` must be a non-empty sequence of positive ints, got {scales!r}")
+        self.scales = tuple(check_positive_int(f"scales[{k}]", s) for k, s in enumerate(scales))
+        if time_resolution is not None:
+            check_int("time_resolution", time_resolution, minimum=2)
+        self.time_resolution = time_resolution or resolution
+        axes = [[resolution * s] * 3 + [self.time_resolution] for s in self.scales]
+        sizes = [[(res[i], res[j]) for i, j in plane_pairs(in_dim)] for res in axes]
+        super().__init__(in_dim, features, sizes, device, dtype)
+
+    def reset_parameters(self) -> None:
+        """Spatial planes ``U(0.1, 0.5)``, planes touching time 1 (a static start), as in the paper."""
+        for k, plane in enumerate(self.planes):
+            i, j = self.pairs[k % len(self.pairs)]
+            if j == 3:
+                nn.init.ones_(plane)
+            else:
+                nn.init.uniform_(plane, 0.1, 0.5)
+
+    @property
+    def out_dim(self) -> int:
+        return self.features * len(self.scales)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, features={self.features}, resolution={self.resolution}, scales={self.scales}"
+
+
+@register(
+    "triplane",
+    family="coordinate",
+    paper="Chan et al. 2022, arXiv:2112.07945",
+    summary="Three learned axis-aligned feature planes of a 3-D point, summed (EG3D) or multiplied or concatenated.",
+)
+class Triplane(_Planes):
+    """Three planes ``xy, xz, yz`` at one resolution.
+
+    Args:
+        in_dim: must be 3.
+        features: ``F``, channels per plane (32 in EG3D).
+        resolution: ``R``, grid vertices per side (256 in EG3D).
+        combine: ``"sum"`` (EG3D), ``"product"`` (K-planes' Hadamard product) or ``"concat"``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 3,
+        features: int = 32,
+        resolution: int = 64,
+        combine: Combine = "sum",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if in_dim != 3:
+            raise ValueError(f"`in_dim` must be 3 (a triplane; see kplanes for space-time), got {in_dim!r}")
+        self.resolution = check_int("resolution", resolution, minimum=2)
+        self.combine = check_choice("combine", combine, ("sum", "product", "concat"))
+        super().__init__(in_dim, features, [[(resolution, resolution)] * 3], device, dtype)
+
+    def reset_parameters(self) -> None:
+        """``N(0, 0.1^2)`` for a sum or concatenation; ``U(0.1, 0.5)`` for a product (as K-planes)."""
+        for plane in self.planes:
+            if self.combine == "product":
+                nn.init.uniform_(plane, 0.1, 0.5)
+            else:
+                nn.init.normal_(plane, 0.0, 0.1)
+
+    @property
+    def out_dim(self) -> int:
+        return self.features * (3 if self.combine == "concat" else 1)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, resolution={self.resolution}, combine={self.combine!r}"

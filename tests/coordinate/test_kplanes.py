@@ -1,0 +1,109 @@
+"""K-planes and the triplane against a per-point float64 bilinear transcription (arXiv:2301.10241, eq. 1-3)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from posenc.coordinate import KPlanes, Triplane
+from posenc.functional import kplanes_features
+
+
+def bilinear(plane, u, v):
+    """plane (F, R_j, R_i) as nested lists; vertex k at k / (R - 1)."""
+    rj, ri = len(plane[0]), len(plane[0][0])
+    su, sv = u * (ri - 1), v * (rj - 1)
+    i0, j0 = min(math.floor(su), ri - 2), min(math.floor(sv), rj - 2)
+    fu, fv = su - i0, sv - j0
+    return [
+        (1 - fu) * (1 - fv) * ch[j0][i0] + fu * (1 - fv) * ch[j0][i0 + 1] + (1 - fu) * fv * ch[j0 + 1][i0]
+        + fu * fv * ch[j0 + 1][i0 + 1]
+        for ch in plane
+    ]
+
+
+def reference(points, planes, combine):
+    rows = []
+    for q in points.tolist():
+        row = []
+        for scale in planes:
+            pairs = list(itertools.combinations(range(len(q)), 2))
+            feats = [bilinear(p.tolist(), q[i], q[j]) for p, (i, j) in zip(scale, pairs)]
+            if combine == "product":
+                row += [math.prod(f[c] for f in feats) for c in range(len(feats[0]))]
+            elif combine == "sum":
+                row += [sum(f[c] for f in feats) for c in range(len(feats[0]))]
+            else:
+                row += [v for f in feats for v in f]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("in_dim", [3, 4])
+def test_kplanes_matches_float64_reference(in_dim):
+    enc = KPlanes(in_dim, features=2, resolution=3, scales=(1, 2), time_resolution=4).double()
+    with torch.no_grad():
+        for p in enc.planes:
+            p.normal_()
+    x = torch.rand(12, in_dim, dtype=torch.float64)
+    x[0] = 1.0
+    x[1] = 0.0
+    want = reference(x, enc.by_scale(), "product")
+    torch.testing.assert_close(enc(x), want, atol=1e-12, rtol=1e-12)
+    assert enc.out_dim == 4 == want.shape[-1]
+
+
+@pytest.mark.parametrize("combine", ["sum", "product", "concat"])
+def test_triplane_matches_float64_reference(combine):
+    enc = Triplane(features=2, resolution=5, combine=combine).double()
+    x = torch.rand(7, 3, dtype=torch.float64)
+    torch.testing.assert_close(enc(x), reference(x, enc.by_scale(), combine), atol=1e-12, rtol=1e-12)
+    assert enc(x).shape[-1] == enc.out_dim
+
+
+def test_plane_shapes_follow_scales_and_time():
+    enc = KPlanes(4, features=2, resolution=8, scales=(1, 2), time_resolution=5)
+    shapes = [tuple(p.shape) for p in enc.planes]
+    # pairs xy, xz, xt, yz, yt, zt; a plane (F, R_j, R_i)
+    assert shapes[:6] == [(2, 8, 8), (2, 8, 8), (2, 5, 8), (2, 8, 8), (2, 5, 8), (2, 5, 8)]
+    assert shapes[6] == (2, 16, 16) and shapes[8] == (2, 5, 16)
+
+
+def test_space_time_starts_static():
+    """Time planes start at 1: at initialisation the features do not depend on t."""
+    enc = KPlanes(4, features=3, resolution=6, scales=(1,))
+    x = torch.rand(10, 4)
+    moved = x.clone()
+    moved[:, 3] = torch.rand(10)
+    torch.testing.assert_close(enc(x), enc(moved))
+
+
+def test_gradcheck_planes_and_coordinates():
+    enc = KPlanes(3, features=2, resolution=3, scales=(1,)).double()
+    planes = [torch.randn_like(p, requires_grad=True) for p in enc.planes]
+    x = (torch.rand(4, 3, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, *p: kplanes_features(x, [list(p)]), (x, *planes))
+
+
+def test_bad_input_is_named():
+    enc = KPlanes(3, features=2, resolution=4, scales=(1,))
+    with pytest.raises(ValueError, match=r"`x` must lie in \[0.0, 1.0\]"):
+        enc(torch.tensor([[0.5, 1.2, 0.1]]))
+    with pytest.raises(ValueError, match="`x` must have last dimension in_dim=3"):
+        enc(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="`in_dim` must be 3 .* or 4"):
+        KPlanes(2)
+    with pytest.raises(ValueError, match="`scales` must be a non-empty sequence"):
+        KPlanes(3, scales=())
+    with pytest.raises(ValueError, match=r"`scales\[1\]` must be >= 1"):
+        KPlanes(3, scales=(1, 0))
+    with pytest.raises(ValueError, match="`in_dim` must be 3"):
+        Triplane(4)
+    with pytest.raises(ValueError, match="`combine` must be one of"):
+        Triplane(combine="max")
+    with pytest.raises(ValueError, match="needs 3 planes per scale"):
+        kplanes_features(torch.rand(2, 3), [[torch.zeros(1, 2, 2)]])
+    assert enc(torch.empty(0, 3)).shape == (0, 2)
