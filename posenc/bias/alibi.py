@@ -31,7 +31,6 @@ from posenc.core.validation import (
     check_fits,
     check_float_dtype,
     check_float_tensor,
-    check_int,
     check_positions,
     check_positive_int,
     check_same_device,

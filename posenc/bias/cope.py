@@ -20,6 +20,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
 from posenc.core.validation import check_float_tensor, check_int, check_positions, check_positive_int, check_same_device
 
@@ -119,6 +120,10 @@ class ContextualPosition(BiasEncoding):
         if q.shape[-1] != self.head_dim:
             raise ValueError(f"`q` must have head width {self.head_dim}, got shape {tuple(q.shape)}")
         return self.score_bias(q, k, q_positions=Positions(q.shape[-2]), k_positions=Positions(k.shape[-2]))
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""
+        return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, heads={self.heads}, max_positions={self.max_positions}"

@@ -20,6 +20,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions
 from posenc.core.positions import Positions
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_broadcasts,
@@ -105,6 +106,10 @@ class FIRE(BiasEncoding):
         x = fire_input(distance, query, self.c.float(), self.threshold.float())
         # (b | 1, n, m, 1) -> (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         return self.mlp(x.unsqueeze(-1).to(weight.dtype)).float().permute(0, 3, 1, 2)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""
+        return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, hidden={self.hidden}, causal={self.causal}"

@@ -22,6 +22,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
+from posenc.core.terms import ScoreMod
 from posenc.core.registry import register
 from posenc.core.validation import check_float, check_float_tensor, check_int, check_positive_int
 
@@ -90,6 +91,18 @@ class ForgettingGate(BiasEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         return forget_gate_bias(self.log_gates(k), q_positions.n, causal=self.causal)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """``score + c[b, h, q_idx + m - n] - c[b, h, kv_idx]`` from the ``(b, h, m)`` cumulative log gates
+        (``-|.|`` of it in the encoder form): a small table, no ``(n, m)`` bias."""
+        cumulative = self.log_gates(k).cumsum(-1)  # (b, h, m)
+        shift, causal = k.shape[-2] - q_positions.n, self.causal
+
+        def fn(score, b, h, q_idx, kv_idx, cumulative):
+            term = cumulative[b, h, q_idx + shift] - cumulative[b, h, kv_idx]
+            return score + (term if causal else -term.abs()).to(score.dtype)
+
+        return ScoreMod(fn, (cumulative,))
 
     def forward(self, k: torch.Tensor, n: int | None = None) -> torch.Tensor:
         """The ``(b, heads, n, m)`` bias for keys ``k`` ``(b, heads, m, head_dim)``, the last ``n`` (default all) as queries."""

@@ -3,16 +3,19 @@
 Such a bias ``B_h(j - i)`` takes one value per distinct offset, so for implicit positions it is
 evaluated on the ``n + m - 1`` offsets only and spread over the ``(n, m)`` grid by
 :func:`~posenc.bias.relative.toeplitz` (whose backward sums the gradient along diagonals); explicit
-positions evaluate it on the ``(b | 1, n, m)`` offsets directly. Subclasses define
-:meth:`OffsetBias.offset_bias`.
+positions evaluate it on the ``(b | 1, n, m)`` offsets directly. The attention engine gets the same
+``(h, n + m - 1)`` table as a FlexAttention ``score_mod`` (read at ``kv_idx - q_idx``) and as a
+per-block view for the blocked kernel, so no ``(n, m)`` bias is built for implicit positions.
+Subclasses define :meth:`OffsetBias.offset_bias`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from posenc.bias.relative import BiasEncoding, relative_positions, toeplitz
+from posenc.bias.relative import BiasEncoding, diagonal_block_term, relative_positions, toeplitz
 from posenc.core.positions import Positions
+from posenc.core.terms import BlockTerm, ScoreMod, gathered_bias_mod
 
 
 def causal_distance(offsets: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -36,14 +39,41 @@ class OffsetBias(BiasEncoding):
             tensor = next(iter(self.buffers()), None)
         return tensor.device if tensor is not None else torch.device("cpu")
 
+    def per_diagonal(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor | None:
+        """For implicit positions: the ``(heads, n + m - 1)`` bias of the offsets ``j - i`` from the
+        first query's farthest key to the last; None for explicit positions or an empty side."""
+        n, m = q_positions.n, k_positions.n
+        if not (q_positions.is_implicit and k_positions.is_implicit and n > 0 and m > 0):
+            return None
+        gap = k_positions.offset - q_positions.offset  # offset of key j from query i is j - i + gap
+        offsets = torch.arange(gap - n + 1, gap + m, device=self._device(), dtype=torch.float64)
+        # (n + m - 1, heads) -> (heads, n + m - 1)
+        return self.offset_bias(offsets).t()
+
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         device = self._device()
-        n, m = q_positions.n, k_positions.n
-        if q_positions.is_implicit and k_positions.is_implicit and n > 0 and m > 0:
-            gap = k_positions.offset - q_positions.offset  # offset of key j from query i is j - i + gap
-            offsets = torch.arange(gap - n + 1, gap + m, device=device, dtype=torch.float64)
-            # (n + m - 1, heads) -> (heads, n + m - 1) -> (1, heads, n, m)
-            return toeplitz(self.offset_bias(offsets).t(), m).unsqueeze(0)
+        diagonals = self.per_diagonal(q_positions, k_positions)
+        if diagonals is not None:
+            # (heads, n + m - 1) -> (1, heads, n, m)
+            return toeplitz(diagonals, k_positions.n).unsqueeze(0)
         offsets = relative_positions(q_positions, k_positions).to(device=device, dtype=torch.float64)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         return self.offset_bias(offsets).permute(0, 3, 1, 2)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """Implicit positions: ``score + table[h, kv_idx - q_idx + n - 1]`` over the ``(h, n + m - 1)``
+        per-offset table; explicit positions: the materialised bias, gathered."""
+        diagonals = self.per_diagonal(q_positions, k_positions)
+        if diagonals is None:
+            return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
+        shift = q_positions.n - 1
+
+        def fn(score, b, h, q_idx, kv_idx, table):
+            return score + table[h, kv_idx - q_idx + shift].to(score.dtype)
+
+        return ScoreMod(fn, (diagonals.contiguous(),))
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
+        """For implicit positions: each block of the blocked kernel is a view of the per-offset table."""
+        diagonals = self.per_diagonal(q_positions, k_positions)
+        return None if diagonals is None else diagonal_block_term(diagonals.contiguous(), q_positions.n)

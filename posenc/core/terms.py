@@ -68,3 +68,18 @@ def bias_from_score_mod(mod: ScoreMod, b: int, h: int) -> BlockTerm:
         return fn(zero, *idx, *tensors)
 
     return BlockTerm(block, mod.tensors)
+
+
+def gathered_bias_mod(bias: torch.Tensor, batch: int) -> ScoreMod:
+    """An additive score_mod reading a materialised ``(b | 1, h | 1, n, m)`` bias by ``[b, h, q_idx, kv_idx]``.
+
+    For terms with no smaller form (query-dependent positions, explicit positions of an offset MLP):
+    the bias is computed once per call and only gathered inside the kernel.
+    """
+    table = bias.expand(batch, *bias.shape[1:])
+    per_head = table.shape[1] > 1
+
+    def fn(score, b, h, q_idx, kv_idx, table):
+        return score + table[b, h if per_head else 0, q_idx, kv_idx].to(score.dtype)
+
+    return ScoreMod(fn, (table,))

@@ -13,11 +13,11 @@ Verified against a float64 double loop over patch pairs in ``tests/vision/test_c
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from posenc.bias.cpb import CPBMLP, log_spaced
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
 from posenc.core.validation import check_fits, check_int, check_positions, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, token_coords
@@ -108,6 +108,10 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
             n = self.num_prefix_tokens + self.grid[0] * self.grid[1] if n is None else check_int("n", n, minimum=0)
             pos = Positions(n)
         return self.bias(pos, pos)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""
+        return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, grid={self.grid}, pretrained_grid={self.pretrained_grid}"
