@@ -12,8 +12,9 @@ from posenc import relative, complex, context  # noqa: F401, E401
 from posenc import spatial, vision  # noqa: F401, E401
 from posenc import coordinate, step, hyper  # noqa: F401, E401
 from posenc.core.base import PositionEncoding
+from posenc.core.positions import randomized_positions
 from posenc.core.registry import EncodingInfo, available, create, get, register
 
 __version__ = "0.1.0"
 
-__all__ = ["EncodingInfo", "PositionEncoding", "available", "create", "get", "register", "__version__"]
+__all__ = ["EncodingInfo", "PositionEncoding", "available", "create", "get", "randomized_positions", "register", "__version__"]

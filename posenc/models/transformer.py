@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from posenc.core.base import PositionEncoding
-from posenc.core.positions import Positions, resolve_positions
+from posenc.core.positions import POSITION_FREE, Positions, randomized_positions, resolve_positions
 from posenc.core.validation import check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
@@ -43,6 +43,10 @@ class Transformer(nn.Module):
         position: a registry name (see ``posenc.available()``) or a :class:`PositionEncoding`.
         causal: causal language model (True) or bidirectional encoder (False).
         mlp_ratio, dropout: block hyper-parameters.
+        randomize_positions: ``L`` trains with randomized positions (Ruoss et al. 2023): in training
+            mode, when no ``positions`` are passed, each sequence gets ``n`` sorted distinct positions
+            drawn from ``[0, L)`` (see :func:`posenc.core.positions.randomized_positions`); in eval
+            mode the plain positions ``0 .. n - 1``. None (default) disables it.
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
             model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
     """
@@ -58,6 +62,7 @@ class Transformer(nn.Module):
         causal: bool = False,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        randomize_positions: int | None = None,
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -75,6 +80,7 @@ class Transformer(nn.Module):
         self.layer_positions = nn.ModuleList(encodings[1:])
         if self.causal and not self.position.supports_causal:
             raise ValueError(f"position encoding {type(self.position).__name__} cannot be used with causal=True")
+        self.randomize_positions = self._check_randomize(randomize_positions)
         embed_dim = dim - self.position.concat_dim
         if embed_dim < 1:
             raise ValueError(f"the encoding's concatenated width {self.position.concat_dim} leaves no room in dim={dim}")
@@ -88,6 +94,19 @@ class Transformer(nn.Module):
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {"dim": self.dim, "heads": self.heads, "head_dim": self.dim // self.heads, "causal": self.causal}
         return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
+
+    def _check_randomize(self, length: int | None) -> int | None:
+        if length is None:
+            return None
+        check_positive_int("randomize_positions", length)
+        for encoding in [self.position, *self.layer_positions]:
+            reason = POSITION_FREE.get(getattr(type(encoding), "registry_name", ""))
+            if reason is not None:
+                raise ValueError(
+                    f"`randomize_positions` needs an encoding that takes positions, but "
+                    f"{type(encoding).registry_name!r} does not: {reason}"
+                )
+        return length
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
         return encoding_for_layer(self.position, self.layer_positions, layer)
@@ -103,12 +122,14 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """tokens ``(b, n)`` -> final normalised hidden states ``(b, n, dim)``.
 
         positions: ``(n,)`` or ``(b, n)`` explicit positions; by default ``cache.length + arange(n)``.
         key_padding_mask: ``(b, n)`` bool, True for real tokens.
         cache: a :class:`KVCache` from :meth:`new_cache`; it is extended with this call's tokens.
+        generator: draws the randomized positions (``randomize_positions``, training mode only).
         """
         check_tensor("tokens", tokens, ndim=2)
         b, n = tokens.shape
@@ -116,6 +137,13 @@ class Transformer(nn.Module):
             raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
         offset = cache.length if cache is not None else 0
         explicit = None
+        if positions is None and self.randomize_positions is not None and self.training and cache is None:
+            if n > self.randomize_positions:
+                raise ValueError(
+                    f"`randomize_positions` ({self.randomize_positions}) must be at least the training sequence "
+                    f"length, got a sequence of {n} tokens"
+                )
+            positions = randomized_positions(n, self.randomize_positions, batch=b, generator=generator).to(tokens.device)
         if positions is not None:
             explicit = resolve_positions(positions, n=n, batch=b, device=tokens.device)
         q_positions = Positions(n, offset, explicit)
