@@ -27,6 +27,7 @@ NAMES: tuple[str, ...] = (
     "fourier_image",
     "padding_probe",
     "extrapolation",
+    "length_generalization",
     "equivariance",
     "height_prior",
     "shaw_clip",
