@@ -262,8 +262,8 @@ EXPERIMENT = Experiment(
     paper="Ruoss et al. 2023, arXiv:2305.16843 (Table 1); Delétang et al. 2023, arXiv:2207.02098",
     section="1.4",
     quick=dict(
-        tasks=["cycle_navigation", "parity_check"], encodings=["sinusoidal", "rope", "alibi"], randomized=True,
-        train_max=8, test_max=24, random_range=0, dim=64, depth=2, heads=4, batch=32, steps=300, lr=2e-3,
+        tasks=["cycle_navigation", "parity_check", "bucket_sort"], encodings=["sinusoidal", "rope", "alibi"],
+        randomized=True, train_max=8, test_max=24, random_range=96, dim=64, depth=2, heads=4, batch=32, steps=300, lr=2e-3,
         warmup=30, eval_batch=32, seeds=1, shard="", units="",
     ),
     full=dict(
