@@ -12,7 +12,7 @@ from posenc import relative, complex, context  # noqa: F401, E401
 from posenc import spatial, vision  # noqa: F401, E401
 from posenc import coordinate, step, hyper  # noqa: F401, E401
 from posenc.core.base import PositionEncoding
-from posenc.core.positions import positions_from_documents
+from posenc.core.positions import positions_from_documents, randomized_positions
 from posenc.core.registry import EncodingInfo, available, create, get, register
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "create",
     "get",
     "positions_from_documents",
+    "randomized_positions",
     "register",
     "__version__",
 ]

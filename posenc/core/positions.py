@@ -136,3 +136,43 @@ def _check_document_ids(name: str, ids: torch.Tensor) -> torch.Tensor:
     if ids.ndim not in (1, 2):
         raise ValueError(f"`{name}` must have shape (n,) or (b, n), got {tuple(ids.shape)}")
     return ids
+
+
+#: Registered encodings whose output does not depend on the positions a model hands them, with the
+#: reason; ``Transformer(randomize_positions=...)`` refuses them rather than silently doing nothing.
+POSITION_FREE: dict[str, str] = {
+    "conv_context": "it reads order from a convolution over neighbouring tokens, not from position indices",
+    "wav2vec2_conv": "it reads order from a convolution over neighbouring frames, not from position indices",
+    "fox": "its bias comes from forget gates computed from the keys (data-dependent), not from position indices",
+    "cope": "its positions are contextual (sums of sigmoid gates over keys), not position indices",
+}
+
+
+def randomized_positions(
+    n: int,
+    max_len: int,
+    *,
+    batch: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(batch, n)`` int64: for each row, ``n`` distinct positions drawn uniformly from
+    ``range(max_len)`` and sorted ascending (Ruoss et al. 2023, arXiv:2305.16843).
+
+    Training with these and evaluating with ``0 .. n - 1`` exposes the encoding to every position up
+    to ``max_len`` while keeping the order of the tokens. ``n == 0`` gives a ``(batch, 0)`` tensor.
+    """
+    check_int("n", n, minimum=0)
+    check_int("max_len", max_len, minimum=1)
+    check_int("batch", batch, minimum=1)
+    if n > max_len:
+        raise ValueError(
+            f"`max_len` ({max_len}) must be at least the sequence length `n` ({n}): "
+            "randomized positions are n distinct values from range(max_len)"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    gen_device = generator.device if generator is not None else "cpu"
+    keys = torch.rand(batch, max_len, generator=generator, device=gen_device)
+    chosen = keys.argsort(dim=-1)[:, :n]
+    return chosen.sort(dim=-1).values.to(device=device if device is not None else gen_device)

@@ -28,6 +28,7 @@ NAMES: tuple[str, ...] = (
     "field_fit",
     "padding_probe",
     "extrapolation",
+    "length_generalization",
     "equivariance",
     "height_prior",
     "shaw_clip",

@@ -3,6 +3,9 @@
 The names here are public API: their signatures are kept stable.
 """
 
+# posenc/core
+from posenc.core.positions import randomized_positions
+
 # posenc/input
 from posenc.input.learned import resize_table
 from posenc.input.sinusoidal import sinusoidal
@@ -94,6 +97,7 @@ __all__ = [
     "noise_level_embedding",
     "offset_table_2d",
     "peg",
+    "randomized_positions",
     "rel_shift",
     "relative_position_index_2d",
     "relative_positions",

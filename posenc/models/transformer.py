@@ -11,9 +11,11 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.attention.dispatch import check_backend
 from posenc.core.positions import (
+    POSITION_FREE,
     Positions,
     document_ids_from_cu_seqlens,
     positions_from_documents,
+    randomized_positions,
     resolve_positions,
 )
 from posenc.core.validation import check_float, check_positive_int, check_tensor
@@ -66,6 +68,10 @@ class Transformer(nn.Module):
             ``"blocked"`` (see :mod:`posenc.attention.dispatch`).
         window: sliding-window attention: each query sees only its last ``window`` keys (itself
             included), Mistral-style; None for full attention.
+        randomize_positions: ``L`` trains with randomized positions (Ruoss et al. 2023): in training
+            mode, when no ``positions`` are passed, each sequence gets ``n`` sorted distinct positions
+            drawn from ``[0, L)`` (see :func:`posenc.core.positions.randomized_positions`); in eval
+            mode the plain positions ``0 .. n - 1``. None (default) disables it.
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
             model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
     """
@@ -84,6 +90,7 @@ class Transformer(nn.Module):
         position_plan: PositionPlan | None = None,
         attention: str = "auto",
         window: int | None = None,
+        randomize_positions: int | None = None,
         **position_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -109,6 +116,7 @@ class Transformer(nn.Module):
         self._layer_plan = position_plan.build(encodings, depth=depth, heads=heads) if position_plan else None
         if self.causal and not self.position.supports_causal:
             raise ValueError(f"position encoding {type(self.position).__name__} cannot be used with causal=True")
+        self.randomize_positions = self._check_randomize(randomize_positions)
         embed_dim = dim - self.position.concat_dim
         if embed_dim < 1:
             raise ValueError(f"the encoding's concatenated width {self.position.concat_dim} leaves no room in dim={dim}")
@@ -123,6 +131,19 @@ class Transformer(nn.Module):
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {"dim": self.dim, "heads": self._rotated_heads, "head_dim": self.dim // self.heads, "causal": self.causal}
         return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
+
+    def _check_randomize(self, length: int | None) -> int | None:
+        if length is None:
+            return None
+        check_positive_int("randomize_positions", length)
+        for encoding in [self.position, *self.layer_positions]:
+            reason = POSITION_FREE.get(getattr(type(encoding), "registry_name", ""))
+            if reason is not None:
+                raise ValueError(
+                    f"`randomize_positions` needs an encoding that takes positions, but "
+                    f"{type(encoding).registry_name!r} does not: {reason}"
+                )
+        return length
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
         if self._layer_plan is not None:
@@ -142,6 +163,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         document_ids: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """tokens ``(b, n)`` -> final normalised hidden states ``(b, n, dim)``.
 
@@ -154,6 +176,7 @@ class Transformer(nn.Module):
             positions restart at every document (:func:`posenc.positions_from_documents`, unless
             ``positions`` are given) and attention never crosses documents.
         cu_seqlens: the same for one packed row (``b = 1``) as cumulative lengths ``(docs + 1,)``.
+        generator: draws the randomized positions (``randomize_positions``, training mode only).
         """
         check_tensor("tokens", tokens, ndim=2)
         b, n = tokens.shape
@@ -161,6 +184,18 @@ class Transformer(nn.Module):
             raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
         documents = self._documents(document_ids, cu_seqlens, b, n, cache, tokens.device)
         offset = cache.length if cache is not None else 0
+        if positions is None and self.randomize_positions is not None and self.training and cache is None:
+            if documents is not None:
+                raise ValueError(
+                    "`randomize_positions` draws one ordered subset per row and cannot restart it at every document "
+                    "of a packed batch (`document_ids`/`cu_seqlens`); pass per-document `positions` instead"
+                )
+            if n > self.randomize_positions:
+                raise ValueError(
+                    f"`randomize_positions` ({self.randomize_positions}) must be at least the training sequence "
+                    f"length, got a sequence of {n} tokens"
+                )
+            positions = randomized_positions(n, self.randomize_positions, batch=b, generator=generator).to(tokens.device)
         explicit, lengths = None, None
         if positions is None and documents is not None:
             explicit = positions_from_documents(documents)

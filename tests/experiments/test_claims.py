@@ -93,3 +93,13 @@ def test_hash_grid_reaches_the_best_frequency_encoding_in_a_fraction_of_the_step
     # quick run (seed 0): the hash grid reaches nerf's final IoU 0.71 at step 120 of 200 and ends at 0.86
     assert m["steps_to_target"]["hash_grid"] <= 0.7 * m["steps_to_target"][best]
     assert m["final"]["hash_grid"] >= m["final"][best] + 0.05
+
+
+def test_length_generalization_fits_trained_lengths_randomized_rope_sorts_longer_ones():
+    m = quick("length_generalization", tasks=["cycle_navigation", "bucket_sort"], encodings=["rope"])
+    for row in ("rope", "rope+rand"):
+        trained, test = m["train_accuracy"]["cycle_navigation"][row], m["accuracy"]["cycle_navigation"][row]["mean"]
+        assert trained >= 0.75  # cycle navigation is learnt on lengths 1..8 (chance: 0.2)
+        assert test <= trained - 0.30  # and lost on lengths 9..24
+    sort = m["accuracy"]["bucket_sort"]
+    assert sort["rope+rand"]["mean"] - sort["rope"]["mean"] >= 0.30  # Ruoss et al.: randomized RoPE sorts past N

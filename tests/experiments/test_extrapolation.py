@@ -64,3 +64,22 @@ def test_rescaled_keeps_the_weights_and_changes_only_the_rotation():
     with torch.no_grad():
         assert torch.allclose(same(tokens), model(tokens), atol=1e-6)
         assert not torch.allclose(stretched(tokens), model(tokens), atol=1e-4)
+
+
+NEW = ["fire", "kerple", "sandwich", "cope", "fox", "dynamic_bias", "cpb"]
+
+
+def test_full_configuration_includes_the_length_generalisation_encodings():
+    from posenc.experiments.common import sequence_encodings
+
+    experiment = get_experiment("extrapolation")
+    assert experiment.full["encodings"] == []  # every causal sequence encoding in the registry
+    assert set(NEW) <= set(sequence_encodings(causal=True))
+
+
+def test_new_encodings_train_and_score_at_every_multiple():
+    overrides = TINY | dict(encodings=NEW, seeds=1, rope_scalings=[], tasks=["copy"])
+    m = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+    table = m["metrics"]["copy_accuracy"]
+    assert set(table) == set(NEW)
+    assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())

@@ -1,0 +1,66 @@
+"""randomized_positions: sorted, distinct, in range, seeded, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import posenc
+import posenc.functional as PF
+from posenc.core.positions import randomized_positions
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 20), extra=st.integers(0, 40), batch=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_sorted_distinct_in_range(n, extra, batch, seed):
+    max_len = max(n + extra, 1)
+    p = randomized_positions(n, max_len, batch=batch, generator=torch.Generator().manual_seed(seed))
+    assert p.shape == (batch, n) and p.dtype == torch.int64
+    if n:
+        assert (p[:, 1:] > p[:, :-1]).all()  # strictly increasing: sorted and distinct
+        assert p.min() >= 0 and p.max() < max_len
+
+
+def test_seeded_and_rows_differ():
+    a = randomized_positions(8, 100, batch=3, generator=torch.Generator().manual_seed(1))
+    b = randomized_positions(8, 100, batch=3, generator=torch.Generator().manual_seed(1))
+    c = randomized_positions(8, 100, batch=3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])
+
+
+def test_full_range_is_the_plain_positions():
+    assert torch.equal(randomized_positions(6, 6, batch=2), torch.arange(6).expand(2, 6))
+
+
+def test_uniform_over_the_range():
+    p = randomized_positions(10, 50, batch=2000, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(p.flatten(), minlength=50).float()
+    expected = 2000 * 10 / 50
+    assert (counts - expected).abs().max() < 0.25 * expected
+
+
+def test_reexported():
+    assert posenc.randomized_positions is randomized_positions and PF.randomized_positions is randomized_positions
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((5, 4), {}, "max_len"),
+        ((-1, 4), {}, "`n`"),
+        ((2, 0), {}, "max_len"),
+        ((2, 4), {"batch": 0}, "batch"),
+        ((2.5, 4), {}, "`n`"),
+    ],
+)
+def test_bad_input(args, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        randomized_positions(*args, **kwargs)
+
+
+def test_bad_generator():
+    with pytest.raises(TypeError, match="generator"):
+        randomized_positions(2, 4, generator=0)

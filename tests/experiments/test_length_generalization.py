@@ -1,0 +1,102 @@
+"""The length_generalization experiment's bookkeeping: rows, skips, shards and their merge, scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from posenc.experiments import get_experiment, run_experiment
+from posenc.experiments.algorithmic_tasks import TASKS
+from posenc.experiments.length_generalization import accuracy_at, parse_shard, rows_for
+
+TINY = dict(
+    tasks=["parity_check", "reverse_string"], encodings=["none", "rope", "cope"], randomized=True, train_max=3,
+    test_max=5, random_range=0, dim=16, depth=1, heads=2, batch=4, steps=2, lr=1e-3, warmup=1, eval_batch=4, seeds=2,
+)
+
+
+def tiny(tmp_path=None, **overrides):
+    result = run_experiment(
+        get_experiment("length_generalization"), quick=True, out=tmp_path, overrides=TINY | overrides,
+        progress=False, device="cpu",
+    )  # fmt: skip
+    return result["metrics"]
+
+
+@pytest.fixture(scope="module")
+def metrics() -> dict:
+    return tiny()
+
+
+def test_rows_and_skips(metrics):
+    assert metrics["rows"] == ["none", "rope", "rope+rand", "cope"]
+    assert set(metrics["skipped"]) == {"none+rand", "cope+rand"}
+    assert "contextual" in metrics["skipped"]["cope+rand"]
+
+
+def test_every_task_row_and_length_is_scored(metrics):
+    for task in TINY["tasks"]:
+        for row in metrics["rows"]:
+            summary = metrics["accuracy"][task][row]
+            assert len(summary["per_seed"]) == 2
+            assert summary["mean"] == pytest.approx(sum(summary["per_seed"]) / 2)
+            assert summary["best"] == max(summary["per_seed"])
+            assert list(metrics["per_length"][task][row]) == ["1", "2", "3", "4", "5"]
+            assert all(0.0 <= v <= 1.0 for v in metrics["per_length"][task][row].values())
+    # the two seeds train different models
+    assert len(set(metrics["accuracy"]["reverse_string"]["rope"]["per_seed"])) == 2
+
+
+def test_random_range_defaults_to_the_longest_test_sequence(metrics):
+    assert metrics["random_range"] == {"parity_check": 5 + 1, "reverse_string": 5 + 5}
+
+
+def test_shards_then_merge_equal_one_run(tmp_path):
+    small = dict(tasks=["parity_check"], encodings=["rope"])
+    units = tmp_path / "units"
+    for i in range(3):
+        m = tiny(tmp_path / f"shard{i}", shard=f"{i}/3", units=str(units), **small)
+        assert "accuracy" not in m
+    files = list(units.glob("*.json"))
+    assert len(files) == 2 * 2  # (rope, rope+rand) x 2 seeds
+    merged = tiny(tmp_path / "merge", units=str(units), **small)
+    assert merged["accuracy"] == tiny(**small)["accuracy"]
+    # a stored unit is read back, not trained again: altering it shows in the merge
+    path = next(p for p in files if p.name.startswith("parity_check__rope__seed0"))
+    unit = json.loads(path.read_text())
+    unit["test_accuracy"] = 2.0
+    path.write_text(json.dumps(unit))
+    again = tiny(tmp_path / "again", units=str(units), **small)
+    assert again["accuracy"]["parity_check"]["rope"]["per_seed"][0] == 2.0
+
+
+@pytest.mark.parametrize("bad", ["3/3", "1", "a/b", "-1/2"])
+def test_bad_shard(bad):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(bad)
+
+
+def test_training_shorter_than_the_range_is_checked():
+    with pytest.raises(ValueError, match="random_range"):
+        tiny(random_range=2, tasks=["reverse_string"], encodings=["rope"])
+
+
+def test_rows_for_without_randomized():
+    assert rows_for(["rope", "fox"], False) == (["rope", "fox"], {})
+
+
+def test_accuracy_counts_tokens_up_to_termination():
+    task = TASKS["binary_addition"]
+
+    class Oracle(torch.nn.Module):  # predicts the targets from the input: accuracy 1
+        def forward(self, tokens):
+            inputs = tokens[:, : tokens.shape[1] // 2]
+            out = torch.tensor([task.solve(row) for row in inputs.tolist()])
+            logits = torch.full((*tokens.shape, 3), -1.0)
+            logits[:, -out.shape[1] :].scatter_(-1, out.unsqueeze(-1), 1.0)
+            return logits
+
+    g = torch.Generator().manual_seed(0)
+    assert accuracy_at(Oracle(), task, 6, batch=8, generator=g, device="cpu") == 1.0

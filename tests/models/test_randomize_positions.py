@@ -1,0 +1,58 @@
+"""Transformer(randomize_positions=L): random ordered positions in training, plain ones in eval."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posenc.models import Transformer
+
+
+def model(position: str, L: int | None = 64, **kw) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(11, 16, 1, 2, position=position, causal=True, randomize_positions=L, **kw)
+
+
+TOKENS = torch.randint(0, 11, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi", "sinusoidal", "kerple"])
+def test_eval_equals_plain_model_training_differs(position):
+    plain, randomized = model(position, None).eval(), model(position).eval()
+    randomized.load_state_dict(plain.state_dict())
+    assert torch.allclose(randomized(TOKENS), plain(TOKENS))
+    randomized.train()
+    drawn = randomized(TOKENS, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(drawn, plain(TOKENS), atol=1e-4)
+    # the same draw as passing those positions explicitly
+    from posenc.core.positions import randomized_positions
+
+    explicit = randomized_positions(7, 64, batch=2, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(drawn, plain(TOKENS, positions=explicit), atol=1e-6)
+    # explicit positions win over the draw
+    assert torch.allclose(randomized(TOKENS, positions=torch.arange(7)), plain(TOKENS), atol=1e-6)
+
+
+def test_none_is_unaffected():
+    plain, randomized = model("none", None), model("none")
+    randomized.load_state_dict(plain.state_dict())
+    assert torch.allclose(randomized.train()(TOKENS), plain.train()(TOKENS))
+
+
+def test_length_past_range_raises_in_training_only():
+    m = model("rope", 5)
+    with pytest.raises(ValueError, match="randomize_positions"):
+        m.train()(TOKENS)
+    assert m.eval()(TOKENS).shape == (2, 7, 11)
+
+
+@pytest.mark.parametrize("position", ["conv_context", "fox", "cope"])
+def test_encodings_without_positions_are_refused(position):
+    with pytest.raises(ValueError, match=f"'{position}' does not"):
+        model(position)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_length(bad):
+    with pytest.raises((ValueError, TypeError), match="randomize_positions"):
+        model("rope", bad)
