@@ -173,6 +173,20 @@ def randomized_positions(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     gen_device = generator.device if generator is not None else "cpu"
-    keys = torch.rand(batch, max_len, generator=generator, device=gen_device)
-    chosen = keys.argsort(dim=-1)[:, :n]
-    return chosen.sort(dim=-1).values.to(device=device if device is not None else gen_device)
+    if max_len <= max(4 * n, 1 << 16):
+        keys = torch.rand(batch, max_len, generator=generator, device=gen_device)
+        chosen = keys.argsort(dim=-1)[:, :n]
+        return chosen.sort(dim=-1).values.to(device=device if device is not None else gen_device)
+    # a range far larger than n: draw values until n distinct ones are found, without a max_len table
+    # (the distinct values of uniform draws are a uniform subset given their count; a uniform n-subset
+    # of it is then a uniform n-subset of the range)
+    rows = []
+    for _ in range(batch):
+        found = torch.empty(0, dtype=torch.long, device=gen_device)
+        while found.numel() < n:
+            draws = torch.randint(0, max_len, (2 * n,), generator=generator, device=gen_device)
+            found = torch.unique(torch.cat((found, draws)))
+        keep = torch.randperm(found.numel(), generator=generator, device=gen_device)[:n]
+        rows.append(found[keep].sort().values)
+    out = torch.stack(rows) if rows else torch.empty(0, n, dtype=torch.long, device=gen_device)
+    return out.to(device=device if device is not None else gen_device)

@@ -392,6 +392,17 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("rel_k", {"q": _r(1, 2, 2, 4), "k": _r(1, 2, 2, 4), "v": _r(1, 2, 2, 4), "rel_k": _r(3, 7, 4), "max_distance": 3}),
         ],
     ),
+    "randomized_positions": FnSpec(
+        lambda: {"n": 5, "max_len": 64, "batch": 2, "generator": torch.Generator().manual_seed(0)},
+        (FnArg("n", "int"), FnArg("max_len", "int"), FnArg("batch", "int")),
+        empty=lambda: {"n": 0, "max_len": 8},
+        huge=lambda: {"n": 4, "max_len": HUGE},
+        huge_arg="max_len",
+        bad_calls=lambda: [
+            ("max_len", {"n": 9, "max_len": 8}),
+            ("generator", {"n": 2, "max_len": 8, "generator": 3}),
+        ],
+    ),
     "sinusoidal": FnSpec(
         lambda: {"positions": _pos(5, 2), "dim": 8},
         (FnArg("positions", "positions"), FnArg("dim", "int")),
