@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+from posenc.cli_args import positive_int
 from posenc.core.extras import MissingExtra, require
 
 log = logging.getLogger("posenc")
@@ -55,23 +56,6 @@ def _quiet_native_stderr() -> Iterator[None]:
         sys.stderr = python_stderr
         os.dup2(saved, fd)
         os.close(saved)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("takes a positive integer, got 0")
-    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -180,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (under 2 minutes)")
     p.add_argument("--json", default=None, help="also write the rows and the machine to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (what this torch build can use)")
-    p.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds per case")
+    p.add_argument("--rounds", type=positive_int, default=None, help="interleaved rounds per case")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("atlas", help="write the HTML atlas of every registered encoding; prints its index.html")
     p.add_argument("--out", default="posenc-out/atlas", help="output folder (default: posenc-out/atlas)")

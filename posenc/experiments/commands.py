@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from posenc.cli_args import non_negative_int
+
 log = logging.getLogger("posenc")
 
 
@@ -22,16 +24,6 @@ def _parse_override(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expects KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip(), value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"takes a non-negative integer, got {value}")
-    return value
 
 
 def _cmd_experiments(args: argparse.Namespace) -> int:  # noqa: ARG001
@@ -134,7 +126,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (or all) and write its result.json and plot.png")
     p.add_argument("name", help="an experiment name from `posenc experiments`, or all")
     p.add_argument("--quick", action="store_true", help="the small configuration (about a minute on 2 CPU cores)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of every random draw, a non-negative integer (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of every random draw, a non-negative integer (default 0)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an earlier result or checkpoint")

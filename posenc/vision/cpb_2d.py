@@ -19,8 +19,8 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
-from posenc.core.validation import check_fits, check_int, check_positions, check_positive_int, check_tensor
-from posenc.vision.grid import check_grid, token_coords
+from posenc.core.validation import check_fits, check_int, check_positive_int
+from posenc.vision.grid import check_grid, grid_call_positions, token_coords
 from posenc.vision.rel_bias_2d import relative_index_2d, relative_position_index_2d
 
 
@@ -100,13 +100,7 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
 
     def forward(self, n: int | None = None, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """``(b | 1, heads, n, n)`` bias among ``n`` tokens (default: the whole grid with its prefix tokens)."""
-        if positions is not None:
-            check_tensor("positions", check_positions("positions", positions), ndim=(1, 2))
-            explicit = positions if positions.ndim == 2 else positions[None]
-            pos = Positions(explicit.shape[-1], explicit=explicit)
-        else:
-            n = self.num_prefix_tokens + self.grid[0] * self.grid[1] if n is None else check_int("n", n, minimum=0)
-            pos = Positions(n)
+        pos = grid_call_positions(n, positions, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens)
         return self.bias(pos, pos)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from posenc.core.positions import Positions
-from posenc.core.validation import can_read_values, check_int
+from posenc.core.validation import can_read_values, check_int, check_positions, check_tensor
 
 
 def check_grid(name: str, grid: Any) -> tuple[int, int]:
@@ -69,3 +69,17 @@ def token_coords(
     patch = patch.clamp(min=0)
     coords = torch.stack((patch // grid[1], patch % grid[1]), dim=-1)
     return coords, is_patch
+
+
+def grid_call_positions(
+    n: int | None, positions: torch.Tensor | None, *, grid: tuple[int, int], num_prefix_tokens: int
+) -> Positions:
+    """The tokens a grid encoding's standalone ``module(n)`` / ``module(positions=...)`` call is about:
+    explicit token indices ``(n,)`` or ``(b, n)``, else ``n`` tokens (default: the prefix tokens and
+    the whole grid)."""
+    if positions is not None:
+        check_tensor("positions", check_positions("positions", positions), ndim=(1, 2))
+        explicit = positions if positions.ndim == 2 else positions[None]
+        return Positions(explicit.shape[-1], explicit=explicit)
+    n = num_prefix_tokens + grid[0] * grid[1] if n is None else check_int("n", n, minimum=0)
+    return Positions(n)

@@ -27,8 +27,8 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod
-from posenc.core.validation import check_fits, check_float, check_int, check_positions, check_positive_int, check_tensor
-from posenc.vision.grid import check_grid, grid_coords, token_coords
+from posenc.core.validation import check_fits, check_float, check_int, check_positive_int, check_tensor
+from posenc.vision.grid import check_grid, grid_call_positions, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
 
@@ -144,13 +144,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
 
     def forward(self, n: int | None = None, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """``(b | 1, heads, n, n)`` bias among ``n`` tokens (default: the whole grid with its prefix tokens)."""
-        if positions is not None:
-            check_tensor("positions", check_positions("positions", positions), ndim=(1, 2))
-            explicit = positions if positions.ndim == 2 else positions[None]
-            pos = Positions(explicit.shape[-1], explicit=explicit)
-        else:
-            n = self.num_prefix_tokens + self.grid[0] * self.grid[1] if n is None else check_int("n", n, minimum=0)
-            pos = Positions(n)
+        pos = grid_call_positions(n, positions, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens)
         return self.bias(pos, pos)
 
     def get_extra_state(self) -> dict[str, Any]:
