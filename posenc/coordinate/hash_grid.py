@@ -119,7 +119,10 @@ def _check_layout(
     if hashed.numel():
         t = int(hashed[-1])
         if t & (t - 1) or bool((hashed != t).any()):
-            raise ValueError(f"`sizes` of the hashed levels (from num_dense={num_dense}) must all be one power of two, got {hashed.tolist()}")
+            raise ValueError(
+                f"`sizes` of the hashed levels (from num_dense={num_dense}) must all be one power of two, "
+                f"got {hashed.tolist()}"
+            )
     # the largest dense index: the far corner, N_l along every axis
     top = (resolutions[:num_dense, None] * multipliers[:num_dense]).sum(-1)
     if bool((top >= sizes[:num_dense]).any()):
@@ -129,7 +132,9 @@ def _check_layout(
         )
     end = int((offsets + sizes).max())
     if end > table.shape[0]:
-        raise ValueError(f"`table` must have at least max(offsets + sizes) = {end} rows, got shape {tuple(table.shape)}")
+        raise ValueError(
+            f"`table` must have at least max(offsets + sizes) = {end} rows, got shape {tuple(table.shape)}"
+        )
 
 
 def hash_grid_encoding(
@@ -143,7 +148,8 @@ def hash_grid_encoding(
 ) -> torch.Tensor:
     """Interpolated hash-grid features of ``x`` for every level at once.
 
-    x: ``(*, d)`` float in ``[0, 1]`` (refused outside in eager mode, clamped under ``torch.compile``); table: ``(E, F)`` with every level's entries stacked;
+    x: ``(*, d)`` float in ``[0, 1]`` (refused outside in eager mode, clamped under ``torch.compile``);
+    table: ``(E, F)`` with every level's entries stacked;
     resolutions, sizes, offsets: ``(L,)`` int64 (``N_l``, level table size, first row of the level);
     multipliers: ``(L, d)`` int64 (:func:`axis_multipliers`); num_dense: how many levels (the first)
     are indexed densely, the others being hashed into ``sizes[-1]`` (a power of two) rows.
@@ -159,7 +165,10 @@ def hash_grid_encoding(
     check_same_device(x=x, table=table, resolutions=resolutions, multipliers=multipliers, sizes=sizes, offsets=offsets)
     levels, d = multipliers.shape
     if x.ndim == 0 or x.shape[-1] != d:
-        raise ValueError(f"`x` must have last dimension d={d} to match `multipliers` of shape {(levels, d)}, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"`x` must have last dimension d={d} to match `multipliers` of shape {(levels, d)}, "
+            f"got shape {tuple(x.shape)}"
+        )
     for name, value in (("resolutions", resolutions), ("sizes", sizes), ("offsets", offsets)):
         check_shape(name, value, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
     check_int("num_dense", num_dense, minimum=0, maximum=levels)

@@ -21,7 +21,14 @@ import torch
 from posenc.coordinate.base import Encoding
 from posenc.coordinate.nerf import MAX_FREQUENCIES, nerf_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import can_read_values, check_finite, check_fits, check_float_tensor, check_int, check_same_device
+from posenc.core.validation import (
+    can_read_values,
+    check_finite,
+    check_fits,
+    check_float_tensor,
+    check_int,
+    check_same_device,
+)
 
 
 def integrated_positional_encoding(
@@ -34,7 +41,8 @@ def integrated_positional_encoding(
     Returns ``(*, 2 c num_frequencies)`` in ``mean``'s dtype.
     """
     mean = check_finite("mean", check_float_tensor("mean", mean))
-    covariance_diagonal = check_finite("covariance_diagonal", check_float_tensor("covariance_diagonal", covariance_diagonal))
+    covariance_diagonal = check_float_tensor("covariance_diagonal", covariance_diagonal)
+    covariance_diagonal = check_finite("covariance_diagonal", covariance_diagonal)
     check_int("num_frequencies", num_frequencies, minimum=1, maximum=MAX_FREQUENCIES)
     check_same_device(mean=mean, covariance_diagonal=covariance_diagonal)
     if mean.ndim == 0 or covariance_diagonal.shape != mean.shape:
@@ -43,11 +51,10 @@ def integrated_positional_encoding(
             f"and {tuple(mean.shape)}"
         )
     check_fits("num_frequencies", num_frequencies, (*mean.shape, 2 * num_frequencies), torch.float64, mean.device)
-    if can_read_values(covariance_diagonal) and covariance_diagonal.numel():
-        if bool((covariance_diagonal < 0).any()):
-            raise ValueError(
-                f"`covariance_diagonal` must be >= 0 (variances), got a minimum of {covariance_diagonal.min().item():.4g}"
-            )
+    if can_read_values(covariance_diagonal) and covariance_diagonal.numel() and bool((covariance_diagonal < 0).any()):
+        raise ValueError(
+            f"`covariance_diagonal` must be >= 0 (variances), got a minimum of {covariance_diagonal.min().item():.4g}"
+        )
     freq = nerf_frequencies(num_frequencies, use_pi=use_pi, device=mean.device)
     # (*, 1, c) * (L, 1) -> (*, L, c): angles and variances of the scaled coordinates
     theta = mean.to(freq.dtype).unsqueeze(-2) * freq.unsqueeze(-1)
@@ -70,9 +77,17 @@ class IntegratedPE(Encoding):
         in_dim: number of coordinates ``c``.
         num_frequencies: ``L`` (16 in mip-NeRF).
         use_pi: frequencies ``2^l pi`` (NeRF's paper) instead of mip-NeRF's ``2^l``.
+        device: accepted for a uniform constructor; the encoding holds no tensors.
     """
 
-    def __init__(self, in_dim: int = 3, num_frequencies: int = 16, *, use_pi: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int = 3,
+        num_frequencies: int = 16,
+        *,
+        use_pi: bool = False,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(in_dim)
         self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=1)
         self.use_pi = bool(use_pi)

@@ -61,11 +61,15 @@ def _check_planes(planes: Sequence[Sequence[torch.Tensor]], num_pairs: int, x: t
     """``planes``: a non-empty list of scales, each ``num_pairs`` float ``(F, R_j, R_i)`` grids sharing ``F``,
     one dtype and ``x``'s device."""
     if isinstance(planes, torch.Tensor) or not isinstance(planes, Sequence) or not planes:
-        raise ValueError(f"`planes` must be a non-empty list of scales, each a list of {num_pairs} planes, got {type(planes).__name__}")
+        raise ValueError(
+            f"`planes` must be a non-empty list of scales, each a list of {num_pairs} planes, "
+            f"got {type(planes).__name__}"
+        )
     first = None
     for s, scale in enumerate(planes):
         if isinstance(scale, torch.Tensor) or not isinstance(scale, Sequence) or len(scale) != num_pairs:
-            got = len(scale) if isinstance(scale, Sequence) and not isinstance(scale, torch.Tensor) else type(scale).__name__
+            listed = isinstance(scale, Sequence) and not isinstance(scale, torch.Tensor)
+            got = len(scale) if listed else type(scale).__name__
             raise ValueError(
                 f"`x` of shape {tuple(x.shape)} needs {num_pairs} planes per scale, one per coordinate pair; "
                 f"`planes[{s}]` holds {got}"
@@ -98,7 +102,9 @@ def kplanes_features(
     check_choice("combine", combine, ("product", "sum", "concat"))
     pairs = plane_pairs(x.shape[-1]) if x.ndim else []
     if not pairs:
-        raise ValueError(f"`x` must have last dimension d >= 2 (a plane per coordinate pair), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"`x` must have last dimension d >= 2 (a plane per coordinate pair), got shape {tuple(x.shape)}"
+        )
     _check_planes(planes, len(pairs), x)
     flat = check_unit_box("x", x).reshape(-1, x.shape[-1]).clamp(0, 1)
     out = []

@@ -342,7 +342,7 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("planes", {"x": torch.full((1, 3), 0.5), "planes": [_planes()[0][:2]]}),
             ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(3, 3, 3), _r(2, 3, 3)]]}),
             ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(3, 3), _r(2, 3, 3)]]}),
-            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), torch.ones(2, 3, 3, dtype=torch.long), _r(2, 3, 3)]]}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(2, 3, 3).long(), _r(2, 3, 3)]]}),
             ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), "plane", _r(2, 3, 3)]]}),
             ("combine", {"x": torch.full((1, 3), 0.5), "planes": _planes(), "combine": "max"}),
         ],
