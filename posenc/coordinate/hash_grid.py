@@ -36,7 +36,17 @@ from torch import nn
 from posenc.coordinate.base import Encoding, check_unit_box
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.registry import register
-from posenc.core.validation import check_dtype, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    can_read_values,
+    check_dtype,
+    check_finite,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
 
 #: The paper's hash primes; the first coordinate is multiplied by 1.
 PRIMES = (1, 2654435761, 805459861)
@@ -80,6 +90,53 @@ def _corners(v: torch.Tensor, combine) -> torch.Tensor:
     return out
 
 
+def _index_tensor(name: str, value: torch.Tensor, ndim: int) -> torch.Tensor:
+    """An integer tensor of rank ``ndim``, as int64 (sizes and indices cannot be fractional)."""
+    value = check_tensor(name, value, ndim=ndim)
+    if value.is_floating_point() or value.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be an integer tensor, got {value.dtype}")
+    return value.long()
+
+
+def _check_layout(
+    table: torch.Tensor,
+    resolutions: torch.Tensor,
+    multipliers: torch.Tensor,
+    num_dense: int,
+    sizes: torch.Tensor,
+    offsets: torch.Tensor,
+) -> None:
+    """Every index the encoding can form must fall inside its level's rows of ``table`` (host read)."""
+    if bool((resolutions < 1).any()):
+        raise ValueError(f"`resolutions` must be >= 1, got {resolutions.tolist()}")
+    if bool((sizes < 1).any()):
+        raise ValueError(f"`sizes` must be >= 1, got {sizes.tolist()}")
+    if bool((offsets < 0).any()):
+        raise ValueError(f"`offsets` must be >= 0, got {offsets.tolist()}")
+    if bool((multipliers < 0).any()):
+        raise ValueError("`multipliers` must be >= 0 (hash primes or dense strides)")
+    hashed = sizes[num_dense:]
+    if hashed.numel():
+        t = int(hashed[-1])
+        if t & (t - 1) or bool((hashed != t).any()):
+            raise ValueError(
+                f"`sizes` of the hashed levels (from num_dense={num_dense}) must all be one power of two, "
+                f"got {hashed.tolist()}"
+            )
+    # the largest dense index: the far corner, N_l along every axis
+    top = (resolutions[:num_dense, None] * multipliers[:num_dense]).sum(-1)
+    if bool((top >= sizes[:num_dense]).any()):
+        raise ValueError(
+            f"`sizes` of the dense levels must exceed their largest index sum_i N_l * multipliers[l, i] "
+            f"= {top.tolist()}, got {sizes[:num_dense].tolist()}"
+        )
+    end = int((offsets + sizes).max())
+    if end > table.shape[0]:
+        raise ValueError(
+            f"`table` must have at least max(offsets + sizes) = {end} rows, got shape {tuple(table.shape)}"
+        )
+
+
 def hash_grid_encoding(
     x: torch.Tensor,
     table: torch.Tensor,
@@ -91,15 +148,33 @@ def hash_grid_encoding(
 ) -> torch.Tensor:
     """Interpolated hash-grid features of ``x`` for every level at once.
 
-    x: ``(*, d)`` float in ``[0, 1]`` (clamped); table: ``(E, F)`` with every level's entries stacked;
+    x: ``(*, d)`` float in ``[0, 1]`` (refused outside in eager mode, clamped under ``torch.compile``);
+    table: ``(E, F)`` with every level's entries stacked;
     resolutions, sizes, offsets: ``(L,)`` int64 (``N_l``, level table size, first row of the level);
     multipliers: ``(L, d)`` int64 (:func:`axis_multipliers`); num_dense: how many levels (the first)
     are indexed densely, the others being hashed into ``sizes[-1]`` (a power of two) rows.
-    Returns ``(*, L F)`` in ``x``'s dtype.
+    Returns ``(*, L F)`` in ``x``'s dtype. The layout (level sizes, offsets, dense indices within their
+    level, every level within ``table``) is checked in eager mode off the meta device.
     """
-    x = check_float_tensor("x", x)
-    if x.ndim == 0 or x.shape[-1] != multipliers.shape[-1]:
-        raise ValueError(f"`x` must have last dimension d={multipliers.shape[-1]}, got shape {tuple(x.shape)}")
+    x = check_finite("x", check_float_tensor("x", x))
+    table = check_float_tensor("table", table, ndim=2)
+    resolutions = _index_tensor("resolutions", resolutions, 1)
+    multipliers = _index_tensor("multipliers", multipliers, 2)
+    sizes = _index_tensor("sizes", sizes, 1)
+    offsets = _index_tensor("offsets", offsets, 1)
+    check_same_device(x=x, table=table, resolutions=resolutions, multipliers=multipliers, sizes=sizes, offsets=offsets)
+    levels, d = multipliers.shape
+    if x.ndim == 0 or x.shape[-1] != d:
+        raise ValueError(
+            f"`x` must have last dimension d={d} to match `multipliers` of shape {(levels, d)}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    for name, value in (("resolutions", resolutions), ("sizes", sizes), ("offsets", offsets)):
+        check_shape(name, value, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
+    check_int("num_dense", num_dense, minimum=0, maximum=levels)
+    x = check_unit_box("x", x)
+    if can_read_values(table):
+        _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets)
     batch = x.shape[:-1]
     work = torch.promote_types(x.dtype, torch.float32)
     n = resolutions.to(work)

@@ -19,9 +19,16 @@ from __future__ import annotations
 import torch
 
 from posenc.coordinate.base import Encoding
-from posenc.coordinate.nerf import nerf_frequencies
+from posenc.coordinate.nerf import MAX_FREQUENCIES, nerf_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import check_finite, check_float_tensor, check_int, check_same_device
+from posenc.core.validation import (
+    can_read_values,
+    check_finite,
+    check_fits,
+    check_float_tensor,
+    check_int,
+    check_same_device,
+)
 
 
 def integrated_positional_encoding(
@@ -29,17 +36,24 @@ def integrated_positional_encoding(
 ) -> torch.Tensor:
     """Expected sin/cos features of ``N(mean, diag(covariance_diagonal))``.
 
-    mean, covariance_diagonal: ``(*, c)`` float of the same shape, variances >= 0.
+    mean, covariance_diagonal: ``(*, c)`` float of the same shape, finite, variances >= 0 (checked in
+    eager mode off the meta device); num_frequencies: 1 to ``MAX_FREQUENCIES``.
     Returns ``(*, 2 c num_frequencies)`` in ``mean``'s dtype.
     """
-    mean = check_float_tensor("mean", mean)
+    mean = check_finite("mean", check_float_tensor("mean", mean))
     covariance_diagonal = check_float_tensor("covariance_diagonal", covariance_diagonal)
-    check_int("num_frequencies", num_frequencies, minimum=1)
+    covariance_diagonal = check_finite("covariance_diagonal", covariance_diagonal)
+    check_int("num_frequencies", num_frequencies, minimum=1, maximum=MAX_FREQUENCIES)
     check_same_device(mean=mean, covariance_diagonal=covariance_diagonal)
     if mean.ndim == 0 or covariance_diagonal.shape != mean.shape:
         raise ValueError(
             f"`covariance_diagonal` must have the shape of `mean` (*, c), got {tuple(covariance_diagonal.shape)} "
             f"and {tuple(mean.shape)}"
+        )
+    check_fits("num_frequencies", num_frequencies, (*mean.shape, 2 * num_frequencies), torch.float64, mean.device)
+    if can_read_values(covariance_diagonal) and covariance_diagonal.numel() and bool((covariance_diagonal < 0).any()):
+        raise ValueError(
+            f"`covariance_diagonal` must be >= 0 (variances), got a minimum of {covariance_diagonal.min().item():.4g}"
         )
     freq = nerf_frequencies(num_frequencies, use_pi=use_pi, device=mean.device)
     # (*, 1, c) * (L, 1) -> (*, L, c): angles and variances of the scaled coordinates
@@ -63,9 +77,17 @@ class IntegratedPE(Encoding):
         in_dim: number of coordinates ``c``.
         num_frequencies: ``L`` (16 in mip-NeRF).
         use_pi: frequencies ``2^l pi`` (NeRF's paper) instead of mip-NeRF's ``2^l``.
+        device: accepted for a uniform constructor; the encoding holds no tensors.
     """
 
-    def __init__(self, in_dim: int = 3, num_frequencies: int = 16, *, use_pi: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int = 3,
+        num_frequencies: int = 16,
+        *,
+        use_pi: bool = False,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(in_dim)
         self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=1)
         self.use_pi = bool(use_pi)
@@ -77,10 +99,7 @@ class IntegratedPE(Encoding):
     def forward(self, mean: torch.Tensor, covariance_diagonal: torch.Tensor) -> torch.Tensor:
         """mean, covariance_diagonal: ``(*, in_dim)`` -> ``(*, out_dim)`` in ``mean``'s dtype."""
         mean = self.check_input(mean, "mean")
-        covariance_diagonal = check_finite("covariance_diagonal", self.check_input(covariance_diagonal, "covariance_diagonal"))
-        if covariance_diagonal.device.type != "meta" and not torch.compiler.is_compiling():
-            if covariance_diagonal.numel() and bool((covariance_diagonal < 0).any()):
-                raise ValueError("`covariance_diagonal` must be >= 0 (variances), got a negative entry")
+        covariance_diagonal = self.check_input(covariance_diagonal, "covariance_diagonal")
         return integrated_positional_encoding(mean, covariance_diagonal, self.num_frequencies, use_pi=self.use_pi)
 
     def extra_repr(self) -> str:

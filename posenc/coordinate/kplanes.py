@@ -30,7 +30,15 @@ from torch import nn
 
 from posenc.coordinate.base import Encoding, check_unit_box
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_dtype, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_choice,
+    check_dtype,
+    check_finite,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+)
 
 Combine = Literal["product", "sum", "concat"]
 
@@ -49,21 +57,56 @@ def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[0, :, 0].T
 
 
+def _check_planes(planes: Sequence[Sequence[torch.Tensor]], num_pairs: int, x: torch.Tensor) -> None:
+    """``planes``: a non-empty list of scales, each ``num_pairs`` float ``(F, R_j, R_i)`` grids sharing ``F``,
+    one dtype and ``x``'s device."""
+    if isinstance(planes, torch.Tensor) or not isinstance(planes, Sequence) or not planes:
+        raise ValueError(
+            f"`planes` must be a non-empty list of scales, each a list of {num_pairs} planes, "
+            f"got {type(planes).__name__}"
+        )
+    first = None
+    for s, scale in enumerate(planes):
+        if isinstance(scale, torch.Tensor) or not isinstance(scale, Sequence) or len(scale) != num_pairs:
+            listed = isinstance(scale, Sequence) and not isinstance(scale, torch.Tensor)
+            got = len(scale) if listed else type(scale).__name__
+            raise ValueError(
+                f"`x` of shape {tuple(x.shape)} needs {num_pairs} planes per scale, one per coordinate pair; "
+                f"`planes[{s}]` holds {got}"
+            )
+        for k, plane in enumerate(scale):
+            name = f"planes[{s}][{k}]"
+            check_float_tensor(name, plane, ndim=3)
+            first = plane if first is None else first
+            if plane.shape[0] != first.shape[0] or plane.dtype != first.dtype:
+                raise ValueError(
+                    f"`{name}` must have the channels and dtype of `planes[0][0]` ({first.shape[0]}, {first.dtype}), "
+                    f"got shape {tuple(plane.shape)} and {plane.dtype}"
+                )
+            if plane.shape[1] < 2 or plane.shape[2] < 2:
+                raise ValueError(f"`{name}` must have at least 2 vertices per side, got shape {tuple(plane.shape)}")
+            check_same_device(x=x, **{name: plane})
+
+
 def kplanes_features(
     x: torch.Tensor, planes: Sequence[Sequence[torch.Tensor]], combine: Combine = "product"
 ) -> torch.Tensor:
     """Factorised-grid features of ``x``.
 
-    x: ``(*, d)`` in ``[0, 1]`` (clamped); planes: per scale, one ``(F, R_j, R_i)`` grid per pair of
-    :func:`plane_pairs` ``(d)``. Returns ``(*, F S)`` (``product``/``sum``) or ``(*, F S P)``
+    x: ``(*, d)`` in ``[0, 1]`` (refused outside in eager mode, clamped under ``torch.compile``);
+    planes: per scale, one ``(F, R_j, R_i)`` grid per pair of :func:`plane_pairs` ``(d)``, one ``F``
+    and dtype throughout. Returns ``(*, F S)`` (``product``/``sum``) or ``(*, F S P)``
     (``concat``) in the planes' dtype.
     """
-    x = check_float_tensor("x", x)
+    x = check_finite("x", check_float_tensor("x", x))
     check_choice("combine", combine, ("product", "sum", "concat"))
     pairs = plane_pairs(x.shape[-1]) if x.ndim else []
-    if not pairs or any(len(scale) != len(pairs) for scale in planes):
-        raise ValueError(f"`x` of shape {tuple(x.shape)} needs {len(pairs)} planes per scale, one per coordinate pair")
-    flat = x.reshape(-1, x.shape[-1]).clamp(0, 1)
+    if not pairs:
+        raise ValueError(
+            f"`x` must have last dimension d >= 2 (a plane per coordinate pair), got shape {tuple(x.shape)}"
+        )
+    _check_planes(planes, len(pairs), x)
+    flat = check_unit_box("x", x).reshape(-1, x.shape[-1]).clamp(0, 1)
     out = []
     for scale in planes:
         feats = [sample_plane(plane, flat[:, [i, j]]) for plane, (i, j) in zip(scale, pairs)]

@@ -28,7 +28,14 @@ import torch
 
 from posenc.coordinate.base import Encoding
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int
+from posenc.core.validation import (
+    can_read_values,
+    check_finite,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_same_device,
+)
 
 MAX_DEGREE = 8
 
@@ -39,16 +46,26 @@ def sh_normalisation(l: int, m: int) -> float:
     return k * math.sqrt(2.0) if m else k
 
 
-def spherical_harmonics(directions: torch.Tensor, degree: int) -> torch.Tensor:
+def spherical_harmonics(directions: torch.Tensor, degree: int, *, norm_tolerance: float = 1e-3) -> torch.Tensor:
     """Real spherical harmonics of bands ``0 .. degree-1`` of unit ``directions``.
 
-    directions: ``(*, 3)`` float, unit norm (not checked here; see :class:`SphericalHarmonics`).
-    Returns ``(*, degree^2)`` in the input's dtype, computed in float32 or better.
+    directions: ``(*, 3)`` float, finite, unit norm within ``norm_tolerance`` (at least the dtype's
+    epsilon; checked in eager mode off the meta device). Returns ``(*, degree^2)`` in the input's
+    dtype, computed in float32 or better.
     """
-    directions = check_float_tensor("directions", directions)
+    directions = check_finite("directions", check_float_tensor("directions", directions))
     check_int("degree", degree, minimum=1, maximum=MAX_DEGREE)
+    norm_tolerance = check_float("norm_tolerance", norm_tolerance, positive=True, maximum=1.0)
     if directions.ndim == 0 or directions.shape[-1] != 3:
         raise ValueError(f"`directions` must have last dimension 3, got shape {tuple(directions.shape)}")
+    if can_read_values(directions) and directions.numel():
+        # half precision rounds each component by up to eps / 2, so its norms are off by about as much
+        tolerance = max(norm_tolerance, torch.finfo(directions.dtype).eps)
+        worst = (directions.float().norm(dim=-1) - 1).abs().max().item()
+        if worst > tolerance:
+            raise ValueError(
+                f"`directions` must have unit norm (within {tolerance:.3g}), got norms off by up to {worst:.3g}"
+            )
     d = directions.to(torch.promote_types(directions.dtype, torch.float32))
     x, y, z = d.unbind(-1)
     # (x + i y)^m for m = 0 .. degree-1, as real and imaginary parts
@@ -85,10 +102,20 @@ class SphericalHarmonics(Encoding):
     Args:
         in_dim: must be 3 (directions).
         degree: ``D``, number of bands, 1 to 8; the output has ``D^2`` features (4 in Instant-NGP: 16).
-        norm_tolerance: largest accepted ``| |d| - 1 |`` (the check is skipped under ``torch.compile``).
+        norm_tolerance: largest accepted ``| |d| - 1 |`` (the check is skipped under ``torch.compile``
+            and on the meta device).
+        device: the device the module expects its inputs on (it holds no values; an empty buffer follows
+            ``.to()``).
     """
 
-    def __init__(self, in_dim: int = 3, degree: int = 4, *, norm_tolerance: float = 1e-3) -> None:
+    def __init__(
+        self,
+        in_dim: int = 3,
+        degree: int = 4,
+        *,
+        norm_tolerance: float = 1e-3,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(in_dim)
         if in_dim != 3:
             raise ValueError(f"`in_dim` must be 3 (directions), got {in_dim}")
@@ -96,6 +123,8 @@ class SphericalHarmonics(Encoding):
         if not isinstance(norm_tolerance, float) or not 0 < norm_tolerance < 1:
             raise ValueError(f"`norm_tolerance` must be a float in (0, 1), got {norm_tolerance!r}")
         self.norm_tolerance = norm_tolerance
+        # an empty tensor that follows .to(): the device the module lives on, for the input's device check
+        self.register_buffer("anchor", torch.empty(0, device=device), persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -104,16 +133,8 @@ class SphericalHarmonics(Encoding):
     def forward(self, directions: torch.Tensor) -> torch.Tensor:
         """directions: ``(*, 3)`` of unit norm -> ``(*, degree^2)`` in the input's dtype."""
         directions = self.check_input(directions, "directions")
-        if directions.device.type == "meta":
-            raise ValueError("`directions` is on the meta device: it holds no values to check for unit norm")
-        if not torch.compiler.is_compiling() and directions.numel():
-            norm = directions.float().norm(dim=-1)
-            worst = (norm - 1).abs().max().item()
-            if worst > self.norm_tolerance:
-                raise ValueError(
-                    f"`directions` must have unit norm (within {self.norm_tolerance}), got norms off by up to {worst:.3g}"
-                )
-        return spherical_harmonics(directions, self.degree)
+        check_same_device(directions=directions, module=self.anchor)
+        return spherical_harmonics(directions, self.degree, norm_tolerance=self.norm_tolerance)
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}, out_dim={self.out_dim}"

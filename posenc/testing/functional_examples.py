@@ -61,6 +61,35 @@ def _pos(n: int, start: int = 0) -> torch.Tensor:
     return torch.arange(start, start + n)
 
 
+def _unit(*shape: int) -> torch.Tensor:
+    """Unit 3-D directions ``(*shape, 3)``."""
+    d = _r(*shape, 3)
+    return d / d.norm(dim=-1, keepdim=True)
+
+
+def _hash_grid(x: torch.Tensor, **change: Any) -> dict[str, Any]:
+    """A small 2-D hash grid (resolutions 2, 4, 8; the first level dense, the others hashed into 16 rows)."""
+    from posenc.coordinate.hash_grid import axis_multipliers, level_layout, level_resolutions
+
+    res = level_resolutions(3, 2, 8)
+    sizes, hashed = level_layout(res, 2, 4)
+    args = {
+        "x": x,
+        "table": _r(sum(sizes), 2),
+        "resolutions": torch.tensor(res),
+        "multipliers": axis_multipliers(res, hashed, 2),
+        "num_dense": hashed.count(False),
+        "sizes": torch.tensor(sizes),
+        "offsets": torch.tensor([0, sizes[0], sizes[0] + sizes[1]]),
+    }
+    return {**args, **change}
+
+
+def _planes(scales: int = 2, in_dim: int = 3, features: int = 2, res: int = 3) -> list[list[torch.Tensor]]:
+    pairs = in_dim * (in_dim - 1) // 2
+    return [[_r(features, res + s, res + k) for k in range(pairs)] for s in range(scales)]
+
+
 HUGE = 10**12  #: a length no device holds a table for
 
 X4 = FnArg("x", "activation", (4,), batch_axis=0)
@@ -236,12 +265,52 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         (FnArg("x", "coordinates", (), -1), FnArg("B", "weights", (2,), 1)),
         empty=lambda: {"x": _r(0, 2), "B": _r(4, 2)},
     ),
+    "hash_grid_encoding": FnSpec(
+        lambda: _hash_grid(torch.rand(2, 3, 2, generator=torch.Generator().manual_seed(0))),
+        (
+            FnArg("x", "coordinates", (), -1),
+            FnArg("table", "weights", (2,)),
+            FnArg("resolutions", "positions", (1,), 0),
+            FnArg("multipliers", "positions", (2,), -1),
+            FnArg("num_dense", "int"),
+            FnArg("sizes", "positions", (1,), 0),
+            FnArg("offsets", "positions", (1,), 0),
+        ),
+        empty=lambda: _hash_grid(torch.zeros(0, 2)),
+        bad_calls=lambda: [
+            ("x", _hash_grid(torch.tensor([[0.5, 1.5]]))),
+            ("x", _hash_grid(torch.tensor([[-0.1, 0.5]]))),
+            ("x", _hash_grid(torch.full((1, 3), 0.5))),
+            ("num_dense", _hash_grid(torch.full((1, 2), 0.5), num_dense=4)),
+            ("table", _hash_grid(torch.full((1, 2), 0.5), table=_r(20, 2))),
+            ("sizes", _hash_grid(torch.full((1, 2), 0.5), sizes=torch.tensor([9, 12, 12]))),
+            ("sizes", _hash_grid(torch.full((1, 2), 0.5), sizes=torch.tensor([4, 16, 16]))),
+            ("resolutions", _hash_grid(torch.full((1, 2), 0.5), resolutions=torch.tensor([0, 4, 8]))),
+            ("offsets", _hash_grid(torch.full((1, 2), 0.5), offsets=torch.tensor([-1, 9, 25]))),
+        ],
+    ),
     "inverse_frequencies": FnSpec(
         lambda: {"dim": 8},
         (FnArg("dim", "int"), FnArg("dtype", "dtype")),
         huge=lambda: {"dim": 2 * HUGE},
         huge_arg="dim",
         bad_calls=lambda: [("dim", {"dim": 7}), ("base", {"dim": 8, "base": 0.0})],
+    ),
+    "integrated_positional_encoding": FnSpec(
+        lambda: {"mean": _r(2, 3, 3), "covariance_diagonal": _r(2, 3, 3).square() * 0.1, "num_frequencies": 3},
+        (
+            FnArg("mean", "coordinates", (), -1),
+            FnArg("covariance_diagonal", "coordinates", (), -1),
+            FnArg("num_frequencies", "int"),
+        ),
+        empty=lambda: {"mean": _r(0, 3), "covariance_diagonal": torch.zeros(0, 3), "num_frequencies": 3},
+        huge=lambda: {"mean": _r(2, 3), "covariance_diagonal": torch.zeros(2, 3), "num_frequencies": HUGE},
+        huge_arg="num_frequencies",
+        bad_calls=lambda: [
+            ("covariance_diagonal", {"mean": _r(2, 3), "covariance_diagonal": -torch.ones(2, 3), "num_frequencies": 2}),
+            ("covariance_diagonal", {"mean": _r(2, 3), "covariance_diagonal": torch.ones(3, 3), "num_frequencies": 2}),
+            ("num_frequencies", {"mean": _r(2, 3), "covariance_diagonal": torch.ones(2, 3), "num_frequencies": 0}),
+        ],
     ),
     "interpolate_position_logits": FnSpec(
         lambda: {"logits": _r(2, 2, 4, 8), "positions": (_r(2, 2, 4, 5).abs() * 2).clamp(max=7)},
@@ -260,6 +329,22 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         bad_calls=lambda: [
             ("kernel", {"distance": torch.zeros(2, 2), "r1": torch.ones(2), "r2": torch.ones(2), "kernel": "cubic"}),
             ("distance", {"distance": -torch.ones(2, 2), "r1": torch.ones(2), "r2": torch.full((2,), 0.5), "kernel": "power"}),
+        ],
+    ),
+    "kplanes_features": FnSpec(
+        lambda: {"x": torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(0)), "planes": _planes()},
+        (FnArg("x", "coordinates", (), -1),),
+        empty=lambda: {"x": torch.zeros(0, 3), "planes": _planes()},
+        bad_calls=lambda: [
+            ("x", {"x": torch.tensor([[0.5, 1.5, 0.5]]), "planes": _planes()}),
+            ("x", {"x": torch.full((1, 4), 0.5), "planes": _planes()}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": []}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [_planes()[0][:2]]}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(3, 3, 3), _r(2, 3, 3)]]}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(3, 3), _r(2, 3, 3)]]}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), _r(2, 3, 3).long(), _r(2, 3, 3)]]}),
+            ("planes", {"x": torch.full((1, 3), 0.5), "planes": [[_r(2, 3, 3), "plane", _r(2, 3, 3)]]}),
+            ("combine", {"x": torch.full((1, 3), 0.5), "planes": _planes(), "combine": "max"}),
         ],
     ),
     "log_distance": FnSpec(
@@ -434,6 +519,19 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         huge=lambda: {"z": _r(2, 4), "size": (10**6, 10**6)},
         huge_arg="size",
         bad_calls=lambda: [("size", {"z": _r(2, 4), "size": (0, 3)})],
+    ),
+    "spherical_harmonics": FnSpec(
+        lambda: {"directions": _unit(2, 5), "degree": 4},
+        (FnArg("directions", "coordinates", (), -1), FnArg("degree", "int")),
+        empty=lambda: {"directions": torch.zeros(0, 3), "degree": 4},
+        huge=lambda: {"directions": _unit(2), "degree": HUGE},
+        huge_arg="degree",
+        bad_calls=lambda: [
+            ("directions", {"directions": torch.ones(2, 3), "degree": 3}),
+            ("directions", {"directions": torch.zeros(1, 3), "degree": 3}),
+            ("directions", {"directions": _unit(2)[:, :2], "degree": 3}),
+            ("degree", {"directions": _unit(2), "degree": 0}),
+        ],
     ),
     "t5_relative_bucket": FnSpec(
         lambda: {"relative_position": _pos(7) - 3},
