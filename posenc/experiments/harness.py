@@ -47,7 +47,7 @@ RESULT_FILE, PLOT_FILE, CHECKPOINT_FILE = "result.json", "plot.png", "checkpoint
 #: The tensors an experiment's plot shows beside its numbers (reconstructions, samples), kept for ``replot``.
 IMAGES_FILE = "images.pt"
 #: Configuration keys whose value may be 0 (every other number must stay positive, like its default).
-NON_NEGATIVE_KEYS = frozenset({"warmup", "checkpoint_every"})
+NON_NEGATIVE_KEYS = frozenset({"warmup", "checkpoint_every", "random_range"})
 
 
 class Interrupted(RuntimeError):

@@ -43,6 +43,8 @@ _MODES = {"0": "off", "off": "off", "false": "off", "1": "on", "on": "on", "true
 _kernels: dict[tuple, Callable | None] = {}
 #: the same keys -> seconds the first (compiling) call took
 _first_call_seconds: dict[tuple, float] = {}
+#: keys whose kernel refused a later input layout (warned once)
+_warned: set[tuple] = set()
 
 
 def fusion_mode() -> str:
@@ -87,7 +89,15 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
     if key in _kernels and _kernels[key] is None:
         return None
     if key in _kernels:
-        out = _kernels[key](xs, cos, sin, interleaved)
+        try:
+            out = _kernels[key](xs, cos, sin, interleaved)
+        except Exception as err:  # noqa: BLE001 - e.g. dynamo's recompile limit for one more input layout
+            # the kernels compiled so far stay in use; this layout takes the eager path
+            if key not in _warned:
+                _warned.add(key)
+                warnings.warn(f"posenc: the fused RoPE kernel could not be used for one input layout "
+                              f"({type(err).__name__}); that layout uses the eager rotation", RuntimeWarning, stacklevel=3)
+            return None
         return xs if inplace else out
     kernel = _build(key)
     start = time.perf_counter()

@@ -197,3 +197,27 @@ def test_cuda_kernel_matches_reference(interleaved):
     got = rotate_pairs(q.cuda().bfloat16(), cos, sin, interleaved=interleaved, fused=True)
     ref = reference(q.bfloat16().double().numpy(), theta.numpy(), interleaved)
     np.testing.assert_allclose(got.double().cpu().numpy(), ref, atol=2e-2, rtol=1e-2)
+
+
+def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
+    # e.g. dynamo's recompile limit reached after many input layouts in one long-running process
+    calls = []
+
+    def kernel(xs, cos, sin, interleaved):
+        calls.append(len(calls))
+        if len(calls) > 1:
+            raise RuntimeError("recompile limit exceeded")
+        return tuple(x.clone() for x in xs)
+
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setattr(fused, "_build", lambda key: kernel)
+    x = torch.randn(1, 1, 3, 4)
+    theta = _angles(3, 2)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    rotate_pairs(x, cos, sin, fused=True)  # the first call builds the kernel
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = rotate_pairs(x, cos, sin, fused=True)
+    assert any("eager rotation" in str(w.message) for w in caught)
+    torch.testing.assert_close(got, rotate_pairs(x, cos, sin, fused=False))
