@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from posenc.core.memory import format_bytes
+
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -209,14 +211,6 @@ def device_memory(device: torch.device | str | None) -> int | None:
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_properties(device).total_memory
     return None
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError
 
 
 def check_fits(
