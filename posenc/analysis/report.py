@@ -298,7 +298,9 @@ def render_html(results: dict) -> str:
         '<section id="comparison"><h2>Comparison of every encoding</h2>'
         "<p>Click a heading to sort; click a name for its entry. The extrapolation column is the accuracy at 4x "
         "the trained length over the accuracy at it (full: from a full run on this page; quick: the atlas's own "
-        "short training). Bench columns come from <code>posenc bench</code> when the page includes it.</p>",
+        "short training). Bench columns come from <code>posenc bench</code> when the page includes it: the time "
+        "ratio is the encoding's time over the reference row of its bench case (a training step without an "
+        "encoding, or <code>clone</code> of q and k for the RoPE rotation), so 1 means no cost over it.</p>",
         _comparison(results.get("comparison", [])), "</section>",
         _interactive(results),
     ]
