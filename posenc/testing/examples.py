@@ -77,6 +77,17 @@ X3 = Arg("x", "activation", (3,), -1)
 X4 = Arg("x", "activation", (4,), -1)
 POS = Arg("positions", "positions", (1, 2))
 
+def _bias_spec(kwargs: dict[str, Any], **extra: Any) -> Spec:
+    """A bias encoding called on its own as ``module(n, q_positions=p, k_positions=p)``."""
+    return Spec(
+        kwargs,
+        lambda: (5, torch.arange(5)),
+        lambda m, n, p: m(n, q_positions=p, k_positions=p),
+        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
+        **extra,
+    )
+
+
 SPECS: dict[str, Spec] = {
     "none": Spec(
         {},
@@ -128,49 +139,13 @@ SPECS: dict[str, Spec] = {
             ("side", lambda m: m(_r(1, 1, 5, 8), side="value")),
         ],
     ),
-    "alibi": Spec(
-        {"heads": 2},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
-    "t5": Spec(
-        {"heads": 2, "num_buckets": 8, "max_distance": 16},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
-    "kerple": Spec(
-        {"heads": 2},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
-    "sandwich": Spec(
-        {"heads": 2, "width": 8},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-        even=("width",),
-    ),
-    "dynamic_bias": Spec(
-        {"heads": 2, "hidden": 8},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
-    "cpb": Spec(
-        {"heads": 2, "hidden": 8, "max_distance": 8},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
-    "fire": Spec(
-        {"heads": 2, "hidden": 8},
-        lambda: (5, torch.arange(5)),
-        lambda m, n, p: m(n, q_positions=p, k_positions=p),
-        (Arg("n", "count"), Arg("q_positions", "positions", (1, 2))),
-    ),
+    "alibi": _bias_spec({"heads": 2}),
+    "t5": _bias_spec({"heads": 2, "num_buckets": 8, "max_distance": 16}),
+    "kerple": _bias_spec({"heads": 2}),
+    "sandwich": _bias_spec({"heads": 2, "width": 8}, even=("width",)),
+    "dynamic_bias": _bias_spec({"heads": 2, "hidden": 8}),
+    "cpb": _bias_spec({"heads": 2, "hidden": 8, "max_distance": 8}),
+    "fire": _bias_spec({"heads": 2, "hidden": 8}),
     "fox": Spec(
         {"head_dim": 4, "heads": 2},
         lambda: (_r(2, 2, 5, 4),),
