@@ -11,14 +11,26 @@ Determinism: every random draw comes from a generator seeded by ``(seed, unit, s
 :meth:`Context.generator`), never from a global stream, so a resumed run sees exactly the batches an
 uninterrupted one would and reaches the same final metrics.
 
-Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :meth:`Context.train`
-joins a process group (NCCL on GPUs, gloo otherwise), wraps the model in ``DistributedDataParallel``
-and gives each rank its slice of every batch; only rank 0 writes files.
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) an experiment runs in one of two ways:
+
+- a *sweep* (``Experiment(sweep=True)``: its units are independent trainings, such as task x encoding
+  x seed): the ranks split the units, rank ``r`` of ``K`` taking ``r, r + K, ...`` (see
+  :meth:`Context.share`), each trained in its own process without DDP, on ``cuda:LOCAL_RANK`` when
+  CUDA is present; :meth:`Context.gather` then hands every rank all units' results and loss curves
+  (through a gloo process group, so hosts need no shared disk) and rank 0 writes the merged result.
+  Each rank keeps its own checkpoint (``checkpoint.rank<r>.pt`` past rank 0), so ``--resume``
+  continues every rank's interrupted unit.
+- otherwise *data parallelism*: :meth:`Context.train` joins a process group (NCCL on GPUs, gloo
+  otherwise), wraps the model in ``DistributedDataParallel`` and gives each rank its slice of every
+  batch, for experiments whose units depend on each other or that train one large model.
+
+Only rank 0 writes the result files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -72,6 +84,8 @@ class Experiment:
     run: Callable[["Context"], dict[str, Any]]  #: returns the metrics (JSON-serialisable)
     plot: Callable[..., None] | None = None  #: ``plot(result, figure, images)`` draws the PNG
     requires: tuple[str, ...] = ()  #: registry names the experiment needs
+    #: its units are independent trainings: under torchrun the ranks split them (no DDP); see the module doc
+    sweep: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,11 +97,32 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+#: How long the ranks of a sweep wait for each other at the end: they finish their shares at different times.
+SWEEP_TIMEOUT = datetime.timedelta(days=7)
+
+
 def _init_distributed(device: torch.device) -> None:
     import torch.distributed as dist
 
     if world()[1] > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def _gloo_group() -> Any:
+    """A gloo process group over all ranks (the default one when that is gloo), for exchanging objects."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo", timeout=SWEEP_TIMEOUT)
+    if dist.get_backend() == "gloo":
+        return None  # the default group
+    return dist.new_group(backend="gloo", timeout=SWEEP_TIMEOUT)
+
+
+def checkpoint_name(sweep: bool) -> str:
+    """The checkpoint file of this process: one per rank in a torchrun sweep, else one per run."""
+    rank, size = world()
+    return f"checkpoint.rank{rank}.pt" if sweep and size > 1 and rank > 0 else CHECKPOINT_FILE
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -171,6 +206,7 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint_every: int = 50
     progress: bool = True
+    sweep: bool = False  #: under torchrun, the ranks split the units instead of training each with DDP
     curves: dict[str, list[float]] = field(default_factory=dict)
     units: dict[str, Any] = field(default_factory=dict)  #: finished units' results
     _partial: dict[str, Any] | None = None  #: the interrupted training's state
@@ -191,14 +227,14 @@ class Context:
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.out_dir is None else self.out_dir / CHECKPOINT_FILE
+        return None if self.out_dir is None else self.out_dir / checkpoint_name(self.sweep)
 
     def _fingerprint(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "config": to_jsonable(self.config)}
 
     def save_checkpoint(self) -> None:
         path = self.checkpoint_path
-        if path is None or world()[0] != 0:
+        if path is None or (world()[0] != 0 and not self.sweep):
             return
         state = {"fingerprint": self._fingerprint(), "units": self.units, "curves": self.curves, "partial": self._partial}
         atomic_torch_save(state, path)
@@ -218,6 +254,33 @@ class Context:
         return True
 
     # -- units and training -----------------------------------------------------------------------
+
+    def share(self) -> tuple[int, int]:
+        """``(r, K)``: this process takes units ``r, r + K, ...`` of a sweep's independent units.
+
+        Under torchrun with ``Experiment(sweep=True)``: ``(rank, world_size)``; otherwise ``(0, 1)``.
+        """
+        return world() if self.sweep else (0, 1)
+
+    def gather(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Every rank's ``results`` (a unit key -> result dict) merged, on every rank; the loss curves
+        of the units trained elsewhere join :attr:`curves`. Outside a torchrun sweep: ``results``.
+
+        Waits (up to :data:`SWEEP_TIMEOUT`) until every rank has finished its share.
+        """
+        if self.share()[1] == 1:
+            return results
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * world()[1]
+        dist.all_gather_object(gathered, (results, self.curves), group=_gloo_group())
+        merged: dict[str, Any] = {}
+        for part, curves in gathered:
+            merged |= part
+            for key, values in curves.items():
+                if values or key not in self.curves:
+                    self.curves[key] = values
+        return merged
 
     def unit(self, key: str, fn: Callable[[], Any]) -> Any:
         """``fn()``'s result, computed once per run: a resumed run returns the stored value."""
@@ -256,6 +319,8 @@ class Context:
         curve ``key`` every ``log_every`` steps. ``schedule``: ``"constant"`` or ``"cosine"``.
         """
         rank, size = world()
+        if self.sweep:  # each rank trains its own units alone
+            rank, size = 0, 1
         model = model.to(self.device)
         if size > 1:
             _init_distributed(self.device)
@@ -382,7 +447,7 @@ def run_experiment(
                 log.warning("%s: the result exists but its plot does not; drawing the plot from it", experiment.name)
                 return replot(experiment, out_dir)
             raise ResultExists(f"{out_dir / RESULT_FILE} exists; pass --force to overwrite it or choose another --out")
-        ckpt = out_dir / CHECKPOINT_FILE
+        ckpt = out_dir / checkpoint_name(experiment.sweep)
         if ckpt.exists() and force:
             ckpt.unlink()
         elif ckpt.exists() and not resume:
@@ -396,6 +461,7 @@ def run_experiment(
         device=pick_device(device),
         checkpoint_every=checkpoint_every if checkpoint_every is not None else int(config.get("checkpoint_every", 50)),
         progress=progress,
+        sweep=experiment.sweep,
     )
     resumed = resume and ctx.load_checkpoint()
     if resumed:
@@ -420,6 +486,7 @@ def run_experiment(
         "versions": versions(),
         "device": str(ctx.device),
         "world_size": world()[1],
+        "parallel": "none" if world()[1] == 1 else "units" if experiment.sweep else "data",
     }
     images = metrics.get("_images") if isinstance(metrics, dict) else None
     result = to_jsonable(result)
@@ -430,8 +497,9 @@ def run_experiment(
         from posenc.experiments.plotting import save_plot
 
         save_plot(experiment, result, out_dir / PLOT_FILE, images=images)
+    if out_dir is not None and (world()[0] == 0 or ctx.sweep):
         with contextlib.suppress(FileNotFoundError):
-            (out_dir / CHECKPOINT_FILE).unlink()
+            ctx.checkpoint_path.unlink()
     return result
 
 

@@ -10,12 +10,21 @@ length is the per-token accuracy over the output (up to the termination token wh
 averaged over sequences; the headline is its mean over the test lengths, with the mean, spread and
 best over seeds (the papers report the best of their seeds).
 
-Sweeps: each (task, encoding, seed) is one unit. ``--set shard=i/k`` runs the i-th of k interleaved
-shares of the units; every finished unit is also written as JSON under ``units`` (default
-``<out>/length_generalization/units``), so k processes (one per core, GPU or host, each with its own
-``--out`` and the same ``--set units=DIR``) split a sweep with no code change, and a final run without
-``shard`` and the same ``units`` merges them (training whatever is missing). An interrupted process
-resumes from the harness checkpoint with ``--resume``; units already on disk are never trained again.
+Sweeps: each (task, encoding, seed) is one unit, and every finished unit is written as JSON under
+``units`` (default ``<out>/length_generalization/units``); a unit whose JSON exists is read back, never
+trained again, so an interrupted sweep resumes where it stopped. Two ways to split a sweep, with no
+code change:
+
+- ``torchrun --nproc_per_node=K -m posenc run length_generalization ...`` (any number of nodes): rank
+  ``r`` trains units ``r, r + K, ...`` alone (no DDP), on ``cuda:LOCAL_RANK`` when CUDA is present;
+  the ranks then exchange their results and rank 0 writes the merged result (and every unit's JSON
+  into its own ``units`` folder, so hosts need no shared disk).
+- ``--set shard=i/k`` runs the i-th of k interleaved shares of the units; k separate processes (each
+  with its own ``--out`` and the same ``--set units=DIR``) split the sweep, and a final run without
+  ``shard`` and the same ``units`` merges them (training whatever is missing). A shard may itself be
+  run under torchrun.
+
+An interrupted process also resumes its unfinished unit from the harness checkpoint with ``--resume``.
 """
 
 from __future__ import annotations
@@ -158,9 +167,13 @@ def unit_key(task: str, row: str, seed: int) -> str:
     return f"{task}:{row}:seed{seed}"
 
 
+def unit_path(folder: Path, key: str) -> Path:
+    return folder / (key.replace(":", "__").replace("+", "_plus_") + ".json")
+
+
 def stored_unit(folder: Path | None, key: str, fn) -> Any:
     """``fn()``'s result, kept as ``folder/<key>.json`` (read back instead of training when present)."""
-    path = None if folder is None else folder / (key.replace(":", "__").replace("+", "_plus_") + ".json")
+    path = None if folder is None else unit_path(folder, key)
     if path is not None and path.exists():
         return json.loads(path.read_text())
     result = fn()
@@ -188,12 +201,17 @@ def run(ctx: Context) -> dict[str, Any]:
     share, shares = parse_shard(c["shard"])
     folder = units_dir(ctx)
     plan = [(task, row, seed) for task in tasks for row in rows for seed in range(c["seeds"])]
+    mine = [unit for index, unit in enumerate(plan) if index % shares == share]
+    rank, ranks = ctx.share()  # the torchrun ranks split this shard's units
     done: dict[str, Any] = {}
-    for index, (task, row, seed) in enumerate(plan):
-        if index % shares != share:
-            continue
+    for task, row, seed in mine[rank::ranks]:
         key = unit_key(task.name, row, seed)
         done[key] = ctx.unit(key, partial(stored_unit, folder, key, partial(train_unit, ctx, key, task, row, seed)))
+    done = ctx.gather(done)
+    if ranks > 1 and rank == 0 and folder is not None:  # the other hosts' units, for a later merge or resume
+        for key, result in done.items():
+            if not unit_path(folder, key).exists():
+                atomic_write_bytes(unit_path(folder, key), (json.dumps(result) + "\n").encode())
     metrics: dict[str, Any] = {
         "train_max": c["train_max"], "test_max": c["test_max"], "seeds": c["seeds"], "rows": rows, "skipped": skipped,
         "tasks": [t.name for t in tasks], "random_range": {t.name: random_range(t, c) for t in tasks},
@@ -275,4 +293,5 @@ EXPERIMENT = Experiment(
     },
     run=run,
     plot=plot,
+    sweep=True,
 )
