@@ -99,11 +99,18 @@ def table_window(positions: Positions, length: int) -> tuple[int, int]:
     return positions.offset, rows
 
 
-def positions_from_documents(document_ids: torch.Tensor) -> torch.Tensor:
+def positions_from_documents(
+    document_ids: torch.Tensor,
+    *,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Positions that restart at 0 at the start of every document of a packed batch.
 
     document_ids: ``(n,)`` or ``(b, n)`` integer ids, each document a contiguous run of equal ids
     (a new run starts wherever the id changes) -> int64 positions of the same shape.
+    randomize_positions: ``L`` gives each document instead its own ordered random subset of ``[0, L)``
+    (:func:`randomized_positions`, drawn from ``generator``), as in training with randomized positions.
     """
     ids = _check_document_ids("document_ids", document_ids)
     n = ids.shape[-1]
@@ -112,7 +119,17 @@ def positions_from_documents(document_ids: torch.Tensor) -> torch.Tensor:
     start[..., 1:] = ids[..., 1:] != ids[..., :-1]
     # the index of each token's run start: the running maximum of the starts seen so far
     first = torch.where(start, index, torch.zeros_like(index)).cummax(dim=-1).values
-    return index - first
+    local = index - first
+    if randomize_positions is None and generator is None:
+        return local
+    check_randomize(randomize_positions, generator, n=int(local.max()) + 1 if local.numel() else 0)
+    rows = local.shape[0] if local.ndim == 2 else 1
+    out = torch.empty_like(local).reshape(rows, n)
+    for row, begins in enumerate(start.reshape(rows, n).tolist()):
+        cuts = [i for i, begin in enumerate(begins) if begin] + [n]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            out[row, a:b] = randomized_positions(b - a, randomize_positions, generator=generator, device=ids.device)[0]
+    return out.reshape(local.shape)
 
 
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
@@ -190,3 +207,52 @@ def randomized_positions(
         rows.append(found[keep].sort().values)
     out = torch.stack(rows) if rows else torch.empty(0, n, dtype=torch.long, device=gen_device)
     return out.to(device=device if device is not None else gen_device)
+
+
+def positions_or_randomized(
+    positions: torch.Tensor | None,
+    randomize_positions: int | None,
+    *,
+    n: int,
+    batch: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """The ``randomize_positions=L`` keyword of the functional helpers that take positions.
+
+    ``L`` None: ``positions`` unchanged (``generator`` must then be None). ``L`` given: ``positions``
+    must be None, and the result is :func:`randomized_positions` ``(batch, n)``, ``n`` ordered distinct
+    positions from ``[0, L)`` per row, drawn from ``generator`` (the global stream when None) on ``device``.
+    """
+    if not check_randomize(randomize_positions, generator, n=n, positions=positions):
+        return positions
+    return randomized_positions(n, randomize_positions, batch=batch, generator=generator, device=device)
+
+
+def check_randomize(
+    randomize_positions: int | None,
+    generator: torch.Generator | None,
+    *,
+    n: int,
+    positions: torch.Tensor | None = None,
+) -> bool:
+    """Whether positions are to be drawn, after checking the ``randomize_positions=L`` keyword: ``L`` a
+    positive int at least the sequence length ``n``, ``positions`` None with it, ``generator`` only with it."""
+    if randomize_positions is None:
+        if generator is not None:
+            raise ValueError("`generator` draws randomized positions; pass `randomize_positions` with it, or leave it None")
+        return False
+    check_int("randomize_positions", randomize_positions, minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    if positions is not None:
+        raise ValueError(
+            "`randomize_positions` draws the positions: pass it or `positions`, not both "
+            f"(got positions of shape {tuple(getattr(positions, 'shape', ()))} and randomize_positions={randomize_positions})"
+        )
+    if n > randomize_positions:
+        raise ValueError(
+            f"`randomize_positions` ({randomize_positions}) must be at least the sequence length ({n}): "
+            "randomized positions are distinct values from range(randomize_positions)"
+        )
+    return True

@@ -16,7 +16,7 @@ import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import check_max_position, inverse_frequencies, reduced_angles
-from posenc.core.positions import Positions, resolve_positions, table_window
+from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -31,11 +31,19 @@ from posenc.input.combine import combine_with_input
 
 
 def sinusoidal(
-    positions: torch.Tensor | int, dim: int, *, base: float = 10000.0, interleaved: bool = True
+    positions: torch.Tensor | int,
+    dim: int,
+    *,
+    base: float = 10000.0,
+    interleaved: bool = True,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The sinusoidal table for ``positions``.
 
     positions: ``(*p,)`` integer or float tensor, or an int ``n`` meaning ``0 .. n - 1``.
+    randomize_positions: with an int ``n``, ``L`` takes instead ``n`` ordered random positions from
+    ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
     Returns ``(*p, dim)``: float64 when ``positions`` is float64, else float32.
     """
     check_even("dim", dim)
@@ -44,7 +52,13 @@ def sinusoidal(
         if positions < 0:
             raise ValueError(f"`positions` as a length must be >= 0, got {positions}")
         check_fits("positions", positions, (positions, dim), torch.float32, None)
-        positions = torch.arange(positions)
+        drawn = positions_or_randomized(None, randomize_positions, n=positions, generator=generator)
+        positions = torch.arange(positions) if drawn is None else drawn[0]
+    elif randomize_positions is not None or generator is not None:
+        raise ValueError(
+            "`randomize_positions` draws the positions of a length: pass `positions` as an int n with it, "
+            f"got a {type(positions).__name__}"
+        )
     positions = check_positions("positions", positions)
     check_fits("dim", dim, (*positions.shape, dim), torch.float64, positions.device)
     out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32

@@ -23,7 +23,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
-from posenc.core.positions import Positions, resolve_positions
+from posenc.core.positions import Positions, positions_or_randomized, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
 from posenc.rotary.rope import rotate_pairs
@@ -37,11 +37,19 @@ def reduced_cos_sin(theta: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
 
 
 def apply_rope_learned(
-    x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, *, interleaved: bool = False
+    x: torch.Tensor,
+    positions: torch.Tensor | None,
+    freqs: torch.Tensor,
+    *,
+    interleaved: bool = False,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Rotate ``x`` ``(b, h, n, d)`` at ``positions`` ``(n,)`` or ``(b | 1, n)`` by ``freqs`` ``(h | 1, r/2)``.
 
     The first ``r`` features are rotated (``r <= d``), the rest pass through; differentiable in ``freqs``.
+    ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
+    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
     """
     check_float_tensor("x", x, ndim=4)
     check_float_tensor("freqs", freqs, ndim=2)
@@ -49,6 +57,7 @@ def apply_rope_learned(
     if freqs.shape[0] not in (1, h) or 2 * freqs.shape[1] > d:
         raise ValueError(f"`freqs` must have shape (1 or {h}, at most {d // 2}), got {tuple(freqs.shape)}")
     check_same_device(x=x, freqs=freqs)
+    positions = positions_or_randomized(positions, randomize_positions, n=n, batch=b, generator=generator, device=x.device)
     pos = resolve_positions(positions, n=n, batch=b, device=x.device, name="positions")
     wide = angle_dtype(x.device)
     # (b | 1, 1, n, 1) * (1, h | 1, 1, f) -> (b | 1, h | 1, n, f)

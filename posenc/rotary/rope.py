@@ -17,7 +17,7 @@ import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import check_max_position, cos_sin, inverse_frequencies
-from posenc.core.positions import Positions, resolve_positions, table_window
+from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_even,
@@ -107,13 +107,20 @@ def apply_rope(
     interleaved: bool = False,
     inplace: bool = False,
     fused: bool | None = None,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Apply RoPE to ``x`` of shape ``(b, h, n, d)`` at ``positions`` of shape ``(n,)`` or ``(b, n)``.
 
     Integer positions take their cos/sin from a cached table (:mod:`posenc.rotary.angle_cache`).
+    ``positions=None, randomize_positions=L`` rotates each row at ``n`` ordered random positions from
+    ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
     """
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    positions = positions_or_randomized(
+        positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
+    )
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
     check_float("base", base, positive=True)

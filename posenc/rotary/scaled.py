@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.frequencies import cos_sin
-from posenc.core.positions import resolve_positions
+from posenc.core.positions import positions_or_randomized, resolve_positions
 from posenc.core.validation import check_even, check_float_tensor, check_same_device
 from posenc.rotary.rope import apply_rotary
 from posenc.rotary.scaling import RopeScaling, ScalingKind, rope_frequencies
@@ -24,12 +24,20 @@ def apply_scaled_rope(
     base: float = 10000.0,
     interleaved: bool = False,
     p: float = 1.0,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
     **scaling_kwargs,
 ) -> torch.Tensor:
     """RoPE with a context-extension ``scaling`` (its parameters in ``scaling_kwargs``: ``factor``,
-    ``original_max_len``, ...) and p-RoPE's ``p`` on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``."""
+    ``original_max_len``, ...) and p-RoPE's ``p`` on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``.
+
+    ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
+    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``)."""
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    positions = positions_or_randomized(
+        positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
+    )
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
     if not isinstance(scaling, RopeScaling):

@@ -126,6 +126,9 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         bad_calls=lambda: [
             ("base", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "base": -1.0}),
             ("x", {"x": _r(1, 1, 2, 7), "positions": _pos(2)}),
+            ("randomize_positions", {"x": _r(1, 1, 3, 8), "positions": None, "randomize_positions": 2}),
+            ("randomize_positions", {"x": _r(1, 1, 3, 8), "positions": _pos(3), "randomize_positions": 8}),
+            ("randomize_positions", {"x": _r(1, 1, 3, 8), "positions": None, "randomize_positions": 8.0}),
         ],
     ),
     "apply_rope_2d": FnSpec(
@@ -151,7 +154,10 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         lambda: {"x": _r(2, 2, 5, 8), "positions": _pos(5, 3).repeat(2, 1), "freqs": _r(2, 4).abs()},
         (X4, FnArg("positions", "positions", (1, 2), -1, 0), FnArg("freqs", "weights", (2,), -1)),
         empty=lambda: {"x": _r(2, 2, 0, 8), "positions": _pos(0), "freqs": _r(2, 4).abs()},
-        bad_calls=lambda: [("freqs", {"x": _r(1, 2, 2, 8), "positions": _pos(2), "freqs": _r(3, 4)})],
+        bad_calls=lambda: [
+            ("freqs", {"x": _r(1, 2, 2, 8), "positions": _pos(2), "freqs": _r(3, 4)}),
+            ("randomize_positions", {"x": _r(1, 2, 3, 8), "positions": None, "freqs": _r(2, 4), "randomize_positions": 2}),
+        ],
     ),
     "apply_rope_mixed": FnSpec(
         lambda: {"x": _r(2, 2, 6, 8), "coords": torch.stack(torch.meshgrid(_pos(2), _pos(3), indexing="ij"), -1).flatten(0, 1).repeat(2, 1, 1), "freqs": _r(2, 2, 4)},
@@ -188,6 +194,7 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("factor", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "scaling": "linear", "factor": 0.5}),
             ("base", {"x": _r(1, 1, 2, 8), "positions": _pos(2), "base": -1.0}),
             ("x.shape[-1]", {"x": _r(1, 1, 2, 7), "positions": _pos(2)}),
+            ("randomize_positions", {"x": _r(1, 1, 3, 8), "positions": None, "randomize_positions": 2}),
         ],
     ),
     "apply_xpos": FnSpec(
@@ -494,7 +501,13 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         empty=lambda: {"positions": 0, "dim": 8},
         huge=lambda: {"positions": HUGE, "dim": 8},
         huge_arg="positions",
-        bad_calls=lambda: [("dim", {"positions": 3, "dim": 7}), ("positions", {"positions": -1, "dim": 8})],
+        bad_calls=lambda: [
+            ("dim", {"positions": 3, "dim": 7}),
+            ("positions", {"positions": -1, "dim": 8}),
+            ("randomize_positions", {"positions": 3, "dim": 8, "randomize_positions": 2}),
+            ("randomize_positions", {"positions": _pos(3), "dim": 8, "randomize_positions": 8}),
+            ("generator", {"positions": 3, "dim": 8, "generator": torch.Generator()}),
+        ],
     ),
     "sinusoidal_coords": FnSpec(
         lambda: {"coords": _r(5, 2), "dim": 8},
