@@ -205,6 +205,36 @@ def _headline_picture(name: str, data: dict, out: Path, kind: str) -> list[dict]
     return [pics.save(fig, file, f"{name}: the headline numbers of the {kind} run")]
 
 
+def task_table(metrics: dict) -> dict | None:
+    """The task x encoding table of a ``length_generalization`` result, for the page's sortable table.
+
+    One row per encoding (its ``+rand`` version beside it), a column per task holding the mean test
+    accuracy over seeds, and the mean over the tasks; None when ``metrics`` has no such table (a shard).
+    """
+    accuracy = metrics.get("accuracy")
+    if not isinstance(accuracy, dict) or not accuracy or not all(isinstance(v, dict) for v in accuracy.values()):
+        return None
+    tasks = [t for t in metrics.get("tasks") or list(accuracy) if t in accuracy]
+    rows = metrics.get("rows") or list(next(iter(accuracy.values())))
+
+    def mean(task: str, row: str) -> float | None:
+        cell = accuracy[task].get(row)
+        value = cell.get("mean") if isinstance(cell, dict) else cell
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    table = []
+    for row in rows:
+        values = [mean(t, row) for t in tasks]
+        known = [v for v in values if v is not None]
+        table.append([str(row), *values, sum(known) / len(known) if known and len(known) == len(values) else None])
+    lengths = ""
+    if isinstance(metrics.get("train_max"), int) and isinstance(metrics.get("test_max"), int):
+        lengths = f" over test lengths {metrics['train_max'] + 1} to {metrics['test_max']}"
+    seeds = f", mean over {metrics['seeds']} seeds" if isinstance(metrics.get("seeds"), int) else ""
+    return {"caption": f"task × encoding: mean test accuracy{lengths}{seeds} (click a heading to sort)",
+            "columns": ["encoding", *tasks, "mean over tasks"], "rows": table}
+
+
 def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list[dict]:
     """Every ``*/result.json`` under ``directory``; the run's own plot is copied beside the page.
 
@@ -236,7 +266,8 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
                       "reference": [[k, v, metric_label(k, names=names)]
                                     for k, v in _flatten_metrics(data.get("reference", {}))[:20]],
                       "pictures": _headline_picture(name, data, out, run_kind), "plots": plots,
-                      "raw": data.get("metrics", {}) if name == "extrapolation" else {}})
+                      "raw": data.get("metrics", {}) if name == "extrapolation" else {},
+                      "table": task_table(data.get("metrics", {})) if name == "length_generalization" else None})
     return found
 
 

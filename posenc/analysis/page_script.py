@@ -1,6 +1,7 @@
 """The atlas page's inline style and script (vanilla JavaScript, no network, works from ``file://``).
 
-The script filters the sidebar as one types, sorts the comparison table by a clicked column,
+The script filters the sidebar as one types, sorts every ``table.sortable`` (the comparison table,
+an experiment's task × encoding table) by a clicked column,
 enlarges a clicked figure, and draws the interactive comparison as SVG from the JSON embedded in
 ``<script id="atlas-data">``: score-vs-offset curves overlaid, similarity matrices side by side and
 extrapolation curves, for the encodings ticked. Every SVG text is 12 px; colours never repeat

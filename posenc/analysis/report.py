@@ -116,6 +116,23 @@ def _table(table: dict, path: str) -> str:
     return "".join(out)
 
 
+def _sortable(table: dict, path: str, ident: str) -> str:
+    """A table a reader sorts by clicking a heading (the page script's ``table.sortable``):
+    ``{"caption", "columns", "rows": [[label, number | None, ...]]}``, the first column the label."""
+    out = [f'<div class="scroll"><table id="{esc(ident)}" class="sortable"><caption>{esc(table["caption"])}</caption>'
+           "<thead><tr>"]
+    out += [f'<th data-type="{"num" if j else "text"}" title="click to sort">{esc(c)}</th>'
+            for j, c in enumerate(table["columns"])]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(table["rows"]):
+        cells = [f'<td data-sort="{esc(row[0])}">{esc(row[0])}</td>']
+        cells += [f'<td data-sort="{"" if v is None else repr(float(v))}">{num(v, f"{path}.rows.{i}.{j}")}</td>'
+                  for j, v in enumerate(row) if j]
+        out.append(f'<tr data-row="{esc(row[0])}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
 def _experiment(exp: dict, path: str, anchor: bool) -> str:
     ident = f' id="exp-{esc(exp["name"])}"' if anchor else ""
     kind = exp.get("kind", "quick")
@@ -129,6 +146,8 @@ def _experiment(exp: dict, path: str, anchor: bool) -> str:
         parts.append(f"<p>{esc(exp['claim'])}</p>")
     if exp.get("paper"):
         parts.append(f'<div class="meta">{esc(exp["paper"])}</div>')
+    if exp.get("table"):
+        parts.append(_sortable(exp["table"], f"{path}.table", f"table-{exp['name']}-{kind}"))
     parts.append(_pictures(exp.get("pictures", [])))
     for p in exp.get("plots", []):
         parts.append(f'<p class="meta"><a href="{esc(p["file"])}">{esc(p["caption"])}</a></p>')

@@ -417,3 +417,31 @@ def test_a_new_experiment_is_listed_with_its_command(tmp_path, monkeypatch):
     page = index.read_text()
     assert '<li id="exp-field_fit">' in page and '<a href="#exp-field_fit">' in page
     assert "<code>posenc run field_fit --quick</code>" in page
+
+
+def test_length_generalization_table_is_sortable_and_read_from_the_result(tmp_path):
+    import re
+
+    from posenc.analysis.atlas import task_table
+    from posenc.analysis.report import _experiment as render_experiment
+
+    metrics = {"tasks": ["parity_check", "bucket_sort"], "rows": ["rope", "rope+rand"], "train_max": 8, "test_max": 24,
+               "seeds": 2, "accuracy": {"parity_check": {"rope": {"mean": 0.5}, "rope+rand": {"mean": 0.25}},
+                                        "bucket_sort": {"rope": {"mean": 0.75}, "rope+rand": {"mean": float("nan")}}}}
+    table = task_table(metrics)
+    assert table["columns"] == ["encoding", "parity_check", "bucket_sort", "mean over tasks"]
+    assert table["rows"] == [["rope", 0.5, 0.75, 0.625], ["rope+rand", 0.25, None, None]]
+    assert "test lengths 9 to 24" in table["caption"] and "2 seeds" in table["caption"]
+    assert task_table({"headline": {}}) is None  # a shard's partial result has no table
+    # the shipped run, as the atlas reads it
+    run = tmp_path / "runs" / "length_generalization"
+    run.mkdir(parents=True)
+    result = {"name": "length_generalization", "quick": False, "section": "1.4", "metrics": metrics}
+    (run / "result.json").write_text(json.dumps(result).replace("NaN", "null"))
+    (out := tmp_path / "out").mkdir()
+    (found,) = load_experiments(tmp_path / "runs", out)
+    assert found["table"]["rows"][0] == ["rope", 0.5, 0.75, 0.625]
+    page = render_experiment(found, "sections.0.experiments.0", True)
+    table_html = re.search(r'<table id="table-length_generalization-full" class="sortable">.*?</table>', page).group(0)
+    assert table_html.count('<th data-type="num"') == 3 and '<tr data-row="rope+rand">' in table_html
+    assert 'data-sort="0.625"' in table_html and 'data-path="sections.0.experiments.0.table.rows.0.3"' in table_html

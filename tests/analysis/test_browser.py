@@ -154,6 +154,50 @@ def test_screenshots_for_the_record(page, tmp_path):
     (out / "atlas-screenshots.json").write_text(json.dumps([str(s) for s in shots]))
 
 
+#: Sorts length_generalization's task x encoding table by its last column ("mean over tasks"), descending.
+SORT_TASK_TABLE = """function () {
+  var table = document.querySelector("table[id^='table-length_generalization']");
+  if (!table) { return null; }
+  var order = function () {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.getAttribute("data-row"); });
+  };
+  var heads = table.querySelectorAll("th"), col = heads.length - 1, out = {before: order()};
+  out.heading = heads[col].textContent;
+  heads[col].click(); heads[col].click();
+  out.after = order();
+  out.values = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-sort"); });
+  out.arrow = heads[col].className;
+  return out;
+}"""
+
+
+def test_length_generalization_table_sorts_by_a_column(atlas_dir, tmp_path):
+    """The page with the shipped length_generalization run: clicking a task column reorders the encodings."""
+    from posenc.analysis.atlas import default_results_dir, load_experiments
+    from posenc.analysis.report import render_html
+
+    shipped = default_results_dir() / "length_generalization"
+    if not (shipped / "result.json").exists():
+        pytest.skip("no shipped length_generalization result (docs/results/length_generalization/result.json)")
+    (runs := tmp_path / "runs").mkdir()
+    shutil.copytree(shipped, runs / "length_generalization")
+    page_dir = tmp_path / "atlas"
+    shutil.copytree(atlas_dir, page_dir)
+    results = json.loads((page_dir / "results.json").read_text())
+    (found,) = load_experiments(runs, page_dir, kind="full")
+    results["sections"][0]["experiments"].append(found)
+    (page_dir / "index.html").write_text(render_html(results))
+    check = check_page(page_dir / "index.html", inspect=SORT_TASK_TABLE)
+    assert check.ok, (check.broken, check.errors)
+    sort = check.checks
+    rows = json.loads((shipped / "result.json").read_text())["metrics"]["rows"]
+    assert sort["before"] == rows and sort["heading"] == "mean over tasks"
+    assert sorted(sort["after"]) == sorted(rows) and sort["after"] != sort["before"]
+    values = [float(v) for v in sort["values"] if v]
+    assert values == sorted(values, reverse=True) and len(values) == len(rows)
+    assert sort["arrow"] == "desc"
+
+
 def test_a_corrupted_image_fails_the_check(atlas_dir, tmp_path):
     shutil.copytree(atlas_dir, tmp_path / "atlas")
     victim = sorted((tmp_path / "atlas").glob("*.png"))[0]
