@@ -126,12 +126,13 @@ def checkpoint_name(sweep: bool) -> str:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"``: the local rank's GPU when CUDA is available, else the CPU.
+    """``"auto"``: the local rank's GPU when CUDA is available (ranks past the GPU count share them
+    round-robin, as a sweep of small models may), else the CPU.
 
     A device this torch build cannot use raises ``ValueError`` naming ``--device`` and what it can use.
     """
     if name == "auto" and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
     return resolve_device(name, argument="--device")
 
 

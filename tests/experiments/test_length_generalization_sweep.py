@@ -79,3 +79,15 @@ def test_torchrun_sweep_equals_one_process(tmp_path):
     assert len(list(units.glob("*.json"))) == 4
     assert not list((tmp_path / "sweep" / "length_generalization").glob("checkpoint*"))
     assert done.stdout.decode().count("length_generalization:") == 1  # only rank 0 reports
+
+
+def test_ranks_take_the_local_gpu_and_share_them_past_the_count(monkeypatch):
+    import torch
+
+    from posenc.experiments.harness import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for local, index in ((0, 0), (1, 1), (2, 0), (3, 1)):
+        monkeypatch.setenv("LOCAL_RANK", str(local))
+        assert pick_device("auto") == torch.device("cuda", index)
