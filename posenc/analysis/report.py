@@ -119,7 +119,7 @@ def _table(table: dict, path: str) -> str:
 def _sortable(table: dict, path: str, ident: str) -> str:
     """A table a reader sorts by clicking a heading (the page script's ``table.sortable``):
     ``{"caption", "columns", "rows": [[label, number | None, ...]]}``, the first column the label."""
-    out = [f'<div class="scroll"><table id="{esc(ident)}" class="sortable"><caption>{esc(table["caption"])}</caption>'
+    out = [f'<div class="scroll"><table id="{esc(ident)}" class="sortable"><caption>{esc(table["caption"])}</caption>',
            "<thead><tr>"]
     out += [f'<th data-type="{"num" if j else "text"}" title="click to sort">{esc(c)}</th>'
             for j, c in enumerate(table["columns"])]

@@ -8,6 +8,7 @@ Both give identical results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 
@@ -127,7 +128,7 @@ def positions_from_documents(
     out = torch.empty_like(local).reshape(rows, n)
     for row, begins in enumerate(start.reshape(rows, n).tolist()):
         cuts = [i for i, begin in enumerate(begins) if begin] + [n]
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        for a, b in pairwise(cuts):
             out[row, a:b] = randomized_positions(b - a, randomize_positions, generator=generator, device=ids.device)[0]
     return out.reshape(local.shape)
 
