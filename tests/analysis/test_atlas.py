@@ -417,3 +417,13 @@ def test_a_new_experiment_is_listed_with_its_command(tmp_path, monkeypatch):
     page = index.read_text()
     assert '<li id="exp-field_fit">' in page and '<a href="#exp-field_fit">' in page
     assert "<code>posenc run field_fit --quick</code>" in page
+
+
+def test_a_figure_per_rope_variant_on_the_page(atlas_dir):
+    page = (atlas_dir / "index.html").read_text()
+    s3 = next(s for s in _results(atlas_dir)["sections"] if s["id"] == "s3")
+    variants = next(a for a in s3["analyses"] if a.get("id") == "rope-variants")
+    assert not variants.get("errors")
+    for name in ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope"):
+        file = f"s3-rope-variant-{name}.png"
+        assert file in page and (atlas_dir / file).stat().st_size > 1000, name
