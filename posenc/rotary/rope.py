@@ -286,10 +286,41 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 return self.cos_cached[first:last].unsqueeze(0), self.sin_cached[first:last].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
+        looked_up = self._looked_up(pos, seq_len, dtype)
+        if looked_up is not None:
+            return looked_up
         if seq_len is None and self.scaling.depends_on_length and pos.numel():
             seq_len = self._grown(pos.amax() + 1)  # a 0-d tensor: no host sync (but for grow-only)
         inv_freq = self.inverse_frequencies(seq_len, device)
+        if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
+            # one row expanded over the batch (transformers' position_ids): computed once, expanded back
+            cos, sin = cos_sin(pos[:1], inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
+            return cos.expand(pos.shape[0], -1, -1), sin.expand(pos.shape[0], -1, -1)
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
+
+    def _looked_up(
+        self, pos: torch.Tensor, seq_len: int | torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """cos/sin of explicit integer positions on the CPU gathered from the cached window (the
+        implicit path's table, moved to cover them), or None where that does not apply: other devices
+        (reading the range is a host sync there), float positions, float64, a compiled graph, or
+        positions spread much wider than their count (the window would be mostly unused)."""
+        if (
+            dtype != torch.float32 or pos.device.type != "cpu" or pos.is_floating_point() or pos.numel() == 0
+            or torch.compiler.is_compiling() or (isinstance(seq_len, torch.Tensor) and seq_len.device.type != "cpu")
+        ):
+            return None
+        lo, hi = (int(v) for v in pos.aminmax())
+        if lo < 0 or hi - lo >= max(self._cache_len, 2 * pos.shape[-1]):
+            return None
+        window = Positions(hi - lo + 1, lo)
+        cos, sin = self.cos_sin(window, seq_len=None if seq_len is None else int(seq_len))
+        # (1, hi - lo + 1, rot/2) rows gathered at (b | 1, n) positions -> (b | 1, n, rot/2)
+        if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
+            index = pos[:1] - lo
+            return cos[0][index].expand(pos.shape[0], -1, -1), sin[0][index].expand(pos.shape[0], -1, -1)
+        index = pos - lo
+        return cos[0][index], sin[0][index]
 
     # -- application ----------------------------------------------------------------------------
     def _cos_sin_for(self, t: torch.Tensor, positions: Positions, **kw) -> tuple[torch.Tensor, torch.Tensor]:
