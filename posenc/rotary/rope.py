@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import check_max_position, cos_sin, inverse_frequencies
+from posenc.core.frequencies import MAX_POSITION, check_max_position, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -164,8 +164,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin window starting at the first implicit
     position in use, keyed by its start and length, the scaling's effective base (dynamic NTK) and
     the device; moved (grown to a power of two when more tokens arrive at once) when positions fall
-    outside it, so an offset of 10^7 costs what its tokens cost; rebuilt on ``.to()``; bypassed
-    (computed inline) for explicit positions and under ``torch.compile``. Implicit positions past
+    outside it, so an offset of 10^7 costs what its tokens cost; rebuilt on ``.to()``. Explicit
+    integer positions on the CPU (float32 tables) are gathered from the same window, moved to cover
+    them unless they spread much wider than their count; other explicit positions, other devices
+    (where reading their range would sync) and ``torch.compile`` compute inline. Implicit positions past
     :data:`posenc.core.frequencies.MAX_POSITION` raise.
     """
 
@@ -303,18 +305,19 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """cos/sin of explicit integer positions on the CPU gathered from the cached window (the
         implicit path's table, moved to cover them), or None where that does not apply: other devices
-        (reading the range is a host sync there), float positions, float64, a compiled graph, or
-        positions spread much wider than their count (the window would be mostly unused)."""
+        (reading the range is a host sync there), float positions, float64, a compiled graph, a
+        caller's own ``seq_len``, or positions spread much wider than their count (the window would
+        be mostly unused)."""
         if (
             dtype != torch.float32 or pos.device.type != "cpu" or pos.is_floating_point() or pos.numel() == 0
-            or torch.compiler.is_compiling() or (isinstance(seq_len, torch.Tensor) and seq_len.device.type != "cpu")
+            or seq_len is not None or torch.compiler.is_compiling()
         ):
             return None
         lo, hi = (int(v) for v in pos.aminmax())
-        if lo < 0 or hi - lo >= max(self._cache_len, 2 * pos.shape[-1]):
+        if lo < 0 or hi > MAX_POSITION or hi - lo >= max(self._cache_len, 2 * pos.shape[-1]):
             return None
-        window = Positions(hi - lo + 1, lo)
-        cos, sin = self.cos_sin(window, seq_len=None if seq_len is None else int(seq_len))
+        # the window's length is one past the last position, as for explicit positions computed directly
+        cos, sin = self.cos_sin(Positions(hi - lo + 1, lo))
         # (1, hi - lo + 1, rot/2) rows gathered at (b | 1, n) positions -> (b | 1, n, rot/2)
         if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
             index = pos[:1] - lo
