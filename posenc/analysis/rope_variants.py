@@ -20,6 +20,7 @@ from posenc.analysis.figures import Pictures, palette, style
 from posenc.core.positions import Positions
 from posenc.rotary.rope import RotaryPositionEncoding
 from posenc.rotary.xpos import XPos, xpos_scale, xpos_zeta
+from posenc.vision.rope_mixed import apply_rope_mixed, rope_mixed_init
 
 #: head width, base, trained length and extension factor of every figure
 HEAD_DIM, BASE, L0, FACTOR = 64, 10000.0, 512, 4
@@ -173,6 +174,58 @@ def _summary_rows(variant: dict, curves: list[dict]) -> list[list]:
     return rows
 
 
+def mixed_scores(freqs: torch.Tensor, direction: tuple[float, float], n: int) -> list[float]:
+    """RoPE-Mixed's all-ones score / d, mean over heads, between the patch at (0, 0) and the patches
+    at ``t * direction`` (row, column) for ``t = 0 .. n - 1``, from ``apply_rope_mixed`` itself.
+
+    freqs: ``(2, heads, d/2)``."""
+    heads, d = freqs.shape[1], 2 * freqs.shape[2]
+    t = torch.arange(n, dtype=torch.float64)
+    coords = torch.stack([t * direction[0], t * direction[1]], dim=-1)  # (n, 2) rows, columns
+    with torch.no_grad():
+        rotated = apply_rope_mixed(torch.ones(1, heads, n, d, dtype=torch.float64), coords, freqs.double())
+        # (heads, n): the patch at the origin against each patch on the line
+        scores = (rotated[0] @ rotated[0, :, 0].unsqueeze(-1)).squeeze(-1) / d
+    return scores.mean(0).tolist()
+
+
+def _mixed_picture(pics: Pictures) -> tuple[dict, list[list]]:
+    """RoPE-Mixed (Heo et al. 2024) at its initialisation: each head's 2-D frequency vectors, and the
+    score along a patch row and along the diagonal, beside the axial initialisation."""
+    heads, d, n = 4, 32, 24
+    mixed = rope_mixed_init(d, heads, generator=torch.Generator().manual_seed(0))
+    axial = rope_mixed_init(d, heads, rotate=False)
+    fig, (left, right) = pics.figure(2, height=3.8)
+    colours = palette(heads + 1)
+    rows = []
+    with style():
+        left.scatter(axial[0, 0].tolist(), axial[1, 0].tolist(), color=colours[0], marker="s", s=22,
+                     label="axial (rotate=False): on the x and y axes")
+        for h in range(heads):
+            left.scatter(mixed[0, h].tolist(), mixed[1, h].tolist(), color=colours[h + 1], s=18,
+                         label=f"mixed, head {h}: a random direction")
+        left.set_aspect("equal", adjustable="datalim")
+        left.set_xlabel("frequency along x (rad / patch)")
+        left.set_ylabel("frequency along y")
+        left.set_title("rope_mixed: 2-D frequency per pair")
+        for (name, freqs), ls in zip((("axial", axial), ("mixed", mixed)), ("-", "--")):
+            for (label, direction), colour in zip((("along a row", (0.0, 1.0)),
+                                                   ("along the diagonal", (2**-0.5, 2**-0.5))), ("#1f77b4", "#d62728")):
+                scores = mixed_scores(freqs, direction, n)
+                right.plot(range(n), scores, color=colour, ls=ls, lw=1.6, label=f"{name}, {label}")
+                rows.append(["rope_mixed", f"{name} initialisation, {label}", 1.0, None, None, scores[0], scores[-1]])
+        right.set_xlabel("distance (patches)")
+        right.set_ylabel("score / d, mean of heads")
+        right.set_title("score vs distance")
+        right.legend(fontsize=11)
+        fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+    caption = ("rope_mixed (Heo et al. 2024) at initialisation: every head's frequency vectors (magnitudes "
+               "10^(-4i/d), d = 32), axial or turned by a random angle per head, and the score between two "
+               "patches against their distance along a row and along the diagonal. Training moves the vectors; "
+               "an axial one can only see rows and columns separately, mixed ones see diagonals too.")
+    return pics.save(fig, "s3-rope-variant-rope_mixed.png", caption), rows
+
+
 def rope_variants_analysis(pics: Pictures) -> dict:
     """The atlas analysis holding one figure per RoPE variant and a table of their numbers."""
     pictures, rows = [], []
@@ -180,14 +233,18 @@ def rope_variants_analysis(pics: Pictures) -> dict:
         curves = _measured(variant)
         pictures.append(_draw(pics, variant, curves))
         rows += _summary_rows(variant, curves)
+    mixed_picture, mixed_rows = _mixed_picture(pics)
+    pictures.append(mixed_picture)
+    rows += mixed_rows
     return {
         "id": "rope-variants",
         "title": "RoPE variants: wavelengths before and after scaling, score vs offset",
         "text": "Each scaling and variant of rope (posenc.rotary.scaling), xpos and p-RoPE, next to unscaled RoPE: "
                 "the wavelength of each rotated pair (log scale; dotted: the trained length L0, dash-dotted: the "
                 f"extended length {FACTOR}·L0) and the score of all-ones queries and keys against their offset, "
-                "divided by the head width. rope_learned starts from RoPE's frequencies and rope_mixed from "
-                "Heo et al.'s 2-D ones; what they learn depends on the training run, so they have no figure here.",
+                "divided by the head width; then rope_mixed's 2-D frequencies at initialisation. rope_learned "
+                "starts from RoPE's frequencies (the unscaled curves); what it learns depends on the training "
+                "run.",
         "pictures": pictures,
         "tables": [{"caption": "per variant: attention factor, shortest and longest wavelength, score / d at "
                                "offset 0 and at the longest offset",

@@ -424,6 +424,6 @@ def test_a_figure_per_rope_variant_on_the_page(atlas_dir):
     s3 = next(s for s in _results(atlas_dir)["sections"] if s["id"] == "s3")
     variants = next(a for a in s3["analyses"] if a.get("id") == "rope-variants")
     assert not variants.get("errors")
-    for name in ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope"):
+    for name in ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope", "rope_mixed"):
         file = f"s3-rope-variant-{name}.png"
         assert file in page and (atlas_dir / file).stat().st_size > 1000, name

@@ -7,10 +7,19 @@ import math
 import torch
 
 from posenc.analysis.figures import Pictures
-from posenc.analysis.rope_variants import FACTOR, HEAD_DIM, L0, offset_scores, rope_variants_analysis, wavelengths
+from posenc.analysis.rope_variants import (
+    FACTOR,
+    HEAD_DIM,
+    L0,
+    mixed_scores,
+    offset_scores,
+    rope_variants_analysis,
+    wavelengths,
+)
+from posenc.vision.rope_mixed import rope_mixed_init
 from posenc.rotary import RotaryPositionEncoding, XPos
 
-VARIANTS = ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope")
+VARIANTS = ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope", "rope_mixed")
 
 
 def test_offset_scores_equal_rotated_all_ones_vectors():
@@ -64,3 +73,14 @@ def test_one_figure_per_variant_and_their_numbers(tmp_path):
     # xPos decays: at 4 L0 its score is below a tenth of offset 0's
     xpos = rows[("xpos", "xPos, scale_base 512")]
     assert xpos[6] < 0.1 * xpos[5] and L0 == 512
+
+
+def test_mixed_scores_along_a_row_of_the_axial_initialisation():
+    # axial: the first d/4 pairs turn with the column, the rest with the row (0 along a row), so the
+    # score / d is 1/2 + 1/2 mean_j cos(t * 10^(-4j/d))
+    freqs = rope_mixed_init(16, 2, rotate=False)
+    scores = mixed_scores(freqs, (0.0, 1.0), 9)
+    mags = [10 ** (-4 * j / 16) for j in range(4)]
+    for t in (0, 3, 8):
+        want = 0.5 + 0.5 * sum(math.cos(t * m) for m in mags) / 4
+        assert math.isclose(scores[t], want, rel_tol=1e-6, abs_tol=1e-6)
