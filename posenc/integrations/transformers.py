@@ -55,14 +55,12 @@ class PosencRotaryEmbedding(nn.Module):
 
 def _both_halves(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(b, n, rot/2)`` -> ``(b, n, rot)`` in ``dtype``: rotate_half pairs feature i with i + rot/2.
-    Each half is written once, cast on the way (no concatenated float32 copy first); a batch
-    expanded from one row stays one row, expanded."""
+    Cast before the copy (a bf16 model copies half the bytes); a batch expanded from one row stays
+    one row, expanded."""
     if t.ndim == 3 and t.shape[0] > 1 and t.stride(0) == 0:
         return _both_halves(t[:1], dtype).expand(t.shape[0], -1, -1)
-    out = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=dtype, device=t.device)
-    out[..., : t.shape[-1]] = t
-    out[..., t.shape[-1]:] = t
-    return out
+    half = t.to(dtype)
+    return torch.cat((half, half), dim=-1)
 
 
 def _is_rotary_module(module: nn.Module) -> bool:

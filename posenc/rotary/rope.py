@@ -278,13 +278,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             check_max_position("offset", positions.end - 1)
             length = self._grown(positions.end if seq_len is None else seq_len)
             if not torch.compiler.is_compiling():
-                first, last = positions.offset - self._cache_start, positions.end - self._cache_start
-                if first < 0 or last > self._cache_len:
-                    self._cache_start, self._cache_len = table_window(positions, self._cache_len)
-                    first, last = 0, positions.n
-                key = (self._cache_start, self._cache_len, self._length_key(length), device)
-                if key != self._cache_key:
-                    self.init_non_persistent_buffers(device, seq_len=length)
+                first = self._window(positions, length)
+                last = first + positions.n
                 return self.cos_cached[first:last].unsqueeze(0), self.sin_cached[first:last].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
@@ -299,6 +294,18 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             cos, sin = cos_sin(pos[:1], inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
             return cos.expand(pos.shape[0], -1, -1), sin.expand(pos.shape[0], -1, -1)
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
+
+    def _window(self, positions: Positions, length: int) -> int:
+        """Make the cached window cover the implicit ``positions`` for the scaling's ``length`` (moved
+        or rebuilt when needed); returns the row of the first position."""
+        first, last = positions.offset - self._cache_start, positions.end - self._cache_start
+        if first < 0 or last > self._cache_len:
+            self._cache_start, self._cache_len = table_window(positions, self._cache_len)
+            first = 0
+        key = (self._cache_start, self._cache_len, self._length_key(length), self.cos_cached.device)
+        if key != self._cache_key:
+            self.init_non_persistent_buffers(self.cos_cached.device, seq_len=length)
+        return first
 
     def _looked_up(
         self, pos: torch.Tensor, seq_len: int | torch.Tensor | None, dtype: torch.dtype
@@ -316,14 +323,14 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         lo, hi = (int(v) for v in pos.aminmax())
         if lo < 0 or hi > MAX_POSITION or hi - lo >= max(self._cache_len, 2 * pos.shape[-1]):
             return None
-        # the window's length is one past the last position, as for explicit positions computed directly
-        cos, sin = self.cos_sin(Positions(hi - lo + 1, lo))
-        # (1, hi - lo + 1, rot/2) rows gathered at (b | 1, n) positions -> (b | 1, n, rot/2)
-        if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
-            index = pos[:1] - lo
-            return cos[0][index].expand(pos.shape[0], -1, -1), sin[0][index].expand(pos.shape[0], -1, -1)
-        index = pos - lo
-        return cos[0][index], sin[0][index]
+        # the scaling's length is one past the last position, as for explicit positions computed directly
+        self._window(Positions(hi - lo + 1, lo), self._grown(hi + 1))
+        rows = pos[:1] if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0 else pos  # one expanded row
+        index = (rows - self._cache_start).reshape(-1)
+        # (window, rot/2) rows at the (b | 1, n) positions -> (b | 1, n, rot/2)
+        cos = self.cos_cached.index_select(0, index).view(*rows.shape, -1)
+        sin = self.sin_cached.index_select(0, index).view(*rows.shape, -1)
+        return cos.expand(*pos.shape, -1), sin.expand(*pos.shape, -1)
 
     # -- application ----------------------------------------------------------------------------
     def _cos_sin_for(self, t: torch.Tensor, positions: Positions, **kw) -> tuple[torch.Tensor, torch.Tensor]:
