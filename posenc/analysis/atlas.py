@@ -28,6 +28,7 @@ from posenc.analysis.entries import analyse_entry, safe_name, write_atomic
 from posenc.analysis.figures import Pictures, heatmap, lines, palette, style
 from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
+from posenc.analysis.rope_variants import rope_variants_analysis
 from posenc.analysis.similarity import roformer_decay_bound
 from posenc.core.frequencies import inverse_frequencies
 from posenc.core.registry import EncodingInfo, available
@@ -514,6 +515,11 @@ def _build(out: Path, quick, experiments, encodings, progress, bench, results_di
         if offsets:
             by_id["s3"]["analyses"].append(offsets)
         by_id["s3"]["analyses"].append(_rope_bound_analysis(pics))
+        try:
+            by_id["s3"]["analyses"].append(rope_variants_analysis(pics))
+        except Exception as err:  # noqa: BLE001 - one failed analysis never stops the page
+            by_id["s3"]["analyses"].append({"title": "RoPE variants", "text": "", "pictures": [], "tables": [],
+                                            "errors": [f"{type(err).__name__}: {err}"]})
         bench_file = Path(bench) if bench is not None else Path("posenc-out/bench.json")
         bench_data = None
         if bench_file.is_file():

@@ -275,10 +275,12 @@ def transformer_xl_case(n: int, *, heads: int = 4, d: int = 64, naive_limit: int
     )
 
 
-def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
+def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device, dtype: torch.dtype = torch.float32) -> Case:
     """cos/sin construction of a scaled RoPE (``llama3``, ``longrope``, ``yarn``) from ``(b, n)``
     position ids, as a transformers model asks its rotary module each forward: posenc's module behind
-    ``use_posenc_rotary`` against transformers' own; plus posenc's cached table for implicit positions."""
+    ``use_posenc_rotary`` against transformers' own; plus posenc's cached table for implicit positions.
+    The ids are a materialised ``(b, n)`` tensor (not a stride-0 expansion of one row), the
+    activations ``x`` (whose dtype the cos/sin take) in ``dtype``."""
     from posenc.integrations.transformers import PosencRotaryEmbedding
     from posenc.rotary import from_hf_config
 
@@ -296,18 +298,19 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
     }[kind]
     config = {"hidden_size": 4 * d, "num_attention_heads": 4, "head_dim": d, "max_position_embeddings": n,
               "rope_parameters": rope}
-    x = torch.zeros(b, n, 4 * d, device=device)
-    position_ids = torch.arange(n, device=device).expand(b, n)
+    x = torch.zeros(b, n, 4 * d, device=device, dtype=dtype)
+    position_ids = torch.arange(n, device=device).expand(b, n).contiguous()
     encoding = from_hf_config(config).to(device)
     module = PosencRotaryEmbedding(encoding)
 
     def cached():
         # the model's own path: implicit positions slice the float32 table built once
         cos, sin = encoding.cos_sin(Positions(n))
-        return torch.cat((cos, cos), -1).expand(b, n, d), torch.cat((sin, sin), -1).expand(b, n, d)
+        cos, sin = torch.cat((cos, cos), -1).to(dtype), torch.cat((sin, sin), -1).to(dtype)
+        return cos.expand(b, n, d), sin.expand(b, n, d)
 
     return Case(
-        f"rope cos/sin {kind} b{b} n{n} d{d}",
+        f"rope cos/sin {kind} b{b} n{n} d{d} {str(dtype).removeprefix('torch.')}",
         "posenc (position_ids)",
         {
             "posenc (position_ids)": lambda: _no_grad(lambda: module(x, position_ids)),
@@ -318,7 +321,7 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device) -> Case:
             "transformers (position_ids)": "posenc (position_ids)",
             "posenc (implicit, cached table)": "posenc (position_ids)",
         },
-        atol=2e-3,  # transformers forms angles in float32
+        atol=2e-3 if dtype == torch.float32 else 1e-2,  # transformers forms angles in float32
     )
 
 

@@ -28,6 +28,7 @@ from posenc.rotary.fused import compile_seconds
 TRAINING_ENCODINGS = ("sinusoidal", "learned", "rope", "alibi", "t5", "shaw", "transformer_xl")
 #: RoPE scalings whose cos/sin construction is timed against transformers'.
 ROPE_SCALINGS = ("llama3", "longrope", "yarn")
+_DTYPES = (torch.float32, torch.bfloat16)
 #: Encodings timed in one causal attention layer at a long context (b1 h8 d64), on the blocked kernel.
 LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
 
@@ -37,7 +38,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
     registered = {info.name for info in available()}
     if quick:
         cases = _rope_cases((1, 4, 256, 64), device)
-        cases += [rope_cos_sin_case(kind, 1, 256, 64, device) for kind in ROPE_SCALINGS]
+        cases += [rope_cos_sin_case(kind, 1, 256, 64, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
         cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
         cases += bias_cases(4, 256, device)
         cases += [shaw_case(128, device=device)] if "shaw" in registered else []
@@ -48,7 +49,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
         cases = _rope_cases((4, 32, 4096, 128) if device.type == "cuda" else (4, 8, 2048, 64), device)
-        cases += [rope_cos_sin_case(kind, 4, 2048, 128, device) for kind in ROPE_SCALINGS]
+        cases += [rope_cos_sin_case(kind, 4, 2048, 128, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
         cases += [
             sinusoidal_case((2048,), 256, device),
             sinusoidal_case((64, 64), 256, device),

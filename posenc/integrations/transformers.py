@@ -50,8 +50,17 @@ class PosencRotaryEmbedding(nn.Module):
         else:
             encoding = self.encodings[layer_type]
         cos, sin = encoding.cos_sin(Positions(position_ids.shape[-1], explicit=position_ids))
-        # (b, n, rot/2) -> (b, n, rot): rotate_half pairs feature i with i + rot/2
-        return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((sin, sin), dim=-1).to(x.dtype)
+        return _both_halves(cos, x.dtype), _both_halves(sin, x.dtype)
+
+
+def _both_halves(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(b, n, rot/2)`` -> ``(b, n, rot)`` in ``dtype``: rotate_half pairs feature i with i + rot/2.
+    Cast before the copy (a bf16 model copies half the bytes); a batch expanded from one row stays
+    one row, expanded."""
+    if t.ndim == 3 and t.shape[0] > 1 and t.stride(0) == 0:
+        return _both_halves(t[:1], dtype).expand(t.shape[0], -1, -1)
+    half = t.to(dtype)
+    return torch.cat((half, half), dim=-1)
 
 
 def _is_rotary_module(module: nn.Module) -> bool:

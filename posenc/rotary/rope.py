@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import check_max_position, cos_sin, inverse_frequencies
+from posenc.core.frequencies import MAX_POSITION, check_max_position, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -171,8 +171,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     Cache policy: one float32 ``(cache_len, rot/2)`` cos/sin window starting at the first implicit
     position in use, keyed by its start and length, the scaling's effective base (dynamic NTK) and
     the device; moved (grown to a power of two when more tokens arrive at once) when positions fall
-    outside it, so an offset of 10^7 costs what its tokens cost; rebuilt on ``.to()``; bypassed
-    (computed inline) for explicit positions and under ``torch.compile``. Implicit positions past
+    outside it, so an offset of 10^7 costs what its tokens cost; rebuilt on ``.to()``. Explicit
+    integer positions on the CPU (float32 tables) are gathered from the same window, moved to cover
+    them unless they spread much wider than their count; other explicit positions, other devices
+    (where reading their range would sync) and ``torch.compile`` compute inline. Implicit positions past
     :data:`posenc.core.frequencies.MAX_POSITION` raise.
     """
 
@@ -283,20 +285,59 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             check_max_position("offset", positions.end - 1)
             length = self._grown(positions.end if seq_len is None else seq_len)
             if not torch.compiler.is_compiling():
-                first, last = positions.offset - self._cache_start, positions.end - self._cache_start
-                if first < 0 or last > self._cache_len:
-                    self._cache_start, self._cache_len = table_window(positions, self._cache_len)
-                    first, last = 0, positions.n
-                key = (self._cache_start, self._cache_len, self._length_key(length), device)
-                if key != self._cache_key:
-                    self.init_non_persistent_buffers(device, seq_len=length)
+                first = self._window(positions, length)
+                last = first + positions.n
                 return self.cos_cached[first:last].unsqueeze(0), self.sin_cached[first:last].unsqueeze(0)
             seq_len = length
         pos = positions.tensor(device)
+        looked_up = self._looked_up(pos, seq_len, dtype)
+        if looked_up is not None:
+            return looked_up
         if seq_len is None and self.scaling.depends_on_length and pos.numel():
             seq_len = self._grown(pos.amax() + 1)  # a 0-d tensor: no host sync (but for grow-only)
         inv_freq = self.inverse_frequencies(seq_len, device)
+        if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
+            # one row expanded over the batch (transformers' position_ids): computed once, expanded back
+            cos, sin = cos_sin(pos[:1], inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
+            return cos.expand(pos.shape[0], -1, -1), sin.expand(pos.shape[0], -1, -1)
         return cos_sin(pos, inv_freq, scale=self.scaling.attention_factor, dtype=dtype)
+
+    def _window(self, positions: Positions, length: int) -> int:
+        """Make the cached window cover the implicit ``positions`` for the scaling's ``length`` (moved
+        or rebuilt when needed); returns the row of the first position."""
+        first, last = positions.offset - self._cache_start, positions.end - self._cache_start
+        if first < 0 or last > self._cache_len:
+            self._cache_start, self._cache_len = table_window(positions, self._cache_len)
+            first = 0
+        key = (self._cache_start, self._cache_len, self._length_key(length), self.cos_cached.device)
+        if key != self._cache_key:
+            self.init_non_persistent_buffers(self.cos_cached.device, seq_len=length)
+        return first
+
+    def _looked_up(
+        self, pos: torch.Tensor, seq_len: int | torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """cos/sin of explicit integer positions on the CPU gathered from the cached window (the
+        implicit path's table, moved to cover them), or None where that does not apply: other devices
+        (reading the range is a host sync there), float positions, float64, a compiled graph, a
+        caller's own ``seq_len``, or positions spread much wider than their count (the window would
+        be mostly unused)."""
+        if (
+            dtype != torch.float32 or pos.device.type != "cpu" or pos.is_floating_point() or pos.numel() == 0
+            or seq_len is not None or torch.compiler.is_compiling()
+        ):
+            return None
+        lo, hi = (int(v) for v in pos.aminmax())
+        if lo < 0 or hi > MAX_POSITION or hi - lo >= max(self._cache_len, 2 * pos.shape[-1]):
+            return None
+        # the scaling's length is one past the last position, as for explicit positions computed directly
+        self._window(Positions(hi - lo + 1, lo), self._grown(hi + 1))
+        rows = pos[:1] if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0 else pos  # one expanded row
+        index = (rows - self._cache_start).reshape(-1)
+        # (window, rot/2) rows at the (b | 1, n) positions -> (b | 1, n, rot/2)
+        cos = self.cos_cached.index_select(0, index).view(*rows.shape, -1)
+        sin = self.sin_cached.index_select(0, index).view(*rows.shape, -1)
+        return cos.expand(*pos.shape, -1), sin.expand(*pos.shape, -1)
 
     # -- application ----------------------------------------------------------------------------
     def _cos_sin_for(self, t: torch.Tensor, positions: Positions, **kw) -> tuple[torch.Tensor, torch.Tensor]:

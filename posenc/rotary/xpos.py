@@ -8,10 +8,21 @@ RoPE with an exponential decay per feature pair: pair i of a query at position n
 absolute position (no per-call centring), so cached decoding and explicit positions agree with a full
 pass.
 
-Range: ``zeta_0 ** (±n / scale_base)`` must fit in float32, so ``|n| <= max_position``
-(``80 * scale_base / |ln zeta_0|``, about 32,700 for scale_base 512); larger positions raise
-``ValueError`` (raise ``scale_base`` to go further). Angles follow RoPE's policy (float64, reduced mod
-2π); the scales are formed in float64 and held in float32.
+Reference position: only ``zeta_i ** ((n - m) / scale_base)`` reaches the logit, so both sides may
+be measured from any common position ``c`` (``reference``): queries scaled by
+``zeta_i ** ((n - c) / scale_base)``, keys by ``zeta_i ** (-(m - c) / scale_base)``. The logits do not
+depend on ``c``; ``c`` only decides which positions the float32 scales can hold.
+
+Range: each side's scale must fit in float32, so ``|n - c| <= max_position`` with
+``max_position = 80 * scale_base / |ln zeta_0|`` (about 64 * scale_base: 32,700 for scale_base 512).
+The bound is inherent to scaling queries and keys separately (the decay between two positions
+``2 * max_position`` apart is below float32's smallest normal number); what it limits is the spread
+of the positions around ``c``, not how large they are. Positions near 10^6 work with
+``reference=10**6``. Keep ``reference`` fixed while a key/value cache is in use (cached keys carry
+the scale of the ``reference`` they were made with), so cached decoding and explicit positions agree
+with a full pass. Positions outside ``c ± max_position`` raise ``ValueError``; raise ``scale_base``
+or move ``reference`` to cover them. Angles follow RoPE's policy (float64, reduced mod 2π); the
+scales are formed in float64 and held in float32.
 
 Verified against a float64 transcription of the paper's equations (tests/rotary/test_xpos.py) and, for
 the scores q·k, against rotary-embedding-torch's ``use_xpos`` (which centres each call's positions;
@@ -41,32 +52,49 @@ def xpos_zeta(rot_dim: int, *, device=None, dtype: torch.dtype | None = None) ->
 
 
 def xpos_max_position(rot_dim: int, scale_base: float) -> int:
-    """The largest ``|position|`` whose per-side scale ``zeta_0 ** (±n / scale_base)`` fits float32."""
+    """The largest ``|position - reference|`` whose per-side scale ``zeta_0 ** (±n / scale_base)``
+    fits float32 (``e ** 80``, below float32's ``e ** 88.7``, leaving room for the features)."""
     return int(80.0 * scale_base / abs(math.log(GAMMA / (1 + GAMMA))))
 
 
 def xpos_scale(
-    positions: torch.Tensor, rot_dim: int, scale_base: float, *, key: bool, dtype: torch.dtype = torch.float32
+    positions: torch.Tensor,
+    rot_dim: int,
+    scale_base: float,
+    *,
+    key: bool,
+    reference: float = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``zeta ** (±positions / scale_base)``: positions ``(*p,)`` -> ``(*p, rot_dim // 2)`` in ``dtype``
-    (``-`` for keys). Formed in float64 (float32 on devices without it)."""
+    """``zeta ** (±(positions - reference) / scale_base)``: positions ``(*p,)`` -> ``(*p, rot_dim // 2)``
+    in ``dtype`` (``-`` for keys). Formed in float64 (float32 on devices without it)."""
     zeta = xpos_zeta(rot_dim, device=positions.device)
-    power = positions.to(zeta.dtype).unsqueeze(-1) * ((-1.0 if key else 1.0) / scale_base)
+    power = (positions.to(zeta.dtype) - reference).unsqueeze(-1) * ((-1.0 if key else 1.0) / scale_base)
     return torch.exp(power * zeta.log()).to(dtype)
 
 
-def _check_range(positions: torch.Tensor | int, limit: int, name: str = "positions") -> None:
-    if isinstance(positions, int):
-        too_far = positions > limit
+def _check_range(positions: torch.Tensor | tuple[int, int], reference: float, limit: int) -> None:
+    """positions: a tensor, or the ``(first, last)`` of implicit positions."""
+    if isinstance(positions, tuple):
+        lo, hi = positions
+        if hi < lo:  # no positions
+            return
     elif positions.device.type == "meta" or torch.compiler.is_compiling() or positions.numel() == 0:
         return
     else:
-        too_far = bool(positions.abs().amax() > limit)
-    if too_far:
+        lo, hi = (v.item() for v in positions.aminmax())
+    if lo < reference - limit or hi > reference + limit:
         raise ValueError(
-            f"`{name}` must lie within ±{limit} for xPos (zeta ** (n / scale_base) leaves float32 beyond); "
-            "raise `scale_base` for longer contexts"
+            f"`positions` must lie within reference ± {limit} for xPos (reference={reference:.12g}, scale_base "
+            f"limits each side's scale zeta ** ((n - reference) / scale_base) to float32), got positions "
+            f"{lo:.12g} .. {hi:.12g}; set `reference` near the positions in use or raise `scale_base`"
         )
+
+
+def _check_reference(reference) -> float:
+    if isinstance(reference, bool) or not isinstance(reference, (int, float)) or not math.isfinite(reference):
+        raise TypeError(f"`reference` must be a finite number (a position), got {reference!r}")
+    return reference
 
 
 def apply_xpos(
@@ -77,18 +105,23 @@ def apply_xpos(
     scale_base: float = 512.0,
     base: float = 10000.0,
     interleaved: bool = False,
+    reference: float = 0,
 ) -> torch.Tensor:
     """xPos on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``: queries (``key=False``)
-    are scaled by ``zeta ** (n / scale_base)``, keys (``key=True``) by its inverse."""
+    are scaled by ``zeta ** ((n - reference) / scale_base)``, keys (``key=True``) by its inverse.
+
+    reference: the position both sides are measured from (give queries and keys the same one; it
+    cancels in their product). Positions must lie within ``reference ± xpos_max_position(d, scale_base)``."""
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="xPos rotates feature pairs")
     check_float("scale_base", scale_base, positive=True)
+    reference = _check_reference(reference)
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
-    _check_range(pos, xpos_max_position(x.shape[-1], scale_base))
+    _check_range(pos, reference, xpos_max_position(x.shape[-1], scale_base))
     work = torch.promote_types(x.dtype, torch.float32)
     cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
-    scale = xpos_scale(pos, x.shape[-1], scale_base, key=key, dtype=work)
+    scale = xpos_scale(pos, x.shape[-1], scale_base, key=key, reference=reference, dtype=work)
     # (b | 1, n, d/2) -> (b | 1, 1, n, d/2): the same for every head
     return apply_rotary(x, (cos * scale).unsqueeze(1), (sin * scale).unsqueeze(1), interleaved=interleaved)
 
@@ -105,6 +138,9 @@ class XPos(RotaryPositionEncoding):
     Args:
         head_dim: width of each head's queries and keys.
         scale_base: the decay's length scale (512 in the paper).
+        reference: the position queries' and keys' scales are measured from (default 0; the logits do
+            not depend on it). Positions must lie within ``reference ± max_position``: set it near
+            the positions in use (``10**6`` for a context there), and keep it while a cache is in use.
         **rope_kwargs: ``base``, ``rotary_fraction``, ``interleaved``, ``scaling``, ... as for ``rope``.
 
     ``forward(x, *, positions=None, offset=0, side="query")`` applies one side; the model calls
@@ -112,20 +148,30 @@ class XPos(RotaryPositionEncoding):
     """
 
     def __init__(
-        self, head_dim: int, *, scale_base: float = 512.0, device: torch.device | str | None = None, **rope_kwargs
+        self,
+        head_dim: int,
+        *,
+        scale_base: float = 512.0,
+        reference: float = 0,
+        device: torch.device | str | None = None,
+        **rope_kwargs,
     ) -> None:
         super().__init__(head_dim, device=device, **rope_kwargs)
         self.scale_base = check_float("scale_base", scale_base, positive=True)
+        self.reference = _check_reference(reference)
+        #: the largest ``|position - reference|`` (see the module docstring)
         self.max_position = xpos_max_position(self.rot_dim, self.scale_base)
 
     def scale_and_rotate(self, t: torch.Tensor, positions: Positions, *, key: bool) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated and scaled at ``positions`` as a query or a key."""
-        _check_range(positions.end - 1 if positions.is_implicit else positions.explicit, self.max_position)
+        reference = _check_reference(self.reference)
+        span = (positions.offset, positions.end - 1) if positions.is_implicit else positions.explicit
+        _check_range(span, reference, self.max_position)
         explicit64 = t.dtype == torch.float64 and not positions.is_implicit
         dtype = torch.float64 if explicit64 else torch.float32
         cos, sin = self.cos_sin(positions, dtype=dtype)
         pos = positions.tensor(cos.device)
-        scale = xpos_scale(pos, self.rot_dim, self.scale_base, key=key, dtype=dtype)
+        scale = xpos_scale(pos, self.rot_dim, self.scale_base, key=key, reference=reference, dtype=dtype)
         # (b | 1, n, rot/2) -> (b | 1, 1, n, rot/2): the same for every head
         return apply_rotary(t, (cos * scale).unsqueeze(1), (sin * scale).unsqueeze(1), interleaved=self.interleaved)
 
@@ -151,4 +197,4 @@ class XPos(RotaryPositionEncoding):
         return self.scale_and_rotate(q, q_positions, key=False), self.scale_and_rotate(k, k_positions, key=True)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", scale_base={self.scale_base}"
+        return super().extra_repr() + f", scale_base={self.scale_base}, reference={self.reference}"

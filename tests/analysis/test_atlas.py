@@ -445,3 +445,13 @@ def test_length_generalization_table_is_sortable_and_read_from_the_result(tmp_pa
     table_html = re.search(r'<table id="table-length_generalization-full" class="sortable">.*?</table>', page).group(0)
     assert table_html.count('<th data-type="num"') == 3 and '<tr data-row="rope+rand">' in table_html
     assert 'data-sort="0.625"' in table_html and 'data-path="sections.0.experiments.0.table.rows.0.3"' in table_html
+
+
+def test_a_figure_per_rope_variant_on_the_page(atlas_dir):
+    page = (atlas_dir / "index.html").read_text()
+    s3 = next(s for s in _results(atlas_dir)["sections"] if s["id"] == "s3")
+    variants = next(a for a in s3["analyses"] if a.get("id") == "rope-variants")
+    assert not variants.get("errors")
+    for name in ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope", "rope_mixed"):
+        file = f"s3-rope-variant-{name}.png"
+        assert file in page and (atlas_dir / file).stat().st_size > 1000, name

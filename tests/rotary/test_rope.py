@@ -197,3 +197,38 @@ def test_positions_past_the_supported_maximum_raise():
         rope(torch.randn(1, 1, 5, 8), offset=2**40)
     q = torch.randn(1, 1, 1, 8)
     torch.testing.assert_close(rope(q, offset=2**32), apply_rope(q, torch.tensor([2**32])))
+
+
+_SCALED = [
+    {},
+    {"scaling": "yarn", "factor": 4.0, "original_max_len": 16},
+    {"scaling": "llama3", "factor": 8.0, "original_max_len": 16},
+    {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 16, "dynamic_update": "grow_only"},
+    {"scaling": "longrope", "original_max_len": 16, "short_factor": [1.0 + i / 4 for i in range(4)],
+     "long_factor": [1.0 + 2 * i for i in range(4)], "max_len": 64},
+]
+
+
+@pytest.mark.parametrize("kwargs", _SCALED)
+def test_explicit_integer_positions_from_the_table_equal_the_computed_angles(kwargs):
+    # integer positions on the CPU are gathered from the cached window; float ones are computed
+    looked_up = RotaryPositionEncoding(8, cache_len=4, **kwargs)
+    computed = RotaryPositionEncoding(8, cache_len=4, **kwargs)
+    for rows in ([[3, 5, 4, 40], [7, 6, 9, 8]], [[30, 31, 32, 33]] * 2, [[0, 1, 2, 3]]):
+        pos = torch.tensor(rows)
+        if len(rows) == 2 and rows[0] == rows[1]:
+            pos = pos[:1].expand(2, -1)  # transformers' expanded position_ids
+        cos, sin = looked_up.cos_sin(Positions(4, explicit=pos))
+        ref_cos, ref_sin = computed.cos_sin(Positions(4, explicit=pos.double()))
+        assert cos.shape == ref_cos.shape == (pos.shape[0], 4, 4) and cos.dtype == torch.float32
+        torch.testing.assert_close(cos, ref_cos, atol=1e-6, rtol=0)
+        torch.testing.assert_close(sin, ref_sin, atol=1e-6, rtol=0)
+
+
+def test_explicit_positions_spread_wide_are_computed_not_tabled():
+    rope = RotaryPositionEncoding(8, cache_len=4)
+    pos = torch.tensor([[0, 10**6]])
+    cos, _ = rope.cos_sin(Positions(2, explicit=pos))
+    assert rope.cos_cached.shape[0] == 4  # no million-row window
+    theta = 10**6 * RotaryPositionEncoding(8).inverse_frequencies()
+    torch.testing.assert_close(cos[0, 1].double(), torch.cos(theta), atol=2e-6, rtol=0)

@@ -17,16 +17,16 @@ from posenc.models import Transformer
 from posenc.rotary import XPos
 
 
-def xpos_reference(x, positions, *, key, scale_base, base=10000.0, interleaved=False):
-    """Pair i at position n: rotate by n * base^(-2i/d), scale by zeta_i^(±n / scale_base),
-    zeta_i = (2i/d + 0.4) / 1.4 (paper, section 3.2), pair by pair in float64."""
+def xpos_reference(x, positions, *, key, scale_base, base=10000.0, interleaved=False, reference=0):
+    """Pair i at position n: rotate by n * base^(-2i/d), scale by zeta_i^(±(n - c) / scale_base),
+    zeta_i = (2i/d + 0.4) / 1.4 (paper, section 3.2; c = 0 there), pair by pair in float64."""
     x = np.asarray(x, dtype=np.float64)
     out = x.copy()
     d = x.shape[-1]
     for t, p in enumerate(positions):
         for i in range(d // 2):
             zeta = (2 * i / d + 0.4) / 1.4
-            s = zeta ** ((-p if key else p) / scale_base)
+            s = zeta ** ((-(p - reference) if key else p - reference) / scale_base)
             angle = p * base ** (-2 * i / d)
             a, b = (2 * i, 2 * i + 1) if interleaved else (i, i + d // 2)
             x1, x2 = x[..., t, a], x[..., t, b]
@@ -121,3 +121,59 @@ def test_gradients_match_finite_differences():
     pos = torch.tensor([0, 5, 90, 400])
     for key in (False, True):
         assert torch.autograd.gradcheck(lambda t: apply_xpos(t, pos, key=key, scale_base=64.0), (x,))
+
+
+
+def test_large_positions_with_a_reference_match_the_transcription_and_scores_ignore_it():
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 1, 2, 6, 8, dtype=torch.float64, generator=gen)
+    far = torch.tensor([10**6 + p for p in (0, 7, 300, 2000, 5000, 9000)])
+    c = 10**6 + 4500
+    for x, key in ((q, False), (k, True)):
+        want = xpos_reference(x.numpy(), far.tolist(), key=key, scale_base=128.0, reference=c)
+        got = apply_xpos(x, far, key=key, scale_base=128.0, reference=c)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        apply_xpos(q, far, key=False, scale_base=128.0)  # measured from 0, 10^6 is out of float32's reach
+
+    def scores(ref):
+        qa = apply_xpos(q, far, key=False, scale_base=128.0, reference=ref)
+        return qa @ apply_xpos(k, far, key=True, scale_base=128.0, reference=ref).transpose(-1, -2)
+
+    torch.testing.assert_close(scores(10**6 + 1000), scores(c), rtol=1e-9, atol=0)
+    torch.testing.assert_close(scores(10**6 + 8000), scores(c), rtol=1e-9, atol=0)
+
+
+def test_module_reference_cached_decoding_at_large_positions_equals_a_full_pass():
+    torch.manual_seed(1)
+    enc = XPos(16, scale_base=32.0, reference=10**7)
+    model = Transformer(16, 32, 1, 2, position=enc, causal=True).eval()
+    tokens = torch.randint(0, 16, (2, 10))
+    pos = torch.arange(10**7, 10**7 + 10)
+    with torch.no_grad():
+        full = model(tokens, positions=pos)
+        enc.reference = 0
+        near = model(tokens, positions=pos - 10**7)  # xPos and RoPE are relative: the same logits
+        torch.testing.assert_close(full, near, atol=1e-4, rtol=0)
+        enc.reference = 10**7
+        cache = model.new_cache()
+        steps = [model(tokens[:, :4], positions=pos[:4], cache=cache)]
+        steps += [model(tokens[:, t : t + 1], positions=pos[t : t + 1], cache=cache) for t in range(4, 10)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+        enc.reference = 0
+        with pytest.raises(ValueError, match="reference"):
+            model(tokens, positions=pos)
+
+
+def test_range_is_around_the_reference_and_empty_calls_work():
+    module = XPos(8, scale_base=16.0, reference=5000)
+    x = torch.randn(1, 1, 2, 8)
+    limit = module.max_position
+    assert torch.isfinite(module(x, positions=torch.tensor([5000 - limit, 5000 + limit]), side="key")).all()
+    assert torch.isfinite(module(x, positions=torch.tensor([5000 - limit, 5000 + limit]))).all()
+    for bad in ([5000 - limit - 1, 5000], [5000, 5000 + limit + 1]):
+        with pytest.raises(ValueError, match=f"reference ± {limit}"):
+            module(x, positions=torch.tensor(bad))
+    assert module(torch.randn(1, 1, 0, 8), offset=10**6).shape == (1, 1, 0, 8)
+    with pytest.raises(TypeError, match="reference"):
+        XPos(8, reference=float("nan"))
