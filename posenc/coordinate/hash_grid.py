@@ -511,3 +511,39 @@ class HashGrid(DerivedTablesMixin, Encoding):
             f"convention={self.convention!r}, backend={self.backend!r}"
         )
 
+
+
+def level_collision_rates(grid: HashGrid, max_vertices: int = 2**21) -> list[float | None]:
+    """Per level, the fraction of its grid vertices whose table slot another vertex also uses.
+
+    Every vertex an input in ``[0, 1]^d`` can reach is indexed as :meth:`HashGrid.forward` indexes it
+    (``0 .. N_l`` per axis in the paper's convention, ``0 .. floor(scale_l + 1/2) + 1`` in
+    tiny-cuda-nn's); a dense level of the paper's convention gives 0, a hashed level about the
+    uniform-hashing ``1 - (1 - 1/T)^(V - 1)`` for ``V`` vertices. ``None`` for a level of more than
+    ``max_vertices`` vertices (not enumerated).
+    """
+    check_positive_int("max_vertices", max_vertices)
+    rates: list[float | None] = []
+    table = 2**grid.log2_hashmap_size
+    multipliers = grid.level_multiplier.cpu()
+    for level in range(grid.num_levels):
+        if grid.convention == "tcnn":
+            side = math.floor(grid.level_scales[level] + 0.5) + 2
+        else:
+            side = grid.resolutions[level] + 1
+        if side**grid.in_dim > max_vertices:
+            rates.append(None)
+            continue
+        axis = torch.arange(side, dtype=torch.int64)
+        # (V, d) every reachable vertex, times the level's per-axis multipliers
+        c = torch.cartesian_prod(*[axis] * grid.in_dim).reshape(-1, grid.in_dim) * multipliers[level]
+        if grid.level_hashed[level]:
+            slot = c[:, 0]
+            for i in range(1, grid.in_dim):
+                slot = slot ^ c[:, i]
+            slot = slot & (table - 1)
+        else:
+            slot = c.sum(-1) % grid.level_sizes[level]
+        counts = torch.bincount(slot, minlength=grid.level_sizes[level])
+        rates.append(float((counts[slot] > 1).double().mean()))
+    return rates
