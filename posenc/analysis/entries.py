@@ -16,6 +16,7 @@ import torch
 
 from posenc.analysis import measure
 from posenc.analysis.coordinate import coordinate_pictures
+from posenc.coordinate.base import Encoding as CoordinateEncoding
 from posenc.analysis.figures import Pictures, heatmap, lines
 from posenc.analysis.similarity import score_matrix, similarity_matrix
 from posenc.core.files import atomic_write_bytes as write_atomic
@@ -252,7 +253,7 @@ def _example_entry(info: EncodingInfo, entry: dict, pics: Pictures) -> None:
     stem = safe_name(info.name)
     module = measure.build_example(info.name, info.cls)
     entry["parameters"] = measure.parameter_count(module)
-    if info.family == "coordinate":
+    if isinstance(module, CoordinateEncoding):  # the family's interface: (*, in_dim) -> (*, out_dim)
         try:
             coordinate_pictures(info.name, module, measure.example_spec(info.name).inputs(), entry, pics, stem)
         except Exception as err:  # noqa: BLE001 - the generic pictures still follow
