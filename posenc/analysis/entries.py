@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from posenc.analysis import measure
+from posenc.analysis.coordinate import coordinate_pictures
+from posenc.coordinate.base import Encoding as CoordinateEncoding
 from posenc.analysis.figures import Pictures, heatmap, lines
 from posenc.analysis.similarity import score_matrix, similarity_matrix
 from posenc.core.files import atomic_write_bytes as write_atomic
@@ -251,6 +253,11 @@ def _example_entry(info: EncodingInfo, entry: dict, pics: Pictures) -> None:
     stem = safe_name(info.name)
     module = measure.build_example(info.name, info.cls)
     entry["parameters"] = measure.parameter_count(module)
+    if isinstance(module, CoordinateEncoding):  # the family's interface: (*, in_dim) -> (*, out_dim)
+        try:
+            coordinate_pictures(info.name, module, measure.example_spec(info.name).inputs(), entry, pics, stem)
+        except Exception as err:  # noqa: BLE001 - the generic pictures still follow
+            entry["errors"].append(f"coordinate slice: {type(err).__name__}: {err}"[:300])
     p = measure.probe(info.name, module)
     entry["data"]["probe_input"] = p.label
     entry["data"]["output_shape"] = list(p.out.shape)

@@ -391,3 +391,25 @@ def hash_grid_cases(points: int, *, levels: int = 16, features: int = 2, log2_ta
             )
         )
     return cases
+
+
+def hash_grid_memory_cases(sizes: list[tuple[int, int]], *, log2_table: int = 14, device="cpu") -> list[Case]:
+    """Peak memory of posenc's hash encoding, forward + backward, at several ``(points, levels)``: linear
+    in points x levels (the small ``2^log2_table`` table keeps the table gradient's fixed share small)."""
+    from posenc.coordinate import HashGrid
+
+    cases = []
+    for points, levels in sizes:
+        torch.manual_seed(0)
+        grid = HashGrid(3, levels, 2, log2_table, 16, 512, device=device)
+        x = torch.rand(points, 3, device=device)
+        grad = torch.randn(points, grid.out_dim, device=device)
+
+        def step(grid=grid, x=x, grad=grad):
+            grid.table.grad = None
+            grid(x).backward(grad)
+            return grid.table.grad
+
+        cases.append(Case(f"hash grid 3-D memory {points} pts L{levels} T2^{log2_table}", "posenc",
+                          {"posenc": lambda step=step: step}, memory=True, max_rounds=1))
+    return cases

@@ -175,19 +175,10 @@ def hash_grid_per_level(x: torch.Tensor, module):
 
 def hash_grid_tcnn(x: torch.Tensor, module):
     """tiny-cuda-nn's fused hash encoding at the same configuration (CUDA only; its own tables,
-    initialisation and half-cell offset, so it is timed beside posenc, not compared with it)."""
+    initialisation and half-cell offset, so it is timed beside posenc, not compared with it: the
+    equal module is ``HashGrid(convention="tcnn")``, whose ``backend="tcnn"`` is tested against it)."""
     tcnn = require("tinycudann")
     if x.device.type != "cuda":
         raise PeerMissing("tiny-cuda-nn runs on CUDA devices only")
-    levels = module.num_levels
-    growth = (module.finest_resolution / module.base_resolution) ** (1 / max(levels - 1, 1))
-    config = {
-        "otype": "HashGrid",
-        "n_levels": levels,
-        "n_features_per_level": module.features_per_level,
-        "log2_hashmap_size": module.log2_hashmap_size,
-        "base_resolution": module.base_resolution,
-        "per_level_scale": growth,
-    }
-    enc = tcnn.Encoding(x.shape[-1], config, dtype=torch.float32).to(x.device)
+    enc = tcnn.Encoding(x.shape[-1], module.tcnn_config(), dtype=torch.float32).to(x.device)
     return lambda: enc(x)

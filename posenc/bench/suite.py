@@ -13,6 +13,7 @@ from posenc.bench.cases import (
     Row,
     bias_cases,
     hash_grid_cases,
+    hash_grid_memory_cases,
     rope_cos_sin_case,
     shaw_case,
     sinusoidal_case,
@@ -45,6 +46,8 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
         cases += [long_context_case(name, 256, device=device) for name in LONG_CONTEXT if name in registered]
         cases += hash_grid_cases(2**12, levels=8, log2_table=14, device=device) if "hash_grid" in registered else []
+        memory = [(2**12, 4), (2**12, 8), (2**13, 8)]
+        cases += hash_grid_memory_cases(memory, device=device) if "hash_grid" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
@@ -61,6 +64,8 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
         cases += [long_context_case(name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
         cases += hash_grid_cases(2**18, device=device) if "hash_grid" in registered else []
+        memory = [(2**16, 8), (2**16, 16), (2**17, 16), (2**18, 16)]
+        cases += hash_grid_memory_cases(memory, device=device) if "hash_grid" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
     mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)

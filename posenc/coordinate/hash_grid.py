@@ -14,10 +14,30 @@ whose low bits equal those of tiny-cuda-nn's uint32 arithmetic because ``T`` is 
 Tables are initialised from ``U(-1e-4, 1e-4)`` (section 4). The output concatenates the levels,
 coarsest first: ``(*, L F)``.
 
-Differences from tiny-cuda-nn, kept deliberately to follow the paper: no half-cell offset of the
-scaled position and no ``+1`` on the dense resolution. All levels are computed in one batched pass
-(the corner indices of every level and point at once, one gather, one weighted sum), so forward and
-backward have no Python loop over points or levels; memory is linear in points times levels.
+``convention="paper"`` (the default) follows the paper. ``convention="tcnn"`` follows tiny-cuda-nn's
+``GridEncoding`` instead (include/tiny-cuda-nn/common_device.h and encodings/grid.h), which differs
+in four ways, all reproduced by the PyTorch path:
+
+* level placement: ``scale_l = 2^(l log2 s) N_min - 1`` in float32 (``s`` the per-level scale, here
+  the paper's ``b``), ``res_l = ceil(scale_l) + 1`` vertices per axis (``N_min`` counts vertices, not
+  cells), and the position ``x scale_l + 1/2``: levels are staggered by half a cell (the paper's
+  appendix A), so no level's vertices line up with another's;
+* dense levels index ``sum_i c_i res_l^i`` and wrap modulo their size (the half-cell offset can
+  step one vertex past the grid; the paper's convention closes the last cell instead);
+* level sizes are ``min(T, res_l^d rounded up to a multiple of 8)``, hashed when ``T < res_l^d``;
+* the hash is the same (tiny-cuda-nn's ``CoherentPrime`` with primes 1, 2654435761, 805459861).
+
+The table layout is tiny-cuda-nn's parameter layout: levels stacked coarsest first, ``F`` features
+of an entry adjacent, so ``table.reshape(-1)`` is its ``params`` vector and the output's channel
+``l F + f`` is its channel. ``backend="tcnn"`` (or ``"auto"``, when ``tinycudann`` imports, the input
+is on CUDA and the configuration maps, see :func:`tcnn_encoding_config`) evaluates the same table
+with tiny-cuda-nn's fused kernels; tiny-cuda-nn cannot place levels the paper's way, so the paper
+convention always runs in PyTorch. Equality of the two paths holds to float32 rounding (tiny-cuda-nn
+forms ``x scale + 1/2`` with one fused multiply-add).
+
+All levels are computed in one batched pass (the corner indices of every level and point at once,
+one gather, one weighted sum), so forward and backward have no Python loop over points or levels;
+memory is linear in points times levels.
 
 Coordinates outside ``[0, 1]`` are refused in eager mode; under ``torch.compile`` (where the check
 would read the tensor on the host) they are clamped to the unit cube. Verified against the paper's
@@ -81,6 +101,74 @@ def axis_multipliers(resolutions: list[int], hashed: list[bool], in_dim: int) ->
     return torch.tensor(rows, dtype=torch.int64)
 
 
+CONVENTIONS = ("paper", "tcnn")
+BACKENDS = ("auto", "torch", "tcnn")
+
+
+def tcnn_level_scales(num_levels: int, base_resolution: int, per_level_scale: float) -> list[float]:
+    """tiny-cuda-nn's ``scale_l = exp2(l log2 s) N_min - 1``, in float32 as its ``grid_scale`` forms it."""
+    check_positive_int("num_levels", num_levels)
+    check_positive_int("base_resolution", base_resolution)
+    s = torch.tensor(per_level_scale, dtype=torch.float32)
+    levels = torch.arange(num_levels, dtype=torch.float32)
+    return (torch.exp2(levels * torch.log2(s)) * base_resolution - 1).tolist()
+
+
+def tcnn_level_layout(
+    scales: list[float], in_dim: int, log2_hashmap_size: int
+) -> tuple[list[int], list[int], list[bool]]:
+    """tiny-cuda-nn's per-level vertices ``res_l = ceil(scale_l) + 1``, sizes and hashing.
+
+    A level holds ``min(T, res_l^d rounded up to a multiple of 8)`` entries and is hashed when
+    ``T < res_l^d``.
+    """
+    table = 2**log2_hashmap_size
+    res = [math.ceil(v) + 1 for v in scales]
+    sizes = [min(table, -(-(r**in_dim) // 8) * 8) for r in res]
+    return res, sizes, [table < r**in_dim for r in res]
+
+
+def tcnn_encoding_config(
+    num_levels: int,
+    features_per_level: int,
+    log2_hashmap_size: int,
+    base_resolution: int,
+    per_level_scale: float,
+) -> dict:
+    """The ``encoding_config`` of a ``tinycudann.Encoding`` equal to ``HashGrid(convention="tcnn")``.
+
+    Raises ValueError for what tiny-cuda-nn cannot build: ``features_per_level`` outside 1, 2, 4, 8
+    or more than 128 levels.
+    """
+    check_positive_int("num_levels", num_levels)
+    if features_per_level not in (1, 2, 4, 8):
+        raise ValueError(f"`features_per_level` must be 1, 2, 4 or 8 for tiny-cuda-nn, got {features_per_level!r}")
+    if num_levels > 128:
+        raise ValueError(f"`num_levels` must be <= 128 for tiny-cuda-nn, got {num_levels}")
+    return {
+        "otype": "Grid",
+        "type": "Hash",
+        "hash": "CoherentPrime",
+        "interpolation": "Linear",
+        "n_levels": num_levels,
+        "n_features_per_level": features_per_level,
+        "log2_hashmap_size": log2_hashmap_size,
+        "base_resolution": base_resolution,
+        "per_level_scale": float(per_level_scale),
+    }
+
+
+def tinycudann_available() -> bool:
+    """Whether the optional ``tinycudann`` package imports and a CUDA device is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401  (optional: tiny-cuda-nn's PyTorch bindings)
+    except ImportError:
+        return False
+    return True
+
+
 def _corners(v: torch.Tensor, combine) -> torch.Tensor:
     """Combine per-axis values ``(..., d, 2)`` over all ``2^d`` corners: ``(..., 2^d)``."""
     out = v[..., 0, :]
@@ -105,8 +193,11 @@ def _check_layout(
     num_dense: int,
     sizes: torch.Tensor,
     offsets: torch.Tensor,
+    *,
+    wrap: bool = False,
 ) -> None:
-    """Every index the encoding can form must fall inside its level's rows of ``table`` (host read)."""
+    """Every index the encoding can form must fall inside its level's rows of ``table`` (host read);
+    ``wrap``: dense indices are taken modulo their level's size (tiny-cuda-nn's placement)."""
     if bool((resolutions < 1).any()):
         raise ValueError(f"`resolutions` must be >= 1, got {resolutions.tolist()}")
     if bool((sizes < 1).any()):
@@ -125,7 +216,7 @@ def _check_layout(
             )
     # the largest dense index: the far corner, N_l along every axis
     top = (resolutions[:num_dense, None] * multipliers[:num_dense]).sum(-1)
-    if bool((top >= sizes[:num_dense]).any()):
+    if not wrap and bool((top >= sizes[:num_dense]).any()):
         raise ValueError(
             f"`sizes` of the dense levels must exceed their largest index sum_i N_l * multipliers[l, i] "
             f"= {top.tolist()}, got {sizes[:num_dense].tolist()}"
@@ -145,6 +236,8 @@ def hash_grid_encoding(
     num_dense: int,
     sizes: torch.Tensor,
     offsets: torch.Tensor,
+    *,
+    scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Interpolated hash-grid features of ``x`` for every level at once.
 
@@ -153,7 +246,9 @@ def hash_grid_encoding(
     resolutions, sizes, offsets: ``(L,)`` int64 (``N_l``, level table size, first row of the level);
     multipliers: ``(L, d)`` int64 (:func:`axis_multipliers`); num_dense: how many levels (the first)
     are indexed densely, the others being hashed into ``sizes[-1]`` (a power of two) rows.
-    Returns ``(*, L F)`` in ``x``'s dtype. The layout (level sizes, offsets, dense indices within their
+    scales: ``None`` for the paper's placement (position ``x N_l``, last cell closed), or ``(L,)``
+    float ``scale_l`` for tiny-cuda-nn's (position ``x scale_l + 1/2``, dense indices modulo their
+    level's size; :func:`tcnn_level_scales`). Returns ``(*, L F)`` in ``x``'s dtype. The layout (level sizes, offsets, dense indices within their
     level, every level within ``table``) is checked in eager mode off the meta device.
     """
     x = check_finite("x", check_float_tensor("x", x))
@@ -172,16 +267,26 @@ def hash_grid_encoding(
     for name, value in (("resolutions", resolutions), ("sizes", sizes), ("offsets", offsets)):
         check_shape(name, value, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
     check_int("num_dense", num_dense, minimum=0, maximum=levels)
+    if scales is not None:
+        scales = check_float_tensor("scales", scales, ndim=1)
+        check_shape("scales", scales, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
+        check_same_device(x=x, scales=scales)
     x = check_unit_box("x", x)
     if can_read_values(table):
-        _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets)
-    batch = x.shape[:-1]
+        _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets, wrap=scales is not None)
+    batch, out_dtype = x.shape[:-1], x.dtype
     work = torch.promote_types(x.dtype, torch.float32)
-    n = resolutions.to(work)
-    # (p, 1, d) * (L, 1) -> (p, L, d): positions in grid units of every level
-    pos = x.reshape(-1, 1, x.shape[-1]).to(work).clamp(0, 1) * n[:, None]
-    # the last cell is closed, so x = 1 interpolates inside it instead of stepping past the grid
-    low = pos.floor().clamp(max=n[:, None] - 1)
+    x = x.reshape(-1, 1, x.shape[-1]).to(work).clamp(0, 1)
+    if scales is None:
+        n = resolutions.to(work)
+        # (p, 1, d) * (L, 1) -> (p, L, d): positions in grid units of every level
+        pos = x * n[:, None]
+        # the last cell is closed, so x = 1 interpolates inside it instead of stepping past the grid
+        low = pos.floor().clamp(max=n[:, None] - 1)
+    else:
+        # tiny-cuda-nn: levels staggered by half a cell; the far corner may step one vertex past the grid
+        pos = x * scales.to(work)[:, None] + 0.5
+        low = pos.floor()
     frac = pos - low
     low = low.long()
     # (p, L, d, 2): vertex coordinates c, c + 1 per axis, times the level's per-axis multiplier
@@ -189,6 +294,8 @@ def hash_grid_encoding(
     w = torch.stack((1 - frac, frac), dim=-1)
     # dense levels come first (resolutions grow); the rest hash into tables of T = sizes[-1] rows
     dense_idx = _corners(c[:, :num_dense], torch.add)
+    if scales is not None:
+        dense_idx = dense_idx % sizes[:num_dense, None]
     hashed_idx = _corners(c[:, num_dense:], torch.bitwise_xor) & (sizes[-1] - 1)
     # (p, L, 2^d): rows of the stacked table
     idx = torch.cat((dense_idx, hashed_idx), dim=1) + offsets[:, None]
@@ -196,7 +303,7 @@ def hash_grid_encoding(
     # one gather and weighted sum over the 2^d corners of every (point, level) pair
     # (p L, 2^d) rows and weights -> (p L, F): gather and interpolate every (point, level) pair at once
     feats = _Interpolate.apply(table, idx.flatten(0, 1), weights.flatten(0, 1).to(table.dtype))
-    return feats.reshape(*batch, multipliers.shape[0] * table.shape[-1]).to(x.dtype)
+    return feats.reshape(*batch, multipliers.shape[0] * table.shape[-1]).to(out_dtype)
 
 
 class _Interpolate(torch.autograd.Function):
@@ -244,7 +351,14 @@ class HashGrid(DerivedTablesMixin, Encoding):
         features_per_level: ``F`` (2 in the paper).
         log2_hashmap_size: ``log2 T``, table entries per level (14 to 24 in the paper).
         base_resolution: ``N_min`` (16 in the paper).
-        finest_resolution: ``N_max`` (512 to 524288 in the paper).
+        finest_resolution: ``N_max`` (512 to 524288 in the paper); with ``L`` it fixes the per-level
+            scale ``b`` (:attr:`per_level_scale`, tiny-cuda-nn's ``per_level_scale``).
+        convention: ``"paper"`` (levels ``floor(N_min b^l)`` cells, no offset) or ``"tcnn"``
+            (tiny-cuda-nn's placement, level sizes and wrap; see the module docstring). With ``"tcnn"``
+            :attr:`resolutions` holds vertices per axis, ``ceil(scale_l) + 1``.
+        backend: ``"torch"`` (the PyTorch path), ``"tcnn"`` (tiny-cuda-nn's kernels on the same table:
+            needs ``convention="tcnn"``, the ``tinycudann`` package, a CUDA device and a float32 table)
+            or ``"auto"``: tiny-cuda-nn when all of that holds and the input is on CUDA, else PyTorch.
     """
 
     def __init__(
@@ -256,10 +370,16 @@ class HashGrid(DerivedTablesMixin, Encoding):
         base_resolution: int = 16,
         finest_resolution: int = 512,
         *,
+        convention: str = "paper",
+        backend: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_dim)
+        if convention not in CONVENTIONS:
+            raise ValueError(f"`convention` must be one of {CONVENTIONS}, got {convention!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
         if in_dim not in (2, 3):
             raise ValueError(f"`in_dim` must be 2 or 3 (the paper's hash has three primes), got {in_dim}")
         self.num_levels = check_positive_int("num_levels", num_levels)
@@ -267,14 +387,40 @@ class HashGrid(DerivedTablesMixin, Encoding):
         self.log2_hashmap_size = check_int("log2_hashmap_size", log2_hashmap_size, minimum=1, maximum=30)
         self.base_resolution = check_positive_int("base_resolution", base_resolution)
         self.finest_resolution = check_positive_int("finest_resolution", finest_resolution)
+        self.convention, self.backend = convention, backend
         self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
+        #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
+        self.per_level_scale = (
+            math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
+            if num_levels > 1 else 1.0
+        )
+        if convention == "tcnn":
+            self.level_scales = tcnn_level_scales(num_levels, base_resolution, self.per_level_scale)
+            self.resolutions, self.level_sizes, self.level_hashed = tcnn_level_layout(
+                self.level_scales, in_dim, log2_hashmap_size
+            )
+        else:
+            self.level_scales = None
+            self.level_sizes, self.level_hashed = level_layout(self.resolutions, in_dim, log2_hashmap_size)
         if (self.resolutions[-1] + 1) * PRIMES[1] >= 2**62:
             raise ValueError(f"`finest_resolution` must be below {2**62 // PRIMES[1]} (int64 hashing), got {finest_resolution}")
-        self.level_sizes, self.level_hashed = level_layout(self.resolutions, in_dim, log2_hashmap_size)
+        if backend == "tcnn":
+            self.tcnn_config()  # refuses what tiny-cuda-nn cannot build, by argument
+            if convention != "tcnn":
+                raise ValueError(
+                    "`backend`='tcnn' needs convention='tcnn': tiny-cuda-nn staggers the levels by half a cell "
+                    "and cannot place them the paper's way"
+                )
+            if not tinycudann_available():
+                raise ValueError(
+                    "`backend`='tcnn' needs the optional `tinycudann` package and a CUDA device; neither is "
+                    "usable here (use backend='auto' or 'torch', which run on CPU)"
+                )
+        self._tcnn_modules: dict[torch.device, nn.Module] = {}  # built on first use, one per device
         factory = {"device": device, "dtype": check_dtype("dtype", dtype)}
         self.table = nn.Parameter(torch.empty(sum(self.level_sizes), features_per_level, **factory))
         self.num_dense_levels = self.level_hashed.count(False)
-        for name in ("level_resolution", "level_size", "level_offset", "level_multiplier"):
+        for name in ("level_resolution", "level_size", "level_offset", "level_multiplier", "level_scale"):
             self.register_buffer(name, None, persistent=False)
         self.init_non_persistent_buffers(self.table.device)
         if self.table.device.type != "meta":
@@ -291,7 +437,55 @@ class HashGrid(DerivedTablesMixin, Encoding):
         self.level_resolution = torch.tensor(self.resolutions, dtype=torch.int64, device=device)
         self.level_size = torch.tensor(self.level_sizes, dtype=torch.int64, device=device)
         self.level_offset = torch.tensor(offsets, dtype=torch.int64, device=device)
-        self.level_multiplier = axis_multipliers(self.resolutions, self.level_hashed, self.in_dim).to(device)
+        if self.convention == "tcnn":
+            # dense strides res_l^i (tiny-cuda-nn's res_l counts vertices), primes on hashed levels
+            cells = [r - 1 for r in self.resolutions]
+            self.level_multiplier = axis_multipliers(cells, self.level_hashed, self.in_dim).to(device)
+            self.level_scale = torch.tensor(self.level_scales, dtype=torch.float32, device=device)
+        else:
+            self.level_multiplier = axis_multipliers(self.resolutions, self.level_hashed, self.in_dim).to(device)
+            self.level_scale = None
+
+    def tcnn_config(self) -> dict:
+        """The ``encoding_config`` of the equal ``tinycudann.Encoding`` (:func:`tcnn_encoding_config`)."""
+        return tcnn_encoding_config(
+            self.num_levels, self.features_per_level, self.log2_hashmap_size, self.base_resolution,
+            self.per_level_scale,
+        )
+
+    def uses_tcnn(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` evaluates ``x`` with tiny-cuda-nn."""
+        if self.backend == "torch" or self.convention != "tcnn" or not x.is_cuda or not x.numel():
+            return False
+        if self.backend == "tcnn":
+            return True
+        return (
+            self.table.dtype == torch.float32
+            and self.features_per_level in (1, 2, 4, 8)
+            and self.num_levels <= 128
+            and not torch.compiler.is_compiling()
+            and tinycudann_available()
+        )
+
+    def _tcnn_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """tiny-cuda-nn's kernels on this module's table (its flat ``params``), gradients to ``table``."""
+        import tinycudann  # optional, checked by uses_tcnn / the constructor
+
+        if self.table.dtype != torch.float32:
+            raise ValueError(f"`backend`='tcnn' needs a float32 table, got {self.table.dtype}")
+        module = self._tcnn_modules.get(x.device)
+        if module is None:
+            with torch.cuda.device(x.device):
+                module = tinycudann.Encoding(self.in_dim, self.tcnn_config(), dtype=torch.float32)
+            if module.params.numel() != self.table.numel():
+                raise RuntimeError(
+                    f"tiny-cuda-nn laid out {module.params.numel()} parameters for {self.tcnn_config()}, "
+                    f"posenc's tcnn convention {self.table.numel()}: the layouts disagree"
+                )
+            self._tcnn_modules[x.device] = module
+        flat = x.reshape(-1, self.in_dim).float()
+        out = torch.func.functional_call(module, {"params": self.table.reshape(-1)}, (flat,))
+        return out.reshape(*x.shape[:-1], self.out_dim).to(x.dtype)
 
     @property
     def out_dim(self) -> int:
@@ -300,14 +494,56 @@ class HashGrid(DerivedTablesMixin, Encoding):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(*, in_dim)`` in ``[0, 1]`` -> ``(*, out_dim)`` in ``x``'s dtype."""
         x = check_unit_box("x", self.check_input(x))
+        if self.backend == "tcnn" and not x.is_cuda and x.device.type != "meta":
+            raise ValueError(f"`x` must be on a CUDA device for backend='tcnn', got {x.device}")
+        if self.uses_tcnn(x):
+            check_same_device(x=x, table=self.table)
+            return self._tcnn_forward(x)
         return hash_grid_encoding(
             x, self.table, self.level_resolution, self.level_multiplier, self.num_dense_levels, self.level_size,
-            self.level_offset,
+            self.level_offset, scales=self.level_scale,
         )
 
     def extra_repr(self) -> str:
         return (
             f"in_dim={self.in_dim}, num_levels={self.num_levels}, features_per_level={self.features_per_level}, "
-            f"log2_hashmap_size={self.log2_hashmap_size}, resolutions={self.resolutions[0]}..{self.resolutions[-1]}"
+            f"log2_hashmap_size={self.log2_hashmap_size}, resolutions={self.resolutions[0]}..{self.resolutions[-1]}, "
+            f"convention={self.convention!r}, backend={self.backend!r}"
         )
 
+
+
+def level_collision_rates(grid: HashGrid, max_vertices: int = 2**21) -> list[float | None]:
+    """Per level, the fraction of its grid vertices whose table slot another vertex also uses.
+
+    Every vertex an input in ``[0, 1]^d`` can reach is indexed as :meth:`HashGrid.forward` indexes it
+    (``0 .. N_l`` per axis in the paper's convention, ``0 .. floor(scale_l + 1/2) + 1`` in
+    tiny-cuda-nn's); a dense level of the paper's convention gives 0, a hashed level about the
+    uniform-hashing ``1 - (1 - 1/T)^(V - 1)`` for ``V`` vertices. ``None`` for a level of more than
+    ``max_vertices`` vertices (not enumerated).
+    """
+    check_positive_int("max_vertices", max_vertices)
+    rates: list[float | None] = []
+    table = 2**grid.log2_hashmap_size
+    multipliers = grid.level_multiplier.cpu()
+    for level in range(grid.num_levels):
+        if grid.convention == "tcnn":
+            side = math.floor(grid.level_scales[level] + 0.5) + 2
+        else:
+            side = grid.resolutions[level] + 1
+        if side**grid.in_dim > max_vertices:
+            rates.append(None)
+            continue
+        axis = torch.arange(side, dtype=torch.int64)
+        # (V, d) every reachable vertex, times the level's per-axis multipliers
+        c = torch.cartesian_prod(*[axis] * grid.in_dim).reshape(-1, grid.in_dim) * multipliers[level]
+        if grid.level_hashed[level]:
+            slot = c[:, 0]
+            for i in range(1, grid.in_dim):
+                slot = slot ^ c[:, i]
+            slot = slot & (table - 1)
+        else:
+            slot = c.sum(-1) % grid.level_sizes[level]
+        counts = torch.bincount(slot, minlength=grid.level_sizes[level])
+        rates.append(float((counts[slot] > 1).double().mean()))
+    return rates

@@ -4,20 +4,26 @@ The encoding of viewing directions in Instant-NGP (Müller et al. 2022, arXiv:22
 nerfstudio, replacing NeRF's sinusoids of directions. For band ``l`` and order ``m = -l .. l``
 (channels in that order, band after band)
 
-    Y_l^m = sqrt(2) K_l^|m| P_l^|m|(z) Im((x + i y)^|m|) / sin^|m|   m < 0
-    Y_l^0 =         K_l^0   P_l(z)
-    Y_l^m = sqrt(2) K_l^m   P_l^m(z)  Re((x + i y)^m)  / sin^m     m > 0
+    Y_l^m = (-1)^m sqrt(2) K_l^|m| P_l^|m|(z) Im((x + i y)^|m|) / sin^|m|   m < 0
+    Y_l^0 =                K_l^0   P_l(z)
+    Y_l^m = (-1)^m sqrt(2) K_l^m   P_l^m(z)  Re((x + i y)^m)  / sin^m     m > 0
 
-with ``K_l^m = sqrt((2l + 1) / 4 pi * (l - m)! / (l + m)!)`` and the associated Legendre functions
-without the Condon-Shortley phase: the standard real basis, orthonormal on the sphere. Written as
-polynomials in ``x, y, z`` (``P_l^m(z) / sin^m`` by the three-term recurrence, ``(x + i y)^m`` by
-repeated multiplication), so no angle is formed. These are nerfstudio's constants and signs
-(``0.28209479 ...``, ``0.48860251 y`` ...); tiny-cuda-nn's generated code has the same magnitudes
-with the Condon-Shortley sign on some channels, a per-channel sign a following linear layer absorbs.
+with ``K_l^m = sqrt((2l + 1) / 4 pi * (l - m)! / (l + m)!)`` and ``P_l^m`` the associated Legendre
+functions without the Condon-Shortley phase, which ``(-1)^m`` then puts back: the orthonormal real
+basis in tiny-cuda-nn's convention (its ``sh_enc``: ``Y_1^-1 = -0.48860251 y``, ``Y_1^0 =
+0.48860251 z``, ``Y_1^1 = -0.48860251 x``, ...), which the issue names. Every one of the 64
+channels of bands 0-7 has tiny-cuda-nn's constant and sign. nerfstudio's
+``components_from_spherical_harmonics`` (bands 0-4) has the same constants without the phase: its
+channel equals ours times ``(-1)^m``, a per-channel sign a following linear layer absorbs.
+
+Input convention: tiny-cuda-nn's encoding takes directions mapped into ``[0, 1]^3`` and applies
+``2 d - 1`` itself; this function takes the unit direction ``d`` directly (the same as feeding
+tiny-cuda-nn ``(d + 1) / 2``). Written as polynomials in ``x, y, z`` (``P_l^m(z) / sin^m`` by the
+three-term recurrence, ``(x + i y)^m`` by repeated multiplication), so no angle is formed.
 
 Directions must have unit norm (checked in eager mode). Verified against the closed forms of
-bands 0-3 and by orthonormality under quadrature up to band 7 in
-``tests/coordinate/test_spherical_harmonics.py``.
+bands 0-3, a table of hand-computed values up to band 7 and orthonormality under quadrature up to
+band 7 in ``tests/coordinate/test_spherical_harmonics.py``.
 """
 
 from __future__ import annotations
@@ -41,9 +47,9 @@ MAX_DEGREE = 8
 
 
 def sh_normalisation(l: int, m: int) -> float:
-    """``K_l^m``, times ``sqrt(2)`` for ``m != 0``."""
+    """``K_l^m``, times ``sqrt(2)`` for ``m != 0``, with tiny-cuda-nn's sign ``(-1)^m``."""
     k = math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - m) / math.factorial(l + m))
-    return k * math.sqrt(2.0) if m else k
+    return (-1) ** m * k * math.sqrt(2.0) if m else k
 
 
 def spherical_harmonics(directions: torch.Tensor, degree: int, *, norm_tolerance: float = 1e-3) -> torch.Tensor:

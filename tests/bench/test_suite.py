@@ -66,3 +66,13 @@ def test_scaled_rope_cos_sin_cases_agree_with_transformers():
         assert rows["posenc (implicit, cached table)"].agrees is True
         peer = rows["transformers (position_ids)"]
         assert peer.note.startswith("skipped") or peer.agrees is True, peer
+
+
+def test_hash_grid_memory_is_linear_in_points_times_levels():
+    from posenc.bench.cases import hash_grid_memory_cases
+
+    cases = hash_grid_memory_cases([(1024, 4), (2048, 4), (1024, 8)], log2_table=8)
+    peak = [c.run(rounds=1)[0].peak_mb for c in cases]
+    assert all(p is not None and p > 0 for p in peak)
+    assert 1.8 <= peak[1] / peak[0] <= 2.2  # twice the points
+    assert 1.8 <= peak[2] / peak[0] <= 2.2  # twice the levels

@@ -167,3 +167,33 @@ def test_compiled_forward_clamps_instead_of_checking():
 def test_empty_batch():
     grid = HashGrid(2, 2, 2, 6, 2, 8)
     assert grid(torch.empty(0, 2)).shape == (0, 4)
+
+
+def _brute_force_rates(grid: HashGrid) -> list[float]:
+    """Every vertex's slot by the paper's formulas in Python ints; the share of vertices in a shared slot."""
+    rates = []
+    for n, hashed in zip(grid.resolutions, grid.level_hashed):
+        slots = []
+        for c in itertools.product(range(n + 1), repeat=grid.in_dim):
+            if hashed:
+                h = 0
+                for ci, prime in zip(c, PRIMES):
+                    h ^= ci * prime
+                slots.append(h % 2**grid.log2_hashmap_size)
+            else:
+                slots.append(sum(ci * (n + 1) ** i for i, ci in enumerate(c)))
+        counts = {s: slots.count(s) for s in set(slots)}
+        rates.append(sum(counts[s] > 1 for s in slots) / len(slots))
+    return rates
+
+
+@pytest.mark.parametrize("in_dim", [2, 3])
+def test_collision_rates_per_level(in_dim):
+    from posenc.coordinate.hash_grid import level_collision_rates
+
+    grid = HashGrid(in_dim, 4, 1, 6, 2, 12)
+    rates = level_collision_rates(grid)
+    assert rates == pytest.approx(_brute_force_rates(grid))
+    assert all(r == 0 for r, h in zip(rates, grid.level_hashed) if not h)  # dense levels: one slot per vertex
+    assert any(r > 0 for r in rates)
+    assert level_collision_rates(grid, max_vertices=10)[-1] is None
