@@ -10,8 +10,9 @@ transpose), so no backward graph is compiled.
 
 Switch: ``POSENC_FUSED=0`` (or ``off``) turns fusion off, ``POSENC_FUSED=1`` (``on``) uses it for
 every size, unset (``auto``) uses it from :data:`MIN_FUSED_NUMEL` elements per call, below which a
-compiled call's dispatch costs more than it saves, except for adjacent pairs on CPU, where the eager
-complex multiply measured faster than inductor's (scalar) loop. Every rotating function also takes
+compiled call's dispatch costs more than it saves, except for float32/float16 adjacent pairs on CPU,
+where the eager complex multiply measured faster than inductor's (scalar) loop; bfloat16 pairs are
+rotated as int32 words there (:func:`posenc.rotary.rotation.rotate_expr`), which vectorises. Every rotating function also takes
 ``fused=True/False`` which wins over the variable. Where compilation fails (no C++ compiler, an
 unsupported platform) a warning is issued once and the eager path is used.
 
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from posenc.rotary.rotation import rotate_eager, rotate_expr
+from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok
 
 #: The environment variable that switches fusion: ``0``/``off``, ``1``/``on`` or ``auto`` (the default).
 FUSED_ENV = "POSENC_FUSED"
@@ -39,7 +40,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 _MODES = {"0": "off", "off": "off", "false": "off", "1": "on", "on": "on", "true": "on", "auto": "auto", "": "auto"}
 
-#: (device type, dtype, interleaved, inplace, tensor count) -> compiled kernel, or None where compiling failed
+#: (device type, dtype, interleaved, inplace, tensor count, bf16 words) -> compiled kernel, or None where compiling failed
 _kernels: dict[tuple, Callable | None] = {}
 #: the same keys -> seconds the first (compiling) call took
 _first_call_seconds: dict[tuple, float] = {}
@@ -61,13 +62,15 @@ def compile_seconds() -> dict[tuple, float]:
     return dict(_first_call_seconds)
 
 
-def _kernel(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool):
-    return tuple(rotate_expr(x, cos, sin, interleaved) for x in xs)
+def _kernel(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, words: bool):
+    return tuple(rotate_expr(x, cos, sin, interleaved, words) for x in xs)
 
 
-def _kernel_inplace(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> None:
+def _kernel_inplace(
+    xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, words: bool
+) -> None:
     for x in xs:
-        x.copy_(rotate_expr(x, cos, sin, interleaved))
+        x.copy_(rotate_expr(x, cos, sin, interleaved, words))
 
 
 def _own_code(fn: Callable, tag: str) -> Callable:
@@ -78,19 +81,21 @@ def _own_code(fn: Callable, tag: str) -> Callable:
 
 
 def _build(key: tuple) -> Callable:
-    device_type, dtype, interleaved, inplace, count = key
-    tag = f"{device_type}_{str(dtype).removeprefix('torch.')}_{'pairs' if interleaved else 'halves'}_{count}"
+    device_type, dtype, interleaved, inplace, count, words = key
+    layout = "words" if words else "pairs" if interleaved else "halves"
+    tag = f"{device_type}_{str(dtype).removeprefix('torch.')}_{layout}_{count}{'_inplace' if inplace else ''}"
     return torch.compile(_own_code(_kernel_inplace if inplace else _kernel, tag), dynamic=True, fullgraph=True)
 
 
 def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
     """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
-    key = (xs[0].device.type, xs[0].dtype, interleaved, inplace, len(xs))
+    words = interleaved and all(words_ok(x) for x in xs)
+    key = (xs[0].device.type, xs[0].dtype, interleaved, inplace, len(xs), words)
     if key in _kernels and _kernels[key] is None:
         return None
     if key in _kernels:
         try:
-            out = _kernels[key](xs, cos, sin, interleaved)
+            out = _kernels[key](xs, cos, sin, interleaved, words)
         except Exception as err:  # noqa: BLE001 - e.g. dynamo's recompile limit for one more input layout
             # the kernels compiled so far stay in use; this layout takes the eager path
             if key not in _warned:
@@ -102,7 +107,7 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
     kernel = _build(key)
     start = time.perf_counter()
     try:
-        out = kernel(xs, cos, sin, interleaved)
+        out = kernel(xs, cos, sin, interleaved, words)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
         _kernels[key] = None
         warnings.warn(f"posenc: the fused RoPE kernel could not be compiled ({type(err).__name__}: {err}); "
@@ -152,8 +157,9 @@ def _wants_kernel(
     if mode == "off" or sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
         return False
     # inductor's CPU code for adjacent pairs is a scalar loop, measured slower than the eager
-    # complex multiply (docs/performance.md); split halves vectorise
-    return not (interleaved and xs[0].device.type == "cpu")
+    # complex multiply (docs/performance.md), except for bfloat16 pairs rotated as int32 words;
+    # split halves vectorise
+    return not (interleaved and xs[0].device.type == "cpu") or all(words_ok(x) for x in xs)
 
 
 def rotate_tensors(

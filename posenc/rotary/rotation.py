@@ -21,13 +21,55 @@ def work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def rotate_expr(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
+def _bf16_bits(y: torch.Tensor) -> torch.Tensor:
+    """float32 ``y`` rounded to bfloat16 (to nearest, ties to even), as int32 words whose high 16
+    bits are the bfloat16 and whose low 16 bits are garbage. Overflow rounds to infinity as the cast
+    does; only a NaN with an all-zero upper mantissa (never produced by arithmetic) would differ."""
+    bits = y.view(torch.int32)
+    return bits + (0x7FFF + ((bits >> 16) & 1))
+
+
+def words_ok(x: torch.Tensor) -> bool:
+    """Whether the adjacent bfloat16 pairs of ``x`` can be viewed as one int32 word each (on CPU,
+    where that form is faster); checked outside traced code (it reads the storage offset)."""
+    return (
+        x.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and x.stride(-1) == 1
+        and x.storage_offset() % 2 == 0
+        and all(st % 2 == 0 for st in x.stride()[:-1])
+    )
+
+
+def _rotate_bf16_pair_words(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Adjacent bfloat16 pairs rotated through int32 words: x (..., r) bf16, c, s (..., r/2) float32.
+
+    A pair ``(x0, x1)`` is one little-endian int32 word ``x1 << 16 | x0``; each half shifted or
+    masked into the high bits *is* that value in float32, so the pair unpacks and repacks with
+    elementwise integer operations on contiguous words, which inductor's CPU code vectorises (its
+    loop over interleaved bf16 elements is scalar). Bit-identical to the cast of the float32 result.
+    """
+    words = x.view(torch.int32)  # (..., r/2)
+    x0 = (words << 16).view(torch.float32)
+    x1 = (words & -65536).view(torch.float32)
+    lo = _bf16_bits(x0 * c - x1 * s)
+    hi = _bf16_bits(x0 * s + x1 * c)
+    return (((lo >> 16) & 0xFFFF) | (hi & -65536)).view(torch.bfloat16)
+
+
+def rotate_expr(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, words: bool = False
+) -> torch.Tensor:
     """x: ``(..., n, d)``; cos, sin: broadcastable to ``(..., n, r/2)`` with ``r <= d``.
 
     Returns ``x``'s shape and dtype: the first ``r`` features rotated, the rest passed through.
+    ``words``: adjacent bfloat16 pairs rotated as int32 words (the caller checked :func:`words_ok`).
     """
     work = work_dtype(x)
     rot = 2 * cos.shape[-1]
+    if interleaved and words:
+        out = _rotate_bf16_pair_words(x[..., :rot], cos.to(work), sin.to(work))
+        return out if rot == x.shape[-1] else torch.cat((out, x[..., rot:]), dim=-1)
     xf, c, s = x[..., :rot].to(work), cos.to(work), sin.to(work)
     # each rotated half is cast before it is joined, so a compiler writes it straight into the
     # output in x's dtype instead of through a float32 intermediate

@@ -203,7 +203,7 @@ def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
     # e.g. dynamo's recompile limit reached after many input layouts in one long-running process
     calls = []
 
-    def kernel(xs, cos, sin, interleaved):
+    def kernel(xs, cos, sin, *layout):
         calls.append(len(calls))
         if len(calls) > 1:
             raise RuntimeError("recompile limit exceeded")

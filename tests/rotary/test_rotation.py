@@ -1,0 +1,38 @@
+"""The plain rotation's bfloat16 word form (posenc/rotary/rotation.py) against the cast it replaces."""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.rotary.rotation import rotate_expr, words_ok
+
+
+def _every_finite_bf16_pattern(rows: int) -> torch.Tensor:
+    """(rows, 64) bfloat16 of random finite bit patterns: subnormals, zeros of both signs, the largest
+    magnitudes (whose rotation overflows to infinity) included."""
+    gen = torch.Generator().manual_seed(5)
+    bits = torch.randint(-(2**15), 2**15, (rows, 64), generator=gen, dtype=torch.int16)
+    x = bits.view(torch.bfloat16)
+    x = torch.where(x.isfinite(), x, torch.zeros((), dtype=torch.bfloat16))
+    x[0, :4] = torch.tensor([3.3e38, 3.3e38, -0.0, 1e-40]).to(torch.bfloat16)
+    return x
+
+
+def test_bf16_pair_words_bit_identical_to_the_float32_cast():
+    x = _every_finite_bf16_pattern(512)
+    theta = torch.rand(512, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 40 - 20
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for rot in (32, 12):  # full and partial rotation
+        got = rotate_expr(x, cos[:, : rot // 2], sin[:, : rot // 2], True, words=True)
+        want = rotate_expr(x, cos[:, : rot // 2], sin[:, : rot // 2], True, words=False)
+        assert got.dtype == torch.bfloat16
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16))  # the same bits, infinities too
+    assert bool(got.isinf().any())  # the overflow case was exercised
+
+
+def test_words_need_aligned_bf16_pairs_on_cpu():
+    x = torch.randn(3, 8).bfloat16()
+    assert words_ok(x)
+    assert not words_ok(x.float())
+    assert not words_ok(x.flatten()[1:7])  # odd storage offset: a pair straddles two words
+    assert not words_ok(x.t())
