@@ -119,11 +119,12 @@ def _angle_table(cos: torch.Tensor, sin: torch.Tensor, work: torch.dtype):
     """cos, sin broadcastable to each other ``(..., n', r/2)`` -> two ``(T, r/2)`` tables in ``work``
     with ``T >= 2`` rows, and the shape of their rows. Broadcast (stride-0) dimensions are narrowed to
     one entry first, so shared angles are not copied per batch or head."""
-    cos, sin = torch.broadcast_tensors(cos, sin)
-    index = tuple(
-        slice(0, 1) if cos.stride(i) == 0 and sin.stride(i) == 0 else slice(None) for i in range(cos.dim() - 1)
-    )
-    cos, sin = cos[index], sin[index]
+    if cos.shape != sin.shape:
+        cos, sin = torch.broadcast_tensors(cos, sin)
+    shared = [i for i in range(cos.dim() - 1) if cos.shape[i] > 1 and cos.stride(i) == 0 and sin.stride(i) == 0]
+    if shared:
+        index = tuple(slice(0, 1) if i in shared else slice(None) for i in range(cos.dim() - 1))
+        cos, sin = cos[index], sin[index]
     lead, half = cos.shape[:-1], cos.shape[-1]
     cos, sin = cos.reshape(-1, half).to(work), sin.reshape(-1, half).to(work)
     if cos.shape[0] == 1:
