@@ -101,17 +101,23 @@ _row_index: dict[tuple, torch.Tensor] = {}
 _MAX_ROW_INDICES = 32
 
 
-def _rows(x_lead: torch.Size, table_lead: torch.Size, device: torch.device) -> torch.Tensor:
-    key = (tuple(x_lead), tuple(table_lead), device)
-    rows = _row_index.get(key)
-    if rows is None:
+def _rows(x_lead: torch.Size, table_lead: torch.Size, device: torch.device) -> torch.Tensor | None:
+    """None where the angles do not broadcast onto x's rows (the caller uses the eager path)."""
+    key = (x_lead, table_lead, device)
+    if key in _row_index:
+        return _row_index[key]
+    broadcasts = len(table_lead) <= len(x_lead) and all(
+        t in (1, s) for t, s in zip(reversed(table_lead), reversed(x_lead))
+    )
+    rows = None
+    if broadcasts:
         count = table_lead.numel()
         # (T,) numbered in table order, broadcast like the angles onto x's rows, flattened
         rows = torch.arange(count, dtype=torch.int32, device=device).view(table_lead).expand(x_lead).reshape(-1)
         rows = rows.contiguous().detach()  # not a view of the arange: the kernel's guards see one kind of input
-        if len(_row_index) >= _MAX_ROW_INDICES:
-            _row_index.pop(next(iter(_row_index)))
-        _row_index[key] = rows
+    if len(_row_index) >= _MAX_ROW_INDICES:
+        _row_index.pop(next(iter(_row_index)))
+    _row_index[key] = rows
     return rows
 
 
@@ -142,17 +148,15 @@ def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tenso
     if half < 2 or any(x.shape[:-2].numel() * x.shape[-2] < 2 for x in xs):
         return None  # a dimension of size 0 or 1 would compile its own variant; too small to matter
     cos_t, sin_t, lead = _angle_table(cos, sin, work_dtype(xs[0]))
-    rows = []
-    for x in xs:
-        if torch.broadcast_shapes(lead, x.shape[:-1]) != x.shape[:-1]:
-            return None
-        rows.append(_rows(x.shape[:-1], lead, x.device))
+    rows = tuple(_rows(x.shape[:-1], lead, x.device) for x in xs)
+    if any(r is None for r in rows):
+        return None
     # detached after the reshape: an alias, not a view, whether or not the reshape copied (dynamo
     # guards on whether an input is a view)
     flat = tuple(x.reshape(-1, d).contiguous().detach() for x in xs)
     # an odd storage offset would split bfloat16 pairs across int32 words
     flat = tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
-    return flat, cos_t, sin_t, tuple(rows)
+    return flat, cos_t, sin_t, rows
 
 
 def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
