@@ -36,3 +36,15 @@ def test_words_need_aligned_bf16_pairs_on_cpu():
     assert not words_ok(x.float())
     assert not words_ok(x.flatten()[1:7])  # odd storage offset: a pair straddles two words
     assert not words_ok(x.t())
+
+
+def test_eager_rotation_backward_gradcheck_float64():
+    from posenc.rotary.rotation import rotate_eager
+
+    theta = torch.rand(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) * 20 - 10
+    for interleaved in (True, False):
+        x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+        # 6 of 8 features rotated; a strided x (transposed twice) for the complex view
+        assert torch.autograd.gradcheck(lambda t: rotate_eager(t, theta.cos(), theta.sin(), interleaved), (x,))
+        xt = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: rotate_eager(t, theta.cos(), theta.sin(), interleaved), (xt,))
