@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from posenc.rotary.rotation import rotate_eager, rotate_expr, work_dtype, words_ok
+from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dtype
 
 #: The environment variable that switches fusion: ``0``/``off``, ``1``/``on`` or ``auto`` (the default).
 FUSED_ENV = "POSENC_FUSED"

@@ -45,6 +45,6 @@ def test_eager_rotation_backward_gradcheck_float64():
     for interleaved in (True, False):
         x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
         # 6 of 8 features rotated; a strided x (transposed twice) for the complex view
-        assert torch.autograd.gradcheck(lambda t: rotate_eager(t, theta.cos(), theta.sin(), interleaved), (x,))
+        assert torch.autograd.gradcheck(lambda t, il=interleaved: rotate_eager(t, theta.cos(), theta.sin(), il), (x,))
         xt = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
-        assert torch.autograd.gradcheck(lambda t: rotate_eager(t, theta.cos(), theta.sin(), interleaved), (xt,))
+        assert torch.autograd.gradcheck(lambda t, il=interleaved: rotate_eager(t, theta.cos(), theta.sin(), il), (xt,))
