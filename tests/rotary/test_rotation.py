@@ -33,7 +33,7 @@ def test_bf16_pair_words_bit_identical_to_the_float32_cast():
 def test_words_need_aligned_bf16_pairs_on_cpu():
     x = torch.randn(3, 8).bfloat16()
     assert words_ok(x)
-    assert not words_ok(x.float())
+    assert not words_ok(x.half())
     assert not words_ok(x.flatten()[1:7])  # odd storage offset: a pair straddles two words
     assert not words_ok(x.t())
 
@@ -48,3 +48,18 @@ def test_eager_rotation_backward_gradcheck_float64():
         assert torch.autograd.gradcheck(lambda t, il=interleaved: rotate_eager(t, theta.cos(), theta.sin(), il), (x,))
         xt = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
         assert torch.autograd.gradcheck(lambda t, il=interleaved: rotate_eager(t, theta.cos(), theta.sin(), il), (xt,))
+
+
+def test_float32_pair_words_equal_the_plain_rotation():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(64, 32, generator=gen) * torch.logspace(-30, 30, 32)  # magnitudes far apart
+    x[0, :2] = torch.tensor([3.0e38, 3.0e38])  # the rotation overflows to infinity
+    theta = torch.rand(64, 16, dtype=torch.float64, generator=gen) * 40 - 20
+    theta[0, 0] = torch.pi / 4  # the first pair becomes (0, 4.2e38): past float32's largest
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for rot in (32, 10):
+        got = rotate_expr(x, cos[:, : rot // 2], sin[:, : rot // 2], True, words=True)
+        want = rotate_expr(x, cos[:, : rot // 2], sin[:, : rot // 2], True, words=False)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert bool(got.isinf().any())
+    assert words_ok(x) and not words_ok(x.double()) and not words_ok(x.half())
