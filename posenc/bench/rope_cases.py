@@ -88,8 +88,16 @@ def _with_backward(forward, q, k):
     return step
 
 
+def _twice(forward):
+    return lambda: (forward(), forward())
+
+
 def rope_backward_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device, *, interleaved: bool) -> Case:
-    """Forward and backward of the rotation of q and k, relative to posenc's forward alone."""
+    """Forward and backward of the rotation of q and k, relative to posenc's forward alone.
+
+    The backward is the forward kernel at the opposite angle, so forward + backward moves twice the
+    forward's bytes; the "forward, twice" row (two forward calls, no autograd) is that cost measured,
+    the control for the ratio."""
     device = torch.device(device)
     q, k = _inputs(b, h, n, d, dtype, device)
     qg, kg = _inputs(b, h, n, d, dtype, device, grad=True)
@@ -100,6 +108,7 @@ def rope_backward_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, devic
         "posenc forward",
         {
             "posenc forward": lambda: _module_rotation(q, k, interleaved),
+            "posenc forward, twice (the bytes of forward + backward)": lambda: _twice(_module_rotation(q, k, interleaved)),
             "posenc forward + backward": lambda: _with_backward(_module_rotation(qg, kg, interleaved), qg, kg),
             "posenc eager, fusion off, forward + backward": lambda: _with_backward(
                 _module_rotation(qg, kg, interleaved, fused=False), qg, kg

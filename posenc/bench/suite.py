@@ -115,8 +115,8 @@ def run_suite(
     }
     compiled = [
         {"kernel": f"{dev} {str(dtype).removeprefix('torch.')} {'adjacent pairs' if il else 'split halves'} x{count}"
-         + (" in place" if inplace else ""), "seconds": s}
-        for (dev, dtype, il, inplace, count), s in compile_seconds().items()
+         + (" partial" if partial else "") + (" in place" if inplace else ""), "seconds": s}
+        for (dev, dtype, il, inplace, count, partial), s in compile_seconds().items()
     ]
     return {"machine": machine, "rows": [r.as_dict() for r in rows], "fused_rope_compile": compiled}
 

@@ -3,15 +3,22 @@
 Mechanism (chosen with ``posenc bench``, see docs/performance.md): the plain expression of
 :func:`posenc.rotary.rotation.rotate_expr` compiled by ``torch.compile`` (inductor: a vectorised C++
 loop on CPU, a Triton kernel on CUDA), lazily, once per pair layout, dtype, device type, number of
-tensors and in-place flag, with dynamic shapes, so sequence length, batch and heads never recompile.
+tensors, in-place flag and full/partial rotation, with dynamic shapes. Every call is first put in one
+canonical form (:func:`_canonical`: x as contiguous ``(R, d)`` rows, the angles as ``(T, r/2)`` tables
+in the arithmetic dtype, an int32 row index), so the rank of x, the broadcasting of the angles
+(shared, per batch, per head, per token), strides, storage offsets, the angles' dtype and grad mode
+never compile a second variant; calls with a dimension of size 0 or 1 there (which dynamo would
+specialise) are too small to matter and take the eager path.
 Inductor keeps the generated code in its on-disk cache, so later processes skip most of the
 compilation. The backward is the same kernel with the opposite angle (a rotation's inverse is its
 transpose), so no backward graph is compiled.
 
 Switch: ``POSENC_FUSED=0`` (or ``off``) turns fusion off, ``POSENC_FUSED=1`` (``on``) uses it for
 every size, unset (``auto``) uses it from :data:`MIN_FUSED_NUMEL` elements per call, below which a
-compiled call's dispatch costs more than it saves, except for adjacent pairs on CPU, where the eager
-complex multiply measured faster than inductor's (scalar) loop. Every rotating function also takes
+compiled call's dispatch costs more than it saves, except for float16 adjacent pairs on CPU, where
+the eager complex multiply measured faster than inductor's (scalar) loop; bfloat16 and float32
+pairs are rotated as int32 and int64 words there (:func:`posenc.rotary.rotation.rotate_expr`),
+which vectorises. Every rotating function also takes
 ``fused=True/False`` which wins over the variable. Where compilation fails (no C++ compiler, an
 unsupported platform) a warning is issued once and the eager path is used.
 
@@ -28,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from posenc.rotary.rotation import rotate_eager, rotate_expr
+from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dtype
 
 #: The environment variable that switches fusion: ``0``/``off``, ``1``/``on`` or ``auto`` (the default).
 FUSED_ENV = "POSENC_FUSED"
@@ -39,7 +46,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 _MODES = {"0": "off", "off": "off", "false": "off", "1": "on", "on": "on", "true": "on", "auto": "auto", "": "auto"}
 
-#: (device type, dtype, interleaved, inplace, tensor count) -> compiled kernel, or None where compiling failed
+#: (device type, dtype, interleaved, inplace, tensor count, partial) -> compiled kernel, or None where compiling failed
 _kernels: dict[tuple, Callable | None] = {}
 #: the same keys -> seconds the first (compiling) call took
 _first_call_seconds: dict[tuple, float] = {}
@@ -61,13 +68,15 @@ def compile_seconds() -> dict[tuple, float]:
     return dict(_first_call_seconds)
 
 
-def _kernel(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool):
-    return tuple(rotate_expr(x, cos, sin, interleaved) for x in xs)
+def _kernel(xs, cos, sin, rows, interleaved: bool, words: bool):
+    """xs: each ``(R, d)``; cos, sin: ``(T, r/2)`` tables; rows: each ``(R,)`` int32, the table row of
+    every row of x."""
+    return tuple(rotate_expr(x, cos[r], sin[r], interleaved, words) for x, r in zip(xs, rows))
 
 
-def _kernel_inplace(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> None:
-    for x in xs:
-        x.copy_(rotate_expr(x, cos, sin, interleaved))
+def _kernel_inplace(xs, cos, sin, rows, interleaved: bool, words: bool) -> None:
+    for x, r in zip(xs, rows):
+        x.copy_(rotate_expr(x, cos[r], sin[r], interleaved, words))
 
 
 def _own_code(fn: Callable, tag: str) -> Callable:
@@ -78,39 +87,122 @@ def _own_code(fn: Callable, tag: str) -> Callable:
 
 
 def _build(key: tuple) -> Callable:
-    device_type, dtype, interleaved, inplace, count = key
-    tag = f"{device_type}_{str(dtype).removeprefix('torch.')}_{'pairs' if interleaved else 'halves'}_{count}"
-    return torch.compile(_own_code(_kernel_inplace if inplace else _kernel, tag), dynamic=True, fullgraph=True)
+    device_type, dtype, interleaved, inplace, count, partial = key
+    layout = "pairs" if interleaved else "halves"
+    tag = f"{device_type}_{str(dtype).removeprefix('torch.')}_{layout}_{count}{'_partial' if partial else ''}"
+    return torch.compile(
+        _own_code(_kernel_inplace if inplace else _kernel, tag + ("_inplace" if inplace else "")),
+        dynamic=True,
+        fullgraph=True,
+    )
+
+
+#: (x rows shape, table rows shape, device) -> the table row of every row of x, int32 (R,)
+_row_index: dict[tuple, torch.Tensor] = {}
+_MAX_ROW_INDICES = 32
+
+
+def _rows(x_lead: torch.Size, table_lead: torch.Size, device: torch.device) -> torch.Tensor | None:
+    """None where the angles do not broadcast onto x's rows (the caller uses the eager path)."""
+    key = (x_lead, table_lead, device)
+    if key in _row_index:
+        return _row_index[key]
+    broadcasts = len(table_lead) <= len(x_lead) and all(
+        t in (1, s) for t, s in zip(reversed(table_lead), reversed(x_lead))
+    )
+    rows = None
+    if broadcasts:
+        count = table_lead.numel()
+        # (T,) numbered in table order, broadcast like the angles onto x's rows, flattened
+        rows = torch.arange(count, dtype=torch.int32, device=device).view(table_lead).expand(x_lead).reshape(-1)
+        rows = rows.contiguous().detach()  # not a view of the arange: the kernel's guards see one kind of input
+    if len(_row_index) >= _MAX_ROW_INDICES:
+        _row_index.pop(next(iter(_row_index)))
+    _row_index[key] = rows
+    return rows
+
+
+def _angle_table(cos: torch.Tensor, sin: torch.Tensor, work: torch.dtype):
+    """cos, sin broadcastable to each other ``(..., n', r/2)`` -> two ``(T, r/2)`` tables in ``work``
+    with ``T >= 2`` rows, and the shape of their rows. Broadcast (stride-0) dimensions are narrowed to
+    one entry first, so shared angles are not copied per batch or head."""
+    if cos.shape != sin.shape:
+        cos, sin = torch.broadcast_tensors(cos, sin)
+    shared = [i for i in range(cos.dim() - 1) if cos.shape[i] > 1 and cos.stride(i) == 0 and sin.stride(i) == 0]
+    if shared:
+        index = tuple(slice(0, 1) if i in shared else slice(None) for i in range(cos.dim() - 1))
+        cos, sin = cos[index], sin[index]
+    lead, half = cos.shape[:-1], cos.shape[-1]
+    cos, sin = cos.reshape(-1, half).to(work), sin.reshape(-1, half).to(work)
+    if cos.shape[0] == 1:
+        # a table of one row would compile a variant of its own (sizes 0 and 1 are specialised)
+        cos, sin = cos.expand(2, half), sin.expand(2, half)
+    return cos.contiguous().detach(), sin.contiguous().detach(), lead
+
+
+def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor):
+    """The one input form every call is given to the compiled kernel in, whatever the rank,
+    broadcasting, strides or angle dtype: each x ``(..., n, d)`` as ``(R, d)`` rows (a view where x is
+    contiguous), the angles as ``(T, r/2)`` tables with ``T >= 2``, and for each x the int32 table
+    row of each of its rows. None where that form does not apply (the caller uses the eager path)."""
+    half, d = cos.shape[-1], xs[0].shape[-1]
+    if half < 2 or any(x.shape[:-2].numel() * x.shape[-2] < 2 for x in xs):
+        return None  # a dimension of size 0 or 1 would compile its own variant; too small to matter
+    cos_t, sin_t, lead = _angle_table(cos, sin, work_dtype(xs[0]))
+    rows = tuple(_rows(x.shape[:-1], lead, x.device) for x in xs)
+    if any(r is None for r in rows):
+        return None
+    # detached after the reshape: an alias, not a view, whether or not the reshape copied (dynamo
+    # guards on whether an input is a view)
+    flat = tuple(x.reshape(-1, d).contiguous().detach() for x in xs)
+    # an odd storage offset would split bfloat16 pairs across int32 words
+    flat = tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
+    return flat, cos_t, sin_t, rows
 
 
 def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
     """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
-    key = (xs[0].device.type, xs[0].dtype, interleaved, inplace, len(xs))
-    if key in _kernels and _kernels[key] is None:
+    canonical = _canonical(xs, cos, sin)
+    if canonical is None:
         return None
-    if key in _kernels:
-        try:
-            out = _kernels[key](xs, cos, sin, interleaved)
-        except Exception as err:  # noqa: BLE001 - e.g. dynamo's recompile limit for one more input layout
-            # the kernels compiled so far stay in use; this layout takes the eager path
-            if key not in _warned:
-                _warned.add(key)
-                warnings.warn(f"posenc: the fused RoPE kernel could not be used for one input layout "
-                              f"({type(err).__name__}); that layout uses the eager rotation", RuntimeWarning, stacklevel=3)
-            return None
-        return xs if inplace else out
-    kernel = _build(key)
-    start = time.perf_counter()
-    try:
-        out = kernel(xs, cos, sin, interleaved)
-    except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
-        _kernels[key] = None
-        warnings.warn(f"posenc: the fused RoPE kernel could not be compiled ({type(err).__name__}: {err}); "
-                      f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=3)
+    flat, cos_t, sin_t, rows = canonical
+    # in place only where every flattened x is a view of its tensor; otherwise rotate and copy back
+    direct = inplace and all(f.data_ptr() == x.data_ptr() and x.is_contiguous() for f, x in zip(flat, xs))
+    words = interleaved and all(words_ok(f) for f in flat)
+    key = (xs[0].device.type, xs[0].dtype, interleaved, direct, len(xs), 2 * cos_t.shape[-1] != xs[0].shape[-1])
+    kernel = _kernels.get(key, False)
+    if kernel is None:
         return None
-    _first_call_seconds[key] = time.perf_counter() - start
-    _kernels[key] = kernel
-    return xs if inplace else out
+    with torch.no_grad():
+        if kernel is False:
+            kernel = _build(key)
+            start = time.perf_counter()
+            try:
+                out = kernel(flat, cos_t, sin_t, rows, interleaved, words)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
+                _kernels[key] = None
+                warnings.warn(f"posenc: the fused RoPE kernel could not be compiled ({type(err).__name__}: {err}); "
+                              f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=3)
+                return None
+            _first_call_seconds[key] = time.perf_counter() - start
+            _kernels[key] = kernel
+        else:
+            try:
+                out = kernel(flat, cos_t, sin_t, rows, interleaved, words)
+            except Exception as err:  # noqa: BLE001 - e.g. dynamo's recompile limit for one more input layout
+                # the kernels compiled so far stay in use; this layout takes the eager path
+                if key not in _warned:
+                    _warned.add(key)
+                    warnings.warn(f"posenc: the fused RoPE kernel could not be used for one input layout "
+                                  f"({type(err).__name__}); that layout uses the eager rotation",
+                                  RuntimeWarning, stacklevel=3)
+                return None
+        if direct:
+            return xs
+        out = tuple(o.view(x.shape) for o, x in zip(out, xs))
+        if inplace:
+            return tuple(x.copy_(o) for x, o in zip(xs, out))
+        return out
 
 
 class _FusedRotation(torch.autograd.Function):
@@ -152,8 +244,9 @@ def _wants_kernel(
     if mode == "off" or sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
         return False
     # inductor's CPU code for adjacent pairs is a scalar loop, measured slower than the eager
-    # complex multiply (docs/performance.md); split halves vectorise
-    return not (interleaved and xs[0].device.type == "cpu")
+    # complex multiply (docs/performance.md), except for bfloat16 and float32 pairs rotated as
+    # integer words; split halves vectorise
+    return not (interleaved and xs[0].device.type == "cpu") or xs[0].dtype in (torch.bfloat16, torch.float32)
 
 
 def rotate_tensors(

@@ -21,13 +21,74 @@ def work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def rotate_expr(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
+def _bf16_bits(y: torch.Tensor) -> torch.Tensor:
+    """float32 ``y`` rounded to bfloat16 (to nearest, ties to even), as int32 words whose high 16
+    bits are the bfloat16 and whose low 16 bits are garbage. Overflow rounds to infinity as the cast
+    does; only a NaN with an all-zero upper mantissa (never produced by arithmetic) would differ."""
+    bits = y.view(torch.int32)
+    return bits + (0x7FFF + ((bits >> 16) & 1))
+
+
+def words_ok(x: torch.Tensor) -> bool:
+    """Whether the adjacent pairs of ``x`` can be viewed as one integer word each (bfloat16 pairs as
+    int32, float32 pairs as int64; on CPU, where that form is faster); checked outside traced code
+    (it reads the storage offset)."""
+    return (
+        x.dtype in (torch.bfloat16, torch.float32)
+        and x.device.type == "cpu"
+        and x.stride(-1) == 1
+        and x.storage_offset() % 2 == 0
+        and all(st % 2 == 0 for st in x.stride()[:-1])
+    )
+
+
+def _rotate_bf16_pair_words(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Adjacent bfloat16 pairs rotated through int32 words: x (..., r) bf16, c, s (..., r/2) float32.
+
+    A pair ``(x0, x1)`` is one little-endian int32 word ``x1 << 16 | x0``; each half shifted or
+    masked into the high bits *is* that value in float32, so the pair unpacks and repacks with
+    elementwise integer operations on contiguous words, which inductor's CPU code vectorises (its
+    loop over interleaved bf16 elements is scalar). Bit-identical to the cast of the float32 result.
+    """
+    words = x.view(torch.int32)  # (..., r/2)
+    x0 = (words << 16).view(torch.float32)
+    x1 = (words & -65536).view(torch.float32)
+    lo = _bf16_bits(x0 * c - x1 * s)
+    hi = _bf16_bits(x0 * s + x1 * c)
+    return (((lo >> 16) & 0xFFFF) | (hi & -65536)).view(torch.bfloat16)
+
+
+def _rotate_f32_pair_words(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Adjacent float32 pairs rotated through int64 words: x (..., r) float32, c, s (..., r/2).
+
+    A pair ``(x0, x1)`` is one little-endian int64 word ``x1 << 32 | x0``; its halves are narrowed to
+    int32 and reinterpreted as float32, and the results are widened and merged back, all elementwise
+    on contiguous words, which inductor's CPU code vectorises. The arithmetic is the plain float32
+    rotation, so the result is that of the other forms.
+    """
+    words = x.view(torch.int64)  # (..., r/2)
+    x0 = (words & 0xFFFFFFFF).to(torch.int32).view(torch.float32)
+    x1 = (words >> 32).to(torch.int32).view(torch.float32)
+    lo = (x0 * c - x1 * s).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    hi = (x0 * s + x1 * c).view(torch.int32).to(torch.int64) << 32
+    return (lo | hi).view(torch.float32)
+
+
+def rotate_expr(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, words: bool = False
+) -> torch.Tensor:
     """x: ``(..., n, d)``; cos, sin: broadcastable to ``(..., n, r/2)`` with ``r <= d``.
 
     Returns ``x``'s shape and dtype: the first ``r`` features rotated, the rest passed through.
+    ``words``: adjacent bfloat16 or float32 pairs rotated as integer words (the caller checked
+    :func:`words_ok`).
     """
     work = work_dtype(x)
     rot = 2 * cos.shape[-1]
+    if interleaved and words:
+        rotate_words = _rotate_bf16_pair_words if x.dtype == torch.bfloat16 else _rotate_f32_pair_words
+        out = rotate_words(x[..., :rot], cos.to(work), sin.to(work))
+        return out if rot == x.shape[-1] else torch.cat((out, x[..., rot:]), dim=-1)
     xf, c, s = x[..., :rot].to(work), cos.to(work), sin.to(work)
     # each rotated half is cast before it is joined, so a compiler writes it straight into the
     # output in x's dtype instead of through a float32 intermediate

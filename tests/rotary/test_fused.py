@@ -203,7 +203,7 @@ def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
     # e.g. dynamo's recompile limit reached after many input layouts in one long-running process
     calls = []
 
-    def kernel(xs, cos, sin, interleaved):
+    def kernel(xs, cos, sin, *layout):
         calls.append(len(calls))
         if len(calls) > 1:
             raise RuntimeError("recompile limit exceeded")
@@ -221,3 +221,43 @@ def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
         got = rotate_pairs(x, cos, sin, fused=True)
     assert any("eager rotation" in str(w.message) for w in caught)
     torch.testing.assert_close(got, rotate_pairs(x, cos, sin, fused=False))
+
+
+def test_one_compiled_variant_serves_every_rank_broadcast_and_layout(fusion_on_and_off, monkeypatch):
+    if not fusion_on_and_off:
+        pytest.skip("the kernel is forced on by fused=True: one run is enough")
+    # any recompilation of a kernel raises (error_on_recompile below), which the caller would turn into a warning
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(fused, "_warned", set())
+    gen = torch.Generator().manual_seed(4)
+    calls = [  # (x shape, angle shape): ranks 2 to 5, shared, per-batch, per-head and per-token angles
+        ((2, 3, 5, 8), (5, 4)), ((2, 3, 5, 8), (1, 1, 5, 4)), ((2, 3, 5, 8), (2, 1, 5, 4)),
+        ((2, 3, 5, 8), (1, 3, 5, 4)), ((7, 8), (7, 4)), ((3, 4, 1, 8), (1, 1, 1, 4)),  # one decoding step
+        ((4, 2, 6, 3, 8), (4, 1, 6, 1, 4)), ((2, 2, 9, 16), (9, 8)),
+    ]
+    with warnings.catch_warnings(), torch._dynamo.config.patch(error_on_recompile=True):
+        warnings.simplefilter("error", RuntimeWarning)
+        for interleaved in (False, True):
+            for x_shape, angle_shape in calls:
+                theta = torch.rand(angle_shape, dtype=torch.float64, generator=gen) * 10
+                x = torch.randn(x_shape, generator=gen)
+                stacked = torch.randn(2, *x_shape, generator=gen)
+                inputs = [
+                    (x, theta.cos().float()),  # contiguous, float32 angles
+                    (x.transpose(-1, -2).contiguous().transpose(-1, -2), theta.cos()),  # strided, float64 angles
+                    (stacked[1], theta.cos().float()),  # a storage offset
+                ]
+                for t, cos in inputs:
+                    sin = theta.sin().to(cos.dtype)
+                    want = rotate_pairs(t, cos, sin, interleaved=interleaved, fused=False)
+                    got = rotate_pairs(t, cos, sin, interleaved=interleaved, fused=True)
+                    torch.testing.assert_close(got, want)
+                    rotate_pairs(t.clone(), cos, sin, interleaved=interleaved, fused=True, inplace=True)
+                # with gradients (the forward and backward share the kernel) and under no_grad
+                leaf = x.clone().requires_grad_()
+                rotate_pairs(leaf, theta.cos().float(), theta.sin().float(), interleaved=interleaved, fused=True).sum().backward()
+                with torch.no_grad():
+                    rotate_pairs(leaf, theta.cos().float(), theta.sin().float(), interleaved=interleaved, fused=True)
+    # one kernel per (layout, in place or not); nothing fell back
+    assert sorted((key[2], key[3]) for key in fused._kernels) == [(False, False), (False, True), (True, False), (True, True)]
+    assert all(kernel is not None for kernel in fused._kernels.values())
