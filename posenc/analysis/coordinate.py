@@ -48,8 +48,7 @@ def slice_response(module: torch.nn.Module, example: tuple) -> tuple[torch.Tenso
         mean = _plane(-1.0, 1.0, module.in_dim)
         cov = example[1].reshape(-1, module.in_dim).mean(0)
         out = module(mean, cov.expand_as(mean))
-        shown = ", ".join(f"{v:.2f}" for v in cov.tolist())
-        return out, f"means in the plane [-1, 1]^2 (others 0) at the example's covariance diagonal ({shown})", "x", "y"
+        return out, "means in the plane [-1, 1]^2 (others 0) at the example's covariance diagonal", "x", "y"
     try:
         return module(_plane(-1.0, 1.0, module.in_dim)), "coordinates 0 and 1 over [-1, 1] (others 0)", "x", "y"
     except ValueError:  # a grid encoding's declared domain is the unit box

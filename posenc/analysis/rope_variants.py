@@ -93,12 +93,12 @@ def variants() -> list[dict]:
          "curves": [plain, *[(f"dynamic, length {m}·L0", _scaled("dynamic_ntk"), m * L0) for m in (1, 2, 4)]]},
         {"name": "yarn", "title": "yarn (Peng et al. 2023) and its options",
          "text": "fast pairs kept, slow pairs interpolated, a ramp between beta_fast and beta_slow rotations over L0; "
-                 "the attention factor 0.1 ln(s) + 1 lifts the score (DeepSeek-V3's mscale_all_dim divides it out, "
+                 "the attention factor ln(s)/10 + 1 lifts the score (DeepSeek-V3's mscale_all_dim divides it out, "
                  "gpt-oss's truncate=False smooths the ramp's ends)",
          "curves": [plain, (f"yarn, factor {FACTOR}", _scaled("yarn"), n),
                     ("yarn, truncate=False (gpt-oss)", _scaled("yarn", truncate=False), n),
                     ("yarn, mscale = mscale_all_dim = 1 (DeepSeek-V3)", _scaled("yarn", mscale_all_dim=1.0), n)]},
-        {"name": "llama3", "title": "llama3 (Llama 3.1's banded wavelength scaling)",
+        {"name": "llama3", "title": "llama3 (Llama 3's banded wavelength scaling)",
          "text": "wavelengths below L0/high_freq_factor kept, above L0/low_freq_factor divided by the factor, "
                  "blended between",
          "curves": [plain, (f"llama3, factor {FACTOR}, low 1, high 4", _scaled("llama3"), n)]},
@@ -114,7 +114,7 @@ def variants() -> list[dict]:
         {"name": "p_rope", "title": "p-RoPE (Barbero et al. 2024)",
          "text": "the slowest 1 - p of the pairs are not rotated (crosses at the top, one row per p); they carry "
                  "content only",
-         "curves": [plain, ("p-RoPE, p = 0.75", _rope(p=0.75), n), ("p-RoPE, p = 0.5", _rope(p=0.5), n)]},
+         "curves": [plain, ("p-RoPE, p = 3/4", _rope(p=0.75), n), ("p-RoPE, p = 1/2", _rope(p=0.5), n)]},
     ]
 
 
