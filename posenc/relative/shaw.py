@@ -15,7 +15,10 @@ implicit positions the offset is constant along each diagonal of the ``(n, m)`` 
 and the sums run along diagonals (:func:`expand_offsets`, :func:`reduce_offsets`) instead of
 through an ``(n, m)`` index. The attention itself runs on the blocked kernel of
 :mod:`posenc.attention.blocked`, which takes both terms one block of query rows at a time
-(:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`); FlexAttention
+(:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`), each with its
+own block backward; there the key term is added less each row's row-0 score and the value term
+reads the weight on row 0 as 1 less the others, so only the band of ``2k + 1`` diagonals and the
+entries clipped to row ``2k`` are touched (:func:`shaw_key_block`); FlexAttention
 takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
 transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 (tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
