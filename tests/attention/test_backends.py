@@ -7,6 +7,7 @@ import torch
 
 import posenc
 from posenc.attention import BACKENDS, MaskSpec, attend, eager_attention
+from posenc.attention.flex import flex_attention
 from posenc.core.positions import Positions
 from posenc.experiments.common import sequence_encodings
 from posenc.models import Transformer
@@ -95,9 +96,13 @@ def test_score_mod_equals_score_bias(name, explicit):
     want = eager_attention(q, k7, v7, bias=bias, mask=mask)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        flex = attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
-        value = (lambda w: enc.value_term(w, q_positions=qp, k_positions=kp)) if "value" in enc.hooks else None
-        full = eager_attention(q, k7, v7, bias=bias, value=value, mask=mask)
+        if "value" in enc.hooks:  # attention="flex" refuses the value term; the score terms run alone
+            with pytest.raises(ValueError, match="attention='flex'"):
+                attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
+            flex = flex_attention(q, k7, v7, score_mod=mod, mask=mask)
+        else:
+            flex = attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
+        full = eager_attention(q, k7, v7, bias=bias, mask=mask)
     torch.testing.assert_close(flex, full, atol=1e-5, rtol=1e-5)
 
 
