@@ -13,8 +13,10 @@ query rows, in one autograd node.
 * a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights;
 * the forward keeps only the softmax weights (none without gradients, where blocks of
   :data:`INFERENCE_ROWS` rows keep the memory linear in n); the backward forms the gradient of the
-  logits once per block and reads the gradients of q, k, v and the bias from it. The tensors a
-  :class:`BlockTerm` reads receive their gradients by differentiating that block's term again.
+  logits once per block and reads the gradients of q, k, v and the bias from it. A
+  :class:`BlockTerm` with its own ``backward`` adds each block's gradients to its tensors' from the
+  block's logit (or output) gradient; the tensors of one without it receive theirs by
+  differentiating that block's term again.
 
 Verified by float64 ``gradcheck`` and against the eager reference in tests/attention/test_blocked.py.
 """
@@ -22,6 +24,8 @@ Verified by float64 ``gradcheck`` and against the eager reference in tests/atten
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -62,16 +66,39 @@ def _add(total, part):
     return part if total is None else total + part
 
 
-def _forward_blocks(q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, training, tensors):
+class _Terms(NamedTuple):
+    """The callables of the bias and value :class:`BlockTerm` (their tensors travel separately)."""
+
+    bias_fn: Callable | None = None
+    bias_add: Callable | None = None
+    bias_backward: Callable | None = None
+    value_fn: Callable | None = None
+    value_backward: Callable | None = None
+    n_bias: int = 0  #: how many of the tensors belong to the bias term
+
+    @staticmethod
+    def of(bias_term: BlockTerm | None, value_term: BlockTerm | None) -> _Terms:
+        bias_term = bias_term or BlockTerm(None)
+        value_term = value_term or BlockTerm(None)
+        return _Terms(
+            bias_term.fn, bias_term.add, bias_term.backward, value_term.fn, value_term.backward, len(bias_term.tensors)
+        )
+
+
+def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
     """The block loop: ``(out, weights per block (None when not kept), blocks)``; plain tensor
-    operations (differentiable as they stand; the autograd node below runs them without a graph)."""
+    operations (differentiable as they stand, except a term's in-place ``add``, used only inside the
+    autograd node below or without gradients)."""
     b, h, n, _ = q.shape
     m = k.shape[-2]
     blocks = row_blocks(n, m, mask, training=training)
-    bias_tensors, value_tensors = tensors[:n_bias], tensors[n_bias:]
+    bias_tensors, value_tensors = tensors[: terms.n_bias], tensors[terms.n_bias :]
     if bias is not None:
         full = (1,) * (4 - bias.ndim) + tuple(bias.shape)
         bias = bias.reshape(full).expand(full[0], full[1], n, m)
+    in_place = terms.bias_add is not None and not torch.compiler.is_compiling() and (
+        not torch.is_grad_enabled() or not any(t.requires_grad for t in (q, k, bias, *bias_tensors) if t is not None)
+    )
     pieces, weights = [], []
     neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
     for s, e, k0, k1 in blocks:
@@ -83,16 +110,21 @@ def _forward_blocks(q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, train
         logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2)) * scale
         if bias is not None:
             logits = logits + bias[..., s:e, k0:k1]
-        if bias_fn is not None:
-            logits = logits + bias_fn(s, e, k0, k1, *bias_tensors).to(logits.dtype)
+        if in_place:
+            terms.bias_add(logits, s, e, k0, k1, *bias_tensors)
+        elif terms.bias_fn is not None:
+            logits = logits + terms.bias_fn(s, e, k0, k1, *bias_tensors).to(logits.dtype)
         visible = mask.block(s, e, k0, k1, n, m, q.device)
         if visible is not None:
-            logits = logits.masked_fill(~visible, neg)
+            # an additive mask (0 or a large negative number, broadcast over heads): one add, where a
+            # broadcast masked_fill takes several times as long on CPU
+            hidden = torch.zeros(visible.shape, dtype=logits.dtype, device=q.device).masked_fill_(~visible, neg)
+            logits = logits.add_(hidden) if not logits.requires_grad else logits + hidden
         w = torch.softmax(logits, dim=-1)
         del logits
         block = torch.matmul(w, v[..., k0:k1, :])
-        if value_fn is not None:
-            block = block + value_fn(w, s, e, k0, k1, *value_tensors).to(block.dtype)
+        if terms.value_fn is not None:
+            block = block + terms.value_fn(w, s, e, k0, k1, *value_tensors).to(block.dtype)
         pieces.append(block)
         weights.append(w if training else None)
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
@@ -107,20 +139,24 @@ def _full_weights(weights, blocks, shape, like):
     return all_weights
 
 
+#: Arguments of _BlockedAttention.forward before the terms' tensors.
+_N_ARGS = 9
+
+
 class _BlockedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, need_weights, training, *tensors):
+    def forward(ctx, q, k, v, bias, mask, terms, scale, need_weights, training, *tensors):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         b, h, n, _ = q.shape
         m = k.shape[-2]
         ctx.bias_shapes = None
         if bias is not None:
             ctx.bias_shapes = (bias.shape, (1,) * (4 - bias.ndim) + tuple(bias.shape))
-        out, weights, blocks = _forward_blocks(q, k, v, bias, mask, bias_fn, value_fn, n_bias, scale, training, tensors)
+        with torch.no_grad():
+            out, weights, blocks = _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors)
         ctx.save_for_backward(q, k, v, out, *tensors)
         ctx.weights = weights  # the blocks' softmax weights (not inputs or outputs: held directly)
-        ctx.scale, ctx.blocks, ctx.shape = scale, blocks, (b, h, n, m)
-        ctx.bias_fn, ctx.value_fn, ctx.n_bias = bias_fn, value_fn, n_bias
+        ctx.scale, ctx.blocks, ctx.shape, ctx.terms = scale, blocks, (b, h, n, m), terms
         ctx.set_materialize_grads(False)
         if not need_weights:
             all_weights = q.new_empty(0)
@@ -135,6 +171,7 @@ class _BlockedAttention(torch.autograd.Function):
         q, k, v, out, *tensors = ctx.saved_tensors
         if any(w is None for w, (s, e, k0, k1) in zip(ctx.weights, ctx.blocks) if k1 > k0):
             raise RuntimeError("blocked_attention was run without gradients (training=False); it has no backward")
+        terms, n_bias = ctx.terms, ctx.terms.n_bias
         needs = ctx.needs_input_grad
         need_q, need_k, need_v, need_bias = needs[:4]
         b, h, n, m = ctx.shape
@@ -148,12 +185,21 @@ class _BlockedAttention(torch.autograd.Function):
         if need_bias:
             shape, full = ctx.bias_shapes
             grad_bias = q.new_zeros(*full[:2], n, m)
-        live = [t.detach().requires_grad_(need) for t, need in zip(tensors, needs[11:])]
-        bias_live, value_live = live[: ctx.n_bias], live[ctx.n_bias :]
+        term_needs = needs[_N_ARGS:]
+        live = [t.detach().requires_grad_(need) for t, need in zip(tensors, term_needs)]
+        bias_live, value_live = live[:n_bias], live[n_bias:]
         grad_tensors = [None] * len(live)
-        fast_delta = grad_weights is None and ctx.value_fn is None
+        # a term with its own backward adds each block's part to zero-initialised gradients
+        for i, (t, need) in enumerate(zip(tensors, term_needs)):
+            own = terms.bias_backward if i < n_bias else terms.value_backward
+            if need and own is not None:
+                grad_tensors[i] = torch.zeros_like(t)
+        bias_grads, value_grads = grad_tensors[:n_bias], grad_tensors[n_bias:]
+        need_bias_terms = terms.bias_fn is not None and any(term_needs[:n_bias])
+        fast_delta = grad_weights is None
         if fast_delta:
-            # sum_j w_ij (grad_out_i . v_j) = grad_out_i . out_i: a (b, h, n) product, not (b, h, n, m)
+            # sum_j w_ij (grad_out_i . (v_j + value term_ij)) = grad_out_i . out_i (value terms are
+            # linear in the weights): a (b, h, n) product, not (b, h, n, m)
             delta = (grad_out * out).sum(-1, keepdim=True)
         for (s, e, k0, k1), w in zip(ctx.blocks, ctx.weights):
             if k1 <= k0:
@@ -164,22 +210,30 @@ class _BlockedAttention(torch.autograd.Function):
             grad_w = torch.matmul(g, v[..., k0:k1, :].transpose(-1, -2))
             if grad_weights is not None:
                 grad_w = grad_w.add_(grad_weights[..., s:e, k0:k1])
-            if ctx.value_fn is not None:
+            shift = None  # a per-row constant a value term left out of grad_w
+            if terms.value_backward is not None:
+                shift = terms.value_backward(g, w, s, e, k0, k1, value_live, value_grads, grad_w)
+            elif terms.value_fn is not None:
                 with torch.enable_grad():
                     w_live = w.detach().requires_grad_(True)
-                    term = ctx.value_fn(w_live, s, e, k0, k1, *value_live)
+                    term = terms.value_fn(w_live, s, e, k0, k1, *value_live)
                     grads = _grads_of(term, g.to(term.dtype), [w_live, *value_live])
                 grad_w = grad_w.add_(grads[0].to(grad_w.dtype))
                 for i, gt in enumerate(grads[1:]):
-                    grad_tensors[ctx.n_bias + i] = _add(grad_tensors[ctx.n_bias + i], gt)
-            block_delta = delta[..., s:e, :] if fast_delta else (grad_w * w).sum(-1, keepdim=True)
+                    grad_tensors[n_bias + i] = _add(grad_tensors[n_bias + i], gt)
+            if fast_delta:
+                block_delta = delta[..., s:e, :] if shift is None else delta[..., s:e, :] - shift
+            else:  # rows of w sum to 1: a shift left out of grad_w drops out of grad_w - delta
+                block_delta = (grad_w * w).sum(-1, keepdim=True)
             # softmax backward in place: gradient of the logits = w * (grad_w - sum_j w grad_w)
             grad_logits = grad_w.sub_(block_delta).mul_(w)
             if need_bias:
                 grad_bias[..., s:e, k0:k1] = grad_logits.sum_to_size(*full[:2], e - s, k1 - k0)
-            if ctx.bias_fn is not None and any(t.requires_grad for t in bias_live):
+            if need_bias_terms and terms.bias_backward is not None:
+                terms.bias_backward(grad_logits, s, e, k0, k1, bias_live, bias_grads)
+            elif need_bias_terms:
                 with torch.enable_grad():
-                    term = ctx.bias_fn(s, e, k0, k1, *bias_live)
+                    term = terms.bias_fn(s, e, k0, k1, *bias_live)
                     grads = _grads_of(term, grad_logits.sum_to_size(term.shape).to(term.dtype), bias_live)
                 for i, gt in enumerate(grads):
                     grad_tensors[i] = _add(grad_tensors[i], gt)
@@ -189,7 +243,7 @@ class _BlockedAttention(torch.autograd.Function):
                 grad_k[..., k0:k1, :] += torch.matmul(grad_logits.transpose(-1, -2), q[..., s:e, :]).mul_(ctx.scale)
         if need_bias:
             grad_bias = grad_bias.sum_to_size(full).reshape(shape)
-        return (grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None, None, *grad_tensors)
+        return (grad_q, grad_k, grad_v, grad_bias, *(None,) * (_N_ARGS - 4), *grad_tensors)
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -246,31 +300,17 @@ def blocked_attention(
     training = bool(need_weights) or (
         torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     )
+    terms = _Terms.of(bias_term, value_term)
     if torch.compiler.is_compiling() or not training:
         # the same blocks as plain operations: traced by torch.compile, no graph kept without gradients
         out, weights, blocks = _forward_blocks(
-            q, k, v, bias, mask,
-            bias_term.fn if bias_term is not None else None,
-            value_term.fn if value_term is not None else None,
-            len(bias_tensors), scale, bool(need_weights), (*bias_tensors, *value_tensors),
+            q, k, v, bias, mask, terms, scale, bool(need_weights), (*bias_tensors, *value_tensors)
         )
         if not need_weights:
             return out, None
         return out, _full_weights(weights, blocks, (*q.shape[:-1], k.shape[-2]), q)
     out, weights = _BlockedAttention.apply(
-        q,
-        k,
-        v,
-        bias,
-        mask,
-        bias_term.fn if bias_term is not None else None,
-        value_term.fn if value_term is not None else None,
-        len(bias_tensors),
-        scale,
-        bool(need_weights),
-        training,
-        *bias_tensors,
-        *value_tensors,
+        q, k, v, bias, mask, terms, scale, bool(need_weights), training, *bias_tensors, *value_tensors
     )
     return out, (weights if need_weights else None)
 

@@ -14,8 +14,9 @@ the ViT takes one of :data:`BACKENDS`:
 
 Two rules hold for every backend: dropout during training runs on the eager reference (the fused
 kernels here take no dropout) unless the backend is SDPA and the encoding has no value term; an
-encoding with a value term (Shaw et al.'s ``a^V``) cannot enter FlexAttention or SDPA, so those two
-run it on the blocked kernel.
+encoding with a value term (Shaw et al.'s ``a^V``) cannot enter FlexAttention or SDPA: ``"auto"``
+runs it on the blocked kernel, and asking for ``"flex"`` or ``"sdpa"`` explicitly raises
+``ValueError`` (the value term needs ``"eager"``, ``"blocked"`` or ``"auto"``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from posenc.core.terms import bias_from_score_mod
 from posenc.core.validation import check_choice
 
 BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
+#: Backends that cannot take a value term, and the kernel each runs.
+VALUE_UNSUPPORTED = {"flex": "FlexAttention", "sdpa": "scaled_dot_product_attention"}
 
 
 def check_backend(attention: str) -> str:
@@ -44,6 +47,12 @@ def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dr
     """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give."""
     has_value = "value" in position.hooks
     has_terms = has_value or "bias" in position.hooks
+    if has_value and backend in VALUE_UNSUPPORTED:
+        raise ValueError(
+            f"attention={backend!r} cannot run the value term of the encoding {type(position).__name__} "
+            f"(it adds to attention's output a sum over the weights, which {VALUE_UNSUPPORTED[backend]} "
+            f"has no place for); use attention='blocked', 'eager' or 'auto'"
+        )
     if backend == "auto":
         if q.device.type == "cuda" and flex_available() and dropout == 0:
             backend = "flex"
@@ -53,7 +62,7 @@ def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dr
             backend = "sdpa"
     if dropout > 0 and not (backend == "sdpa" and not has_value):
         return "eager"
-    if has_value and backend in ("flex", "sdpa"):
+    if has_value and backend in VALUE_UNSUPPORTED:  # only where auto chose it
         return "blocked"
     return backend
 

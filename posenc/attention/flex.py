@@ -3,10 +3,12 @@
 The kernel is compiled once per encoding and mask kind, with dynamic shapes (``COMPILE``); inside a
 ``torch.compile`` region the caller's compilation covers it. PyTorch 2.13 runs FlexAttention's
 forward on CPU but not its backward: a CPU call that needs gradients raises a ``ValueError``. On CPU
-the compiled kernel is off by default (``COMPILE_ON_CPU``): with torch 2.13 inductor's CPU template
-failed to build (a C++ compile error) for score_mods that read position tensors by batch index, so
-CPU runs PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores; the blocked kernel is
-the CPU path without them (docs/performance.md).
+the compiled kernel is off by default (``COMPILE_ON_CPU``): with torch 2.13 and dynamic shapes,
+inductor's CPU template for the score_mods here (ALiBi's and T5's per-offset tables read at
+``kv_idx - q_idx``) emits C++ that does not build (``'cur_kvSplitSize7' was not declared in this
+scope``); compiled with static shapes it builds and beats the blocked kernel, but recompiles for
+every new length (20-100 s each on CPU), so CPU runs PyTorch's unfused FlexAttention, which forms
+the ``(n, m)`` scores, and the blocked kernel is the CPU path without them (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ import torch
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """causal: key ``j <= i + m - n``; window: also ``j > i + m - n - window`` (and, without
-    ``causal``, ``j < i + m - n + window``: a band on both sides); key_mask ``(b, m)``:
+    """causal: key ``j <= i + m - n``; window: also ``j > i + m - n - window`` (causal: the query's
+    last ``window`` keys, itself included) and, without ``causal``, ``j < i + m - n + window``: the
+    symmetric band ``|i + m - n - j| < window``, ``2 window - 1`` keys wide; key_mask ``(b, m)``:
     True for keys that may be seen; q_docs ``(b, n)``/k_docs ``(b, m)``: query and key documents
     (attention stays inside a document)."""
 

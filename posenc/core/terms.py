@@ -40,11 +40,33 @@ class BlockTerm(NamedTuple):
 
     Bias: ``fn(s, e, k0, k1, *tensors) -> (b | 1, h | 1, e - s, k1 - k0)`` in logit units.
     Value: ``fn(weights, s, e, k0, k1, *tensors) -> (b, h, e - s, dv)`` for the block's softmax
-    weights ``(b, h, e - s, k1 - k0)`` (the rows' weights outside ``k0:k1`` are zero).
+    weights ``(b, h, e - s, k1 - k0)`` (the rows' weights outside ``k0:k1`` are zero, so each row of
+    the block sums to 1). A value term is linear in the weights (as ``sum_j w_ij a^V_ij`` is): the
+    blocked kernel's softmax backward relies on it.
+
+    Optional, for the blocked kernel's speed (without them it adds ``fn``'s result and
+    differentiates ``fn`` once more per block in the backward):
+
+    ``add(logits, s, e, k0, k1, *tensors) -> None`` (bias only) adds the term to the block's logits
+    ``(b, h, e - s, k1 - k0)`` in place, up to a constant per row (which the softmax ignores).
+
+    ``backward`` accumulates the block's gradients without evaluating the term again. ``grads`` is a
+    list aligned with ``tensors``: a zero-initialised tensor shaped like each one whose gradient is
+    wanted, else None; ``backward`` adds the block's part to them in place and leaves its other
+    arguments unchanged unless stated.
+
+    * Bias: ``backward(grad, s, e, k0, k1, tensors, grads) -> None`` with ``grad`` the gradient of the
+      block's logits ``(b, h, e - s, k1 - k0)``.
+    * Value: ``backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights) -> shift | None``
+      with ``grad`` the gradient of the block's output ``(b, h, e - s, dv)``: adds the term's
+      gradient with respect to the weights to ``grad_weights`` ``(b, h, e - s, k1 - k0)`` in place,
+      less a constant per row that it returns as ``shift`` ``(b, h, e - s, 1)`` (None: no shift).
     """
 
     fn: Callable[..., torch.Tensor]
     tensors: tuple[torch.Tensor, ...] = ()
+    backward: Callable[..., torch.Tensor | None] | None = None
+    add: Callable[..., None] | None = None
 
 
 def block_indices(b: int, h: int, s: int, e: int, k0: int, k1: int, device) -> tuple[torch.Tensor, ...]:

@@ -23,7 +23,9 @@ class Attention(nn.Module):
         causal: queries see only keys at or before them.
         dropout: on the attention weights, during training.
         attention: the backend (see :mod:`posenc.attention.dispatch`).
-        window: each query sees only its last ``window`` keys (sliding-window attention), or None.
+        window: sliding-window attention, or None: causal, each query sees its last ``window`` keys
+            (``0 <= i - j < window``); not causal, the keys less than ``window`` away on either side
+            (``|i - j| < window``).
     """
 
     def __init__(

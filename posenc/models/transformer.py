@@ -66,8 +66,11 @@ class Transformer(nn.Module):
             SmolLM3), their attention temperature, RoPE on a subset of the heads.
         attention: the attention backend, ``"auto"``, ``"eager"``, ``"sdpa"``, ``"flex"`` or
             ``"blocked"`` (see :mod:`posenc.attention.dispatch`).
-        window: sliding-window attention: each query sees only its last ``window`` keys (itself
-            included), Mistral-style; None for full attention.
+        window: sliding-window attention, None for full attention. With ``causal=True`` each query
+            sees only its last ``window`` keys, itself included (key j from query i when
+            ``0 <= i - j < window``, Mistral-style); with ``causal=False`` a band on both sides, the
+            keys less than ``window`` away (``|i - j| < window``: ``2 * window - 1`` keys). Positions
+            count keys, so with a key/value cache query i sits at key ``i + m - n``.
         randomize_positions: ``L`` trains with randomized positions (Ruoss et al. 2023): in training
             mode, when no ``positions`` are passed, each sequence gets ``n`` sorted distinct positions
             drawn from ``[0, L)`` (see :func:`posenc.core.positions.randomized_positions`); in eval

@@ -15,7 +15,10 @@ implicit positions the offset is constant along each diagonal of the ``(n, m)`` 
 and the sums run along diagonals (:func:`expand_offsets`, :func:`reduce_offsets`) instead of
 through an ``(n, m)`` index. The attention itself runs on the blocked kernel of
 :mod:`posenc.attention.blocked`, which takes both terms one block of query rows at a time
-(:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`); FlexAttention
+(:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`), each with its
+own block backward; there the key term is added less each row's row-0 score and the value term
+reads the weight on row 0 as 1 less the others, so only the band of ``2k + 1`` diagonals and the
+entries clipped to row ``2k`` are touched (:func:`shaw_key_block`); FlexAttention
 takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
 transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 (tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
@@ -23,6 +26,7 @@ transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -135,23 +139,46 @@ def _expand(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
 
 def _reduce(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     """``(..., n, m)`` -> ``(..., n, 2k + 1)``: column c of row i sums the entries of row i whose clipped
-    offset is row c (the adjoint of :func:`_expand`)."""
+    offset is row c (the adjoint of :func:`_expand`).
+
+    Row i's entries ``j < L_i`` (``L_i = lo - (n - 1) + i``) are clipped to row 0, ``j >= H_i``
+    (``H_i = m - hi + i``) to row 2k, and the ones between are table rows ``first ..`` one each: two
+    staircase sums (a plain sum over the columns every row shares, a masked one over the at most
+    ``n - 1`` columns where the rows differ) and one gather of the band; no copy of the grid.
+    """
     lead = grid.shape[:-2]
     n, m = runs.n, runs.m
-    width = n + m - 1
-    # (..., n, m) -> (..., n, (n - 1) + m + (n - 1)) in one pass; read with a row stride one longer,
-    # row i starts n - 1 - i columns left of its first entry: the (..., n, n + m - 1) grid by diagonal
-    padded = F.pad(grid, (n - 1, n - 1)).flatten(-2)
-    strides = (*padded.stride()[:-1], m + 2 * n - 1, 1)
-    by_diagonal = padded.as_strided((*lead, n, width), strides, padded.storage_offset())
-    out = grid.new_zeros(*lead, runs.n, runs.rows)
+    out = grid.new_zeros(*lead, n, runs.rows)
+    if n == 0 or m == 0:
+        return out
+    rows = torch.arange(n, device=grid.device)
+    middle = runs.last - runs.first + 1
+    if middle > 0:
+        # (n, middle): the column of row i that holds table row first + c
+        cols = (runs.lo - (n - 1)) + rows.unsqueeze(1) + torch.arange(middle, device=grid.device)
+        inside = (cols >= 0) & (cols < m)
+        band = grid.gather(-1, cols.clamp(0, m - 1).expand(*lead, n, middle))
+        out[..., runs.first : runs.last + 1] = band.masked_fill(~inside, 0)
     if runs.lo:
-        out[..., 0] = by_diagonal[..., : runs.lo].sum(-1)
-    if runs.last >= runs.first:
-        out[..., runs.first : runs.last + 1] = by_diagonal[..., runs.lo : width - runs.hi]
+        out[..., 0] = _staircase_sum(grid, runs.lo - (n - 1), before=True)
     if runs.hi:
-        out[..., -1] = by_diagonal[..., width - runs.hi :].sum(-1)
+        out[..., -1] = _staircase_sum(grid, m - runs.hi, before=False)
     return out
+
+
+def _staircase_sum(grid: torch.Tensor, start: int, *, before: bool) -> torch.Tensor:
+    """Row i's sum of its columns ``j < start + i`` (``before``) or ``j >= start + i``, ``(..., n, m)``
+    -> ``(..., n)``."""
+    n, m = grid.shape[-2:]
+    first, last = min(max(start, 0), m), min(max(start + n - 1, 0), m)  # the limits of rows 0 and n - 1
+    shared = grid[..., :first] if before else grid[..., last:]
+    total = shared.sum(-1)
+    if last > first:  # columns first .. last - 1: inside some rows' range, outside others'
+        rows = torch.arange(n, device=grid.device).unsqueeze(1)
+        cols = torch.arange(first, last, device=grid.device)
+        keep = cols < start + rows if before else cols >= start + rows
+        total = total + torch.where(keep, grid[..., first:last], 0).sum(-1)
+    return total
 
 
 class _ExpandOffsets(torch.autograd.Function):
@@ -212,20 +239,115 @@ def shaw_key_mod(per_row: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, 
     return ScoreMod(fn, (per_row, qpos, kpos))
 
 
+def _offset_scores(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``q_i . table_c``: q ``(b, h, n, d)``, table ``(2k + 1, d)`` or ``(h, 2k + 1, d)`` -> ``(b, h, n, 2k + 1)``.
+
+    A shared table is one ``(b h n, d) @ (d, 2k + 1)`` product (a broadcast batched product, and the
+    sum over the batch in its backward, take several times as long on CPU)."""
+    if table.ndim == 2:
+        return (q.reshape(-1, q.shape[-1]) @ table.transpose(0, 1)).view(*q.shape[:-1], table.shape[0])
+    return q @ table.transpose(-1, -2)
+
+
+def _table_product(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``sum_c x_c table_c``: x ``(b, h, n, 2k + 1)``, table ``(2k + 1, d)`` or ``(h, 2k + 1, d)`` -> ``(b, h, n, d)``."""
+    if table.ndim == 2:
+        return (x.reshape(-1, x.shape[-1]) @ table).view(*x.shape[:-1], table.shape[-1])
+    return x @ table
+
+
+@functools.lru_cache(maxsize=256)
+def _band_columns_cached(runs: OffsetRuns, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.arange(runs.n, device=device).unsqueeze(1)
+    cols = (runs.lo - (runs.n - 1)) + rows + torch.arange(runs.last - runs.first + 1, device=device)
+    return cols.clamp(0, runs.m - 1), ((cols >= 0) & (cols < runs.m)).to(dtype)
+
+
+def _band_columns(runs: OffsetRuns, device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, middle)`` columns holding table rows ``first .. last`` in each row (clamped into the grid)
+    and whether each lies inside it (1 or 0 in ``dtype``); cached per block shape (the kernel's blocks
+    repeat from call to call)."""
+    if torch.compiler.is_compiling():
+        return _band_columns_cached.__wrapped__(runs, torch.device(device), dtype)
+    return _band_columns_cached(runs, torch.device(device), dtype)
+
+
+def _staircase_add_(grid: torch.Tensor, start: int, values: torch.Tensor) -> None:
+    """``grid[..., i, j] += values[..., i]`` for ``j >= start + i``, in place; grid ``(..., n, m)``."""
+    n, m = grid.shape[-2:]
+    first, last = min(max(start, 0), m), min(max(start + n - 1, 0), m)
+    if last < m:
+        grid[..., last:] += values.unsqueeze(-1)
+    if last > first:
+        rows = torch.arange(n, device=grid.device).unsqueeze(1)
+        keep = torch.arange(first, last, device=grid.device) >= start + rows
+        grid[..., first:last] += torch.where(keep, values.unsqueeze(-1), 0)
+
+
+def _add_offsets_(grid: torch.Tensor, per_row: torch.Tensor, runs: OffsetRuns) -> None:
+    """``grid += expand(per_row) - per_row[..., :1]`` in place: the spread of :func:`_expand` less its
+    row-0 value in each row, so only the band of table rows ``first .. last`` and the entries clipped
+    to row 2k are touched (the entries clipped to row 0 get nothing)."""
+    base = per_row[..., :1]
+    if runs.last >= runs.first:
+        cols, inside = _band_columns(runs, grid.device, per_row.dtype)
+        band = ((per_row[..., runs.first : runs.last + 1] - base) * inside).to(grid.dtype)
+        grid.scatter_add_(-1, cols.expand(band.shape), band)  # clamped columns outside the grid add 0
+    if runs.hi:
+        _staircase_add_(grid, runs.m - runs.hi, (per_row[..., -1] - per_row[..., 0]).to(grid.dtype))
+
+
+def _reduce_shifted(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """The adjoint of :func:`_add_offsets_`: :func:`_reduce` with column 0 replaced by minus the sum of
+    every entry not clipped to row 0, ``(..., n, m)`` -> ``(..., n, 2k + 1)``."""
+    out = grid.new_zeros(*grid.shape[:-2], runs.n, runs.rows)
+    if runs.last >= runs.first:
+        cols, inside = _band_columns(runs, grid.device, grid.dtype)
+        band = grid.gather(-1, cols.expand(*grid.shape[:-1], cols.shape[-1]))
+        out[..., runs.first : runs.last + 1] = band * inside  # a product: a broadcast masked_fill is slow on CPU
+    if runs.hi:
+        out[..., -1] += _staircase_sum(grid, runs.m - runs.hi, before=False)
+    out[..., 0] -= out.sum(-1)
+    return out
+
+
+def _weight_buckets(weights: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
+    """:func:`_reduce` of softmax weights whose rows sum to 1: the weight on row 0 of the table is 1 less
+    the others (so the entries clipped to row 0 are never read)."""
+    out = _reduce_shifted(weights, runs)
+    out[..., 0] += 1
+    return out
+
+
 def shaw_key_block(per_row: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
     """Shaw's key term per block for implicit positions (key j's offset from query i is
-    ``j - i + gap``): the per-offset scores spread along the block's diagonals (a strided view)."""
+    ``j - i + gap``): the per-offset scores spread along the block's diagonals (a strided view).
+
+    In the blocked kernel it is added in place less each row's row-0 score (the softmax ignores a
+    constant per row), so only the ``2k + 1`` diagonals of the band and the entries clipped to row 2k
+    are touched, forward and backward."""
 
     def fn(s, e, k0, k1, per_row):
         runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
         return expand_offsets(per_row[..., s:e, :], runs)
 
-    return BlockTerm(fn, (per_row,))
+    def add(logits, s, e, k0, k1, per_row):
+        _add_offsets_(logits, per_row[..., s:e, :], OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance))
+
+    def backward(grad, s, e, k0, k1, tensors, grads):
+        if grads[0] is not None:
+            runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
+            grads[0][..., s:e, :] += _reduce_shifted(grad, runs)
+
+    return BlockTerm(fn, (per_row,), backward, add)
 
 
 def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
     """Shaw's value term ``sum_j w_ij a^V_ij`` per block for implicit positions: the block's weights
-    summed by offset (along its diagonals) into ``2k + 1`` buckets, then one product with ``a^V``."""
+    summed by offset (along its diagonals) into ``2k + 1`` buckets, then one product with ``a^V``.
+
+    The block's weights sum to 1 in each row, so the bucket of table row 0 is 1 less the others and
+    only the band's diagonals and the entries clipped to row 2k are read, forward and backward."""
 
     def fn(weights, s, e, k0, k1, rel_v):
         if torch.compiler.is_compiling():  # the diagonal sums read a strided view torch.compile cannot trace
@@ -234,9 +356,26 @@ def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockT
             return value_offset_sums(weights, rel_v, clipped_offsets(rel, max_distance).unsqueeze(0))
         runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
         work = torch.promote_types(weights.dtype, torch.float32)
-        return reduce_offsets(weights.to(work), runs) @ _table_for_heads(rel_v).to(work)
+        return _table_product(_weight_buckets(weights.to(work), runs), rel_v.to(work))
 
-    return BlockTerm(fn, (rel_v,))
+    def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
+        (rel_v,) = tensors
+        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
+        work = torch.promote_types(weights.dtype, torch.float32)
+        grad = grad.to(work)
+        if grads[0] is not None:
+            # d/d a^V_c = sum_i (the weight row i puts on offset c) grad_i
+            buckets = _weight_buckets(weights.to(work), runs)  # (b, h, rows, 2k + 1)
+            if rel_v.ndim == 2:  # one (2k + 1, b h rows) @ (b h rows, d) product
+                grads[0] += (buckets.reshape(-1, buckets.shape[-1]).t() @ grad.reshape(-1, grad.shape[-1])).to(grads[0].dtype)
+            else:
+                grads[0] += (buckets.transpose(-1, -2) @ grad).sum(0).to(grads[0].dtype)
+        # d/d w_ij = grad_i . a^V_c(ij): per offset, added along the band less row 0's, which is the shift
+        per_offset = _offset_scores(grad, rel_v.to(work))  # (b, h, rows, 2k + 1)
+        _add_offsets_(grad_weights, per_offset, runs)
+        return per_offset[..., :1].to(grad_weights.dtype)
+
+    return BlockTerm(fn, (rel_v,), backward)
 
 
 def shaw_value_block_explicit(rel_v: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, max_distance: int) -> BlockTerm:
@@ -293,7 +432,7 @@ def shaw_attention(
 
     scale = 1.0 / math.sqrt(d)
     # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)
-    per_row = q @ (_table_for_heads(rel_k).to(q.dtype) * scale).transpose(-1, -2)
+    per_row = _offset_scores(q, rel_k.to(q.dtype) * scale)
     gap = n - m  # offset of key j from query i (which sits at key index i + m - n) is j - i + gap
     key = shaw_key_block(per_row, gap, max_distance)
     value = None if rel_v is None else shaw_value_block(rel_v, gap, max_distance)
@@ -378,9 +517,7 @@ class ShawRelativePosition(PositionEncoding):
         return qpos.long(), kpos.long()
 
     def _per_row(self, q: torch.Tensor) -> torch.Tensor:
-        # (b, h, n, d) @ (h | 1, d, 2k + 1) -> (b, h, n, 2k + 1), scaled on the small table
-        table = _table_for_heads(self.rel_k).to(q.dtype) / math.sqrt(self.head_dim)
-        return q @ table.transpose(-1, -2)
+        return _offset_scores(q, self.rel_k.to(q.dtype) / math.sqrt(self.head_dim))
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """The key term as a score_mod reading the ``(b, h, n, 2k + 1)`` scores ``q_i . a^K_c``."""

@@ -200,7 +200,34 @@ class TransformerXLRelative(PositionEncoding):
             by_diagonal = torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1])
             return skew(by_diagonal, rows, keys) + content[..., k0:k1]
 
-        return BlockTerm(fn, (qv, table, content))
+        def add(logits, s, e, k0, k1, qv, table, content):
+            rows, keys = e - s, k1 - k0
+            first = n - e + k0
+            by_diagonal = torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1])
+            logits.add_(skew(by_diagonal, rows, keys)).add_(content[..., k0:k1])
+
+        def backward(grad, s, e, k0, k1, tensors, grads):
+            qv, table, _ = tensors
+            grad_qv, grad_table, grad_content = grads
+            rows, keys = e - s, k1 - k0
+            first = n - e + k0
+            if grad_content is not None:  # (c) is the same for every row
+                grad_content[..., k0:k1] += grad.sum(-2, keepdim=True)
+            if grad_qv is None and grad_table is None:
+                return
+            # the skew's adjoint: the block's logit gradients laid out by diagonal, zeros elsewhere
+            by_diagonal = grad.new_zeros(*grad.shape[:2], rows, rows + keys - 1)
+            skew(by_diagonal, rows, keys).copy_(grad)
+            columns = table[..., first : first + rows + keys - 1]  # (h, d, rows + keys - 1)
+            if grad_qv is not None:
+                grad_qv[..., s:e, :] += torch.matmul(by_diagonal, columns.transpose(-1, -2))
+            if grad_table is not None:
+                # (b, h, d, rows) @ (b, h, rows, rows + keys - 1), summed over the batch
+                grad_table[..., first : first + rows + keys - 1] += torch.matmul(
+                    qv[..., s:e, :].transpose(-1, -2), by_diagonal
+                ).sum(0)
+
+        return BlockTerm(fn, (qv, table, content), backward, add)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, base={self.base}"

@@ -7,6 +7,7 @@ import torch
 
 import posenc
 from posenc.attention import BACKENDS, MaskSpec, attend, eager_attention
+from posenc.attention.flex import flex_attention
 from posenc.core.positions import Positions
 from posenc.experiments.common import sequence_encodings
 from posenc.models import Transformer
@@ -30,6 +31,11 @@ def tokens(b=2, n=9, seed=1):
     return torch.randint(0, 50, (b, n), generator=torch.Generator().manual_seed(seed))
 
 
+def refuses_value_term(name, backend, causal):
+    """Whether ``backend`` was asked for explicitly and cannot run the encoding's value term."""
+    return backend in ("flex", "sdpa") and "value" in _encoding(name, causal).hooks
+
+
 def reference(name, causal, window=None, x=None, **kwargs):
     net = model(name, causal=causal, attention="eager", window=window)
     return net, net(tokens() if x is None else x, **kwargs)
@@ -39,6 +45,8 @@ def reference(name, causal, window=None, x=None, **kwargs):
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_every_backend_equals_eager(name, backend):
     causal = name in CAUSAL
+    if refuses_value_term(name, backend, causal):
+        pytest.skip("value term: refused (test_value_terms_refuse_flex_and_sdpa)")
     ref_net, want = reference(name, causal)
     net = model(name, causal=causal, attention=backend)
     net.load_state_dict(ref_net.state_dict())
@@ -51,6 +59,8 @@ def test_every_backend_equals_eager(name, backend):
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_training_gradients_equal_eager(name, backend):
     causal = name in CAUSAL
+    if refuses_value_term(name, backend, causal):
+        pytest.skip("value term: refused (test_value_terms_refuse_flex_and_sdpa)")
     ref_net, want = reference(name, causal)
     want.square().mean().backward()
     net = model(name, causal=causal, attention=backend)
@@ -86,9 +96,13 @@ def test_score_mod_equals_score_bias(name, explicit):
     want = eager_attention(q, k7, v7, bias=bias, mask=mask)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        flex = attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
-        value = (lambda w: enc.value_term(w, q_positions=qp, k_positions=kp)) if "value" in enc.hooks else None
-        full = eager_attention(q, k7, v7, bias=bias, value=value, mask=mask)
+        if "value" in enc.hooks:  # attention="flex" refuses the value term; the score terms run alone
+            with pytest.raises(ValueError, match="attention='flex'"):
+                attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
+            flex = flex_attention(q, k7, v7, score_mod=mod, mask=mask)
+        else:
+            flex = attend(q, k7, v7, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="flex")
+        full = eager_attention(q, k7, v7, bias=bias, mask=mask)
     torch.testing.assert_close(flex, full, atol=1e-5, rtol=1e-5)
 
 
@@ -98,6 +112,8 @@ def test_score_mod_equals_score_bias(name, explicit):
 def test_sliding_window_equals_a_dense_window_mask(name, backend, causal):
     if causal and name not in CAUSAL:
         pytest.skip("encoder-only encoding")
+    if refuses_value_term(name, backend, causal):
+        pytest.skip("value term: refused (test_value_terms_refuse_flex_and_sdpa)")
     net = model(name, causal=causal, attention=backend, window=3)
     x = tokens(n=11)
     with torch.no_grad():
@@ -182,6 +198,37 @@ def test_vit_backends_equal_eager(name, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["alibi", "shaw", "transformer_xl", "rope"])
 def test_empty_sequence_works_on_every_backend(name, backend):
+    if refuses_value_term(name, backend, True):
+        pytest.skip("value term: refused (test_value_terms_refuse_flex_and_sdpa)")
     net = model(name, causal=True, attention=backend).eval()
     with torch.no_grad():
         assert net(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0, 50)
+
+
+VALUE_TERMS = [n for n in SEQUENCE if "value" in _encoding(n, n in CAUSAL).hooks]
+
+
+@pytest.mark.parametrize("backend", ["flex", "sdpa"])
+@pytest.mark.parametrize("name", VALUE_TERMS)
+def test_value_terms_refuse_flex_and_sdpa(name, backend):
+    # asked for explicitly, flex and SDPA do not hand the value term to another kernel in silence
+    causal = name in CAUSAL
+    net = model(name, causal=causal, attention=backend).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match=rf"attention='{backend}'.*value term.*'blocked', 'eager' or 'auto'"):
+        net(tokens())
+
+
+@pytest.mark.parametrize("name", VALUE_TERMS)
+def test_auto_runs_value_terms_on_the_blocked_kernel(name, monkeypatch):
+    causal = name in CAUSAL
+    ref_net, want = reference(name, causal)
+    net = model(name, causal=causal, attention="auto")
+    net.load_state_dict(ref_net.state_dict())
+    calls = []
+    import posenc.attention.dispatch as dispatch
+
+    original = dispatch.blocked_attention
+    monkeypatch.setattr(dispatch, "blocked_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens()), want.detach(), atol=1e-5, rtol=1e-5)
+    assert calls

@@ -107,3 +107,41 @@ def test_bad_input():
         attention_with_bias(q, k[..., :4], v)
     with pytest.raises(ValueError, match="q"):
         attention_with_bias(q[0], k, v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_terms_with_their_own_backward_through_output_and_weights(small_blocks, causal):
+    # Shaw's key and value terms declare their own block backward (an in-place key term less a row
+    # constant, a value term whose weight gradient leaves out a per-row shift); through the weights
+    # too, the kernel's softmax backward must take the shift into account
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
+    from posenc.relative.shaw import clipped_offsets, shaw_key_block, shaw_value_block
+
+    n, m, kmax = 6, 8, 2
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, length, 4, dtype=torch.float64, generator=gen) for length in (n, m, m))
+    rel_k, rel_v = (torch.randn(2 * kmax + 1, 4, dtype=torch.float64, generator=gen) for _ in range(2))
+    probe = torch.randn(1, 2, n, m, dtype=torch.float64, generator=gen)
+
+    def run(q, k, v, rel_k, rel_v):
+        per_row = (q @ rel_k.t()) / 2.0  # scale 1/sqrt(4)
+        out, weights = blocked_attention(
+            q, k, v,
+            bias_term=shaw_key_block(per_row, n - m, kmax),
+            value_term=shaw_value_block(rel_v, n - m, kmax),
+            mask=MaskSpec(causal=causal),
+            need_weights=True,
+        )
+        return out, (weights * probe).sum(-1)
+
+    # the reference: every pair's clipped offset written out
+    index = clipped_offsets(torch.arange(m) - torch.arange(n).unsqueeze(1) + n - m, kmax)
+    bias = torch.einsum("bhnd,nmd->bhnm", q, rel_k[index]) / 2.0
+    want_out, want_weights = reference(q, k, v, bias, causal)
+    want_out = want_out + torch.einsum("bhnm,nmd->bhnd", want_weights, rel_v[index])
+    out, used = run(q, k, v, rel_k, rel_v)
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(used, (want_weights * probe).sum(-1))
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, rel_k, rel_v)]
+    assert torch.autograd.gradcheck(run, inputs)

@@ -12,8 +12,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("name", ["alibi", "t5", "shaw", "transformer_xl", "rope", "none"])
 def test_flex_training_equals_eager_on_cuda(name):
     torch.manual_seed(0)
-    flex = Transformer(64, 64, 2, 4, position=name, causal=True, attention="flex").cuda()
-    eager = Transformer(64, 64, 2, 4, position=name, causal=True, attention="eager").cuda()
+    # Shaw's value term cannot enter FlexAttention (attention="flex" refuses it): its key term alone
+    kwargs = {"values": False} if name == "shaw" else {}
+    flex = Transformer(64, 64, 2, 4, position=name, causal=True, attention="flex", **kwargs).cuda()
+    eager = Transformer(64, 64, 2, 4, position=name, causal=True, attention="eager", **kwargs).cuda()
     eager.load_state_dict(flex.state_dict())
     tokens = torch.randint(0, 64, (2, 130), device="cuda")
     document_ids = torch.cat([torch.zeros(2, 70), torch.ones(2, 60)], dim=1).long().cuda()
