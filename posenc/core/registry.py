@@ -6,16 +6,13 @@ imports every family package, so the registry is complete once the package is im
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from posenc.core.suggest import did_you_mean
-from posenc.core.validation import check_dtype
 
 #: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
 MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
@@ -49,7 +46,8 @@ _REGISTRY: dict[str, EncodingInfo] = {}
 
 
 def register(name: str, *, family: str, paper: str, summary: str = "") -> Callable[[type], type]:
-    """Class decorator adding an encoding to the registry under ``name``."""
+    """Class decorator adding an encoding to the registry under ``name``; it records metadata only
+    (the checks every encoding shares live in :class:`posenc.core.base.EncodingModule`)."""
 
     def decorator(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
@@ -57,59 +55,9 @@ def register(name: str, *, family: str, paper: str, summary: str = "") -> Callab
         doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
         _REGISTRY[name] = EncodingInfo(name=name, family=family, paper=paper, summary=doc, cls=cls)
         cls.registry_name = name
-        _guard_boundary(cls)
         return cls
 
     return decorator
-
-
-def _guard_boundary(cls: type) -> None:
-    """Checks shared by every registered encoding's public boundary.
-
-    The constructor's ``dtype=`` must be None or a floating-point ``torch.dtype``; every tensor
-    handed to ``forward`` must be on the module's device (eager mode only: the check is skipped
-    while ``torch.compile`` traces). Both raise ``ValueError``/``TypeError`` naming the argument.
-    """
-    init = cls.__dict__.get("__init__")
-    if init is not None and not getattr(init, "_posenc_guarded", False):
-        params = inspect.signature(init).parameters
-        if "dtype" in params:
-
-            @functools.wraps(init)
-            def guarded_init(self, *args, **kwargs):
-                if "dtype" in kwargs:
-                    check_dtype("dtype", kwargs["dtype"])
-                init(self, *args, **kwargs)
-
-            guarded_init._posenc_guarded = True  # type: ignore[attr-defined]
-            cls.__init__ = guarded_init
-    forward = getattr(cls, "forward", None)  # defined here or inherited from an unregistered base
-    if forward is not None and forward is not nn.Module.forward and not getattr(forward, "_posenc_guarded", False):
-        signature = inspect.signature(forward)
-
-        @functools.wraps(forward)
-        def guarded_forward(self, *args, **kwargs):
-            if not torch.compiler.is_compiling():
-                _check_module_device(self, signature, args, kwargs)
-            return forward(self, *args, **kwargs)
-
-        guarded_forward._posenc_guarded = True  # type: ignore[attr-defined]
-        cls.forward = guarded_forward
-
-
-def _check_module_device(module: nn.Module, signature: inspect.Signature, args, kwargs) -> None:
-    device = next((t.device for t in module.parameters()), None)
-    if device is None:
-        device = next((t.device for t in module.buffers()), None)
-    if device is None:
-        return
-    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-    if all(t.device == device for t in tensors):
-        return
-    bound = signature.bind_partial(module, *args, **kwargs).arguments
-    for arg, value in bound.items():
-        if isinstance(value, torch.Tensor) and value.device != device:
-            raise ValueError(f"`{arg}` is on {value.device} but the encoding is on {device}; move one of them")
 
 
 def available(family: str | None = None) -> list[EncodingInfo]:

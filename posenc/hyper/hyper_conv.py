@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -187,7 +188,7 @@ def grid_encoding(
     paper="Ha et al. 2016, arXiv:1609.09106",
     summary="Convolution whose kernels a hypernetwork generates per pixel from a position encoding.",
 )
-class HyperConv2d(nn.Module):
+class HyperConv2d(EncodingModule):
     """A same-padded convolution whose kernel at each pixel is generated from that pixel's position.
 
     Args:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
@@ -91,7 +92,7 @@ class AddCoords(nn.Module):
     paper="Liu et al. 2018, arXiv:1807.03247",
     summary="Convolution over the input with x/y(/z, radius) coordinate channels in [-1, 1] appended.",
 )
-class CoordConv(nn.Module):
+class CoordConv(EncodingModule):
     """``AddCoords`` followed by a convolution: ``(b, in_channels, *s) -> (b, out_channels, *s')``.
 
     Args:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.core.base import DerivedTablesMixin
+from posenc.core.base import DerivedTablesMixin, EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -64,7 +64,7 @@ def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "m
     paper="Choi et al. 2020, arXiv:2003.05128",
     summary="Height-driven attention: per-row channel attention from width-pooled features and a height encoding.",
 )
-class HANet(DerivedTablesMixin, nn.Module):
+class HANet(DerivedTablesMixin, EncodingModule):
     """Height-driven attention block: ``forward(x_low, x_high=None)`` -> ``x_high * A`` (``x_high``'s shape).
 
     Args:

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -58,7 +59,7 @@ def spatial_broadcast(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     paper="Watters et al. 2019, arXiv:1901.07017",
     summary="Decoder tiling the latent over the grid with x/y coordinate channels, then stride-1 convolutions.",
 )
-class SpatialBroadcastDecoder(nn.Module):
+class SpatialBroadcastDecoder(EncodingModule):
     """``(b, latent_dim)`` -> ``(b, out_channels, h, w)`` for any requested ``(h, w)``.
 
     Args:
