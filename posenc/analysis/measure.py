@@ -8,7 +8,6 @@ such instead of raising.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from torch import nn
 from posenc.analysis.addition import fit_shift_map, fit_shift_map_at
 from posenc.analysis.equivariance import patch_permutation_deviation, permutation_deviation
 from posenc.analysis.similarity import absolute_table, score_vs_offset, shift_invariance_error
-from posenc.core.base import PositionEncoding
+from posenc.core.base import EncodingModule, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import EncodingInfo
 
@@ -65,14 +64,14 @@ def build_sequence_model(cls: type, ref: Reference, *, causal: bool, example: di
     from posenc.models import Transformer
 
     model_args = {"dim": ref.dim, "heads": ref.heads, "head_dim": ref.dim // ref.heads, "causal": causal}
-    params = inspect.signature(cls.__init__).parameters
+    declared = cls.model_arguments if issubclass(cls, EncodingModule) else ()
     choices = [{}]
     if example:
         choices.append({**example, **({"grid": 8} if "grid" in example else {})})
     for extra in choices:
         torch.manual_seed(ref.seed)
         try:
-            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in params}})
+            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in declared}})
             if not isinstance(encoding, PositionEncoding):
                 return None
             model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()

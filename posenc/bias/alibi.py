@@ -94,6 +94,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
     """
 
     family = "bias"
+    model_arguments = ("heads", "causal")
     hooks = frozenset({"bias"})
 
     def __init__(self, heads: int, *, causal: bool = True, device: torch.device | str | None = None) -> None:

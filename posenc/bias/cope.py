@@ -94,6 +94,7 @@ class ContextualPosition(BiasEncoding):
         causal: the paper's causal counting (True) or the encoder form (gates between the tokens).
     """
 
+    model_arguments = ("heads", "head_dim", "causal")
     per_layer = True
 
     def __init__(self, head_dim: int, heads: int, *, max_positions: int = 64, causal: bool = True, device=None, dtype=None) -> None:

@@ -63,6 +63,8 @@ class ContinuousPositionBias(OffsetBias):
         causal: read the past distance only (keys after the query are masked anyway).
     """
 
+    model_arguments = ("heads", "causal")
+
     def __init__(
         self, heads: int, *, max_distance: int = 64, hidden: int = 512, causal: bool = True, device=None, dtype=None
     ) -> None:

@@ -41,6 +41,8 @@ class DynamicPositionBias(OffsetBias):
         causal: read the distance ``i - j`` (past keys) instead of the signed offset ``j - i``.
     """
 
+    model_arguments = ("heads", "causal")
+
     def __init__(
         self,
         heads: int,

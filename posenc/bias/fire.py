@@ -69,6 +69,8 @@ class FIRE(BiasEncoding):
         causal: causal distances ``i - j`` (True, the paper's setting) or ``|i - j|``.
     """
 
+    model_arguments = ("heads", "causal")
+
     def __init__(
         self,
         heads: int,

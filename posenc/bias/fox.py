@@ -61,6 +61,7 @@ class ForgettingGate(BiasEncoding):
         init_bias: initial ``b_h`` (``sigmoid(4) ~ 0.98``: a slow initial decay).
     """
 
+    model_arguments = ("heads", "head_dim", "causal")
     supports_causal = True
     per_layer = True
 

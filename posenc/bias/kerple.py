@@ -68,6 +68,8 @@ class Kerple(OffsetBias):
         eps: the lower bound of both parameters.
     """
 
+    model_arguments = ("heads", "causal")
+
     def __init__(
         self,
         heads: int,

@@ -61,6 +61,8 @@ class Sandwich(OffsetBias):
         base: the sinusoid's base (10000).
     """
 
+    model_arguments = ("heads",)
+
     def __init__(self, heads: int, *, width: int = 128, base: float = 10000.0, device=None) -> None:
         super().__init__()
         self.heads = check_positive_int("heads", heads)

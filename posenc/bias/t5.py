@@ -90,6 +90,7 @@ class T5RelativeBias(BiasEncoding):
     """
 
     family = "bias"
+    model_arguments = ("heads", "causal")
     hooks = frozenset({"bias"})
 
     def __init__(

@@ -42,6 +42,7 @@ class ComplexOrderEncoding(PositionEncoding):
     """
 
     family = "complex"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

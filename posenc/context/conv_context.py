@@ -99,6 +99,7 @@ class ConvContext(PositionEncoding):
     """
 
     family = "context"
+    model_arguments = ("dim", "causal", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
 

@@ -79,6 +79,7 @@ class Wav2Vec2ConvPositionEmbedding(PositionEncoding):
     """
 
     family = "context"
+    model_arguments = ("dim", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
     supports_causal = False

@@ -14,8 +14,11 @@ from torch import nn
 
 from posenc.core.suggest import did_you_mean
 
-#: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
-MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
+#: Keyword arguments a reference model may fill in from its own shape when it builds an encoding by
+#: name (the Transformer: dim, heads, head_dim, causal; the ViT adds grid, num_prefix_tokens; the CNN
+#: gives in_channels, out_channels, kernel_size). Each encoding declares the ones its constructor
+#: takes in ``model_arguments``.
+MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal", "grid", "num_prefix_tokens", "in_channels", "out_channels", "kernel_size")
 #: Families whose encodings act on 1-D token sequences through the hooks of ``PositionEncoding``
 #: (the image families need a patch grid).
 SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
@@ -90,12 +93,12 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 def create_for_model(name: str, *, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
-    """Build ``name``, filling in the constructor arguments it accepts from ``model_args``.
+    """Build ``name``, filling in the model arguments it declares (``cls.model_arguments``) from ``model_args``.
 
-    ``model_args`` holds the model's own sizes (``dim``, ``heads``, ``head_dim``); arguments the user
-    passed explicitly in ``kwargs`` win.
+    ``model_args`` holds the model's own sizes (``dim``, ``heads``, ``head_dim``, ...); arguments the
+    user passed explicitly in ``kwargs`` win.
     """
-    cls = get(name).cls
-    params = inspect.signature(cls.__init__).parameters
-    filled = {k: v for k, v in model_args.items() if k in params and k not in kwargs}
+    cls = get(name).cls  # every registered class is an EncodingModule (tests/core/test_base.py)
+    filled = {k: v for k, v in model_args.items() if k in cls.model_arguments and k not in kwargs}
     return cls(**filled, **kwargs)
+

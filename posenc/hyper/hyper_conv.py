@@ -200,6 +200,8 @@ class HyperConv2d(EncodingModule):
         hidden: width of Ha et al.'s per-input-channel vectors (``mode="kernel"``).
     """
 
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
+
     def __init__(
         self,
         in_channels: int = 1,

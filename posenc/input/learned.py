@@ -70,6 +70,7 @@ class LearnedPositionEncoding(PositionEncoding):
     """
 
     family = "input"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

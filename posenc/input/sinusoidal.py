@@ -85,6 +85,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
     """
 
     family = "input"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

@@ -319,6 +319,7 @@ class ShawRelativePosition(PositionEncoding):
     """
 
     family = "relative"
+    model_arguments = ("heads", "head_dim")
     per_layer = True
 
     def __init__(

@@ -64,6 +64,7 @@ class TransformerXLRelative(PositionEncoding):
     """
 
     family = "relative"
+    model_arguments = ("dim", "heads", "head_dim", "causal")
     hooks = frozenset({"bias"})
     per_layer = True
 

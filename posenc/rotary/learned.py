@@ -77,6 +77,7 @@ class LearnedRope(PositionEncoding):
     """
 
     family = "rotary"
+    model_arguments = ("heads", "head_dim")
     hooks = frozenset({"rotary"})
     per_layer = True
 

@@ -170,6 +170,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     """
 
     family = "rotary"
+    model_arguments = ("head_dim",)
     hooks = frozenset({"rotary"})
 
     def __init__(

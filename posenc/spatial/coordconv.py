@@ -103,6 +103,7 @@ class CoordConv(EncodingModule):
         **conv_kwargs: stride, padding, dilation, groups, bias... of the ``nn.ConvNd``.
     """
 
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
     #: How the reference CNN uses it: as its first convolution.
     cnn_role: ClassVar[str] = "stem"
     _transposed: ClassVar[bool] = False

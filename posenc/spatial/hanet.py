@@ -78,6 +78,7 @@ class HANet(DerivedTablesMixin, EncodingModule):
         base: wavelength base of the height encoding.
     """
 
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
     #: How the reference CNN uses it: attention from its stem features onto its last features.
     cnn_role: ClassVar[str] = "attention"
 

@@ -117,6 +117,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
     """
 
     family = "spatial"
+    model_arguments = ("dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"input"})
     #: How the reference CNN uses it: on the stem's feature map.
     cnn_role: ClassVar[str] = "features"

@@ -71,6 +71,8 @@ class SpatialBroadcastDecoder(EncodingModule):
         padding: ``"valid"`` (the paper: tile over an enlarged grid) or ``"same"`` (zero padding).
     """
 
+    model_arguments = ("out_channels", "kernel_size")
+
     def __init__(
         self,
         latent_dim: int,

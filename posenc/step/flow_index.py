@@ -55,6 +55,8 @@ class FlowIndexEmbedding(EncodingModule):
         init_std: standard deviation of the normal initialisation.
     """
 
+    model_arguments = ("dim",)
+
     def __init__(
         self,
         num_flows: int = 8,

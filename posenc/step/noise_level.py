@@ -69,6 +69,8 @@ class NoiseLevelEmbedding(EncodingModule):
             it follows ``.to(dtype)`` too.
     """
 
+    model_arguments = ("dim",)
+
     def __init__(
         self,
         dim: int = 128,

@@ -87,6 +87,8 @@ class TimestepEmbedding(EncodingModule):
             None under ``torch.compile``).
     """
 
+    model_arguments = ("dim",)
+
     def __init__(
         self,
         dim: int = 128,

@@ -98,6 +98,7 @@ class LearnedPatchPosition(PositionEncoding):
     """
 
     family = "vision"
+    model_arguments = ("dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"input"})
     supports_causal = False
 

@@ -89,6 +89,7 @@ class PEG(PositionEncoding):
     """
 
     family = "vision"
+    model_arguments = ("dim", "grid", "num_prefix_tokens", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring patches, which in a packed row belong to other images"
     supports_causal = False

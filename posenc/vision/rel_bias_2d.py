@@ -79,6 +79,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
     """
 
     family = "vision"
+    model_arguments = ("heads", "grid", "num_prefix_tokens")
     hooks = frozenset({"bias"})
     per_layer = True
     supports_causal = False

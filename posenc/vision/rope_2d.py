@@ -89,6 +89,7 @@ class Rope2d(DerivedTablesMixin, PositionEncoding):
     """
 
     family = "vision"
+    model_arguments = ("head_dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"rotary"})
     supports_causal = False
 

@@ -100,6 +100,7 @@ class RopeMixed(PositionEncoding):
     """
 
     family = "vision"
+    model_arguments = ("heads", "head_dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"rotary"})
     per_layer = True
     supports_causal = False

@@ -11,6 +11,7 @@ import posenc
 from posenc import functional as PF
 from posenc.checks import SEQUENCE_FAMILIES
 from posenc.core.base import PositionEncoding
+from posenc.core.registry import MODEL_ARGUMENTS, create_for_model
 from posenc.models import Transformer
 
 FOUNDATION = {"none": "none", "sinusoidal": "input", "learned": "input", "rope": "rotary", "alibi": "bias", "t5": "bias"}
@@ -64,3 +65,22 @@ def test_contract_every_sequence_encoding(name):
     torch.testing.assert_close(meta.eval()(tokens), out)
     half = Transformer(16, 32, 1, 4, position=name).to(torch.bfloat16).eval()
     assert half(tokens).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", [info.name for info in posenc.available()])
+def test_declared_model_arguments_match_the_constructor(name):
+    """``model_arguments`` is every model-filled argument the constructor takes, and nothing else."""
+    cls = posenc.get(name).cls
+    params = inspect.signature(cls.__init__).parameters
+    declared = cls.model_arguments
+    assert len(set(declared)) == len(declared), declared
+    assert set(declared) <= set(MODEL_ARGUMENTS), f"not a model argument: {set(declared) - set(MODEL_ARGUMENTS)}"
+    assert set(declared) == {p for p in MODEL_ARGUMENTS if p in params}
+
+
+def test_create_for_model_fills_declared_arguments_and_explicit_ones_win():
+    model_args = {"dim": 64, "heads": 4, "head_dim": 16, "causal": True, "grid": (3, 3)}
+    alibi = create_for_model("alibi", model_args=model_args)  # takes heads and causal, not dim
+    assert alibi.slopes.shape[0] == 4 and alibi.causal
+    rope = create_for_model("rope", model_args=model_args, head_dim=8)
+    assert rope.head_dim == 8
