@@ -80,7 +80,6 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
 
 @register(
     "cope",
-    family="bias",
     paper="Golovneva et al. 2024, arXiv:2405.18719",
     summary="Positions counted by content (sums of sigmoid gates over keys), embedded by interpolation; a query-dependent bias.",
 )

@@ -49,7 +49,6 @@ class CPBMLP(nn.Module):
 
 @register(
     "cpb",
-    family="bias",
     paper="Liu et al. 2022, arXiv:2111.09883 (Swin Transformer V2, log-spaced continuous position bias)",
     summary="An MLP of the log-spaced relative offset gives a bounded bias per head; transfers across lengths.",
 )

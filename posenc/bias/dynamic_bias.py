@@ -26,7 +26,6 @@ def log_distance(x: torch.Tensor) -> torch.Tensor:
 
 @register(
     "dynamic_bias",
-    family="bias",
     paper="Wang et al. 2021, arXiv:2108.00154 (CrossFormer's dynamic position bias)",
     summary="An MLP of the (log-scaled) relative offset gives each head's logit bias, defined at every offset.",
 )

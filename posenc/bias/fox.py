@@ -48,7 +48,6 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
 
 @register(
     "fox",
-    family="bias",
     paper="Lin et al. 2025, arXiv:2503.02130 (Forgetting Transformer)",
     summary="Cumulative log forget gates computed from each token as a causal, data-dependent decay bias.",
 )

@@ -54,7 +54,6 @@ def kerple_bias(
 
 @register(
     "kerple",
-    family="bias",
     paper="Chi et al. 2022, arXiv:2205.09921",
     summary="A learned conditionally positive definite kernel of the distance (log or power) as a logit bias.",
 )

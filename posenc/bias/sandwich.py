@@ -48,7 +48,6 @@ def sandwich_bias(offsets: torch.Tensor, heads: int, *, width: int = 128, base: 
 
 @register(
     "sandwich",
-    family="bias",
     paper="Chi et al. 2023, arXiv:2212.10356",
     summary="The inner product of sinusoidal position vectors as a parameter-free, per-head compressed logit bias.",
 )

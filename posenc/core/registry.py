@@ -48,19 +48,42 @@ class EncodingInfo:
 _REGISTRY: dict[str, EncodingInfo] = {}
 
 
-def register(name: str, *, family: str, paper: str, summary: str = "") -> Callable[[type], type]:
+def register(name: str, *, paper: str, summary: str = "", family: str | None = None) -> Callable[[type], type]:
     """Class decorator adding an encoding to the registry under ``name``; it records metadata only
-    (the checks every encoding shares live in :class:`posenc.core.base.EncodingModule`)."""
+    (the checks every encoding shares live in :class:`posenc.core.base.EncodingModule`).
+
+    The family is the encoding's package folder (``posenc/<family>/``, ``posenc/none.py`` for
+    ``"none"``), read from the class's module: it is stated once, by where the file lives. ``family``
+    is for an encoding defined outside the posenc package, which has no family folder.
+    """
 
     def decorator(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"encoding name {name!r} is already registered to {_REGISTRY[name].cls.__name__}")
         doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
-        _REGISTRY[name] = EncodingInfo(name=name, family=family, paper=paper, summary=doc, cls=cls)
+        _REGISTRY[name] = EncodingInfo(name=name, family=_family(cls, family), paper=paper, summary=doc, cls=cls)
         cls.registry_name = name
         return cls
 
     return decorator
+
+
+def _family(cls: type, given: str | None) -> str:
+    """The family of ``cls``: its folder in the posenc package, or ``given`` for a class outside it."""
+    parts = cls.__module__.split(".")
+    if parts[0] == "posenc" and len(parts) > 1:
+        if given is not None:
+            raise ValueError(
+                f"`family`={given!r} given for {cls.__name__}, whose family is its package folder "
+                f"{parts[1]!r} ({cls.__module__}); leave `family` out"
+            )
+        return parts[1]
+    if not isinstance(given, str) or not given:
+        raise ValueError(
+            f"`family` must name how {cls.__name__} enters a model (e.g. 'bias'), since it is defined "
+            f"outside posenc's family folders (in {cls.__module__}); got {given!r}"
+        )
+    return given
 
 
 def available(family: str | None = None) -> list[EncodingInfo]:

@@ -184,7 +184,6 @@ def grid_encoding(
 
 @register(
     "hyper_conv",
-    family="hyper",
     paper="Ha et al. 2016, arXiv:1609.09106",
     summary="Convolution whose kernels a hypernetwork generates per pixel from a position encoding.",
 )

@@ -57,7 +57,6 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
 
 @register(
     "constant_input",
-    family="spatial",
     paper="Karras et al. 2018, arXiv:1812.04948",
     summary="StyleGAN's learned c x 4 x 4 tensor broadcast over the batch as the generator's starting map.",
 )

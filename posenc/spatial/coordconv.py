@@ -88,7 +88,6 @@ class AddCoords(nn.Module):
 
 @register(
     "coordconv",
-    family="spatial",
     paper="Liu et al. 2018, arXiv:1807.03247",
     summary="Convolution over the input with x/y(/z, radius) coordinate channels in [-1, 1] appended.",
 )

@@ -126,7 +126,6 @@ class SinusoidalGridInput(_GridInput):
 
 @register(
     "gan_multiscale",
-    family="spatial",
     paper="Xu et al. 2020, arXiv:2012.05217",
     summary="Explicit Cartesian or 2-D sinusoidal generator input at several grid sizes (MS-PIE), replacing the constant.",
 )

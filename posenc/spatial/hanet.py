@@ -60,7 +60,6 @@ def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "m
 
 @register(
     "hanet",
-    family="spatial",
     paper="Choi et al. 2020, arXiv:2003.05128",
     summary="Height-driven attention: per-row channel attention from width-pooled features and a height encoding.",
 )

@@ -55,7 +55,6 @@ def spatial_broadcast(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @register(
     "spatial_broadcast",
-    family="spatial",
     paper="Watters et al. 2019, arXiv:1901.07017",
     summary="Decoder tiling the latent over the grid with x/y coordinate channels, then stride-1 convolutions.",
 )

@@ -42,7 +42,6 @@ def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torc
 
 @register(
     "flow_index",
-    family="step",
     paper="Lee et al. 2020, arXiv:2006.06280",
     summary="NanoFlow's learned embedding of the flow step, conditioning a parameter-shared flow.",
 )

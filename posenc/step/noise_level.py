@@ -55,7 +55,6 @@ def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, 
 
 @register(
     "noise_level",
-    family="step",
     paper="Chen et al. 2020, arXiv:2009.00713",
     summary="WaveGrad's embedding of a continuous noise level: sinusoid of 5000 * level.",
 )

@@ -73,7 +73,6 @@ def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
 
 @register(
     "timestep",
-    family="step",
     paper="Ho et al. 2020, arXiv:2006.11239",
     summary="DDPM's diffusion-step embedding: [sin, cos] of t at 10000^(-i/(d/2-1)), then dense-swish-dense.",
 )

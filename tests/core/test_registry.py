@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import posenc
 from posenc import functional as PF
 from posenc.checks import SEQUENCE_FAMILIES
+from posenc.core import registry
 from posenc.core.base import PositionEncoding
 from posenc.core.registry import MODEL_ARGUMENTS, create_for_model
 from posenc.models import Transformer
@@ -84,3 +86,26 @@ def test_create_for_model_fills_declared_arguments_and_explicit_ones_win():
     assert alibi.slopes.shape[0] == 4 and alibi.causal
     rope = create_for_model("rope", model_args=model_args, head_dim=8)
     assert rope.head_dim == 8
+
+
+@pytest.mark.parametrize("name", [info.name for info in posenc.available()])
+def test_family_is_the_package_folder(name):
+    """The family is stated once, by where the file lives: ``posenc/<family>/`` (``posenc/none.py``)."""
+    path = Path(inspect.getfile(posenc.get(name).cls))
+    folder = path.stem if path.parent.name == "posenc" else path.parent.name
+    assert path.parent.name == "posenc" or path.parent.parent.name == "posenc", path
+    assert posenc.get(name).family == folder
+    assert name in [info.name for info in posenc.available(folder)]
+
+
+def test_family_is_given_only_outside_the_package(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    inside = type("Inside", (PositionEncoding,), {"__module__": "posenc.bias.example"})
+    with pytest.raises(ValueError, match="`family`='input' given for Inside, whose family is its package folder 'bias'"):
+        registry.register("inside", family="input", paper="-")(inside)
+    assert registry.register("inside", paper="-")(inside) is inside and registry.get("inside").family == "bias"
+    outside = type("Outside", (PositionEncoding,), {"__module__": "my_project.encodings"})
+    with pytest.raises(ValueError, match="`family` must name how Outside enters a model"):
+        registry.register("outside", paper="-")(outside)
+    registry.register("outside", family="bias", paper="-")(outside)
+    assert [info.name for info in registry.available("bias")] == ["inside", "outside"]
