@@ -18,7 +18,9 @@ from posenc.core.suggest import did_you_mean
 #: name (the Transformer: dim, heads, head_dim, causal; the ViT adds grid, num_prefix_tokens; the CNN
 #: gives in_channels, out_channels, kernel_size). Each encoding declares the ones its constructor
 #: takes in ``model_arguments``.
-MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal", "grid", "num_prefix_tokens", "in_channels", "out_channels", "kernel_size")
+MODEL_ARGUMENTS = (
+    "dim", "heads", "head_dim", "causal", "grid", "num_prefix_tokens", "in_channels", "out_channels", "kernel_size"
+)
 #: Families whose encodings act on 1-D token sequences through the hooks of ``PositionEncoding``
 #: (the image families need a patch grid).
 SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")

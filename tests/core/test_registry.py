@@ -101,7 +101,7 @@ def test_family_is_the_package_folder(name):
 def test_family_is_given_only_outside_the_package(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", {})
     inside = type("Inside", (PositionEncoding,), {"__module__": "posenc.bias.example"})
-    with pytest.raises(ValueError, match="`family`='input' given for Inside, whose family is its package folder 'bias'"):
+    with pytest.raises(ValueError, match="`family`='input' given for Inside, whose family is its package folder"):
         registry.register("inside", family="input", paper="-")(inside)
     assert registry.register("inside", paper="-")(inside) is inside and registry.get("inside").family == "bias"
     outside = type("Outside", (PositionEncoding,), {"__module__": "my_project.encodings"})
