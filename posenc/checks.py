@@ -1,6 +1,8 @@
 """Quick self-checks of every registered sequence encoding, behind ``posenc check``.
 
-Each check builds the reference Transformer with the encoding and verifies, on a tiny random input:
+Each check builds the reference Transformer with the encoding, configured by its example in
+:mod:`posenc.testing.examples` (the one the test suites use; the model fills in its own sizes), and
+verifies, on a tiny random input:
 finite outputs, explicit positions equal to implicit ones, and (for causal-capable encodings)
 incremental decoding with the key/value cache equal to one full forward pass.
 """
@@ -25,6 +27,17 @@ class CheckResult:
         return f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<16} {self.detail}"
 
 
+#: The constructor arguments ``Transformer(position=name)`` fills in from its own sizes.
+TRANSFORMER_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
+
+
+def example_arguments(name: str) -> dict:
+    """The constructor arguments of ``name``'s example, less the ones the Transformer fills in."""
+    from posenc.testing.examples import spec
+
+    return {k: v for k, v in spec(name).kwargs.items() if k not in TRANSFORMER_ARGUMENTS}
+
+
 def check_one(name: str, *, seed: int = 0, label: str | None = None, cached: bool = True, **options) -> CheckResult:
     """``options``: keyword arguments of the encoding (a RoPE scaling, say), shown under ``label``;
     ``cached=False`` for encodings whose tables follow the sequence length (dynamic NTK, LongRoPE):
@@ -34,7 +47,7 @@ def check_one(name: str, *, seed: int = 0, label: str | None = None, cached: boo
     torch.manual_seed(seed)
     name_shown = label or name
     try:
-        model = Transformer(32, 32, 2, 4, position=name, causal=True, **options).eval()
+        model = Transformer(32, 32, 2, 4, position=name, causal=True, **{**example_arguments(name), **options}).eval()
     except (TypeError, ValueError) as err:  # not a causal sequence encoding
         return CheckResult(name_shown, True, f"skipped: {err}")
     if not isinstance(model.position, PositionEncoding):

@@ -16,14 +16,12 @@ from posenc.core.registry import register
 
 @register(
     "none",
-    family="none",
     paper="Vaswani et al. 2017, arXiv:1706.03762 (attention without position); Kazemnejad et al. 2023, arXiv:2305.19466",
     summary="No position information: attention stays permutation-equivariant.",
 )
 class NoPositionEncoding(PositionEncoding):
     """An encoding that adds nothing; every hook is the identity."""
 
-    family = "none"
     hooks = frozenset()
 
     def __init__(self, *, device: torch.device | str | None = None) -> None:

@@ -19,8 +19,10 @@ from posenc.analysis.coordinate import coordinate_pictures
 from posenc.coordinate.base import Encoding as CoordinateEncoding
 from posenc.analysis.figures import Pictures, heatmap, lines
 from posenc.analysis.similarity import score_matrix, similarity_matrix
+from posenc.core.base import PositionEncoding
 from posenc.core.files import atomic_write_bytes as write_atomic
 from posenc.core.registry import EncodingInfo
+from posenc.models.interfaces import prefix_tokens
 
 __all__ = ["Pictures", "analyse_entry", "heatmap", "safe_name", "write_atomic"]
 
@@ -164,7 +166,7 @@ def _content_pictures(enc, entry: dict, pics: Pictures, stem: str, n: int) -> No
     """An input hook that transforms its content: when one token's content reaches the others (a
     convolution), that reach; else (a product with the content) the output for all-ones embeddings."""
     grid = measure._grid(enc)
-    prefix = int(getattr(enc, "num_prefix_tokens", 0) or 0)
+    prefix = prefix_tokens(enc)
     centre = n // 2 if grid is None else prefix + (grid[0] // 2) * grid[1] + grid[1] // 2
     response = measure.content_response(enc, n, "impulse", centre=centre)
     if response is None:
@@ -203,7 +205,7 @@ def _content_pictures(enc, entry: dict, pics: Pictures, stem: str, n: int) -> No
 def _grid_picture(enc, grid: tuple[int, int], entry: dict, pics: Pictures, stem: str) -> None:
     """The centre patch's similarity (input hook) or score (rotary/bias hooks) to every patch, as an image."""
     gh, gw = grid
-    prefix = int(getattr(enc, "num_prefix_tokens", 0) or 0)
+    prefix = prefix_tokens(enc)
     n = prefix + gh * gw
     centre = prefix + (gh // 2) * gw + gw // 2
     panels = []
@@ -305,7 +307,8 @@ def analyse_entry(info: EncodingInfo, pics: Pictures, ref: measure.Reference, *,
     }
     handled = False
     try:
-        is_sequence = info.family in SEQUENCE_HOOK_FAMILIES or bool(getattr(info.cls, "hooks", None))
+        declares_hooks = issubclass(info.cls, PositionEncoding) and bool(info.cls.hooks)
+        is_sequence = info.family in SEQUENCE_HOOK_FAMILIES or declares_hooks
         handled = is_sequence and _sequence_entry(info, entry, pics, ref, extrapolate)
     except Exception as err:  # noqa: BLE001 - one broken encoding must not stop the atlas
         entry["errors"].append(f"the reference Transformer: {type(err).__name__}: {err}"[:300])

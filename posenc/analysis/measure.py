@@ -8,7 +8,6 @@ such instead of raising.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +19,10 @@ from torch import nn
 from posenc.analysis.addition import fit_shift_map, fit_shift_map_at
 from posenc.analysis.equivariance import patch_permutation_deviation, permutation_deviation
 from posenc.analysis.similarity import absolute_table, score_vs_offset, shift_invariance_error
-from posenc.core.base import PositionEncoding
+from posenc.core.base import EncodingModule, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import EncodingInfo
+from posenc.models.interfaces import GridBound, ModelWidth, prefix_tokens
 
 #: Relative-error level below which a property counts as holding.
 TOLERANCE = 1e-4
@@ -65,14 +65,14 @@ def build_sequence_model(cls: type, ref: Reference, *, causal: bool, example: di
     from posenc.models import Transformer
 
     model_args = {"dim": ref.dim, "heads": ref.heads, "head_dim": ref.dim // ref.heads, "causal": causal}
-    params = inspect.signature(cls.__init__).parameters
+    declared = cls.model_arguments if issubclass(cls, EncodingModule) else ()
     choices = [{}]
     if example:
         choices.append({**example, **({"grid": 8} if "grid" in example else {})})
     for extra in choices:
         torch.manual_seed(ref.seed)
         try:
-            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in params}})
+            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in declared}})
             if not isinstance(encoding, PositionEncoding):
                 return None
             model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
@@ -89,7 +89,7 @@ def sequence_length(encoding: nn.Module, n: int) -> int:
     grid = _grid(encoding)
     if grid is None:
         return n
-    return int(getattr(encoding, "num_prefix_tokens", 0) or 0) + grid[0] * grid[1]
+    return prefix_tokens(encoding) + grid[0] * grid[1]
 
 
 def equivariance_row(model: nn.Module, family: str, ref: Reference) -> dict:
@@ -132,10 +132,10 @@ def content_response(
     """``(n, d)`` output of the input hook for content ``kind``: ``"ones"`` (all-ones embeddings; None
     when its rows do not vary) or ``"impulse"`` (one random token at position n // 2 among zeros,
     minus the output for zeros: how a token reaches its neighbours)."""
-    dim = getattr(encoding, "dim", None)
+    dim = encoding.dim if isinstance(encoding, ModelWidth) else None
     if not isinstance(dim, int):
         return None
-    concat = int(getattr(encoding, "concat_dim", 0))
+    concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
     width = dim - concat if concat < dim else dim
     zeros = torch.zeros(1, n, width)
     if kind == "ones":
@@ -152,8 +152,8 @@ def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tu
     d = table.shape[1]
     fit = None
     positions = torch.arange(4 * d + 8) * 389
-    dim = getattr(encoding, "dim", d)
-    concat = int(getattr(encoding, "concat_dim", 0))
+    dim = encoding.dim if isinstance(encoding, ModelWidth) and isinstance(encoding.dim, int) else d
+    concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
 
     def encode(p: torch.Tensor) -> torch.Tensor:
         zeros = torch.zeros(1, len(p), dim - concat if concat < dim else dim)
@@ -190,7 +190,7 @@ def addition_row(encoding: nn.Module, table: torch.Tensor, ref: Reference) -> tu
 
 def relative_row(encoding: nn.Module, ref: Reference) -> dict:
     grid = _grid(encoding)
-    if grid is not None and not getattr(encoding, "num_prefix_tokens", 0):
+    if grid is not None and not prefix_tokens(encoding):
         # on a patch grid a shift by one row of patches keeps every 2-D offset
         n, shift, where = (grid[0] - 1) * grid[1], grid[1], "by one row of the patch grid"
     else:
@@ -272,7 +272,7 @@ def bias_curves(encoding: nn.Module, n: int) -> tuple[list[int], list[list[float
 # -- encodings outside the sequence Transformer: probed through their examples ----------------------
 
 def _grid(module: nn.Module) -> tuple[int, int] | None:
-    grid = getattr(module, "grid", None) or getattr(module, "grid_size", None)
+    grid = module.grid if isinstance(module, GridBound) else None
     if isinstance(grid, int) and grid > 0:
         return grid, grid
     if isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(g, int) for g in grid):

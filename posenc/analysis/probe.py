@@ -174,7 +174,7 @@ def position_probe(
     n_train = min(max(1, round(b * train_fraction)), b - 1) if b > 1 else 0
     if n_train < 1:
         raise ValueError(f"`images` needs at least 2 images (training and held-out), got {b}")
-    was_training = getattr(model, "training", False)
+    was_training = model.training if isinstance(model, nn.Module) else False
     if isinstance(model, nn.Module):
         model.eval()
     try:

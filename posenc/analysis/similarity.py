@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.validation import check_float_tensor, check_int, check_tensor
+from posenc.models.interfaces import HeadCount, HeadWidth, ModelWidth
 
 
 def similarity_matrix(table: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
@@ -116,10 +118,12 @@ def similarity_structure(matrix: torch.Tensor) -> SimilarityStructure:
 
 
 def _model_sizes(encoding: nn.Module, heads: int | None, head_dim: int | None) -> tuple[int, int]:
-    heads = heads if heads is not None else getattr(encoding, "heads", 1)
-    head_dim = head_dim if head_dim is not None else getattr(encoding, "head_dim", None)
+    if heads is None:
+        heads = encoding.heads if isinstance(encoding, HeadCount) else 1
+    if head_dim is None and isinstance(encoding, HeadWidth):
+        head_dim = encoding.head_dim
     if head_dim is None:
-        dim = getattr(encoding, "dim", None)
+        dim = encoding.dim if isinstance(encoding, ModelWidth) else None
         head_dim = dim // heads if isinstance(dim, int) else 16
     return check_int("heads", heads, minimum=1), check_int("head_dim", head_dim, minimum=1)
 
@@ -132,15 +136,21 @@ def absolute_table(encoding: nn.Module, n: int, *, dim: int | None = None, offse
     concatenated one its last ``concat_dim`` columns. ``dim`` defaults to ``encoding.dim``.
     """
     check_int("n", n, minimum=1)
-    dim = dim if dim is not None else getattr(encoding, "dim", None)
+    if dim is None and isinstance(encoding, ModelWidth):
+        dim = encoding.dim
     if not isinstance(dim, int):
         raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")
-    concat = int(getattr(encoding, "concat_dim", 0))
+    concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
     device = next((t.device for t in [*encoding.parameters(), *encoding.buffers()]), torch.device("cpu"))
     zeros = torch.zeros(1, n, dim - concat if concat < dim else dim, device=device)
     out = encoding.encode_input(zeros, positions=Positions(n, offset))
     table = out[0, :, -concat:] if concat else out[0]
     return table.detach().float().cpu()
+
+
+def _hooks(encoding: nn.Module) -> frozenset[str]:
+    """The hooks a :class:`PositionEncoding` declares (none for any other module)."""
+    return encoding.hooks if isinstance(encoding, PositionEncoding) else frozenset()
 
 
 def _random_qk(heads: int, head_dim: int, n: int, m: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +186,7 @@ def score_matrix(
     check_int("offset", offset, minimum=0)
     if query not in ("ones", "random"):
         raise ValueError(f"`query` must be 'ones' or 'random', got {query!r}")
-    hooks = getattr(encoding, "hooks", frozenset())
+    hooks = _hooks(encoding)
     if not {"rotary", "bias"} & set(hooks):
         raise ValueError(f"`encoding` {type(encoding).__name__} has neither a 'rotary' nor a 'bias' hook")
     heads, head_dim = _model_sizes(encoding, heads, head_dim)
@@ -228,7 +238,7 @@ def shift_invariance_error(
     """
     check_int("shift", shift, minimum=1)
     check_int("n", n, minimum=1)
-    hooks = set(getattr(encoding, "hooks", frozenset()))
+    hooks = set(_hooks(encoding))
     if not {"rotary", "bias", "value"} & hooks:
         raise ValueError(f"`encoding` {type(encoding).__name__} has no 'rotary', 'bias' or 'value' hook")
     heads, head_dim = _model_sizes(encoding, heads, head_dim)

@@ -75,7 +75,6 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
 
 @register(
     "alibi",
-    family="bias",
     paper="Press et al. 2021, arXiv:2108.12409",
     summary="A fixed per-head linear penalty on query-key distance added to the logits.",
 )
@@ -93,7 +92,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
     :data:`posenc.core.memory.MAX_TABLE_BYTES` raises ``ValueError`` before anything is allocated.
     """
 
-    family = "bias"
+    model_arguments = ("heads", "causal")
     hooks = frozenset({"bias"})
 
     def __init__(self, heads: int, *, causal: bool = True, device: torch.device | str | None = None) -> None:

@@ -80,7 +80,6 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
 
 @register(
     "cope",
-    family="bias",
     paper="Golovneva et al. 2024, arXiv:2405.18719",
     summary="Positions counted by content (sums of sigmoid gates over keys), embedded by interpolation; a query-dependent bias.",
 )
@@ -94,6 +93,7 @@ class ContextualPosition(BiasEncoding):
         causal: the paper's causal counting (True) or the encoder form (gates between the tokens).
     """
 
+    model_arguments = ("heads", "head_dim", "causal")
     per_layer = True
 
     def __init__(self, head_dim: int, heads: int, *, max_positions: int = 64, causal: bool = True, device=None, dtype=None) -> None:

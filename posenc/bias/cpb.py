@@ -49,7 +49,6 @@ class CPBMLP(nn.Module):
 
 @register(
     "cpb",
-    family="bias",
     paper="Liu et al. 2022, arXiv:2111.09883 (Swin Transformer V2, log-spaced continuous position bias)",
     summary="An MLP of the log-spaced relative offset gives a bounded bias per head; transfers across lengths.",
 )
@@ -62,6 +61,8 @@ class ContinuousPositionBias(OffsetBias):
         hidden: width of the meta network (512 in Swin V2).
         causal: read the past distance only (keys after the query are masked anyway).
     """
+
+    model_arguments = ("heads", "causal")
 
     def __init__(
         self, heads: int, *, max_distance: int = 64, hidden: int = 512, causal: bool = True, device=None, dtype=None

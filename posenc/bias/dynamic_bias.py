@@ -26,7 +26,6 @@ def log_distance(x: torch.Tensor) -> torch.Tensor:
 
 @register(
     "dynamic_bias",
-    family="bias",
     paper="Wang et al. 2021, arXiv:2108.00154 (CrossFormer's dynamic position bias)",
     summary="An MLP of the (log-scaled) relative offset gives each head's logit bias, defined at every offset.",
 )
@@ -40,6 +39,8 @@ class DynamicPositionBias(OffsetBias):
         log_distance: feed ``sign(x) log(1 + |x|)`` instead of the raw offset.
         causal: read the distance ``i - j`` (past keys) instead of the signed offset ``j - i``.
     """
+
+    model_arguments = ("heads", "causal")
 
     def __init__(
         self,

@@ -54,7 +54,6 @@ def fire_input(
 
 @register(
     "fire",
-    family="bias",
     paper="Li et al. 2023, arXiv:2310.04418",
     summary="An MLP of the log distance normalised by the query position (learned c and threshold L) as a bias.",
 )
@@ -68,6 +67,8 @@ class FIRE(BiasEncoding):
         init_threshold: initial ``L``.
         causal: causal distances ``i - j`` (True, the paper's setting) or ``|i - j|``.
     """
+
+    model_arguments = ("heads", "causal")
 
     def __init__(
         self,

@@ -48,7 +48,6 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
 
 @register(
     "fox",
-    family="bias",
     paper="Lin et al. 2025, arXiv:2503.02130 (Forgetting Transformer)",
     summary="Cumulative log forget gates computed from each token as a causal, data-dependent decay bias.",
 )
@@ -61,6 +60,7 @@ class ForgettingGate(BiasEncoding):
         init_bias: initial ``b_h`` (``sigmoid(4) ~ 0.98``: a slow initial decay).
     """
 
+    model_arguments = ("heads", "head_dim", "causal")
     supports_causal = True
     per_layer = True
 

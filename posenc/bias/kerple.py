@@ -54,7 +54,6 @@ def kerple_bias(
 
 @register(
     "kerple",
-    family="bias",
     paper="Chi et al. 2022, arXiv:2205.09921",
     summary="A learned conditionally positive definite kernel of the distance (log or power) as a logit bias.",
 )
@@ -67,6 +66,8 @@ class Kerple(OffsetBias):
         causal: distances ``i - j`` of past keys (True) or ``|i - j|`` (False).
         eps: the lower bound of both parameters.
     """
+
+    model_arguments = ("heads", "causal")
 
     def __init__(
         self,

@@ -105,7 +105,6 @@ def implicit_window(q_positions: Positions, k_positions: Positions) -> tuple[sli
 class BiasEncoding(PositionEncoding):
     """An encoding entering through the ``"bias"`` hook, callable on its own as ``bias(n, m)``."""
 
-    family = "bias"
     hooks = frozenset({"bias"})
 
     def forward(

@@ -48,7 +48,6 @@ def sandwich_bias(offsets: torch.Tensor, heads: int, *, width: int = 128, base: 
 
 @register(
     "sandwich",
-    family="bias",
     paper="Chi et al. 2023, arXiv:2212.10356",
     summary="The inner product of sinusoidal position vectors as a parameter-free, per-head compressed logit bias.",
 )
@@ -60,6 +59,8 @@ class Sandwich(OffsetBias):
         width: ``d'``, the width of the sinusoids whose inner product is taken (even).
         base: the sinusoid's base (10000).
     """
+
+    model_arguments = ("heads",)
 
     def __init__(self, heads: int, *, width: int = 128, base: float = 10000.0, device=None) -> None:
         super().__init__()

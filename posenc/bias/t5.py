@@ -76,7 +76,6 @@ def _diagonal(q_positions: Positions, k_positions: Positions) -> bool:
 
 @register(
     "t5",
-    family="bias",
     paper="Raffel et al. 2019, arXiv:1910.10683",
     summary="A learned scalar per head for each log-bucketed query-key offset, added to the logits.",
 )
@@ -89,7 +88,7 @@ class T5RelativeBias(BiasEncoding):
         num_buckets, max_distance: the bucketing (32 and 128 in T5).
     """
 
-    family = "bias"
+    model_arguments = ("heads", "causal")
     hooks = frozenset({"bias"})
 
     def __init__(

@@ -29,7 +29,6 @@ from posenc.core.validation import check_choice, check_dtype_matches, check_even
 
 @register(
     "complex_order",
-    family="complex",
     paper="Wang et al. 2019, arXiv:1912.12333",
     summary="Each word is r exp(i(omega p + theta)), learned amplitude, frequency, phase; fed on as real/imag parts.",
 )
@@ -41,7 +40,7 @@ class ComplexOrderEncoding(PositionEncoding):
         frequency, phase: ``"word"`` (read off each word's embedding) or ``"shared"`` by all words.
     """
 
-    family = "complex"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

@@ -84,7 +84,6 @@ def context_conv1d(
 
 @register(
     "conv_context",
-    family="context",
     paper="Mohamed et al. 2019, arXiv:1904.11660",
     summary="A stack of 1-D convolutions over the token embeddings replaces the position encoding.",
 )
@@ -98,7 +97,7 @@ class ConvContext(PositionEncoding):
         causal: left padding only, for language models.
     """
 
-    family = "context"
+    model_arguments = ("dim", "causal", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
 

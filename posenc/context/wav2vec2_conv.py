@@ -65,7 +65,6 @@ def wav2vec2_conv_embedding(
 
 @register(
     "wav2vec2_conv",
-    family="context",
     paper="Baevski et al. 2020, arXiv:2006.11477",
     summary="Wide grouped, weight-normalised Conv1d + GELU added to the input: a convolutional relative embedding.",
 )
@@ -78,7 +77,7 @@ class Wav2Vec2ConvPositionEmbedding(PositionEncoding):
         groups: convolution groups (16 in wav2vec 2.0).
     """
 
-    family = "context"
+    model_arguments = ("dim", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring tokens, which in a packed row belong to other documents"
     supports_causal = False

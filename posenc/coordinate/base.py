@@ -8,12 +8,12 @@ the configuration alone, so a network after it can be built before any data is s
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.validation import check_finite, check_float_tensor, check_positive_int
 
 
-class Encoding(nn.Module):
+class Encoding(EncodingModule):
     """Base class of coordinate encodings; subclasses set ``in_dim`` and implement ``out_dim``, ``forward``.
 
     ``keep_dtype_buffers`` names buffers whose float dtype is kept when the module is cast (for

@@ -94,7 +94,6 @@ def gaussian_matrix(
 
 @register(
     "fourier_features",
-    family="coordinate",
     paper="Tancik et al. 2020, arXiv:2006.10739",
     summary="[cos 2 pi Bv, sin 2 pi Bv] with B the identity, log-spaced scales, or a fixed Gaussian matrix.",
 )

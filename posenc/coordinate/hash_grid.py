@@ -338,7 +338,6 @@ class _Interpolate(torch.autograd.Function):
 
 @register(
     "hash_grid",
-    family="coordinate",
     paper="Müller et al. 2022, arXiv:2201.05989",
     summary="Learned feature tables at L geometric resolutions, spatially hashed when finer than 2^T, d-linearly interpolated.",
 )

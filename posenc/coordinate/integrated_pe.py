@@ -66,7 +66,6 @@ def integrated_positional_encoding(
 
 @register(
     "integrated_pe",
-    family="coordinate",
     paper="Barron et al. 2021, arXiv:2103.13415",
     summary="mip-NeRF's expected sin/cos of a Gaussian: NeRF's bands damped by exp(-4^l sigma^2 / 2).",
 )

@@ -148,7 +148,6 @@ class _Planes(Encoding):
 
 @register(
     "kplanes",
-    family="coordinate",
     paper="Fridovich-Keil et al. 2023, arXiv:2301.10241",
     summary="Learned planes of every coordinate pair, multiplied elementwise, at several scales concatenated.",
 )
@@ -206,7 +205,6 @@ class KPlanes(_Planes):
 
 @register(
     "triplane",
-    family="coordinate",
     paper="Chan et al. 2022, arXiv:2112.07945",
     summary="Three learned axis-aligned feature planes of a 3-D point, summed (EG3D) or multiplied or concatenated.",
 )

@@ -86,7 +86,6 @@ def nerf_encoding(
 
 @register(
     "nerf",
-    family="coordinate",
     paper="Mildenhall et al. 2020, arXiv:2003.08934",
     summary="Sin/cos of every coordinate at octave frequencies 2^0..2^(L-1), after the raw input.",
 )

@@ -98,7 +98,6 @@ def spherical_harmonics(directions: torch.Tensor, degree: int, *, norm_tolerance
 
 @register(
     "spherical_harmonics",
-    family="coordinate",
     paper="Müller et al. 2022, arXiv:2201.05989 (direction encoding)",
     summary="Real spherical harmonics of unit directions, bands 0..D-1: D^2 features.",
 )

@@ -44,22 +44,77 @@ instance per block (with the same arguments) instead of sharing one.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import inspect
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from posenc.core.positions import Positions
 from posenc.core.terms import BlockTerm, ScoreMod
+from posenc.core.validation import check_dtype, check_on_device
 
 HOOKS = ("input", "rotary", "bias", "value")
 
 
-class PositionEncoding(nn.Module):
+class EncodingModule(nn.Module):
+    """Base class of every registered encoding: the checks its public boundary shares, and its declarations.
+
+    Two checks hold for every encoding, whatever its family:
+
+    * the constructor's ``dtype=`` keyword must be None or a floating-point ``torch.dtype``
+      (:func:`~posenc.core.validation.check_dtype`, run by ``__new__`` before the subclass's
+      ``__init__`` builds any tensor);
+    * every tensor handed to ``forward`` must be on the module's device
+      (:func:`check_forward_devices`, a forward pre-hook installed by ``__init__``; eager mode only,
+      skipped while ``torch.compile`` traces).
+
+    Both raise ``ValueError``/``TypeError`` naming the argument. The registry adds no behaviour:
+    it only records metadata (:mod:`posenc.core.registry`).
+    """
+
+    #: The constructor arguments a reference model fills in from its own shape when it builds the
+    #: encoding by name (a subset of :data:`posenc.core.registry.MODEL_ARGUMENTS`); a test keeps it
+    #: equal to the constructor's signature.
+    model_arguments: ClassVar[tuple[str, ...]] = ()
+    #: The name the encoding is registered under ("" for an unregistered subclass).
+    registry_name: ClassVar[str] = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if "dtype" in kwargs:
+            check_dtype("dtype", kwargs["dtype"])
+        return super().__new__(cls)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_forward_pre_hook(check_forward_devices, with_kwargs=True)
+
+
+def check_forward_devices(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Every tensor argument of ``module.forward`` must be on the module's device (eager mode only).
+
+    The device is that of the module's first parameter (or buffer); a module holding no tensors
+    accepts any device. The argument's name comes from ``forward``'s signature.
+    """
+    if torch.compiler.is_compiling():
+        return
+    device = next((t.device for t in module.parameters()), None)
+    if device is None:
+        device = next((t.device for t in module.buffers()), None)
+    if device is None:
+        return
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if all(t.device == device for t in tensors):
+        return
+    bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+    for name, value in bound.items():
+        if isinstance(value, torch.Tensor):
+            check_on_device(name, value, device)
+
+
+class PositionEncoding(EncodingModule):
     """Base class for encodings usable through ``Transformer(position=...)``."""
 
-    #: How the encoding enters the model (the registry's taxonomy), e.g. ``"input"``, ``"rotary"``.
-    family: ClassVar[str] = "none"
     #: Which of :data:`HOOKS` the model must call.
     hooks: ClassVar[frozenset[str]] = frozenset()
     #: One instance per transformer block instead of one shared by all blocks.

@@ -6,19 +6,21 @@ imports every family package, so the registry is complete once the package is im
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from posenc.core.suggest import did_you_mean
-from posenc.core.validation import check_dtype
 
-#: Keyword arguments a model may fill in from its own shape when it builds an encoding by name.
-MODEL_ARGUMENTS = ("dim", "heads", "head_dim", "causal")
+#: Keyword arguments a reference model may fill in from its own shape when it builds an encoding by
+#: name (the Transformer: dim, heads, head_dim, causal; the ViT adds grid, num_prefix_tokens; the CNN
+#: gives in_channels, out_channels, kernel_size). Each encoding declares the ones its constructor
+#: takes in ``model_arguments``.
+MODEL_ARGUMENTS = (
+    "dim", "heads", "head_dim", "causal", "grid", "num_prefix_tokens", "in_channels", "out_channels", "kernel_size"
+)
 #: Families whose encodings act on 1-D token sequences through the hooks of ``PositionEncoding``
 #: (the image families need a patch grid).
 SEQUENCE_FAMILIES = ("none", "input", "rotary", "bias", "relative", "complex", "context")
@@ -48,68 +50,42 @@ class EncodingInfo:
 _REGISTRY: dict[str, EncodingInfo] = {}
 
 
-def register(name: str, *, family: str, paper: str, summary: str = "") -> Callable[[type], type]:
-    """Class decorator adding an encoding to the registry under ``name``."""
+def register(name: str, *, paper: str, summary: str = "", family: str | None = None) -> Callable[[type], type]:
+    """Class decorator adding an encoding to the registry under ``name``; it records metadata only
+    (the checks every encoding shares live in :class:`posenc.core.base.EncodingModule`).
+
+    The family is the encoding's package folder (``posenc/<family>/``, ``posenc/none.py`` for
+    ``"none"``), read from the class's module: it is stated once, by where the file lives. ``family``
+    is for an encoding defined outside the posenc package, which has no family folder.
+    """
 
     def decorator(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"encoding name {name!r} is already registered to {_REGISTRY[name].cls.__name__}")
         doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
-        _REGISTRY[name] = EncodingInfo(name=name, family=family, paper=paper, summary=doc, cls=cls)
+        _REGISTRY[name] = EncodingInfo(name=name, family=_family(cls, family), paper=paper, summary=doc, cls=cls)
         cls.registry_name = name
-        _guard_boundary(cls)
         return cls
 
     return decorator
 
 
-def _guard_boundary(cls: type) -> None:
-    """Checks shared by every registered encoding's public boundary.
-
-    The constructor's ``dtype=`` must be None or a floating-point ``torch.dtype``; every tensor
-    handed to ``forward`` must be on the module's device (eager mode only: the check is skipped
-    while ``torch.compile`` traces). Both raise ``ValueError``/``TypeError`` naming the argument.
-    """
-    init = cls.__dict__.get("__init__")
-    if init is not None and not getattr(init, "_posenc_guarded", False):
-        params = inspect.signature(init).parameters
-        if "dtype" in params:
-
-            @functools.wraps(init)
-            def guarded_init(self, *args, **kwargs):
-                if "dtype" in kwargs:
-                    check_dtype("dtype", kwargs["dtype"])
-                init(self, *args, **kwargs)
-
-            guarded_init._posenc_guarded = True  # type: ignore[attr-defined]
-            cls.__init__ = guarded_init
-    forward = getattr(cls, "forward", None)  # defined here or inherited from an unregistered base
-    if forward is not None and forward is not nn.Module.forward and not getattr(forward, "_posenc_guarded", False):
-        signature = inspect.signature(forward)
-
-        @functools.wraps(forward)
-        def guarded_forward(self, *args, **kwargs):
-            if not torch.compiler.is_compiling():
-                _check_module_device(self, signature, args, kwargs)
-            return forward(self, *args, **kwargs)
-
-        guarded_forward._posenc_guarded = True  # type: ignore[attr-defined]
-        cls.forward = guarded_forward
-
-
-def _check_module_device(module: nn.Module, signature: inspect.Signature, args, kwargs) -> None:
-    device = next((t.device for t in module.parameters()), None)
-    if device is None:
-        device = next((t.device for t in module.buffers()), None)
-    if device is None:
-        return
-    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-    if all(t.device == device for t in tensors):
-        return
-    bound = signature.bind_partial(module, *args, **kwargs).arguments
-    for arg, value in bound.items():
-        if isinstance(value, torch.Tensor) and value.device != device:
-            raise ValueError(f"`{arg}` is on {value.device} but the encoding is on {device}; move one of them")
+def _family(cls: type, given: str | None) -> str:
+    """The family of ``cls``: its folder in the posenc package, or ``given`` for a class outside it."""
+    parts = cls.__module__.split(".")
+    if parts[0] == "posenc" and len(parts) > 1:
+        if given is not None:
+            raise ValueError(
+                f"`family`={given!r} given for {cls.__name__}, whose family is its package folder "
+                f"{parts[1]!r} ({cls.__module__}); leave `family` out"
+            )
+        return parts[1]
+    if not isinstance(given, str) or not given:
+        raise ValueError(
+            f"`family` must name how {cls.__name__} enters a model (e.g. 'bias'), since it is defined "
+            f"outside posenc's family folders (in {cls.__module__}); got {given!r}"
+        )
+    return given
 
 
 def available(family: str | None = None) -> list[EncodingInfo]:
@@ -142,12 +118,12 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 def create_for_model(name: str, *, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
-    """Build ``name``, filling in the constructor arguments it accepts from ``model_args``.
+    """Build ``name``, filling in the model arguments it declares (``cls.model_arguments``) from ``model_args``.
 
-    ``model_args`` holds the model's own sizes (``dim``, ``heads``, ``head_dim``); arguments the user
-    passed explicitly in ``kwargs`` win.
+    ``model_args`` holds the model's own sizes (``dim``, ``heads``, ``head_dim``, ...); arguments the
+    user passed explicitly in ``kwargs`` win.
     """
-    cls = get(name).cls
-    params = inspect.signature(cls.__init__).parameters
-    filled = {k: v for k, v in model_args.items() if k in params and k not in kwargs}
+    cls = get(name).cls  # every registered class is an EncodingModule (tests/core/test_base.py)
+    filled = {k: v for k, v in model_args.items() if k in cls.model_arguments and k not in kwargs}
     return cls(**filled, **kwargs)
+

@@ -173,6 +173,13 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"tensors must be on one device, got {listing}")
 
 
+def check_on_device(name: str, value: torch.Tensor, device: torch.device, *, owner: str = "the encoding") -> torch.Tensor:
+    """``value`` must be on ``device``, the device of ``owner``'s parameters or tables."""
+    if value.device != device:
+        raise ValueError(f"`{name}` is on {value.device} but {owner} is on {device}; move one of them")
+    return value
+
+
 def check_float_dtype(name: str, value: Any) -> torch.dtype:
     """A floating-point ``torch.dtype`` for a computed output (an integer dtype would truncate it to zeros)."""
     if not isinstance(value, torch.dtype):

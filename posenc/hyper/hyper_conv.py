@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -183,11 +184,10 @@ def grid_encoding(
 
 @register(
     "hyper_conv",
-    family="hyper",
     paper="Ha et al. 2016, arXiv:1609.09106",
     summary="Convolution whose kernels a hypernetwork generates per pixel from a position encoding.",
 )
-class HyperConv2d(nn.Module):
+class HyperConv2d(EncodingModule):
     """A same-padded convolution whose kernel at each pixel is generated from that pixel's position.
 
     Args:
@@ -198,6 +198,8 @@ class HyperConv2d(nn.Module):
         pos_dim: width of the sinusoidal encoding (``position="sinusoidal"``), a multiple of 4.
         hidden: width of Ha et al.'s per-input-channel vectors (``mode="kernel"``).
     """
+
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
 
     def __init__(
         self,

@@ -48,7 +48,6 @@ def resize_table(table: torch.Tensor, new_len: int, *, mode: Literal["linear", "
 
 @register(
     "learned",
-    family="input",
     paper="Gehring et al. 2017, arXiv:1705.03122; Vaswani et al. 2017, arXiv:1706.03762",
     summary="A trained vector per position up to max_len, added to (or concatenated with) token embeddings.",
 )
@@ -69,7 +68,7 @@ class LearnedPositionEncoding(PositionEncoding):
         init_std: standard deviation of the normal initialisation.
     """
 
-    family = "input"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

@@ -78,7 +78,6 @@ def sinusoidal(
 
 @register(
     "sinusoidal",
-    family="input",
     paper="Vaswani et al. 2017, arXiv:1706.03762",
     summary="Fixed sin/cos of geometrically spaced frequencies, added to (or concatenated with) token embeddings.",
 )
@@ -98,7 +97,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
     outside it, so an offset of 10^7 costs what its tokens cost. Explicit positions are computed inline.
     """
 
-    family = "input"
+    model_arguments = ("dim",)
     hooks = frozenset({"input"})
 
     def __init__(

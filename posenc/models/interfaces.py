@@ -6,6 +6,9 @@ model kind (checked with ``isinstance``; an encoding opts in by having the attri
 * :class:`GridBound`: an encoding built for one ``(h, w)`` patch grid, which must be the ViT's.
 * :class:`CNNEncoding`: a spatial encoding's place in the CNN (``cnn_role``: ``"stem"``,
   ``"features"`` or ``"attention"``); a ``"features"`` encoding also declares :class:`CNNFeatures`.
+* :class:`PrefixTokens`: a patch-grid encoding's count of tokens before the patches (the class token).
+* :class:`ModelWidth`, :class:`HeadCount`, :class:`HeadWidth`: the sizes an encoding was built for
+  (``dim``, ``heads``, ``head_dim``), which the analyses read to feed it inputs of the right shape.
 """
 
 from __future__ import annotations
@@ -36,3 +39,28 @@ class CNNFeatures(Protocol):
 def cnn_role(encoding: object) -> str | None:
     """The encoding's (or encoding class's) declared CNN role, or None."""
     return encoding.cnn_role if isinstance(encoding, CNNEncoding) else None
+
+
+@runtime_checkable
+class PrefixTokens(Protocol):
+    num_prefix_tokens: int
+
+
+@runtime_checkable
+class ModelWidth(Protocol):
+    dim: int
+
+
+@runtime_checkable
+class HeadCount(Protocol):
+    heads: int
+
+
+@runtime_checkable
+class HeadWidth(Protocol):
+    head_dim: int
+
+
+def prefix_tokens(encoding: object) -> int:
+    """The tokens before the patches an encoding declares (0 when it declares none)."""
+    return int(encoding.num_prefix_tokens or 0) if isinstance(encoding, PrefixTokens) else 0

@@ -140,7 +140,7 @@ class Transformer(nn.Module):
             return None
         check_positive_int("randomize_positions", length)
         for encoding in [self.position, *self.layer_positions]:
-            reason = POSITION_FREE.get(getattr(type(encoding), "registry_name", ""))
+            reason = POSITION_FREE.get(type(encoding).registry_name)
             if reason is not None:
                 raise ValueError(
                     f"`randomize_positions` needs an encoding that takes positions, but "

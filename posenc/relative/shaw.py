@@ -442,7 +442,6 @@ def shaw_attention(
 
 @register(
     "shaw",
-    family="relative",
     paper="Shaw et al. 2018, arXiv:1803.02155",
     summary="Learned vectors per clipped offset clip(j-i,-k,k), added to keys (and values) inside attention.",
 )
@@ -457,7 +456,7 @@ class ShawRelativePosition(PositionEncoding):
         tables: ``"shared"`` by all heads (the paper) or ``"per_head"``.
     """
 
-    family = "relative"
+    model_arguments = ("heads", "head_dim")
     per_layer = True
 
     def __init__(

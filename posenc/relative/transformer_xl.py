@@ -49,7 +49,6 @@ def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.
 
 @register(
     "transformer_xl",
-    family="relative",
     paper="Dai et al. 2019, arXiv:1901.02860",
     summary="Sinusoidal relative table with its own key projection and global biases u, v (terms (b)-(d)).",
 )
@@ -63,7 +62,7 @@ class TransformerXLRelative(PositionEncoding):
         base: wavelength base of ``R`` (10000 in the paper).
     """
 
-    family = "relative"
+    model_arguments = ("dim", "heads", "head_dim", "causal")
     hooks = frozenset({"bias"})
     per_layer = True
 

@@ -49,8 +49,6 @@ def attention_temperature(positions: torch.Tensor, *, floor_scale: float = 8192.
 class NoRope(PositionEncoding):
     """A layer without rotary encoding; with ``temperature``, queries are scaled as in Llama 4."""
 
-    family = "rotary"
-
     def __init__(self, temperature: AttentionTemperature | None = None) -> None:
         super().__init__()
         if temperature is not None and not isinstance(temperature, AttentionTemperature):
@@ -73,7 +71,6 @@ class NoRope(PositionEncoding):
 class RotaryOnHeads(PositionEncoding):
     """``inner`` (a rotary encoding) applied to the first ``heads`` heads; the rest are not rotated."""
 
-    family = "rotary"
     hooks = frozenset({"rotary"})
 
     def __init__(self, inner: PositionEncoding, heads: int) -> None:

@@ -70,7 +70,6 @@ def apply_rope_learned(
 
 @register(
     "rope_learned",
-    family="rotary",
     paper="Su et al. 2021, arXiv:2104.09864; learned frequencies: Heo et al. 2024, arXiv:2403.13298",
     summary="RoPE whose per-head rotation frequencies are learned (initialised to RoPE's), one set per block.",
 )
@@ -85,7 +84,7 @@ class LearnedRope(PositionEncoding):
         interleaved: adjacent pairs (True) or split halves (False).
     """
 
-    family = "rotary"
+    model_arguments = ("heads", "head_dim")
     hooks = frozenset({"rotary"})
     per_layer = True
 

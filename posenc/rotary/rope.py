@@ -138,7 +138,6 @@ def _same_positions(a: Positions, b: Positions) -> bool:
 
 @register(
     "rope",
-    family="rotary",
     paper="Su et al. 2021, arXiv:2104.09864 (scalings: arXiv:2306.15595, arXiv:2309.00071, arXiv:2402.13753; "
     "p-RoPE: arXiv:2410.06205)",
     summary="Rotates query/key feature pairs by position-proportional angles; logits depend on i - j only.",
@@ -178,7 +177,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     :data:`posenc.core.frequencies.MAX_POSITION` raise.
     """
 
-    family = "rotary"
+    model_arguments = ("head_dim",)
     hooks = frozenset({"rotary"})
 
     def __init__(

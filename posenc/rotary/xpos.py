@@ -128,7 +128,6 @@ def apply_xpos(
 
 @register(
     "xpos",
-    family="rotary",
     paper="Sun et al. 2022, arXiv:2212.10554",
     summary="RoPE whose pairs decay as zeta^((i - j)/scale_base): queries scaled up, keys down, by position.",
 )

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import create, get, register
 from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_same_device
 
@@ -56,11 +57,10 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
 
 @register(
     "constant_input",
-    family="spatial",
     paper="Karras et al. 2018, arXiv:1812.04948",
     summary="StyleGAN's learned c x 4 x 4 tensor broadcast over the batch as the generator's starting map.",
 )
-class ConstantInput(nn.Module):
+class ConstantInput(EncodingModule):
     """A learned ``(channels, size, size)`` tensor broadcast over the batch.
 
     ``forward(batch)`` -> ``(b, channels, size, size)``; ``batch`` an int or a tensor whose first axis

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
@@ -87,11 +88,10 @@ class AddCoords(nn.Module):
 
 @register(
     "coordconv",
-    family="spatial",
     paper="Liu et al. 2018, arXiv:1807.03247",
     summary="Convolution over the input with x/y(/z, radius) coordinate channels in [-1, 1] appended.",
 )
-class CoordConv(nn.Module):
+class CoordConv(EncodingModule):
     """``AddCoords`` followed by a convolution: ``(b, in_channels, *s) -> (b, out_channels, *s')``.
 
     Args:
@@ -102,6 +102,7 @@ class CoordConv(nn.Module):
         **conv_kwargs: stride, padding, dilation, groups, bias... of the ``nn.ConvNd``.
     """
 
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
     #: How the reference CNN uses it: as its first convolution.
     cnn_role: ClassVar[str] = "stem"
     _transposed: ClassVar[bool] = False

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from posenc.core.base import DerivedTablesMixin
+from posenc.core.base import DerivedTablesMixin, EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import check_choice, check_float, check_int, check_positive_int
 from posenc.spatial.coordconv import coordinate_channels
@@ -126,11 +126,10 @@ class SinusoidalGridInput(_GridInput):
 
 @register(
     "gan_multiscale",
-    family="spatial",
     paper="Xu et al. 2020, arXiv:2012.05217",
     summary="Explicit Cartesian or 2-D sinusoidal generator input at several grid sizes (MS-PIE), replacing the constant.",
 )
-class MultiScalePositionalInput(nn.Module):
+class MultiScalePositionalInput(EncodingModule):
     """One explicit encoding at several grid sizes, for multi-scale generator training.
 
     Args:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.core.base import DerivedTablesMixin
+from posenc.core.base import DerivedTablesMixin, EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -60,11 +60,10 @@ def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "m
 
 @register(
     "hanet",
-    family="spatial",
     paper="Choi et al. 2020, arXiv:2003.05128",
     summary="Height-driven attention: per-row channel attention from width-pooled features and a height encoding.",
 )
-class HANet(DerivedTablesMixin, nn.Module):
+class HANet(DerivedTablesMixin, EncodingModule):
     """Height-driven attention block: ``forward(x_low, x_high=None)`` -> ``x_high * A`` (``x_high``'s shape).
 
     Args:
@@ -78,6 +77,7 @@ class HANet(DerivedTablesMixin, nn.Module):
         base: wavelength base of the height encoding.
     """
 
+    model_arguments = ("in_channels", "out_channels", "kernel_size")
     #: How the reference CNN uses it: attention from its stem features onto its last features.
     cnn_role: ClassVar[str] = "attention"
 

@@ -101,7 +101,6 @@ def sinusoidal_nd(
 
 @register(
     "sincos_2d",
-    family="spatial",
     paper="Vaswani et al. 2017, arXiv:1706.03762 (per axis); He et al. 2021, arXiv:2111.06377 (2-D split)",
     summary="Fixed 2-D sin/cos table, half the channels per axis, added to feature maps or patch tokens.",
 )
@@ -116,7 +115,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
         combine: ``"add"`` to the input (its channels must equal ``dim``) or ``"concat"`` after them.
     """
 
-    family = "spatial"
+    model_arguments = ("dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"input"})
     #: How the reference CNN uses it: on the stem's feature map.
     cnn_role: ClassVar[str] = "features"

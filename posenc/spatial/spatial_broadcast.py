@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -54,11 +55,10 @@ def spatial_broadcast(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @register(
     "spatial_broadcast",
-    family="spatial",
     paper="Watters et al. 2019, arXiv:1901.07017",
     summary="Decoder tiling the latent over the grid with x/y coordinate channels, then stride-1 convolutions.",
 )
-class SpatialBroadcastDecoder(nn.Module):
+class SpatialBroadcastDecoder(EncodingModule):
     """``(b, latent_dim)`` -> ``(b, out_channels, h, w)`` for any requested ``(h, w)``.
 
     Args:
@@ -69,6 +69,8 @@ class SpatialBroadcastDecoder(nn.Module):
         kernel_size: odd kernel of the hidden convolutions.
         padding: ``"valid"`` (the paper: tile over an enlarged grid) or ``"same"`` (zero padding).
     """
+
+    model_arguments = ("out_channels", "kernel_size")
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import can_read_values, check_float, check_positive_int, check_tensor
 
@@ -41,11 +42,10 @@ def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torc
 
 @register(
     "flow_index",
-    family="step",
     paper="Lee et al. 2020, arXiv:2006.06280",
     summary="NanoFlow's learned embedding of the flow step, conditioning a parameter-shared flow.",
 )
-class FlowIndexEmbedding(nn.Module):
+class FlowIndexEmbedding(EncodingModule):
     """A learned ``(num_flows, dim)`` embedding of the flow index.
 
     Args:
@@ -53,6 +53,8 @@ class FlowIndexEmbedding(nn.Module):
         dim: width of the embedding.
         init_std: standard deviation of the normal initialisation.
     """
+
+    model_arguments = ("dim",)
 
     def __init__(
         self,

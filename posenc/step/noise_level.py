@@ -20,8 +20,8 @@ Angles are formed in float64. Verified against a float64 transcription in
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
 from posenc.core.validation import check_fits, check_float, check_int, check_positions
@@ -55,11 +55,10 @@ def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, 
 
 @register(
     "noise_level",
-    family="step",
     paper="Chen et al. 2020, arXiv:2009.00713",
     summary="WaveGrad's embedding of a continuous noise level: sinusoid of 5000 * level.",
 )
-class NoiseLevelEmbedding(nn.Module):
+class NoiseLevelEmbedding(EncodingModule):
     """WaveGrad's noise-level embedding; no parameters.
 
     Args:
@@ -68,6 +67,8 @@ class NoiseLevelEmbedding(nn.Module):
         dtype: dtype of the output (float32 by default; the angles are float64 whatever it is);
             it follows ``.to(dtype)`` too.
     """
+
+    model_arguments = ("dim",)
 
     def __init__(
         self,

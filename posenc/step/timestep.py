@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.core.base import EncodingModule
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
 from posenc.core.validation import can_read_values, check_fits, check_int, check_positions, check_positive_int
@@ -72,11 +73,10 @@ def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
 
 @register(
     "timestep",
-    family="step",
     paper="Ho et al. 2020, arXiv:2006.11239",
     summary="DDPM's diffusion-step embedding: [sin, cos] of t at 10000^(-i/(d/2-1)), then dense-swish-dense.",
 )
-class TimestepEmbedding(nn.Module):
+class TimestepEmbedding(EncodingModule):
     """DDPM's timestep embedding followed by its two dense layers.
 
     Args:
@@ -85,6 +85,8 @@ class TimestepEmbedding(nn.Module):
         num_steps: when given, steps must lie in ``[0, num_steps]`` (checked on the host; leave
             None under ``torch.compile``).
     """
+
+    model_arguments = ("dim",)
 
     def __init__(
         self,

@@ -39,7 +39,6 @@ def offset_table_2d(grid: tuple[int, int], pretrained_grid: tuple[int, int], *, 
 
 @register(
     "cpb_2d",
-    family="vision",
     paper="Liu et al. 2022, arXiv:2111.09883 (Swin Transformer V2)",
     summary="Swin V2's MLP of log-spaced 2-D patch offsets: a bounded bias per head that transfers across grids.",
 )
@@ -54,7 +53,7 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
         hidden: width of the meta network.
     """
 
-    family = "vision"
+    model_arguments = ("heads", "grid", "num_prefix_tokens")
     hooks = frozenset({"bias"})
     per_layer = True
     supports_causal = False

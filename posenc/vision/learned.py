@@ -80,7 +80,6 @@ def resample_pos_embed(
 
 @register(
     "vit_learned",
-    family="vision",
     paper="Dosovitskiy et al. 2020, arXiv:2010.11929",
     summary="Learned table of patch (and class-token) positions, resampled bicubically to other grids.",
 )
@@ -97,7 +96,7 @@ class LearnedPatchPosition(PositionEncoding):
         init_std: standard deviation of the normal initialisation (0.02 as in timm).
     """
 
-    family = "vision"
+    model_arguments = ("dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"input"})
     supports_causal = False
 

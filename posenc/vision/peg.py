@@ -73,7 +73,6 @@ def peg(
 
 @register(
     "peg",
-    family="vision",
     paper="Chu et al. 2021, arXiv:2102.10882",
     summary="CPVT's position encoding generator: depthwise convolution over the patch grid added to the tokens.",
 )
@@ -88,7 +87,7 @@ class PEG(PositionEncoding):
         after_block: the block after which a vision Transformer applies it (0: after the first).
     """
 
-    family = "vision"
+    model_arguments = ("dim", "grid", "num_prefix_tokens", "kernel_size")
     hooks = frozenset({"input"})
     packing_unsupported = "its convolution reads neighbouring patches, which in a packed row belong to other images"
     supports_causal = False

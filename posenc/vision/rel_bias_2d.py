@@ -63,7 +63,6 @@ def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid
 
 @register(
     "rel_bias_2d",
-    family="vision",
     paper="Liu et al. 2021, arXiv:2103.14030 (Swin); Shaw et al. 2018, arXiv:1803.02155",
     summary="Learned per-head bias for each 2-D patch offset (dy, dx), a (2h-1)(2w-1) table indexed per pair.",
 )
@@ -78,7 +77,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         resize_on_load: resample a checkpoint's table saved at another grid in ``load_state_dict``.
     """
 
-    family = "vision"
+    model_arguments = ("heads", "grid", "num_prefix_tokens")
     hooks = frozenset({"bias"})
     per_layer = True
     supports_causal = False

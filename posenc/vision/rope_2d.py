@@ -74,7 +74,6 @@ def apply_rope_2d(x: torch.Tensor, coords: torch.Tensor, *, base: float = 100.0)
 
 @register(
     "rope_2d",
-    family="vision",
     paper="Heo et al. 2024, arXiv:2403.13298; Su et al. 2021, arXiv:2104.09864",
     summary="Axial 2-D RoPE: half of each head rotated by the patch column, half by its row.",
 )
@@ -88,7 +87,7 @@ class Rope2d(DerivedTablesMixin, PositionEncoding):
         base: frequency base (100 in Heo et al.).
     """
 
-    family = "vision"
+    model_arguments = ("head_dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"rotary"})
     supports_causal = False
 

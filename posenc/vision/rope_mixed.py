@@ -83,7 +83,6 @@ def _cos_sin(coords: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> t
 
 @register(
     "rope_mixed",
-    family="vision",
     paper="Heo et al. 2024, arXiv:2403.13298",
     summary="RoPE-Mixed: per-head, per-block learned 2-D frequency vectors; a pair turns with x*fx + y*fy.",
 )
@@ -99,7 +98,7 @@ class RopeMixed(PositionEncoding):
         rotate: random initial direction per head (True, the paper) or the axial one (False).
     """
 
-    family = "vision"
+    model_arguments = ("heads", "head_dim", "grid", "num_prefix_tokens")
     hooks = frozenset({"rotary"})
     per_layer = True
     supports_causal = False

@@ -186,6 +186,7 @@ class _GridTable(posenc.PositionEncoding):
     """A learned-looking table over a 4x4 patch grid, added to the tokens."""
 
     hooks = frozenset({"input"})
+    model_arguments = ("dim",)
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ import torch
 import posenc
 from posenc import functional as PF
 from posenc.checks import SEQUENCE_FAMILIES
+from posenc.core import registry
 from posenc.core.base import PositionEncoding
+from posenc.core.registry import MODEL_ARGUMENTS, create_for_model
 from posenc.models import Transformer
 
 FOUNDATION = {"none": "none", "sinusoidal": "input", "learned": "input", "rope": "rotary", "alibi": "bias", "t5": "bias"}
@@ -64,3 +67,45 @@ def test_contract_every_sequence_encoding(name):
     torch.testing.assert_close(meta.eval()(tokens), out)
     half = Transformer(16, 32, 1, 4, position=name).to(torch.bfloat16).eval()
     assert half(tokens).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", [info.name for info in posenc.available()])
+def test_declared_model_arguments_match_the_constructor(name):
+    """``model_arguments`` is every model-filled argument the constructor takes, and nothing else."""
+    cls = posenc.get(name).cls
+    params = inspect.signature(cls.__init__).parameters
+    declared = cls.model_arguments
+    assert len(set(declared)) == len(declared), declared
+    assert set(declared) <= set(MODEL_ARGUMENTS), f"not a model argument: {set(declared) - set(MODEL_ARGUMENTS)}"
+    assert set(declared) == {p for p in MODEL_ARGUMENTS if p in params}
+
+
+def test_create_for_model_fills_declared_arguments_and_explicit_ones_win():
+    model_args = {"dim": 64, "heads": 4, "head_dim": 16, "causal": True, "grid": (3, 3)}
+    alibi = create_for_model("alibi", model_args=model_args)  # takes heads and causal, not dim
+    assert alibi.slopes.shape[0] == 4 and alibi.causal
+    rope = create_for_model("rope", model_args=model_args, head_dim=8)
+    assert rope.head_dim == 8
+
+
+@pytest.mark.parametrize("name", [info.name for info in posenc.available()])
+def test_family_is_the_package_folder(name):
+    """The family is stated once, by where the file lives: ``posenc/<family>/`` (``posenc/none.py``)."""
+    path = Path(inspect.getfile(posenc.get(name).cls))
+    folder = path.stem if path.parent.name == "posenc" else path.parent.name
+    assert path.parent.name == "posenc" or path.parent.parent.name == "posenc", path
+    assert posenc.get(name).family == folder
+    assert name in [info.name for info in posenc.available(folder)]
+
+
+def test_family_is_given_only_outside_the_package(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    inside = type("Inside", (PositionEncoding,), {"__module__": "posenc.bias.example"})
+    with pytest.raises(ValueError, match="`family`='input' given for Inside, whose family is its package folder"):
+        registry.register("inside", family="input", paper="-")(inside)
+    assert registry.register("inside", paper="-")(inside) is inside and registry.get("inside").family == "bias"
+    outside = type("Outside", (PositionEncoding,), {"__module__": "my_project.encodings"})
+    with pytest.raises(ValueError, match="`family` must name how Outside enters a model"):
+        registry.register("outside", paper="-")(outside)
+    registry.register("outside", family="bias", paper="-")(outside)
+    assert [info.name for info in registry.available("bias")] == ["inside", "outside"]
