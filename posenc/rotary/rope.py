@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
-from posenc.core.frequencies import MAX_POSITION, check_max_position, cos_sin, inverse_frequencies
+from posenc.core.frequencies import MAX_POSITION, check_max_position, cos_sin
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -99,6 +99,24 @@ def _per_head(t: torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(-3) if t.ndim == 3 else t.unsqueeze(0).unsqueeze(0)
 
 
+def rope_positions(
+    x: torch.Tensor,
+    positions: torch.Tensor | None,
+    randomize_positions: int | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The checked positions ``(n,)`` or ``(b, n)`` of the functional RoPE forms for ``x`` ``(b, h, n, d)``:
+    ``positions`` as given, or ordered random ones from ``[0, randomize_positions)``."""
+    check_float_tensor("x", x, ndim=4)
+    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    positions = positions_or_randomized(
+        positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
+    )
+    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
+    check_same_device(x=x, positions=pos)
+    return pos
+
+
 def apply_rope(
     x: torch.Tensor,
     positions: torch.Tensor,
@@ -116,13 +134,7 @@ def apply_rope(
     ``positions=None, randomize_positions=L`` rotates each row at ``n`` ordered random positions from
     ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
     """
-    check_float_tensor("x", x, ndim=4)
-    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
-    positions = positions_or_randomized(
-        positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
-    )
-    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
-    check_same_device(x=x, positions=pos)
+    pos = rope_positions(x, positions, randomize_positions, generator)
     check_float("base", base, positive=True)
     cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=work_dtype(x))
     return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)

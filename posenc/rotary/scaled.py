@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.frequencies import cos_sin
-from posenc.core.positions import positions_or_randomized, resolve_positions
-from posenc.core.validation import check_even, check_float_tensor, check_same_device
-from posenc.rotary.rope import apply_rotary
+from posenc.rotary.rope import apply_rotary, rope_positions
 from posenc.rotary.scaling import RopeScaling, ScalingKind, rope_frequencies
 
 
@@ -33,13 +31,7 @@ def apply_scaled_rope(
 
     ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
     (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``)."""
-    check_float_tensor("x", x, ndim=4)
-    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
-    positions = positions_or_randomized(
-        positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
-    )
-    pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
-    check_same_device(x=x, positions=pos)
+    pos = rope_positions(x, positions, randomize_positions, generator)
     if not isinstance(scaling, RopeScaling):
         scaling = RopeScaling(scaling, **scaling_kwargs)
         scaling_kwargs = {}
