@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from posenc.bench import peers
-from posenc.bench.timing import interleaved_medians, peak_memory_bytes
+from posenc.bench.timing import interleaved_times, peak_memory_bytes
 from posenc.core.positions import Positions
 
 
@@ -30,6 +30,8 @@ class Row:
     note: str = ""
     peak_mb: float | None = None  #: peak memory allocated by one call, when the case measures it
     first_call_s: float | None = None  #: the first (untimed) call, which includes any kernel compilation
+    cpu_ms: float | None = None  #: median process CPU time of a call (see :func:`~posenc.bench.timing.interleaved_times`)
+    cpu_ratio: float | None = None  #: CPU time / the reference's CPU time
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,11 +73,12 @@ class Case:
             fns[impl] = fn
             if self.memory:
                 rows[impl].peak_mb = peak_memory_bytes(fn) / 2**20
-        medians = interleaved_medians(fns, rounds=min(rounds, self.max_rounds or rounds), warmup=self.warmup)
-        ref = medians.get(self.reference)
-        for impl, t in medians.items():
-            rows[impl].median_ms = t * 1e3
+        times = interleaved_times(fns, rounds=min(rounds, self.max_rounds or rounds), warmup=self.warmup)
+        ref, ref_cpu = times.get(self.reference, (None, None))
+        for impl, (t, cpu) in times.items():
+            rows[impl].median_ms, rows[impl].cpu_ms = t * 1e3, cpu * 1e3
             rows[impl].ratio = t / ref if ref else None
+            rows[impl].cpu_ratio = cpu / ref_cpu if ref_cpu else None
         return list(rows.values())
 
 

@@ -122,10 +122,17 @@ def run_suite(
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'case':<44} {'implementation':<52} {'median ms':>10} {'ratio':>7} {'peak MiB':>9}  vs / note"]
+    """The rows as text: wall-clock median and ratio, then process CPU time and its ratio (steadier on a
+    shared machine), peak memory and the reference or a note."""
+    lines = [
+        f"{'case':<44} {'implementation':<52} {'median ms':>10} {'ratio':>7} {'CPU ms':>9} {'CPU ratio':>9}"
+        f" {'peak MiB':>9}  vs / note"
+    ]
     for r in result["rows"]:
         ms = f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        cpu_ms = f"{r['cpu_ms']:.3f}" if r.get("cpu_ms") is not None else "-"
+        cpu_ratio = f"{r['cpu_ratio']:.2f}x" if r.get("cpu_ratio") is not None else "-"
         note = r["note"] or (r["reference"] if r["ratio"] is not None else "")
         if r["agrees"] is True:
             note += " (output agrees)"
@@ -133,7 +140,7 @@ def format_table(result: dict) -> str:
         first = r.get("first_call_s")
         if first is not None and r["median_ms"] is not None and first > 0.5 and first * 1e3 > 20 * r["median_ms"]:
             note += f" [first call {first:.1f} s: compiles]"
-        lines.append(f"{r['case']:<44} {r['impl']:<52} {ms:>10} {ratio:>7} {peak:>9}  {note}")
+        lines.append(f"{r['case']:<44} {r['impl']:<52} {ms:>10} {ratio:>7} {cpu_ms:>9} {cpu_ratio:>9} {peak:>9}  {note}")
     for k in result.get("fused_rope_compile", []):
         lines.append(f"fused RoPE kernel compiled: {k['kernel']}: first call {k['seconds']:.1f} s")
     m = result["machine"]

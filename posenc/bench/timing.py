@@ -18,21 +18,35 @@ def _sync(device: torch.device) -> None:
 def interleaved_medians(
     fns: dict[str, Callable[[], object]], *, rounds: int = 15, warmup: int = 2, device: torch.device | None = None
 ) -> dict[str, float]:
-    """Median seconds per call of each function, measured round-robin."""
+    """Median wall-clock seconds per call of each function, measured round-robin."""
+    return {name: wall for name, (wall, _) in interleaved_times(fns, rounds=rounds, warmup=warmup, device=device).items()}
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], *, rounds: int = 15, warmup: int = 2, device: torch.device | None = None
+) -> dict[str, tuple[float, float]]:
+    """Median ``(wall-clock, process CPU)`` seconds per call of each function, measured round-robin.
+
+    The CPU time (``time.process_time``: every thread of this process, on the CPU) leaves out the time
+    the process waited for a core, so on a shared machine its ratios are the steadier ones; with one
+    thread it is the work done. On CUDA it counts only the host's share (launches, synchronisation).
+    """
     device = device or torch.device("cpu")
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             _sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            cpus[name].append(time.process_time() - start_cpu)
+            walls[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name])) for name in fns}
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device | None = None) -> int:

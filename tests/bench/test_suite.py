@@ -76,3 +76,21 @@ def test_hash_grid_memory_is_linear_in_points_times_levels():
     assert all(p is not None and p > 0 for p in peak)
     assert 1.8 <= peak[1] / peak[0] <= 2.2  # twice the points
     assert 1.8 <= peak[2] / peak[0] <= 2.2  # twice the levels
+
+
+def test_cpu_time_leaves_out_waiting():
+    """A call that sleeps takes wall-clock time but almost no CPU time; one that computes takes both."""
+    import time
+
+    from posenc.bench.timing import interleaved_times
+
+    def busy():
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+
+    times = interleaved_times({"sleep": lambda: time.sleep(0.02), "busy": busy}, rounds=3, warmup=0)
+    assert times["sleep"][0] >= 0.019 and times["sleep"][1] < 0.005
+    assert times["busy"][1] >= 0.019
+    rows = {r.impl: r for r in Case("demo", "busy", {"busy": lambda: busy, "sleep": lambda: (lambda: time.sleep(0.02))}).run(rounds=3)}
+    assert rows["busy"].cpu_ratio == 1.0 and rows["sleep"].cpu_ratio < 0.25 and rows["sleep"].ratio > 0.5
