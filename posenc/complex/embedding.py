@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from posenc.core.frequencies import angle_dtype
-from posenc.core.positions import resolve_positions
+from posenc.core.positions import positions_or_randomized, resolve_positions
 from posenc.core.validation import (
     check_broadcasts,
     check_choice,
@@ -38,18 +38,31 @@ Sharing = Literal["word", "shared"]
 
 
 def complex_order(
-    amplitude: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor, positions: torch.Tensor
+    amplitude: torch.Tensor,
+    frequency: torch.Tensor,
+    phase: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    *,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``r * exp(i (omega * p + theta))``.
 
     amplitude: ``(b, n, d)`` real; frequency, phase: broadcastable to ``(b, n, d)`` (per word, or
     ``(d,)`` when shared); positions: ``(b | 1, n)`` integer or float. Returns complex ``(b, n, d)``.
+    ``positions=None, randomize_positions=L`` places each row's words at ``n`` ordered random positions
+    from ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
     """
     check_float_tensor("amplitude", amplitude, ndim=3)
     for name, t in (("frequency", frequency), ("phase", phase)):
         check_broadcasts(name, check_float_tensor(name, t), amplitude.shape, to="amplitude")
-    check_tensor("positions", check_positions("positions", positions), ndim=2)
     b, n, _ = amplitude.shape
+    positions = positions_or_randomized(
+        positions, randomize_positions, n=n, batch=b, generator=generator, device=amplitude.device
+    )
+    if positions is None:
+        raise ValueError("`positions` is required unless `randomize_positions` draws them")
+    check_tensor("positions", check_positions("positions", positions), ndim=2)
     if positions.shape[1] != n or positions.shape[0] not in (1, b):
         raise ValueError(f"`positions` must have shape (b | 1, n) = ({b} | 1, {n}) to match `amplitude`, got {tuple(positions.shape)}")
     check_same_device(amplitude=amplitude, frequency=frequency, phase=phase, positions=positions)

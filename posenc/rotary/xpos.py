@@ -111,7 +111,11 @@ def apply_xpos(
     are scaled by ``zeta ** ((n - reference) / scale_base)``, keys (``key=True``) by its inverse.
 
     reference: the position both sides are measured from (give queries and keys the same one; it
-    cancels in their product). Positions must lie within ``reference ± xpos_max_position(d, scale_base)``."""
+    cancels in their product). Positions must lie within ``reference ± xpos_max_position(d, scale_base)``.
+
+    Randomized positions (Ruoss et al. 2023): queries and keys are two calls here, so there is no
+    ``randomize_positions`` keyword (two draws would place them at different positions); draw once with
+    :func:`~posenc.core.positions.randomized_positions` and pass the same tensor to both calls."""
     check_float_tensor("x", x, ndim=4)
     check_even("x.shape[-1]", x.shape[-1], why="xPos rotates feature pairs")
     check_float("scale_base", scale_base, positive=True)

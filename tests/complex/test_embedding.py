@@ -89,3 +89,21 @@ def test_bad_input():
     z = torch.randn(1, 2, 3, dtype=torch.complex64)
     with pytest.raises(ValueError, match="amplitude"):
         complex_order(z, torch.randn(3), torch.randn(3), torch.arange(2).unsqueeze(0))
+
+
+def test_randomize_positions_draws_ordered_positions_from_the_range():
+    """``randomize_positions=L`` equals passing :func:`randomized_positions` drawn from the same seed."""
+    from posenc.functional import randomized_positions
+
+    gen = torch.Generator().manual_seed(0)
+    r, w, t = torch.rand(3, 5, 4, generator=gen), torch.randn(4, generator=gen), torch.randn(4, generator=gen)
+    got = complex_order(r, w, t, randomize_positions=40, generator=torch.Generator().manual_seed(7))
+    drawn = randomized_positions(5, 40, batch=3, generator=torch.Generator().manual_seed(7))
+    assert (drawn.diff(dim=-1) > 0).all() and drawn.max() < 40 and not torch.equal(drawn[0], torch.arange(5))
+    torch.testing.assert_close(got, complex_order(r, w, t, drawn))
+    with pytest.raises(ValueError, match="randomize_positions"):
+        complex_order(r, w, t, torch.arange(5).unsqueeze(0), randomize_positions=40)
+    with pytest.raises(ValueError, match="at least the sequence length"):
+        complex_order(r, w, t, randomize_positions=4)
+    with pytest.raises(ValueError, match="`positions` is required"):
+        complex_order(r, w, t)
