@@ -86,6 +86,14 @@ def _own_code(fn: Callable, tag: str) -> Callable:
     return types.FunctionType(code, fn.__globals__, code.co_name)
 
 
+#: inductor options per device type. CPU: inductor decides whether a loop runs in parallel, and on
+#: how many threads, from the sizes and ``torch.get_num_threads()`` of the compiling call, and its
+#: on-disk cache keys on neither sizes nor (with this option) threads; a kernel first compiled at a
+#: small size would then run single-threaded at every size, in every later process. With
+#: ``dynamic_threads`` the row loop is always an OpenMP loop sized at run time.
+_INDUCTOR_OPTIONS = {"cpu": {"cpp.dynamic_threads": True}}
+
+
 def _build(key: tuple) -> Callable:
     device_type, dtype, interleaved, inplace, count, partial = key
     layout = "pairs" if interleaved else "halves"
@@ -94,6 +102,7 @@ def _build(key: tuple) -> Callable:
         _own_code(_kernel_inplace if inplace else _kernel, tag + ("_inplace" if inplace else "")),
         dynamic=True,
         fullgraph=True,
+        options=_INDUCTOR_OPTIONS.get(device_type),
     )
 
 

@@ -188,6 +188,22 @@ def test_kernel_is_used_and_first_call_timed(fusion_on_and_off, monkeypatch):
     assert built == fusion_on_and_off
 
 
+def test_cpu_kernel_runs_in_parallel_whatever_size_it_was_compiled_at(fusion_on_and_off):
+    # inductor decides from the sizes of the compiling call (and the thread count then) whether a CPU
+    # loop runs in parallel, and its on-disk cache hands that decision to later processes: a kernel
+    # first compiled at a small size (a test, a short prompt) would stay single-threaded at every size
+    if not fusion_on_and_off:
+        pytest.skip("builds the kernel directly: one run is enough")
+    from torch._inductor.utils import run_and_get_code
+
+    kernel = fused._build(("cpu", torch.float32, False, False, 1, False))
+    theta = _angles(3, 2)
+    rows = torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.int32)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # generate the code, do not reuse it
+        _, code = run_and_get_code(kernel, (torch.randn(6, 4),), theta.cos().float(), theta.sin().float(), (rows,), False, False)
+    assert any("#pragma omp parallel" in c for c in code)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_cuda_kernel_matches_reference(interleaved):
