@@ -194,6 +194,8 @@ def test_cpu_kernel_runs_in_parallel_whatever_size_it_was_compiled_at(fusion_on_
     # first compiled at a small size (a test, a short prompt) would stay single-threaded at every size
     if not fusion_on_and_off:
         pytest.skip("builds the kernel directly: one run is enough")
+    if not torch.backends.openmp.is_available():
+        pytest.skip("torch built without OpenMP: inductor's CPU loops are serial")
     from torch._inductor.utils import run_and_get_code
 
     kernel = fused._build(("cpu", torch.float32, False, False, 1, False))
