@@ -15,10 +15,10 @@ transpose), so no backward graph is compiled.
 
 Switch: ``POSENC_FUSED=0`` (or ``off``) turns fusion off, ``POSENC_FUSED=1`` (``on``) uses it for
 every size, unset (``auto``) uses it from :data:`MIN_FUSED_NUMEL` elements per call, below which a
-compiled call's dispatch costs more than it saves, except for float16 adjacent pairs on CPU, where
-the eager complex multiply measured faster than inductor's (scalar) loop; bfloat16 and float32
-pairs are rotated as int32 and int64 words there (:func:`posenc.rotary.rotation.rotate_expr`),
-which vectorises. Every rotating function also takes
+compiled call's dispatch costs more than it saves, except for float16 and float32 adjacent pairs on
+CPU, where the eager complex multiply measured as fast or faster; bfloat16 pairs are rotated as
+int32 words there (:func:`posenc.rotary.rotation.rotate_expr`), which vectorises, and float32
+pairs as int64 words when the kernel is forced on. Every rotating function also takes
 ``fused=True/False`` which wins over the variable. Where compilation fails (no C++ compiler, an
 unsupported platform) a warning is issued once and the eager path is used.
 
@@ -86,6 +86,14 @@ def _own_code(fn: Callable, tag: str) -> Callable:
     return types.FunctionType(code, fn.__globals__, code.co_name)
 
 
+#: inductor options per device type. CPU: inductor decides whether a loop runs in parallel, and on
+#: how many threads, from the sizes and ``torch.get_num_threads()`` of the compiling call, and its
+#: on-disk cache keys on neither sizes nor (with this option) threads; a kernel first compiled at a
+#: small size would then run single-threaded at every size, in every later process. With
+#: ``dynamic_threads`` the row loop is always an OpenMP loop sized at run time.
+_INDUCTOR_OPTIONS = {"cpu": {"cpp.dynamic_threads": True}}
+
+
 def _build(key: tuple) -> Callable:
     device_type, dtype, interleaved, inplace, count, partial = key
     layout = "pairs" if interleaved else "halves"
@@ -94,6 +102,7 @@ def _build(key: tuple) -> Callable:
         _own_code(_kernel_inplace if inplace else _kernel, tag + ("_inplace" if inplace else "")),
         dynamic=True,
         fullgraph=True,
+        options=_INDUCTOR_OPTIONS.get(device_type),
     )
 
 
@@ -243,10 +252,12 @@ def _wants_kernel(
         return True
     if mode == "off" or sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
         return False
-    # inductor's CPU code for adjacent pairs is a scalar loop, measured slower than the eager
-    # complex multiply (docs/performance.md), except for bfloat16 and float32 pairs rotated as
-    # integer words; split halves vectorise
-    return not (interleaved and xs[0].device.type == "cpu") or xs[0].dtype in (torch.bfloat16, torch.float32)
+    # adjacent pairs on CPU: inductor's loop over interleaved elements is scalar; bfloat16 pairs
+    # rotated as int32 words vectorise and beat the eager complex multiply by 3x, float32 pairs as
+    # int64 words measured level with it on one thread and up to 1.2x slower on two (the word
+    # packing costs instructions the complex multiply does not), float16 slower
+    # (docs/performance.md); split halves vectorise
+    return not (interleaved and xs[0].device.type == "cpu") or xs[0].dtype == torch.bfloat16
 
 
 def rotate_tensors(

@@ -188,6 +188,42 @@ def test_kernel_is_used_and_first_call_timed(fusion_on_and_off, monkeypatch):
     assert built == fusion_on_and_off
 
 
+def test_auto_mode_takes_the_mechanism_measured_fastest_per_layout_and_dtype(fusion_on_and_off, monkeypatch):
+    # CPU, from MIN_FUSED_NUMEL elements: the kernel for split halves and bfloat16 pairs, the eager
+    # complex multiply for float32 and float16 pairs (docs/performance.md); below it, eager
+    if not fusion_on_and_off:
+        pytest.skip("sets the mode itself: one run is enough")
+    monkeypatch.setenv(fused.FUSED_ENV, "auto")
+    cos = torch.zeros(256, 128)
+
+    def wants(dtype, interleaved, n=256):
+        return fused._wants_kernel(None, (torch.zeros(1, 1, n, 256, dtype=dtype),), cos[:n], cos[:n], interleaved)
+
+    assert wants(torch.bfloat16, True) and wants(torch.bfloat16, False)
+    assert wants(torch.float32, False) and wants(torch.float16, False)
+    assert not wants(torch.float32, True) and not wants(torch.float16, True)
+    assert not wants(torch.bfloat16, False, n=16)  # too small to pay for a compiled call
+    assert fused._wants_kernel(True, (torch.zeros(1, 1, 16, 256),), cos[:16], cos[:16], True)  # forced on
+
+
+def test_cpu_kernel_runs_in_parallel_whatever_size_it_was_compiled_at(fusion_on_and_off):
+    # inductor decides from the sizes of the compiling call (and the thread count then) whether a CPU
+    # loop runs in parallel, and its on-disk cache hands that decision to later processes: a kernel
+    # first compiled at a small size (a test, a short prompt) would stay single-threaded at every size
+    if not fusion_on_and_off:
+        pytest.skip("builds the kernel directly: one run is enough")
+    if not torch.backends.openmp.is_available():
+        pytest.skip("torch built without OpenMP: inductor's CPU loops are serial")
+    from torch._inductor.utils import run_and_get_code
+
+    kernel = fused._build(("cpu", torch.float32, False, False, 1, False))
+    theta = _angles(3, 2)
+    rows = torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.int32)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # generate the code, do not reuse it
+        _, code = run_and_get_code(kernel, (torch.randn(6, 4),), theta.cos().float(), theta.sin().float(), (rows,), False, False)
+    assert any("#pragma omp parallel" in c for c in code)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_cuda_kernel_matches_reference(interleaved):
