@@ -27,6 +27,7 @@ Under an outer ``torch.compile`` the plain expression is inlined and fused into 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import types
@@ -140,6 +141,15 @@ def _angle_table(cos: torch.Tensor, sin: torch.Tensor, work: torch.dtype):
     return cos.contiguous().detach(), sin.contiguous().detach(), lead
 
 
+def _flat_rows(xs: tuple[torch.Tensor, ...], d: int) -> tuple[torch.Tensor, ...]:
+    """Each x ``(..., n, d)`` as contiguous ``(R, d)`` rows (a view where x is contiguous)."""
+    # detached after the reshape: an alias, not a view, whether or not the reshape copied (dynamo
+    # guards on whether an input is a view)
+    flat = tuple(x.reshape(-1, d).contiguous().detach() for x in xs)
+    # an odd storage offset would split bfloat16 pairs across int32 words
+    return tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
+
+
 def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor):
     """The one input form every call is given to the compiled kernel in, whatever the rank,
     broadcasting, strides or angle dtype: each x ``(..., n, d)`` as ``(R, d)`` rows (a view where x is
@@ -152,20 +162,13 @@ def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tenso
     rows = tuple(_rows(x.shape[:-1], lead, x.device) for x in xs)
     if any(r is None for r in rows):
         return None
-    # detached after the reshape: an alias, not a view, whether or not the reshape copied (dynamo
-    # guards on whether an input is a view)
-    flat = tuple(x.reshape(-1, d).contiguous().detach() for x in xs)
-    # an odd storage offset would split bfloat16 pairs across int32 words
-    flat = tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
-    return flat, cos_t, sin_t, rows
+    return _flat_rows(xs, d), cos_t, sin_t, rows
 
 
-def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
-    """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
-    canonical = _canonical(xs, cos, sin)
-    if canonical is None:
-        return None
-    flat, cos_t, sin_t, rows = canonical
+def _launch(xs, flat, cos_t, sin_t, rows, interleaved: bool, inplace: bool):
+    """Rotate the canonical rows ``flat`` of ``xs`` with the compiled kernel (built on first use):
+    the rotated tensors shaped like ``xs`` (written into them where ``inplace``), or None where the
+    kernel cannot be used here."""
     # in place only where every flattened x is a view of its tensor; otherwise rotate and copy back
     direct = inplace and all(f.data_ptr() == x.data_ptr() and x.is_contiguous() for f, x in zip(flat, xs))
     words = interleaved and all(words_ok(f) for f in flat)
@@ -173,7 +176,9 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
     kernel = _kernels.get(key, False)
     if kernel is None:
         return None
-    with torch.no_grad():
+    # grad mode is part of what the compiled kernel is specialised for; inside an autograd.Function it
+    # is already off, so the context is entered only where needed
+    with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
         if kernel is False:
             kernel = _build(key)
             start = time.perf_counter()
@@ -182,7 +187,7 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
             except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
                 _kernels[key] = None
                 warnings.warn(f"posenc: the fused RoPE kernel could not be compiled ({type(err).__name__}: {err}); "
-                              f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=3)
+                              f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=4)
                 return None
             _first_call_seconds[key] = time.perf_counter() - start
             _kernels[key] = kernel
@@ -195,7 +200,7 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
                     _warned.add(key)
                     warnings.warn(f"posenc: the fused RoPE kernel could not be used for one input layout "
                                   f"({type(err).__name__}); that layout uses the eager rotation",
-                                  RuntimeWarning, stacklevel=3)
+                                  RuntimeWarning, stacklevel=4)
                 return None
         if direct:
             return xs
@@ -205,12 +210,25 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
         return out
 
 
+def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
+    """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
+    canonical = _canonical(xs, cos, sin)
+    if canonical is None:
+        return None
+    flat, cos_t, sin_t, rows = canonical
+    return _launch(xs, flat, cos_t, sin_t, rows, interleaved, inplace)
+
+
 class _FusedRotation(torch.autograd.Function):
-    """The fused rotation as one autograd node; its backward rotates the gradients back."""
+    """The fused rotation as one autograd node; its backward rotates the gradients back with the same
+    kernel, reusing the forward's canonical angle tables and row indices (only the sine is negated)."""
 
     @staticmethod
     def forward(ctx, cos, sin, interleaved, inplace, *xs):
-        out = _call_kernel(xs, cos, sin, interleaved, inplace)
+        canonical = _canonical(xs, cos, sin)
+        out = None if canonical is None else _launch(xs, *canonical, interleaved, inplace)
+        # (cos (T, r/2), sin, rows) for the backward's kernel call; None: the backward is eager too
+        ctx.tables = None if out is None else canonical[1:]
         if out is None:
             out = tuple(rotate_eager(x, cos, sin, interleaved) for x in xs)
             if inplace:
@@ -224,8 +242,10 @@ class _FusedRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         cos, sin = ctx.saved_tensors
-        grads = tuple(g.contiguous() for g in grads)
-        back = _call_kernel(grads, cos, -sin, ctx.interleaved, False)
+        back = None
+        if ctx.tables is not None:
+            cos_t, sin_t, rows = ctx.tables
+            back = _launch(grads, _flat_rows(grads, grads[0].shape[-1]), cos_t, -sin_t, rows, ctx.interleaved, False)
         if back is None:
             back = tuple(rotate_eager(g, cos, -sin, ctx.interleaved) for g in grads)
         return (None, None, None, None, *back)
