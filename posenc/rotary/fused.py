@@ -146,8 +146,9 @@ def _memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
     first), where that is not their own order: e.g. ``(b, h, n, d)`` viewed from ``(b, n, h, d)`` or
     ``(b, n, 3, h, d)`` memory, as attention projections are usually viewed and as attention backwards
     return gradients. The rows are taken in that order: read in place where x is dense in it, copied
-    in memory order otherwise, and the result has that layout too. None for x's own order."""
-    if x.is_contiguous():
+    in memory order otherwise, and the result has that layout too (as torch's elementwise operations
+    lay out theirs). None for x's own order, and for broadcast (stride-0) x, which is copied as before."""
+    if x.is_contiguous() or 0 in x.stride():
         return None
     lead = x.dim() - 1
     order = tuple(sorted(range(lead), key=lambda i: -x.stride(i)))
