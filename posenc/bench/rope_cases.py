@@ -3,7 +3,8 @@
 Floors: ``clone`` of q and k (a fresh buffer, which page-faults on some machines) and
 ``empty_like`` + ``copy_`` into buffers allocated once (the pure read-and-write cost). posenc's rows:
 the module (cached cos/sin, q and k in one fused call), ``apply_rope`` with explicit positions (the
-functional path), and the eager fallback (``fused=False``). Peers are compared with the same pair
+functional path, one call for q and one for k), ``apply_rope_qk`` (q and k in one call), and the eager
+fallback (``fused=False``). Peers are compared with the same pair
 layout and only timed when their outputs agree.
 """
 
@@ -14,7 +15,7 @@ import torch
 from posenc.bench import peers
 from posenc.bench.cases import Case
 from posenc.core.positions import Positions
-from posenc.rotary import RotaryPositionEncoding, apply_rope
+from posenc.rotary import RotaryPositionEncoding, apply_rope, apply_rope_qk
 from posenc.rotary.fused import rotate_qk
 
 _LAYOUTS = {True: "adjacent pairs", False: "split halves"}
@@ -37,8 +38,11 @@ def _module_rotation(q, k, interleaved: bool, *, fused: bool | None = None):
     return lambda: rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=fused)
 
 
-def _functional_rotation(q, k, interleaved: bool):
+def _functional_rotation(q, k, interleaved: bool, *, together: bool = False):
     positions = torch.arange(q.shape[-2], device=q.device)
+    if together:
+        return lambda: apply_rope_qk(q, k, positions, interleaved=interleaved)
+
     def call():
         return apply_rope(q, positions, interleaved=interleaved), apply_rope(k, positions, interleaved=interleaved)
 
@@ -63,9 +67,11 @@ def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Cas
         ours = f"posenc ({layout})"
         impls[ours] = lambda il=interleaved: _module_rotation(q, k, il)
         functional, eager = f"posenc apply_rope (explicit positions, {layout})", f"posenc eager, fusion off ({layout})"
+        together = f"posenc apply_rope_qk (explicit positions, {layout})"
         impls[functional] = lambda il=interleaved: _functional_rotation(q, k, il)
+        impls[together] = lambda il=interleaved: _functional_rotation(q, k, il, together=True)
         impls[eager] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
-        agree |= {functional: ours, eager: ours}
+        agree |= {functional: ours, together: ours, eager: ours}
         layout_peers = _PEERS_PAIRS if interleaved else _PEERS_HALVES
         for name, peer in layout_peers.items():
             if device.type == "cuda" or name not in _GPU_ONLY:

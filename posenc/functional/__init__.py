@@ -11,7 +11,7 @@ from posenc.input.learned import resize_table
 from posenc.input.sinusoidal import sinusoidal
 
 # posenc/rotary
-from posenc.rotary.rope import apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.rope import apply_rope, apply_rope_qk, apply_rotary, rotate_pairs
 from posenc.rotary.learned import apply_rope_learned
 from posenc.rotary.mrope import apply_mrope
 from posenc.rotary.nd import apply_rope_nd
@@ -75,6 +75,7 @@ __all__ = [
     "apply_rope_learned",
     "apply_rope_mixed",
     "apply_rope_nd",
+    "apply_rope_qk",
     "apply_rotary",
     "apply_scaled_rope",
     "apply_xpos",

@@ -2,7 +2,7 @@
 
 from posenc.rotary.hf import from_hf_config, to_hf_rope_parameters
 from posenc.rotary.p_rope import keep_highest_frequencies
-from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rotary, rotate_pairs
+from posenc.rotary.rope import RotaryPositionEncoding, apply_rope, apply_rope_qk, apply_rotary, rotate_pairs
 from posenc.rotary.hybrid import AttentionTemperature, NoRope, RotaryOnHeads, attention_temperature
 from posenc.rotary.learned import LearnedRope, apply_rope_learned
 from posenc.rotary.mrope import apply_mrope, mrope_axis_of_frequency, mrope_cos_sin
@@ -24,6 +24,7 @@ __all__ = [
     "apply_rope",
     "apply_rope_learned",
     "apply_rope_nd",
+    "apply_rope_qk",
     "apply_rotary",
     "apply_scaled_rope",
     "apply_xpos",

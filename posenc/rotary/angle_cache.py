@@ -7,10 +7,19 @@ position up to the next power of two past the largest seen, kept per (width, bas
 the rows are bit-identical to computing them directly (same float64 angles, same reduction); a
 contiguous range of positions is returned as a view of the table, without a gather. Float
 positions, larger positions, the meta device and traced code compute directly.
+
+Reading the range of the positions (their smallest and largest value, whether they are consecutive)
+takes a pass over them and a host sync; it is remembered for the last positions tensor seen (the same
+tensor object or a view of it, unchanged since: same version counter, which every in-place torch
+operation on it or its views bumps, same storage and layout), so rotating queries and keys in two
+calls, or every layer of a model, with one positions tensor reads it once. Values written behind
+torch's back (through a NumPy array sharing the memory, or ``.data``) are not seen: write positions
+with torch operations, or pass a new tensor.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -23,6 +32,8 @@ MAX_CACHED_POSITIONS = 1 << 16
 MAX_TABLES = 8
 
 _tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+#: (weak reference to the tensor the last positions view, their state, their (low, high, consecutive))
+_last_bounds: tuple[weakref.ref, tuple, tuple[int, int, bool]] | None = None
 
 
 def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +58,31 @@ def _is_range(positions: torch.Tensor, low: int, high: int) -> bool:
     return positions.numel() == 1 or bool((positions.diff() == 1).all())
 
 
+def _state(positions: torch.Tensor) -> tuple | None:
+    """What identifies the values of ``positions`` while the tensor object lives: its version counter
+    (bumped by every in-place write, through any view), storage and layout; None for inference
+    tensors, which have no version counter."""
+    if positions.is_inference():
+        return None
+    return positions._version, positions.data_ptr(), positions.shape, positions.stride(), positions.dtype
+
+
+def _bounds(positions: torch.Tensor) -> tuple[int, int, bool]:
+    """``(low, high, consecutive)`` of non-empty integer ``positions``, remembered for the last tensor."""
+    global _last_bounds
+    state = _state(positions)
+    # callers' (n,) positions reach here as fresh (1, n) views: the tensor they view is what persists
+    root = positions if positions._base is None else positions._base
+    if state is not None and _last_bounds is not None:
+        ref, last_state, bounds = _last_bounds
+        if ref() is root and last_state == state:
+            return bounds
+    low, high = (int(v) for v in torch.aminmax(positions))
+    bounds = (low, high, _is_range(positions, low, high))
+    _last_bounds = None if state is None else (weakref.ref(root), state, bounds)
+    return bounds
+
+
 def rope_cos_sin(
     positions: torch.Tensor, dim: int, base: float, *, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +91,10 @@ def rope_cos_sin(
     if not positions.is_floating_point() and device.type != "meta" and not torch.compiler.is_compiling():
         if positions.numel() == 0:
             return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
-        low, high = (int(v) for v in torch.aminmax(positions))
+        low, high, consecutive = _bounds(positions)
         if low >= 0 and high < MAX_CACHED_POSITIONS:
             cos, sin = _table((dim, float(base), dtype, device), high + 1)
-            if _is_range(positions, low, high):
+            if consecutive:
                 # views of the table, shaped like positions + (dim/2,): nothing gathered
                 shape = (*positions.shape, cos.shape[-1])
                 return cos[low : high + 1].expand(shape), sin[low : high + 1].expand(shape)
@@ -67,5 +103,7 @@ def rope_cos_sin(
 
 
 def clear() -> None:
-    """Drop every cached table."""
+    """Drop every cached table and the remembered range of the last positions."""
+    global _last_bounds
     _tables.clear()
+    _last_bounds = None

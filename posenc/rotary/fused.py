@@ -27,6 +27,7 @@ Under an outer ``torch.compile`` the plain expression is inlined and fused into 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import types
@@ -149,32 +150,80 @@ def _angle_table(cos: torch.Tensor, sin: torch.Tensor, work: torch.dtype):
     return cos.contiguous().detach(), sin.contiguous().detach(), lead
 
 
-def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor):
-    """The one input form every call is given to the compiled kernel in, whatever the rank,
-    broadcasting, strides or angle dtype: each x ``(..., n, d)`` as ``(R, d)`` rows (a view where x is
-    contiguous), the angles as ``(T, r/2)`` tables with ``T >= 2``, and for each x the int32 table
-    row of each of its rows. None where that form does not apply (the caller uses the eager path)."""
-    half, d = cos.shape[-1], xs[0].shape[-1]
-    if half < 2 or any(x.shape[:-2].numel() * x.shape[-2] < 2 for x in xs):
-        return None  # a dimension of size 0 or 1 would compile its own variant; too small to matter
-    cos_t, sin_t, lead = _angle_table(cos, sin, work_dtype(xs[0]))
-    rows = tuple(_rows(x.shape[:-1], lead, x.device) for x in xs)
-    if any(r is None for r in rows):
+def _memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
+    """The order of the leading (all but the feature) dimensions of ``x`` in memory (largest stride
+    first), where that is not their own order: e.g. ``(b, h, n, d)`` viewed from ``(b, n, h, d)`` or
+    ``(b, n, 3, h, d)`` memory, as attention projections are usually viewed and as attention backwards
+    return gradients. The rows are taken in that order: read in place where x is dense in it, copied
+    in memory order otherwise, and the result has that layout too (as torch's elementwise operations
+    lay out theirs). None for x's own order, and for broadcast (stride-0) x, which is copied as before."""
+    if x.is_contiguous() or 0 in x.stride():
         return None
+    lead = x.dim() - 1
+    order = tuple(sorted(range(lead), key=lambda i: -x.stride(i)))
+    return None if order == tuple(range(lead)) else order
+
+
+def _table_lead(lead: torch.Size, order: tuple[int, ...] | None, rank: int) -> torch.Size:
+    """The angles' row shape ``lead`` (broadcast from the right onto ``rank`` leading dimensions)
+    taken in the memory ``order`` of x's leading dimensions."""
+    if order is None or len(lead) > rank:
+        return lead  # (a lead longer than x's does not broadcast: _rows refuses it)
+    padded = (1,) * (rank - len(lead)) + tuple(lead)
+    return torch.Size(padded[i] for i in order)
+
+
+def _flat_rows(xs: tuple[torch.Tensor, ...], d: int) -> tuple[torch.Tensor, ...]:
+    """Each x ``(..., n, d)`` as contiguous ``(R, d)`` rows (a view where x is contiguous)."""
     # detached after the reshape: an alias, not a view, whether or not the reshape copied (dynamo
     # guards on whether an input is a view)
     flat = tuple(x.reshape(-1, d).contiguous().detach() for x in xs)
     # an odd storage offset would split bfloat16 pairs across int32 words
-    flat = tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
-    return flat, cos_t, sin_t, rows
+    return tuple(f if f.storage_offset() % 2 == 0 else f.clone() for f in flat)
 
 
-def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
-    """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
-    canonical = _canonical(xs, cos, sin)
-    if canonical is None:
+def _layout(xs: tuple[torch.Tensor, ...], lead: torch.Size):
+    """For each x: its ``(R, d)`` rows (read in place where x is dense in some order of its leading
+    dimensions), the int32 table row of each row, and that order (None: x's own). None where the
+    angles of row shape ``lead`` do not broadcast onto some x."""
+    orders = tuple(_memory_order(x) for x in xs)
+    views = tuple(x if o is None else x.permute(*o, x.dim() - 1) for x, o in zip(xs, orders))
+    rows = tuple(_rows(v.shape[:-1], _table_lead(lead, o, v.dim() - 1), v.device) for v, o in zip(views, orders))
+    if any(r is None for r in rows):
         return None
-    flat, cos_t, sin_t, rows = canonical
+    return _flat_rows(views, xs[0].shape[-1]), rows, orders
+
+
+def _canonical(xs: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor):
+    """The one input form every call is given to the compiled kernel in, whatever the rank,
+    broadcasting, strides or angle dtype: each x ``(..., n, d)`` as ``(R, d)`` rows (a view where x is
+    dense), the angles as ``(T, r/2)`` tables with ``T >= 2``, and for each x the int32 table row of
+    each of its rows; also the order each x's rows are read in and the angles' row shape. None where
+    that form does not apply (the caller uses the eager path)."""
+    half = cos.shape[-1]
+    if half < 2 or any(x.shape[:-2].numel() * x.shape[-2] < 2 for x in xs):
+        return None  # a dimension of size 0 or 1 would compile its own variant; too small to matter
+    cos_t, sin_t, lead = _angle_table(cos, sin, work_dtype(xs[0]))
+    layout = _layout(xs, lead)
+    if layout is None:
+        return None
+    flat, rows, orders = layout
+    return flat, cos_t, sin_t, rows, orders, lead
+
+
+def _shaped_like(out: torch.Tensor, x: torch.Tensor, order: tuple[int, ...] | None) -> torch.Tensor:
+    """Kernel output rows ``(R, d)`` as ``x``'s shape, in the memory order the rows were read in."""
+    if order is None:
+        return out.view(x.shape)
+    lead = x.dim() - 1
+    inverse = sorted(range(lead), key=order.__getitem__)
+    return out.view(*(x.shape[i] for i in order), x.shape[-1]).permute(*inverse, lead)
+
+
+def _launch(xs, flat, cos_t, sin_t, rows, orders, interleaved: bool, inplace: bool):
+    """Rotate the canonical rows ``flat`` of ``xs`` with the compiled kernel (built on first use):
+    the rotated tensors shaped like ``xs`` (written into them where ``inplace``), or None where the
+    kernel cannot be used here."""
     # in place only where every flattened x is a view of its tensor; otherwise rotate and copy back
     direct = inplace and all(f.data_ptr() == x.data_ptr() and x.is_contiguous() for f, x in zip(flat, xs))
     words = interleaved and all(words_ok(f) for f in flat)
@@ -182,7 +231,9 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
     kernel = _kernels.get(key, False)
     if kernel is None:
         return None
-    with torch.no_grad():
+    # grad mode is part of what the compiled kernel is specialised for; inside an autograd.Function it
+    # is already off, so the context is entered only where needed
+    with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
         if kernel is False:
             kernel = _build(key)
             start = time.perf_counter()
@@ -191,7 +242,7 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
             except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
                 _kernels[key] = None
                 warnings.warn(f"posenc: the fused RoPE kernel could not be compiled ({type(err).__name__}: {err}); "
-                              f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=3)
+                              f"using the eager rotation (set {FUSED_ENV}=0 to silence)", RuntimeWarning, stacklevel=4)
                 return None
             _first_call_seconds[key] = time.perf_counter() - start
             _kernels[key] = kernel
@@ -204,22 +255,38 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
                     _warned.add(key)
                     warnings.warn(f"posenc: the fused RoPE kernel could not be used for one input layout "
                                   f"({type(err).__name__}); that layout uses the eager rotation",
-                                  RuntimeWarning, stacklevel=3)
+                                  RuntimeWarning, stacklevel=4)
                 return None
         if direct:
             return xs
-        out = tuple(o.view(x.shape) for o, x in zip(out, xs))
+        out = tuple(_shaped_like(o, x, order) for o, x, order in zip(out, xs, orders))
         if inplace:
             return tuple(x.copy_(o) for x, o in zip(xs, out))
         return out
 
 
+def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inplace: bool):
+    """Rotated tensors from the compiled kernel, or None where it cannot be compiled here."""
+    canonical = _canonical(xs, cos, sin)
+    if canonical is None:
+        return None
+    flat, cos_t, sin_t, rows, orders, _ = canonical
+    return _launch(xs, flat, cos_t, sin_t, rows, orders, interleaved, inplace)
+
+
 class _FusedRotation(torch.autograd.Function):
-    """The fused rotation as one autograd node; its backward rotates the gradients back."""
+    """The fused rotation as one autograd node; its backward rotates the gradients back with the same
+    kernel, reusing the forward's canonical angle tables (only the sine is negated)."""
 
     @staticmethod
     def forward(ctx, cos, sin, interleaved, inplace, *xs):
-        out = _call_kernel(xs, cos, sin, interleaved, inplace)
+        canonical = _canonical(xs, cos, sin)
+        out = None
+        if canonical is not None:
+            flat, cos_t, sin_t, rows, orders, lead = canonical
+            out = _launch(xs, flat, cos_t, sin_t, rows, orders, interleaved, inplace)
+        # (cos (T, r/2), sin, their row shape) for the backward's kernel call; None: the backward is eager too
+        ctx.tables = None if out is None else (cos_t, sin_t, lead)
         if out is None:
             out = tuple(rotate_eager(x, cos, sin, interleaved) for x in xs)
             if inplace:
@@ -233,8 +300,14 @@ class _FusedRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         cos, sin = ctx.saved_tensors
-        grads = tuple(g.contiguous() for g in grads)
-        back = _call_kernel(grads, cos, -sin, ctx.interleaved, False)
+        back = None
+        if ctx.tables is not None:
+            cos_t, sin_t, lead = ctx.tables
+            # the gradients' layout may differ from the inputs' (their rows are read in their own order)
+            layout = _layout(grads, lead)
+            if layout is not None:
+                flat, rows, orders = layout
+                back = _launch(grads, flat, cos_t, -sin_t, rows, orders, ctx.interleaved, False)
         if back is None:
             back = tuple(rotate_eager(g, cos, -sin, ctx.interleaved) for g in grads)
         return (None, None, None, None, *back)

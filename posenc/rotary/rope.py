@@ -104,16 +104,18 @@ def rope_positions(
     positions: torch.Tensor | None,
     randomize_positions: int | None,
     generator: torch.Generator | None,
+    *,
+    name: str = "x",
 ) -> torch.Tensor:
-    """The checked positions ``(n,)`` or ``(b, n)`` of the functional RoPE forms for ``x`` ``(b, h, n, d)``:
-    ``positions`` as given, or ordered random ones from ``[0, randomize_positions)``."""
-    check_float_tensor("x", x, ndim=4)
-    check_even("x.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
+    """The checked positions ``(n,)`` or ``(b, n)`` of the functional RoPE forms for ``x`` ``(b, h, n, d)``
+    (called ``name`` in errors): ``positions`` as given, or ordered random ones from ``[0, randomize_positions)``."""
+    check_float_tensor(name, x, ndim=4)
+    check_even(f"{name}.shape[-1]", x.shape[-1], why="RoPE rotates feature pairs")
     positions = positions_or_randomized(
         positions, randomize_positions, n=x.shape[-2], batch=x.shape[0], generator=generator, device=x.device
     )
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
-    check_same_device(x=x, positions=pos)
+    check_same_device(**{name: x, "positions": pos})
     return pos
 
 
@@ -133,11 +135,45 @@ def apply_rope(
     Integer positions take their cos/sin from a cached table (:mod:`posenc.rotary.angle_cache`).
     ``positions=None, randomize_positions=L`` rotates each row at ``n`` ordered random positions from
     ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
+    To rotate queries and keys at the same positions, :func:`apply_rope_qk` does both in one fused call.
     """
     pos = rope_positions(x, positions, randomize_positions, generator)
     check_float("base", base, positive=True)
     cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=work_dtype(x))
-    return rotate_pairs(x, _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)
+    # the angles are built here to fit x: no further checks are needed
+    return rotate_tensors((x,), _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)[0]
+
+
+def apply_rope_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    base: float = 10000.0,
+    interleaved: bool = False,
+    inplace: bool = False,
+    fused: bool | None = None,
+    randomize_positions: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_rope` of queries ``q`` ``(b, h, n, d)`` and keys ``k`` ``(b, h_kv, n, d)`` at the same
+    ``positions`` ``(n,)`` or ``(b, n)``, in one fused call (one angle look-up, one kernel launch).
+
+    ``h_kv`` may differ from ``h`` (grouped-query attention). With ``randomize_positions=L`` one set
+    of random positions is drawn and used for both. Returns the rotated ``(q, k)``.
+    """
+    pos = rope_positions(q, positions, randomize_positions, generator, name="q")
+    check_float_tensor("k", k, ndim=4)
+    if k.shape[0] != q.shape[0] or k.shape[-2:] != q.shape[-2:]:
+        raise ValueError(
+            f"`k` must have the batch size, length and width of `q` {tuple(q.shape)} (heads may differ), "
+            f"got shape {tuple(k.shape)}"
+        )
+    check_same_device(q=q, k=k)
+    check_float("base", base, positive=True)
+    # the wider arithmetic dtype where q and k differ (float64 angles for a float64 tensor)
+    cos, sin = rope_cos_sin(pos, q.shape[-1], base, dtype=torch.promote_types(work_dtype(q), work_dtype(k)))
+    return rotate_qk(q, k, _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)
 
 
 def _same_positions(a: Positions, b: Positions) -> bool:

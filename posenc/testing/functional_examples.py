@@ -131,6 +131,21 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
             ("randomize_positions", {"x": _r(1, 1, 3, 8), "positions": None, "randomize_positions": 8.0}),
         ],
     ),
+    "apply_rope_qk": FnSpec(
+        lambda: {"q": _r(2, 4, 5, 8), "k": _r(2, 2, 5, 8), "positions": _pos(5, 3).repeat(2, 1)},
+        (
+            FnArg("q", "activation", (4,), -1, 0),
+            FnArg("k", "activation", (4,), -1, 0),
+            FnArg("positions", "positions", (1, 2), -1, 0),
+        ),
+        empty=lambda: {"q": _r(2, 2, 0, 8), "k": _r(2, 1, 0, 8), "positions": _pos(0)},
+        bad_calls=lambda: [
+            ("base", {"q": _r(1, 1, 2, 8), "k": _r(1, 1, 2, 8), "positions": _pos(2), "base": -1.0}),
+            ("q", {"q": _r(1, 1, 2, 7), "k": _r(1, 1, 2, 7), "positions": _pos(2)}),
+            ("k", {"q": _r(1, 1, 2, 8), "k": _r(1, 1, 3, 8), "positions": _pos(2)}),
+            ("k", {"q": _r(1, 1, 2, 8), "k": _r(1, 2, 8), "positions": _pos(2)}),
+        ],
+    ),
     "apply_rope_2d": FnSpec(
         lambda: {"x": _r(2, 2, 6, 8), "coords": torch.stack(torch.meshgrid(_pos(2), _pos(3), indexing="ij"), -1).flatten(0, 1)},
         (FnArg("x", "activation", (4,)), FnArg("coords", "positions", (2, 3), -2)),

@@ -297,3 +297,39 @@ def test_one_compiled_variant_serves_every_rank_broadcast_and_layout(fusion_on_a
     # one kernel per (layout, in place or not); nothing fell back
     assert sorted((key[2], key[3]) for key in fused._kernels) == [(False, False), (False, True), (True, False), (True, True)]
     assert all(kernel is not None for kernel in fused._kernels.values())
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_heads_transposed_from_memory_are_read_in_place(interleaved, monkeypatch):
+    # (b, h, n, d) viewed from (b, n, h, d) memory, as projections are usually viewed (and some attention
+    # backwards return gradients): the kernel reads the rows in memory order and the result keeps that layout
+    monkeypatch.setattr(fused, "_kernels", {})  # fresh kernels: any recompilation below raises
+    monkeypatch.setattr(fused, "_warned", set())
+    gen = torch.Generator().manual_seed(8)
+    theta = _angles(2, 1, 6, 4)  # per-batch angles, shared by the heads
+    cos, sin = theta.cos().float(), theta.sin().float()
+    q = torch.randn(2, 6, 3, 8, generator=gen).transpose(1, 2)
+    k = torch.randn(2, 6, 1, 8, generator=gen).transpose(1, 2)  # one key head
+    copies = []
+    real = fused._flat_rows
+    monkeypatch.setattr(fused, "_flat_rows", lambda xs, d: copies.extend(not x.is_contiguous() for x in xs) or real(xs, d))
+    with warnings.catch_warnings(), torch._dynamo.config.patch(error_on_recompile=True):
+        warnings.simplefilter("error", RuntimeWarning)
+        rq, rk = rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=True)
+    assert not any(copies)  # nothing had to be made contiguous
+    assert rq.stride() == q.stride()
+    np.testing.assert_allclose(rq.double().numpy(), reference(q.double().numpy(), theta.numpy(), interleaved), atol=1e-5)
+    np.testing.assert_allclose(rk.double().numpy(), reference(k.double().numpy(), theta.numpy(), interleaved), atol=1e-5)
+    # gradients in that layout go back through the kernel too; float64 gradcheck of both layouts
+    q64 = q.double().detach().requires_grad_()
+    grad = torch.randn(2, 6, 3, 8, dtype=torch.float64, generator=gen).transpose(1, 2)
+    (got,) = torch.autograd.grad(rotate_pairs(q64, theta.cos(), theta.sin(), interleaved=interleaved, fused=True), q64, grad)
+    (want,) = torch.autograd.grad(rotate_pairs(q64, theta.cos(), theta.sin(), interleaved=interleaved, fused=False), q64, grad)
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(
+        lambda a: rotate_pairs(a, theta.cos(), theta.sin(), interleaved=interleaved, fused=True), (q64,)
+    )
+    # in place into the transposed tensor
+    target = q.clone(memory_format=torch.preserve_format)
+    rotate_pairs(target, cos, sin, interleaved=interleaved, fused=True, inplace=True)
+    torch.testing.assert_close(target, rq)

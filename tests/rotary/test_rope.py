@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posenc.core.positions import Positions
-from posenc.functional import apply_rope
+from posenc.functional import apply_rope, apply_rope_qk
 from posenc.rotary import RotaryPositionEncoding
 
 # every test here runs twice: fused kernel forced on, and fusion switched off (tests/rotary/conftest.py)
@@ -48,6 +48,63 @@ def test_apply_rope_batched_positions():
     pos = torch.tensor([[0, 1, 2, 3], [10, 11, 12, 13]])
     got = apply_rope(x, pos)
     torch.testing.assert_close(got[1:], apply_rope(x[1:], pos[1]))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_apply_rope_qk_matches_reference_with_fewer_key_heads(interleaved):
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, 5, 8, dtype=torch.float64, generator=gen)
+    k = torch.randn(2, 2, 5, 8, dtype=torch.float64, generator=gen)  # grouped-query keys
+    pos = torch.tensor([0, 1, 5, 17, 300])
+    rq, rk = apply_rope_qk(q, k, pos, interleaved=interleaved)
+    for got, x in ((rq, q), (rk, k)):
+        ref = reference(x.numpy(), pos.tolist(), interleaved=interleaved)
+        np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_rope_qk_equals_two_apply_rope_calls(dtype):
+    gen = torch.Generator().manual_seed(6)
+    q, k = (torch.randn(2, 2, 6, 16, generator=gen).to(dtype) for _ in range(2))
+    pos = torch.tensor([[3, 4, 5, 6, 7, 8], [0, 0, 1, 2, 9, 40]])  # per-row positions, one of them a range
+    rq, rk = apply_rope_qk(q, k, pos)
+    torch.testing.assert_close(rq, apply_rope(q, pos), atol=0, rtol=0)
+    torch.testing.assert_close(rk, apply_rope(k, pos), atol=0, rtol=0)
+    # q and k of different dtypes: each in its own precision, at the wider dtype's angles
+    rq64, rk32 = apply_rope_qk(q.double(), k.float(), pos)
+    torch.testing.assert_close(rq64, apply_rope(q.double(), pos))
+    torch.testing.assert_close(rk32, apply_rope(k.float(), pos), atol=1e-6, rtol=1e-6)
+
+
+def test_apply_rope_qk_draws_one_set_of_random_positions_for_both():
+    q = torch.randn(2, 1, 4, 8)
+    rq, rk = apply_rope_qk(q, q.clone(), None, randomize_positions=50, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(rq, rk)  # same input and the same positions
+    # the rotation is by positions drawn from [0, 50): it differs from rotating at 0..3
+    assert not torch.allclose(rq, apply_rope(q, torch.arange(4)))
+
+
+def test_apply_rope_qk_gradients_and_inplace():
+    q = torch.randn(1, 2, 5, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 1, 5, 8, dtype=torch.float64, requires_grad=True)
+    pos = torch.arange(2, 7)
+    assert torch.autograd.gradcheck(lambda a, b: apply_rope_qk(a, b, pos), (q, k))
+    qi, ki = q.detach().clone(), k.detach().clone()
+    out = apply_rope_qk(qi, ki, pos, inplace=True)
+    assert out[0].data_ptr() == qi.data_ptr() and out[1].data_ptr() == ki.data_ptr()
+    torch.testing.assert_close((qi, ki), apply_rope_qk(q.detach(), k.detach(), pos))
+
+
+def test_apply_rope_qk_names_the_bad_argument():
+    q, pos = torch.randn(1, 2, 4, 8), torch.arange(4)
+    with pytest.raises(ValueError, match="`k`"):
+        apply_rope_qk(q, torch.randn(1, 2, 5, 8), pos)  # another length
+    with pytest.raises(ValueError, match="`k`"):
+        apply_rope_qk(q, torch.randn(2, 2, 4, 8), pos)  # another batch
+    with pytest.raises(ValueError, match="`q`"):
+        apply_rope_qk(torch.randn(2, 4, 8), torch.randn(2, 4, 8), pos)
+    with pytest.raises(ValueError, match="`positions`"):
+        apply_rope_qk(q, q, torch.arange(5))
 
 
 @pytest.mark.parametrize("interleaved", [False, True])
