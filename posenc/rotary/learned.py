@@ -49,7 +49,8 @@ def apply_rope_learned(
 
     The first ``r`` features are rotated (``r <= d``), the rest pass through; differentiable in ``freqs``.
     ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
-    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
+    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``). Each call draws
+    anew: for queries and keys, draw the positions once and pass them to both calls.
     """
     check_float_tensor("x", x, ndim=4)
     check_float_tensor("freqs", freqs, ndim=2)

@@ -134,8 +134,9 @@ def apply_rope(
 
     Integer positions take their cos/sin from a cached table (:mod:`posenc.rotary.angle_cache`).
     ``positions=None, randomize_positions=L`` rotates each row at ``n`` ordered random positions from
-    ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``).
-    To rotate queries and keys at the same positions, :func:`apply_rope_qk` does both in one fused call.
+    ``[0, L)`` (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``); each call
+    draws anew, so rotate queries and keys with :func:`apply_rope_qk` (one draw, one fused call) or pass
+    both calls positions drawn once.
     """
     pos = rope_positions(x, positions, randomize_positions, generator)
     check_float("base", base, positive=True)

@@ -30,7 +30,8 @@ def apply_scaled_rope(
     ``original_max_len``, ...) and p-RoPE's ``p`` on ``x`` ``(b, h, n, d)`` at positions ``(n,)`` or ``(b, n)``.
 
     ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
-    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``)."""
+    (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``). Each call draws
+    anew: for queries and keys, draw the positions once and pass them to both calls."""
     pos = rope_positions(x, positions, randomize_positions, generator)
     if not isinstance(scaling, RopeScaling):
         scaling = RopeScaling(scaling, **scaling_kwargs)
