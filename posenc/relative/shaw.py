@@ -241,10 +241,14 @@ def shaw_key_mod(per_row: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, 
 
 def shaw_key_mod_implicit(per_row: torch.Tensor, gap: torch.Tensor, max_distance: int) -> ScoreMod:
     """:func:`shaw_key_mod` for implicit positions: key j's offset from query i is ``j - i + gap``
-    (``gap`` 0-d); the ``2k + 1`` offsets are declared static, so the compiled kernel builds on CPU."""
-    kmax = max_distance
+    (``gap`` 0-d); the ``2k + 1`` offsets are declared static, so the compiled kernel builds on CPU.
+    ``k`` is read from that static size inside the score_mod (a closed-over int would be traced as a
+    symbol under dynamic shapes, which inductor's CPU template cannot lower as a clamp bound)."""
+    if per_row.shape[-1] != 2 * max_distance + 1:
+        raise ValueError(f"`per_row` must hold 2*max_distance+1 = {2 * max_distance + 1} offsets, got {per_row.shape[-1]}")
 
     def fn(score, b, h, q_idx, kv_idx, per_row, gap):
+        kmax = (per_row.shape[-1] - 1) // 2
         index = (kv_idx - q_idx + gap).clamp(-kmax, kmax) + kmax
         return score + per_row[b, h, q_idx, index].to(score.dtype)
 

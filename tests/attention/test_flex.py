@@ -114,3 +114,19 @@ def test_compiled_cpu_kernel_decodes_with_one_compile_for_every_step():
     # index, the key offset moving at every step without a recompile
     graphs = _compiled_calls(encoding("t5").requires_grad_(False), ((1, 6), (1, 7), (1, 8), (1, 11)))
     assert graphs[3] == graphs[2] == graphs[1], graphs
+
+
+@pytest.mark.slow
+def test_compiled_cpu_kernel_runs_shaws_key_term_through_attend():
+    # Shaw's (b, h, n, 2k + 1) scores read at a clipped offset: a prompt and a decoding step
+    from posenc.attention import attend
+
+    enc = encoding("shaw").requires_grad_(False)
+    mask = MaskSpec(causal=True)
+    for n, m in ((7, 7), (1, 9)):
+        q, k, v = qkv(n=n, m=m, seed=n + m)
+        pos = {"q_positions": Positions(n, offset=m - n), "k_positions": Positions(m)}
+        with torch.no_grad():
+            got = attend(q, k, v, position=enc, mask=mask, backend="flex", **pos)
+            want = attend(q, k, v, position=enc, mask=mask, backend="eager", **pos)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
