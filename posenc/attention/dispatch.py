@@ -55,8 +55,8 @@ def choose_backend(
 ) -> str:
     """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give.
 
-    ``cpu_flex``: the call may run compiled flex on CPU (:func:`wants_cpu_flex`, which :func:`attend`
-    works out with the encoding's score_mod)."""
+    ``cpu_flex``: the call may run compiled flex on CPU (:func:`attend` works it out from
+    :func:`cpu_flex_candidate` and the encoding's score_mod)."""
     has_value = "value" in position.hooks
     has_terms = has_value or "bias" in position.hooks
     if has_value and backend in VALUE_UNSUPPORTED:
