@@ -66,9 +66,8 @@ def choose_backend(
             f"has no place for); use attention='blocked', 'eager' or 'auto'"
         )
     if backend == "auto":
-        if q.device.type == "cuda" and flex_available() and dropout == 0:
-            backend = "flex"
-        elif q.device.type == "cpu" and cpu_flex and not has_value and dropout == 0:
+        cuda = q.device.type == "cuda" and flex_available()
+        if dropout == 0 and (cuda or (q.device.type == "cpu" and cpu_flex and not has_value)):
             backend = "flex"
         elif q.device.type == "cpu" and has_terms and dropout == 0:
             backend = "blocked"

@@ -63,11 +63,11 @@ def test_cpu_inference_of_a_prompt_runs_compiled_flex(calls, name):
 def test_everything_else_on_cpu_keeps_the_blocked_kernel(calls):
     alibi = encoding("alibi", causal=True)
     cases = {
-        "training": dict(grad=True),
-        "a decoding step": dict(n=1, m=6),
-        "a block shorter than FLEX_CPU_MIN_ROWS": dict(n=3),
-        "explicit positions (score_mod not declared)": dict(explicit=True),
-        "padding mask": dict(mask=MaskSpec(causal=True, key_mask=torch.ones(1, 6, dtype=torch.bool))),
+        "training": {"grad": True},
+        "a decoding step": {"n": 1, "m": 6},
+        "a block shorter than FLEX_CPU_MIN_ROWS": {"n": 3},
+        "explicit positions (score_mod not declared)": {"explicit": True},
+        "padding mask": {"mask": MaskSpec(causal=True, key_mask=torch.ones(1, 6, dtype=torch.bool))},
     }
     for what, options in cases.items():
         calls.clear()
