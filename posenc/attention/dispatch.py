@@ -9,8 +9,8 @@ the ViT takes one of :data:`BACKENDS`:
               when it has none) and the mask as a block mask; forward only on CPU.
 ``"blocked"`` the blocked kernel (:mod:`posenc.attention.blocked`) with per-block bias and value terms.
 ``"auto"``    flex on CUDA; on CPU, for inference (gradients off) of a query block of at least
-              :data:`FLEX_CPU_MIN_ROWS` rows whose score_mod compiles on CPU (ALiBi, T5, Shaw's key
-              term alone, with implicit positions and a causal, windowed or full mask), compiled flex;
+              :data:`FLEX_CPU_MIN_ROWS` rows whose score_mod compiles on CPU (ALiBi, T5, KERPLE,
+              Shaw's key term alone, with implicit positions and a causal, windowed or full mask), compiled flex;
               otherwise on CPU the blocked kernel when the encoding has score or value terms (training,
               decoding one row at a time, short prompts: it holds no ``(n, m)`` table), else SDPA.
               Measured in docs/performance.md.
@@ -40,7 +40,7 @@ BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
 #: Backends that cannot take a value term, and the kernel each runs.
 VALUE_UNSUPPORTED = {"flex": "FlexAttention", "sdpa": "scaled_dot_product_attention"}
 #: CPU inference runs compiled flex from this many query rows (a prompt): measured faster than the
-#: blocked kernel at 1,024 and 4,096 rows for ALiBi, T5 and Shaw's key term, slower for one-row
+#: blocked kernel at 1,024 and 4,096 rows for ALiBi, T5, KERPLE and Shaw's key term, slower for one-row
 #: decoding steps (docs/performance.md); shorter blocks keep the blocked kernel, which needs no compile.
 FLEX_CPU_MIN_ROWS = 1024
 

@@ -35,7 +35,7 @@ _DTYPES = (torch.float32, torch.bfloat16)
 LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
 #: Encodings whose score_mod compiled FlexAttention runs on CPU: timed against the blocked kernel for
 #: CPU inference (prompts and decoding steps; the measurement behind ``attention="auto"`` on CPU).
-FLEX_CPU = ("alibi", "t5", "shaw")
+FLEX_CPU = ("alibi", "t5", "shaw", "kerple")
 
 
 def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Case]:

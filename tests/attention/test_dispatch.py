@@ -54,7 +54,7 @@ def encoding(name, **kwargs):
     return enc.requires_grad_(False)
 
 
-@pytest.mark.parametrize("name", ["alibi", "t5", "shaw"])
+@pytest.mark.parametrize("name", ["alibi", "t5", "shaw", "kerple"])
 def test_cpu_inference_of_a_prompt_runs_compiled_flex(calls, name):
     run(encoding(name, **({"values": False} if name == "shaw" else {"causal": True})))
     assert calls == ["flex"]

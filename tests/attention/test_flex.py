@@ -14,7 +14,7 @@ from posenc.testing.examples import build
 
 CPU = torch.device("cpu")
 #: The encodings whose score_mod is declared compilable for implicit positions.
-DECLARED = ("alibi", "t5", "shaw")
+DECLARED = ("alibi", "t5", "shaw", "kerple")
 
 
 def qkv(b=1, h=2, n=6, m=None, d=4, seed=0):
@@ -65,13 +65,17 @@ def test_the_cpu_kernel_is_compiled_only_where_inductor_builds_it(monkeypatch):
     assert compiles(torch.device("meta"), undeclared, None, causal)  # off CPU: always
 
 
-@pytest.mark.parametrize("name", DECLARED)
+@pytest.mark.parametrize("name", [*DECLARED, "kerple power"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_declared_score_mods_equal_the_eager_reference_unfused(name, causal, monkeypatch):
     # the closed forms (from kv_idx - q_idx) against the encoding's materialised bias, including a
     # query block that sits after a cache (m > n)
     monkeypatch.setattr(flex_module, "COMPILE", False)
-    enc = encoding(name, causal).requires_grad_(False)
+    if name == "kerple power":
+        torch.manual_seed(0)
+        enc = build("kerple", causal=causal, kernel="power").requires_grad_(False)
+    else:
+        enc = encoding(name, causal).requires_grad_(False)
     for n, m in ((6, 6), (2, 7), (1, 5)):
         q, k, v = qkv(n=n, m=m, seed=n + m)
         mod, bias = mods(enc, q, k, n, m)
