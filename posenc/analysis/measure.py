@@ -57,31 +57,31 @@ def prop(
 def build_sequence_model(cls: type, ref: Reference, *, causal: bool, example: dict | None = None):
     """The reference Transformer with an encoding of class ``cls``, or None when it is not a sequence encoding.
 
-    The constructor gets the model's sizes (``dim``, ``heads``, ``head_dim``, ``causal``) it accepts,
-    as ``Transformer(position=name)`` would fill them in; when that model cannot run, the arguments of
-    the encoding's example (``example``, from :mod:`posenc.testing.examples`) are tried under the
-    same sizes, with a patch grid of 8 x 8.
+    The encoding is built from its example (``example``: the constructor arguments of its entry in
+    :mod:`posenc.testing.examples`, the ones the tests and ``posenc check`` use), less the sizes the
+    model fills in itself (``dim``, ``heads``, ``head_dim``, ``causal``, given from ``ref`` when the
+    encoding declares them, as ``Transformer(position=name)`` does), with a patch grid of 8 x 8 where
+    it has one. An encoding without an example gets its constructor's defaults.
     """
+    from posenc.checks import TRANSFORMER_ARGUMENTS
     from posenc.models import Transformer
 
     model_args = {"dim": ref.dim, "heads": ref.heads, "head_dim": ref.dim // ref.heads, "causal": causal}
     declared = cls.model_arguments if issubclass(cls, EncodingModule) else ()
-    choices = [{}]
-    if example:
-        choices.append({**example, **({"grid": 8} if "grid" in example else {})})
-    for extra in choices:
-        torch.manual_seed(ref.seed)
-        try:
-            encoding = cls(**{**extra, **{k: v for k, v in model_args.items() if k in declared}})
-            if not isinstance(encoding, PositionEncoding):
-                return None
-            model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
-            with torch.no_grad():
-                model(torch.zeros(1, sequence_length(encoding, ref.n), dtype=torch.long))
-            return model
-        except (TypeError, ValueError, NotImplementedError, IndexError):
-            continue
-    return None
+    arguments = {k: v for k, v in (example or {}).items() if k not in TRANSFORMER_ARGUMENTS}
+    arguments.update({"grid": 8} if "grid" in arguments else {})
+    arguments.update({k: v for k, v in model_args.items() if k in declared})
+    torch.manual_seed(ref.seed)
+    try:
+        encoding = cls(**arguments)
+        if not isinstance(encoding, PositionEncoding):
+            return None
+        model = Transformer(ref.vocab, ref.dim, 2, ref.heads, position=encoding, causal=causal).eval()
+        with torch.no_grad():
+            model(torch.zeros(1, sequence_length(encoding, ref.n), dtype=torch.long))
+        return model
+    except (TypeError, ValueError, NotImplementedError, IndexError):
+        return None
 
 
 def sequence_length(encoding: nn.Module, n: int) -> int:

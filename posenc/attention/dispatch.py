@@ -8,9 +8,12 @@ the ViT takes one of :data:`BACKENDS`:
 ``"flex"``    FlexAttention with the encoding's ``score_mod`` (its ``score_bias`` read through one
               when it has none) and the mask as a block mask; forward only on CPU.
 ``"blocked"`` the blocked kernel (:mod:`posenc.attention.blocked`) with per-block bias and value terms.
-``"auto"``    flex on CUDA; on CPU the blocked kernel when the encoding has score or value terms
-              (training and inference: it holds no ``(n, m)`` table), else SDPA. Measured in
-              docs/performance.md.
+``"auto"``    flex on CUDA; on CPU, for inference (gradients off) of a query block of at least
+              :data:`FLEX_CPU_MIN_ROWS` rows whose score_mod compiles on CPU (ALiBi, T5, KERPLE,
+              Shaw's key term alone, with implicit positions and a causal, windowed or full mask), compiled flex;
+              otherwise on CPU the blocked kernel when the encoding has score or value terms (training,
+              decoding one row at a time, short prompts: it holds no ``(n, m)`` table), else SDPA.
+              Measured in docs/performance.md.
 
 Two rules hold for every backend: dropout during training runs on the eager reference (the fused
 kernels here take no dropout) unless the backend is SDPA and the encoding has no value term; an
@@ -25,7 +28,7 @@ import torch
 
 from posenc.attention.blocked import blocked_attention
 from posenc.attention.eager import eager_attention
-from posenc.attention.flex import flex_attention, flex_available
+from posenc.attention.flex import compiles, flex_attention, flex_available
 from posenc.attention.masks import MaskSpec
 from posenc.attention.sdpa import sdpa_attention
 from posenc.core.base import PositionEncoding
@@ -36,6 +39,10 @@ from posenc.core.validation import check_choice
 BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
 #: Backends that cannot take a value term, and the kernel each runs.
 VALUE_UNSUPPORTED = {"flex": "FlexAttention", "sdpa": "scaled_dot_product_attention"}
+#: CPU inference runs compiled flex from this many query rows (a prompt): measured faster than the
+#: blocked kernel at 1,024 and 4,096 rows for ALiBi, T5, KERPLE and Shaw's key term, slower for one-row
+#: decoding steps (docs/performance.md); shorter blocks keep the blocked kernel, which needs no compile.
+FLEX_CPU_MIN_ROWS = 1024
 
 
 def check_backend(attention: str) -> str:
@@ -43,8 +50,13 @@ def check_backend(attention: str) -> str:
     return check_choice("attention", attention, BACKENDS)
 
 
-def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float) -> str:
-    """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give."""
+def choose_backend(
+    backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float, *, cpu_flex: bool = False
+) -> str:
+    """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give.
+
+    ``cpu_flex``: the call may run compiled flex on CPU (:func:`attend` works it out from
+    :func:`cpu_flex_candidate` and the encoding's score_mod)."""
     has_value = "value" in position.hooks
     has_terms = has_value or "bias" in position.hooks
     if has_value and backend in VALUE_UNSUPPORTED:
@@ -54,7 +66,8 @@ def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dr
             f"has no place for); use attention='blocked', 'eager' or 'auto'"
         )
     if backend == "auto":
-        if q.device.type == "cuda" and flex_available() and dropout == 0:
+        cuda = q.device.type == "cuda" and flex_available()
+        if dropout == 0 and (cuda or (q.device.type == "cpu" and cpu_flex and not has_value)):
             backend = "flex"
         elif q.device.type == "cpu" and has_terms and dropout == 0:
             backend = "blocked"
@@ -65,6 +78,22 @@ def choose_backend(backend: str, q: torch.Tensor, position: PositionEncoding, dr
     if has_value and backend in VALUE_UNSUPPORTED:  # only where auto chose it
         return "blocked"
     return backend
+
+
+def cpu_flex_candidate(backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float) -> bool:
+    """Whether ``"auto"`` considers compiled flex for this CPU call: inference (gradients off) of at
+    least :data:`FLEX_CPU_MIN_ROWS` query rows with score terms and no value term, no dropout."""
+    hooks = position.hooks
+    return (
+        backend == "auto"
+        and q.device.type == "cpu"
+        and dropout == 0
+        and not torch.is_grad_enabled()
+        and q.shape[-2] >= FLEX_CPU_MIN_ROWS
+        and "bias" in hooks
+        and "value" not in hooks
+        and flex_available()
+    )
 
 
 def attend(
@@ -82,12 +111,16 @@ def attend(
     """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
     value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
     mask = mask or MaskSpec()
-    backend = choose_backend(backend, q, position, dropout)
+    pos = {"q_positions": q_positions, "k_positions": k_positions}
+    mod, cpu_flex = None, False
+    if cpu_flex_candidate(backend, q, position, dropout):
+        mod = position.score_mod(q, k, **pos)
+        cpu_flex = mod is not None and compiles(q.device, mod, None, mask)
+    backend = choose_backend(backend, q, position, dropout, cpu_flex=cpu_flex)
     if q.shape[-2] == 0 or k.shape[-2] == 0:
         # an empty sequence (or nothing to attend to): zeros, still connected to q, k, v
         return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
     hooks = position.hooks
-    pos = {"q_positions": q_positions, "k_positions": k_positions}
     if backend == "eager" or backend == "sdpa":
         bias = position.score_bias(q, k, **pos) if "bias" in hooks else None
         if backend == "sdpa":
@@ -95,7 +128,7 @@ def attend(
         value = (lambda w: position.value_term(w, **pos)) if "value" in hooks else None
         return eager_attention(q, k, v, bias=bias, mask=mask, value=value, dropout=dropout)
     if backend == "flex":
-        mod = position.score_mod(q, k, **pos) if "bias" in hooks else None
+        mod = mod if cpu_flex else position.score_mod(q, k, **pos) if "bias" in hooks else None
         bias = position.score_bias(q, k, **pos) if "bias" in hooks and mod is None else None
         return flex_attention(q, k, v, score_mod=mod, bias=bias, mask=mask)
     # the blocked kernel

@@ -2,13 +2,15 @@
 
 The kernel is compiled once per encoding and mask kind, with dynamic shapes (``COMPILE``); inside a
 ``torch.compile`` region the caller's compilation covers it. PyTorch 2.13 runs FlexAttention's
-forward on CPU but not its backward: a CPU call that needs gradients raises a ``ValueError``. On CPU
-the compiled kernel is off by default (``COMPILE_ON_CPU``): with torch 2.13 and dynamic shapes,
-inductor's CPU template for the score_mods here (ALiBi's and T5's per-offset tables read at
-``kv_idx - q_idx``) emits C++ that does not build (``'cur_kvSplitSize7' was not declared in this
-scope``); compiled with static shapes it builds and beats the blocked kernel, but recompiles for
-every new length (20-100 s each on CPU), so CPU runs PyTorch's unfused FlexAttention, which forms
-the ``(n, m)`` scores, and the blocked kernel is the CPU path without them (docs/performance.md).
+forward on CPU but not its backward: a CPU call that needs gradients raises a ``ValueError``.
+
+On CPU (``COMPILE_ON_CPU``) the kernel is compiled when everything it reads can be: a score_mod that
+declares its tables' static dimensions (:class:`~posenc.core.terms.ScoreMod` ``static``; inductor's
+CPU template in torch 2.13 emits C++ that does not build, ``'cur_kvSplitSize7' was not declared``,
+when a table is read at a computed index along a dynamic dimension), and a causal, windowed or full
+mask. Other calls on CPU (an undeclared score_mod, a materialised bias, padding or packed-document
+masks) run PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores. Measurements and the
+backend ``"auto"`` picks from them: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from posenc.core.terms import ScoreMod
 
 #: Compile the kernel (False runs PyTorch's unfused reference of the same computation: for tests).
 COMPILE = True
-#: Also compile on CPU (see the module docstring).
-COMPILE_ON_CPU = False
+#: Entries of the compiled kernel's cache (encodings x mask kinds x shape classes) before dynamo
+#: gives up compiling new ones.
+RECOMPILE_LIMIT = 64
+#: Also compile on CPU where the score_mod and mask allow it (see the module docstring).
+COMPILE_ON_CPU = True
 
 
 def flex_available() -> bool:
@@ -33,6 +38,33 @@ def flex_available() -> bool:
     except ImportError:  # pragma: no cover - PyTorch < 2.5
         return False
     return True
+
+
+def compiles(device: torch.device, score_mod: ScoreMod | None, bias: torch.Tensor | None, mask: MaskSpec | None) -> bool:
+    """Whether :func:`flex_attention` runs the compiled kernel for these arguments (outside a caller's
+    compilation): always off CPU; on CPU for a declared score_mod (or none), no materialised bias and
+    a causal, windowed or full mask."""
+    if not COMPILE:
+        return False
+    if device.type != "cpu":
+        return True
+    mask = mask or MaskSpec()
+    return (
+        COMPILE_ON_CPU
+        and bias is None
+        and (score_mod is None or score_mod.static is not None)
+        and mask.key_mask is None
+        and mask.q_docs is None
+    )
+
+
+def _mark_static(score_mod: ScoreMod | None) -> None:
+    """Keep the declared fixed-size dimensions of the score_mod's tables static in the compiled kernel."""
+    if score_mod is None or score_mod.static is None:
+        return
+    for tensor, dims in zip(score_mod.tensors, score_mod.static):
+        if dims:
+            torch._dynamo.mark_static(tensor, list(dims))
 
 
 @functools.cache
@@ -86,15 +118,20 @@ def flex_attention(
             return second(first(score, b_, h_, q_idx, kv_idx), b_, h_, q_idx, kv_idx)
 
     mask = mask or MaskSpec()
-    mask_mod = mask.mask_mod(n, m)
+    mask_mod = mask.mask_mod(n, m, q.device)
     block_mask = None
     if mask_mod is not None:
         batch = None if mask.key_mask is None and mask.q_docs is None else b
         block_mask = create_block_mask(mask_mod, batch, None, n, m, device=q.device)
     if torch.compiler.is_compiling():  # the caller's compilation covers the kernel
         return flex(q, k, v, score_mod=combined, block_mask=block_mask, scale=scale)
-    if COMPILE and (q.device.type != "cpu" or COMPILE_ON_CPU):
-        return _compiled()(q, k, v, score_mod=combined, block_mask=block_mask, scale=scale)
+    if compiles(q.device, score_mod, bias, mask):
+        _mark_static(score_mod)
+        # one compiled function serves every encoding: each score_mod, mask kind and shape class
+        # (one query row, as many queries as keys, fewer) is an entry of its cache, more than
+        # dynamo's default limit (8) allows before it falls back to the unfused kernel in silence
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return _compiled()(q, k, v, score_mod=combined, block_mask=block_mask, scale=scale)
     with warnings.catch_warnings():
         # the unfused path is chosen here on purpose (see the module docstring)
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")

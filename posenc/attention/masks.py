@@ -73,11 +73,15 @@ class MaskSpec:
         """Boolean ``(b | 1, 1, n, m)``, True where visible, or None when every key is."""
         return self.block(0, n, 0, m, n, m, device)
 
-    def mask_mod(self, n: int, m: int):
-        """FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool``, or None when all keys are seen."""
+    def mask_mod(self, n: int, m: int, device=None):
+        """FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool``, or None when all keys are seen.
+
+        The query's key index ``q_idx + m - n`` reads ``m - n`` from a 0-d tensor, so that a compiled
+        kernel does not specialise on it (cached decoding moves it at every step)."""
         if self.is_empty:
             return None
-        causal, window, gap = self.causal, self.window, m - n
+        causal, window = self.causal, self.window
+        gap = torch.tensor(m - n, dtype=torch.int64, device=device)
         key_mask, q_docs, k_docs = self.key_mask, self.q_docs, self.k_docs
 
         def mask_mod(b, h, q_idx, kv_idx):

@@ -361,6 +361,46 @@ def long_context_case(name: str, n: int, *, heads: int = 8, d: int = 64, backend
     )
 
 
+def flex_cpu_case(name: str, n: int, *, decode: bool = False, heads: int = 8, d: int = 64, device="cpu") -> Case:
+    """CPU inference of one causal attention layer, b1, with encoding ``name``: the blocked kernel
+    against compiled FlexAttention (``first_call_s`` of the flex row includes its compile, unless an
+    earlier case of the same kind compiled it) and no encoding on each. ``decode``: one query row over
+    ``n`` keys (a step of cached decoding). Shaw runs its key term alone (FlexAttention takes no value
+    term)."""
+    from posenc.attention import MaskSpec, attend
+    from posenc.core.registry import create, create_for_model
+
+    gen = torch.Generator().manual_seed(0)
+    rows = 1 if decode else n
+    q = torch.randn(1, heads, rows, d, generator=gen).to(device)
+    k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(2))
+    torch.manual_seed(0)
+    model_args = {"dim": heads * d, "heads": heads, "head_dim": d, "causal": True}
+    extra = {"values": False} if name == "shaw" else {}
+    encoding = create_for_model(name, model_args=model_args, **extra).to(device).requires_grad_(False)
+    none = create("none")
+    q_pos, k_pos, mask = Positions(rows, offset=n - rows), Positions(n), MaskSpec(causal=True)
+
+    def run(position, backend):
+        return lambda: _no_grad(
+            lambda: attend(q, k, v, position=position, q_positions=q_pos, k_positions=k_pos, mask=mask, backend=backend)
+        )
+
+    reference = f"posenc {name} (blocked)"
+    return Case(
+        f"cpu inference {name} {'decode 1 row over' if decode else 'causal'} n{n} h{heads} d{d}",
+        reference,
+        {
+            reference: run(encoding, "blocked"),
+            f"posenc {name} (flex, compiled)": run(encoding, "flex"),
+            "no encoding (blocked)": run(none, "blocked"),
+            "no encoding (flex, compiled)": run(none, "flex"),
+        },
+        agree_with={f"posenc {name} (flex, compiled)": reference, "no encoding (flex, compiled)": "no encoding (blocked)"},
+        max_rounds=5 if n > 2048 and not decode else None,
+    )
+
+
 def hash_grid_cases(points: int, *, levels: int = 16, features: int = 2, log2_table: int = 19, device="cpu") -> list[Case]:
     """Instant-NGP's hash encoding of 3-D points: posenc's batched levels against the per-level,
     per-corner transcription (and tiny-cuda-nn on CUDA), forward alone and forward + backward."""

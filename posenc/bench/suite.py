@@ -9,6 +9,7 @@ import torch
 
 from posenc.bench.cases import (
     long_context_case,
+    flex_cpu_case,
     Case,
     Row,
     bias_cases,
@@ -32,6 +33,9 @@ ROPE_SCALINGS = ("llama3", "longrope", "yarn")
 _DTYPES = (torch.float32, torch.bfloat16)
 #: Encodings timed in one causal attention layer at a long context (b1 h8 d64), on the blocked kernel.
 LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
+#: Encodings whose score_mod compiled FlexAttention runs on CPU: timed against the blocked kernel for
+#: CPU inference (prompts and decoding steps; the measurement behind ``attention="auto"`` on CPU).
+FLEX_CPU = ("alibi", "t5", "shaw", "kerple")
 
 
 def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Case]:
@@ -63,6 +67,13 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         lengths = (512, 1024, 2048, 4096)
         cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
         cases += [long_context_case(name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
+        if device.type == "cpu":
+            cases += [
+                flex_cpu_case(name, n, decode=decode, device=device)
+                for name in FLEX_CPU if name in registered
+                for decode in (False, True)
+                for n in (1024, 4096)
+            ]
         cases += hash_grid_cases(2**18, device=device) if "hash_grid" in registered else []
         memory = [(2**16, 8), (2**16, 16), (2**17, 16), (2**18, 16)]
         cases += hash_grid_memory_cases(memory, device=device) if "hash_grid" in registered else []

@@ -26,7 +26,7 @@ from posenc.core.base import DerivedTablesMixin
 from posenc.core.memory import check_table_memory, fits
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.terms import BlockTerm, ScoreMod
+from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
     check_fits,
     check_float_dtype,
@@ -127,9 +127,20 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
-        """``score + m_h (j - i)`` (causal) or ``score - m_h |j - i|``, read from the positions."""
-        qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.slopes.device)
+        """``score + m_h (j - i)`` (causal) or ``score - m_h |j - i|``: for implicit positions in closed
+        form from ``kv_idx - q_idx`` (compilable on CPU), else read from the positions."""
         symmetric = not self.causal
+        gap = position_gap(q_positions, k_positions, self.slopes.device)
+        if gap is not None:
+
+            def closed(score, b, h, q_idx, kv_idx, slopes, gap):
+                distance = (kv_idx - q_idx + gap).to(torch.float32)
+                if symmetric:
+                    distance = -distance.abs()
+                return score + (slopes[h] * distance).to(score.dtype)
+
+            return ScoreMod(closed, (self.slopes, gap), static=((0,), ()))
+        qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.slopes.device)
 
         def fn(score, b, h, q_idx, kv_idx, slopes, qpos, kpos):
             distance = (kpos[b, kv_idx] - qpos[b, q_idx]).to(torch.float32)

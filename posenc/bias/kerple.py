@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
+from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod, position_gap
 from posenc.core.validation import (
     check_choice,
     check_float,
@@ -105,6 +107,22 @@ class Kerple(OffsetBias):
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
         r1, r2 = self.constrained()
         return kerple_bias(causal_distance(offsets, self.causal), r1, r2, kernel=self.kernel)
+
+    def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
+        """Implicit positions: the kernel in closed form from ``kv_idx - q_idx`` and the per-head
+        ``(r1, r2)`` (compilable on CPU); explicit positions: the per-offset bias, gathered."""
+        gap = position_gap(q_positions, k_positions, self.r1.device)
+        if gap is None:
+            return super().score_mod(q, k, q_positions=q_positions, k_positions=k_positions)
+        r1, r2 = self.constrained()
+        causal, log = self.causal, self.kernel == "log"
+
+        def fn(score, b, h, q_idx, kv_idx, r1, r2, gap):
+            d = causal_distance(kv_idx - q_idx + gap, causal).to(torch.float32)
+            bias = -r1[h] * (torch.log1p(r2[h] * d) if log else d.pow(r2[h]))
+            return score + bias.to(score.dtype)
+
+        return ScoreMod(fn, (r1.float(), r2.float(), gap), static=((0,), (0,), ()))
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kernel={self.kernel!r}, causal={self.causal}"

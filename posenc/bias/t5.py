@@ -27,7 +27,7 @@ from posenc.bias.relative import (
 from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.terms import BlockTerm, ScoreMod
+from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import check_int, check_positive_int, check_tensor
 
 
@@ -171,12 +171,21 @@ class T5RelativeBias(BiasEncoding):
         return diagonal_block_term(per_diagonal, q_positions.n)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod | None:
-        """``score + table[bucket(j - i), h]``, the bucket computed elementwise from the positions
-        (None for float positions: the materialised bias then reports them)."""
+        """``score + table[bucket(j - i), h]``, the bucket computed elementwise: for implicit positions
+        from ``kv_idx - q_idx`` (compilable on CPU), else from the positions (None for float positions:
+        the materialised bias then reports them)."""
+        bidirectional, num_buckets, max_distance = not self.causal, self.num_buckets, self.max_distance
+        gap = position_gap(q_positions, k_positions, self.bias.weight.device)
+        if gap is not None:
+
+            def closed(score, b, h, q_idx, kv_idx, table, gap):
+                bucket = _bucket_of(kv_idx - q_idx + gap, bidirectional, num_buckets, max_distance)
+                return score + table[bucket, h].to(score.dtype)
+
+            return ScoreMod(closed, (self.bias.weight, gap), static=((0, 1), ()))
         qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.bias.weight.device)
         if qpos.is_floating_point() or kpos.is_floating_point():
             return None
-        bidirectional, num_buckets, max_distance = not self.causal, self.num_buckets, self.max_distance
 
         def fn(score, b, h, q_idx, kv_idx, table, qpos, kpos):
             bucket = _bucket_of(kpos[b, kv_idx] - qpos[b, q_idx], bidirectional, num_buckets, max_distance)

@@ -20,10 +20,18 @@ class ScoreMod(NamedTuple):
     The indices are integer tensors that broadcast against ``score`` (FlexAttention passes scalars,
     the blocked kernel ``(b, 1, 1, 1)``, ``(1, h, 1, 1)``, ``(1, 1, rows, 1)``, ``(1, 1, 1, keys)``);
     ``q_idx`` counts the n queries, ``kv_idx`` the m keys. ``tensors`` are the (small) tables it reads.
+
+    ``static``: for each tensor, the dimensions whose size does not follow the batch or the sequence
+    (heads, buckets, the ``2k + 1`` clipped offsets), which a compiled kernel keeps static; None when
+    the score_mod is not declared compilable on CPU. Inductor's CPU template (torch 2.13) builds a
+    score_mod with dynamic shapes only when every table read at an index computed from ``q_idx`` or
+    ``kv_idx`` is read along a static dimension (an index into a dynamic one emits C++ that does not
+    build); a declared score_mod meets that, so :mod:`posenc.attention.flex` compiles it on CPU.
     """
 
     fn: Callable[..., torch.Tensor]
     tensors: tuple[torch.Tensor, ...] = ()
+    static: tuple[tuple[int, ...], ...] | None = None
 
     def bound(self) -> Callable[..., torch.Tensor]:
         """The score_mod in FlexAttention's five-argument form, closing over ``tensors``."""
@@ -67,6 +75,15 @@ class BlockTerm(NamedTuple):
     tensors: tuple[torch.Tensor, ...] = ()
     backward: Callable[..., torch.Tensor | None] | None = None
     add: Callable[..., None] | None = None
+
+
+def position_gap(q_positions, k_positions, device) -> torch.Tensor | None:
+    """For implicit positions, key j's offset from query i is ``j - i + gap``: the 0-d int64 ``gap``
+    (key offset less query offset), else None. A tensor, so that a compiled score_mod reading it does
+    not specialise on its value (cached decoding moves it at every step)."""
+    if not (q_positions.is_implicit and k_positions.is_implicit):
+        return None
+    return torch.tensor(k_positions.offset - q_positions.offset, dtype=torch.int64, device=device)
 
 
 def block_indices(b: int, h: int, s: int, e: int, k0: int, k1: int, device) -> tuple[torch.Tensor, ...]:

@@ -40,7 +40,7 @@ from posenc.core.base import PositionEncoding
 from posenc.relative.rel_shift import skew
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.terms import BlockTerm, ScoreMod
+from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
     check_choice,
     check_dtype_matches,
@@ -237,6 +237,22 @@ def shaw_key_mod(per_row: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, 
         return score + per_row[b, h, q_idx, index].to(score.dtype)
 
     return ScoreMod(fn, (per_row, qpos, kpos))
+
+
+def shaw_key_mod_implicit(per_row: torch.Tensor, gap: torch.Tensor, max_distance: int) -> ScoreMod:
+    """:func:`shaw_key_mod` for implicit positions: key j's offset from query i is ``j - i + gap``
+    (``gap`` 0-d); the ``2k + 1`` offsets are declared static, so the compiled kernel builds on CPU.
+    ``k`` is read from that static size inside the score_mod (a closed-over int would be traced as a
+    symbol under dynamic shapes, which inductor's CPU template cannot lower as a clamp bound)."""
+    if per_row.shape[-1] != 2 * max_distance + 1:
+        raise ValueError(f"`per_row` must hold 2*max_distance+1 = {2 * max_distance + 1} offsets, got {per_row.shape[-1]}")
+
+    def fn(score, b, h, q_idx, kv_idx, per_row, gap):
+        kmax = (per_row.shape[-1] - 1) // 2
+        index = (kv_idx - q_idx + gap).clamp(-kmax, kmax) + kmax
+        return score + per_row[b, h, q_idx, index].to(score.dtype)
+
+    return ScoreMod(fn, (per_row, gap), static=((3,), ()))
 
 
 def _offset_scores(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -519,7 +535,11 @@ class ShawRelativePosition(PositionEncoding):
         return _offset_scores(q, self.rel_k.to(q.dtype) / math.sqrt(self.head_dim))
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
-        """The key term as a score_mod reading the ``(b, h, n, 2k + 1)`` scores ``q_i . a^K_c``."""
+        """The key term as a score_mod reading the ``(b, h, n, 2k + 1)`` scores ``q_i . a^K_c`` (for
+        implicit positions at ``clip(kv_idx - q_idx + gap)``: compilable on CPU)."""
+        gap = position_gap(q_positions, k_positions, q.device)
+        if gap is not None:
+            return shaw_key_mod_implicit(self._per_row(q), gap, self.max_distance)
         qpos, kpos = self._position_tensors(q_positions, k_positions, q.shape[0], q.device)
         return shaw_key_mod(self._per_row(q), qpos, kpos, self.max_distance)
 

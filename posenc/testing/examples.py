@@ -96,13 +96,14 @@ SPECS: dict[str, Spec] = {
         (),
     ),
     "learned": Spec(
-        {"dim": 8, "max_len": 16},
+        # 64 positions: the atlas draws and evaluates the reference model at up to 64 tokens
+        {"dim": 8, "max_len": 64},
         lambda: (_r(2, 5, 8), torch.arange(2, 7)),
         lambda m, x, p: m(x, positions=p),
         (X3, POS),
         bad_calls=lambda: [
-            ("positions", lambda m: m(_r(1, 5, 8), positions=torch.arange(14, 19))),
-            ("positions", lambda m: m(_r(1, 5, 8), offset=14)),
+            ("positions", lambda m: m(_r(1, 5, 8), positions=torch.arange(62, 67))),
+            ("positions", lambda m: m(_r(1, 5, 8), offset=62)),
             ("positions", lambda m: m(_r(1, 5, 8), positions=torch.arange(-1, 4))),
         ],
     ),

@@ -94,3 +94,16 @@ def test_cpu_time_leaves_out_waiting():
     assert times["busy"][1] >= 0.019
     rows = {r.impl: r for r in Case("demo", "busy", {"busy": lambda: busy, "sleep": lambda: (lambda: time.sleep(0.02))}).run(rounds=3)}
     assert rows["busy"].cpu_ratio == 1.0 and rows["sleep"].cpu_ratio < 0.25 and rows["sleep"].ratio > 0.5
+
+
+def test_flex_cpu_case_compares_flex_with_the_blocked_kernel(monkeypatch):
+    # the plumbing at a tiny size, flex unfused (the compiled kernel is tested in tests/attention/test_flex.py)
+    from posenc.bench.cases import flex_cpu_case
+
+    monkeypatch.setattr("posenc.attention.flex.COMPILE", False)
+    for decode in (False, True):
+        rows = {r.impl: r for r in flex_cpu_case("t5", 8, decode=decode, heads=2, d=4).run(rounds=1)}
+        assert set(rows) == {"posenc t5 (blocked)", "posenc t5 (flex, compiled)", "no encoding (blocked)",
+                             "no encoding (flex, compiled)"}
+        assert all(r.agrees is not False and r.median_ms is not None for r in rows.values()), rows
+        assert rows["posenc t5 (flex, compiled)"].agrees is True

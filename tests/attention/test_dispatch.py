@@ -1,0 +1,83 @@
+"""``attention="auto"`` on CPU: compiled flex for inference of long enough query blocks whose
+score_mod compiles, the blocked kernel for training, decoding steps and everything else."""
+
+import warnings
+
+import pytest
+import torch
+
+from posenc.attention import MaskSpec, attend, dispatch
+from posenc.attention import flex as flex_module
+from posenc.core.positions import Positions
+from posenc.testing.examples import build
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The kernels ``attend`` runs, recorded; PyTorch's unfused FlexAttention stands in for the
+    compiled kernel (no compilation in unit tests) and FLEX_CPU_MIN_ROWS is lowered to 4 rows, so
+    tiny blocks stand for long prompts."""
+    from torch.nn.attention.flex_attention import flex_attention as unfused
+
+    monkeypatch.setattr(flex_module, "_compiled", lambda: unfused)
+    monkeypatch.setattr(dispatch, "FLEX_CPU_MIN_ROWS", 4)
+    seen = []
+    for name in ("flex_attention", "blocked_attention", "sdpa_attention"):
+        real = getattr(dispatch, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.append(_name.removesuffix("_attention"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(dispatch, name, spy)
+    return seen
+
+
+def run(enc, *, n=6, m=None, grad=False, mask=None, explicit=False):
+    m = n if m is None else m
+    g = torch.Generator().manual_seed(n + m)
+    q, k, v = (torch.randn(1, 2, x, 4, generator=g) for x in (n, m, m))
+    qp, kp = Positions(n, offset=m - n), Positions(m)
+    if explicit:
+        qp, kp = Positions(n, explicit=torch.arange(m - n, m)[None] * 2), Positions(m, explicit=torch.arange(m)[None] * 2)
+    mask = mask or MaskSpec(causal=True)
+    with torch.set_grad_enabled(grad), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        got = attend(q, k, v, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="auto")
+        want = attend(q, k, v, position=enc, q_positions=qp, k_positions=kp, mask=mask, backend="eager")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def encoding(name, **kwargs):
+    torch.manual_seed(0)
+    enc = build(name, **kwargs)
+    return enc.requires_grad_(False)
+
+
+@pytest.mark.parametrize("name", ["alibi", "t5", "shaw", "kerple"])
+def test_cpu_inference_of_a_prompt_runs_compiled_flex(calls, name):
+    run(encoding(name, **({"values": False} if name == "shaw" else {"causal": True})))
+    assert calls == ["flex"]
+
+
+def test_everything_else_on_cpu_keeps_the_blocked_kernel(calls):
+    alibi = encoding("alibi", causal=True)
+    cases = {
+        "training": {"grad": True},
+        "a decoding step": {"n": 1, "m": 6},
+        "a block shorter than FLEX_CPU_MIN_ROWS": {"n": 3},
+        "explicit positions (score_mod not declared)": {"explicit": True},
+        "padding mask": {"mask": MaskSpec(causal=True, key_mask=torch.ones(1, 6, dtype=torch.bool))},
+    }
+    for what, options in cases.items():
+        calls.clear()
+        run(alibi.requires_grad_(options.get("grad", False)), **options)
+        assert calls == ["blocked"], what
+    calls.clear()
+    run(encoding("shaw"))  # a value term: FlexAttention has no place for it
+    assert calls == ["blocked"]
+
+
+def test_encodings_without_score_terms_keep_sdpa(calls):
+    run(encoding("rope"))
+    assert calls == ["sdpa"]

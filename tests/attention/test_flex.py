@@ -1,0 +1,137 @@
+"""FlexAttention on CPU: which calls run the compiled kernel, the score_mods declared compilable, and
+the compiled kernel itself (dynamic shapes: one compile serves every length) against the eager
+reference."""
+
+import pytest
+import torch
+
+from posenc.attention import MaskSpec, eager_attention
+from posenc.attention import flex as flex_module
+from posenc.attention.flex import compiles, flex_attention
+from posenc.core.positions import Positions
+from posenc.core.terms import ScoreMod
+from posenc.testing.examples import build
+
+CPU = torch.device("cpu")
+#: The encodings whose score_mod is declared compilable for implicit positions.
+DECLARED = ("alibi", "t5", "shaw", "kerple")
+
+
+def qkv(b=1, h=2, n=6, m=None, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = n if m is None else m
+    return (torch.randn(b, h, n, d, generator=g), torch.randn(b, h, m, d, generator=g),
+            torch.randn(b, h, m, d, generator=g))
+
+
+def encoding(name, causal=True):
+    """The example of ``name`` (Shaw: its key term alone, which FlexAttention takes; it has no causal flag)."""
+    torch.manual_seed(0)
+    return build(name, values=False) if name == "shaw" else build(name, causal=causal)
+
+
+def mods(enc, q, k, n, m):
+    qp, kp = Positions(n, offset=m - n), Positions(m)
+    return enc.score_mod(q, k, q_positions=qp, k_positions=kp), enc.score_bias(q, k, q_positions=qp, k_positions=kp)
+
+
+@pytest.mark.parametrize("name", DECLARED)
+def test_implicit_positions_give_a_declared_score_mod_explicit_ones_do_not(name):
+    enc = encoding(name)
+    q, k, _ = qkv(n=3, m=5)
+    mod, _ = mods(enc, q, k, 3, 5)
+    assert mod.static is not None and len(mod.static) == len(mod.tensors)
+    for tensor, dims in zip(mod.tensors, mod.static):
+        assert all(0 <= d < tensor.ndim for d in dims)
+    qp = Positions(3, explicit=torch.tensor([[1, 4, 6]]))
+    kp = Positions(5, explicit=torch.tensor([[0, 1, 2, 4, 6]]))
+    explicit = enc.score_mod(q, k, q_positions=qp, k_positions=kp)
+    assert explicit is None or explicit.static is None
+
+
+def test_the_cpu_kernel_is_compiled_only_where_inductor_builds_it(monkeypatch):
+    declared = ScoreMod(lambda s, b, h, qi, ki, t: s + t[h], (torch.ones(2),), static=((0,),))
+    undeclared = declared._replace(static=None)
+    causal = MaskSpec(causal=True)
+    assert compiles(CPU, declared, None, causal) and compiles(CPU, None, None, None)
+    assert compiles(CPU, declared, None, MaskSpec(causal=True, window=3))
+    assert not compiles(CPU, undeclared, None, causal)
+    assert not compiles(CPU, declared, torch.zeros(1, 2, 3, 3), causal)
+    assert not compiles(CPU, declared, None, MaskSpec(causal=True, key_mask=torch.ones(1, 3, dtype=torch.bool)))
+    docs = torch.zeros(1, 3, dtype=torch.long)
+    assert not compiles(CPU, declared, None, MaskSpec(causal=True, q_docs=docs, k_docs=docs))
+    monkeypatch.setattr(flex_module, "COMPILE_ON_CPU", False)
+    assert not compiles(CPU, declared, None, causal)
+    assert compiles(torch.device("meta"), undeclared, None, causal)  # off CPU: always
+
+
+@pytest.mark.parametrize("name", [*DECLARED, "kerple power"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_declared_score_mods_equal_the_eager_reference_unfused(name, causal, monkeypatch):
+    # the closed forms (from kv_idx - q_idx) against the encoding's materialised bias, including a
+    # query block that sits after a cache (m > n)
+    monkeypatch.setattr(flex_module, "COMPILE", False)
+    if name == "kerple power":
+        torch.manual_seed(0)
+        enc = build("kerple", causal=causal, kernel="power").requires_grad_(False)
+    else:
+        enc = encoding(name, causal).requires_grad_(False)
+    for n, m in ((6, 6), (2, 7), (1, 5)):
+        q, k, v = qkv(n=n, m=m, seed=n + m)
+        mod, bias = mods(enc, q, k, n, m)
+        mask = MaskSpec(causal=causal)
+        want = eager_attention(q, k, v, bias=bias, mask=mask)
+        with torch.no_grad():
+            got = flex_attention(q, k, v, score_mod=mod, mask=mask)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _compiled_calls(enc, shapes):
+    """Run the compiled kernel at each ``(n, m)`` against the eager reference; the graph count after each."""
+    from torch._dynamo.utils import counters
+
+    mask = MaskSpec(causal=True)
+    graphs = []
+    for n, m in shapes:
+        q, k, v = qkv(n=n, m=m, seed=n + m)
+        mod, bias = mods(enc, q, k, n, m)
+        assert compiles(CPU, mod, None, mask)
+        with torch.no_grad():
+            got = flex_attention(q, k, v, score_mod=mod, mask=mask)
+        torch.testing.assert_close(got, eager_attention(q, k, v, bias=bias, mask=mask), atol=1e-5, rtol=1e-5)
+        graphs.append(counters["stats"]["unique_graphs"])
+    return graphs
+
+
+# Each compile takes 5-25 s on a loaded 2-core machine.
+@pytest.mark.slow
+def test_compiled_cpu_kernel_equals_eager_and_stops_compiling_for_new_prompt_lengths():
+    # dynamic shapes: after one or two prompt lengths (the first compile may specialise on the length,
+    # the second makes it dynamic) no new length compiles again
+    graphs = _compiled_calls(encoding("alibi").requires_grad_(False), ((5, 5), (9, 9), (7, 7), (12, 12)))
+    assert graphs[3] == graphs[2] == graphs[1], graphs
+
+
+@pytest.mark.slow
+def test_compiled_cpu_kernel_decodes_with_one_compile_for_every_step():
+    # one query row over a growing cache (n = 1 is specialised): T5's bucket table read at a computed
+    # index, the key offset moving at every step without a recompile
+    graphs = _compiled_calls(encoding("t5").requires_grad_(False), ((1, 6), (1, 7), (1, 8), (1, 11)))
+    assert graphs[3] == graphs[2] == graphs[1], graphs
+
+
+@pytest.mark.slow
+def test_compiled_cpu_kernel_runs_shaws_key_term_through_attend():
+    # Shaw's (b, h, n, 2k + 1) scores read at a clipped offset (k from the table's static size), a
+    # prompt after a cache (decoding steps: the T5 test above)
+    from posenc.attention import attend
+
+    enc = encoding("shaw").requires_grad_(False)
+    mask = MaskSpec(causal=True)
+    for n, m in ((5, 9),):
+        q, k, v = qkv(n=n, m=m, seed=n + m)
+        pos = {"q_positions": Positions(n, offset=m - n), "k_positions": Positions(m)}
+        with torch.no_grad():
+            got = attend(q, k, v, position=enc, mask=mask, backend="flex", **pos)
+            want = attend(q, k, v, position=enc, mask=mask, backend="eager", **pos)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
