@@ -209,16 +209,23 @@ class TransformerXLRelative(PositionEncoding):
         # reads the keys + 1 distances e + gap - k0 .. e + gap - k1 (columns first .. first + keys),
         # the largest one only as the zero-padding place of the shift (it lands on hidden entries)
         table = self._table(m, m + 1, qv)
+        b, h, _, d = qv.shape
+        # head-major (h, b, n, d): a block's queries of one head are one (b * rows, d) matrix, so its
+        # products with the head's (d, keys + 1) columns need no copy of the columns per batch row
+        qv = qv.transpose(0, 1).contiguous()
 
         def columns(s, e, k0, k1):
             keys = min(k1, e + gap) - k0  # keys past the causal limit take no term (masked)
-            first = m - (e + gap - k0)
-            return keys, first
+            return keys, m - (e + gap - k0)
+
+        def queries(qv, s, e):
+            return qv[:, :, s:e].reshape(h, b * (e - s), d)  # (h, b * rows, d)
 
         def product(s, e, k0, k1, qv, table):
             keys, first = columns(s, e, k0, k1)
-            # (b, h, rows, d) @ (h, d, keys + 1) -> (b, h, rows, keys + 1) -> by key (b, h, rows, keys)
-            return shift_padded(torch.matmul(qv[..., s:e, :], table[..., first : first + keys + 1])), keys
+            # (h, b * rows, d) @ (h, d, keys + 1) -> (h, b, rows, keys + 1) -> by key (b, h, rows, keys)
+            by_distance = torch.bmm(queries(qv, s, e), table[..., first : first + keys + 1])
+            return shift_padded(by_distance.view(h, b, e - s, keys + 1)).transpose(0, 1), keys
 
         def fn(s, e, k0, k1, qv, table, content):
             scores, keys = product(s, e, k0, k1, qv, table)
@@ -241,18 +248,16 @@ class TransformerXLRelative(PositionEncoding):
             rows = e - s
             keys, first = columns(s, e, k0, k1)
             # the shift's adjoint: it reads the padded product's flat entries from `rows` on, in order
-            grad_padded = grad.new_empty(*grad.shape[:2], rows, keys + 1)
-            flat = grad_padded.view(*grad.shape[:2], rows * (keys + 1))
-            flat[..., :rows].zero_()
-            flat[..., rows:].view(*grad.shape[:2], rows, keys).copy_(grad[..., :keys])
-            cols = table[..., first : first + keys + 1]  # (h, d, keys + 1)
+            grad_padded = grad.new_empty(h, b, rows * (keys + 1))
+            grad_padded[..., :rows].zero_()
+            grad_padded[..., rows:].view(h, b, rows, keys).copy_(grad[..., :keys].transpose(0, 1))
+            grad_padded = grad_padded.view(h, b * rows, keys + 1)
             if grad_qv is not None:
-                grad_qv[..., s:e, :] += torch.matmul(grad_padded, cols.transpose(-1, -2))
+                cols = table[..., first : first + keys + 1]  # (h, d, keys + 1)
+                grad_qv[:, :, s:e] += torch.bmm(grad_padded, cols.transpose(-1, -2)).view(h, b, rows, d)
             if grad_table is not None:
-                # (b, h, d, rows) @ (b, h, rows, keys + 1), summed over the batch
-                grad_table[..., first : first + keys + 1] += torch.matmul(
-                    qv[..., s:e, :].transpose(-1, -2), grad_padded
-                ).sum(0)
+                # (h, d, b * rows) @ (h, b * rows, keys + 1): the batch summed inside the product
+                grad_table[..., first : first + keys + 1] += torch.bmm(queries(qv, s, e).transpose(-1, -2), grad_padded)
 
         return BlockTerm(fn, (qv, table, content), backward, add)
 
