@@ -67,14 +67,67 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
 
 def diagonal_block_term(per_diagonal: torch.Tensor, n: int) -> BlockTerm:
     """A bias that depends on ``j - i`` only, given by diagonal ``(h, n + m - 1)`` (index ``j - i + n - 1``,
-    as :func:`toeplitz` reads it), as a :class:`BlockTerm`: each block is a view of the slice of
-    diagonals it covers, and its gradient sums along them."""
+    as :func:`toeplitz` reads it), as a :class:`BlockTerm`.
+
+    ``fn`` gives each block as :func:`toeplitz` of the slice of diagonals it covers. ``add`` adds it to
+    the block's logits in place, less one constant per row: the values of the run of equal diagonals
+    at either end (T5's far buckets, a clipped offset table's last entries) are subtracted, so the
+    columns where every row lies in that run take nothing, those where every row lies in the other
+    end's run take one constant per head, and only the band between is spread. ``backward`` sums the
+    block's logit gradients along its diagonals (exact for every diagonal, whatever ``add`` left out).
+    """
+    runs: dict[str, tuple[int, int]] = {}
 
     def fn(s, e, k0, k1, per_diagonal):
         first = n - e + k0  # the diagonal of the block's bottom-left entry
         return toeplitz(per_diagonal[..., first : first + (e - s) + (k1 - k0) - 1], k1 - k0).unsqueeze(0)
 
-    return BlockTerm(fn, (per_diagonal,))
+    def end_runs(per_diagonal: torch.Tensor) -> tuple[int, int]:
+        """``(a, z)``: diagonals ``< a`` equal diagonal 0 and those ``> z`` the last one, in every head."""
+        if "ends" not in runs and per_diagonal.device.type == "meta":
+            runs["ends"] = (0, per_diagonal.shape[-1] - 1)  # no values: every block spread in full
+        if "ends" not in runs:
+            values = per_diagonal.detach().reshape(-1, per_diagonal.shape[-1])
+            left = (values != values[:, :1]).any(0).nonzero()
+            right = (values != values[:, -1:]).any(0).nonzero()
+            width = values.shape[-1]
+            runs["ends"] = (int(left[0]) if len(left) else width, int(right[-1]) if len(right) else -1)
+        return runs["ends"]
+
+    def add(logits, s, e, k0, k1, per_diagonal):
+        rows, keys = e - s, k1 - k0
+        first = n - e + k0
+        a, z = end_runs(per_diagonal)
+        # column c holds diagonals first + c (bottom row) .. first + c + rows - 1 (top row)
+        left = min(max(a - first - rows + 1, 0), keys)  # columns [0, left): every row in the left run
+        right = min(max(z - first + 1, left), keys)  # columns [right, keys): every row in the right run
+        low, high = per_diagonal[..., :1], per_diagonal[..., -1:]  # (h, 1): the two runs' values
+        # subtract the value of the run whose columns are the wider; the other run's take the difference
+        if keys - right > left:
+            base, other, ends = high, low, slice(0, left)
+        else:
+            base, other, ends = low, high, slice(right, keys)
+        if ends.stop > ends.start:  # (h, 1, 1): one constant per head
+            logits[..., ends].add_((other - base).unsqueeze(-1).to(logits.dtype))
+        if right > left:
+            band = per_diagonal[..., first + left : first + right + rows - 1] - base
+            logits[..., left:right].add_(toeplitz(band, right - left).to(logits.dtype))
+
+    def backward(grad, s, e, k0, k1, tensors, grads):
+        (per_diagonal,), (grad_diagonal,) = tensors, grads
+        if grad_diagonal is None:
+            return
+        rows, keys = e - s, k1 - k0
+        first, width = n - e + k0, rows + keys - 1
+        lead = per_diagonal.shape[:-1]
+        # each diagonal's sum: entry (r, c) laid out at column c - r + rows - 1 of a zeroed (rows, width)
+        # grid (rows read with a stride one shorter), then summed over the rows
+        g = grad.sum_to_size(1, *lead, rows, keys).reshape(-1, rows, keys)
+        grid = g.new_zeros(g.shape[0], rows, width)
+        grid.as_strided((g.shape[0], rows, keys), (rows * width, width - 1, 1), rows - 1).copy_(g)
+        grad_diagonal[..., first : first + width] += grid.sum(-2).view(*lead, width).to(grad_diagonal.dtype)
+
+    return BlockTerm(fn, (per_diagonal,), backward, add)
 
 
 def table_length(needed: int, current: int, *, step: int = 256) -> int:

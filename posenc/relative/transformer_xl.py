@@ -154,7 +154,8 @@ class TransformerXLRelative(PositionEncoding):
         """``(q + v) / sqrt(d)`` ``(b, h, n, d)`` and term (c) ``u . k_j / sqrt(d)`` ``(b, h, 1, m)``."""
         scale = 1.0 / math.sqrt(self.head_dim)
         qv = (q + self.v.to(q.dtype)[:, None]) * scale
-        content = torch.matmul(k, self.u.to(k.dtype)[:, :, None] * scale).transpose(-1, -2)
+        # (b, h, m, d) . (h, 1, d) summed over d: a product with one column runs as a slow batched matmul
+        content = (k * (self.u.to(k.dtype) * scale)[:, None]).sum(-1).unsqueeze(-2)
         return qv, content
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod | None:
@@ -180,30 +181,103 @@ class TransformerXLRelative(PositionEncoding):
         return ScoreMod(fn, (scores, content, qpos, kpos, low_t))
 
     def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
-        """Terms (b)-(d) of one block for implicit positions: one product of the block's
-        ``(rows, d)`` queries with the ``rows + keys - 1`` distances it covers, read along the
-        diagonals (no ``(n, m)`` table; None for explicit positions)."""
+        """Terms (b)-(d) one block at a time for implicit positions (None for explicit ones): one
+        product of the block's ``(rows, d)`` queries with the distances it covers, no ``(n, m)`` table.
+
+        A causal encoding whose queries are the last n of the m keys (the case :meth:`score_bias`
+        also assumes causal masking for) multiplies each block with the ``keys + 1`` distances
+        ``keys .. 0`` and re-indexes the product by key with :func:`shift_padded`: exact wherever the
+        causal mask lets a query see the key, neighbouring rows' values where it hides it. Any other
+        case multiplies with the ``rows + keys - 1`` distances of the block and reads them along the
+        diagonals (:func:`skew`), exact everywhere.
+        """
         n, m = q_positions.n, k_positions.n
         if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
             return None
         qv, content = self._factors(q, k)
-        top = q_positions.end - 1 - k_positions.offset  # the largest distance, query n - 1 to key 0
-        # (n + m - 1, h, d) -> (h, d, n + m - 1): column t holds distance top - t
-        table = self.projected(torch.arange(top, top - (n + m - 1), -1, device=q.device)).to(q.dtype)
-        table = table.permute(1, 2, 0).contiguous()
+        gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
+        if self.causal and gap == m - n:
+            return self._causal_block_term(qv, content, n, m, gap)
+        return self._diagonal_block_term(qv, content, n, m, gap)
+
+    def _table(self, high: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """``W_R R`` for distances ``high, high - 1, .., high - width + 1`` as ``(h, d, width)``."""
+        table = self.projected(torch.arange(high, high - width, -1, device=like.device)).to(like.dtype)
+        return table.permute(1, 2, 0).contiguous()
+
+    def _causal_block_term(self, qv, content, n: int, m: int, gap: int) -> BlockTerm:
+        # column t of the table holds distance m - t (m .. 0); a block of rows s:e and keys k0:k1
+        # reads the keys + 1 distances e + gap - k0 .. e + gap - k1 (columns first .. first + keys),
+        # the largest one only as the zero-padding place of the shift (it lands on hidden entries)
+        table = self._table(m, m + 1, qv)
+        b, h, _, d = qv.shape
+        # head-major (h, b, n, d): a block's queries of one head are one (b * rows, d) matrix, so its
+        # products with the head's (d, keys + 1) columns need no copy of the columns per batch row
+        qv = qv.transpose(0, 1).contiguous()
+
+        def columns(s, e, k0, k1):
+            keys = min(k1, e + gap) - k0  # keys past the causal limit take no term (masked)
+            return keys, m - (e + gap - k0)
+
+        def queries(qv, s, e):
+            return qv[:, :, s:e].reshape(h, b * (e - s), d)  # (h, b * rows, d)
+
+        def product(s, e, k0, k1, qv, table):
+            keys, first = columns(s, e, k0, k1)
+            # (h, b * rows, d) @ (h, d, keys + 1) -> (h, b, rows, keys + 1) -> by key (b, h, rows, keys)
+            by_distance = torch.bmm(queries(qv, s, e), table[..., first : first + keys + 1])
+            return shift_padded(by_distance.view(h, b, e - s, keys + 1)).transpose(0, 1), keys
 
         def fn(s, e, k0, k1, qv, table, content):
-            rows, keys = e - s, k1 - k0
-            # column c of the block's product holds key - query = c - (rows - 1) in block indices
-            first = n - e + k0
-            by_diagonal = torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1])
-            return skew(by_diagonal, rows, keys) + content[..., k0:k1]
+            scores, keys = product(s, e, k0, k1, qv, table)
+            if keys < k1 - k0:
+                scores = F.pad(scores, (0, k1 - k0 - keys))
+            return scores + content[..., k0:k1]
 
         def add(logits, s, e, k0, k1, qv, table, content):
+            scores, keys = product(s, e, k0, k1, qv, table)
+            logits[..., :keys].add_(scores)
+            logits.add_(content[..., k0:k1])
+
+        def backward(grad, s, e, k0, k1, tensors, grads):
+            qv, table, _ = tensors
+            grad_qv, grad_table, grad_content = grads
+            if grad_content is not None:  # (c) is the same for every row
+                grad_content[..., k0:k1] += grad.sum(-2, keepdim=True)
+            if grad_qv is None and grad_table is None:
+                return
+            rows = e - s
+            keys, first = columns(s, e, k0, k1)
+            # the shift's adjoint: it reads the padded product's flat entries from `rows` on, in order
+            grad_padded = grad.new_empty(h, b, rows * (keys + 1))
+            grad_padded[..., :rows].zero_()
+            grad_padded[..., rows:].view(h, b, rows, keys).copy_(grad[..., :keys].transpose(0, 1))
+            grad_padded = grad_padded.view(h, b * rows, keys + 1)
+            if grad_qv is not None:
+                cols = table[..., first : first + keys + 1]  # (h, d, keys + 1)
+                grad_qv[:, :, s:e] += torch.bmm(grad_padded, cols.transpose(-1, -2)).view(h, b, rows, d)
+            if grad_table is not None:
+                # (h, d, b * rows) @ (h, b * rows, keys + 1): the batch summed inside the product
+                grad_table[..., first : first + keys + 1] += torch.bmm(queries(qv, s, e).transpose(-1, -2), grad_padded)
+
+        return BlockTerm(fn, (qv, table, content), backward, add)
+
+    def _diagonal_block_term(self, qv, content, n: int, m: int, gap: int) -> BlockTerm:
+        # column t of the table holds distance top - t, top = n - 1 + gap the largest (query n - 1
+        # to key 0); a block's bottom-left entry (query e - 1, key k0) sits in column n - e + k0
+        table = self._table(n - 1 + gap, n + m - 1, qv)
+
+        def product(s, e, k0, k1, qv, table):
             rows, keys = e - s, k1 - k0
             first = n - e + k0
-            by_diagonal = torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1])
-            logits.add_(skew(by_diagonal, rows, keys)).add_(content[..., k0:k1])
+            # column c of the block's product holds key - query = c - (rows - 1) in block indices
+            return skew(torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1]), rows, keys)
+
+        def fn(s, e, k0, k1, qv, table, content):
+            return product(s, e, k0, k1, qv, table) + content[..., k0:k1]
+
+        def add(logits, s, e, k0, k1, qv, table, content):
+            logits.add_(product(s, e, k0, k1, qv, table)).add_(content[..., k0:k1])
 
         def backward(grad, s, e, k0, k1, tensors, grads):
             qv, table, _ = tensors

@@ -20,3 +20,76 @@ def test_toeplitz_entries_and_gradient(n, m):
         for j in range(m):
             want[:, j - i + n - 1] += probe[:, i, j]
     torch.testing.assert_close(grad, want)
+
+
+def _runs_diagonals(heads, width, left, right, seed=0):
+    """(heads, width) values by diagonal: equal over the first `left` and the last `right` diagonals
+    (different values at the two ends), random in between."""
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.randn(heads, width, dtype=torch.float64, generator=gen)
+    values[:, :left] = values[:, :1]
+    values[:, width - right :] = values[:, -1:]
+    return values
+
+
+BLOCKS = [  # n, m, runs (left, right), blocks (s, e, k0, k1)
+    (6, 9, (5, 3), [(0, 2, 0, 9), (2, 4, 0, 9), (4, 6, 3, 9), (0, 6, 0, 9)]),
+    (8, 8, (7, 2), [(6, 8, 0, 8), (0, 3, 0, 3), (3, 5, 1, 5)]),  # a wide left run (causal-like blocks)
+    (5, 12, (2, 9), [(0, 2, 0, 12), (3, 5, 4, 12)]),  # a wide right run
+    (4, 4, (7, 0), [(0, 4, 0, 4)]),  # every diagonal equal
+    (4, 6, (1, 1), [(1, 3, 0, 6)]),  # no runs: the whole block is spread
+    (3, 12, (4, 4), [(0, 3, 0, 12), (1, 2, 0, 12)]),  # both runs span whole columns: the right one added
+    (3, 12, (3, 6), [(0, 3, 0, 12), (2, 3, 1, 11)]),  # the left one added
+]
+
+
+@pytest.mark.parametrize("n,m,runs,blocks", BLOCKS)
+def test_diagonal_block_term_add_and_backward(n, m, runs, blocks):
+    from posenc.bias.relative import diagonal_block_term
+
+    per_diagonal = _runs_diagonals(3, n + m - 1, *runs).requires_grad_()
+    term = diagonal_block_term(per_diagonal, n)
+    gen = torch.Generator().manual_seed(1)
+    for s, e, k0, k1 in blocks:
+        want = term.fn(s, e, k0, k1, per_diagonal)  # (1, h, rows, keys)
+        full = toeplitz(per_diagonal.detach(), m)[:, s:e, k0:k1]
+        torch.testing.assert_close(want[0].detach(), full)
+        # in place, up to one constant per row: equal after subtracting each row's first entry
+        logits = torch.randn(2, 3, e - s, k1 - k0, dtype=torch.float64, generator=gen)
+        got = logits.clone()
+        term.add(got, s, e, k0, k1, per_diagonal.detach())
+        diff = got - (logits + want.detach())
+        torch.testing.assert_close(diff, diff[..., :1].expand_as(diff), atol=1e-12, rtol=0)
+        # the backward sums the logit gradients along the block's diagonals, every diagonal exactly
+        grad = torch.randn(2, 3, e - s, k1 - k0, dtype=torch.float64, generator=gen)
+        grads = [torch.zeros_like(per_diagonal)]
+        term.backward(grad, s, e, k0, k1, (per_diagonal.detach(),), grads)
+        (expected,) = torch.autograd.grad(want, per_diagonal, grad.sum(0, keepdim=True))
+        torch.testing.assert_close(grads[0], expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_t5_on_the_blocked_kernel_equals_eager_with_exact_gradients(monkeypatch, causal):
+    # blocks of 2 rows over a small bucket range: the far runs, the band and both ends all occur
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 2)
+    monkeypatch.setattr("posenc.attention.blocked.INFERENCE_ROWS", 2)
+    from posenc.attention import MaskSpec, attend
+    from posenc.bias.t5 import T5RelativeBias
+    from posenc.core.positions import Positions
+
+    torch.manual_seed(0)
+    t5 = T5RelativeBias(2, causal=causal, num_buckets=6, max_distance=4).double()
+    n, m = 9, 11
+    q, k, v = (torch.randn(2, 2, length, 3, dtype=torch.float64) for length in (n, m, m))
+    qp, kp = Positions(n, m - n), Positions(m)
+    mask = MaskSpec(causal=causal)
+
+    def run(backend, *inputs):
+        return attend(*inputs, position=t5, q_positions=qp, k_positions=kp, mask=mask, backend=backend)
+
+    with torch.no_grad():
+        torch.testing.assert_close(run("blocked", q, k, v), run("eager", q, k, v), atol=1e-12, rtol=0)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    assert torch.autograd.gradcheck(lambda *a: run("blocked", *a), inputs)
+    grads = [torch.autograd.grad(run(b, *inputs).square().sum(), t5.bias.weight)[0] for b in ("blocked", "eager")]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)

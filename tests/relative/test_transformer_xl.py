@@ -187,3 +187,31 @@ def test_model_gradients_of_fused_and_bias_paths_agree():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("window", [None, 1, 3])
+def test_causal_blocks_equal_eager_in_and_out_of_a_sliding_window(monkeypatch, window):
+    # a causal encoding's blocks read only their non-negative distances; with a window a block's keys
+    # start past key 0 (k0 > 0); without gradients the rows come in blocks of INFERENCE_ROWS
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 2)
+    monkeypatch.setattr("posenc.attention.blocked.INFERENCE_ROWS", 3)
+    torch.manual_seed(1)
+    h, d, n, m = 2, 3, 7, 9
+    xl = TransformerXLRelative(h * d, h, d, causal=True).double()
+    with torch.no_grad():
+        xl.u.normal_()
+        xl.v.normal_()
+    q, k, v = (torch.randn(2, h, length, d, dtype=torch.float64) for length in (n, m, m))
+    qp, kp, mask = Positions(n, m - n), Positions(m), MaskSpec(causal=True, window=window)
+
+    def run(backend, *inputs):
+        return attend(*inputs, position=xl, q_positions=qp, k_positions=kp, mask=mask, backend=backend)
+
+    with torch.no_grad():
+        torch.testing.assert_close(run("blocked", q, k, v), run("eager", q, k, v), atol=1e-12, rtol=0)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    assert torch.autograd.gradcheck(lambda *a: run("blocked", *a), inputs)
+    params = list(xl.parameters())
+    got, want = (torch.autograd.grad(run(b, *inputs).square().sum(), params) for b in ("blocked", "eager"))
+    for a_, b_ in zip(got, want):
+        torch.testing.assert_close(a_, b_, atol=1e-12, rtol=0)
