@@ -16,7 +16,8 @@ query rows, in one autograd node.
   logits once per block and reads the gradients of q, k, v and the bias from it. A
   :class:`BlockTerm` with its own ``backward`` adds each block's gradients to its tensors' from the
   block's logit (or output) gradient; the tensors of one without it receive theirs by
-  differentiating that block's term again.
+  differentiating that block's term again. A term may take a form for the run's mask
+  (``BlockTerm.under_mask``: Shaw's terms under a causal mask touch only the visible half of their band).
 
 Verified by float64 ``gradcheck`` and against the eager reference in tests/attention/test_blocked.py.
 """
@@ -294,6 +295,11 @@ def blocked_attention(
     if q.shape[-2] == 0 or k.shape[-2] == 0:  # no queries, or nothing to attend to: zeros
         out = q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
         return out, (q.new_zeros(*q.shape[:-1], k.shape[-2]) if need_weights else None)
+    if not torch.compiler.is_compiling():  # a term's form for this mask (traced runs keep the general one)
+        bias_term, value_term = (
+            term.under_mask(mask, q.shape[-2], k.shape[-2]) if term is not None and term.under_mask else term
+            for term in (bias_term, value_term)
+        )
     bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
     value_tensors = tuple(value_term.tensors) if value_term is not None else ()
     tensors = (q, k, v, bias, *bias_tensors, *value_tensors)
