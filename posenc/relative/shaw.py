@@ -409,13 +409,14 @@ def _band_read(grid: torch.Tensor, band: CausalBand) -> torch.Tensor:
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
 
 
-def _causal_key_block(per_row: torch.Tensor, gap: int, max_distance: int, top: int) -> BlockTerm:
+def _causal_key_block(q: torch.Tensor, table: torch.Tensor, gap: int, max_distance: int, top: int) -> BlockTerm:
     """Shaw's key term under a causal mask whose largest visible offset is ``top``: each block's logits
-    get ``q_i . (a^K_t - a^K_0)`` on the visible diagonals of table rows ``t = 1 .. top + k`` (a strided
-    view); the entries clipped to row 0 get nothing (a constant per row) and hidden ones nothing."""
+    get ``q_i . (a^K_t - a^K_0)`` (``table`` is ``a^K`` scaled) on the visible diagonals of table rows
+    ``t = 1 .. top + k`` (a strided view); the entries clipped to row 0 get nothing (a constant per
+    row) and the hidden ones nothing."""
     width = top + max_distance
-    # (b, h, n, width): the scores less each row's row-0 score, differentiable outside the kernel
-    diffs = per_row[..., 1 : width + 1] - per_row[..., :1]
+    # (b, h, n, width): the scores less each row's row-0 score, one product differentiated outside the kernel
+    diffs = _offset_scores(q, table[..., 1 : width + 1, :] - table[..., :1, :])
 
     def band(s, e, k0, k1):
         return CausalBand.of(e - s, k1 - k0, gap + k0 - s, max_distance, top)
@@ -442,65 +443,91 @@ def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: i
     diagonals of table rows ``t = 1 .. top + k``: the band read as a strided view, one product with the
     differences."""
     width = top + max_distance
-    # (width + 1, d) or (h, width + 1, d): a^V_0, then a^V_t - a^V_0
-    table = torch.cat([rel_v[..., :1, :], rel_v[..., 1 : width + 1, :] - rel_v[..., :1, :]], dim=-2)
+    # (width + 1, d) or (h, width + 1, d): a^V_0, then a^V_t - a^V_0; the backward below returns
+    # the gradient of a^V itself
+    with torch.no_grad():
+        diff = torch.cat([rel_v[..., :1, :], rel_v[..., 1 : width + 1, :] - rel_v[..., :1, :]], dim=-2)
 
     def band(s, e, k0, k1):
         return CausalBand.of(e - s, k1 - k0, gap + k0 - s, max_distance, top)
 
-    def fn(weights, s, e, k0, k1, table):
+    def fn(weights, s, e, k0, k1, rel_v):
         work = torch.promote_types(weights.dtype, torch.float32)
-        table = table.to(work)
+        table = diff.to(work)
         sums = _band_read(weights.to(work), band(s, e, k0, k1))  # (b, h, rows, width)
-        return _table_product(sums, table[..., 1:, :]) + table[..., :1, :]
+        if table.ndim == 2:  # a^V_0 + sums @ differences: one (b h rows, width) @ (width, d) product
+            flat = torch.addmm(table[0], sums.reshape(-1, width), table[1:])
+            return flat.view(*sums.shape[:-1], table.shape[-1])
+        return torch.matmul(sums, table[:, 1:]).add_(table[:, :1])
 
     def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
-        (table,) = tensors
         b = band(s, e, k0, k1)
         work = torch.promote_types(weights.dtype, torch.float32)
-        grad, table = grad.to(work), table.to(work)
+        table = diff.to(work)
+        flat = grad.to(work).reshape(-1, grad.shape[-1])  # (b h rows, d)
         if grads[0] is not None:
+            # d/d a^V_t = sum_i S_it grad_i for t = 1 .. width (S: the band's weights), and
+            # d/d a^V_0 = sum_i (1 - sum_t S_it) grad_i
             sums = _band_read(weights.to(work), b)  # (b, h, rows, width)
             if table.ndim == 2:  # one (width, b h rows) @ (b h rows, d) product
-                flat = grad.reshape(-1, grad.shape[-1])
-                grads[0][1:] += (sums.reshape(-1, width).t() @ flat).to(grads[0].dtype)
-                grads[0][0] += flat.sum(0).to(grads[0].dtype)
+                band_grad = sums.reshape(-1, width).t() @ flat  # (width, d)
+                total = flat.sum(0)
             else:
-                grads[0][:, 1:] += (sums.transpose(-1, -2) @ grad).sum(0).to(grads[0].dtype)
-                grads[0][:, 0] += grad.sum((0, 2)).to(grads[0].dtype)
+                grad = flat.view(grad.shape)
+                band_grad = (sums.transpose(-1, -2) @ grad).sum(0)  # (h, width, d)
+                total = grad.sum((0, 2))
+            grads[0][..., 1 : width + 1, :] += band_grad.to(grads[0].dtype)
+            grads[0][..., 0, :] += (total - band_grad.sum(-2)).to(grads[0].dtype)
         # d/d w_ij = grad_i . (a^V_t - a^V_0) on the band, plus grad_i . a^V_0 for every j: the shift
-        per_offset = _offset_scores(grad, table)  # (b, h, rows, width + 1)
+        if table.ndim == 2:  # (b h rows, d) @ (d, width + 1)
+            per_offset = (flat @ table.t()).view(*grad.shape[:-1], width + 1)
+        else:
+            per_offset = flat.view(grad.shape) @ table.transpose(-1, -2)  # (b, h, rows, width + 1)
         _band_add_(grad_weights, per_offset[..., 1:], b)
         return per_offset[..., :1].to(grad_weights.dtype)
 
-    return BlockTerm(fn, (table,), backward)
+    return BlockTerm(fn, (rel_v,), backward)
 
 
-def shaw_key_block(per_row: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
+def shaw_key_block(q: torch.Tensor, table: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
     """Shaw's key term per block for implicit positions (key j's offset from query i is
-    ``j - i + gap``): the per-offset scores spread along the block's diagonals (a strided view).
+    ``j - i + gap``): ``q_i . table_c`` for q ``(b, h, n, d)`` and the scaled ``a^K`` table ``(2k + 1, d)``
+    or ``(h, 2k + 1, d)``, spread along the block's diagonals.
 
     In the blocked kernel it is added in place less each row's row-0 score (the softmax ignores a
     constant per row), so only the ``2k + 1`` diagonals of the band and the entries clipped to row 2k
-    are touched, forward and backward."""
+    are touched, forward and backward; under a causal mask (``BlockTerm.under_mask``) only the
+    visible half of the band (:func:`_causal_key_block`)."""
 
-    def fn(s, e, k0, k1, per_row):
-        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-        return expand_offsets(per_row[..., s:e, :], runs)
+    def runs(s, e, k0, k1):
+        return OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
 
-    def add(logits, s, e, k0, k1, per_row):
-        _add_offsets_(logits, per_row[..., s:e, :], OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance))
+    def fn(s, e, k0, k1, q, table):
+        return expand_offsets(_offset_scores(q[..., s:e, :], table), runs(s, e, k0, k1))
+
+    def add(logits, s, e, k0, k1, q, table):
+        _add_offsets_(logits, _offset_scores(q[..., s:e, :], table), runs(s, e, k0, k1))
 
     def backward(grad, s, e, k0, k1, tensors, grads):
+        q, table = tensors
+        if grads[0] is None and grads[1] is None:
+            return
+        per_offset = _reduce_shifted(grad, runs(s, e, k0, k1))  # (b, h, rows, 2k + 1)
         if grads[0] is not None:
-            runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-            grads[0][..., s:e, :] += _reduce_shifted(grad, runs)
+            grads[0][..., s:e, :] += _table_product(per_offset, table.to(per_offset.dtype))
+        if grads[1] is not None:
+            rows = q[..., s:e, :].to(per_offset.dtype)
+            if table.ndim == 2:  # one (2k + 1, b h rows) @ (b h rows, d) product
+                part = per_offset.reshape(-1, per_offset.shape[-1]).t() @ rows.reshape(-1, rows.shape[-1])
+            else:
+                part = (per_offset.transpose(-1, -2) @ rows).sum(0)
+            grads[1] += part.to(grads[1].dtype)
 
     def under_mask(mask, n, m):
         top = _causal_top(mask, n, m, gap, max_distance)
-        return term if top is None else _causal_key_block(per_row, gap, max_distance, top)
+        return term if top is None else _causal_key_block(q, table, gap, max_distance, top)
 
-    term = BlockTerm(fn, (per_row,), backward, add, under_mask)
+    term = BlockTerm(fn, (q, table), backward, add, under_mask)
     return term
 
 
@@ -598,10 +625,8 @@ def shaw_attention(
     from posenc.attention.masks import MaskSpec
 
     scale = 1.0 / math.sqrt(d)
-    # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)
-    per_row = _offset_scores(q, rel_k.to(q.dtype) * scale)
     gap = n - m  # offset of key j from query i (which sits at key index i + m - n) is j - i + gap
-    key = shaw_key_block(per_row, gap, max_distance)
+    key = shaw_key_block(q, rel_k * scale, gap, max_distance)  # q_i . a^K_c / sqrt(d), spread by offset
     value = None if rel_v is None else shaw_value_block(rel_v, gap, max_distance)
     out, _ = blocked_attention(q, k, v, bias_term=key, value_term=value, mask=MaskSpec(causal=bool(causal)), scale=scale)
     return out
@@ -695,7 +720,7 @@ class ShawRelativePosition(PositionEncoding):
         if self._runs(q_positions, k_positions) is None:
             return None
         gap = k_positions.offset - q_positions.offset
-        return shaw_key_block(self._per_row(q), gap, self.max_distance)
+        return shaw_key_block(q, self.rel_k.to(q.dtype) / math.sqrt(self.head_dim), gap, self.max_distance)
 
     def block_value(self, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
         """The value term per block from the block's weights."""

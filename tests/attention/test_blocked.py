@@ -125,10 +125,9 @@ def test_terms_with_their_own_backward_through_output_and_weights(small_blocks, 
     probe = torch.randn(1, 2, n, m, dtype=torch.float64, generator=gen)
 
     def run(q, k, v, rel_k, rel_v):
-        per_row = (q @ rel_k.t()) / 2.0  # scale 1/sqrt(4)
         out, weights = blocked_attention(
             q, k, v,
-            bias_term=shaw_key_block(per_row, n - m, kmax),
+            bias_term=shaw_key_block(q, rel_k / 2.0, n - m, kmax),  # scale 1/sqrt(4)
             value_term=shaw_value_block(rel_v, n - m, kmax),
             mask=MaskSpec(causal=causal),
             need_weights=True,
