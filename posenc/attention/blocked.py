@@ -24,6 +24,7 @@ Verified by float64 ``gradcheck`` and against the eager reference in tests/atten
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -102,21 +103,26 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
     )
     pieces, weights = [], []
     neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
+    scaled = q * scale  # once, not once per block of logits
     for s, e, k0, k1 in blocks:
         if k1 <= k0:
             pieces.append(q.new_zeros(b, h, e - s, v.shape[-1]))
             weights.append(None)
             continue
         # (b, h, rows, d) @ (b, h, d, keys) -> (b, h, rows, keys), scaled and biased
-        logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2)) * scale
+        logits = torch.matmul(scaled[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2))
         if bias is not None:
             logits = logits + bias[..., s:e, k0:k1]
         if in_place:
             terms.bias_add(logits, s, e, k0, k1, *bias_tensors)
         elif terms.bias_fn is not None:
             logits = logits + terms.bias_fn(s, e, k0, k1, *bias_tensors).to(logits.dtype)
-        visible = mask.block(s, e, k0, k1, n, m, q.device)
-        if visible is not None:
+        triangle = _causal_corner(mask, s, e, k0, k1, n, m, logits) if in_place or not logits.requires_grad else None
+        visible = None if triangle is not None else mask.block(s, e, k0, k1, n, m, q.device)
+        if triangle is not None:
+            # causal alone: only the block's last rows x rows columns hold hidden keys (above the diagonal)
+            logits[..., k1 - k0 - triangle.shape[-1] :].add_(triangle)
+        elif visible is not None:
             # an additive mask (0 or a large negative number, broadcast over heads): one add, where a
             # broadcast masked_fill takes several times as long on CPU
             hidden = torch.zeros(visible.shape, dtype=logits.dtype, device=q.device).masked_fill_(~visible, neg)
@@ -130,6 +136,22 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         weights.append(w if training else None)
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
     return out, weights, blocks
+
+
+@functools.lru_cache(maxsize=64)
+def _upper_triangle(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(rows, rows)``: a large negative number above the diagonal, 0 on and below it."""
+    return torch.full((rows, rows), torch.finfo(dtype).min / 2, dtype=dtype, device=device).triu_(1)
+
+
+def _causal_corner(mask: MaskSpec, s: int, e: int, k0: int, k1: int, n: int, m: int, logits: torch.Tensor):
+    """The additive mask of a block's last ``rows`` columns when the mask is causal alone and they are
+    the block's diagonal square (keys ``s + m - n .. e + m - n - 1``, every earlier key visible), else None."""
+    if not mask.only_causal or k0 != 0 or k1 != e + m - n or s + m - n < 0:
+        return None
+    if torch.compiler.is_compiling():
+        return _upper_triangle.__wrapped__(e - s, logits.dtype, logits.device)
+    return _upper_triangle(e - s, logits.dtype, logits.device)
 
 
 def _full_weights(weights, blocks, shape, like):
