@@ -18,8 +18,9 @@ through an ``(n, m)`` index. The attention itself runs on the blocked kernel of
 (:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`), each with its
 own block backward; there the key term is added less each row's row-0 score and the value term
 reads the weight on row 0 as 1 less the others, so only the band of ``2k + 1`` diagonals and the
-entries clipped to row ``2k`` are touched (:func:`shaw_key_block`); FlexAttention
-takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
+entries clipped to row ``2k`` are touched (:func:`shaw_key_block`), and under a causal mask only the
+visible half of the band, read and written as a strided view along its diagonals (:class:`CausalBand`);
+FlexAttention takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
 transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 (tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
 """
@@ -454,7 +455,7 @@ def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: i
     def fn(weights, s, e, k0, k1, rel_v):
         work = torch.promote_types(weights.dtype, torch.float32)
         table = diff.to(work)
-        sums = _band_read(weights.to(work), band(s, e, k0, k1))  # (b, h, rows, width)
+        sums = _band_read(weights, band(s, e, k0, k1)).to(work)  # (b, h, rows, width)
         if table.ndim == 2:  # a^V_0 + sums @ differences: one (b h rows, width) @ (width, d) product
             flat = torch.addmm(table[0], sums.reshape(-1, width), table[1:])
             return flat.view(*sums.shape[:-1], table.shape[-1])
@@ -468,7 +469,7 @@ def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: i
         if grads[0] is not None:
             # d/d a^V_t = sum_i S_it grad_i for t = 1 .. width (S: the band's weights), and
             # d/d a^V_0 = sum_i (1 - sum_t S_it) grad_i
-            sums = _band_read(weights.to(work), b)  # (b, h, rows, width)
+            sums = _band_read(weights, b).to(work)  # (b, h, rows, width)
             if table.ndim == 2:  # one (width, b h rows) @ (b h rows, d) product
                 band_grad = sums.reshape(-1, width).t() @ flat  # (width, d)
                 total = flat.sum(0)
