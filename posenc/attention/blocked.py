@@ -103,14 +103,14 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
     )
     pieces, weights = [], []
     neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
-    scaled = q * scale  # once, not once per block of logits
+    q = q * scale  # (b, h, n, d): scaling the queries, not each block's (rows, keys) logits
     for s, e, k0, k1 in blocks:
         if k1 <= k0:
             pieces.append(q.new_zeros(b, h, e - s, v.shape[-1]))
             weights.append(None)
             continue
         # (b, h, rows, d) @ (b, h, d, keys) -> (b, h, rows, keys), scaled and biased
-        logits = torch.matmul(scaled[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2))
+        logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2))
         if bias is not None:
             logits = logits + bias[..., s:e, k0:k1]
         if in_place:
