@@ -32,13 +32,11 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
-from posenc.relative.rel_shift import skew
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import BlockTerm, ScoreMod
@@ -50,6 +48,7 @@ from posenc.core.validation import (
     check_positive_int,
     check_same_device,
 )
+from posenc.relative.rel_shift import skew
 
 #: Query rows processed at once by inference and by the per-pair bucket sums (bounds their temporaries).
 ROW_BLOCK = 128

@@ -391,7 +391,7 @@ def test_causal_model_on_the_blocked_kernel_equals_eager_with_gradients(monkeypa
     # reference, output and every parameter's gradient
     monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 3)
     torch.manual_seed(8)
-    kwargs = dict(position="shaw", max_distance=2, tables=tables, causal=True, window=window)
+    kwargs = {"position": "shaw", "max_distance": 2, "tables": tables, "causal": True, "window": window}
     blocked = Transformer(11, 12, 1, 3, attention="blocked", **kwargs).double()
     eager = Transformer(11, 12, 1, 3, attention="eager", **kwargs).double()
     eager.load_state_dict(blocked.state_dict())
