@@ -16,13 +16,15 @@ query rows, in one autograd node.
   logits once per block and reads the gradients of q, k, v and the bias from it. A
   :class:`BlockTerm` with its own ``backward`` adds each block's gradients to its tensors' from the
   block's logit (or output) gradient; the tensors of one without it receive theirs by
-  differentiating that block's term again.
+  differentiating that block's term again. A term may take a form for the run's mask
+  (``BlockTerm.under_mask``: Shaw's terms under a causal mask touch only the visible half of their band).
 
 Verified by float64 ``gradcheck`` and against the eager reference in tests/attention/test_blocked.py.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -115,8 +117,12 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
             terms.bias_add(logits, s, e, k0, k1, *bias_tensors)
         elif terms.bias_fn is not None:
             logits = logits + terms.bias_fn(s, e, k0, k1, *bias_tensors).to(logits.dtype)
-        visible = mask.block(s, e, k0, k1, n, m, q.device)
-        if visible is not None:
+        triangle = _causal_corner(mask, s, e, k0, k1, n, m, logits) if in_place or not logits.requires_grad else None
+        visible = None if triangle is not None else mask.block(s, e, k0, k1, n, m, q.device)
+        if triangle is not None:
+            # causal alone: only the block's last rows x rows columns hold hidden keys (above the diagonal)
+            logits[..., k1 - k0 - triangle.shape[-1] :].add_(triangle)
+        elif visible is not None:
             # an additive mask (0 or a large negative number, broadcast over heads): one add, where a
             # broadcast masked_fill takes several times as long on CPU
             hidden = torch.zeros(visible.shape, dtype=logits.dtype, device=q.device).masked_fill_(~visible, neg)
@@ -130,6 +136,22 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         weights.append(w if training else None)
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
     return out, weights, blocks
+
+
+@functools.lru_cache(maxsize=64)
+def _upper_triangle(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(rows, rows)``: a large negative number above the diagonal, 0 on and below it."""
+    return torch.full((rows, rows), torch.finfo(dtype).min / 2, dtype=dtype, device=device).triu_(1)
+
+
+def _causal_corner(mask: MaskSpec, s: int, e: int, k0: int, k1: int, n: int, m: int, logits: torch.Tensor):
+    """The additive mask of a block's last ``rows`` columns when the mask is causal alone and they are
+    the block's diagonal square (keys ``s + m - n .. e + m - n - 1``, every earlier key visible), else None."""
+    if not mask.only_causal or k0 != 0 or k1 != e + m - n or s + m - n < 0:
+        return None
+    if torch.compiler.is_compiling():
+        return _upper_triangle.__wrapped__(e - s, logits.dtype, logits.device)
+    return _upper_triangle(e - s, logits.dtype, logits.device)
 
 
 def _full_weights(weights, blocks, shape, like):
@@ -295,6 +317,11 @@ def blocked_attention(
     if q.shape[-2] == 0 or k.shape[-2] == 0:  # no queries, or nothing to attend to: zeros
         out = q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
         return out, (q.new_zeros(*q.shape[:-1], k.shape[-2]) if need_weights else None)
+    if not torch.compiler.is_compiling():  # a term's form for this mask (traced runs keep the general one)
+        bias_term, value_term = (
+            term.under_mask(mask, q.shape[-2], k.shape[-2]) if term is not None and term.under_mask else term
+            for term in (bias_term, value_term)
+        )
     bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
     value_tensors = tuple(value_term.tensors) if value_term is not None else ()
     tensors = (q, k, v, bias, *bias_tensors, *value_tensors)

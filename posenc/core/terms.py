@@ -69,12 +69,21 @@ class BlockTerm(NamedTuple):
       with ``grad`` the gradient of the block's output ``(b, h, e - s, dv)``: adds the term's
       gradient with respect to the weights to ``grad_weights`` ``(b, h, e - s, k1 - k0)`` in place,
       less a constant per row that it returns as ``shift`` ``(b, h, e - s, 1)`` (None: no shift).
+
+    ``under_mask(mask, n, m) -> BlockTerm`` returns the term for one run of the kernel under ``mask``
+    (a :class:`~posenc.attention.masks.MaskSpec`) with n queries and m keys; the kernel calls it once
+    before its blocks. The returned term may leave the entries the mask hides out of ``add``, read
+    their weights as zero and their logit gradients as zero: the kernel adds its mask after the term,
+    and in a row with a visible key a hidden entry's weight and logit gradient are exactly zero (a
+    term may rely on that only where each row keeps a visible key, e.g. under a causal mask with no
+    key padding).
     """
 
     fn: Callable[..., torch.Tensor]
     tensors: tuple[torch.Tensor, ...] = ()
     backward: Callable[..., torch.Tensor | None] | None = None
     add: Callable[..., None] | None = None
+    under_mask: Callable[..., BlockTerm] | None = None
 
 
 def position_gap(q_positions, k_positions, device) -> torch.Tensor | None:

@@ -18,8 +18,9 @@ through an ``(n, m)`` index. The attention itself runs on the blocked kernel of
 (:meth:`ShawRelativePosition.block_bias`, :meth:`ShawRelativePosition.block_value`), each with its
 own block backward; there the key term is added less each row's row-0 score and the value term
 reads the weight on row 0 as 1 less the others, so only the band of ``2k + 1`` diagonals and the
-entries clipped to row ``2k`` are touched (:func:`shaw_key_block`); FlexAttention
-takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
+entries clipped to row ``2k`` are touched (:func:`shaw_key_block`), and under a causal mask only the
+visible half of the band, read and written as a strided view along its diagonals (:class:`CausalBand`);
+FlexAttention takes the key term as a ``score_mod`` reading the ``(n, 2k + 1)`` scores. Verified against the naive ``(n, m, d)``
 transcription of equations 3-5 in float64, with gradients by ``gradcheck``
 (tests/relative/test_shaw.py, which also measures the peak memory at n = 2048).
 """
@@ -31,13 +32,11 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
-from posenc.relative.rel_shift import skew
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
@@ -49,6 +48,7 @@ from posenc.core.validation import (
     check_positive_int,
     check_same_device,
 )
+from posenc.relative.rel_shift import skew
 
 #: Query rows processed at once by inference and by the per-pair bucket sums (bounds their temporaries).
 ROW_BLOCK = 128
@@ -335,27 +335,216 @@ def _weight_buckets(weights: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     return out
 
 
-def shaw_key_block(per_row: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
-    """Shaw's key term per block for implicit positions (key j's offset from query i is
-    ``j - i + gap``): the per-offset scores spread along the block's diagonals (a strided view).
+def _causal_top(mask, n: int, m: int, gap: int, max_distance: int) -> int | None:
+    """The largest offset a query sees when ``mask`` hides every later key and leaves each row a key
+    (causal, without key padding or documents), if it lies in ``(-k, k]``; else None.
 
-    In the blocked kernel it is added in place less each row's row-0 score (the softmax ignores a
-    constant per row), so only the ``2k + 1`` diagonals of the band and the entries clipped to row 2k
-    are touched, forward and backward."""
+    Query i sits at key index ``i + m - n`` and sees keys up to it, offsets up to ``gap + m - n``."""
+    if not mask.causal or mask.key_mask is not None or mask.q_docs is not None:
+        return None
+    top = gap + m - n
+    return top if -max_distance < top <= max_distance else None
 
-    def fn(s, e, k0, k1, per_row):
-        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-        return expand_offsets(per_row[..., s:e, :], runs)
 
-    def add(logits, s, e, k0, k1, per_row):
-        _add_offsets_(logits, per_row[..., s:e, :], OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance))
+class CausalBand(NamedTuple):
+    """Where the visible band of one block lies when the offsets past ``top`` are hidden (causal).
+
+    Entry ``(i, j)`` of a block of ``rows`` queries and ``keys`` keys has offset ``j - i + gap``.
+    Offsets up to ``-k`` read table row 0; the visible ones above, ``-k + 1 .. top``, read table rows
+    ``1 .. width`` (``width = top + k``): in row i the ``width`` columns from ``i + first`` on
+    (``first = 1 - k - gap``), one diagonal per table row. Rows ``inner .. outer - 1`` hold all of
+    theirs inside the block and are read as one strided view along the diagonals; the rest (the
+    first rows of a sequence, whose band starts before key 0, and rows past the last key) through
+    clamped column indices.
+    """
+
+    rows: int
+    keys: int
+    width: int
+    first: int
+    inner: int
+    outer: int
+
+    @staticmethod
+    def of(rows: int, keys: int, gap: int, max_distance: int, top: int) -> CausalBand:
+        width = top + max_distance
+        first = 1 - max_distance - gap
+        inner = min(max(-first, 0), rows)
+        outer = min(max(keys - first - width + 1, inner), rows)
+        return CausalBand(rows, keys, width, first, inner, outer)
+
+    def edges(self) -> list[tuple[int, int]]:
+        """The row ranges read through column indices."""
+        return [(a, b) for a, b in ((0, self.inner), (self.outer, self.rows)) if b > a]
+
+
+def _diagonals(grid: torch.Tensor, band: CausalBand) -> torch.Tensor:
+    """``(..., outer - inner, width)`` view of ``grid`` ``(..., rows, keys)``: entry ``[i, u]`` is
+    ``grid[..., inner + i, inner + i + first + u]`` (the band of rows ``inner .. outer - 1``)."""
+    *lead, row_stride, col_stride = grid.stride()
+    start = grid.storage_offset() + band.inner * row_stride + (band.inner + band.first) * col_stride
+    size = (*grid.shape[:-2], band.outer - band.inner, band.width)
+    return grid.as_strided(size, (*lead, row_stride + col_stride, col_stride), start)
+
+
+@functools.lru_cache(maxsize=256)
+def _edge_columns(band: CausalBand, a: int, b: int, device: torch.device, dtype: torch.dtype):
+    """``(b - a, width)`` columns of rows ``a .. b - 1``'s band (clamped into the block) and whether each
+    lies inside it (1 or 0 in ``dtype``)."""
+    cols = torch.arange(a, b, device=device).unsqueeze(1) + band.first + torch.arange(band.width, device=device)
+    return cols.clamp(0, band.keys - 1), ((cols >= 0) & (cols < band.keys)).to(dtype)
+
+
+def _band_add_(grid: torch.Tensor, values: torch.Tensor, band: CausalBand) -> None:
+    """``grid[..., i, i + first + u] += values[..., i, u]`` in place for the entries inside the block;
+    grid ``(..., rows, keys)``, values ``(..., rows, width)`` (same leading shape)."""
+    values = values.to(grid.dtype)
+    if band.outer > band.inner:
+        _diagonals(grid, band).add_(values[..., band.inner : band.outer, :])
+    for a, b in band.edges():
+        cols, inside = _edge_columns(band, a, b, grid.device, grid.dtype)
+        part = values[..., a:b, :] * inside  # clamped columns outside the block add 0
+        grid[..., a:b, :].scatter_add_(-1, cols.expand(part.shape), part)
+
+
+def _band_read(grid: torch.Tensor, band: CausalBand) -> torch.Tensor:
+    """The adjoint of :func:`_band_add_`: ``(..., rows, keys)`` -> ``(..., rows, width)``, entry ``[i, u]``
+    is ``grid[..., i, i + first + u]`` (0 outside the block)."""
+    middle = _diagonals(grid, band) if band.outer > band.inner else None
+    if not band.edges():
+        return middle
+    pieces = []
+    for a, b in ((0, band.inner), (band.inner, band.outer), (band.outer, band.rows)):
+        if b <= a:
+            continue
+        if (a, b) == (band.inner, band.outer):
+            pieces.append(middle)
+            continue
+        cols, inside = _edge_columns(band, a, b, grid.device, grid.dtype)
+        pieces.append(grid[..., a:b, :].gather(-1, cols.expand(*grid.shape[:-2], b - a, band.width)) * inside)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+
+
+def _causal_key_block(q: torch.Tensor, table: torch.Tensor, gap: int, max_distance: int, top: int) -> BlockTerm:
+    """Shaw's key term under a causal mask whose largest visible offset is ``top``: each block's logits
+    get ``q_i . (a^K_t - a^K_0)`` (``table`` is ``a^K`` scaled) on the visible diagonals of table rows
+    ``t = 1 .. top + k`` (a strided view); the entries clipped to row 0 get nothing (a constant per
+    row) and the hidden ones nothing."""
+    width = top + max_distance
+    # (b, h, n, width): the scores less each row's row-0 score, one product differentiated outside the kernel
+    diffs = _offset_scores(q, table[..., 1 : width + 1, :] - table[..., :1, :])
+
+    def band(s, e, k0, k1):
+        return CausalBand.of(e - s, k1 - k0, gap + k0 - s, max_distance, top)
+
+    def fn(s, e, k0, k1, diffs):
+        b = band(s, e, k0, k1)
+        cols, inside = _edge_columns(b, 0, b.rows, diffs.device, diffs.dtype)
+        part = diffs[..., s:e, :] * inside
+        return part.new_zeros(*part.shape[:-1], b.keys).scatter_add(-1, cols.expand(part.shape), part)
+
+    def add(logits, s, e, k0, k1, diffs):
+        _band_add_(logits, diffs[..., s:e, :], band(s, e, k0, k1))
 
     def backward(grad, s, e, k0, k1, tensors, grads):
         if grads[0] is not None:
-            runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-            grads[0][..., s:e, :] += _reduce_shifted(grad, runs)
+            grads[0][..., s:e, :] += _band_read(grad, band(s, e, k0, k1))
 
-    return BlockTerm(fn, (per_row,), backward, add)
+    return BlockTerm(fn, (diffs,), backward, add)
+
+
+def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: int) -> BlockTerm:
+    """Shaw's value term under a causal mask whose largest visible offset is ``top``. A row's weights
+    sum to 1, so ``sum_j w_ij a^V_ij = a^V_0 + sum_band w_ij (a^V_t - a^V_0)`` over the visible
+    diagonals of table rows ``t = 1 .. top + k``: the band read as a strided view, one product with the
+    differences."""
+    width = top + max_distance
+    # (width + 1, d) or (h, width + 1, d): a^V_0, then a^V_t - a^V_0; the backward below returns
+    # the gradient of a^V itself
+    with torch.no_grad():
+        diff = torch.cat([rel_v[..., :1, :], rel_v[..., 1 : width + 1, :] - rel_v[..., :1, :]], dim=-2)
+
+    def band(s, e, k0, k1):
+        return CausalBand.of(e - s, k1 - k0, gap + k0 - s, max_distance, top)
+
+    def fn(weights, s, e, k0, k1, rel_v):
+        work = torch.promote_types(weights.dtype, torch.float32)
+        table = diff.to(work)
+        sums = _band_read(weights, band(s, e, k0, k1)).to(work)  # (b, h, rows, width)
+        if table.ndim == 2:  # a^V_0 + sums @ differences: one (b h rows, width) @ (width, d) product
+            flat = torch.addmm(table[0], sums.reshape(-1, width), table[1:])
+            return flat.view(*sums.shape[:-1], table.shape[-1])
+        return torch.matmul(sums, table[:, 1:]).add_(table[:, :1])
+
+    def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
+        b = band(s, e, k0, k1)
+        work = torch.promote_types(weights.dtype, torch.float32)
+        table = diff.to(work)
+        flat = grad.to(work).reshape(-1, grad.shape[-1])  # (b h rows, d)
+        if grads[0] is not None:
+            # d/d a^V_t = sum_i S_it grad_i for t = 1 .. width (S: the band's weights), and
+            # d/d a^V_0 = sum_i (1 - sum_t S_it) grad_i
+            sums = _band_read(weights, b).to(work)  # (b, h, rows, width)
+            if table.ndim == 2:  # one (width, b h rows) @ (b h rows, d) product
+                band_grad = sums.reshape(-1, width).t() @ flat  # (width, d)
+                total = flat.sum(0)
+            else:
+                grad = flat.view(grad.shape)
+                band_grad = (sums.transpose(-1, -2) @ grad).sum(0)  # (h, width, d)
+                total = grad.sum((0, 2))
+            grads[0][..., 1 : width + 1, :] += band_grad.to(grads[0].dtype)
+            grads[0][..., 0, :] += (total - band_grad.sum(-2)).to(grads[0].dtype)
+        # d/d w_ij = grad_i . (a^V_t - a^V_0) on the band, plus grad_i . a^V_0 for every j: the shift
+        if table.ndim == 2:  # (b h rows, d) @ (d, width + 1)
+            per_offset = (flat @ table.t()).view(*grad.shape[:-1], width + 1)
+        else:
+            per_offset = flat.view(grad.shape) @ table.transpose(-1, -2)  # (b, h, rows, width + 1)
+        _band_add_(grad_weights, per_offset[..., 1:], b)
+        return per_offset[..., :1].to(grad_weights.dtype)
+
+    return BlockTerm(fn, (rel_v,), backward)
+
+
+def shaw_key_block(q: torch.Tensor, table: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
+    """Shaw's key term per block for implicit positions (key j's offset from query i is
+    ``j - i + gap``): ``q_i . table_c`` for q ``(b, h, n, d)`` and the scaled ``a^K`` table ``(2k + 1, d)``
+    or ``(h, 2k + 1, d)``, spread along the block's diagonals.
+
+    In the blocked kernel it is added in place less each row's row-0 score (the softmax ignores a
+    constant per row), so only the ``2k + 1`` diagonals of the band and the entries clipped to row 2k
+    are touched, forward and backward; under a causal mask (``BlockTerm.under_mask``) only the
+    visible half of the band (:func:`_causal_key_block`)."""
+
+    def runs(s, e, k0, k1):
+        return OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
+
+    def fn(s, e, k0, k1, q, table):
+        return expand_offsets(_offset_scores(q[..., s:e, :], table), runs(s, e, k0, k1))
+
+    def add(logits, s, e, k0, k1, q, table):
+        _add_offsets_(logits, _offset_scores(q[..., s:e, :], table), runs(s, e, k0, k1))
+
+    def backward(grad, s, e, k0, k1, tensors, grads):
+        q, table = tensors
+        if grads[0] is None and grads[1] is None:
+            return
+        per_offset = _reduce_shifted(grad, runs(s, e, k0, k1))  # (b, h, rows, 2k + 1)
+        if grads[0] is not None:
+            grads[0][..., s:e, :] += _table_product(per_offset, table.to(per_offset.dtype))
+        if grads[1] is not None:
+            rows = q[..., s:e, :].to(per_offset.dtype)
+            if table.ndim == 2:  # one (2k + 1, b h rows) @ (b h rows, d) product
+                part = per_offset.reshape(-1, per_offset.shape[-1]).t() @ rows.reshape(-1, rows.shape[-1])
+            else:
+                part = (per_offset.transpose(-1, -2) @ rows).sum(0)
+            grads[1] += part.to(grads[1].dtype)
+
+    def under_mask(mask, n, m):
+        top = _causal_top(mask, n, m, gap, max_distance)
+        return term if top is None else _causal_key_block(q, table, gap, max_distance, top)
+
+    term = BlockTerm(fn, (q, table), backward, add, under_mask)
+    return term
 
 
 def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
@@ -391,7 +580,12 @@ def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockT
         _add_offsets_(grad_weights, per_offset, runs)
         return per_offset[..., :1].to(grad_weights.dtype)
 
-    return BlockTerm(fn, (rel_v,), backward)
+    def under_mask(mask, n, m):
+        top = _causal_top(mask, n, m, gap, max_distance)
+        return term if top is None else _causal_value_block(rel_v, gap, max_distance, top)
+
+    term = BlockTerm(fn, (rel_v,), backward, under_mask=under_mask)
+    return term
 
 
 def shaw_value_block_explicit(rel_v: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, max_distance: int) -> BlockTerm:
@@ -447,10 +641,8 @@ def shaw_attention(
     from posenc.attention.masks import MaskSpec
 
     scale = 1.0 / math.sqrt(d)
-    # q_i . a^K_c / sqrt(d) for every query and table row: (b, h, n, 2k + 1)
-    per_row = _offset_scores(q, rel_k.to(q.dtype) * scale)
     gap = n - m  # offset of key j from query i (which sits at key index i + m - n) is j - i + gap
-    key = shaw_key_block(per_row, gap, max_distance)
+    key = shaw_key_block(q, rel_k * scale, gap, max_distance)  # q_i . a^K_c / sqrt(d), spread by offset
     value = None if rel_v is None else shaw_value_block(rel_v, gap, max_distance)
     out, _ = blocked_attention(q, k, v, bias_term=key, value_term=value, mask=MaskSpec(causal=bool(causal)), scale=scale)
     return out
@@ -548,7 +740,7 @@ class ShawRelativePosition(PositionEncoding):
         if self._runs(q_positions, k_positions) is None:
             return None
         gap = k_positions.offset - q_positions.offset
-        return shaw_key_block(self._per_row(q), gap, self.max_distance)
+        return shaw_key_block(q, self.rel_k.to(q.dtype) / math.sqrt(self.head_dim), gap, self.max_distance)
 
     def block_value(self, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
         """The value term per block from the block's weights."""

@@ -125,10 +125,9 @@ def test_terms_with_their_own_backward_through_output_and_weights(small_blocks, 
     probe = torch.randn(1, 2, n, m, dtype=torch.float64, generator=gen)
 
     def run(q, k, v, rel_k, rel_v):
-        per_row = (q @ rel_k.t()) / 2.0  # scale 1/sqrt(4)
         out, weights = blocked_attention(
             q, k, v,
-            bias_term=shaw_key_block(per_row, n - m, kmax),
+            bias_term=shaw_key_block(q, rel_k / 2.0, n - m, kmax),  # scale 1/sqrt(4)
             value_term=shaw_value_block(rel_v, n - m, kmax),
             mask=MaskSpec(causal=causal),
             need_weights=True,
@@ -145,3 +144,24 @@ def test_terms_with_their_own_backward_through_output_and_weights(small_blocks, 
     torch.testing.assert_close(used, (want_weights * probe).sum(-1))
     inputs = [t.clone().requires_grad_() for t in (q, k, v, rel_k, rel_v)]
     assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_a_term_takes_its_form_for_the_mask_once():
+    # BlockTerm.under_mask is called once per run with the mask and the sizes; its result runs
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
+    from posenc.core.terms import BlockTerm
+
+    calls = []
+    q, k, v = (torch.randn(1, 2, 4, 3, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    general = BlockTerm(lambda s, e, k0, k1: torch.zeros(()))
+
+    def under_mask(mask, n, m):
+        calls.append((mask, n, m))
+        return BlockTerm(lambda s, e, k0, k1: bias[..., s:e, k0:k1])
+
+    mask = MaskSpec(causal=True)
+    out, _ = blocked_attention(q, k, v, bias_term=general._replace(under_mask=under_mask), mask=mask)
+    assert calls == [(mask, 4, 4)]
+    torch.testing.assert_close(out, reference(q, k, v, bias, causal=True)[0])

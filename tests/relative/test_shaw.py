@@ -336,3 +336,69 @@ def test_blocked_terms_at_any_offsets_equal_the_hooks(causal, q_offset, k_offset
     grads = torch.autograd.grad(got.square().sum(), (q, k, v, enc.rel_k, enc.rel_v))
     for a, b in zip(grads, torch.autograd.grad(want.square().sum(), (q, k, v, enc.rel_k, enc.rel_v))):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("rows,keys", [(1, 1), (3, 3), (4, 9), (6, 4)])
+@pytest.mark.parametrize("gap", [-7, -2, 0, 1])
+@pytest.mark.parametrize("kmax,top", [(1, 0), (2, 0), (2, -1), (3, 2)])
+def test_causal_band_add_and_read_follow_the_diagonals(rows, keys, gap, kmax, top):
+    # the strided view (rows whose band lies inside the block) and the clamped indices (the others)
+    # against the entries written out: column i + first + u of row i, where it exists
+    from posenc.relative.shaw import CausalBand, _band_add_, _band_read
+
+    band = CausalBand.of(rows, keys, gap, kmax, top)
+    assert band.width == top + kmax
+    gen = torch.Generator().manual_seed(7)
+    values = torch.randn(2, rows, band.width, dtype=torch.float64, generator=gen)
+    grid = torch.randn(2, rows, keys, dtype=torch.float64, generator=gen)
+    want_grid, want_read = grid.clone(), torch.zeros_like(values)
+    for i in range(rows):
+        for u in range(band.width):
+            j = i + band.first + u
+            assert (j - i + gap) + kmax == u + 1  # table row u + 1
+            if 0 <= j < keys:
+                want_grid[:, i, j] += values[:, i, u]
+                want_read[:, i, u] = grid[:, i, j]
+    torch.testing.assert_close(_band_read(grid, band), want_read)
+    _band_add_(grid, values, band)
+    torch.testing.assert_close(grid, want_grid)
+
+
+def test_causal_terms_only_under_a_causal_mask_that_leaves_each_row_a_key():
+    from posenc.relative.shaw import shaw_key_block, shaw_value_block
+
+    q, rel_k, rel_v = torch.randn(1, 2, 5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    key, value = shaw_key_block(q, rel_k, 0, 2), shaw_value_block(rel_v, 0, 2)
+    for mask, n, m, width in [
+        (MaskSpec(causal=True), 5, 5, 2),  # offsets -1, 0 of table rows 1, 2
+        (MaskSpec(causal=True, window=3), 5, 5, 2),
+        (MaskSpec(), 5, 5, None),
+        (MaskSpec(causal=True, key_mask=torch.ones(1, 5, dtype=torch.bool)), 5, 5, None),
+        (MaskSpec(causal=True), 5, 9, None),  # gap 0 with 4 more keys: offsets up to 4 > k seen
+    ]:
+        got_key, got_value = key.under_mask(mask, n, m), value.under_mask(mask, n, m)
+        if width is None:
+            assert got_key is key and got_value is value
+        else:
+            assert got_key.tensors[0].shape == (1, 2, 5, width)
+            assert got_value is not value and got_value.tensors[0] is rel_v  # the gradient of the table itself
+
+
+@pytest.mark.parametrize("tables", ["shared", "per_head"])
+@pytest.mark.parametrize("window", [None, 3])
+def test_causal_model_on_the_blocked_kernel_equals_eager_with_gradients(monkeypatch, tables, window):
+    # the Transformer's path (implicit positions, causal mask, several row blocks) against the eager
+    # reference, output and every parameter's gradient
+    monkeypatch.setattr("posenc.attention.blocked.MIN_BLOCK_ROWS", 3)
+    torch.manual_seed(8)
+    kwargs = {"position": "shaw", "max_distance": 2, "tables": tables, "causal": True, "window": window}
+    blocked = Transformer(11, 12, 1, 3, attention="blocked", **kwargs).double()
+    eager = Transformer(11, 12, 1, 3, attention="eager", **kwargs).double()
+    eager.load_state_dict(blocked.state_dict())
+    tokens = torch.randint(0, 11, (2, 10))
+    outs = [model(tokens) for model in (blocked, eager)]
+    torch.testing.assert_close(outs[0], outs[1])
+    for out in outs:
+        out.square().mean().backward()
+    for a, b in zip(blocked.parameters(), eager.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
