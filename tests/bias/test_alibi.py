@@ -126,3 +126,25 @@ def test_a_bias_too_large_to_build_raises_with_its_size():
     # explicit positions: checked before the (n, m) offsets are formed
     with pytest.raises(ValueError, match=r"n=10000, m=1000000\) would need 149\.0 GiB"):
         ALiBi(4)(10**4, 10**6, q_positions=torch.arange(10**4), k_positions=torch.arange(10**6))
+
+
+@pytest.mark.parametrize("n, m", [(200, 200), (5, 150), (1, 90)])
+def test_causal_block_term_adds_one_row_per_block_and_equals_the_materialised_bias(n, m):
+    """The causal block term adds each block's bottom row to every row (``m_h (j - i)`` is linear in
+    ``j``): several row blocks, a prompt after a cache and a decoding step give the attention of the
+    materialised bias (float64)."""
+    from posenc.attention import MaskSpec
+    from posenc.attention.blocked import blocked_attention
+    from posenc.core.positions import Positions
+
+    torch.manual_seed(0)
+    alibi = ALiBi(4, causal=True).double()
+    q, k, v = torch.randn(2, 4, n, 8).double(), torch.randn(2, 4, m, 8).double(), torch.randn(2, 4, m, 8).double()
+    qpos, kpos = Positions(n, offset=m - n), Positions(m)
+    term = alibi.block_bias(q, k, q_positions=qpos, k_positions=kpos)
+    got, weights = blocked_attention(q, k, v, bias_term=term, mask=MaskSpec(causal=True), need_weights=True)
+    bias = alibi.score_bias(q, k, q_positions=qpos, k_positions=kpos).double()
+    visible = torch.arange(m) <= (torch.arange(n) + m - n).unsqueeze(-1)
+    logits = (q @ k.transpose(-1, -2) / 8**0.5 + bias).masked_fill(~visible, float("-inf"))
+    torch.testing.assert_close(weights, logits.softmax(-1))
+    torch.testing.assert_close(got, logits.softmax(-1) @ v)
