@@ -24,6 +24,8 @@ runs it on the blocked kernel, and asking for ``"flex"`` or ``"sdpa"`` explicitl
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from posenc.attention.blocked import blocked_attention
@@ -80,12 +82,18 @@ def choose_backend(
     return backend
 
 
+#: Why compiled flex failed on CPU in this process (then ``"auto"`` keeps the blocked kernel), or None.
+cpu_flex_failure: str | None = None
+
+
 def cpu_flex_candidate(backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float) -> bool:
     """Whether ``"auto"`` considers compiled flex for this CPU call: inference (gradients off) of at
-    least :data:`FLEX_CPU_MIN_ROWS` query rows with score terms and no value term, no dropout."""
+    least :data:`FLEX_CPU_MIN_ROWS` query rows with score terms and no value term, no dropout, and no
+    earlier failure to compile it in this process (:data:`cpu_flex_failure`)."""
     hooks = position.hooks
     return (
         backend == "auto"
+        and cpu_flex_failure is None
         and q.device.type == "cpu"
         and dropout == 0
         and not torch.is_grad_enabled()
@@ -127,6 +135,21 @@ def attend(
             return sdpa_attention(q, k, v, bias=bias, mask=mask, dropout=dropout)
         value = (lambda w: position.value_term(w, **pos)) if "value" in hooks else None
         return eager_attention(q, k, v, bias=bias, mask=mask, value=value, dropout=dropout)
+    if backend == "flex" and cpu_flex and not torch.compiler.is_compiling():
+        # chosen by "auto": a compiler that fails here (no C++ toolchain, an inductor error) costs the
+        # user a warning and the blocked kernel, not the call
+        try:
+            return flex_attention(q, k, v, score_mod=mod, mask=mask)
+        except Exception as err:  # noqa: BLE001 - any failure of the compiler stack
+            global cpu_flex_failure
+            cpu_flex_failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            warnings.warn(
+                f"compiled FlexAttention failed on CPU ({cpu_flex_failure}); attention='auto' uses the "
+                "blocked kernel from now on in this process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            backend = "blocked"
     if backend == "flex":
         mod = mod if cpu_flex else position.score_mod(q, k, **pos) if "bias" in hooks else None
         bias = position.score_bias(q, k, **pos) if "bias" in hooks and mod is None else None

@@ -81,3 +81,26 @@ def test_everything_else_on_cpu_keeps_the_blocked_kernel(calls):
 def test_encodings_without_score_terms_keep_sdpa(calls):
     run(encoding("rope"))
     assert calls == ["sdpa"]
+
+
+def test_a_failing_compile_falls_back_to_the_blocked_kernel_with_one_warning(calls, monkeypatch):
+    """Where the compiler stack fails (no C++ toolchain, an inductor error), ``auto`` warns once, runs
+    the blocked kernel for that call and every later one, and gives the eager reference's output."""
+
+    def broken():
+        def fail(*args, **kwargs):
+            raise RuntimeError("C++ compile error: no compiler found\nmore detail")
+
+        return fail
+
+    monkeypatch.setattr(flex_module, "_compiled", broken)
+    monkeypatch.setattr(dispatch, "cpu_flex_failure", None)
+    alibi = encoding("alibi", causal=True)
+    with pytest.warns(RuntimeWarning, match="compiled FlexAttention failed on CPU .RuntimeError: C.. compile error: no compiler found.; attention='auto' uses the blocked kernel"):
+        run(alibi)
+    assert calls == ["flex", "blocked"] and dispatch.cpu_flex_failure.startswith("RuntimeError")
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no second warning
+        run(alibi)
+    assert calls == ["blocked"]
