@@ -329,31 +329,39 @@ def rope_cos_sin_case(kind: str, b: int, n: int, d: int, device, dtype: torch.dt
     )
 
 
-def long_context_case(name: str, n: int, *, heads: int = 8, d: int = 64, backend: str = "blocked", device="cpu") -> Case:
-    """Causal inference of one attention layer, b1, with encoding ``name`` against no encoding on the
-    same backend (:func:`posenc.attention.attend`); time and peak memory. With implicit positions
-    neither side holds an ``(n, m)`` table on the blocked or flex backends."""
+def _causal_layer(name: str, n: int, rows: int, heads: int, d: int, device, **encoding_kwargs):
+    """One causal attention layer, b1: q ``(1, h, rows, d)`` as the last ``rows`` of ``n`` keys, k and v
+    ``(1, h, n, d)``. Returns encoding ``name`` built for that model, no encoding, and
+    ``run(position, backend)``: a factory of the timed :func:`posenc.attention.attend` call (no gradients)."""
     from posenc.attention import MaskSpec, attend
     from posenc.core.registry import create, create_for_model
 
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(3))
+    q = torch.randn(1, heads, rows, d, generator=gen).to(device)
+    k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(2))
     torch.manual_seed(0)
     model_args = {"dim": heads * d, "heads": heads, "head_dim": d, "causal": True}
-    encoding = create_for_model(name, model_args=model_args).to(device)
-    none = create("none")
-    pos, mask = Positions(n), MaskSpec(causal=True)
+    encoding = create_for_model(name, model_args=model_args, **encoding_kwargs).to(device).requires_grad_(False)
+    q_pos, k_pos, mask = Positions(rows, offset=n - rows), Positions(n), MaskSpec(causal=True)
 
-    def run(position):
+    def run(position, backend):
         return lambda: _no_grad(
-            lambda: attend(q, k, v, position=position, q_positions=pos, k_positions=pos, mask=mask, backend=backend)
+            lambda: attend(q, k, v, position=position, q_positions=q_pos, k_positions=k_pos, mask=mask, backend=backend)
         )
 
+    return encoding, create("none"), run
+
+
+def long_context_case(name: str, n: int, *, heads: int = 8, d: int = 64, backend: str = "blocked", device="cpu") -> Case:
+    """Causal inference of one attention layer, b1, with encoding ``name`` against no encoding on the
+    same backend (:func:`posenc.attention.attend`); time and peak memory. With implicit positions
+    neither side holds an ``(n, m)`` table on the blocked or flex backends."""
+    encoding, none, run = _causal_layer(name, n, n, heads, d, device)
     reference = f"no encoding ({backend})"
     return Case(
         f"long context {name} {backend} n{n} h{heads} d{d}",
         reference,
-        {reference: run(none), f"posenc {name} ({backend})": run(encoding)},
+        {reference: run(none, backend), f"posenc {name} ({backend})": run(encoding, backend)},
         memory=True,
         # a call takes seconds on CPU at n = 16,384; the first call and the memory probe warm it up
         max_rounds=3 if n > 4096 else None,
@@ -367,25 +375,8 @@ def flex_cpu_case(name: str, n: int, *, decode: bool = False, heads: int = 8, d:
     earlier case of the same kind compiled it) and no encoding on each. ``decode``: one query row over
     ``n`` keys (a step of cached decoding). Shaw runs its key term alone (FlexAttention takes no value
     term)."""
-    from posenc.attention import MaskSpec, attend
-    from posenc.core.registry import create, create_for_model
-
-    gen = torch.Generator().manual_seed(0)
-    rows = 1 if decode else n
-    q = torch.randn(1, heads, rows, d, generator=gen).to(device)
-    k, v = (torch.randn(1, heads, n, d, generator=gen).to(device) for _ in range(2))
-    torch.manual_seed(0)
-    model_args = {"dim": heads * d, "heads": heads, "head_dim": d, "causal": True}
     extra = {"values": False} if name == "shaw" else {}
-    encoding = create_for_model(name, model_args=model_args, **extra).to(device).requires_grad_(False)
-    none = create("none")
-    q_pos, k_pos, mask = Positions(rows, offset=n - rows), Positions(n), MaskSpec(causal=True)
-
-    def run(position, backend):
-        return lambda: _no_grad(
-            lambda: attend(q, k, v, position=position, q_positions=q_pos, k_positions=k_pos, mask=mask, backend=backend)
-        )
-
+    encoding, none, run = _causal_layer(name, n, 1 if decode else n, heads, d, device, **extra)
     reference = f"posenc {name} (blocked)"
     return Case(
         f"cpu inference {name} {'decode 1 row over' if decode else 'causal'} n{n} h{heads} d{d}",
