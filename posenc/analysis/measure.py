@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.analysis.addition import fit_shift_map, fit_shift_map_at
-from posenc.analysis.equivariance import patch_permutation_deviation, permutation_deviation
+from posenc.analysis.equivariance import permutation_deviation
 from posenc.analysis.similarity import absolute_table, score_vs_offset, shift_invariance_error
 from posenc.core.base import EncodingModule, PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.registry import EncodingInfo
 from posenc.models.interfaces import GridBound, ModelWidth, prefix_tokens
 
 #: Relative-error level below which a property counts as holding.

@@ -29,7 +29,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
