@@ -159,17 +159,8 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         distance = torch.arange(gap - n + 1, gap + m, device=self.slopes.device).float()  # j - i by diagonal
         if not self.causal:
             distance = -distance.abs()
-        term = diagonal_block_term(self.slopes.view(-1, 1) * distance, n)
-        if not self.causal:
-            return term
-
-        def add(logits, s, e, k0, k1, per_diagonal):
-            # m_h * (j - i) is linear in j: every row of the block is its bottom row's values plus a
-            # constant, which the softmax ignores, so one (h, 1, keys) row is added to all rows
-            first = n - e + k0  # the diagonal of the bottom row's first key
-            logits.add_(per_diagonal[..., first : first + (k1 - k0)].unsqueeze(-2).to(logits.dtype))
-
-        return term._replace(add=add)
+        # causal: m_h * (j - i) is linear in j, so each block takes one added row (see diagonal_block_term)
+        return diagonal_block_term(self.slopes.view(-1, 1) * distance, n, linear=self.causal)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}"

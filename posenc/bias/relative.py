@@ -65,9 +65,12 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     return per_diagonal.unfold(-1, m, 1).flip(-2)
 
 
-def diagonal_block_term(per_diagonal: torch.Tensor, n: int) -> BlockTerm:
+def diagonal_block_term(per_diagonal: torch.Tensor, n: int, *, linear: bool = False) -> BlockTerm:
     """A bias that depends on ``j - i`` only, given by diagonal ``(h, n + m - 1)`` (index ``j - i + n - 1``,
     as :func:`toeplitz` reads it), as a :class:`BlockTerm`.
+
+    ``linear``: the values are linear in the diagonal index (ALiBi's causal ``m_h (j - i)``), so every
+    row of a block is its bottom row plus a constant, and ``add`` adds that one ``(h, 1, keys)`` row.
 
     ``fn`` gives each block as :func:`toeplitz` of the slice of diagonals it covers. ``add`` adds it to
     the block's logits in place, less one constant per row: the values of the run of equal diagonals
@@ -93,6 +96,10 @@ def diagonal_block_term(per_diagonal: torch.Tensor, n: int) -> BlockTerm:
             width = values.shape[-1]
             runs["ends"] = (int(left[0]) if len(left) else width, int(right[-1]) if len(right) else -1)
         return runs["ends"]
+
+    def add_linear(logits, s, e, k0, k1, per_diagonal):
+        first = n - e + k0  # the diagonal of the bottom row's first key
+        logits.add_(per_diagonal[..., first : first + (k1 - k0)].unsqueeze(-2).to(logits.dtype))
 
     def add(logits, s, e, k0, k1, per_diagonal):
         rows, keys = e - s, k1 - k0
@@ -127,7 +134,7 @@ def diagonal_block_term(per_diagonal: torch.Tensor, n: int) -> BlockTerm:
         grid.as_strided((g.shape[0], rows, keys), (rows * width, width - 1, 1), rows - 1).copy_(g)
         grad_diagonal[..., first : first + width] += grid.sum(-2).view(*lead, width).to(grad_diagonal.dtype)
 
-    return BlockTerm(fn, (per_diagonal,), backward, add)
+    return BlockTerm(fn, (per_diagonal,), backward, add_linear if linear else add)
 
 
 def table_length(needed: int, current: int, *, step: int = 256) -> int:
