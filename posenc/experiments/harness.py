@@ -119,6 +119,31 @@ def _gloo_group() -> Any:
     return dist.new_group(backend="gloo", timeout=SWEEP_TIMEOUT)
 
 
+@contextlib.contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Destroy, on the way out, a process group started inside the block (a caller's own is kept).
+
+    A rank that exits with a gloo group still alive can abort (SIGABRT) while the interpreter
+    shuts down, so a torchrun run ends with every rank meeting at a barrier (rank 0 writes the
+    result and the plot meanwhile) and then destroying the group. On an error there is no
+    barrier: the other ranks may never reach it.
+    """
+    import torch.distributed as dist
+
+    started_here = not (dist.is_available() and dist.is_initialized())
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if started_here and dist.is_available() and dist.is_initialized():
+            try:
+                if ok:
+                    dist.barrier(group=_gloo_group())
+            finally:
+                dist.destroy_process_group()
+
+
 def checkpoint_name(sweep: bool) -> str:
     """The checkpoint file of this process: one per rank in a torchrun sweep, else one per run."""
     rank, size = world()
@@ -467,6 +492,15 @@ def run_experiment(
     resumed = resume and ctx.load_checkpoint()
     if resumed:
         log.info("%s: resuming with %d finished units", experiment.name, len(ctx.units))
+    with _own_process_group():
+        return _run_and_write(experiment, ctx, quick=quick, seed=seed, config=config, resumed=resumed)
+
+
+def _run_and_write(
+    experiment: Experiment, ctx: Context, *, quick: bool, seed: int, config: dict[str, Any], resumed: bool
+) -> dict[str, Any]:
+    """Train ``experiment`` in ``ctx`` and (rank 0) write its result and plot into ``ctx.out_dir``."""
+    out_dir = ctx.out_dir
     start = time.perf_counter()
     with _stop_on_signals(ctx):
         metrics = experiment.run(ctx)

@@ -126,7 +126,8 @@ def test_torchrun_two_processes_data_parallel(tmp_path):
     cmd = [str(torchrun), "--nproc_per_node=2", "-m", "posenc.cli", "run", "order", "--quick", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd + ["--out", str(tmp_path)] + sets, env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    err = done.stderr.decode()
+    assert done.returncode == 0, err[:3000] + "\n...\n" + err[-1500:]  # the ranks' own errors come first
     result = json.loads((tmp_path / "order" / "result.json").read_text())
     assert result["world_size"] == 2
     assert len(result["curves"]["none"]) == 10
@@ -200,3 +201,28 @@ def test_overrides_are_checked_against_type_and_range(overrides, message):
 def test_negative_seed_is_refused():
     with pytest.raises(ValueError, match="`seed` must be a non-negative integer"):
         run_experiment(get_experiment("order"), quick=True, out=None, seed=-3, progress=False)
+
+
+def test_a_process_group_started_by_a_run_is_destroyed_and_a_callers_is_kept(tmp_path):
+    """A rank that exits with its gloo group alive can abort at interpreter shutdown."""
+    import torch.distributed as dist
+
+    from posenc.experiments.harness import _own_process_group
+
+    def start(name):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / name}", rank=0, world_size=1)
+
+    with _own_process_group():
+        start("inside")
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="boom"), _own_process_group():
+        start("failing")
+        raise RuntimeError("boom")
+    assert not dist.is_initialized()
+    start("caller")
+    try:
+        with _own_process_group():
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
