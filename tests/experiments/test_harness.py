@@ -123,7 +123,7 @@ def test_torchrun_two_processes_data_parallel(tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
     sets = [x for k, v in dict(TINY, steps=10).items() for x in ("--set", f"{k}={v!r}")]
-    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "posenc.cli", "run", "order", "--quick", "--no-progress"]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "posenc.cli", "run", "order", "--quick", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd + ["--out", str(tmp_path)] + sets, env=env, capture_output=True, timeout=300)
     err = done.stderr.decode()
