@@ -133,6 +133,16 @@ def positions_from_documents(
     return out.reshape(local.shape)
 
 
+def document_runs(document_ids: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` or ``(b, n)`` integer document ids -> int64 ids numbering their contiguous runs
+    ``0, 1, ...`` in each row: an id that returns after another one starts a new document, as it
+    restarts the positions of :func:`positions_from_documents`."""
+    ids = _check_document_ids("document_ids", document_ids)
+    start = torch.zeros_like(ids, dtype=torch.long)
+    start[..., 1:] = (ids[..., 1:] != ids[..., :-1]).long()
+    return start.cumsum(-1)
+
+
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
     """``(1, n)`` document ids from cumulative sequence lengths ``(docs + 1,)`` (``0, l0, l0 + l1, ..., n``),
     the varlen form of a packed batch of one row."""

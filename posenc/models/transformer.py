@@ -14,6 +14,7 @@ from posenc.core.positions import (
     POSITION_FREE,
     Positions,
     document_ids_from_cu_seqlens,
+    document_runs,
     positions_from_documents,
     randomized_positions,
     resolve_positions,
@@ -182,6 +183,7 @@ class Transformer(nn.Module):
         generator: draws the randomized positions (``randomize_positions``, training mode only).
         """
         check_tensor("tokens", tokens, ndim=2)
+        self._check_token_ids(tokens)
         b, n = tokens.shape
         if cache is not None and not self.causal:
             raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
@@ -234,6 +236,17 @@ class Transformer(nn.Module):
         """tokens ``(b, n)`` -> logits ``(b, n, vocab_size)``; keywords as :meth:`forward_features`."""
         return self.head(self.forward_features(tokens, **kwargs))
 
+    def _check_token_ids(self, tokens: torch.Tensor) -> None:
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise ValueError(f"`tokens` must be an integer tensor of token ids, got {tokens.dtype}")
+        # the range is read back only where that is free: on the CPU, outside a compiled graph (a
+        # CUDA embedding asserts on the device by itself)
+        if tokens.device.type == "cpu" and tokens.numel() and not torch.compiler.is_compiling():
+            vocab = self.embed.num_embeddings
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(f"`tokens` must be ids in [0, {vocab}) (vocab_size), got values in [{low}, {high}]")
+
     @staticmethod
     def _ragged_positions(key_padding_mask, cache, b: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, n)`` positions counting each row's real tokens, continuing from the cache's lengths,
@@ -283,7 +296,9 @@ class Transformer(nn.Module):
             )
         if document_ids.device != device:
             raise ValueError(f"`document_ids` is on {document_ids.device} but `tokens` is on {device}")
-        return document_ids
+        # attention compares run numbers, not the ids: an id that comes back after another one is a
+        # new document, as it is for the positions (which restart wherever the id changes)
+        return document_runs(document_ids)
 
     @staticmethod
     def _key_mask(key_padding_mask, b: int, n: int, cache: KVCache | None, device) -> torch.Tensor | None:

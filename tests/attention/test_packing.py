@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import posenc
+from posenc.core.positions import document_runs
 from posenc.experiments.common import sequence_encodings
 from posenc.models import Transformer
 
@@ -29,6 +30,7 @@ def test_positions_from_documents():
     assert torch.equal(posenc.positions_from_documents(ids[0]), want[0])
     # a document id that comes back later is a new document (runs, not ids, delimit documents)
     assert posenc.positions_from_documents(torch.tensor([1, 1, 2, 1])).tolist() == [0, 1, 0, 0]
+    assert document_runs(torch.tensor([[7, 7, 3, 7, 7], [0, 0, 0, 0, 0]])).tolist() == [[0, 0, 1, 2, 2], [0, 0, 0, 0, 0]]
     with pytest.raises(ValueError, match="document_ids"):
         posenc.positions_from_documents(torch.zeros(4))
     with pytest.raises(ValueError, match="document_ids"):
@@ -47,7 +49,8 @@ def test_packed_batch_equals_each_document_alone(name, backend, monkeypatch):
         pytest.skip("value term: attention='sdpa'/'flex' refuse it (tests/attention/test_backends.py)")
     gen = torch.Generator().manual_seed(1)
     docs = [torch.randint(0, 40, (1, n), generator=gen) for n in LENGTHS]
-    ids = torch.cat([torch.full((1, n), i) for i, n in enumerate(LENGTHS)], dim=1)
+    # the third document reuses the first one's id: runs, not ids, delimit documents
+    ids = torch.cat([torch.full((1, n), i % 2) for i, n in enumerate(LENGTHS)], dim=1)
     with torch.no_grad():
         packed = net(torch.cat(docs, dim=1), document_ids=ids)
         alone = torch.cat([net(doc) for doc in docs], dim=1)

@@ -176,6 +176,10 @@ def test_bad_input():
         model(torch.zeros(1, 3, dtype=torch.long), cache=model.new_cache())
     with pytest.raises(ValueError, match="tokens"):
         model(torch.zeros(3, dtype=torch.long))
+    vocab = model.embed.num_embeddings
+    for ids, said in ((torch.zeros(1, 3), "integer"), (torch.full((1, 3), vocab), rf"\[0, {vocab}\)"), (-torch.ones(1, 3, dtype=torch.long), "-1")):
+        with pytest.raises(ValueError, match=f"tokens.*{said}"):
+            model(ids)
     with pytest.raises(ValueError, match="positions"):
         model(torch.zeros(1, 3, dtype=torch.long), positions=torch.arange(4))
     with pytest.raises(ValueError, match="max_len"):
