@@ -32,9 +32,9 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from posenc.attention.inputs import check_bias, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import BlockTerm
-from posenc.core.validation import check_float_tensor
 
 #: Training: at most this many row blocks of at least MIN_BLOCK_ROWS rows when a mask skips keys.
 MAX_BLOCKS = 16
@@ -269,16 +269,6 @@ class _BlockedAttention(torch.autograd.Function):
         return (grad_q, grad_k, grad_v, grad_bias, *(None,) * (_N_ARGS - 4), *grad_tensors)
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_float_tensor(name, t, ndim=4)
-    if k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1] or k.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            f"`q`, `k`, `v` must be (b, h, n, d), (b, h, m, d), (b, h, m, dv), "
-            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-
-
 def blocked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -301,16 +291,9 @@ def blocked_attention(
     differentiable. Masked weights are zero; a row with no visible key gets uniform weights over
     the keys its block reads.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
+    check_bias(bias, q, k)
     if bias is not None:
-        check_float_tensor("bias", bias)
-        target = (*q.shape[:-1], k.shape[-2])
-        try:
-            fits = bias.ndim <= 4 and torch.broadcast_shapes(bias.shape, target) == target
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(f"`bias` must broadcast to (b, h, n, m) = {target}, got {tuple(bias.shape)}")
         bias = bias.to(q.dtype)
     mask = MaskSpec() if mask is None else mask
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)

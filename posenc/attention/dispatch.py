@@ -31,6 +31,7 @@ import torch
 from posenc.attention.blocked import blocked_attention
 from posenc.attention.eager import eager_attention
 from posenc.attention.flex import compiles, flex_attention, flex_available
+from posenc.attention.inputs import check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.attention.sdpa import sdpa_attention
 from posenc.core.base import PositionEncoding
@@ -118,6 +119,12 @@ def attend(
 ) -> torch.Tensor:
     """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
     value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
+    check_qkv(q, k, v)
+    for name, positions, t in (("q_positions", q_positions, q), ("k_positions", k_positions, k)):
+        if not isinstance(positions, Positions):
+            raise TypeError(f"`{name}` must be a posenc Positions, got {type(positions).__name__}")
+        if positions.n != t.shape[-2]:
+            raise ValueError(f"`{name}` must count the {t.shape[-2]} rows of `{name[0]}`, got n={positions.n}")
     mask = mask or MaskSpec()
     pos = {"q_positions": q_positions, "k_positions": k_positions}
     mod, cpu_flex = None, False

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from posenc.attention.inputs import check_bias, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import ScoreMod, block_indices
 
@@ -28,6 +29,8 @@ def eager_attention(
     -> ``(b, h, n, dv)`` in v's dtype. bias: broadcastable to ``(b, h, n, m)``; score_mod: applied to
     the whole grid; value: maps the ``(b, h, n, m)`` weights (in v's dtype) to a term on the output.
     A row whose keys are all masked gets uniform weights (never NaN)."""
+    check_qkv(q, k, v)
+    check_bias(bias, q, k)
     b, h, n, d = q.shape
     m = k.shape[-2]
     work = torch.promote_types(q.dtype, torch.float32)

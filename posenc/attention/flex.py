@@ -20,6 +20,7 @@ import warnings
 
 import torch
 
+from posenc.attention.inputs import check_bias, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import ScoreMod
 
@@ -98,6 +99,8 @@ def flex_attention(
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
+    check_qkv(q, k, v)
+    check_bias(bias, q, k)
     b, h, n, _ = q.shape
     m = k.shape[-2]
     if q.device.type == "cpu" and torch.is_grad_enabled():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from posenc.attention.inputs import check_bias, check_qkv
 from posenc.attention.masks import MaskSpec
 
 
@@ -28,6 +29,8 @@ def sdpa_attention(
 ) -> torch.Tensor:
     """q ``(b, h, n, d)``, k/v ``(b, h, m, d)`` -> ``(b, h, n, dv)``; bias broadcastable to
     ``(b, h, n, m)``."""
+    check_qkv(q, k, v)
+    check_bias(bias, q, k)
     mask = mask or MaskSpec()
     n, m = q.shape[-2], k.shape[-2]
     if bias is None and mask.only_causal and m == n:

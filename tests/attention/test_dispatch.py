@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+import posenc
 from posenc.attention import MaskSpec, attend, dispatch
 from posenc.attention import flex as flex_module
 from posenc.core.positions import Positions
@@ -104,3 +105,41 @@ def test_a_failing_compile_falls_back_to_the_blocked_kernel_with_one_warning(cal
         warnings.simplefilter("error", RuntimeWarning)  # no second warning
         run(alibi)
     assert calls == ["blocked"]
+
+
+def test_every_entry_names_bad_inputs():
+    """Shapes, dtypes and position counts are checked at every attention entry: none reaches a
+    matmul (or, in SDPA, broadcasts into a wrong answer)."""
+    from posenc.attention import attend, blocked_attention, eager_attention, flex_attention, sdpa_attention
+
+    q, k, v = (torch.randn(2, 4, 8, 16) for _ in range(3))
+    bad = {
+        "rank": ((q[0], k[0], v[0]), "rank 4"),
+        "width": ((q, k[..., :8], v), r"\(b, h, m, d\)"),
+        "keys": ((q, k, v[:, :, :5]), r"\(b, h, m, dv\)"),
+        "heads": ((q, k[:, :3], v[:, :3]), r"\(b, h, m, d\)"),
+        "integer": ((q.long(), k.long(), v.long()), "floating-point"),
+        "dtypes": ((q, k.double(), v), "one dtype"),
+    }
+    entries = {
+        "eager": eager_attention,
+        "sdpa": sdpa_attention,
+        "flex": flex_attention,
+        "blocked": blocked_attention,
+    }
+    for entry in entries.values():
+        for args, said in bad.values():
+            with pytest.raises(ValueError, match=said):
+                entry(*args)
+    for entry in ("eager", "sdpa"):
+        with pytest.raises(ValueError, match="bias"):
+            entries[entry](q, k, v, bias=torch.randn(3, 3))
+    alibi = posenc.create("alibi", heads=4)
+    for backend in ("auto", "eager", "sdpa", "flex", "blocked"):
+        for args, said in bad.values():
+            with pytest.raises(ValueError, match=said):
+                attend(*args, position=alibi, q_positions=Positions(8), k_positions=Positions(8), backend=backend)
+        with pytest.raises(ValueError, match="q_positions"):
+            attend(q, k, v, position=alibi, q_positions=Positions(5), k_positions=Positions(8), backend=backend)
+        with pytest.raises(ValueError, match="k_positions"):
+            attend(q, k, v, position=alibi, q_positions=Positions(8), k_positions=Positions(9), backend=backend)
