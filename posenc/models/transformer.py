@@ -187,6 +187,8 @@ class Transformer(nn.Module):
         b, n = tokens.shape
         if cache is not None and not self.causal:
             raise ValueError("`cache` (incremental decoding) needs a causal model (causal=True)")
+        if cache is not None:
+            self._check_cache(cache, b, tokens.device)
         documents = self._documents(document_ids, cu_seqlens, b, n, cache, tokens.device)
         offset = cache.length if cache is not None else 0
         if positions is None and self.randomize_positions is not None and self.training and cache is None:
@@ -235,6 +237,17 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """tokens ``(b, n)`` -> logits ``(b, n, vocab_size)``; keywords as :meth:`forward_features`."""
         return self.head(self.forward_features(tokens, **kwargs))
+
+    def _check_cache(self, cache: KVCache, b: int, device: torch.device) -> None:
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"`cache` must be a KVCache from new_cache(), got {type(cache).__name__}")
+        if cache.depth != len(self.blocks):
+            raise ValueError(f"`cache` holds {cache.depth} layers but this model has {len(self.blocks)}; use new_cache()")
+        cached = cache.keys[0]
+        if cached is not None and cached.shape[0] != b:
+            raise ValueError(f"`cache` holds a batch of {cached.shape[0]} rows but `tokens` has {b}")
+        if cached is not None and cached.device != device:
+            raise ValueError(f"`cache` is on {cached.device} but `tokens` is on {device}")
 
     def _check_token_ids(self, tokens: torch.Tensor) -> None:
         if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:

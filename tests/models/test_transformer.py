@@ -174,6 +174,15 @@ def test_bad_input():
         model(torch.zeros(1, 3, dtype=torch.long), key_padding_mask=torch.ones(1, 3))
     with pytest.raises(ValueError, match="causal"):
         model(torch.zeros(1, 3, dtype=torch.long), cache=model.new_cache())
+    decoder = tiny("rope", causal=True)
+    cache = decoder.new_cache()
+    decoder(torch.zeros(2, 3, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="cache.*batch of 2 rows.*3"):
+        decoder(torch.zeros(3, 1, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="cache.*layers"):
+        Transformer(16, 32, 1, 4, position="rope", causal=True)(torch.zeros(2, 1, dtype=torch.long), cache=cache)
+    with pytest.raises(TypeError, match="KVCache"):
+        decoder(torch.zeros(2, 1, dtype=torch.long), cache={})
     with pytest.raises(ValueError, match="tokens"):
         model(torch.zeros(3, dtype=torch.long))
     vocab = model.embed.num_embeddings
