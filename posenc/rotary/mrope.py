@@ -130,7 +130,7 @@ def apply_mrope(
     b, _, n, _ = x.shape
     if position_ids.ndim == 3 and (position_ids.shape[-1] != n or position_ids.shape[1] not in (1, b)):
         raise ValueError(
-            f"`position_ids` must have shape (3, b, n) with b=1 or {b}, n={n}, got shape {tuple(position_ids.shape)}"
+            f"`position_ids` must have shape (3, b, n) with b={'1' if b == 1 else f'1 or {b}'}, n={n}, got shape {tuple(position_ids.shape)}"
         )
     check_same_device(x=x, position_ids=position_ids)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32

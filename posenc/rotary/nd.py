@@ -86,7 +86,7 @@ def apply_rope_nd(
             f"`positions` must have shape (n, k) or (b, n, k) with n={n}, k={len(dims)}, got {tuple(positions.shape)}"
         )
     if positions.ndim == 3 and positions.shape[0] not in (1, b):
-        raise ValueError(f"`positions` batch size must be 1 or {b}, got shape {tuple(positions.shape)}")
+        raise ValueError(f"`positions` batch size must be {'1' if b == 1 else f'1 or {b}'}, got shape {tuple(positions.shape)}")
     check_same_device(x=x, positions=positions)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = rope_nd_cos_sin(positions, axes_dim=dims, base=base, dtype=work)
