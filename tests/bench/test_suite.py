@@ -80,6 +80,7 @@ def test_hash_grid_memory_is_linear_in_points_times_levels():
 
 def test_cpu_time_leaves_out_waiting():
     """A call that sleeps takes wall-clock time but almost no CPU time; one that computes takes both."""
+    import math
     import time
 
     from posenc.bench.timing import interleaved_times
@@ -93,7 +94,10 @@ def test_cpu_time_leaves_out_waiting():
     assert times["sleep"][0] >= 0.019 and times["sleep"][1] < 0.005
     assert times["busy"][1] >= 0.019
     rows = {r.impl: r for r in Case("demo", "busy", {"busy": lambda: busy, "sleep": lambda: (lambda: time.sleep(0.02))}).run(rounds=3)}
-    assert rows["busy"].cpu_ratio == 1.0 and rows["sleep"].cpu_ratio < 0.25 and rows["sleep"].ratio > 0.5
+    assert rows["busy"].cpu_ratio == 1.0 and rows["sleep"].cpu_ratio < 0.25
+    # the wall ratio is the sleep's own wall time over the busy call's (which other load stretches)
+    assert rows["sleep"].median_ms >= 19
+    assert math.isclose(rows["sleep"].ratio, rows["sleep"].median_ms / rows["busy"].median_ms, rel_tol=1e-2)
 
 
 def test_flex_cpu_case_compares_flex_with_the_blocked_kernel(monkeypatch):
