@@ -116,8 +116,7 @@ def positions_from_documents(
     ids = _check_document_ids("document_ids", document_ids)
     n = ids.shape[-1]
     index = torch.arange(n, device=ids.device).expand_as(ids)
-    start = torch.ones_like(ids, dtype=torch.bool)
-    start[..., 1:] = ids[..., 1:] != ids[..., :-1]
+    start = _run_starts(ids)
     # the index of each token's run start: the running maximum of the starts seen so far
     first = torch.where(start, index, torch.zeros_like(index)).cummax(dim=-1).values
     local = index - first
@@ -138,9 +137,14 @@ def document_runs(document_ids: torch.Tensor) -> torch.Tensor:
     ``0, 1, ...`` in each row: an id that returns after another one starts a new document, as it
     restarts the positions of :func:`positions_from_documents`."""
     ids = _check_document_ids("document_ids", document_ids)
-    start = torch.zeros_like(ids, dtype=torch.long)
-    start[..., 1:] = (ids[..., 1:] != ids[..., :-1]).long()
-    return start.cumsum(-1)
+    return _run_starts(ids).long().cumsum(-1) - 1
+
+
+def _run_starts(ids: torch.Tensor) -> torch.Tensor:
+    """bool, True where a run of equal ids begins (the first token of each row, and every change)."""
+    start = torch.ones_like(ids, dtype=torch.bool)
+    start[..., 1:] = ids[..., 1:] != ids[..., :-1]
+    return start
 
 
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
