@@ -256,7 +256,7 @@ class Transformer(nn.Module):
         # CUDA embedding asserts on the device by itself)
         if tokens.device.type == "cpu" and tokens.numel() and not torch.compiler.is_compiling():
             vocab = self.embed.num_embeddings
-            low, high = int(tokens.min()), int(tokens.max())
+            low, high = (int(t) for t in torch.aminmax(tokens))
             if low < 0 or high >= vocab:
                 raise ValueError(f"`tokens` must be ids in [0, {vocab}) (vocab_size), got values in [{low}, {high}]")
 
