@@ -3,12 +3,15 @@
 Floors: ``clone`` of q and k (a fresh buffer, which page-faults on some machines) and
 ``empty_like`` + ``copy_`` into buffers allocated once (the pure read-and-write cost). posenc's rows:
 the module (cached cos/sin, q and k in one fused call), ``apply_rope`` with explicit positions (the
-functional path, one call for q and one for k), ``apply_rope_qk`` (q and k in one call), and the eager
-fallback (``fused=False``). Peers are compared with the same pair
+functional path, one call for q and one for k), ``apply_rope_qk`` (q and k in one call), the eager
+fallback (``fused=False``) and, on CPU, the module's call on inductor's kernel instead of the C++
+function. Peers are compared with the same pair
 layout and only timed when their outputs agree.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -16,7 +19,7 @@ from posenc.bench import peers
 from posenc.bench.cases import Case
 from posenc.core.positions import Positions
 from posenc.rotary import RotaryPositionEncoding, apply_rope, apply_rope_qk
-from posenc.rotary.fused import rotate_qk
+from posenc.rotary.fused import CPU_KERNEL_ENV, rotate_qk
 
 _LAYOUTS = {True: "adjacent pairs", False: "split halves"}
 
@@ -49,6 +52,24 @@ def _functional_rotation(q, k, interleaved: bool, *, together: bool = False):
     return call
 
 
+def _on_inductor(call):
+    """``call`` with the inductor kernel as the CPU mechanism instead of the C++ function (the two
+    environment writes around it cost a few microseconds)."""
+
+    def run():
+        before = os.environ.get(CPU_KERNEL_ENV)
+        os.environ[CPU_KERNEL_ENV] = "inductor"
+        try:
+            return call()
+        finally:
+            if before is None:
+                del os.environ[CPU_KERNEL_ENV]
+            else:
+                os.environ[CPU_KERNEL_ENV] = before
+
+    return run
+
+
 def _copy_floor(q, k):
     out_q, out_k = torch.empty_like(q), torch.empty_like(k)
     return lambda: (out_q.copy_(q), out_k.copy_(k))
@@ -72,6 +93,10 @@ def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Cas
         impls[together] = lambda il=interleaved: _functional_rotation(q, k, il, together=True)
         impls[eager] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
         agree |= {functional: ours, together: ours, eager: ours}
+        if device.type == "cpu":
+            inductor = f"posenc, inductor kernel instead of C++ ({layout})"
+            impls[inductor] = lambda il=interleaved: _on_inductor(_module_rotation(q, k, il, fused=True))
+            agree[inductor] = ours
         layout_peers = _PEERS_PAIRS if interleaved else _PEERS_HALVES
         for name, peer in layout_peers.items():
             if device.type == "cuda" or name not in _GPU_ONLY:

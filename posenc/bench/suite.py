@@ -24,6 +24,7 @@ from posenc.bench.cases import (
 from posenc.bench.mrope import mrope_case
 from posenc.bench.rope_cases import rope_backward_case, rope_case
 from posenc.core.registry import available
+from posenc.rotary import cpu_kernel
 from posenc.rotary.fused import compile_seconds
 
 #: Sequence encodings timed in a full training step (those registered; relative ones when present).
@@ -129,6 +130,9 @@ def run_suite(
          + (" partial" if partial else "") + (" in place" if inplace else ""), "seconds": s}
         for (dev, dtype, il, inplace, count, partial), s in compile_seconds().items()
     ]
+    if cpu_kernel.build_seconds() is not None:
+        # the C++ function rotating on CPU: seconds compiling it in this process (0.0: loaded from the cache)
+        compiled.append({"kernel": "cpu C++ function (every dtype and layout)", "seconds": cpu_kernel.build_seconds()})
     return {"machine": machine, "rows": [r.as_dict() for r in rows], "fused_rope_compile": compiled}
 
 
@@ -153,7 +157,8 @@ def format_table(result: dict) -> str:
             note += f" [first call {first:.1f} s: compiles]"
         lines.append(f"{r['case']:<44} {r['impl']:<52} {ms:>10} {ratio:>7} {cpu_ms:>9} {cpu_ratio:>9} {peak:>9}  {note}")
     for k in result.get("fused_rope_compile", []):
-        lines.append(f"fused RoPE kernel compiled: {k['kernel']}: first call {k['seconds']:.1f} s")
+        lines.append(f"fused RoPE kernel compiled: {k['kernel']}: first call {k['seconds']:.1f} s"
+                     + (" (loaded from the cache)" if k["seconds"] == 0.0 else ""))
     m = result["machine"]
     lines.append(f"machine: {m['device']} | {m['platform']} | torch {m['torch']} | {m['threads']} threads | rounds {m['rounds']}")
     return "\n".join(lines)

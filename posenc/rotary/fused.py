@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from posenc.rotary import cpu_kernel
 from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dtype
 
 #: The environment variable that switches fusion: ``0``/``off``, ``1``/``on`` or ``auto`` (the default).
@@ -44,6 +45,10 @@ FUSED_ENV = "POSENC_FUSED"
 MIN_FUSED_NUMEL = 1 << 16
 #: Devices inductor generates kernels for.
 FUSED_DEVICES = ("cpu", "cuda")
+#: The environment variable choosing the CPU mechanism: ``cpp`` (the default: the C++ function of
+#: :mod:`posenc.rotary.cpu_kernel`, inductor where it cannot be built or for other dtypes) or ``inductor``.
+CPU_KERNEL_ENV = "POSENC_CPU_KERNEL"
+_CPU_MECHANISMS = ("cpp", "inductor")
 
 _MODES = {"0": "off", "off": "off", "false": "off", "1": "on", "on": "on", "true": "on", "auto": "auto", "": "auto"}
 
@@ -62,6 +67,15 @@ def fusion_mode() -> str:
     if mode is None:
         raise ValueError(f"environment variable {FUSED_ENV} must be one of 0, 1, off, on, auto; got {raw!r}")
     return mode
+
+
+def cpu_mechanism() -> str:
+    """``"cpp"`` or ``"inductor"`` from ``POSENC_CPU_KERNEL``."""
+    raw = os.environ.get(CPU_KERNEL_ENV, "cpp").strip().lower() or "cpp"
+    if raw not in _CPU_MECHANISMS:
+        raise ValueError(f"environment variable {CPU_KERNEL_ENV} must be one of {', '.join(_CPU_MECHANISMS)}; "
+                         f"got {os.environ[CPU_KERNEL_ENV]!r}")
+    return raw
 
 
 def compile_seconds() -> dict[tuple, float]:
@@ -274,6 +288,85 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
     return _launch(xs, flat, cos_t, sin_t, rows, orders, interleaved, inplace)
 
 
+def _uses_cpp(xs: Sequence[torch.Tensor]) -> bool:
+    """Whether these tensors are rotated by the C++ function (built here on first use)."""
+    return (
+        xs[0].device.type == "cpu"
+        and xs[0].dtype in cpu_kernel.DTYPES
+        and cpu_mechanism() == "cpp"
+        and cpu_kernel.library() is not None
+    )
+
+
+def _cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin as two contiguous tables of the same shape ``(..., r/2)`` in x's arithmetic dtype (shared,
+    stride-0 dimensions narrowed to one entry), broadcastable to x's leading shape. Tables already in
+    that form (the modules' cached windows) are used as they are: the kernel reads any leading strides."""
+    work = work_dtype(x)
+    if (
+        cos.dtype == sin.dtype == work and cos.shape == sin.shape and cos.stride() == sin.stride()
+        and cos.stride(-1) == 1 and not cos.requires_grad and not sin.requires_grad
+    ):
+        return cos, sin
+    cos_t, sin_t, lead = _angle_table(cos, sin, work)
+    rows, half = lead.numel(), cos_t.shape[-1]
+    return cos_t[:rows].view(*lead, half), sin_t[:rows].view(*lead, half)
+
+
+def _empty_in_memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A new tensor of x's shape laid out in the memory order of x's rows (see :func:`_memory_order`)."""
+    order = _memory_order(x)
+    if order is None:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    lead = x.dim() - 1
+    buffer = torch.empty((*(x.shape[i] for i in order), x.shape[-1]), dtype=x.dtype, device=x.device)
+    return buffer.permute(*sorted(range(lead), key=order.__getitem__), lead)
+
+
+def _cpp_rotate(xs, tables, interleaved: bool, inplace: bool, sign: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """Each x rotated by the C++ function: written into x where ``inplace``, else into a new tensor in x's
+    memory order. Every strided layout is read as it is, except a last dimension that is not contiguous
+    and more than four leading dimensions that memory does not let merge (those are copied first)."""
+    cos, sin = tables
+    out = []
+    for x in xs:
+        direct = inplace and x.stride(-1) == 1 and 0 not in x.stride()
+        target = x if direct else _empty_in_memory_order(x)
+        if x.stride(-1) != 1 or not cpu_kernel.rotate_into(x, target, cos, sin, interleaved, sign):
+            # everything contiguous, the tables too: the leading dimensions then merge into one
+            source, target = x.contiguous(), torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            full = (*x.shape[:-1], cos.shape[-1])
+            done = cpu_kernel.rotate_into(
+                source, target, cos.expand(full).contiguous(), sin.expand(full).contiguous(), interleaved, sign
+            )
+            assert done, "contiguous tensors always merge into one leading dimension"
+        if inplace and target is not x:
+            target = x.copy_(target)
+        out.append(target)
+    return tuple(out)
+
+
+class _CppRotation(torch.autograd.Function):
+    """The C++ rotation as one autograd node; its backward rotates the gradients back (the inverse of a
+    rotation is its transpose) with the forward's tables, into new tensors."""
+
+    @staticmethod
+    def forward(ctx, cos, sin, interleaved, inplace, *xs):
+        ctx.tables = _cpp_tables(cos, sin, xs[0])
+        ctx.interleaved = interleaved
+        out = _cpp_rotate(xs, ctx.tables, interleaved, inplace)
+        if inplace:
+            ctx.mark_dirty(*xs)
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        back = tuple(
+            None if g is None else _cpp_rotate((g,), ctx.tables, ctx.interleaved, False, sign=-1.0)[0] for g in grads
+        )
+        return (None, None, None, None, *back)
+
+
 class _FusedRotation(torch.autograd.Function):
     """The fused rotation as one autograd node; its backward rotates the gradients back with the same
     kernel, reusing the forward's canonical angle tables (only the sine is negated)."""
@@ -323,7 +416,13 @@ def _wants_kernel(
     mode = fusion_mode()
     if fused is True or mode == "on":
         return True
-    if mode == "off" or sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
+    if mode == "off":
+        return False
+    if _uses_cpp(xs):
+        # about 20 µs of dispatch: level with or faster than the eager rotation at every size and in
+        # both layouts (docs/performance.md)
+        return True
+    if sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
         return False
     # adjacent pairs on CPU: inductor's loop over interleaved elements is scalar; bfloat16 pairs
     # rotated as int32 words vectorise and beat the eager complex multiply by 3x, float32 pairs as
@@ -355,6 +454,10 @@ def rotate_tensors(
         out = tuple(rotate_expr(x, cos, sin, interleaved) for x in xs)
         return tuple(x.copy_(o) for x, o in zip(xs, out)) if inplace else out
     if _wants_kernel(fused, xs, cos, sin, interleaved):
+        if _uses_cpp(xs):
+            if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+                return _CppRotation.apply(cos, sin, interleaved, inplace, *xs)
+            return _cpp_rotate(xs, _cpp_tables(cos, sin, xs[0]), interleaved, inplace)
         if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
             return _FusedRotation.apply(cos, sin, interleaved, inplace, *xs)
         out = _call_kernel(xs, cos, sin, interleaved, inplace)

@@ -161,7 +161,7 @@ def test_bad_switch_value_is_named(monkeypatch):
         rotate_pairs(torch.randn(1, 1, 2, 4), torch.ones(2, 2), torch.zeros(2, 2))
 
 
-def test_compile_failure_falls_back_to_eager(monkeypatch):
+def test_compile_failure_falls_back_to_eager(monkeypatch, inductor_on_cpu):
     def broken(key):
         def kernel(*args):
             raise RuntimeError("no compiler")
@@ -189,8 +189,10 @@ def test_kernel_is_used_and_first_call_timed(fusion_on_and_off, monkeypatch):
 
 
 def test_auto_mode_takes_the_mechanism_measured_fastest_per_layout_and_dtype(fusion_on_and_off, monkeypatch):
-    # CPU, from MIN_FUSED_NUMEL elements: the kernel for split halves and bfloat16 pairs, the eager
-    # complex multiply for float32 and float16 pairs (docs/performance.md); below it, eager
+    # CPU with inductor, from MIN_FUSED_NUMEL elements: the kernel for split halves and bfloat16 pairs,
+    # the eager complex multiply for float32 and float16 pairs (docs/performance.md); below it, eager.
+    # With the C++ function (the default): it for bfloat16, float32 and float64 at every size and in
+    # both layouts, inductor's rules for float16
     if not fusion_on_and_off:
         pytest.skip("sets the mode itself: one run is enough")
     monkeypatch.setenv(fused.FUSED_ENV, "auto")
@@ -199,11 +201,18 @@ def test_auto_mode_takes_the_mechanism_measured_fastest_per_layout_and_dtype(fus
     def wants(dtype, interleaved, n=256):
         return fused._wants_kernel(None, (torch.zeros(1, 1, n, 256, dtype=dtype),), cos[:n], cos[:n], interleaved)
 
+    monkeypatch.setenv(fused.CPU_KERNEL_ENV, "inductor")
     assert wants(torch.bfloat16, True) and wants(torch.bfloat16, False)
     assert wants(torch.float32, False) and wants(torch.float16, False)
     assert not wants(torch.float32, True) and not wants(torch.float16, True)
     assert not wants(torch.bfloat16, False, n=16)  # too small to pay for a compiled call
     assert fused._wants_kernel(True, (torch.zeros(1, 1, 16, 256),), cos[:16], cos[:16], True)  # forced on
+    monkeypatch.setenv(fused.CPU_KERNEL_ENV, "cpp")
+    if fused.cpu_kernel.library() is None:
+        pytest.skip("no C++ compiler here")
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        assert all(wants(dtype, interleaved, n) for interleaved in (False, True) for n in (1, 16, 256))
+    assert wants(torch.float16, False) and not wants(torch.float16, True) and not wants(torch.float16, False, n=16)
 
 
 def test_cpu_kernel_runs_in_parallel_whatever_size_it_was_compiled_at(fusion_on_and_off):
@@ -235,7 +244,7 @@ def test_cuda_kernel_matches_reference(interleaved):
     np.testing.assert_allclose(got.double().cpu().numpy(), ref, atol=2e-2, rtol=1e-2)
 
 
-def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
+def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch, inductor_on_cpu):
     # e.g. dynamo's recompile limit reached after many input layouts in one long-running process
     calls = []
 
@@ -259,7 +268,7 @@ def test_a_kernel_that_refuses_a_later_layout_falls_back_to_eager(monkeypatch):
     torch.testing.assert_close(got, rotate_pairs(x, cos, sin, fused=False))
 
 
-def test_one_compiled_variant_serves_every_rank_broadcast_and_layout(fusion_on_and_off, monkeypatch):
+def test_one_compiled_variant_serves_every_rank_broadcast_and_layout(fusion_on_and_off, monkeypatch, inductor_on_cpu):
     if not fusion_on_and_off:
         pytest.skip("the kernel is forced on by fused=True: one run is enough")
     # any recompilation of a kernel raises (error_on_recompile below), which the caller would turn into a warning
@@ -300,7 +309,7 @@ def test_one_compiled_variant_serves_every_rank_broadcast_and_layout(fusion_on_a
 
 
 @pytest.mark.parametrize("interleaved", [False, True])
-def test_heads_transposed_from_memory_are_read_in_place(interleaved, monkeypatch):
+def test_heads_transposed_from_memory_are_read_in_place(interleaved, monkeypatch, inductor_on_cpu):
     # (b, h, n, d) viewed from (b, n, h, d) memory, as projections are usually viewed (and some attention
     # backwards return gradients): the kernel reads the rows in memory order and the result keeps that layout
     monkeypatch.setattr(fused, "_kernels", {})  # fresh kernels: any recompilation below raises

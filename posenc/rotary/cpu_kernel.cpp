@@ -1,0 +1,162 @@
+// The RoPE rotation of one strided tensor on the CPU: load, rotate in float32 (float64 for float64
+// input), store in the input's dtype. Built by posenc/rotary/cpu_kernel.py with the system compiler
+// and called through ctypes; see that module for why and how.
+//
+// x and o (may be the same memory: in place) are (n0, n1, n2, n3, d) with element strides xs/os for
+// the four leading dimensions and 1 for the last; cos/sin are tables of `half` entries per row whose
+// row for leading index (i0, i1, i2, i3) starts at i0*ts[0] + i1*ts[1] + i2*ts[2] + i3*ts[3] (stride 0
+// where the angles are shared). The first 2*half features are rotated, pairs either adjacent
+// (x[2j], x[2j+1]) or split halves (x[j], x[j+half]); the rest are copied. `sign` is +1 for the
+// rotation and -1 for its inverse (the backward).
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define POSENC_AVX512 1
+#endif
+
+namespace {
+
+inline float widen(uint16_t h) {  // bfloat16 -> float32: its bits are the upper half of a float32
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float widen(float f) { return f; }
+inline double widen(double f) { return f; }
+
+inline void narrow(uint16_t* p, float f) {  // float32 -> bfloat16, to nearest, ties to even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  *p = ((u & 0x7FFFFFFFu) > 0x7F800000u) ? uint16_t((u >> 16) | 0x40u) : uint16_t(rounded);
+}
+inline void narrow(float* p, float f) { *p = f; }
+inline void narrow(double* p, double f) { *p = f; }
+
+#ifdef POSENC_AVX512
+// bfloat16 rows with AVX-512, 16 pairs per step (half a multiple of 16): the compiler's own
+// vectorisation of the scalar code widens and narrows one lane at a time through permutes
+inline __m512 widen16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+// float32 lanes rounded to bfloat16 (nearest, ties to even; NaN quiet), in the upper 16 bits of each lane
+inline __m512i round16(__m512 f) {
+  const __m512i u = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                _mm512_set1_epi32(0x7F800000));
+  return _mm512_mask_or_epi32(rounded, nan, u, _mm512_set1_epi32(0x00400000));
+}
+inline void narrow16(uint16_t* p, __m512 f) {
+  _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(round16(f), 16)));
+}
+template <bool PAIRS>
+inline void rotate_row_bf16(const uint16_t* xr, uint16_t* orow, const float* c, const float* s, int64_t half,
+                            float sign) {
+  const __m512 sg = _mm512_set1_ps(sign);
+  for (int64_t j = 0; j < half; j += 16) {
+    const __m512 cj = _mm512_loadu_ps(c + j), sj = _mm512_mul_ps(sg, _mm512_loadu_ps(s + j));
+    if (PAIRS) {
+      // 16 adjacent pairs as 16 int32 words (x1 << 16 | x0): each half shifted or masked into the
+      // upper bits is that value in float32, and the results merge back the same way
+      const __m512i w = _mm512_loadu_si512((const void*)(xr + 2 * j));
+      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+      const __m512 b = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xFFFF0000u)));
+      const __m512i lo = round16(_mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)));
+      const __m512i hi = round16(_mm512_add_ps(_mm512_mul_ps(a, sj), _mm512_mul_ps(b, cj)));
+      const __m512i out = _mm512_or_si512(_mm512_srli_epi32(lo, 16), _mm512_and_si512(hi, _mm512_set1_epi32((int)0xFFFF0000u)));
+      _mm512_storeu_si512((void*)(orow + 2 * j), out);
+    } else {
+      const __m512 a = widen16(xr + j), b = widen16(xr + j + half);
+      narrow16(orow + j, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)));
+      narrow16(orow + j + half, _mm512_add_ps(_mm512_mul_ps(a, sj), _mm512_mul_ps(b, cj)));
+    }
+  }
+}
+#endif
+
+// HALF > 0: the number of pairs, known when compiling (the common head sizes); 0: read `half`
+template <typename T, typename W, bool PAIRS, int64_t HALF>
+void rotate(const T* x, T* o, const W* cs, const W* sn, const int64_t* size, const int64_t* xs,
+            const int64_t* os, const int64_t* ts, int64_t d, int64_t half_, W sign, int threads) {
+  const int64_t half = HALF ? HALF : half_;
+  const int64_t n0 = size[0], n1 = size[1], n2 = size[2], n3 = size[3];
+  const int64_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3];
+  const int64_t o0 = os[0], o1 = os[1], o2 = os[2], o3 = os[3];
+  const int64_t t0 = ts[0], t1 = ts[1], t2 = ts[2], t3 = ts[3];
+  const int64_t elements = n0 * n1 * n2 * n3 * d;
+#pragma omp parallel for collapse(3) num_threads(threads) schedule(static) if (threads > 1 && elements >= 32768)
+  for (int64_t i0 = 0; i0 < n0; ++i0)
+    for (int64_t i1 = 0; i1 < n1; ++i1)
+      for (int64_t i2 = 0; i2 < n2; ++i2)
+        for (int64_t i3 = 0; i3 < n3; ++i3) {
+          // x and o may be one row (in place): each pair is read before it is written and no
+          // iteration touches another's pair, so the loops carry no dependence (omp simd)
+          const T* xr = x + i0 * x0 + i1 * x1 + i2 * x2 + i3 * x3;
+          T* orow = o + i0 * o0 + i1 * o1 + i2 * o2 + i3 * o3;
+          const W* c = cs + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
+          const W* s = sn + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
+#ifdef POSENC_AVX512
+          if constexpr (sizeof(T) == 2) {
+            if (half % 16 == 0) {
+              rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
+              if (orow != xr)
+                for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
+              continue;
+            }
+          }
+#endif
+          if (PAIRS) {
+#pragma omp simd
+            for (int64_t j = 0; j < half; ++j) {
+              const W a = widen(xr[2 * j]), b = widen(xr[2 * j + 1]), cj = c[j], sj = sign * s[j];
+              narrow(orow + 2 * j, a * cj - b * sj);
+              narrow(orow + 2 * j + 1, a * sj + b * cj);
+            }
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < half; ++j) {
+              const W a = widen(xr[j]), b = widen(xr[j + half]), cj = c[j], sj = sign * s[j];
+              narrow(orow + j, a * cj - b * sj);
+              narrow(orow + j + half, a * sj + b * cj);
+            }
+          }
+          if (orow != xr)
+            for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
+        }
+}
+
+// layout: the four leading sizes, then the four strides of x, of o and of the tables
+template <typename T, typename W, bool PAIRS>
+void dispatch(const void* x, void* o, const void* c, const void* s, const int64_t* layout, int64_t d,
+              int64_t half, double sign, int threads) {
+  const int64_t *size = layout, *xs = layout + 4, *os = layout + 8, *ts = layout + 12;
+  const T* xt = static_cast<const T*>(x);
+  T* ot = static_cast<T*>(o);
+  const W* ct = static_cast<const W*>(c);
+  const W* st = static_cast<const W*>(s);
+  switch (half) {
+    case 16: return rotate<T, W, PAIRS, 16>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
+    case 32: return rotate<T, W, PAIRS, 32>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
+    case 64: return rotate<T, W, PAIRS, 64>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
+    default: return rotate<T, W, PAIRS, 0>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
+  }
+}
+
+}  // namespace
+
+#define POSENC_ENTRY(NAME, T, W, PAIRS)                                                                   \
+  extern "C" void NAME(const void* x, void* o, const void* c, const void* s, const int64_t* layout,       \
+                       int64_t d, int64_t half, double sign, int threads) {                                \
+    dispatch<T, W, PAIRS>(x, o, c, s, layout, d, half, sign, threads);                                     \
+  }
+
+POSENC_ENTRY(posenc_rope_bfloat16_halves, uint16_t, float, false)
+POSENC_ENTRY(posenc_rope_bfloat16_pairs, uint16_t, float, true)
+POSENC_ENTRY(posenc_rope_float32_halves, float, float, false)
+POSENC_ENTRY(posenc_rope_float32_pairs, float, float, true)
+POSENC_ENTRY(posenc_rope_float64_halves, double, double, false)
+POSENC_ENTRY(posenc_rope_float64_pairs, double, double, true)

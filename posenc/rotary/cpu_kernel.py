@@ -1,0 +1,215 @@
+"""The RoPE rotation on CPU as one small C++ function (``cpu_kernel.cpp``), built once per machine with
+the system compiler and called through :mod:`ctypes`.
+
+Why not only inductor: a ``torch.compile``d rotation costs 85-120 µs of dispatch per call before any
+work (dynamo's frame, AOT-autograd's wrappers) and reads q and k through a canonical copy where they
+are strided views of a packed projection; in a small training step, where every call runs with cold
+caches, that overhead was most of RoPE's cost (docs/performance.md). This function reads any strides
+directly (q, k as views of a ``(b, n, 3, h, d)`` projection, gradients in any layout), writes in place
+or into a new tensor in the input's memory order, and is called for about 20 µs. Arithmetic and
+rounding are those of the plain expression: float32 (float64 for float64 input), no contraction into
+fused multiply-adds, round to nearest even into bfloat16, so results equal the eager rotation's.
+
+Built with ``$CXX`` (else ``c++``, ``g++`` or ``clang++``) as ``-O3 -march=native -fopenmp`` (falling
+back to fewer options where the compiler refuses one) into ``$POSENC_CACHE_DIR`` (else
+``$XDG_CACHE_HOME/posenc`` or ``~/.cache/posenc``), under a name hashed from the source, the options,
+the compiler and the processor, so a later process only loads it (milliseconds). Where no compiler
+works, :func:`library` returns None and the caller uses inductor's kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("cpu_kernel.cpp")
+#: The environment variable naming the directory the built library is kept in.
+CACHE_ENV = "POSENC_CACHE_DIR"
+#: Compiler options, most wanted first; the first set the compiler accepts is used.
+OPTION_SETS = (
+    ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp"),
+    ("-O3", "-ffp-contract=off", "-fopenmp"),
+    ("-O3", "-ffp-contract=off", "-fopenmp-simd"),
+    ("-O2",),
+)
+#: dtypes the library rotates (the arithmetic dtype of each is :func:`posenc.rotary.rotation.work_dtype`)
+DTYPES = (torch.bfloat16, torch.float32, torch.float64)
+#: leading dimensions the function takes (more are merged where memory allows)
+LEAD_DIMS = 4
+
+_lock = threading.Lock()
+#: None: not tried yet; False: unavailable; else (the loaded library, seconds its build took or 0.0)
+_state: tuple[ctypes.CDLL, float] | bool | None = None
+#: sizes and the strides of x, out and the tables, as the C function reads them
+_Layout = ctypes.c_int64 * (4 * LEAD_DIMS)
+#: (dtype, interleaved) -> the library's function
+_functions: dict[tuple[torch.dtype, bool], ctypes._CFuncPtr] = {}
+
+
+def cache_dir() -> Path:
+    """Where the built library is kept."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "posenc"
+
+
+def _writable(directory: Path) -> Path:
+    """``directory`` (created), or a per-user temporary directory where it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.access(directory, os.W_OK):
+            return directory
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"posenc-{getattr(os, 'getuid', lambda: 0)()}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _processor_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags where Linux lists them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
+    return "\n".join(dict.fromkeys(keep))  # each distinct line once (one per core otherwise)
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _build(compiler: str) -> tuple[Path, float]:
+    """Compile (or find in the cache) the library; its path and the seconds spent compiling (0.0 when
+    it was cached). Raises RuntimeError with the compiler's message where no option set works."""
+    source = SOURCE.read_bytes()
+    version = _run([compiler, "--version"]).stdout
+    errors = []
+    for options in OPTION_SETS:
+        digest = hashlib.sha256(
+            b"\0".join([source, " ".join(options).encode(), version.encode(), _processor_id().encode(),
+                        platform.machine().encode()])
+        ).hexdigest()[:20]
+        target = _writable(cache_dir()) / f"rope_cpu_{digest}.so"
+        if target.exists():
+            return target, 0.0
+        # another process may build the same file at the same time: each writes its own, then renames
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        start = time.perf_counter()
+        done = _run([compiler, *options, "-std=c++17", "-fPIC", "-shared", str(SOURCE), "-o", partial])
+        if done.returncode == 0:
+            os.chmod(partial, 0o755)
+            os.replace(partial, target)
+            return target, time.perf_counter() - start
+        os.unlink(partial)
+        errors.append(f"{' '.join(options)}: {done.stderr.strip()[-300:]}")
+    raise RuntimeError("; ".join(errors))
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    for dtype in DTYPES:
+        for interleaved in (False, True):
+            fn = getattr(lib, _entry(dtype, interleaved))
+            fn.restype = None
+            fn.argtypes = [ctypes.c_void_p] * 4 + [_Layout, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int]
+            _functions[dtype, interleaved] = fn
+    return lib
+
+
+def _entry(dtype: torch.dtype, interleaved: bool) -> str:
+    return f"posenc_rope_{str(dtype).removeprefix('torch.')}_{'pairs' if interleaved else 'halves'}"
+
+
+def library() -> ctypes.CDLL | None:
+    """The built library, building it on the first call; None (with one warning) where it cannot be
+    built or loaded here."""
+    global _state
+    if _state is None:
+        with _lock:
+            if _state is None:
+                compiler = _compiler()
+                try:
+                    if compiler is None:
+                        raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++)")
+                    path, seconds = _build(compiler)
+                    _state = (_load(path), seconds)
+                except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
+                    _state = False
+                    warnings.warn(f"posenc: the C++ RoPE kernel for CPU could not be built ({err}); "
+                                  "using inductor's kernel", RuntimeWarning, stacklevel=3)
+    return _state[0] if _state else None
+
+
+def build_seconds() -> float | None:
+    """Seconds this process spent compiling the library (0.0: it was in the cache); None where it
+    was not built (not needed yet, or unavailable)."""
+    return _state[1] if _state else None
+
+
+def _merged(shape: list[int], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Leading dimensions with size-1 ones dropped and neighbours merged where every tensor's memory
+    allows (stride of the outer = stride of the inner × its size), while there are more than four."""
+    if 1 in shape:
+        keep = [i for i, s in enumerate(shape) if s != 1]
+        shape, strides = [shape[i] for i in keep], [[st[i] for i in keep] for st in strides]
+    i = 0
+    while len(shape) > LEAD_DIMS and i < len(shape) - 1:
+        if all(st[i] == st[i + 1] * shape[i + 1] for st in strides):
+            shape[i + 1] *= shape[i]
+            del shape[i]
+            for st in strides:
+                del st[i]
+        else:
+            i += 1
+    return shape, strides
+
+
+def rotate_into(x: torch.Tensor, out: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                interleaved: bool, sign: float = 1.0) -> bool:
+    """Write the rotation of ``x`` ``(..., d)`` (unit last stride) into ``out`` (same shape and dtype,
+    unit last stride; may be ``x`` itself). cos, sin: ``(..., r/2)`` tables of one shape and strides,
+    unit last stride, in the arithmetic dtype, broadcastable to x's leading shape. ``sign=-1`` rotates
+    by the opposite angle. False (nothing written) where the library is unavailable or x has more than
+    four leading dimensions that memory does not let merge."""
+    if library() is None:
+        return False
+    lead = x.shape[:-1]
+    rank = len(lead)
+    # the tables' strides over x's leading dimensions (0 where they broadcast)
+    offset = rank - (cos.dim() - 1)
+    table = [0] * rank
+    for i in range(offset, rank):
+        if cos.shape[i - offset] != 1:
+            table[i] = cos.stride(i - offset)
+    shape, (xs, os_, ts) = _merged(list(lead), [list(x.stride()[:-1]), list(out.stride()[:-1]), table])
+    if len(shape) > LEAD_DIMS:
+        return False
+    pad = LEAD_DIMS - len(shape)
+    layout = _Layout(*([1] * pad + shape), *([0] * pad + xs), *([0] * pad + os_), *([0] * pad + ts))
+    _functions[x.dtype, interleaved](
+        x.data_ptr(), out.data_ptr(), cos.data_ptr(), sin.data_ptr(), layout, x.shape[-1], cos.shape[-1], sign,
+        torch.get_num_threads(),
+    )
+    return True

@@ -1,0 +1,212 @@
+"""The C++ RoPE function for CPU (posenc/rotary/cpu_kernel.py): exact against the eager rotation and a
+float64 reference in every layout it reads in place, its backward, its build cache and its fallback."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from posenc.functional import rotate_pairs
+from posenc.rotary import cpu_kernel, fused
+from posenc.rotary.fused import rotate_qk, rotate_tensors
+from posenc.rotary.rotation import rotate_expr
+
+from .test_fused import reference
+
+pytestmark = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C++ compiler here")
+
+
+def _angles(*shape: int, seed: int = 3) -> torch.Tensor:
+    return torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 200 - 100
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit, any NaN equal to any NaN."""
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("d, rot", [(32, 32), (64, 64), (128, 128), (24, 24), (40, 16), (8, 8)])
+def test_equals_the_plain_expression_bit_for_bit(interleaved, dtype, d, rot):
+    # head sizes with a compiled-in pair count (16, 32, 64 pairs), others, and partial rotation; the
+    # arithmetic (float32, or float64 for float64) and its rounding are those of the plain expression
+    gen = torch.Generator().manual_seed(d)
+    x = (torch.randn(2, 3, 9, d, generator=gen, dtype=torch.float64) * 4).to(dtype)
+    theta = _angles(9, rot // 2)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    cos, sin = theta.cos().to(work), theta.sin().to(work)
+    (got,) = rotate_tensors((x,), cos, sin, interleaved=interleaved, fused=True)
+    assert _bits_equal(got, rotate_expr(x, cos, sin, interleaved))
+    ref = reference(x.double().numpy(), theta.numpy(), interleaved)
+    atol = {torch.bfloat16: 8e-2, torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got.double().numpy(), ref, atol=atol, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_bfloat16_specials_round_as_the_cast_does(interleaved):
+    # NaN, ±inf, overflow past the bfloat16 range, subnormals and every magnitude in between
+    x = torch.randn(3, 7, 64, dtype=torch.float64) * torch.logspace(-40, 38, 64, dtype=torch.float64)
+    x[0, 0, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 3.38e38, -3.38e38, 1e-39])
+    x = x.to(torch.bfloat16)
+    theta = _angles(7, 32)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    (got,) = rotate_tensors((x,), cos, sin, interleaved=interleaved, fused=True)
+    assert _bits_equal(got, rotate_expr(x, cos, sin, interleaved))
+
+
+def _layouts(b: int, n: int, h: int, d: int, gen: torch.Generator):
+    """(name, q, k): the layouts attention produces and some it should not be thrown by."""
+    qkv = torch.randn(b, n, 3, h, d, generator=gen)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4)  # views of a packed projection
+    yield "packed projection", q, k
+    yield "contiguous", q.contiguous(), k.contiguous()
+    yield "heads transposed", q.transpose(1, 2).contiguous().transpose(1, 2), k.transpose(1, 2).contiguous().transpose(1, 2)
+    stacked = torch.randn(2, b, h, n, d, generator=gen)
+    yield "storage offset", stacked[1], stacked[0]
+    wide = torch.randn(b, h, n, 2 * d, generator=gen)
+    yield "features strided", wide[..., ::2], wide[..., 1::2]  # last stride 2: copied first
+    yield "rows strided", wide[..., :d], wide[..., d:]
+    yield "broadcast over heads", torch.randn(b, 1, n, d, generator=gen).expand(b, h, n, d), k.contiguous()
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_every_layout_read_as_it_is_and_laid_out_like_its_input(interleaved):
+    gen = torch.Generator().manual_seed(5)
+    theta = _angles(2, 1, 6, 8)  # per-batch angles shared by the heads
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for name, q, k in _layouts(2, 6, 3, 16, gen):
+        rq, rk = rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=True)
+        for x, r in ((q, rq), (k, rk)):
+            assert _bits_equal(r, rotate_expr(x, cos, sin, interleaved)), name
+            if x.is_contiguous() or 0 not in x.stride():
+                # the result's rows are in the input's memory order (what attention reads next)
+                order = sorted(range(3), key=lambda i: -x.stride(i))
+                assert sorted(range(3), key=lambda i: -r.stride(i)) == order, name
+
+
+@pytest.mark.parametrize(
+    "x_shape, angle_shape",
+    [((7, 8), (7, 4)), ((3, 4, 1, 8), (1, 1, 1, 4)), ((4, 2, 6, 3, 8), (4, 1, 6, 1, 4)),
+     ((2, 3, 2, 2, 5, 8), (2, 1, 2, 1, 5, 4)), ((2, 3, 5, 8), (2, 3, 5, 4)), ((0, 3, 5, 8), (5, 4)), ((1, 1, 0, 8), (0, 4))],
+)
+def test_ranks_two_to_six_broadcasts_and_empty(x_shape, angle_shape):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(x_shape, generator=gen)
+    # a rank-6 view whose leading dimensions cannot all be merged into four
+    x = x.transpose(0, 2).contiguous().transpose(0, 2) if len(x_shape) == 6 else x
+    theta = _angles(*angle_shape)
+    for interleaved in (False, True):
+        (got,) = rotate_tensors((x,), theta.cos().float(), theta.sin().float(), interleaved=interleaved, fused=True)
+        assert _bits_equal(got, rotate_expr(x, theta.cos().float(), theta.sin().float(), interleaved))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_in_place_writes_into_strided_views(interleaved):
+    gen = torch.Generator().manual_seed(7)
+    theta = _angles(6, 8)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for dtype in (torch.bfloat16, torch.float32):
+        qkv = torch.randn(2, 6, 3, 3, 16, generator=gen).to(dtype)
+        before = qkv.clone()
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        want = [rotate_expr(t, cos, sin, interleaved) for t in (q, k)]
+        out = rotate_qk(q, k, cos, sin, interleaved=interleaved, inplace=True, fused=True)
+        assert out[0].data_ptr() == q.data_ptr() and out[1].data_ptr() == k.data_ptr()
+        assert _bits_equal(q, want[0]) and _bits_equal(k, want[1])
+        assert torch.equal(qkv[:, :, 2], before[:, :, 2])  # v untouched
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_backward_gradcheck_float64_and_bfloat16_gradients(interleaved):
+    theta = _angles(5, 4)
+    q = torch.randn(2, 5, 3, 8, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a: rotate_pairs(a, theta.cos(), theta.sin(), interleaved=interleaved, fused=True), (q,)
+    )
+    # bfloat16: the gradient is the rotation by the opposite angle of the incoming gradient, rounded once
+    x = torch.randn(2, 3, 5, 8).bfloat16().requires_grad_()
+    cos, sin = theta.cos().float(), theta.sin().float()
+    grad = torch.randn(2, 3, 5, 8).bfloat16()
+    (got,) = torch.autograd.grad(rotate_pairs(x, cos, sin, interleaved=interleaved, fused=True), x, grad)
+    assert _bits_equal(got, rotate_expr(grad, cos, -sin, interleaved))
+
+
+def test_same_result_on_one_and_two_threads():
+    threads = torch.get_num_threads()
+    x = torch.randn(4, 8, 512, 64).bfloat16()  # large enough to run in parallel
+    theta = _angles(512, 32)
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(rotate_tensors((x,), theta.cos().float(), theta.sin().float(), fused=True)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*results)
+
+
+def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))
+    compiler = cpu_kernel._compiler()
+    path, seconds = cpu_kernel._build(compiler)
+    assert path.parent == tmp_path and path.exists() and seconds > 0
+    again, cached = cpu_kernel._build(compiler)
+    assert again == path and cached == 0.0
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial files left behind
+
+
+def test_unwritable_cache_directory_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cpu_kernel._writable(blocker / "cache").exists()
+
+
+def test_without_a_compiler_the_inductor_kernel_is_used_with_one_warning(monkeypatch):
+    monkeypatch.setattr(cpu_kernel, "_state", None)
+    monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
+    monkeypatch.setattr(fused, "_kernels", {})
+    x = torch.randn(1, 2, 64, 64)
+    theta = _angles(64, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=True)
+        rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=True)
+    messages = [str(w.message) for w in caught if "C++ RoPE kernel" in str(w.message)]
+    assert len(messages) == 1 and "no C++ compiler" in messages[0]
+    assert any(key[0] == "cpu" for key in fused._kernels)  # inductor's kernel took over
+    torch.testing.assert_close(got, rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=False))
+
+
+def test_bad_mechanism_is_named(monkeypatch):
+    monkeypatch.setenv(fused.CPU_KERNEL_ENV, "triton")
+    with pytest.raises(ValueError, match="POSENC_CPU_KERNEL"):
+        rotate_pairs(torch.randn(1, 1, 2, 4), torch.ones(2, 2), torch.zeros(2, 2))
+
+
+def test_float16_and_learned_frequencies_do_not_use_it():
+    x = torch.randn(1, 1, 4, 8)
+    assert fused._uses_cpp((x,)) and not fused._uses_cpp((x.half(),))
+    theta = _angles(4, 4).float().requires_grad_()
+    # angles that need a gradient take the plain expression, whatever the mechanism
+    out = rotate_pairs(x, theta.cos(), theta.sin(), fused=True)
+    out.sum().backward()
+    assert theta.grad is not None
+
+
+@pytest.mark.parametrize("dtype, interleaved", list(itertools.product([torch.bfloat16, torch.float32], [False, True])))
+def test_bf16_within_one_rounding_at_position_a_million(dtype, interleaved):
+    from posenc.core.frequencies import inverse_frequencies
+
+    positions = torch.arange(10**6 - 8, 10**6, dtype=torch.float64)
+    theta = torch.outer(positions, inverse_frequencies(64, 10000.0).double()) % (2 * torch.pi)
+    x = torch.randn(2, 8, 64, dtype=torch.float64).to(dtype)
+    (got,) = rotate_tensors((x,), theta.cos().float(), theta.sin().float(), interleaved=interleaved, fused=True)
+    ref = torch.from_numpy(reference(x.double().numpy(), theta.numpy(), interleaved))
+    # one rounding of the float64 result to the dtype, plus float32 arithmetic
+    spacing = ref.abs().clamp_min(1e-30) * (2.0**-8 if dtype == torch.bfloat16 else 2.0**-23)
+    assert bool(((got.double() - ref).abs() <= spacing + 2e-6).all())
