@@ -76,6 +76,32 @@ inline void rotate_row_bf16(const uint16_t* xr, uint16_t* orow, const float* c, 
     }
   }
 }
+
+// float32 rows with AVX-512, 16 pairs per step: adjacent pairs are de-interleaved and re-interleaved
+// with two-source permutes instead of the compiler's strided gathers
+template <bool PAIRS>
+inline void rotate_row_f32(const float* xr, float* orow, const float* c, const float* s, int64_t half, float sign) {
+  const __m512 sg = _mm512_set1_ps(sign);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int64_t j = 0; j < half; j += 16) {
+    const __m512 cj = _mm512_loadu_ps(c + j), sj = _mm512_mul_ps(sg, _mm512_loadu_ps(s + j));
+    if (PAIRS) {
+      const __m512 v0 = _mm512_loadu_ps(xr + 2 * j), v1 = _mm512_loadu_ps(xr + 2 * j + 16);
+      const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
+      const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj));
+      const __m512 hi = _mm512_add_ps(_mm512_mul_ps(a, sj), _mm512_mul_ps(b, cj));
+      _mm512_storeu_ps(orow + 2 * j, _mm512_permutex2var_ps(lo, low, hi));
+      _mm512_storeu_ps(orow + 2 * j + 16, _mm512_permutex2var_ps(lo, high, hi));
+    } else {
+      const __m512 a = _mm512_loadu_ps(xr + j), b = _mm512_loadu_ps(xr + j + half);
+      _mm512_storeu_ps(orow + j, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)));
+      _mm512_storeu_ps(orow + j + half, _mm512_add_ps(_mm512_mul_ps(a, sj), _mm512_mul_ps(b, cj)));
+    }
+  }
+}
 #endif
 
 // HALF > 0: the number of pairs, known when compiling (the common head sizes); 0: read `half`
@@ -100,9 +126,10 @@ void rotate(const T* x, T* o, const W* cs, const W* sn, const int64_t* size, con
           const W* c = cs + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
           const W* s = sn + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
 #ifdef POSENC_AVX512
-          if constexpr (sizeof(T) == 2) {
+          if constexpr (sizeof(T) == 2 || sizeof(T) == 4) {
             if (half % 16 == 0) {
-              rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
+              if constexpr (sizeof(T) == 2) rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
+              else rotate_row_f32<PAIRS>(xr, orow, c, s, half, sign);
               if (orow != xr)
                 for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
               continue;

@@ -41,7 +41,7 @@ OPTION_SETS = (
     ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp"),
     ("-O3", "-ffp-contract=off", "-fopenmp"),
     ("-O3", "-ffp-contract=off", "-fopenmp-simd"),
-    ("-O2",),
+    ("-O2", "-ffp-contract=off"),
 )
 #: dtypes the library rotates (the arithmetic dtype of each is :func:`posenc.rotary.rotation.work_dtype`)
 DTYPES = (torch.bfloat16, torch.float32, torch.float64)
@@ -199,6 +199,10 @@ def rotate_into(x: torch.Tensor, out: torch.Tensor, cos: torch.Tensor, sin: torc
     rank = len(lead)
     # the tables' strides over x's leading dimensions (0 where they broadcast)
     offset = rank - (cos.dim() - 1)
+    if offset < 0 or cos.shape[-1] > x.shape[-1] // 2 or any(
+        cos.shape[i - offset] not in (1, lead[i]) for i in range(offset, rank)
+    ):
+        raise ValueError(f"angle tables of shape {tuple(cos.shape)} do not broadcast onto x of shape {tuple(x.shape)}")
     table = [0] * rank
     for i in range(offset, rank):
         if cos.shape[i - offset] != 1:

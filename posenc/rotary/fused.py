@@ -1,6 +1,9 @@
 """One fused pass for the RoPE rotation of q and k: load, rotate in float32 registers, store.
 
-Mechanism (chosen with ``posenc bench``, see docs/performance.md): the plain expression of
+Mechanisms (chosen with ``posenc bench``, see docs/performance.md). On CPU, for bfloat16, float32 and
+float64: the C++ function of :mod:`posenc.rotary.cpu_kernel`, which reads every strided layout as it
+is and costs about 20 µs of dispatch (``_CppRotation``, ``_cpp_rotate``); ``POSENC_CPU_KERNEL=inductor``
+or a machine without a working C++ compiler falls back to the next mechanism. Elsewhere: the plain expression of
 :func:`posenc.rotary.rotation.rotate_expr` compiled by ``torch.compile`` (inductor: a vectorised C++
 loop on CPU, a Triton kernel on CUDA), lazily, once per pair layout, dtype, device type, number of
 tensors, in-place flag and full/partial rotation, with dynamic shapes. Every call is first put in one

@@ -108,10 +108,10 @@ def test_ranks_two_to_six_broadcasts_and_empty(x_shape, angle_shape):
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_in_place_writes_into_strided_views(interleaved):
     gen = torch.Generator().manual_seed(7)
-    theta = _angles(6, 8)
-    cos, sin = theta.cos().float(), theta.sin().float()
-    for dtype in (torch.bfloat16, torch.float32):
-        qkv = torch.randn(2, 6, 3, 3, 16, generator=gen).to(dtype)
+    for (d, dtype) in itertools.product((16, 32, 64), (torch.bfloat16, torch.float32)):  # vector and scalar rows
+        theta = _angles(6, d // 2)
+        cos, sin = theta.cos().float(), theta.sin().float()
+        qkv = torch.randn(2, 6, 3, 3, d, generator=gen).to(dtype)
         before = qkv.clone()
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         want = [rotate_expr(t, cos, sin, interleaved) for t in (q, k)]
@@ -210,3 +210,10 @@ def test_bf16_within_one_rounding_at_position_a_million(dtype, interleaved):
     # one rounding of the float64 result to the dtype, plus float32 arithmetic
     spacing = ref.abs().clamp_min(1e-30) * (2.0**-8 if dtype == torch.bfloat16 else 2.0**-23)
     assert bool(((got.double() - ref).abs() <= spacing + 2e-6).all())
+
+
+def test_tables_that_do_not_broadcast_are_refused_not_read_out_of_bounds():
+    x = torch.randn(2, 3, 5, 8)
+    for cos in (torch.ones(4, 4), torch.ones(5, 5), torch.ones(2, 2, 3, 5, 4)):
+        with pytest.raises(ValueError, match="do not broadcast"):
+            cpu_kernel.rotate_into(x, torch.empty_like(x), cos, cos.clone(), False)
