@@ -355,17 +355,19 @@ class _CppRotation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cos, sin, interleaved, inplace, *xs):
-        ctx.tables = _cpp_tables(cos, sin, xs[0])
+        tables = _cpp_tables(cos, sin, xs[0])
         ctx.interleaved = interleaved
-        out = _cpp_rotate(xs, ctx.tables, interleaved, inplace)
+        out = _cpp_rotate(xs, tables, interleaved, inplace)
         if inplace:
             ctx.mark_dirty(*xs)
+        ctx.save_for_backward(*tables)  # saved: a table changed in place before the backward is an error
         return out
 
     @staticmethod
     def backward(ctx, *grads):
+        tables = ctx.saved_tensors
         back = tuple(
-            None if g is None else _cpp_rotate((g,), ctx.tables, ctx.interleaved, False, sign=-1.0)[0] for g in grads
+            None if g is None else _cpp_rotate((g,), tables, ctx.interleaved, False, sign=-1.0)[0] for g in grads
         )
         return (None, None, None, None, *back)
 

@@ -217,3 +217,13 @@ def test_tables_that_do_not_broadcast_are_refused_not_read_out_of_bounds():
     for cos in (torch.ones(4, 4), torch.ones(5, 5), torch.ones(2, 2, 3, 5, 4)):
         with pytest.raises(ValueError, match="do not broadcast"):
             cpu_kernel.rotate_into(x, torch.empty_like(x), cos, cos.clone(), False)
+
+
+def test_angles_changed_in_place_before_the_backward_are_an_error_not_a_wrong_gradient():
+    x = torch.randn(1, 2, 4, 8, requires_grad=True)
+    theta = _angles(4, 4)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    out = rotate_pairs(x, cos, sin, fused=True)
+    cos.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
