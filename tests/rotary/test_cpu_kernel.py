@@ -20,6 +20,12 @@ from .test_fused import reference
 pytestmark = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C++ compiler here")
 
 
+@pytest.fixture(autouse=True)
+def cpp_on_cpu(monkeypatch):
+    """These tests are about the C++ function, whatever POSENC_CPU_KERNEL says outside them."""
+    monkeypatch.setenv(fused.CPU_KERNEL_ENV, "cpp")
+
+
 def _angles(*shape: int, seed: int = 3) -> torch.Tensor:
     return torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 200 - 100
 
