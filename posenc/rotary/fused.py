@@ -2,7 +2,7 @@
 
 Mechanisms (chosen with ``posenc bench``, see docs/performance.md). On CPU, for bfloat16, float32 and
 float64: the C++ function of :mod:`posenc.rotary.cpu_kernel`, which reads every strided layout as it
-is and costs about 20 µs of dispatch (``_CppRotation``, ``_cpp_rotate``); ``POSENC_CPU_KERNEL=inductor``
+is and costs 55-85 µs per q-and-k call on a tiny input (``_CppRotation``, ``_cpp_rotate``); ``POSENC_CPU_KERNEL=inductor``
 or a machine without a working C++ compiler falls back to the next mechanism. Elsewhere: the plain expression of
 :func:`posenc.rotary.rotation.rotate_expr` compiled by ``torch.compile`` (inductor: a vectorised C++
 loop on CPU, a Triton kernel on CUDA), lazily, once per pair layout, dtype, device type, number of
@@ -424,8 +424,8 @@ def _wants_kernel(
     if mode == "off":
         return False
     if _uses_cpp(xs):
-        # about 20 µs of dispatch: level with or faster than the eager rotation at every size and in
-        # both layouts (docs/performance.md)
+        # level with or faster than the eager rotation at every size and in both layouts
+        # (docs/performance.md)
         return True
     if sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
         return False
