@@ -125,30 +125,31 @@ void rotate(const T* x, T* o, const W* cs, const W* sn, const int64_t* size, con
           T* orow = o + i0 * o0 + i1 * o1 + i2 * o2 + i3 * o3;
           const W* c = cs + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
           const W* s = sn + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
+          bool vectorised = false;
 #ifdef POSENC_AVX512
           if constexpr (sizeof(T) == 2 || sizeof(T) == 4) {
             if (half % 16 == 0) {
               if constexpr (sizeof(T) == 2) rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
               else rotate_row_f32<PAIRS>(xr, orow, c, s, half, sign);
-              if (orow != xr)
-                for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
-              continue;
+              vectorised = true;
             }
           }
 #endif
-          if (PAIRS) {
+          if (!vectorised) {  // the scalar loop: other pair counts, float64, no AVX-512
+            if (PAIRS) {
 #pragma omp simd
-            for (int64_t j = 0; j < half; ++j) {
-              const W a = widen(xr[2 * j]), b = widen(xr[2 * j + 1]), cj = c[j], sj = sign * s[j];
-              narrow(orow + 2 * j, a * cj - b * sj);
-              narrow(orow + 2 * j + 1, a * sj + b * cj);
-            }
-          } else {
+              for (int64_t j = 0; j < half; ++j) {
+                const W a = widen(xr[2 * j]), b = widen(xr[2 * j + 1]), cj = c[j], sj = sign * s[j];
+                narrow(orow + 2 * j, a * cj - b * sj);
+                narrow(orow + 2 * j + 1, a * sj + b * cj);
+              }
+            } else {
 #pragma omp simd
-            for (int64_t j = 0; j < half; ++j) {
-              const W a = widen(xr[j]), b = widen(xr[j + half]), cj = c[j], sj = sign * s[j];
-              narrow(orow + j, a * cj - b * sj);
-              narrow(orow + j + half, a * sj + b * cj);
+              for (int64_t j = 0; j < half; ++j) {
+                const W a = widen(xr[j]), b = widen(xr[j + half]), cj = c[j], sj = sign * s[j];
+                narrow(orow + j, a * cj - b * sj);
+                narrow(orow + j + half, a * sj + b * cj);
+              }
             }
           }
           if (orow != xr)

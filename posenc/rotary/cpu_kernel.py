@@ -104,14 +104,13 @@ def _build(compiler: str) -> tuple[Path, float]:
     """Compile (or find in the cache) the library; its path and the seconds spent compiling (0.0 when
     it was cached). Raises RuntimeError with the compiler's message where no option set works."""
     source = SOURCE.read_bytes()
-    version = _run([compiler, "--version"]).stdout
+    machine = b"\0".join([_run([compiler, "--version"]).stdout.encode(), _processor_id().encode(),
+                           platform.machine().encode()])
+    directory = _writable(cache_dir())
     errors = []
     for options in OPTION_SETS:
-        digest = hashlib.sha256(
-            b"\0".join([source, " ".join(options).encode(), version.encode(), _processor_id().encode(),
-                        platform.machine().encode()])
-        ).hexdigest()[:20]
-        target = _writable(cache_dir()) / f"rope_cpu_{digest}.so"
+        digest = hashlib.sha256(b"\0".join([source, " ".join(options).encode(), machine])).hexdigest()[:20]
+        target = directory / f"rope_cpu_{digest}.so"
         if target.exists():
             return target, 0.0
         # another process may build the same file at the same time: each writes its own, then renames

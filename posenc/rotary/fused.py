@@ -333,9 +333,9 @@ def _cpp_rotate(xs, tables, interleaved: bool, inplace: bool, sign: float = 1.0)
     cos, sin = tables
     out = []
     for x in xs:
-        direct = inplace and x.stride(-1) == 1 and 0 not in x.stride()
-        target = x if direct else _empty_in_memory_order(x)
-        if x.stride(-1) != 1 or not cpu_kernel.rotate_into(x, target, cos, sin, interleaved, sign):
+        unit = x.stride(-1) == 1
+        target = x if inplace and unit and 0 not in x.stride() else _empty_in_memory_order(x) if unit else None
+        if target is None or not cpu_kernel.rotate_into(x, target, cos, sin, interleaved, sign):
             # everything contiguous, the tables too: the leading dimensions then merge into one
             source, target = x.contiguous(), torch.empty(x.shape, dtype=x.dtype, device=x.device)
             full = (*x.shape[:-1], cos.shape[-1])
