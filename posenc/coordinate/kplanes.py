@@ -13,9 +13,9 @@ The time axis of a 4-D input keeps one resolution at every scale, and planes tou
 (``combine="sum"``, EG3D) or kept side by side (``"concat"``).
 
 Coordinates lie in ``[0, 1]^d`` (refused outside in eager mode, clamped under ``torch.compile``).
-Interpolation is ``grid_sample`` with ``align_corners=True``: grid vertex ``k`` of ``R`` sits at
-``k / (R - 1)``. Verified against a float64 per-point bilinear transcription in
-``tests/coordinate/test_kplanes.py``.
+Interpolation is ``grid_sample`` with ``align_corners=True`` (a gather of the same corners under
+``torch.compile``): grid vertex ``k`` of ``R`` sits at ``k / (R - 1)``. Verified against a float64
+per-point bilinear transcription in ``tests/coordinate/test_kplanes.py``.
 """
 
 from __future__ import annotations
@@ -49,12 +49,39 @@ def plane_pairs(in_dim: int) -> list[tuple[int, int]]:
 
 
 def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear features of ``plane`` ``(F, R_j, R_i)`` at ``uv`` ``(p, 2)`` in ``[0, 1]``: ``(p, F)``."""
+    """Bilinear features of ``plane`` ``(F, R_j, R_i)`` at ``uv`` ``(p, 2)`` in ``[0, 1]``: ``(p, F)``.
+
+    ``u`` runs along the last axis (``R_i``), ``v`` along the middle one; vertex ``k`` sits at
+    ``k / (R - 1)`` (``grid_sample``'s ``align_corners=True``). Eager code calls ``grid_sample``;
+    traced code calls :func:`gather_bilinear`, the same interpolation, because inductor's lowering of
+    ``grid_sample`` took about 8 s per plane to compile on CPU (100 s for a 12-plane K-planes field,
+    against 33 s)."""
+    if torch.compiler.is_compiling():
+        return gather_bilinear(plane, uv)
     # (p, 2) in [0, 1] -> (1, 1, p, 2) in [-1, 1], grid_sample's (x = width = i, y = height = j)
     grid = (uv * 2 - 1).to(plane.dtype)[None, None]
     out = F.grid_sample(plane[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     # (1, F, 1, p) -> (p, F)
     return out[0, :, 0].T
+
+
+def gather_bilinear(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """:func:`sample_plane` as one gather of the four corners and their weights (in the planes' dtype,
+    as ``grid_sample``): plane ``(F, R_j, R_i)`` with ``R >= 2``, uv ``(p, 2)`` in ``[0, 1]`` -> ``(p, F)``."""
+    channels, rj, ri = plane.shape
+    uv = uv.to(plane.dtype)
+    # (p,) fractional vertex coordinates; the lower corner stops one vertex short of the far edge
+    u, v = uv[:, 0] * (ri - 1), uv[:, 1] * (rj - 1)
+    i0, j0 = u.floor().clamp(0, ri - 2), v.floor().clamp(0, rj - 2)
+    fu, fv = u - i0, v - j0
+    low = j0.long() * ri + i0.long()
+    # (4, p): corners (j0, i0), (j0, i0 + 1), (j0 + 1, i0), (j0 + 1, i0 + 1) and their weights
+    corners = torch.stack((low, low + 1, low + ri, low + ri + 1))
+    weights = torch.stack(((1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv))
+    # (R_j R_i, F) rows of vertex features gathered at the 4 p corners -> (4, p, F), weighted, summed
+    vertices = plane.reshape(channels, rj * ri).T.contiguous()
+    values = vertices.index_select(0, corners.reshape(-1)).view(4, -1, channels)
+    return (values * weights.unsqueeze(-1)).sum(0)
 
 
 def _check_planes(planes: Sequence[Sequence[torch.Tensor]], num_pairs: int, x: torch.Tensor) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from posenc.coordinate import KPlanes, Triplane
+from posenc.coordinate.kplanes import gather_bilinear, sample_plane
 from posenc.functional import kplanes_features
 
 
@@ -86,6 +87,28 @@ def test_gradcheck_planes_and_coordinates():
     planes = [torch.randn_like(p, requires_grad=True) for p in enc.planes]
     x = (torch.rand(4, 3, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
     assert torch.autograd.gradcheck(lambda x, *p: kplanes_features(x, [list(p)]), (x, *planes))
+
+
+def test_traced_gather_form_is_the_same_bilinear_interpolation():
+    """The form ``torch.compile`` traces (a gather of the four corners) against the transcription and
+    against ``grid_sample``, on non-square planes, at the edges and corners, with gradients."""
+    gen = torch.Generator().manual_seed(7)
+    plane = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    edges = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.2, 1.0], [0.6, 0.4]], dtype=torch.float64)
+    uv = torch.cat([torch.rand(20, 2, generator=gen, dtype=torch.float64), edges])
+    want = torch.tensor([bilinear(plane.tolist(), u, v) for u, v in uv.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(gather_bilinear(plane, uv), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(sample_plane(plane, uv), want, atol=1e-12, rtol=1e-12)
+    inside = (uv[:20] * 0.9 + 0.05).requires_grad_()
+    assert torch.autograd.gradcheck(gather_bilinear, (plane.clone().requires_grad_(), inside))
+    # float32 agrees with grid_sample to rounding, gradients included
+    p32, uv32 = plane.float().requires_grad_(), inside.detach().float().requires_grad_()
+    got, ref = gather_bilinear(p32, uv32), sample_plane(p32, uv32)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    g = torch.randn(got.shape, generator=gen)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, (p32, uv32), g), torch.autograd.grad(ref, (p32, uv32), g), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_bad_input_is_named():
