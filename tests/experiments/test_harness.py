@@ -75,15 +75,29 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_resume_after_signal_matches_uninterrupted_run(tmp_path, sig):
-    settings = dict(TINY, steps=150, encodings=["none", "conv_context"], checkpoint_every=5)
-    sets = [x for k, v in settings.items() for x in ("--set", f"{k}={v!r}")]
-    base = [sys.executable, "-c", SCRIPT, "run", "order", "--quick", "--no-progress", "--seed", "1"] + sets
+#: the resumed runs: long enough that a signal sent at the first checkpoint lands mid-run
+RESUMABLE = dict(TINY, steps=60, encodings=["none", "conv_context"], checkpoint_every=5)
+
+
+def _run_command() -> list[str]:
+    sets = [x for k, v in RESUMABLE.items() for x in ("--set", f"{k}={v!r}")]
+    return [sys.executable, "-c", SCRIPT, "run", "order", "--quick", "--no-progress", "--seed", "1"] + sets
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The result of the resumed runs' command, run once without interruption (shared by both signals)."""
+    out = tmp_path_factory.mktemp("uninterrupted")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # the reference: the same run, uninterrupted
-    subprocess.run(base + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True, timeout=300)
-    reference = json.loads((tmp_path / "ref" / "order" / "result.json").read_text())
+    subprocess.run(_run_command() + ["--out", str(out)], check=True, env=env, capture_output=True, timeout=300)
+    return json.loads((out / "order" / "result.json").read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_resume_after_signal_matches_uninterrupted_run(tmp_path, sig, uninterrupted):
+    base = _run_command()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = uninterrupted
 
     out = tmp_path / "run"
     proc = subprocess.Popen(base + ["--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
