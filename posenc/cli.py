@@ -124,6 +124,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from posenc.bench import format_table, run_suite
+    from posenc.bench.suite import NoSuchCase
     from posenc.core.devices import resolve_device
 
     device = resolve_device(args.device, argument="--device")
@@ -136,7 +137,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ImportError:
             progress = None
     with _quiet_native_stderr():  # torch's profiler prints `USDT: profiler_start/stop` lines from C++
-        result = run_suite(quick=args.quick, device=device, rounds=args.rounds, progress=progress)
+        try:
+            result = run_suite(quick=args.quick, device=device, rounds=args.rounds, progress=progress, only=args.only)
+        except NoSuchCase as error:  # the message lists the cases
+            print(f"posenc bench: --only: {error}", file=sys.stderr)
+            return 2
     print(format_table(result))
     if args.json:
         from pathlib import Path
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the rows and the machine to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (what this torch build can use)")
     p.add_argument("--rounds", type=positive_int, default=None, help="interleaved rounds per case")
+    p.add_argument("--only", default=None, metavar="TEXT", help="only the cases whose name contains TEXT, e.g. 'rope fwd+bwd'")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("atlas", help="write the HTML atlas of every registered encoding; prints its index.html")
     p.add_argument("--out", default="posenc-out/atlas", help="output folder (default: posenc-out/atlas)")

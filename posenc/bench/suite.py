@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -39,62 +40,80 @@ LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
 FLEX_CPU = ("alibi", "t5", "shaw", "kerple")
 
 
-def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Case]:
+class NoSuchCase(ValueError):
+    """``only`` matched no case name (the message lists them)."""
+
+
+#: A zero-argument function building one or more cases (with their inputs).
+CaseBuilder = Callable[[], list[Case]]
+
+
+def _one(make_case: Callable[..., Case], *args, **kwargs) -> CaseBuilder:
+    return lambda: [make_case(*args, **kwargs)]
+
+
+def _many(make_cases: Callable[..., list[Case]], *args, **kwargs) -> CaseBuilder:
+    return partial(make_cases, *args, **kwargs)
+
+
+def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[CaseBuilder]:
+    """Every case at full or quick size, as builders: a case allocates its inputs only when built, so
+    a run holds one case's tensors at a time."""
     device = torch.device(device)
     registered = {info.name for info in available()}
     if quick:
         cases = _rope_cases((1, 4, 256, 64), device)
-        cases += [rope_cos_sin_case(kind, 1, 256, 64, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
-        cases += [sinusoidal_case((256,), 64, device), sinusoidal_case((16, 16), 64, device), sinusoidal_case((4, 8, 8), 48, device)]
-        cases += bias_cases(4, 256, device)
-        cases += [shaw_case(128, device=device)] if "shaw" in registered else []
-        cases += [transformer_xl_case(128, device=device)] if "transformer_xl" in registered else []
-        cases += [long_context_case(name, 256, device=device) for name in LONG_CONTEXT if name in registered]
-        cases += hash_grid_cases(2**12, levels=8, log2_table=14, device=device) if "hash_grid" in registered else []
+        cases += [_one(rope_cos_sin_case, kind, 1, 256, 64, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
+        cases += [_one(sinusoidal_case, (256,), 64, device), _one(sinusoidal_case, (16, 16), 64, device), _one(sinusoidal_case, (4, 8, 8), 48, device)]
+        cases += [_many(bias_cases, 4, 256, device)]
+        cases += [_one(shaw_case, 128, device=device)] if "shaw" in registered else []
+        cases += [_one(transformer_xl_case, 128, device=device)] if "transformer_xl" in registered else []
+        cases += [_one(long_context_case, name, 256, device=device) for name in LONG_CONTEXT if name in registered]
+        cases += [_many(hash_grid_cases, 2**12, levels=8, log2_table=14, device=device)] if "hash_grid" in registered else []
         memory = [(2**12, 4), (2**12, 8), (2**13, 8)]
-        cases += hash_grid_memory_cases(memory, device=device) if "hash_grid" in registered else []
+        cases += [_many(hash_grid_memory_cases, memory, device=device)] if "hash_grid" in registered else []
         train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
         cases = _rope_cases((4, 32, 4096, 128) if device.type == "cuda" else (4, 8, 2048, 64), device)
-        cases += [rope_cos_sin_case(kind, 4, 2048, 128, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
+        cases += [_one(rope_cos_sin_case, kind, 4, 2048, 128, device, dt) for kind in ROPE_SCALINGS for dt in _DTYPES]
         cases += [
-            sinusoidal_case((2048,), 256, device),
-            sinusoidal_case((64, 64), 256, device),
-            sinusoidal_case((16, 32, 32), 192, device),
+            _one(sinusoidal_case, (2048,), 256, device),
+            _one(sinusoidal_case, (64, 64), 256, device),
+            _one(sinusoidal_case, (16, 32, 32), 192, device),
         ]
-        cases += bias_cases(8, 2048, device)
-        cases += [shaw_case(n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
+        cases += [_many(bias_cases, 8, 2048, device)]
+        cases += [_one(shaw_case, n, device=device) for n in (512, 1024, 2048, 4096)] if "shaw" in registered else []
         lengths = (512, 1024, 2048, 4096)
-        cases += [transformer_xl_case(n, device=device) for n in lengths] if "transformer_xl" in registered else []
-        cases += [long_context_case(name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
+        cases += [_one(transformer_xl_case, n, device=device) for n in lengths] if "transformer_xl" in registered else []
+        cases += [_one(long_context_case, name, 16384, device=device) for name in LONG_CONTEXT if name in registered]
         if device.type == "cpu":
             cases += [
-                flex_cpu_case(name, n, decode=decode, device=device)
+                _one(flex_cpu_case, name, n, decode=decode, device=device)
                 for name in FLEX_CPU if name in registered
                 for decode in (False, True)
                 for n in (1024, 4096)
             ]
-        cases += hash_grid_cases(2**18, device=device) if "hash_grid" in registered else []
+        cases += [_many(hash_grid_cases, 2**18, device=device)] if "hash_grid" in registered else []
         memory = [(2**16, 8), (2**16, 16), (2**17, 16), (2**18, 16)]
-        cases += hash_grid_memory_cases(memory, device=device) if "hash_grid" in registered else []
+        cases += [_many(hash_grid_memory_cases, memory, device=device)] if "hash_grid" in registered else []
         train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
     # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
     mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)
     cases += [
-        mrope_case(*mrope_size, layout, dtype, device)
+        _one(mrope_case, *mrope_size, layout, dtype, device)
         for layout in ("chunked", "interleaved")
         for dtype in (torch.float32, torch.bfloat16)
     ]
-    cases += [training_step_case(name, **train) for name in TRAINING_ENCODINGS if name in registered]
-    cases += [training_step_case("rope", **train, dtype=torch.bfloat16)] if "rope" in registered else []
+    cases += [_one(training_step_case, name, **train) for name in TRAINING_ENCODINGS if name in registered]
+    cases += [_one(training_step_case, "rope", **train, dtype=torch.bfloat16)] if "rope" in registered else []
     return cases
 
 
-def _rope_cases(size: tuple[int, int, int, int], device: torch.device) -> list[Case]:
-    cases = [rope_case(*size, dtype, device) for dtype in (torch.float32, torch.bfloat16)]
+def _rope_cases(size: tuple[int, int, int, int], device: torch.device) -> list[CaseBuilder]:
+    cases = [_one(rope_case, *size, dtype, device) for dtype in (torch.float32, torch.bfloat16)]
     return cases + [
-        rope_backward_case(*size, dtype, device, interleaved=interleaved)
+        _one(rope_backward_case, *size, dtype, device, interleaved=interleaved)
         for dtype in (torch.float32, torch.bfloat16)
         for interleaved in (True, False)
     ]
@@ -111,11 +130,17 @@ def run_suite(
     """Run every case (or those whose name contains ``only``); returns ``{"machine": ..., "rows": [...]}``
     ready for JSON."""
     rounds = rounds or (3 if quick else 15)
-    cases = [case for case in suite(quick=quick, device=device) if only is None or only in case.name]
+    builders = suite(quick=quick, device=device)
     rows: list[Row] = []
-    iterator = progress(cases) if progress else cases
-    for case in iterator:
-        rows.extend(case.run(rounds=rounds))
+    names: list[str] = []
+    for build in progress(builders) if progress else builders:
+        for case in build():  # built here and dropped after its run: one case's inputs live at a time
+            names.append(case.name)
+            if only is None or only in case.name:
+                rows.extend(case.run(rounds=rounds))
+            del case
+    if only is not None and not rows:
+        raise NoSuchCase(f"only={only!r} names no case; the cases are:\n  " + "\n  ".join(names))
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -26,6 +26,20 @@ def test_quick_suite_runs_and_peers_agree(tmp_path, capsys, monkeypatch):
     assert "machine:" in capsys.readouterr().out
 
 
+def test_only_runs_the_cases_whose_name_contains_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POSENC_FUSED", "0")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--rounds", "1", "--only", "sinusoidal 2-D", "--json", str(out)]) == 0
+    cases = {r["case"] for r in json.loads(out.read_text())["rows"]}
+    assert cases == {"sinusoidal 2-D table 16x16 c64"}
+    capsys.readouterr()
+    # a text that names no case: exit status 2 and the list of case names, no traceback
+    assert main(["bench", "--quick", "--rounds", "1", "--only", "no such case"]) == 2
+    err = capsys.readouterr().err
+    assert "--only" in err and "'no such case'" in err and "sinusoidal 2-D table 16x16 c64" in err
+    assert "Traceback" not in err
+
+
 def test_missing_peer_is_reported_as_skipped():
     def missing():
         raise PeerMissing("nothing is installed")
