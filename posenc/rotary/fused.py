@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from posenc.rotary import cpu_kernel
 from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dtype
@@ -349,6 +350,12 @@ def _cpp_rotate(xs, tables, interleaved: bool, inplace: bool, sign: float = 1.0)
     return tuple(out)
 
 
+def _rotate_back_differentiably(grads, cos, sin, interleaved: bool) -> tuple[torch.Tensor | None, ...]:
+    """The backward of a rotation (the rotation by the opposite angle) as plain torch operations, so
+    that a second derivative (``create_graph=True``) flows through it."""
+    return tuple(None if g is None else rotate_expr(g, cos, -sin, interleaved) for g in grads)
+
+
 class _CppRotation(torch.autograd.Function):
     """The C++ rotation as one autograd node; its backward rotates the gradients back (the inverse of a
     rotation is its transpose) with the forward's tables, into new tensors."""
@@ -366,6 +373,8 @@ class _CppRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         tables = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the rotation back as differentiable operations
+            return (None, None, None, None, *_rotate_back_differentiably(grads, *tables, ctx.interleaved))
         back = tuple(
             None if g is None else _cpp_rotate((g,), tables, ctx.interleaved, False, sign=-1.0)[0] for g in grads
         )
@@ -398,6 +407,8 @@ class _FusedRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         cos, sin = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the rotation back as differentiable operations
+            return (None, None, None, None, *_rotate_back_differentiably(grads, cos, sin, ctx.interleaved))
         back = None
         if ctx.tables is not None:
             cos_t, sin_t, lead = ctx.tables
@@ -437,6 +448,42 @@ def _wants_kernel(
     return not (interleaved and xs[0].device.type == "cpu") or xs[0].dtype == torch.bfloat16
 
 
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        allowed = (True, False, None) if name == "fused" else (True, False)
+        if not isinstance(value, bool) and not (value is None and None in allowed):
+            raise TypeError(f"`{name}` must be {' or '.join(map(str, allowed))}, got {value!r}")
+
+
+def _check_writable(xs: tuple[torch.Tensor, ...], *, memory: bool) -> None:
+    """``inplace=True`` needs tensors whose elements are distinct memory, and distinct from each other
+    (``memory``: whether their memory can be inspected, i.e. not traced, wrapped or on the meta device)."""
+    if torch.is_grad_enabled() and any(x.is_leaf and x.requires_grad for x in xs):
+        raise ValueError("`inplace=True` cannot overwrite a leaf tensor that requires grad; pass inplace=False")
+    if not memory:
+        return
+    for i, x in enumerate(xs):
+        if torch._debug_has_internal_overlap(x) == 1:
+            raise ValueError(
+                f"`inplace=True` cannot write into a tensor whose elements share memory (strides "
+                f"{tuple(x.stride())}, e.g. an expand()ed view); pass inplace=False or a contiguous copy"
+            )
+        for other in xs[:i]:
+            if x.data_ptr() == other.data_ptr() and x.stride() == other.stride() and x.numel():
+                raise ValueError(
+                    "`inplace=True` was given the same tensor twice (e.g. q and k are one tensor): it would be "
+                    "rotated twice; pass inplace=False or two tensors"
+                )
+
+
+def _under_transform(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, jacrev, ...) or carries a
+    forward-mode tangent."""
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        return True
+    return fwAD._current_level >= 0 and any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def rotate_tensors(
     xs: Sequence[torch.Tensor],
     cos: torch.Tensor,
@@ -453,11 +500,20 @@ def rotate_tensors(
     ``POSENC_FUSED`` (None follows it). Inputs are assumed validated by the caller.
     """
     xs = tuple(xs)
-    if inplace and torch.is_grad_enabled() and any(x.is_leaf and x.requires_grad for x in xs):
-        raise ValueError("`inplace=True` cannot overwrite a leaf tensor that requires grad; pass inplace=False")
-    if torch.compiler.is_compiling():
+    _check_flags(interleaved=interleaved, inplace=inplace, fused=fused)
+    plain = torch.compiler.is_compiling() or _under_transform((*xs, cos, sin))
+    if inplace:
+        _check_writable(xs, memory=not plain and xs[0].device.type != "meta")
+    if plain:
+        # traced code, or torch.func / forward-mode transforms, which need plain operations (their
+        # wrapped tensors have no storage the kernels could read)
         out = tuple(rotate_expr(x, cos, sin, interleaved) for x in xs)
         return tuple(x.copy_(o) for x, o in zip(xs, out)) if inplace else out
+    if inplace and torch.is_grad_enabled() and any(x.requires_grad and x._is_view() for x in xs):
+        # an autograd node cannot mark several views dirty: rotate out of place, then copy_ records
+        # the write into each view the way torch's own in-place operations do
+        out = rotate_tensors(xs, cos, sin, interleaved=interleaved, fused=fused)
+        return tuple(x.copy_(o) for x, o in zip(xs, out))
     if _wants_kernel(fused, xs, cos, sin, interleaved):
         if _uses_cpp(xs):
             if torch.is_grad_enabled() and any(x.requires_grad for x in xs):

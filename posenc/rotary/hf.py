@@ -65,6 +65,17 @@ def from_hf_config(config: Any) -> RotaryPositionEncoding | dict[str, RotaryPosi
     return _encoding(cfg, rope)
 
 
+def _head_dim_from_width(cfg: dict[str, Any]) -> int:
+    """``hidden_size // num_attention_heads`` of a config that gives no ``head_dim``."""
+    missing = [key for key in ("hidden_size", "num_attention_heads") if not cfg.get(key)]
+    if missing:
+        raise ValueError(
+            f"the config must give `head_dim`, or `hidden_size` and `num_attention_heads` to derive it; "
+            f"it lacks {missing}"
+        )
+    return cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
 def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEncoding:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in HF_ROPE_TYPES:
@@ -72,7 +83,7 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]
     if missing:
         raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or _head_dim_from_width(cfg)
     partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor")) or 1.0
     max_pos = cfg.get("max_position_embeddings")
     # Phi-3 keeps the trained length beside rope_parameters; transformers gives it priority

@@ -389,7 +389,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
 
     # -- application ----------------------------------------------------------------------------
     def _cos_sin_for(self, t: torch.Tensor, positions: Positions, **kw) -> tuple[torch.Tensor, torch.Tensor]:
-        if t.dtype == torch.float64 and not positions.is_implicit:
+        if t.dtype == torch.float64:
+            # float64 angles straight from the positions: the cached window is float32
+            if positions.is_implicit:
+                positions = Positions(positions.n, positions.offset, positions.tensor(self.cos_cached.device))
             return self.cos_sin(positions, dtype=torch.float64, **kw)
         return self.cos_sin(positions, **kw)
 

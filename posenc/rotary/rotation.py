@@ -123,6 +123,8 @@ class _RotateHalves(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         cos, sin = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: out= forms are not differentiable, the expression is
+            return rotate_expr(grad, cos, -sin, interleaved=False), None, None
         return _rotate_halves_into(grad, cos, -sin, torch.empty_like(grad)), None, None
 
 
@@ -134,7 +136,8 @@ def _rotate_full_eager(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, in
     work = work_dtype(x)
     xf = x.to(work)
     if interleaved:
-        xf = xf if _complex_view_ok(xf) else xf.contiguous()
+        # a complex view needs even strides and an even storage offset: clone (contiguous() keeps an odd offset)
+        xf = xf if _complex_view_ok(xf) else xf.clone(memory_format=torch.contiguous_format)
         # (..., n, r) -> (..., n, r/2) complex: adjacent features are the real and imaginary parts
         rotated = torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * torch.complex(cos.to(work), sin.to(work))
         return torch.view_as_real(rotated).flatten(-2).to(x.dtype)

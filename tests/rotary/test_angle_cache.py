@@ -1,8 +1,10 @@
 """The cached cos/sin of explicit RoPE positions (posenc/rotary/angle_cache.py): equal to computing them
-directly, and the remembered range of the last positions tensor never stale."""
+directly, whatever wrote the positions (on the CPU their range is read each call; elsewhere it is
+remembered per tensor version)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from posenc.core.frequencies import cos_sin, inverse_frequencies
@@ -21,12 +23,37 @@ def test_range_and_gathered_positions_equal_direct_angles():
             torch.testing.assert_close(g, w, atol=0, rtol=0)
 
 
-def test_the_range_of_a_positions_tensor_is_read_once_per_version(monkeypatch):
+def test_positions_written_behind_torchs_back_are_seen_on_the_cpu():
+    angle_cache.clear()
+    positions = torch.arange(5)
+    angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0)
+    positions.numpy()[:] += 7  # shared memory: torch's version counter does not move
+    for g, w in zip(angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0), _direct(torch.arange(7, 12)[None])):
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+    positions.numpy()[:] = [3, 1, 4, 1, 5]  # no longer a range: gathered
+    for g, w in zip(angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0), _direct(positions[None])):
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+
+
+def test_bounds_of_ranges_and_other_positions():
+    cases = {
+        (0, 1, 2, 3): (0, 3, True), (5,): (5, 5, True), (0, 2, 1): (0, 2, False), (2, 1, 0): (0, 2, False),
+        (0, 0, 2): (0, 2, False), (4, 6, 8): (4, 8, False), (-3, -2, -1): (-3, -1, True),
+    }
+    for values, want in cases.items():
+        assert angle_cache._bounds(torch.tensor(values)) == want, values
+    assert angle_cache._bounds(torch.tensor([[0, 1], [0, 1]])) == (0, 1, False)  # two rows: gathered
+    assert angle_cache._bounds(torch.arange(10)[::2]) == (0, 8, False)
+    assert angle_cache._bounds(torch.tensor([254, 255], dtype=torch.uint8)) == (254, 255, True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the range is remembered off the CPU only")
+def test_the_range_of_a_cuda_positions_tensor_is_read_once_per_version(monkeypatch):
     angle_cache.clear()
     reads = []
     real = torch.aminmax
     monkeypatch.setattr(angle_cache.torch, "aminmax", lambda t: reads.append(1) or real(t))
-    positions = torch.arange(6)
+    positions = torch.arange(6, device="cuda")
     # a fresh (1, n) view per call, as apply_rope makes of (n,) positions: read once
     first = angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0)
     again = angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0)
@@ -36,13 +63,12 @@ def test_the_range_of_a_positions_tensor_is_read_once_per_version(monkeypatch):
     positions[2:].add_(10)
     moved = angle_cache.rope_cos_sin(positions.unsqueeze(0), 8, 10000.0)
     assert len(reads) == 2
-    for g, w in zip(moved, _direct(positions.unsqueeze(0))):
-        torch.testing.assert_close(g, w, atol=0, rtol=0)
+    for g, w in zip(moved, _direct(positions.unsqueeze(0).cpu())):
+        torch.testing.assert_close(g.cpu(), w, atol=0, rtol=0)
     # another tensor with equal values, and an inference tensor (no version counter), are read afresh
-    angle_cache.rope_cos_sin(torch.arange(6).unsqueeze(0), 8, 10000.0)
+    angle_cache.rope_cos_sin(torch.arange(6, device="cuda").unsqueeze(0), 8, 10000.0)
     with torch.inference_mode():
-        frozen = torch.arange(4, 10)
+        frozen = torch.arange(4, 10, device="cuda")
     for _ in range(2):
-        for g, w in zip(angle_cache.rope_cos_sin(frozen, 8, 10000.0), _direct(frozen)):
-            torch.testing.assert_close(g, w, atol=0, rtol=0)
+        angle_cache.rope_cos_sin(frozen, 8, 10000.0)
     assert len(reads) == 5

@@ -342,3 +342,122 @@ def test_heads_transposed_from_memory_are_read_in_place(interleaved, monkeypatch
     target = q.clone(memory_format=torch.preserve_format)
     rotate_pairs(target, cos, sin, interleaved=interleaved, fused=True, inplace=True)
     torch.testing.assert_close(target, rq)
+
+
+# -- autograd beyond the first derivative, torch.func transforms, in-place writes -------------------
+
+
+def _plain_rotation(x: torch.Tensor, positions: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """RoPE (base 10^4) in plain differentiable float64 operations, the pairs' 2x2 matrices written out."""
+    d = x.shape[-1]
+    angles = positions.double()[:, None] * 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    c, s = angles.cos(), angles.sin()
+    a, b = (x[..., 0::2], x[..., 1::2]) if interleaved else (x[..., : d // 2], x[..., d // 2 :])
+    ra, rb = a * c - b * s, a * s + b * c
+    return torch.stack((ra, rb), -1).flatten(-2) if interleaved else torch.cat((ra, rb), -1)
+
+
+@pytest.mark.parametrize(("interleaved", "mechanism"), [(False, "default"), (True, "default"), (True, "inductor")])
+def test_second_derivative_flows_through_the_backward(interleaved, mechanism, monkeypatch, fusion_on_and_off):
+    if mechanism == "inductor":
+        if not fusion_on_and_off:
+            pytest.skip("the inductor kernel is a fused mechanism")
+        monkeypatch.setenv(fused.CPU_KERNEL_ENV, "inductor")
+    pos = torch.arange(5)
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+
+    def loss_and_penalty(rotate):
+        y = rotate(x)
+        (g,) = torch.autograd.grad((y**3).sum(), x, create_graph=True)
+        assert g.requires_grad
+        return torch.autograd.grad((y**3).sum() + (g**2).sum(), x)[0]
+
+    got = loss_and_penalty(lambda t: apply_rope(t, pos, interleaved=interleaved))
+    want = loss_and_penalty(lambda t: _plain_rotation(t, pos, interleaved))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_forward_mode_tangent_is_the_rotated_tangent(interleaved):
+    import torch.autograd.forward_ad as fwAD
+
+    pos = torch.arange(6)
+    x, v = torch.randn(2, 1, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).unbind(0)
+    x, v = x[None], v[None]
+    with fwAD.dual_level():
+        primal, tangent = fwAD.unpack_dual(apply_rope(fwAD.make_dual(x, v), pos, interleaved=interleaved))
+        assert tangent is not None
+    torch.testing.assert_close(primal, _plain_rotation(x, pos, interleaved), rtol=0, atol=1e-13)
+    torch.testing.assert_close(tangent, _plain_rotation(v, pos, interleaved), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_vmap_grad_and_jacrev_over_apply_rope(interleaved):
+    from posenc.functional import apply_rope_qk
+
+    pos = torch.arange(4)
+    xs = torch.randn(3, 2, 2, 4, 8, generator=torch.Generator().manual_seed(2))
+    batched = torch.vmap(lambda t: apply_rope(t, pos, interleaved=interleaved))(xs)
+    torch.testing.assert_close(batched, torch.stack([apply_rope(t, pos, interleaved=interleaved) for t in xs]))
+    q, k = torch.vmap(lambda a, b: apply_rope_qk(a, b, pos, interleaved=interleaved))(xs, xs.flip(0))
+    torch.testing.assert_close(k, batched.flip(0))
+    # a rotation is orthogonal: the gradient of |R x|^2 is 2x, and its Jacobian maps v to R v
+    grad = torch.func.grad(lambda t: apply_rope(t, pos, interleaved=interleaved).pow(2).sum())(xs[0])
+    torch.testing.assert_close(grad, 2 * xs[0])
+    x64 = xs[0, :, :1].double()
+    jac = torch.func.jacrev(lambda t: apply_rope(t, pos, interleaved=interleaved))(x64)
+    v = torch.randn_like(x64)
+    torch.testing.assert_close(torch.einsum("...ijkl,ijkl->...", jac, v), _plain_rotation(v, pos, interleaved))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_in_place_on_views_of_one_projection_keeps_gradients(interleaved):
+    from posenc.functional import apply_rope_qk
+
+    pos = torch.arange(4)
+    w = torch.randn(1, 4, 3, 2, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+
+    def rotated(inplace):
+        qkv = w * 2  # (b, n, 3, h, d): q, k and v views of one tensor, as attention projections give
+        q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        q, k = apply_rope_qk(q, k, pos, interleaved=interleaved, inplace=inplace)
+        return q, k, qkv
+
+    q, k, qkv = rotated(True)
+    assert q.data_ptr() == qkv[:, :, 0].data_ptr()  # written into the projection
+    gw = torch.autograd.grad((q * q.detach()).sum() + (k**3).sum() + qkv[:, :, 2].sum(), w)[0]
+    q2, k2, qkv2 = rotated(False)
+    torch.testing.assert_close((q, k), (q2, k2))
+    gw2 = torch.autograd.grad((q2 * q2.detach()).sum() + (k2**3).sum() + qkv2[:, :, 2].sum(), w)[0]
+    torch.testing.assert_close(gw, gw2)
+    # one view, differentiated with autograd.grad (not only .backward())
+    out = apply_rope((w * 2)[:, :, 0].transpose(1, 2), pos, interleaved=interleaved, inplace=True)
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), w)[0][:, :, 0].transpose(1, 2),
+                               2 * apply_rope(torch.ones_like(out), -pos, interleaved=interleaved))
+
+
+@pytest.mark.parametrize(
+    ("flags", "name"),
+    [({"interleaved": "yes"}, "interleaved"), ({"interleaved": None}, "interleaved"), ({"fused": 0}, "fused"),
+     ({"fused": "no"}, "fused"), ({"inplace": 1}, "inplace")],
+)
+def test_flags_must_be_booleans(flags, name):
+    with pytest.raises(TypeError, match=f"`{name}` must be True or False"):
+        apply_rope(torch.randn(1, 1, 4, 8), torch.arange(4), **flags)
+
+
+def test_in_place_refuses_memory_it_would_write_twice():
+    from posenc.functional import apply_rope_qk
+
+    pos = torch.arange(4)
+    expanded = torch.randn(1, 1, 4, 8).expand(2, 1, 4, 8)
+    with pytest.raises(ValueError, match="share memory"):
+        apply_rope(expanded, pos, inplace=True)
+    q = torch.randn(1, 1, 4, 8)
+    before = q.clone()
+    with pytest.raises(ValueError, match="same tensor twice"):
+        apply_rope_qk(q, q, pos, inplace=True)
+    assert torch.equal(q, before)
+    # out of place, the same tensor as q and k is fine
+    q2, k2 = apply_rope_qk(q, q, pos)
+    torch.testing.assert_close(q2, k2)

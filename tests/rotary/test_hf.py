@@ -155,6 +155,11 @@ def test_bad_configs_name_the_argument(rope, name):
         assert "llama3" in str(info.value) and "longrope" in str(info.value)
 
 
+def test_a_config_without_head_width_is_named():
+    with pytest.raises(ValueError, match="head_dim.*hidden_size.*num_attention_heads"):
+        from_hf_config({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})
+
+
 def test_to_hf_rejects_what_transformers_cannot_express():
     for encoding, name in (
         (RotaryPositionEncoding(8, scaling="ntk", factor=2.0), "NTK"),

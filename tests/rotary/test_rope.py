@@ -43,6 +43,16 @@ def test_apply_rope_matches_reference(interleaved):
     np.testing.assert_allclose(got.numpy(), reference(x.numpy(), pos.tolist(), interleaved=interleaved), atol=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0, 10**6])
+def test_module_gives_float64_inputs_float64_angles_at_implicit_positions(offset):
+    x = torch.randn(1, 2, 40, 8, dtype=torch.float64)
+    rope = RotaryPositionEncoding(8)
+    got = rope(x, offset=offset)
+    want = reference(x.numpy(), list(range(offset, offset + 40)))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got, rope(x, positions=torch.arange(offset, offset + 40)), rtol=0, atol=0)
+
+
 def test_apply_rope_batched_positions():
     x = torch.randn(2, 2, 4, 8)
     pos = torch.tensor([[0, 1, 2, 3], [10, 11, 12, 13]])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from posenc.rotary.rotation import rotate_expr, words_ok
+from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok
 
 
 def _every_finite_bf16_pattern(rows: int) -> torch.Tensor:
@@ -63,3 +63,10 @@ def test_float32_pair_words_equal_the_plain_rotation():
         assert torch.equal(got.view(torch.int32), want.view(torch.int32))
     assert bool(got.isinf().any())
     assert words_ok(x) and not words_ok(x.double()) and not words_ok(x.half())
+
+
+def test_eager_pairs_at_an_odd_storage_offset():
+    """A complex view needs an even storage offset: an odd one is copied first, not refused."""
+    x = torch.randn(81, dtype=torch.float64)[1:].view(1, 2, 5, 8)
+    cos, sin = torch.rand(5, 4, dtype=torch.float64), torch.rand(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(rotate_eager(x, cos, sin, True), rotate_expr(x, cos, sin, True), rtol=0, atol=1e-15)
