@@ -1,11 +1,11 @@
-"""The ``posenc`` command line: a thin layer over the library.
+"""The `posenc` command line: a thin layer over the library.
 
     posenc list            the registered encodings, their family and paper (--family NAME)
     posenc check           a one-line sanity check of every sequence encoding in the reference model
     posenc experiments     the experiments, the claim each tests and the paper it echoes
     posenc run NAME        run an experiment (or all): result.json and plot.png (--quick, --seed, --set KEY=VALUE)
     posenc replot NAME     draw an experiment's plot again from its result.json, without training
-    posenc bench           posenc against the peer libraries, as ratios (--quick, --json FILE)
+    posenc bench           posenc against the peer libraries, as ratios (--quick, --json FILE, --only TEXT)
     posenc atlas           the HTML atlas of every registered encoding (prints the path of its index.html)
 
 A feature whose optional dependency is missing says which extra to install and exits with status 2.
@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MissingExtra as error:
-        print(f"posenc {args.command}: {error}", file=sys.stderr)
+        message = str(error)  # "posenc atlas needs matplotlib, ...": prefixed only where it names no command
+        print(message if message.startswith(f"posenc {args.command}") else f"posenc {args.command}: {message}",
+              file=sys.stderr)
         return 2
     except ValueError as error:  # bad arguments found past argparse (a device, a configuration value)
         if args.verbose:

@@ -128,6 +128,7 @@ def test_missing_plot_extra_is_one_line_and_status_2(capsys, monkeypatch, tmp_pa
     assert main([*command, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "posenc[plot]"' in err
+    assert err.count(f"posenc {command[0]}") == 1, err  # the command named once, not as a prefix and again
 
 
 def test_native_stderr_is_silenced_but_python_stderr_is_kept(tmp_path):

@@ -1,7 +1,8 @@
 """Adapters to the peer libraries, each returning a zero-argument callable for the same inputs.
 
 A peer that is not installed raises :class:`PeerMissing` and its row is reported as skipped.
-Install them with ``pip install posenc[bench]`` (and, on a GPU, ``posenc[bench-gpu]``).
+Install them with ``pip install "posenc[bench]"``, transformers with ``"posenc[hf]"`` and, on a GPU,
+``"posenc[bench-gpu]"``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,24 @@ class PeerMissing(RuntimeError):
     """The peer library is not installed."""
 
 
+#: top-level package -> how to install it
+_INSTALL = {
+    "rotary_embedding_torch": 'pip install "posenc[bench]"',
+    "x_transformers": 'pip install "posenc[bench]"',
+    "positional_encodings": 'pip install "posenc[bench]"',
+    "transformers": 'pip install "posenc[hf]"',
+    "flash_attn": 'pip install "posenc[bench-gpu]" (CUDA builds of torch)',
+    "liger_kernel": 'pip install "posenc[bench-gpu]" (CUDA builds of torch)',
+    "tinycudann": "tiny-cuda-nn's PyTorch bindings, built from its repository for a CUDA device",
+}
+
+
 def require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise PeerMissing(f"{module} is not installed (pip install posenc[bench])") from err
+        how = _INSTALL.get(module.split(".")[0], "install it")
+        raise PeerMissing(f"{module} is not installed ({how})") from err
 
 
 # --- RoPE -----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -67,16 +68,34 @@ def cache_dir() -> Path:
 
 
 def _writable(directory: Path) -> Path:
-    """``directory`` (created), or a per-user temporary directory where it cannot be written."""
+    """``directory`` (created), or a private temporary directory where it cannot be written."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if os.access(directory, os.W_OK):
             return directory
     except OSError:
         pass
-    fallback = Path(tempfile.gettempdir()) / f"posenc-{getattr(os, 'getuid', lambda: 0)()}"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+    return _private_temp_dir()
+
+
+def _private_temp_dir() -> Path:
+    """``$TMPDIR/posenc-<uid>`` where it is a directory of this user's that nobody else can write (a
+    library found in it is loaded and run), else a new private directory for this process."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    shared = Path(tempfile.gettempdir()) / f"posenc-{uid if uid is not None else 'user'}"
+    try:
+        shared.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(shared)
+        if (
+            uid is not None
+            and stat.S_ISDIR(info.st_mode)  # not a link planted in its place
+            and info.st_uid == uid
+            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            return shared
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="posenc-"))
 
 
 def _compiler() -> str | None:
@@ -100,18 +119,28 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-def _build(compiler: str) -> tuple[Path, float]:
+def _digest(source: bytes, options: tuple[str, ...], machine: bytes) -> str:
+    return hashlib.sha256(b"\0".join([source, " ".join(options).encode(), machine])).hexdigest()[:20]
+
+
+def _build(compiler: str, *, unusable: Path | None = None) -> tuple[Path, float]:
     """Compile (or find in the cache) the library; its path and the seconds spent compiling (0.0 when
-    it was cached). Raises RuntimeError with the compiler's message where no option set works."""
+    it was cached). A library already in the cache directory is used even where that directory is
+    read-only; ``unusable``: a cached file that failed to load, built afresh instead. Raises
+    RuntimeError with the compiler's message where no option set works."""
     source = SOURCE.read_bytes()
     machine = b"\0".join([_run([compiler, "--version"]).stdout.encode(), _processor_id().encode(),
                            platform.machine().encode()])
+    names = [f"rope_cpu_{_digest(source, options, machine)}.so" for options in OPTION_SETS]
+    for name in names:
+        cached = cache_dir() / name
+        if cached != unusable and cached.is_file():
+            return cached, 0.0
     directory = _writable(cache_dir())
     errors = []
-    for options in OPTION_SETS:
-        digest = hashlib.sha256(b"\0".join([source, " ".join(options).encode(), machine])).hexdigest()[:20]
-        target = directory / f"rope_cpu_{digest}.so"
-        if target.exists():
+    for options, name in zip(OPTION_SETS, names):
+        target = directory / name
+        if target != unusable and target.is_file():
             return target, 0.0
         # another process may build the same file at the same time: each writes its own, then renames
         fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -154,11 +183,20 @@ def library() -> ctypes.CDLL | None:
                     if compiler is None:
                         raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++)")
                     path, seconds = _build(compiler)
-                    _state = (_load(path), seconds)
+                    try:
+                        lib = _load(path)
+                    except (OSError, AttributeError):
+                        if seconds:
+                            raise
+                        # a cached file that does not load (truncated, damaged): built afresh
+                        path, seconds = _build(compiler, unusable=path)
+                        lib = _load(path)
+                    _state = (lib, seconds)
                 except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
                     _state = False
-                    warnings.warn(f"posenc: the C++ RoPE kernel for CPU could not be built ({err}); "
-                                  "using inductor's kernel", RuntimeWarning, stacklevel=3)
+                    warnings.warn(f"posenc: the C++ RoPE kernel for CPU could not be built ({err}); RoPE on "
+                                  "CPU uses inductor's kernel, or the eager rotation where that cannot be "
+                                  "compiled either", RuntimeWarning, stacklevel=3)
     return _state[0] if _state else None
 
 

@@ -253,9 +253,9 @@ def _launch(xs, flat, cos_t, sin_t, rows, orders, interleaved: bool, inplace: bo
     # is already off, so the context is entered only where needed
     with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
         if kernel is False:
-            kernel = _build(key)
             start = time.perf_counter()
             try:
+                kernel = _build(key)
                 out = kernel(flat, cos_t, sin_t, rows, interleaved, words)
             except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
                 _kernels[key] = None

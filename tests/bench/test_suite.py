@@ -125,3 +125,17 @@ def test_flex_cpu_case_compares_flex_with_the_blocked_kernel(monkeypatch):
                              "no encoding (flex, compiled)"}
         assert all(r.agrees is not False and r.median_ms is not None for r in rows.values()), rows
         assert rows["posenc t5 (flex, compiled)"].agrees is True
+
+
+def test_a_missing_peer_names_the_extra_that_installs_it(monkeypatch):
+    import sys
+
+    import pytest
+
+    from posenc.bench.peers import require
+
+    for module, extra in (("transformers.models.llama.modeling_llama", '"posenc[hf]"'),
+                          ("x_transformers.x_transformers", '"posenc[bench]"')):
+        monkeypatch.setitem(sys.modules, module.split(".")[0], None)  # `import` now raises ImportError
+        with pytest.raises(PeerMissing, match=extra.replace("[", r"\[").replace("]", r"\]")):
+            require(module)

@@ -172,6 +172,46 @@ def test_unwritable_cache_directory_falls_back_to_a_temporary_one(tmp_path, monk
     assert cpu_kernel._writable(blocker / "cache").exists()
 
 
+def test_temporary_fallback_is_private_and_refuses_a_directory_others_can_write(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.setattr(cpu_kernel.tempfile, "gettempdir", lambda: str(tmp_path))
+    own = cpu_kernel._private_temp_dir()
+    assert own == tmp_path / f"posenc-{os.getuid()}"
+    assert stat.S_IMODE(own.stat().st_mode) & 0o077 == 0
+    # a directory of that name anyone could have filled (a library in it would be loaded and run)
+    own.chmod(0o777)
+    other = cpu_kernel._private_temp_dir()
+    assert other != own and other.parent == tmp_path and stat.S_IMODE(other.stat().st_mode) == 0o700
+    # a link planted in its place is not followed
+    own.chmod(0o700)
+    os.rename(own, tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", own)
+    assert cpu_kernel._private_temp_dir() not in (own, tmp_path / "elsewhere")
+
+
+def test_a_library_in_a_read_only_cache_is_loaded_and_a_damaged_one_rebuilt(tmp_path, monkeypatch):
+    compiler = cpu_kernel._compiler()
+    shipped = tmp_path / "shipped"
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(shipped))
+    built, _ = cpu_kernel._build(compiler)
+    monkeypatch.setattr(cpu_kernel, "_writable", lambda directory: pytest.fail("nothing should be written"))
+    assert cpu_kernel._build(compiler) == (built, 0.0)  # found where it lies, read-only or not
+    # a truncated file in the cache: built afresh (here into a writable directory) and loaded
+    monkeypatch.undo()
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(damaged))
+    (damaged / built.name).write_bytes(b"not a library")
+    monkeypatch.setattr(cpu_kernel, "_state", None)
+    monkeypatch.setattr(cpu_kernel, "_functions", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "could not be built" warning
+        assert cpu_kernel.library() is not None
+    assert cpu_kernel.build_seconds() > 0 and (damaged / built.name).stat().st_size > 1000
+
+
 def test_without_a_compiler_the_inductor_kernel_is_used_with_one_warning(monkeypatch):
     monkeypatch.setattr(cpu_kernel, "_state", None)
     monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
