@@ -9,13 +9,15 @@ directly (q, k as views of a ``(b, n, 3, h, d)`` projection, gradients in any la
 or into a new tensor in the input's memory order; a q-and-k call on a tiny input costs 55-85 µs, Python
 included (inductor's: about 270 µs). Arithmetic and
 rounding are those of the plain expression: float32 (float64 for float64 input), no contraction into
-fused multiply-adds, round to nearest even into bfloat16, so results equal the eager rotation's.
+fused multiply-adds, round to nearest even into bfloat16, so results equal the plain expression's.
 
 Built with ``$CXX`` (else ``c++``, ``g++`` or ``clang++``) as ``-O3 -march=native -fopenmp`` (falling
 back to fewer options where the compiler refuses one) into ``$POSENC_CACHE_DIR`` (else
 ``$XDG_CACHE_HOME/posenc`` or ``~/.cache/posenc``), under a name hashed from the source, the options,
-the compiler and the processor, so a later process only loads it (milliseconds). Where no compiler
-works, :func:`library` returns None and the caller uses inductor's kernel.
+the compiler and the processor, so a later process only loads it (milliseconds); a cache directory
+that cannot be written is still read, and a machine without a compiler loads a library built there
+for its processor by any compiler (a prebuilt cache shipped in an image). Where nothing works,
+:func:`library` returns None and the caller uses inductor's kernel.
 """
 
 from __future__ import annotations
@@ -119,19 +121,29 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-def _digest(source: bytes, options: tuple[str, ...], machine: bytes) -> str:
-    return hashlib.sha256(b"\0".join([source, " ".join(options).encode(), machine])).hexdigest()[:20]
+def _digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
 
 
-def _build(compiler: str, *, unusable: Path | None = None) -> tuple[Path, float]:
+def _build(compiler: str | None, *, unusable: Path | None = None) -> tuple[Path, float]:
     """Compile (or find in the cache) the library; its path and the seconds spent compiling (0.0 when
-    it was cached). A library already in the cache directory is used even where that directory is
-    read-only; ``unusable``: a cached file that failed to load, built afresh instead. Raises
-    RuntimeError with the compiler's message where no option set works."""
+    it was cached). The file name is ``rope_cpu_<source, options, processor>_<compiler>.so``. A library
+    already in the cache directory is used even where that directory is read-only, and without a
+    compiler (``compiler=None``) one built for this source and processor by any compiler is; ``unusable``:
+    a cached file that failed to load, built afresh instead. Raises RuntimeError with the compiler's
+    message where no option set works, or where there is no compiler and nothing cached."""
     source = SOURCE.read_bytes()
-    machine = b"\0".join([_run([compiler, "--version"]).stdout.encode(), _processor_id().encode(),
-                           platform.machine().encode()])
-    names = [f"rope_cpu_{_digest(source, options, machine)}.so" for options in OPTION_SETS]
+    processor = b"\0".join([_processor_id().encode(), platform.machine().encode()])
+    stems = [f"rope_cpu_{_digest(source, ' '.join(options).encode(), processor)}" for options in OPTION_SETS]
+    if compiler is None:
+        for stem in stems:
+            for cached in sorted(cache_dir().glob(f"{stem}_*.so")):
+                if cached != unusable and cached.is_file():
+                    return cached, 0.0
+        raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++) and no library built for this "
+                           f"processor in {cache_dir()}")
+    toolchain = _digest(_run([compiler, "--version"]).stdout.encode())
+    names = [f"{stem}_{toolchain}.so" for stem in stems]
     for name in names:
         cached = cache_dir() / name
         if cached != unusable and cached.is_file():
@@ -180,13 +192,11 @@ def library() -> ctypes.CDLL | None:
             if _state is None:
                 compiler = _compiler()
                 try:
-                    if compiler is None:
-                        raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++)")
                     path, seconds = _build(compiler)
                     try:
                         lib = _load(path)
                     except (OSError, AttributeError):
-                        if seconds:
+                        if seconds or compiler is None:
                             raise
                         # a cached file that does not load (truncated, damaged): built afresh
                         path, seconds = _build(compiler, unusable=path)

@@ -212,7 +212,17 @@ def test_a_library_in_a_read_only_cache_is_loaded_and_a_damaged_one_rebuilt(tmp_
     assert cpu_kernel.build_seconds() > 0 and (damaged / built.name).stat().st_size > 1000
 
 
-def test_without_a_compiler_the_inductor_kernel_is_used_with_one_warning(monkeypatch):
+def test_without_a_compiler_a_library_built_for_this_processor_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))
+    built, _ = cpu_kernel._build(cpu_kernel._compiler())
+    assert cpu_kernel._build(None) == (built, 0.0)
+    built.unlink()
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler found .* no library built for this processor"):
+        cpu_kernel._build(None)
+
+
+def test_without_a_compiler_the_inductor_kernel_is_used_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))  # nothing cached there either
     monkeypatch.setattr(cpu_kernel, "_state", None)
     monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
     monkeypatch.setattr(fused, "_kernels", {})
