@@ -98,6 +98,7 @@ def cpu_flex_candidate(backend: str, q: torch.Tensor, position: PositionEncoding
         and q.device.type == "cpu"
         and dropout == 0
         and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()  # inductor's CPU flex fails inside a model's compile
         and q.shape[-2] >= FLEX_CPU_MIN_ROWS
         and "bias" in hooks
         and "value" not in hooks
@@ -130,7 +131,7 @@ def attend(
     mod, cpu_flex = None, False
     if cpu_flex_candidate(backend, q, position, dropout):
         mod = position.score_mod(q, k, **pos)
-        cpu_flex = mod is not None and compiles(q.device, mod, None, mask)
+        cpu_flex = mod is not None and compiles(q, mod, None, mask)
     backend = choose_backend(backend, q, position, dropout, cpu_flex=cpu_flex)
     if q.shape[-2] == 0 or k.shape[-2] == 0:
         # an empty sequence (or nothing to attend to): zeros, still connected to q, k, v

@@ -8,8 +8,9 @@ On CPU (``COMPILE_ON_CPU``) the kernel is compiled when everything it reads can 
 declares its tables' static dimensions (:class:`~posenc.core.terms.ScoreMod` ``static``; inductor's
 CPU template in torch 2.13 emits C++ that does not build, ``'cur_kvSplitSize7' was not declared``,
 when a table is read at a computed index along a dynamic dimension), and a causal, windowed or full
-mask. Other calls on CPU (an undeclared score_mod, a materialised bias, padding or packed-document
-masks) run PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores. Measurements and the
+mask, for float32/bfloat16/float16 queries at least ``CPU_MIN_HEAD_DIM`` wide. Other calls on CPU (an
+undeclared score_mod, a materialised bias, padding or packed-document masks, float64, narrow heads)
+run PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores. Measurements and the
 backend ``"auto"`` picks from them: docs/performance.md.
 """
 
@@ -31,6 +32,12 @@ COMPILE = True
 RECOMPILE_LIMIT = 64
 #: Also compile on CPU where the score_mod and mask allow it (see the module docstring).
 COMPILE_ON_CPU = True
+#: The dtypes inductor's CPU FlexAttention lowers (float64 raises inside its lowering).
+CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: Head widths from which the compiled CPU kernel is used: in torch 2.13 it returned wrong values, some
+#: NaN, for head widths 8 and 16 at some lengths (n = 8, 24, 40, causal and full; checked against the
+#: unfused kernel for widths 8-64 and lengths 8-1,024, tests/attention/test_flex.py), never from 24 up.
+CPU_MIN_HEAD_DIM = 32
 
 
 def flex_available() -> bool:
@@ -41,17 +48,20 @@ def flex_available() -> bool:
     return True
 
 
-def compiles(device: torch.device, score_mod: ScoreMod | None, bias: torch.Tensor | None, mask: MaskSpec | None) -> bool:
-    """Whether :func:`flex_attention` runs the compiled kernel for these arguments (outside a caller's
-    compilation): always off CPU; on CPU for a declared score_mod (or none), no materialised bias and
-    a causal, windowed or full mask."""
+def compiles(q: torch.Tensor, score_mod: ScoreMod | None, bias: torch.Tensor | None, mask: MaskSpec | None) -> bool:
+    """Whether :func:`flex_attention` runs the compiled kernel for queries ``q`` ``(b, h, n, d)`` and
+    these arguments (outside a caller's compilation): always off CPU; on CPU for float32, bfloat16 or
+    float16 queries of at least :data:`CPU_MIN_HEAD_DIM` features, a declared score_mod (or none), no
+    materialised bias and a causal, windowed or full mask."""
     if not COMPILE:
         return False
-    if device.type != "cpu":
+    if q.device.type != "cpu":
         return True
     mask = mask or MaskSpec()
     return (
         COMPILE_ON_CPU
+        and q.dtype in CPU_DTYPES
+        and q.shape[-1] >= CPU_MIN_HEAD_DIM
         and bias is None
         and (score_mod is None or score_mod.static is not None)
         and mask.key_mask is None
@@ -127,8 +137,14 @@ def flex_attention(
         batch = None if mask.key_mask is None and mask.q_docs is None else b
         block_mask = create_block_mask(mask_mod, batch, None, n, m, device=q.device)
     if torch.compiler.is_compiling():  # the caller's compilation covers the kernel
+        if q.device.type == "cpu":
+            raise ValueError(
+                "attention='flex' cannot run inside torch.compile on CPU: inductor's CPU FlexAttention fails "
+                "to lower the model's call in this PyTorch (NoValidChoicesError); use attention='blocked', "
+                "'sdpa' or 'auto', which avoid flex in compiled CPU code"
+            )
         return flex(q, k, v, score_mod=combined, block_mask=block_mask, scale=scale)
-    if compiles(q.device, score_mod, bias, mask):
+    if compiles(q, score_mod, bias, mask):
         _mark_static(score_mod)
         # one compiled function serves every encoding: each score_mod, mask kind and shape class
         # (one query row, as many queries as keys, fewer) is an entry of its cache, more than

@@ -12,7 +12,7 @@ from posenc.attention.masks import MaskSpec
 def masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """Fold a boolean mask into an additive bias with a large finite negative value (a row with no
     visible key then gets uniform weights instead of NaN)."""
-    bias = bias.float()
+    bias = bias.to(torch.promote_types(bias.dtype, torch.promote_types(dtype, torch.float32)))  # float32 or wider
     if mask is not None:
         bias = bias.masked_fill(~mask, torch.finfo(dtype).min / 2)
     return bias.to(dtype)

@@ -232,3 +232,22 @@ def test_auto_runs_value_terms_on_the_blocked_kernel(name, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(net(tokens()), want.detach(), atol=1e-5, rtol=1e-5)
     assert calls
+
+
+@pytest.mark.parametrize("position", ["alibi", "rope", "t5"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_models_with_masks_equal_eager(position, backend):
+    """A float64 model with a padding mask or packed documents: the additive mask is formed in float64
+    (a float32 one cannot hold float64's smallest value) and the bias is not rounded to float32."""
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 11, (2, 6))
+    padding = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6]).bool()
+    documents = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    model = Transformer(11, 8, 1, 2, position=position, causal=True, attention=backend).double().eval()
+    eager = Transformer(11, 8, 1, 2, position=position, causal=True, attention="eager").double().eval()
+    eager.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        got, want = model(tokens, key_padding_mask=padding), eager(tokens, key_padding_mask=padding)
+        torch.testing.assert_close(got[padding], want[padding], rtol=0, atol=1e-12)
+        torch.testing.assert_close(model(tokens, document_ids=documents), eager(tokens, document_ids=documents),
+                                   rtol=0, atol=1e-12)

@@ -22,6 +22,7 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(flex_module, "_compiled", lambda: unfused)
     monkeypatch.setattr(dispatch, "FLEX_CPU_MIN_ROWS", 4)
+    monkeypatch.setattr(flex_module, "CPU_MIN_HEAD_DIM", 4)  # the tiny heads stand for wide ones too
     seen = []
     for name in ("flex_attention", "blocked_attention", "sdpa_attention"):
         real = getattr(dispatch, name)
@@ -34,10 +35,10 @@ def calls(monkeypatch):
     return seen
 
 
-def run(enc, *, n=6, m=None, grad=False, mask=None, explicit=False):
+def run(enc, *, n=6, m=None, grad=False, mask=None, explicit=False, dtype=torch.float32):
     m = n if m is None else m
     g = torch.Generator().manual_seed(n + m)
-    q, k, v = (torch.randn(1, 2, x, 4, generator=g) for x in (n, m, m))
+    q, k, v = (torch.randn(1, 2, x, 4, generator=g, dtype=dtype) for x in (n, m, m))
     qp, kp = Positions(n, offset=m - n), Positions(m)
     if explicit:
         qp, kp = Positions(n, explicit=torch.arange(m - n, m)[None] * 2), Positions(m, explicit=torch.arange(m)[None] * 2)
@@ -77,6 +78,29 @@ def test_everything_else_on_cpu_keeps_the_blocked_kernel(calls):
     calls.clear()
     run(encoding("shaw"))  # a value term: FlexAttention has no place for it
     assert calls == ["blocked"]
+    calls.clear()
+    run(alibi.double(), dtype=torch.float64)  # inductor's CPU FlexAttention lowers no float64
+    assert calls == ["blocked"]
+
+
+def test_narrow_heads_on_cpu_keep_the_blocked_kernel(calls, monkeypatch):
+    monkeypatch.setattr(flex_module, "CPU_MIN_HEAD_DIM", 32)  # the real bound: these heads have 4 features
+    run(encoding("alibi", causal=True))
+    assert calls == ["blocked"]
+
+
+def test_inside_torch_compile_on_cpu_auto_avoids_flex_and_flex_is_refused(monkeypatch):
+    from posenc.models import Transformer
+
+    monkeypatch.setattr(dispatch, "FLEX_CPU_MIN_ROWS", 4)
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 11, (1, 8))
+    auto = Transformer(11, 64, 1, 2, position="alibi", causal=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(auto, fullgraph=True)(tokens), auto(tokens), atol=1e-5, rtol=1e-5)
+    flex = Transformer(11, 64, 1, 2, position="alibi", causal=True, attention="flex").eval()
+    with torch.no_grad(), pytest.raises(Exception, match="attention='flex' cannot run inside torch.compile on CPU"):
+        torch.compile(flex, fullgraph=True)(tokens)
 
 
 def test_encodings_without_score_terms_keep_sdpa(calls):

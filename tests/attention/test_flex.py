@@ -53,16 +53,36 @@ def test_the_cpu_kernel_is_compiled_only_where_inductor_builds_it(monkeypatch):
     declared = ScoreMod(lambda s, b, h, qi, ki, t: s + t[h], (torch.ones(2),), static=((0,),))
     undeclared = declared._replace(static=None)
     causal = MaskSpec(causal=True)
-    assert compiles(CPU, declared, None, causal) and compiles(CPU, None, None, None)
-    assert compiles(CPU, declared, None, MaskSpec(causal=True, window=3))
-    assert not compiles(CPU, undeclared, None, causal)
-    assert not compiles(CPU, declared, torch.zeros(1, 2, 3, 3), causal)
-    assert not compiles(CPU, declared, None, MaskSpec(causal=True, key_mask=torch.ones(1, 3, dtype=torch.bool)))
+    q = torch.zeros(1, 2, 3, 32)
+    assert compiles(q, declared, None, causal) and compiles(q, None, None, None)
+    assert compiles(q, declared, None, MaskSpec(causal=True, window=3))
+    assert compiles(q.bfloat16(), declared, None, causal)
+    assert not compiles(q.double(), declared, None, causal)  # inductor's CPU lowering refuses float64
+    assert not compiles(q[..., :16], declared, None, causal)  # wrong results for narrow heads (below)
+    assert not compiles(q, undeclared, None, causal)
+    assert not compiles(q, declared, torch.zeros(1, 2, 3, 3), causal)
+    assert not compiles(q, declared, None, MaskSpec(causal=True, key_mask=torch.ones(1, 3, dtype=torch.bool)))
     docs = torch.zeros(1, 3, dtype=torch.long)
-    assert not compiles(CPU, declared, None, MaskSpec(causal=True, q_docs=docs, k_docs=docs))
+    assert not compiles(q, declared, None, MaskSpec(causal=True, q_docs=docs, k_docs=docs))
     monkeypatch.setattr(flex_module, "COMPILE_ON_CPU", False)
-    assert not compiles(CPU, declared, None, causal)
-    assert compiles(torch.device("meta"), undeclared, None, causal)  # off CPU: always
+    assert not compiles(q, declared, None, causal)
+    assert compiles(q.to("meta"), undeclared, None, causal)  # off CPU: always
+
+
+@pytest.mark.parametrize("d", [8, 16, 32])
+def test_narrow_heads_and_float64_on_cpu_equal_the_eager_reference(d):
+    """torch 2.13's compiled CPU kernel returned wrong values (some NaN) for d = 8 and 16 at n = 8, 24
+    and 40: such calls run unfused, as float64 does; d = 32 compiles."""
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for n in (8, 24, 40):
+            q, k, v = (torch.randn(2, 2, n, d, generator=gen, dtype=dtype) for _ in range(3))
+            with torch.no_grad():
+                for mask in (MaskSpec(causal=True), None):
+                    got = flex_attention(q, k, v, mask=mask)
+                    want = eager_attention(q, k, v, mask=mask)
+                    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", [*DECLARED, "kerple power"])
@@ -93,9 +113,9 @@ def _compiled_calls(enc, shapes):
     mask = MaskSpec(causal=True)
     graphs = []
     for n, m in shapes:
-        q, k, v = qkv(n=n, m=m, seed=n + m)
+        q, k, v = qkv(n=n, m=m, seed=n + m, d=32)  # compiled on CPU from 32 features (flex.CPU_MIN_HEAD_DIM)
         mod, bias = mods(enc, q, k, n, m)
-        assert compiles(CPU, mod, None, mask)
+        assert compiles(q, mod, None, mask)
         with torch.no_grad():
             got = flex_attention(q, k, v, score_mod=mod, mask=mask)
         torch.testing.assert_close(got, eager_attention(q, k, v, bias=bias, mask=mask), atol=1e-5, rtol=1e-5)
@@ -126,10 +146,13 @@ def test_compiled_cpu_kernel_runs_shaws_key_term_through_attend():
     # prompt after a cache (decoding steps: the T5 test above)
     from posenc.attention import attend
 
-    enc = encoding("shaw").requires_grad_(False)
+    torch.manual_seed(0)
+    enc = build("shaw", values=False, head_dim=32).requires_grad_(False)
     mask = MaskSpec(causal=True)
     for n, m in ((5, 9),):
-        q, k, v = qkv(n=n, m=m, seed=n + m)
+        q, k, v = qkv(n=n, m=m, seed=n + m, d=32)
+        assert compiles(q, enc.score_mod(q, k, q_positions=Positions(n, offset=m - n), k_positions=Positions(m)),
+                        None, mask)
         pos = {"q_positions": Positions(n, offset=m - n), "k_positions": Positions(m)}
         with torch.no_grad():
             got = attend(q, k, v, position=enc, mask=mask, backend="flex", **pos)
