@@ -11,6 +11,7 @@ from posenc.attention.dispatch import attend, check_backend
 from posenc.attention.masks import MaskSpec, attention_mask
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
+from posenc.core.validation import check_float, check_positive_int
 
 __all__ = ["Attention", "attention_mask"]
 
@@ -39,9 +40,14 @@ class Attention(nn.Module):
         window: int | None = None,
     ) -> None:
         super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("heads", heads)
+        if dim % heads:
+            raise ValueError(f"`dim` ({dim}) must be a multiple of `heads` ({heads})")
+        check_float("dropout", dropout, minimum=0.0, maximum=1.0)
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
         self.backend = check_backend(attention)
-        self.window = window
+        self.window = None if window is None else check_positive_int("window", window)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 

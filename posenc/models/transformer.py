@@ -207,6 +207,14 @@ class Transformer(nn.Module):
         if positions is None and documents is not None:
             explicit = positions_from_documents(documents)
         ragged = cache is not None and cache.lengths is not None
+        if key_padding_mask is not None or ragged:
+            for encoding in [self.position, *self.layer_positions]:
+                if encoding.packing_unsupported:  # a convolution over neighbouring tokens: padding is one
+                    raise ValueError(
+                        f"{type(encoding).__name__} cannot run on padded rows (`key_padding_mask`, or a cache of "
+                        "left-padded prompts): its convolution reads neighbouring tokens, padding included; run "
+                        "each sequence unpadded"
+                    )
         if positions is None and documents is None and (key_padding_mask is not None or ragged):
             explicit, lengths = self._ragged_positions(key_padding_mask, cache, b, n, tokens.device)
         if positions is not None:
@@ -300,6 +308,9 @@ class Transformer(nn.Module):
         if cu_seqlens is not None:
             if b != 1:
                 raise ValueError(f"`cu_seqlens` describes one packed row: `tokens` must have batch 1, got {b}")
+            check_tensor("cu_seqlens", cu_seqlens, ndim=1)
+            if cu_seqlens.device.type == "meta" and device.type != "meta":
+                raise ValueError(f"`cu_seqlens` is on meta but `tokens` is on {device}")
             return document_ids_from_cu_seqlens(cu_seqlens.to(device), n)
         check_tensor("document_ids", document_ids, ndim=2)
         if document_ids.is_floating_point() or document_ids.dtype == torch.bool or tuple(document_ids.shape) != (b, n):

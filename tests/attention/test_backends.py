@@ -159,6 +159,13 @@ def test_window_is_checked():
         Transformer(50, 16, 1, 2, window=0)
     with pytest.raises(ValueError, match="attention"):
         Transformer(50, 16, 1, 2, attention="fast")
+    from posenc.models.attention import Attention
+
+    for window, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="window"):
+            Attention(8, 2, causal=True, window=window)
+    with pytest.raises(ValueError, match="multiple of `heads`"):
+        Attention(10, 4)
 
 
 def test_flex_refuses_cpu_training_with_a_clear_error():

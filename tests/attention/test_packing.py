@@ -79,3 +79,18 @@ def test_bad_document_ids():
         net(x[:1], cu_seqlens=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="cache"):
         net(x, document_ids=torch.zeros(2, 4, dtype=torch.long), cache=net.new_cache())
+    with pytest.raises(TypeError, match="cu_seqlens"):
+        net(x[:1], cu_seqlens=[0, 2, 4])
+    with pytest.raises(ValueError, match="`cu_seqlens` is on meta"):
+        net(x[:1], cu_seqlens=torch.tensor([0, 2, 4], device="meta"))
+
+
+def test_cu_seqlens_compile_without_reading_their_values():
+    torch.manual_seed(0)
+    net = _model("alibi", True)
+    tokens = torch.randint(0, 5, (1, 6))
+    cu_seqlens = torch.tensor([0, 2, 5, 6])
+    compiled = torch.compile(net, fullgraph=True)
+    torch.testing.assert_close(compiled(tokens, cu_seqlens=cu_seqlens), net(tokens, cu_seqlens=cu_seqlens))
+    torch.testing.assert_close(net(tokens, cu_seqlens=cu_seqlens),
+                               net(tokens, document_ids=torch.tensor([[0, 0, 1, 1, 1, 2]])))
