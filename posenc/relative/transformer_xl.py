@@ -123,8 +123,9 @@ class TransformerXLRelative(PositionEncoding):
             # width - 1 - c + shift
             return shift_padded(torch.matmul(qv, table))[..., :m]
         rel = -relative_positions(q_positions, k_positions).to(qv.device)  # (b | 1, n, m): i - j
-        if rel.is_floating_point():
-            # fractional distances: one table row per pair
+        if rel.is_floating_point() or rel.device.type == "meta" or torch.compiler.is_compiling():
+            # fractional distances, or distances whose range cannot be read here (the meta device, a
+            # traced graph): one table row per pair
             table = self.projected(rel).to(qv.dtype)  # (b | 1, n, m, h, d)
             return torch.einsum("bhnd,bnmhd->bhnm", qv, table)
         low, high = int(rel.min()), int(rel.max())

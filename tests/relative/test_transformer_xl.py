@@ -215,3 +215,21 @@ def test_causal_blocks_equal_eager_in_and_out_of_a_sliding_window(monkeypatch, w
     got, want = (torch.autograd.grad(run(b, *inputs).square().sum(), params) for b in ("blocked", "eager"))
     for a_, b_ in zip(got, want):
         torch.testing.assert_close(a_, b_, atol=1e-12, rtol=0)
+
+
+def test_explicit_positions_on_meta_and_in_a_compiled_graph():
+    """Integer distances whose range cannot be read (meta device, traced code) take one table row per
+    pair: the same scores."""
+    from posenc.models import Transformer
+
+    with torch.device("meta"):
+        net = Transformer(11, 16, 1, 2, position="transformer_xl", causal=True)
+    tokens = torch.zeros(1, 6, dtype=torch.long, device="meta")
+    assert net(tokens, positions=torch.arange(6, device="meta")).shape == (1, 6, 11)
+    assert net(tokens, document_ids=torch.tensor([[0, 0, 0, 1, 1, 1]], device="meta")).shape == (1, 6, 11)
+    torch.manual_seed(0)
+    net = Transformer(11, 16, 1, 2, position="transformer_xl", causal=True).eval()
+    tokens, positions = torch.randint(0, 11, (1, 6)), torch.tensor([0, 2, 4, 6, 8, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(net, fullgraph=True)(tokens, positions=positions),
+                                   net(tokens, positions=positions), atol=1e-5, rtol=1e-5)
