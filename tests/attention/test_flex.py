@@ -69,10 +69,10 @@ def test_the_cpu_kernel_is_compiled_only_where_inductor_builds_it(monkeypatch):
     assert compiles(q.to("meta"), undeclared, None, causal)  # off CPU: always
 
 
-@pytest.mark.parametrize("d", [8, 16, 32])
+@pytest.mark.parametrize("d", [8, 16])
 def test_narrow_heads_and_float64_on_cpu_equal_the_eager_reference(d):
     """torch 2.13's compiled CPU kernel returned wrong values (some NaN) for d = 8 and 16 at n = 8, 24
-    and 40: such calls run unfused, as float64 does; d = 32 compiles."""
+    and 40: such calls run unfused, as float64 does (d = 32 compiles: the tests below)."""
 
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
