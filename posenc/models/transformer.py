@@ -207,14 +207,13 @@ class Transformer(nn.Module):
         if positions is None and documents is not None:
             explicit = positions_from_documents(documents)
         ragged = cache is not None and cache.lengths is not None
-        if key_padding_mask is not None or ragged:
-            for encoding in [self.position, *self.layer_positions]:
-                if encoding.packing_unsupported:  # a convolution over neighbouring tokens: padding is one
-                    raise ValueError(
-                        f"{type(encoding).__name__} cannot run on padded rows (`key_padding_mask`, or a cache of "
-                        "left-padded prompts): its convolution reads neighbouring tokens, padding included; run "
-                        "each sequence unpadded"
-                    )
+        mixing = self._neighbour_mixing_encodings() if key_padding_mask is not None or ragged else []
+        if mixing:
+            raise ValueError(
+                f"{type(mixing[0]).__name__} cannot run on padded rows (`key_padding_mask`, or a cache of "
+                "left-padded prompts): its convolution reads neighbouring tokens, padding included; run "
+                "each sequence unpadded"
+            )
         if positions is None and documents is None and (key_padding_mask is not None or ragged):
             explicit, lengths = self._ragged_positions(key_padding_mask, cache, b, n, tokens.device)
         if positions is not None:
@@ -295,6 +294,11 @@ class Transformer(nn.Module):
                 f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
             )
 
+    def _neighbour_mixing_encodings(self) -> list[PositionEncoding]:
+        """The model's encodings that mix neighbouring tokens outside attention (a convolution), so
+        neither packed documents nor padding may sit beside a sequence's tokens."""
+        return [e for e in (self.position, *self.layer_positions) if e.packing_unsupported]
+
     def _documents(self, document_ids, cu_seqlens, b: int, n: int, cache, device) -> torch.Tensor | None:
         if document_ids is None and cu_seqlens is None:
             return None
@@ -302,13 +306,13 @@ class Transformer(nn.Module):
             raise ValueError("give `document_ids` or `cu_seqlens`, not both")
         if cache is not None:
             raise ValueError("packed sequences (`document_ids`/`cu_seqlens`) cannot be combined with `cache`")
-        for encoding in [self.position, *self.layer_positions]:
-            if encoding.packing_unsupported:
-                raise ValueError(f"{type(encoding).__name__} cannot run on packed sequences: {encoding.packing_unsupported}")
+        mixing = self._neighbour_mixing_encodings()
+        if mixing:
+            raise ValueError(f"{type(mixing[0]).__name__} cannot run on packed sequences: {mixing[0].packing_unsupported}")
         if cu_seqlens is not None:
             if b != 1:
                 raise ValueError(f"`cu_seqlens` describes one packed row: `tokens` must have batch 1, got {b}")
-            check_tensor("cu_seqlens", cu_seqlens, ndim=1)
+            check_tensor("cu_seqlens", cu_seqlens)  # before it is moved; its rank and values: below
             if cu_seqlens.device.type == "meta" and device.type != "meta":
                 raise ValueError(f"`cu_seqlens` is on meta but `tokens` is on {device}")
             return document_ids_from_cu_seqlens(cu_seqlens.to(device), n)

@@ -83,14 +83,15 @@ def _writable(directory: Path) -> Path:
 def _private_temp_dir() -> Path:
     """``$TMPDIR/posenc-<uid>`` where it is a directory of this user's that nobody else can write (a
     library found in it is loaded and run), else a new private directory for this process."""
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    shared = Path(tempfile.gettempdir()) / f"posenc-{uid if uid is not None else 'user'}"
+    if not hasattr(os, "getuid"):  # no owner to check
+        return Path(tempfile.mkdtemp(prefix="posenc-"))
+    uid = os.getuid()
+    shared = Path(tempfile.gettempdir()) / f"posenc-{uid}"
     try:
         shared.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(shared)
         if (
-            uid is not None
-            and stat.S_ISDIR(info.st_mode)  # not a link planted in its place
+            stat.S_ISDIR(info.st_mode)  # not a link planted in its place
             and info.st_uid == uid
             and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
