@@ -34,6 +34,10 @@ MAX_CACHED_POSITIONS = 1 << 16
 MAX_TABLES = 8
 
 _tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+#: (table key, low, high, positions' shape, per_head) -> (the table's cos, the views of its rows)
+_views: dict[tuple, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+#: Views remembered at once.
+MAX_VIEWS = 64
 #: (weak reference to the tensor the last positions view, their state, their (low, high, consecutive))
 _last_bounds: tuple[weakref.ref, tuple, tuple[int, int, bool]] | None = None
 
@@ -101,32 +105,62 @@ def _bounds(positions: torch.Tensor) -> tuple[int, int, bool]:
     return bounds
 
 
+def _with_heads(t: torch.Tensor) -> torch.Tensor:
+    # (n, f) -> (1, 1, n, f); (b, n, f) -> (b, 1, n, f): broadcast over heads
+    return t.unsqueeze(-3) if t.ndim == 3 else t.unsqueeze(0).unsqueeze(0)
+
+
+def _range_views(key: tuple, table: tuple[torch.Tensor, torch.Tensor], low: int, high: int,
+                 shape: torch.Size, per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``low..high`` of ``table`` shaped like positions of ``shape`` (with a heads axis where
+    ``per_head``): views, remembered while that table is the cached one (making them costs more
+    than the rotation of a short input)."""
+    memo_key = (key, low, high, shape, per_head)
+    memo = _views.get(memo_key)
+    if memo is not None and memo[0] is table[0]:
+        return memo[1]
+    cos, sin = table
+    full = (*shape, cos.shape[-1])
+    views = cos[low : high + 1].expand(full), sin[low : high + 1].expand(full)
+    if per_head:
+        views = _with_heads(views[0]), _with_heads(views[1])
+    if len(_views) >= MAX_VIEWS:
+        _views.clear()
+    _views[memo_key] = (table[0], views)
+    return views
+
+
 def rope_cos_sin(
-    positions: torch.Tensor, dim: int, base: float, *, dtype: torch.dtype = torch.float32
+    positions: torch.Tensor, dim: int, base: float, *, dtype: torch.dtype = torch.float32, per_head: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of ``positions * base^(-2i/dim)``, each ``(*positions.shape, dim/2)`` in ``dtype``."""
+    """cos and sin of ``positions * base^(-2i/dim)``, each ``(*positions.shape, dim/2)`` in ``dtype``.
+
+    ``per_head``: for positions ``(n,)`` or ``(b, n)``, shaped ``(1, 1, n, dim/2)`` or
+    ``(b, 1, n, dim/2)`` instead, to broadcast over the heads of ``(b, h, n, d)`` queries or keys."""
     device = positions.device
     if (
         not positions.is_floating_point()
         and device.type != "meta"
         and not torch.compiler.is_compiling()
         and not torch._C._functorch.is_functorch_wrapped_tensor(positions)
+        and positions.numel()
     ):
-        if positions.numel() == 0:
-            return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
         low, high, consecutive = _bounds(positions)
         if low >= 0 and high < MAX_CACHED_POSITIONS:
-            cos, sin = _table((dim, float(base), dtype, device), high + 1)
+            key = (dim, float(base), dtype, device)
+            table = _table(key, high + 1)
             if consecutive:
                 # views of the table, shaped like positions + (dim/2,): nothing gathered
-                shape = (*positions.shape, cos.shape[-1])
-                return cos[low : high + 1].expand(shape), sin[low : high + 1].expand(shape)
-            return cos[positions], sin[positions]
-    return cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
+                return _range_views(key, table, low, high, positions.shape, per_head)
+            cos, sin = table[0][positions], table[1][positions]
+            return (_with_heads(cos), _with_heads(sin)) if per_head else (cos, sin)
+    cos, sin = cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
+    return (_with_heads(cos), _with_heads(sin)) if per_head else (cos, sin)
 
 
 def clear() -> None:
     """Drop every cached table and the remembered range of the last positions."""
     global _last_bounds
     _tables.clear()
+    _views.clear()
     _last_bounds = None

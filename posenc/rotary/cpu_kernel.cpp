@@ -10,6 +10,15 @@
 // rotation and -1 for its inverse (the backward).
 #include <cstdint>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#define POSENC_STREAM_BYTES 32
+#elif defined(__SSE2__)
+#define POSENC_STREAM_BYTES 16
+#endif
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define POSENC_AVX512 1
@@ -104,73 +113,136 @@ inline void rotate_row_f32(const float* xr, float* orow, const float* c, const f
 }
 #endif
 
+// Rows at most this many bytes wide can be written with streaming (non-temporal) stores, see streams().
+constexpr int64_t STREAM_ROW_BYTES = 4096;
+
+#ifdef POSENC_STREAM_BYTES
+// Copy `bytes` (a multiple of POSENC_STREAM_BYTES) from the cache-resident `src` to `dst` (aligned to
+// POSENC_STREAM_BYTES) with streaming stores.
+inline void stream_row(void* dst, const void* src, int64_t bytes) {
+  char* d = static_cast<char*>(dst);
+  const char* s = static_cast<const char*>(src);
+#if POSENC_STREAM_BYTES == 32
+  for (int64_t i = 0; i < bytes; i += 32)
+    _mm256_stream_ps(reinterpret_cast<float*>(d + i), _mm256_loadu_ps(reinterpret_cast<const float*>(s + i)));
+#else
+  for (int64_t i = 0; i < bytes; i += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+#endif
+}
+#endif
+
+// One row: the first 2*half features rotated (pairs adjacent or split halves), the rest copied.
+// x and o may be one row (in place): each pair is read before it is written and no iteration
+// touches another's pair, so the loops carry no dependence (omp simd)
+template <typename T, typename W, bool PAIRS>
+inline void rotate_row(const T* xr, T* orow, const W* c, const W* s, int64_t d, int64_t half, W sign) {
+  bool vectorised = false;
+#ifdef POSENC_AVX512
+  if constexpr (sizeof(T) == 2 || sizeof(T) == 4) {
+    if (half % 16 == 0) {
+      if constexpr (sizeof(T) == 2) rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
+      else rotate_row_f32<PAIRS>(xr, orow, c, s, half, sign);
+      vectorised = true;
+    }
+  }
+#endif
+  if (!vectorised) {  // the portable loop: other pair counts, float64, no AVX-512
+    if (PAIRS) {
+#pragma omp simd
+      for (int64_t j = 0; j < half; ++j) {
+        const W a = widen(xr[2 * j]), b = widen(xr[2 * j + 1]), cj = c[j], sj = sign * s[j];
+        narrow(orow + 2 * j, a * cj - b * sj);
+        narrow(orow + 2 * j + 1, a * sj + b * cj);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < half; ++j) {
+        const W a = widen(xr[j]), b = widen(xr[j + half]), cj = c[j], sj = sign * s[j];
+        narrow(orow + j, a * cj - b * sj);
+        narrow(orow + j + half, a * sj + b * cj);
+      }
+    }
+  }
+  if (orow != xr)
+    for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
+}
+
+// Whether the rows of an out-of-place output `o` (strides os, sizes size) are written with streaming
+// stores: at least `min_bytes` of them (past the share of the last-level cache a call can expect to
+// keep, an ordinary store first reads each output line from memory to own it, a third stream beside
+// reading x and writing the result; a streaming store skips that read, as a large memcpy() does;
+// smaller outputs stay in the cache for whatever reads them next), rows a whole number of stores wide
+// (at most STREAM_ROW_BYTES) and every row aligned for them.
+template <typename T>
+bool streams(const T* x, const T* o, const int64_t* size, const int64_t* os, int64_t d, int64_t min_bytes) {
+#ifdef POSENC_STREAM_BYTES
+  const int64_t row = d * int64_t(sizeof(T));
+  const int64_t bytes = size[0] * size[1] * size[2] * size[3] * row;
+  if (static_cast<const void*>(x) == static_cast<const void*>(o) || min_bytes < 0 || bytes < min_bytes ||
+      row % POSENC_STREAM_BYTES || row > STREAM_ROW_BYTES || reinterpret_cast<uintptr_t>(o) % POSENC_STREAM_BYTES)
+    return false;
+  for (int i = 0; i < 4; ++i)
+    if (size[i] > 1 && (os[i] * int64_t(sizeof(T))) % POSENC_STREAM_BYTES) return false;
+  return true;
+#else
+  (void)x, (void)o, (void)size, (void)os, (void)d, (void)min_bytes;
+  return false;
+#endif
+}
+
 // HALF > 0: the number of pairs, known when compiling (the common head sizes); 0: read `half`
 template <typename T, typename W, bool PAIRS, int64_t HALF>
 void rotate(const T* x, T* o, const W* cs, const W* sn, const int64_t* size, const int64_t* xs,
-            const int64_t* os, const int64_t* ts, int64_t d, int64_t half_, W sign, int threads) {
+            const int64_t* os, const int64_t* ts, int64_t d, int64_t half_, W sign, int threads,
+            int64_t stream_min_bytes) {
   const int64_t half = HALF ? HALF : half_;
   const int64_t n0 = size[0], n1 = size[1], n2 = size[2], n3 = size[3];
   const int64_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3];
   const int64_t o0 = os[0], o1 = os[1], o2 = os[2], o3 = os[3];
   const int64_t t0 = ts[0], t1 = ts[1], t2 = ts[2], t3 = ts[3];
   const int64_t elements = n0 * n1 * n2 * n3 * d;
-#pragma omp parallel for collapse(3) num_threads(threads) schedule(static) if (threads > 1 && elements >= 32768)
-  for (int64_t i0 = 0; i0 < n0; ++i0)
-    for (int64_t i1 = 0; i1 < n1; ++i1)
-      for (int64_t i2 = 0; i2 < n2; ++i2)
-        for (int64_t i3 = 0; i3 < n3; ++i3) {
-          // x and o may be one row (in place): each pair is read before it is written and no
-          // iteration touches another's pair, so the loops carry no dependence (omp simd)
-          const T* xr = x + i0 * x0 + i1 * x1 + i2 * x2 + i3 * x3;
-          T* orow = o + i0 * o0 + i1 * o1 + i2 * o2 + i3 * o3;
-          const W* c = cs + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
-          const W* s = sn + i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
-          bool vectorised = false;
-#ifdef POSENC_AVX512
-          if constexpr (sizeof(T) == 2 || sizeof(T) == 4) {
-            if (half % 16 == 0) {
-              if constexpr (sizeof(T) == 2) rotate_row_bf16<PAIRS>(xr, orow, c, s, half, sign);
-              else rotate_row_f32<PAIRS>(xr, orow, c, s, half, sign);
-              vectorised = true;
+  const bool stream = streams(x, o, size, os, d, stream_min_bytes);
+#pragma omp parallel num_threads(threads) if (threads > 1 && elements >= 32768)
+  {
+#pragma omp for collapse(3) schedule(static)
+    for (int64_t i0 = 0; i0 < n0; ++i0)
+      for (int64_t i1 = 0; i1 < n1; ++i1)
+        for (int64_t i2 = 0; i2 < n2; ++i2)
+          for (int64_t i3 = 0; i3 < n3; ++i3) {
+            const T* xr = x + i0 * x0 + i1 * x1 + i2 * x2 + i3 * x3;
+            T* orow = o + i0 * o0 + i1 * o1 + i2 * o2 + i3 * o3;
+            const int64_t t = i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3;
+#ifdef POSENC_STREAM_BYTES
+            if (stream) {  // rotated in the L1 cache, then streamed out
+              alignas(64) T row[STREAM_ROW_BYTES / sizeof(T)];
+              rotate_row<T, W, PAIRS>(xr, row, cs + t, sn + t, d, half, sign);
+              stream_row(orow, row, d * int64_t(sizeof(T)));
+              continue;
             }
-          }
 #endif
-          if (!vectorised) {  // the scalar loop: other pair counts, float64, no AVX-512
-            if (PAIRS) {
-#pragma omp simd
-              for (int64_t j = 0; j < half; ++j) {
-                const W a = widen(xr[2 * j]), b = widen(xr[2 * j + 1]), cj = c[j], sj = sign * s[j];
-                narrow(orow + 2 * j, a * cj - b * sj);
-                narrow(orow + 2 * j + 1, a * sj + b * cj);
-              }
-            } else {
-#pragma omp simd
-              for (int64_t j = 0; j < half; ++j) {
-                const W a = widen(xr[j]), b = widen(xr[j + half]), cj = c[j], sj = sign * s[j];
-                narrow(orow + j, a * cj - b * sj);
-                narrow(orow + j + half, a * sj + b * cj);
-              }
-            }
+            rotate_row<T, W, PAIRS>(xr, orow, cs + t, sn + t, d, half, sign);
           }
-          if (orow != xr)
-            for (int64_t j = 2 * half; j < d; ++j) orow[j] = xr[j];
-        }
+#ifdef POSENC_STREAM_BYTES
+    if (stream) _mm_sfence();  // this thread's streaming stores are done before the region ends
+#endif
+  }
 }
 
 // layout: the four leading sizes, then the four strides of x, of o and of the tables
 template <typename T, typename W, bool PAIRS>
 void dispatch(const void* x, void* o, const void* c, const void* s, const int64_t* layout, int64_t d,
-              int64_t half, double sign, int threads) {
+              int64_t half, double sign, int threads, int64_t stream_min_bytes) {
   const int64_t *size = layout, *xs = layout + 4, *os = layout + 8, *ts = layout + 12;
   const T* xt = static_cast<const T*>(x);
   T* ot = static_cast<T*>(o);
   const W* ct = static_cast<const W*>(c);
   const W* st = static_cast<const W*>(s);
   switch (half) {
-    case 16: return rotate<T, W, PAIRS, 16>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
-    case 32: return rotate<T, W, PAIRS, 32>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
-    case 64: return rotate<T, W, PAIRS, 64>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
-    default: return rotate<T, W, PAIRS, 0>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads);
+    case 16: return rotate<T, W, PAIRS, 16>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads, stream_min_bytes);
+    case 32: return rotate<T, W, PAIRS, 32>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads, stream_min_bytes);
+    case 64: return rotate<T, W, PAIRS, 64>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads, stream_min_bytes);
+    default: return rotate<T, W, PAIRS, 0>(xt, ot, ct, st, size, xs, os, ts, d, half, W(sign), threads, stream_min_bytes);
   }
 }
 
@@ -178,8 +250,8 @@ void dispatch(const void* x, void* o, const void* c, const void* s, const int64_
 
 #define POSENC_ENTRY(NAME, T, W, PAIRS)                                                                   \
   extern "C" void NAME(const void* x, void* o, const void* c, const void* s, const int64_t* layout,       \
-                       int64_t d, int64_t half, double sign, int threads) {                                \
-    dispatch<T, W, PAIRS>(x, o, c, s, layout, d, half, sign, threads);                                     \
+                       int64_t d, int64_t half, double sign, int threads, int64_t stream_min_bytes) {      \
+    dispatch<T, W, PAIRS>(x, o, c, s, layout, d, half, sign, threads, stream_min_bytes);                   \
   }
 
 POSENC_ENTRY(posenc_rope_bfloat16_halves, uint16_t, float, false)

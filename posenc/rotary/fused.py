@@ -319,6 +319,8 @@ def _cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[
 
 def _empty_in_memory_order(x: torch.Tensor) -> torch.Tensor:
     """A new tensor of x's shape laid out in the memory order of x's rows (see :func:`_memory_order`)."""
+    if x.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
     order = _memory_order(x)
     if order is None:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -422,30 +424,41 @@ class _FusedRotation(torch.autograd.Function):
         return (None, None, None, None, *back)
 
 
-def _wants_kernel(
+def _kernel_choice(
     fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool
-) -> bool:
+) -> str | None:
+    """``"cpp"`` (the C++ function), ``"compiled"`` (inductor's kernel) or None (the eager rotation)
+    for rotating ``xs``."""
     if fused is False or xs[0].device.type not in FUSED_DEVICES or cos.requires_grad or sin.requires_grad:
-        return False
-    if len({(x.dtype, x.device) for x in xs}) > 1:
-        return False
+        return None
+    if len(xs) > 1 and len({(x.dtype, x.device) for x in xs}) > 1:
+        return None
     mode = fusion_mode()
-    if fused is True or mode == "on":
-        return True
-    if mode == "off":
-        return False
+    if mode == "off" and fused is not True:
+        return None
     if _uses_cpp(xs):
         # level with or faster than the eager rotation at every size and in both layouts
         # (docs/performance.md)
-        return True
+        return "cpp"
+    if fused is True or mode == "on":
+        return "compiled"
     if sum(x.numel() for x in xs) < MIN_FUSED_NUMEL:
-        return False
+        return None
     # adjacent pairs on CPU: inductor's loop over interleaved elements is scalar; bfloat16 pairs
     # rotated as int32 words vectorise and beat the eager complex multiply by 3x, float32 pairs as
     # int64 words measured level with it on one thread and up to 1.2x slower on two (the word
     # packing costs instructions the complex multiply does not), float16 slower
     # (docs/performance.md); split halves vectorise
-    return not (interleaved and xs[0].device.type == "cpu") or xs[0].dtype == torch.bfloat16
+    if interleaved and xs[0].device.type == "cpu" and xs[0].dtype != torch.bfloat16:
+        return None
+    return "compiled"
+
+
+def _wants_kernel(
+    fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool
+) -> bool:
+    """Whether ``xs`` are rotated by a fused kernel (the C++ function or inductor's)."""
+    return _kernel_choice(fused, xs, cos, sin, interleaved) is not None
 
 
 def _check_flags(**flags: object) -> None:
@@ -514,8 +527,9 @@ def rotate_tensors(
         # the write into each view the way torch's own in-place operations do
         out = rotate_tensors(xs, cos, sin, interleaved=interleaved, fused=fused)
         return tuple(x.copy_(o) for x, o in zip(xs, out))
-    if _wants_kernel(fused, xs, cos, sin, interleaved):
-        if _uses_cpp(xs):
+    choice = _kernel_choice(fused, xs, cos, sin, interleaved)
+    if choice is not None:
+        if choice == "cpp":
             if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
                 return _CppRotation.apply(cos, sin, interleaved, inplace, *xs)
             return _cpp_rotate(xs, _cpp_tables(cos, sin, xs[0]), interleaved, inplace)

@@ -94,11 +94,6 @@ def apply_rotary(
     return rotate_tensors((x,), cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)[0]
 
 
-def _per_head(t: torch.Tensor) -> torch.Tensor:
-    # (n, f) -> (1, 1, n, f); (b, n, f) -> (b, 1, n, f): broadcast over heads
-    return t.unsqueeze(-3) if t.ndim == 3 else t.unsqueeze(0).unsqueeze(0)
-
-
 def rope_positions(
     x: torch.Tensor,
     positions: torch.Tensor | None,
@@ -140,9 +135,9 @@ def apply_rope(
     """
     pos = rope_positions(x, positions, randomize_positions, generator)
     check_float("base", base, positive=True)
-    cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=work_dtype(x))
+    cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=work_dtype(x), per_head=True)
     # the angles are built here to fit x: no further checks are needed
-    return rotate_tensors((x,), _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)[0]
+    return rotate_tensors((x,), cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)[0]
 
 
 def apply_rope_qk(
@@ -173,8 +168,10 @@ def apply_rope_qk(
     check_same_device(q=q, k=k)
     check_float("base", base, positive=True)
     # the wider arithmetic dtype where q and k differ (float64 angles for a float64 tensor)
-    cos, sin = rope_cos_sin(pos, q.shape[-1], base, dtype=torch.promote_types(work_dtype(q), work_dtype(k)))
-    return rotate_qk(q, k, _per_head(cos), _per_head(sin), interleaved=interleaved, inplace=inplace, fused=fused)
+    cos, sin = rope_cos_sin(
+        pos, q.shape[-1], base, dtype=torch.promote_types(work_dtype(q), work_dtype(k)), per_head=True
+    )
+    return rotate_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)
 
 
 def _same_positions(a: Positions, b: Positions) -> bool:
@@ -284,6 +281,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
         self._cache_start = 0
         self._cache_key: tuple | None = None
+        #: (the window's cos table, (first row, n), its rows as (1, n, rot/2) and (1, 1, n, rot/2) views)
+        self._rows_memo: tuple | None = None
         self.register_buffer("cos_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
         self.register_buffer("sin_cached", torch.empty(0, self.rot_dim // 2, device=device), persistent=False)
         self.init_non_persistent_buffers(device)
@@ -333,9 +332,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             check_max_position("offset", positions.end - 1)
             length = self._grown(positions.end if seq_len is None else seq_len)
             if not torch.compiler.is_compiling():
-                first = self._window(positions, length)
-                last = first + positions.n
-                return self.cos_cached[first:last].unsqueeze(0), self.sin_cached[first:last].unsqueeze(0)
+                return self._window_rows(self._window(positions, length), positions.n)[:2]
             seq_len = length
         pos = positions.tensor(device)
         looked_up = self._looked_up(pos, seq_len, dtype)
@@ -361,6 +358,26 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         if key != self._cache_key:
             self.init_non_persistent_buffers(self.cos_cached.device, seq_len=length)
         return first
+
+    def _window_rows(self, first: int, n: int) -> tuple[torch.Tensor, ...]:
+        """Rows ``first .. first + n - 1`` of the cached window as ``(1, n, rot/2)`` cos and sin, then as
+        ``(1, 1, n, rot/2)``: views, remembered while the window stays (eager code only; making them
+        costs more than the rotation of a short input)."""
+        cos_table = self.cos_cached
+        memo = self._rows_memo
+        if memo is not None and memo[0] is cos_table and memo[1] == (first, n):
+            return memo[2]
+        cos, sin = cos_table[first : first + n].unsqueeze(0), self.sin_cached[first : first + n].unsqueeze(0)
+        rows = (cos, sin, cos.unsqueeze(1), sin.unsqueeze(1))
+        self._rows_memo = (cos_table, (first, n), rows)
+        return rows
+
+    def _per_head(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b | 1, n, f)`` cos and sin as ``(b | 1, 1, n, f)``, to broadcast over heads."""
+        memo = None if torch.compiler.is_compiling() else self._rows_memo
+        if memo is not None and memo[2][0] is cos and memo[2][1] is sin:
+            return memo[2][2], memo[2][3]
+        return cos.unsqueeze(1), sin.unsqueeze(1)
 
     def _looked_up(
         self, pos: torch.Tensor, seq_len: int | torch.Tensor | None, dtype: torch.dtype
@@ -398,8 +415,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
 
     def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions, **kw) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
-        cos, sin = self._cos_sin_for(t, positions, **kw)
-        return apply_rotary(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
+        cos, sin = self._per_head(*self._cos_sin_for(t, positions, **kw))
+        return apply_rotary(t, cos, sin, interleaved=self.interleaved)
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         """x: ``(b, h, n, head_dim)`` -> rotated, same shape and dtype."""
@@ -412,8 +429,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         # the same positions (self-attention without a cache): one table look-up, one fused call
         if _same_positions(q_positions, k_positions):
-            cos, sin = self._cos_sin_for(q, q_positions)
-            return rotate_qk(q, k, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=self.interleaved)
+            cos, sin = self._per_head(*self._cos_sin_for(q, q_positions))
+            return rotate_qk(q, k, cos, sin, interleaved=self.interleaved)
         # the dynamic NTK base follows the furthest position seen by either side
         q = self.rotate_queries_or_keys(q, q_positions)
         k = self.rotate_queries_or_keys(k, k_positions)

@@ -72,3 +72,32 @@ def test_the_range_of_a_cuda_positions_tensor_is_read_once_per_version(monkeypat
     for _ in range(2):
         angle_cache.rope_cos_sin(frozen, 8, 10000.0)
     assert len(reads) == 5
+
+
+def test_remembered_views_follow_a_regrown_table_and_the_heads_axis():
+    angle_cache.clear()
+    short = torch.arange(10)
+    first = angle_cache.rope_cos_sin(short, 8, 10000.0, per_head=True)
+    assert first[0].shape == (1, 1, 10, 4)
+    angle_cache.rope_cos_sin(torch.arange(5000), 8, 10000.0)  # the table is rebuilt longer
+    again = angle_cache.rope_cos_sin(short, 8, 10000.0, per_head=True)
+    table = angle_cache._tables[(8, 10000.0, torch.float32, short.device)][0]
+    assert again[0].data_ptr() == table.data_ptr()  # a view of the current table, not the dropped one
+    for g, w in zip(again, _direct(short[None])):
+        torch.testing.assert_close(g, w.unsqueeze(1), atol=0, rtol=0)
+    per_row = torch.tensor([[2, 3, 4], [9, 1, 0]])  # (b, n) gathered: (b, 1, n, dim/2)
+    for g, w in zip(angle_cache.rope_cos_sin(per_row, 8, 10000.0, per_head=True), _direct(per_row)):
+        torch.testing.assert_close(g, w.unsqueeze(1), atol=0, rtol=0)
+
+
+def test_module_window_views_follow_a_moved_window():
+    from posenc.core.positions import Positions
+    from posenc.rotary import RotaryPositionEncoding
+
+    rope = RotaryPositionEncoding(8, cache_len=16)
+    x = torch.randn(1, 2, 4, 8)
+    want = rope(x)
+    rope.rotate(x, x, q_positions=Positions(4, 100_000), k_positions=Positions(4, 100_000))  # window moves
+    torch.testing.assert_close(rope(x), want, atol=0, rtol=0)
+    q, _ = rope.rotate(x, x, q_positions=Positions(4), k_positions=Positions(4))
+    torch.testing.assert_close(q, want, atol=0, rtol=0)

@@ -156,6 +156,39 @@ def test_same_result_on_one_and_two_threads():
     assert torch.equal(*results)
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_streamed_results_equal_the_stored_ones(interleaved, monkeypatch):
+    # every result streamed (threshold 0): rows of whole 32-byte stores (bf16/fp32/fp64, partial
+    # rotation, strided views of a packed projection, memory-ordered outputs) and rows that are not
+    # (12 float32 features, 48 bytes: stored normally), against the plain expression bit for bit
+    gen = torch.Generator().manual_seed(11)
+    monkeypatch.setattr(cpu_kernel, "STREAM_MIN_BYTES", 0)
+    for d, rot, dtype in [(64, 64, torch.float32), (64, 64, torch.bfloat16), (32, 32, torch.float64),
+                          (40, 16, torch.float32), (12, 12, torch.float32), (24, 24, torch.bfloat16)]:
+        theta = _angles(2, 1, 6, rot // 2)
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        cos, sin = theta.cos().to(work), theta.sin().to(work)
+        for name, q, k in _layouts(2, 6, 3, d, gen):
+            q, k = q.to(dtype), k.to(dtype)
+            rq, rk = rotate_qk(q, k, cos, sin, interleaved=interleaved, fused=True)
+            for x, r in ((q, rq), (k, rk)):
+                assert _bits_equal(r, rotate_expr(x, cos, sin, interleaved)), (name, d, dtype)
+
+
+def test_large_results_are_streamed_and_exact():
+    # 9 MiB of float32 rows: past STREAM_MIN_BYTES, in parallel, against the float64 reference
+    assert 9 << 20 >= cpu_kernel.STREAM_MIN_BYTES >= 0
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(1, 2, 18432, 64, generator=gen)
+    theta = _angles(18432, 32)
+    cos, sin = theta.cos().float(), theta.sin().float()
+    for interleaved in (False, True):
+        (got,) = rotate_tensors((x,), cos, sin, interleaved=interleaved, fused=True)
+        assert _bits_equal(got, rotate_expr(x, cos, sin, interleaved))
+        ref = reference(x[0, 0, ::97].double().numpy(), theta[::97].numpy(), interleaved)
+        np.testing.assert_allclose(got[0, 0, ::97].double().numpy(), ref, atol=1e-5, rtol=1e-6)
+
+
 def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))
     compiler = cpu_kernel._compiler()
