@@ -1,8 +1,12 @@
-"""Interleaved timing: every implementation of a case runs once per round, in turn, so that machine
-noise (other processes, frequency changes) hits all of them alike; medians and ratios are reported."""
+"""Interleaved timing: every implementation of a case runs once per round, so that machine noise (other
+processes, frequency changes) hits all of them alike; medians and ratios are reported. The order is
+shuffled each round (from a fixed seed): what one call leaves behind (a heap just returned to the
+system, whose next large allocation page-faults; caches filled with other data) then falls on every
+implementation alike instead of always on the one that follows it."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +29,8 @@ def interleaved_medians(
 def interleaved_times(
     fns: dict[str, Callable[[], object]], *, rounds: int = 15, warmup: int = 2, device: torch.device | None = None
 ) -> dict[str, tuple[float, float]]:
-    """Median ``(wall-clock, process CPU)`` seconds per call of each function, measured round-robin.
+    """Median ``(wall-clock, process CPU)`` seconds per call of each function, measured round-robin in
+    a shuffled order.
 
     The CPU time (``time.process_time``: every thread of this process, on the CPU) leaves out the time
     the process waited for a core, so on a shared machine its ratios are the steadier ones; with one
@@ -38,8 +43,12 @@ def interleaved_times(
     _sync(device)
     walls: dict[str, list[float]] = {name: [] for name in fns}
     cpus: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
+        shuffle(order)
+        for name in order:
+            fn = fns[name]
             _sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
