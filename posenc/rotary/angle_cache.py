@@ -50,9 +50,11 @@ def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = inverse_frequencies(dim, base, device=device)
         cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
         _tables[key] = cached
+        _views.clear()  # views of a replaced table would keep it alive
     _tables.move_to_end(key)
     while len(_tables) > MAX_TABLES:
         _tables.popitem(last=False)
+        _views.clear()
     return cached
 
 

@@ -318,6 +318,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         positions = torch.arange(start, start + self._cache_len, device=device)
         self.cos_cached, self.sin_cached = cos_sin(positions, inv_freq, scale=self.scaling.attention_factor)
         self._cache_key = (start, self._cache_len, self._length_key(seq_len), self.cos_cached.device)
+        self._rows_memo = None
 
     def cos_sin(
         self, positions: Positions, *, seq_len: int | torch.Tensor | None = None, dtype: torch.dtype = torch.float32
