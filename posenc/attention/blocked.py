@@ -34,6 +34,7 @@ from torch.autograd.function import once_differentiable
 
 from posenc.attention.inputs import check_bias, check_qkv
 from posenc.attention.masks import MaskSpec
+from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
 
 #: Training: at most this many row blocks of at least MIN_BLOCK_ROWS rows when a mask skips keys.
@@ -141,7 +142,8 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
 @functools.lru_cache(maxsize=64)
 def _upper_triangle(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(rows, rows)``: a large negative number above the diagonal, 0 on and below it."""
-    return torch.full((rows, rows), torch.finfo(dtype).min / 2, dtype=dtype, device=device).triu_(1)
+    with building_tables():  # cached: an ordinary tensor even when first built under inference mode
+        return torch.full((rows, rows), torch.finfo(dtype).min / 2, dtype=dtype, device=device).triu_(1)
 
 
 def _causal_corner(mask: MaskSpec, s: int, e: int, k0: int, k1: int, n: int, m: int, logits: torch.Tensor):

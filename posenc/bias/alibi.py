@@ -121,7 +121,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
             if length is not None and fits((self.heads, length, length)):
                 if length > self._cache_len:
                     self._cache_len = length
-                    self.init_non_persistent_buffers(self.slopes.device)
+                    self.rebuild_tables(self.slopes.device)
                 return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
         return alibi_bias(rel, self.slopes, symmetric=not self.causal)

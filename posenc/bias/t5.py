@@ -27,6 +27,7 @@ from posenc.bias.relative import (
 from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import check_int, check_positive_int, check_tensor
 
@@ -135,7 +136,8 @@ class T5RelativeBias(BiasEncoding):
             return self._bucket(rel)
         if needed > length or self.buckets_cached.device != self.bias.weight.device:
             length = table_length(needed, length)
-            self.buckets_cached = self._bucket(torch.arange(-length + 1, length, device=self.bias.weight.device))
+            with building_tables():
+                self.buckets_cached = self._bucket(torch.arange(-length + 1, length, device=self.bias.weight.device))
         start = gap - n + 1 + length - 1
         return self.buckets_cached[start : start + n + m - 1]
 

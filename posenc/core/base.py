@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from posenc.core.positions import Positions
+from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import check_dtype, check_on_device
 
@@ -168,11 +169,18 @@ class DerivedTablesMixin:
     Policy: derived tables are never saved in a ``state_dict``; they follow the module's device;
     they are *rebuilt* (not cast) whenever the module is moved or cast, so ``model.to(torch.bfloat16)``
     leaves them in float32 and ``to_empty()`` after building on the ``meta`` device fills them with
-    real values. Subclasses implement :meth:`init_non_persistent_buffers`.
+    real values. Subclasses implement :meth:`init_non_persistent_buffers`; code that rebuilds the
+    tables calls :meth:`rebuild_tables`, which keeps them ordinary tensors under
+    ``torch.inference_mode()`` too (:mod:`posenc.core.tables`).
     """
 
     def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
         raise NotImplementedError
+
+    def rebuild_tables(self, device: torch.device | None = None, **kwargs: Any) -> None:
+        """:meth:`init_non_persistent_buffers` with inference mode and gradients off."""
+        with building_tables():
+            self.init_non_persistent_buffers(device, **kwargs)
 
     def _table_device(self) -> torch.device | None:
         for _, buf in self.named_buffers(recurse=False):  # type: ignore[attr-defined]
@@ -182,5 +190,5 @@ class DerivedTablesMixin:
 
     def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module internal
         module = super()._apply(fn, recurse)  # type: ignore[misc]
-        self.init_non_persistent_buffers(self._table_device())
+        self.rebuild_tables(self._table_device())
         return module

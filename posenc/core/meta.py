@@ -31,7 +31,7 @@ def initialize(module: nn.Module) -> nn.Module:
         with torch.no_grad():
             reset()
     if isinstance(module, DerivedTablesMixin):
-        module.init_non_persistent_buffers(module._table_device())
+        module.rebuild_tables(module._table_device())
     return module
 
 

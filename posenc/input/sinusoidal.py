@@ -135,7 +135,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
             first, last = positions.offset - self._cache_start, positions.end - self._cache_start
             if (first < 0 or last > self.table.shape[0]) and not torch.compiler.is_compiling():
                 self._cache_start, self._cache_len = table_window(positions, self._cache_len)
-                self.init_non_persistent_buffers(self.table.device)
+                self.rebuild_tables(self.table.device)
                 first, last = 0, positions.n
             if first >= 0 and last <= self.table.shape[0]:
                 return self.table[first:last].unsqueeze(0) * self.scale

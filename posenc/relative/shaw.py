@@ -39,6 +39,7 @@ from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
     check_choice,
@@ -274,9 +275,10 @@ def _table_product(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=256)
 def _band_columns_cached(runs: OffsetRuns, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = torch.arange(runs.n, device=device).unsqueeze(1)
-    cols = (runs.lo - (runs.n - 1)) + rows + torch.arange(runs.last - runs.first + 1, device=device)
-    return cols.clamp(0, runs.m - 1), ((cols >= 0) & (cols < runs.m)).to(dtype)
+    with building_tables():  # cached: an ordinary tensor even when first built under inference mode
+        rows = torch.arange(runs.n, device=device).unsqueeze(1)
+        cols = (runs.lo - (runs.n - 1)) + rows + torch.arange(runs.last - runs.first + 1, device=device)
+        return cols.clamp(0, runs.m - 1), ((cols >= 0) & (cols < runs.m)).to(dtype)
 
 
 def _band_columns(runs: OffsetRuns, device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,8 +393,9 @@ def _diagonals(grid: torch.Tensor, band: CausalBand) -> torch.Tensor:
 def _edge_columns(band: CausalBand, a: int, b: int, device: torch.device, dtype: torch.dtype):
     """``(b - a, width)`` columns of rows ``a .. b - 1``'s band (clamped into the block) and whether each
     lies inside it (1 or 0 in ``dtype``)."""
-    cols = torch.arange(a, b, device=device).unsqueeze(1) + band.first + torch.arange(band.width, device=device)
-    return cols.clamp(0, band.keys - 1), ((cols >= 0) & (cols < band.keys)).to(dtype)
+    with building_tables():  # cached: an ordinary tensor even when first built under inference mode
+        cols = torch.arange(a, b, device=device).unsqueeze(1) + band.first + torch.arange(band.width, device=device)
+        return cols.clamp(0, band.keys - 1), ((cols >= 0) & (cols < band.keys)).to(dtype)
 
 
 def _band_add_(grid: torch.Tensor, values: torch.Tensor, band: CausalBand) -> None:

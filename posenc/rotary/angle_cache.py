@@ -27,6 +27,7 @@ from collections import OrderedDict
 import torch
 
 from posenc.core.frequencies import cos_sin, inverse_frequencies
+from posenc.core.tables import building_tables
 
 #: Positions past this are computed directly (the table for d = 128 would pass 64 MiB).
 MAX_CACHED_POSITIONS = 1 << 16
@@ -47,8 +48,9 @@ def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     cached = _tables.get(key)
     if cached is None or cached[0].shape[0] < rows:
         length = max(256, 1 << (rows - 1).bit_length())
-        inv_freq = inverse_frequencies(dim, base, device=device)
-        cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
+        with building_tables():
+            inv_freq = inverse_frequencies(dim, base, device=device)
+            cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
         _tables[key] = cached
         _views.clear()  # views of a replaced table would keep it alive
     _tables.move_to_end(key)
@@ -123,9 +125,10 @@ def _range_views(key: tuple, table: tuple[torch.Tensor, torch.Tensor], low: int,
         return memo[1]
     cos, sin = table
     full = (*shape, cos.shape[-1])
-    views = cos[low : high + 1].expand(full), sin[low : high + 1].expand(full)
-    if per_head:
-        views = _with_heads(views[0]), _with_heads(views[1])
+    with building_tables():  # views made under inference mode could not be saved for a later backward
+        views = cos[low : high + 1].expand(full), sin[low : high + 1].expand(full)
+        if per_head:
+            views = _with_heads(views[0]), _with_heads(views[1])
     if len(_views) >= MAX_VIEWS:
         _views.clear()
     _views[memo_key] = (table[0], views)

@@ -19,6 +19,7 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import MAX_POSITION, check_max_position, cos_sin
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
+from posenc.core.tables import building_tables
 from posenc.core.validation import (
     check_even,
     check_float,
@@ -357,7 +358,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             first = 0
         key = (self._cache_start, self._cache_len, self._length_key(length), self.cos_cached.device)
         if key != self._cache_key:
-            self.init_non_persistent_buffers(self.cos_cached.device, seq_len=length)
+            self.rebuild_tables(self.cos_cached.device, seq_len=length)
         return first
 
     def _window_rows(self, first: int, n: int) -> tuple[torch.Tensor, ...]:
@@ -368,8 +369,9 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         memo = self._rows_memo
         if memo is not None and memo[0] is cos_table and memo[1] == (first, n):
             return memo[2]
-        cos, sin = cos_table[first : first + n].unsqueeze(0), self.sin_cached[first : first + n].unsqueeze(0)
-        rows = (cos, sin, cos.unsqueeze(1), sin.unsqueeze(1))
+        with building_tables():  # views made under inference mode could not be saved for a later backward
+            cos, sin = cos_table[first : first + n].unsqueeze(0), self.sin_cached[first : first + n].unsqueeze(0)
+            rows = (cos, sin, cos.unsqueeze(1), sin.unsqueeze(1))
         self._rows_memo = (cos_table, (first, n), rows)
         return rows
 
