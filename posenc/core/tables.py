@@ -18,10 +18,9 @@ import torch
 @contextlib.contextmanager
 def building_tables() -> Iterator[None]:
     """Inference mode and gradients off while a cached table is built: the table is an ordinary
-    tensor whatever mode the caller is in (a no-op in traced code, which builds no caches)."""
-    if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():
-        with torch.no_grad():
-            yield
-        return
-    with torch.inference_mode(False), torch.no_grad():
+    tensor whatever mode the caller is in (inference mode is left alone in traced code, which builds
+    no caches)."""
+    # is_compiling first: dynamo cannot trace is_inference_mode_enabled
+    leave_inference = not torch.compiler.is_compiling() and torch.is_inference_mode_enabled()
+    with torch.inference_mode(False) if leave_inference else contextlib.nullcontext(), torch.no_grad():
         yield

@@ -21,6 +21,7 @@ or pass a new tensor. Positions wrapped by a ``torch.func`` transform are comput
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import OrderedDict
 
@@ -35,10 +36,6 @@ MAX_CACHED_POSITIONS = 1 << 16
 MAX_TABLES = 8
 
 _tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-#: (table key, low, high, positions' shape, per_head) -> (the table's cos, the views of its rows)
-_views: dict[tuple, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
-#: Views remembered at once.
-MAX_VIEWS = 64
 #: (weak reference to the tensor the last positions view, their state, their (low, high, consecutive))
 _last_bounds: tuple[weakref.ref, tuple, tuple[int, int, bool]] | None = None
 
@@ -52,11 +49,11 @@ def _table(key: tuple, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
             inv_freq = inverse_frequencies(dim, base, device=device)
             cached = cos_sin(torch.arange(length, device=device), inv_freq, dtype=dtype)
         _tables[key] = cached
-        _views.clear()  # views of a replaced table would keep it alive
+        _range_views.cache_clear()  # its views of the replaced table would be stale and keep it alive
     _tables.move_to_end(key)
     while len(_tables) > MAX_TABLES:
         _tables.popitem(last=False)
-        _views.clear()
+        _range_views.cache_clear()
     return cached
 
 
@@ -114,25 +111,16 @@ def _with_heads(t: torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(-3) if t.ndim == 3 else t.unsqueeze(0).unsqueeze(0)
 
 
-def _range_views(key: tuple, table: tuple[torch.Tensor, torch.Tensor], low: int, high: int,
-                 shape: torch.Size, per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows ``low..high`` of ``table`` shaped like positions of ``shape`` (with a heads axis where
-    ``per_head``): views, remembered while that table is the cached one (making them costs more
-    than the rotation of a short input)."""
-    memo_key = (key, low, high, shape, per_head)
-    memo = _views.get(memo_key)
-    if memo is not None and memo[0] is table[0]:
-        return memo[1]
-    cos, sin = table
+@functools.lru_cache(maxsize=64)
+def _range_views(key: tuple, low: int, high: int, shape: torch.Size, per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``low..high`` of the cached table ``key`` shaped like positions of ``shape`` (with a heads
+    axis where ``per_head``): views, cached until that table is replaced (making them costs more than
+    the rotation of a short input)."""
+    cos, sin = _tables[key]
     full = (*shape, cos.shape[-1])
     with building_tables():  # views made under inference mode could not be saved for a later backward
         views = cos[low : high + 1].expand(full), sin[low : high + 1].expand(full)
-        if per_head:
-            views = _with_heads(views[0]), _with_heads(views[1])
-    if len(_views) >= MAX_VIEWS:
-        _views.clear()
-    _views[memo_key] = (table[0], views)
-    return views
+        return (_with_heads(views[0]), _with_heads(views[1])) if per_head else views
 
 
 def rope_cos_sin(
@@ -156,7 +144,7 @@ def rope_cos_sin(
             table = _table(key, high + 1)
             if consecutive:
                 # views of the table, shaped like positions + (dim/2,): nothing gathered
-                return _range_views(key, table, low, high, positions.shape, per_head)
+                return _range_views(key, low, high, positions.shape, per_head)
             cos, sin = table[0][positions], table[1][positions]
             return (_with_heads(cos), _with_heads(sin)) if per_head else (cos, sin)
     cos, sin = cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)
@@ -167,5 +155,5 @@ def clear() -> None:
     """Drop every cached table and the remembered range of the last positions."""
     global _last_bounds
     _tables.clear()
-    _views.clear()
+    _range_views.cache_clear()
     _last_bounds = None

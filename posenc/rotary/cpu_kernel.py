@@ -23,6 +23,7 @@ for its processor by any compiler (a prebuilt cache shipped in an image). Where 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -244,27 +245,27 @@ def _merged(shape: list[int], strides: list[list[int]]) -> tuple[list[int], list
     return shape, strides
 
 
-#: (x's shape and strides, out's strides, the tables' shape and strides) -> the kernel's layout
-#: argument, or False where more than four leading dimensions do not merge (memoised: building it
-#: costs more than the kernel call on a small input)
-_layouts: dict[tuple, ctypes.Array | bool] = {}
-_MAX_LAYOUTS = 64
-
-
-def _layout(x: torch.Tensor, out: torch.Tensor, cos: torch.Tensor) -> ctypes.Array | bool:
-    lead = x.shape[:-1]
+@functools.lru_cache(maxsize=64)
+def _layout(
+    x_shape: torch.Size, x_stride: tuple[int, ...], out_stride: tuple[int, ...], cos_shape: torch.Size,
+    cos_stride: tuple[int, ...],
+) -> ctypes.Array | bool:
+    """The kernel's layout argument for x, out and the tables of these shapes and strides, or False
+    where more than four leading dimensions do not merge (cached: building it costs more than the
+    kernel call on a small input)."""
+    lead = x_shape[:-1]
     rank = len(lead)
     # the tables' strides over x's leading dimensions (0 where they broadcast)
-    offset = rank - (cos.dim() - 1)
-    if offset < 0 or cos.shape[-1] > x.shape[-1] // 2 or any(
-        cos.shape[i - offset] not in (1, lead[i]) for i in range(offset, rank)
+    offset = rank - (len(cos_shape) - 1)
+    if offset < 0 or cos_shape[-1] > x_shape[-1] // 2 or any(
+        cos_shape[i - offset] not in (1, lead[i]) for i in range(offset, rank)
     ):
-        raise ValueError(f"angle tables of shape {tuple(cos.shape)} do not broadcast onto x of shape {tuple(x.shape)}")
+        raise ValueError(f"angle tables of shape {tuple(cos_shape)} do not broadcast onto x of shape {tuple(x_shape)}")
     table = [0] * rank
     for i in range(offset, rank):
-        if cos.shape[i - offset] != 1:
-            table[i] = cos.stride(i - offset)
-    shape, (xs, os_, ts) = _merged(list(lead), [list(x.stride()[:-1]), list(out.stride()[:-1]), table])
+        if cos_shape[i - offset] != 1:
+            table[i] = cos_stride[i - offset]
+    shape, (xs, os_, ts) = _merged(list(lead), [list(x_stride[:-1]), list(out_stride[:-1]), table])
     if len(shape) > LEAD_DIMS:
         return False
     pad = LEAD_DIMS - len(shape)
@@ -280,13 +281,7 @@ def rotate_into(x: torch.Tensor, out: torch.Tensor, cos: torch.Tensor, sin: torc
     four leading dimensions that memory does not let merge."""
     if library() is None:
         return False
-    key = (x.shape, x.stride(), out.stride(), cos.shape, cos.stride())
-    layout = _layouts.get(key)
-    if layout is None:
-        layout = _layout(x, out, cos)
-        if len(_layouts) >= _MAX_LAYOUTS:
-            _layouts.clear()
-        _layouts[key] = layout
+    layout = _layout(x.shape, x.stride(), out.stride(), cos.shape, cos.stride())
     if layout is False:
         return False
     _functions[x.dtype, interleaved](

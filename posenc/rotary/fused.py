@@ -319,11 +319,9 @@ def _cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[
 
 def _empty_in_memory_order(x: torch.Tensor) -> torch.Tensor:
     """A new tensor of x's shape laid out in the memory order of x's rows (see :func:`_memory_order`)."""
-    if x.is_contiguous():
-        return torch.empty_like(x, memory_format=torch.contiguous_format)
     order = _memory_order(x)
     if order is None:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
     lead = x.dim() - 1
     buffer = torch.empty((*(x.shape[i] for i in order), x.shape[-1]), dtype=x.dtype, device=x.device)
     return buffer.permute(*sorted(range(lead), key=order.__getitem__), lead)
@@ -452,13 +450,6 @@ def _kernel_choice(
     if interleaved and xs[0].device.type == "cpu" and xs[0].dtype != torch.bfloat16:
         return None
     return "compiled"
-
-
-def _wants_kernel(
-    fused: bool | None, xs: Sequence[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor, interleaved: bool
-) -> bool:
-    """Whether ``xs`` are rotated by a fused kernel (the C++ function or inductor's)."""
-    return _kernel_choice(fused, xs, cos, sin, interleaved) is not None
 
 
 def _check_flags(**flags: object) -> None:

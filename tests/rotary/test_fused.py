@@ -199,14 +199,14 @@ def test_auto_mode_takes_the_mechanism_measured_fastest_per_layout_and_dtype(fus
     cos = torch.zeros(256, 128)
 
     def wants(dtype, interleaved, n=256):
-        return fused._wants_kernel(None, (torch.zeros(1, 1, n, 256, dtype=dtype),), cos[:n], cos[:n], interleaved)
+        return fused._kernel_choice(None, (torch.zeros(1, 1, n, 256, dtype=dtype),), cos[:n], cos[:n], interleaved) is not None
 
     monkeypatch.setenv(fused.CPU_KERNEL_ENV, "inductor")
     assert wants(torch.bfloat16, True) and wants(torch.bfloat16, False)
     assert wants(torch.float32, False) and wants(torch.float16, False)
     assert not wants(torch.float32, True) and not wants(torch.float16, True)
     assert not wants(torch.bfloat16, False, n=16)  # too small to pay for a compiled call
-    assert fused._wants_kernel(True, (torch.zeros(1, 1, 16, 256),), cos[:16], cos[:16], True)  # forced on
+    assert fused._kernel_choice(True, (torch.zeros(1, 1, 16, 256),), cos[:16], cos[:16], True) is not None  # forced on
     monkeypatch.setenv(fused.CPU_KERNEL_ENV, "cpp")
     if fused.cpu_kernel.library() is None:
         pytest.skip("no C++ compiler here")
