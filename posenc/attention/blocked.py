@@ -11,7 +11,7 @@ query rows, in one autograd node.
   block at a time (so an encoding never needs an ``(n, m)`` table: ALiBi, T5 and Shaw's key term
   come from their ``score_mod``, Transformer-XL from a product per block);
 * a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights;
-* the forward keeps only the softmax weights (none without gradients, where blocks of
+* the forward keeps only the softmax weights (none without gradients, where blocks of at most
   :data:`INFERENCE_ROWS` rows keep the memory linear in n); the backward forms the gradient of the
   logits once per block and reads the gradients of q, k, v and the bias from it. A
   :class:`BlockTerm` with its own ``backward`` adds each block's gradients to its tensors' from the
@@ -37,20 +37,21 @@ from posenc.attention.masks import MaskSpec
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
 
-#: Training: at most this many row blocks of at least MIN_BLOCK_ROWS rows when a mask skips keys.
+#: When a mask skips keys: at most this many row blocks of at least MIN_BLOCK_ROWS rows (fewer rows per
+#: block skip more of the hidden keys; fewer blocks cost less Python).
 MAX_BLOCKS = 16
 MIN_BLOCK_ROWS = 64
-#: Inference (no gradients): rows per block, so that the logits held at once grow linearly in n.
+#: Inference (no gradients): at most this many rows per block, so that the logits held at once grow
+#: linearly in n.
 INFERENCE_ROWS = 256
 
 
 def row_blocks(n: int, m: int, mask: MaskSpec, *, training: bool) -> list[tuple[int, int, int, int]]:
     """``(s, e, k0, k1)``: query rows ``s:e`` and the keys ``k0:k1`` they can see."""
-    if training:
-        skips = mask.causal or mask.window is not None
-        rows = n if not skips or n <= MIN_BLOCK_ROWS else max(MIN_BLOCK_ROWS, -(-n // MAX_BLOCKS))
-    else:
-        rows = INFERENCE_ROWS
+    skips = mask.causal or mask.window is not None
+    rows = n if not skips or n <= MIN_BLOCK_ROWS else max(MIN_BLOCK_ROWS, -(-n // MAX_BLOCKS))
+    if not training:
+        rows = min(rows, INFERENCE_ROWS)
     rows = max(rows, 1)
     return [(s, min(s + rows, n), *mask.key_range(s, min(s + rows, n), n, m)) for s in range(0, n, rows)]
 
@@ -102,13 +103,15 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
     in_place = terms.bias_add is not None and not torch.compiler.is_compiling() and (
         not torch.is_grad_enabled() or not any(t.requires_grad for t in (q, k, bias, *bias_tensors) if t is not None)
     )
-    pieces, weights = [], []
+    pieces, weights = [None] * len(blocks), [None] * len(blocks)
     neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
     q = q * scale  # (b, h, n, d): scaling the queries, not each block's (rows, keys) logits
-    for s, e, k0, k1 in blocks:
+    # the last block first (under a causal mask the largest): the smaller ones after it reuse its freed
+    # temporaries instead of faulting in fresh memory
+    for index in reversed(range(len(blocks))):
+        s, e, k0, k1 = blocks[index]
         if k1 <= k0:
-            pieces.append(q.new_zeros(b, h, e - s, v.shape[-1]))
-            weights.append(None)
+            pieces[index] = q.new_zeros(b, h, e - s, v.shape[-1])
             continue
         # (b, h, rows, d) @ (b, h, d, keys) -> (b, h, rows, keys), scaled and biased
         logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2))
@@ -128,13 +131,16 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
             # broadcast masked_fill takes several times as long on CPU
             hidden = torch.zeros(visible.shape, dtype=logits.dtype, device=q.device).masked_fill_(~visible, neg)
             logits = logits.add_(hidden) if not logits.requires_grad else logits + hidden
-        w = torch.softmax(logits, dim=-1)
+        # the logits are not needed after the softmax: in place (bit for bit the same), unless traced or
+        # recorded for autograd
+        in_place_softmax = not logits.requires_grad and not torch.compiler.is_compiling()
+        w = torch.softmax(logits, dim=-1, out=logits) if in_place_softmax else torch.softmax(logits, dim=-1)
         del logits
         block = torch.matmul(w, v[..., k0:k1, :])
         if terms.value_fn is not None:
             block = block + terms.value_fn(w, s, e, k0, k1, *value_tensors).to(block.dtype)
-        pieces.append(block)
-        weights.append(w if training else None)
+        pieces[index] = block
+        weights[index] = w if training else None
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
     return out, weights, blocks
 
@@ -226,7 +232,8 @@ class _BlockedAttention(torch.autograd.Function):
             # sum_j w_ij (grad_out_i . (v_j + value term_ij)) = grad_out_i . out_i (value terms are
             # linear in the weights): a (b, h, n) product, not (b, h, n, m)
             delta = (grad_out * out).sum(-1, keepdim=True)
-        for (s, e, k0, k1), w in zip(ctx.blocks, ctx.weights):
+        # the last block first, as in the forward
+        for (s, e, k0, k1), w in reversed(list(zip(ctx.blocks, ctx.weights))):
             if k1 <= k0:
                 continue
             g = grad_out[..., s:e, :]

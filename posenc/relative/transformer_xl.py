@@ -24,6 +24,7 @@ tests/relative/test_transformer_xl.py; the segment-level recurrence lives in
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,6 +35,7 @@ from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
+from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_positive_int, check_same_device
 from posenc.input.sinusoidal import sinusoidal
@@ -44,6 +46,19 @@ def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.
     """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)``, sines then cosines; float64 for
     float64 distances, else float32."""
     return sinusoidal(distances, dim, base=base, interleaved=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _descending_sinusoid(
+    high: int, width: int, dim: int, base: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``R`` ``(width, dim)`` in ``dtype`` for distances ``high, high - 1, .., high - width + 1`` (float64
+    angles for a float64 ``dtype``); cached, an ordinary tensor even when first built under inference mode."""
+    with building_tables():
+        distances = torch.arange(high, high - width, -1, device=device)
+        if dtype == torch.float64:
+            distances = distances.double()
+        return relative_sinusoid(distances, dim, base=base).to(dtype)
 
 
 @register(
@@ -202,7 +217,12 @@ class TransformerXLRelative(PositionEncoding):
 
     def _table(self, high: int, width: int, like: torch.Tensor) -> torch.Tensor:
         """``W_R R`` for distances ``high, high - 1, .., high - width + 1`` as ``(h, d, width)``."""
-        table = self.projected(torch.arange(high, high - width, -1, device=like.device)).to(like.dtype)
+        weight = self.w_r.weight
+        if torch.compiler.is_compiling() or weight.device.type == "meta":
+            r = _descending_sinusoid.__wrapped__(high, width, self.dim, self.base, weight.dtype, weight.device)
+        else:  # the same rows every step: R is built once per length, not from sines and cosines each call
+            r = _descending_sinusoid(high, width, self.dim, self.base, weight.dtype, weight.device)
+        table = self.w_r(r).unflatten(-1, (self.heads, self.head_dim)).to(like.dtype)
         return table.permute(1, 2, 0).contiguous()
 
     def _causal_block_term(self, qv, content, n: int, m: int, gap: int) -> BlockTerm:

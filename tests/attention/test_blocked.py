@@ -165,3 +165,44 @@ def test_a_term_takes_its_form_for_the_mask_once():
     out, _ = blocked_attention(q, k, v, bias_term=general._replace(under_mask=under_mask), mask=mask)
     assert calls == [(mask, 4, 4)]
     torch.testing.assert_close(out, reference(q, k, v, bias, causal=True)[0])
+
+
+@pytest.mark.parametrize("n", [32, 256, 1000, 8192])
+@pytest.mark.parametrize("window", [None, 100])
+def test_rows_per_block_with_and_without_gradients(n, window):
+    """A mask that hides keys gets blocks of at least MIN_BLOCK_ROWS rows, at most MAX_BLOCKS of them,
+    with gradients or without (capped at INFERENCE_ROWS rows then); without such a mask, one block
+    when training and blocks of INFERENCE_ROWS rows without gradients. The blocks tile the rows."""
+    from posenc.attention.blocked import INFERENCE_ROWS, MAX_BLOCKS, MIN_BLOCK_ROWS, row_blocks
+    from posenc.attention.masks import MaskSpec
+
+    for mask in (MaskSpec(causal=True, window=window), MaskSpec(window=window)):
+        skips = mask.causal or mask.window is not None
+        for training in (True, False):
+            blocks = row_blocks(n, n, mask, training=training)
+            assert [s for s, *_ in blocks] == list(range(0, n, blocks[0][1]))
+            assert blocks[-1][1] == n
+            rows = blocks[0][1]
+            if skips:
+                assert rows == n or rows >= MIN_BLOCK_ROWS or (not training and rows == INFERENCE_ROWS)
+                assert len(blocks) <= MAX_BLOCKS or (not training and rows == INFERENCE_ROWS)
+            if not training:
+                assert rows <= INFERENCE_ROWS
+                if skips and n == 256:
+                    assert rows == MIN_BLOCK_ROWS  # short causal inference skips the hidden keys too
+            elif not skips:
+                assert rows == n
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_forward_equals_the_gradient_free_one(dtype):
+    """The forward that keeps weights for the backward (its softmax in place over the logits) and the
+    one without gradients give the same output, bit for bit, over several causal blocks."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 200, 16, generator=gen).to(dtype) for _ in range(3))
+    with torch.no_grad():
+        plain, _ = attention_with_bias(q, k, v, causal=True, need_weights=False)
+    trained, _ = attention_with_bias(*(t.requires_grad_() for t in (q, k, v)), causal=True, need_weights=False)
+    assert torch.equal(trained.detach(), plain)
+    expected, _ = reference(q[:1, :1], k[:1, :1], v[:1, :1], None, causal=True)
+    torch.testing.assert_close(plain[:1, :1].double(), expected, atol=1e-2 if dtype == torch.bfloat16 else 1e-5, rtol=0)
