@@ -19,7 +19,7 @@ from posenc.core.positions import (
     randomized_positions,
     resolve_positions,
 )
-from posenc.core.validation import check_float, check_positive_int, check_tensor
+from posenc.core.validation import check_bool, check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
 from posenc.models.position import build_layer_encodings, encoding_for_layer
@@ -107,7 +107,9 @@ class Transformer(nn.Module):
         if dim % heads:
             raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
         check_float("dropout", dropout, minimum=0.0, maximum=1.0)
-        self.dim, self.heads, self.causal = dim, heads, bool(causal)
+        if int(dim * check_float("mlp_ratio", mlp_ratio, positive=True)) < 1:
+            raise ValueError(f"`mlp_ratio` must give the MLP at least one unit, got dim * mlp_ratio = {dim * mlp_ratio}")
+        self.dim, self.heads, self.causal = dim, heads, check_bool("causal", causal)
         if position_plan is not None and not isinstance(position_plan, PositionPlan):
             raise TypeError(f"`position_plan` must be a PositionPlan or None, got {type(position_plan).__name__}")
         # a rotary encoding on a subset of the heads is built for the heads it rotates
@@ -257,8 +259,8 @@ class Transformer(nn.Module):
             raise ValueError(f"`cache` is on {cached.device} but `tokens` is on {device}")
 
     def _check_token_ids(self, tokens: torch.Tensor) -> None:
-        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-            raise ValueError(f"`tokens` must be an integer tensor of token ids, got {tokens.dtype}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"`tokens` must be integer token ids, int64 or int32 (what nn.Embedding takes), got {tokens.dtype}")
         # the range is read back only where that is free: on the CPU, outside a compiled graph (a
         # CUDA embedding asserts on the device by itself)
         if tokens.device.type == "cpu" and tokens.numel() and not torch.compiler.is_compiling():

@@ -18,7 +18,7 @@ Verified against a float64 transcription of the per-pair 2x2 rotations (tests/ro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -31,7 +31,12 @@ def _check_axes(axes_dim: Sequence[int], base: float | Sequence[float]) -> tuple
     if isinstance(axes_dim, (int, torch.Tensor)) or not isinstance(axes_dim, Sequence) or not axes_dim:
         raise TypeError(f"`axes_dim` must be a non-empty sequence of even ints (one width per axis), got {axes_dim!r}")
     dims = tuple(check_even(f"axes_dim[{i}]", a, why="each axis rotates feature pairs") for i, a in enumerate(axes_dim))
-    bases = (base,) * len(dims) if isinstance(base, (int, float)) else tuple(base)
+    if isinstance(base, (int, float)):
+        bases = (base,) * len(dims)
+    elif isinstance(base, (str, bytes, torch.Tensor)) or not isinstance(base, Iterable):
+        raise TypeError(f"`base` must be a number or a sequence of numbers, one per axis, got {type(base).__name__} {base!r}")
+    else:
+        bases = tuple(base)
     if len(bases) != len(dims):
         raise ValueError(f"`base` must be a number or one per axis ({len(dims)}), got {base!r}")
     return dims, tuple(check_float(f"base[{i}]", b, positive=True) for i, b in enumerate(bases))

@@ -193,3 +193,28 @@ def test_bad_input():
         model(torch.zeros(1, 3, dtype=torch.long), positions=torch.arange(4))
     with pytest.raises(ValueError, match="max_len"):
         Transformer(16, 32, 1, 4, position="learned", max_len=4)(torch.zeros(1, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,name",
+    [
+        ({"mlp_ratio": -1}, ValueError, "mlp_ratio"),
+        ({"mlp_ratio": 0}, ValueError, "mlp_ratio"),
+        ({"mlp_ratio": float("nan")}, ValueError, "mlp_ratio"),
+        ({"mlp_ratio": "4"}, TypeError, "mlp_ratio"),
+        ({"mlp_ratio": 0.01}, ValueError, "mlp_ratio"),  # int(32 * 0.01) = 0 units
+        ({"causal": "no"}, TypeError, "causal"),
+        ({"causal": 1}, TypeError, "causal"),
+    ],
+)
+def test_bad_block_arguments_name_themselves(kwargs, error, name):
+    with pytest.raises(error, match=f"`{name}`"):
+        Transformer(16, 32, 1, 4, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
+def test_token_ids_of_a_dtype_the_embedding_cannot_take_are_refused(dtype):
+    model = Transformer(16, 32, 1, 4).eval()
+    with pytest.raises(ValueError, match="`tokens` must be integer token ids, int64 or int32"):
+        model(torch.zeros(1, 3, dtype=dtype))
+    assert model(torch.zeros(1, 3, dtype=torch.int32)).shape == (1, 3, 16)

@@ -136,3 +136,10 @@ def test_video_grid_bf16_exact_at_large_positions():
     out = apply_rope_nd(x.bfloat16(), pos, axes_dim=(4, 4, 4))
     bound = (x.bfloat16().double() - x).abs().max() * 2 + ref.abs().max() * 2**-8
     assert (out.double() - ref).abs().max() <= bound
+
+
+@pytest.mark.parametrize("base", [torch.tensor(100.0), "100", object()])
+def test_base_that_is_neither_a_number_nor_a_sequence_is_refused(base):
+    x = torch.randn(1, 2, 5, 16)
+    with pytest.raises(TypeError, match="`base` must be a number or a sequence"):
+        apply_rope_nd(x, torch.zeros(5, 2), axes_dim=(8, 8), base=base)
