@@ -136,7 +136,9 @@ class Transformer(nn.Module):
 
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {"dim": self.dim, "heads": self._rotated_heads, "head_dim": self.dim // self.heads, "causal": self.causal}
-        return build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="Transformer")
+        return build_layer_encodings(
+            position, kwargs, model_args=model_args, depth=self.depth, model="Transformer", fits=lambda info: info.fits_transformer
+        )
 
     def _check_randomize(self, length: int | None) -> int | None:
         if length is None:

@@ -218,3 +218,15 @@ def test_token_ids_of_a_dtype_the_embedding_cannot_take_are_refused(dtype):
     with pytest.raises(ValueError, match="`tokens` must be integer token ids, int64 or int32"):
         model(torch.zeros(1, 3, dtype=dtype))
     assert model(torch.zeros(1, 3, dtype=torch.int32)).shape == (1, 3, 16)
+
+
+def test_encodings_the_registry_says_do_not_fit_are_refused_by_name():
+    """A vision or spatial encoding would otherwise read a 1-D sequence as patches of a default grid."""
+    unfit = [info.name for info in posenc.available() if not info.fits_transformer]
+    assert {"peg", "rope_2d", "rel_bias_2d"} <= set(unfit)
+    for name in unfit:
+        with pytest.raises(TypeError, match=f"`position`='{name}'"):
+            Transformer(16, 32, 1, 4, position=name)
+    for info in posenc.available():
+        if info.fits_transformer:
+            Transformer(16, 32, 1, 4, position=info.name, causal=False)
