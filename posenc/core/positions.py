@@ -30,12 +30,18 @@ def resolve_positions(
     device: torch.device | str | None = None,
     name: str = "positions",
 ) -> torch.Tensor:
-    """Return ``(b | 1, n)`` positions, implicit when ``positions`` is None.
+    """Return ``(b | 1, n)`` positions, implicit (``offset .. offset + n - 1``) when ``positions`` is
+    None; an ``offset`` beside explicit positions is refused rather than ignored.
 
     positions: ``(n,)`` or ``(b, n)``; ``b`` must equal ``batch`` when given.
     """
     if positions is None:
         return implicit_positions(n, offset, device).unsqueeze(0)
+    if offset != 0:
+        raise ValueError(
+            f"`offset` ({offset}) applies to implicit positions only; with explicit `{name}`, add the offset "
+            f"to them (`{name} + {offset}`) and leave `offset` at 0"
+        )
     positions = check_positions(name, positions)
     if positions.ndim == 1:
         positions = positions.unsqueeze(0)

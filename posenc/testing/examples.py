@@ -105,6 +105,7 @@ SPECS: dict[str, Spec] = {
             ("positions", lambda m: m(_r(1, 5, 8), positions=torch.arange(62, 67))),
             ("positions", lambda m: m(_r(1, 5, 8), offset=62)),
             ("positions", lambda m: m(_r(1, 5, 8), positions=torch.arange(-1, 4))),
+            ("offset", lambda m: m(_r(1, 5, 8), positions=torch.arange(5), offset=2)),
         ],
     ),
     "sinusoidal": Spec(
@@ -113,21 +114,30 @@ SPECS: dict[str, Spec] = {
         lambda m, x, p: m(x, positions=p),
         (X3, POS),
         even=("dim",),
-        bad_calls=lambda: [("offset", lambda m: m(_r(1, 5, 8), offset=-1))],
+        bad_calls=lambda: [
+            ("offset", lambda m: m(_r(1, 5, 8), offset=-1)),
+            ("offset", lambda m: m(_r(1, 5, 8), positions=torch.arange(5), offset=2)),
+        ],
     ),
     "rope": Spec(
         {"head_dim": 8},
         lambda: (_r(2, 2, 5, 8), torch.arange(3, 8)),
         lambda m, x, p: m(x, positions=p),
         (X4, POS),
-        bad_calls=lambda: [("offset", lambda m: m(_r(1, 1, 5, 8), offset=-1))],
+        bad_calls=lambda: [
+            ("offset", lambda m: m(_r(1, 1, 5, 8), offset=-1)),
+            ("offset", lambda m: m(_r(1, 1, 5, 8), positions=torch.arange(5), offset=2)),
+        ],
     ),
     "rope_learned": Spec(
         {"head_dim": 8, "heads": 2},
         lambda: (_r(2, 2, 5, 8), torch.arange(3, 8)),
         lambda m, x, p: m(x, positions=p),
         (X4, POS),
-        bad_calls=lambda: [("offset", lambda m: m(_r(1, 2, 5, 8), offset=-1))],
+        bad_calls=lambda: [
+            ("offset", lambda m: m(_r(1, 2, 5, 8), offset=-1)),
+            ("offset", lambda m: m(_r(1, 2, 5, 8), positions=torch.arange(5), offset=2)),
+        ],
     ),
     "xpos": Spec(
         {"head_dim": 8, "scale_base": 64.0},
@@ -138,6 +148,7 @@ SPECS: dict[str, Spec] = {
             ("offset", lambda m: m(_r(1, 1, 5, 8), offset=-1)),
             ("positions", lambda m: m(_r(1, 1, 2, 8), positions=torch.tensor([0, 10**6]))),
             ("side", lambda m: m(_r(1, 1, 5, 8), side="value")),
+            ("offset", lambda m: m(_r(1, 1, 5, 8), positions=torch.arange(5), offset=2)),
         ],
     ),
     "alibi": _bias_spec({"heads": 2}),
@@ -178,6 +189,7 @@ SPECS: dict[str, Spec] = {
         lambda m, x, p: m(x, positions=p),
         (X3, POS),
         even=("dim",),
+        bad_calls=lambda: [("offset", lambda m: m(_r(1, 5, 8), positions=torch.arange(5), offset=2))],
     ),
     "conv_context": Spec({"dim": 8, "kernel_size": 3, "layers": 1}, lambda: (_r(2, 5, 8),), _call(), (X3,)),
     "wav2vec2_conv": Spec({"dim": 8, "kernel_size": 4, "groups": 2}, lambda: (_r(2, 5, 8),), _call(), (X3,)),
