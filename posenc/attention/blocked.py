@@ -10,6 +10,8 @@ query rows, in one autograd node.
 * the bias is a tensor broadcastable to ``(b, h, n, m)`` and/or a :class:`BlockTerm` computing it one
   block at a time (so an encoding never needs an ``(n, m)`` table: ALiBi, T5 and Shaw's key term
   come from their ``score_mod``, Transformer-XL from a product per block);
+* a bias term's part linear in the keys (Transformer-XL's ``u . k_j``) may come as a
+  ``BlockTerm.query_shift`` added to the queries of the kernel's own product;
 * a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights;
 * the forward keeps only the softmax weights (none without gradients, where blocks of at most
   :data:`INFERENCE_ROWS` rows keep the memory linear in n); the backward forms the gradient of the
@@ -314,6 +316,9 @@ def blocked_attention(
             term.under_mask(mask, q.shape[-2], k.shape[-2]) if term is not None and term.under_mask else term
             for term in (bias_term, value_term)
         )
+    if bias_term is not None and bias_term.query_shift is not None:
+        # (h, d) -> (h, 1, d): the term's part linear in the keys, carried by the kernel's own q k^T
+        q = q + bias_term.query_shift.to(q.dtype).unsqueeze(-2)
     bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
     value_tensors = tuple(value_term.tensors) if value_term is not None else ()
     tensors = (q, k, v, bias, *bias_tensors, *value_tensors)

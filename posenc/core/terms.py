@@ -77,6 +77,11 @@ class BlockTerm(NamedTuple):
     and in a row with a visible key a hidden entry's weight and logit gradient are exactly zero (a
     term may rely on that only where each row keeps a visible key, e.g. under a causal mask with no
     key padding).
+
+    ``query_shift`` (bias only): an ``(h, d)`` tensor added to every query before the kernel's own
+    scaled product ``q k^T * scale``, which then carries the part of the term that is linear in the
+    keys, ``shift_h . k_j * scale`` (Transformer-XL's term (c), ``u . k_j / sqrt(d)``), at no cost per
+    block; ``fn``, ``add`` and ``backward`` leave that part out. Its gradient flows through the sum.
     """
 
     fn: Callable[..., torch.Tensor]
@@ -84,6 +89,7 @@ class BlockTerm(NamedTuple):
     backward: Callable[..., torch.Tensor | None] | None = None
     add: Callable[..., None] | None = None
     under_mask: Callable[..., BlockTerm] | None = None
+    query_shift: torch.Tensor | None = None
 
 
 def position_gap(q_positions, k_positions, device) -> torch.Tensor | None:

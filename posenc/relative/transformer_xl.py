@@ -205,15 +205,19 @@ class TransformerXLRelative(PositionEncoding):
         causal mask lets a query see the key, neighbouring rows' values where it hides it. Any other
         case multiplies with the ``rows + keys - 1`` distances of the block and reads them along the
         diagonals (:func:`skew`), exact everywhere.
+
+        Term (c) is the term's ``query_shift`` ``u``: the kernel adds it to the queries of its own
+        ``q k^T`` product, so the blocks compute (b) + (d) only.
         """
         n, m = q_positions.n, k_positions.n
         if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
             return None
-        qv, content = self._factors(q, k)
+        qv = (q + self.v.to(q.dtype)[:, None]) * (1.0 / math.sqrt(self.head_dim))
         gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
+        # term (c), u . k_j / sqrt(d), rides on the kernel's own product as (q + u) . k_j / sqrt(d)
         if self.causal and gap == m - n:
-            return self._causal_block_term(qv, content, n, m, gap)
-        return self._diagonal_block_term(qv, content, n, m, gap)
+            return self._causal_block_term(qv, n, m, gap)._replace(query_shift=self.u)
+        return self._diagonal_block_term(qv, n, m, gap)._replace(query_shift=self.u)
 
     def _table(self, high: int, width: int, like: torch.Tensor) -> torch.Tensor:
         """``W_R R`` for distances ``high, high - 1, .., high - width + 1`` as ``(h, d, width)``."""
@@ -225,7 +229,7 @@ class TransformerXLRelative(PositionEncoding):
         table = self.w_r(r).unflatten(-1, (self.heads, self.head_dim)).to(like.dtype)
         return table.permute(1, 2, 0).contiguous()
 
-    def _causal_block_term(self, qv, content, n: int, m: int, gap: int) -> BlockTerm:
+    def _causal_block_term(self, qv, n: int, m: int, gap: int) -> BlockTerm:
         # column t of the table holds distance m - t (m .. 0); a block of rows s:e and keys k0:k1
         # reads the keys + 1 distances e + gap - k0 .. e + gap - k1 (columns first .. first + keys),
         # the largest one only as the zero-padding place of the shift (it lands on hidden entries)
@@ -248,22 +252,17 @@ class TransformerXLRelative(PositionEncoding):
             by_distance = torch.bmm(queries(qv, s, e), table[..., first : first + keys + 1])
             return shift_padded(by_distance.view(h, b, e - s, keys + 1)).transpose(0, 1), keys
 
-        def fn(s, e, k0, k1, qv, table, content):
+        def fn(s, e, k0, k1, qv, table):
             scores, keys = product(s, e, k0, k1, qv, table)
-            if keys < k1 - k0:
-                scores = F.pad(scores, (0, k1 - k0 - keys))
-            return scores + content[..., k0:k1]
+            return F.pad(scores, (0, k1 - k0 - keys)) if keys < k1 - k0 else scores
 
-        def add(logits, s, e, k0, k1, qv, table, content):
+        def add(logits, s, e, k0, k1, qv, table):
             scores, keys = product(s, e, k0, k1, qv, table)
             logits[..., :keys].add_(scores)
-            logits.add_(content[..., k0:k1])
 
         def backward(grad, s, e, k0, k1, tensors, grads):
-            qv, table, _ = tensors
-            grad_qv, grad_table, grad_content = grads
-            if grad_content is not None:  # (c) is the same for every row
-                grad_content[..., k0:k1] += grad.sum(-2, keepdim=True)
+            qv, table = tensors
+            grad_qv, grad_table = grads
             if grad_qv is None and grad_table is None:
                 return
             rows = e - s
@@ -280,9 +279,9 @@ class TransformerXLRelative(PositionEncoding):
                 # (h, d, b * rows) @ (h, b * rows, keys + 1): the batch summed inside the product
                 grad_table[..., first : first + keys + 1] += torch.bmm(queries(qv, s, e).transpose(-1, -2), grad_padded)
 
-        return BlockTerm(fn, (qv, table, content), backward, add)
+        return BlockTerm(fn, (qv, table), backward, add)
 
-    def _diagonal_block_term(self, qv, content, n: int, m: int, gap: int) -> BlockTerm:
+    def _diagonal_block_term(self, qv, n: int, m: int, gap: int) -> BlockTerm:
         # column t of the table holds distance top - t, top = n - 1 + gap the largest (query n - 1
         # to key 0); a block's bottom-left entry (query e - 1, key k0) sits in column n - e + k0
         table = self._table(n - 1 + gap, n + m - 1, qv)
@@ -293,19 +292,17 @@ class TransformerXLRelative(PositionEncoding):
             # column c of the block's product holds key - query = c - (rows - 1) in block indices
             return skew(torch.matmul(qv[..., s:e, :], table[..., first : first + rows + keys - 1]), rows, keys)
 
-        def fn(s, e, k0, k1, qv, table, content):
-            return product(s, e, k0, k1, qv, table) + content[..., k0:k1]
+        def fn(s, e, k0, k1, qv, table):
+            return product(s, e, k0, k1, qv, table)
 
-        def add(logits, s, e, k0, k1, qv, table, content):
-            logits.add_(product(s, e, k0, k1, qv, table)).add_(content[..., k0:k1])
+        def add(logits, s, e, k0, k1, qv, table):
+            logits.add_(product(s, e, k0, k1, qv, table))
 
         def backward(grad, s, e, k0, k1, tensors, grads):
-            qv, table, _ = tensors
-            grad_qv, grad_table, grad_content = grads
+            qv, table = tensors
+            grad_qv, grad_table = grads
             rows, keys = e - s, k1 - k0
             first = n - e + k0
-            if grad_content is not None:  # (c) is the same for every row
-                grad_content[..., k0:k1] += grad.sum(-2, keepdim=True)
             if grad_qv is None and grad_table is None:
                 return
             # the skew's adjoint: the block's logit gradients laid out by diagonal, zeros elsewhere
@@ -320,7 +317,7 @@ class TransformerXLRelative(PositionEncoding):
                     qv[..., s:e, :].transpose(-1, -2), by_diagonal
                 ).sum(0)
 
-        return BlockTerm(fn, (qv, table, content), backward, add)
+        return BlockTerm(fn, (qv, table), backward, add)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, base={self.base}"

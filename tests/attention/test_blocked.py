@@ -167,6 +167,31 @@ def test_a_term_takes_its_form_for_the_mask_once():
     torch.testing.assert_close(out, reference(q, k, v, bias, causal=True)[0])
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_query_shift_is_a_bias_linear_in_the_keys(small_blocks, causal):
+    # BlockTerm.query_shift u (h, d): the kernel's own product carries u . k_j * scale, with exact
+    # gradients to u, q and k, and with or without gradients the same output
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
+    from posenc.core.terms import BlockTerm
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, length, 4, dtype=torch.float64, generator=gen) for length in (5, 7, 7))
+    u = torch.randn(3, 4, dtype=torch.float64, generator=gen)
+    extra = torch.randn(1, 3, 5, 7, dtype=torch.float64, generator=gen)
+
+    def run(q, k, v, u, extra):
+        term = BlockTerm(lambda s, e, k0, k1, t: t[..., s:e, k0:k1], (extra,), query_shift=u)
+        return blocked_attention(q, k, v, bias_term=term, mask=MaskSpec(causal=causal))[0]
+
+    bias = torch.einsum("hd,bhmd->bhm", u, k).unsqueeze(-2) / 2.0 + extra  # scale 1/sqrt(4)
+    torch.testing.assert_close(run(q, k, v, u, extra), reference(q, k, v, bias, causal)[0])
+    with torch.no_grad():
+        torch.testing.assert_close(run(q, k, v, u, extra), reference(q, k, v, bias, causal)[0])
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, u, extra)]
+    assert torch.autograd.gradcheck(run, inputs)
+
+
 @pytest.mark.parametrize("n", [32, 256, 1000, 8192])
 @pytest.mark.parametrize("window", [None, 100])
 def test_rows_per_block_with_and_without_gradients(n, window):
