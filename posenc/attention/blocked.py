@@ -207,7 +207,7 @@ class _BlockedAttention(torch.autograd.Function):
         terms, n_bias = ctx.terms, ctx.terms.n_bias
         needs = ctx.needs_input_grad
         need_q, need_k, need_v, need_bias = needs[:4]
-        b, h, n, m = ctx.shape
+        _, _, n, m = ctx.shape
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
         if grad_weights is not None and grad_weights.numel() == 0:
             grad_weights = None

@@ -9,13 +9,13 @@ from functools import partial
 import torch
 
 from posenc.bench.cases import (
-    long_context_case,
-    flex_cpu_case,
     Case,
     Row,
     bias_cases,
+    flex_cpu_case,
     hash_grid_cases,
     hash_grid_memory_cases,
+    long_context_case,
     rope_cos_sin_case,
     shaw_case,
     sinusoidal_case,
@@ -72,7 +72,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [_many(hash_grid_cases, 2**12, levels=8, log2_table=14, device=device)] if "hash_grid" in registered else []
         memory = [(2**12, 4), (2**12, 8), (2**13, 8)]
         cases += [_many(hash_grid_memory_cases, memory, device=device)] if "hash_grid" in registered else []
-        train = dict(batch=2, n=32, dim=32, depth=1, heads=2, device=device)
+        train = {"batch": 2, "n": 32, "dim": 32, "depth": 1, "heads": 2, "device": device}
     else:
         # GPU: the size of a large model's attention (32 heads of 128); CPU: the size of the goals
         cases = _rope_cases((4, 32, 4096, 128) if device.type == "cuda" else (4, 8, 2048, 64), device)
@@ -97,7 +97,7 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
         cases += [_many(hash_grid_cases, 2**18, device=device)] if "hash_grid" in registered else []
         memory = [(2**16, 8), (2**16, 16), (2**17, 16), (2**18, 16)]
         cases += [_many(hash_grid_memory_cases, memory, device=device)] if "hash_grid" in registered else []
-        train = dict(batch=8, n=256, dim=128, depth=2, heads=4, device=device)
+        train = {"batch": 8, "n": 256, "dim": 128, "depth": 2, "heads": 4, "device": device}
     # multimodal RoPE against transformers' Qwen2-VL (chunked) and Qwen3-VL (interleaved)
     mrope_size = (1, 4, 256, 128) if quick else (4, 8, 2048, 128)
     cases += [
@@ -165,8 +165,10 @@ def format_table(result: dict) -> str:
     """The rows as text: wall-clock median and ratio, then process CPU time and its ratio (steadier on a
     shared machine), peak memory and the reference or a note."""
     lines = [
-        f"{'case':<44} {'implementation':<52} {'median ms':>10} {'ratio':>7} {'CPU ms':>9} {'CPU ratio':>9}"
-        f" {'peak MiB':>9}  vs / note"
+        (
+            f"{'case':<44} {'implementation':<52} {'median ms':>10} {'ratio':>7} {'CPU ms':>9} {'CPU ratio':>9}"
+            f" {'peak MiB':>9}  vs / note"
+        )
     ]
     for r in result["rows"]:
         ms = f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-"

@@ -26,7 +26,7 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     check_tensor("x", x)
     if x.ndim < 2:
         raise ValueError(f"`x` must have shape (..., n, m), got {tuple(x.shape)}")
-    *lead, n, m = x.shape
+    *_, n, m = x.shape
     if m < n:
         raise ValueError(f"`x` must have m >= n (at least as many distances as queries), got n={n}, m={m}")
     # (..., n, m) -> (..., n, m + 1): a zero column in front of every row

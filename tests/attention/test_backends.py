@@ -5,7 +5,6 @@ CPU)."""
 import pytest
 import torch
 
-import posenc
 from posenc.attention import BACKENDS, MaskSpec, attend, eager_attention
 from posenc.attention.flex import flex_attention
 from posenc.core.positions import Positions
@@ -80,7 +79,7 @@ def test_score_mod_equals_score_bias(name, explicit):
     causal = name in CAUSAL
     enc = _encoding(name, causal)
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 2, 5, 8, generator=gen) for _ in range(3))
+    q, _, _ = (torch.randn(2, 2, 5, 8, generator=gen) for _ in range(3))
     k7, v7 = torch.randn(2, 2, 7, 8, generator=gen), torch.randn(2, 2, 7, 8, generator=gen)
     if explicit:
         qp = Positions(5, explicit=torch.tensor([[3, 4, 5, 6, 7], [0, 2, 4, 6, 8]]))
@@ -136,7 +135,7 @@ class _dense_mask:
         self.visible = visible
 
     def __enter__(self):
-        import posenc.attention.masks as masks
+        from posenc.attention import masks
 
         self.original = masks.MaskSpec.dense
         visible = self.visible
@@ -149,7 +148,7 @@ class _dense_mask:
         masks.MaskSpec.dense = dense
 
     def __exit__(self, *exc):
-        import posenc.attention.masks as masks
+        from posenc.attention import masks
 
         masks.MaskSpec.dense = self.original
 
@@ -232,7 +231,7 @@ def test_auto_runs_value_terms_on_the_blocked_kernel(name, monkeypatch):
     net = model(name, causal=causal, attention="auto")
     net.load_state_dict(ref_net.state_dict())
     calls = []
-    import posenc.attention.dispatch as dispatch
+    from posenc.attention import dispatch
 
     original = dispatch.blocked_attention
     monkeypatch.setattr(dispatch, "blocked_attention", lambda *a, **k: calls.append(1) or original(*a, **k))

@@ -6,10 +6,10 @@ import json
 
 import torch
 
-from posenc.bench import format_table, run_suite
+from posenc.bench import format_table
 from posenc.bench.cases import Case
-from posenc.bench.rope_cases import rope_case
 from posenc.bench.peers import PeerMissing
+from posenc.bench.rope_cases import rope_case
 from posenc.cli import main
 
 

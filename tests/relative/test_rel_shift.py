@@ -10,7 +10,7 @@ from posenc.functional import rel_shift
 
 def naive_shift(x: torch.Tensor) -> torch.Tensor:
     """out[i, j] = the entry of row i whose column holds distance i + (m - n) - j; NaN elsewhere."""
-    *lead, n, m = x.shape
+    *_, n, m = x.shape
     out = torch.full_like(x, float("nan"))
     for i in range(n):
         for j in range(m):

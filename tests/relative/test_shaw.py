@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_loss_falls, train_losses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import assert_loss_falls, train_losses
 from posenc.attention import MaskSpec, attend
 from posenc.checks import check_one
 from posenc.core.positions import Positions
@@ -302,7 +302,7 @@ def test_blocked_kernel_equals_naive_with_exact_gradients(monkeypatch, causal, n
     got = shaw_attention(*inputs, max_distance=kmax, causal=causal)
     torch.testing.assert_close(got, naive_shaw(*inputs, kmax, causal))
     inputs = [t.requires_grad_() for t in inputs]
-    fn = lambda *a: shaw_attention(*a, max_distance=kmax, causal=causal)  # noqa: E731
+    fn = lambda *a: shaw_attention(*a, max_distance=kmax, causal=causal)
     assert torch.autograd.gradcheck(fn, inputs)
 
 

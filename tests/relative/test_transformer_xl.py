@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_loss_falls, train_losses
+
 from posenc.attention import MaskSpec, attend
 from posenc.checks import check_one
 from posenc.core.positions import Positions
