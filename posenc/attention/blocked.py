@@ -12,7 +12,8 @@ query rows, in one autograd node.
   come from their ``score_mod``, Transformer-XL from a product per block);
 * a bias term's part linear in the keys (Transformer-XL's ``u . k_j``) may come as a
   ``BlockTerm.query_shift`` added to the queries of the kernel's own product;
-* a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights;
+* a value term (Shaw et al.'s ``a^V``) is a second :class:`BlockTerm` reading each block's weights
+  (``BlockTerm.table``: as features of the weights, multiplied with their table once for all rows);
 * the forward keeps only the softmax weights (none without gradients, where blocks of at most
   :data:`INFERENCE_ROWS` rows keep the memory linear in n); the backward forms the gradient of the
   logits once per block and reads the gradients of q, k, v and the bias from it. A
@@ -81,14 +82,35 @@ class _Terms(NamedTuple):
     value_fn: Callable | None = None
     value_backward: Callable | None = None
     n_bias: int = 0  #: how many of the tensors belong to the bias term
+    #: the value term gives features and its last tensor is their table (``BlockTerm.table``)
+    factored: bool = False
 
     @staticmethod
     def of(bias_term: BlockTerm | None, value_term: BlockTerm | None) -> _Terms:
         bias_term = bias_term or BlockTerm(None)
         value_term = value_term or BlockTerm(None)
         return _Terms(
-            bias_term.fn, bias_term.add, bias_term.backward, value_term.fn, value_term.backward, len(bias_term.tensors)
+            bias_term.fn,
+            bias_term.add,
+            bias_term.backward,
+            value_term.fn,
+            value_term.backward,
+            len(bias_term.tensors),
+            value_term.table is not None,
         )
+
+    def split(self, tensors) -> tuple[tuple, tuple, torch.Tensor | None]:
+        """``tensors`` as (the bias term's, the value term's, the value term's feature table or None)."""
+        bias, value = tuple(tensors[: self.n_bias]), tuple(tensors[self.n_bias :])
+        return (bias, value[:-1], value[-1]) if self.factored else (bias, value, None)
+
+
+def _features_product(features: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``(b, h, n, f) @ (f, dv)`` or ``(h, f, dv)`` -> ``(b, h, n, dv)`` in the features' dtype."""
+    table = table.to(features.dtype)
+    if table.ndim == 2:  # one (b h n, f) @ (f, dv) product
+        return (features.reshape(-1, features.shape[-1]) @ table).view(*features.shape[:-1], table.shape[-1])
+    return torch.matmul(features, table)
 
 
 def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
@@ -98,14 +120,14 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
     b, h, n, _ = q.shape
     m = k.shape[-2]
     blocks = row_blocks(n, m, mask, training=training)
-    bias_tensors, value_tensors = tensors[: terms.n_bias], tensors[terms.n_bias :]
+    bias_tensors, value_tensors, table = terms.split(tensors)
     if bias is not None:
         full = (1,) * (4 - bias.ndim) + tuple(bias.shape)
         bias = bias.reshape(full).expand(full[0], full[1], n, m)
     in_place = terms.bias_add is not None and not torch.compiler.is_compiling() and (
         not torch.is_grad_enabled() or not any(t.requires_grad for t in (q, k, bias, *bias_tensors) if t is not None)
     )
-    pieces, weights = [None] * len(blocks), [None] * len(blocks)
+    pieces, weights, features = [None] * len(blocks), [None] * len(blocks), [None] * len(blocks)
     neg = torch.finfo(q.dtype).min / 2  # finite: a row with no visible key stays NaN-free
     q = q * scale  # (b, h, n, d): scaling the queries, not each block's (rows, keys) logits
     # the last block first (under a causal mask the largest): the smaller ones after it reuse its freed
@@ -114,7 +136,7 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         s, e, k0, k1 = blocks[index]
         if k1 <= k0:
             pieces[index] = q.new_zeros(b, h, e - s, v.shape[-1])
-            continue
+            continue  # (a factored value term's features of these rows: zeros, below)
         # (b, h, rows, d) @ (b, h, d, keys) -> (b, h, rows, keys), scaled and biased
         logits = torch.matmul(q[..., s:e, :], k[..., k0:k1, :].transpose(-1, -2))
         if bias is not None:
@@ -139,12 +161,24 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         w = torch.softmax(logits, dim=-1, out=logits) if in_place_softmax else torch.softmax(logits, dim=-1)
         del logits
         block = torch.matmul(w, v[..., k0:k1, :])
-        if terms.value_fn is not None:
+        if terms.factored:
+            features[index] = terms.value_fn(w, s, e, k0, k1, *value_tensors)
+        elif terms.value_fn is not None:
             block = block + terms.value_fn(w, s, e, k0, k1, *value_tensors).to(block.dtype)
         pieces[index] = block
         weights[index] = w if training else None
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
-    return out, weights, blocks
+    if not terms.factored:
+        return out, weights, blocks, None
+    # a factored value term: the features of every row, then one product with their table
+    like = next((f for f in features if f is not None), None)
+    dtype = like.dtype if like is not None else torch.promote_types(q.dtype, torch.float32)
+    features = [
+        f if f is not None else q.new_zeros(b, h, e - s, table.shape[-2], dtype=dtype)
+        for f, (s, e, _, _) in zip(features, blocks)
+    ]
+    features = features[0] if len(features) == 1 else torch.cat(features, dim=-2)  # (b, h, n, f)
+    return out + _features_product(features, table).to(out.dtype), weights, blocks, features
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,8 +220,8 @@ class _BlockedAttention(torch.autograd.Function):
         if bias is not None:
             ctx.bias_shapes = (bias.shape, (1,) * (4 - bias.ndim) + tuple(bias.shape))
         with torch.no_grad():
-            out, weights, blocks = _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors)
-        ctx.save_for_backward(q, k, v, out, *tensors)
+            out, weights, blocks, features = _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors)
+        ctx.save_for_backward(q, k, v, out, features, *tensors)
         ctx.weights = weights  # the blocks' softmax weights (not inputs or outputs: held directly)
         ctx.scale, ctx.blocks, ctx.shape, ctx.terms = scale, blocks, (b, h, n, m), terms
         ctx.set_materialize_grads(False)
@@ -201,7 +235,7 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_weights):
-        q, k, v, out, *tensors = ctx.saved_tensors
+        q, k, v, out, features, *tensors = ctx.saved_tensors
         if any(w is None for w, (s, e, k0, k1) in zip(ctx.weights, ctx.blocks) if k1 > k0):
             raise RuntimeError("blocked_attention was run without gradients (training=False); it has no backward")
         terms, n_bias = ctx.terms, ctx.terms.n_bias
@@ -220,14 +254,31 @@ class _BlockedAttention(torch.autograd.Function):
             grad_bias = q.new_zeros(*full[:2], n, m)
         term_needs = needs[_N_ARGS:]
         live = [t.detach().requires_grad_(need) for t, need in zip(tensors, term_needs)]
-        bias_live, value_live = live[:n_bias], live[n_bias:]
+        # a factored value term's feature table is the last tensor; its gradient is formed here
+        n_own = len(live) - terms.factored
+        bias_live, value_live = live[:n_bias], live[n_bias:n_own]
         grad_tensors = [None] * len(live)
         # a term with its own backward adds each block's part to zero-initialised gradients
-        for i, (t, need) in enumerate(zip(tensors, term_needs)):
+        for i, (t, need) in enumerate(zip(tensors[:n_own], term_needs)):
             own = terms.bias_backward if i < n_bias else terms.value_backward
             if need and own is not None:
                 grad_tensors[i] = torch.zeros_like(t)
-        bias_grads, value_grads = grad_tensors[:n_bias], grad_tensors[n_bias:]
+        bias_grads, value_grads = grad_tensors[:n_bias], grad_tensors[n_bias:n_own]
+        grad_features = None
+        if terms.factored:
+            # the term is features @ table: one product each for the features' and the table's gradients
+            table = tensors[-1].to(features.dtype)
+            flat = grad_out.to(features.dtype)
+            if table.ndim == 2:
+                grad_features = (flat.reshape(-1, flat.shape[-1]) @ table.t()).view(features.shape)
+            else:
+                grad_features = torch.matmul(flat, table.transpose(-1, -2))
+            if term_needs[-1]:
+                if table.ndim == 2:  # (f, b h n) @ (b h n, dv)
+                    grad_table = features.reshape(-1, features.shape[-1]).t() @ flat.reshape(-1, flat.shape[-1])
+                else:
+                    grad_table = (features.transpose(-1, -2) @ flat).sum(0)
+                grad_tensors[-1] = grad_table.to(tensors[-1].dtype)
         need_bias_terms = terms.bias_fn is not None and any(term_needs[:n_bias])
         fast_delta = grad_weights is None
         if fast_delta:
@@ -245,13 +296,15 @@ class _BlockedAttention(torch.autograd.Function):
             if grad_weights is not None:
                 grad_w = grad_w.add_(grad_weights[..., s:e, k0:k1])
             shift = None  # a per-row constant a value term left out of grad_w
+            # the gradient of the value term's block: of its output, or of its features when factored
+            g_term = g if grad_features is None else grad_features[..., s:e, :]
             if terms.value_backward is not None:
-                shift = terms.value_backward(g, w, s, e, k0, k1, value_live, value_grads, grad_w)
+                shift = terms.value_backward(g_term, w, s, e, k0, k1, value_live, value_grads, grad_w)
             elif terms.value_fn is not None:
                 with torch.enable_grad():
                     w_live = w.detach().requires_grad_(True)
                     term = terms.value_fn(w_live, s, e, k0, k1, *value_live)
-                    grads = _grads_of(term, g.to(term.dtype), [w_live, *value_live])
+                    grads = _grads_of(term, g_term.to(term.dtype), [w_live, *value_live])
                 grad_w = grad_w.add_(grads[0].to(grad_w.dtype))
                 for i, gt in enumerate(grads[1:]):
                     grad_tensors[n_bias + i] = _add(grad_tensors[n_bias + i], gt)
@@ -321,6 +374,8 @@ def blocked_attention(
         q = q + bias_term.query_shift.to(q.dtype).unsqueeze(-2)
     bias_tensors = tuple(bias_term.tensors) if bias_term is not None else ()
     value_tensors = tuple(value_term.tensors) if value_term is not None else ()
+    if value_term is not None and value_term.table is not None:
+        value_tensors = (*value_tensors, value_term.table)  # the features' table travels last
     tensors = (q, k, v, bias, *bias_tensors, *value_tensors)
     training = bool(need_weights) or (
         torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
@@ -328,7 +383,7 @@ def blocked_attention(
     terms = _Terms.of(bias_term, value_term)
     if torch.compiler.is_compiling() or not training:
         # the same blocks as plain operations: traced by torch.compile, no graph kept without gradients
-        out, weights, blocks = _forward_blocks(
+        out, weights, blocks, _ = _forward_blocks(
             q, k, v, bias, mask, terms, scale, bool(need_weights), (*bias_tensors, *value_tensors)
         )
         if not need_weights:

@@ -9,7 +9,8 @@ keys)`` or, for a value term, ``(b, h, rows, dv)`` from the block's weights). Ne
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -78,6 +79,12 @@ class BlockTerm(NamedTuple):
     term may rely on that only where each row keeps a visible key, e.g. under a causal mask with no
     key padding).
 
+    ``table`` (value only): the term is ``features @ table`` with ``table`` ``(f, dv)`` or ``(h, f, dv)``
+    and ``fn`` giving the block's features ``(b, h, e - s, f)``, linear in the weights (Shaw et al.'s
+    weights summed by offset); the kernel multiplies the features of all rows with the table at once,
+    forms the table's gradient itself, and hands ``backward`` the gradient of the block's features in
+    place of that of its output.
+
     ``query_shift`` (bias only): an ``(h, d)`` tensor added to every query before the kernel's own
     scaled product ``q k^T * scale``, which then carries the part of the term that is linear in the
     keys, ``shift_h . k_j * scale`` (Transformer-XL's term (c), ``u . k_j / sqrt(d)``), at no cost per
@@ -90,6 +97,7 @@ class BlockTerm(NamedTuple):
     add: Callable[..., None] | None = None
     under_mask: Callable[..., BlockTerm] | None = None
     query_shift: torch.Tensor | None = None
+    table: torch.Tensor | None = None
 
 
 def position_gap(q_positions, k_positions, device) -> torch.Tensor | None:

@@ -462,50 +462,28 @@ def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: i
     diagonals of table rows ``t = 1 .. top + k``: the band read as a strided view, one product with the
     differences."""
     width = top + max_distance
-    # (width + 1, d) or (h, width + 1, d): a^V_0, then a^V_t - a^V_0; the backward below returns
-    # the gradient of a^V itself
-    with torch.no_grad():
-        diff = torch.cat([rel_v[..., :1, :], rel_v[..., 1 : width + 1, :] - rel_v[..., :1, :]], dim=-2)
+    # the features' table (width + 1, d) or (h, width + 1, d): a^V_0, then a^V_t - a^V_0 (differentiable:
+    # a^V's gradient comes from the table's, which the kernel forms)
+    table = torch.cat([rel_v[..., :1, :], rel_v[..., 1 : width + 1, :] - rel_v[..., :1, :]], dim=-2)
 
     def band(s, e, k0, k1):
         return CausalBand.of(e - s, k1 - k0, gap + k0 - s, max_distance, top)
 
-    def fn(weights, s, e, k0, k1, rel_v):
+    def fn(weights, s, e, k0, k1):
+        # features (b, h, rows, 1 + width): 1 (the row's weights sum to 1), then the band's weights
         work = torch.promote_types(weights.dtype, torch.float32)
-        table = diff.to(work)
-        sums = _band_read(weights, band(s, e, k0, k1)).to(work)  # (b, h, rows, width)
-        if table.ndim == 2:  # a^V_0 + sums @ differences: one (b h rows, width) @ (width, d) product
-            flat = torch.addmm(table[0], sums.reshape(-1, width), table[1:])
-            return flat.view(*sums.shape[:-1], table.shape[-1])
-        return torch.matmul(sums, table[:, 1:]).add_(table[:, :1])
+        features = weights.new_empty(*weights.shape[:-1], 1 + width, dtype=work)
+        features[..., 0] = 1
+        features[..., 1:] = _band_read(weights, band(s, e, k0, k1))
+        return features
 
     def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
-        b = band(s, e, k0, k1)
-        work = torch.promote_types(weights.dtype, torch.float32)
-        table = diff.to(work)
-        flat = grad.to(work).reshape(-1, grad.shape[-1])  # (b h rows, d)
-        if grads[0] is not None:
-            # d/d a^V_t = sum_i S_it grad_i for t = 1 .. width (S: the band's weights), and
-            # d/d a^V_0 = sum_i (1 - sum_t S_it) grad_i
-            sums = _band_read(weights, b).to(work)  # (b, h, rows, width)
-            if table.ndim == 2:  # one (width, b h rows) @ (b h rows, d) product
-                band_grad = sums.reshape(-1, width).t() @ flat  # (width, d)
-                total = flat.sum(0)
-            else:
-                grad = flat.view(grad.shape)
-                band_grad = (sums.transpose(-1, -2) @ grad).sum(0)  # (h, width, d)
-                total = grad.sum((0, 2))
-            grads[0][..., 1 : width + 1, :] += band_grad.to(grads[0].dtype)
-            grads[0][..., 0, :] += (total - band_grad.sum(-2)).to(grads[0].dtype)
-        # d/d w_ij = grad_i . (a^V_t - a^V_0) on the band, plus grad_i . a^V_0 for every j: the shift
-        if table.ndim == 2:  # (b h rows, d) @ (d, width + 1)
-            per_offset = (flat @ table.t()).view(*grad.shape[:-1], width + 1)
-        else:
-            per_offset = flat.view(grad.shape) @ table.transpose(-1, -2)  # (b, h, rows, width + 1)
-        _band_add_(grad_weights, per_offset[..., 1:], b)
-        return per_offset[..., :1].to(grad_weights.dtype)
+        # grad: the features' gradient (b, h, rows, 1 + width); d/d w_ij is grad_t on the band, plus
+        # grad_0 for every j: the shift
+        _band_add_(grad_weights, grad[..., 1:], band(s, e, k0, k1))
+        return grad[..., :1].to(grad_weights.dtype)
 
-    return BlockTerm(fn, (rel_v,), backward)
+    return BlockTerm(fn, (), backward, table=table)
 
 
 def shaw_key_block(q: torch.Tensor, table: torch.Tensor, gap: int, max_distance: int) -> BlockTerm:
@@ -557,37 +535,29 @@ def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockT
     The block's weights sum to 1 in each row, so the bucket of table row 0 is 1 less the others and
     only the band's diagonals and the entries clipped to row 2k are read, forward and backward."""
 
-    def fn(weights, s, e, k0, k1, rel_v):
+    def fn(weights, s, e, k0, k1):
+        # features (b, h, rows, 2k + 1): the block's weights summed by table row; the kernel multiplies
+        # them with a^V (the term's table) for all rows at once
+        work = torch.promote_types(weights.dtype, torch.float32)
         if torch.compiler.is_compiling():  # the diagonal sums read a strided view torch.compile cannot trace
             device = weights.device
             rel = torch.arange(k0, k1, device=device) - torch.arange(s, e, device=device).unsqueeze(1) + gap
-            return value_offset_sums(weights, rel_v, clipped_offsets(rel, max_distance).unsqueeze(0))
-        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-        work = torch.promote_types(weights.dtype, torch.float32)
-        return _table_product(_weight_buckets(weights.to(work), runs), rel_v.to(work))
+            index = clipped_offsets(rel, max_distance).expand(weights.shape)
+            buckets = weights.new_zeros(*weights.shape[:-1], 2 * max_distance + 1, dtype=work)
+            return buckets.scatter_add(-1, index, weights.to(work))
+        return _weight_buckets(weights.to(work), OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance))
 
     def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
-        (rel_v,) = tensors
-        runs = OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance)
-        work = torch.promote_types(weights.dtype, torch.float32)
-        grad = grad.to(work)
-        if grads[0] is not None:
-            # d/d a^V_c = sum_i (the weight row i puts on offset c) grad_i
-            buckets = _weight_buckets(weights.to(work), runs)  # (b, h, rows, 2k + 1)
-            if rel_v.ndim == 2:  # one (2k + 1, b h rows) @ (b h rows, d) product
-                grads[0] += (buckets.reshape(-1, buckets.shape[-1]).t() @ grad.reshape(-1, grad.shape[-1])).to(grads[0].dtype)
-            else:
-                grads[0] += (buckets.transpose(-1, -2) @ grad).sum(0).to(grads[0].dtype)
-        # d/d w_ij = grad_i . a^V_c(ij): per offset, added along the band less row 0's, which is the shift
-        per_offset = _offset_scores(grad, rel_v.to(work))  # (b, h, rows, 2k + 1)
-        _add_offsets_(grad_weights, per_offset, runs)
-        return per_offset[..., :1].to(grad_weights.dtype)
+        # grad: the features' gradient (b, h, rows, 2k + 1), grad_i . a^V_c; d/d w_ij is grad_c(ij),
+        # added along the band less row 0's, which is the shift
+        _add_offsets_(grad_weights, grad, OffsetRuns.of(e - s, k1 - k0, gap + k0 - s, max_distance))
+        return grad[..., :1].to(grad_weights.dtype)
 
     def under_mask(mask, n, m):
         top = _causal_top(mask, n, m, gap, max_distance)
         return term if top is None else _causal_value_block(rel_v, gap, max_distance, top)
 
-    term = BlockTerm(fn, (rel_v,), backward, under_mask=under_mask)
+    term = BlockTerm(fn, (), backward, under_mask=under_mask, table=rel_v)
     return term
 
 

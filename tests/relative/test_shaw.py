@@ -381,7 +381,9 @@ def test_causal_terms_only_under_a_causal_mask_that_leaves_each_row_a_key():
             assert got_key is key and got_value is value
         else:
             assert got_key.tensors[0].shape == (1, 2, 5, width)
-            assert got_value is not value and got_value.tensors[0] is rel_v  # the gradient of the table itself
+            # the features' table: a^V_0, then a^V_t - a^V_0 for the visible offsets
+            assert got_value is not value and got_value.table.shape == (1 + width, 3)
+            torch.testing.assert_close(got_value.table, torch.cat([rel_v[:1], rel_v[1 : 1 + width] - rel_v[:1]]))
 
 
 @pytest.mark.parametrize("tables", ["shared", "per_head"])
