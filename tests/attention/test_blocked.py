@@ -192,6 +192,50 @@ def test_query_shift_is_a_bias_linear_in_the_keys(small_blocks, causal):
     assert torch.autograd.gradcheck(run, inputs)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("own_backward", [False, True])
+def test_factored_value_term(small_blocks, causal, per_head, own_backward):
+    # BlockTerm.table: the block gives features of its weights (here: the weight on each key's parity),
+    # the kernel multiplies all rows' features with the table at once and forms the table's gradient;
+    # the term's backward (or, without one, autograd through its features) gets the features' gradient
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
+    from posenc.core.terms import BlockTerm
+
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, length, 4, dtype=torch.float64, generator=gen) for length in (5, 7, 7))
+    table = torch.randn(*((3,) if per_head else ()), 2, 4, dtype=torch.float64, generator=gen)
+    probe = torch.randn(2, 3, 5, 7, dtype=torch.float64, generator=gen)
+    parity = torch.arange(7) % 2
+
+    def features(weights, s, e, k0, k1):  # (b, h, rows, 2): the weights on even and on odd keys
+        onehot = torch.nn.functional.one_hot(parity[k0:k1], 2).to(weights.dtype)
+        return weights @ onehot
+
+    def backward(grad, weights, s, e, k0, k1, tensors, grads, grad_weights):
+        grad_weights += grad[..., parity[k0:k1]]
+        return None
+
+    def run(q, k, v, table):
+        term = BlockTerm(features, (), backward if own_backward else None, table=table)
+        out, weights = blocked_attention(
+            q, k, v, value_term=term, mask=MaskSpec(causal=causal), need_weights=True
+        )
+        return out, (weights * probe).sum(-1)
+
+    want_out, want_weights = reference(q, k, v, None, causal)
+    rows = table if per_head else table.expand(3, 2, 4)
+    want_out = want_out + torch.einsum("bhnm,hmd->bhnd", want_weights, rows[:, parity])
+    out, used = run(q, k, v, table)
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(used, (want_weights * probe).sum(-1))
+    with torch.no_grad():
+        torch.testing.assert_close(run(q, k, v, table)[0], want_out)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, table)]
+    assert torch.autograd.gradcheck(run, inputs)
+
+
 @pytest.mark.parametrize("n", [32, 256, 1000, 8192])
 @pytest.mark.parametrize("window", [None, 100])
 def test_rows_per_block_with_and_without_gradients(n, window):
