@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"posenc {args.command}: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # an --out/--json path that cannot be created or written
+        if args.verbose:
+            raise
+        where = f": {error.filename}" if error.filename is not None else ""
+        print(f"posenc {args.command}: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -162,3 +162,15 @@ def test_bench_prints_no_profiler_chatter():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "USDT" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run", "order", "--quick"], ["atlas", "--quick"], ["run", "all", "--quick"]],
+)
+@pytest.mark.parametrize("out", ["/proc/posenc-no-such-dir", "/dev/null"])
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_status_1(capsys, command, out):
+    assert main([*command, "--out", out]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"posenc {command[0]}: cannot write: ") and "/" in err, err
