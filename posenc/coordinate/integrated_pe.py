@@ -88,7 +88,7 @@ class IntegratedPE(Encoding):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(in_dim)
-        self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=1)
+        self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=1, maximum=MAX_FREQUENCIES)
         self.use_pi = bool(use_pi)
 
     @property

@@ -111,7 +111,7 @@ class NeRFEncoding(DerivedTablesMixin, Encoding):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(in_dim)
-        self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=0)
+        self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES)
         if num_frequencies == 0 and not include_input:
             raise ValueError("`num_frequencies` must be >= 1 when include_input=False (the output would be empty)")
         self.bands = check_choice("bands", bands, ("log", "linear"))

@@ -69,3 +69,10 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="`covariance_diagonal` must be finite"):
         enc(torch.zeros(2, 3), torch.full((2, 3), math.inf))
     assert enc(torch.empty(0, 3), torch.empty(0, 3)).shape == (0, 12)
+
+
+def test_constructor_refuses_what_the_forward_would():
+    # the functional form takes at most MAX_FREQUENCIES bands; the module says so when built, not when first called
+    with pytest.raises(ValueError, match="`num_frequencies` must be <= 64"):
+        IntegratedPE(3, 65)
+    assert IntegratedPE(3, 64)(torch.zeros(1, 3), torch.zeros(1, 3)).shape == (1, 384)

@@ -146,3 +146,12 @@ def test_bad_input():
         nerf_encoding(torch.tensor(1.0), 2)
     with pytest.raises(ValueError, match="x"):
         nerf_encoding(torch.arange(3), 2)
+
+
+@pytest.mark.parametrize("num_frequencies", [65, 10**12])
+def test_constructor_refuses_more_bands_than_float64_resolves(num_frequencies):
+    # refused by name before the (num_frequencies,) frequency buffer is allocated
+    with pytest.raises(ValueError, match="`num_frequencies` must be <= 64"):
+        NeRFEncoding(3, num_frequencies)
+    with pytest.raises(ValueError, match="`num_frequencies` must be <= 64"):
+        NeRFEncoding(3, num_frequencies, device="meta")
