@@ -35,6 +35,7 @@ from posenc.core.validation import (
     check_float_tensor,
     check_int,
     check_positive_int,
+    check_fits,
     check_same_device,
 )
 
@@ -61,7 +62,8 @@ def fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 def basic_matrix(in_dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     """``B = I``: ``(in_dim, in_dim)`` float64."""
-    return torch.eye(check_positive_int("in_dim", in_dim), device=device, dtype=angle_dtype(device))
+    check_fits("in_dim", check_positive_int("in_dim", in_dim), (in_dim, in_dim), angle_dtype(device), device)
+    return torch.eye(in_dim, device=device, dtype=angle_dtype(device))
 
 
 def positional_matrix(
@@ -72,6 +74,7 @@ def positional_matrix(
     check_positive_int("num_features", num_scales)
     sigma = check_float("sigma", sigma, positive=True)
     dtype = angle_dtype(device)
+    check_fits("num_features", num_scales, (num_scales * in_dim, in_dim), dtype, device)
     scales = sigma ** (torch.arange(num_scales, device=device, dtype=dtype) / num_scales)
     # (m, 1, 1) * (1, c, c) -> (m, c, c) -> (m c, c)
     eye = torch.eye(in_dim, device=device, dtype=dtype)
@@ -88,6 +91,7 @@ def gaussian_matrix(
     check_positive_int("in_dim", in_dim)
     check_positive_int("num_features", num_features)
     sigma = check_float("sigma", sigma, positive=True)
+    check_fits("num_features", num_features, (num_features, in_dim), torch.float64, device)
     gen = torch.Generator(device="cpu").manual_seed(check_int("seed", seed, minimum=0))
     return (torch.randn(num_features, in_dim, generator=gen, dtype=torch.float64) * sigma).float().to(device)
 
@@ -127,6 +131,9 @@ class FourierFeatures(DerivedTablesMixin, Encoding):
         self.sigma = check_float("sigma", sigma, positive=True)
         self.seed = check_int("seed", seed, minimum=0)
         rows = {"basic": in_dim, "positional": num_features * in_dim, "gaussian": num_features}[mapping]
+        # refused by the argument that makes B too large, before the buffer is allocated
+        larger = "in_dim" if mapping == "basic" or in_dim >= num_features else "num_features"
+        check_fits(larger, {"in_dim": in_dim, "num_features": num_features}[larger], (rows, in_dim), torch.float64, device)
         # only the random matrix is state; the other two are derived from the configuration
         persistent = mapping == "gaussian"
         self.register_buffer("B", torch.empty(rows, in_dim, device=device), persistent=persistent)

@@ -60,6 +60,7 @@ from posenc.core.validation import (
     can_read_values,
     check_dtype,
     check_finite,
+    check_fits,
     check_float_tensor,
     check_int,
     check_positive_int,
@@ -387,6 +388,12 @@ class HashGrid(DerivedTablesMixin, Encoding):
         self.base_resolution = check_positive_int("base_resolution", base_resolution)
         self.finest_resolution = check_positive_int("finest_resolution", finest_resolution)
         self.convention, self.backend = convention, backend
+        table_dtype = dtype or torch.get_default_dtype()
+        # every level holds at least min(T, 2^d) rows: refuse a level count no table could hold before
+        # the per-level lists are built (a Python loop over num_levels)
+        smallest = (num_levels * min(2**log2_hashmap_size, 2**in_dim), features_per_level)
+        larger = "features_per_level" if features_per_level > smallest[0] else "num_levels"
+        check_fits(larger, getattr(self, larger), smallest, table_dtype, device)
         self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
         #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
         self.per_level_scale = (
@@ -416,6 +423,9 @@ class HashGrid(DerivedTablesMixin, Encoding):
                     "usable here (use backend='auto' or 'torch', which run on CPU)"
                 )
         self._tcnn_modules: dict[torch.device, nn.Module] = {}  # built on first use, one per device
+        rows = sum(self.level_sizes)
+        larger = "features_per_level" if features_per_level > rows else "log2_hashmap_size"
+        check_fits(larger, getattr(self, larger), (rows, features_per_level), table_dtype, device)
         factory = {"device": device, "dtype": check_dtype("dtype", dtype)}
         self.table = nn.Parameter(torch.empty(sum(self.level_sizes), features_per_level, **factory))
         self.num_dense_levels = self.level_hashed.count(False)

@@ -34,6 +34,7 @@ from posenc.core.validation import (
     check_choice,
     check_dtype,
     check_finite,
+    check_fits,
     check_float_tensor,
     check_int,
     check_positive_int,
@@ -152,10 +153,24 @@ class _Planes(Encoding):
 
     combine: Combine = "product"
 
-    def __init__(self, in_dim: int, features: int, sizes: list[list[tuple[int, int]]], device, dtype) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        features: int,
+        sizes: list[list[tuple[int, int]]],
+        device,
+        dtype,
+        *,
+        sides: dict[str, tuple[object, int]],
+    ) -> None:
         super().__init__(in_dim)
         self.features = check_positive_int("features", features)
         factory = {"device": device, "dtype": check_dtype("dtype", dtype)}
+        # all planes together, refused before any is allocated by the largest of the sizes that set them
+        # (``sides``: each resolution argument, as given, and the largest side it sets)
+        vertices = sum(ri * rj for scale in sizes for ri, rj in scale)
+        name, (given, _) = max({"features": (features, features), **sides}.items(), key=lambda item: item[1][1])
+        check_fits(name, given, (features, vertices), dtype or torch.get_default_dtype(), device)
         self.pairs = plane_pairs(in_dim)
         self.planes = nn.ParameterList(
             [nn.Parameter(torch.empty(features, rj, ri, **factory)) for scale in sizes for ri, rj in scale]
@@ -211,7 +226,12 @@ class KPlanes(_Planes):
         self.time_resolution = time_resolution or resolution
         axes = [[resolution * s] * 3 + [self.time_resolution] for s in self.scales]
         sizes = [[(res[i], res[j]) for i, j in plane_pairs(in_dim)] for res in axes]
-        super().__init__(in_dim, features, sizes, device, dtype)
+        sides = {"scales" if max(self.scales) > resolution else "resolution": (
+            self.scales if max(self.scales) > resolution else resolution, resolution * max(self.scales)
+        )}
+        if in_dim == 4:
+            sides["time_resolution"] = (self.time_resolution, self.time_resolution)
+        super().__init__(in_dim, features, sizes, device, dtype, sides=sides)
 
     def reset_parameters(self) -> None:
         """Spatial planes ``U(0.1, 0.5)``, planes touching time 1 (a static start), as in the paper."""
@@ -259,7 +279,7 @@ class Triplane(_Planes):
             raise ValueError(f"`in_dim` must be 3 (a triplane; see kplanes for space-time), got {in_dim!r}")
         self.resolution = check_int("resolution", resolution, minimum=2)
         self.combine = check_choice("combine", combine, ("sum", "product", "concat"))
-        super().__init__(in_dim, features, [[(resolution, resolution)] * 3], device, dtype)
+        super().__init__(in_dim, features, [[(resolution, resolution)] * 3], device, dtype, sides={"resolution": (resolution, resolution)})
 
     def reset_parameters(self) -> None:
         """``N(0, 0.1^2)`` for a sum or concatenation; ``U(0.1, 0.5)`` for a product (as K-planes)."""

@@ -238,10 +238,16 @@ def check_fits(
         return
     limit = device_memory(device)
     nbytes = math.prod(shape) * dtype.itemsize
+    where = torch.device("cpu" if device is None else device)
     if limit is not None and nbytes > limit:
         raise ValueError(
             f"`{name}`={given!r} needs a {tuple(shape)} {dtype} tensor of {format_bytes(nbytes)}, "
-            f"more than the {format_bytes(limit)} of memory on {torch.device('cpu' if device is None else device)}"
+            f"more than the {format_bytes(limit)} of memory on {where}"
+        )
+    if nbytes >= 2**63:  # past torch's int64 storage size, on any device (meta included)
+        raise ValueError(
+            f"`{name}`={given!r} needs a {tuple(shape)} {dtype} tensor of {format_bytes(nbytes)}, "
+            f"more than a tensor can hold (2**63 bytes) on {where}"
         )
 
 

@@ -166,3 +166,29 @@ def test_bad_input():
         fourier_features(torch.randn(4, 2), torch.randn(2))
     with pytest.raises(ValueError, match="seed"):
         FourierFeatures(2, seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_features": 10**12}, "num_features"),
+        ({"in_dim": 10**12}, "in_dim"),
+        ({"mapping": "basic", "in_dim": 10**7}, "in_dim"),
+        ({"mapping": "positional", "num_features": 10**10}, "num_features"),
+    ],
+)
+def test_a_matrix_larger_than_memory_is_refused_by_name(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`=.* more than the .* of memory"):
+        FourierFeatures(**kwargs)
+    FourierFeatures(**kwargs, device="meta")  # shapes only: nothing to allocate
+
+
+def test_matrix_builders_refuse_sizes_larger_than_memory():
+    from posenc.coordinate import basic_matrix
+
+    with pytest.raises(ValueError, match="`in_dim`"):
+        basic_matrix(10**7)
+    with pytest.raises(ValueError, match="`num_features`"):
+        positional_matrix(2, 10**10, 2.0)
+    with pytest.raises(ValueError, match="`num_features`"):
+        gaussian_matrix(2, 10**12, 2.0)

@@ -197,3 +197,16 @@ def test_collision_rates_per_level(in_dim):
     assert all(r == 0 for r, h in zip(rates, grid.level_hashed) if not h)  # dense levels: one slot per vertex
     assert any(r > 0 for r in rates)
     assert level_collision_rates(grid, max_vertices=10)[-1] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_levels": 10**12}, "num_levels"),  # used to loop over 10**12 levels in Python
+        ({"features_per_level": 10**12}, "features_per_level"),
+        ({"log2_hashmap_size": 30, "num_levels": 64, "finest_resolution": 4096}, "log2_hashmap_size"),
+    ],
+)
+def test_a_table_larger_than_memory_is_refused_by_name(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`=.* more than the .* of memory"):
+        HashGrid(**kwargs)

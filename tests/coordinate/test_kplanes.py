@@ -130,3 +130,23 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="needs 3 planes per scale"):
         kplanes_features(torch.rand(2, 3), [[torch.zeros(1, 2, 2)]])
     assert enc(torch.empty(0, 3)).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "name"),
+    [
+        (KPlanes, {"features": 10**12}, "features"),
+        (KPlanes, {"resolution": 10**12}, "resolution"),
+        (KPlanes, {"scales": (1, 10**6)}, "scales"),
+        (KPlanes, {"in_dim": 4, "time_resolution": 10**12}, "time_resolution"),
+        (Triplane, {"resolution": 10**6}, "resolution"),
+        (Triplane, {"features": 10**12}, "features"),
+    ],
+)
+def test_planes_larger_than_memory_are_refused_by_name(cls, kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`=.* more than the .* of memory"):
+        cls(**kwargs)
+    try:  # shapes only: nothing to allocate, unless the size overflows what a tensor can describe
+        cls(**kwargs, device="meta")
+    except ValueError as error:
+        assert f"`{name}`=" in str(error) and "more than a tensor can hold" in str(error)
