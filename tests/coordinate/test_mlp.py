@@ -64,3 +64,22 @@ def test_bad_input():
         CoordinateMLP(2, 1)(torch.randn(4, 3))
     with pytest.raises(TypeError, match="encoding"):
         CoordinateMLP(2, 1, num_frequencies=3)
+
+
+def test_encodings_the_mlp_cannot_call_are_refused_when_built():
+    from posenc.coordinate import IntegratedPE
+
+    with pytest.raises(ValueError, match="`encoding`='rope' is a rotary encoding.*takes .*nerf"):
+        CoordinateMLP(2, 1, encoding="rope", head_dim=8)
+    # IntegratedPE also needs a covariance: a model built with it could never be called
+    with pytest.raises(ValueError, match="`encoding` IntegratedPE takes more than the coordinates"):
+        CoordinateMLP(3, 1, encoding="integrated_pe")
+    with pytest.raises(ValueError, match="`encoding` IntegratedPE"):
+        CoordinateMLP(3, 1, encoding=IntegratedPE(3))
+
+
+def test_dtype_and_non_finite_coordinates_are_refused_by_name():
+    with pytest.raises(ValueError, match="`dtype` must be a floating-point dtype"):
+        CoordinateMLP(2, 1, dtype=torch.int64)
+    with pytest.raises(ValueError, match="`x` must be finite"):
+        CoordinateMLP(2, 1)(torch.tensor([[0.5, math.nan]]))  # raw coordinates: no encoding to check them
