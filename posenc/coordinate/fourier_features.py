@@ -48,7 +48,7 @@ def fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     x: ``(*, c)`` float; B: ``(m, c)``. Returns ``(*, 2m)`` in ``x``'s dtype.
     """
     x = check_finite("x", check_float_tensor("x", x))
-    B = check_float_tensor("B", B, ndim=2)
+    B = check_finite("B", check_float_tensor("B", B, ndim=2))
     if x.ndim == 0 or x.shape[-1] != B.shape[1]:
         raise ValueError(
             f"`x` must have last dimension c={B.shape[1]} to match `B` of shape {tuple(B.shape)}, got {tuple(x.shape)}"

@@ -269,9 +269,11 @@ def hash_grid_encoding(
         check_shape(name, value, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
     check_int("num_dense", num_dense, minimum=0, maximum=levels)
     if scales is not None:
-        scales = check_float_tensor("scales", scales, ndim=1)
+        scales = check_finite("scales", check_float_tensor("scales", scales, ndim=1))
         check_shape("scales", scales, (levels,), why=f"(one entry per level of `multipliers` {(levels, d)})")
         check_same_device(x=x, scales=scales)
+        if can_read_values(scales) and bool((scales < 0).any()):
+            raise ValueError(f"`scales` must be >= 0 (cells per unit of x, less one), got {scales.tolist()}")
     x = check_unit_box("x", x)
     if can_read_values(table):
         _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets, wrap=scales is not None)

@@ -192,3 +192,11 @@ def test_matrix_builders_refuse_sizes_larger_than_memory():
         positional_matrix(2, 10**10, 2.0)
     with pytest.raises(ValueError, match="`num_features`"):
         gaussian_matrix(2, 10**12, 2.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_functional_matrix_must_be_finite(bad):
+    B = torch.randn(4, 2)
+    B[1, 0] = bad  # used to give NaN features silently
+    with pytest.raises(ValueError, match="`B` must be finite"):
+        fourier_features(torch.rand(3, 2), B)

@@ -210,3 +210,14 @@ def test_collision_rates_per_level(in_dim):
 def test_a_table_larger_than_memory_is_refused_by_name(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`=.* more than the .* of memory"):
         HashGrid(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0])
+def test_functional_tcnn_scales_must_be_finite_and_non_negative(bad):
+    grid = HashGrid(3, 3, 2, 6, 2, 8, convention="tcnn")
+    args = (grid.table, grid.level_resolution, grid.level_multiplier, grid.num_dense_levels, grid.level_size,
+            grid.level_offset)
+    scales = grid.level_scale.clone()
+    scales[1] = bad  # used to give NaN features (or indices from the wrong side of the grid) silently
+    with pytest.raises(ValueError, match="`scales` must be"):
+        hash_grid_encoding(torch.rand(4, 3), *args, scales=scales)
