@@ -28,6 +28,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
+    check_bool,
     check_fits,
     check_float_dtype,
     check_float_tensor,
@@ -98,7 +99,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
     def __init__(self, heads: int, *, causal: bool = True, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.heads = check_positive_int("heads", heads)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self._cache_len = 0
         self.register_buffer("slopes", torch.empty(heads, device=device), persistent=False)
         self.register_buffer("bias_cached", torch.empty(1, heads, 0, 0, device=device), persistent=False)

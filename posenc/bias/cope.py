@@ -22,7 +22,14 @@ from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positions, check_positive_int, check_same_device
+from posenc.core.validation import (
+    check_bool,
+    check_float_tensor,
+    check_int,
+    check_positions,
+    check_positive_int,
+    check_same_device,
+)
 
 
 def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int, causal: bool = True) -> torch.Tensor:
@@ -98,7 +105,7 @@ class ContextualPosition(BiasEncoding):
 
     def __init__(self, head_dim: int, heads: int, *, max_positions: int = 64, causal: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.heads = check_positive_int("heads", heads)
         self.max_positions = check_int("max_positions", max_positions, minimum=2)

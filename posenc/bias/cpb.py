@@ -20,7 +20,7 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_positions, check_positive_int
+from posenc.core.validation import check_bool, check_float, check_positions, check_positive_int
 
 
 def log_spaced(offsets: torch.Tensor, max_distance: float) -> torch.Tensor:
@@ -70,7 +70,7 @@ class ContinuousPositionBias(OffsetBias):
         super().__init__()
         self.heads = check_positive_int("heads", heads)
         self.max_distance = check_positive_int("max_distance", max_distance)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.mlp = CPBMLP(1, heads, check_positive_int("hidden", hidden), device=device, dtype=dtype)
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_positions, check_positive_int
+from posenc.core.validation import check_bool, check_positions, check_positive_int
 
 
 def log_distance(x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +57,8 @@ class DynamicPositionBias(OffsetBias):
         self.heads = check_positive_int("heads", heads)
         self.hidden = check_positive_int("hidden", hidden)
         self.depth = check_positive_int("depth", depth)
-        self.log_distance = bool(log_distance)
-        self.causal = bool(causal)
+        self.log_distance = check_bool("log_distance", log_distance)
+        self.causal = check_bool("causal", causal)
         layers: list[nn.Module] = [nn.Linear(1, hidden, device=device, dtype=dtype), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden, device=device, dtype=dtype), nn.SiLU()]

@@ -23,6 +23,7 @@ from posenc.core.positions import Positions
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
 from posenc.core.validation import (
+    check_bool,
     check_broadcasts,
     check_float,
     check_float_tensor,
@@ -86,7 +87,7 @@ class FIRE(BiasEncoding):
         self.hidden = check_positive_int("hidden", hidden)
         self.init_c = check_float("init_c", init_c, positive=True)
         self.init_threshold = check_float("init_threshold", init_threshold, positive=True)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.mlp = nn.Sequential(
             nn.Linear(1, hidden, device=device, dtype=dtype), nn.ReLU(), nn.Linear(hidden, heads, device=device, dtype=dtype)
         )

@@ -24,7 +24,7 @@ from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
 from posenc.core.terms import ScoreMod
 from posenc.core.registry import register
-from posenc.core.validation import check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_bool, check_float, check_float_tensor, check_int, check_positive_int
 
 
 def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
@@ -68,7 +68,7 @@ class ForgettingGate(BiasEncoding):
         self, head_dim: int, heads: int, *, init_bias: float = 4.0, causal: bool = True, device=None, dtype=None
     ) -> None:
         super().__init__()
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.heads = check_positive_int("heads", heads)
         self.init_bias = check_float("init_bias", init_bias)

@@ -22,6 +22,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, position_gap
 from posenc.core.validation import (
+    check_bool,
     check_choice,
     check_float,
     check_float_tensor,
@@ -84,7 +85,7 @@ class Kerple(OffsetBias):
         super().__init__()
         self.heads = check_positive_int("heads", heads)
         self.kernel = check_choice("kernel", kernel, KERNELS)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.eps = check_float("eps", eps, positive=True)
         self.r1 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
         self.r2 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))

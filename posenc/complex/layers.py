@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from posenc.core.validation import check_choice, check_float, check_positive_int
+from posenc.core.validation import check_bool, check_choice, check_float, check_positive_int
 
 
 def check_complex(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class ComplexSelfAttention(nn.Module):
         check_positive_int("heads", heads)
         if check_positive_int("dim", dim) % heads:
             raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
-        self.heads, self.causal = heads, bool(causal)
+        self.heads, self.causal = heads, check_bool("causal", causal)
         self.qkv = ComplexLinear(dim, 3 * dim, bias=False, device=device, dtype=dtype)
         self.proj = ComplexLinear(dim, dim, device=device, dtype=dtype)
 

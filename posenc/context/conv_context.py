@@ -27,6 +27,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.validation import (
+    check_bool,
     check_dtype_matches,
     check_float_tensor,
     check_int,
@@ -115,7 +116,7 @@ class ConvContext(PositionEncoding):
         self.dim = check_positive_int("dim", dim)
         self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
         check_int("layers", layers, minimum=1)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         kw = {"device": device, "dtype": dtype}
         self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size, **kw) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim, **kw) for _ in range(layers))

@@ -23,6 +23,7 @@ from posenc.coordinate.nerf import MAX_FREQUENCIES, nerf_frequencies
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
+    check_bool,
     check_finite,
     check_fits,
     check_float_tensor,
@@ -89,7 +90,7 @@ class IntegratedPE(Encoding):
     ) -> None:
         super().__init__(in_dim)
         self.num_frequencies = check_int("num_frequencies", num_frequencies, minimum=1, maximum=MAX_FREQUENCIES)
-        self.use_pi = bool(use_pi)
+        self.use_pi = check_bool("use_pi", use_pi)
 
     @property
     def out_dim(self) -> int:

@@ -27,7 +27,7 @@ from posenc.coordinate.base import Encoding
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.frequencies import angle_dtype
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_finite, check_fits, check_float_tensor, check_int
+from posenc.core.validation import check_bool, check_choice, check_finite, check_fits, check_float_tensor, check_int
 
 Bands = Literal["log", "linear"]
 MAX_FREQUENCIES = 64  #: the top band 2^63 already rotates a coordinate's last float64 bit by whole turns
@@ -76,12 +76,14 @@ def nerf_encoding(
     if x.ndim == 0:
         raise ValueError("`x` must have a last (coordinate) dimension, got a 0-d tensor")
     check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES)
-    width = x.shape[-1] * (2 * num_frequencies + bool(include_input))
+    check_bool("include_input", include_input)
+    check_bool("use_pi", use_pi)
+    width = x.shape[-1] * (2 * num_frequencies + include_input)
     check_fits("num_frequencies", num_frequencies, (*x.shape[:-1], width), torch.float64, x.device)
     freq = nerf_frequencies(num_frequencies, bands=bands, use_pi=use_pi, device=x.device)
     if num_frequencies == 0 and not include_input:
         raise ValueError("`num_frequencies` must be >= 1 when include_input=False (the output would be empty)")
-    return _encode(x, freq, bool(include_input))
+    return _encode(x, freq, include_input)
 
 
 @register(
@@ -115,8 +117,8 @@ class NeRFEncoding(DerivedTablesMixin, Encoding):
         if num_frequencies == 0 and not include_input:
             raise ValueError("`num_frequencies` must be >= 1 when include_input=False (the output would be empty)")
         self.bands = check_choice("bands", bands, ("log", "linear"))
-        self.include_input = bool(include_input)
-        self.use_pi = bool(use_pi)
+        self.include_input = check_bool("include_input", include_input)
+        self.use_pi = check_bool("use_pi", use_pi)
         self.register_buffer("frequencies", torch.empty(num_frequencies, device=device), persistent=False)
         self.init_non_persistent_buffers(device)
 

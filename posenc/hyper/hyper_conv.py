@@ -34,6 +34,7 @@ from posenc.core.base import EncodingModule
 from posenc.coordinate.nerf import nerf_encoding
 from posenc.core.registry import register
 from posenc.core.validation import (
+    check_bool,
     check_choice,
     check_even,
     check_float_tensor,
@@ -234,7 +235,7 @@ class HyperConv2d(EncodingModule):
         else:
             self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, **kw))
             self.hyper = nn.Linear(self.embed_dim, out_channels * in_channels, **kw)
-        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if check_bool("bias", bias) else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -20,6 +20,7 @@ from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
+    check_bool,
     check_choice,
     check_fits,
     check_float,
@@ -87,7 +88,7 @@ class LearnedPositionEncoding(PositionEncoding):
         self.max_len = check_positive_int("max_len", max_len)
         self.combine = check_choice("combine", combine, ("add", "concat"))
         self.concat_dim = dim if combine == "concat" else 0
-        self.resize_on_load = bool(resize_on_load)
+        self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
         self.weight = nn.Parameter(torch.empty(max_len, dim, device=device, dtype=dtype))
         self.reset_parameters()

@@ -19,6 +19,7 @@ from posenc.core.frequencies import check_max_position, inverse_frequencies, red
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
 from posenc.core.registry import register
 from posenc.core.validation import (
+    check_bool,
     check_choice,
     check_even,
     check_fits,
@@ -114,7 +115,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         super().__init__()
         self.dim = check_even("dim", dim)
         self.base = check_float("base", base, positive=True)
-        self.interleaved = bool(interleaved)
+        self.interleaved = check_bool("interleaved", interleaved)
         self.combine = check_choice("combine", combine, ("add", "concat"))
         self.scale = check_float("scale", scale)
         self.concat_dim = dim if combine == "concat" else 0

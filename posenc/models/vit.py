@@ -18,7 +18,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_choice, check_float, check_float_tensor, check_positive_int
+from posenc.core.validation import check_bool, check_choice, check_float, check_float_tensor, check_positive_int
 from posenc.models.interfaces import GridBound, ViTPlaced
 from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.transformer import Block
@@ -78,7 +78,7 @@ class ViT(nn.Module):
         if pool == "cls" and not class_token:
             raise ValueError("`pool`='cls' needs `class_token`=True")
         self.dim, self.heads = dim, heads
-        self.num_prefix_tokens = int(bool(class_token))
+        self.num_prefix_tokens = int(check_bool("class_token", class_token))
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         encodings = self._build_position(position, position_kwargs)

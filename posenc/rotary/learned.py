@@ -25,7 +25,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_int, check_same_device
+from posenc.core.validation import check_bool, check_even, check_float, check_float_tensor, check_int, check_same_device
 from posenc.rotary.rope import rotate_pairs
 
 
@@ -107,7 +107,7 @@ class LearnedRope(PositionEncoding):
         self.rot_dim = int(head_dim * fraction) // 2 * 2
         if self.rot_dim < 2:
             raise ValueError(f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}")
-        self.interleaved = bool(interleaved)
+        self.interleaved = check_bool("interleaved", interleaved)
         self.freqs = nn.Parameter(torch.empty(self.heads, self.rot_dim // 2, device=device))
         self.reset_parameters()
 

@@ -21,6 +21,7 @@ from posenc.core.positions import Positions, positions_or_randomized, resolve_po
 from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.validation import (
+    check_bool,
     check_even,
     check_float,
     check_float_tensor,
@@ -262,7 +263,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             raise ValueError(
                 f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}"
             )
-        self.interleaved = bool(interleaved)
+        self.interleaved = check_bool("interleaved", interleaved)
         if isinstance(scaling, RopeScaling):
             if factor is not None or original_max_len is not None or max_len is not None:
                 raise ValueError(

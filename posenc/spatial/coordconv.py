@@ -23,7 +23,7 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_bool, check_dtype_matches, check_float_tensor, check_int, check_positive_int
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -59,7 +59,7 @@ def add_coords(x: torch.Tensor, *, with_r: bool = False) -> torch.Tensor:
     then the radius when ``with_r``. The coordinates take ``x``'s dtype and device.
     """
     check_float_tensor("x", x, ndim=(3, 4, 5))
-    coords = coordinate_channels(tuple(x.shape[2:]), with_r=with_r, device=x.device, dtype=x.dtype)
+    coords = coordinate_channels(tuple(x.shape[2:]), with_r=check_bool("with_r", with_r), device=x.device, dtype=x.dtype)
     # (k, *spatial) -> (b, k, *spatial)
     return torch.cat([x, coords.unsqueeze(0).expand(x.shape[0], *coords.shape)], dim=1)
 
@@ -70,7 +70,7 @@ class AddCoords(nn.Module):
     def __init__(self, spatial_dims: int = 2, *, with_r: bool = False) -> None:
         super().__init__()
         self.spatial_dims = check_int("spatial_dims", spatial_dims, minimum=1, maximum=3)
-        self.with_r = bool(with_r)
+        self.with_r = check_bool("with_r", with_r)
 
     @property
     def extra_channels(self) -> int:

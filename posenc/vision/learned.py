@@ -30,7 +30,14 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_fits, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_bool,
+    check_fits,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+)
 from posenc.vision.grid import check_grid, token_coords
 
 
@@ -115,7 +122,7 @@ class LearnedPatchPosition(PositionEncoding):
         self.dim = check_positive_int("dim", dim)
         self.grid = check_grid("grid", grid)
         self.num_prefix_tokens = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
-        self.resize_on_load = bool(resize_on_load)
+        self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
         n = self.num_prefix_tokens + self.grid[0] * self.grid[1]
         self.weight = nn.Parameter(torch.empty(1, n, dim, device=device, dtype=dtype))

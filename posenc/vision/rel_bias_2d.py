@@ -27,7 +27,7 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod
-from posenc.core.validation import check_fits, check_float, check_int, check_positive_int, check_tensor
+from posenc.core.validation import check_bool, check_fits, check_float, check_int, check_positive_int, check_tensor
 from posenc.vision.grid import check_grid, grid_call_positions, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
@@ -98,7 +98,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         self.grid = check_grid("grid", grid)
         self.num_prefix_tokens = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
-        self.resize_on_load = bool(resize_on_load)
+        self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         h, w = self.grid
         self.table = nn.Parameter(torch.empty((2 * h - 1) * (2 * w - 1), heads, device=device, dtype=dtype))
         self.register_buffer("index", torch.empty(0, 0, dtype=torch.long, device=device), persistent=False)

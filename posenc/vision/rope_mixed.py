@@ -29,6 +29,7 @@ from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import (
+    check_bool,
     check_float,
     check_float_tensor,
     check_int,
@@ -122,7 +123,7 @@ class RopeMixed(PositionEncoding):
         self.grid = check_grid("grid", grid)
         self.num_prefix_tokens = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         self.base = check_float("base", base, positive=True)
-        self.rotate_init = bool(rotate)
+        self.rotate_init = check_bool("rotate", rotate)
         self.freqs = nn.Parameter(torch.empty(2, heads, head_dim // 2, device=device))
         self.reset_parameters()
 

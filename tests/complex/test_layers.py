@@ -97,3 +97,8 @@ def test_meta_device_and_state_dict():
     other = ComplexLinear(4, 3)
     other.load_state_dict(lin.state_dict())
     assert set(other.state_dict()) == {"weight_real", "weight_imag", "bias_real", "bias_imag"}
+
+
+def test_attention_causal_must_be_true_or_false():
+    with pytest.raises(TypeError, match="`causal` must be True or False"):
+        ComplexSelfAttention(8, 2, causal="no")

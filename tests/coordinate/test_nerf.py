@@ -155,3 +155,13 @@ def test_constructor_refuses_more_bands_than_float64_resolves(num_frequencies):
         NeRFEncoding(3, num_frequencies)
     with pytest.raises(ValueError, match="`num_frequencies` must be <= 64"):
         NeRFEncoding(3, num_frequencies, device="meta")
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_flags_must_be_true_or_false(flag):
+    # bool("no") is True: the raw input used to be kept although the caller asked to leave it out
+    for name in ("include_input", "use_pi"):
+        with pytest.raises(TypeError, match=f"`{name}` must be True or False"):
+            nerf_encoding(torch.zeros(2, 3), 2, **{name: flag})
+        with pytest.raises(TypeError, match=f"`{name}` must be True or False"):
+            NeRFEncoding(3, 2, **{name: flag})

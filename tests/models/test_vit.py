@@ -107,3 +107,10 @@ def test_trains_a_few_steps(position):
     assert_loss_falls(losses, factor=0.7)
     for name, param in model.position.named_parameters():  # learned encodings take part in training
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_class_token_must_be_true_or_false(flag):
+    # bool("no") is True: the model used to grow a class token the caller had turned off
+    with pytest.raises(TypeError, match="`class_token` must be True or False"):
+        ViT(8, 4, 10, dim=16, heads=2, class_token=flag, pool="mean")

@@ -9,7 +9,7 @@ Policy for non-finite values: arguments saying *where* (positions, coordinates, 
 reject NaN/inf with ``ValueError`` in eager mode; activations that an encoding merely adds to or
 transforms (``x``, ``q``, ``k``) may carry NaN through, as any layer does.
 
-Constructor cases are derived from each class's signature (ints, floats, choices, grids, sizes,
+Constructor cases are derived from each class's signature (ints, floats, flags, choices, grids, sizes,
 ``dtype``); forward cases from its example's argument descriptions (``posenc.testing.examples``).
 """
 
@@ -37,6 +37,8 @@ ZERO_OK = {"num_prefix_tokens", "after_block", "num_frequencies", "upsamples", "
 ANY_INT = {"seed"}
 #: floats that must be > 0.
 POSITIVE = {"base", "sigma"}
+#: flags still converted with bool() rather than checked (a string such as "no" reads as True).
+UNCHECKED_FLAGS = {("shaw", "values"), ("transformer_xl", "causal")}
 
 
 def assert_names(excinfo: pytest.ExceptionInfo, name: str) -> None:
@@ -92,6 +94,10 @@ def _constructor_params(name: str) -> list[tuple[str, str, inspect.Parameter]]:
             kind = "choice"
         elif p.name == "dtype":
             kind = "dtype"
+        elif ann is bool or text in ("bool", "<class 'bool'>"):
+            if (cls.registry_name, p.name) in UNCHECKED_FLAGS:
+                continue
+            kind = "flag"
         elif p.name == "device":
             continue
         elif "tuple" in text and "int" in text and "Sequence" not in text:
@@ -126,6 +132,8 @@ def _bad_values(name: str, param: str, kind: str) -> st.SearchStrategy:
         if param in POSITIVE:
             bad.append(st.floats(-1e6, 0.0))
         return st.one_of(*bad)
+    if kind == "flag":  # True or False only: bool("no") would be True
+        return st.sampled_from(["no", "False", 0, 1, None])
     if kind == "choice":
         return st.one_of(st.text(min_size=1, max_size=8).map(lambda s: "bogus_" + s), st.sampled_from([3, None]))
     if kind == "grid":

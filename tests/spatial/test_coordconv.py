@@ -128,3 +128,11 @@ def test_trains_in_reference_cnn():
         model, lambda: (torch.randn(8, 1, 8, 8) * 0.1, target), torch.nn.functional.mse_loss, steps=40, lr=1e-2
     )
     assert_loss_falls(losses, factor=0.5)
+
+
+@pytest.mark.parametrize("flag", ["no", 0])
+def test_with_r_must_be_true_or_false(flag):
+    with pytest.raises(TypeError, match="`with_r` must be True or False"):
+        add_coords(torch.zeros(1, 2, 3, 3), with_r=flag)
+    with pytest.raises(TypeError, match="`with_r` must be True or False"):
+        CoordConv(2, 3, 3, with_r=flag)
