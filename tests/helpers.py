@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
+import pytest
 import torch
 
 
@@ -36,3 +38,22 @@ def assert_loss_falls(losses: list[float], *, factor: float = 0.7, window: int =
     first = sum(losses[:window]) / window
     last = sum(losses[-window:]) / window
     assert last < factor * first, f"loss did not fall enough: {first:.4f} -> {last:.4f} (need < {factor}x)"
+
+
+def import_peer(module: str):
+    """Import an optional peer library's ``module``, or skip the test when it cannot be used here.
+
+    Wider than ``pytest.importorskip``: timm imports torchvision, which may be missing or built for
+    another torch (it then fails with a RuntimeError while registering its operators).
+    """
+    package = module.split(".")[0]
+    if package in _UNUSABLE_PEERS:  # a failed import can leave half the package behind: do not retry
+        pytest.skip(_UNUSABLE_PEERS[package])
+    try:
+        return importlib.import_module(module)
+    except (ImportError, RuntimeError, OSError) as err:
+        _UNUSABLE_PEERS[package] = f"{module} is not usable here: {type(err).__name__}: {err}"
+        pytest.skip(_UNUSABLE_PEERS[package])
+
+
+_UNUSABLE_PEERS: dict[str, str] = {}

@@ -148,3 +148,32 @@ def test_causal_block_term_adds_one_row_per_block_and_equals_the_materialised_bi
     logits = (q @ k.transpose(-1, -2) / 8**0.5 + bias).masked_fill(~visible, float("-inf"))
     torch.testing.assert_close(weights, logits.softmax(-1))
     torch.testing.assert_close(got, logits.softmax(-1) @ v)
+
+
+# -- parity with peer libraries ---------------------------------------------------------------------------
+@pytest.mark.parametrize("heads", [1, 3, 5, 6, 8, 12, 24, 31, 40])
+def test_slopes_match_bloom_and_x_transformers(heads):
+    """Hugging Face BLOOM's ``build_alibi_tensor`` (slopes formed in float32) and x-transformers' ``_get_slopes``."""
+    bloom = pytest.importorskip("transformers.models.bloom.modeling_bloom")
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    ours = alibi_slopes(heads, dtype=torch.float64)
+    # BLOOM's bias is slope * key position, (heads, 1, m): the key at position 1 carries the slope
+    theirs = bloom.build_alibi_tensor(torch.ones(1, 4), heads, torch.float64)[:, 0, 1]
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    # the official get_slopes, which x-transformers copies (start * ratio^i, so equal to the last bits)
+    torch.testing.assert_close(ours, torch.tensor(xt.AlibiPositionalBias._get_slopes(heads), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("heads", [3, 8, 12])
+@pytest.mark.parametrize("n, m", [(5, 5), (3, 9), (1, 7)])
+def test_bias_matches_x_transformers(heads, n, m):
+    """x-transformers' ``-m_h |j - i|`` for the last n of m positions: ALiBi's symmetric form everywhere,
+    the causal form on the keys a causal mask leaves visible."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    theirs = xt.AlibiPositionalBias(heads)(n, m).double()  # (heads, n, m)
+    q, k = Positions(n, offset=m - n), Positions(m)
+    symmetric = ALiBi(heads, causal=False).score_bias(None, None, q_positions=q, k_positions=k)[0].double()
+    causal = ALiBi(heads).score_bias(None, None, q_positions=q, k_positions=k)[0].double()
+    visible = torch.ones(n, m, dtype=torch.bool).tril(m - n)
+    torch.testing.assert_close(symmetric, theirs, rtol=1e-6, atol=0)
+    torch.testing.assert_close(causal[:, visible], theirs[:, visible], rtol=1e-6, atol=0)

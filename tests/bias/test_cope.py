@@ -62,3 +62,22 @@ def test_encoder_form_counts_gates_between_the_tokens_either_way():
         for j in range(5):
             lo, hi = min(i, j), max(i, j)
             assert p[0, 0, i, j].item() == pytest.approx(gates[i, lo : hi + 1].sum().item(), abs=1e-5)
+
+
+def test_matches_x_transformers():
+    """x-transformers' CoPE (the paper's appendix B code) on the causally masked logits ``q k^T / sqrt(d)``."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    torch.manual_seed(0)
+    d, heads, npos, n, m = 8, 3, 6, 4, 7
+    q = torch.randn(2, heads, n, d, dtype=torch.float64)
+    k = torch.randn(2, heads, m, d, dtype=torch.float64)
+    theirs = xt.CoPE(d, heads, npos).double()
+    torch.nn.init.normal_(theirs.pos_emb)  # (npos, d); starts at zero in their code
+    ours = ContextualPosition(d, heads, max_positions=npos).double()
+    with torch.no_grad():
+        ours.embeddings.copy_(theirs.pos_emb.t())
+    visible = torch.ones(n, m, dtype=torch.bool).tril(m - n)
+    logits = (q @ k.transpose(-1, -2) / math.sqrt(d)).masked_fill(~visible, -torch.finfo(torch.float64).max)
+    want = theirs(q, logits)
+    got = ours(q, k)  # computed in float32
+    torch.testing.assert_close(got[..., visible].double(), want[..., visible], rtol=0, atol=2e-5)

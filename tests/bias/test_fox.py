@@ -62,3 +62,17 @@ def test_encoder_form_is_symmetric_and_non_positive():
     causal = forget_gate_bias(log_gates, 6)
     lower = torch.ones(6, 6, dtype=torch.bool).tril()
     torch.testing.assert_close(bias[..., lower], causal[..., lower])
+
+
+@pytest.mark.parametrize("n", [7, 3])
+def test_matches_x_transformers_data_dependent_alibi(n):
+    """x-transformers' ``DataDependentAlibi`` (FoX's causal bias from log-sigmoid gates): the same
+    differences of cumulative log gates on the visible keys, for the last n of 7 tokens as queries."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    torch.manual_seed(0)
+    peer = xt.DataDependentAlibi(16, 3, causal=True).double()
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    want = peer(x)[..., 7 - n :, :]  # (b, h, 7, 7) -> the last n query rows
+    got = forget_gate_bias(peer.to_forget_gates(x), n)  # log gates (b, h, 7), summed in float32
+    visible = torch.ones(n, 7, dtype=torch.bool).tril(7 - n)
+    torch.testing.assert_close(got[..., visible].double(), want[..., visible], rtol=0, atol=1e-5)

@@ -123,3 +123,21 @@ def test_far_offset_computes_the_buckets_in_use_only():
 def test_a_bias_too_large_to_build_raises_with_its_size():
     with pytest.raises(ValueError, match=r"T5 bias .*n=1000000.*TiB.*MAX_TABLE_BYTES"):
         T5RelativeBias(4)(10**6)
+
+
+# -- parity with peer libraries ---------------------------------------------------------------------------
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (8, 20), (10, 30), (16, 64), (64, 256)])
+def test_buckets_match_transformers_and_x_transformers(bidirectional, num_buckets, max_distance):
+    """Offsets on both sides of the query, out to three times ``max_distance`` (all in the last buckets)."""
+    t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    rel = torch.arange(-3 * max_distance, 3 * max_distance + 1)  # key - query, as both peers take it
+    ours = t5_relative_bucket(rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+    hf = t5.T5Attention._relative_position_bucket(
+        rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+    )
+    xtb = xt.RelativePositionBias._relative_position_bucket(
+        rel, causal=not bidirectional, num_buckets=num_buckets, max_distance=max_distance
+    )
+    assert torch.equal(ours, hf) and torch.equal(ours, xtb)
