@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import import_peer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,3 +100,15 @@ def test_bad_input():
         noise_level_embedding(torch.tensor([True]), 8)
     with pytest.raises(TypeError, match="noise_level"):
         noise_level_embedding([0.5], 8)
+
+
+@pytest.mark.parametrize("dim", [4, 5, 8, 33, 128])
+def test_matches_diffusers_with_scale_and_no_shift(dim):
+    """WaveGrad's embedding is diffusers' ``get_timestep_embedding`` of ``5000 l`` with
+    ``downscale_freq_shift=0`` (exponent ``i / half``); diffusers forms the angles in float32."""
+    embeddings = import_peer("diffusers.models.embeddings")
+    levels = torch.tensor([0.0, 0.1, 0.5, 0.999], dtype=torch.float64)
+    theirs = embeddings.get_timestep_embedding(levels, dim, downscale_freq_shift=0, scale=5000.0).double()
+    ours = noise_level_embedding(levels, dim).double()
+    atol = 4 * torch.finfo(torch.float32).eps * 5000.0 + 1e-6
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=atol)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import import_peer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -132,3 +133,16 @@ def test_bad_input():
         TimestepEmbedding(8, num_steps=1000)(torch.tensor([-1]))
     with pytest.raises(TypeError, match="`t`"):
         timestep_embedding([1, 2], 8)
+
+
+# -- parity with diffusers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [4, 5, 8, 33, 128])
+def test_matches_diffusers_get_timestep_embedding(dim):
+    """diffusers' defaults (flip_sin_to_cos=False, downscale_freq_shift=1, scale=1, max_period=10000) are
+    DDPM's embedding; diffusers forms the angles in float32, hence a tolerance growing with the step."""
+    embeddings = import_peer("diffusers.models.embeddings")
+    t = torch.tensor([0.0, 1.0, 7.0, 123.5, 999.0], dtype=torch.float64)
+    theirs = embeddings.get_timestep_embedding(t, dim).double()
+    ours = timestep_embedding(t, dim)
+    atol = 4 * torch.finfo(torch.float32).eps * t.abs().max().item() + 1e-7
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=atol)
