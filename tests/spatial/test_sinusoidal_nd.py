@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_loss_falls, train_losses
+from helpers import assert_loss_falls, import_peer, train_losses
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -124,3 +124,18 @@ def test_bad_input():
         SinCos2d(8).encode(Positions(4))
     with pytest.raises(ValueError, match="positions"):
         SinCos2d(8, grid=(2, 2))(torch.zeros(1, 5, 8))  # more tokens than the grid holds
+
+
+# -- parity with timm ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, dim", [((3, 5), 16), ((4, 4), 32), ((1, 6), 8)])
+def test_matches_timm_build_sincos2d_pos_embed_up_to_channel_order(shape, dim):
+    """timm's table has the same frequencies, ``10000^(-i / (dim/4))``, with the channels grouped
+    ``[sin rows, sin columns, cos rows, cos columns]``; ours is ``[sin rows, cos rows, sin columns,
+    cos columns]``. timm forms the angles in float32."""
+    sincos = import_peer("timm.layers.pos_embed_sincos")
+    quarter = dim // 4
+    block = [torch.arange(b * quarter, (b + 1) * quarter) for b in range(4)]
+    order = torch.cat([block[0], block[2], block[1], block[3]])  # ours -> timm's channel order
+    ours = sinusoidal_nd(shape, dim, dtype=torch.float64).reshape(-1, dim)[:, order]
+    theirs = sincos.build_sincos2d_pos_embed(list(shape), dim, dtype=torch.float64)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)

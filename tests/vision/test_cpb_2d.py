@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from helpers import import_peer
 
 from posenc.models import ViT
 from posenc.vision import ContinuousPositionBias2d
@@ -39,3 +41,27 @@ def test_a_trained_network_runs_on_another_grid():
 def test_in_the_vit():
     model = ViT(16, 4, 10, dim=16, heads=2, position="cpb_2d", hidden=8)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+# -- parity with timm ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "grid, pretrained", [((4, 4), None), ((3, 5), None), ((6, 6), (4, 4)), ((2, 1), None), ((5, 3), (3, 2))]
+)
+def test_matches_timm_swin_v2_window_attention(grid, pretrained):
+    """timm's Swin V2 ``WindowAttention``: its log-spaced coordinate table, ``cpb_mlp`` (weights copied),
+    relative index and ``16 sigmoid``, as its forward composes them."""
+    swin = import_peer("timm.models.swin_transformer_v2")
+    torch.manual_seed(0)
+    peer = swin.WindowAttention(dim=12, num_heads=3, window_size=grid, pretrained_window_size=pretrained or (0, 0))
+    peer = peer.double()
+    ours = ContinuousPositionBias2d(3, grid, pretrained_grid=pretrained).double()
+    with torch.no_grad():
+        ours.mlp.net[0].weight.copy_(peer.cpb_mlp[0].weight)
+        ours.mlp.net[0].bias.copy_(peer.cpb_mlp[0].bias)
+        ours.mlp.net[2].weight.copy_(peer.cpb_mlp[2].weight)
+    # the same float32 coordinates up to an ulp (ours are formed in float64, timm's in float32)
+    torch.testing.assert_close(ours.offsets.double(), peer.relative_coords_table.reshape(-1, 2), rtol=0, atol=2.5e-7)
+    n = grid[0] * grid[1]
+    table = peer.cpb_mlp(peer.relative_coords_table).view(-1, 3)
+    want = 16 * torch.sigmoid(table[peer.relative_position_index.view(-1)].view(n, n, 3).permute(2, 0, 1))
+    torch.testing.assert_close(ours()[0].double(), want, rtol=0, atol=1e-5)  # ours returns float32

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import import_peer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -111,3 +112,17 @@ def test_bad_input():
     strict = RelativeBias2d(2, (3, 3), resize_on_load=False)
     with pytest.raises(ValueError, match="resize_on_load"):
         strict.load_state_dict(RelativeBias2d(2, (2, 2)).state_dict())
+
+
+# -- parity with timm ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (1, 4), (2, 1)])
+def test_matches_timm_swin_window_attention(grid):
+    """timm's Swin ``WindowAttention``: the same table gathered by the same index gives the same bias."""
+    swin = import_peer("timm.models.swin_transformer")
+    torch.manual_seed(0)
+    peer = swin.WindowAttention(dim=12, num_heads=3, window_size=grid).double()
+    ours = RelativeBias2d(3, grid).double()
+    with torch.no_grad():
+        ours.table.copy_(peer.relative_position_bias_table)
+    assert torch.equal(ours.index, peer.relative_position_index)
+    assert torch.equal(ours(), peer._get_rel_pos_bias())
