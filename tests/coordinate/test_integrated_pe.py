@@ -44,6 +44,28 @@ def test_reduces_to_nerf_as_covariance_vanishes():
     assert wide[:, -6:].abs().max() < 1e-20 < wide[:, :6].abs().max()
 
 
+
+def test_matches_official_mip_nerf_up_to_channel_order():
+    """mip-NeRF's ``integrated_pos_enc`` (min_deg=0, max_deg=L), transcribed: it concatenates all sines
+    (``expected_sin`` of ``y``) before all cosines (``expected_sin`` of ``y + pi/2``), level-major."""
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    var = torch.rand(10, 3, generator=gen, dtype=torch.float64) * 0.05
+    levels, c = 6, 3
+    scales = torch.tensor([2.0**i for i in range(levels)], dtype=torch.float64)
+    y = (mean[..., None, :] * scales[:, None]).reshape(10, -1)
+    y_var = (var[..., None, :] * scales[:, None] ** 2).reshape(10, -1)
+    official = torch.exp(-0.5 * torch.cat([y_var, y_var], -1)) * torch.sin(torch.cat([y, y + 0.5 * math.pi], -1))
+    # ours, per level: sines of the c coordinates then their cosines
+    order = [
+        k
+        for level in range(levels)
+        for k in [*range(level * c, level * c + c), *range((levels + level) * c, (levels + level) * c + c)]
+    ]
+    got = integrated_positional_encoding(mean, var, levels)
+    torch.testing.assert_close(got, official[:, order], rtol=0, atol=1e-14)
+
+
 def test_module_out_dim_and_num_frequencies():
     enc = IntegratedPE(3, 16)
     assert enc.num_frequencies == 16 and enc.out_dim == 96

@@ -91,6 +91,36 @@ def test_sign_is_condon_shortley_relative_to_nerfstudio():
     assert out[17].item() == pytest.approx(-1.7701307697799304 * y * z * (3 * x * x - y * y), abs=1e-14)
 
 
+
+def nerfstudio_components(d):
+    """nerfstudio's ``components_from_spherical_harmonics`` for bands 0-4 (25 channels), transcribed."""
+    x, y, z = d.unbind(-1)
+    xx, yy, zz = x * x, y * y, z * z
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814),
+        0.4886025119029199 * y, 0.4886025119029199 * z, 0.4886025119029199 * x,
+        1.0925484305920792 * x * y, 1.0925484305920792 * y * z, 0.9461746957575601 * zz - 0.31539156525251999,
+        1.0925484305920792 * x * z, 0.5462742152960396 * (xx - yy),
+        0.5900435899266435 * y * (3 * xx - yy), 2.890611442640554 * x * y * z, 0.4570457994644658 * y * (5 * zz - 1),
+        0.3731763325901154 * z * (5 * zz - 3), 0.4570457994644658 * x * (5 * zz - 1), 1.445305721320277 * z * (xx - yy),
+        0.5900435899266435 * x * (xx - 3 * yy),
+        2.5033429417967046 * x * y * (xx - yy), 1.7701307697799304 * y * z * (3 * xx - yy),
+        0.9461746957575601 * x * y * (7 * zz - 1), 0.6690465435572892 * y * z * (7 * zz - 3),
+        0.10578554691520431 * (35 * zz * zz - 30 * zz + 3), 0.6690465435572892 * x * z * (7 * zz - 3),
+        0.47308734787878004 * (xx - yy) * (7 * zz - 1), 1.7701307697799304 * x * z * (xx - 3 * yy),
+        0.6258357354491761 * (xx * xx - 6 * xx * yy + yy * yy),
+    ], dim=-1)
+
+
+def test_every_nerfstudio_channel_is_ours_times_the_phase():
+    """All 25 channels of bands 0-4 at random directions: nerfstudio's value is ours times (-1)^m."""
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(200, 3, generator=gen, dtype=torch.float64)
+    d = d / d.norm(dim=-1, keepdim=True)
+    phase = torch.tensor([(-1.0) ** abs(m) for band in range(5) for m in range(-band, band + 1)], dtype=torch.float64)
+    torch.testing.assert_close(spherical_harmonics(d, 5), nerfstudio_components(d) * phase, rtol=0, atol=1e-14)
+
+
 def _sphere_quadrature(n: int = 24):
     """Gauss-Legendre in z times uniform in phi: exact for polynomials of degree < 2n on the sphere."""
     z, wz = np.polynomial.legendre.leggauss(n)
