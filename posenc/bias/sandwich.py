@@ -7,8 +7,8 @@ ALiBi's slopes (section 5): head ``h`` of ``H`` divides it by ``8h / H``:
 
     B_h(i, j) = (sum_{k=1}^{d'/2} cos((i - j) / 10000^(2k/d')) - d'/2) / (8h / H)
 
-(NeMo's implementation sums ``k = 1 .. d'/2 - 1``, one term fewer; posenc keeps the paper's range,
-so the bias at offset 0 is exactly 0.) Angles are formed in float64 and reduced modulo 2π.
+(NeMo's ``SandwichRelativePositionEmbedding`` sums the same ``k = 1 .. d'/2``, with ``d'`` the width
+per head, and subtracts ``d'/2``, so the bias at offset 0 is exactly 0.) Angles are formed in float64 and reduced modulo 2π.
 Verified against a float64 transcription in ``tests/bias/test_sandwich.py``.
 """
 
