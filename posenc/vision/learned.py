@@ -5,16 +5,19 @@ A ViT adds a learned ``(1, prefix + h * w, d)`` table to its token sequence: one
 token (class token, registers) then one per patch in raster order. Fine-tuning at another image
 resolution changes the grid, so the patch rows are viewed as a ``(d, h, w)`` image and resampled
 bicubically to the new grid, the prefix rows kept apart and unchanged (section 3.2 of the paper;
-DeiT's ``interpolate_pos_embed`` and timm's ``resample_abs_pos_embed`` do the same). The
-interpolation is ``F.interpolate(mode="bicubic", align_corners=False)``, Keys' cubic kernel with
-``a = -0.75`` and clamped borders, without antialiasing.
+DeiT's ``interpolate_pos_embed`` does the same). The interpolation is
+``F.interpolate(mode="bicubic", align_corners=False)``, Keys' cubic kernel with ``a = -0.75`` and
+clamped borders, without antialiasing. timm's ``resample_abs_pos_embed`` equals it with
+``antialias=False``; timm's default, ``antialias=True``, is PyTorch's antialiased bicubic (Pillow's
+``a = -0.5`` kernel, widened when shrinking), which differs from it by up to about 0.3 on a
+unit-variance table when enlarging 4x4 to 6x6 and by more than 1 when shrinking.
 
 A checkpoint saved with one grid loads into a model built for another: the table is resampled in
 ``load_state_dict`` (``resize_on_load=True``, the default). The grid is stored in the module's
 extra state; tables without it (other code's checkpoints) are taken as square.
 
 Verified against a float64 separable cubic-convolution written from Keys (1981)
-(``tests/vision/test_learned.py``), and found identical to timm's
+(``tests/vision/test_learned.py``), and, on a machine with timm, against its
 ``resample_abs_pos_embed(..., antialias=False)``.
 """
 
