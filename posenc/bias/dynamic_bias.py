@@ -5,7 +5,10 @@ x-transformers (``DynamicPositionBias``): the offset (optionally ``sign(x) log(1
 stretches the near offsets) goes through ``Linear(1, w) -> SiLU -> [Linear(w, w) -> SiLU] x (depth - 1)
 -> Linear(w, heads)``. Because it is a function, not a table, it has a value at any offset, which is
 what lets it extrapolate. The MLP is evaluated once per distinct offset (``n + m - 1`` of them).
-Verified against a float64 transcription in ``tests/bias/test_dynamic_bias.py``.
+It reads the offset ``j - i`` (key less query; ``-(i - j)`` for the past keys when causal), where
+x-transformers (like CrossFormer) feeds ``i - j``: the same function once the first layer's weight
+is negated, which is how x-transformers' weights (without its ``norm`` option) load here.
+Verified against a float64 transcription, and x-transformers' module, in ``tests/bias/test_dynamic_bias.py``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from posenc.bias import DynamicPositionBias
+from posenc.core.positions import Positions
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -40,3 +41,26 @@ def test_gradient_flows_to_the_mlp():
     module = DynamicPositionBias(2, hidden=8)
     module(5).sum().backward()
     assert all(p.grad is not None for p in module.parameters())
+
+
+@pytest.mark.parametrize("log_distance", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_x_transformers_with_the_first_layer_negated(log_distance, causal):
+    """x-transformers' ``DynamicPositionBias`` feeds ``i - j``, posenc ``j - i``: with its weights copied and
+    the first layer's weight negated the biases agree (on the visible keys when causal)."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    torch.manual_seed(0)
+    peer = xt.DynamicPositionBias(16, heads=3, depth=2, log_distance=log_distance)
+    ours = DynamicPositionBias(3, hidden=16, depth=2, log_distance=log_distance, causal=causal)
+    theirs_linear = [m for m in peer.modules() if isinstance(m, torch.nn.Linear)]
+    ours_linear = [m for m in ours.mlp if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(theirs_linear, ours_linear, strict=True):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        ours_linear[0].weight.neg_()
+    n, m = 5, 9
+    want = peer(n, m)  # (heads, n, m), the last n of m positions as queries
+    got = ours.score_bias(None, None, q_positions=Positions(n, offset=m - n), k_positions=Positions(m))[0]
+    visible = torch.ones(n, m, dtype=torch.bool).tril(m - n) if causal else torch.ones(n, m, dtype=torch.bool)
+    torch.testing.assert_close(got[:, visible], want[:, visible], rtol=1e-5, atol=1e-5)
