@@ -157,7 +157,9 @@ def check_dtype(name: str, value: Any) -> torch.dtype | None:
     return value
 
 
-def check_dtype_matches(name: str, value: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+def check_dtype_matches(
+    name: str, value: torch.Tensor, module: torch.nn.Module, *, owner: str = "the encoding"
+) -> torch.Tensor:
     """``value`` must have the dtype of ``module``'s parameters when it feeds their layers.
 
     Skipped under ``torch.autocast``, which casts per operation; modules without parameters pass.
@@ -166,7 +168,7 @@ def check_dtype_matches(name: str, value: torch.Tensor, module: torch.nn.Module)
     if param is None or value.dtype == param.dtype or torch.is_autocast_enabled(value.device.type):
         return value
     raise ValueError(
-        f"`{name}` has dtype {value.dtype} but the encoding's parameters are {param.dtype}; "
+        f"`{name}` has dtype {value.dtype} but {owner}'s parameters are {param.dtype}; "
         "cast one of them (module.to(dtype) or tensor.to(dtype))"
     )
 

@@ -20,7 +20,13 @@ from torch import nn
 
 from posenc.core.registry import available, create_for_model, get
 from posenc.models.interfaces import CNNFeatures, cnn_role
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_on_device,
+    check_positive_int,
+)
 
 ROLES = ("stem", "features", "attention")
 
@@ -110,6 +116,11 @@ class CNN(nn.Module):
         check_float_tensor("x", x, ndim=4)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
+        if not torch.compiler.is_compiling():
+            check_on_device("x", x, self.head.weight.device, owner="the model")
+        check_dtype_matches("x", x, self.head, owner="the model")
+        if not x.shape[-2] or not x.shape[-1]:  # an empty map: its padded 3x3 convolutions cannot run
+            return x.new_zeros(x.shape[0], self.head.out_channels, *x.shape[-2:])
         low = torch.relu(self.stem(x))
         h = self.features(low) if self.features is not None else low
         h = self.body(h)

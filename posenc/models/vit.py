@@ -18,7 +18,15 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_bool, check_choice, check_float, check_float_tensor, check_positive_int
+from posenc.core.validation import (
+    check_bool,
+    check_choice,
+    check_dtype_matches,
+    check_float,
+    check_float_tensor,
+    check_on_device,
+    check_positive_int,
+)
 from posenc.models.interfaces import GridBound, ViTPlaced
 from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.transformer import Block
@@ -117,6 +125,9 @@ class ViT(nn.Module):
                 f"`images` must have shape (b, {self.in_channels}, {self.image_size[0]}, {self.image_size[1]}), "
                 f"got {tuple(images.shape)}"
             )
+        if not torch.compiler.is_compiling():
+            check_on_device("images", images, self.patch_embed.weight.device, owner="the model")
+        check_dtype_matches("images", images, self.patch_embed, owner="the model")
         # (b, dim, h, w) -> (b, h*w, dim): raster order
         x = self.patch_embed(images).flatten(2).transpose(1, 2)
         if self.cls_token is not None:

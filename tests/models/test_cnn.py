@@ -64,3 +64,19 @@ def test_none_trains():
     model = CNN(1, 1, width=8, depth=1)
     losses = train_losses(model, lambda: (x, x.roll(1, dims=-1)), F.mse_loss, steps=40, lr=1e-2)
     assert_loss_falls(losses, factor=0.5)
+
+
+@pytest.mark.parametrize("position", ["none", "coordconv", "sincos_2d", "hanet"])
+def test_input_of_another_dtype_or_device_is_refused_by_name(position):
+    model = CNN(3, 10, position=position)
+    with pytest.raises(ValueError, match="`x` has dtype torch.float64 but the model's parameters are torch.float32"):
+        model(torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`x` is on meta but the model is on cpu"):
+        model(torch.randn(2, 3, 8, 8, device="meta"))
+
+
+@pytest.mark.parametrize("position", ["none", "coordconv", "sincos_2d", "hanet"])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 0), (2, 3, 0, 5), (0, 3, 4, 4)])
+def test_empty_maps_give_empty_outputs(position, shape):
+    # a padded 3x3 convolution of a zero-width map used to fail inside torch
+    assert CNN(3, 10, position=position)(torch.randn(shape)).shape == (shape[0], 10, *shape[2:])

@@ -114,3 +114,15 @@ def test_class_token_must_be_true_or_false(flag):
     # bool("no") is True: the model used to grow a class token the caller had turned off
     with pytest.raises(TypeError, match="`class_token` must be True or False"):
         ViT(8, 4, 10, dim=16, heads=2, class_token=flag, pool="mean")
+
+
+def test_images_of_another_dtype_or_device_are_refused_by_name():
+    model = ViT(8, 4, 10, dim=16, heads=2)
+    for dtype in (torch.float64, torch.float16):  # used to fail inside the patch convolution
+        with pytest.raises(ValueError, match=f"`images` has dtype {dtype} but the model's parameters are torch.float32"):
+            model(torch.randn(2, 3, 8, 8, dtype=dtype))
+    with pytest.raises(ValueError, match="`images` is on meta but the model is on cpu"):
+        model(torch.randn(2, 3, 8, 8, device="meta"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts per operation
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    assert model.to(torch.float64)(torch.randn(2, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
