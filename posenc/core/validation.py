@@ -41,6 +41,15 @@ def check_even(name: str, value: Any, *, why: str = "it is split into (sin, cos)
     return value
 
 
+def check_batch(name: str, value: Any) -> int:
+    """A batch size: an int >= 0 (0 gives an empty batch) or a tensor of rank >= 1 whose first axis is the batch."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            raise ValueError(f"`{name}` must be an int or a tensor whose first axis is the batch, got a 0-d tensor")
+        return value.shape[0]
+    return check_int(name, value, minimum=0)
+
+
 def check_float(
     name: str,
     value: Any,

@@ -29,7 +29,7 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import create, get, register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_same_device
+from posenc.core.validation import check_batch, check_float_tensor, check_int, check_positive_int, check_same_device
 
 
 def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
@@ -86,7 +86,7 @@ class ConstantInput(EncodingModule):
         nn.init.normal_(self.weight)
 
     def forward(self, batch: int | torch.Tensor, *, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-        b = batch.shape[0] if isinstance(batch, torch.Tensor) else check_positive_int("batch", batch)
+        b = check_batch("batch", batch)
         if size is not None and (size if isinstance(size, tuple) else (size, size)) != self.size:
             raise ValueError(f"`size` must be {self.size} for a learned constant input, got {size!r}")
         return self.weight.expand(b, -1, -1, -1)

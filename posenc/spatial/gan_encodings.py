@@ -30,7 +30,7 @@ from torch import nn
 
 from posenc.core.base import DerivedTablesMixin, EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_float, check_int, check_positive_int
+from posenc.core.validation import check_batch, check_choice, check_fits, check_float, check_int, check_positive_int
 from posenc.spatial.coordconv import coordinate_channels
 from posenc.spatial.sinusoidal_nd import _check_dim, sinusoidal_coords
 
@@ -43,15 +43,11 @@ def _check_size(name: str, size) -> tuple[int, int]:
     return tuple(check_int(f"{name}[{i}]", s, minimum=1) for i, s in enumerate(size))  # type: ignore[return-value]
 
 
-def _check_batch(batch) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0]
-    return check_positive_int("batch", batch)
-
-
 def cartesian_grid(size: tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
     """``(2, h, w)`` float32: x (along the width) then y, each from -1 to 1."""
-    return coordinate_channels(_check_size("size", size), device=device)
+    size = _check_size("size", size)
+    check_fits("size", size, (2, *size), torch.float32, device)
+    return coordinate_channels(size, device=device)
 
 
 def sinusoidal_grid(
@@ -61,6 +57,8 @@ def sinusoidal_grid(
     h, w = _check_size("size", size)
     _check_dim(channels, 2, "channels")
     check_float("base", base, positive=True)
+    # the (h, w, 2) float64 coordinates, then as many float64 angles per pixel as channels
+    check_fits("size", size, (h, w, max(channels, 2)), torch.float64, device)
     ys = torch.arange(h, device=device, dtype=torch.float64) - h // 2
     xs = torch.arange(w, device=device, dtype=torch.float64) - w // 2
     # (h, w, 2) coordinates in (x, y) order
@@ -87,7 +85,7 @@ class _GridInput(DerivedTablesMixin, nn.Module):
 
     def forward(self, batch: int | torch.Tensor, *, size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """``(b, out_channels, h, w)``; ``batch`` an int or a tensor whose first axis is the batch."""
-        b = _check_batch(batch)
+        b = check_batch("batch", batch)
         size = self.size if size is None else _check_size("size", size)
         table = self.table if size == self.size else self.table_for(size, self.table.device)
         return table.unsqueeze(0).expand(b, -1, -1, -1)

@@ -87,7 +87,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="size"):
         ConstantInput(8, 4)(2, size=(8, 8))
     with pytest.raises(ValueError, match="batch"):
-        ConstantInput(8, 4)(0)
+        ConstantInput(8, 4)(-1)
     with pytest.raises(ValueError, match="scale"):
         adain(torch.randn(2, 3, 4, 4), torch.ones(2, 2), torch.ones(2, 3))
     with pytest.raises(ValueError, match="x"):
@@ -104,3 +104,10 @@ def test_trains_from_the_constant():
     gen = StyleGenerator(8, 8, 16, 1, input="constant_input", upsamples=1)
     losses = train_losses(gen, lambda: (z, target), F.mse_loss, steps=60, lr=1e-2)
     assert_loss_falls(losses, factor=0.5)
+
+
+def test_batch_may_be_empty_and_a_tensor_needs_a_batch_axis():
+    const = ConstantInput(8, 4)
+    assert const(0).shape == const(torch.zeros(0, 3)).shape == (0, 8, 4, 4)  # an int 0 was refused
+    with pytest.raises(ValueError, match="`batch` must be an int or a tensor whose first axis is the batch"):
+        const(torch.tensor(2))  # was an IndexError from batch.shape[0]

@@ -124,3 +124,13 @@ def test_generator_trains_at_several_scales():
         opt.step()
         losses.append(loss.item())
     assert_loss_falls(losses, factor=0.5, window=6)
+
+
+@pytest.mark.parametrize("kind", ["cartesian", "sinusoidal"])
+def test_batch_and_size_at_the_edges(kind):
+    grid = MultiScalePositionalInput(4, kind=kind, sizes=[(4, 4)])
+    assert grid(0, size=5).shape == (0, grid.out_channels, 5, 5)
+    with pytest.raises(ValueError, match="`batch` must be an int or a tensor whose first axis"):
+        grid(torch.tensor(2))
+    with pytest.raises(ValueError, match=r"`size`=\(1000000, 1000000\) needs a .* more than the"):
+        grid(2, size=10**6)  # was the allocator's error
