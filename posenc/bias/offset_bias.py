@@ -16,6 +16,7 @@ import torch
 from posenc.bias.relative import BiasEncoding, diagonal_block_term, relative_positions, toeplitz
 from posenc.core.positions import Positions
 from posenc.core.terms import BlockTerm, ScoreMod, gathered_bias_mod
+from posenc.core.memory import check_table_memory
 
 
 def causal_distance(offsets: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -54,6 +55,10 @@ class OffsetBias(BiasEncoding):
         device = self._device()
         diagonals = self.per_diagonal(q_positions, k_positions)
         if diagonals is not None:
+            # the (heads, n, m) grid is materialised here, unlike the per-offset table
+            heads, n, m = diagonals.shape[0], q_positions.n, k_positions.n
+            what = f"the {type(self).__name__} bias (heads={heads}, n={n}, m={m})"
+            check_table_memory(what, (heads, n, m), bytes_per_entry=diagonals.element_size())
             # (heads, n + m - 1) -> (1, heads, n, m)
             return toeplitz(diagonals, k_positions.n).unsqueeze(0)
         offsets = relative_positions(q_positions, k_positions).to(device=device, dtype=torch.float64)
