@@ -35,6 +35,7 @@ from posenc.core.validation import (
     check_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
     check_tensor,
 )
 
@@ -101,6 +102,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         self.heads = check_positive_int("heads", heads)
         self.causal = check_bool("causal", causal)
         self._cache_len = 0
+        check_table_fits({"heads": heads}, (heads,), torch.float64, device)
         self.register_buffer("slopes", torch.empty(heads, device=device), persistent=False)
         self.register_buffer("bias_cached", torch.empty(1, heads, 0, 0, device=device), persistent=False)
         self.init_non_persistent_buffers(device)

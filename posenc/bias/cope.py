@@ -29,6 +29,7 @@ from posenc.core.validation import (
     check_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 
 
@@ -109,6 +110,8 @@ class ContextualPosition(BiasEncoding):
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.heads = check_positive_int("heads", heads)
         self.max_positions = check_int("max_positions", max_positions, minimum=2)
+        sizes = {"max_positions": max_positions, "head_dim": head_dim}
+        check_table_fits(sizes, (head_dim, max_positions), dtype, device)
         self.embeddings = nn.Parameter(torch.empty(head_dim, max_positions, device=device, dtype=dtype))
         self.reset_parameters()
 

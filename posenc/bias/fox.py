@@ -24,7 +24,14 @@ from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
 from posenc.core.terms import ScoreMod
 from posenc.core.registry import register
-from posenc.core.validation import check_bool, check_float, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_bool,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_table_fits,
+)
 
 
 def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
@@ -72,6 +79,7 @@ class ForgettingGate(BiasEncoding):
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.heads = check_positive_int("heads", heads)
         self.init_bias = check_float("init_bias", init_bias)
+        check_table_fits({"heads": heads, "head_dim": head_dim}, (heads, head_dim + 1), dtype, device)
         self.weight = nn.Parameter(torch.empty(heads, head_dim, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
         self.reset_parameters()

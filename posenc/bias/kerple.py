@@ -29,6 +29,7 @@ from posenc.core.validation import (
     check_nonnegative_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 
 KERNELS = ("log", "power")
@@ -87,6 +88,7 @@ class Kerple(OffsetBias):
         self.kernel = check_choice("kernel", kernel, KERNELS)
         self.causal = check_bool("causal", causal)
         self.eps = check_float("eps", eps, positive=True)
+        check_table_fits({"heads": heads}, (2, heads), dtype, device)
         self.r1 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
         self.r2 = nn.Parameter(torch.empty(heads, device=device, dtype=dtype))
         self.reset_parameters()

@@ -29,7 +29,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
-from posenc.core.validation import check_bool, check_int, check_positive_int, check_tensor
+from posenc.core.validation import check_bool, check_int, check_positive_int, check_table_fits, check_tensor
 
 
 def _check_buckets(num_buckets: int, max_distance: int, bidirectional: bool) -> None:
@@ -107,6 +107,7 @@ class T5RelativeBias(BiasEncoding):
         self.causal = check_bool("causal", causal)
         _check_buckets(num_buckets, max_distance, not causal)
         self.num_buckets, self.max_distance = num_buckets, max_distance
+        check_table_fits({"num_buckets": num_buckets, "heads": heads}, (num_buckets, heads), dtype, device)
         self.bias = nn.Embedding(num_buckets, heads, device=device, dtype=dtype)
         self.reset_parameters()
         # bucket of every offset -(L-1) .. L-1 for implicit positions: derived, never saved, rebuilt

@@ -262,6 +262,15 @@ def check_fits(
         )
 
 
+def check_table_fits(
+    sizes: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype | None, device: torch.device | str | None
+) -> None:
+    """:func:`check_fits` for a table of ``shape`` set by the constructor arguments ``sizes`` (ints or
+    tuples of ints), naming the largest of them; ``dtype`` None is the default dtype."""
+    name = max(sizes, key=lambda k: math.prod(sizes[k]) if isinstance(sizes[k], tuple) else sizes[k])
+    check_fits(name, sizes[name], shape, dtype or torch.get_default_dtype(), device)
+
+
 def check_broadcasts(name: str, value: torch.Tensor, shape: tuple[int, ...], *, to: str) -> torch.Tensor:
     """``value`` must broadcast to ``shape`` (the shape of the argument named ``to``) without growing it."""
     ok = value.ndim <= len(shape) and all(v in (1, s) for v, s in zip(reversed(value.shape), reversed(shape)))

@@ -26,6 +26,7 @@ from posenc.core.validation import (
     check_float,
     check_float_tensor,
     check_positive_int,
+    check_table_fits,
 )
 from posenc.input.combine import combine_with_input
 
@@ -90,6 +91,7 @@ class LearnedPositionEncoding(PositionEncoding):
         self.concat_dim = dim if combine == "concat" else 0
         self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
+        check_table_fits({"max_len": max_len, "dim": dim}, (max_len, dim), dtype, device)
         self.weight = nn.Parameter(torch.empty(max_len, dim, device=device, dtype=dtype))
         self.reset_parameters()
 

@@ -27,6 +27,7 @@ from posenc.core.validation import (
     check_float_tensor,
     check_int,
     check_positions,
+    check_table_fits,
 )
 from posenc.input.combine import combine_with_input
 
@@ -120,6 +121,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.scale = check_float("scale", scale)
         self.concat_dim = dim if combine == "concat" else 0
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
+        check_table_fits({"cache_len": cache_len}, (cache_len, dim), torch.float32, device)
         self._cache_start = 0
         self.register_buffer("table", torch.empty(0, dim, device=device), persistent=False)
         self.init_non_persistent_buffers(device)

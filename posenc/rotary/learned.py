@@ -25,7 +25,15 @@ from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_bool, check_even, check_float, check_float_tensor, check_int, check_same_device
+from posenc.core.validation import (
+    check_bool,
+    check_even,
+    check_float,
+    check_float_tensor,
+    check_int,
+    check_same_device,
+    check_table_fits,
+)
 from posenc.rotary.rope import rotate_pairs
 
 
@@ -108,6 +116,7 @@ class LearnedRope(PositionEncoding):
         if self.rot_dim < 2:
             raise ValueError(f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}")
         self.interleaved = check_bool("interleaved", interleaved)
+        check_table_fits({"heads": heads, "head_dim": head_dim}, (heads, self.rot_dim // 2), torch.float32, device)
         self.freqs = nn.Parameter(torch.empty(self.heads, self.rot_dim // 2, device=device))
         self.reset_parameters()
 

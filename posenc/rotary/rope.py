@@ -28,6 +28,7 @@ from posenc.core.validation import (
     check_int,
     check_precise_float_tensor,
     check_same_device,
+    check_table_fits,
 )
 from posenc.rotary.angle_cache import rope_cos_sin
 from posenc.rotary.fused import rotate_qk, rotate_tensors
@@ -281,6 +282,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         self.p = check_float("p", p, minimum=0.0, maximum=1.0)
         self._longest_len = self.scaling.original_max_len or 0  # grow-only dynamic NTK's state
         self._cache_len = check_int("cache_len", cache_len, minimum=1)
+        check_table_fits({"cache_len": cache_len}, (2, cache_len, self.rot_dim // 2), torch.float32, device)
         self._cache_start = 0
         self._cache_key: tuple | None = None
         #: (the window's cos table, (first row, n), its rows as (1, n, rot/2) and (1, 1, n, rot/2) views)

@@ -29,7 +29,14 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import create, get, register
-from posenc.core.validation import check_batch, check_float_tensor, check_int, check_positive_int, check_same_device
+from posenc.core.validation import (
+    check_batch,
+    check_float_tensor,
+    check_int,
+    check_positive_int,
+    check_same_device,
+    check_table_fits,
+)
 
 
 def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
@@ -79,6 +86,7 @@ class ConstantInput(EncodingModule):
         super().__init__()
         self.out_channels = check_positive_int("channels", channels)
         self.size = (check_positive_int("size", size),) * 2
+        check_table_fits({"channels": channels, "size": size}, (channels, size, size), dtype, device)
         self.weight = nn.Parameter(torch.empty(1, channels, size, size, device=device, dtype=dtype))
         self.reset_parameters()
 

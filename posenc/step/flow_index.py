@@ -17,7 +17,7 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import can_read_values, check_float, check_positive_int, check_tensor
+from posenc.core.validation import can_read_values, check_float, check_positive_int, check_table_fits, check_tensor
 
 
 def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torch.Tensor:
@@ -69,6 +69,7 @@ class FlowIndexEmbedding(EncodingModule):
         self.num_flows = check_positive_int("num_flows", num_flows)
         self.dim = check_positive_int("dim", dim)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
+        check_table_fits({"num_flows": num_flows, "dim": dim}, (num_flows, dim), dtype, device)
         self.weight = nn.Parameter(torch.empty(num_flows, dim, device=device, dtype=dtype))
         self.reset_parameters()
 

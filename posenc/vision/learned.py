@@ -40,6 +40,7 @@ from posenc.core.validation import (
     check_float_tensor,
     check_int,
     check_positive_int,
+    check_table_fits,
 )
 from posenc.vision.grid import check_grid, token_coords
 
@@ -128,6 +129,8 @@ class LearnedPatchPosition(PositionEncoding):
         self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         self.init_std = check_float("init_std", init_std, minimum=0.0)
         n = self.num_prefix_tokens + self.grid[0] * self.grid[1]
+        sizes = {"num_prefix_tokens": self.num_prefix_tokens, "grid": self.grid, "dim": dim}
+        check_table_fits(sizes, (n, dim), dtype, device)
         self.weight = nn.Parameter(torch.empty(1, n, dim, device=device, dtype=dtype))
         self.reset_parameters()
 

@@ -27,7 +27,15 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod
-from posenc.core.validation import check_bool, check_fits, check_float, check_int, check_positive_int, check_tensor
+from posenc.core.validation import (
+    check_bool,
+    check_fits,
+    check_float,
+    check_int,
+    check_positive_int,
+    check_table_fits,
+    check_tensor,
+)
 from posenc.vision.grid import check_grid, grid_call_positions, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
@@ -100,6 +108,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         self.init_std = check_float("init_std", init_std, minimum=0.0)
         self.resize_on_load = check_bool("resize_on_load", resize_on_load)
         h, w = self.grid
+        check_table_fits({"grid": self.grid, "heads": heads}, ((2 * h - 1) * (2 * w - 1), heads), dtype, device)
         self.table = nn.Parameter(torch.empty((2 * h - 1) * (2 * w - 1), heads, device=device, dtype=dtype))
         self.register_buffer("index", torch.empty(0, 0, dtype=torch.long, device=device), persistent=False)
         self.reset_parameters()

@@ -31,6 +31,7 @@ from posenc.core.validation import (
     check_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 from posenc.rotary.rope import rotate_pairs
 from posenc.vision.grid import check_grid, grid_coords, token_coords
@@ -105,6 +106,9 @@ class Rope2d(DerivedTablesMixin, PositionEncoding):
         self.grid = check_grid("grid", grid)
         self.num_prefix_tokens = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         self.base = check_float("base", base, positive=True)
+        tokens = self.num_prefix_tokens + self.grid[0] * self.grid[1]
+        sizes = {"num_prefix_tokens": self.num_prefix_tokens, "grid": self.grid, "head_dim": head_dim}
+        check_table_fits(sizes, (2, tokens, head_dim // 2), torch.float32, device)
         self.register_buffer("cos_cached", torch.empty(0, head_dim // 2, device=device), persistent=False)
         self.register_buffer("sin_cached", torch.empty(0, head_dim // 2, device=device), persistent=False)
         self.init_non_persistent_buffers(device)

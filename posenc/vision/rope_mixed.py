@@ -36,6 +36,7 @@ from posenc.core.validation import (
     check_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 from posenc.rotary.learned import reduced_cos_sin
 from posenc.rotary.rope import rotate_pairs
@@ -124,6 +125,7 @@ class RopeMixed(PositionEncoding):
         self.num_prefix_tokens = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         self.base = check_float("base", base, positive=True)
         self.rotate_init = check_bool("rotate", rotate)
+        check_table_fits({"heads": heads, "head_dim": head_dim}, (2, heads, head_dim // 2), torch.float32, device)
         self.freqs = nn.Parameter(torch.empty(2, heads, head_dim // 2, device=device))
         self.reset_parameters()
 

@@ -19,3 +19,13 @@ def test_check_fits_refuses_sizes_no_tensor_can_describe_even_on_meta():
     check_fits("rows", 10**13, (10**13, 8), torch.float32, "meta")
     with pytest.raises(ValueError, match="`rows`=.* more than a tensor can hold"):
         check_fits("rows", 10**12, (10**12, 10**12), torch.float32, "meta")
+
+
+def test_check_table_fits_names_the_largest_size():
+    from posenc.core.validation import check_table_fits
+
+    with pytest.raises(ValueError, match=r"`grid`=\(100000, 100000\) needs"):
+        check_table_fits({"grid": (10**5, 10**5), "dim": 10**4}, (10**10, 10**4), None, "cpu")
+    with pytest.raises(ValueError, match="`dim`=1000000000000 needs"):
+        check_table_fits({"heads": 8, "dim": 10**12}, (8, 10**12), torch.float64, "cpu")
+    check_table_fits({"heads": 8, "dim": 64}, (8, 64), None, "cpu")

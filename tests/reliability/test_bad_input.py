@@ -325,3 +325,41 @@ def test_mismatched_batch_is_refused_by_name(name, xi, pi, cases):
             forward(module, *bad)
             pytest.fail("accepted positions of another batch size silently")
         assert any(re.search(rf"`{n}`", str(excinfo.value)) for n in names), str(excinfo.value)
+
+
+# --- sizes past memory -----------------------------------------------------------------------------
+
+#: constructor arguments that size a learned or cached table, each refused by name when the table
+#: cannot fit in memory (it used to reach the allocator)
+TABLE_SIZES = [
+    ("learned", "max_len", 10**12),
+    ("learned", "dim", 10**12),
+    ("vit_learned", "num_prefix_tokens", 10**12),
+    ("vit_learned", "grid", 10**6),
+    ("rel_bias_2d", "heads", 10**12),
+    ("alibi", "heads", 10**12),
+    ("kerple", "heads", 10**12),
+    ("t5", "heads", 10**12),
+    ("cope", "max_positions", 10**12),
+    ("fox", "heads", 10**12),
+    ("flow_index", "num_flows", 10**12),
+    ("constant_input", "size", 10**12),
+    ("constant_input", "channels", 10**12),
+    ("rope", "cache_len", 10**12),
+    ("sinusoidal", "cache_len", 10**12),
+    ("rope_2d", "num_prefix_tokens", 10**12),
+    ("rope_learned", "heads", 10**12),
+    ("rope_mixed", "heads", 10**12),
+    ("nerf", "num_frequencies", 10**12),
+    ("fourier_features", "num_features", 10**12),
+    ("hash_grid", "features_per_level", 10**12),
+    ("kplanes", "resolution", 10**12),
+    ("triplane", "features", 10**12),
+]
+
+
+@pytest.mark.parametrize(("name", "param", "value"), TABLE_SIZES, ids=[f"{n}-{p}" for n, p, _ in TABLE_SIZES])
+def test_a_table_larger_than_memory_is_refused_by_name(name, param, value):
+    with pytest.raises(ValueError) as excinfo:
+        build(name, **{param: value})
+    assert_names(excinfo, param)
