@@ -25,6 +25,7 @@ from torch import nn
 from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import positions_or_randomized, resolve_positions
 from posenc.core.validation import (
+    can_read_values,
     check_broadcasts,
     check_choice,
     check_float_tensor,
@@ -122,8 +123,15 @@ class ComplexOrderEmbedding(nn.Module):
         positions: ``(n,)`` or ``(b, n)``; by default ``offset + arange(n)``.
         """
         check_tensor("tokens", tokens, ndim=2)
-        if tokens.is_floating_point():
-            raise ValueError(f"`tokens` must be an integer tensor of ids, got {tokens.dtype}")
+        # bool and uint8 tensors would index as masks, not ids
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"`tokens` must be an integer tensor of ids, int64 or int32, got {tokens.dtype}")
+        if tokens.numel() and can_read_values(tokens):  # a negative id would wrap to the end of the vocabulary
+            low, high = (int(t) for t in torch.aminmax(tokens))
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"`tokens` must be ids in [0, {self.vocab_size}) (vocab_size), got values in [{low}, {high}]"
+                )
         b, n = tokens.shape
         pos = resolve_positions(positions, n=n, offset=offset, batch=b, device=tokens.device)
         return complex_order(

@@ -107,3 +107,18 @@ def test_randomize_positions_draws_ordered_positions_from_the_range():
         complex_order(r, w, t, randomize_positions=4)
     with pytest.raises(ValueError, match="`positions` is required"):
         complex_order(r, w, t)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        (torch.tensor([[0, -1]]), r"ids in \[0, 10\) \(vocab_size\), got values in \[-1, 0\]"),  # wrapped silently
+        (torch.tensor([[0, 10]]), r"ids in \[0, 10\)"),  # was an IndexError
+        (torch.ones(1, 2, dtype=torch.bool), "int64 or int32, got torch.bool"),  # indexed as a mask
+        (torch.ones(1, 2, dtype=torch.uint8), "int64 or int32, got torch.uint8"),
+    ],
+)
+def test_token_ids_outside_the_vocabulary_are_refused_by_name(tokens, message):
+    with pytest.raises(ValueError, match=f"`tokens` must be .*{message}"):
+        ComplexOrderEmbedding(10, 4)(tokens)
+    assert ComplexOrderEmbedding(10, 4)(torch.tensor([[0, 9]], dtype=torch.int32)).shape == (1, 2, 4)
