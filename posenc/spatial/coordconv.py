@@ -139,6 +139,11 @@ class CoordConv(EncodingModule):
             dtype=dtype,
             **conv_kwargs,
         )
+        # torch accepts these when built and fails only at the first call
+        for name, minimum in (("stride", 1), ("dilation", 1), ("padding", 0), ("output_padding", 0)):
+            value = getattr(self.conv, name, None)
+            if isinstance(value, tuple) and any(v < minimum for v in value):
+                raise ValueError(f"`{name}` must be >= {minimum} on every axis, got {conv_kwargs.get(name)!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(b, in_channels, *spatial)`` -> ``(b, out_channels, *spatial')``."""
@@ -147,7 +152,22 @@ class CoordConv(EncodingModule):
             raise ValueError(f"`x` must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
         if x.numel() == 0:
             return self._empty_output(x)
+        if not self._transposed:
+            self._check_reach(x)
         return self.conv(self.add_coords(x))
+
+    def _check_reach(self, x: torch.Tensor) -> None:
+        """Each padded spatial axis of ``x`` must hold the kernel's reach (torch's error names no argument)."""
+        padding = self.conv.padding
+        if padding == "same":
+            return
+        padding = (0,) * len(self.conv.kernel_size) if padding == "valid" else padding
+        for axis, (s, p, d, k) in enumerate(zip(x.shape[2:], padding, self.conv.dilation, self.conv.kernel_size)):
+            if s + 2 * p < d * (k - 1) + 1:
+                raise ValueError(
+                    f"`x` must be at least {d * (k - 1) + 1 - 2 * p} wide along spatial axis {axis} for kernel_size={k} "
+                    f"(padding {p}, dilation {d}), got shape {tuple(x.shape)}"
+                )
 
     def _empty_output(self, x: torch.Tensor) -> torch.Tensor:
         """The empty result for an input with no pixels (or no batch), which convolutions reject: the

@@ -136,3 +136,20 @@ def test_with_r_must_be_true_or_false(flag):
         add_coords(torch.zeros(1, 2, 3, 3), with_r=flag)
     with pytest.raises(TypeError, match="`with_r` must be True or False"):
         CoordConv(2, 3, 3, with_r=flag)
+
+
+def test_an_input_smaller_than_the_kernel_is_refused_by_name():
+    # torch's "Kernel size can't be greater than actual input size" named no argument
+    with pytest.raises(ValueError, match=r"`x` must be at least 5 wide along spatial axis 0 for kernel_size=5"):
+        CoordConv(2, 3, 5)(torch.zeros(2, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"`x` must be at least 5 wide .* dilation 2"):
+        CoordConv(2, 3, 3, dilation=2)(torch.zeros(2, 2, 4, 9))
+    assert CoordConv(2, 3, 5, padding=2)(torch.zeros(2, 2, 1, 1)).shape == (2, 3, 1, 1)
+    assert CoordConv(2, 3, 5, padding="same")(torch.zeros(2, 2, 1, 1)).shape == (2, 3, 1, 1)
+
+
+@pytest.mark.parametrize(("name", "value"), [("stride", 0), ("dilation", 0), ("padding", -1), ("output_padding", -1)])
+def test_convolution_arguments_torch_only_checks_when_called_are_refused_when_built(name, value):
+    cls = CoordConvTranspose if name == "output_padding" else CoordConv
+    with pytest.raises(ValueError, match=f"`{name}` must be >= "):
+        cls(2, 3, 3, **{name: value})
