@@ -61,14 +61,7 @@ def _quiet_native_stderr() -> Iterator[None]:
 def _cmd_list(args: argparse.Namespace) -> int:
     from posenc.core.registry import available
 
-    rows = [info.as_row() for info in available(args.family)]
-    if not rows:
-        from posenc.core.suggest import did_you_mean
-
-        families = sorted({info.family for info in available()})
-        hint = did_you_mean(args.family, families)
-        print(f"no encodings in family {args.family!r}{hint}; families: {', '.join(families)}", file=sys.stderr)
-        return 2
+    rows = [info.as_row() for info in available(args.family)]  # an unknown family raises, listing them
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "family")}
     print(f"{'name':<{widths['name']}}  {'family':<{widths['family']}}  paper")
     for r in rows:

@@ -89,7 +89,17 @@ def _family(cls: type, given: str | None) -> str:
 
 
 def available(family: str | None = None) -> list[EncodingInfo]:
-    """The registered encodings, in registration order, optionally only those of one family."""
+    """The registered encodings, in registration order, optionally only those of one family.
+
+    A ``family`` no registered encoding has raises ``ValueError`` listing the families (an empty list
+    would read as "this family has no encodings").
+    """
+    if family is not None:
+        families = sorted({info.family for info in _REGISTRY.values()})
+        if family not in families:
+            raise ValueError(
+                f"unknown family {family!r} for `family`{did_you_mean(family, families)}; families: {', '.join(families)}"
+            )
     return [info for info in _REGISTRY.values() if family is None or info.family == family]
 
 

@@ -109,3 +109,9 @@ def test_family_is_given_only_outside_the_package(monkeypatch):
         registry.register("outside", paper="-")(outside)
     registry.register("outside", family="bias", paper="-")(outside)
     assert [info.name for info in registry.available("bias")] == ["inside", "outside"]
+
+
+def test_an_unknown_family_is_refused_with_the_families():
+    # an empty list read as "this family has no encodings"
+    with pytest.raises(ValueError, match=r"unknown family 'biass' for `family` \(did you mean 'bias'\?\); families: .*rotary"):
+        posenc.available("biass")
