@@ -47,7 +47,13 @@ from posenc.vision.grid import check_grid, token_coords
 
 def interpolate_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bicubic resampling of ``(1, d, h, w)`` to ``(1, d, *size)`` in float32 or better, in ``grid``'s dtype."""
-    if tuple(grid.shape[-2:]) == tuple(size):
+    check_float_tensor("grid", grid, ndim=4)
+    size = check_grid("size", size)
+    if not grid.shape[-2] or not grid.shape[-1]:
+        raise ValueError(f"`grid` must have at least one row and column to resample, got shape {tuple(grid.shape)}")
+    work_dtype = torch.promote_types(grid.dtype, torch.float32)
+    check_fits("size", size, (*grid.shape[:2], *size), work_dtype, grid.device)
+    if tuple(grid.shape[-2:]) == size:
         return grid.clone()
     work = grid.to(torch.promote_types(grid.dtype, torch.float32))
     return F.interpolate(work, size=size, mode="bicubic", align_corners=False).to(grid.dtype)

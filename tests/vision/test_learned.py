@@ -178,3 +178,22 @@ def test_matches_timm_resample_abs_pos_embed_without_antialiasing(old, new, pref
     ours = resample_pos_embed(table, new, num_prefix_tokens=prefix, old_shape=old)
     theirs = pos_embed.resample_abs_pos_embed(table, list(new), list(old), num_prefix_tokens=prefix, antialias=False)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("grid", "size", "message"),
+    [
+        (torch.ones(1, 8, 3, 3, dtype=torch.long), (5, 5), "`grid` must be a floating-point tensor"),  # truncated silently
+        (torch.randn(8, 3, 3), (5, 5), "`grid` must have rank 4"),
+        (torch.randn(1, 8, 0, 3), (5, 5), "`grid` must have at least one row and column"),
+        (torch.randn(1, 8, 3, 3), (0, 5), r"`size\[0\]` must be >= 1"),
+        (torch.randn(1, 8, 3, 3), (5,), "`size` must be an int or an"),
+        (torch.randn(1, 8, 3, 3), (10**6, 10**6), r"`size`=\(1000000, 1000000\) needs"),
+    ],
+)
+def test_interpolate_grid_refuses_bad_input_by_name(grid, size, message):
+    from posenc.vision import interpolate_grid
+
+    # each used to fail inside F.interpolate (or the allocator) without naming the argument
+    with pytest.raises(ValueError, match=message):
+        interpolate_grid(grid, size)
