@@ -42,6 +42,7 @@ from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
+    check_bool,
     check_choice,
     check_dtype_matches,
     check_float_tensor,
@@ -656,7 +657,7 @@ class ShawRelativePosition(PositionEncoding):
         self.heads = check_positive_int("heads", heads)
         self.max_distance = check_int("max_distance", max_distance, minimum=0)
         self.tables = check_choice("tables", tables, ("shared", "per_head"))
-        self.values = bool(values)
+        self.values = check_bool("values", values)
         self.hooks = frozenset({"bias", "value"} if self.values else {"bias"})
         shape = (2 * max_distance + 1, head_dim) if tables == "shared" else (heads, 2 * max_distance + 1, head_dim)
         self.rel_k = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))

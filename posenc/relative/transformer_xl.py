@@ -37,7 +37,14 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_positive_int, check_same_device
+from posenc.core.validation import (
+    check_bool,
+    check_even,
+    check_float,
+    check_float_tensor,
+    check_positive_int,
+    check_same_device,
+)
 from posenc.input.sinusoidal import sinusoidal
 from posenc.relative.rel_shift import shift_padded, skew
 
@@ -95,7 +102,7 @@ class TransformerXLRelative(PositionEncoding):
         self.dim = check_even("dim", dim)
         self.heads = check_positive_int("heads", heads)
         self.head_dim = check_positive_int("head_dim", head_dim)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
         self.base = check_float("base", base, positive=True)
         self.w_r = nn.Linear(dim, heads * head_dim, bias=False, device=device, dtype=dtype)
         self.u = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))

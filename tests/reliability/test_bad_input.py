@@ -38,7 +38,7 @@ ANY_INT = {"seed"}
 #: floats that must be > 0.
 POSITIVE = {"base", "sigma"}
 #: flags still converted with bool() rather than checked (a string such as "no" reads as True).
-UNCHECKED_FLAGS = {("shaw", "values"), ("transformer_xl", "causal")}
+UNCHECKED_FLAGS: set[tuple[str, str]] = set()
 
 
 def assert_names(excinfo: pytest.ExceptionInfo, name: str) -> None:
