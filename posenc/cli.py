@@ -126,7 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             from tqdm import tqdm
 
-            progress = lambda cases: tqdm(cases, desc="bench", unit="case", leave=False)  # noqa: E731
+            progress = lambda cases: tqdm(cases, desc="bench", unit="case", leave=False)
         except ImportError:
             progress = None
     with _quiet_native_stderr():  # torch's profiler prints `USDT: profiler_start/stop` lines from C++

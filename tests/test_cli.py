@@ -58,7 +58,7 @@ def test_python_dash_m_posenc(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "posenc", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "posenc", "--version"], check=False, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"posenc {posenc.__version__}"
 
@@ -143,7 +143,7 @@ def test_native_stderr_is_silenced_but_python_stderr_is_kept(tmp_path):
         "    print('kept', file=sys.stderr)\n"
         "print('after', file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr.split() == ["kept", "after"]
 
@@ -159,7 +159,7 @@ def test_bench_prints_no_profiler_chatter():
         "with _quiet_native_stderr():\n"
         "    peak_memory_bytes(lambda: torch.ones(1000))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "USDT" not in done.stderr + done.stdout
 

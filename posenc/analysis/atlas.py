@@ -35,14 +35,14 @@ from posenc.core.registry import EncodingInfo, available
 
 SECTIONS = [
     ("s1", "1. Why attention needs position", ("none", "input"),
-     "Self-attention is permutation-equivariant; an absolute encoding breaks the symmetry. Sinusoids "
-     "make PE(p+k) a fixed rotation of PE(p) (the addition theorem); a learned table does not."),
+     ("Self-attention is permutation-equivariant; an absolute encoding breaks the symmetry. Sinusoids "
+     "make PE(p+k) a fixed rotation of PE(p) (the addition theorem); a learned table does not.")),
     ("s2", "2. Position for CNNs", ("spatial",),
-     "Coordinate channels, broadcast decoders, learned constants and explicit grids give convolutions "
-     "position; even without them, zero padding leaks where the borders are."),
+     ("Coordinate channels, broadcast decoders, learned constants and explicit grids give convolutions "
+     "position; even without them, zero padding leaks where the borders are.")),
     ("s3", "3. Encodings for Transformer variants", ("rotary", "bias", "relative", "complex", "context", "vision"),
-     "Relative encodings make attention depend on j - i only: rotations of queries and keys, biases "
-     "on the logits, content terms, complex phases, or convolutional context instead of an encoding."),
+     ("Relative encodings make attention depend on j - i only: rotations of queries and keys, biases "
+     "on the logits, content terms, complex phases, or convolutional context instead of an encoding.")),
     ("s4", "4. Related topics", ("coordinate", "step", "hyper"),
      "Coordinate MLPs (NeRF, Fourier features), step embeddings of iterative networks, hypernetworks."),
 ]
@@ -169,9 +169,12 @@ def _flatten_metrics(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
         keys = sorted((k for k in metrics if not str(k).startswith("_")), key=lambda k: k != "headline")
         for k in keys:
             out += _flatten_metrics(metrics[k], f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
-        if isinstance(metrics, int) or math.isfinite(metrics):
-            out.append((prefix, metrics))
+    elif (
+        isinstance(metrics, (int, float))
+        and not isinstance(metrics, bool)
+        and (isinstance(metrics, int) or math.isfinite(metrics))
+    ):
+        out.append((prefix, metrics))
     return out
 
 

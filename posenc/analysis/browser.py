@@ -110,7 +110,7 @@ def check_page(
         run = subprocess.run(
             [chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}", "--dump-dom",
              probe.as_uri()],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
     finally:
         probe.unlink(missing_ok=True)

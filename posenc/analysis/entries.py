@@ -16,9 +16,9 @@ import torch
 
 from posenc.analysis import measure
 from posenc.analysis.coordinate import coordinate_pictures
-from posenc.coordinate.base import Encoding as CoordinateEncoding
 from posenc.analysis.figures import Pictures, heatmap, lines
 from posenc.analysis.similarity import score_matrix, similarity_matrix
+from posenc.coordinate.base import Encoding as CoordinateEncoding
 from posenc.core.base import PositionEncoding
 from posenc.core.files import atomic_write_bytes as write_atomic
 from posenc.core.registry import EncodingInfo

@@ -39,7 +39,7 @@ def palette(n: int) -> list[str]:
         return _BASE[:n]
     extra = n - len(_BASE)
     hues = [colorsys.hsv_to_rgb((i + 0.5) / extra, 0.85, 0.55 + 0.35 * (i % 2)) for i in range(extra)]
-    return _BASE + ["#%02x%02x%02x" % tuple(round(255 * c) for c in rgb) for rgb in hues]
+    return _BASE + ["#{:02x}{:02x}{:02x}".format(*tuple(round(255 * c) for c in rgb)) for rgb in hues]
 
 
 def style():

@@ -84,8 +84,8 @@ def _pictures(pictures: list[dict]) -> str:
 
 def _entry(entry: dict, path: str) -> str:
     parts = [
-        f'<div class="entry" id="enc-{esc(entry["name"])}"><h3>{esc(entry["name"])} '
-        f'<a class="anchor" href="#enc-{esc(entry["name"])}" aria-label="link to this entry">#</a></h3>',
+        (f'<div class="entry" id="enc-{esc(entry["name"])}"><h3>{esc(entry["name"])} '
+        f'<a class="anchor" href="#enc-{esc(entry["name"])}" aria-label="link to this entry">#</a></h3>'),
         f'<div class="meta">family <b>{esc(entry["family"])}</b>'
         + (f' &middot; {esc(entry["enters"])}' if entry.get("enters") else "")
         + f' &middot; {esc(entry["paper"])}</div>',
@@ -139,8 +139,8 @@ def _experiment(exp: dict, path: str, anchor: bool) -> str:
     label = ("full run" if kind == "full" else
              f"quick run (`posenc run {exp['name']} --quick`: a small budget; the full configuration is "
              f"`posenc run {exp['name']}`)")
-    parts = [f'<div class="entry experiment"{ident}><h3>experiment {esc(exp["name"])} '
-             f'<span class="tag {esc(kind)}">{esc(kind)}</span></h3>',
+    parts = [(f'<div class="entry experiment"{ident}><h3>experiment {esc(exp["name"])} '
+             f'<span class="tag {esc(kind)}">{esc(kind)}</span></h3>'),
              f'<div class="meta">{esc(label)}; from {esc(exp["source"])}</div>']
     if exp.get("claim"):
         parts.append(f"<p>{esc(exp['claim'])}</p>")
@@ -206,8 +206,8 @@ def _sidebar(results: dict) -> str:
         return f'<li><a href="#{esc(href)}">{esc(text)}</a></li>'
 
     parts = ['<aside id="sidebar"><div class="brand"><a href="#top">posenc atlas</a></div>',
-             '<input id="nav-search" type="search" placeholder="Filter encodings, experiments..." '
-             'aria-label="filter the sidebar">', "<nav>",
+             ('<input id="nav-search" type="search" placeholder="Filter encodings, experiments..." '
+             'aria-label="filter the sidebar">'), "<nav>",
              '<div class="group"><h4>Overview</h4><ul>', item("comparison", "Comparison table"),
              item("compare", "Interactive comparison"),
              *([item("bench", "Benchmark (posenc bench)")]
@@ -309,17 +309,17 @@ def render_html(results: dict) -> str:
                  "<code>posenc atlas --results</code>.")
     body = [
         '<main id="top"><h1>posenc atlas</h1>',
-        f'<p class="meta">posenc {esc(meta["version"])}, torch {esc(meta["torch"])}, '
+        (f'<p class="meta">posenc {esc(meta["version"])}, torch {esc(meta["torch"])}, '
         f'{num(meta["encodings"], "meta.encodings")} registered encodings, built in '
         f'{num(meta["seconds"], "meta.seconds")} s{" (quick mode)" if meta["quick"] else ""}. '
         f"Verdicts marked quick come from short trainings ({esc(meta['budget'])}); a full run shown on this page "
-        f"replaces them.{full_hint}</p>",
-        '<section id="comparison"><h2>Comparison of every encoding</h2>'
+        f"replaces them.{full_hint}</p>"),
+        ('<section id="comparison"><h2>Comparison of every encoding</h2>'
         "<p>Click a heading to sort; click a name for its entry. The extrapolation column is the accuracy at 4x "
         "the trained length over the accuracy at it (full: from a full run on this page; quick: the atlas's own "
         "short training). Bench columns come from <code>posenc bench</code> when the page includes it: the time "
         "ratio is the encoding's time over the reference row of its bench case (a training step without an "
-        "encoding, or <code>clone</code> of q and k for the RoPE rotation), so 1 means no cost over it.</p>",
+        "encoding, or <code>clone</code> of q and k for the RoPE rotation), so 1 means no cost over it.</p>"),
         _comparison(results.get("comparison", [])), "</section>",
         _interactive(results),
     ]

@@ -139,7 +139,7 @@ def absolute_table(encoding: nn.Module, n: int, *, dim: int | None = None, offse
     if dim is None and isinstance(encoding, ModelWidth):
         dim = encoding.dim
     if not isinstance(dim, int):
-        raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")
+        raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")  # noqa: TRY004 - a missing size, not a wrong type
     concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
     device = next((t.device for t in [*encoding.parameters(), *encoding.buffers()]), torch.device("cpu"))
     zeros = torch.zeros(1, n, dim - concat if concat < dim else dim, device=device)

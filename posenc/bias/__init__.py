@@ -7,22 +7,26 @@ from posenc.bias.cpb import ContinuousPositionBias, log_spaced
 from posenc.bias.dynamic_bias import DynamicPositionBias, log_distance
 from posenc.bias.fire import FIRE, fire_input
 from posenc.bias.fox import ForgettingGate, forget_gate_bias
-from posenc.bias.relative import relative_positions, toeplitz
 from posenc.bias.kerple import Kerple, kerple_bias
 from posenc.bias.offset_bias import OffsetBias
+from posenc.bias.relative import relative_positions, toeplitz
 from posenc.bias.sandwich import Sandwich, sandwich_bias, sandwich_frequencies
 from posenc.bias.t5 import T5RelativeBias, t5_relative_bucket
 
 __all__ = [
+    "FIRE",
     "ALiBi",
     "ContextualPosition",
     "ContinuousPositionBias",
     "DynamicPositionBias",
-    "FIRE",
     "ForgettingGate",
     "Kerple",
     "OffsetBias",
     "Sandwich",
+    "T5RelativeBias",
+    "alibi_bias",
+    "alibi_slopes",
+    "attention_with_bias",
     "contextual_positions",
     "fire_input",
     "forget_gate_bias",
@@ -30,13 +34,9 @@ __all__ = [
     "kerple_bias",
     "log_distance",
     "log_spaced",
+    "relative_positions",
     "sandwich_bias",
     "sandwich_frequencies",
-    "T5RelativeBias",
-    "alibi_bias",
-    "alibi_slopes",
-    "attention_with_bias",
-    "relative_positions",
     "t5_relative_bucket",
     "toeplitz",
 ]

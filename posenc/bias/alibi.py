@@ -50,7 +50,7 @@ def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32, device=N
     check_positive_int("num_heads", num_heads)
     check_float_dtype("dtype", dtype)
     check_fits("num_heads", num_heads, (num_heads,), torch.float64, device)
-    closest = 2 ** int(math.floor(math.log2(num_heads)))
+    closest = 2 ** math.floor(math.log2(num_heads))
     slopes = _power_of_two_slopes(closest)
     if closest != num_heads:
         slopes += _power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]

@@ -20,8 +20,8 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
-from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
     check_bool,
     check_float_tensor,
@@ -74,9 +74,9 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
         )
     check_same_device(logits=logits, positions=positions)
     top = logits.shape[-1] - 1
-    if positions.numel() and positions.device.type != "meta" and not torch.compiler.is_compiling():
-        if bool((positions < 0).any()) or bool((positions > top).any()):
-            raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
+    checkable = positions.numel() and positions.device.type != "meta" and not torch.compiler.is_compiling()
+    if checkable and (bool((positions < 0).any()) or bool((positions > top).any())):
+        raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
     if not positions.is_floating_point():
         positions = positions.float()
     floor = positions.floor()

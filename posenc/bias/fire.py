@@ -20,8 +20,8 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions
 from posenc.core.positions import Positions
-from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
     check_bool,
     check_broadcasts,

@@ -22,8 +22,8 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
-from posenc.core.terms import ScoreMod
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod
 from posenc.core.validation import (
     check_bool,
     check_float,

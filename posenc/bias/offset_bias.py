@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from posenc.bias.relative import BiasEncoding, diagonal_block_term, relative_positions, toeplitz
+from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.terms import BlockTerm, ScoreMod, gathered_bias_mod
-from posenc.core.memory import check_table_memory
 
 
 def causal_distance(offsets: torch.Tensor, causal: bool) -> torch.Tensor:

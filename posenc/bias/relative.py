@@ -60,7 +60,7 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     Built from overlapping windows of the vector, so the gradient of the result is summed along its
     diagonals (``unfold``'s backward) instead of scattered pair by pair.
     """
-    n = per_diagonal.shape[-1] - m + 1
+    per_diagonal.shape[-1] - m + 1
     # window w holds offsets w - (n - 1) .. w - (n - 1) + m - 1: the row of query n - 1 - w
     return per_diagonal.unfold(-1, m, 1).flip(-2)
 

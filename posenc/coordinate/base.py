@@ -38,7 +38,7 @@ class Encoding(EncodingModule):
             raise ValueError(f"`{name}` must have last dimension in_dim={self.in_dim}, got shape {tuple(x.shape)}")
         return check_finite(name, x)
 
-    def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module internal
+    def _apply(self, fn, recurse=True):
         before = {name: getattr(self, name) for name in self.keep_dtype_buffers}
         module = super()._apply(fn, recurse)
         for name, old in before.items():
@@ -51,10 +51,10 @@ class Encoding(EncodingModule):
 
 def check_unit_box(name: str, x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Refuse coordinates outside ``[low, high]`` (eager mode; compiled code skips the host read and clamps)."""
-    if x.device.type != "meta" and not torch.compiler.is_compiling() and x.numel():
-        if not bool(((x >= low) & (x <= high)).all()):
-            raise ValueError(
-                f"`{name}` must lie in [{low}, {high}] (the encoding's declared bounds), got values in "
-                f"[{x.min().item():.4g}, {x.max().item():.4g}]"
-            )
+    checkable = x.device.type != "meta" and not torch.compiler.is_compiling() and x.numel()
+    if checkable and not bool(((x >= low) & (x <= high)).all()):
+        raise ValueError(
+            f"`{name}` must lie in [{low}, {high}] (the encoding's declared bounds), got values in "
+            f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+        )
     return x

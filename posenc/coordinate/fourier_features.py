@@ -31,11 +31,11 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
     check_finite,
+    check_fits,
     check_float,
     check_float_tensor,
     check_int,
     check_positive_int,
-    check_fits,
     check_same_device,
 )
 

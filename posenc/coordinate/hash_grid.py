@@ -86,7 +86,7 @@ def level_resolutions(num_levels: int, base_resolution: int, finest_resolution: 
         return [base_resolution]
     b = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
     # a hair of slack so that N_min * b^(L-1) lands on N_max despite rounding
-    return [int(math.floor(base_resolution * b**level * (1 + 1e-12))) for level in range(num_levels)]
+    return [math.floor(base_resolution * b**level * (1 + 1e-12)) for level in range(num_levels)]
 
 
 def level_layout(resolutions: list[int], in_dim: int, log2_hashmap_size: int) -> tuple[list[int], list[bool]]:

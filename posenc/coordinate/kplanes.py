@@ -236,7 +236,7 @@ class KPlanes(_Planes):
     def reset_parameters(self) -> None:
         """Spatial planes ``U(0.1, 0.5)``, planes touching time 1 (a static start), as in the paper."""
         for k, plane in enumerate(self.planes):
-            i, j = self.pairs[k % len(self.pairs)]
+            _i, j = self.pairs[k % len(self.pairs)]
             if j == 3:
                 nn.init.ones_(plane)
             else:

@@ -11,6 +11,7 @@ high-frequency content far better than on raw coordinates, in the same number of
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import torch
 from torch import nn
@@ -79,7 +80,7 @@ class CoordinateMLP(nn.Module):
         features = encoding.out_dim if encoding is not None else in_dim
         widths = [features] + [width] * (depth - 1) + [out_dim]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
             if i:
                 layers.append(nn.ReLU())
             layers.append(nn.Linear(a, b, device=device, dtype=dtype))

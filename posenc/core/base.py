@@ -188,7 +188,7 @@ class DerivedTablesMixin:
                 return buf.device
         return None
 
-    def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module internal
+    def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)  # type: ignore[misc]
         self.rebuild_tables(self._table_device())
         return module

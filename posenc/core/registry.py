@@ -7,8 +7,9 @@ imports every family package, so the registry is complete once the package is im
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

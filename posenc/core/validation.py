@@ -130,9 +130,9 @@ def check_positions(name: str, positions: Any) -> torch.Tensor:
 def check_nonnegative_positions(name: str, value: Any) -> torch.Tensor:
     """Positions (see :func:`check_positions`) that are distances: no entry below 0 (eager mode only)."""
     value = check_positions(name, value)
-    if value.numel() and value.device.type != "meta" and not torch.compiler.is_compiling():
-        if bool((value < 0).any()):
-            raise ValueError(f"`{name}` must be >= 0 (a distance), got a minimum of {value.min().item()}")
+    checkable = value.numel() and value.device.type != "meta" and not torch.compiler.is_compiling()
+    if checkable and bool((value < 0).any()):
+        raise ValueError(f"`{name}` must be >= 0 (a distance), got a minimum of {value.min().item()}")
     return value
 
 
@@ -142,9 +142,9 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     The check reads the tensor on the host, so it is skipped while ``torch.compile`` traces and for
     integer tensors (which cannot hold NaN or inf).
     """
-    if value.is_floating_point() and value.device.type != "meta" and not torch.compiler.is_compiling():
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"`{name}` must be finite, got NaN or inf")
+    checkable = value.is_floating_point() and value.device.type != "meta" and not torch.compiler.is_compiling()
+    if checkable and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"`{name}` must be finite, got NaN or inf")
     return value
 
 

@@ -14,6 +14,7 @@ draws its inputs from a ``torch.Generator``, so a seeded batch is reproducible.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,7 +76,7 @@ def _randint(low: int, high: int, generator: torch.Generator) -> int:
 
 def solve_even_pairs(x: list[int]) -> list[int]:
     """Class 0 when the number of ``01`` and ``10`` pairs is even, 1 otherwise."""
-    return [sum(a != b for a, b in zip(x, x[1:])) % 2]
+    return [sum(a != b for a, b in itertools.pairwise(x)) % 2]
 
 
 def solve_parity_check(x: list[int]) -> list[int]:

@@ -26,7 +26,7 @@ def _parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _cmd_experiments(args: argparse.Namespace) -> int:  # noqa: ARG001
+def _cmd_experiments(args: argparse.Namespace) -> int:
     from posenc.experiments import experiments
 
     for e in experiments():
@@ -36,11 +36,9 @@ def _cmd_experiments(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from posenc.experiments import NAMES, Interrupted, ResultExists, get_experiment, run_experiment
-    from posenc.experiments.harness import world
-
     from posenc.core.extras import require
-    from posenc.experiments.harness import apply_overrides, pick_device
+    from posenc.experiments import NAMES, Interrupted, ResultExists, get_experiment, run_experiment
+    from posenc.experiments.harness import apply_overrides, pick_device, world
 
     names = list(NAMES) if args.name == "all" else [args.name]
     try:

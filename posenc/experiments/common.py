@@ -8,8 +8,6 @@ import torch
 from posenc.core.registry import SEQUENCE_FAMILIES, transformer_encodings  # noqa: F401
 
 
-
-
 def sequence_encodings(*, causal: bool | None = None) -> list[str]:
     """Registry names usable as ``Transformer(position=...)`` on token sequences; ``causal=True``
     keeps the decoder-capable ones (:func:`posenc.core.registry.transformer_encodings`)."""

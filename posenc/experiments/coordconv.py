@@ -180,7 +180,7 @@ class ConvRegressor(nn.Module):
 class CoordConvRegressor(nn.Module):
     """(b, 1, canvas, canvas) -> (b, 2): 1 x 1 CoordConv (``depth - 1`` more 1 x 1 convs), global max, linear."""
 
-    def __init__(self, canvas: int, width: int, depth: int = 1) -> None:  # noqa: ARG002 (ConvRegressor's signature)
+    def __init__(self, canvas: int, width: int, depth: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = [CoordConv(1, width, 1), nn.ReLU()]
         for _ in range(depth - 1):
@@ -265,7 +265,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     curves_panel(ax1, result["curves"])
     acc = result["metrics"]["accuracy"]
@@ -279,14 +279,14 @@ EXPERIMENT = Experiment(
     claim="convolutions fail a trivial coordinate-to-pixel task that CoordConv solves, even on a held-out quadrant",
     paper="Liu et al. 2018, arXiv:1807.03247 (Figure 3, Not-so-Clevr supervised coordinate classification)",
     section="2.1",
-    quick=dict(
-        canvas=32, width=16, batch=32, steps=500, coordconv_steps=250, lr=5e-3, splits=["uniform", "quadrant"],
-        regression_input="onehot", regression_width=32, regression_steps=600, regression_lr=1e-2,
-    ),
-    full=dict(
-        canvas=64, width=16, batch=32, steps=2000, coordconv_steps=200, lr=5e-3, splits=["uniform", "quadrant"],
-        regression_input="onehot", regression_width=32, regression_steps=1500, regression_lr=1e-2,
-    ),
+    quick={
+        "canvas": 32, "width": 16, "batch": 32, "steps": 500, "coordconv_steps": 250, "lr": 5e-3, "splits": ["uniform", "quadrant"],
+        "regression_input": "onehot", "regression_width": 32, "regression_steps": 600, "regression_lr": 1e-2,
+    },
+    full={
+        "canvas": 64, "width": 16, "batch": 32, "steps": 2000, "coordconv_steps": 200, "lr": 5e-3, "splits": ["uniform", "quadrant"],
+        "regression_input": "onehot", "regression_width": 32, "regression_steps": 1500, "regression_lr": 1e-2,
+    },
     reference={
         "deconv_test_uniform_max": 0.86,
         "deconv_test_quadrant": 0.0,

@@ -51,7 +51,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     m = result["metrics"]
     floor = 1e-12
@@ -66,8 +66,8 @@ EXPERIMENT = Experiment(
     claim="without an encoding attention is permutation-equivariant: reordered words give the same multiset of outputs",
     paper="Vaswani et al. 2017, arXiv:1706.03762 (survey 1.1's Alice/oranges example)",
     section="1.1",
-    quick=dict(vocab=16, dim=32, depth=2, heads=2, n=12, batch=4, trials=3),
-    full=dict(vocab=64, dim=128, depth=4, heads=4, n=64, batch=8, trials=10),
+    quick={"vocab": 16, "dim": 32, "depth": 2, "heads": 2, "n": 12, "batch": 4, "trials": 3},
+    full={"vocab": 64, "dim": 128, "depth": 4, "heads": 4, "n": 64, "batch": 8, "trials": 10},
     reference={"survey": "(1,2,3) -> (a,b,c) implies (1,3,2) -> (a,c,b) without an encoding: deviation 0 up to rounding"},
     run=run,
     plot=plot,

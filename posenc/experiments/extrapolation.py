@@ -188,7 +188,7 @@ def run(ctx: Context) -> dict[str, Any]:
     return metrics
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     import matplotlib
 
     m = result["metrics"]
@@ -202,7 +202,7 @@ def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
             style = "--" if row.startswith("rope+") else "-"  # the scaled RoPE rows: dashed
             ax.plot(xs, ys, style, marker="o", label=row, linewidth=1, color=colours(i % 20))
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("evaluation length (trained at %d)" % m["trained_length"])
+        ax.set_xlabel(f"evaluation length (trained at {int(m['trained_length'])})")
         ax.set_ylabel("bits per character" if key == "bits_per_char" else "copy accuracy")
         ax.legend(fontsize=6)
     curves_panel(axes[-1], result["curves"])
@@ -213,16 +213,16 @@ EXPERIMENT = Experiment(
     claim="encodings differ in how far past the trained length they keep working (ALiBi does, sinusoidal does not)",
     paper="Press et al. 2021, arXiv:2108.12409 (Figure 1); Kazemnejad et al. 2023, arXiv:2305.19466",
     section="1.4",
-    quick=dict(
-        length=32, multiples=[1, 2, 4, 8], dim=64, depth=2, heads=4, batch=32, steps=300, lr=3e-3, warmup=30,
-        corpus_bytes=400_000, eval_tokens=8192, eval_batch=16, tasks=["text"], copy_lag=8, copy_vocab=16,
-        copy_eval=64, encodings=["none", "sinusoidal", "learned", "rope", "alibi", "t5"], seeds=1, rope_scalings=[],
-    ),
-    full=dict(
-        length=64, multiples=[1, 2, 4, 8], dim=64, depth=2, heads=4, batch=32, steps=500, lr=2e-3, warmup=50,
-        corpus_bytes=2_000_000, eval_tokens=16_384, eval_batch=16, tasks=["text", "copy"], copy_lag=16,
-        copy_vocab=32, copy_eval=128, encodings=[], seeds=3, rope_scalings=list(ROPE_SCALINGS),
-    ),
+    quick={
+        "length": 32, "multiples": [1, 2, 4, 8], "dim": 64, "depth": 2, "heads": 4, "batch": 32, "steps": 300, "lr": 3e-3, "warmup": 30,
+        "corpus_bytes": 400_000, "eval_tokens": 8192, "eval_batch": 16, "tasks": ["text"], "copy_lag": 8, "copy_vocab": 16,
+        "copy_eval": 64, "encodings": ["none", "sinusoidal", "learned", "rope", "alibi", "t5"], "seeds": 1, "rope_scalings": [],
+    },
+    full={
+        "length": 64, "multiples": [1, 2, 4, 8], "dim": 64, "depth": 2, "heads": 4, "batch": 32, "steps": 500, "lr": 2e-3, "warmup": 50,
+        "corpus_bytes": 2_000_000, "eval_tokens": 16_384, "eval_batch": 16, "tasks": ["text", "copy"], "copy_lag": 16,
+        "copy_vocab": 32, "copy_eval": 128, "encodings": [], "seeds": 3, "rope_scalings": list(ROPE_SCALINGS),
+    },
     reference={
         "wikitext103_ppl_trained_1024": {
             "sinusoidal": {"1024": 19.34, "2048": 51.09},

@@ -27,6 +27,7 @@ encoding) and wall-clock seconds on an accelerator.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any
@@ -62,7 +63,7 @@ def shape_sdf(p: torch.Tensor) -> torch.Tensor:
 def mlp(in_dim: int, width: int, hidden: int, out_dim: int) -> nn.Sequential:
     dims = [in_dim] + [width] * hidden
     layers: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
@@ -285,19 +286,19 @@ EXPERIMENT = Experiment(
     claim="A multiresolution hash encoding reaches a given quality in a small fraction of the steps and time of frequency encodings",
     paper="Müller et al. 2022, arXiv:2201.05989 (Instant-NGP, figure 1 and section 5.1 gigapixel / SDF fits)",
     section="4.1",
-    quick=dict(
-        tasks=["image", "shape"], encodings=[*FREQUENCY, *GRIDS], size=64, grid=24, batch=2048, params=12_000,
-        layers=4, grid_width=32, grid_features=4, levels=8, base_resolution=4, finest_resolution=64,
-        kplanes_scales=[1, 2], nerf_frequencies=6, mapping_size=32, sigma=4.0, lr=2e-3, grid_lr=2e-2,
-        steps=200, seconds=8.0, eval_every=20,
-    ),
-    full=dict(
+    quick={
+        "tasks": ["image", "shape"], "encodings": [*FREQUENCY, *GRIDS], "size": 64, "grid": 24, "batch": 2048, "params": 12_000,
+        "layers": 4, "grid_width": 32, "grid_features": 4, "levels": 8, "base_resolution": 4, "finest_resolution": 64,
+        "kplanes_scales": [1, 2], "nerf_frequencies": 6, "mapping_size": 32, "sigma": 4.0, "lr": 2e-3, "grid_lr": 2e-2,
+        "steps": 200, "seconds": 8.0, "eval_every": 20,
+    },
+    full={
         # the photograph at its full 512 x 512; 45 CPU seconds of training per fit
-        tasks=["image", "shape"], encodings=[*FREQUENCY, *GRIDS], size=512, grid=64, batch=8192, params=100_000,
-        layers=4, grid_width=64, grid_features=8, levels=16, base_resolution=8, finest_resolution=512,
-        kplanes_scales=[1, 2, 4], nerf_frequencies=8, mapping_size=128, sigma=16.0, lr=2e-3, grid_lr=2e-2,
-        steps=1000, seconds=45.0, eval_every=100,
-    ),
+        "tasks": ["image", "shape"], "encodings": [*FREQUENCY, *GRIDS], "size": 512, "grid": 64, "batch": 8192, "params": 100_000,
+        "layers": 4, "grid_width": 64, "grid_features": 8, "levels": 16, "base_resolution": 8, "finest_resolution": 512,
+        "kplanes_scales": [1, 2, 4], "nerf_frequencies": 8, "mapping_size": 128, "sigma": 16.0, "lr": 2e-3, "grid_lr": 2e-2,
+        "steps": 1000, "seconds": 45.0, "eval_every": 100,
+    },
     reference={
         "claim": "Instant-NGP fits a gigapixel image, an SDF and a NeRF in seconds where frequency encodings "
         "take minutes to hours; at equal steps the hash encoding is far ahead (figure 1, table 1)",

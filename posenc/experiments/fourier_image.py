@@ -19,6 +19,7 @@ reconstructions.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -80,7 +81,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [in_dim] + [width] * (layers - 1)
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.ReLU()]
         self.net = nn.Sequential(*blocks, nn.Linear(dims[-1], 3), nn.Sigmoid())
 
@@ -158,8 +159,8 @@ EXPERIMENT = Experiment(
     claim="Fourier features let a coordinate MLP learn high frequencies: none < basic < positional <= Gaussian",
     paper="Tancik et al. 2020, arXiv:2006.10739 (Table 1, 2-D image regression, natural images)",
     section="4.1",
-    quick=dict(size=64, width=128, layers=4, mapping_size=64, steps=400, lr=2e-3, positional_max=8.0, sigmas=[1.0, 2.0, 4.0, 8.0]),
-    full=dict(size=128, width=256, layers=4, mapping_size=256, steps=2000, lr=1e-3, positional_max=16.0, sigmas=[1.0, 3.0, 10.0, 30.0]),
+    quick={"size": 64, "width": 128, "layers": 4, "mapping_size": 64, "steps": 400, "lr": 2e-3, "positional_max": 8.0, "sigmas": [1.0, 2.0, 4.0, 8.0]},
+    full={"size": 128, "width": 256, "layers": 4, "mapping_size": 256, "steps": 2000, "lr": 1e-3, "positional_max": 16.0, "sigmas": [1.0, 3.0, 10.0, 30.0]},
     reference={
         "natural_test_psnr_db": {"none": 19.32, "basic": 21.72, "positional": 24.95, "gaussian": 25.57},
         "note": "Tancik et al. 2020, Table 1 (natural images, 512 x 512, trained on every other pixel)",

@@ -272,8 +272,8 @@ EXPERIMENT = Experiment(
     claim="a generator needs spatial information at its input: a learned constant or an explicit grid gives it",
     paper="Karras et al. 2018, arXiv:1812.04948; Xu et al. 2020, arXiv:2012.05217",
     section="2.3",
-    quick=dict(width=16, latent=8, batch=64, steps=300, lr=3e-3, eval_samples=2000),
-    full=dict(width=32, latent=16, batch=64, steps=2000, lr=2e-3, eval_samples=10000),
+    quick={"width": 16, "latent": 8, "batch": 64, "steps": 300, "lr": 3e-3, "eval_samples": 2000},
+    full={"width": 32, "latent": 16, "batch": 64, "steps": 2000, "lr": 2e-3, "eval_samples": 10000},
     reference={
         "note": "Xu et al. 2020 report that explicit encodings (CSG, SPE) match or improve the FID of a "
         "learned constant input and enable multi-scale synthesis; no numbers transcribed here",

@@ -81,7 +81,7 @@ class Experiment:
     quick: dict[str, Any]  #: small configuration (about a minute or less on 2 CPU cores)
     full: dict[str, Any]  #: configuration closer to the paper's setup
     reference: dict[str, Any]  #: the paper's numbers, reported beside ours
-    run: Callable[["Context"], dict[str, Any]]  #: returns the metrics (JSON-serialisable)
+    run: Callable[[Context], dict[str, Any]]  #: returns the metrics (JSON-serialisable)
     plot: Callable[..., None] | None = None  #: ``plot(result, figure, images)`` draws the PNG
     requires: tuple[str, ...] = ()  #: registry names the experiment needs
     #: its units are independent trainings: under torchrun the ranks split them (no DDP); see the module doc
@@ -420,7 +420,7 @@ def _stop_on_signals(ctx: Context) -> Iterator[None]:
     """SIGINT/SIGTERM ask the run to checkpoint and stop at the next step boundary."""
     previous = {}
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         ctx._stop = True
 
     try:
@@ -598,11 +598,11 @@ def check_override(key: str, value: Any, default: Any) -> Any:
         value = _parse_text(key, value, default)
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"`{key}` takes true or false, got {value!r}")
+            raise ValueError(f"`{key}` takes true or false, got {value!r}")  # noqa: TRY004 - a bad override is a bad value, however it is wrong
         return value
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"`{key}` takes a number, got {value!r}")
+            raise ValueError(f"`{key}` takes a number, got {value!r}")  # noqa: TRY004 - a bad override is a bad value, however it is wrong
         if isinstance(default, int) and not float(value).is_integer():
             raise ValueError(f"`{key}` takes an integer, got {value!r}")
         value = type(default)(value)
@@ -615,7 +615,7 @@ def check_override(key: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"`{key}` takes a list, got {value!r}")
+            raise ValueError(f"`{key}` takes a list, got {value!r}")  # noqa: TRY004 - a bad override is a bad value, however it is wrong
         kinds = {type(v) for v in default}
         if len(kinds) == 1:
             (kind,) = kinds
@@ -625,7 +625,7 @@ def check_override(key: str, value: Any, default: Any) -> Any:
                 raise ValueError(f"`{key}` takes a list of {kind.__name__}, got {wrong[0]!r} in it")
         return list(value)
     if isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"`{key}` takes a string, got {value!r}")
+        raise ValueError(f"`{key}` takes a string, got {value!r}")  # noqa: TRY004 - a bad override is a bad value, however it is wrong
     return value
 
 

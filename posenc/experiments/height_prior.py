@@ -12,6 +12,7 @@ and with CoordConv channels at its input. Measured: held-out mIoU and pixel accu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -78,7 +79,7 @@ def miou(pred: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[float,
         inter = ((pred == k) & (labels == k)).sum().item()
         union = ((pred == k) | (labels == k)).sum().item()
         ious.append(inter / union if union else float("nan"))
-    present = [v for v in ious if v == v]
+    present = [v for v in ious if not math.isnan(v)]
     return sum(present) / len(present), ious
 
 
@@ -110,7 +111,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     curves_panel(ax1, result["curves"])
     bar_panel(ax2, result["metrics"]["miou"], title="held-out mIoU")
@@ -121,8 +122,8 @@ EXPERIMENT = Experiment(
     claim="image height carries class information: a height-driven attention block (HANet) helps segmentation",
     paper="Choi et al. 2020, arXiv:2003.05128 (Cars can't fly up in the sky)",
     section="2.4",
-    quick=dict(size=32, width=16, batch=8, steps=200, lr=3e-3, eval_batch=32, variants=["baseline", "hanet", "coordconv"]),
-    full=dict(size=64, width=24, batch=8, steps=1200, lr=2e-3, eval_batch=64, variants=["baseline", "hanet", "coordconv"]),
+    quick={"size": 32, "width": 16, "batch": 8, "steps": 200, "lr": 3e-3, "eval_batch": 32, "variants": ["baseline", "hanet", "coordconv"]},
+    full={"size": 64, "width": 24, "batch": 8, "steps": 1200, "lr": 2e-3, "eval_batch": 64, "variants": ["baseline", "hanet", "coordconv"]},
     reference={
         "claim": "adding HANet raises Cityscapes mIoU for every backbone tried",
         "note": "Choi et al. 2020, Table 1; the per-backbone numbers are not transcribed here",

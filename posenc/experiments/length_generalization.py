@@ -237,7 +237,7 @@ def run(ctx: Context) -> dict[str, Any]:
     return metrics
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     import matplotlib
 
     m = result["metrics"]
@@ -279,15 +279,15 @@ EXPERIMENT = Experiment(
     claim="on algorithmic tasks, Transformers fit the trained lengths but fall towards chance past them; randomized positions are the papers' remedy",
     paper="Ruoss et al. 2023, arXiv:2305.16843 (Table 1); Delétang et al. 2023, arXiv:2207.02098",
     section="1.4",
-    quick=dict(
-        tasks=["cycle_navigation", "parity_check", "bucket_sort"], encodings=["sinusoidal", "rope", "alibi"],
-        randomized=True, train_max=8, test_max=24, random_range=96, dim=64, depth=2, heads=4, batch=32, steps=300, lr=2e-3,
-        warmup=30, eval_batch=32, seeds=1, shard="", units="",
-    ),
-    full=dict(
-        tasks=[], encodings=[], randomized=True, train_max=40, test_max=500, random_range=2048, dim=64, depth=5,
-        heads=8, batch=128, steps=10_000, lr=1e-3, warmup=100, eval_batch=64, seeds=3, shard="", units="",
-    ),
+    quick={
+        "tasks": ["cycle_navigation", "parity_check", "bucket_sort"], "encodings": ["sinusoidal", "rope", "alibi"],
+        "randomized": True, "train_max": 8, "test_max": 24, "random_range": 96, "dim": 64, "depth": 2, "heads": 4, "batch": 32, "steps": 300, "lr": 2e-3,
+        "warmup": 30, "eval_batch": 32, "seeds": 1, "shard": "", "units": "",
+    },
+    full={
+        "tasks": [], "encodings": [], "randomized": True, "train_max": 40, "test_max": 500, "random_range": 2048, "dim": 64, "depth": 5,
+        "heads": 8, "batch": 128, "steps": 10_000, "lr": 1e-3, "warmup": 100, "eval_batch": 64, "seeds": 3, "shard": "", "units": "",
+    },
     reference={
         "note": "Ruoss et al. 2023, Table 1: best of 10 seeds, accuracy (%) averaged over test lengths 41..500",
     },

@@ -70,7 +70,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     curves_panel(ax1, result["curves"])
     m = result["metrics"]
@@ -82,8 +82,8 @@ EXPERIMENT = Experiment(
     claim="attention without an encoding cannot use order; convolutional context (and every encoding) can",
     paper="Vaswani et al. 2017, arXiv:1706.03762; Mohamed et al. 2019, arXiv:1904.11660",
     section="1.1, 3.4",
-    quick=dict(n=8, vocab=16, dim=32, depth=2, heads=2, batch=64, steps=250, lr=3e-3, warmup=20, eval_batch=512, encodings=[], checkpoint_every=50),
-    full=dict(n=16, vocab=32, dim=64, depth=2, heads=4, batch=64, steps=600, lr=2e-3, warmup=50, eval_batch=2048, encodings=[], checkpoint_every=100),
+    quick={"n": 8, "vocab": 16, "dim": 32, "depth": 2, "heads": 2, "batch": 64, "steps": 250, "lr": 3e-3, "warmup": 20, "eval_batch": 512, "encodings": [], "checkpoint_every": 50},
+    full={"n": 16, "vocab": 32, "dim": 64, "depth": 2, "heads": 4, "batch": 64, "steps": 600, "lr": 2e-3, "warmup": 50, "eval_batch": 2048, "encodings": [], "checkpoint_every": 100},
     reference={
         "survey": "without an encoding a Transformer cannot copy a 5-symbol sequence in order; with a kernel-3 "
         "convolution first it can (the article's toy, no numbers given)",

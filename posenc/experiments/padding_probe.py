@@ -125,7 +125,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     curves_panel(ax1, result["curves"])
     m = result["metrics"]
@@ -145,17 +145,17 @@ EXPERIMENT = Experiment(
     claim="CNNs without an encoding learn absolute position through zero padding",
     paper="Islam et al. 2020, arXiv:2001.08248 (Table 4)",
     section="2.5",
-    quick=dict(
-        size=32, width=16, dilations=[1, 2, 4, 8], patterns=["horizontal", "gaussian", "vertical_stripes"],
-        batch=8, steps=200, lr=3e-3, eval_images=8, probe_paddings=["zero", "none"], probe_images=16,
-        probe_depth=4, probe_steps=100, inputs="noise",
-    ),
-    full=dict(
-        size=48, width=24, dilations=[1, 2, 4, 8], patterns=["horizontal", "vertical", "gaussian",
-        "horizontal_stripes", "vertical_stripes"], batch=16, steps=600, lr=2e-3, eval_images=32,
-        probe_paddings=["zero", "reflect", "circular", "none"], probe_images=64, probe_depth=6, probe_steps=300,
-        inputs="natural",
-    ),
+    quick={
+        "size": 32, "width": 16, "dilations": [1, 2, 4, 8], "patterns": ["horizontal", "gaussian", "vertical_stripes"],
+        "batch": 8, "steps": 200, "lr": 3e-3, "eval_images": 8, "probe_paddings": ["zero", "none"], "probe_images": 16,
+        "probe_depth": 4, "probe_steps": 100, "inputs": "noise",
+    },
+    full={
+        "size": 48, "width": 24, "dilations": [1, 2, 4, 8], "patterns": ["horizontal", "vertical", "gaussian",
+        "horizontal_stripes", "vertical_stripes"], "batch": 16, "steps": 600, "lr": 2e-3, "eval_images": 32,
+        "probe_paddings": ["zero", "reflect", "circular", "none"], "probe_images": 64, "probe_depth": 6, "probe_steps": 300,
+        "inputs": "natural",
+    },
     reference={
         "vgg16_horizontal_spearman": {"with_padding": 0.742, "without_padding": 0.381},
         "note": "Islam et al. 2020, Table 4: PosENet read-out on frozen VGG16 features, horizontal gradient",

@@ -43,7 +43,7 @@ def curves_panel(ax, curves: dict[str, list[float]], *, title: str = "training l
         ax.legend(fontsize=6)
 
 
-def _default_plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def _default_plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     curves_panel(ax1, result.get("curves", {}))
     headline = result["metrics"].get("headline", {})

@@ -52,7 +52,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def plot(result: dict[str, Any], fig, images) -> None:  # noqa: ARG001
+def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     curves_panel(ax1, result["curves"])
     m = result["metrics"]
@@ -65,8 +65,8 @@ EXPERIMENT = Experiment(
     claim="relative positions need only a small clipping distance (k >= 2); k = 0 is no position at all; keys carry it",
     paper="Shaw et al. 2018, arXiv:1803.02155 (Tables 2-3)",
     section="3.2",
-    quick=dict(n=8, vocab=16, dim=32, depth=2, heads=2, batch=64, steps=250, lr=3e-3, warmup=20, eval_batch=512, ks=[0, 1, 2, 4], variant_k=4, variants=["keys", "values", "both"]),
-    full=dict(n=24, vocab=48, dim=64, depth=2, heads=4, batch=64, steps=600, lr=2e-3, warmup=50, eval_batch=2048, ks=[0, 1, 2, 4, 16, 64], variant_k=4, variants=["keys", "values", "both"]),
+    quick={"n": 8, "vocab": 16, "dim": 32, "depth": 2, "heads": 2, "batch": 64, "steps": 250, "lr": 3e-3, "warmup": 20, "eval_batch": 512, "ks": [0, 1, 2, 4], "variant_k": 4, "variants": ["keys", "values", "both"]},
+    full={"n": 24, "vocab": 48, "dim": 64, "depth": 2, "heads": 4, "batch": 64, "steps": 600, "lr": 2e-3, "warmup": 50, "eval_batch": 2048, "ks": [0, 1, 2, 4, 16, 64], "variant_k": 4, "variants": ["keys", "values", "both"]},
     reference={
         "en_de_bleu_k0": 12.5,
         "en_de_bleu_k_ge_2": 25.9,

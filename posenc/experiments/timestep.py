@@ -171,8 +171,8 @@ EXPERIMENT = Experiment(
     claim="an iterative (diffusion) network needs its step as input; how much the embedding's form matters is measured",
     paper="Ho et al. 2020, arXiv:2006.11239; Chen et al. 2020, arXiv:2009.00713",
     section="4.2",
-    quick=dict(steps_T=50, hidden=128, emb_dim=32, batch=256, train_steps=2000, lr=3e-3, eval_points=1000),
-    full=dict(steps_T=1000, hidden=256, emb_dim=128, batch=512, train_steps=4000, lr=2e-3, eval_points=5000),
+    quick={"steps_T": 50, "hidden": 128, "emb_dim": 32, "batch": 256, "train_steps": 2000, "lr": 3e-3, "eval_points": 1000},
+    full={"steps_T": 1000, "hidden": 256, "emb_dim": 128, "batch": 512, "train_steps": 4000, "lr": 2e-3, "eval_points": 5000},
     reference={
         "note": "no paper reports this toy; DDPM (CIFAR-10 FID 3.17) and WaveGrad use the sinusoidal step / "
         "noise-level embeddings as their standard inputs, without an ablation of the embedding's form",

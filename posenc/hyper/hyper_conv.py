@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from posenc.core.base import EncodingModule
 from posenc.coordinate.nerf import nerf_encoding
+from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,

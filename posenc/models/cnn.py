@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from posenc.core.registry import available, create_for_model, get
-from posenc.models.interfaces import CNNFeatures, cnn_role
 from posenc.core.validation import (
     check_dtype_matches,
     check_float_tensor,
@@ -27,6 +26,7 @@ from posenc.core.validation import (
     check_on_device,
     check_positive_int,
 )
+from posenc.models.interfaces import CNNFeatures, cnn_role
 
 ROLES = ("stem", "features", "attention")
 

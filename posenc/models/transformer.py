@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from posenc.core.base import PositionEncoding
 from posenc.attention.dispatch import check_backend
+from posenc.core.base import PositionEncoding
 from posenc.core.positions import (
     POSITION_FREE,
     Positions,

@@ -81,9 +81,9 @@ def _cpu_bounds(positions: torch.Tensor) -> tuple[int, int, bool]:
     first, last = int(values[0]), int(values[-1])
     # one row whose ends are n - 1 apart: consecutive exactly when every step is +1 (then the ends are
     # the bounds, and no minimum or maximum needs reading)
-    if positions.shape[-1] == values.size and last - first + 1 == values.size:
-        if values.size == 1 or bool((values[1:] - values[:-1] == 1).all()):
-            return first, last, True
+    one_row = positions.shape[-1] == values.size and last - first + 1 == values.size
+    if one_row and (values.size == 1 or bool((values[1:] - values[:-1] == 1).all())):
+        return first, last, True
     return int(values.min()), int(values.max()), False
 
 

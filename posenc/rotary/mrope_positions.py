@@ -19,7 +19,6 @@ Checked against transformers' Qwen2-VL / Qwen2.5-VL ``get_rope_index`` where ins
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 
@@ -27,7 +26,7 @@ from posenc.core.validation import check_choice, check_float, check_int
 
 #: ``("text", length)``, ``("image", (t, h, w))``, ``("video", (t, h, w))`` or
 #: ``("video", (t, h, w), seconds_per_grid)``.
-Span = Union[tuple[str, int], tuple[str, Sequence[int]], tuple[str, Sequence[int], float]]
+Span = tuple[str, int] | tuple[str, Sequence[int]] | tuple[str, Sequence[int], float]
 
 
 def mrope_position_ids(

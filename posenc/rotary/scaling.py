@@ -35,8 +35,9 @@ Verified against float64 transcriptions of the papers' and reference code's form
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 

@@ -36,10 +36,10 @@ from typing import Literal
 
 import torch
 
+from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_same_device
-from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary
 
 GAMMA = 0.4

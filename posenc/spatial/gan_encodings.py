@@ -30,7 +30,7 @@ from torch import nn
 
 from posenc.core.base import DerivedTablesMixin, EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import check_batch, check_choice, check_fits, check_float, check_int, check_positive_int
+from posenc.core.validation import check_batch, check_choice, check_fits, check_float, check_int
 from posenc.spatial.coordconv import coordinate_channels
 from posenc.spatial.sinusoidal_nd import _check_dim, sinusoidal_coords
 

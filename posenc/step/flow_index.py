@@ -20,7 +20,7 @@ from posenc.core.registry import register
 from posenc.core.validation import can_read_values, check_float, check_positive_int, check_table_fits, check_tensor
 
 
-def flow_indices(flow_index: torch.Tensor | int | float, num_flows: int) -> torch.Tensor:
+def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tensor:
     """Validate flow indices and return them as int64: ``(*,)`` integers (or integral floats) in ``[0, K)``."""
     if isinstance(flow_index, (int, float)) and not isinstance(flow_index, bool):
         flow_index = torch.tensor(flow_index)
@@ -80,7 +80,7 @@ class FlowIndexEmbedding(EncodingModule):
     def out_dim(self) -> int:
         return self.dim
 
-    def forward(self, flow_index: torch.Tensor | int | float) -> torch.Tensor:
+    def forward(self, flow_index: torch.Tensor | float) -> torch.Tensor:
         """flow_index: ``(*,)`` -> ``(*, dim)``."""
         index = flow_indices(flow_index, self.num_flows).to(self.weight.device)
         return self.weight[index]

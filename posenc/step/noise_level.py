@@ -28,14 +28,14 @@ from posenc.core.validation import check_fits, check_float, check_int, check_pos
 from posenc.step.timestep import sin_then_cos
 
 
-def _levels(noise_level: torch.Tensor | int | float) -> torch.Tensor:
+def _levels(noise_level: torch.Tensor | float) -> torch.Tensor:
     """Noise levels as a tensor of any shape: integer, float32 or float64, finite (never half precision)."""
     if isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool):
         noise_level = torch.tensor(float(noise_level), dtype=torch.float64)
     return check_positions("noise_level", noise_level)
 
 
-def noise_level_embedding(noise_level: torch.Tensor | int | float, dim: int, *, scale: float = 5000.0) -> torch.Tensor:
+def noise_level_embedding(noise_level: torch.Tensor | float, dim: int, *, scale: float = 5000.0) -> torch.Tensor:
     """WaveGrad's sinusoidal embedding of ``scale * noise_level``.
 
     noise_level: ``(*,)`` integer or float (or a Python number). dim: >= 2.
@@ -88,7 +88,7 @@ class NoiseLevelEmbedding(EncodingModule):
     def out_dim(self) -> int:
         return self.dim
 
-    def forward(self, noise_level: torch.Tensor | int | float) -> torch.Tensor:
+    def forward(self, noise_level: torch.Tensor | float) -> torch.Tensor:
         """noise_level: ``(*,)`` -> ``(*, dim)`` in the module's dtype (float32 unless cast)."""
         level = _levels(noise_level).to(self.anchor.device)
         return noise_level_embedding(level, self.dim, scale=self.scale).to(self.anchor.dtype)

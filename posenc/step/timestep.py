@@ -31,7 +31,7 @@ from posenc.core.registry import register
 from posenc.core.validation import can_read_values, check_fits, check_int, check_positions, check_positive_int
 
 
-def _steps(name: str, t: torch.Tensor | int | float) -> torch.Tensor:
+def _steps(name: str, t: torch.Tensor | float) -> torch.Tensor:
     """Steps as a tensor of any shape; Python numbers become 0-d tensors."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.tensor(t, dtype=torch.int64 if isinstance(t, int) else torch.float64)
@@ -55,7 +55,7 @@ def timestep_frequencies(dim: int, *, device: torch.device | str | None = None) 
     return inverse_frequencies(2 * half, math.exp(math.log(10000.0) * half / (half - 1)), device=device)
 
 
-def timestep_embedding(t: torch.Tensor | int | float, dim: int) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor | float, dim: int) -> torch.Tensor:
     """DDPM's sinusoidal embedding of diffusion steps.
 
     t: ``(*,)`` integer or float steps (or a Python number). dim: >= 4.
@@ -108,7 +108,7 @@ class TimestepEmbedding(EncodingModule):
     def out_dim(self) -> int:
         return self.hidden
 
-    def encode(self, t: torch.Tensor | int | float) -> torch.Tensor:
+    def encode(self, t: torch.Tensor | float) -> torch.Tensor:
         """The sinusoidal embedding alone, ``(*, dim)`` in the module's dtype."""
         t = _steps("t", t)
         checkable = self.num_steps is not None and can_read_values(t) and t.numel()
@@ -116,7 +116,7 @@ class TimestepEmbedding(EncodingModule):
             raise ValueError(f"`t` must lie in [0, num_steps={self.num_steps}], got range [{t.min()}, {t.max()}]")
         return timestep_embedding(t.to(self.dense0.weight.device), self.dim).to(self.dense0.weight.dtype)
 
-    def forward(self, t: torch.Tensor | int | float) -> torch.Tensor:
+    def forward(self, t: torch.Tensor | float) -> torch.Tensor:
         """t: ``(*,)`` steps -> ``(*, hidden)``."""
         return self.dense1(F.silu(self.dense0(self.encode(t))))
 

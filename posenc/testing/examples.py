@@ -14,8 +14,9 @@ escape the suites that iterate over ``posenc.available()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ class Spec:
     args: tuple[Arg, ...]
     even: tuple[str, ...] = ()  #: constructor sizes that must be even
     #: Explicit bad calls: ``(argument name, callable(module))`` that must raise naming the argument.
-    bad_calls: Callable[[], list[tuple[str, Callable[[nn.Module], Any]]]] = field(default=lambda: [])
+    bad_calls: Callable[[], list[tuple[str, Callable[[nn.Module], Any]]]] = field(default=list)
 
 
 class Example(NamedTuple):

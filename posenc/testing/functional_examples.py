@@ -9,8 +9,9 @@ function cannot escape the malformed-input fuzz.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -50,7 +51,7 @@ class FnSpec:
     huge: Callable[[], dict[str, Any]] | None = None  #: lengths that cannot fit: ValueError (or quick)
     huge_arg: str | None = None  #: the argument the oversized call's error must name
     #: Explicit bad calls: ``(argument name, keyword arguments)`` that must raise naming the argument.
-    bad_calls: Callable[[], list[tuple[str, dict[str, Any]]]] = field(default=lambda: [])
+    bad_calls: Callable[[], list[tuple[str, dict[str, Any]]]] = field(default=list)
 
 
 def _r(*shape: int) -> torch.Tensor:

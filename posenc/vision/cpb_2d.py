@@ -17,8 +17,8 @@ import torch
 from posenc.bias.cpb import CPBMLP, log_spaced
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.registry import register
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import check_fits, check_int, check_positive_int
 from posenc.vision.grid import check_grid, grid_call_positions, token_coords
 from posenc.vision.rel_bias_2d import relative_index_2d, relative_position_index_2d

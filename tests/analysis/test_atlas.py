@@ -158,7 +158,7 @@ def test_load_experiments_copies_pictures(tmp_path):
 
 
 def test_cli_atlas_prints_index(monkeypatch, capsys, tmp_path):
-    import posenc.analysis.atlas as atlas
+    from posenc.analysis import atlas
     from posenc.cli import build_parser, main
 
     assert build_parser().parse_args(["atlas"]).out == "posenc-out/atlas"
@@ -206,7 +206,7 @@ def test_grid_encodings_get_a_2d_picture(tmp_path):
 
 
 def test_cli_atlas_keeps_an_existing_atlas_without_force(monkeypatch, capsys, tmp_path):
-    import posenc.analysis.atlas as atlas
+    from posenc.analysis import atlas
     from posenc.cli import main
 
     (tmp_path / "index.html").write_text("<html>earlier</html>")
@@ -333,7 +333,7 @@ def test_figures_follow_the_conventions(tmp_path):
 def test_cli_atlas_logs_failures_and_exits_non_zero(monkeypatch, caplog, capsys, tmp_path):
     import webbrowser
 
-    import posenc.analysis.atlas as atlas
+    from posenc.analysis import atlas
     from posenc.cli import main
 
     def fake(out, **kwargs):
@@ -379,7 +379,7 @@ def test_new_encodings_of_known_families_are_drawn_from_their_examples(tmp_path,
     from posenc.testing import examples
 
     coords = examples.Arg("x", "coordinates", (), -1)
-    inside = lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
+    inside = lambda: (torch.rand(5, 2, generator=torch.Generator().manual_seed(0)),)
     monkeypatch.setitem(examples.SPECS, "unit_cube", examples.Spec({"levels": 3}, inside, examples._call(), (coords,)))
     picky = examples.Spec({}, lambda: (torch.rand(3, 2),), examples._call(), (coords,))
     monkeypatch.setitem(examples.SPECS, "picky", picky)
@@ -411,7 +411,7 @@ def test_bench_rows_reach_the_comparison_table():
 
 
 def test_a_new_experiment_is_listed_with_its_command(tmp_path, monkeypatch):
-    import posenc.experiments as experiments
+    from posenc import experiments
 
     monkeypatch.setattr(experiments, "NAMES", (*experiments.NAMES, "field_fit"))
     index = build_atlas(tmp_path / "atlas", quick=True, encodings=[posenc.get("none")], experiments=tmp_path / "none")

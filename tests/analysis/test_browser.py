@@ -200,7 +200,7 @@ def test_length_generalization_table_sorts_by_a_column(atlas_dir, tmp_path):
 
 def test_a_corrupted_image_fails_the_check(atlas_dir, tmp_path):
     shutil.copytree(atlas_dir, tmp_path / "atlas")
-    victim = sorted((tmp_path / "atlas").glob("*.png"))[0]
+    victim = min((tmp_path / "atlas").glob("*.png"))
     victim.write_bytes(b"this is not a png")
     check = check_page(tmp_path / "atlas" / "index.html")
     assert not check.ok and check.broken == [victim.name]

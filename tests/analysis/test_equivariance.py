@@ -53,7 +53,7 @@ def test_patch_shuffle_feature_map():
 def test_patch_shuffle_tokens_with_class_token():
     def tokens(images: torch.Tensor) -> torch.Tensor:
         # (b, c, 16, 16) -> (b, 1 + 16, c * 16): a class token then patch tokens
-        b, c = images.shape[:2]
+        b, _c = images.shape[:2]
         patches = images.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(b, 16, -1)
         return torch.cat([patches.mean(1, keepdim=True), patches], dim=1)
 

@@ -16,8 +16,8 @@ from posenc.analysis.rope_variants import (
     rope_variants_analysis,
     wavelengths,
 )
-from posenc.vision.rope_mixed import rope_mixed_init
 from posenc.rotary import RotaryPositionEncoding, XPos
+from posenc.vision.rope_mixed import rope_mixed_init
 
 VARIANTS = ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope", "rope_mixed")
 

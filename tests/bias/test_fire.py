@@ -15,7 +15,7 @@ def test_matches_the_formula_pair_by_pair():
     module = FIRE(2, hidden=8, init_c=0.3, init_threshold=4.0).double()
     bias = module(5, 9, offset=4)
     lin1, lin2 = module.mlp[0], module.mlp[2]
-    psi = lambda x: math.log(0.3 * x + 1)  # noqa: E731
+    psi = lambda x: math.log(0.3 * x + 1)
     for i in range(5):
         for j in range(9):
             qi = i + 4

@@ -5,8 +5,8 @@ import cmath
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_loss_falls, train_losses
+
 from posenc.checks import check_one
 from posenc.complex import ComplexOrderEncoding
 from posenc.core.positions import Positions

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_loss_falls, train_losses
+
 from posenc.complex import ComplexOrderTransformer
 
 

@@ -4,8 +4,8 @@ sensitivity, causality and incremental decoding."""
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_loss_falls, train_losses
+
 from posenc.checks import check_one
 from posenc.context import ConvContext
 from posenc.functional import context_conv1d
@@ -14,7 +14,7 @@ from posenc.models import Transformer
 
 def conv_loop(x, weight, bias, causal):
     """y[t] = bias + sum_s W[:, :, s] x[t + s - left], zeros outside the sequence (float64)."""
-    b, n, c = x.shape
+    b, n, _c = x.shape
     k = weight.shape[-1]
     left = k - 1 if causal else (k - 1) // 2
     y = torch.zeros(b, n, weight.shape[0], dtype=torch.float64)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_loss_falls, train_losses
+
 from posenc.checks import check_one
 from posenc.context import Wav2Vec2ConvPositionEmbedding
 from posenc.functional import wav2vec2_conv_embedding

@@ -6,7 +6,13 @@ import mpmath
 import pytest
 import torch
 
-from posenc.core.frequencies import MAX_POSITION, angle_error_bound, check_max_position, inverse_frequencies, reduced_angles
+from posenc.core.frequencies import (
+    MAX_POSITION,
+    angle_error_bound,
+    check_max_position,
+    inverse_frequencies,
+    reduced_angles,
+)
 
 
 def exact_angle_error(computed: float, position: int, i: int, dim: int, base: float) -> float:

@@ -9,11 +9,11 @@ from posenc.experiments import get_experiment, run_experiment
 from posenc.experiments.extrapolation import _rescaled, copy_batch
 from posenc.models import Transformer
 
-TINY = dict(
-    length=8, multiples=[1, 2], dim=16, depth=1, heads=2, batch=4, steps=3, lr=1e-3, warmup=1, corpus_bytes=20_000,
-    eval_tokens=256, eval_batch=8, tasks=["text", "copy"], copy_lag=4, copy_vocab=8, copy_eval=4,
-    encodings=["rope", "learned"], seeds=2, rope_scalings=["linear", "yarn"],
-)
+TINY = {
+    "length": 8, "multiples": [1, 2], "dim": 16, "depth": 1, "heads": 2, "batch": 4, "steps": 3, "lr": 1e-3, "warmup": 1, "corpus_bytes": 20_000,
+    "eval_tokens": 256, "eval_batch": 8, "tasks": ["text", "copy"], "copy_lag": 4, "copy_vocab": 8, "copy_eval": 4,
+    "encodings": ["rope", "learned"], "seeds": 2, "rope_scalings": ["linear", "yarn"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_full_configuration_includes_the_length_generalisation_encodings():
 
 
 def test_new_encodings_train_and_score_at_every_multiple():
-    overrides = TINY | dict(encodings=NEW, seeds=1, rope_scalings=[], tasks=["copy"])
+    overrides = TINY | {"encodings": NEW, "seeds": 1, "rope_scalings": [], "tasks": ["copy"]}
     m = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
     table = m["metrics"]["copy_accuracy"]
     assert set(table) == set(NEW)

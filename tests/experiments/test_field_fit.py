@@ -12,7 +12,7 @@ def test_every_encoding_is_built_within_the_parameter_budget():
     c = get_experiment("field_fit").quick
     for in_dim, names in ((2, [n for n in FREQUENCY] + ["hash_grid"]), (3, [*FREQUENCY, *GRIDS])):
         for name in names:
-            enc, model = build(name, in_dim, 3, c, 0)
+            _enc, model = build(name, in_dim, 3, c, 0)
             params = sum(p.numel() for p in model.parameters())
             assert 0.6 * c["params"] <= params <= 1.05 * c["params"], (name, in_dim, params)
             assert model(torch.rand(5, in_dim)).shape == (5, 3)

@@ -11,10 +11,10 @@ from posenc.experiments import get_experiment, run_experiment
 from posenc.experiments.algorithmic_tasks import TASKS
 from posenc.experiments.length_generalization import accuracy_at, parse_shard, rows_for
 
-TINY = dict(
-    tasks=["parity_check", "reverse_string"], encodings=["none", "rope", "cope"], randomized=True, train_max=3,
-    test_max=5, random_range=0, dim=16, depth=1, heads=2, batch=4, steps=2, lr=1e-3, warmup=1, eval_batch=4, seeds=2,
-)
+TINY = {
+    "tasks": ["parity_check", "reverse_string"], "encodings": ["none", "rope", "cope"], "randomized": True, "train_max": 3,
+    "test_max": 5, "random_range": 0, "dim": 16, "depth": 1, "heads": 2, "batch": 4, "steps": 2, "lr": 1e-3, "warmup": 1, "eval_batch": 4, "seeds": 2,
+}
 
 
 def tiny(tmp_path=None, **overrides):
@@ -54,7 +54,7 @@ def test_random_range_defaults_to_the_longest_test_sequence(metrics):
 
 
 def test_shards_then_merge_equal_one_run(tmp_path):
-    small = dict(tasks=["parity_check"], encodings=["rope"])
+    small = {"tasks": ["parity_check"], "encodings": ["rope"]}
     units = tmp_path / "units"
     for i in range(3):
         m = tiny(tmp_path / f"shard{i}", shard=f"{i}/3", units=str(units), **small)

@@ -30,7 +30,7 @@ def reference_hyper_kernel(module, z):
 
 def reference_conv(x, kernels):
     """out[b, o, y, x] = sum_{c, p, q} K[y, x, o, c, p, q] * x_padded[b, c, y + p, x + q]."""
-    b, c, h, w = x.shape
+    b, _c, h, w = x.shape
     o, k = kernels.shape[2], kernels.shape[-1]
     r = k // 2
     xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))

@@ -119,7 +119,7 @@ def test_in_place_writes_into_strided_views(interleaved):
         cos, sin = theta.cos().float(), theta.sin().float()
         qkv = torch.randn(2, 6, 3, 3, d, generator=gen).to(dtype)
         before = qkv.clone()
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k, _v = qkv.permute(2, 0, 3, 1, 4)
         want = [rotate_expr(t, cos, sin, interleaved) for t in (q, k)]
         out = rotate_qk(q, k, cos, sin, interleaved=interleaved, inplace=True, fused=True)
         assert out[0].data_ptr() == q.data_ptr() and out[1].data_ptr() == k.data_ptr()

@@ -107,7 +107,7 @@ def test_inplace_overwrites_and_keeps_gradients():
     q, k = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
     want = rotate_qk(q, k, cos, sin, fused=False)
     q_ptr = q.data_ptr()
-    rq, rk = rotate_qk(q, k, cos, sin, inplace=True)
+    rq, _rk = rotate_qk(q, k, cos, sin, inplace=True)
     assert rq.data_ptr() == q_ptr
     torch.testing.assert_close((q, k), want)
     # a non-leaf rotated in place still back-propagates the exact inverse rotation
@@ -399,7 +399,7 @@ def test_vmap_grad_and_jacrev_over_apply_rope(interleaved):
     xs = torch.randn(3, 2, 2, 4, 8, generator=torch.Generator().manual_seed(2))
     batched = torch.vmap(lambda t: apply_rope(t, pos, interleaved=interleaved))(xs)
     torch.testing.assert_close(batched, torch.stack([apply_rope(t, pos, interleaved=interleaved) for t in xs]))
-    q, k = torch.vmap(lambda a, b: apply_rope_qk(a, b, pos, interleaved=interleaved))(xs, xs.flip(0))
+    _q, k = torch.vmap(lambda a, b: apply_rope_qk(a, b, pos, interleaved=interleaved))(xs, xs.flip(0))
     torch.testing.assert_close(k, batched.flip(0))
     # a rotation is orthogonal: the gradient of |R x|^2 is 2x, and its Jacobian maps v to R v
     grad = torch.func.grad(lambda t: apply_rope(t, pos, interleaved=interleaved).pow(2).sum())(xs[0])

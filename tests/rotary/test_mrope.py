@@ -86,7 +86,7 @@ def test_logit_depends_only_on_the_id_difference(p, delta):
 
 def test_compiles_fullgraph():
     x, ids = torch.randn(1, 2, 4, 8), torch.randint(0, 9, (3, 1, 4))
-    f = lambda a, p: apply_mrope(a, p, mrope_section=(2, 1, 1), layout="interleaved")  # noqa: E731
+    f = lambda a, p: apply_mrope(a, p, mrope_section=(2, 1, 1), layout="interleaved")
     torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="eager")(x, ids), f(x, ids))
 
 

@@ -85,7 +85,7 @@ def test_logit_depends_only_on_the_difference(p1, p2, delta):
         rq, rk = apply_rope_nd(both, torch.tensor([pq, pk], dtype=torch.float64), axes_dim=(4, 4, 4))[0, 0]
         return float(rq @ rk)
 
-    shift = lambda p: [a + b for a, b in zip(p, delta)]  # noqa: E731
+    shift = lambda p: [a + b for a, b in zip(p, delta)]
     assert logit(shift(p1), p1) == pytest.approx(logit(shift(p2), p2), abs=1e-9)
 
 

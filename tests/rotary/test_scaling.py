@@ -178,13 +178,13 @@ def test_yarn_attention_factor_override_and_derived_factor():
 
 
 def test_dynamic_ntk_grow_only_keeps_the_longest_base_until_a_short_sequence():
-    kw = dict(scaling="dynamic_ntk", factor=2.0, original_max_len=16)
+    kw = {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 16}
     grow = RotaryPositionEncoding(8, dynamic_update="grow_only", **kw)
     fresh = RotaryPositionEncoding(8, **kw)
     long, mid, short = torch.randn(1, 1, 40, 8), torch.randn(1, 1, 24, 8), torch.randn(1, 1, 8, 8)
     torch.testing.assert_close(grow(long), fresh(long))
     # a shorter sequence still past L0: the base of length 40 stays
-    inv40 = RopeScaling(**{"kind": "dynamic_ntk", "factor": 2.0, "original_max_len": 16}).inverse_frequencies(8, 10000.0, seq_len=40)
+    inv40 = RopeScaling(kind="dynamic_ntk", factor=2.0, original_max_len=16).inverse_frequencies(8, 10000.0, seq_len=40)
     want = reference(mid.double().numpy(), range(24), inv_freq=inv40.numpy())
     np.testing.assert_allclose(grow(mid).numpy(), want, atol=1e-5)
     np.testing.assert_allclose(grow(mid, positions=torch.arange(24)).numpy(), want, atol=1e-5)
@@ -273,10 +273,10 @@ def test_compiled_llama3_and_longrope_match_eager():
         rope = RotaryPositionEncoding(8, **kwargs)
         x, p = torch.randn(1, 2, 12, 8), torch.arange(12)
         eager = rope(x, positions=p)
-        explicit = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True)
+        explicit = torch.compile(lambda x, p, rope=rope: rope(x, positions=p), fullgraph=True)
         torch.testing.assert_close(explicit(x, p), eager)
         if kwargs["scaling"] == "llama3":  # the cached-table path (the others' is dynamic NTK's, tested elsewhere)
-            implicit = torch.compile(lambda x: rope(x), fullgraph=True)
+            implicit = torch.compile(lambda x, rope=rope: rope(x), fullgraph=True)
             torch.testing.assert_close(implicit(x), eager)
 
 

@@ -120,7 +120,7 @@ def test_gradients_match_finite_differences():
     x = torch.randn(1, 1, 4, 8, dtype=torch.float64, requires_grad=True)
     pos = torch.tensor([0, 5, 90, 400])
     for key in (False, True):
-        assert torch.autograd.gradcheck(lambda t: apply_xpos(t, pos, key=key, scale_base=64.0), (x,))
+        assert torch.autograd.gradcheck(lambda t, key=key: apply_xpos(t, pos, key=key, scale_base=64.0), (x,))
 
 
 

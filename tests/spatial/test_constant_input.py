@@ -15,7 +15,7 @@ from posenc.spatial import CartesianGridInput, ConstantInput, StyleGenerator
 
 
 def reference_adain(x, scale, bias, eps=1e-8):
-    b, c, h, w = x.shape
+    b, c, _h, _w = x.shape
     out = torch.empty_like(x)
     for n in range(b):
         for ch in range(c):

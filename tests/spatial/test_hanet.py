@@ -38,7 +38,7 @@ def bn_eval(x, bn):
 
 
 def reference_hanet(block: HANet, x_low, x_high):
-    b, c, h_l, w_l = x_low.shape
+    b, c, h_l, _w_l = x_low.shape
     rows, height = block.rows, x_high.shape[2]
     out = torch.empty_like(x_high)
     for n in range(b):
@@ -55,7 +55,7 @@ def reference_hanet(block: HANet, x_low, x_high):
         a = torch.sigmoid(conv1d_loop(mid, block.last.weight, block.last.bias))
         for o in range(height):  # linear interpolation, align_corners=False
             src = max((o + 0.5) * rows / height - 0.5, 0.0)
-            i0 = min(int(math.floor(src)), rows - 1)
+            i0 = min(math.floor(src), rows - 1)
             i1, lam = min(i0 + 1, rows - 1), src - i0
             out[n, :, o, :] = x_high[n, :, o, :] * ((1 - lam) * a[:, i0] + lam * a[:, i1])[:, None]
     return out

@@ -57,8 +57,8 @@ def test_inverse_reconstructs_any_shape(dim):
 def test_flow_steps_share_the_network_but_not_the_transform():
     flow = randomise(NanoFlow(2, 2, hidden=8, embed_dim=4))
     x_a = torch.randn(5, 1)
-    s0, t0 = flow._scale_shift(x_a, 0)
-    s1, t1 = flow._scale_shift(x_a, 1)
+    _s0, t0 = flow._scale_shift(x_a, 0)
+    _s1, t1 = flow._scale_shift(x_a, 1)
     assert not torch.allclose(t0, t1)  # the index embedding alone tells the steps apart
     coupling_params = sum(p.numel() for p in flow.net.parameters())
     assert sum(p.numel() for p in flow.parameters()) == coupling_params + flow.flow_embedding.weight.numel()

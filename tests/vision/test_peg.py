@@ -13,7 +13,7 @@ from posenc.vision import PEG
 
 
 def reference_peg(x: torch.Tensor, weight, bias, grid, prefix: int) -> torch.Tensor:
-    b, n, d = x.shape
+    b, _n, d = x.shape
     h, w = grid
     k = weight.shape[-1]
     out = x.clone()
