@@ -22,6 +22,7 @@ from posenc.core.validation import (
     check_bool,
     check_choice,
     check_dtype_matches,
+    check_fits,
     check_float,
     check_float_tensor,
     check_on_device,
@@ -87,6 +88,10 @@ class ViT(nn.Module):
             raise ValueError("`pool`='cls' needs `class_token`=True")
         self.dim, self.heads = dim, heads
         self.num_prefix_tokens = int(check_bool("class_token", class_token))
+        # one image's token sequence (and a learned table of the grid) must fit: refused by the model's
+        # own argument, not by the name the position encoding gives its grid
+        tokens = self.grid[0] * self.grid[1] + self.num_prefix_tokens
+        check_fits("image_size", size, (tokens, dim), torch.get_default_dtype(), None)
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         encodings = self._build_position(position, position_kwargs)

@@ -85,6 +85,10 @@ def test_bad_input():
         ViT(8, 2, 3, class_token=False)
     with pytest.raises(ValueError, match="images"):
         ViT(8, 2, 3, dim=16, heads=2)(torch.randn(1, 3, 10, 10))
+    # a patch sequence no memory holds: named by the model's argument, for every position encoding
+    for position in ("vit_learned", "sincos_2d", "rope_2d"):
+        with pytest.raises(ValueError, match="`image_size`=.*more than"):
+            ViT(10**6, 1, 3, dim=16, heads=2, position=position)
 
 
 def quadrant_batch(n: int = 32):
