@@ -20,7 +20,7 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_bool, check_float, check_positions, check_positive_int
+from posenc.core.validation import check_bool, check_float, check_layers_fit, check_positions, check_positive_int
 
 
 def log_spaced(offsets: torch.Tensor, max_distance: float) -> torch.Tensor:
@@ -36,6 +36,7 @@ class CPBMLP(nn.Module):
 
     def __init__(self, in_dim: int, heads: int, hidden: int = 512, device=None, dtype=None) -> None:
         super().__init__()
+        check_layers_fit({"hidden": hidden, "heads": heads}, hidden * (in_dim + 1 + heads), dtype, device)
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden, device=device, dtype=dtype),
             nn.ReLU(),

@@ -18,7 +18,7 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.registry import register
-from posenc.core.validation import check_bool, check_positions, check_positive_int
+from posenc.core.validation import check_bool, check_layers_fit, check_positions, check_positive_int
 
 
 def log_distance(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,8 @@ class DynamicPositionBias(OffsetBias):
         self.depth = check_positive_int("depth", depth)
         self.log_distance = check_bool("log_distance", log_distance)
         self.causal = check_bool("causal", causal)
+        sizes = {"heads": heads, "hidden": hidden, "depth": depth}
+        check_layers_fit(sizes, depth * hidden * (hidden + 1) + hidden * (heads + 2) + heads, dtype, device)
         layers: list[nn.Module] = [nn.Linear(1, hidden, device=device, dtype=dtype), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden, device=device, dtype=dtype), nn.SiLU()]

@@ -27,6 +27,7 @@ from posenc.core.validation import (
     check_broadcasts,
     check_float,
     check_float_tensor,
+    check_layers_fit,
     check_nonnegative_positions,
     check_positions,
     check_positive_int,
@@ -88,6 +89,7 @@ class FIRE(BiasEncoding):
         self.init_c = check_float("init_c", init_c, positive=True)
         self.init_threshold = check_float("init_threshold", init_threshold, positive=True)
         self.causal = check_bool("causal", causal)
+        check_layers_fit({"hidden": hidden, "heads": heads}, hidden * (heads + 2) + heads, dtype, device)
         self.mlp = nn.Sequential(
             nn.Linear(1, hidden, device=device, dtype=dtype), nn.ReLU(), nn.Linear(hidden, heads, device=device, dtype=dtype)
         )

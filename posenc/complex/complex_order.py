@@ -24,7 +24,7 @@ from posenc.complex.embedding import Sharing, complex_order
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.registry import register
-from posenc.core.validation import check_choice, check_dtype_matches, check_even, check_float_tensor
+from posenc.core.validation import check_choice, check_dtype_matches, check_even, check_float_tensor, check_layers_fit
 
 
 @register(
@@ -58,6 +58,7 @@ class ComplexOrderEncoding(PositionEncoding):
         self.phase_sharing = check_choice("phase", phase, ("word", "shared"))
         kw = {"device": device, "dtype": dtype}
         c = dim // 2
+        check_layers_fit({"dim": dim}, 3 * dim * c, dtype, device)
         self.amplitude = nn.Linear(dim, c, bias=False, **kw)
         def per_word_or_shared(sharing: str) -> nn.Module | nn.Parameter:
             return nn.Linear(dim, c, bias=False, **kw) if sharing == "word" else nn.Parameter(torch.empty(c, **kw))

@@ -31,6 +31,7 @@ from posenc.core.validation import (
     check_dtype_matches,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positive_int,
     check_same_device,
     check_shape,
@@ -117,6 +118,8 @@ class ConvContext(PositionEncoding):
         self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
         check_int("layers", layers, minimum=1)
         self.causal = check_bool("causal", causal)
+        sizes = {"dim": dim, "kernel_size": kernel_size, "layers": layers}
+        check_layers_fit(sizes, layers * (dim * dim * kernel_size + 3 * dim), dtype, device)
         kw = {"device": device, "dtype": dtype}
         self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size, **kw) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim, **kw) for _ in range(layers))

@@ -28,7 +28,14 @@ from torch.nn.utils.parametrizations import weight_norm
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int, check_same_device, check_shape
+from posenc.core.validation import (
+    check_float_tensor,
+    check_int,
+    check_layers_fit,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+)
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -96,6 +103,7 @@ class Wav2Vec2ConvPositionEmbedding(PositionEncoding):
         self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
         _check_groups(dim, groups)
         self.groups = groups
+        check_layers_fit({"dim": dim, "kernel_size": kernel_size}, dim * (dim // groups) * kernel_size + dim, dtype, device)
         conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups, device=device, dtype=dtype)
         if conv.weight.device.type != "meta":
             self._init_conv(conv.weight, conv.bias)

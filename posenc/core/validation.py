@@ -271,6 +271,15 @@ def check_table_fits(
     check_fits(name, sizes[name], shape, dtype or torch.get_default_dtype(), device)
 
 
+def check_layers_fit(
+    sizes: dict[str, Any], count: int, dtype: torch.dtype | None, device: torch.device | str | None
+) -> None:
+    """The ``count`` parameters of the layers that the constructor arguments ``sizes`` set must fit in
+    memory: checked before any layer is built, so that a width past memory is refused by the largest
+    of ``sizes`` instead of reaching the allocator, and a layer count past it before a loop builds them."""
+    check_table_fits(sizes, (count,), dtype, device)
+
+
 def check_broadcasts(name: str, value: torch.Tensor, shape: tuple[int, ...], *, to: str) -> torch.Tensor:
     """``value`` must broadcast to ``shape`` (the shape of the argument named ``to``) without growing it."""
     ok = value.ndim <= len(shape) and all(v in (1, s) for v, s in zip(reversed(value.shape), reversed(shape)))

@@ -39,6 +39,7 @@ from posenc.core.validation import (
     check_even,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positions,
     check_positive_int,
     check_same_device,
@@ -98,6 +99,9 @@ class HyperKernel(nn.Module):
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.hidden = check_positive_int("hidden", hidden)
+        weights = (embed_dim + 1) * in_channels * hidden + (hidden + 1) * out_channels * kernel_size * kernel_size
+        sizes = {"embed_dim": embed_dim, "in_channels": in_channels, "out_channels": out_channels, "hidden": hidden}
+        check_layers_fit({**sizes, "kernel_size": kernel_size}, weights, dtype, device)
         kw = {"device": device, "dtype": dtype}
         self.w_in = nn.Linear(embed_dim, in_channels * hidden, **kw)  # all W_i, b_i stacked
         self.w_out = nn.Linear(hidden, out_channels * kernel_size * kernel_size, **kw)  # W_out, b_out
@@ -229,6 +233,13 @@ class HyperConv2d(EncodingModule):
         _check_position_args(position, num_frequencies, pos_dim)
         self.pos_dim = pos_dim
         self.embed_dim = 2 * (2 * num_frequencies + 1) if position == "nerf" else pos_dim
+        # an upper bound of either mode's parameters, named by the user's own arguments
+        check_positive_int("hidden", hidden)
+        square = kernel_size * kernel_size
+        count = (self.embed_dim + 1) * in_channels * hidden + (hidden + 1 + in_channels) * out_channels * square
+        sizes = {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size, "hidden": hidden}
+        sizes["num_frequencies" if position == "nerf" else "pos_dim"] = num_frequencies if position == "nerf" else pos_dim
+        check_layers_fit(sizes, count, dtype, device)
         kw = {"device": device, "dtype": dtype}
         if mode == "kernel":
             self.hyper = HyperKernel(self.embed_dim, in_channels, out_channels, kernel_size, hidden=hidden, **kw)

@@ -49,6 +49,7 @@ from posenc.core.validation import (
     check_int,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 from posenc.relative.rel_shift import skew
 
@@ -660,6 +661,8 @@ class ShawRelativePosition(PositionEncoding):
         self.values = check_bool("values", values)
         self.hooks = frozenset({"bias", "value"} if self.values else {"bias"})
         shape = (2 * max_distance + 1, head_dim) if tables == "shared" else (heads, 2 * max_distance + 1, head_dim)
+        sizes = {"head_dim": head_dim, "max_distance": max_distance, **({"heads": heads} if tables == "per_head" else {})}
+        check_table_fits(sizes, (2, *shape), dtype, device)  # a^K and a^V
         self.rel_k = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.rel_v = nn.Parameter(torch.empty(shape, device=device, dtype=dtype)) if self.values else None
         self.reset_parameters()

@@ -42,6 +42,7 @@ from posenc.core.validation import (
     check_even,
     check_float,
     check_float_tensor,
+    check_layers_fit,
     check_positive_int,
     check_same_device,
 )
@@ -104,6 +105,7 @@ class TransformerXLRelative(PositionEncoding):
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.causal = check_bool("causal", causal)
         self.base = check_float("base", base, positive=True)
+        check_layers_fit({"dim": dim, "heads": heads, "head_dim": head_dim}, (dim + 2) * heads * head_dim, dtype, device)
         self.w_r = nn.Linear(dim, heads * head_dim, bias=False, device=device, dtype=dtype)
         self.u = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))
         self.v = nn.Parameter(torch.zeros(heads, head_dim, device=device, dtype=dtype))

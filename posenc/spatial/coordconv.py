@@ -16,6 +16,7 @@ Verified against a float64 per-pixel loop over the formula above (``tests/spatia
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +24,14 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import check_bool, check_dtype_matches, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_bool,
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_layers_fit,
+    check_positive_int,
+)
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -130,6 +138,10 @@ class CoordConv(EncodingModule):
         else:
             check_positive_int("kernel_size", kernel_size)
         self.add_coords = AddCoords(spatial_dims, with_r=with_r)
+        kernel = kernel_size if isinstance(kernel_size, tuple) else (kernel_size,) * spatial_dims
+        weights = (in_channels + self.add_coords.extra_channels) * out_channels * math.prod(kernel)
+        sizes = {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel}
+        check_layers_fit(sizes, weights + out_channels, dtype, device)
         conv = (_CONV_T if self._transposed else _CONV)[spatial_dims]
         self.conv = conv(
             in_channels + self.add_coords.extra_channels,

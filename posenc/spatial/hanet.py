@@ -36,6 +36,7 @@ from posenc.core.validation import (
     check_float,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positive_int,
     check_tensor,
 )
@@ -108,6 +109,10 @@ class HANet(DerivedTablesMixin, EncodingModule):
         self.base = check_float("base", base, positive=True)
         mid = math.ceil(in_channels / reduction)
         self.mid = mid + mid % 2  # the sinusoid needs an even width
+        # the layers' weights (the middle block at most 2 mid x 3 x mid) and the (mid, rows) encoding
+        count = self.mid * (in_channels + 6 * self.mid + rows + 2 * kernel_size * self.out_channels) + self.out_channels
+        sizes = {"in_channels": in_channels, "out_channels": self.out_channels, "rows": rows, "kernel_size": kernel_size}
+        check_layers_fit(sizes, count, dtype, device)
         kw = {"device": device, "dtype": dtype}
         self.first = nn.Sequential(
             nn.Conv1d(in_channels, self.mid, 1, bias=False, **kw), nn.BatchNorm1d(self.mid, **kw), nn.ReLU()

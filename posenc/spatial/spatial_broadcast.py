@@ -32,6 +32,7 @@ from posenc.core.validation import (
     check_float,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positive_int,
 )
 from posenc.spatial.coordconv import add_coords
@@ -94,6 +95,10 @@ class SpatialBroadcastDecoder(EncodingModule):
             raise ValueError(f"`kernel_size` must be odd so the grid shrinks symmetrically, got {kernel_size}")
         self.padding = check_choice("padding", padding, ("valid", "same"))
         pad = kernel_size // 2 if padding == "same" else 0
+        square = kernel_size * kernel_size
+        count = (latent_dim + 2 + layers * hidden) * hidden * square + (hidden + 1) * (out_channels + layers)
+        sizes = {"latent_dim": latent_dim, "out_channels": out_channels, "hidden": hidden, "layers": layers}
+        check_layers_fit({**sizes, "kernel_size": kernel_size}, count, dtype, device)
         convs: list[nn.Module] = []
         width = latent_dim + 2
         for _ in range(layers):

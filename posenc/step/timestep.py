@@ -28,7 +28,14 @@ from torch import nn
 from posenc.core.base import EncodingModule
 from posenc.core.frequencies import angles, inverse_frequencies
 from posenc.core.registry import register
-from posenc.core.validation import can_read_values, check_fits, check_int, check_positions, check_positive_int
+from posenc.core.validation import (
+    can_read_values,
+    check_fits,
+    check_int,
+    check_layers_fit,
+    check_positions,
+    check_positive_int,
+)
 
 
 def _steps(name: str, t: torch.Tensor | float) -> torch.Tensor:
@@ -101,6 +108,7 @@ class TimestepEmbedding(EncodingModule):
         self.dim = check_int("dim", dim, minimum=4)
         self.hidden = check_positive_int("hidden", hidden if hidden is not None else 4 * dim)
         self.num_steps = None if num_steps is None else check_positive_int("num_steps", num_steps)
+        check_layers_fit({"dim": dim, "hidden": self.hidden}, self.hidden * (dim + self.hidden + 2), dtype, device)
         self.dense0 = nn.Linear(dim, self.hidden, device=device, dtype=dtype)
         self.dense1 = nn.Linear(self.hidden, self.hidden, device=device, dtype=dtype)
 

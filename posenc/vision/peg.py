@@ -29,6 +29,7 @@ from posenc.core.validation import (
     check_dtype_matches,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positive_int,
     check_same_device,
     check_shape,
@@ -111,6 +112,7 @@ class PEG(PositionEncoding):
         if kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd so the grid keeps its size, got {kernel_size}")
         self.after_block = None if after_block is None else check_int("after_block", after_block, minimum=0)
+        check_layers_fit({"dim": dim, "kernel_size": kernel_size}, dim * (kernel_size * kernel_size + 1), dtype, device)
         self.proj = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, device=device, dtype=dtype)
 
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:

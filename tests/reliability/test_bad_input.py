@@ -358,7 +358,35 @@ TABLE_SIZES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "param", "value"), TABLE_SIZES, ids=[f"{n}-{p}" for n, p, _ in TABLE_SIZES])
+#: constructor arguments that size an encoding's layers (their widths, kernels and counts), each refused
+#: by name before the layers are built when they cannot fit in memory (they used to reach the allocator,
+#: or, for layer counts, loop for minutes building modules)
+LAYER_SIZES = [
+    (name, param, 10**12)
+    for name, params in {
+        "fire": ("hidden", "heads"),
+        "cpb": ("hidden", "heads"),
+        "cpb_2d": ("hidden", "heads"),
+        "dynamic_bias": ("hidden", "heads", "depth"),
+        "shaw": ("head_dim", "max_distance"),
+        "transformer_xl": ("dim", "heads", "head_dim"),
+        "complex_order": ("dim",),
+        "conv_context": ("dim", "kernel_size", "layers"),
+        "wav2vec2_conv": ("dim", "kernel_size"),
+        "coordconv": ("in_channels", "out_channels", "kernel_size"),
+        "peg": ("dim",),
+        "hanet": ("in_channels", "out_channels", "rows"),
+        "spatial_broadcast": ("latent_dim", "out_channels", "hidden", "layers"),
+        "timestep": ("dim", "hidden"),
+        "hyper_conv": ("in_channels", "out_channels", "num_frequencies", "hidden"),
+    }.items()
+    for param in params
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "value"), TABLE_SIZES + LAYER_SIZES, ids=[f"{n}-{p}" for n, p, _ in TABLE_SIZES + LAYER_SIZES]
+)
 def test_a_table_larger_than_memory_is_refused_by_name(name, param, value):
     with pytest.raises(ValueError) as excinfo:
         build(name, **{param: value})
