@@ -50,6 +50,8 @@ def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32, device=N
     check_positive_int("num_heads", num_heads)
     check_float_dtype("dtype", dtype)
     check_fits("num_heads", num_heads, (num_heads,), torch.float64, device)
+    # the slopes are first Python floats on the host (about 32 bytes each), whatever the device
+    check_fits("num_heads", num_heads, (num_heads, 4), torch.float64, "cpu")
     closest = 2 ** math.floor(math.log2(num_heads))
     slopes = _power_of_two_slopes(closest)
     if closest != num_heads:
@@ -103,6 +105,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         self.causal = check_bool("causal", causal)
         self._cache_len = 0
         check_table_fits({"heads": heads}, (heads,), torch.float64, device)
+        check_table_fits({"heads": heads}, (heads, 4), torch.float64, "cpu")  # the slopes' host floats
         self.register_buffer("slopes", torch.empty(heads, device=device), persistent=False)
         self.register_buffer("bias_cached", torch.empty(1, heads, 0, 0, device=device), persistent=False)
         self.init_non_persistent_buffers(device)

@@ -177,3 +177,16 @@ def test_bias_matches_x_transformers(heads, n, m):
     visible = torch.ones(n, m, dtype=torch.bool).tril(m - n)
     torch.testing.assert_close(symmetric, theirs, rtol=1e-6, atol=0)
     torch.testing.assert_close(causal[:, visible], theirs[:, visible], rtol=1e-6, atol=0)
+
+
+def test_heads_past_host_memory_are_refused_on_the_meta_device_too():
+    # the slopes are Python floats on the host before they reach any device: 10**12 heads on the meta
+    # device used to build a list of 10**12 floats (the process was killed without a message)
+    from posenc.bias.alibi import alibi_slopes
+
+    with pytest.raises(ValueError, match="`num_heads`=1000000000000 needs"):
+        alibi_slopes(10**12, device="meta")
+    with pytest.raises(ValueError, match="`heads`=1000000000000 needs"):
+        ALiBi(heads=10**12, device="meta")
+    assert alibi_slopes(8, device="meta").shape == (8,)
+
