@@ -7,7 +7,10 @@ same way (``input``: added to or concatenated with embeddings; ``rotary``: rotat
 """
 
 # importing a family package registers its encodings, in this order
-from posenc import bias, complex, context, coordinate, hyper, input, none, relative, rotary, spatial, step, vision  # noqa: F401  # noqa: F401, E401  # noqa: F401, E401  # noqa: F401, E401
+from posenc import none, input, rotary, bias  # noqa: F401
+from posenc import relative, complex, context  # noqa: F401
+from posenc import spatial, vision  # noqa: F401
+from posenc import coordinate, step, hyper  # noqa: F401
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import positions_from_documents, randomized_positions
 from posenc.core.registry import EncodingInfo, available, create, get, register

@@ -11,18 +11,10 @@
   :mod:`~posenc.analysis.browser`.
 """
 
-from posenc.analysis.addition import ShiftMapFit, fit_linear_map, fit_shift_map, fit_shift_map_at, shift_map_residuals
 from posenc.analysis.atlas import build_atlas
+from posenc.analysis.addition import ShiftMapFit, fit_linear_map, fit_shift_map, fit_shift_map_at, shift_map_residuals
 from posenc.analysis.equivariance import patch_permutation_deviation, permutation_deviation
-from posenc.analysis.probe import (
-    PADDINGS,
-    PATTERNS,
-    ProbeResult,
-    position_patterns,
-    position_probe,
-    probe_cnn,
-    spearman,
-)
+from posenc.analysis.probe import PADDINGS, PATTERNS, ProbeResult, position_patterns, position_probe, probe_cnn, spearman
 from posenc.analysis.similarity import (
     SimilarityStructure,
     absolute_table,

@@ -7,9 +7,9 @@ from posenc.bias.cpb import ContinuousPositionBias, log_spaced
 from posenc.bias.dynamic_bias import DynamicPositionBias, log_distance
 from posenc.bias.fire import FIRE, fire_input
 from posenc.bias.fox import ForgettingGate, forget_gate_bias
+from posenc.bias.relative import relative_positions, toeplitz
 from posenc.bias.kerple import Kerple, kerple_bias
 from posenc.bias.offset_bias import OffsetBias
-from posenc.bias.relative import relative_positions, toeplitz
 from posenc.bias.sandwich import Sandwich, sandwich_bias, sandwich_frequencies
 from posenc.bias.t5 import T5RelativeBias, t5_relative_bucket
 

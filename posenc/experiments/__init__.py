@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from posenc.core.suggest import did_you_mean
+
 from posenc.experiments.harness import (
     DEFAULT_OUT,
     Context,

@@ -4,6 +4,21 @@ The names here are public API: their signatures are kept stable.
 """
 
 # posenc/core
+from posenc.core.positions import randomized_positions
+
+# posenc/input
+from posenc.input.learned import resize_table
+from posenc.input.sinusoidal import sinusoidal
+
+# posenc/rotary
+from posenc.rotary.rope import apply_rope, apply_rope_qk, apply_rotary, rotate_pairs
+from posenc.rotary.learned import apply_rope_learned
+from posenc.rotary.mrope import apply_mrope
+from posenc.rotary.nd import apply_rope_nd
+from posenc.rotary.scaled import apply_scaled_rope
+from posenc.rotary.scaling import rope_frequencies
+from posenc.rotary.xpos import apply_xpos
+
 # posenc/bias
 from posenc.bias.alibi import alibi_bias, alibi_slopes
 from posenc.bias.cope import contextual_positions, interpolate_position_logits
@@ -20,48 +35,34 @@ from posenc.bias.t5 import t5_relative_bucket
 from posenc.complex.embedding import complex_order
 from posenc.context.conv_context import context_conv1d
 from posenc.context.wav2vec2_conv import wav2vec2_conv_embedding
-
-# posenc/coordinate, posenc/step, posenc/hyper
-from posenc.coordinate.fourier_features import fourier_features
-from posenc.coordinate.hash_grid import hash_grid_encoding
-from posenc.coordinate.integrated_pe import integrated_positional_encoding
-from posenc.coordinate.kplanes import kplanes_features
-from posenc.coordinate.nerf import nerf_encoding
-from posenc.coordinate.spherical_harmonics import spherical_harmonics
-
-# posenc/core
-from posenc.core.frequencies import inverse_frequencies
-from posenc.core.positions import randomized_positions
-from posenc.hyper.hyper_conv import conv2d_per_position
-
-# posenc/input
-from posenc.input.learned import resize_table
-from posenc.input.sinusoidal import sinusoidal
 from posenc.relative.rel_shift import rel_shift
 from posenc.relative.shaw import shaw_attention
-from posenc.rotary.learned import apply_rope_learned
-from posenc.rotary.mrope import apply_mrope
-from posenc.rotary.nd import apply_rope_nd
-
-# posenc/rotary
-from posenc.rotary.rope import apply_rope, apply_rope_qk, apply_rotary, rotate_pairs
-from posenc.rotary.scaled import apply_scaled_rope
-from posenc.rotary.scaling import rope_frequencies
-from posenc.rotary.xpos import apply_xpos
 
 # posenc/spatial, posenc/vision
 from posenc.spatial.constant_input import adain
 from posenc.spatial.coordconv import add_coords
 from posenc.spatial.sinusoidal_nd import sinusoidal_coords, sinusoidal_nd
 from posenc.spatial.spatial_broadcast import spatial_broadcast
-from posenc.step.noise_level import noise_level_embedding
-from posenc.step.timestep import timestep_embedding
 from posenc.vision.cpb_2d import offset_table_2d
 from posenc.vision.learned import resample_pos_embed
 from posenc.vision.peg import peg
 from posenc.vision.rel_bias_2d import relative_position_index_2d
 from posenc.vision.rope_2d import apply_rope_2d
 from posenc.vision.rope_mixed import apply_rope_mixed
+
+# posenc/coordinate, posenc/step, posenc/hyper
+from posenc.coordinate.fourier_features import fourier_features
+from posenc.coordinate.hash_grid import hash_grid_encoding
+from posenc.coordinate.integrated_pe import integrated_positional_encoding
+from posenc.coordinate.kplanes import kplanes_features
+from posenc.coordinate.spherical_harmonics import spherical_harmonics
+from posenc.coordinate.nerf import nerf_encoding
+from posenc.hyper.hyper_conv import conv2d_per_position
+from posenc.step.noise_level import noise_level_embedding
+from posenc.step.timestep import timestep_embedding
+
+# posenc/core
+from posenc.core.frequencies import inverse_frequencies
 
 __all__ = [
     "adain",

@@ -5,8 +5,8 @@ from posenc.vision.grid import check_grid, grid_coords, token_coords
 from posenc.vision.learned import LearnedPatchPosition, interpolate_grid, resample_pos_embed
 from posenc.vision.peg import PEG, peg
 from posenc.vision.rel_bias_2d import RelativeBias2d, relative_index_2d, relative_position_index_2d, resample_bias_table
-from posenc.vision.rope_2d import Rope2d, apply_rope_2d, rope_2d_cos_sin
 from posenc.vision.rope_mixed import RopeMixed, apply_rope_mixed, rope_mixed_init
+from posenc.vision.rope_2d import Rope2d, apply_rope_2d, rope_2d_cos_sin
 
 __all__ = [
     "PEG",

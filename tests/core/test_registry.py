@@ -115,3 +115,19 @@ def test_an_unknown_family_is_refused_with_the_families():
     # an empty list read as "this family has no encodings"
     with pytest.raises(ValueError, match=r"unknown family 'biass' for `family` \(did you mean 'bias'\?\); families: .*rotary"):
         posenc.available("biass")
+
+
+def test_the_registry_lists_families_in_the_documented_order():
+    # posenc/__init__.py imports the family packages in this order and each registers as it is imported;
+    # the atlas, the comparison table and `posenc list` show encodings in this order (an import sorter
+    # reordering those imports would change it)
+    families = []
+    for info in posenc.available():
+        if info.family not in families:
+            families.append(info.family)
+    assert families == [
+        "none", "input", "rotary", "bias", "relative", "complex", "context", "spatial", "vision", "coordinate",
+        "step", "hyper",
+    ]
+    names = [info.name for info in posenc.available()]
+    assert names[:4] == ["none", "learned", "sinusoidal", "rope"]
