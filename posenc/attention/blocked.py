@@ -269,10 +269,7 @@ class _BlockedAttention(torch.autograd.Function):
             # the term is features @ table: one product each for the features' and the table's gradients
             table = tensors[-1].to(features.dtype)
             flat = grad_out.to(features.dtype)
-            if table.ndim == 2:
-                grad_features = (flat.reshape(-1, flat.shape[-1]) @ table.t()).view(features.shape)
-            else:
-                grad_features = torch.matmul(flat, table.transpose(-1, -2))
+            grad_features = _features_product(flat, table.transpose(-1, -2))  # (b, h, n, f)
             if term_needs[-1]:
                 if table.ndim == 2:  # (f, b h n) @ (b h n, dv)
                     grad_table = features.reshape(-1, features.shape[-1]).t() @ flat.reshape(-1, flat.shape[-1])

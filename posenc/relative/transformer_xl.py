@@ -170,14 +170,17 @@ class TransformerXLRelative(PositionEncoding):
         check_same_device(q=q, k=k, u=self.u)
         # 1/sqrt(d) applied to the (b, h, n | m, d) factors, not to the (b, h, n, m) scores
         scale = 1.0 / math.sqrt(self.head_dim)
-        qv = (q + self.v.to(q.dtype)[:, None]) * scale
         content = torch.matmul(k, self.u.to(k.dtype)[:, :, None] * scale).transpose(-1, -2)  # (c): (b, h, 1, m)
-        return self._position_scores(qv, q_positions, k_positions) + content
+        return self._position_scores(self._scaled_query(q), q_positions, k_positions) + content
+
+    def _scaled_query(self, q: torch.Tensor) -> torch.Tensor:
+        """``(q + v) / sqrt(d)``, ``(b, h, n, d)``: the query side of terms (b) + (d)."""
+        return (q + self.v.to(q.dtype)[:, None]) * (1.0 / math.sqrt(self.head_dim))
 
     def _factors(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q + v) / sqrt(d)`` ``(b, h, n, d)`` and term (c) ``u . k_j / sqrt(d)`` ``(b, h, 1, m)``."""
         scale = 1.0 / math.sqrt(self.head_dim)
-        qv = (q + self.v.to(q.dtype)[:, None]) * scale
+        qv = self._scaled_query(q)
         # (b, h, m, d) . (h, 1, d) summed over d: a product with one column runs as a slow batched matmul
         content = (k * (self.u.to(k.dtype) * scale)[:, None]).sum(-1).unsqueeze(-2)
         return qv, content
@@ -221,7 +224,7 @@ class TransformerXLRelative(PositionEncoding):
         n, m = q_positions.n, k_positions.n
         if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
             return None
-        qv = (q + self.v.to(q.dtype)[:, None]) * (1.0 / math.sqrt(self.head_dim))
+        qv = self._scaled_query(q)
         gap = q_positions.offset - k_positions.offset  # position of query 0 minus that of key 0
         # term (c), u . k_j / sqrt(d), rides on the kernel's own product as (q + u) . k_j / sqrt(d)
         if self.causal and gap == m - n:
