@@ -260,3 +260,19 @@ POSENC_ENTRY(posenc_rope_float32_halves, float, float, false)
 POSENC_ENTRY(posenc_rope_float32_pairs, float, float, true)
 POSENC_ENTRY(posenc_rope_float64_halves, double, double, false)
 POSENC_ENTRY(posenc_rope_float64_pairs, double, double, true)
+
+// The smallest and largest of n int64 positions (contiguous) into bounds[0], bounds[1]; returns 1 when
+// they are consecutive (p[i] = p[0] + i), else 0. n > 0. One pass, for the angle cache's range check.
+extern "C" int posenc_int64_bounds(const int64_t* p, int64_t n, int64_t* bounds) {
+  int64_t low = p[0], high = p[0];
+  bool consecutive = true;
+  for (int64_t i = 1; i < n; ++i) {
+    const int64_t v = p[i];
+    low = v < low ? v : low;
+    high = v > high ? v : high;
+    consecutive &= uint64_t(v) - uint64_t(p[i - 1]) == 1u;  // unsigned: no overflow
+  }
+  bounds[0] = low;
+  bounds[1] = high;
+  return consecutive ? 1 : 0;
+}

@@ -65,6 +65,8 @@ _lock = threading.Lock()
 _state: tuple[ctypes.CDLL, float] | bool | None = None
 #: sizes and the strides of x, out and the tables, as the C function reads them
 _Layout = ctypes.c_int64 * (4 * LEAD_DIMS)
+#: the smallest and largest position, as :func:`int64_bounds` reads them
+_Bounds = ctypes.c_int64 * 2
 #: (dtype, interleaved) -> the library's function
 _functions: dict[tuple[torch.dtype, bool], ctypes._CFuncPtr] = {}
 
@@ -187,6 +189,8 @@ def _load(path: Path) -> ctypes.CDLL:
                 _Layout, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_int64
             ]
             _functions[dtype, interleaved] = fn
+    lib.posenc_int64_bounds.restype = ctypes.c_int
+    lib.posenc_int64_bounds.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     return lib
 
 
@@ -270,6 +274,18 @@ def _layout(
         return False
     pad = LEAD_DIMS - len(shape)
     return _Layout(*([1] * pad + shape), *([0] * pad + xs), *([0] * pad + os_), *([0] * pad + ts))
+
+
+def int64_bounds(positions: torch.Tensor) -> tuple[int, int, bool] | None:
+    """``(low, high, consecutive)`` of non-empty, contiguous int64 CPU ``positions`` read in one pass by
+    the library, or None where it is not loaded yet (this never builds it) or the positions are of
+    another dtype or layout. ``consecutive``: a single row whose every step is +1."""
+    if not _state or positions.dtype != torch.int64 or not positions.is_contiguous():
+        return None
+    bounds = _Bounds()
+    consecutive = _state[0].posenc_int64_bounds(positions.data_ptr(), positions.numel(), bounds)
+    one_row = positions.shape[-1] == positions.numel()
+    return bounds[0], bounds[1], bool(consecutive) and one_row and bounds[1] - bounds[0] + 1 == positions.numel()
 
 
 def rotate_into(x: torch.Tensor, out: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

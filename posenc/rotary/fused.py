@@ -47,8 +47,6 @@ from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dty
 FUSED_ENV = "POSENC_FUSED"
 #: In ``auto`` mode, the elements (all tensors of one call together) from which the fused kernel is used.
 MIN_FUSED_NUMEL = 1 << 16
-#: Devices inductor generates kernels for.
-FUSED_DEVICES = ("cpu", "cuda")
 #: The environment variable choosing the CPU mechanism: ``cpp`` (the default: the C++ function of
 #: :mod:`posenc.rotary.cpu_kernel`, inductor where it cannot be built or for other dtypes) or ``inductor``.
 CPU_KERNEL_ENV = "POSENC_CPU_KERNEL"
@@ -295,7 +293,7 @@ def _call_kernel(xs: tuple[torch.Tensor, ...], cos, sin, interleaved: bool, inpl
 def _uses_cpp(xs: Sequence[torch.Tensor]) -> bool:
     """Whether these tensors are rotated by the C++ function (built here on first use)."""
     return (
-        xs[0].device.type == "cpu"
+        xs[0].is_cpu  # (not .device.type: a device object is built per call, a cost with cold caches)
         and xs[0].dtype in cpu_kernel.DTYPES
         and cpu_mechanism() == "cpp"
         and cpu_kernel.library() is not None
@@ -427,7 +425,7 @@ def _kernel_choice(
 ) -> str | None:
     """``"cpp"`` (the C++ function), ``"compiled"`` (inductor's kernel) or None (the eager rotation)
     for rotating ``xs``."""
-    if fused is False or xs[0].device.type not in FUSED_DEVICES or cos.requires_grad or sin.requires_grad:
+    if fused is False or not (xs[0].is_cpu or xs[0].is_cuda) or cos.requires_grad or sin.requires_grad:
         return None
     if len(xs) > 1 and len({(x.dtype, x.device) for x in xs}) > 1:
         return None
@@ -447,7 +445,7 @@ def _kernel_choice(
     # int64 words measured level with it on one thread and up to 1.2x slower on two (the word
     # packing costs instructions the complex multiply does not), float16 slower
     # (docs/performance.md); split halves vectorise
-    if interleaved and xs[0].device.type == "cpu" and xs[0].dtype != torch.bfloat16:
+    if interleaved and xs[0].is_cpu and xs[0].dtype != torch.bfloat16:
         return None
     return "compiled"
 

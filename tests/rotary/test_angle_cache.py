@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from posenc.core.frequencies import cos_sin, inverse_frequencies
-from posenc.rotary import angle_cache
+from posenc.rotary import angle_cache, cpu_kernel
 
 
 def _direct(positions: torch.Tensor, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +37,19 @@ def test_positions_written_behind_torchs_back_are_seen_on_the_cpu():
         torch.testing.assert_close(g, w, atol=0, rtol=0)
 
 
-def test_bounds_of_ranges_and_other_positions():
+@pytest.fixture(params=["library", "numpy"])
+def bounds_reader(request, monkeypatch):
+    """The range of CPU positions read by the C++ library's one pass, or through NumPy where the
+    library is not loaded."""
+    if request.param == "library":
+        if cpu_kernel.library() is None:
+            pytest.skip("the C++ library cannot be built here")
+    else:
+        monkeypatch.setattr(cpu_kernel, "int64_bounds", lambda positions: None)
+    return request.param
+
+
+def test_bounds_of_ranges_and_other_positions(bounds_reader):
     cases = {
         (0, 1, 2, 3): (0, 3, True), (5,): (5, 5, True), (0, 2, 1): (0, 2, False), (2, 1, 0): (0, 2, False),
         (0, 0, 2): (0, 2, False), (4, 6, 8): (4, 8, False), (-3, -2, -1): (-3, -1, True),
@@ -45,6 +59,25 @@ def test_bounds_of_ranges_and_other_positions():
     assert angle_cache._bounds(torch.tensor([[0, 1], [0, 1]])) == (0, 1, False)  # two rows: gathered
     assert angle_cache._bounds(torch.arange(10)[::2]) == (0, 8, False)
     assert angle_cache._bounds(torch.tensor([254, 255], dtype=torch.uint8)) == (254, 255, True)
+    extremes = torch.tensor([2**63 - 1, -(2**63)])  # one step of +1 modulo 2**64 is not a range
+    assert angle_cache._bounds(extremes) == (-(2**63), 2**63 - 1, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=40), st.booleans())
+def test_the_librarys_bounds_are_the_positions_range(values, as_range):
+    if cpu_kernel.library() is None:
+        pytest.skip("the C++ library cannot be built here")
+    positions = torch.arange(values[0] % 1000, values[0] % 1000 + len(values)) if as_range else torch.tensor(values)
+    low, high = int(positions.min()), int(positions.max())
+    consecutive = high - low + 1 == positions.numel() and bool((positions.diff() == 1).all())
+    assert cpu_kernel.int64_bounds(positions) == (low, high, consecutive)
+    assert cpu_kernel.int64_bounds(positions.view(1, -1)) == (low, high, consecutive)
+    if positions.numel() % 2 == 0 and positions.numel():
+        assert cpu_kernel.int64_bounds(positions.view(2, -1)) == (low, high, False)  # two rows: gathered
+    assert cpu_kernel.int64_bounds(positions.to(torch.int32)) is None  # other dtypes: read through NumPy
+    if positions.numel() > 2:
+        assert cpu_kernel.int64_bounds(positions[::2]) is None  # not contiguous: read through NumPy
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the range is remembered off the CPU only")
