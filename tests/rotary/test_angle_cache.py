@@ -134,3 +134,13 @@ def test_module_window_views_follow_a_moved_window():
     torch.testing.assert_close(rope(x), want, atol=0, rtol=0)
     q, _ = rope.rotate(x, x, q_positions=Positions(4), k_positions=Positions(4))
     torch.testing.assert_close(q, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_gathered_positions_of_every_integer_dtype_equal_direct_angles(dtype):
+    # uint8 positions once indexed the table as a boolean mask, int8/int16 could not index it
+    angle_cache.clear()
+    for positions in (torch.tensor([[5, 1, 9, 2]]), torch.tensor([[7, 8], [0, 100]])):
+        got = angle_cache.rope_cos_sin(positions.to(dtype), 8, 10000.0, per_head=True)
+        for g, w in zip(got, _direct(positions)):
+            torch.testing.assert_close(g, w.unsqueeze(1), atol=0, rtol=0)
