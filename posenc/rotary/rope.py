@@ -430,6 +430,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         # the scaling's length is one past the last position, as for explicit positions computed directly
         self._window(Positions(hi - lo + 1, lo), self._grown(hi + 1))
         rows = pos[:1] if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0 else pos  # one expanded row
+        if rows.dtype not in (torch.int64, torch.int32):
+            rows = rows.long()  # index_select takes no other index dtype (uint8, int8, int16)
         index = (rows - self._cache_start).reshape(-1)
         # (window, rot/2) rows at the (b | 1, n) positions -> (b | 1, n, rot/2)
         cos = self.cos_cached.index_select(0, index).view(*rows.shape, -1)

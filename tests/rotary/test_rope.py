@@ -299,3 +299,18 @@ def test_explicit_positions_spread_wide_are_computed_not_tabled():
     assert rope.cos_cached.shape[0] == 4  # no million-row window
     theta = 10**6 * RotaryPositionEncoding(8).inverse_frequencies()
     torch.testing.assert_close(cos[0, 1].double(), torch.cos(theta), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_explicit_positions_of_every_integer_dtype_gathered_from_the_window(dtype):
+    # index_select takes int64 and int32 indices only: narrower positions once raised from inside torch
+    rope = RotaryPositionEncoding(8, cache_len=4)
+    q, k = torch.randn(2, 3, 4, 8), torch.randn(2, 1, 4, 8)
+    for rows in ([[3, 5, 4, 7]], [[3, 5, 4, 7], [0, 1, 2, 3]], [[10, 11, 12, 13]]):
+        pos = torch.tensor(rows)
+        narrow, wide = Positions(4, explicit=pos.to(dtype)), Positions(4, explicit=pos)
+        got = rope.rotate(q, k, q_positions=narrow, k_positions=narrow)
+        want = rope.rotate(q, k, q_positions=wide, k_positions=wide)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=0, rtol=0)
+        torch.testing.assert_close(rope(q, positions=pos[0].to(dtype)), rope(q, positions=pos[0]), atol=0, rtol=0)
