@@ -38,7 +38,8 @@ from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
 
 
 def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    """x: float ``(..., n, r)`` with r even; cos, sin: float32/float64 of one shape broadcastable to ``(..., n, r/2)``."""
+    """x: float ``(..., n, r)`` with r even; cos, sin: float32/float64 of one shape broadcastable to ``(..., n, r/2)``
+    with ``r/2`` entries along their last axis."""
     check_float_tensor("x", x)
     check_precise_float_tensor("cos", cos)
     check_precise_float_tensor("sin", sin)
@@ -47,10 +48,14 @@ def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> No
     if cos.shape != sin.shape:
         raise ValueError(f"`cos` and `sin` must have one shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
     half = (*x.shape[:-1], x.shape[-1] // 2)
-    if cos.ndim > x.ndim or any(c not in (1, h) for c, h in zip(reversed(cos.shape), reversed(half))):
+    # the last axis is not broadcast: its length is the number of pairs rotated (see apply_rotary)
+    if (
+        cos.ndim == 0 or cos.shape[-1] != half[-1] or cos.ndim > x.ndim
+        or any(c not in (1, h) for c, h in zip(reversed(cos.shape), reversed(half)))
+    ):
         raise ValueError(
             f"`cos` and `sin` must broadcast to {half} (half the rotated features of `x` {tuple(x.shape)}), "
-            f"got {tuple(cos.shape)}"
+            f"with all {half[-1]} entries along their last axis, got {tuple(cos.shape)}"
         )
     check_same_device(x=x, cos=cos, sin=sin)
 
@@ -66,8 +71,9 @@ def rotate_pairs(
 ) -> torch.Tensor:
     """Rotate the feature pairs of ``x`` by the angles whose cos/sin are given.
 
-    x: ``(..., n, r)`` with ``r`` even; cos, sin: broadcastable to ``(..., n, r/2)``, float32 (float64
-    for float64 ``x``). Returns ``x``'s shape and dtype; the arithmetic runs in float32 or better.
+    x: ``(..., n, r)`` with ``r`` even; cos, sin: broadcastable to ``(..., n, r/2)`` with ``r/2`` entries
+    along their last axis, float32 (float64 for float64 ``x``). Returns ``x``'s shape and dtype; the
+    arithmetic runs in float32 or better.
     ``inplace`` writes the result into ``x``; ``fused`` forces the fused kernel on or off (None
     follows ``POSENC_FUSED``, see :mod:`posenc.rotary.fused`).
     """

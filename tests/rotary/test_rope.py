@@ -219,6 +219,17 @@ def test_bad_apply_arguments():
         RotaryPositionEncoding(8)(torch.randn(1, 1, 4, 6))
 
 
+@pytest.mark.parametrize("shape", [(), (4, 1), (1,)])
+def test_rotate_pairs_refuses_angles_not_given_for_every_pair(shape):
+    # a last axis of 1 broadcasts in torch, but its length is the number of pairs rotated: such
+    # angles once rotated the first pair only (and 0-d ones raised from inside the rotation)
+    from posenc.rotary.rope import rotate_pairs
+
+    x, theta = torch.randn(1, 2, 4, 8), torch.rand(shape)
+    with pytest.raises(ValueError, match="all 4 entries along their last axis"):
+        rotate_pairs(x, theta.cos(), theta.sin())
+
+
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_fast_paths_equal_plain_rotation_and_gradients_check(interleaved):
     from posenc.rotary.rope import rotate_pairs
