@@ -469,7 +469,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         # the same positions (self-attention without a cache): one table look-up, one fused call
         if _same_positions(q_positions, k_positions):
-            cos, sin = self._per_head(*self._cos_sin_for(q, q_positions))
+            # float64 angles where either is float64, as apply_rope_qk
+            cos, sin = self._per_head(*self._cos_sin_for(k if k.dtype == torch.float64 else q, q_positions))
             return rotate_qk(q, k, cos, sin, interleaved=self.interleaved)
         # the dynamic NTK base follows the furthest position seen by either side
         q = self.rotate_queries_or_keys(q, q_positions)

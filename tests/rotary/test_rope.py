@@ -53,6 +53,19 @@ def test_module_gives_float64_inputs_float64_angles_at_implicit_positions(offset
     torch.testing.assert_close(got, rope(x, positions=torch.arange(offset, offset + 40)), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_module_rotates_float64_keys_with_float64_angles_beside_float32_queries(explicit):
+    # one angle look-up for q and k once followed q's dtype: float32 angles for float64 keys
+    rope = RotaryPositionEncoding(8)
+    q, k = torch.randn(1, 2, 6, 8), torch.randn(1, 1, 6, 8, dtype=torch.float64)
+    values = [70005, 70003, 70001, 70002, 70000, 70004] if explicit else list(range(70000, 70006))
+    positions = Positions(6, explicit=torch.tensor([values])) if explicit else Positions(6, 70000)
+    got_q, got_k = rope.rotate(q, k, q_positions=positions, k_positions=positions)
+    assert got_q.dtype == torch.float32 and got_k.dtype == torch.float64
+    np.testing.assert_allclose(got_k.numpy(), reference(k.numpy(), values), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(got_q.numpy(), reference(q.numpy(), values), atol=1e-5, rtol=0)
+
+
 def test_apply_rope_batched_positions():
     x = torch.randn(2, 2, 4, 8)
     pos = torch.tensor([[0, 1, 2, 3], [10, 11, 12, 13]])
