@@ -62,7 +62,9 @@ def check_float(
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
-    if not math.isfinite(value):
+    # comparisons rather than math.isfinite, which torch.compile cannot trace for a float it makes
+    # symbolic (dynamic=True): NaN fails both
+    if not -math.inf < value < math.inf:
         raise ValueError(f"`{name}` must be finite, got {value}")
     if positive and value <= 0:
         raise ValueError(f"`{name}` must be > 0, got {value}")

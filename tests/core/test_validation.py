@@ -29,3 +29,22 @@ def test_check_table_fits_names_the_largest_size():
     with pytest.raises(ValueError, match="`dim`=1000000000000 needs"):
         check_table_fits({"heads": 8, "dim": 10**12}, (8, 10**12), torch.float64, "cpu")
     check_table_fits({"heads": 8, "dim": 64}, (8, 64), None, "cpu")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_check_float_refuses_values_that_are_not_finite(value):
+    from posenc.core.validation import check_float
+
+    with pytest.raises(ValueError, match="`base` must be finite"):
+        check_float("base", value)
+    assert check_float("base", 1e308) == 1e308 and check_float("base", -3) == -3.0
+
+
+def test_check_float_traces_a_symbolic_float_in_one_graph():
+    # torch.compile(dynamic=True) makes Python floats symbolic; math.isfinite on them breaks the graph
+    from posenc.core.validation import check_float
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, s: x * check_float("scale", s, positive=True), fullgraph=True, dynamic=True,
+                             backend="eager")
+    torch.testing.assert_close(compiled(torch.ones(3), 2.5), torch.full((3,), 2.5))

@@ -66,6 +66,22 @@ def test_module_rotates_float64_keys_with_float64_angles_beside_float32_queries(
     np.testing.assert_allclose(got_q.numpy(), reference(q.numpy(), values), atol=1e-5, rtol=0)
 
 
+def test_compiles_in_one_graph_with_dynamic_shapes():
+    # dynamic=True makes Python floats symbolic (the default base, the module's base), and the check
+    # of `base` once called math.isfinite on them, which dynamo cannot put in a graph
+    rope = RotaryPositionEncoding(8)
+    q, k, positions = torch.randn(2, 3, 5, 8), torch.randn(2, 1, 5, 8), torch.tensor([4, 0, 2, 1, 3])
+
+    def step(q, k, positions):
+        q1, k1 = apply_rope_qk(q, k, positions)
+        return apply_rope(q1, positions, interleaved=True), k1, rope(q, positions=positions)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, dynamic=True, backend="eager")
+    for got, want in zip(compiled(q, k, positions), step(q, k, positions)):
+        torch.testing.assert_close(got, want)
+
+
 def test_apply_rope_batched_positions():
     x = torch.randn(2, 2, 4, 8)
     pos = torch.tensor([[0, 1, 2, 3], [10, 11, 12, 13]])
