@@ -169,7 +169,7 @@ def attend(
         if bias_term is None:
             mod = position.score_mod(q, k, **pos)
             if mod is not None:
-                bias_term = bias_from_score_mod(mod, q.shape[0], q.shape[1])
+                bias_term = bias_from_score_mod(mod, *q.shape[:2], dtype=torch.promote_types(q.dtype, torch.float32))
             else:
                 bias = position.score_bias(q, k, **pos)
     if "value" in hooks:

@@ -119,14 +119,15 @@ def block_indices(b: int, h: int, s: int, e: int, k0: int, k1: int, device) -> t
     )
 
 
-def bias_from_score_mod(mod: ScoreMod, b: int, h: int) -> BlockTerm:
-    """The :class:`BlockTerm` bias of an additive score_mod (its value at score 0 on a block)."""
+def bias_from_score_mod(mod: ScoreMod, b: int, h: int, *, dtype: torch.dtype = torch.float32) -> BlockTerm:
+    """The :class:`BlockTerm` bias of an additive score_mod (its value at score 0 on a block), in
+    ``dtype`` (a score_mod returns the score's dtype: float64 queries need a float64 zero)."""
     fn = mod.fn
 
     def block(s, e, k0, k1, *tensors):
         device = tensors[0].device if tensors else None
         idx = block_indices(b, h, s, e, k0, k1, device)
-        zero = torch.zeros((), device=device)
+        zero = torch.zeros((), dtype=dtype, device=device)
         return fn(zero, *idx, *tensors)
 
     return BlockTerm(block, mod.tensors)

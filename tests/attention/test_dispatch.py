@@ -167,3 +167,25 @@ def test_every_entry_names_bad_inputs():
             attend(q, k, v, position=alibi, q_positions=Positions(5), k_positions=Positions(8), backend=backend)
         with pytest.raises(ValueError, match="k_positions"):
             attend(q, k, v, position=alibi, q_positions=Positions(8), k_positions=Positions(9), backend=backend)
+
+
+@pytest.mark.parametrize("name", ["t5", "kerple", "shaw", "transformer_xl"])
+def test_float64_score_mod_terms_stay_float64_on_the_blocked_kernel(name):
+    """Explicit positions reach the blocked kernel through the encoding's score_mod, which returns the
+    score's dtype: a float64 call gets float64 terms and gradients, as on the eager path."""
+    torch.manual_seed(0)
+    enc = build(name, **({} if name in ("shaw", "transformer_xl") else {"causal": True})).double()
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 4, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3))
+    positions = Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]]))
+    docs = torch.tensor([[0, 0, 0, 1, 1, 1], [0] * 6])
+    mask = MaskSpec(causal=True, q_docs=docs, k_docs=docs)
+    tensors = [q, k, v, *enc.parameters()]
+    results = []
+    for backend in ("eager", "blocked"):
+        out = attend(q, k, v, position=enc, q_positions=positions, k_positions=positions, mask=mask, backend=backend)
+        results.append((out, torch.autograd.grad(out.square().sum(), tensors)))
+    (want, want_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
