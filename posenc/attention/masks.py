@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
+from posenc.core.validation import check_bool, check_int
+
+#: A window at least this wide sees every key of any sequence; wider ones are stored as this, so that
+#: ``i - window`` and ``i + window`` stay within int64 (a wider one would wrap around or overflow).
+WINDOW_LIMIT = 1 << 62
+
 
 @dataclass(frozen=True)
 class MaskSpec:
@@ -26,6 +32,11 @@ class MaskSpec:
     key_mask: torch.Tensor | None = None
     q_docs: torch.Tensor | None = None
     k_docs: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        check_bool("causal", self.causal)
+        if self.window is not None:
+            object.__setattr__(self, "window", min(check_int("window", self.window, minimum=1), WINDOW_LIMIT))
 
     @property
     def is_empty(self) -> bool:

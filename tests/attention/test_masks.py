@@ -63,3 +63,24 @@ def test_every_backend_attends_within_the_window(backend, causal):
     logits = (q @ k.transpose(-1, -2)) / 2.0
     logits = logits.masked_fill(~written_out(n, m, window, causal), float("-inf"))
     torch.testing.assert_close(got, logits.softmax(-1) @ v, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [2**63 - 1, 2**63, 2**64, 10**30])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "auto"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_window_wider_than_int64_sees_every_key(backend, causal, window):
+    # i + window once wrapped around int64 (hiding every later key of a bidirectional row) or overflowed
+    n, m = 5, 8
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, n, 4, generator=gen)
+    k, v = (torch.randn(1, 2, m, 4, generator=gen) for _ in range(2))
+    alibi = create("alibi", heads=2, causal=causal)
+    kwargs = {"position": alibi, "q_positions": Positions(n, offset=m - n), "k_positions": Positions(m), "backend": backend}
+    got = attend(q, k, v, mask=MaskSpec(causal=causal, window=window), **kwargs)
+    torch.testing.assert_close(got, attend(q, k, v, mask=MaskSpec(causal=causal), **kwargs), atol=1e-5, rtol=1e-5)
+
+
+def test_window_is_checked_by_the_mask():
+    for window, error in ((0, ValueError), (-3, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="window"):
+            MaskSpec(causal=True, window=window)
