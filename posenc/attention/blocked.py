@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from posenc.attention.inputs import check_bias, check_qkv
+from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
@@ -354,6 +354,7 @@ def blocked_attention(
     """
     check_qkv(q, k, v)
     check_bias(bias, q, k)
+    check_mask(mask, q, k)
     if bias is not None:
         bias = bias.to(q.dtype)
     mask = MaskSpec() if mask is None else mask

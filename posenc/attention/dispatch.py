@@ -31,13 +31,13 @@ import torch
 from posenc.attention.blocked import blocked_attention
 from posenc.attention.eager import eager_attention
 from posenc.attention.flex import compiles, flex_attention, flex_available
-from posenc.attention.inputs import check_qkv
+from posenc.attention.inputs import check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.attention.sdpa import sdpa_attention
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.terms import bias_from_score_mod
-from posenc.core.validation import check_choice
+from posenc.core.validation import check_choice, check_float
 
 BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
 #: Backends that cannot take a value term, and the kernel each runs.
@@ -121,6 +121,11 @@ def attend(
     """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
     value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
     check_qkv(q, k, v)
+    check_choice("backend", backend, BACKENDS)
+    if not isinstance(position, PositionEncoding):
+        raise TypeError(f"`position` must be a posenc PositionEncoding, got {type(position).__name__}")
+    check_mask(mask, q, k)
+    check_float("dropout", dropout, minimum=0.0, maximum=1.0)
     for name, positions, t in (("q_positions", q_positions, q), ("k_positions", k_positions, k)):
         if not isinstance(positions, Positions):
             raise TypeError(f"`{name}` must be a posenc Positions, got {type(positions).__name__}")

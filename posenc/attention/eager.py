@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from posenc.attention.inputs import check_bias, check_qkv
+from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import ScoreMod, block_indices
 
@@ -31,6 +31,7 @@ def eager_attention(
     A row whose keys are all masked gets uniform weights (never NaN)."""
     check_qkv(q, k, v)
     check_bias(bias, q, k)
+    check_mask(mask, q, k)
     b, h, n, d = q.shape
     m = k.shape[-2]
     work = torch.promote_types(q.dtype, torch.float32)

@@ -21,7 +21,7 @@ import warnings
 
 import torch
 
-from posenc.attention.inputs import check_bias, check_qkv
+from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import ScoreMod
 
@@ -111,6 +111,7 @@ def flex_attention(
 
     check_qkv(q, k, v)
     check_bias(bias, q, k)
+    check_mask(mask, q, k)
     b, h, n, _ = q.shape
     m = k.shape[-2]
     if q.device.type == "cpu" and torch.is_grad_enabled():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from posenc.core.validation import check_float_tensor
+from posenc.attention.masks import MaskSpec
+from posenc.core.validation import check_float_tensor, check_tensor
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -37,3 +38,31 @@ def check_bias(bias: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor) -> N
         raise ValueError(f"`bias` must broadcast to (b, h, n, m) = {target}, got {tuple(bias.shape)}")
     if bias.device != q.device:
         raise ValueError(f"`bias` is on {bias.device} but `q` is on {q.device}")
+
+
+def check_mask(mask: MaskSpec | None, q: torch.Tensor, k: torch.Tensor) -> None:
+    """A mask must be a :class:`MaskSpec` whose tensors fit q ``(b, h, n, d)`` and k ``(b, h, m, d)``:
+    key_mask bool ``(b, m)``, q_docs/k_docs integer ``(b, n)``/``(b, m)``, on q's device; a causal or
+    windowed mask needs ``n <= m`` (the queries are the last n of the m keys)."""
+    if mask is None:
+        return
+    if not isinstance(mask, MaskSpec):
+        raise TypeError(f"`mask` must be a posenc MaskSpec or None, got {type(mask).__name__}")
+    (b, _, n, _), m = q.shape, k.shape[-2]
+    if (mask.causal or mask.window is not None) and n > m:
+        raise ValueError(
+            f"a causal or windowed `mask` places the n queries at the last n of the m keys: n ({n}) must be "
+            f"at most m ({m})"
+        )
+    for name, t, rows, integer in (
+        ("key_mask", mask.key_mask, m, False), ("q_docs", mask.q_docs, n, True), ("k_docs", mask.k_docs, m, True)
+    ):
+        if t is None:
+            continue
+        check_tensor(f"mask.{name}", t)
+        kind_ok = (not t.is_floating_point() and t.dtype != torch.bool) if integer else t.dtype == torch.bool
+        if not kind_ok or tuple(t.shape) != (b, rows):
+            kind = "an integer" if integer else "a bool"
+            raise ValueError(f"`mask.{name}` must be {kind} tensor of shape ({b}, {rows}), got {t.dtype} {tuple(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"`mask.{name}` is on {t.device} but `q` is on {q.device}")

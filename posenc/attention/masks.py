@@ -37,6 +37,8 @@ class MaskSpec:
         check_bool("causal", self.causal)
         if self.window is not None:
             object.__setattr__(self, "window", min(check_int("window", self.window, minimum=1), WINDOW_LIMIT))
+        if (self.q_docs is None) != (self.k_docs is None):
+            raise ValueError("`q_docs` and `k_docs` go together: give both (query and key documents) or neither")
 
     @property
     def is_empty(self) -> bool:

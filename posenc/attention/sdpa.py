@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from posenc.attention.inputs import check_bias, check_qkv
+from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 
 
@@ -31,6 +31,7 @@ def sdpa_attention(
     ``(b, h, n, m)``."""
     check_qkv(q, k, v)
     check_bias(bias, q, k)
+    check_mask(mask, q, k)
     mask = mask or MaskSpec()
     n, m = q.shape[-2], k.shape[-2]
     if bias is None and mask.only_causal and m == n:

@@ -189,3 +189,50 @@ def test_float64_score_mod_terms_stay_float64_on_the_blocked_kernel(name):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_attend_and_every_entry_name_a_bad_mask_backend_or_dropout():
+    """A misspelt backend once ran the blocked kernel in silence, and a mask whose tensors did not fit
+    (or a causal mask with more queries than keys) failed inside torch or gave a wrong answer."""
+    from posenc.attention import blocked_attention, eager_attention, flex_attention, sdpa_attention
+
+    q, k, v = (torch.randn(2, 2, 5, 4) for _ in range(3))
+    alibi = posenc.create("alibi", heads=2)
+    positions = {"q_positions": Positions(5), "k_positions": Positions(5)}
+    for backend in ("FLEX", "fast", ""):
+        with pytest.raises(ValueError, match="`backend` must be one of"):
+            attend(q, k, v, position=alibi, backend=backend, **positions)
+    with pytest.raises(TypeError, match="`position`"):
+        attend(q, k, v, position=None, **positions)
+    for dropout in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="dropout"):
+            attend(q, k, v, position=alibi, dropout=dropout, **positions)
+    docs = torch.zeros(2, 5, dtype=torch.long)
+    bad_masks = {
+        "mask": torch.ones(5, 5, dtype=torch.bool),
+        "key_mask": MaskSpec(key_mask=torch.ones(2, 4, dtype=torch.bool)),
+        "key_mask.*float": MaskSpec(key_mask=torch.ones(2, 5)),
+        "q_docs": MaskSpec(q_docs=docs.float(), k_docs=docs),
+        "k_docs": MaskSpec(q_docs=docs, k_docs=docs[:, :3]),
+        "n \\(5\\) must be at most m \\(3\\)": MaskSpec(causal=True),
+    }
+    entries = [
+        lambda q, k, v, mask, fn=fn: fn(q, k, v, mask=mask)
+        for fn in (eager_attention, sdpa_attention, flex_attention, blocked_attention)
+    ]
+    entries += [
+        lambda q, k, v, mask, backend=backend: attend(
+            q, k, v, position=alibi, q_positions=Positions(q.shape[-2]), k_positions=Positions(k.shape[-2]),
+            mask=mask, backend=backend,
+        )
+        for backend in ("auto", "eager", "sdpa", "flex", "blocked")
+    ]
+    for entry in entries:
+        for said, mask in bad_masks.items():
+            keys = (k[..., :3, :], v[..., :3, :]) if said.startswith("n ") else (k, v)
+            with pytest.raises((TypeError, ValueError), match=said):
+                entry(q, *keys, mask)
+            if said.startswith("n "):  # more queries than keys is fine without causal order or a window
+                entry(q, *keys, MaskSpec())
+    with pytest.raises(ValueError, match="`q_docs` and `k_docs`"):
+        MaskSpec(q_docs=docs)
