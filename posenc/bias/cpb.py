@@ -44,8 +44,11 @@ class CPBMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``(..., in_dim)`` log-spaced offsets -> ``(..., heads)`` biases in ``(0, 16)``."""
-        return 16.0 * torch.sigmoid(self.net(x.to(self.net[0].weight.dtype))).float()
+        """x: ``(..., in_dim)`` log-spaced offsets -> ``(..., heads)`` biases in ``(0, 16)``, in float32
+        (float64 for float64 weights; the network itself runs in its weights' dtype)."""
+        weight = self.net[0].weight
+        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 weights
+        return 16.0 * torch.sigmoid(self.net(x.to(weight.dtype))).to(work)
 
 
 @register(
