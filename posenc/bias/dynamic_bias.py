@@ -77,7 +77,8 @@ class DynamicPositionBias(OffsetBias):
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
         weight = self.mlp[0].weight
-        return self.mlp(self.mlp_input(offsets).unsqueeze(-1).to(weight.dtype)).float()
+        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 weights
+        return self.mlp(self.mlp_input(offsets).unsqueeze(-1).to(weight.dtype)).to(work)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, hidden={self.hidden}, depth={self.depth}, log_distance={self.log_distance}"
