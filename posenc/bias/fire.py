@@ -104,12 +104,13 @@ class FIRE(BiasEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         weight = self.mlp[0].weight
-        rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=torch.float32)  # (b|1, n, m)
+        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 parameters
+        rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=work)  # (b|1, n, m)
         distance = (-rel).clamp(min=0) if self.causal else rel.abs()
-        query = q_positions.tensor(weight.device).to(torch.float32).unsqueeze(-1)  # (b | 1, n, 1)
-        x = fire_input(distance, query, self.c.float(), self.threshold.float())
+        query = q_positions.tensor(weight.device).to(work).unsqueeze(-1)  # (b | 1, n, 1)
+        x = fire_input(distance, query, self.c.to(work), self.threshold.to(work))
         # (b | 1, n, m, 1) -> (b | 1, n, m, heads) -> (b | 1, heads, n, m)
-        return self.mlp(x.unsqueeze(-1).to(weight.dtype)).float().permute(0, 3, 1, 2)
+        return self.mlp(x.unsqueeze(-1).to(weight.dtype)).to(work).permute(0, 3, 1, 2)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""

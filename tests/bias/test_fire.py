@@ -6,22 +6,33 @@ import math
 
 import pytest
 import torch
+from helpers import assert_float32_biases, assert_float64_attention_is_exact
 
 from posenc.bias import FIRE, fire_input
+from posenc.core.positions import Positions
+
+#: query and key positions of the float64 and dtype tests: from 0, from 3, and explicit (packed documents)
+POSITIONS = {
+    "implicit": Positions(6),
+    "offset": Positions(6, offset=3),
+    "explicit": Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]])),
+}
 
 
 def test_matches_the_formula_pair_by_pair():
     torch.manual_seed(0)
     module = FIRE(2, hidden=8, init_c=0.3, init_threshold=4.0).double()
     bias = module(5, 9, offset=4)
+    assert bias.dtype == torch.float64
     lin1, lin2 = module.mlp[0], module.mlp[2]
-    psi = lambda x: math.log(0.3 * x + 1)
+    c = module.c.item()  # 0.3 as the float32 parameter held it before the cast
+    psi = lambda x: math.log(c * x + 1)
     for i in range(5):
         for j in range(9):
             qi = i + 4
             x = psi(max(qi - j, 0)) / psi(max(4.0, qi))
             h = lin2(torch.relu(lin1(torch.tensor([x], dtype=torch.float64))))
-            torch.testing.assert_close(bias[0, :, i, j].double(), h, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(bias[0, :, i, j], h, atol=1e-12, rtol=0)
 
 
 def test_progressive_interpolation_maps_every_past_into_the_unit_interval():
@@ -46,3 +57,19 @@ def test_bad_input():
         FIRE(2, init_c=0)
     with pytest.raises(ValueError, match="init_threshold"):
         FIRE(2, init_threshold=-1)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_a_float64_model_attends_in_float64(positions, causal):
+    """The positions, c, the threshold and the MLP's output were float32, so a float64 model's blocked
+    and eager paths agreed only to about 1e-7 (and gradcheck was weak); they now stay float64."""
+    torch.manual_seed(0)
+    module = FIRE(2, hidden=8, init_c=0.3, init_threshold=4.0, causal=causal)
+    assert_float64_attention_is_exact(module, positions, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_float32_and_half_models_keep_float32_biases(positions, dtype):
+    assert_float32_biases(FIRE(2, hidden=8), positions, dtype)
