@@ -31,8 +31,14 @@ class OffsetBias(BiasEncoding):
     """A ``"bias"`` encoding whose value depends on ``j - i`` only (relative by construction)."""
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
-        """``offsets`` ``(...)`` (key - query, float64) -> bias ``(..., heads)``."""
+        """``offsets`` ``(...)`` (key - query, float64) -> bias ``(..., heads)``, in float32 (float64
+        for float64 parameters)."""
         raise NotImplementedError
+
+    def offset_bias_for(self, offsets: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`offset_bias` for a call with queries ``q`` (None when called as ``bias(n, m)``); an
+        encoding without parameters whose precision follows the queries' dtype overrides it."""
+        return self.offset_bias(offsets)
 
     def _device(self) -> torch.device:
         tensor = next(iter(self.parameters()), None)
@@ -40,20 +46,23 @@ class OffsetBias(BiasEncoding):
             tensor = next(iter(self.buffers()), None)
         return tensor.device if tensor is not None else torch.device("cpu")
 
-    def per_diagonal(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor | None:
+    def per_diagonal(
+        self, q_positions: Positions, k_positions: Positions, q: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """For implicit positions: the ``(heads, n + m - 1)`` bias of the offsets ``j - i`` from the
-        first query's farthest key to the last; None for explicit positions or an empty side."""
+        first query's farthest key to the last (for queries ``q``, see :meth:`offset_bias_for`);
+        None for explicit positions or an empty side."""
         n, m = q_positions.n, k_positions.n
         if not (q_positions.is_implicit and k_positions.is_implicit and n > 0 and m > 0):
             return None
         gap = k_positions.offset - q_positions.offset  # offset of key j from query i is j - i + gap
         offsets = torch.arange(gap - n + 1, gap + m, device=self._device(), dtype=torch.float64)
         # (n + m - 1, heads) -> (heads, n + m - 1)
-        return self.offset_bias(offsets).t()
+        return self.offset_bias_for(offsets, q).t()
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         device = self._device()
-        diagonals = self.per_diagonal(q_positions, k_positions)
+        diagonals = self.per_diagonal(q_positions, k_positions, q)
         if diagonals is not None:
             # the (heads, n, m) grid is materialised here, unlike the per-offset table
             heads, n, m = diagonals.shape[0], q_positions.n, k_positions.n
@@ -63,12 +72,12 @@ class OffsetBias(BiasEncoding):
             return toeplitz(diagonals, k_positions.n).unsqueeze(0)
         offsets = relative_positions(q_positions, k_positions).to(device=device, dtype=torch.float64)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)
-        return self.offset_bias(offsets).permute(0, 3, 1, 2)
+        return self.offset_bias_for(offsets, q).permute(0, 3, 1, 2)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """Implicit positions: ``score + table[h, kv_idx - q_idx + n - 1]`` over the ``(h, n + m - 1)``
         per-offset table; explicit positions: the materialised bias, gathered."""
-        diagonals = self.per_diagonal(q_positions, k_positions)
+        diagonals = self.per_diagonal(q_positions, k_positions, q)
         if diagonals is None:
             return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
         shift = q_positions.n - 1
@@ -80,5 +89,5 @@ class OffsetBias(BiasEncoding):
 
     def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
         """For implicit positions: each block of the blocked kernel is a view of the per-offset table."""
-        diagonals = self.per_diagonal(q_positions, k_positions)
+        diagonals = self.per_diagonal(q_positions, k_positions, q)
         return None if diagonals is None else diagonal_block_term(diagonals.contiguous(), q_positions.n)

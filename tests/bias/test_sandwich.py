@@ -6,9 +6,18 @@ import math
 
 import pytest
 import torch
+from helpers import assert_float32_biases, assert_float64_attention_is_exact
 
 from posenc.bias import Sandwich, sandwich_bias
+from posenc.core.positions import Positions
 from posenc.functional import sinusoidal
+
+#: query and key positions of the float64 and dtype tests: from 0, from 3, and explicit (packed documents)
+POSITIONS = {
+    "implicit": Positions(6),
+    "offset": Positions(6, offset=3),
+    "explicit": Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]])),
+}
 
 
 def reference(offset: int, h: int, heads: int, width: int) -> float:
@@ -48,3 +57,46 @@ def test_bad_input():
         Sandwich(2, width=7)
     with pytest.raises(ValueError, match="heads"):
         Sandwich(0)
+
+
+def test_float64_bias_matches_the_formula():
+    """A float64 module (or float64 queries) gets the float64 bias, not one rounded to float32."""
+    bias = Sandwich(4, width=16).double()(5, 7, offset=2)
+    assert bias.dtype == torch.float64
+    want = torch.tensor(
+        [[[reference(j - (i + 2), h + 1, 4, 16) for j in range(7)] for i in range(5)] for h in range(4)],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(bias[0], want, atol=1e-12, rtol=0)
+    q = torch.zeros(1, 4, 5, 2, dtype=torch.float64)
+    got = Sandwich(4, width=16).score_bias(q, q, q_positions=Positions(5, offset=2), k_positions=Positions(7))
+    torch.testing.assert_close(got[0], want, atol=1e-12, rtol=0)
+    offsets = torch.arange(-4, 5)
+    torch.testing.assert_close(
+        sandwich_bias(offsets, 4, width=16, dtype=torch.float64),
+        torch.tensor([[reference(int(o), h + 1, 4, 16) for h in range(4)] for o in offsets], dtype=torch.float64),
+        atol=1e-12,
+        rtol=0,
+    )
+    assert sandwich_bias(offsets, 4, width=16).dtype == torch.float32
+    assert sandwich_bias(offsets, 4, width=16, dtype=torch.bfloat16).dtype == torch.float32  # float32 at least
+    with pytest.raises(ValueError, match="dtype"):
+        sandwich_bias(offsets, 4, width=16, dtype=torch.long)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_a_float64_model_attends_in_float64(positions, causal):
+    """The bias was returned in float32, so a float64 model's blocked and eager paths agreed only to
+    about 1e-9; it now follows the float64 queries."""
+    assert_float64_attention_is_exact(Sandwich(2, width=8), positions, causal=causal)
+    q = torch.zeros(2, 2, 6, 4, dtype=torch.float64)  # float64 queries alone (the module not cast)
+    bias = Sandwich(2, width=8).score_bias(q, q, q_positions=positions, k_positions=positions)
+    assert bias.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_float32_and_half_models_keep_float32_biases(positions, dtype):
+    assert_float32_biases(Sandwich(2, width=8), positions, dtype)
+    assert Sandwich(2, width=8).to(dtype)(4).dtype == torch.float32
