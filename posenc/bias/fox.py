@@ -35,7 +35,8 @@ from posenc.core.validation import (
 
 
 def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
-    """log_gates ``(b, h, m)`` (``log f_t`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries.
+    """log_gates ``(b, h, m)`` (``log f_t`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries,
+    summed in float32 (float64 for float64 log gates).
 
     Entry ``(i, j)`` is ``c_{m-n+i} - c_j`` with ``c`` the cumulative sum: the log gates of keys
     ``j+1 .. m-n+i``. Causal: keys after the query get positive values, which the causal mask hides.
@@ -47,7 +48,8 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
     check_int("n", n, minimum=0)
     if n > m:
         raise ValueError(f"`n` (queries) must lie in [0, {m}] (the keys include the queries), got {n}")
-    cumulative = log_gates.float().cumsum(-1)  # (b, h, m)
+    work = torch.promote_types(log_gates.dtype, torch.float32)  # float32, or float64 for float64 gates
+    cumulative = log_gates.to(work).cumsum(-1)  # (b, h, m)
     # (b, h, n, 1) - (b, h, 1, m) -> (b, h, n, m)
     bias = cumulative[..., m - n :].unsqueeze(-1) - cumulative.unsqueeze(-2)
     return bias if causal else -bias.abs()
@@ -90,11 +92,12 @@ class ForgettingGate(BiasEncoding):
             self.bias.fill_(self.init_bias)
 
     def log_gates(self, k: torch.Tensor) -> torch.Tensor:
-        """k ``(b, h, m, head_dim)`` -> ``log f_t`` ``(b, h, m)`` in float32."""
+        """k ``(b, h, m, head_dim)`` -> ``log f_t`` ``(b, h, m)`` in float32 (float64 for float64 keys or parameters)."""
         check_float_tensor("k", k, ndim=4)
         if k.shape[1] != self.heads or k.shape[-1] != self.head_dim:
             raise ValueError(f"`k` must have shape (b, {self.heads}, m, {self.head_dim}), got {tuple(k.shape)}")
-        logits = torch.einsum("bhmd,hd->bhm", k.float(), self.weight.float()) + self.bias.float()[:, None]
+        work = torch.promote_types(torch.promote_types(k.dtype, self.weight.dtype), torch.float32)
+        logits = torch.einsum("bhmd,hd->bhm", k.to(work), self.weight.to(work)) + self.bias.to(work)[:, None]
         return F.logsigmoid(logits)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:

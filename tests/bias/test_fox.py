@@ -6,9 +6,18 @@ import math
 
 import pytest
 import torch
+from helpers import assert_float32_biases, assert_float64_attention_is_exact
 
 from posenc.bias import ForgettingGate, alibi_bias, forget_gate_bias
+from posenc.core.positions import Positions
 from posenc.models import Transformer
+
+#: query and key positions of the float64 and dtype tests: from 0, from 3, and explicit (packed documents)
+POSITIONS = {
+    "implicit": Positions(6),
+    "offset": Positions(6, offset=3),
+    "explicit": Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]])),
+}
 
 
 def test_matches_the_sum_of_log_gates():
@@ -16,13 +25,14 @@ def test_matches_the_sum_of_log_gates():
     module = ForgettingGate(4, 2).double()
     k = torch.randn(1, 2, 6, 4, dtype=torch.float64)
     bias = module(k, 4)  # the last 4 keys are the queries
+    assert bias.dtype == torch.float64
     w, b = module.weight.detach(), module.bias.detach()
     for h in range(2):
         log_f = [math.log(1 / (1 + math.exp(-(float(k[0, h, t] @ w[h]) + float(b[h]))))) for t in range(6)]
         for i in range(4):
             qi = i + 2
             for j in range(qi + 1):
-                assert bias[0, h, i, j].item() == pytest.approx(sum(log_f[j + 1 : qi + 1]), abs=1e-5)
+                assert bias[0, h, i, j].item() == pytest.approx(sum(log_f[j + 1 : qi + 1]), abs=1e-12)
 
 
 def test_constant_gates_are_alibi():
@@ -73,6 +83,31 @@ def test_matches_x_transformers_data_dependent_alibi(n):
     peer = xt.DataDependentAlibi(16, 3, causal=True).double()
     x = torch.randn(2, 7, 16, dtype=torch.float64)
     want = peer(x)[..., 7 - n :, :]  # (b, h, 7, 7) -> the last n query rows
-    got = forget_gate_bias(peer.to_forget_gates(x), n)  # log gates (b, h, 7), summed in float32
+    got = forget_gate_bias(peer.to_forget_gates(x), n)  # float64 log gates (b, h, 7), summed in float64
     visible = torch.ones(n, 7, dtype=torch.bool).tril(7 - n)
-    torch.testing.assert_close(got[..., visible].double(), want[..., visible], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[..., visible], want[..., visible], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_a_float64_model_attends_in_float64(positions, causal):
+    """The keys, the gate's weights and the cumulative sum were float32, so a float64 model's bias was
+    rounded to float32 on every path (and gradcheck was weak); they now stay float64."""
+    torch.manual_seed(0)
+    assert_float64_attention_is_exact(ForgettingGate(4, 2, causal=causal), positions, causal=causal)
+
+
+def test_float64_gates_sum_in_float64():
+    log_gates = -torch.rand(2, 3, 7, dtype=torch.float64)
+    cumulative = log_gates.cumsum(-1)
+    want = cumulative[..., 2:].unsqueeze(-1) - cumulative.unsqueeze(-2)
+    torch.testing.assert_close(forget_gate_bias(log_gates, 5), want, atol=1e-15, rtol=0)
+    torch.testing.assert_close(forget_gate_bias(log_gates, 5, causal=False), -want.abs(), atol=1e-15, rtol=0)
+    assert forget_gate_bias(log_gates.float(), 5).dtype == torch.float32
+    assert forget_gate_bias(log_gates.to(torch.bfloat16), 5).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_float32_and_half_models_keep_float32_biases(positions, dtype):
+    assert_float32_biases(ForgettingGate(4, 2), positions, dtype)
