@@ -119,13 +119,14 @@ class Kerple(OffsetBias):
             return super().score_mod(q, k, q_positions=q_positions, k_positions=k_positions)
         r1, r2 = self.constrained()
         causal, log = self.causal, self.kernel == "log"
+        work = torch.promote_types(r1.dtype, torch.float32)  # float32, or float64 for float64 parameters
 
         def fn(score, b, h, q_idx, kv_idx, r1, r2, gap):
-            d = causal_distance(kv_idx - q_idx + gap, causal).to(torch.float32)
+            d = causal_distance(kv_idx - q_idx + gap, causal).to(r1.dtype)
             bias = -r1[h] * (torch.log1p(r2[h] * d) if log else d.pow(r2[h]))
             return score + bias.to(score.dtype)
 
-        return ScoreMod(fn, (r1.float(), r2.float(), gap), static=((0,), (0,), ()))
+        return ScoreMod(fn, (r1.to(work), r2.to(work), gap), static=((0,), (0,), ()))
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kernel={self.kernel!r}, causal={self.causal}"

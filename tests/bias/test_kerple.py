@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
+from helpers import assert_float32_biases, assert_float64_attention_is_exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posenc.bias import Kerple, kerple_bias
+from posenc.core.positions import Positions
 
 
 def reference(i: int, j: int, r1: float, r2: float, kernel: str, causal: bool) -> float:
@@ -70,3 +72,26 @@ def test_bad_input_names_the_argument():
         Kerple(2, eps=0)
     with pytest.raises(ValueError, match="r1"):
         kerple_bias(torch.arange(3.0), torch.ones(2), torch.ones(3))
+
+
+POSITIONS = {
+    "implicit": Positions(6),
+    "offset": Positions(6, offset=3),
+    "explicit": Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]])),
+}
+
+
+@pytest.mark.parametrize("kernel", ["log", "power"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_a_float64_model_attends_in_float64(positions, causal, kernel):
+    """Every path in float64 for float64 parameters: the score_mod's closed-over (r1, r2) were
+    rounded to float32 with implicit positions."""
+    torch.manual_seed(0)
+    assert_float64_attention_is_exact(Kerple(2, kernel=kernel, causal=causal), positions, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
+def test_float32_and_half_models_keep_float32_biases(positions, dtype):
+    assert_float32_biases(Kerple(2), positions, dtype)
