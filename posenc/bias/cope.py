@@ -34,7 +34,8 @@ from posenc.core.validation import (
 
 
 def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int, causal: bool = True) -> torch.Tensor:
-    """q ``(b, h, n, d)``, k ``(b | 1, h | 1, m, d)`` (queries are the last ``n`` keys) -> ``p_ij`` ``(b, h, n, m)`` float32.
+    """q ``(b, h, n, d)``, k ``(b | 1, h | 1, m, d)`` (queries are the last ``n`` keys) -> ``p_ij`` ``(b, h, n, m)`` in float32
+    (float64 where q or k is float64).
 
     Causal: ``p_ij = sum_{t=j}^{i} g_it``, and keys after a query get 0 (the causal mask hides them).
     Encoder form (posenc's extension; the paper is causal): the gates between the two tokens in
@@ -49,7 +50,8 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     n, m = q.shape[-2], k.shape[-2]
     if n > m:
         raise ValueError(f"`q` has {n} queries but `k` only {m} keys; the keys must include the queries")
-    gates = torch.sigmoid(q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
+    work = torch.promote_types(torch.promote_types(q.dtype, k.dtype), torch.float32)  # float32 or better
+    gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
     if causal:
         visible = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
         # p_ij = sum over t = j .. i of g_it: a cumulative sum from the right
@@ -78,7 +80,7 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
     if checkable and (bool((positions < 0).any()) or bool((positions > top).any())):
         raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
     if not positions.is_floating_point():
-        positions = positions.float()
+        positions = positions.to(torch.promote_types(logits.dtype, torch.float32))
     floor = positions.floor()
     weight = positions - floor
     low = logits.gather(-1, floor.long())
@@ -120,7 +122,9 @@ class ContextualPosition(BiasEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         positions = contextual_positions(q, k, max_positions=self.max_positions, causal=self.causal)
-        logits = q.float() @ self.embeddings.float()  # (b, h, n, P)
+        # float32 arithmetic, float64 where the queries or the embeddings are float64
+        work = torch.promote_types(torch.promote_types(q.dtype, self.embeddings.dtype), torch.float32)
+        logits = q.to(work) @ self.embeddings.to(work)  # (b, h, n, P)
         return interpolate_position_logits(logits, positions)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from helpers import assert_float32_biases, assert_float64_attention_is_exact
 
 from posenc.bias import ContextualPosition, contextual_positions
+from posenc.core.positions import Positions
 
 
 def test_matches_a_double_loop():
@@ -81,3 +83,16 @@ def test_matches_x_transformers():
     want = theirs(q, logits)
     got = ours(q, k)  # computed in float32
     torch.testing.assert_close(got[..., visible].double(), want[..., visible], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_a_float64_model_attends_in_float64(causal):
+    """Gates and position logits were formed from q.float() and the embeddings' float32 copy, so a
+    float64 model's bias carried float32 rounding (gradcheck failed); float64 inputs now stay float64."""
+    torch.manual_seed(0)
+    assert_float64_attention_is_exact(ContextualPosition(4, 2, max_positions=8, causal=causal), Positions(6), causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_float32_and_half_models_keep_float32_biases(dtype):
+    assert_float32_biases(ContextualPosition(4, 2, max_positions=8), Positions(6), dtype)
