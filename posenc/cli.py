@@ -95,9 +95,14 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
     results = args.results
     if results == "":
         results = default_results_dir()
+        if not results.is_dir():  # an installed wheel: the full runs live in the source repository only
+            print("posenc atlas --results: the full runs (docs/results of posenc's source repository) are not "
+                  "installed with the package and there is no docs/results here; pass the folder: --results DIR",
+                  file=sys.stderr)
+            return 2
     if results is not None and not Path(results).is_dir():
-        print(f"--results: no folder {results} (it holds <name>/result.json of full runs, as docs/results does)",
-              file=sys.stderr)
+        print(f"posenc atlas --results: no folder {results} (it holds <name>/result.json of full runs, "
+              "as docs/results does)", file=sys.stderr)
         return 2
     index = build_atlas(
         args.out, quick=args.quick, experiments=args.experiments, progress=_on_terminal(), bench=args.bench, results=results
@@ -172,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing atlas in --out")
     p.add_argument("--bench", default=None, help="a `posenc bench --json` file to show (default: posenc-out/bench.json)")
     p.add_argument("--results", nargs="?", const="", default=None, metavar="DIR",
-                   help="also show the full runs shipped in docs/results (or those in DIR); "
+                   help="also show the full runs in docs/results of a source checkout (or those in DIR); "
                    "a full run wins over a quick one")
     p.add_argument("--open", action="store_true", help="open the atlas in the default web browser")
     p.set_defaults(func=_cmd_atlas)

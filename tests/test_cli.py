@@ -131,6 +131,20 @@ def test_missing_plot_extra_is_one_line_and_status_2(capsys, monkeypatch, tmp_pa
     assert err.count(f"posenc {command[0]}") == 1, err  # the command named once, not as a prefix and again
 
 
+def test_results_without_the_source_tree_is_one_line_and_status_2(capsys, monkeypatch, tmp_path):
+    # installed from a wheel and run outside a checkout: docs/results (the full runs) is not there
+    from posenc.analysis import atlas
+
+    monkeypatch.setattr(atlas, "default_results_dir", lambda: tmp_path / "docs" / "results")
+    assert main(["atlas", "--quick", "--results", "--out", str(tmp_path / "atlas")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--results DIR" in err and "Traceback" not in err, err
+    assert not (tmp_path / "atlas").exists()
+    assert main(["atlas", "--quick", "--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "atlas")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path / "nowhere") in err, err
+
+
 def test_native_stderr_is_silenced_but_python_stderr_is_kept(tmp_path):
     import subprocess
     import sys

@@ -303,7 +303,8 @@ def shown_path(path: str | Path) -> str:
 
 
 def default_results_dir() -> Path:
-    """``docs/results`` of the source tree (full runs shipped with posenc), else of the working directory."""
+    """``docs/results`` of the source tree (the full runs kept in posenc's repository), else of the working
+    directory; neither exists where posenc is installed from a wheel and run elsewhere."""
     import posenc
 
     shipped = Path(posenc.__file__).resolve().parent.parent / "docs" / "results"

@@ -305,8 +305,9 @@ def render_html(results: dict) -> str:
     """The whole page from the results dictionary (the content of ``results.json``)."""
     meta = results["meta"]
     full_hint = ("" if meta.get("results_dir") else
-                 " The full runs shipped with posenc (docs/results) are added with "
-                 "<code>posenc atlas --results</code>.")
+                 " The full runs in posenc's source repository (docs/results) are added with "
+                 "<code>posenc atlas --results</code> in a checkout, or <code>--results DIR</code> naming that "
+                 "folder.")
     body = [
         '<main id="top"><h1>posenc atlas</h1>',
         (f'<p class="meta">posenc {esc(meta["version"])}, torch {esc(meta["torch"])}, '
