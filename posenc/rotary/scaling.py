@@ -165,7 +165,8 @@ class RopeScaling:
 
     @property
     def depends_on_length(self) -> bool:
-        return (self.kind == "dynamic_ntk" and self.factor > 1.0) or self.kind == "longrope"
+        # dynamic NTK stretches the base past L0 even at factor 1 (the ratio is then L / L0)
+        return self.kind in ("dynamic_ntk", "longrope")
 
     @property
     def grow_only(self) -> bool:

@@ -16,6 +16,7 @@ ROPES = {
     "default": {"rope_type": "default", "rope_theta": 10000.0},
     "linear": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0},
     "dynamic": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+    "dynamic-factor-1": {"rope_type": "dynamic", "factor": 1.0, "rope_theta": 10000.0},  # still stretches past L0
     "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIGINAL, "rope_theta": 10000.0,
              "mscale": 0.8, "mscale_all_dim": 0.5, "truncate": False},
     "longrope": {"rope_type": "longrope", "original_max_position_embeddings": ORIGINAL, "rope_theta": 10000.0,
@@ -40,7 +41,7 @@ def tiny(cls_name, rope, max_pos):
 @pytest.mark.parametrize("cls_name", ["LlamaForCausalLM", "Qwen2ForCausalLM"])
 def test_swapped_rotary_gives_the_same_logits(cls_name, rope_type):
     # dynamic NTK reads its trained length from max_position_embeddings; the others extend it
-    max_pos = ORIGINAL if rope_type == "dynamic" else 4 * ORIGINAL
+    max_pos = ORIGINAL if rope_type.startswith("dynamic") else 4 * ORIGINAL
     model = tiny(cls_name, ROPES[rope_type], max_pos)
     tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -311,3 +311,24 @@ def test_empty_sequences_with_length_dependent_scalings():
         empty = torch.randn(2, 1, 0, 8)
         assert rope(empty, positions=torch.zeros(0, dtype=torch.long)).shape == empty.shape
         assert rope(empty, offset=5).shape == empty.shape
+
+
+def test_dynamic_ntk_with_factor_one_still_stretches_past_the_original_length():
+    """factor=1 makes the NTK ratio L / L0: no change up to L0, a larger base beyond (transformers'
+    formula). The cached table was once built for its own length (256) and reused for short inputs."""
+    for update in ("recompute", "grow_only"):
+        rope = RotaryPositionEncoding(8, scaling="dynamic_ntk", factor=1.0, original_max_len=16, dynamic_update=update)
+        plain = RotaryPositionEncoding(8)
+        x = torch.randn(1, 1, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(rope(x), plain(x))
+        torch.testing.assert_close(rope(x.float(), positions=torch.arange(5)), plain(x.float()))
+        long = torch.randn(1, 1, 40, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        base = 10000.0 * (40 / 16) ** (8 / 6)
+        want = reference(long.numpy(), range(40), inv_freq=base_inv_freq(8, base))
+        np.testing.assert_allclose(rope(long).numpy(), want, atol=1e-10)
+        if update == "recompute":
+            np.testing.assert_allclose(rope(long.float()).numpy(), want, atol=1e-5)
+        from posenc.functional import apply_scaled_rope
+
+        got = apply_scaled_rope(long, torch.arange(40), scaling="dynamic_ntk", factor=1.0, original_max_len=16)
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
