@@ -19,6 +19,10 @@ llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
 
+A config whose rotated width ``int(head_dim * partial_rotary_factor)`` is odd raises: transformers
+then rotates ``2 * ceil(w / 2)`` features at frequencies ``base ** (-2i / w)``, which is not RoPE over
+feature pairs.
+
 ``to_hf_rope_parameters(encoding)`` goes back to a ``rope_parameters`` dict (for ``dynamic`` the
 model's ``max_position_embeddings`` must equal ``original_max_len``, which transformers reads there).
 Verified against transformers' ``ROPE_INIT_FUNCTIONS`` in tests/rotary/test_hf.py.
@@ -85,6 +89,12 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
     head_dim = cfg.get("head_dim") or _head_dim_from_width(cfg)
     partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor")) or 1.0
+    if rope_type != "proportional" and int(head_dim * partial) % 2:
+        # transformers would rotate 2 * ceil(w / 2) features at frequencies base ** (-2i / w): no RoPE posenc builds
+        raise ValueError(
+            f"`head_dim` * `partial_rotary_factor` = {head_dim} * {partial} gives an odd rotary width "
+            f"{int(head_dim * partial)}; RoPE rotates feature pairs"
+        )
     max_pos = cfg.get("max_position_embeddings")
     # Phi-3 keeps the trained length beside rope_parameters; transformers gives it priority
     original = cfg.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings") or max_pos

@@ -155,6 +155,19 @@ def test_bad_configs_name_the_argument(rope, name):
         assert "llama3" in str(info.value) and "longrope" in str(info.value)
 
 
+@pytest.mark.parametrize("head_dim, partial", [(12, 0.75), (12, 0.25), (15, 1.0)])
+def test_an_odd_rotary_width_is_refused(head_dim, partial):
+    """int(head_dim * partial_rotary_factor) odd: transformers rotates 2 * ceil(w / 2) features at
+    base ** (-2i / w); rounding the width down to even was a different RoPE, given silently."""
+    for rope_type, extra in (("default", {}), ("linear", {"factor": 2.0})):
+        rope = {"rope_type": rope_type, "rope_theta": 1e4, "partial_rotary_factor": partial, **extra}
+        with pytest.raises(ValueError, match="partial_rotary_factor.*odd rotary width"):
+            from_hf_config({"head_dim": head_dim, "max_position_embeddings": 64, "rope_parameters": rope})
+    ok = from_hf_config({"head_dim": 12, "max_position_embeddings": 64,
+                         "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}})
+    assert ok.rot_dim == 6
+
+
 def test_a_config_without_head_width_is_named():
     with pytest.raises(ValueError, match="head_dim.*hidden_size.*num_attention_heads"):
         from_hf_config({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})
