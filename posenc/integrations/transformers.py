@@ -8,6 +8,10 @@ unchanged (tests/integrations/test_transformers.py: every transformers rope type
 float32); the cos/sin come from posenc's float64 angles, exact at long positions. Any other posenc
 rotary variant can then be tried in the model by passing ``encoding=``.
 
+Refused with a ValueError: multimodal RoPE models (``rope_parameters['mrope_section']``, Qwen2-VL and
+its successors; use :func:`posenc.rotary.apply_mrope`) and rotary modules that do not return
+``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``).
+
 Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 """
 
@@ -67,6 +71,23 @@ def _is_rotary_module(module: nn.Module) -> bool:
     return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
 
 
+def _check_interface(name: str, module: nn.Module) -> None:
+    """Raise if ``module`` does not return transformers' ``(cos, sin)`` for ``(x, position_ids)``
+    (DeepSeek-V2 returns one complex tensor). Modules that need more arguments are not probed."""
+    buffer = next(iter(module.buffers()), None)
+    device = buffer.device if buffer is not None else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, device=device), torch.zeros(1, 1, dtype=torch.long, device=device))
+    except Exception:  # noqa: BLE001 - another calling convention (per-layer-type, ...): not probed
+        return
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise ValueError(
+            f"`model`'s rotary module {name!r} ({type(module).__name__}) does not return (cos, sin) for "
+            f"(x, position_ids) (got {type(out).__name__}); use_posenc_rotary cannot replace it"
+        )
+
+
 def use_posenc_rotary(
     model: nn.Module, encoding: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None] | None = None
 ) -> nn.Module:
@@ -77,11 +98,22 @@ def use_posenc_rotary(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config  # PretrainedConfig
+    rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None) or {}
+    if isinstance(rope, dict) and "mrope_section" in rope:
+        # M-RoPE's rotary module takes (3, b, n) ids and its attention splits cos/sin by section
+        raise ValueError(
+            f"`model` ({type(model).__name__}) uses multimodal RoPE (rope_parameters['mrope_section']), which "
+            f"use_posenc_rotary does not replace; rotate with posenc.rotary.apply_mrope instead"
+        )
     if encoding is None:
-        encoding = from_hf_config(model.config.get_text_config())  # transformers' PretrainedConfig
+        encoding = from_hf_config(text_config)
     targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
     if not targets:
         raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
+    for name, old in targets:
+        _check_interface(name, old)
     for name, old in targets:
         device = next(iter(old.buffers()), torch.empty(0)).device
         parent_name, _, attr = name.rpartition(".")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -96,3 +98,55 @@ def test_per_layer_type_rotary_of_gemma3():
         got = use_posenc_rotary(model)(tokens).logits
     assert set(model.model.rotary_emb.encodings) == {"sliding_attention", "full_attention"}
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def tiny_deepseek(version, rope):
+    config_cls = getattr(transformers, f"DeepseekV{version}Config")
+    extra = {"n_group": 1, "topk_group": 1} if version == 3 else {}
+    config = config_cls(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=2, intermediate_size=64,
+        moe_intermediate_size=16, vocab_size=64, max_position_embeddings=4 * ORIGINAL, q_lora_rank=16, kv_lora_rank=16,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
+        n_shared_experts=1, first_k_dense_replace=1, rope_parameters=dict(rope), **extra,
+    )
+    torch.manual_seed(0)
+    return getattr(transformers, f"DeepseekV{version}ForCausalLM")(config).eval()
+
+
+DEEPSEEK_YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIGINAL, "rope_theta": 10000.0,
+                 "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 32, "beta_slow": 1}
+
+
+def test_deepseek_v3_yarn_with_mscale_all_dim_gives_the_same_logits():
+    """qk_rope_head_dim as the rotated head, interleaved pairs permuted by the model, mscale / mscale_all_dim
+    on cos/sin (the model's softmax scale carries mscale_all_dim squared itself)."""
+    if not hasattr(transformers, "DeepseekV3ForCausalLM"):
+        pytest.skip("no DeepSeek-V3 in this transformers")
+    model = tiny_deepseek(3, DEEPSEEK_YARN)
+    tokens = torch.randint(0, 64, (2, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    assert model.model.rotary_emb.encodings["default"].scaling.attention_factor == pytest.approx(
+        (0.1 * math.log(4.0) + 1) / (0.05 * math.log(4.0) + 1), rel=1e-12)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_models_whose_rotary_has_another_interface_are_refused():
+    """DeepSeek-V2's rotary returns one complex tensor, Qwen2-VL's takes (3, b, n) M-RoPE ids: swapping
+    them once crashed deep inside the model (AttributeError, a matmul shape error)."""
+    if hasattr(transformers, "DeepseekV2ForCausalLM"):
+        with pytest.raises(ValueError, match="does not return \\(cos, sin\\)"):
+            use_posenc_rotary(tiny_deepseek(2, DEEPSEEK_YARN))
+    if hasattr(transformers, "Qwen2VLForConditionalGeneration"):
+        config = transformers.Qwen2VLConfig(
+            text_config={"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1,
+                         "intermediate_size": 64, "vocab_size": 128, "head_dim": 16,
+                         "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}},
+            vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                           "spatial_merge_size": 2, "patch_size": 4, "temporal_patch_size": 2},
+        )
+        model = transformers.Qwen2VLForConditionalGeneration(config)
+        for encoding in (None, RotaryPositionEncoding(16)):
+            with pytest.raises(ValueError, match="mrope_section"):
+                use_posenc_rotary(model, encoding)
