@@ -7,7 +7,9 @@ temporal ids).
   vision encoder merges ``m x m`` patches (``spatial_merge_size``), in (t, row, col) raster order;
   token ``(i, r, c)`` gets ids ``(s + i * step, s + r, s + c)``. ``step`` is 1 (Qwen2-VL), or with
   ``tokens_per_second`` set (Qwen2.5-VL) ``tokens_per_second * seconds_per_grid`` for videos: the
-  temporal id then counts absolute time, truncated to an integer.
+  temporal id then counts absolute time, truncated to an integer. As in transformers, ``seconds_per_grid``
+  is float32 (the processor's ``second_per_grid_ts``) and ``i * step`` is formed in float32 before the
+  truncation, so ids where the exact product is an integer come out as the released models saw them.
 - The span after a vision span starts one past the largest id it used (the released Qwen2-VL and
   Qwen2.5-VL code). transformers 5 advances by ``max(H, W) / m`` instead; the two agree unless a
   span's temporal ids outgrow its height and width (long videos, absolute time).
@@ -66,10 +68,12 @@ def mrope_position_ids(
             continue
         if len(span) == 3 and kind != "video":
             raise ValueError(f"`spans[{i}]`: only a video span takes seconds_per_grid, got {span!r}")
-        step = 1.0
+        step: int | torch.Tensor = 1
         if kind == "video" and tokens_per_second is not None:
             seconds = check_float(f"spans[{i}][2]", span[2], positive=True) if len(span) == 3 else 1.0
-            step = tokens_per_second * seconds
+            # as transformers forms it: the processor's float32 second_per_grid_ts times tokens_per_second,
+            # in float32 (float64 truncates i * 25 * (1/3) to 24 at i = 3 where float32 gives 25)
+            step = tokens_per_second * torch.tensor(seconds, dtype=torch.float32)
         ids = _grid_ids(span[1], merge, step, f"spans[{i}][1]", device) + pos
         parts.append(ids)
         pos = int(ids.max()) + 1 if ids.numel() else pos
@@ -78,14 +82,14 @@ def mrope_position_ids(
     return torch.cat(parts, dim=1)
 
 
-def _grid_ids(grid: Sequence[int], merge: int, step: float, name: str, device) -> torch.Tensor:
+def _grid_ids(grid: Sequence[int], merge: int, step: int | torch.Tensor, name: str, device) -> torch.Tensor:
     if isinstance(grid, (int, str)) or not isinstance(grid, Sequence) or len(grid) != 3:
         raise ValueError(f"`{name}` must be a (t, h, w) patch grid, got {grid!r}")
     t, h, w = (check_int(f"{name}[{a}]", v, minimum=1) for a, v in enumerate(grid))
     if h % merge or w % merge:
         raise ValueError(f"`{name}` {tuple(grid)}: h and w must be divisible by spatial_merge_size={merge}")
     h, w = h // merge, w // merge
-    time = (torch.arange(t, device=device, dtype=torch.float64) * step).long()
+    time = (torch.arange(t, device=device) * step).long()
     # (3, t, h, w) -> (3, t*h*w): raster order over (time, row, col)
     ids = torch.stack(
         torch.meshgrid(time, torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")

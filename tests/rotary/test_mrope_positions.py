@@ -82,3 +82,22 @@ def test_matches_transformers_get_rope_index(version):
     )
     ours = mrope_position_ids(spans, spatial_merge_size=merge, tokens_per_second=tps if version == "qwen2_5_vl" else None)
     assert torch.equal(ours, hf[:, 0])
+
+
+def test_absolute_time_ids_are_truncated_as_transformers_forms_them():
+    """second_per_grid 1/3 (one frame per grid at 3 fps) with 25 tokens per second: frame 3 is at 1 s,
+    id 25. Formed in float64, 3 * (25 / 3) is 24.999999999999996 and truncated to 24; transformers
+    forms it from the processor's float32 second_per_grid_ts in float32 and gets 25."""
+    ids = mrope_position_ids([("video", (4, 1, 1), 1 / 3)], tokens_per_second=25)
+    assert ids[0].tolist() == [0, 8, 16, 25]
+    modeling = pytest.importorskip("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl")
+    cls = modeling.Qwen2_5_VLModel
+    if not hasattr(cls, "get_vision_position_ids"):
+        pytest.skip("this transformers version computes the ids inline")
+    for tps, fps, patch, t in [(25, 3.0, 1, 13), (25, 12.0, 2, 10), (25, 24.0, 2, 24), (2, 29.97, 2, 40)]:
+        fake = SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(spatial_merge_size=1, tokens_per_second=tps)))
+        fake.get_vision_position_ids = functools.partial(cls.get_vision_position_ids, fake)
+        types = torch.full((1, t), 2)
+        hf, _ = cls.get_rope_index(fake, torch.zeros_like(types), types, video_grid_thw=torch.tensor([[t, 1, 1]]),
+                                   second_per_grid_ts=torch.tensor([patch / fps]))
+        assert torch.equal(mrope_position_ids([("video", (t, 1, 1), patch / fps)], tokens_per_second=tps), hf[:, 0])
