@@ -88,7 +88,8 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     if missing:
         raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
     head_dim = cfg.get("head_dim") or _head_dim_from_width(cfg)
-    partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor")) or 1.0
+    partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor"))
+    partial = 1.0 if partial is None else partial
     if rope_type != "proportional" and int(head_dim * partial) % 2:
         # transformers would rotate 2 * ceil(w / 2) features at frequencies base ** (-2i / w): no RoPE posenc builds
         raise ValueError(
@@ -97,7 +98,13 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         )
     max_pos = cfg.get("max_position_embeddings")
     # Phi-3 keeps the trained length beside rope_parameters; transformers gives it priority
-    original = cfg.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings") or max_pos
+    original = next(
+        (v for v in (cfg.get("original_max_position_embeddings"), rope.get("original_max_position_embeddings"))
+         if v is not None), max_pos)
+    if rope_type in ("yarn", "longrope", "llama3") and (
+        isinstance(original, bool) or not isinstance(original, int) or original < 1
+    ):
+        raise ValueError(f"`original_max_position_embeddings` must be a positive int, got {original!r}")
     kw: dict[str, Any] = {
         "head_dim": head_dim,
         "base": rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),

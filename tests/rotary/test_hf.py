@@ -145,6 +145,11 @@ def test_per_layer_type_parameters():
         ({"rope_type": "longrope", "short_factor": SHORT[:3], "long_factor": LONG, "original_max_position_embeddings": 8}, "short_factor"),
         ({"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG[:5], "original_max_position_embeddings": 8}, "long_factor"),
         ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}, "low_freq_factor"),
+        # once replaced by max_position_embeddings (0) or a full rotation (0.0) through an `or` chain
+        ({"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG, "original_max_position_embeddings": 0},
+         "original_max_position_embeddings"),
+        ({"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 0}, "original_max_position_embeddings"),
+        ({"rope_type": "default", "partial_rotary_factor": 0.0}, "rotary_fraction"),
     ],
 )
 def test_bad_configs_name_the_argument(rope, name):
