@@ -96,6 +96,8 @@ def check_tensor(name: str, value: Any, *, ndim: int | tuple[int, ...] | None = 
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
     if value.is_complex():
         raise ValueError(f"`{name}` must be a real tensor, got complex dtype {value.dtype}")
+    if value.layout != torch.strided:
+        raise ValueError(f"`{name}` must be a dense (strided) tensor, got layout {value.layout}; pass `.to_dense()`")
     if ndim is not None:
         ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if value.ndim not in ranks:

@@ -116,6 +116,8 @@ def _plainly_valid(x, positions, randomize_positions, generator) -> bool:
         and generator is None
         and type(x) is torch.Tensor
         and type(positions) is torch.Tensor
+        and x.layout == torch.strided
+        and positions.layout == torch.strided
         and x.dim() == 4
         and positions.dim() == 1
         and positions.dtype == torch.int64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posenc.core.validation import check_fits
+from posenc.core.validation import check_fits, check_tensor
 
 
 def test_check_fits_names_the_argument_past_the_device_memory():
@@ -48,3 +48,18 @@ def test_check_float_traces_a_symbolic_float_in_one_graph():
     compiled = torch.compile(lambda x, s: x * check_float("scale", s, positive=True), fullgraph=True, dynamic=True,
                              backend="eager")
     torch.testing.assert_close(compiled(torch.ones(3), 2.5), torch.full((3,), 2.5))
+
+
+def test_sparse_tensors_are_refused_by_name():
+    """A sparse tensor used to reach torch's own errors ("unsupported memory format", "can't convert
+    Sparse layout tensor to numpy") from inside the encodings."""
+    sparse = torch.eye(4).to_sparse()
+    with pytest.raises(ValueError, match="`x` must be a dense"):
+        check_tensor("x", sparse)
+    from posenc.functional import apply_rope
+
+    q = torch.randn(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="`x` must be a dense"):
+        apply_rope(q.to_sparse(), torch.arange(4))
+    with pytest.raises(ValueError, match="`positions` must be a dense"):
+        apply_rope(q, torch.arange(4).to_sparse())
