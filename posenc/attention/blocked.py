@@ -37,6 +37,7 @@ from torch.autograd.function import once_differentiable
 
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
 
@@ -172,7 +173,7 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         return out, weights, blocks, None
     # a factored value term: the features of every row, then one product with their table
     like = next((f for f in features if f is not None), None)
-    dtype = like.dtype if like is not None else torch.promote_types(q.dtype, torch.float32)
+    dtype = like.dtype if like is not None else arithmetic_dtype(q.dtype)
     features = [
         f if f is not None else q.new_zeros(b, h, e - s, table.shape[-2], dtype=dtype)
         for f, (s, e, _, _) in zip(features, blocks)

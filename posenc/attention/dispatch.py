@@ -36,6 +36,7 @@ from posenc.attention.masks import MaskSpec
 from posenc.attention.sdpa import sdpa_attention
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.terms import bias_from_score_mod
 from posenc.core.validation import check_choice, check_float
 
@@ -48,9 +49,10 @@ VALUE_UNSUPPORTED = {"flex": "FlexAttention", "sdpa": "scaled_dot_product_attent
 FLEX_CPU_MIN_ROWS = 1024
 
 
-def check_backend(attention: str) -> str:
-    """``attention`` if it names a backend, else ``ValueError`` listing them."""
-    return check_choice("attention", attention, BACKENDS)
+def check_backend(attention: str, *, name: str = "attention") -> str:
+    """``attention`` if it names a backend, else ``ValueError`` naming the argument ``name`` and
+    listing the backends."""
+    return check_choice(name, attention, BACKENDS)
 
 
 def choose_backend(
@@ -121,7 +123,7 @@ def attend(
     """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
     value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
     check_qkv(q, k, v)
-    check_choice("backend", backend, BACKENDS)
+    check_backend(backend, name="backend")
     if not isinstance(position, PositionEncoding):
         raise TypeError(f"`position` must be a posenc PositionEncoding, got {type(position).__name__}")
     check_mask(mask, q, k)
@@ -174,7 +176,7 @@ def attend(
         if bias_term is None:
             mod = position.score_mod(q, k, **pos)
             if mod is not None:
-                bias_term = bias_from_score_mod(mod, *q.shape[:2], dtype=torch.promote_types(q.dtype, torch.float32))
+                bias_term = bias_from_score_mod(mod, *q.shape[:2], dtype=arithmetic_dtype(q.dtype))
             else:
                 bias = position.score_bias(q, k, **pos)
     if "value" in hooks:

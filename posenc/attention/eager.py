@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.terms import ScoreMod, block_indices
 
 
@@ -34,7 +35,7 @@ def eager_attention(
     check_mask(mask, q, k)
     b, h, n, d = q.shape
     m = k.shape[-2]
-    work = torch.promote_types(q.dtype, torch.float32)
+    work = arithmetic_dtype(q.dtype)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     # (b, h, n, d) @ (b, h, d, m) -> (b, h, n, m)
     logits = torch.matmul(q.to(work), k.to(work).transpose(-1, -2)) * scale

@@ -7,12 +7,13 @@ import torch.nn.functional as F
 
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
+from posenc.core.precision import arithmetic_dtype
 
 
 def masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """Fold a boolean mask into an additive bias with a large finite negative value (a row with no
     visible key then gets uniform weights instead of NaN)."""
-    bias = bias.to(torch.promote_types(bias.dtype, torch.promote_types(dtype, torch.float32)))  # float32 or wider
+    bias = bias.to(arithmetic_dtype(bias.dtype, dtype))  # float32 or wider
     if mask is not None:
         bias = bias.masked_fill(~mask, torch.finfo(dtype).min / 2)
     return bias.to(dtype)

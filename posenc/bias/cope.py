@@ -20,6 +20,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
@@ -50,7 +51,7 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     n, m = q.shape[-2], k.shape[-2]
     if n > m:
         raise ValueError(f"`q` has {n} queries but `k` only {m} keys; the keys must include the queries")
-    work = torch.promote_types(torch.promote_types(q.dtype, k.dtype), torch.float32)  # float32 or better
+    work = arithmetic_dtype(q.dtype, k.dtype)  # float32 or better
     gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
     if causal:
         visible = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
@@ -80,7 +81,7 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
     if checkable and (bool((positions < 0).any()) or bool((positions > top).any())):
         raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
     if not positions.is_floating_point():
-        positions = positions.to(torch.promote_types(logits.dtype, torch.float32))
+        positions = positions.to(arithmetic_dtype(logits.dtype))
     floor = positions.floor()
     weight = positions - floor
     low = logits.gather(-1, floor.long())
@@ -123,7 +124,7 @@ class ContextualPosition(BiasEncoding):
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         positions = contextual_positions(q, k, max_positions=self.max_positions, causal=self.causal)
         # float32 arithmetic, float64 where the queries or the embeddings are float64
-        work = torch.promote_types(torch.promote_types(q.dtype, self.embeddings.dtype), torch.float32)
+        work = arithmetic_dtype(q.dtype, self.embeddings.dtype)
         logits = q.to(work) @ self.embeddings.to(work)  # (b, h, n, P)
         return interpolate_position_logits(logits, positions)
 

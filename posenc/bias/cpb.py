@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import check_bool, check_float, check_layers_fit, check_positions, check_positive_int
 
@@ -47,7 +48,7 @@ class CPBMLP(nn.Module):
         """x: ``(..., in_dim)`` log-spaced offsets -> ``(..., heads)`` biases in ``(0, 16)``, in float32
         (float64 for float64 weights; the network itself runs in its weights' dtype)."""
         weight = self.net[0].weight
-        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 weights
+        work = arithmetic_dtype(weight.dtype)  # float32, or float64 for float64 weights
         return 16.0 * torch.sigmoid(self.net(x.to(weight.dtype))).to(work)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import check_bool, check_layers_fit, check_positions, check_positive_int
 
@@ -77,7 +78,7 @@ class DynamicPositionBias(OffsetBias):
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
         weight = self.mlp[0].weight
-        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 weights
+        work = arithmetic_dtype(weight.dtype)  # float32, or float64 for float64 weights
         return self.mlp(self.mlp_input(offsets).unsqueeze(-1).to(weight.dtype)).to(work)
 
     def extra_repr(self) -> str:

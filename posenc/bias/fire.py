@@ -20,6 +20,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
@@ -104,7 +105,7 @@ class FIRE(BiasEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         weight = self.mlp[0].weight
-        work = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 parameters
+        work = arithmetic_dtype(weight.dtype)  # float32, or float64 for float64 parameters
         rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=work)  # (b|1, n, m)
         distance = (-rel).clamp(min=0) if self.causal else rel.abs()
         query = q_positions.tensor(weight.device).to(work).unsqueeze(-1)  # (b | 1, n, 1)

@@ -22,6 +22,7 @@ from torch import nn
 
 from posenc.bias.relative import BiasEncoding
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod
 from posenc.core.validation import (
@@ -48,7 +49,7 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
     check_int("n", n, minimum=0)
     if n > m:
         raise ValueError(f"`n` (queries) must lie in [0, {m}] (the keys include the queries), got {n}")
-    work = torch.promote_types(log_gates.dtype, torch.float32)  # float32, or float64 for float64 gates
+    work = arithmetic_dtype(log_gates.dtype)  # float32, or float64 for float64 gates
     cumulative = log_gates.to(work).cumsum(-1)  # (b, h, m)
     # (b, h, n, 1) - (b, h, 1, m) -> (b, h, n, m)
     bias = cumulative[..., m - n :].unsqueeze(-1) - cumulative.unsqueeze(-2)
@@ -96,7 +97,7 @@ class ForgettingGate(BiasEncoding):
         check_float_tensor("k", k, ndim=4)
         if k.shape[1] != self.heads or k.shape[-1] != self.head_dim:
             raise ValueError(f"`k` must have shape (b, {self.heads}, m, {self.head_dim}), got {tuple(k.shape)}")
-        work = torch.promote_types(torch.promote_types(k.dtype, self.weight.dtype), torch.float32)
+        work = arithmetic_dtype(k.dtype, self.weight.dtype)
         logits = torch.einsum("bhmd,hd->bhm", k.to(work), self.weight.to(work)) + self.bias.to(work)[:, None]
         return F.logsigmoid(logits)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from posenc.bias.offset_bias import OffsetBias, causal_distance
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, position_gap
 from posenc.core.validation import (
@@ -49,7 +50,7 @@ def kerple_bias(
     check_same_device(distance=distance, r1=r1, r2=r2)
     if r1.shape != r2.shape:
         raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
-    work = torch.promote_types(r1.dtype, torch.float32)  # float32, or float64 for float64 parameters
+    work = arithmetic_dtype(r1.dtype)  # float32, or float64 for float64 parameters
     d, r1, r2 = distance.unsqueeze(-1).to(work), r1.to(work), r2.to(work)
     if kernel == "log":
         return -r1 * torch.log1p(r2 * d)
@@ -119,7 +120,7 @@ class Kerple(OffsetBias):
             return super().score_mod(q, k, q_positions=q_positions, k_positions=k_positions)
         r1, r2 = self.constrained()
         causal, log = self.causal, self.kernel == "log"
-        work = torch.promote_types(r1.dtype, torch.float32)  # float32, or float64 for float64 parameters
+        work = arithmetic_dtype(r1.dtype)  # float32, or float64 for float64 parameters
 
         def fn(score, b, h, q_idx, kv_idx, r1, r2, gap):
             d = causal_distance(kv_idx - q_idx + gap, causal).to(r1.dtype)

@@ -20,6 +20,7 @@ import math
 import torch
 
 from posenc.bias.offset_bias import OffsetBias
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_even,
@@ -52,7 +53,7 @@ def sandwich_bias(
     ``dtype``: the bias is held in float32 or better, whatever the model's dtype).
     """
     check_positions("offsets", offsets)
-    out = torch.promote_types(check_float_dtype("dtype", dtype), torch.float32)
+    out = arithmetic_dtype(check_float_dtype("dtype", dtype))
     check_positive_int("heads", heads)
     check_even("width", check_positive_int("width", width), why="the sinusoid has width/2 (sin, cos) pairs")
     check_float("base", base, positive=True)
@@ -94,7 +95,7 @@ class Sandwich(OffsetBias):
     def bias_dtype(self, q: torch.Tensor | None = None) -> torch.dtype:
         """The bias's dtype: float32, or float64 for float64 queries ``q`` or a module cast to float64
         (its ``anchor`` follows ``.double()``; a half-precision model keeps float32)."""
-        dtype = torch.promote_types(self.anchor.dtype, torch.float32)
+        dtype = arithmetic_dtype(self.anchor.dtype)
         return dtype if q is None else torch.promote_types(dtype, q.dtype)
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:

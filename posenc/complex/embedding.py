@@ -24,6 +24,7 @@ from torch import nn
 
 from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import positions_or_randomized, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import (
     can_read_values,
     check_broadcasts,
@@ -69,7 +70,7 @@ def complex_order(
     check_same_device(amplitude=amplitude, frequency=frequency, phase=phase, positions=positions)
     work = angle_dtype(amplitude.device)
     angle = frequency.to(work) * positions.to(work).unsqueeze(-1) + phase.to(work)
-    real_dtype = torch.promote_types(amplitude.dtype, torch.float32)
+    real_dtype = arithmetic_dtype(amplitude.dtype)
     cos, sin = angle.cos().to(real_dtype), angle.sin().to(real_dtype)
     r = amplitude.to(real_dtype)
     return torch.complex(r * cos, r * sin)

@@ -55,6 +55,7 @@ from torch import nn
 
 from posenc.coordinate.base import Encoding, check_unit_box
 from posenc.core.base import DerivedTablesMixin
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
@@ -278,7 +279,7 @@ def hash_grid_encoding(
     if can_read_values(table):
         _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets, wrap=scales is not None)
     batch, out_dtype = x.shape[:-1], x.dtype
-    work = torch.promote_types(x.dtype, torch.float32)
+    work = arithmetic_dtype(x.dtype)
     x = x.reshape(-1, 1, x.shape[-1]).to(work).clamp(0, 1)
     if scales is None:
         n = resolutions.to(work)

@@ -33,6 +33,7 @@ import math
 import torch
 
 from posenc.coordinate.base import Encoding
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
@@ -72,7 +73,7 @@ def spherical_harmonics(directions: torch.Tensor, degree: int, *, norm_tolerance
             raise ValueError(
                 f"`directions` must have unit norm (within {tolerance:.3g}), got norms off by up to {worst:.3g}"
             )
-    d = directions.to(torch.promote_types(directions.dtype, torch.float32))
+    d = directions.to(arithmetic_dtype(directions.dtype))
     x, y, z = d.unbind(-1)
     # (x + i y)^m for m = 0 .. degree-1, as real and imaginary parts
     re, im = [torch.ones_like(x)], [torch.zeros_like(x)]

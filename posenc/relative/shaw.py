@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 from posenc.bias.relative import position_tensors, relative_positions
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
@@ -86,7 +87,7 @@ def value_offset_sums(weights: torch.Tensor, rel_v: torch.Tensor, index: torch.T
     index ``(b | 1, n, m)`` -> ``(b, h, n, d)``."""
     b, h, n, m = weights.shape
     r = rel_v.shape[-2]
-    work = torch.promote_types(weights.dtype, torch.float32)
+    work = arithmetic_dtype(weights.dtype)
     blocks = []
     for s in range(0, max(n, 1), ROW_BLOCK):  # one (empty) block when there are no queries
         w = weights[..., s : s + ROW_BLOCK, :]
@@ -473,7 +474,7 @@ def _causal_value_block(rel_v: torch.Tensor, gap: int, max_distance: int, top: i
 
     def fn(weights, s, e, k0, k1):
         # features (b, h, rows, 1 + width): 1 (the row's weights sum to 1), then the band's weights
-        work = torch.promote_types(weights.dtype, torch.float32)
+        work = arithmetic_dtype(weights.dtype)
         features = weights.new_empty(*weights.shape[:-1], 1 + width, dtype=work)
         features[..., 0] = 1
         features[..., 1:] = _band_read(weights, band(s, e, k0, k1))
@@ -540,7 +541,7 @@ def shaw_value_block(rel_v: torch.Tensor, gap: int, max_distance: int) -> BlockT
     def fn(weights, s, e, k0, k1):
         # features (b, h, rows, 2k + 1): the block's weights summed by table row; the kernel multiplies
         # them with a^V (the term's table) for all rows at once
-        work = torch.promote_types(weights.dtype, torch.float32)
+        work = arithmetic_dtype(weights.dtype)
         if torch.compiler.is_compiling():  # the diagonal sums read a strided view torch.compile cannot trace
             device = weights.device
             rel = torch.arange(k0, k1, device=device) - torch.arange(s, e, device=device).unsqueeze(1) + gap
@@ -736,7 +737,7 @@ class ShawRelativePosition(PositionEncoding):
             return None
         runs = self._runs(q_positions, k_positions)
         if runs is not None:
-            work = torch.promote_types(weights.dtype, torch.float32)  # bucket sums of half weights in float32
+            work = arithmetic_dtype(weights.dtype)  # bucket sums of half weights in float32
             buckets = reduce_offsets(weights.to(work), runs)  # (b, h, n, 2k + 1)
             return (buckets @ _table_for_heads(self.rel_v).to(work)).to(weights.dtype)
         return value_offset_sums(weights, self.rel_v, self.index(q_positions, k_positions, weights.device))

@@ -9,7 +9,8 @@ contiguous range of positions is returned as a view of the table, without a gath
 positions, larger positions, the meta device and traced code compute directly.
 
 Reading the range of the positions (their smallest and largest value, whether they are consecutive)
-takes a pass over them. On the CPU it is read on every call, through NumPy (about 10 µs for 2,048
+takes a pass over them. On the CPU it is read on every call, by the RoPE library's one-pass C
+function for contiguous int64 positions once it is loaded, else through NumPy (about 10 µs for 2,048
 positions), so positions written in any way, through a NumPy array sharing their memory included,
 are always seen. Elsewhere it is also a host sync, so it is remembered for the last positions tensor
 seen (the same tensor object or a view of it, unchanged since: same version counter, which every
@@ -80,7 +81,8 @@ def _state(positions: torch.Tensor) -> tuple | None:
 
 
 def _cpu_bounds(positions: torch.Tensor) -> tuple[int, int, bool]:
-    """``(low, high, consecutive)`` of non-empty integer CPU ``positions``, read through NumPy (a
+    """``(low, high, consecutive)`` of non-empty integer CPU ``positions``, read by the RoPE library
+    where it can (:func:`~posenc.rotary.cpu_kernel.int64_bounds`), else through NumPy (either a
     fraction of the cost of the torch operations' dispatch)."""
     read = cpu_kernel.int64_bounds(positions)  # one pass in C where the RoPE library is loaded
     if read is not None:

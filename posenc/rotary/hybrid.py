@@ -25,6 +25,7 @@ import torch
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import check_float, check_int
 
 
@@ -61,7 +62,7 @@ class NoRope(PositionEncoding):
         t = self.temperature
         scale = attention_temperature(q_positions.tensor(q.device), floor_scale=t.floor_scale, attn_scale=t.attn_scale)
         # (b | 1, n) -> (b | 1, 1, n, 1): one factor per query, shared by the heads
-        work = torch.promote_types(q.dtype, torch.float32)
+        work = arithmetic_dtype(q.dtype)
         return (q.to(work) * scale[:, None, :, None].to(work)).to(q.dtype), k
 
     def extra_repr(self) -> str:

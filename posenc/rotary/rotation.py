@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import torch
 
+from posenc.core.precision import arithmetic_dtype
+
 
 def work_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half inputs and float32, float64 for float64: the rotation's arithmetic dtype."""
-    return torch.promote_types(x.dtype, torch.float32)
+    return arithmetic_dtype(x.dtype)
 
 
 def _bf16_bits(y: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.frequencies import cos_sin
+from posenc.core.precision import arithmetic_dtype
 from posenc.rotary.rope import apply_rotary, rope_positions
 from posenc.rotary.scaling import RopeScaling, ScalingKind, rope_frequencies
 
@@ -40,7 +41,7 @@ def apply_scaled_rope(
     inv_freq, scale = rope_frequencies(
         x.shape[-1], base=base, scaling=scaling, seq_len=seq_len, p=p, device=x.device, **scaling_kwargs
     )
-    work = torch.promote_types(x.dtype, torch.float32)
+    work = arithmetic_dtype(x.dtype)
     cos, sin = cos_sin(pos, inv_freq, scale=scale, dtype=work)
     # (b | 1, n, d/2) -> (b | 1, 1, n, d/2): the same for every head
     return apply_rotary(x, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=interleaved)

@@ -38,6 +38,7 @@ import torch
 
 from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import check_even, check_float, check_float_tensor, check_same_device
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary
@@ -123,7 +124,7 @@ def apply_xpos(
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
     _check_range(pos, reference, xpos_max_position(x.shape[-1], scale_base))
-    work = torch.promote_types(x.dtype, torch.float32)
+    work = arithmetic_dtype(x.dtype)
     cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
     scale = xpos_scale(pos, x.shape[-1], scale_base, key=key, reference=reference, dtype=work)
     # (b | 1, n, d/2) -> (b | 1, 1, n, d/2): the same for every head

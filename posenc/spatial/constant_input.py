@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.core.base import EncodingModule
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import create, get, register
 from posenc.core.validation import (
     check_batch,
@@ -55,7 +56,7 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
     check_same_device(x=x, scale=scale, bias=bias)
     if x.numel() == 0:
         return x.clone()
-    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    xf = x.to(arithmetic_dtype(x.dtype))
     mean = xf.mean(dim=(2, 3), keepdim=True)
     var = xf.var(dim=(2, 3), keepdim=True, unbiased=False)
     out = (xf - mean) * torch.rsqrt(var + eps) * scale[:, :, None, None] + bias[:, :, None, None]

@@ -32,6 +32,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
@@ -51,11 +52,11 @@ def interpolate_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     size = check_grid("size", size)
     if not grid.shape[-2] or not grid.shape[-1]:
         raise ValueError(f"`grid` must have at least one row and column to resample, got shape {tuple(grid.shape)}")
-    work_dtype = torch.promote_types(grid.dtype, torch.float32)
+    work_dtype = arithmetic_dtype(grid.dtype)
     check_fits("size", size, (*grid.shape[:2], *size), work_dtype, grid.device)
     if tuple(grid.shape[-2:]) == size:
         return grid.clone()
-    work = grid.to(torch.promote_types(grid.dtype, torch.float32))
+    work = grid.to(arithmetic_dtype(grid.dtype))
     return F.interpolate(work, size=size, mode="bicubic", align_corners=False).to(grid.dtype)
 
 

@@ -1,0 +1,18 @@
+"""The arithmetic dtype every encoding computes in (posenc/core/precision.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from posenc.core.precision import arithmetic_dtype
+
+
+def test_float32_or_better_whatever_the_inputs():
+    assert arithmetic_dtype() == torch.float32
+    for half in (torch.bfloat16, torch.float16):
+        assert arithmetic_dtype(half) == torch.float32
+        assert arithmetic_dtype(half, torch.float32) == torch.float32
+    assert arithmetic_dtype(torch.float32) == torch.float32
+    assert arithmetic_dtype(torch.float64) == torch.float64
+    assert arithmetic_dtype(torch.bfloat16, torch.float64) == torch.float64
+    assert arithmetic_dtype(torch.float32, torch.float16, torch.float64) == torch.float64
