@@ -39,7 +39,7 @@ MAX_TABLES = 8
 
 _CPU = torch.device("cpu")
 #: Position dtypes that index a table as they are (uint8 would index as a boolean mask, int8 and int16 not at all)
-_INDEX_DTYPES = (torch.int64, torch.int32)
+INDEX_DTYPES = (torch.int64, torch.int32)
 
 _tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 #: (weak reference to the tensor the last positions view, their state, their (low, high, consecutive))
@@ -156,7 +156,7 @@ def rope_cos_sin(
             if consecutive:
                 # views of the table, shaped like positions + (dim/2,): nothing gathered
                 return _range_views(key, low, high, positions.shape, per_head)
-            index = positions if positions.dtype in _INDEX_DTYPES else positions.long()
+            index = positions if positions.dtype in INDEX_DTYPES else positions.long()
             cos, sin = table[0][index], table[1][index]
             return (_with_heads(cos), _with_heads(sin)) if per_head else (cos, sin)
     cos, sin = cos_sin(positions, inverse_frequencies(dim, base, device=device), dtype=dtype)

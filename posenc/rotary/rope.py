@@ -30,7 +30,7 @@ from posenc.core.validation import (
     check_same_device,
     check_table_fits,
 )
-from posenc.rotary.angle_cache import rope_cos_sin
+from posenc.rotary.angle_cache import INDEX_DTYPES, rope_cos_sin
 from posenc.rotary.fused import rotate_qk, rotate_tensors
 from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.rotation import work_dtype
@@ -103,9 +103,6 @@ def apply_rotary(
     return rotate_tensors((x,), cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)[0]
 
 
-_FLOAT_DTYPES = frozenset((torch.float32, torch.bfloat16, torch.float16, torch.float64))
-
-
 def _plainly_valid(x, positions, randomize_positions, generator) -> bool:
     """The common call, which every check below accepts: a float ``(b, h, n, d)`` tensor with ``d``
     even, ``(n,)`` int64 positions on its device, nothing randomized. Read in a few attribute
@@ -121,7 +118,7 @@ def _plainly_valid(x, positions, randomize_positions, generator) -> bool:
         and x.dim() == 4
         and positions.dim() == 1
         and positions.dtype == torch.int64
-        and x.dtype in _FLOAT_DTYPES
+        and x.is_floating_point()
         and x.shape[-1] % 2 == 0
         and x.shape[-1] > 0
         and positions.shape[0] == x.shape[-2]
@@ -438,7 +435,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         # the scaling's length is one past the last position, as for explicit positions computed directly
         self._window(Positions(hi - lo + 1, lo), self._grown(hi + 1))
         rows = pos[:1] if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0 else pos  # one expanded row
-        if rows.dtype not in (torch.int64, torch.int32):
+        if rows.dtype not in INDEX_DTYPES:
             rows = rows.long()  # index_select takes no other index dtype (uint8, int8, int16)
         index = (rows - self._cache_start).reshape(-1)
         # (window, rot/2) rows at the (b | 1, n) positions -> (b | 1, n, rot/2)
