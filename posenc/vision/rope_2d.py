@@ -44,15 +44,18 @@ def _check_head_dim(head_dim: int, name: str = "head_dim") -> int:
     return head_dim
 
 
-def rope_2d_cos_sin(coords: torch.Tensor, head_dim: int, *, base: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 cos, sin of shape ``(*p, head_dim / 2)`` for ``(row, col)`` coordinates ``(*p, 2)``: x pairs, then y pairs."""
+def rope_2d_cos_sin(
+    coords: torch.Tensor, head_dim: int, *, base: float = 100.0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape ``(*p, head_dim / 2)`` in ``dtype`` (float32, or float64 for float64 queries) for
+    ``(row, col)`` coordinates ``(*p, 2)``: x pairs, then y pairs."""
     check_positions("coords", coords)
     if coords.shape[-1] != 2:
         raise ValueError(f"`coords` must have shape (..., 2) holding (row, col), got {tuple(coords.shape)}")
     _check_head_dim(head_dim)
     inv_freq = inverse_frequencies(head_dim // 2, base, device=coords.device)
-    cos_x, sin_x = cos_sin(coords[..., 1], inv_freq)
-    cos_y, sin_y = cos_sin(coords[..., 0], inv_freq)
+    cos_x, sin_x = cos_sin(coords[..., 1], inv_freq, dtype=dtype)
+    cos_y, sin_y = cos_sin(coords[..., 0], inv_freq, dtype=dtype)
     return torch.cat([cos_x, cos_y], dim=-1), torch.cat([sin_x, sin_y], dim=-1)
 
 
@@ -67,10 +70,15 @@ def apply_rope_2d(x: torch.Tensor, coords: torch.Tensor, *, base: float = 100.0)
             f"`coords` must have shape (n, 2) or (b | 1, n, 2) matching `x` {tuple(x.shape)}, got {tuple(coords.shape)}"
         )
     check_same_device(x=x, coords=coords)
-    cos, sin = rope_2d_cos_sin(coords, x.shape[-1], base=base)
+    cos, sin = rope_2d_cos_sin(coords, x.shape[-1], base=base, dtype=_table_dtype(x))
     # (n, f) or (b, n, f) -> broadcast over heads
     cos, sin = (cos.unsqueeze(-3), sin.unsqueeze(-3)) if cos.ndim == 3 else (cos, sin)
     return rotate_pairs(x, cos, sin, interleaved=True)
+
+
+def _table_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 cos/sin for float64 queries and keys (as the 1-D ``rope``), float32 otherwise."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 @register(
@@ -120,20 +128,23 @@ class Rope2d(DerivedTablesMixin, PositionEncoding):
         self.cos_cached = torch.cat([cos.new_ones(p, cos.shape[-1]), cos])
         self.sin_cached = torch.cat([sin.new_zeros(p, sin.shape[-1]), sin])
 
-    def cos_sin(self, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 cos and sin ``(b | 1, n, head_dim / 2)`` of the tokens at ``positions``."""
+    def cos_sin(
+        self, positions: Positions, *, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``(b | 1, n, head_dim / 2)`` of the tokens at ``positions`` in ``dtype`` (float32:
+        the cached tables; float64: formed from the coordinates, the tables being float32)."""
         device = self.cos_cached.device
         coords, is_patch = token_coords(positions, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens, device=device)
-        if positions.is_implicit:
+        if positions.is_implicit and dtype == torch.float32:
             sl = slice(positions.offset, positions.end)
             return self.cos_cached[sl].unsqueeze(0), self.sin_cached[sl].unsqueeze(0)
-        cos, sin = rope_2d_cos_sin(coords, self.head_dim, base=self.base)
+        cos, sin = rope_2d_cos_sin(coords, self.head_dim, base=self.base, dtype=dtype)
         mask = is_patch.unsqueeze(-1)
         return torch.where(mask, cos, 1.0), torch.where(mask, sin, 0.0)
 
     def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
-        cos, sin = self.cos_sin(positions)
+        cos, sin = self.cos_sin(positions, dtype=_table_dtype(t))
         return rotate_pairs(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=True)
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):

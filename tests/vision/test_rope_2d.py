@@ -107,3 +107,19 @@ def test_bad_input():
         Rope2d(8, (2, 2))(torch.randn(1, 4, 8))
     with pytest.raises(ValueError, match="positions"):
         Rope2d(8, (2, 2))(torch.randn(1, 1, 5, 8))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_float64_queries_rotate_at_float64_angles(explicit):
+    # the cached tables are float32; a float64 call forms its angles in float64, as the 1-D rope does
+    grid, head_dim = (3, 5), 8
+    x = torch.randn(2, 2, 1 + grid[0] * grid[1], head_dim, dtype=torch.float64)
+    ref = reference_rope_2d(x[:, :, 1:], grid_coords(grid).tolist())
+    positions = torch.arange(1 + grid[0] * grid[1]) if explicit else None
+    out = Rope2d(head_dim, grid, num_prefix_tokens=1)(x, positions=positions)
+    torch.testing.assert_close(out[:, :, 1:], ref, rtol=0, atol=1e-14)
+    torch.testing.assert_close(out[:, :, :1], x[:, :, :1], rtol=0, atol=0)
+    coords = grid_coords(grid).to(torch.float64) + 0.25
+    torch.testing.assert_close(
+        apply_rope_2d(x[:, :, 1:], coords), reference_rope_2d(x[:, :, 1:], coords.tolist()), rtol=0, atol=1e-14
+    )
