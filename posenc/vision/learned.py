@@ -186,7 +186,9 @@ class LearnedPatchPosition(PositionEncoding):
         saved = state_dict.get(extra) or {}
         if extra not in state_dict:  # a table saved without its grid (other code's checkpoints)
             state_dict = {**state_dict, extra: self.get_extra_state()}
-        if key in state_dict and state_dict[key].shape != self.weight.shape:
+        # a table saved at another grid of as many patches (2x6 into 6x2) has this table's shape
+        other_grid = "grid" in saved and tuple(saved["grid"]) != self.grid
+        if key in state_dict and (state_dict[key].shape != self.weight.shape or other_grid):
             loaded = state_dict[key]
             if saved.get("num_prefix_tokens", self.num_prefix_tokens) != self.num_prefix_tokens:
                 raise ValueError(
@@ -195,8 +197,8 @@ class LearnedPatchPosition(PositionEncoding):
                 )
             if not self.resize_on_load:
                 raise ValueError(
-                    f"checkpoint's position table has shape {tuple(loaded.shape)} but this model's is "
-                    f"{tuple(self.weight.shape)} (grid {self.grid}); build it with resize_on_load=True to resample"
+                    f"checkpoint's position table has shape {tuple(loaded.shape)} (grid {saved.get('grid')}) but this "
+                    f"model's is {tuple(self.weight.shape)} (grid {self.grid}); build it with resize_on_load=True to resample"
                 )
             state_dict = dict(state_dict)
             state_dict[key] = resample_pos_embed(

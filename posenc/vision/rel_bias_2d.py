@@ -166,11 +166,14 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         saved = state_dict.get(extra) or {}
         if extra not in state_dict:
             state_dict = {**state_dict, extra: self.get_extra_state()}
-        if key in state_dict and state_dict[key].shape != self.table.shape:
+        # a table saved at another grid of the same size ((2h-1)(2w-1): 2x6 and 6x2) has this table's shape
+        other_grid = "grid" in saved and tuple(saved["grid"]) != self.grid
+        if key in state_dict and (state_dict[key].shape != self.table.shape or other_grid):
             if not self.resize_on_load or "grid" not in saved:
                 raise ValueError(
-                    f"checkpoint's relative bias table has shape {tuple(state_dict[key].shape)} but this model's is "
-                    f"{tuple(self.table.shape)} (grid {self.grid}); resampling needs resize_on_load=True and the saved grid"
+                    f"checkpoint's relative bias table has shape {tuple(state_dict[key].shape)} (grid {saved.get('grid')}) "
+                    f"but this model's is {tuple(self.table.shape)} (grid {self.grid}); resampling needs "
+                    "resize_on_load=True and the saved grid"
                 )
             state_dict = {**state_dict, key: resample_bias_table(state_dict[key], saved["grid"], self.grid)}
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)

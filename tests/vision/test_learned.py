@@ -116,6 +116,18 @@ def test_checkpoint_at_one_grid_loads_at_another():
     torch.testing.assert_close(other.weight.detach(), resample_pos_embed(small.weight.detach(), (2, 2), num_prefix_tokens=1))
 
 
+def test_checkpoint_at_a_transposed_grid_of_as_many_patches_is_resampled():
+    # (2, 6) and (6, 2) tables have one shape; the saved grid decides, not the shape
+    wide = LearnedPatchPosition(4, (2, 6), num_prefix_tokens=1)
+    tall = LearnedPatchPosition(4, (6, 2), num_prefix_tokens=1)
+    tall.load_state_dict(wide.state_dict())
+    expected = resample_pos_embed(wide.weight.detach(), (6, 2), num_prefix_tokens=1, old_shape=(2, 6))
+    torch.testing.assert_close(tall.weight.detach(), expected)
+    strict = LearnedPatchPosition(4, (6, 2), num_prefix_tokens=1, resize_on_load=False)
+    with pytest.raises(ValueError, match=r"grid \(2, 6\).*resize_on_load=True"):
+        strict.load_state_dict(wide.state_dict())
+
+
 def test_resize_in_place():
     enc = LearnedPatchPosition(4, (3, 3))
     before = enc.weight.detach().clone()

@@ -92,6 +92,16 @@ def test_state_dict_round_trip_and_load_at_another_grid():
     assert out[4, 4] == out.max()
 
 
+def test_checkpoint_at_a_transposed_grid_of_as_many_offsets_is_resampled():
+    # (2, 6) and (6, 2) tables both have 3 * 11 rows; the saved grid decides, not the shape
+    wide, tall = RelativeBias2d(2, (2, 6)), RelativeBias2d(2, (6, 2))
+    tall.load_state_dict(wide.state_dict())
+    torch.testing.assert_close(tall.table.detach(), resample_bias_table(wide.table.detach(), (2, 6), (6, 2)))
+    strict = RelativeBias2d(2, (6, 2), resize_on_load=False)
+    with pytest.raises(ValueError, match=r"grid \(2, 6\).*resize_on_load=True"):
+        strict.load_state_dict(wide.state_dict())
+
+
 def test_registry_entry():
     info = get("rel_bias_2d")
     assert info.family == "vision" and "2103.14030" in info.paper and info.cls is RelativeBias2d
