@@ -122,7 +122,10 @@ class TimestepEmbedding(EncodingModule):
         checkable = self.num_steps is not None and can_read_values(t) and t.numel()
         if checkable and (t.min() < 0 or t.max() > self.num_steps):
             raise ValueError(f"`t` must lie in [0, num_steps={self.num_steps}], got range [{t.min()}, {t.max()}]")
-        return timestep_embedding(t.to(self.dense0.weight.device), self.dim).to(self.dense0.weight.dtype)
+        weight = self.dense0.weight
+        # a float64 module embeds in float64 (timestep_embedding widens float64 steps only)
+        t = t.to(weight.device, torch.float64) if weight.dtype == torch.float64 else t.to(weight.device)
+        return timestep_embedding(t, self.dim).to(weight.dtype)
 
     def forward(self, t: torch.Tensor | float) -> torch.Tensor:
         """t: ``(*,)`` steps -> ``(*, hidden)``."""

@@ -91,6 +91,16 @@ def test_module_is_the_two_dense_layers_with_swish():
     torch.testing.assert_close(module(torch.tensor(t)), want)
 
 
+def test_float64_module_embeds_integer_and_float32_steps_in_float64():
+    module = TimestepEmbedding(8, 16).to(torch.float64)
+    for steps in ([0, 1, 17, 999, 10**6], [0.0, 0.5, 17.25, 999.75]):
+        t = torch.tensor(steps, dtype=torch.int64 if isinstance(steps[0], int) else torch.float32)
+        got = module.encode(t)
+        assert got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), reference(t.double().tolist(), 8), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(module.encode(999).numpy(), reference([999], 8)[0], rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_model_at_large_steps(dtype):
     module = TimestepEmbedding(16).to(dtype)
