@@ -91,6 +91,8 @@ class NoiseLevelEmbedding(EncodingModule):
     def forward(self, noise_level: torch.Tensor | float) -> torch.Tensor:
         """noise_level: ``(*,)`` -> ``(*, dim)`` in the module's dtype (float32 unless cast)."""
         level = _levels(noise_level).to(self.anchor.device)
+        if self.anchor.dtype == torch.float64:  # embedded in float64 (noise_level_embedding widens float64 only)
+            level = level.to(torch.float64)
         return noise_level_embedding(level, self.dim, scale=self.scale).to(self.anchor.dtype)
 
     def extra_repr(self) -> str:

@@ -63,6 +63,14 @@ def test_int_and_float_levels_of_any_shape(shape, integer):
     assert NoiseLevelEmbedding(6)(1).shape == (6,)
 
 
+def test_float64_module_embeds_float32_and_integer_levels_in_float64():
+    module = NoiseLevelEmbedding(9).to(torch.float64)
+    for level in (torch.tensor([0.0, 0.1, 0.5, 0.99999, 1.0]), torch.tensor([0, 1])):
+        got = module(level)
+        assert got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), reference(level.double().tolist(), 9), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_model(dtype):
     module = NoiseLevelEmbedding(32).to(dtype)
