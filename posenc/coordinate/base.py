@@ -55,6 +55,6 @@ def check_unit_box(name: str, x: torch.Tensor, low: float = 0.0, high: float = 1
     if checkable and not bool(((x >= low) & (x <= high)).all()):
         raise ValueError(
             f"`{name}` must lie in [{low}, {high}] (the encoding's declared bounds), got values in "
-            f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+            f"[{x.min().item()}, {x.max().item()}]"
         )
     return x
