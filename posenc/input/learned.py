@@ -17,6 +17,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
@@ -38,11 +39,12 @@ def resize_table(table: torch.Tensor, new_len: int, *, mode: Literal["linear", "
         raise ValueError(f"`table` must have at least one row to resample, got shape {tuple(table.shape)}")
     check_positive_int("new_len", new_len)
     check_choice("mode", mode, ("linear", "nearest"))
-    check_fits("new_len", new_len, (new_len, table.shape[1]), torch.float32, table.device)
+    work_dtype = arithmetic_dtype(table.dtype)  # float32 or better: a float64 table keeps its end points exactly
+    check_fits("new_len", new_len, (new_len, table.shape[1]), work_dtype, table.device)
     if new_len == table.shape[0]:
         return table.clone()
     # (L, d) -> (1, d, L): interpolate works over the trailing axis
-    src = table.t().unsqueeze(0).float()
+    src = table.t().unsqueeze(0).to(work_dtype)
     kwargs = {"align_corners": True} if mode == "linear" and table.shape[0] > 1 else {}
     out = F.interpolate(src, size=new_len, mode=mode if table.shape[0] > 1 else "nearest", **kwargs)
     return out.squeeze(0).t().to(table.dtype).contiguous()

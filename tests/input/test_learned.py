@@ -48,6 +48,17 @@ def test_resize_table_linear_keeps_end_points_and_lines():
     assert resize_table(table, 5).data_ptr() != table.data_ptr()
 
 
+def test_resize_table_of_float64_keeps_float64_precision():
+    # the table was once resampled in float32: a random float64 table lost its end points at 1e-8
+    table = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for mode in ("linear", "nearest"):
+        out = resize_table(table, 9, mode=mode)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out[[0, -1]], table[[0, -1]], atol=0, rtol=0)
+    out = resize_table(table, 9)
+    torch.testing.assert_close(out[1::2], (table[:-1] + table[1:]) / 2, atol=1e-15, rtol=0)
+
+
 def test_checkpoint_loads_at_another_length_when_asked():
     small = LearnedPositionEncoding(4, max_len=8)
     with pytest.raises(ValueError, match="resize_on_load"):
