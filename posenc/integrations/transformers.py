@@ -30,12 +30,14 @@ class PosencRotaryEmbedding(nn.Module):
 
     ``forward(x, position_ids, layer_type=None)``: position_ids ``(b, n)`` -> ``(cos, sin)``, each
     ``(b, n, rot)`` in ``x.dtype`` (the angles repeated over both halves, transformers' layout,
-    scaled by the encoding's attention factor). ``encodings``: one encoding, or one per layer type.
+    scaled by the encoding's attention factor). ``encodings``: one encoding (used for every layer
+    type), or one per layer type.
     """
 
     def __init__(self, encodings: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None]) -> None:
         super().__init__()
-        if isinstance(encodings, RotaryPositionEncoding):
+        self.shared = isinstance(encodings, RotaryPositionEncoding)  # one encoding whatever the layer type
+        if self.shared:
             encodings = {"default": encodings}
         for name, encoding in encodings.items():
             if encoding is not None and (not isinstance(encoding, RotaryPositionEncoding) or encoding.interleaved):
@@ -45,7 +47,7 @@ class PosencRotaryEmbedding(nn.Module):
         self.encodings = nn.ModuleDict({k: v for k, v in encodings.items() if v is not None})
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None):
-        if layer_type is None:
+        if layer_type is None or self.shared:
             if len(self.encodings) != 1:
                 raise ValueError(f"`layer_type` must name one of {sorted(self.encodings)}")
             encoding = next(iter(self.encodings.values()))

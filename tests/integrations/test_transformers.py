@@ -100,6 +100,27 @@ def test_per_layer_type_rotary_of_gemma3():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_one_encoding_serves_every_layer_type_of_gemma3():
+    """One encoding passed to a per-layer-type model once raised at the first forward ('`layer_type` must be
+    one of ['default']'); it now rotates every layer, as the model with that RoPE for both layer types does."""
+    def gemma3(sliding, full):
+        config = transformers.Gemma3TextConfig(
+            hidden_size=4 * HEAD_DIM, num_attention_heads=4, head_dim=HEAD_DIM, num_hidden_layers=2,
+            num_key_value_heads=2, intermediate_size=64, vocab_size=64, max_position_embeddings=64, sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": sliding, "full_attention": full},
+        )
+        torch.manual_seed(0)
+        return transformers.Gemma3ForCausalLM(config).eval()
+
+    linear = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}
+    model = gemma3({"rope_type": "default", "rope_theta": 10000.0}, {"rope_type": "default", "rope_theta": 1e6})
+    use_posenc_rotary(model, RotaryPositionEncoding(HEAD_DIM, base=500.0, scaling="linear", factor=2.0))
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens).logits, gemma3(linear, linear)(tokens).logits, atol=1e-5, rtol=0)
+
+
 def tiny_deepseek(version, rope):
     config_cls = getattr(transformers, f"DeepseekV{version}Config")
     extra = {"n_group": 1, "topk_group": 1} if version == 3 else {}
