@@ -50,7 +50,7 @@ def kerple_bias(
     check_same_device(distance=distance, r1=r1, r2=r2)
     if r1.shape != r2.shape:
         raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
-    work = arithmetic_dtype(r1.dtype)  # float32, or float64 for float64 parameters
+    work = arithmetic_dtype(r1.dtype, r2.dtype)  # float32, or float64 for float64 parameters
     d, r1, r2 = distance.unsqueeze(-1).to(work), r1.to(work), r2.to(work)
     if kernel == "log":
         return -r1 * torch.log1p(r2 * d)

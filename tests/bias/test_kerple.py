@@ -55,6 +55,18 @@ def test_depends_only_on_the_offset(shift, kernel):
     torch.testing.assert_close(a, module(5))  # explicit = implicit
 
 
+@pytest.mark.parametrize("kernel", ["log", "power"])
+def test_kerple_bias_keeps_a_float64_r2(kernel):
+    # only r1's dtype once chose the arithmetic: a float64 r2 beside a float32 r1 was rounded to float32
+    distance = torch.arange(50.0)
+    r1, r2 = torch.tensor([0.5, 1.5]), torch.tensor([0.1234567891234, 0.9876543219876], dtype=torch.float64)
+    d = distance.double()[:, None]
+    want = -r1.double() * (torch.log1p(r2 * d) if kernel == "log" else d**r2)
+    got = kerple_bias(distance, r1, r2, kernel=kernel)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, atol=1e-13, rtol=0)
+
+
 def test_gradients_reach_both_parameters():
     module = Kerple(2)
     module(6).sum().backward()
