@@ -43,6 +43,8 @@ def resize_table(table: torch.Tensor, new_len: int, *, mode: Literal["linear", "
     check_fits("new_len", new_len, (new_len, table.shape[1]), work_dtype, table.device)
     if new_len == table.shape[0]:
         return table.clone()
+    if not table.shape[1]:  # nothing to resample (interpolate refuses empty inputs)
+        return table.new_empty(new_len, 0)
     # (L, d) -> (1, d, L): interpolate works over the trailing axis
     src = table.t().unsqueeze(0).to(work_dtype)
     kwargs = {"align_corners": True} if mode == "linear" and table.shape[0] > 1 else {}

@@ -56,6 +56,8 @@ def interpolate_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     check_fits("size", size, (*grid.shape[:2], *size), work_dtype, grid.device)
     if tuple(grid.shape[-2:]) == size:
         return grid.clone()
+    if not grid.shape[1]:  # no channels: nothing to resample (interpolate refuses empty inputs)
+        return grid.new_empty(*grid.shape[:2], *size)
     work = grid.to(arithmetic_dtype(grid.dtype))
     return F.interpolate(work, size=size, mode="bicubic", align_corners=False).to(grid.dtype)
 

@@ -59,6 +59,12 @@ def test_resize_table_of_float64_keeps_float64_precision():
     torch.testing.assert_close(out[1::2], (table[:-1] + table[1:]) / 2, atol=1e-15, rtol=0)
 
 
+def test_resize_table_of_zero_width():
+    # F.interpolate's own error ('Non-empty 3D data tensor expected') once escaped here
+    for mode in ("linear", "nearest"):
+        assert resize_table(torch.empty(10, 0), 15, mode=mode).shape == (15, 0)
+
+
 def test_checkpoint_loads_at_another_length_when_asked():
     small = LearnedPositionEncoding(4, max_len=8)
     with pytest.raises(ValueError, match="resize_on_load"):

@@ -90,6 +90,12 @@ def test_same_grid_is_the_identity_and_prefix_is_kept(h, w, prefix):
     torch.testing.assert_close(out[:, :prefix], table[:, :prefix])
 
 
+def test_zero_width_table_resamples_to_zero_width():
+    # F.interpolate's own error ('Non-empty 4D data tensor expected') once escaped here
+    out = resample_pos_embed(torch.empty(1, 1 + 16, 0), (5, 3), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + 15, 0)
+
+
 def test_constant_table_stays_constant():
     table = torch.full((1, 16, 2), 0.7)
     torch.testing.assert_close(resample_pos_embed(table, (7, 3)), torch.full((1, 21, 2), 0.7))
