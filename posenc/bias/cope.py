@@ -38,6 +38,8 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     """q ``(b, h, n, d)``, k ``(b | 1, h | 1, m, d)`` (queries are the last ``n`` keys) -> ``p_ij`` ``(b, h, n, m)`` in float32
     (float64 where q or k is float64).
 
+    The gates are ``g_ij = sigmoid(q_i . k_j / sqrt(d))``: scaled by ``1/sqrt(d)`` as in CoPE's reference
+    code (the paper's equation writes ``sigmoid(q_i . k_j)``).
     Causal: ``p_ij = sum_{t=j}^{i} g_it``, and keys after a query get 0 (the causal mask hides them).
     Encoder form (posenc's extension; the paper is causal): the gates between the two tokens in
     either direction, ``sum_{t=min(i,j)}^{max(i,j)} g_it``. Positions are capped at ``max_positions - 1``.

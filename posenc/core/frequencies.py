@@ -31,7 +31,7 @@ def inverse_frequencies(
 ) -> torch.Tensor:
     """``base ** (-2i / dim)`` for ``i = 0 .. dim/2 - 1``: the transformer's geometric bands.
 
-    Returns: ``(dim // 2,)`` in ``dtype`` (float64 by default).
+    ``dim``: an even width. Returns: ``(dim / 2,)`` in ``dtype`` (float64 by default).
     """
     check_even("dim", dim)
     check_float("base", base, positive=True)
