@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from posenc.core.validation import check_choice
 from posenc.experiments.common import position_kwargs, sequence_encodings
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import curves_panel
@@ -33,6 +34,8 @@ from posenc.models import Transformer
 #: Extra rows: the trained RoPE model evaluated with a context-extension scaling of its frequencies,
 #: with no further training (the factor is the evaluation length over the trained length).
 ROPE_SCALINGS = ("linear", "ntk", "yarn", "dynamic_ntk")
+#: The tasks: a byte-level LM on the standard library's sources, and the synthetic copy-at-a-lag LM.
+TASKS = ("text", "copy")
 
 
 def stdlib_corpus(max_bytes: int) -> torch.Tensor:
@@ -159,6 +162,8 @@ def _summarise(per_seed: list[dict[str, dict[str, float | None]]]) -> tuple[dict
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    for i, task in enumerate(c["tasks"]):
+        check_choice(f"tasks[{i}]", task, TASKS)
     corpus = stdlib_corpus(c["corpus_bytes"])
     split = int(0.9 * corpus.numel())
     train, held_out = corpus[:split], corpus[split:]

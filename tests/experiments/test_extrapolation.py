@@ -83,3 +83,10 @@ def test_new_encodings_train_and_score_at_every_multiple():
     table = m["metrics"]["copy_accuracy"]
     assert set(table) == set(NEW)
     assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
+
+
+def test_unknown_task_is_refused_before_training():
+    # an unknown task used to train and score the copy task under its name
+    overrides = {**TINY, "tasks": ["text", "cpy"], "encodings": ["rope"]}
+    with pytest.raises(ValueError, match=r"`tasks\[1\]` must be one of 'text', 'copy'; got 'cpy'"):
+        run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
