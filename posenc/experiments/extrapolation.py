@@ -162,8 +162,10 @@ def _summarise(per_seed: list[dict[str, dict[str, float | None]]]) -> tuple[dict
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
-    for i, task in enumerate(c["tasks"]):
-        check_choice(f"tasks[{i}]", task, TASKS)
+    allowed = {"tasks": TASKS, "encodings": sequence_encodings(causal=True)}
+    for key, choices in allowed.items():
+        for i, value in enumerate(c[key]):
+            check_choice(f"{key}[{i}]", value, choices)
     corpus = stdlib_corpus(c["corpus_bytes"])
     split = int(0.9 * corpus.numel())
     train, held_out = corpus[:split], corpus[split:]

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from posenc.core.files import atomic_write_bytes
 from posenc.core.positions import POSITION_FREE
+from posenc.core.validation import check_choice
 from posenc.experiments.algorithmic_tasks import TASKS, Task, get_task
 from posenc.experiments.common import position_kwargs, sequence_encodings
 from posenc.experiments.harness import Context, Experiment
@@ -197,6 +198,8 @@ def run(ctx: Context) -> dict[str, Any]:
         raise ValueError(f"need 1 <= train_max < test_max, got train_max={c['train_max']}, test_max={c['test_max']}")
     tasks = [get_task(t) for t in (c["tasks"] or list(TASKS))]
     encodings = c["encodings"] or sequence_encodings()
+    for i, name in enumerate(c["encodings"]):
+        check_choice(f"encodings[{i}]", name, sequence_encodings())
     rows, skipped = rows_for(encodings, c["randomized"])
     share, shares = parse_shard(c["shard"])
     folder = units_dir(ctx)

@@ -90,3 +90,12 @@ def test_unknown_task_is_refused_before_training():
     overrides = {**TINY, "tasks": ["text", "cpy"], "encodings": ["rope"]}
     with pytest.raises(ValueError, match=r"`tasks\[1\]` must be one of 'text', 'copy'; got 'cpy'"):
         run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["hash_grid", "wav2vec2_conv", "alibbi"])
+def test_unusable_encodings_are_refused_before_training(name):
+    # they used to fail only when their row was reached, after the rows before it had trained: a
+    # bare TypeError (hash_grid), or an error naming `name` or no argument at all
+    overrides = {**TINY, "encodings": ["rope", name]}
+    with pytest.raises(ValueError, match=rf"`encodings\[1\]` must be one of .*; got '{name}'"):
+        run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")

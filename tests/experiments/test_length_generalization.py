@@ -83,6 +83,14 @@ def test_training_shorter_than_the_range_is_checked():
         tiny(random_range=2, tasks=["reverse_string"], encodings=["rope"])
 
 
+@pytest.mark.parametrize("name", ["hash_grid", "ropee"])
+def test_unusable_encodings_are_refused_before_training(name):
+    # they used to fail only when their row was reached, after the rows before it had trained: a
+    # bare TypeError (hash_grid) or an error naming `name`
+    with pytest.raises(ValueError, match=rf"`encodings\[1\]` must be one of .*; got '{name}'"):
+        tiny(encodings=["rope", name])
+
+
 def test_rows_for_without_randomized():
     assert rows_for(["rope", "fox"], False) == (["rope", "fox"], {})
 
