@@ -81,7 +81,7 @@ def test_mistyped_names_get_a_suggestion(capsys):
         ("steps=0", "`steps` must be > 0"),
         ("steps=2.5", "`steps` takes an integer"),
         ("lr=nan", "`lr` must be finite"),
-        ("lr=-1e-3", "`lr` must be >= 0"),
+        ("lr=-1e-3", "`lr` must be > 0, got -0.001"),  # not ">= 0": 0 is refused too
         ("stepz=3", "did you mean 'steps'"),
         ("variants=[1, 2]", "`variants` takes a list of str"),
         ("ks=[1, -2]", "`ks[1]` must be >= 0"),

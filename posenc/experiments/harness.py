@@ -608,10 +608,10 @@ def check_override(key: str, value: Any, default: Any) -> Any:
         value = type(default)(value)
         if not math.isfinite(value):
             raise ValueError(f"`{key}` must be finite, got {value!r}")
+        if default > 0 and key.split("[")[0] not in NON_NEGATIVE_KEYS and value <= 0:
+            raise ValueError(f"`{key}` must be > 0, got {value!r}")
         if default >= 0 and value < 0:
             raise ValueError(f"`{key}` must be >= 0, got {value!r}")
-        if default > 0 and key.split("[")[0] not in NON_NEGATIVE_KEYS and value == 0:
-            raise ValueError(f"`{key}` must be > 0, got {value!r}")
         return value
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):

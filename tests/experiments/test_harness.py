@@ -193,6 +193,7 @@ def test_plot_images_are_kept_for_replot(tmp_path):
     [
         ({"steps": "abc"}, "`steps` takes an integer"),
         ({"steps": 0}, "`steps` must be > 0"),
+        ({"steps": -2}, "`steps` must be > 0, got -2"),  # not ">= 0": 0 is refused too
         ({"steps": True}, "`steps` takes a number"),
         ({"warmup": 0}, None),
         ({"warmup": -1}, "`warmup` must be >= 0"),
