@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions
+from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
@@ -110,6 +111,12 @@ class FIRE(BiasEncoding):
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         weight = self.mlp[0].weight
         work = arithmetic_dtype(weight.dtype)  # float32, or float64 for float64 parameters
+        # the MLP runs on every query-key pair: its hidden layer is the largest table built here
+        n, m = q_positions.n, k_positions.n
+        batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
+        width = max(self.hidden, self.heads)
+        what = f"the FIRE MLP's activations (batch={batch}, n={n}, m={m}, hidden={self.hidden}, heads={self.heads})"
+        check_table_memory(what, (batch, n, m, width), bytes_per_entry=max(weight.element_size(), work.itemsize))
         rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=work)  # (b|1, n, m)
         distance = (-rel).clamp(min=0) if self.causal else rel.abs()
         query = q_positions.tensor(weight.device).to(work).unsqueeze(-1)  # (b | 1, n, 1)

@@ -88,3 +88,15 @@ def test_a_float64_model_attends_in_float64(positions, causal):
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_float32_and_half_models_keep_float32_biases(positions, dtype):
     assert_float32_biases(FIRE(2, hidden=8), positions, dtype)
+
+
+def test_activations_too_large_to_build_raise_with_their_size(monkeypatch):
+    # the MLP's hidden layer has one row per query-key pair: FIRE(2)(20000) used to reach the
+    # allocator (51 GB) past every check, since the (n, m) offsets themselves fit
+    monkeypatch.setattr("posenc.core.memory.MAX_TABLE_BYTES", 2**20)
+    fire = FIRE(2, hidden=32)
+    assert fire(90).shape == (1, 2, 90, 90)  # 90 * 90 * 32 * 4 bytes: within 1 MiB
+    with pytest.raises(ValueError, match=r"FIRE MLP's activations \(batch=1, n=200, m=200, hidden=32, heads=2\) would need 4\.9 MiB"):
+        fire(200)
+    with pytest.raises(ValueError, match=r"batch=3, n=200, m=200.*MAX_TABLE_BYTES"):
+        fire(200, q_positions=torch.arange(600).view(3, 200), k_positions=torch.arange(200))
