@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from posenc.bias.relative import BiasEncoding
+from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
@@ -54,6 +55,9 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     if n > m:
         raise ValueError(f"`q` has {n} queries but `k` only {m} keys; the keys must include the queries")
     work = arithmetic_dtype(q.dtype, k.dtype)  # float32 or better
+    b, h = q.shape[:2]
+    what = f"the CoPE positions (batch={b}, heads={h}, n={n}, m={m})"
+    check_table_memory(what, (b, h, n, m), bytes_per_entry=work.itemsize)
     gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
     if causal:
         visible = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)

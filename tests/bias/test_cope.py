@@ -96,3 +96,14 @@ def test_a_float64_model_attends_in_float64(causal):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_float32_and_half_models_keep_float32_biases(dtype):
     assert_float32_biases(ContextualPosition(4, 2, max_positions=8), Positions(6), dtype)
+
+
+def test_positions_too_large_to_build_raise_with_their_size(monkeypatch):
+    # the (b, h, n, m) gates and positions used to reach the allocator (28.8 GB for 8 heads and
+    # 30,000 tokens) with no check; the limit is lowered here so that the test allocates nothing large
+    monkeypatch.setattr("posenc.core.memory.MAX_TABLE_BYTES", 2**19)
+    cope = ContextualPosition(4, 2, max_positions=8)
+    q = torch.randn(1, 2, 300, 4)
+    assert cope(q[:, :, :200], q[:, :, :200]).shape == (1, 2, 200, 200)  # 320 KB
+    with pytest.raises(ValueError, match=r"CoPE positions \(batch=1, heads=2, n=300, m=300\) would need 703\.1 KiB.*MAX_TABLE_BYTES"):
+        cope(q, q)

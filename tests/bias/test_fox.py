@@ -111,3 +111,14 @@ def test_float64_gates_sum_in_float64():
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_float32_and_half_models_keep_float32_biases(positions, dtype):
     assert_float32_biases(ForgettingGate(4, 2), positions, dtype)
+
+
+def test_bias_too_large_to_build_raises_with_its_size(monkeypatch):
+    # the (b, h, n, m) bias used to reach the allocator (28.8 GB for 8 heads and 30,000 tokens)
+    # with no check; the limit is lowered here so that the test allocates nothing large
+    monkeypatch.setattr("posenc.core.memory.MAX_TABLE_BYTES", 2**19)
+    fox = ForgettingGate(4, 2)
+    k = torch.randn(1, 2, 300, 4)
+    assert fox(k[:, :, :200]).shape == (1, 2, 200, 200)  # 320 KB
+    with pytest.raises(ValueError, match=r"FoX bias \(batch=1, heads=2, n=300, m=300\) would need 703\.1 KiB.*MAX_TABLE_BYTES"):
+        fox(k)
