@@ -70,6 +70,10 @@ class OffsetBias(BiasEncoding):
             check_table_memory(what, (heads, n, m), bytes_per_entry=diagonals.element_size())
             # (heads, n + m - 1) -> (1, heads, n, m)
             return toeplitz(diagonals, k_positions.n).unsqueeze(0)
+        n, m = q_positions.n, k_positions.n
+        batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
+        what = f"the {type(self).__name__} bias (batch={batch}, heads={self.heads}, n={n}, m={m})"
+        check_table_memory(what, (batch, self.heads, n, m))
         offsets = relative_positions(q_positions, k_positions).to(device=device, dtype=torch.float64)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         return self.offset_bias_for(offsets, q).permute(0, 3, 1, 2)
