@@ -11,7 +11,10 @@ of four entry points it uses, and :class:`posenc.models.Transformer` calls exact
     transforms them, such as a convolution). ``x``: ``(b, n, d - concat_dim)``, result ``(b, n, d)``.
 ``"rotary"``  ``rotate(q, k, *, q_positions, k_positions) -> (q', k')``
     (b) a transform of queries ``(b, h, n, d)`` and keys ``(b, h, m, d)``. Keys are rotated once,
-    before they enter the key/value cache.
+    before they enter the key/value cache. The model calls it through
+    ``rotate_qkv(qkv, *, q_positions, k_positions) -> (q', k', v)``, on the ``(3, b, h, n, d)`` stack of
+    one projection (default: unbind, then ``rotate``); an encoding overrides it where the stack can be
+    rotated faster as one tensor (RoPE: see :mod:`posenc.rotary.qkv`).
 ``"bias"``    ``score_bias(q, k, *, q_positions, k_positions) -> (b | 1, h | 1, n, m)``
     (c) an additive term on the attention logits, in logit units (after the ``1/sqrt(d)`` scaling
     of the content term); it may depend on the queries and keys.
@@ -138,6 +141,14 @@ class PositionEncoding(EncodingModule):
         self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
+
+    def rotate_qkv(
+        self, qkv: torch.Tensor, *, q_positions: Positions, k_positions: Positions
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qkv ``(3, b, h, n, d)``: queries, keys and values of one projection -> ``(q', k', v)``."""
+        q, k, v = qkv.unbind(0)
+        q, k = self.rotate(q, k, q_positions=q_positions, k_positions=k_positions)
+        return q, k, v
 
     def score_bias(
         self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions

@@ -66,11 +66,13 @@ class Attention(nn.Module):
         """x ``(b, n, dim)``; key_mask ``(b, m)`` True for keys that may be seen; documents: the
         ``(b, n)`` query and ``(b, m)`` key document ids (attention stays inside a document)."""
         b, n, _ = x.shape
-        # (b, n, 3 * dim) -> 3 x (b, h, n, head_dim)
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # (b, n, 3 * dim) -> (3, b, h, n, head_dim)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if "rotary" in position.hooks:
             new_k_positions = Positions(n, q_positions.offset, q_positions.explicit)
-            q, k = position.rotate(q, k, q_positions=q_positions, k_positions=new_k_positions)
+            q, k, v = position.rotate_qkv(qkv, q_positions=q_positions, k_positions=new_k_positions)
+        else:
+            q, k, v = qkv.unbind(0)
         if cache is not None:
             k, v = cache.extend(layer, k, v)
         q_docs, k_docs = documents if documents is not None else (None, None)

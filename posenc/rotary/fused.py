@@ -300,7 +300,7 @@ def _uses_cpp(xs: Sequence[torch.Tensor]) -> bool:
     )
 
 
-def _cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin as two contiguous tables of the same shape ``(..., r/2)`` in x's arithmetic dtype (shared,
     stride-0 dimensions narrowed to one entry), broadcastable to x's leading shape. Tables already in
     that form (the modules' cached windows) are used as they are: the kernel reads any leading strides."""
@@ -317,35 +317,43 @@ def _cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[
 
 def _empty_in_memory_order(x: torch.Tensor) -> torch.Tensor:
     """A new tensor of x's shape laid out in the memory order of x's rows (see :func:`_memory_order`)."""
-    order = _memory_order(x)
+    return empty_in_order(x.shape, _memory_order(x), dtype=x.dtype, device=x.device)
+
+
+def empty_in_order(shape: torch.Size, order: tuple[int, ...] | None, *, dtype: torch.dtype, device) -> torch.Tensor:
+    """A new tensor of ``shape`` whose leading dimensions lie in memory in ``order`` (a
+    :func:`_memory_order`; None: contiguous), the last one contiguous."""
     if order is None:
-        return torch.empty_like(x, memory_format=torch.contiguous_format)
-    lead = x.dim() - 1
-    buffer = torch.empty((*(x.shape[i] for i in order), x.shape[-1]), dtype=x.dtype, device=x.device)
+        return torch.empty(shape, dtype=dtype, device=device)
+    lead = len(shape) - 1
+    buffer = torch.empty((*(shape[i] for i in order), shape[-1]), dtype=dtype, device=device)
     return buffer.permute(*sorted(range(lead), key=order.__getitem__), lead)
 
 
-def _cpp_rotate(xs, tables, interleaved: bool, inplace: bool, sign: float = 1.0) -> tuple[torch.Tensor, ...]:
-    """Each x rotated by the C++ function: written into x where ``inplace``, else into a new tensor in x's
-    memory order. Every strided layout is read as it is, except a last dimension that is not contiguous
-    and more than four leading dimensions that memory does not let merge (those are copied first)."""
+def cpp_rotated(x: torch.Tensor, tables, interleaved: bool, sign: float = 1.0, *, into: torch.Tensor | None = None):
+    """x rotated by the C++ function (``sign=-1``: by the opposite angle), written into ``into`` (x's
+    shape and dtype, any strides; may be x itself) or else into a new tensor in x's memory order; returns
+    the tensor written. Every strided layout is read as it is, except a last dimension that is not
+    contiguous and more than four leading dimensions that memory does not let merge (copied first)."""
     cos, sin = tables
-    out = []
-    for x in xs:
-        unit = x.stride(-1) == 1
-        target = x if inplace and unit and 0 not in x.stride() else _empty_in_memory_order(x) if unit else None
-        if target is None or not cpu_kernel.rotate_into(x, target, cos, sin, interleaved, sign):
-            # everything contiguous, the tables too: the leading dimensions then merge into one
-            source, target = x.contiguous(), torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            full = (*x.shape[:-1], cos.shape[-1])
-            done = cpu_kernel.rotate_into(
-                source, target, cos.expand(full).contiguous(), sin.expand(full).contiguous(), interleaved, sign
-            )
-            assert done, "contiguous tensors always merge into one leading dimension"
-        if inplace and target is not x:
-            target = x.copy_(target)
-        out.append(target)
-    return tuple(out)
+    if x.stride(-1) == 1 and (into is None or (into.stride(-1) == 1 and (into is not x or 0 not in x.stride()))):
+        target = _empty_in_memory_order(x) if into is None else into
+        if cpu_kernel.rotate_into(x, target, cos, sin, interleaved, sign):
+            return target
+    # everything contiguous, the tables too: the leading dimensions then merge into one
+    source, out = x.contiguous(), torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    full = (*x.shape[:-1], cos.shape[-1])
+    done = cpu_kernel.rotate_into(
+        source, out, cos.expand(full).contiguous(), sin.expand(full).contiguous(), interleaved, sign
+    )
+    assert done, "contiguous tensors always merge into one leading dimension"
+    return out if into is None else into.copy_(out)
+
+
+def _cpp_rotate(xs, tables, interleaved: bool, inplace: bool, sign: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """Each x rotated by the C++ function (:func:`cpp_rotated`): written into x where ``inplace``, else
+    into a new tensor in x's memory order."""
+    return tuple(cpp_rotated(x, tables, interleaved, sign, into=x if inplace else None) for x in xs)
 
 
 def _rotate_back_differentiably(grads, cos, sin, interleaved: bool) -> tuple[torch.Tensor | None, ...]:
@@ -360,7 +368,7 @@ class _CppRotation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cos, sin, interleaved, inplace, *xs):
-        tables = _cpp_tables(cos, sin, xs[0])
+        tables = cpp_tables(cos, sin, xs[0])
         ctx.interleaved = interleaved
         out = _cpp_rotate(xs, tables, interleaved, inplace)
         if inplace:
@@ -521,7 +529,7 @@ def rotate_tensors(
         if choice == "cpp":
             if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
                 return _CppRotation.apply(cos, sin, interleaved, inplace, *xs)
-            return _cpp_rotate(xs, _cpp_tables(cos, sin, xs[0]), interleaved, inplace)
+            return _cpp_rotate(xs, cpp_tables(cos, sin, xs[0]), interleaved, inplace)
         if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
             return _FusedRotation.apply(cos, sin, interleaved, inplace, *xs)
         out = _call_kernel(xs, cos, sin, interleaved, inplace)

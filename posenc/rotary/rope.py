@@ -33,6 +33,7 @@ from posenc.core.validation import (
 from posenc.rotary.angle_cache import INDEX_DTYPES, rope_cos_sin
 from posenc.rotary.fused import rotate_qk, rotate_tensors
 from posenc.rotary.p_rope import keep_highest_frequencies
+from posenc.rotary.qkv import rotate_qkv
 from posenc.rotary.rotation import work_dtype
 from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
 
@@ -475,6 +476,12 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         q = self.rotate_queries_or_keys(q, q_positions)
         k = self.rotate_queries_or_keys(k, k_positions)
         return q, k
+
+    def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
+        if not _same_positions(q_positions, k_positions):
+            return super().rotate_qkv(qkv, q_positions=q_positions, k_positions=k_positions)
+        cos, sin = self._per_head(*self._cos_sin_for(qkv, q_positions))
+        return rotate_qkv(qkv, cos, sin, interleaved=self.interleaved)
 
     def extra_repr(self) -> str:
         s = f"head_dim={self.head_dim}, rot_dim={self.rot_dim}, base={self.base}, interleaved={self.interleaved}"

@@ -36,6 +36,7 @@ from typing import Literal
 
 import torch
 
+from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.precision import arithmetic_dtype
@@ -199,6 +200,10 @@ class XPos(RotaryPositionEncoding):
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         return self.scale_and_rotate(q, q_positions, key=False), self.scale_and_rotate(k, k_positions, key=True)
+
+    def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
+        # queries and keys are scaled apart: the protocol's unbind, then rotate
+        return PositionEncoding.rotate_qkv(self, qkv, q_positions=q_positions, k_positions=k_positions)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", scale_base={self.scale_base}, reference={self.reference}"
