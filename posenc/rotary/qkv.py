@@ -7,8 +7,9 @@ copies them, with v's, into the projection's gradient. :func:`rotate_qkv` is one
 the stacked tensor instead: its backward writes the rotated gradients of q and k and the gradient of
 v straight into the projection's gradient, so the rotation costs no pass of its own there.
 
-Measured (docs/performance.md): the rope training step of the bf16 reference Transformer, b8 n256
-d128 L2 on 2 CPU threads, went from 1.04-1.07x to 1.01-1.03x of the model without an encoding.
+Measured (docs/performance.md, A/B in one process): the rope training step of the bf16 reference
+Transformer, b8 n256 d128 L2 on 2 CPU threads, went from 1.03-1.07x to 1.02-1.04x of the model
+without an encoding (paired per round: 1.04-1.06x to 1.02-1.03x).
 """
 
 from __future__ import annotations
