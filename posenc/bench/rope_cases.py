@@ -4,7 +4,7 @@ Floors: ``clone`` of q and k (a fresh buffer, which page-faults on some machines
 ``empty_like`` + ``copy_`` into buffers allocated once (the pure read-and-write cost). posenc's rows:
 the module (cached cos/sin, q and k in one fused call), ``apply_rope`` with explicit positions (the
 functional path, one call for q and one for k), ``apply_rope_qk`` (q and k in one call), the eager
-fallback (``fused=False``) and, on CPU, the module's call on inductor's kernel instead of the C++
+fallback (``fused=False``), per-token ``(b, n)`` positions, ``inplace=True`` and, on CPU, the module's call on inductor's kernel instead of the C++
 function. Peers are compared with the same pair
 layout and only timed when their outputs agree.
 """
@@ -52,6 +52,22 @@ def _functional_rotation(q, k, interleaved: bool, *, together: bool = False):
     return call
 
 
+def _per_token_rotation(q, k, interleaved: bool):
+    """apply_rope_qk with ``(b, n)`` positions, one row per sequence (as packed batches give them):
+    angles per token instead of one shared row. The rows here repeat ``0 .. n-1`` (materialised, not
+    an expanded view) so that the output can be checked against the module's."""
+    positions = torch.arange(q.shape[-2], device=q.device).repeat(q.shape[0], 1)
+    return lambda: apply_rope_qk(q, k, positions, interleaved=interleaved)
+
+
+def _inplace_rotation(q, k, interleaved: bool):
+    """apply_rope_qk(inplace=True) on copies owned by this row (the first call is the one checked;
+    later calls rotate the copies further, which costs the same)."""
+    q, k = q.clone(), k.clone()
+    positions = torch.arange(q.shape[-2], device=q.device)
+    return lambda: apply_rope_qk(q, k, positions, interleaved=interleaved, inplace=True)
+
+
 def _on_inductor(call):
     """``call`` with the inductor kernel as the CPU mechanism instead of the C++ function (the two
     environment writes around it cost a few microseconds)."""
@@ -92,7 +108,10 @@ def rope_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, device) -> Cas
         impls[functional] = lambda il=interleaved: _functional_rotation(q, k, il)
         impls[together] = lambda il=interleaved: _functional_rotation(q, k, il, together=True)
         impls[eager] = lambda il=interleaved: _module_rotation(q, k, il, fused=False)
-        agree |= {functional: ours, together: ours, eager: ours}
+        per_token, inplace = f"posenc apply_rope_qk (per-token (b, n) positions, {layout})", f"posenc apply_rope_qk in place ({layout})"
+        impls[per_token] = lambda il=interleaved: _per_token_rotation(q, k, il)
+        impls[inplace] = lambda il=interleaved: _inplace_rotation(q, k, il)
+        agree |= {functional: ours, together: ours, eager: ours, per_token: ours, inplace: ours}
         if device.type == "cpu":
             inductor = f"posenc, inductor kernel instead of C++ ({layout})"
             impls[inductor] = lambda il=interleaved: _on_inductor(_module_rotation(q, k, il, fused=True))
@@ -119,6 +138,24 @@ def _with_backward(forward, q, k):
     return step
 
 
+def _projection_with_backward(b: int, h: int, n: int, d: int, dtype: torch.dtype, device, interleaved: bool):
+    """Forward and backward of the Transformer's path: q and k of one projection's ``(3, b, h, n, d)``
+    stack rotated (``rotate_qkv``), the gradient formed for the whole stack, v's included."""
+    gen = torch.Generator().manual_seed(0)
+    stacked = torch.randn(b, n, 3, h, d, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+    rope = RotaryPositionEncoding(d, interleaved=interleaved, cache_len=n, device=device)
+    pos = Positions(n)
+    grads = tuple(torch.randn(b, h, n, d, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
+
+    def step():
+        stacked.grad = None
+        out = rope.rotate_qkv(stacked.permute(2, 0, 3, 1, 4), q_positions=pos, k_positions=pos)
+        torch.autograd.backward(out, grads)
+        return stacked.grad
+
+    return step
+
+
 def _twice(forward):
     return lambda: (forward(), forward())
 
@@ -141,6 +178,9 @@ def rope_backward_case(b: int, h: int, n: int, d: int, dtype: torch.dtype, devic
             "posenc forward": lambda: _module_rotation(q, k, interleaved),
             "posenc forward, twice (the bytes of forward + backward)": lambda: _twice(_module_rotation(q, k, interleaved)),
             "posenc forward + backward": lambda: _with_backward(_module_rotation(qg, kg, interleaved), qg, kg),
+            "posenc forward + backward, q, k, v of one projection (the Transformer's path)": lambda: (
+                _projection_with_backward(b, h, n, d, dtype, device, interleaved)
+            ),
             "posenc eager, fusion off, forward + backward": lambda: _with_backward(
                 _module_rotation(qg, kg, interleaved, fused=False), qg, kg
             ),

@@ -317,7 +317,10 @@ def cpp_tables(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor) -> tuple[t
 
 def _empty_in_memory_order(x: torch.Tensor) -> torch.Tensor:
     """A new tensor of x's shape laid out in the memory order of x's rows (see :func:`_memory_order`)."""
-    return empty_in_order(x.shape, _memory_order(x), dtype=x.dtype, device=x.device)
+    order = _memory_order(x)
+    if order is None:
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return empty_in_order(x.shape, order, dtype=x.dtype, device=x.device)
 
 
 def empty_in_order(shape: torch.Size, order: tuple[int, ...] | None, *, dtype: torch.dtype, device) -> torch.Tensor:
