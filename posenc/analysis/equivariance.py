@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 
-from posenc.core.validation import check_int, check_tensor
+from posenc.core.validation import check_finite, check_int, check_tensor
 
 Module = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,6 +37,9 @@ def _as_tensor(out: object) -> torch.Tensor:
         out = out[0]
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"`module` must return a tensor (or a tuple starting with one), got {type(out).__name__}")
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        # max() below would pass over NaN and report an equivariant module
+        raise ValueError("`module` returned NaN or inf, so its deviation is undefined")
     return out.detach().double()
 
 
@@ -52,11 +55,14 @@ def permutation_deviation(
     Returns 0.0 (up to rounding) for an equivariant module.
     """
     check_tensor("x", x)
+    check_finite("x", x)
     check_int("trials", trials, minimum=1)
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"`dim` must lie in [{-x.ndim}, {x.ndim - 1}] for x of shape {tuple(x.shape)}, got {dim}")
     dim = dim % x.ndim
     n = x.shape[dim]
+    if n < 2:
+        raise ValueError(f"`x` needs at least 2 entries along `dim`={dim} to permute, got shape {tuple(x.shape)}")
     reference = _as_tensor(module(x))
     if not invariant and (reference.ndim <= dim or reference.shape[dim] != n):
         raise ValueError(
@@ -97,6 +103,7 @@ def patch_permutation_deviation(
     place. ``invariant=True`` compares the outputs unpermuted (pooled outputs).
     """
     check_tensor("images", images, ndim=4)
+    check_finite("images", images)
     check_int("patch_size", patch_size, minimum=1)
     check_int("trials", trials, minimum=1)
     h, w = images.shape[-2:]
@@ -104,6 +111,8 @@ def patch_permutation_deviation(
         raise ValueError(f"`patch_size`={patch_size} must divide the image size {h}x{w}")
     gh, gw = h // patch_size, w // patch_size
     count = gh * gw
+    if count < 2:
+        raise ValueError(f"`images` of size {h}x{w} give {count} patches of `patch_size`={patch_size}: nothing to shuffle")
     reference = _as_tensor(module(images))
     worst = 0.0
     for perm in _permutations(count, trials, seed):

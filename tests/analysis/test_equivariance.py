@@ -74,3 +74,21 @@ def test_bad_input():
         patch_permutation_deviation(nn.Identity(), torch.randn(1, 10, 10), patch_size=2)
     with pytest.raises(TypeError, match="x"):
         permutation_deviation(nn.Identity(), [1, 2, 3])
+
+
+def test_nan_and_empty_input_raise_instead_of_reading_as_equivariant():
+    # max() passes over NaN: a NaN deviation used to come back as 0.0, "equivariant"
+    x = torch.randn(2, 5, 4)
+    x[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match="`x` must be finite"):
+        permutation_deviation(nn.Identity(), x)
+    with pytest.raises(ValueError, match="`module` returned NaN"):
+        permutation_deviation(lambda t: t * float("nan"), torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="`images` must be finite"):
+        patch_permutation_deviation(nn.Identity(), torch.full((1, 3, 8, 8), float("nan")), patch_size=4)
+    with pytest.raises(ValueError, match="`module` returned NaN"):
+        patch_permutation_deviation(lambda t: t / 0.0 * 0.0, torch.randn(1, 3, 8, 8), patch_size=4)
+    with pytest.raises(ValueError, match="at least 2 entries"):
+        permutation_deviation(nn.Identity(), torch.randn(2, 0, 4))
+    with pytest.raises(ValueError, match="nothing to shuffle"):
+        patch_permutation_deviation(nn.Identity(), torch.randn(1, 3, 4, 4), patch_size=4)
