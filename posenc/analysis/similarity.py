@@ -21,7 +21,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_float_tensor, check_int, check_tensor
+from posenc.core.validation import check_finite, check_float_tensor, check_int, check_tensor
 from posenc.models.interfaces import HeadCount, HeadWidth, ModelWidth
 
 
@@ -31,6 +31,7 @@ def similarity_matrix(table: torch.Tensor, *, normalize: bool = False) -> torch.
     table: ``(n, d)``, the encodings of positions ``0 .. n - 1``.
     """
     check_float_tensor("table", table, ndim=2)
+    check_finite("table", table)
     t = table.detach().to(device="cpu", dtype=torch.float64)
     if normalize:
         t = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-300)
@@ -47,6 +48,9 @@ def offset_profile(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     check_tensor("matrix", matrix)
     if matrix.ndim < 2:
         raise ValueError(f"`matrix` must have rank >= 2, got shape {tuple(matrix.shape)}")
+    if matrix.numel() == 0:
+        raise ValueError(f"`matrix` must not be empty, got shape {tuple(matrix.shape)}")
+    check_finite("matrix", matrix)
     mat = matrix.detach().to(device="cpu", dtype=torch.float64)
     n, m = mat.shape[-2:]
     flat = mat.reshape(-1, n, m)
@@ -278,6 +282,10 @@ def roformer_decay_bound(inv_freq: torch.Tensor, offsets: torch.Tensor) -> torch
     """
     check_float_tensor("inv_freq", inv_freq, ndim=1)
     check_tensor("offsets", offsets, ndim=1)
+    if not len(inv_freq):
+        raise ValueError("`inv_freq` must hold at least one frequency, got an empty tensor")
+    check_finite("inv_freq", inv_freq)
+    check_finite("offsets", offsets)
     # (K, 1) * (1, d/2) -> (K, d/2) angles r * theta_l
     phase = offsets.double().unsqueeze(-1) * inv_freq.double().unsqueeze(0)
     partial = torch.polar(torch.ones_like(phase), phase).cumsum(dim=-1)

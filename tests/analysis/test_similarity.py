@@ -107,3 +107,24 @@ def test_bad_input():
         shift_invariance_error(posenc.create("rope", head_dim=8), 4, 0)
     with pytest.raises(ValueError, match="table"):
         similarity_matrix(torch.zeros(3, dtype=torch.float32))
+
+
+def test_nan_and_empty_input_raise():
+    # NaN used to give a NaN matrix, or a "symmetric, monotone" verdict from similarity_structure
+    nan = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="`table` must be finite"):
+        similarity_matrix(nan)
+    with pytest.raises(ValueError, match="`matrix` must be finite"):
+        similarity_structure(nan)
+    with pytest.raises(ValueError, match="`matrix` must be finite"):
+        offset_profile(torch.full((3, 3), float("inf")))
+    with pytest.raises(ValueError, match="`matrix` must not be empty"):
+        similarity_structure(torch.zeros(0, 0))
+    with pytest.raises(ValueError, match="`matrix` must not be empty"):
+        offset_profile(torch.zeros(2, 0, 3))
+    with pytest.raises(ValueError, match="`inv_freq` must hold at least one"):
+        roformer_decay_bound(torch.zeros(0), torch.arange(3))
+    with pytest.raises(ValueError, match="`inv_freq` must be finite"):
+        roformer_decay_bound(torch.tensor([float("nan"), 1.0]), torch.arange(3))
+    with pytest.raises(ValueError, match="`offsets` must be finite"):
+        roformer_decay_bound(torch.ones(2), torch.tensor([float("nan")]))
