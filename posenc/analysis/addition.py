@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from posenc.core.validation import check_float_tensor, check_int
+from posenc.core.validation import check_finite, check_float_tensor, check_int
 
 #: Tolerance below which an error counts as zero for the boolean verdicts.
 TOLERANCE = 1e-4
@@ -101,8 +101,8 @@ def fit_linear_map(source: torch.Tensor, target: torch.Tensor, *, shift: int = 0
     source, target: ``(N, d)`` with ``N > d`` (otherwise any pair of tables fits exactly). ``shift``
     is only recorded in the result.
     """
-    check_float_tensor("source", source, ndim=2)
-    check_float_tensor("target", target, ndim=2)
+    check_finite("source", check_float_tensor("source", source, ndim=2))
+    check_finite("target", check_float_tensor("target", target, ndim=2))
     if source.shape != target.shape:
         raise ValueError(f"`source` and `target` must have one shape, got {tuple(source.shape)} and {tuple(target.shape)}")
     rows, d = source.shape
@@ -132,7 +132,7 @@ def fit_shift_map(table: torch.Tensor, shift: int = 1) -> ShiftMapFit:
     table: ``(n, d)`` rows ``PE(0) .. PE(n - 1)`` of any absolute encoding (a learned table, say);
     ``n - shift`` must exceed ``d``, otherwise any table fits exactly and the test says nothing.
     """
-    check_float_tensor("table", table, ndim=2)
+    check_finite("table", check_float_tensor("table", table, ndim=2))
     n, d = table.shape
     check_int("shift", shift, minimum=1)
     if n - shift <= d:
@@ -154,7 +154,12 @@ def fit_shift_map_at(
     check_int("shift", shift, minimum=1)
     if not isinstance(positions, torch.Tensor) or positions.ndim != 1:
         raise ValueError(f"`positions` must be a 1-D tensor, got {positions!r:.80}")
-    return fit_linear_map(encode(positions), encode(positions + shift), shift=shift)
+    check_finite("positions", positions)
+    source, target = encode(positions), encode(positions + shift)
+    for table in (source, target):
+        if isinstance(table, torch.Tensor) and table.is_floating_point() and not bool(torch.isfinite(table).all()):
+            raise ValueError("`encode` returned NaN or inf")
+    return fit_linear_map(source, target, shift=shift)
 
 
 def shift_map_residuals(table: torch.Tensor, shifts: list[int] | range) -> list[ShiftMapFit]:

@@ -75,3 +75,16 @@ def test_bad_input():
         fit_linear_map(torch.randn(20, 3), torch.randn(20, 4))
     with pytest.raises(ValueError, match="positions"):
         fit_shift_map_at(lambda p: p, torch.zeros(3, 3), 1)
+
+
+def test_nan_input_raises_naming_the_argument():
+    # used to fail inside torch.linalg.lstsq with an internal assert
+    nan = torch.full((12, 4), float("nan"))
+    with pytest.raises(ValueError, match="`table` must be finite"):
+        fit_shift_map(nan, 1)
+    with pytest.raises(ValueError, match="`source` must be finite"):
+        fit_linear_map(nan, torch.randn(12, 4))
+    with pytest.raises(ValueError, match="`positions` must be finite"):
+        fit_shift_map_at(lambda p: sinusoidal(p, 8), torch.tensor([1.0, float("nan")] * 10), shift=1)
+    with pytest.raises(ValueError, match="`encode` returned NaN"):
+        fit_shift_map_at(lambda p: torch.full((p.shape[0], 8), float("nan")), torch.arange(20.0), shift=1)
