@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.core.validation import check_choice, check_float, check_int, check_tensor
+from posenc.core.validation import check_choice, check_finite, check_float, check_int, check_tensor
 
 Padding = Literal["zero", "reflect", "circular", "none"]
 PADDINGS: tuple[str, ...] = ("zero", "reflect", "circular", "none")
@@ -103,8 +103,8 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's rank correlation of two tensors of one shape (flattened); 0 when either is constant."""
-    check_tensor("a", a)
-    check_tensor("b", b)
+    check_finite("a", check_tensor("a", a))
+    check_finite("b", check_tensor("b", b))
     if a.shape != b.shape:
         raise ValueError(f"`a` and `b` must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     ra, rb = _average_ranks(a.detach().flatten().double()), _average_ranks(b.detach().flatten().double())
@@ -141,6 +141,8 @@ def _features(model: Callable[[torch.Tensor], object], images: torch.Tensor) -> 
     for i, m in enumerate(maps):
         if not isinstance(m, torch.Tensor) or m.ndim != 4:
             raise ValueError(f"`model` must return (b, c, h, w) feature maps, got output {i} of {type(m).__name__}")
+        if m.is_floating_point() and not bool(torch.isfinite(m).all()):
+            raise ValueError(f"`model` returned NaN or inf in feature map {i}")
     size = maps[0].shape[-2:]
     # several scales (a feature pyramid) are resized to the first one's size, as the paper's PosENet does
     maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
@@ -166,10 +168,11 @@ def position_probe(
     ``1x1 conv -> ReLU -> 1x1 conv`` trained with Adam on the mean squared error, full batch.
     Spearman correlation and MAE are averaged over held-out images.
     """
-    check_tensor("images", images, ndim=4)
+    check_finite("images", check_tensor("images", images, ndim=4))
     check_float("train_fraction", train_fraction, minimum=0.0, maximum=1.0)
     check_int("steps", steps, minimum=1)
     check_int("hidden", hidden, minimum=1)
+    check_float("lr", lr, positive=True)
     b = images.shape[0]
     n_train = min(max(1, round(b * train_fraction)), b - 1) if b > 1 else 0
     if n_train < 1:

@@ -69,3 +69,15 @@ def test_bad_input():
         position_patterns(4, 4, ["diagonal"])
     with pytest.raises(ValueError, match="model"):
         position_probe(lambda x: x.mean((2, 3)), torch.rand(4, 3, 8, 8))
+
+
+def test_nan_input_raises_naming_the_argument():
+    # NaN images used to give a result with NaN errors and meaningless correlations
+    with pytest.raises(ValueError, match="`images` must be finite"):
+        position_probe(probe_cnn("zero"), torch.full((4, 3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match="`model` returned NaN"):
+        position_probe(lambda x: x * float("inf"), torch.rand(4, 3, 16, 16))
+    with pytest.raises(ValueError, match="`lr`"):
+        position_probe(probe_cnn("zero"), torch.rand(4, 3, 16, 16), lr=float("nan"))
+    with pytest.raises(ValueError, match="`a` must be finite"):
+        spearman(torch.tensor([1.0, float("nan"), 3.0]), torch.tensor([1.0, 2.0, 3.0]))
