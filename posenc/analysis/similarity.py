@@ -214,8 +214,9 @@ def score_matrix(
 def score_vs_offset(encoding: nn.Module, n: int, **kwargs) -> tuple[list[int], list[list[float]]]:
     """Offsets ``j - i`` from ``-(n-1)`` to ``n-1`` and, per head, the mean score along each offset.
 
-    Keywords as :func:`score_matrix`. For ALiBi the curve is ``-slope * |j - i|``; for RoPE with
-    ``query="ones"`` it is ``sum_i 2 cos((j - i) theta_i)``.
+    Keywords as :func:`score_matrix`. For ALiBi the curve is ``-slope * |j - i|`` (``causal=False``;
+    the causal form gives ``slope * (j - i)``, the same on the keys it attends to, ``j <= i``); for
+    RoPE with ``query="ones"`` it is ``sum_i 2 cos((j - i) theta_i)``.
     """
     scores = score_matrix(encoding, n, **kwargs)
     curves = []

@@ -68,6 +68,10 @@ def test_alibi_bias_vs_offset_is_linear():
     for h, curve in enumerate(curves):
         expected = [-slopes[h].item() * abs(o) for o in offsets]
         assert curve == pytest.approx(expected, abs=1e-6)
+    # the causal form: slope * (j - i), equal to the above on the keys it attends to (j <= i)
+    _, causal = score_vs_offset(posenc.create("alibi", heads=4), 6)
+    for h, curve in enumerate(causal):
+        assert curve == pytest.approx([slopes[h].item() * o for o in offsets], abs=1e-6)
 
 
 def test_rope_score_is_sum_of_cosines_and_shift_invariant():
