@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -17,7 +18,8 @@ class KVCache:
     rotates); ``positions``: the ``m`` cached keys' positions; ``key_mask``: ``(b, m)`` True where a
     cached key may be attended to, or None when all may; ``lengths``: ``(b,)`` real (unpadded) tokens
     per row, or None when no padding was ever given (ragged decoding: left-padded prompts of
-    different lengths continue at their own positions).
+    different lengths continue at their own positions); ``input_state``: what the input encoding
+    carries to the next call (``PositionEncoding.input_state``), None when it carries nothing.
     """
 
     depth: int
@@ -26,6 +28,7 @@ class KVCache:
     positions: Positions = field(default_factory=lambda: Positions(0))
     key_mask: torch.Tensor | None = None
     lengths: torch.Tensor | None = None
+    input_state: Any = None
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -10,7 +10,9 @@ on a later input, for language modelling.
 Incremental decoding: a causal stack remembers the last ``kernel_size - 1`` inputs of every layer
 from its previous call and continues from them when the next call starts where that one ended
 (``positions.offset``, which :class:`posenc.models.Transformer` sets to the key/value cache length);
-a call that starts at offset 0 begins a new sequence. The convolution ignores position values, so
+a call that starts at offset 0 begins a new sequence. The Transformer keeps those inputs in each
+key/value cache (``input_state``), so caches decoded in turn, or full passes in between, do not
+disturb one another. The convolution ignores position values, so
 packed sequences would leak across their boundaries.
 
 Verified against a float64 loop over taps (``y_t = b + sum_s W_s x_{t+s-left}``) in
@@ -134,6 +136,13 @@ class ConvContext(PositionEncoding):
                 "incremental decoding must feed consecutive chunks of one batch, starting at offset 0"
             )
         return self._stream[1]
+
+    def input_state(self) -> tuple[int, list[torch.Tensor]] | None:
+        """The stream to continue: where the last call ended and each layer's last inputs."""
+        return self._stream
+
+    def load_input_state(self, state: tuple[int, list[torch.Tensor]] | None) -> None:
+        self._stream = state
 
     def run(
         self, x: torch.Tensor, left_contexts: list[torch.Tensor] | None = None

@@ -9,6 +9,9 @@ of four entry points it uses, and :class:`posenc.models.Transformer` calls exact
 ``"input"``   ``encode_input(x, *, positions) -> x'``
     (a) added to, or concatenated with, the token embeddings (or any order-aware layer that
     transforms them, such as a convolution). ``x``: ``(b, n, d - concat_dim)``, result ``(b, n, d)``.
+    An encoding that carries state from one call to the next (a causal convolution's last inputs)
+    exposes it through ``input_state()`` / ``load_input_state(state)``; the model keeps it in the
+    key/value cache, so that each cache continues its own sequence.
 ``"rotary"``  ``rotate(q, k, *, q_positions, k_positions) -> (q', k')``
     (b) a transform of queries ``(b, h, n, d)`` and keys ``(b, h, m, d)``. Keys are rotated once,
     before they enter the key/value cache. The model calls it through
@@ -136,6 +139,15 @@ class PositionEncoding(EncodingModule):
 
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
         return x
+
+    def input_state(self) -> Any:
+        """What the ``"input"`` hook carries from one call to the next in incremental decoding, or
+        None for a stateless encoding; the model stores it in its key/value cache."""
+        return None
+
+    def load_input_state(self, state: Any) -> None:
+        """Continue from ``state``, what :meth:`input_state` returned after the cache's last call
+        (None: a cache that has not been used yet)."""
 
     def rotate(
         self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions

@@ -227,7 +227,11 @@ class Transformer(nn.Module):
         key_mask = self._key_mask(key_padding_mask, b, n, cache, tokens.device)
         x = self.embed(tokens)
         if "input" in self.position.hooks:
+            if cache is not None:  # the state of this cache's sequence, whatever ran in between
+                self.position.load_input_state(cache.input_state)
             x = self.position.encode_input(x, positions=q_positions)
+            if cache is not None:
+                cache.input_state = self.position.input_state()
         for layer, block in enumerate(self.blocks):
             x = block(
                 x,

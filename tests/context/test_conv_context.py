@@ -97,6 +97,28 @@ def test_cached_decoding_equals_full_pass():
     assert result.ok and "skipped" not in result.detail, result.detail
 
 
+def test_each_cache_continues_its_own_sequence():
+    # the convolution's last inputs belong to the cache: two caches decoded in turn, or a full pass
+    # of another sequence between two steps, used to hand one sequence the other's inputs
+    torch.manual_seed(0)
+    model = Transformer(16, 8, 1, 2, position="conv_context", causal=True, kernel_size=3).eval()
+    a, b = torch.randint(0, 16, (2, 1, 6))
+    with torch.no_grad():
+        full_a, full_b = model(a), model(b)
+        cache_a, cache_b = model.new_cache(), model.new_cache()
+        steps_a, steps_b = [], []
+        for t in range(6):
+            steps_a.append(model(a[:, t : t + 1], cache=cache_a))
+            steps_b.append(model(b[:, t : t + 1], cache=cache_b))
+        torch.testing.assert_close(torch.cat(steps_a, dim=1), full_a, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat(steps_b, dim=1), full_b, atol=1e-5, rtol=1e-5)
+        cache_a = model.new_cache()
+        first = model(a[:, :3], cache=cache_a)
+        model(b[:, :3])  # another sequence in between, without a cache
+        rest = model(a[:, 3:], cache=cache_a)
+        torch.testing.assert_close(torch.cat([first, rest], dim=1), full_a, atol=1e-5, rtol=1e-5)
+
+
 def test_trains_without_a_position_encoding():
     # predicting each token's left neighbour is impossible for attention alone; the convolution sees it
     torch.manual_seed(0)
