@@ -15,7 +15,7 @@ from torch import nn
 
 from posenc.complex.embedding import ComplexOrderEmbedding, Sharing
 from posenc.complex.layers import ComplexLinear, ComplexRMSNorm, ComplexSelfAttention, ComplexToReal, crelu
-from posenc.core.validation import check_positive_int
+from posenc.core.validation import check_float, check_positive_int
 
 
 class ComplexBlock(nn.Module):
@@ -67,6 +67,7 @@ class ComplexOrderTransformer(nn.Module):
     ) -> None:
         super().__init__()
         check_positive_int("depth", depth)
+        check_float("mlp_ratio", mlp_ratio, positive=True)
         kw = {"device": device, "dtype": dtype}
         out_dim = vocab_size if out_dim is None else check_positive_int("out_dim", out_dim)
         self.embed = ComplexOrderEmbedding(vocab_size, dim, frequency=frequency, phase=phase, **kw)

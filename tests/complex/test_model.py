@@ -59,3 +59,9 @@ def test_bad_input():
         ComplexOrderTransformer(8, 8, 1, 2, readout="phase")
     with pytest.raises(ValueError, match="depth"):
         ComplexOrderTransformer(8, 8, 0, 2)
+    # a negative ratio used to build a one-unit MLP silently, a string or NaN to fail inside int()
+    for ratio in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="mlp_ratio"):
+            ComplexOrderTransformer(8, 8, 1, 2, mlp_ratio=ratio)
+    with pytest.raises(TypeError, match="mlp_ratio"):
+        ComplexOrderTransformer(8, 8, 1, 2, mlp_ratio="2")
