@@ -30,6 +30,7 @@ from posenc.core.validation import (
     check_broadcasts,
     check_choice,
     check_float_tensor,
+    check_layers_fit,
     check_positions,
     check_positive_int,
     check_same_device,
@@ -102,6 +103,7 @@ class ComplexOrderEmbedding(nn.Module):
         self.frequency_sharing = check_choice("frequency", frequency, ("word", "shared"))
         self.phase_sharing = check_choice("phase", phase, ("word", "shared"))
         kw = {"device": device, "dtype": dtype}
+        check_layers_fit({"vocab_size": vocab_size, "dim": dim}, 3 * vocab_size * dim, dtype, device)
         self.amplitude = nn.Parameter(torch.empty(vocab_size, dim, **kw))
         self.frequency = nn.Parameter(torch.empty((vocab_size, dim) if frequency == "word" else (dim,), **kw))
         self.phase = nn.Parameter(torch.empty((vocab_size, dim) if phase == "word" else (dim,), **kw))

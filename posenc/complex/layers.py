@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from posenc.core.validation import check_bool, check_choice, check_float, check_positive_int
+from posenc.core.validation import check_bool, check_choice, check_float, check_layers_fit, check_positive_int
 
 
 def check_complex(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -70,6 +70,8 @@ class ComplexLinear(nn.Module):
         super().__init__()
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
+        sizes = {"in_features": in_features, "out_features": out_features}
+        check_layers_fit(sizes, 2 * (in_features + 1) * out_features, dtype, device)
         kw = {"device": device, "dtype": dtype}
         self.weight_real = nn.Parameter(torch.empty(out_features, in_features, **kw))
         self.weight_imag = nn.Parameter(torch.empty(out_features, in_features, **kw))

@@ -15,7 +15,7 @@ from torch import nn
 
 from posenc.complex.embedding import ComplexOrderEmbedding, Sharing
 from posenc.complex.layers import ComplexLinear, ComplexRMSNorm, ComplexSelfAttention, ComplexToReal, crelu
-from posenc.core.validation import check_float, check_positive_int
+from posenc.core.validation import check_float, check_layers_fit, check_positive_int
 
 
 class ComplexBlock(nn.Module):
@@ -70,6 +70,13 @@ class ComplexOrderTransformer(nn.Module):
         check_float("mlp_ratio", mlp_ratio, positive=True)
         kw = {"device": device, "dtype": dtype}
         out_dim = vocab_size if out_dim is None else check_positive_int("out_dim", out_dim)
+        # every layer's parameters (complex layers hold two real tensors), named by the model's arguments
+        dim = check_positive_int("dim", dim)
+        hidden = max(1, int(dim * mlp_ratio))
+        block = 2 * (3 * dim * dim + (dim + 1) * dim + (dim + 1) * hidden + (hidden + 1) * dim) + 2 * dim
+        count = 3 * check_positive_int("vocab_size", vocab_size) * dim + depth * block + (2 * dim + 1) * out_dim
+        sizes = {"vocab_size": vocab_size, "dim": dim, "depth": depth, "out_dim": out_dim}
+        check_layers_fit(sizes, count, dtype, device)
         self.embed = ComplexOrderEmbedding(vocab_size, dim, frequency=frequency, phase=phase, **kw)
         self.blocks = nn.ModuleList(
             ComplexBlock(dim, heads, causal=causal, mlp_ratio=mlp_ratio, **kw) for _ in range(depth)

@@ -91,6 +91,12 @@ def test_bad_input():
         complex_order(z, torch.randn(3), torch.randn(3), torch.arange(2).unsqueeze(0))
 
 
+def test_sizes_past_memory_raise_naming_the_argument():
+    # the tables used to reach the allocator (a 4 TB request) instead of raising
+    with pytest.raises(ValueError, match="vocab_size.*more than"):
+        ComplexOrderEmbedding(10**6, 10**6)
+
+
 def test_randomize_positions_draws_ordered_positions_from_the_range():
     """``randomize_positions=L`` equals passing :func:`randomized_positions` drawn from the same seed."""
     from posenc.functional import randomized_positions

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_loss_falls, train_losses
 
-from posenc.complex import ComplexOrderTransformer
+from posenc.complex import ComplexLinear, ComplexOrderTransformer
 
 
 def _previous_token_batch():
@@ -50,6 +50,16 @@ def test_meta_device_and_state_dict():
     other.load_state_dict(model.state_dict())
     for key, value in model.state_dict().items():
         assert torch.equal(other.state_dict()[key], value) or value.isnan().any()
+
+
+def test_sizes_past_memory_raise_naming_the_argument():
+    # the complex layers used to reach the allocator instead of raising
+    with pytest.raises(ValueError, match="`dim`.*more than"):
+        ComplexOrderTransformer(16, 10**6, 1, 1)
+    with pytest.raises(ValueError, match="`vocab_size`.*more than"):
+        ComplexOrderTransformer(10**7, 10**6, 1, 1)
+    with pytest.raises(ValueError, match="`in_features`.*more than"):
+        ComplexLinear(10**7, 10**6)
 
 
 def test_bad_input():
