@@ -37,12 +37,14 @@ from posenc.core.validation import (
     check_bool,
     check_choice,
     check_even,
+    check_fits,
     check_float_tensor,
     check_int,
     check_layers_fit,
     check_positions,
     check_positive_int,
     check_same_device,
+    check_table_fits,
 )
 from posenc.input.sinusoidal import sinusoidal
 
@@ -65,6 +67,7 @@ def conv2d_per_position(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     check_same_device(x=x, kernels=kernels)
     if x.numel() == 0:
         return x.new_zeros(b, kernels.shape[2], height, width)
+    check_fits("x", tuple(x.shape), (b, c * kh * kw, height * width), x.dtype, x.device)  # the patches
     # (b, c k k, H W): the k x k neighbourhood of every pixel
     patches = F.unfold(x, kh, padding=kh // 2)
     # (H, W, o, c, k, k) -> (H W, o, c k k), matching unfold's (c, k, k) order
@@ -143,6 +146,7 @@ def grid_coordinates(
     check_positive_int("height", height)
     check_positive_int("width", width)
     check_choice("position", position, ("nerf", "sinusoidal"))
+    check_table_fits({"height": height, "width": width}, (height, width, 2), torch.float64, device)
     axes = []
     for n in (height, width):
         v = torch.arange(n, device=device, dtype=torch.float64)
@@ -267,6 +271,10 @@ class HyperConv2d(EncodingModule):
     def generate_kernels(self, positions: torch.Tensor) -> torch.Tensor:
         """The kernel used at each of the given pixel coordinates: ``(H, W, 2)`` -> ``(H, W, out, in, k, k)``."""
         p = next(self.parameters())
+        square = (self.kernel_size, self.kernel_size)
+        if isinstance(positions, torch.Tensor) and positions.ndim:
+            shape = (*positions.shape[:-1], self.out_channels, self.in_channels, *square)
+            check_fits("positions", tuple(positions.shape), shape, p.dtype, p.device)
         z = encode_coordinates(
             positions.to(p.device), position=self.position, num_frequencies=self.num_frequencies, pos_dim=self.pos_dim
         ).to(p.dtype)
@@ -294,6 +302,9 @@ class HyperConv2d(EncodingModule):
         elif not isinstance(positions, torch.Tensor) or positions.shape != (height, width, 2):
             shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
             raise ValueError(f"`positions` must have shape (H, W, 2) = ({height}, {width}, 2), got {shape}")
+        dtype = next(self.parameters()).dtype
+        shape = (height, width, self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        check_fits("x", tuple(x.shape), shape, dtype, x.device)  # one kernel per pixel
         out = conv2d_per_position(x, self.generate_kernels(positions))
         return out if self.bias is None else out + self.bias[:, None, None].to(out.dtype)
 

@@ -229,3 +229,16 @@ def test_bad_input():
         HyperConv2d(1, 1, 3)(torch.randn(1, 1, 4, 4), positions=torch.zeros(4, 4, 2, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="embed_dim"):
         HyperKernel(4, 1, 1)(torch.randn(3))
+
+
+def test_sizes_past_memory_raise_naming_the_argument():
+    # the per-pixel kernels, the unfolded patches and the coordinate grid used to reach the allocator
+    layer = HyperConv2d(64, 64, 3)
+    with pytest.raises(ValueError, match="`x`.*more than"):
+        layer(torch.zeros(1, 64, 1, 1).expand(1, 64, 4096, 4096))
+    with pytest.raises(ValueError, match="`positions`.*more than"):
+        layer.generate_kernels(torch.zeros(1, 1, 2).expand(8192, 8192, 2))
+    with pytest.raises(ValueError, match="`x`.*more than"):
+        conv2d_per_position(torch.zeros(1, 1, 1, 1).expand(64, 64, 2048, 2048), torch.zeros(1).expand(2048, 2048, 1, 64, 3, 3))
+    with pytest.raises(ValueError, match="`height`.*more than"):
+        grid_encoding(10**6, 10**6)
