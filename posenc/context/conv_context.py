@@ -64,8 +64,6 @@ def context_conv1d(
         )
     if bias is not None:
         check_shape("bias", check_float_tensor("bias", bias), (weight.shape[0],), why="(one per output channel)")
-    if x.shape[1] == 0:  # no frames: conv1d would reject a kernel longer than the padded input
-        return x @ weight[..., 0].to(x.dtype).t()  # (b, 0, c_out)
     if left_context is not None:
         check_float_tensor("left_context", left_context)
         if not causal or tuple(left_context.shape) != (x.shape[0], k - 1, x.shape[-1]):
@@ -74,8 +72,8 @@ def context_conv1d(
                 f"got {tuple(left_context.shape)}"
             )
     check_same_device(x=x, weight=weight, bias=bias, left_context=left_context)
-    if x.shape[1] == 0:
-        return x.new_zeros(x.shape[0], 0, weight.shape[0])
+    if x.shape[1] == 0:  # no frames: conv1d would reject a kernel longer than the padded input
+        return x @ weight[..., 0].to(x.dtype).t()  # (b, 0, c_out)
     if left_context is not None:
         x = torch.cat([left_context.to(x.dtype), x], dim=1)
         pad = (0, 0)

@@ -155,3 +155,9 @@ def test_bad_input():
         module(torch.randn(1, 2, 8), offset=5)  # the previous call ended at 3
     with pytest.raises(ValueError, match="left_context"):
         context_conv1d(torch.randn(1, 3, 2), torch.randn(2, 2, 3), left_context=torch.randn(1, 1, 2), causal=True)
+    # an empty sequence used to skip the checks: a weight on another device or a wrong left_context passed
+    with pytest.raises(ValueError, match="weight"):
+        context_conv1d(torch.randn(1, 0, 2), torch.randn(2, 2, 3, device="meta"))
+    with pytest.raises(ValueError, match="left_context"):
+        context_conv1d(torch.randn(1, 0, 2), torch.randn(2, 2, 3), left_context=torch.randn(1, 1, 2), causal=True)
+    assert context_conv1d(torch.randn(1, 0, 2), torch.randn(2, 2, 3)).shape == (1, 0, 2)
