@@ -53,7 +53,7 @@ def sinusoidal(
     if isinstance(positions, int) and not isinstance(positions, bool):
         if positions < 0:
             raise ValueError(f"`positions` as a length must be >= 0, got {positions}")
-        check_fits("positions", positions, (positions, dim), torch.float32, None)
+        check_table_fits({"positions": positions, "dim": dim}, (positions, dim), torch.float32, None)
         drawn = positions_or_randomized(None, randomize_positions, n=positions, generator=generator)
         positions = torch.arange(positions) if drawn is None else drawn[0]
     elif randomize_positions is not None or generator is not None:

@@ -168,3 +168,11 @@ def test_positions_past_the_supported_maximum_raise():
     enc = SinusoidalPositionEncoding(8)
     with pytest.raises(ValueError, match="offset.*largest supported position 4294967296"):
         enc(torch.zeros(1, 5, 8), offset=2**40)
+
+
+def test_a_table_past_memory_names_the_argument_that_makes_it_large():
+    with pytest.raises(ValueError, match="`positions`=1000000000000 needs"):
+        sinusoidal(10**12, 8)
+    # a width past memory used to be reported as `positions`=4
+    with pytest.raises(ValueError, match="`dim`=1099511627776 needs"):
+        sinusoidal(4, 2**40)
