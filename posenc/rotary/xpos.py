@@ -172,9 +172,9 @@ class XPos(RotaryPositionEncoding):
         reference = _check_reference(self.reference)
         span = (positions.offset, positions.end - 1) if positions.is_implicit else positions.explicit
         _check_range(span, reference, self.max_position)
-        explicit64 = t.dtype == torch.float64 and not positions.is_implicit
-        dtype = torch.float64 if explicit64 else torch.float32
-        cos, sin = self.cos_sin(positions, dtype=dtype)
+        dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+        # float64 angles for float64 input, implicit positions included (the cached window is float32)
+        cos, sin = self._cos_sin_for(t, positions)
         pos = positions.tensor(cos.device)
         scale = xpos_scale(pos, self.rot_dim, self.scale_base, key=key, reference=reference, dtype=dtype)
         # (b | 1, n, rot/2) -> (b | 1, 1, n, rot/2): the same for every head

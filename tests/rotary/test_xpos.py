@@ -51,6 +51,22 @@ def test_matches_reference_functional_and_module(interleaved, key):
     np.testing.assert_allclose(implicit.double().numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("key", [False, True])
+def test_float64_implicit_positions_are_as_exact_as_explicit_ones(key):
+    """A float64 input at implicit positions (the Transformer's default) gets float64 angles and
+    scales, as at explicit positions; the float32 cached window served it before."""
+    x = torch.randn(2, 2, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    side = "key" if key else "query"
+    module = XPos(8, scale_base=16.0)
+    want = xpos_reference(x.numpy(), range(7, 12), key=key, scale_base=16.0)
+    np.testing.assert_allclose(module(x, offset=7, side=side).numpy(), want, rtol=1e-12, atol=1e-12)
+    implicit = module.rotate(x, x, q_positions=Positions(5, 7), k_positions=Positions(5, 7))
+    explicit = module.rotate(x, x, q_positions=Positions(5, 7, torch.arange(7, 12)[None]),
+                             k_positions=Positions(5, 7, torch.arange(7, 12)[None]))
+    for got, want in zip(implicit, explicit):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
 @settings(max_examples=30, deadline=None)
 @given(shift=st.integers(0, 20_000), i=st.integers(0, 64), j=st.integers(0, 64))
 def test_score_depends_only_on_offset_and_decays(shift, i, j):
