@@ -33,7 +33,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
@@ -234,8 +233,14 @@ class _BlockedAttention(torch.autograd.Function):
         return out, all_weights
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_weights):
+        if torch.is_grad_enabled():
+            # create_graph: the gradients below are formed from saved tensors, outside any graph, so
+            # their own derivatives would be missing (once_differentiable leaves them silently out)
+            raise RuntimeError(
+                "blocked attention is not twice differentiable (a backward with create_graph=True); "
+                "use attention='eager' for second derivatives"
+            )
         q, k, v, out, features, *tensors = ctx.saved_tensors
         if any(w is None for w, (s, e, k0, k1) in zip(ctx.weights, ctx.blocks) if k1 > k0):
             raise RuntimeError("blocked_attention was run without gradients (training=False); it has no backward")

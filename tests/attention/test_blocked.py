@@ -274,3 +274,19 @@ def test_training_forward_equals_the_gradient_free_one(dtype):
     assert torch.equal(trained.detach(), plain)
     expected, _ = reference(q[:1, :1], k[:1, :1], v[:1, :1], None, causal=True)
     torch.testing.assert_close(plain[:1, :1].double(), expected, atol=1e-2 if dtype == torch.bfloat16 else 1e-5, rtol=0)
+
+
+def test_second_derivatives_are_refused_not_left_out():
+    """A backward with create_graph=True formed first-order gradients with no graph behind them, so a
+    gradient penalty or Hessian-vector product through attention silently lost the attention's part."""
+    from posenc.attention.blocked import blocked_attention
+    from posenc.attention.masks import MaskSpec
+
+    q, k, v = (torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    out, _ = blocked_attention(q, k, v, mask=MaskSpec(causal=True))
+    with pytest.raises(RuntimeError, match="not twice differentiable"):
+        torch.autograd.grad((out @ w).pow(2).sum(), [q, w], create_graph=True)
+    out, _ = blocked_attention(q, k, v, mask=MaskSpec(causal=True))
+    grads = torch.autograd.grad((out @ w).pow(2).sum(), [q, k, v, w])  # first order as before
+    assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v, w)))
