@@ -153,10 +153,14 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
 
 
 def can_read_values(value: torch.Tensor) -> bool:
-    """Whether an eager range check may read ``value`` on the host: not while ``torch.compile`` traces
-    and not on the meta device, which holds shapes only (a range check there would raise from
-    ``Tensor.item()``)."""
-    return value.device.type != "meta" and not torch.compiler.is_compiling()
+    """Whether an eager range check may read ``value`` on the host: not while ``torch.compile`` traces,
+    not on the meta device, which holds shapes only, and not for a tensor wrapped by a ``torch.func``
+    transform (``vmap`` has no value per call): in those a range check would raise from ``Tensor.item()``."""
+    return (
+        value.device.type != "meta"
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(value)
+    )
 
 
 def check_dtype(name: str, value: Any) -> torch.dtype | None:

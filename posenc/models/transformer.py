@@ -19,7 +19,7 @@ from posenc.core.positions import (
     randomized_positions,
     resolve_positions,
 )
-from posenc.core.validation import check_bool, check_float, check_positive_int, check_tensor
+from posenc.core.validation import can_read_values, check_bool, check_float, check_positive_int, check_tensor
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
 from posenc.models.position import build_layer_encodings, encoding_for_layer
@@ -267,9 +267,9 @@ class Transformer(nn.Module):
     def _check_token_ids(self, tokens: torch.Tensor) -> None:
         if tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"`tokens` must be integer token ids, int64 or int32 (what nn.Embedding takes), got {tokens.dtype}")
-        # the range is read back only where that is free: on the CPU, outside a compiled graph (a
-        # CUDA embedding asserts on the device by itself)
-        if tokens.device.type == "cpu" and tokens.numel() and not torch.compiler.is_compiling():
+        # the range is read back only where that is free: on the CPU, outside a compiled graph or a
+        # torch.func transform (a CUDA embedding asserts on the device by itself)
+        if tokens.device.type == "cpu" and tokens.numel() and can_read_values(tokens):
             vocab = self.embed.num_embeddings
             low, high = (int(t) for t in torch.aminmax(tokens))
             if low < 0 or high >= vocab:

@@ -230,3 +230,14 @@ def test_encodings_the_registry_says_do_not_fit_are_refused_by_name():
     for info in posenc.available():
         if info.fits_transformer:
             Transformer(16, 32, 1, 4, position=info.name, causal=False)
+
+
+@pytest.mark.parametrize("position", ["rope", "complex_order"])
+def test_vmap_over_token_rows_equals_the_batched_forward(position):
+    """torch.func.vmap over the rows of a batch: the token range check cannot read a batched tensor's
+    values, so it is skipped there as under torch.compile (it raised from Tensor.item() before)."""
+    torch.manual_seed(0)
+    model = Transformer(30, 16, 2, 2, position=position, causal=True, attention="eager").eval()
+    tokens = torch.randint(0, 30, (3, 6))
+    rows = torch.vmap(lambda row: model(row[None])[0])(tokens)
+    torch.testing.assert_close(rows, model(tokens))
