@@ -13,6 +13,8 @@ the ViT takes one of :data:`BACKENDS`:
               Shaw's key term alone, with implicit positions and a causal, windowed or full mask), compiled flex;
               otherwise on CPU the blocked kernel when the encoding has score or value terms (training,
               decoding one row at a time, short prompts: it holds no ``(n, m)`` table), else SDPA.
+              Inside ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...) and forward-mode AD,
+              the eager reference, which is the backend every transform runs through.
               Measured in docs/performance.md.
 
 Two rules hold for every backend: dropout during training runs on the eager reference (the fused
@@ -38,6 +40,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.terms import bias_from_score_mod
+from posenc.core.transforms import under_transform
 from posenc.core.validation import check_choice, check_float
 
 BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
@@ -56,12 +59,15 @@ def check_backend(attention: str, *, name: str = "attention") -> str:
 
 
 def choose_backend(
-    backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float, *, cpu_flex: bool = False
+    backend: str, q: torch.Tensor, position: PositionEncoding, dropout: float, *, cpu_flex: bool = False,
+    tensors: tuple[torch.Tensor, ...] = (),
 ) -> str:
     """The backend that runs: ``backend`` itself, or what ``"auto"`` and the two rules above give.
 
     ``cpu_flex``: the call may run compiled flex on CPU (:func:`attend` works it out from
-    :func:`cpu_flex_candidate` and the encoding's score_mod)."""
+    :func:`cpu_flex_candidate` and the encoding's score_mod); ``tensors``: the call's q, k and v
+    (``"auto"`` runs the eager reference when any is inside a ``torch.func`` transform or carries a
+    forward-mode tangent)."""
     has_value = "value" in position.hooks
     has_terms = has_value or "bias" in position.hooks
     if has_value and backend in VALUE_UNSUPPORTED:
@@ -72,7 +78,11 @@ def choose_backend(
         )
     if backend == "auto":
         cuda = q.device.type == "cuda" and flex_available()
-        if dropout == 0 and (cuda or (q.device.type == "cpu" and cpu_flex and not has_value)):
+        if under_transform(tensors):
+            # torch.func transforms and forward-mode AD: the fused kernels define a backward only
+            # (SDPA's CPU kernel, the blocked kernel) or read memory (flex); the reference takes them all
+            backend = "eager"
+        elif dropout == 0 and (cuda or (q.device.type == "cpu" and cpu_flex and not has_value)):
             backend = "flex"
         elif q.device.type == "cpu" and has_terms and dropout == 0:
             backend = "blocked"
@@ -139,7 +149,7 @@ def attend(
     if cpu_flex_candidate(backend, q, position, dropout):
         mod = position.score_mod(q, k, **pos)
         cpu_flex = mod is not None and compiles(q, mod, None, mask)
-    backend = choose_backend(backend, q, position, dropout, cpu_flex=cpu_flex)
+    backend = choose_backend(backend, q, position, dropout, cpu_flex=cpu_flex, tensors=(q, k, v))
     if q.shape[-2] == 0 or k.shape[-2] == 0:
         # an empty sequence (or nothing to attend to): zeros, still connected to q, k, v
         return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())

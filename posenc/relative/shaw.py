@@ -42,6 +42,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
+from posenc.core.transforms import under_transform
 from posenc.core.validation import (
     check_bool,
     check_choice,
@@ -212,11 +213,15 @@ class _ReduceOffsets(torch.autograd.Function):
 def expand_offsets(per_row: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     """Differentiable ``(..., n, 2k + 1) -> (..., n, m)`` spread of per-offset values over the grid of
     implicit positions described by ``runs`` (a strided view; its gradient sums by offset)."""
+    if under_transform((per_row,)):  # torch.func / forward-mode AD: the plain operations carry them
+        return _expand(per_row, runs)
     return _ExpandOffsets.apply(per_row, runs)
 
 
 def reduce_offsets(grid: torch.Tensor, runs: OffsetRuns) -> torch.Tensor:
     """Differentiable ``(..., n, m) -> (..., n, 2k + 1)`` sum of each row's entries by clipped offset."""
+    if under_transform((grid,)):
+        return _reduce(grid, runs)
     return _ReduceOffsets.apply(grid, runs)
 
 

@@ -38,8 +38,8 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.autograd.forward_ad as fwAD
 
+from posenc.core.transforms import under_transform
 from posenc.rotary import cpu_kernel
 from posenc.rotary.rotation import rotate_eager, rotate_expr, words_ok, work_dtype
 
@@ -489,14 +489,6 @@ def _check_writable(xs: tuple[torch.Tensor, ...], *, memory: bool) -> None:
                 )
 
 
-def _under_transform(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, jacrev, ...) or carries a
-    forward-mode tangent."""
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
-        return True
-    return fwAD._current_level >= 0 and any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
-
-
 def rotate_tensors(
     xs: Sequence[torch.Tensor],
     cos: torch.Tensor,
@@ -514,7 +506,7 @@ def rotate_tensors(
     """
     xs = tuple(xs)
     _check_flags(interleaved=interleaved, inplace=inplace, fused=fused)
-    plain = torch.compiler.is_compiling() or _under_transform((*xs, cos, sin))
+    plain = torch.compiler.is_compiling() or under_transform((*xs, cos, sin))
     if inplace:
         _check_writable(xs, memory=not plain and xs[0].device.type != "meta")
     if plain:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
+from posenc.core.transforms import under_transform
 from posenc.rotary.fused import (
     _check_flags,
     _kernel_choice,
     _memory_order,
     _rotate_back_differentiably,
-    _under_transform,
     cpp_rotated,
     cpp_tables,
     empty_in_order,
@@ -75,7 +75,7 @@ def rotate_qkv(
     _check_flags(interleaved=interleaved, fused=fused)
     if (
         torch.is_grad_enabled() and qkv.requires_grad and not torch.compiler.is_compiling()
-        and not _under_transform((qkv, cos, sin)) and _kernel_choice(fused, (qkv,), cos, sin, interleaved) == "cpp"
+        and not under_transform((qkv, cos, sin)) and _kernel_choice(fused, (qkv,), cos, sin, interleaved) == "cpp"
     ):
         return _CppQKVRotation.apply(cos, sin, interleaved, qkv)
     q, k, v = qkv.unbind(0)
