@@ -23,7 +23,14 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from posenc.core.frequencies import cos_sin, inverse_frequencies
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_positions, check_same_device
+from posenc.core.validation import (
+    check_bool,
+    check_even,
+    check_float,
+    check_float_tensor,
+    check_positions,
+    check_same_device,
+)
 from posenc.rotary.rope import apply_rotary
 
 
@@ -81,6 +88,7 @@ def apply_rope_nd(
     ``(16, 56, 56)`` or a video's ``(t, h, w)`` split. base: one base, or one per axis.
     """
     check_float_tensor("x", x, ndim=4)
+    check_bool("interleaved", interleaved)
     dims, _ = _check_axes(axes_dim, base)
     if sum(dims) > x.shape[-1]:
         raise ValueError(f"`axes_dim` {dims} rotates {sum(dims)} features but `x` has only {x.shape[-1]}")
@@ -95,7 +103,7 @@ def apply_rope_nd(
     check_same_device(x=x, positions=positions)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = rope_nd_cos_sin(positions, axes_dim=dims, base=base, dtype=work)
-    return apply_rotary(x, _heads(cos), _heads(sin), interleaved=bool(interleaved))
+    return apply_rotary(x, _heads(cos), _heads(sin), interleaved=interleaved)
 
 
 def _heads(t: torch.Tensor) -> torch.Tensor:

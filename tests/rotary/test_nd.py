@@ -119,6 +119,8 @@ def test_compiles_fullgraph():
         (lambda x, p: apply_rope_nd(x, p * float("nan"), axes_dim=(4, 4)), "positions"),
         (lambda x, p: apply_rope_nd(x.long(), p, axes_dim=(4, 4)), "x"),
         (lambda x, p: apply_rope_nd(x[0], p, axes_dim=(4, 4)), "x"),
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=(4, 4), interleaved="no"), "interleaved"),
+        (lambda x, p: apply_rope_nd(x, p, axes_dim=(4, 4), interleaved=0), "interleaved"),
     ],
 )
 def test_bad_input_names_the_argument(call, name):
