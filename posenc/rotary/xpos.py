@@ -41,7 +41,7 @@ from posenc.core.frequencies import angle_dtype, cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
-from posenc.core.validation import check_even, check_float, check_float_tensor, check_same_device
+from posenc.core.validation import check_bool, check_even, check_float, check_float_tensor, check_same_device
 from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary
 
 GAMMA = 0.4
@@ -119,6 +119,7 @@ def apply_xpos(
     ``randomize_positions`` keyword (two draws would place them at different positions); draw once with
     :func:`~posenc.core.positions.randomized_positions` and pass the same tensor to both calls."""
     check_float_tensor("x", x, ndim=4)
+    check_bool("key", key)
     check_even("x.shape[-1]", x.shape[-1], why="xPos rotates feature pairs")
     check_float("scale_base", scale_base, positive=True)
     reference = _check_reference(reference)

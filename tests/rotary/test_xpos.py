@@ -193,3 +193,10 @@ def test_range_is_around_the_reference_and_empty_calls_work():
     assert module(torch.randn(1, 1, 0, 8), offset=10**6).shape == (1, 1, 0, 8)
     with pytest.raises(TypeError, match="reference"):
         XPos(8, reference=float("nan"))
+
+
+@pytest.mark.parametrize("key", ["query", "no", 0, None])
+def test_apply_xpos_refuses_a_side_that_is_not_a_bool(key):
+    """``key`` picks the scale's sign; a string such as "query" is truthy and would scale as a key."""
+    with pytest.raises(TypeError, match="`key` must be True or False"):
+        apply_xpos(torch.randn(1, 1, 3, 8), torch.arange(3), key=key)
