@@ -231,6 +231,9 @@ class RopeScaling:
         return plain
 
     def _yarn(self, extrapolated: torch.Tensor, rot_dim: int, base: float) -> torch.Tensor:
+        if base <= 1.0:
+            # the band bounds divide by ln(base), and assume wavelengths growing with the pair index
+            raise ValueError(f"`base` must be > 1 for scaling='yarn', got {base}")
         interpolated = extrapolated / self.factor
 
         def correction_dim(num_rotations: float) -> float:

@@ -209,6 +209,8 @@ def test_dynamic_ntk_grow_only_keeps_the_longest_base_until_a_short_sequence():
         ({"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "sometimes"}, "dynamic_update"),
         ({"scaling": "llama4"}, "scaling"),
         ({"p": 1.5}, "p"),
+        ({"scaling": "yarn", "factor": 4.0, "original_max_len": 64, "base": 1.0}, "base"),
+        ({"scaling": "yarn", "factor": 4.0, "original_max_len": 64, "base": 0.5}, "base"),
     ],
 )
 def test_bad_scaling_arguments_name_the_argument(kwargs, name):
