@@ -86,7 +86,7 @@ def mrope_cos_sin(
             f"{rot} has {rot // 2}; the sections must sum to rotary_dim / 2"
         )
     check_float("base", base, positive=True)
-    check_float("attention_scaling", attention_scaling)
+    check_float("attention_scaling", attention_scaling, positive=True)
     check_positions("position_ids", position_ids)
     if position_ids.ndim != 3 or position_ids.shape[0] != 3:
         raise ValueError(

@@ -106,6 +106,8 @@ def test_empty_sequence():
         ({"mrope_section": (2, 1, 1)}, torch.zeros(3, 1, 5, dtype=torch.long), "position_ids"),
         ({"mrope_section": (2, 1, 1)}, torch.zeros(3, 3, 4, dtype=torch.long), "position_ids"),
         ({"mrope_section": (2, 1, 1)}, torch.zeros(3, 1, 4, dtype=torch.float16), "position_ids"),
+        ({"mrope_section": (2, 1, 1), "attention_scaling": -1.0}, None, "attention_scaling"),
+        ({"mrope_section": (2, 1, 1), "attention_scaling": 0.0}, None, "attention_scaling"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, ids, name):
