@@ -69,8 +69,8 @@ def mrope_position_ids(
         if len(span) == 3 and kind != "video":
             raise ValueError(f"`spans[{i}]`: only a video span takes seconds_per_grid, got {span!r}")
         step: int | torch.Tensor = 1
+        seconds = check_float(f"spans[{i}][2]", span[2], positive=True) if len(span) == 3 else 1.0
         if kind == "video" and tokens_per_second is not None:
-            seconds = check_float(f"spans[{i}][2]", span[2], positive=True) if len(span) == 3 else 1.0
             # as transformers forms it: the processor's float32 second_per_grid_ts times tokens_per_second,
             # in float32 (float64 truncates i * 25 * (1/3) to 24 at i = 3 where float32 gives 25)
             step = tokens_per_second * torch.tensor(seconds, dtype=torch.float32)

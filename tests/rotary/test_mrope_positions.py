@@ -46,6 +46,8 @@ def test_text_only_and_empty():
         ([("image", (1, 2, 2), 1.0)], {}, r"spans\[0\]"),
         ([("text", -1)], {}, r"spans\[0\]\[1\]"),
         ([("video", (2, 2, 2), -1.0)], {"tokens_per_second": 2}, r"spans\[0\]\[2\]"),
+        ([("video", (2, 2, 2), -1.0)], {}, r"spans\[0\]\[2\]"),
+        ([("video", (2, 2, 2), "1s")], {}, r"spans\[0\]\[2\]"),
         ([("text", 2)], {"spatial_merge_size": 0}, "spatial_merge_size"),
         ("text", {}, "spans"),
     ],
