@@ -43,6 +43,8 @@ class AttentionTemperature:
 
 def attention_temperature(positions: torch.Tensor, *, floor_scale: float = 8192.0, attn_scale: float = 0.1) -> torch.Tensor:
     """float32 ``1 + attn_scale * log1p(floor((p + 1) / floor_scale))`` for positions ``(*p,)``."""
+    check_float("floor_scale", floor_scale, positive=True)
+    check_float("attn_scale", attn_scale, minimum=0.0)
     p = positions.to(torch.float64)
     return (torch.log1p(torch.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0).float()
 

@@ -177,3 +177,14 @@ def test_every_trainable_parameter_gets_a_gradient():
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
     assert not model.layer_positions[0].freqs.requires_grad  # block 1's
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"floor_scale": 0}, "floor_scale"), ({"floor_scale": -8.0}, "floor_scale"),
+     ({"attn_scale": float("nan")}, "attn_scale"), ({"attn_scale": -0.1}, "attn_scale")],
+)
+def test_attention_temperature_refuses_bad_scales(kwargs, name):
+    """As AttentionTemperature does: the function alone gave inf or NaN for these."""
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        attention_temperature(torch.arange(4), **kwargs)
