@@ -49,7 +49,9 @@ class Case:
     max_rounds: int | None = None  #: fewer rounds for cases whose slow peer takes seconds a call
     warmup: int = 2  #: untimed calls of each implementation before the rounds (after its first call)
 
-    def run(self, *, rounds: int) -> list[Row]:
+    def run(self, *, rounds: int, device: torch.device | str = "cpu") -> list[Row]:
+        """``device``: the one the inputs live on, synchronised around each timed call (CUDA runs asynchronously)."""
+        device = torch.device(device)
         fns, rows, outputs = {}, {}, {}
         for impl, factory in self.impls.items():
             if impl in self.skip:
@@ -72,8 +74,8 @@ class Case:
                 continue
             fns[impl] = fn
             if self.memory:
-                rows[impl].peak_mb = peak_memory_bytes(fn) / 2**20
-        times = interleaved_times(fns, rounds=min(rounds, self.max_rounds or rounds), warmup=self.warmup)
+                rows[impl].peak_mb = peak_memory_bytes(fn, device) / 2**20
+        times = interleaved_times(fns, rounds=min(rounds, self.max_rounds or rounds), warmup=self.warmup, device=device)
         ref, ref_cpu = times.get(self.reference, (None, None))
         for impl, (t, cpu) in times.items():
             rows[impl].median_ms, rows[impl].cpu_ms = t * 1e3, cpu * 1e3

@@ -137,7 +137,7 @@ def run_suite(
         for case in build():  # built here and dropped after its run: one case's inputs live at a time
             names.append(case.name)
             if only is None or only in case.name:
-                rows.extend(case.run(rounds=rounds))
+                rows.extend(case.run(rounds=rounds, device=device))
             del case
     if only is not None and not rows:
         raise NoSuchCase(f"only={only!r} names no case; the cases are:\n  " + "\n  ".join(names))

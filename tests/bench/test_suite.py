@@ -141,3 +141,15 @@ def test_a_missing_peer_names_the_extra_that_installs_it(monkeypatch):
         monkeypatch.setitem(sys.modules, module.split(".")[0], None)  # `import` now raises ImportError
         with pytest.raises(PeerMissing, match=extra.replace("[", r"\[").replace("]", r"\]")):
             require(module)
+
+
+def test_cases_time_on_the_suites_device(monkeypatch):
+    # CUDA runs asynchronously: the timing and the memory probe synchronise the device the inputs live on
+    from posenc.bench import cases, run_suite
+
+    seen = []
+    timed, peak = cases.interleaved_times, cases.peak_memory_bytes
+    monkeypatch.setattr(cases, "interleaved_times", lambda fns, **kw: seen.append(kw.get("device")) or timed(fns, **kw))
+    monkeypatch.setattr(cases, "peak_memory_bytes", lambda fn, device=None: seen.append(device) or peak(fn, device))
+    run_suite(quick=True, rounds=1, device="cpu", only="shaw attention")
+    assert len(seen) == 4 and all(d == torch.device("cpu") for d in seen), seen
