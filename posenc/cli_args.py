@@ -18,7 +18,10 @@ def non_negative_int(text: str) -> int:
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--rounds``)."""
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("takes a positive integer, got 0")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {value}")
     return value
