@@ -243,6 +243,8 @@ def regress_one(ctx: Context, model_name: str, split_name: str) -> dict[str, Any
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    for i, split_name in enumerate(ctx.config["splits"]):
+        check_choice(f"splits[{i}]", split_name, ("uniform", "quadrant"))
     per: dict[str, dict[str, Any]] = {}
     for split_name in ctx.config["splits"]:
         for model_name in ("deconv", "coordconv"):

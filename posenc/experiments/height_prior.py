@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import bar_panel, curves_panel
 from posenc.spatial.coordconv import add_coords
@@ -101,6 +102,8 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    for i, variant in enumerate(ctx.config["variants"]):
+        check_choice(f"variants[{i}]", variant, ("baseline", "hanet", "coordconv"))
     per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in ctx.config["variants"]}
     return {
         "miou": {k: v["miou"] for k, v in per.items()},

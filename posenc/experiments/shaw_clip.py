@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.order import train_and_score
 from posenc.experiments.plotting import bar_panel, curves_panel
@@ -35,6 +36,8 @@ def train_one(ctx: Context, label: str, position: str, variant: str = "both", k:
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    for i, variant in enumerate(c["variants"]):
+        check_choice(f"variants[{i}]", variant, ("keys", "values", "both"))
     baseline = ctx.unit("none", lambda: train_one(ctx, "none", "none"))["accuracy"]
     by_k = {str(k): ctx.unit(f"k={k}", lambda k=k: train_one(ctx, f"k={k}", "shaw", "both", k))["accuracy"] for k in c["ks"]}
     variants = {}

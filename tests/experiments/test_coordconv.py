@@ -83,3 +83,11 @@ def test_coordconv_regressor_generalises_to_the_held_out_quadrant_conv_does_not(
     assert coord["test"] - conv["test"] >= 0.4
     assert coord["test_mae_pixels"] <= 0.5 and conv["test_mae_pixels"] >= 2.0
     assert coord["parameters"] * 10 <= conv["parameters"]
+
+
+def test_unknown_split_is_refused():
+    from posenc.experiments import run_experiment
+
+    with pytest.raises(ValueError, match=r"`splits\[0\]` must be one of 'uniform', 'quadrant'; got 'bogus'"):
+        run_experiment(get_experiment("coordconv"), quick=True, out=None, device="cpu",
+                       overrides={"splits": ["bogus"], "steps": 1, "coordconv_steps": 1, "regression_steps": 1})
