@@ -33,3 +33,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write_bytes(path, object())  # type: ignore[arg-type]
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_an_error_names_the_file_asked_for_not_the_temporary(tmp_path):
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as error:  # replacing a folder by the file fails
+        atomic_write_bytes(folder, b"{}")
+    assert error.value.filename == str(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temporary left
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("this user writes into any folder")
+    with pytest.raises(PermissionError) as error:  # the temporary cannot be created beside it
+        atomic_write_bytes(locked / "bench.json", b"{}")
+    assert error.value.filename == str(locked / "bench.json")
