@@ -126,6 +126,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from posenc.core.devices import resolve_device
 
     device = resolve_device(args.device, argument="--device")
+    if args.json:  # a --json that cannot be written fails now, not after the whole run
+        import errno
+        import tempfile
+        from pathlib import Path
+
+        target = Path(args.json)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=target.parent):
+                pass
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(target)) from error
     progress = None
     if _on_terminal():
         try:

@@ -153,3 +153,18 @@ def test_cases_time_on_the_suites_device(monkeypatch):
     monkeypatch.setattr(cases, "peak_memory_bytes", lambda fn, device=None: seen.append(device) or peak(fn, device))
     run_suite(quick=True, rounds=1, device="cpu", only="shaw attention")
     assert len(seen) == 4 and all(d == torch.device("cpu") for d in seen), seen
+
+
+def test_a_json_path_that_cannot_be_written_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    import posenc.bench
+
+    def not_run(**kwargs):
+        raise AssertionError("the suite ran")
+
+    monkeypatch.setattr(posenc.bench, "run_suite", not_run)
+    assert main(["bench", "--quick", "--json", str(tmp_path)]) == 1  # a folder
+    err = capsys.readouterr().err
+    assert f"cannot write: {tmp_path}: Is a directory" in err and "Traceback" not in err
+    (tmp_path / "file").write_text("")
+    assert main(["bench", "--quick", "--json", str(tmp_path / "file" / "bench.json")]) == 1  # below a file
+    assert f"cannot write: {tmp_path / 'file' / 'bench.json'}" in capsys.readouterr().err
