@@ -19,7 +19,7 @@ def test_check_builds_the_encoding_from_its_example(monkeypatch):
     spec = examples.SPECS["t5"]
     monkeypatch.setitem(examples.SPECS, "t5", dataclasses.replace(spec, kwargs={**spec.kwargs, "num_buckets": 0}))
     result = check_one("t5")
-    assert "`num_buckets`" in result.detail
+    assert not result.ok and "cannot be built" in result.detail and "`num_buckets`" in result.detail
     monkeypatch.setitem(examples.SPECS, "t5", spec)
     assert check_one("t5").detail.startswith("finite=True")
 
@@ -37,3 +37,8 @@ def test_the_check_fails_where_decoding_differs():
     # dynamic NTK's base follows the length: compared as if static, its cached decoding differs
     strict = check_one("rope", scaling="dynamic_ntk", factor=2.0, original_max_len=4, cached=True)
     assert not strict.ok and "cached-decoding=" in strict.detail
+
+
+def test_encoder_only_encodings_are_checked_without_a_cache():
+    result = check_one("wav2vec2_conv")
+    assert result.ok and "encoder only" in result.detail and result.detail.startswith("finite=True"), result.render()
