@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"posenc {args.command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`posenc list | head -1`): nothing to report
+        # stdout to /dev/null, so that flushing it at exit does not raise a second time
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a program ended by a closed pipe
     except OSError as error:  # an --out/--json path that cannot be created or written
         if args.verbose:
             raise

@@ -188,3 +188,16 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_and_status_1(capsys
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert err.startswith(f"posenc {command[0]}: cannot write: ") and "/" in err, err
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """``posenc experiments | head -1``: no 'cannot write: Broken pipe', status 141 as for SIGPIPE."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "posenc", "experiments"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141, stderr
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr
