@@ -34,6 +34,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from posenc.core.validation import check_positive_int
 from posenc.rotary.rope import RotaryPositionEncoding
 
 HF_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
@@ -77,7 +78,9 @@ def _head_dim_from_width(cfg: dict[str, Any]) -> int:
             f"the config must give `head_dim`, or `hidden_size` and `num_attention_heads` to derive it; "
             f"it lacks {missing}"
         )
-    return cfg["hidden_size"] // cfg["num_attention_heads"]
+    return check_positive_int("hidden_size", cfg["hidden_size"]) // check_positive_int(
+        "num_attention_heads", cfg["num_attention_heads"]
+    )
 
 
 def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEncoding:
@@ -87,7 +90,7 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]
     if missing:
         raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
-    head_dim = cfg.get("head_dim") or _head_dim_from_width(cfg)
+    head_dim = check_positive_int("head_dim", cfg["head_dim"]) if cfg.get("head_dim") else _head_dim_from_width(cfg)
     partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor"))
     partial = 1.0 if partial is None else partial
     if rope_type != "proportional" and int(head_dim * partial) % 2:

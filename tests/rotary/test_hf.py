@@ -190,3 +190,19 @@ def test_to_hf_rejects_what_transformers_cannot_express():
         to_hf_rope_parameters("rope")
     with pytest.raises(TypeError, match="config"):
         from_hf_config(42)
+
+
+@pytest.mark.parametrize(
+    "widths, name",
+    [
+        ({"head_dim": "64"}, "head_dim"),
+        ({"head_dim": 16.0}, "head_dim"),
+        ({"hidden_size": "64", "num_attention_heads": 4}, "hidden_size"),
+        ({"hidden_size": 64, "num_attention_heads": 2.5}, "num_attention_heads"),
+    ],
+)
+def test_head_widths_of_the_wrong_type_are_named(widths, name):
+    """A string or fractional width used to raise an unnamed TypeError from the arithmetic on it."""
+    rope = {"rope_type": "default", "rope_theta": 1e4}
+    with pytest.raises((TypeError, ValueError), match=f"`{name}`"):
+        from_hf_config({**widths, "max_position_embeddings": 64, "rope_parameters": rope})
