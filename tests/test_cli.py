@@ -201,3 +201,10 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
     stderr = process.stderr.read().decode()
     assert process.wait() == 141, stderr
     assert "Broken pipe" not in stderr and "Traceback" not in stderr
+
+
+def test_a_set_key_given_twice_is_refused(capsys, tmp_path):
+    assert main(["run", "order", "--quick", "--out", str(tmp_path), "--set", "steps=3", "--set", "steps=5"]) == 2
+    err = capsys.readouterr().err
+    assert "'steps' twice" in err and "Traceback" not in err
+    assert not (tmp_path / "order").exists()

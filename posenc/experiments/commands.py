@@ -35,6 +35,16 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[tuple[str, object]] | None) -> dict[str, object]:
+    """The ``--set KEY=VALUE`` pairs as a dict; a key given twice is refused (the last would silently win)."""
+    overrides: dict[str, object] = {}
+    for key, value in pairs or []:
+        if key in overrides:
+            raise ValueError(f"--set gives {key!r} twice ({overrides[key]!r} and {value!r}); give it once")
+        overrides[key] = value
+    return overrides
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from posenc.core.extras import require
     from posenc.experiments import NAMES, Interrupted, ResultExists, get_experiment, run_experiment
@@ -42,11 +52,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     names = list(NAMES) if args.name == "all" else [args.name]
     try:
+        overrides = _overrides(args.set)
         chosen = [get_experiment(n) for n in names]
         pick_device(args.device)
         if args.name != "all":  # check --set before any training starts
             experiment = chosen[0]
-            apply_overrides(experiment, dict(experiment.quick if args.quick else experiment.full), dict(args.set or []))
+            apply_overrides(experiment, dict(experiment.quick if args.quick else experiment.full), overrides)
     except ValueError as error:
         print(f"posenc run: {error}", file=sys.stderr)
         return 2
@@ -62,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 out=args.out,
                 resume=args.resume,
                 force=args.force,
-                overrides=dict(args.set or []),
+                overrides=overrides,
                 device=args.device,
                 progress=not args.no_progress and sys.stderr.isatty(),
             )
