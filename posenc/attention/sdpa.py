@@ -12,8 +12,10 @@ from posenc.core.precision import arithmetic_dtype
 
 def masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """Fold a boolean mask into an additive bias with a large finite negative value (a row with no
-    visible key then gets uniform weights instead of NaN)."""
+    visible key then gets uniform weights instead of NaN). The result has rank 4: SDPA reads the
+    last two dimensions of its ``attn_mask`` as ``(n, m)`` and refuses one of rank 0 or 1."""
     bias = bias.to(arithmetic_dtype(bias.dtype, dtype))  # float32 or wider
+    bias = bias.reshape((1,) * (4 - bias.ndim) + tuple(bias.shape))
     if mask is not None:
         bias = bias.masked_fill(~mask, torch.finfo(dtype).min / 2)
     return bias.to(dtype)
