@@ -114,6 +114,8 @@ def flex_attention(
     check_mask(mask, q, k)
     b, h, n, _ = q.shape
     m = k.shape[-2]
+    if n == 0 or m == 0:  # no queries, or nothing to attend to: zeros (FlexAttention takes neither)
+        return q.new_zeros(b, h, n, v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
     if q.device.type == "cpu" and torch.is_grad_enabled():
         tensors = (q, k, v, bias, *(score_mod.tensors if score_mod else ()))
         if any(t is not None and t.requires_grad for t in tensors):

@@ -158,3 +158,16 @@ def test_compiled_cpu_kernel_runs_shaws_key_term_through_attend():
             got = attend(q, k, v, position=enc, mask=mask, backend="flex", **pos)
             want = attend(q, k, v, position=enc, mask=mask, backend="eager", **pos)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask", [None, MaskSpec(causal=True), MaskSpec(window=2)])
+@pytest.mark.parametrize("n, m", [(0, 5), (0, 0), (3, 0)])
+def test_no_queries_or_no_keys_give_zeros_as_the_other_backends(n, m, mask, monkeypatch):
+    monkeypatch.setattr(flex_module, "COMPILE", False)
+    if mask is not None and n > m:
+        pytest.skip("a causal or windowed mask needs n <= m")
+    q, k, v = torch.randn(2, 3, n, 4), torch.randn(2, 3, m, 4), torch.randn(2, 3, m, 5)
+    with torch.no_grad():
+        got = flex_attention(q, k, v, mask=mask)
+    assert got.shape == (2, 3, n, 5)
+    torch.testing.assert_close(got, eager_attention(q, k, v, mask=mask))
