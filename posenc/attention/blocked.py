@@ -39,6 +39,7 @@ from posenc.attention.masks import MaskSpec
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
+from posenc.core.validation import check_float
 
 #: When a mask skips keys: at most this many row blocks of at least MIN_BLOCK_ROWS rows (fewer rows per
 #: block skip more of the hidden keys; fewer blocks cost less Python).
@@ -364,7 +365,7 @@ def blocked_attention(
     if bias is not None:
         bias = bias.to(q.dtype)
     mask = MaskSpec() if mask is None else mask
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_float("scale", scale)
     if q.shape[-2] == 0 or k.shape[-2] == 0:  # no queries, or nothing to attend to: zeros
         out = q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
         return out, (q.new_zeros(*q.shape[:-1], k.shape[-2]) if need_weights else None)

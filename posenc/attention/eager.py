@@ -12,6 +12,7 @@ from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.terms import ScoreMod, block_indices
+from posenc.core.validation import check_float
 
 
 def eager_attention(
@@ -36,7 +37,7 @@ def eager_attention(
     b, h, n, d = q.shape
     m = k.shape[-2]
     work = arithmetic_dtype(q.dtype)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scale = 1.0 / math.sqrt(d) if scale is None else check_float("scale", scale)
     # (b, h, n, d) @ (b, h, d, m) -> (b, h, n, m)
     logits = torch.matmul(q.to(work), k.to(work).transpose(-1, -2)) * scale
     if bias is not None:

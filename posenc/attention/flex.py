@@ -24,6 +24,7 @@ import torch
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.terms import ScoreMod
+from posenc.core.validation import check_float
 
 #: Compile the kernel (False runs PyTorch's unfused reference of the same computation: for tests).
 COMPILE = True
@@ -112,6 +113,7 @@ def flex_attention(
     check_qkv(q, k, v)
     check_bias(bias, q, k)
     check_mask(mask, q, k)
+    scale = None if scale is None else check_float("scale", scale)
     b, h, n, _ = q.shape
     m = k.shape[-2]
     if n == 0 or m == 0:  # no queries, or nothing to attend to: zeros (FlexAttention takes neither)
