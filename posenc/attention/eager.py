@@ -34,6 +34,7 @@ def eager_attention(
     check_qkv(q, k, v)
     check_bias(bias, q, k)
     check_mask(mask, q, k)
+    check_float("dropout", dropout, minimum=0.0, maximum=1.0)
     b, h, n, d = q.shape
     m = k.shape[-2]
     work = arithmetic_dtype(q.dtype)

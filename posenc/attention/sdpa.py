@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from posenc.attention.inputs import check_bias, check_mask, check_qkv
 from posenc.attention.masks import MaskSpec
 from posenc.core.precision import arithmetic_dtype
+from posenc.core.validation import check_float
 
 
 def masked_bias(bias: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -35,6 +36,7 @@ def sdpa_attention(
     check_qkv(q, k, v)
     check_bias(bias, q, k)
     check_mask(mask, q, k)
+    check_float("dropout", dropout, minimum=0.0, maximum=1.0)
     mask = mask or MaskSpec()
     n, m = q.shape[-2], k.shape[-2]
     if bias is None and mask.only_causal and m == n:

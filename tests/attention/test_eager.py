@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from posenc.attention import blocked_attention, eager_attention, flex_attention
+from posenc.attention import blocked_attention, eager_attention, flex_attention, sdpa_attention
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,12 @@ def test_a_scale_override_is_used():
     torch.testing.assert_close(blocked_attention(q, k, v, scale=0.3)[0], want)
     with torch.no_grad():
         torch.testing.assert_close(flex_attention(q, k, v, scale=0.3), want)
+
+
+@pytest.mark.parametrize("fn", [eager_attention, sdpa_attention], ids=["eager", "sdpa"])
+@pytest.mark.parametrize("dropout, error", [(2.0, ValueError), (-0.1, ValueError), ("x", TypeError)])
+def test_dropout_must_be_a_probability(fn, dropout, error):
+    # torch's own errors named neither the argument nor (SDPA) the allowed range
+    q = torch.randn(1, 2, 3, 4)
+    with pytest.raises(error, match="`dropout`"):
+        fn(q, q, q, dropout=dropout)
