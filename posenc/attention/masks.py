@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from posenc.core.validation import check_bool, check_int
+from posenc.core.validation import check_bool, check_int, check_tensor
 
 #: A window at least this wide sees every key of any sequence; wider ones are stored as this, so that
 #: ``i - window`` and ``i + window`` stay within int64 (a wider one would wrap around or overflow).
@@ -118,5 +118,13 @@ class MaskSpec:
 def attention_mask(
     n: int, m: int, *, causal: bool, key_mask: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor | None:
-    """Boolean ``(b | 1, 1, n, m)`` mask, True where query i may attend to key j, or None for all."""
+    """Boolean ``(b | 1, 1, n, m)`` mask, True where query i may attend to key j, or None for all.
+    key_mask: bool ``(b, m)``; a causal mask needs ``n <= m`` (the queries are the last n of the m keys)."""
+    n, m = check_int("n", n, minimum=0), check_int("m", m, minimum=0)
+    if causal is True and n > m:
+        raise ValueError(f"a causal mask places the n queries at the last n of the m keys: n ({n}) must be at most m ({m})")
+    if key_mask is not None:
+        check_tensor("key_mask", key_mask)
+        if key_mask.dtype != torch.bool or key_mask.ndim != 2 or key_mask.shape[-1] != m:
+            raise ValueError(f"`key_mask` must be a bool tensor of shape (b, {m}), got {key_mask.dtype} {tuple(key_mask.shape)}")
     return MaskSpec(causal=causal, key_mask=key_mask).dense(n, m, device)

@@ -5,7 +5,7 @@ query's own key index is ``i + m - n``. Every backend follows the same mask."""
 import pytest
 import torch
 
-from posenc.attention import BACKENDS, MaskSpec, attend
+from posenc.attention import BACKENDS, MaskSpec, attend, attention_mask
 from posenc.attention.blocked import row_blocks
 from posenc.core.positions import Positions
 from posenc.core.registry import create
@@ -84,3 +84,30 @@ def test_window_is_checked_by_the_mask():
     for window, error in ((0, ValueError), (-3, ValueError), (True, TypeError), (2.0, TypeError)):
         with pytest.raises(error, match="window"):
             MaskSpec(causal=True, window=window)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"n": -1}, ValueError, "`n`"),
+        ({"n": 1.5}, TypeError, "`n`"),
+        ({"m": -2}, ValueError, "`m`"),
+        ({"n": 5, "m": 3, "causal": True}, ValueError, r"n \(5\) must be at most m \(3\)"),
+        ({"key_mask": torch.ones(2, 4, dtype=torch.bool)}, ValueError, r"`key_mask`.*\(b, 5\)"),
+        ({"key_mask": torch.ones(2, 5)}, ValueError, "`key_mask`"),
+        ({"key_mask": [[True] * 5]}, TypeError, "`key_mask`"),
+    ],
+)
+def test_attention_mask_refuses_bad_sizes_by_name(kwargs, error, match):
+    # these failed in torch.arange or view, or (n > m, causal) gave rows that see no key
+    args = {"n": 3, "m": 5, "causal": False, "key_mask": None, "device": "cpu", **kwargs}
+    with pytest.raises(error, match=match):
+        attention_mask(**args)
+
+
+def test_attention_mask_places_the_queries_last():
+    km = torch.tensor([[True, False, True, True, True]])
+    got = attention_mask(2, 5, causal=True, key_mask=km, device="cpu")
+    want = torch.tensor([[[[True, False, True, True, False], [True, False, True, True, True]]]])
+    assert torch.equal(got, want)
+    assert attention_mask(0, 0, causal=True, key_mask=None, device="cpu").shape == (1, 1, 0, 0)
