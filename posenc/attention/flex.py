@@ -106,7 +106,9 @@ def flex_attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """q ``(b, h, n, d)``, k/v ``(b, h, m, d)`` -> ``(b, h, n, dv)`` with ``score_mod`` and/or a
-    materialised ``bias`` (read through a score_mod) and the mask as a block mask."""
+    materialised ``bias`` (read through a score_mod) and the mask as a block mask. A row whose keys
+    are all masked (padding, a document with no key) gets zeros, as FlexAttention gives it, where
+    eager, SDPA and the blocked kernel give uniform weights (the mean of the values they read)."""
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 

@@ -171,3 +171,16 @@ def test_no_queries_or_no_keys_give_zeros_as_the_other_backends(n, m, mask, monk
         got = flex_attention(q, k, v, mask=mask)
     assert got.shape == (2, 3, n, 5)
     torch.testing.assert_close(got, eager_attention(q, k, v, mask=mask))
+
+
+def test_a_row_that_sees_no_key_gets_zeros(monkeypatch):
+    # documented: FlexAttention's own result; the other backends give the mean of the values
+    monkeypatch.setattr(flex_module, "COMPILE", False)
+    q, k, v = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
+    key_mask = torch.tensor([[True, True, False], [False, False, False]])
+    with torch.no_grad():
+        got = flex_attention(q, k, v, mask=MaskSpec(key_mask=key_mask))
+    assert torch.equal(got[1], torch.zeros(1, 3, 4))
+    want = eager_attention(q, k, v, mask=MaskSpec(key_mask=key_mask))
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(want[1], v[1].mean(-2, keepdim=True).expand(1, 3, 4))
