@@ -224,7 +224,7 @@ class _BlockedAttention(torch.autograd.Function):
             out, weights, blocks, features = _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors)
         ctx.save_for_backward(q, k, v, out, features, *tensors)
         ctx.weights = weights  # the blocks' softmax weights (not inputs or outputs: held directly)
-        ctx.scale, ctx.blocks, ctx.shape, ctx.terms = scale, blocks, (b, h, n, m), terms
+        ctx.scale, ctx.blocks, ctx.shape, ctx.terms, ctx.mask = scale, blocks, (b, h, n, m), terms, mask
         ctx.set_materialize_grads(False)
         if not need_weights:
             all_weights = q.new_empty(0)
@@ -318,6 +318,10 @@ class _BlockedAttention(torch.autograd.Function):
                 block_delta = (grad_w * w).sum(-1, keepdim=True)
             # softmax backward in place: gradient of the logits = w * (grad_w - sum_j w grad_w)
             grad_logits = grad_w.sub_(block_delta).mul_(w)
+            if ctx.mask.key_mask is not None or ctx.mask.q_docs is not None:
+                # a row that sees no key has uniform weights whatever its logits: none of their gradient
+                blind = ~ctx.mask.block(s, e, k0, k1, n, m, q.device).any(-1, keepdim=True)
+                grad_logits = grad_logits.masked_fill_(blind, 0)
             if need_bias:
                 grad_bias[..., s:e, k0:k1] = grad_logits.sum_to_size(*full[:2], e - s, k1 - k0)
             if need_bias_terms and terms.bias_backward is not None:

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from posenc.attention import MaskSpec, blocked_attention, eager_attention
 from posenc.attention.blocked import attention_with_bias
 
 
@@ -290,3 +291,28 @@ def test_second_derivatives_are_refused_not_left_out():
     out, _ = blocked_attention(q, k, v, mask=MaskSpec(causal=True))
     grads = torch.autograd.grad((out @ w).pow(2).sum(), [q, k, v, w])  # first order as before
     assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v, w)))
+
+
+@pytest.mark.parametrize("docs", [False, True])
+def test_a_row_that_sees_no_key_passes_no_gradient_to_its_logits(docs):
+    # its output is the mean of the values whatever q, k and the bias are: q, k and the bias get
+    # the eager reference's gradients (none from that row), v its share of the mean
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 4, 3, dtype=torch.float64, generator=g) for _ in range(3))
+    bias = torch.randn(1, 2, 4, 4, dtype=torch.float64, generator=g)
+    if docs:
+        q_docs, k_docs = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2]]), torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])
+        mask = MaskSpec(q_docs=q_docs, k_docs=k_docs)
+    else:
+        mask = MaskSpec(key_mask=torch.tensor([[True, True, False, True], [False] * 4]))
+    grad = torch.randn(2, 2, 4, 3, dtype=torch.float64, generator=g)
+
+    def grads(fn):
+        ts = [t.clone().requires_grad_(True) for t in (q, k, v, bias)]
+        (fn(*ts) * grad).sum().backward()
+        return [t.grad for t in ts]
+
+    want = grads(lambda q, k, v, bias: eager_attention(q, k, v, bias=bias, mask=mask))
+    got = grads(lambda q, k, v, bias: blocked_attention(q, k, v, bias, mask=mask)[0])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
