@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import threading
@@ -179,7 +180,31 @@ def _build(compiler: str | None, *, unusable: Path | None = None) -> tuple[Path,
     raise RuntimeError("; ".join(errors))
 
 
+def _truncated(path: Path) -> bool:
+    """Whether ``path`` is an ELF file shorter than its headers say: loading one maps pages past its end,
+    and the process dies of SIGBUS at the first read (other formats are left to the loader)."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return False
+    wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
+    header = struct.Struct(f"{order}16x2HI3{'Q' if wide else 'I'}I6H")
+    if len(data) < header.size:
+        return True
+    *_, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = header.unpack_from(data)
+    if max(phoff + phnum * phentsize, shoff + shnum * shentsize) > len(data):
+        return True
+    # each segment's (offset, size in the file)
+    segment, fields = (struct.Struct(f"{order}2I6Q"), (2, 5)) if wide else (struct.Struct(f"{order}8I"), (1, 4))
+    for i in range(phnum):
+        values = segment.unpack_from(data, phoff + i * phentsize)
+        if values[fields[0]] + values[fields[1]] > len(data):
+            return True
+    return False
+
+
 def _load(path: Path) -> ctypes.CDLL:
+    if _truncated(path):
+        raise OSError(f"{path} is shorter than its ELF headers say (truncated)")
     lib = ctypes.CDLL(str(path))
     for dtype in DTYPES:
         for interleaved in (False, True):

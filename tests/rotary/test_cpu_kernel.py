@@ -245,6 +245,39 @@ def test_a_library_in_a_read_only_cache_is_loaded_and_a_damaged_one_rebuilt(tmp_
     assert cpu_kernel.build_seconds() > 0 and (damaged / built.name).stat().st_size > 1000
 
 
+def test_a_truncated_library_in_the_cache_is_rebuilt_or_refused_not_loaded(tmp_path, monkeypatch):
+    # loading a file cut short maps pages past its end: the process would die of SIGBUS, so each
+    # attempt runs in a process of its own
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path / "built"))
+    built, _ = cpu_kernel._build(cpu_kernel._compiler())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    script = (
+        "import warnings; warnings.simplefilter('always'); from posenc.rotary import cpu_kernel; "
+        "print(cpu_kernel.library() is not None, cpu_kernel.build_seconds())"
+    )
+    env = {**os.environ, cpu_kernel.CACHE_ENV: str(cache), "PYTHONPATH": str(Path(cpu_kernel.__file__).parents[2])}
+    for size in (5000, built.stat().st_size // 2, built.stat().st_size - 100):
+        (cache / built.name).write_bytes(built.read_bytes()[:size])
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        loaded, seconds = done.stdout.split()
+        assert loaded == "True" and float(seconds) > 0  # built afresh
+        assert (cache / built.name).stat().st_size > size
+    # without a compiler: refused with the one warning, RoPE falls back
+    (cache / built.name).write_bytes(built.read_bytes()[:5000])
+    no_compiler = {**env, "PATH": str(tmp_path / "empty")}
+    no_compiler.pop("CXX", None)
+    done = subprocess.run([sys.executable, "-c", script], env=no_compiler, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.split() == ["False", "None"], done.stderr
+    assert "could not be built" in done.stderr and "truncated" in done.stderr
+
+
 def test_without_a_compiler_a_library_built_for_this_processor_is_loaded(tmp_path, monkeypatch):
     monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))
     built, _ = cpu_kernel._build(cpu_kernel._compiler())
