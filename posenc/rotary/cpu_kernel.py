@@ -176,8 +176,9 @@ def _build(compiler: str | None, *, unusable: Path | None = None) -> tuple[Path,
             os.replace(partial, target)
             return target, time.perf_counter() - start
         os.unlink(partial)
-        errors.append(f"{' '.join(options)}: {done.stderr.strip()[-300:]}")
-    raise RuntimeError("; ".join(errors))
+        # a compiler that fails without a word (CXX=false, a broken wrapper) is named by its exit status
+        errors.append(f"{' '.join(options)}: {done.stderr.strip()[-300:] or f'exit status {done.returncode}'}")
+    raise RuntimeError(f"{compiler} failed: " + "; ".join(errors))
 
 
 def _truncated(path: Path) -> bool:

@@ -304,6 +304,17 @@ def test_without_a_compiler_the_inductor_kernel_is_used_with_one_warning(monkeyp
     torch.testing.assert_close(got, rotate_pairs(x, theta.cos().float(), theta.sin().float(), fused=False))
 
 
+def test_a_compiler_that_fails_silently_is_named_in_the_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu_kernel.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    monkeypatch.setattr(cpu_kernel, "_state", None)
+    with pytest.warns(RuntimeWarning, match="could not be built") as caught:
+        assert cpu_kernel.library() is None
+    message = str(caught[0].message)
+    assert "false failed: " in message and "-O3 -march=native -ffp-contract=off -fopenmp: exit status 1" in message
+    assert list(tmp_path.iterdir()) == []  # no partial files left behind
+
+
 def test_bad_mechanism_is_named(monkeypatch):
     monkeypatch.setenv(fused.CPU_KERNEL_ENV, "triton")
     with pytest.raises(ValueError, match="POSENC_CPU_KERNEL"):
