@@ -394,6 +394,63 @@ def flex_cpu_case(name: str, n: int, *, decode: bool = False, heads: int = 8, d:
     )
 
 
+def flex_training_case(
+    name: str,
+    n: int,
+    *,
+    heads: int = 8,
+    d: int = 64,
+    dtype: torch.dtype = torch.bfloat16,
+    device="cuda",
+    backends: tuple[str, str] = ("sdpa", "flex"),
+) -> Case:
+    """Forward + backward of one causal attention layer, b1, q, k, v ``(1, h, n, d)`` in ``dtype``: encoding
+    ``name`` on the first backend (SDPA with the encoding's ``(1, h, n, n)`` bias tensor) against the
+    second (FlexAttention with its ``score_mod``), and no encoding on each; time and peak memory. Each
+    call returns the output and the gradients of q, k, v and of the encoding's parameters (T5's and
+    Shaw's learned tables), so the agreement check also shows that those tables receive the same
+    gradients through FlexAttention. A GPU case: FlexAttention has no backward on CPU (torch 2.13).
+    Shaw runs its key term alone (FlexAttention takes no value term)."""
+    from posenc.attention import MaskSpec, attend
+    from posenc.core.registry import create, create_for_model
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, grad = (torch.randn(1, heads, n, d, generator=gen).to(device=device, dtype=dtype) for _ in range(4))
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.manual_seed(0)
+    extra = {"values": False} if name == "shaw" else {}
+    model_args = {"dim": heads * d, "heads": heads, "head_dim": d, "causal": True}
+    encoding = create_for_model(name, model_args=model_args, **extra).to(device)
+    pos, mask = Positions(n), MaskSpec(causal=True)
+
+    def run(position, backend):
+        params = [p for p in position.parameters() if p.requires_grad]
+
+        def step():
+            for t in (q, k, v, *params):
+                t.grad = None
+            out = attend(q, k, v, position=position, q_positions=pos, k_positions=pos, mask=mask, backend=backend)
+            out.backward(grad)
+            return (out.detach(), q.grad, k.grad, v.grad, *(p.grad for p in params))
+
+        return lambda: step
+
+    first, second = backends
+    ours = {b: f"posenc {name} ({b}{', bias tensor' if b == 'sdpa' else ''})" for b in backends}
+    nones = {b: f"no encoding ({b})" for b in backends}
+    none = create("none")
+    return Case(
+        f"train attention {name} n{n} h{heads} d{d} {str(dtype).removeprefix('torch.')}",
+        ours[first],
+        {ours[first]: run(encoding, first), ours[second]: run(encoding, second),
+         nones[first]: run(none, first), nones[second]: run(none, second)},
+        agree_with={ours[second]: ours[first], nones[second]: nones[first]},
+        atol=3e-2 if dtype in (torch.bfloat16, torch.float16) else 1e-4,
+        memory=True,
+        max_rounds=5 if n > 4096 else None,
+    )
+
+
 def hash_grid_cases(points: int, *, levels: int = 16, features: int = 2, log2_table: int = 19, device="cpu") -> list[Case]:
     """Instant-NGP's hash encoding of 3-D points: posenc's batched levels against the per-level,
     per-corner transcription (and tiny-cuda-nn on CUDA), forward alone and forward + backward."""

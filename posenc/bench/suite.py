@@ -13,6 +13,7 @@ from posenc.bench.cases import (
     Row,
     bias_cases,
     flex_cpu_case,
+    flex_training_case,
     hash_grid_cases,
     hash_grid_memory_cases,
     long_context_case,
@@ -38,6 +39,8 @@ LONG_CONTEXT = ("alibi", "t5", "shaw", "transformer_xl")
 #: Encodings whose score_mod compiled FlexAttention runs on CPU: timed against the blocked kernel for
 #: CPU inference (prompts and decoding steps; the measurement behind ``attention="auto"`` on CPU).
 FLEX_CPU = ("alibi", "t5", "shaw", "kerple")
+#: issue 14's GPU rows: training through FlexAttention against SDPA with a bias tensor
+FLEX_TRAINING = ("alibi", "t5", "shaw")
 
 
 class NoSuchCase(ValueError):
@@ -93,6 +96,12 @@ def suite(*, quick: bool = False, device: torch.device | str = "cpu") -> list[Ca
                 for name in FLEX_CPU if name in registered
                 for decode in (False, True)
                 for n in (1024, 4096)
+            ]
+        if device.type == "cuda":  # FlexAttention has no backward on CPU
+            cases += [
+                _one(flex_training_case, name, n, device=device)
+                for name in FLEX_TRAINING if name in registered
+                for n in (4096, 16384)
             ]
         cases += [_many(hash_grid_cases, 2**18, device=device)] if "hash_grid" in registered else []
         memory = [(2**16, 8), (2**16, 16), (2**17, 16), (2**18, 16)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from posenc.bench import format_table
@@ -168,3 +169,24 @@ def test_a_json_path_that_cannot_be_written_fails_before_the_run(tmp_path, capsy
     (tmp_path / "file").write_text("")
     assert main(["bench", "--quick", "--json", str(tmp_path / "file" / "bench.json")]) == 1  # below a file
     assert f"cannot write: {tmp_path / 'file' / 'bench.json'}" in capsys.readouterr().err
+
+
+def test_flex_training_case_compares_outputs_and_the_learned_tables_gradients():
+    # the plumbing on CPU, with the eager reference standing in for FlexAttention (no backward on CPU)
+    from posenc.bench.cases import flex_training_case
+
+    case = flex_training_case("t5", 16, heads=2, d=4, dtype=torch.float32, device="cpu", backends=("sdpa", "eager"))
+    outputs = case.impls["posenc t5 (eager)"]()()
+    assert len(outputs) == 5 and outputs[-1].shape[-1] == 2 and outputs[-1].abs().sum() > 0  # T5's table, per head
+    rows = {r.impl: r for r in case.run(rounds=1)}
+    assert rows["posenc t5 (eager)"].agrees is True and rows["no encoding (eager)"].agrees is True
+    assert all(r.median_ms is not None and r.peak_mb is not None for r in rows.values()), rows
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["alibi", "t5", "shaw"])
+def test_flex_training_case_on_cuda(name):
+    from posenc.bench.cases import flex_training_case
+
+    rows = flex_training_case(name, 256, heads=2, d=16, device="cuda").run(rounds=1, device="cuda")
+    assert all(r.agrees is not False and r.median_ms is not None for r in rows), rows
