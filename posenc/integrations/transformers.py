@@ -8,34 +8,56 @@ unchanged (tests/integrations/test_transformers.py: every transformers rope type
 float32); the cos/sin come from posenc's float64 angles, exact at long positions. Any other posenc
 rotary variant can then be tried in the model by passing ``encoding=``.
 
+The cos/sin are returned in the layout the replaced module returns them, read from its output at
+positions 0 and 1: each angle at ``i`` and ``i + rot/2`` (Llama's ``cat((freqs, freqs))``), at ``2i``
+and ``2i + 1`` (Cohere's ``repeat_interleave``), or once, ``(b, n, rot/2)`` (gpt-oss).
+
 Refused with a ValueError: multimodal RoPE models (``rope_parameters['mrope_section']``, Qwen2-VL and
-its successors; use :func:`posenc.rotary.apply_mrope`) and rotary modules that do not return
-``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``).
+its successors; use :func:`posenc.rotary.apply_mrope`), rotary modules that do not return
+``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``), and encodings whose rotated width differs from
+the width the model's rotary module serves.
 
 Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from posenc.core.positions import Positions
+from posenc.core.validation import check_choice
 from posenc.rotary.hf import from_hf_config
 from posenc.rotary.rope import RotaryPositionEncoding
+
+#: How a rotary module lays out the ``rot/2`` angles of each position in its cos/sin: twice, at ``i``
+#: and ``i + rot/2`` (``"halves"``, Llama); twice, at ``2i`` and ``2i + 1`` (``"interleaved"``, Cohere);
+#: once (``"single"``, gpt-oss).
+Layout = Literal["halves", "interleaved", "single"]
+LAYOUTS = ("halves", "interleaved", "single")
 
 
 class PosencRotaryEmbedding(nn.Module):
     """transformers' rotary-module interface over posenc encodings.
 
     ``forward(x, position_ids, layer_type=None)``: position_ids ``(b, n)`` -> ``(cos, sin)``, each
-    ``(b, n, rot)`` in ``x.dtype`` (the angles repeated over both halves, transformers' layout,
-    scaled by the encoding's attention factor). ``encodings``: one encoding (used for every layer
-    type), or one per layer type.
+    ``(b, n, rot)`` in ``x.dtype`` (by default the angles repeated over both halves, transformers'
+    layout; see ``layout``), scaled by the encoding's attention factor. ``encodings``: one encoding
+    (used for every layer type), or one per layer type. ``layout``: ``"halves"`` (Llama),
+    ``"interleaved"`` (Cohere: each angle at ``2i`` and ``2i + 1``) or ``"single"`` (gpt-oss: each
+    angle once, ``(b, n, rot/2)``).
     """
 
-    def __init__(self, encodings: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None]) -> None:
+    def __init__(
+        self,
+        encodings: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None],
+        *,
+        layout: Layout = "halves",
+    ) -> None:
         super().__init__()
+        self.layout = check_choice("layout", layout, LAYOUTS)
         self.shared = isinstance(encodings, RotaryPositionEncoding)  # one encoding whatever the layer type
         if self.shared:
             encodings = {"default": encodings}
@@ -56,16 +78,23 @@ class PosencRotaryEmbedding(nn.Module):
         else:
             encoding = self.encodings[layer_type]
         cos, sin = encoding.cos_sin(Positions(position_ids.shape[-1], explicit=position_ids))
-        return _both_halves(cos, x.dtype), _both_halves(sin, x.dtype)
+        return _laid_out(cos, x.dtype, self.layout), _laid_out(sin, x.dtype, self.layout)
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout!r}"
 
 
-def _both_halves(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(b, n, rot/2)`` -> ``(b, n, rot)`` in ``dtype``: rotate_half pairs feature i with i + rot/2.
-    Cast before the copy (a bf16 model copies half the bytes); a batch expanded from one row stays
-    one row, expanded."""
+def _laid_out(t: torch.Tensor, dtype: torch.dtype, layout: Layout) -> torch.Tensor:
+    """``(b, n, rot/2)`` -> ``(b, n, rot)`` in ``dtype``, each angle at ``i`` and ``i + rot/2`` (rotate_half
+    pairs feature i with i + rot/2) or at ``2i`` and ``2i + 1``; ``"single"``: only cast. Cast before
+    the copy (a bf16 model copies half the bytes); a batch expanded from one row stays one row, expanded."""
+    if layout == "single":
+        return t.to(dtype)
     if t.ndim == 3 and t.shape[0] > 1 and t.stride(0) == 0:
-        return _both_halves(t[:1], dtype).expand(t.shape[0], -1, -1)
+        return _laid_out(t[:1], dtype, layout).expand(t.shape[0], -1, -1)
     half = t.to(dtype)
+    if layout == "interleaved":
+        return half.repeat_interleave(2, dim=-1)
     return torch.cat((half, half), dim=-1)
 
 
@@ -73,21 +102,38 @@ def _is_rotary_module(module: nn.Module) -> bool:
     return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
 
 
-def _check_interface(name: str, module: nn.Module) -> None:
-    """Raise if ``module`` does not return transformers' ``(cos, sin)`` for ``(x, position_ids)``
-    (DeepSeek-V2 returns one complex tensor). Modules that need more arguments are not probed."""
+def _output_layout(name: str, module: nn.Module, widths: set[int]) -> Layout:
+    """The layout of the cos ``module`` returns for ``(x, position_ids)``, read at positions 0 and 1;
+    raise if it does not return transformers' ``(cos, sin)`` (DeepSeek-V2 returns one complex tensor)
+    or serves another rotated width than the encodings' ``widths``. Modules that need more arguments
+    are not probed (``"halves"``)."""
     buffer = next(iter(module.buffers()), None)
     device = buffer.device if buffer is not None else torch.device("cpu")
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, device=device), torch.zeros(1, 1, dtype=torch.long, device=device))
+            out = module(torch.zeros(1, device=device), torch.arange(2, device=device).unsqueeze(0))
     except Exception:  # noqa: BLE001 - another calling convention (per-layer-type, ...): not probed
-        return
-    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        return "halves"
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) and t.ndim for t in out)):
         raise ValueError(
             f"`model`'s rotary module {name!r} ({type(module).__name__}) does not return (cos, sin) for "
             f"(x, position_ids) (got {type(out).__name__}); use_posenc_rotary cannot replace it"
         )
+    width = out[0].shape[-1]
+    cos = out[0].reshape(-1, width)[-1]  # position 1: the angles themselves
+    halves, interleaved = torch.equal(cos[: width // 2], cos[width // 2 :]), torch.equal(cos[0::2], cos[1::2])
+    if width in widths and halves:
+        return "halves"
+    if width in widths and interleaved:
+        return "interleaved"
+    if 2 * width in widths and not (halves or interleaved):
+        return "single"
+    raise ValueError(
+        f"`encoding` rotates {' or '.join(map(str, sorted(widths)))} features, but `model`'s rotary module "
+        f"{name!r} ({type(module).__name__}) returns cos/sin of width {width}, which fits none of the layouts "
+        f"use_posenc_rotary serves for that width (each angle at i and i + rot/2, at 2i and 2i + 1, or once); "
+        f"pass an encoding of the model's rotated width"
+    )
 
 
 def use_posenc_rotary(
@@ -114,11 +160,11 @@ def use_posenc_rotary(
     targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
     if not targets:
         raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
-    for name, old in targets:
-        _check_interface(name, old)
+    widths = {e.rot_dim for e in PosencRotaryEmbedding(encoding).encodings.values()}  # checks `encoding` too
+    layouts = {name: _output_layout(name, old, widths) for name, old in targets}
     for name, old in targets:
         device = next(iter(old.buffers()), torch.empty(0)).device
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, PosencRotaryEmbedding(encoding).to(device))
+        setattr(parent, attr, PosencRotaryEmbedding(encoding, layout=layouts[name]).to(device))
     return model

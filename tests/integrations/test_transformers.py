@@ -171,3 +171,42 @@ def test_models_whose_rotary_has_another_interface_are_refused():
         for encoding in (None, RotaryPositionEncoding(16)):
             with pytest.raises(ValueError, match="mrope_section"):
                 use_posenc_rotary(model, encoding)
+
+
+def tiny_of(name, **extra):
+    config = getattr(transformers, f"{name}Config")(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+        intermediate_size=64, vocab_size=64, max_position_embeddings=64, **extra,
+    )
+    torch.manual_seed(0)
+    return getattr(transformers, f"{name}ForCausalLM")(config).eval()
+
+
+@pytest.mark.parametrize("name, extra, layout", [
+    ("Cohere", {}, "interleaved"),  # each angle at 2i and 2i + 1 (repeat_interleave)
+    ("GptOss", {"num_local_experts": 2, "num_experts_per_tok": 1, "head_dim": HEAD_DIM,
+                "layer_types": ["full_attention"] * 2}, "single"),  # (b, n, rot/2): each angle once
+])
+def test_cos_sin_come_in_the_layout_of_the_replaced_module(name, extra, layout):
+    """Cohere's cos/sin once came back in Llama's halves layout (logits off by 3.5e-4, silently) and
+    gpt-oss's at twice their width (a shape error inside its attention); each now keeps its model's logits."""
+    if not hasattr(transformers, f"{name}ForCausalLM"):
+        pytest.skip(f"no {name} in this transformers")
+    model = tiny_of(name, **extra)
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert model.model.rotary_emb.layout == layout
+
+
+def test_an_encoding_of_another_width_than_the_model_is_refused():
+    """An encoding rotating 8 features in a model with 16-wide heads once failed at the first forward
+    with a bare shape error from torch; it is now refused when swapped in, naming both widths."""
+    with pytest.raises(ValueError, match="`encoding` rotates 8 features.*width 16"):
+        use_posenc_rotary(tiny_of("Llama"), RotaryPositionEncoding(8))
+    with pytest.raises(ValueError, match="`encoding` rotates 32 features.*width 16"):
+        use_posenc_rotary(tiny_of("Llama"), RotaryPositionEncoding(32))
+    with pytest.raises(ValueError, match="`layout`"):
+        PosencRotaryEmbedding(RotaryPositionEncoding(8), layout="pairs")
