@@ -13,7 +13,8 @@ Pair layout: ``interleaved=True`` (the default, as Flux and CogVideoX) pairs adj
 within each axis block; ``interleaved=False`` pairs ``(x_j, x_{j + R/2})`` over the rotated width
 ``R = sum(axes_dim)`` with the axes' frequencies concatenated (the ``rotate_half`` convention).
 
-Verified against a float64 transcription of the per-pair 2x2 rotations (tests/rotary/test_nd.py).
+Verified against a float64 transcription of the per-pair 2x2 rotations, and against diffusers' Flux
+``FluxPosEmbed`` and CogVideoX ``get_3d_rotary_pos_embed`` (tests/rotary/test_nd.py).
 """
 
 from __future__ import annotations

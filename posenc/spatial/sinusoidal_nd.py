@@ -14,7 +14,8 @@ channels). The same encoding is available at arbitrary, fractional coordinates
 patch tokens of a vision Transformer (prefix tokens such as the class token get zeros, as in MAE).
 
 Verified against a float64 loop over the per-axis formula (``tests/spatial/test_sinusoidal_nd.py``)
-and, on a machine with timm, against ``build_sincos2d_pos_embed`` up to that channel permutation.
+against diffusers' ``get_2d_sincos_pos_embed_from_grid`` (MAE's, with the width coordinate first) and,
+on a machine with timm, against ``build_sincos2d_pos_embed`` up to that channel permutation.
 """
 
 from __future__ import annotations

@@ -145,3 +145,31 @@ def test_base_that_is_neither_a_number_nor_a_sequence_is_refused(base):
     x = torch.randn(1, 2, 5, 16)
     with pytest.raises(TypeError, match="`base` must be a number or a sequence"):
         apply_rope_nd(x, torch.zeros(5, 2), axes_dim=(8, 8), base=base)
+
+
+# -- parity with diffusers (Flux's EmbedND, CogVideoX's 3-D RoPE) --------------------------------------------
+def test_matches_diffusers_flux_pos_embed():
+    """Flux's ``FluxPosEmbed`` cos/sin (float64 angles, held in float32) applied by diffusers'
+    ``apply_rotary_emb`` (adjacent pairs), fractional ids and a pass-through tail included."""
+    flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    axes, n = (4, 6, 6), 11
+    ids = torch.stack([0.5 * torch.arange(n), torch.arange(n) % 3, torch.arange(n) // 3], dim=-1).double()
+    x = torch.randn(2, 3, n, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cos, sin = flux.FluxPosEmbed(10000, list(axes))(ids)
+    theirs = embeddings.apply_rotary_emb(x[..., :16], (cos.double(), sin.double()))
+    torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=axes)[..., :16], theirs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=axes)[..., 16:], x[..., 16:], rtol=0, atol=0)
+
+
+def test_matches_diffusers_cogvideox_3d_rotary():
+    """CogVideoX's ``get_3d_rotary_pos_embed`` (time d/4, height and width 3d/8 each, linspace grids)
+    is ``apply_rope_nd`` at those (t, h, w) coordinates."""
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    d, (t, h, w) = 16, (2, 2, 3)
+    cos, sin = embeddings.get_3d_rotary_pos_embed(d, ((0, 0), (h, w)), (h, w), t, use_real=True)
+    axes = [torch.linspace(0, s * (s - 1) / s, s, dtype=torch.float64) for s in (t, h, w)]
+    ids = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    x = torch.randn(1, 2, t * h * w, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    theirs = embeddings.apply_rotary_emb(x, (cos.double(), sin.double()))
+    torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=(d // 4, d // 8 * 3, d // 8 * 3)), theirs, rtol=0, atol=1e-6)

@@ -139,3 +139,20 @@ def test_matches_timm_build_sincos2d_pos_embed_up_to_channel_order(shape, dim):
     ours = sinusoidal_nd(shape, dim, dtype=torch.float64).reshape(-1, dim)[:, order]
     theirs = sincos.build_sincos2d_pos_embed(list(shape), dim, dtype=torch.float64)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+# -- parity with diffusers (MAE's get_2d_sincos_pos_embed) ---------------------------------------------------
+@pytest.mark.parametrize("shape, dim", [((3, 5), 16), ((4, 4), 32), ((1, 6), 8)])
+def test_matches_diffusers_mae_layout_with_the_width_coordinate_first(shape, dim):
+    """diffusers' ``get_2d_sincos_pos_embed_from_grid`` is MAE's: sines then cosines per axis, the
+    column (width) coordinate in the first half. ``sinusoidal_coords`` of ``(x, y)`` is that table;
+    ``sinusoidal_nd`` of ``(h, w)`` has its halves swapped (rows first)."""
+    embeddings = import_peer("diffusers.models.embeddings")
+    h, w = shape
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    grid = torch.stack(torch.meshgrid(cols[0], rows[:, 0], indexing="xy"))  # MAE's meshgrid(grid_w, grid_h)
+    theirs = embeddings.get_2d_sincos_pos_embed_from_grid(dim, grid.reshape(2, -1)).double()
+    ours = sinusoidal_coords(torch.stack([cols, rows], dim=-1), dim).reshape(-1, dim)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    table = sinusoidal_nd(shape, dim, dtype=torch.float64).reshape(-1, dim)
+    torch.testing.assert_close(torch.cat([table[:, dim // 2 :], table[:, : dim // 2]], dim=-1), theirs, rtol=0, atol=1e-12)
