@@ -2,7 +2,8 @@
 
 ``from_hf_config(config)`` reads a transformers config (object or dict): ``rope_parameters`` (or the
 older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary_factor``,
-``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings``, and
+``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings`` (under
+the names a config object maps them to, its ``attribute_map``: Zamba2's ``attention_head_dim``), and
 returns the equivalent encoding, or a ``{layer_type: encoding | None}`` dict when the parameters are
 given per layer type (Gemma 3's sliding/full attention). Each rope type maps to a posenc scaling:
 
@@ -19,8 +20,9 @@ llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
 
-A config whose rotated width ``int(head_dim * partial_rotary_factor)`` is odd raises: transformers
-then rotates ``2 * ceil(w / 2)`` features at frequencies ``base ** (-2i / w)``, which is not RoPE over
+A config with GPT-J's ``rotary_dim`` and no ``rope_parameters`` (interleaved pairs) raises, naming the
+encoding to build instead. A config whose rotated width ``int(head_dim * partial_rotary_factor)`` is
+odd raises: transformers then rotates ``2 * ceil(w / 2)`` features at frequencies ``base ** (-2i / w)``, which is not RoPE over
 feature pairs.
 
 ``to_hf_rope_parameters(encoding)`` goes back to a ``rope_parameters`` dict (for ``dynamic`` the
@@ -52,7 +54,13 @@ def _as_dict(config: Any) -> dict[str, Any]:
     to_dict = getattr(type(config), "to_dict", None)  # transformers' PretrainedConfig interface
     if to_dict is None:
         raise TypeError(f"`config` must be a transformers config or a dict, got {type(config).__name__}")
-    return config.to_dict()
+    cfg = config.to_dict()
+    # the names a config class reads from its own fields, as transformers' models read them (`config.head_dim`
+    # is Zamba2's attention_head_dim and JetMoe's kv_channels, `config.hidden_size` GPT-J's n_embd)
+    for alias, field in getattr(type(config), "attribute_map", {}).items():
+        if field in cfg:
+            cfg[alias] = cfg[field]
+    return cfg
 
 
 def _is_nested(rope: Mapping[str, Any]) -> bool:
@@ -65,6 +73,12 @@ def from_hf_config(config: Any) -> RotaryPositionEncoding | dict[str, RotaryPosi
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if not isinstance(rope, Mapping):
         raise TypeError(f"`config.rope_parameters` must be a dict, got {type(rope).__name__}")
+    if not rope and "rotary_dim" in cfg:
+        raise ValueError(
+            f"the config gives `rotary_dim`={cfg['rotary_dim']!r} and no `rope_parameters` (GPT-J / CodeGen: adjacent "
+            f"pairs over the first rotary_dim features of each head, base 10000), which from_hf_config does not read; "
+            f"build RotaryPositionEncoding(head_dim, rotary_fraction=rotary_dim / head_dim, interleaved=True)"
+        )
     if _is_nested(rope):
         return {name: None if params is None else _encoding(cfg, params) for name, params in rope.items()}
     return _encoding(cfg, rope)

@@ -206,3 +206,29 @@ def test_head_widths_of_the_wrong_type_are_named(widths, name):
     rope = {"rope_type": "default", "rope_theta": 1e4}
     with pytest.raises((TypeError, ValueError), match=f"`{name}`"):
         from_hf_config({**widths, "max_position_embeddings": 64, "rope_parameters": rope})
+
+
+@pytest.mark.parametrize("name, rotary", [("Zamba2", "zamba2"), ("JetMoe", "jetmoe")])
+def test_head_dim_is_read_under_the_name_the_config_maps_it_to(name, rotary):
+    """Zamba2 keeps its head width in ``attention_head_dim``, JetMoe in ``kv_channels`` (``config.head_dim``
+    through the class's attribute_map); from_hf_config once read hidden_size // num_attention_heads
+    instead, a RoPE over half the width the model rotates (80 of 160 features for Zamba2's defaults)."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip(f"transformers.models.{rotary}.modeling_{rotary}")
+    config = getattr(transformers, f"{name}Config")()
+    want = getattr(modeling, f"{name}RotaryEmbedding")(config).inv_freq.double().numpy()
+    encoding = from_hf_config(config)
+    assert encoding.rot_dim == 2 * len(want)
+    np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
+
+
+def test_gpt_j_rotary_dim_is_refused_with_the_encoding_to_build():
+    """GPT-J's config (n_embd, n_head, rotary_dim, no rope_parameters) raised 'it lacks ['hidden_size',
+    'num_attention_heads']', which it has under other names; with those read, a full-width split-halves
+    RoPE would be wrong for GPT-J's interleaved partial one, so it is refused naming what to build."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPTJConfig(n_embd=64, n_head=4, rotary_dim=8)
+    with pytest.raises(ValueError, match="`rotary_dim`=8.*interleaved=True"):
+        from_hf_config(config)
+    with pytest.raises(ValueError, match="`rotary_dim`=8"):
+        from_hf_config(config.to_dict())
