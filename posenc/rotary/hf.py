@@ -5,7 +5,8 @@ older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary
 ``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings`` (under
 the names a config object maps them to, its ``attribute_map``: Zamba2's ``attention_head_dim``), and
 returns the equivalent encoding, or a ``{layer_type: encoding | None}`` dict when the parameters are
-given per layer type (Gemma 3's sliding/full attention). Each rope type maps to a posenc scaling:
+given per layer type (Gemma 3's sliding/full attention; each type's head width after its layers'
+``per_layer_config`` overrides, as Gemma 4's 512-wide full-attention heads). Each rope type maps to a posenc scaling:
 
 ==============  ===========================================================================
 transformers    posenc
@@ -80,8 +81,31 @@ def from_hf_config(config: Any) -> RotaryPositionEncoding | dict[str, RotaryPosi
             f"build RotaryPositionEncoding(head_dim, rotary_fraction=rotary_dim / head_dim, interleaved=True)"
         )
     if _is_nested(rope):
-        return {name: None if params is None else _encoding(cfg, params) for name, params in rope.items()}
+        return {
+            name: None if params is None else _encoding(_layer_type_config(cfg, name), params)
+            for name, params in rope.items()
+        }
     return _encoding(cfg, rope)
+
+
+def _layer_type_config(cfg: dict[str, Any], layer_type: str) -> dict[str, Any]:
+    """``cfg`` with the ``per_layer_config`` overrides of the layers of ``layer_type`` (Gemma 4's
+    ``head_dim`` of its full-attention layers), as transformers resolves a layer type's config."""
+    per_layer = cfg.get("per_layer_config") or {}
+    layer_types = cfg.get("layer_types") or []
+    if not isinstance(per_layer, Mapping) or layer_type not in layer_types:
+        return cfg
+    # keys are layer indices, as ints or (through JSON) zero-padded strings such as "05"
+    if not all(isinstance(k, int) or (isinstance(k, str) and k.isdigit()) for k in per_layer):
+        raise ValueError(f"`per_layer_config` must be keyed by layer indices, got keys {sorted(map(str, per_layer))}")
+    by_index = {int(k): v for k, v in per_layer.items()}
+    overrides = [by_index.get(i) or {} for i, t in enumerate(layer_types) if t == layer_type]
+    if any(o != overrides[0] for o in overrides):
+        raise ValueError(
+            f"`per_layer_config` gives the {layer_type!r} layers different overrides; one RoPE per layer type "
+            f"cannot follow them"
+        )
+    return {**cfg, **overrides[0]}
 
 
 def _head_dim_from_width(cfg: dict[str, Any]) -> int:

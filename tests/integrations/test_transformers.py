@@ -210,3 +210,23 @@ def test_an_encoding_of_another_width_than_the_model_is_refused():
         use_posenc_rotary(tiny_of("Llama"), RotaryPositionEncoding(32))
     with pytest.raises(ValueError, match="`layout`"):
         PosencRotaryEmbedding(RotaryPositionEncoding(8), layout="pairs")
+
+
+def test_gemma4_full_attention_heads_of_their_own_width():
+    """Gemma 4's full-attention layers rotate wider heads (``global_head_dim``) than its sliding ones;
+    the swapped model once failed there with a bare shape error from torch."""
+    if not hasattr(transformers, "Gemma4ForCausalLM"):
+        pytest.skip("no Gemma 4 in this transformers")
+    config = transformers.Gemma4TextConfig(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, head_dim=HEAD_DIM, global_head_dim=2 * HEAD_DIM,
+        num_hidden_layers=2, num_key_value_heads=2, intermediate_size=64, vocab_size=64, max_position_embeddings=64,
+        sliding_window=4, layer_types=["sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+        vocab_size_per_layer_input=64, num_kv_shared_layers=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.Gemma4ForCausalLM(config).eval()
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

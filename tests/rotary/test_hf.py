@@ -232,3 +232,29 @@ def test_gpt_j_rotary_dim_is_refused_with_the_encoding_to_build():
         from_hf_config(config)
     with pytest.raises(ValueError, match="`rotary_dim`=8"):
         from_hf_config(config.to_dict())
+
+
+def test_per_layer_head_width_of_gemma4_full_attention_layers():
+    """Gemma 4's full-attention layers have 512-wide heads (``per_layer_config``, keyed "05", "11", ...
+    in its JSON form), its sliding ones 256; from_hf_config once gave both layer types the global
+    ``head_dim``, a full-attention RoPE over half its features."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.gemma4.modeling_gemma4")
+    config = transformers.Gemma4TextConfig()
+    rotary = modeling.Gemma4TextRotaryEmbedding(config)
+    for cfg in (config, config.to_dict()):
+        encodings = from_hf_config(cfg)
+        for layer_type in ("sliding_attention", "full_attention"):
+            want = getattr(rotary, f"{layer_type}_inv_freq").double().numpy()
+            np.testing.assert_allclose(encodings[layer_type].inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
+        assert encodings["full_attention"].head_dim == 512
+
+
+def test_layers_of_one_type_with_different_overrides_are_refused():
+    rope = {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    cfg = {"head_dim": 16, "max_position_embeddings": 64, "rope_parameters": rope,
+           "layer_types": ["full_attention", "full_attention"], "per_layer_config": {"1": {"head_dim": 32}}}
+    with pytest.raises(ValueError, match="`per_layer_config`.*'full_attention'"):
+        from_hf_config(cfg)
+    with pytest.raises(ValueError, match="`per_layer_config` must be keyed by layer indices"):
+        from_hf_config({**cfg, "per_layer_config": {"first": {"head_dim": 32}}})
