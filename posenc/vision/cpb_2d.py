@@ -7,7 +7,8 @@ log-spaced per axis (``sign(x) log2(1 + 8|x|) / log2(8)``) and mapped by the met
 offset (``(2h-1)(2w-1)`` of them) and gathered with Swin's relative index. Prefix tokens get 0.
 Because it is a function of the offset, a model trained on one grid runs on another without
 resampling: build it with the new ``grid`` and ``pretrained_grid`` set to the old one.
-Verified against a float64 double loop over patch pairs in ``tests/vision/test_cpb_2d.py``.
+Verified against a float64 double loop over patch pairs, and against transformers' (and, where
+installed, timm's) Swin V2 attention with the weights copied, in ``tests/vision/test_cpb_2d.py``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ head's table bicubically as a ``(2h - 1, 2w - 1)`` image (Swin's fine-tuning rec
 
 Verified against a float64 double loop over patch pairs computing the offset and looking up the
 table (``tests/vision/test_rel_bias_2d.py``); the index equals timm's Swin
-``get_relative_position_index``.
+``get_relative_position_index`` and the bias transformers' ``SwinRelativePositionBias``.
 """
 
 from __future__ import annotations

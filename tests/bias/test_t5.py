@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posenc.bias import T5RelativeBias
+from posenc.core.positions import Positions
 from posenc.functional import t5_relative_bucket
 
 
@@ -141,3 +142,22 @@ def test_buckets_match_transformers_and_x_transformers(bidirectional, num_bucket
         rel, causal=not bidirectional, num_buckets=num_buckets, max_distance=max_distance
     )
     assert torch.equal(ours, hf) and torch.equal(ours, xtb)
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+@pytest.mark.parametrize("n, m", [(7, 7), (1, 60), (3, 60)])
+def test_bias_matches_transformers_compute_bias_while_decoding(decoder, n, m):
+    """transformers' ``T5Attention.compute_bias`` for the last n of m positions (``past_seen_tokens``),
+    the encoder's bidirectional and the decoder's causal buckets, the table copied."""
+    transformers = pytest.importorskip("transformers")
+    t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
+    config = transformers.T5Config(d_model=32, d_kv=8, num_heads=4, relative_attention_num_buckets=16,
+                                   relative_attention_max_distance=40, is_decoder=decoder)
+    torch.manual_seed(0)
+    peer = t5.T5Attention(config, has_relative_attention_bias=True).double()
+    ours = T5RelativeBias(4, causal=decoder, num_buckets=16, max_distance=40).double()
+    with torch.no_grad():
+        ours.bias.weight.copy_(peer.relative_attention_bias.weight)
+    want = peer.compute_bias(n, m, past_seen_tokens=m - n)[0]
+    got = ours.score_bias(None, None, q_positions=Positions(n, m - n), k_positions=Positions(m))[0]
+    assert torch.equal(got, want)

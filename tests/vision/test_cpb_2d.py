@@ -65,3 +65,32 @@ def test_matches_timm_swin_v2_window_attention(grid, pretrained):
     table = peer.cpb_mlp(peer.relative_coords_table).view(-1, 3)
     want = 16 * torch.sigmoid(table[peer.relative_position_index.view(-1)].view(n, n, 3).permute(2, 0, 1))
     torch.testing.assert_close(ours()[0].double(), want, rtol=0, atol=1e-5)  # ours returns float32
+
+
+# -- parity with transformers ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "grid, pretrained", [((4, 4), None), ((3, 5), None), ((6, 6), (4, 4)), ((5, 3), (3, 2))]
+)
+def test_matches_transformers_swinv2_self_attention(grid, pretrained):
+    """transformers' Swin V2 ``Swinv2SelfAttention``: its log-spaced coordinate table,
+    ``continuous_position_bias_mlp`` (weights copied), relative index and ``16 sigmoid``, as its forward
+    composes them. (A window one patch wide is left out: transformers divides its offsets by
+    ``window - 1 = 0`` and gets NaN there.)"""
+    transformers = pytest.importorskip("transformers")
+    swinv2 = pytest.importorskip("transformers.models.swinv2.modeling_swinv2")
+    torch.manual_seed(0)
+    peer = swinv2.Swinv2SelfAttention(
+        transformers.Swinv2Config(), dim=12, num_heads=3, window_size=grid, pretrained_window_size=pretrained or (0, 0)
+    ).double()
+    ours = ContinuousPositionBias2d(3, grid, pretrained_grid=pretrained).double()
+    mlp = peer.continuous_position_bias_mlp
+    with torch.no_grad():
+        ours.mlp.net[0].weight.copy_(mlp[0].weight)
+        ours.mlp.net[0].bias.copy_(mlp[0].bias)
+        ours.mlp.net[2].weight.copy_(mlp[2].weight)
+    # the same float32 coordinates up to an ulp (ours are formed in float64, transformers' in float32)
+    torch.testing.assert_close(ours.offsets.double(), peer.relative_coords_table.reshape(-1, 2).double(), rtol=0, atol=2.5e-7)
+    n = grid[0] * grid[1]
+    table = mlp(peer.relative_coords_table.double()).view(-1, 3)
+    want = 16 * torch.sigmoid(table[peer.relative_position_index.view(-1)].view(n, n, 3).permute(2, 0, 1))
+    torch.testing.assert_close(ours()[0].double(), want, rtol=0, atol=1e-5)  # ours returns float32

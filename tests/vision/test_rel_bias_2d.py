@@ -136,3 +136,18 @@ def test_matches_timm_swin_window_attention(grid):
         ours.table.copy_(peer.relative_position_bias_table)
     assert torch.equal(ours.index, peer.relative_position_index)
     assert torch.equal(ours(), peer._get_rel_pos_bias())
+
+
+# -- parity with transformers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (1, 4), (2, 1)])
+def test_matches_transformers_swin_relative_position_bias(grid):
+    """transformers' Swin ``SwinRelativePositionBias``: the same table gathered by the same index."""
+    swin = pytest.importorskip("transformers.models.swin.modeling_swin")
+    torch.manual_seed(0)
+    peer = swin.SwinRelativePositionBias(3, grid).double()
+    ours = RelativeBias2d(3, grid).double()
+    with torch.no_grad():
+        peer.relative_position_bias_table.normal_()
+        ours.table.copy_(peer.relative_position_bias_table)
+    assert torch.equal(ours.index.reshape(-1), peer.relative_position_index)
+    assert torch.equal(ours(), peer())
