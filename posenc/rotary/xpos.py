@@ -26,7 +26,9 @@ scales are formed in float64 and held in float32.
 
 Verified against a float64 transcription of the paper's equations (tests/rotary/test_xpos.py) and, for
 the scores q·k, against rotary-embedding-torch's ``use_xpos`` (which centres each call's positions;
-the centre cancels in q·k).
+the centre cancels in q·k) and x-transformers' (partial rotation and interpolation included). Its
+``rotate_queries_with_cached_keys`` centres queries and keys on different positions, so its cached
+scores differ from its own full pass; cached decoding here equals the full pass.
 """
 
 from __future__ import annotations

@@ -354,3 +354,55 @@ def test_explicit_positions_of_every_integer_dtype_gathered_from_the_window(dtyp
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=0, rtol=0)
         torch.testing.assert_close(rope(q, positions=pos[0].to(dtype)), rope(q, positions=pos[0]), atol=0, rtol=0)
+
+
+# -- parity with peer libraries ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "rot, peer_kwargs, ours_kwargs",
+    [
+        (16, {}, {}),
+        (8, {}, {"rotary_fraction": 0.5}),  # GPT-J's partial rotary: the tail passes through
+        (16, {"interpolation_factor": 2.0}, {"scaling": "linear", "factor": 2.0}),
+        (16, {"base_rescale_factor": 4.0}, {"scaling": "ntk", "factor": 4.0}),  # bloc97's base * s^(d/(d-2))
+        (16, {"base": 500000}, {"base": 500000.0}),
+    ],
+)
+def test_matches_x_transformers_rotary_embedding(rot, peer_kwargs, ours_kwargs):
+    """x-transformers' ``RotaryEmbedding`` + ``apply_rotary_pos_emb`` (adjacent pairs), its inverse
+    frequencies recomputed in float64 from its own (rescaled) base."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    peer = xt.RotaryEmbedding(rot, **peer_kwargs).double()
+    base = peer_kwargs.get("base", 10000) * peer_kwargs.get("base_rescale_factor", 1.0) ** (rot / (rot - 2))
+    peer.inv_freq = base ** -(torch.arange(0, rot, 2, dtype=torch.float64) / rot)
+    x = torch.randn(2, 3, 7, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    freqs, scale = peer(torch.arange(5, 12))
+    want = xt.apply_rotary_pos_emb(x, freqs, scale)
+    got = RotaryPositionEncoding(16, interleaved=True, **ours_kwargs)(x, offset=5)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "peer_kwargs, ours_kwargs, offset",
+    [
+        ({}, {}, 0),
+        ({"interpolate_factor": 4.0}, {"scaling": "linear", "factor": 4.0}, 3),
+        ({"theta_rescale_factor": 2.0}, {"scaling": "ntk", "factor": 2.0}, 0),
+        ({"theta": 500}, {"base": 500.0}, 11),
+    ],
+)
+@pytest.mark.parametrize("seq_before_head_dim", [False, True])
+def test_matches_rotary_embedding_torch(peer_kwargs, ours_kwargs, offset, seq_before_head_dim):
+    """rotary-embedding-torch's ``rotate_queries_or_keys`` over the first 8 of 16 features (float64
+    frequencies), heads before or after the sequence axis, with its ``offset``."""
+    ret = pytest.importorskip("rotary_embedding_torch")
+    peer = ret.RotaryEmbedding(8, seq_before_head_dim=seq_before_head_dim, cache_if_possible=False, **peer_kwargs)
+    base = peer_kwargs.get("theta", 10000) * peer_kwargs.get("theta_rescale_factor", 1.0) ** (8 / 6)
+    with torch.no_grad():
+        peer.freqs.data = base ** -(torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    x = torch.randn(2, 3, 7, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    if seq_before_head_dim:
+        want = peer.rotate_queries_or_keys(x.transpose(1, 2), offset=offset).transpose(1, 2)
+    else:
+        want = peer.rotate_queries_or_keys(x, offset=offset)
+    got = RotaryPositionEncoding(16, rotary_fraction=0.5, interleaved=True, **ours_kwargs)(x, offset=offset)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

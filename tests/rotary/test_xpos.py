@@ -200,3 +200,36 @@ def test_apply_xpos_refuses_a_side_that_is_not_a_bool(key):
     """``key`` picks the scale's sign; a string such as "query" is truthy and would scale as a key."""
     with pytest.raises(TypeError, match="`key` must be True or False"):
         apply_xpos(torch.randn(1, 1, 3, 8), torch.arange(3), key=key)
+
+
+@pytest.mark.parametrize("rot, interpolation", [(16, 1.0), (8, 1.0), (8, 2.0)])
+def test_parity_with_x_transformers_scores(rot, interpolation):
+    """x-transformers' ``RotaryEmbedding(use_xpos=True)`` over the first ``rot`` features (its zeta from
+    the rotated width, the tail unscaled), positions interpolated for the angles only, as ours with
+    ``scaling="linear"``; its scales are centred on the middle position, which cancels in q·k."""
+    xt = pytest.importorskip("x_transformers.x_transformers")
+    peer = xt.RotaryEmbedding(rot, use_xpos=True, scale_base=32, interpolation_factor=interpolation).double()
+    peer.inv_freq = 10000.0 ** -(torch.arange(0, rot, 2, dtype=torch.float64) / rot)
+    peer.scale = (torch.arange(0, rot, 2, dtype=torch.float64) + 0.4 * rot) / (1.4 * rot)  # its zeta, in float64
+    q, k = torch.randn(2, 1, 2, 9, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    freqs, scale = peer(torch.arange(9))
+    tq, tk = xt.apply_rotary_pos_emb(q, freqs, scale), xt.apply_rotary_pos_emb(k, freqs, scale**-1)
+    scaling = {"scaling": "linear", "factor": interpolation} if interpolation != 1.0 else {}
+    ours = XPos(16, scale_base=32.0, interleaved=True, rotary_fraction=rot / 16, **scaling)
+    oq, ok = ours.rotate(q, k, q_positions=Positions(9), k_positions=Positions(9))
+    torch.testing.assert_close(oq @ ok.transpose(-1, -2), tq @ tk.transpose(-1, -2), rtol=0, atol=1e-10)
+
+
+def test_cached_decoding_equals_rotary_embedding_torch_full_pass():
+    """rotary-embedding-torch's ``rotate_queries_with_cached_keys`` centres the query scales on the
+    queries' own middle and the key scales on the keys', so its cached scores differ from its full pass
+    (by 0.63 here); ours, a query block at an offset against all keys, equal its full pass."""
+    ret = pytest.importorskip("rotary_embedding_torch")
+    peer = ret.RotaryEmbedding(dim=16, use_xpos=True, xpos_scale_base=32)
+    q, k = torch.randn(2, 1, 2, 9, 16, generator=torch.Generator().manual_seed(3))
+    fq, fk = peer.rotate_queries_and_keys(q, k)
+    full = (fq @ fk.transpose(-1, -2))[..., -3:, :]
+    oq, ok = XPos(16, scale_base=32.0, interleaved=True).rotate(
+        q[..., -3:, :], k, q_positions=Positions(3, 6), k_positions=Positions(9)
+    )
+    torch.testing.assert_close(oq @ ok.transpose(-1, -2), full, rtol=0, atol=1e-5)

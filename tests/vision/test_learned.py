@@ -215,3 +215,20 @@ def test_interpolate_grid_refuses_bad_input_by_name(grid, size, message):
     # each used to fail inside F.interpolate (or the allocator) without naming the argument
     with pytest.raises(ValueError, match=message):
         interpolate_grid(grid, size)
+
+
+# -- parity with transformers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("new", [(6, 6), (2, 3), (4, 7)])
+def test_matches_transformers_vit_interpolate_pos_encoding(new):
+    """transformers' ``ViTEmbeddings.interpolate_pos_encoding`` (DINO's bicubic resampling of the patch
+    rows, the class token's row kept), in float64."""
+    transformers = pytest.importorskip("transformers")
+    vit = pytest.importorskip("transformers.models.vit.modeling_vit")
+    config = transformers.ViTConfig(hidden_size=8, image_size=16, patch_size=4, num_channels=3)
+    peer = vit.ViTEmbeddings(config).double()
+    with torch.no_grad():
+        peer.position_embeddings.copy_(torch.randn(1, 17, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    h, w = new
+    want = peer.interpolate_pos_encoding(torch.zeros(1, 1 + h * w, 8, dtype=torch.float64), 4 * h, 4 * w)
+    got = resample_pos_embed(peer.position_embeddings, new, num_prefix_tokens=1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
