@@ -9,7 +9,7 @@ float32); the cos/sin come from posenc's float64 angles, exact at long positions
 rotary variant can then be tried in the model by passing ``encoding=``.
 
 The cos/sin are returned in the layout the replaced module returns them, read from its output at
-positions 0 and 1: each angle at ``i`` and ``i + rot/2`` (Llama's ``cat((freqs, freqs))``), at ``2i``
+positions 0 and 1 (per layer type where it takes one): each angle at ``i`` and ``i + rot/2`` (Llama's ``cat((freqs, freqs))``), at ``2i``
 and ``2i + 1`` (Cohere's ``repeat_interleave``), or once, ``(b, n, rot/2)`` (gpt-oss).
 
 Refused with a ValueError: multimodal RoPE models (``rope_parameters['mrope_section']``, Qwen2-VL and
@@ -102,18 +102,42 @@ def _is_rotary_module(module: nn.Module) -> bool:
     return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
 
 
-def _output_layout(name: str, module: nn.Module, widths: set[int]) -> Layout:
-    """The layout of the cos ``module`` returns for ``(x, position_ids)``, read at positions 0 and 1;
-    raise if it does not return transformers' ``(cos, sin)`` (DeepSeek-V2 returns one complex tensor)
-    or serves another rotated width than the encodings' ``widths``. Modules that need more arguments
-    are not probed (``"halves"``)."""
+def _probe(module: nn.Module, layer_type: str | None = None):
+    """``module``'s output for ``x`` and position ids 0 and 1 (and ``layer_type`` when given), or None
+    where it takes another calling convention."""
     buffer = next(iter(module.buffers()), None)
     device = buffer.device if buffer is not None else torch.device("cpu")
+    args = (torch.zeros(1, device=device), torch.arange(2, device=device).unsqueeze(0))
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, device=device), torch.arange(2, device=device).unsqueeze(0))
-    except Exception:  # noqa: BLE001 - another calling convention (per-layer-type, ...): not probed
-        return "halves"
+            return module(*args) if layer_type is None else module(*args, layer_type)
+    except Exception:  # noqa: BLE001 - another calling convention: not probed
+        return None
+
+
+def _output_layout(name: str, module: nn.Module, encodings: dict[str, RotaryPositionEncoding]) -> Layout:
+    """The layout of the cos ``module`` returns for ``(x, position_ids)``, or per layer type for
+    ``(x, position_ids, layer_type)`` (Gemma 3, DeepSeek-V4), read at positions 0 and 1; raise if it
+    does not return transformers' ``(cos, sin)`` (DeepSeek-V2 returns one complex tensor) or serves
+    another rotated width than the ``encodings``. Modules that take neither are not probed (``"halves"``)."""
+    out = _probe(module)
+    if out is not None:
+        return _layout_of(name, module, out, {e.rot_dim for e in encodings.values()})
+    layouts = {}
+    for layer_type, encoding in encodings.items():
+        out = _probe(module, layer_type)
+        if out is not None:
+            layouts[layer_type] = _layout_of(name, module, out, {encoding.rot_dim})
+    if len(set(layouts.values())) > 1:
+        raise ValueError(
+            f"`model`'s rotary module {name!r} ({type(module).__name__}) lays out cos/sin differently per layer "
+            f"type ({layouts}); use_posenc_rotary serves one layout per module"
+        )
+    return next(iter(layouts.values()), "halves")
+
+
+def _layout_of(name: str, module: nn.Module, out, widths: set[int]) -> Layout:
+    """The layout of ``module``'s output ``out`` at positions 0 and 1 for an encoding of a rotated width in ``widths``."""
     if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) and t.ndim for t in out)):
         raise ValueError(
             f"`model`'s rotary module {name!r} ({type(module).__name__}) does not return (cos, sin) for "
@@ -160,8 +184,8 @@ def use_posenc_rotary(
     targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
     if not targets:
         raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
-    widths = {e.rot_dim for e in PosencRotaryEmbedding(encoding).encodings.values()}  # checks `encoding` too
-    layouts = {name: _output_layout(name, old, widths) for name, old in targets}
+    encodings = dict(PosencRotaryEmbedding(encoding).encodings)  # checks `encoding` too
+    layouts = {name: _output_layout(name, old, encodings) for name, old in targets}
     for name, old in targets:
         device = next(iter(old.buffers()), torch.empty(0)).device
         parent_name, _, attr = name.rpartition(".")

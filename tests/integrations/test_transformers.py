@@ -230,3 +230,18 @@ def test_gemma4_full_attention_heads_of_their_own_width():
         want = model(tokens).logits
         got = use_posenc_rotary(model)(tokens).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_per_layer_type_rotary_returning_one_angle_per_pair():
+    """DeepSeek-V4's rotary takes a layer type and returns each angle once, (b, n, rot/2), which its
+    attention interleaves itself; the swapped module, unprobed, once returned Llama's halves and the
+    logits moved by 0.35 without an error. Its layout is now read per layer type."""
+    if not hasattr(transformers, "DeepseekV4ForCausalLM"):
+        pytest.skip("no DeepSeek-V4 in this transformers")
+    model = tiny_of("DeepseekV4", head_dim=HEAD_DIM, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    tokens = torch.randint(3, 64, (1, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert model.model.rotary_emb.layout == "single"
