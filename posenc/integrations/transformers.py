@@ -22,7 +22,7 @@ Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -47,7 +47,9 @@ class PosencRotaryEmbedding(nn.Module):
     layout; see ``layout``), scaled by the encoding's attention factor. ``encodings``: one encoding
     (used for every layer type), or one per layer type. ``layout``: ``"halves"`` (Llama),
     ``"interleaved"`` (Cohere: each angle at ``2i`` and ``2i + 1``) or ``"single"`` (gpt-oss: each
-    angle once, ``(b, n, rot/2)``).
+    angle once, ``(b, n, rot/2)``). ``config``: the transformers config of the module replaced, kept
+    as ``self.config`` for model code that reads it (Granite SWA keys its rotary modules by
+    ``config.rope_parameters["rope_theta"]``).
     """
 
     def __init__(
@@ -55,9 +57,11 @@ class PosencRotaryEmbedding(nn.Module):
         encodings: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None],
         *,
         layout: Layout = "halves",
+        config: Any = None,
     ) -> None:
         super().__init__()
         self.layout = check_choice("layout", layout, LAYOUTS)
+        self.config = config
         self.shared = isinstance(encodings, RotaryPositionEncoding)  # one encoding whatever the layer type
         if self.shared:
             encodings = {"default": encodings}
@@ -100,6 +104,12 @@ def _laid_out(t: torch.Tensor, dtype: torch.dtype, layout: Layout) -> torch.Tens
 
 def _is_rotary_module(module: nn.Module) -> bool:
     return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
+
+
+def _module_config(module: nn.Module) -> Any:
+    """The transformers config a rotary module was built from (its ``config``), or None."""
+    config = getattr(module, "config", None)
+    return config if callable(getattr(type(config), "to_dict", None)) else None  # PretrainedConfig interface
 
 
 def _probe(module: nn.Module, layer_type: str | None = None):
@@ -165,8 +175,8 @@ def use_posenc_rotary(
 ) -> nn.Module:
     """Swap every rotary module of the transformers ``model`` for posenc's, in place; returns ``model``.
 
-    encoding: the posenc encoding(s) to use; by default ``from_hf_config(model.config)`` (the same
-    RoPE the model was built with).
+    encoding: the posenc encoding(s) to use; by default ``from_hf_config`` of the config each rotary
+    module was built from (``module.config``, else ``model.config``): the same RoPE the model was built with.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -179,16 +189,21 @@ def use_posenc_rotary(
             f"`model` ({type(model).__name__}) uses multimodal RoPE (rope_parameters['mrope_section']), which "
             f"use_posenc_rotary does not replace; rotate with posenc.rotary.apply_mrope instead"
         )
-    if encoding is None:
-        encoding = from_hf_config(text_config)
+    default = from_hf_config(text_config) if encoding is None else encoding
     targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
     if not targets:
         raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
-    encodings = dict(PosencRotaryEmbedding(encoding).encodings)  # checks `encoding` too
-    layouts = {name: _output_layout(name, old, encodings) for name, old in targets}
+    plans = []
     for name, old in targets:
+        # by default each module's RoPE is read from the config it was built from (Granite SWA builds one
+        # per layer base from copies of the model's config)
+        own = _module_config(old)
+        chosen = from_hf_config(own.get_text_config()) if encoding is None and own is not None else default
+        encodings = dict(PosencRotaryEmbedding(chosen).encodings)  # checks `encoding` too
+        plans.append((name, old, chosen, own, _output_layout(name, old, encodings)))
+    for name, old, chosen, own, layout in plans:
         device = next(iter(old.buffers()), torch.empty(0)).device
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, PosencRotaryEmbedding(encoding, layout=layouts[name]).to(device))
+        setattr(parent, attr, PosencRotaryEmbedding(chosen, layout=layout, config=own).to(device))
     return model

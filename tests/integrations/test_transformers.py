@@ -245,3 +245,18 @@ def test_per_layer_type_rotary_returning_one_angle_per_pair():
         got = use_posenc_rotary(model)(tokens).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert model.model.rotary_emb.layout == "single"
+
+
+def test_rotary_modules_built_from_their_own_configs():
+    """Granite SWA builds one rotary module per layer base from copies of its config and keys them by
+    ``rotary_emb.config.rope_parameters['rope_theta']``; the swapped model once failed with an
+    AttributeError from inside it. Each module's RoPE is now read from its own config and kept there."""
+    if not hasattr(transformers, "GraniteSWAForCausalLM"):
+        pytest.skip("no Granite SWA in this transformers")
+    model = tiny_of("GraniteSWA", head_dim=HEAD_DIM, layer_rope_theta=[10000.0, 500000.0])
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert sorted(m.encodings["default"].base for m in model.model.rotary_embs) == [10000.0, 500000.0]
