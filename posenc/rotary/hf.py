@@ -1,7 +1,8 @@
 """Hugging Face transformers' RoPE configuration to and from posenc's :class:`RotaryPositionEncoding`.
 
 ``from_hf_config(config)`` reads a transformers config (object or dict): ``rope_parameters`` (or the
-older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary_factor``,
+older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary_factor`` (GPT-NeoX's
+``rotary_emb_base`` and ``rotary_pct`` in an older config.json),
 ``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings`` (under
 the names a config object maps them to, its ``attribute_map``: Zamba2's ``attention_head_dim``), and
 returns the equivalent encoding, or a ``{layer_type: encoding | None}`` dict when the parameters are
@@ -129,7 +130,8 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     if missing:
         raise ValueError(f"`rope_parameters` of rope_type {rope_type!r} lacks {missing}")
     head_dim = check_positive_int("head_dim", cfg["head_dim"]) if cfg.get("head_dim") else _head_dim_from_width(cfg)
-    partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor"))
+    # GPT-NeoX's config.json (Pythia) names the fraction rotary_pct and the base rotary_emb_base
+    partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct")))
     partial = 1.0 if partial is None else partial
     if rope_type != "proportional" and int(head_dim * partial) % 2:
         # transformers would rotate 2 * ceil(w / 2) features at frequencies base ** (-2i / w): no RoPE posenc builds
@@ -148,7 +150,7 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         raise ValueError(f"`original_max_position_embeddings` must be a positive int, got {original!r}")
     kw: dict[str, Any] = {
         "head_dim": head_dim,
-        "base": rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        "base": rope.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
         "rotary_fraction": partial,
     }
     factor = rope.get("factor")

@@ -258,3 +258,17 @@ def test_layers_of_one_type_with_different_overrides_are_refused():
         from_hf_config(cfg)
     with pytest.raises(ValueError, match="`per_layer_config` must be keyed by layer indices"):
         from_hf_config({**cfg, "per_layer_config": {"first": {"head_dim": 32}}})
+
+
+def test_gpt_neox_config_json_names_for_the_base_and_fraction():
+    """A Pythia config.json gives ``rotary_pct`` 0.25 and ``rotary_emb_base``, no rope_parameters (transformers
+    maps them on loading); read as a dict it once gave a RoPE over the whole 64-wide head at base 10000
+    instead of the first 16 features at the given base."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.gpt_neox.modeling_gpt_neox")
+    config_json = {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8, "rotary_pct": 0.25,
+                   "rotary_emb_base": 20000, "max_position_embeddings": 2048}
+    encoding = from_hf_config(config_json)
+    want = modeling.GPTNeoXRotaryEmbedding(transformers.GPTNeoXConfig(**config_json)).inv_freq.double().numpy()
+    assert (encoding.head_dim, encoding.rot_dim, encoding.base) == (64, 16, 20000)
+    np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
