@@ -6,8 +6,9 @@ older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary
 ``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings`` (under
 the names a config object maps them to, its ``attribute_map``: Zamba2's ``attention_head_dim``), and
 returns the equivalent encoding, or a ``{layer_type: encoding | None}`` dict when the parameters are
-given per layer type (Gemma 3's sliding/full attention; each type's head width after its layers'
-``per_layer_config`` overrides, as Gemma 4's 512-wide full-attention heads). Each rope type maps to a posenc scaling:
+given per layer type (Gemma 3's sliding/full attention, also from an older config.json's
+``rope_local_base_freq`` or ModernBERT's ``local_rope_theta`` / ``global_rope_theta``; each type's
+head width after its layers' ``per_layer_config`` overrides, as Gemma 4's 512-wide full-attention heads). Each rope type maps to a posenc scaling:
 
 ==============  ===========================================================================
 transformers    posenc
@@ -81,12 +82,29 @@ def from_hf_config(config: Any) -> RotaryPositionEncoding | dict[str, RotaryPosi
             f"pairs over the first rotary_dim features of each head, base 10000), which from_hf_config does not read; "
             f"build RotaryPositionEncoding(head_dim, rotary_fraction=rotary_dim / head_dim, interleaved=True)"
         )
+    if not _is_nested(rope) and ("rope_local_base_freq" in cfg or "local_rope_theta" in cfg):
+        rope = _local_and_global(cfg, rope)
     if _is_nested(rope):
         return {
             name: None if params is None else _encoding(_layer_type_config(cfg, name), params)
             for name, params in rope.items()
         }
     return _encoding(cfg, rope)
+
+
+def _local_and_global(cfg: dict[str, Any], rope: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-layer-type parameters of a config.json from before transformers nested them, as it nests
+    them on loading: Gemma 3's ``rope_local_base_freq`` is the sliding layers' base (``rope_theta`` and
+    ``rope_scaling`` the full-attention layers'); ModernBERT's ``local_rope_theta`` and
+    ``global_rope_theta`` (``rope_scaling`` on both)."""
+    scaling = {"rope_type": "default", **rope}
+    if "rope_local_base_freq" in cfg:
+        full = {**scaling, "rope_theta": rope.get("rope_theta", cfg.get("rope_theta", 10000.0))}
+        return {"full_attention": full, "sliding_attention": {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]}}
+    return {
+        "full_attention": {**scaling, "rope_theta": cfg.get("global_rope_theta", 10000.0)},
+        "sliding_attention": {**scaling, "rope_theta": cfg["local_rope_theta"]},
+    }
 
 
 def _layer_type_config(cfg: dict[str, Any], layer_type: str) -> dict[str, Any]:

@@ -272,3 +272,26 @@ def test_gpt_neox_config_json_names_for_the_base_and_fraction():
     want = modeling.GPTNeoXRotaryEmbedding(transformers.GPTNeoXConfig(**config_json)).inv_freq.double().numpy()
     assert (encoding.head_dim, encoding.rot_dim, encoding.base) == (64, 16, 20000)
     np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("name, module, config_json", [
+    ("Gemma3Text", "gemma3", {"model_type": "gemma3_text", "hidden_size": 64, "num_attention_heads": 4, "head_dim": 16,
+                    "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+                    "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "max_position_embeddings": 128}),
+    ("ModernBert", "modernbert", {"model_type": "modernbert", "hidden_size": 64, "num_attention_heads": 4,
+                    "global_rope_theta": 160000.0, "local_rope_theta": 10000.0, "max_position_embeddings": 128}),
+])
+def test_local_and_global_bases_of_an_older_config_json(name, module, config_json):
+    """Gemma 3's config.json gives the sliding layers' base as ``rope_local_base_freq``, ModernBERT's as
+    ``local_rope_theta`` beside ``global_rope_theta``; read as a dict, from_hf_config once returned one
+    RoPE for every layer (Gemma 3's global base and scaling on its sliding layers, base 10000 on
+    ModernBERT's global ones). It now gives one per layer type, as transformers nests them on loading."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip(f"transformers.models.{module}.modeling_{module}")
+    config = getattr(transformers, f"{name}Config")(**config_json)
+    rotary = getattr(modeling, f"{name.removesuffix('Text')}RotaryEmbedding")(config)
+    encodings = from_hf_config(config_json)
+    assert set(encodings) == {"full_attention", "sliding_attention"}
+    for layer_type, encoding in encodings.items():
+        want = getattr(rotary, f"{layer_type}_inv_freq").double().numpy()
+        np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
