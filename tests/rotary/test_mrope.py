@@ -145,3 +145,21 @@ def test_bf16_exact_at_large_ids():
     # the error of bf16 rounding of the input and output alone, not of the angles
     bound = (x.bfloat16().double() - x).abs().max() * 2 + ref.abs().max() * 2**-8
     assert (out.double() - ref).abs().max() <= bound
+
+
+def test_matches_transformers_qwen3_5_partial_interleaved():
+    """Qwen3.5's text rotary: interleaved sections over half the head (``partial_rotary_factor`` 0.5),
+    the rest passing through, as ``rotary_dim``; transformers holds cos/sin in float32."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.qwen3_5.modeling_qwen3_5")
+    rope = {"rope_type": "default", "rope_theta": 1000.0, "mrope_section": [3, 3, 2], "partial_rotary_factor": 0.5,
+            "mrope_interleaved": True}
+    config = transformers.Qwen3_5TextConfig(hidden_size=64, num_attention_heads=2, head_dim=32, num_key_value_heads=2,
+                                            rope_parameters=rope)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 2, 9, 32, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 40, (3, 2, 9), generator=g)
+    cos, sin = modeling.Qwen3_5TextRotaryEmbedding(config)(x.float(), ids)
+    want = modeling.apply_rotary_pos_emb(x, x, cos.double(), sin.double())[0]
+    got = apply_mrope(x, ids, mrope_section=(3, 3, 2), layout="interleaved", base=1000.0, rotary_dim=16)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
