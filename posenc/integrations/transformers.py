@@ -112,6 +112,14 @@ def _module_config(module: nn.Module) -> Any:
     return config if callable(getattr(type(config), "to_dict", None)) else None  # PretrainedConfig interface
 
 
+def _serves_text(module: nn.Module, config: Any, text_config: Any) -> bool:
+    """Whether the rotary ``module`` rotates the text model's queries and keys: built from no config, or
+    from one of the model's or its text config's class (Granite SWA's copies); a vision tower's
+    (Pixtral's 2-D RoPE) is built from another class of config and stays."""
+    own = _module_config(module)
+    return own is None or text_config is None or type(own) in (type(text_config), type(config))
+
+
 def _probe(module: nn.Module, layer_type: str | None = None):
     """``module``'s output for ``x`` and position ids 0 and 1 (and ``layer_type`` when given), or None
     where it takes another calling convention."""
@@ -173,7 +181,8 @@ def _layout_of(name: str, module: nn.Module, out, widths: set[int]) -> Layout:
 def use_posenc_rotary(
     model: nn.Module, encoding: RotaryPositionEncoding | dict[str, RotaryPositionEncoding | None] | None = None
 ) -> nn.Module:
-    """Swap every rotary module of the transformers ``model`` for posenc's, in place; returns ``model``.
+    """Swap every rotary module of the transformers ``model``'s text model for posenc's, in place (a
+    vision tower's, built from its own config class, stays); returns ``model``.
 
     encoding: the posenc encoding(s) to use; by default ``from_hf_config`` of the config each rotary
     module was built from (``module.config``, else ``model.config``): the same RoPE the model was built with.
@@ -190,7 +199,10 @@ def use_posenc_rotary(
             f"use_posenc_rotary does not replace; rotate with posenc.rotary.apply_mrope instead"
         )
     default = from_hf_config(text_config) if encoding is None else encoding
-    targets = [(name, module) for name, module in model.named_modules() if _is_rotary_module(module)]
+    targets = [
+        (name, module) for name, module in model.named_modules()
+        if _is_rotary_module(module) and _serves_text(module, config, text_config)
+    ]
     if not targets:
         raise ValueError(f"`model` ({type(model).__name__}) has no '*RotaryEmbedding' module to replace")
     plans = []

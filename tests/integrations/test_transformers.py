@@ -260,3 +260,28 @@ def test_rotary_modules_built_from_their_own_configs():
         got = use_posenc_rotary(model)(tokens).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert sorted(m.encodings["default"].base for m in model.model.rotary_embs) == [10000.0, 500000.0]
+
+
+def test_a_vision_tower_rotary_stays():
+    """Mistral 3's Pixtral vision tower has its own 2-D rotary module (built from its vision config):
+    it was replaced by the text RoPE too, or refused the whole swap ("rope_type ... 'axial'"); only the
+    text model's rotary is replaced now, and the text logits are kept."""
+    if not hasattr(transformers, "Mistral3ForConditionalGeneration"):
+        pytest.skip("no Mistral 3 in this transformers")
+    config = transformers.Mistral3Config(
+        text_config={"model_type": "mistral", "hidden_size": 4 * HEAD_DIM, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "num_hidden_layers": 1, "intermediate_size": 64, "vocab_size": 64, "head_dim": HEAD_DIM},
+        vision_config={"model_type": "pixtral", "hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
+                       "intermediate_size": 32, "image_size": 16, "patch_size": 4, "head_dim": 16},
+        image_token_index=5,
+    )
+    torch.manual_seed(0)
+    model = transformers.Mistral3ForConditionalGeneration(config).eval()
+    vision_rotary = model.model.vision_tower.patch_positional_embedding
+    tokens = torch.randint(6, 64, (1, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(input_ids=tokens).logits
+        got = use_posenc_rotary(model)(input_ids=tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert model.model.vision_tower.patch_positional_embedding is vision_rotary
+    assert isinstance(model.model.language_model.rotary_emb, PosencRotaryEmbedding)
