@@ -6,7 +6,8 @@ returns ``(cos, sin)`` of shape ``(b, n, rot)``) by :class:`PosencRotaryEmbeddin
 :func:`posenc.rotary.from_hf_config` from the model's config, and returns the model. The logits are
 unchanged (tests/integrations/test_transformers.py: every transformers rope type, atol 1e-5 in
 float32); the cos/sin come from posenc's float64 angles, exact at long positions. Any other posenc
-rotary variant can then be tried in the model by passing ``encoding=``.
+rotary variant can then be tried in the model by passing ``encoding=``, on the original model or on
+one already swapped (its posenc rotary module is replaced in turn).
 
 The cos/sin are returned in the layout the replaced module returns them, read from its output at
 positions 0 and 1 (per layer type where it takes one): each angle at ``i`` and ``i + rot/2`` (Llama's ``cat((freqs, freqs))``), at ``2i``
@@ -103,7 +104,8 @@ def _laid_out(t: torch.Tensor, dtype: torch.dtype, layout: Layout) -> torch.Tens
 
 
 def _is_rotary_module(module: nn.Module) -> bool:
-    return type(module).__name__.endswith("RotaryEmbedding") and not isinstance(module, PosencRotaryEmbedding)
+    """transformers' rotary module, or posenc's from an earlier swap (replaced again by the new encoding)."""
+    return type(module).__name__.endswith("RotaryEmbedding")
 
 
 def _module_config(module: nn.Module) -> Any:

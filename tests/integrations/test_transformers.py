@@ -73,6 +73,22 @@ def test_a_different_posenc_variant_can_be_swapped_in():
         assert not torch.allclose(model(tokens).logits, before)
 
 
+def test_a_swapped_model_takes_another_variant_and_back():
+    """A second use_posenc_rotary on a model already swapped (the README's order) once raised 'has no
+    '*RotaryEmbedding' module to replace'; it now replaces posenc's module with the new encoding."""
+    model = tiny("LlamaForCausalLM", ROPES["default"], 64)
+    tokens = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(tokens).logits
+        use_posenc_rotary(model)
+        variant = RotaryPositionEncoding(HEAD_DIM, p=0.25)
+        use_posenc_rotary(model, variant)
+        assert model.model.rotary_emb.encodings["default"] is variant
+        assert not torch.allclose(model(tokens).logits, before)
+        use_posenc_rotary(model)  # back to the config's RoPE
+        torch.testing.assert_close(model(tokens).logits, before, atol=1e-5, rtol=0)
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="model"):
         use_posenc_rotary("llama")
