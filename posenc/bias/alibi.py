@@ -68,6 +68,7 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
     check_positions("relative", relative)
     check_tensor("relative", relative, ndim=3)
     check_float_tensor("slopes", slopes, ndim=1)
+    check_bool("symmetric", symmetric)
     check_same_device(relative=relative, slopes=slopes)
     b, n, m = relative.shape
     check_fits("slopes", f"{len(slopes)} heads", (b, len(slopes), n, m), torch.float32, relative.device)

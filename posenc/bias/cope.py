@@ -48,6 +48,7 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     check_float_tensor("q", q, ndim=4)
     check_float_tensor("k", k, ndim=4)
     check_int("max_positions", max_positions, minimum=2)
+    check_bool("causal", causal)
     if k.shape[-1] != q.shape[-1] or any(a != b and b != 1 for a, b in zip(q.shape[:2], k.shape[:2])):
         raise ValueError(f"`k` must have shape (b, h, m, {q.shape[-1]}) matching `q` {tuple(q.shape)}, got {tuple(k.shape)}")
     check_same_device(q=q, k=k)

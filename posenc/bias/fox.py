@@ -48,6 +48,7 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
     check_float_tensor("log_gates", log_gates, ndim=3)
     m = log_gates.shape[-1]
     check_int("n", n, minimum=0)
+    check_bool("causal", causal)
     if n > m:
         raise ValueError(f"`n` (queries) must lie in [0, {m}] (the keys include the queries), got {n}")
     work = arithmetic_dtype(log_gates.dtype)  # float32, or float64 for float64 gates

@@ -47,6 +47,7 @@ def t5_relative_bucket(
     check_tensor("relative_position", relative_position)
     if relative_position.is_floating_point() or relative_position.dtype == torch.bool:
         raise ValueError(f"`relative_position` must be an integer tensor, got {relative_position.dtype}")
+    check_bool("bidirectional", bidirectional)
     _check_buckets(num_buckets, max_distance, bidirectional)
     return _bucket_of(relative_position, bidirectional, num_buckets, max_distance)
 

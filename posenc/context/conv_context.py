@@ -56,6 +56,7 @@ def context_conv1d(
     """
     check_float_tensor("x", x, ndim=3)
     check_float_tensor("weight", weight, ndim=3)
+    check_bool("causal", causal)
     k = weight.shape[-1]
     if weight.shape[1] != x.shape[-1] or k < 1:
         raise ValueError(

@@ -45,6 +45,7 @@ def integrated_positional_encoding(
     covariance_diagonal = check_float_tensor("covariance_diagonal", covariance_diagonal)
     covariance_diagonal = check_finite("covariance_diagonal", covariance_diagonal)
     check_int("num_frequencies", num_frequencies, minimum=1, maximum=MAX_FREQUENCIES)
+    check_bool("use_pi", use_pi)
     check_same_device(mean=mean, covariance_diagonal=covariance_diagonal)
     if mean.ndim == 0 or covariance_diagonal.shape != mean.shape:
         raise ValueError(

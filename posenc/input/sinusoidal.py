@@ -50,6 +50,7 @@ def sinusoidal(
     """
     check_even("dim", dim)
     check_float("base", base, positive=True)
+    check_bool("interleaved", interleaved)
     if isinstance(positions, int) and not isinstance(positions, bool):
         if positions < 0:
             raise ValueError(f"`positions` as a length must be >= 0, got {positions}")

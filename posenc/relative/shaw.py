@@ -601,6 +601,7 @@ def shaw_attention(
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float_tensor(name, t, ndim=4)
     max_distance = check_int("max_distance", max_distance, minimum=0)
+    check_bool("causal", causal)
     b, h, n, d = q.shape
     m = k.shape[-2]
     if k.shape[:2] != (b, h) or k.shape[-1] != d or v.shape[:-1] != k.shape[:-1]:

@@ -10,6 +10,7 @@ an entry there fails :func:`test_every_function_has_a_spec`.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -219,6 +220,21 @@ def test_bad_argument_is_refused_by_name_or_handled(name, argname, cases):
             works_or_raises_named(argname, fn, kwargs, ref, tol=None if outcome == "work" else outcome)
 
     check()
+
+
+FLAG_CASES = [
+    (n, p.name) for n in SPECCED for p in inspect.signature(getattr(F, n)).parameters.values()
+    if isinstance(p.default, bool)
+]
+
+
+@pytest.mark.parametrize(("name", "flag"), FLAG_CASES, ids=[f"{n}-{f}" for n, f in FLAG_CASES])
+def test_a_flag_that_is_not_a_bool_is_refused_by_name(name, flag, cases):
+    """A string such as "no" is truthy: ``interleaved="no"`` once gave the interleaved table silently
+    (sinusoidal, t5_relative_bucket, shaw_attention, ... took any value as a flag)."""
+    for bad in ("no", None, 1):
+        cases["bad input (functional, flag)"] += 1
+        raises_named(flag, getattr(F, name), **{**FUNCTIONAL_SPECS[name].valid(), flag: bad})
 
 
 # --- explicit bad calls, empty and oversized inputs ---------------------------------------------------
