@@ -32,6 +32,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import create, get, register
 from posenc.core.validation import (
     check_batch,
+    check_float,
     check_float_tensor,
     check_int,
     check_positive_int,
@@ -48,6 +49,7 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *, eps: floa
     check_float_tensor("x", x, ndim=4)
     check_float_tensor("scale", scale)
     check_float_tensor("bias", bias)
+    eps = check_float("eps", eps, minimum=0.0)
     if scale.shape != x.shape[:2] or bias.shape != x.shape[:2]:
         raise ValueError(
             f"`scale` and `bias` must have shape (b, c) = {tuple(x.shape[:2])} to match `x`, "

@@ -237,6 +237,20 @@ def test_a_flag_that_is_not_a_bool_is_refused_by_name(name, flag, cases):
         raises_named(flag, getattr(F, name), **{**FUNCTIONAL_SPECS[name].valid(), flag: bad})
 
 
+NUMBER_CASES = [
+    (n, p.name) for n in SPECCED for p in inspect.signature(getattr(F, n)).parameters.values()
+    if isinstance(p.default, float) and p.name not in FUNCTIONAL_SPECS[n].valid()
+]
+
+
+@pytest.mark.parametrize(("name", "keyword"), NUMBER_CASES, ids=[f"{n}-{k}" for n, k in NUMBER_CASES])
+def test_a_non_finite_or_non_numeric_float_keyword_is_refused_by_name(name, keyword, cases):
+    """adain(eps=nan) once returned NaN everywhere and eps="1e-5" failed inside torch's addition."""
+    for bad in (math.nan, math.inf, "1e-5", None):
+        cases["bad input (functional, number)"] += 1
+        raises_named(keyword, getattr(F, name), **{**FUNCTIONAL_SPECS[name].valid(), keyword: bad})
+
+
 # --- explicit bad calls, empty and oversized inputs ---------------------------------------------------
 
 
