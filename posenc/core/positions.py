@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import torch
 
-from posenc.core.validation import check_int, check_positions
+from posenc.core.validation import check_int, check_positions, check_table_fits
 
 
 def implicit_positions(n: int, offset: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
@@ -216,7 +216,10 @@ def randomized_positions(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     gen_device = generator.device if generator is not None else "cpu"
+    # sizes checked before anything is drawn: the result, and the dense draw's (batch, max_len) argsort
+    check_table_fits({"n": n, "batch": batch}, (batch, n), torch.int64, device if device is not None else gen_device)
     if max_len <= max(4 * n, 1 << 16):
+        check_table_fits({"max_len": max_len, "batch": batch}, (batch, max_len), torch.int64, gen_device)
         keys = torch.rand(batch, max_len, generator=generator, device=gen_device)
         chosen = keys.argsort(dim=-1)[:, :n]
         return chosen.sort(dim=-1).values.to(device=device if device is not None else gen_device)

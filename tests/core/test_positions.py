@@ -64,3 +64,13 @@ def test_bad_input(args, kwargs, match):
 def test_bad_generator():
     with pytest.raises(TypeError, match="generator"):
         randomized_positions(2, 4, generator=0)
+
+
+@pytest.mark.parametrize(("n", "max_len", "batch", "named"), [
+    (10**12, 10**13, 1, "n"), (10**12, 2 * 10**12, 1, "n"), (4, 8, 10**13, "batch"),
+])
+def test_a_draw_no_memory_holds_is_refused_by_name(n, max_len, batch, named):
+    """randomized_positions(10**12, 10**13) once failed in the CPU allocator ('can't allocate memory:
+    you tried to allocate 16000000000000 bytes'); the size is now checked before anything is drawn."""
+    with pytest.raises(ValueError, match=f"`{named}`=.*needs"):
+        randomized_positions(n, max_len, batch=batch)
