@@ -43,12 +43,16 @@ from posenc.rotary.rope import apply_rotary
 MropeLayout = Literal["chunked", "interleaved"]
 
 
+def _check_sections(mrope_section: Sequence[int]) -> list[int]:
+    if isinstance(mrope_section, (int, torch.Tensor)) or not isinstance(mrope_section, Sequence) or len(mrope_section) != 3:
+        raise ValueError(f"`mrope_section` must be three ints (time, height, width frequencies), got {mrope_section!r}")
+    return [check_int(f"mrope_section[{i}]", v, minimum=0) for i, v in enumerate(mrope_section)]
+
+
 def mrope_axis_of_frequency(mrope_section: Sequence[int], layout: MropeLayout = "chunked") -> list[int]:
     """The axis (0 time, 1 height, 2 width) whose id turns each of the ``sum(mrope_section)`` frequencies."""
     check_choice("layout", layout, ("chunked", "interleaved"))
-    if isinstance(mrope_section, (int, torch.Tensor)) or not isinstance(mrope_section, Sequence) or len(mrope_section) != 3:
-        raise ValueError(f"`mrope_section` must be three ints (time, height, width frequencies), got {mrope_section!r}")
-    s = [check_int(f"mrope_section[{i}]", v, minimum=0) for i, v in enumerate(mrope_section)]
+    s = _check_sections(mrope_section)
     if layout == "chunked":
         return [0] * s[0] + [1] * s[1] + [2] * s[2]
     axes = []
@@ -79,12 +83,13 @@ def mrope_cos_sin(
     modulo 2π before the float32 sin/cos.
     """
     rot = check_even("rotary_dim", rotary_dim, why="RoPE rotates feature pairs")
-    axes = mrope_axis_of_frequency(mrope_section, layout)
-    if 2 * len(axes) != rot:
+    frequencies = sum(_check_sections(mrope_section))  # checked before a list of that many axes is built
+    if 2 * frequencies != rot:
         raise ValueError(
-            f"`mrope_section` {tuple(mrope_section)} sums to {len(axes)} frequencies but the rotated width "
+            f"`mrope_section` {tuple(mrope_section)} sums to {frequencies} frequencies but the rotated width "
             f"{rot} has {rot // 2}; the sections must sum to rotary_dim / 2"
         )
+    axes = mrope_axis_of_frequency(mrope_section, layout)
     check_float("base", base, positive=True)
     check_float("attention_scaling", attention_scaling, positive=True)
     check_positions("position_ids", position_ids)

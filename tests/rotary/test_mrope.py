@@ -117,6 +117,15 @@ def test_bad_input_names_the_argument(kwargs, ids, name):
         apply_mrope(x, ids, **kwargs)
 
 
+@pytest.mark.parametrize("layout", ["chunked", "interleaved"])
+def test_a_section_sum_far_past_the_width_is_refused_before_building_its_axes(layout):
+    """mrope_section=(10**12, 1, 1) once raised a bare MemoryError: a list of one axis per frequency was
+    built before the sum was compared with the rotated width."""
+    with pytest.raises(ValueError, match="`mrope_section`.*sums to 1000000000002 frequencies"):
+        apply_mrope(torch.randn(1, 1, 4, 8), torch.zeros(3, 1, 4, dtype=torch.long),
+                    mrope_section=(10**12, 1, 1), layout=layout)
+
+
 # -- parity with transformers -----------------------------------------------------------------------------
 @pytest.mark.parametrize("model, sections", [("qwen2_vl", [4, 6, 6]), ("qwen3_vl", [6, 5, 5])])
 def test_matches_transformers(model, sections):
