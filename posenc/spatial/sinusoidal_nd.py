@@ -37,6 +37,7 @@ from posenc.core.validation import (
     check_int,
     check_positions,
     check_positive_int,
+    check_table_fits,
 )
 from posenc.input.sinusoidal import sinusoidal
 from posenc.vision.grid import check_grid, token_coords
@@ -88,7 +89,7 @@ def sinusoidal_nd(
     _check_dim(dim, len(shape))
     check_float("base", base, positive=True)
     check_float_dtype("dtype", dtype)
-    check_fits("shape", shape, (*shape, dim), dtype, device)
+    check_table_fits({"shape": shape, "dim": dim}, (*shape, dim), dtype, device)  # names the larger
     per_axis, tables = dim // len(shape), []
     for axis, size in enumerate(shape):
         # one 1-D table per axis, broadcast over the grid: (s_a, per_axis) -> (1, .., s_a, .., 1, per_axis)

@@ -79,10 +79,10 @@ def resample_pos_embed(
         raise ValueError(f"`table` must have shape (1, prefix + h*w, d), got {tuple(table.shape)}")
     new_h, new_w = check_grid("new_shape", new_shape)
     prefix = check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
-    check_fits("new_shape", new_shape, (1, prefix + new_h * new_w, table.shape[-1]), torch.float32, table.device)
     patches = table.shape[1] - prefix
     if patches < 1:
         raise ValueError(f"`num_prefix_tokens`={prefix} leaves no patch rows in a table of shape {tuple(table.shape)}")
+    check_fits("new_shape", new_shape, (1, prefix + new_h * new_w, table.shape[-1]), torch.float32, table.device)
     if old_shape is None:
         side = math.isqrt(patches)
         if side * side != patches:

@@ -156,3 +156,11 @@ def test_matches_diffusers_mae_layout_with_the_width_coordinate_first(shape, dim
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
     table = sinusoidal_nd(shape, dim, dtype=torch.float64).reshape(-1, dim)
     torch.testing.assert_close(torch.cat([table[:, dim // 2 :], table[:, : dim // 2]], dim=-1), theirs, rtol=0, atol=1e-12)
+
+
+def test_a_width_no_memory_holds_is_refused_naming_dim():
+    """sinusoidal_nd((2, 3), 10**12 * 4) once blamed `shape`=(2, 3) for the memory its width needs."""
+    with pytest.raises(ValueError, match=r"`dim`=4000000000000 needs"):
+        sinusoidal_nd((2, 3), 4 * 10**12)
+    with pytest.raises(ValueError, match=r"`shape`=\(1000000, 1000000, 1000000\) needs"):
+        sinusoidal_nd((10**6, 10**6, 10**6), 6)

@@ -232,3 +232,10 @@ def test_matches_transformers_vit_interpolate_pos_encoding(new):
     want = peer.interpolate_pos_encoding(torch.zeros(1, 1 + h * w, 8, dtype=torch.float64), 4 * h, 4 * w)
     got = resample_pos_embed(peer.position_embeddings, new, num_prefix_tokens=1)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_a_prefix_longer_than_the_table_is_refused_naming_num_prefix_tokens():
+    """num_prefix_tokens=10**12 once gave '`new_shape`=(3, 3) needs ... 14.6 TiB' instead of saying the prefix
+    leaves no patch rows."""
+    with pytest.raises(ValueError, match="`num_prefix_tokens`=1000000000000 leaves no patch rows"):
+        resample_pos_embed(torch.randn(1, 5, 4), (3, 3), num_prefix_tokens=10**12)
