@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from posenc.core.validation import check_choice, check_float, check_int
+from posenc.core.validation import check_choice, check_fits, check_float, check_int
 
 #: ``("text", length)``, ``("image", (t, h, w))``, ``("video", (t, h, w))`` or
 #: ``("video", (t, h, w), seconds_per_grid)``.
@@ -63,6 +63,7 @@ def mrope_position_ids(
             if len(span) != 2:
                 raise ValueError(f"`spans[{i}]` must be ('text', length), got {span!r}")
             length = check_int(f"spans[{i}][1]", span[1], minimum=0)
+            check_fits(f"spans[{i}][1]", length, (3, length), torch.int64, device)  # its ids in the result
             parts.append(torch.arange(pos, pos + length, device=device).expand(3, -1))
             pos += length
             continue
@@ -89,6 +90,7 @@ def _grid_ids(grid: Sequence[int], merge: int, step: int | torch.Tensor, name: s
     if h % merge or w % merge:
         raise ValueError(f"`{name}` {tuple(grid)}: h and w must be divisible by spatial_merge_size={merge}")
     h, w = h // merge, w // merge
+    check_fits(name, tuple(grid), (3, t, h, w), torch.int64, device)  # its ids in the result
     time = (torch.arange(t, device=device) * step).long()
     # (3, t, h, w) -> (3, t*h*w): raster order over (time, row, col)
     ids = torch.stack(

@@ -57,6 +57,17 @@ def test_bad_input_names_the_argument(spans, kwargs, name):
         mrope_position_ids(spans, **kwargs)
 
 
+@pytest.mark.parametrize(("spans", "name"), [
+    ([("text", 10**12)], r"`spans\[0\]\[1\]`=1000000000000 needs"),
+    ([("text", 2), ("image", (1, 10**6, 10**6))], r"`spans\[1\]\[1\]`=\(1, 1000000, 1000000\) needs"),
+])
+def test_a_span_no_memory_holds_is_refused_by_name(spans, name):
+    """A text span of 10**12 tokens or a 10**6 x 10**6 image once failed in the CPU allocator ('can't
+    allocate memory: you tried to allocate 8000000000000 bytes')."""
+    with pytest.raises(ValueError, match=name):
+        mrope_position_ids(spans)
+
+
 @pytest.mark.parametrize("version", ["qwen2_vl", "qwen2_5_vl"])
 def test_matches_transformers_get_rope_index(version):
     """Spans where every vision block's largest id is its height or width (transformers since 5.0
