@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from posenc.core.validation import check_positive_int
+from posenc.core.validation import check_float, check_positive_int
 from posenc.rotary.rope import RotaryPositionEncoding
 
 HF_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
@@ -150,7 +150,8 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     head_dim = check_positive_int("head_dim", cfg["head_dim"]) if cfg.get("head_dim") else _head_dim_from_width(cfg)
     # GPT-NeoX's config.json (Pythia) names the fraction rotary_pct and the base rotary_emb_base
     partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct")))
-    partial = 1.0 if partial is None else partial
+    # a fraction of the head (proportional: of its frequencies), checked before int(head_dim * partial)
+    partial = 1.0 if partial is None else check_float("partial_rotary_factor", partial, minimum=0.0, maximum=1.0)
     if rope_type != "proportional" and int(head_dim * partial) % 2:
         # transformers would rotate 2 * ceil(w / 2) features at frequencies base ** (-2i / w): no RoPE posenc builds
         raise ValueError(

@@ -295,3 +295,13 @@ def test_local_and_global_bases_of_an_older_config_json(name, module, config_jso
     for layer_type, encoding in encodings.items():
         want = getattr(rotary, f"{layer_type}_inv_freq").double().numpy()
         np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("rope_type", ["default", "proportional"])
+@pytest.mark.parametrize("partial", ["0.5", float("nan"), float("inf"), 1.5])
+def test_a_partial_rotary_factor_that_is_not_a_fraction_is_named(rope_type, partial):
+    """partial_rotary_factor "0.5", nan or inf once failed in int(head_dim * partial) ("invalid literal for
+    int() with base 10: '0.50.50.5...'", "cannot convert float NaN to integer", a bare OverflowError)."""
+    rope = {"rope_type": rope_type, "rope_theta": 1e4, "partial_rotary_factor": partial}
+    with pytest.raises((TypeError, ValueError), match="`partial_rotary_factor`"):
+        from_hf_config({"head_dim": 16, "max_position_embeddings": 64, "rope_parameters": rope})
