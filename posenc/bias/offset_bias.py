@@ -62,6 +62,10 @@ class OffsetBias(BiasEncoding):
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         device = self._device()
+        if q_positions.is_implicit and k_positions.is_implicit:
+            # refused before the per-offset table is computed (4 bytes an entry at least; checked again below)
+            what = f"the {type(self).__name__} bias (heads={self.heads}, n={q_positions.n}, m={k_positions.n})"
+            check_table_memory(what, (self.heads, q_positions.n, k_positions.n))
         diagonals = self.per_diagonal(q_positions, k_positions, q)
         if diagonals is not None:
             # the (heads, n, m) grid is materialised here, unlike the per-offset table

@@ -28,3 +28,18 @@ def test_explicit_positions_check_the_bias_size_first(name, monkeypatch):
     assert module(100, q_positions=positions[:100], k_positions=positions[:100]).shape == (1, 8, 100, 100)
     with pytest.raises(ValueError, match=r"bias \(batch=1, heads=8, n=150, m=150\) would need 703\.1 KiB.*MAX_TABLE_BYTES"):
         module(150, q_positions=positions, k_positions=positions)
+
+
+@pytest.mark.parametrize("name", ["kerple", "sandwich", "dynamic_bias", "cpb"])
+def test_an_oversized_grid_is_refused_before_its_per_offset_table_is_computed(name, monkeypatch):
+    """bias(10**6, 10**6) once evaluated the bias at all 2 * 10**6 offsets (sandwich: 5.5 s and a 1 GiB
+    float64 intermediate) before refusing the (heads, n, m) grid it would spread them over."""
+    module = build(name)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the per-offset table was computed before the size check")
+
+    monkeypatch.setattr(module, "offset_bias", must_not_run)
+    monkeypatch.setattr(module, "offset_bias_for", must_not_run)
+    with pytest.raises(ValueError, match=r"bias \(heads=2, n=1000000, m=1000000\) would need 7.3 TiB"):
+        module(10**6, 10**6)
