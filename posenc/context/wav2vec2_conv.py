@@ -11,7 +11,8 @@ the result is added to the input::
 Initialisation follows fairseq: weights ~ N(0, 4 / (kernel_size * dim)), bias 0, weight norm
 applied afterwards. The centred kernel sees later frames, so the module is for bidirectional
 encoders only (``supports_causal = False``): a causal model built with it raises a ``ValueError``
-and ``posenc check`` reports it as skipped.
+and ``posenc check`` checks it as an encoder (finite outputs, explicit positions; "encoder only (no
+cache)").
 
 Verified against a float64 loop over groups and taps in tests/context/test_wav2vec2_conv.py.
 """
