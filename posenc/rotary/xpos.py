@@ -57,8 +57,10 @@ def xpos_zeta(rot_dim: int, *, device=None, dtype: torch.dtype | None = None) ->
 
 def xpos_max_position(rot_dim: int, scale_base: float) -> int:
     """The largest ``|position - reference|`` whose per-side scale ``zeta_0 ** (±n / scale_base)``
-    fits float32 (``e ** 80``, below float32's ``e ** 88.7``, leaving room for the features)."""
-    return int(80.0 * scale_base / abs(math.log(GAMMA / (1 + GAMMA))))
+    fits float32 (``e ** 80``, below float32's ``e ** 88.7``, leaving room for the features); capped at
+    the largest int64 position, which a ``scale_base`` near float64's largest would overflow."""
+    limit = 80.0 * scale_base / abs(math.log(GAMMA / (1 + GAMMA)))
+    return int(limit) if limit < 2**63 else 2**63 - 1
 
 
 def xpos_scale(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import posenc
 from posenc.core.positions import Positions
-from posenc.functional import apply_xpos
+from posenc.functional import apply_rope, apply_xpos
 from posenc.models import Transformer
 from posenc.rotary import XPos
 
@@ -233,3 +233,13 @@ def test_cached_decoding_equals_rotary_embedding_torch_full_pass():
         q[..., -3:, :], k, q_positions=Positions(3, 6), k_positions=Positions(9)
     )
     torch.testing.assert_close(oq @ ok.transpose(-1, -2), full, rtol=0, atol=1e-5)
+
+
+def test_a_scale_base_near_the_float64_limit_is_nearly_rope():
+    """scale_base=1e308 once raised a bare OverflowError ('cannot convert float infinity to integer')
+    from the position limit 80 * scale_base / |log zeta_0|; the limit is now capped at int64's largest."""
+    x = torch.randn(1, 2, 5, 8, generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(5)
+    out = apply_xpos(x, pos, key=False, scale_base=1e308)
+    torch.testing.assert_close(out, apply_rope(x, pos))
+    assert XPos(8, scale_base=1e308).max_position == 2**63 - 1
