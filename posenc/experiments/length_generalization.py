@@ -12,8 +12,9 @@ best over seeds (the papers report the best of their seeds).
 
 Sweeps: each (task, encoding, seed) is one unit, and every finished unit is written as JSON under
 ``units`` (default ``<out>/length_generalization/units``); a unit whose JSON exists is read back, never
-trained again, so an interrupted sweep resumes where it stopped. Two ways to split a sweep, with no
-code change:
+trained again, so an interrupted sweep resumes where it stopped. Each unit records the ``--seed`` and
+configuration it was trained with (``trained_with``); one trained with others is refused, not read back
+(``--force`` does not clear the folder). Two ways to split a sweep, with no code change:
 
 - ``torchrun --nproc_per_node=K -m posenc run length_generalization ...`` (any number of nodes): rank
   ``r`` trains units ``r, r + K, ...`` alone (no DDP), on ``cuda:LOCAL_RANK`` when CUDA is present;
@@ -172,12 +173,43 @@ def unit_path(folder: Path, key: str) -> Path:
     return folder / (key.replace(":", "__").replace("+", "_plus_") + ".json")
 
 
-def stored_unit(folder: Path | None, key: str, fn) -> Any:
-    """``fn()``'s result, kept as ``folder/<key>.json`` (read back instead of training when present)."""
+#: Configuration keys that choose which units run, not how a unit trains (left out of its ``trained_with``).
+UNIT_SELECTION = ("tasks", "encodings", "randomized", "seeds", "shard", "units")
+
+
+def training_settings(ctx: Context) -> dict[str, Any]:
+    """What a unit's training depends on beyond its key: the run's ``--seed`` and every configuration
+    value except those choosing the units (:data:`UNIT_SELECTION`), as JSON would hold them."""
+    settings = {"seed": ctx.seed} | {k: v for k, v in ctx.config.items() if k not in UNIT_SELECTION}
+    return json.loads(json.dumps(settings))
+
+
+def stored_unit(folder: Path | None, key: str, fn, settings: dict[str, Any] | None = None) -> Any:
+    """``fn()``'s result, kept as ``folder/<key>.json`` (read back instead of training when present).
+
+    settings: :func:`training_settings`, stored with the result as ``trained_with``; a stored unit
+    trained with other settings is refused (reading it back would report another configuration's
+    numbers under this one). Units written without ``trained_with`` are read back as they are.
+    """
     path = None if folder is None else unit_path(folder, key)
     if path is not None and path.exists():
-        return json.loads(path.read_text())
+        unit = json.loads(path.read_text())
+        stored = unit.get("trained_with")
+        if settings is not None and stored is not None and stored != settings:
+            differ = ", ".join(
+                f"{name}={stored.get(name)!r} there, {settings.get(name)!r} here"
+                for name in sorted(set(stored) | set(settings))
+                if stored.get(name) != settings.get(name)
+            )
+            raise ValueError(
+                f"the units folder {folder} holds {path.name}, trained with other settings ({differ}); "
+                "give this configuration its own folder (`--set units=DIR` or another `--out`) or delete "
+                "the folder to train again"
+            )
+        return unit
     result = fn()
+    if settings is not None:
+        result = result | {"trained_with": settings}
     if path is not None:
         atomic_write_bytes(path, (json.dumps(result) + "\n").encode())
     return result
@@ -207,9 +239,11 @@ def run(ctx: Context) -> dict[str, Any]:
     mine = [unit for index, unit in enumerate(plan) if index % shares == share]
     rank, ranks = ctx.share()  # the torchrun ranks split this shard's units
     done: dict[str, Any] = {}
+    settings = training_settings(ctx)
     for task, row, seed in mine[rank::ranks]:
         key = unit_key(task.name, row, seed)
-        done[key] = ctx.unit(key, partial(stored_unit, folder, key, partial(train_unit, ctx, key, task, row, seed)))
+        train = partial(train_unit, ctx, key, task, row, seed)
+        done[key] = ctx.unit(key, partial(stored_unit, folder, key, train, settings))
     done = ctx.gather(done)
     if ranks > 1 and rank == 0 and folder is not None:  # the other hosts' units, for a later merge or resume
         for key, result in done.items():

@@ -72,6 +72,26 @@ def test_shards_then_merge_equal_one_run(tmp_path):
     assert again["accuracy"]["parity_check"]["rope"]["per_seed"][0] == 2.0
 
 
+@pytest.mark.parametrize("change", [{"steps": 3}, {"seed": 1}])
+def test_units_trained_with_other_settings_are_refused(tmp_path, change):
+    # a rerun with other settings over the same units folder (`--force` keeps it) used to read the
+    # earlier units back and report their numbers under the new configuration
+    small = {"tasks": ["parity_check"], "encodings": ["none"], "seeds": 1, "units": str(tmp_path / "units")}
+    tiny(tmp_path / "first", **small)
+    stored = json.loads(next((tmp_path / "units").glob("*.json")).read_text())
+    assert stored["trained_with"]["steps"] == TINY["steps"] and stored["trained_with"]["seed"] == 0
+    seed = change.get("seed", 0)
+    overrides = TINY | small | {k: v for k, v in change.items() if k != "seed"}
+    with pytest.raises(ValueError, match=rf"trained with other settings \({next(iter(change))}="):
+        run_experiment(
+            get_experiment("length_generalization"), quick=True, seed=seed, out=tmp_path / "second",
+            overrides=overrides, progress=False, device="cpu",
+        )  # fmt: skip
+    # the same settings read the units back (another selection of units does not count)
+    again = tiny(tmp_path / "third", **small | {"encodings": ["none", "rope"], "randomized": False})
+    assert again["rows"] == ["none", "rope"]
+
+
 @pytest.mark.parametrize("bad", ["3/3", "1", "a/b", "-1/2"])
 def test_bad_shard(bad):
     with pytest.raises(ValueError, match="shard"):
