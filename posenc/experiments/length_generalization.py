@@ -135,7 +135,7 @@ def train_unit(ctx: Context, key: str, task: Task, row: str, seed: int) -> dict[
 
     ctx.train(key, model, step_loss, steps=c["steps"], lr=c["lr"], warmup=c["warmup"], schedule="cosine")
     model.eval()
-    gen = ctx.generator("eval", task.name, seed)  # the same test sequences for every row
+    gen = ctx.generator("eval", task.name, seed)  # the same test sequences for every row (per seed index)
     per_length = {
         str(n): accuracy_at(model, task, n, batch=c["eval_batch"], generator=gen, device=ctx.device)
         for n in range(1, c["test_max"] + 1)
