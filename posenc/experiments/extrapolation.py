@@ -106,6 +106,39 @@ def _windows(ctx: Context, task: str, n: int, held_out: torch.Tensor, vocab: int
     return copy_batch(c["copy_eval"], n + 1, c["copy_lag"], vocab, ctx.generator("copy-eval", n))
 
 
+def check_evaluation_fits(c: dict[str, Any], train_bytes: int, held_out_bytes: int) -> None:
+    """Refuse, before any training, a configuration whose windows the corpus or the copy task cannot fill."""
+    L = c["length"]
+    if "text" in c["tasks"]:
+        if train_bytes < L + 2:
+            raise ValueError(
+                f"`corpus_bytes` ({c['corpus_bytes']}) leaves {train_bytes} training bytes (the first 90% of the "
+                f"corpus read), too few for one training window of `length` + 1 = {L + 1} bytes"
+            )
+        for mult in c["multiples"]:
+            n = L * mult
+            windows = c["eval_tokens"] // n
+            if windows == 0:
+                raise ValueError(
+                    f"`eval_tokens` ({c['eval_tokens']}) must be at least the longest evaluation window, "
+                    f"`length` * `multiples` = {L} * {mult} = {n}"
+                )
+            if held_out_bytes < windows * (n + 1):
+                raise ValueError(
+                    f"`corpus_bytes` ({c['corpus_bytes']}) leaves {held_out_bytes} held-out bytes (the last 10% of the "
+                    f"corpus read), fewer than the {windows * (n + 1)} that `eval_tokens` ({c['eval_tokens']}) needs "
+                    f"at length {n}; raise `corpus_bytes` or lower `eval_tokens`"
+                )
+    if "copy" in c["tasks"]:
+        if c["copy_lag"] >= L:
+            raise ValueError(
+                f"`copy_lag` ({c['copy_lag']}) must be less than `length` ({L}): only tokens past the first lag "
+                "can be predicted and scored"
+            )
+        if c["copy_vocab"] < 2:
+            raise ValueError(f"`copy_vocab` must be >= 2 (symbols 1 .. copy_vocab - 1 are copied), got {c['copy_vocab']}")
+
+
 def train_row(
     ctx: Context, key: str, task: str, row: str, seed_index: int, train: torch.Tensor, held_out: torch.Tensor
 ) -> dict[str, Any]:
@@ -169,6 +202,7 @@ def run(ctx: Context) -> dict[str, Any]:
     corpus = stdlib_corpus(c["corpus_bytes"])
     split = int(0.9 * corpus.numel())
     train, held_out = corpus[:split], corpus[split:]
+    check_evaluation_fits(c, train.numel(), held_out.numel())
     rows = c["encodings"] or sequence_encodings(causal=True)
     metrics: dict[str, Any] = {
         "corpus_bytes": corpus.numel(), "trained_length": c["length"], "multiples": c["multiples"], "seeds": c["seeds"],

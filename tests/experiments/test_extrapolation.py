@@ -99,3 +99,21 @@ def test_unusable_encodings_are_refused_before_training(name):
     overrides = {**TINY, "encodings": ["rope", name]}
     with pytest.raises(ValueError, match=rf"`encodings\[1\]` must be one of .*; got '{name}'"):
         run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"corpus_bytes": 1000}, r"`corpus_bytes` \(1000\) leaves 100 held-out bytes"),
+        ({"eval_tokens": 10}, r"`eval_tokens` \(10\) must be at least the longest evaluation window"),
+        ({"tasks": ["copy"], "copy_lag": 8}, r"`copy_lag` \(8\) must be less than `length` \(8\)"),
+        ({"tasks": ["copy"], "copy_vocab": 1}, r"`copy_vocab` must be >= 2"),
+    ],
+)
+def test_configurations_the_evaluation_cannot_fill_are_refused_before_training(change, message, monkeypatch):
+    # they used to train every row, then fail in the evaluation: a bare view() shape error from torch
+    # (too few held-out bytes), ZeroDivisionError (no window, or nothing past the lag), or randint's error
+    monkeypatch.setattr("posenc.experiments.extrapolation.train_row", lambda *a: pytest.fail("trained"))
+    overrides = {**TINY, "encodings": ["alibi"], "seeds": 1, "rope_scalings": []} | change
+    with pytest.raises(ValueError, match=message):
+        run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
