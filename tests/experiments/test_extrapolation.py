@@ -117,3 +117,10 @@ def test_configurations_the_evaluation_cannot_fill_are_refused_before_training(c
     overrides = {**TINY, "encodings": ["alibi"], "seeds": 1, "rope_scalings": []} | change
     with pytest.raises(ValueError, match=message):
         run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+
+
+def test_multiples_without_the_trained_length_have_no_headline_ratio():
+    # multiples with 4 but without 1 used to end, after training, in KeyError: '1' (the ratio 4L / L)
+    overrides = {**TINY, "multiples": [2, 4], "tasks": ["text"], "encodings": ["alibi"], "seeds": 1, "rope_scalings": []}
+    m = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+    assert m["metrics"]["ratio_4L_to_L"] == {} and set(m["metrics"]["bits_per_char"]["alibi"]) == {"2", "4"}
