@@ -84,6 +84,20 @@ def random_range(task: Task, c: dict[str, Any]) -> int:
     return L
 
 
+def check_tables_cover_the_tests(tasks: list[Task], encodings: list[str], c: dict[str, Any]) -> None:
+    """Refuse, before any training, an encoding built with a table of ``random_range`` positions
+    (``max_len``) that the longest test sequence of a task would run past."""
+    tabled = [name for name in encodings if "max_len" in position_kwargs(name, max_len=1)]
+    for task in tasks if tabled else []:
+        L, longest = random_range(task, c), total_length(task, c["test_max"])
+        if L < longest:
+            raise ValueError(
+                f"`random_range` ({L}) is also the table length (max_len) of {tabled[0]!r}, but the longest test "
+                f"sequence of {task.name} has {longest} tokens; raise `random_range` to at least {longest} "
+                "(0 takes the longest test sequence) or leave that encoding out"
+            )
+
+
 def build(ctx: Context, task: Task, row: str, seed: int) -> Transformer:
     c = ctx.config
     name, randomized = (row[: -len(RAND)], True) if row.endswith(RAND) else (row, False)
@@ -233,6 +247,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for i, name in enumerate(c["encodings"]):
         check_choice(f"encodings[{i}]", name, sequence_encodings())
     rows, skipped = rows_for(encodings, c["randomized"])
+    check_tables_cover_the_tests(tasks, encodings, c)
     share, shares = parse_shard(c["shard"])
     folder = units_dir(ctx)
     plan = [(task, row, seed) for task in tasks for row in rows for seed in range(c["seeds"])]

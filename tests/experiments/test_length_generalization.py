@@ -103,6 +103,14 @@ def test_training_shorter_than_the_range_is_checked():
         tiny(random_range=2, tasks=["reverse_string"], encodings=["rope"])
 
 
+def test_a_learned_table_shorter_than_the_tests_is_refused_before_training(monkeypatch):
+    # `learned` gets a table of random_range positions; shorter than the longest test sequence, the
+    # sweep trained the rows before it and the learned row, then failed when scoring past the table
+    monkeypatch.setattr("posenc.experiments.length_generalization.train_unit", lambda *a: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"`random_range` \(8\) is also the table length .* of 'learned'.* has 10 tokens"):
+        tiny(random_range=8, tasks=["reverse_string"], encodings=["rope", "learned"])
+
+
 @pytest.mark.parametrize("name", ["hash_grid", "ropee"])
 def test_unusable_encodings_are_refused_before_training(name):
     # they used to fail only when their row was reached, after the rows before it had trained: a
