@@ -42,15 +42,15 @@ def fire_input(
 ) -> torch.Tensor:
     """FIRE's MLP input ``psi(distance) / psi(max(threshold, query_position))``, ``psi(x) = log(|c| x + 1)``.
 
-    distance: ``(..., n, m)`` >= 0; query_position: broadcastable to it (``(..., n, 1)``). Computed and
-    returned in float32 or better (float64 where any argument is float64), whatever the dtype of ``c``
-    and ``threshold`` (a bf16 model's parameters).
+    distance: ``(..., n, m)`` >= 0; query_position: broadcastable to it (``(..., n, 1)``); c, threshold:
+    0-dim tensors. Computed and returned in float32 or better (float64 where any argument is float64),
+    whatever the dtype of ``c`` and ``threshold`` (a bf16 model's parameters).
     """
     check_nonnegative_positions("distance", distance)
     check_positions("query_position", query_position)
     check_broadcasts("query_position", query_position, tuple(distance.shape), to="distance")
-    check_float_tensor("c", c)
-    check_float_tensor("threshold", threshold)
+    check_float_tensor("c", c, ndim=0)  # one c and one L per FIRE module (scalars)
+    check_float_tensor("threshold", threshold, ndim=0)
     check_same_device(distance=distance, query_position=query_position, c=c, threshold=threshold)
     work = arithmetic_dtype(*(t.dtype for t in (distance, query_position, c, threshold) if t.is_floating_point()))
     distance, query_position, c, threshold = (t.to(work) for t in (distance, query_position, c, threshold))

@@ -74,6 +74,16 @@ def test_bad_input():
         FIRE(2, init_threshold=-1)
 
 
+@pytest.mark.parametrize("name", ["c", "threshold"])
+@pytest.mark.parametrize("shape", [(4,), (2,), (1, 1)])
+def test_fire_input_takes_one_c_and_one_threshold(name, shape):
+    # a (4,) c broadcast silently along the keys (each key its own c), a (2,) one failed in torch's
+    # broadcasting without naming an argument, a (1, 1) one added a dimension to the result
+    args = {"c": torch.tensor(0.1), "threshold": torch.tensor(3.0)} | {name: torch.full(shape, 0.5)}
+    with pytest.raises(ValueError, match=rf"`{name}` must have rank 0"):
+        fire_input(torch.arange(4.0).view(1, 4), torch.full((1, 1), 3.0), **args)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_a_float64_model_attends_in_float64(positions, causal):
