@@ -12,6 +12,7 @@ other range. Verified against a float64 transcription of eq. 5 in ``tests/bias/t
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -23,6 +24,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, position_gap
 from posenc.core.validation import (
+    can_read_values,
     check_bool,
     check_choice,
     check_float,
@@ -41,7 +43,9 @@ def kerple_bias(
 ) -> torch.Tensor:
     """distance ``(...)`` >= 0, r1 and r2 ``(heads,)`` (already constrained) -> bias ``(..., heads)`` in float32 (float64 for float64 parameters).
 
-    ``log``: ``-r1 * log(1 + r2 * distance)``; ``power``: ``-r1 * distance ** r2``.
+    ``log``: ``-r1 * log(1 + r2 * distance)``; ``power``: ``-r1 * distance ** r2``. Parameters outside
+    the paper's constraints (``r1, r2 > 0``; ``r2 <= 2`` for ``power``) raise (eager mode only):
+    :meth:`Kerple.constrained` applies them to learned ones.
     """
     check_choice("kernel", kernel, KERNELS)
     check_nonnegative_positions("distance", distance)
@@ -50,6 +54,15 @@ def kerple_bias(
     check_same_device(distance=distance, r1=r1, r2=r2)
     if r1.shape != r2.shape:
         raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
+    top = 2.0 if kernel == "power" else math.inf
+    readable = r1.numel() and can_read_values(r1) and can_read_values(r2)
+    if readable and bool((r1 <= 0).any() | (r2 <= 0).any() | (r2 > top).any()):
+        bound = "(0, 2]" if kernel == "power" else "> 0"
+        raise ValueError(
+            f"`r1` must be > 0 and `r2` {bound} for the {kernel} kernel (KERPLE's constraints; Kerple.constrained() "
+            f"applies them), got r1 in [{r1.min().item():.6g}, {r1.max().item():.6g}] and r2 in "
+            f"[{r2.min().item():.6g}, {r2.max().item():.6g}]"
+        )
     work = arithmetic_dtype(r1.dtype, r2.dtype)  # float32, or float64 for float64 parameters
     d, r1, r2 = distance.unsqueeze(-1).to(work), r1.to(work), r2.to(work)
     if kernel == "log":
