@@ -123,7 +123,13 @@ class T5RelativeBias(BiasEncoding):
         """``(b | 1, n, m)`` bucket indices of every query-key pair."""
         if _diagonal(q_positions, k_positions):
             return toeplitz(self._diagonal_buckets(q_positions, k_positions), k_positions.n).unsqueeze(0)
-        return self._bucket(relative_positions(q_positions, k_positions).to(self.bias.weight.device))
+        rel = relative_positions(q_positions, k_positions)
+        if rel.is_floating_point():
+            raise ValueError(
+                f"`positions` must be an integer tensor for the T5 bias (its buckets are defined for whole "
+                f"offsets), got {rel.dtype} positions"
+            )
+        return self._bucket(rel.to(self.bias.weight.device))
 
     def _diagonal_buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``(n + m - 1,)`` buckets of the offsets ``j - i`` from ``-(n - 1)`` to ``m - 1`` (implicit positions)."""

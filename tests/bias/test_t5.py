@@ -121,6 +121,17 @@ def test_far_offset_computes_the_buckets_in_use_only():
     torch.testing.assert_close(far[0, 0].flatten(), t5.bias.weight[expected, 0])
 
 
+@pytest.mark.parametrize("attention", ["eager", "blocked", "flex"])
+def test_float_positions_are_refused_naming_the_positions(attention):
+    # a model given float positions failed with "`relative_position` must be an integer tensor",
+    # naming an argument of an internal call instead of the `positions` passed
+    from posenc.models import Transformer
+
+    model = Transformer(11, 16, 1, 2, position="t5", attention=attention).eval()
+    with pytest.raises(ValueError, match=r"`positions` must be an integer tensor for the T5 bias.*torch.float32"):
+        model(torch.zeros(1, 4, dtype=torch.long), positions=torch.tensor([0.0, 0.5, 1.0, 2.5]))
+
+
 def test_a_bias_too_large_to_build_raises_with_its_size():
     with pytest.raises(ValueError, match=r"T5 bias .*n=1000000.*TiB.*MAX_TABLE_BYTES"):
         T5RelativeBias(4)(10**6)
