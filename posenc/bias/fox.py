@@ -27,6 +27,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod
 from posenc.core.validation import (
+    can_read_values,
     check_bool,
     check_float,
     check_float_tensor,
@@ -37,8 +38,9 @@ from posenc.core.validation import (
 
 
 def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
-    """log_gates ``(b, h, m)`` (``log f_t`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries,
-    summed in float32 (float64 for float64 log gates).
+    """log_gates ``(b, h, m)`` (``log f_t <= 0`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries,
+    summed in float32 (float64 for float64 log gates). A positive log gate (a gate above 1, or logits
+    passed in place of their logsigmoid) raises (eager mode only).
 
     Entry ``(i, j)`` is ``c_{m-n+i} - c_j`` with ``c`` the cumulative sum: the log gates of keys
     ``j+1 .. m-n+i``. Causal: keys after the query get positive values, which the causal mask hides.
@@ -46,6 +48,11 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
     tokens in either direction.
     """
     check_float_tensor("log_gates", log_gates, ndim=3)
+    if log_gates.numel() and can_read_values(log_gates) and bool((log_gates > 0).any()):
+        raise ValueError(
+            "`log_gates` must be <= 0 (logs of forget gates in (0, 1]: F.logsigmoid of the gate logits, not the "
+            f"logits), got a maximum of {log_gates.max().item():.6g}"
+        )
     m = log_gates.shape[-1]
     check_int("n", n, minimum=0)
     check_bool("causal", causal)

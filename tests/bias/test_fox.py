@@ -45,6 +45,16 @@ def test_constant_gates_are_alibi():
     torch.testing.assert_close(bias[..., causal], expected.expand(1, 2, 5, 5)[..., causal])
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_positive_log_gates_are_refused(causal):
+    # gate logits passed in place of their logsigmoid (a gate above 1) gave a bias that grows with
+    # distance, the opposite of forgetting, without a word
+    logits = torch.tensor([[[0.5, -1.0, 2.0, 0.25]]])
+    with pytest.raises(ValueError, match=r"`log_gates` must be <= 0 .* maximum of 2"):
+        forget_gate_bias(logits, 4, causal=causal)
+    assert (forget_gate_bias(torch.nn.functional.logsigmoid(logits), 4, causal=causal).tril() <= 0).all()
+
+
 def test_in_the_transformer_cached_decoding_equals_a_full_pass():
     torch.manual_seed(0)
     model = Transformer(16, 16, 2, 2, position="fox", causal=True).eval()
