@@ -26,7 +26,7 @@ import torch
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
-from posenc.core.validation import check_float, check_int
+from posenc.core.validation import check_float, check_float_dtype, check_int
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,16 @@ class AttentionTemperature:
         check_float("attn_scale", self.attn_scale, minimum=0.0)
 
 
-def attention_temperature(positions: torch.Tensor, *, floor_scale: float = 8192.0, attn_scale: float = 0.1) -> torch.Tensor:
-    """float32 ``1 + attn_scale * log1p(floor((p + 1) / floor_scale))`` for positions ``(*p,)``."""
+def attention_temperature(
+    positions: torch.Tensor, *, floor_scale: float = 8192.0, attn_scale: float = 0.1, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``1 + attn_scale * log1p(floor((p + 1) / floor_scale))`` for positions ``(*p,)``, formed in float64
+    and returned in ``dtype``, at least float32 (float64 for a float64 model's queries)."""
     check_float("floor_scale", floor_scale, positive=True)
     check_float("attn_scale", attn_scale, minimum=0.0)
+    out = arithmetic_dtype(check_float_dtype("dtype", dtype))
     p = positions.to(torch.float64)
-    return (torch.log1p(torch.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0).float()
+    return (torch.log1p(torch.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0).to(out)
 
 
 class NoRope(PositionEncoding):
@@ -62,10 +66,11 @@ class NoRope(PositionEncoding):
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions):
         t = self.temperature
-        scale = attention_temperature(q_positions.tensor(q.device), floor_scale=t.floor_scale, attn_scale=t.attn_scale)
-        # (b | 1, n) -> (b | 1, 1, n, 1): one factor per query, shared by the heads
         work = arithmetic_dtype(q.dtype)
-        return (q.to(work) * scale[:, None, :, None].to(work)).to(q.dtype), k
+        positions = q_positions.tensor(q.device)
+        scale = attention_temperature(positions, floor_scale=t.floor_scale, attn_scale=t.attn_scale, dtype=work)
+        # (b | 1, n) -> (b | 1, 1, n, 1): one factor per query, shared by the heads
+        return (q.to(work) * scale[:, None, :, None]).to(q.dtype), k
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}" if self.temperature is not None else ""

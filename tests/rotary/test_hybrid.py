@@ -51,6 +51,16 @@ def test_nope_temperature_scales_queries_only():
     assert NoRope().hooks == frozenset()
 
 
+def test_a_float64_model_gets_the_temperature_in_float64():
+    # the scale was always rounded to float32: a float64 model's NoPE queries were off by up to 7e-8
+    # (relative 3e-8) from Llama 4's formula
+    q = torch.randn(1, 2, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rq, _ = NoRope(AttentionTemperature(floor_scale=2, attn_scale=0.1)).rotate(q, q, q_positions=Positions(6), k_positions=Positions(6))
+    ref = torch.tensor([1 + 0.1 * math.log(1 + math.floor((p + 1) / 2)) for p in range(6)], dtype=torch.float64)
+    torch.testing.assert_close(rq, q * ref[:, None], rtol=1e-15, atol=1e-15)
+    assert attention_temperature(torch.arange(3), dtype=torch.bfloat16).dtype == torch.float32
+
+
 def test_rope_on_a_subset_of_heads():
     model = Transformer(50, 16, 1, 4, position="rope", position_plan=PositionPlan(rope_heads=1))
     enc = model.position_for_layer(0)
