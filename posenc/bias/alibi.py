@@ -25,6 +25,7 @@ from posenc.bias.relative import (
 from posenc.core.base import DerivedTablesMixin
 from posenc.core.memory import check_table_memory, fits
 from posenc.core.positions import Positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.terms import BlockTerm, ScoreMod, position_gap
 from posenc.core.validation import (
@@ -60,7 +61,8 @@ def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32, device=N
 
 
 def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool = False) -> torch.Tensor:
-    """relative (key - query): ``(b | 1, n, m)``; slopes: ``(h,)`` -> bias ``(b | 1, h, n, m)`` in float32.
+    """relative (key - query): ``(b | 1, n, m)``; slopes: ``(h,)`` -> bias ``(b | 1, h, n, m)`` in float32
+    (float64 for float64 slopes).
 
     Causal form ``m_h * (j - i)`` (non-positive for the visible keys j <= i); symmetric form
     ``-m_h * |j - i|``.
@@ -72,10 +74,11 @@ def alibi_bias(relative: torch.Tensor, slopes: torch.Tensor, *, symmetric: bool 
     check_same_device(relative=relative, slopes=slopes)
     b, n, m = relative.shape
     check_fits("slopes", f"{len(slopes)} heads", (b, len(slopes), n, m), torch.float32, relative.device)
-    distance = relative.float()
+    work = arithmetic_dtype(slopes.dtype)  # float32, or float64 for float64 slopes
+    distance = relative.to(work)
     if symmetric:
         distance = -distance.abs()
-    return slopes.float().view(1, -1, 1, 1) * distance.unsqueeze(1)
+    return slopes.to(work).view(1, -1, 1, 1) * distance.unsqueeze(1)
 
 
 @register(
@@ -95,6 +98,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
     (see :func:`~posenc.bias.relative.square_cache_length`); decoding against long keys, far offsets,
     explicit positions and ``torch.compile`` compute the bias directly. A bias larger than
     :data:`posenc.core.memory.MAX_TABLE_BYTES` raises ``ValueError`` before anything is allocated.
+    Float64 queries (a float64 model) get a float64 bias from float64 slopes, computed directly.
     """
 
     model_arguments = ("heads", "causal")
@@ -117,12 +121,20 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         rel = (positions.unsqueeze(0) - positions.unsqueeze(1)).unsqueeze(0)
         self.bias_cached = alibi_bias(rel, self.slopes, symmetric=not self.causal)
 
+    def slopes_for(self, q: torch.Tensor | None) -> torch.Tensor:
+        """The slopes for queries ``q``: the float32 buffer, or float64 ones for float64 queries (a
+        float64 model's bias is float64; None, as in ``alibi(n, m)``, gives float32)."""
+        if q is not None and q.dtype == torch.float64:
+            return alibi_slopes(self.heads, dtype=torch.float64, device=self.slopes.device)
+        return self.slopes
+
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         n, m = q_positions.n, k_positions.n
         batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
         check_table_memory(f"the ALiBi bias (batch={batch}, heads={self.heads}, n={n}, m={m})", (batch, self.heads, n, m))
+        slopes = self.slopes_for(q)
         window = implicit_window(q_positions, k_positions)
-        if window is not None and not torch.compiler.is_compiling():
+        if window is not None and not torch.compiler.is_compiling() and slopes is self.slopes:
             # implicit positions: built once per length, then sliced (a view, no work per call)
             length = square_cache_length(max(q_positions.end, k_positions.end), self._cache_len, n, m)
             if length is not None and fits((self.heads, length, length)):
@@ -131,31 +143,32 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
                     self.rebuild_tables(self.slopes.device)
                 return self.bias_cached[:, :, window[0], window[1]]
         rel = relative_positions(q_positions, k_positions).to(self.slopes.device)
-        return alibi_bias(rel, self.slopes, symmetric=not self.causal)
+        return alibi_bias(rel, slopes, symmetric=not self.causal)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """``score + m_h (j - i)`` (causal) or ``score - m_h |j - i|``: for implicit positions in closed
         form from ``kv_idx - q_idx`` (compilable on CPU), else read from the positions."""
         symmetric = not self.causal
+        slopes = self.slopes_for(q)
         gap = position_gap(q_positions, k_positions, self.slopes.device)
         if gap is not None:
 
             def closed(score, b, h, q_idx, kv_idx, slopes, gap):
-                distance = (kv_idx - q_idx + gap).to(torch.float32)
+                distance = (kv_idx - q_idx + gap).to(slopes.dtype)
                 if symmetric:
                     distance = -distance.abs()
                 return score + (slopes[h] * distance).to(score.dtype)
 
-            return ScoreMod(closed, (self.slopes, gap), static=((0,), ()))
+            return ScoreMod(closed, (slopes, gap), static=((0,), ()))
         qpos, kpos = position_tensors(q_positions, k_positions, q.shape[0], self.slopes.device)
 
         def fn(score, b, h, q_idx, kv_idx, slopes, qpos, kpos):
-            distance = (kpos[b, kv_idx] - qpos[b, q_idx]).to(torch.float32)
+            distance = (kpos[b, kv_idx] - qpos[b, q_idx]).to(slopes.dtype)
             if symmetric:
                 distance = -distance.abs()
             return score + (slopes[h] * distance).to(score.dtype)
 
-        return ScoreMod(fn, (self.slopes, qpos, kpos))
+        return ScoreMod(fn, (slopes, qpos, kpos))
 
     def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm | None:
         """For implicit positions: one value per diagonal ``(h, n + m - 1)``, read per block as a view."""
@@ -163,11 +176,12 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
         if not (q_positions.is_implicit and k_positions.is_implicit) or n == 0 or m == 0:
             return None
         gap = k_positions.offset - q_positions.offset
-        distance = torch.arange(gap - n + 1, gap + m, device=self.slopes.device).float()  # j - i by diagonal
+        slopes = self.slopes_for(q)
+        distance = torch.arange(gap - n + 1, gap + m, device=self.slopes.device).to(slopes.dtype)  # j - i by diagonal
         if not self.causal:
             distance = -distance.abs()
         # causal: m_h * (j - i) is linear in j, so each block takes one added row (see diagonal_block_term)
-        return diagonal_block_term(self.slopes.view(-1, 1) * distance, n, linear=self.causal)
+        return diagonal_block_term(slopes.view(-1, 1) * distance, n, linear=self.causal)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, causal={self.causal}"

@@ -150,6 +150,23 @@ def test_causal_block_term_adds_one_row_per_block_and_equals_the_materialised_bi
     torch.testing.assert_close(got, logits.softmax(-1) @ v)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", [Positions(6), Positions(6, offset=3), Positions(6, explicit=torch.tensor([[0, 1, 2, 0, 1, 2]]))])
+def test_a_float64_model_gets_a_float64_bias(positions, causal):
+    # the slopes and the bias were float32 whatever the model: with 12 heads a float64 model's bias was
+    # off by 2.3e-6 at distance 49 from the paper's slopes (2^(-8/12 k) is not a float32 number)
+    from helpers import assert_float64_attention_is_exact
+
+    q = torch.zeros(1, 12, 50, 4, dtype=torch.float64)
+    bias = ALiBi(12, causal=causal).score_bias(q, q, q_positions=Positions(50), k_positions=Positions(50))
+    slopes = torch.tensor(reference_slopes(12), dtype=torch.float64)
+    distance = (torch.arange(50)[None, :] - torch.arange(50)[:, None]).double()
+    want = slopes[:, None, None] * (distance if causal else -distance.abs())
+    assert bias.dtype == torch.float64
+    torch.testing.assert_close(bias[0], want, rtol=0, atol=1e-13)
+    assert_float64_attention_is_exact(ALiBi(2, causal=causal), positions, causal=causal)
+
+
 # -- parity with peer libraries ---------------------------------------------------------------------------
 @pytest.mark.parametrize("heads", [1, 3, 5, 6, 8, 12, 24, 31, 40])
 def test_slopes_match_bloom_and_x_transformers(heads):
