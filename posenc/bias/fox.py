@@ -53,6 +53,12 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
             "`log_gates` must be <= 0 (logs of forget gates in (0, 1]: F.logsigmoid of the gate logits, not the "
             f"logits), got a maximum of {log_gates.max().item():.6g}"
         )
+    return _gate_bias(log_gates, n, causal)
+
+
+def _gate_bias(log_gates: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
+    """:func:`forget_gate_bias` without the host read of the gates' values, for log gates that are
+    ``<= 0`` by construction (:meth:`ForgettingGate.log_gates`)."""
     m = log_gates.shape[-1]
     check_int("n", n, minimum=0)
     check_bool("causal", causal)
@@ -113,7 +119,7 @@ class ForgettingGate(BiasEncoding):
         return F.logsigmoid(logits)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
-        return forget_gate_bias(self.log_gates(k), q_positions.n, causal=self.causal)
+        return _gate_bias(self.log_gates(k), q_positions.n, self.causal)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """``score + c[b, h, q_idx + m - n] - c[b, h, kv_idx]`` from the ``(b, h, m)`` cumulative log gates
@@ -130,7 +136,7 @@ class ForgettingGate(BiasEncoding):
     def forward(self, k: torch.Tensor, n: int | None = None) -> torch.Tensor:
         """The ``(b, heads, n, m)`` bias for keys ``k`` ``(b, heads, m, head_dim)``, the last ``n`` (default all) as queries."""
         gates = self.log_gates(k)
-        return forget_gate_bias(gates, k.shape[-2] if n is None else n, causal=self.causal)
+        return _gate_bias(gates, k.shape[-2] if n is None else n, self.causal)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, heads={self.heads}"

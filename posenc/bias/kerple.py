@@ -63,6 +63,12 @@ def kerple_bias(
             f"applies them), got r1 in [{r1.min().item():.6g}, {r1.max().item():.6g}] and r2 in "
             f"[{r2.min().item():.6g}, {r2.max().item():.6g}]"
         )
+    return _kernel_bias(distance, r1, r2, kernel)
+
+
+def _kernel_bias(distance: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, kernel: str) -> torch.Tensor:
+    """:func:`kerple_bias` without its checks, for parameters constrained by construction
+    (:meth:`Kerple.constrained`) and distances >= 0: no host read of their values per call."""
     work = arithmetic_dtype(r1.dtype, r2.dtype)  # float32, or float64 for float64 parameters
     d, r1, r2 = distance.unsqueeze(-1).to(work), r1.to(work), r2.to(work)
     if kernel == "log":
@@ -123,7 +129,7 @@ class Kerple(OffsetBias):
 
     def offset_bias(self, offsets: torch.Tensor) -> torch.Tensor:
         r1, r2 = self.constrained()
-        return kerple_bias(causal_distance(offsets, self.causal), r1, r2, kernel=self.kernel)
+        return _kernel_bias(causal_distance(offsets, self.causal), r1, r2, self.kernel)
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """Implicit positions: the kernel in closed form from ``kv_idx - q_idx`` and the per-head

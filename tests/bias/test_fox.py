@@ -132,3 +132,17 @@ def test_bias_too_large_to_build_raises_with_its_size(monkeypatch):
     assert fox(k[:, :, :200]).shape == (1, 2, 200, 200)  # 320 KB
     with pytest.raises(ValueError, match=r"FoX bias \(batch=1, heads=2, n=300, m=300\) would need 703\.1 KiB.*MAX_TABLE_BYTES"):
         fox(k)
+
+
+def test_the_module_reads_no_gate_values_on_the_host(monkeypatch):
+    # its log gates are logsigmoid values, <= 0 by construction: only the functional form checks them
+    # (a host read per call would synchronise a GPU in every layer of every step)
+    def no_host_reads(t):
+        raise AssertionError("the module read its gates' values on the host")
+
+    monkeypatch.setattr("posenc.bias.fox.can_read_values", no_host_reads)
+    fox = ForgettingGate(head_dim=4, heads=2)
+    k = torch.randn(1, 2, 5, 4)
+    assert fox(k).shape == (1, 2, 5, 5)
+    pos = Positions(5)
+    assert fox.score_bias(k, k, q_positions=pos, k_positions=pos).shape == (1, 2, 5, 5)

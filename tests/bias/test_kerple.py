@@ -118,3 +118,16 @@ def test_a_float64_model_attends_in_float64(positions, causal, kernel):
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_float32_and_half_models_keep_float32_biases(positions, dtype):
     assert_float32_biases(Kerple(2), positions, dtype)
+
+
+@pytest.mark.parametrize("kernel", ["log", "power"])
+def test_the_module_reads_no_parameter_values_on_the_host(monkeypatch, kernel):
+    # Kerple.constrained() keeps r1, r2 inside the constraints: only the functional form checks them
+    def no_host_reads(t):
+        raise AssertionError("the module read its parameters' values on the host")
+
+    monkeypatch.setattr("posenc.bias.kerple.can_read_values", no_host_reads)
+    kerple = Kerple(heads=2, kernel=kernel)
+    pos = Positions(5)
+    q = torch.randn(1, 2, 5, 4)
+    assert kerple.score_bias(q, q, q_positions=pos, k_positions=pos).shape[-2:] == (5, 5)
