@@ -49,7 +49,9 @@ def eager_attention(
     visible = (mask or MaskSpec()).dense(n, m, q.device)
     if visible is not None:
         logits = logits.masked_fill(~visible, torch.finfo(work).min / 2)
-    weights = F.dropout(logits.softmax(dim=-1), p=dropout, training=dropout > 0)
+    weights = logits.softmax(dim=-1)
+    if dropout > 0:  # a branch, not ``training=dropout > 0``: under a dynamic compile that is a SymBool
+        weights = F.dropout(weights, p=dropout)
     out = torch.matmul(weights, v.to(work)).to(v.dtype)
     extra = value(weights.to(v.dtype)) if value is not None else None
     return out if extra is None else out + extra.to(out.dtype)

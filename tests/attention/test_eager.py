@@ -35,3 +35,16 @@ def test_dropout_must_be_a_probability(fn, dropout, error):
     q = torch.randn(1, 2, 3, 4)
     with pytest.raises(error, match="`dropout`"):
         fn(q, q, q, dropout=dropout)
+
+
+def test_dropout_compiles_with_dynamic_shapes():
+    # a dynamic compile traces `dropout` as a SymFloat: `training=dropout > 0` was a SymBool, which
+    # F.dropout refused ("argument 'train' must be bool, not SymBool") under fullgraph=True
+    torch._dynamo.reset()
+    q = torch.randn(1, 2, 6, 4, requires_grad=True)
+    compiled = torch.compile(lambda q, p: eager_attention(q, q, q, dropout=p), dynamic=True, fullgraph=True)
+    torch.manual_seed(0)
+    dropped = compiled(q, 0.5)
+    dropped.sum().backward()
+    assert torch.isfinite(q.grad).all()
+    assert not torch.allclose(dropped, eager_attention(q, q, q))
