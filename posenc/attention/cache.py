@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from posenc.core.positions import Positions
+from posenc.core.validation import check_float_tensor, check_positive_int, check_tensor
 
 
 @dataclass
@@ -31,9 +32,38 @@ class KVCache:
     input_state: Any = None
 
     def __post_init__(self) -> None:
-        if not self.keys:
+        check_positive_int("depth", self.depth)
+        if not self.keys and not self.values:
             self.keys = [None] * self.depth
             self.values = [None] * self.depth
+        for name, layers in (("keys", self.keys), ("values", self.values)):
+            if not isinstance(layers, list):
+                raise TypeError(f"`{name}` must be a list of {self.depth} (depth) tensors or None, got {type(layers).__name__}")
+            if len(layers) != self.depth:
+                raise ValueError(f"`{name}` must be a list of {self.depth} (depth) tensors or None, got {len(layers)}")
+            for layer, t in enumerate(layers):
+                if t is not None:
+                    check_float_tensor(f"{name}[{layer}]", t, ndim=4)
+        if not isinstance(self.positions, Positions):
+            raise TypeError(f"`positions` must be a posenc Positions, got {type(self.positions).__name__}")
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            if (k is None) != (v is None) or (k is not None and (k.shape[:-1] != v.shape[:-1] or k.shape[-2] != self.length)):
+                raise ValueError(
+                    f"`keys[{layer}]` and `values[{layer}]` must both be None or hold the {self.length} cached "
+                    f"tokens of `positions` as (b, h, {self.length}, d), got "
+                    f"{None if k is None else tuple(k.shape)} and {None if v is None else tuple(v.shape)}"
+                )
+        if self.key_mask is not None:
+            check_tensor("key_mask", self.key_mask, ndim=2)
+            if self.key_mask.dtype != torch.bool or self.key_mask.shape[-1] != self.length:
+                raise ValueError(
+                    f"`key_mask` must be a bool tensor of shape (b, {self.length}), got "
+                    f"{self.key_mask.dtype} {tuple(self.key_mask.shape)}"
+                )
+        if self.lengths is not None:
+            check_tensor("lengths", self.lengths, ndim=1)
+            if self.lengths.is_floating_point() or self.lengths.dtype == torch.bool:
+                raise ValueError(f"`lengths` must be an integer tensor of shape (b,), got {self.lengths.dtype}")
 
     @property
     def length(self) -> int:

@@ -4,6 +4,8 @@ give each row's outputs of a full pass over that row alone, for every causal enc
 import pytest
 import torch
 
+from posenc.attention import KVCache
+from posenc.core.positions import Positions
 from posenc.experiments.common import sequence_encodings
 from posenc.models import Transformer
 
@@ -38,3 +40,32 @@ def test_ragged_cached_decoding_equals_each_row_alone(name):
             full = net(r)[0]
             got = torch.stack([s[i] for s in steps])
             torch.testing.assert_close(got, full[-3:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"depth": 0}, ValueError, "depth"),
+        ({"depth": -1}, ValueError, "depth"),
+        ({"depth": "2"}, TypeError, "depth"),
+        ({"depth": 2, "keys": [None]}, ValueError, "keys"),
+        ({"depth": 1, "keys": (None,), "values": (None,)}, TypeError, "keys"),
+        ({"depth": 1, "keys": [torch.zeros(1, 2, 3, 4)], "values": [None]}, ValueError, "values"),
+        ({"depth": 1, "keys": [torch.zeros(1, 2, 3, 4)], "values": [torch.zeros(1, 2, 3, 4)]}, ValueError, "positions"),
+        ({"depth": 1, "keys": [torch.zeros(2, 3, 4)], "values": [torch.zeros(2, 3, 4)]}, ValueError, r"keys\[0\]"),
+        ({"depth": 1, "positions": 3}, TypeError, "positions"),
+        ({"depth": 1, "key_mask": torch.ones(1, 0)}, ValueError, "key_mask"),
+        ({"depth": 1, "lengths": torch.ones(2)}, ValueError, "lengths"),
+    ],
+)
+def test_cache_checks_its_arguments(kwargs, error, name):
+    # a negative depth built an empty cache that failed with an IndexError at the first step; keys
+    # without positions decoded at position 0 again
+    with pytest.raises(error, match=name):
+        KVCache(**kwargs)
+
+
+def test_a_filled_cache_can_be_built():
+    k = torch.zeros(1, 2, 3, 4)
+    cache = KVCache(1, keys=[k], values=[k], positions=Positions(3), key_mask=torch.ones(1, 3, dtype=torch.bool))
+    assert cache.length == 3
