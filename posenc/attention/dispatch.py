@@ -41,7 +41,7 @@ from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.terms import bias_from_score_mod
 from posenc.core.transforms import under_transform
-from posenc.core.validation import check_choice, check_float
+from posenc.core.validation import check_choice, check_float, check_tensor
 
 BACKENDS = ("auto", "eager", "sdpa", "flex", "blocked")
 #: Backends that cannot take a value term, and the kernel each runs.
@@ -143,6 +143,18 @@ def attend(
             raise TypeError(f"`{name}` must be a posenc Positions, got {type(positions).__name__}")
         if positions.n != t.shape[-2]:
             raise ValueError(f"`{name}` must count the {t.shape[-2]} rows of `{name[0]}`, got n={positions.n}")
+        explicit = positions.explicit
+        if explicit is not None:
+            # the backends read explicit positions in different ways: one that does not fit failed deep
+            # inside some of them and was read past its length or broadcast by others
+            check_tensor(f"{name}.explicit", explicit)
+            if explicit.ndim != 2 or explicit.shape[0] not in (1, t.shape[0]) or explicit.shape[1] != positions.n:
+                raise ValueError(
+                    f"`{name}.explicit` must have shape (1, {positions.n}) or ({t.shape[0]}, {positions.n}) (batch 1 or "
+                    f"that of `{name[0]}`, n positions), got {tuple(explicit.shape)}"
+                )
+            if explicit.device != t.device:
+                raise ValueError(f"`{name}.explicit` is on {explicit.device} but `{name[0]}` is on {t.device}")
     mask = mask or MaskSpec()
     pos = {"q_positions": q_positions, "k_positions": k_positions}
     mod, cpu_flex = None, False

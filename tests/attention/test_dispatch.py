@@ -10,6 +10,7 @@ import posenc
 from posenc.attention import MaskSpec, attend, dispatch
 from posenc.attention import flex as flex_module
 from posenc.core.positions import Positions
+from posenc.models import Transformer
 from posenc.testing.examples import build
 
 
@@ -167,6 +168,28 @@ def test_every_entry_names_bad_inputs():
             attend(q, k, v, position=alibi, q_positions=Positions(5), k_positions=Positions(8), backend=backend)
         with pytest.raises(ValueError, match="k_positions"):
             attend(q, k, v, position=alibi, q_positions=Positions(8), k_positions=Positions(9), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex", "blocked"])
+@pytest.mark.parametrize("name", ["alibi", "t5", "shaw", "transformer_xl"])
+def test_explicit_positions_that_do_not_fit_are_named(name, backend):
+    # explicit positions of another batch, length or rank failed deep inside torch (an expand), were
+    # refused as a `bias` the user never gave, or (blocked kernel) were read past their length
+    enc = Transformer(30, 16, 1, 2, position=name, causal=True).position  # 2 heads of 8
+    if backend in ("sdpa", "flex") and "value" in enc.hooks:
+        pytest.skip("value term: refused by sdpa and flex")
+    q = torch.randn(2, 2, 5, 8)
+    for explicit in (torch.arange(5).expand(3, 5), torch.arange(6).expand(1, 6), torch.arange(5), torch.arange(5).view(1, 1, 5)):
+        positions = Positions(5, 0, explicit)
+        with pytest.raises(ValueError, match="q_positions.explicit"), torch.no_grad():
+            attend(q, q, q, position=enc, q_positions=positions, k_positions=Positions(5), backend=backend)
+        with pytest.raises(ValueError, match="k_positions.explicit"), torch.no_grad():
+            attend(q, q, q, position=enc, q_positions=Positions(5), k_positions=positions, backend=backend)
+    if backend == "flex":
+        return  # flex with explicit positions that fit: tests/attention/test_backends.py
+    fits = [Positions(5, 0, torch.arange(5).repeat(b, 1)) for b in (1, 2)]
+    with torch.no_grad():
+        attend(q, q, q, position=enc, q_positions=fits[0], k_positions=fits[1], backend=backend)
 
 
 @pytest.mark.parametrize("name", ["t5", "kerple", "shaw", "transformer_xl"])
