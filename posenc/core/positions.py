@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import torch
 
-from posenc.core.validation import check_int, check_positions, check_table_fits
+from posenc.core.validation import check_int, check_positions, check_table_fits, check_tensor
 
 
 def implicit_positions(n: int, offset: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
@@ -156,8 +156,8 @@ def _run_starts(ids: torch.Tensor) -> torch.Tensor:
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
     """``(1, n)`` document ids from cumulative sequence lengths ``(docs + 1,)`` (``0, l0, l0 + l1, ..., n``),
     the varlen form of a packed batch of one row."""
-    check_positions("cu_seqlens", cu_seqlens)
-    if cu_seqlens.ndim != 1 or cu_seqlens.is_floating_point() or cu_seqlens.numel() < 2:
+    check_tensor("cu_seqlens", cu_seqlens)
+    if cu_seqlens.ndim != 1 or cu_seqlens.is_floating_point() or cu_seqlens.dtype == torch.bool or cu_seqlens.numel() < 2:
         raise ValueError(f"`cu_seqlens` must be a 1-D integer tensor (0, l0, l0 + l1, ..., n), got {cu_seqlens.dtype} "
                          f"{tuple(cu_seqlens.shape)}")
     # the values are read where that is possible: not on the meta device, not while tracing (where

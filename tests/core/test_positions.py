@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import posenc
 import posenc.functional as PF
-from posenc.core.positions import randomized_positions
+from posenc.core.positions import document_ids_from_cu_seqlens, randomized_positions
 
 
 @settings(max_examples=40, deadline=None)
@@ -74,3 +74,10 @@ def test_a_draw_no_memory_holds_is_refused_by_name(n, max_len, batch, named):
     you tried to allocate 16000000000000 bytes'); the size is now checked before anything is drawn."""
     with pytest.raises(ValueError, match=f"`{named}`=.*needs"):
         randomized_positions(n, max_len, batch=batch)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_cu_seqlens_of_a_wrong_dtype_is_refused_saying_integer(dtype):
+    # a bool tensor was told it must be "an integer or float tensor", and a float one then refused
+    with pytest.raises(ValueError, match="`cu_seqlens` must be a 1-D integer tensor"):
+        document_ids_from_cu_seqlens(torch.tensor([0, 1, 2]).to(dtype), 2)
