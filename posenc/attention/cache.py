@@ -70,6 +70,16 @@ class KVCache:
         """Number of cached tokens; implicit positions of new tokens continue from here."""
         return self.positions.n
 
+    def snapshot(self) -> tuple:
+        """What a call changes (the layers' keys and values, positions, key mask, lengths, input state),
+        to :meth:`restore` if the call fails part-way (after some layers were extended)."""
+        return list(self.keys), list(self.values), self.positions, self.key_mask, self.lengths, self.input_state
+
+    def restore(self, state: tuple) -> None:
+        """Put back a :meth:`snapshot`."""
+        keys, values, self.positions, self.key_mask, self.lengths, self.input_state = state
+        self.keys[:], self.values[:] = keys, values
+
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's keys/values of ``layer``; returns all keys/values of that layer."""
         if self.keys[layer] is not None:

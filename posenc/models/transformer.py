@@ -225,28 +225,34 @@ class Transformer(nn.Module):
         q_positions = Positions(n, offset, explicit)
         k_positions = cache.positions.cat(q_positions) if cache is not None else q_positions
         key_mask = self._key_mask(key_padding_mask, b, n, cache, tokens.device)
-        x = self.embed(tokens)
-        if "input" in self.position.hooks:
-            if cache is not None:  # the state of this cache's sequence, whatever ran in between
-                self.position.load_input_state(cache.input_state)
-            x = self.position.encode_input(x, positions=q_positions)
+        saved = cache.snapshot() if cache is not None else None
+        try:
+            x = self.embed(tokens)
+            if "input" in self.position.hooks:
+                if cache is not None:  # the state of this cache's sequence, whatever ran in between
+                    self.position.load_input_state(cache.input_state)
+                x = self.position.encode_input(x, positions=q_positions)
+                if cache is not None:
+                    cache.input_state = self.position.input_state()
+            for layer, block in enumerate(self.blocks):
+                x = block(
+                    x,
+                    position=self.position_for_layer(layer),
+                    q_positions=q_positions,
+                    k_positions=k_positions,
+                    key_mask=key_mask,
+                    documents=None if documents is None else (documents, documents),
+                    cache=cache,
+                    layer=layer,
+                )
             if cache is not None:
-                cache.input_state = self.position.input_state()
-        for layer, block in enumerate(self.blocks):
-            x = block(
-                x,
-                position=self.position_for_layer(layer),
-                q_positions=q_positions,
-                k_positions=k_positions,
-                key_mask=key_mask,
-                documents=None if documents is None else (documents, documents),
-                cache=cache,
-                layer=layer,
-            )
-        if cache is not None:
-            cache.positions, cache.key_mask = k_positions, key_mask
-            if lengths is not None:
-                cache.lengths = lengths
+                cache.positions, cache.key_mask = k_positions, key_mask
+                if lengths is not None:
+                    cache.lengths = lengths
+        except BaseException:
+            if saved is not None:  # a call that fails leaves the cache as it was, ready for a retry
+                cache.restore(saved)
+            raise
         return self.norm(x)
 
     def forward(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -241,3 +241,46 @@ def test_vmap_over_token_rows_equals_the_batched_forward(position):
     tokens = torch.randint(0, 30, (3, 6))
     rows = torch.vmap(lambda row: model(row[None])[0])(tokens)
     torch.testing.assert_close(rows, model(tokens))
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi", "conv_context"])
+def test_a_call_that_fails_part_way_leaves_the_cache_as_it_was(position):
+    # the first layer extended the cache before the second raised: a retry once read the first
+    # layer's keys twice ('`k_positions` must count the ... rows of `k`')
+    torch.manual_seed(0)
+    model = Transformer(32, 16, 2, 2, position=position, causal=True).eval()
+    tokens = torch.randint(0, 32, (1, 6))
+    with torch.no_grad():
+        want = model(tokens[:, 3:], cache=_prefilled(model, tokens[:, :3]))
+        cache = _prefilled(model, tokens[:, :3])
+        second = model.blocks[1]
+        real_forward = second.forward
+
+        def fail_once(*args, **kwargs):
+            second.forward = real_forward
+            raise RuntimeError("a failure inside the second layer")
+
+        second.forward = fail_once
+        with pytest.raises(RuntimeError, match="second layer"):
+            model(tokens[:, 3:], cache=cache)
+        assert cache.length == 3 and all(k.shape[-2] == 3 for k in cache.keys)
+        torch.testing.assert_close(model(tokens[:, 3:], cache=cache), want, rtol=0, atol=0)
+
+
+def _prefilled(model, tokens):
+    cache = model.new_cache()
+    model(tokens, cache=cache)
+    return cache
+
+
+def test_cached_decoding_compiles_in_one_graph():
+    # forward_features restores the cache when a call fails (try/except), which dynamo must trace
+    torch.manual_seed(0)
+    model = Transformer(32, 16, 2, 2, position="rope", causal=True).eval()
+    tokens = torch.randint(0, 32, (1, 5))
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        want = model(tokens[:, 3:], cache=_prefilled(model, tokens[:, :3]))
+        cache = compiled.new_cache()
+        compiled(tokens[:, :3], cache=cache)
+        torch.testing.assert_close(compiled(tokens[:, 3:], cache=cache), want, rtol=1e-5, atol=1e-6)
