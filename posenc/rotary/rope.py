@@ -472,10 +472,26 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             # float64 angles where either is float64, as apply_rope_qk
             cos, sin = self._per_head(*self._cos_sin_for(k if k.dtype == torch.float64 else q, q_positions))
             return rotate_qk(q, k, cos, sin, interleaved=self.interleaved)
-        # the dynamic NTK base follows the furthest position seen by either side
-        q = self.rotate_queries_or_keys(q, q_positions)
-        k = self.rotate_queries_or_keys(k, k_positions)
+        q_positions, k_positions, kw = self._one_length(q_positions, k_positions)
+        q = self.rotate_queries_or_keys(q, q_positions, **kw)
+        k = self.rotate_queries_or_keys(k, k_positions, **kw)
         return q, k
+
+    def _one_length(self, q_positions: Positions, k_positions: Positions) -> tuple[Positions, Positions, dict]:
+        """Queries and keys at different positions, and the ``seq_len`` both are rotated for: a
+        length-dependent scaling (dynamic NTK's base, LongRoPE's factor set) follows the furthest
+        position of either side, as a full pass over them would, so the scores still depend on
+        ``i - j`` only. Explicit on both sides when either is (the length is then a 0-d tensor)."""
+        if not self.scaling.depends_on_length:
+            return q_positions, k_positions, {}
+        if q_positions.is_implicit and k_positions.is_implicit:
+            return q_positions, k_positions, {"seq_len": self._grown(max(q_positions.end, k_positions.end))}
+        device = (k_positions.explicit if q_positions.is_implicit else q_positions.explicit).device
+        sides = [Positions(p.n, p.offset, p.tensor(device)) for p in (q_positions, k_positions)]
+        ends = [p.explicit.amax() + 1 for p in sides if p.n and p.explicit.numel()]
+        if not ends:
+            return sides[0], sides[1], {}
+        return sides[0], sides[1], {"seq_len": self._grown(ends[0] if len(ends) == 1 else torch.maximum(*ends))}
 
     def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
         if not _same_positions(q_positions, k_positions):

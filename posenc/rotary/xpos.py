@@ -172,14 +172,15 @@ class XPos(RotaryPositionEncoding):
         #: the largest ``|position - reference|`` (see the module docstring)
         self.max_position = xpos_max_position(self.rot_dim, self.scale_base)
 
-    def scale_and_rotate(self, t: torch.Tensor, positions: Positions, *, key: bool) -> torch.Tensor:
-        """t: ``(b, h, n, head_dim)`` rotated and scaled at ``positions`` as a query or a key."""
+    def scale_and_rotate(self, t: torch.Tensor, positions: Positions, *, key: bool, **kw) -> torch.Tensor:
+        """t: ``(b, h, n, head_dim)`` rotated and scaled at ``positions`` as a query or a key (``kw``:
+        ``seq_len``, the length a length-dependent scaling is computed for)."""
         reference = _check_reference(self.reference)
         span = (positions.offset, positions.end - 1) if positions.is_implicit else positions.explicit
         _check_range(span, reference, self.max_position)
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         # float64 angles for float64 input, implicit positions included (the cached window is float32)
-        cos, sin = self._cos_sin_for(t, positions)
+        cos, sin = self._cos_sin_for(t, positions, **kw)
         pos = positions.tensor(cos.device)
         scale = xpos_scale(pos, self.rot_dim, self.scale_base, key=key, reference=reference, dtype=dtype)
         # (b | 1, n, rot/2) -> (b | 1, 1, n, rot/2): the same for every head
@@ -204,7 +205,8 @@ class XPos(RotaryPositionEncoding):
         return self.scale_and_rotate(x, Positions(x.shape[-2], offset, explicit), key=side == "key")
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
-        return self.scale_and_rotate(q, q_positions, key=False), self.scale_and_rotate(k, k_positions, key=True)
+        q_positions, k_positions, kw = self._one_length(q_positions, k_positions)
+        return self.scale_and_rotate(q, q_positions, key=False, **kw), self.scale_and_rotate(k, k_positions, key=True, **kw)
 
     def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
         # queries and keys are scaled apart: the protocol's unbind, then rotate

@@ -206,6 +206,40 @@ def test_hook_rotates_queries_and_keys():
     torch.testing.assert_close(rk, apply_rope(k, torch.arange(2, 5)))
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8},
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "grow_only"},
+        {"scaling": "longrope", "original_max_len": 8, "max_len": 32, "short_factor": [1.0] * 4,
+         "long_factor": [2.0, 3.0, 4.0, 5.0]},
+    ],
+)
+def test_queries_and_keys_at_different_positions_share_the_length_of_the_furthest(kwargs, explicit):
+    """Queries at 0..3, keys at 0..20 (L0 = 8): both sides rotated for length 21, as a full pass over
+    the keys' positions would (dynamic NTK's base 10^4 * (2 * 21 / 8 - 1)^(8/6), LongRoPE's long
+    factors and attention factor sqrt(1 + ln 4 / ln 8)); the queries used to get length 4's."""
+    torch.manual_seed(0)
+    rope = RotaryPositionEncoding(8, **kwargs)
+    q, k = torch.randn(1, 2, 4, 8, dtype=torch.float64), torch.randn(1, 1, 21, 8, dtype=torch.float64)
+    if kwargs["scaling"] == "dynamic_ntk":
+        base = 10000.0 * (2.0 * 21 / 8 - 1.0) ** (8 / 6)
+        inv_freq, scale = [base ** (-2 * i / 8) for i in range(4)], 1.0
+    else:
+        inv_freq = [10000.0 ** (-2 * i / 8) / f for i, f in enumerate(kwargs["long_factor"])]
+        scale = math.sqrt(1 + math.log(4) / math.log(8))
+    if explicit:
+        q_positions, k_positions = Positions(4, 0, torch.arange(4)[None]), Positions(21, 0, torch.arange(21)[None])
+    else:
+        q_positions, k_positions = Positions(4), Positions(21)
+    rq, rk = rope.rotate(q, k, q_positions=q_positions, k_positions=k_positions)
+    want_q = reference(q.numpy(), range(4), inv_freq=inv_freq, scale=scale)
+    want_k = reference(k.numpy(), range(21), inv_freq=inv_freq, scale=scale)
+    np.testing.assert_allclose(rq.numpy(), want_q, atol=1e-12)
+    np.testing.assert_allclose(rk.numpy(), want_k, atol=1e-12)
+
+
 def test_not_in_state_dict_and_meta_device():
     rope = RotaryPositionEncoding(8)
     assert rope.state_dict() == {}

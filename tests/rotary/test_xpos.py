@@ -243,3 +243,19 @@ def test_a_scale_base_near_the_float64_limit_is_nearly_rope():
     out = apply_xpos(x, pos, key=False, scale_base=1e308)
     torch.testing.assert_close(out, apply_rope(x, pos))
     assert XPos(8, scale_base=1e308).max_position == 2**63 - 1
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_queries_before_the_last_key_rotated_for_the_keys_length_with_a_length_dependent_scaling(explicit):
+    """Queries at 0..3, keys at 0..20 with dynamic NTK (L0 = 8): the scores equal the first four rows
+    of a full pass over 0..20 (the queries used to get length 4's base, off by 0.6)."""
+    torch.manual_seed(0)
+    module = XPos(8, scaling="dynamic_ntk", factor=2.0, original_max_len=8)
+    q, k = torch.randn(1, 1, 21, 8, dtype=torch.float64), torch.randn(1, 1, 21, 8, dtype=torch.float64)
+    fq, fk = module.rotate(q, k, q_positions=Positions(21), k_positions=Positions(21))
+    if explicit:
+        q_positions, k_positions = Positions(4, 0, torch.arange(4)[None]), Positions(21, 0, torch.arange(21)[None])
+    else:
+        q_positions, k_positions = Positions(4), Positions(21)
+    rq, rk = module.rotate(q[:, :, :4], k, q_positions=q_positions, k_positions=k_positions)
+    torch.testing.assert_close(rq @ rk.transpose(-1, -2), fq[:, :, :4] @ fk.transpose(-1, -2), atol=1e-12, rtol=0)
