@@ -150,6 +150,11 @@ class RopeScaling:
         if self.kind == "yarn":
             return yarn_mscale(self.factor, self.mscale) / yarn_mscale(self.factor, self.mscale_all_dim)
         if self.kind == "longrope" and self.factor > 1.0:
+            if self.original_max_len < 2:
+                raise ValueError(
+                    f"`original_max_len` must be >= 2 for LongRoPE's attention factor sqrt(1 + ln(factor) / "
+                    f"ln(original_max_len)), or give `attention_factor`; got {self.original_max_len}"
+                )
             return math.sqrt(1.0 + math.log(self.factor) / math.log(self.original_max_len))
         return 1.0
 
