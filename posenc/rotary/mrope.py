@@ -33,6 +33,7 @@ from posenc.core.validation import (
     check_choice,
     check_even,
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_positions,
@@ -92,6 +93,7 @@ def mrope_cos_sin(
     axes = mrope_axis_of_frequency(mrope_section, layout)
     check_float("base", base, positive=True)
     check_float("attention_scaling", attention_scaling, positive=True)
+    check_float_dtype("dtype", dtype)
     check_positions("position_ids", position_ids)
     if position_ids.ndim != 3 or position_ids.shape[0] != 3:
         raise ValueError(

@@ -28,6 +28,7 @@ from posenc.core.validation import (
     check_bool,
     check_even,
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_positions,
     check_same_device,
@@ -62,6 +63,7 @@ def rope_nd_cos_sin(
     Angles are formed in float64 and reduced modulo 2π; the result is float32 unless ``dtype`` says.
     """
     dims, bases = _check_axes(axes_dim, base)
+    check_float_dtype("dtype", dtype)
     check_positions("positions", positions)
     if positions.ndim < 1 or positions.shape[-1] != len(dims):
         raise ValueError(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posenc.functional import apply_mrope, apply_rope
-from posenc.rotary.mrope import mrope_axis_of_frequency
+from posenc.rotary.mrope import mrope_axis_of_frequency, mrope_cos_sin
 
 
 def reference_mrope(x: torch.Tensor, ids, sections, layout: str, base: float) -> torch.Tensor:
@@ -172,3 +172,11 @@ def test_matches_transformers_qwen3_5_partial_interleaved():
     want = modeling.apply_rotary_pos_emb(x, x, cos.double(), sin.double())[0]
     got = apply_mrope(x, ids, mrope_section=(3, 3, 2), layout="interleaved", base=1000.0, rotary_dim=16)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, error", [(torch.int64, ValueError), ("float32", TypeError)])
+def test_cos_sin_refuses_a_dtype_that_is_not_a_float_dtype(dtype, error):
+    """int64 used to come back as float32 without a word, a string as torch's 'Invalid device string'."""
+    ids = torch.arange(4).expand(3, 1, 4)
+    with pytest.raises(error, match="dtype"):
+        mrope_cos_sin(ids, rotary_dim=8, mrope_section=(2, 1, 1), dtype=dtype)

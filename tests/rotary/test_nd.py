@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posenc.functional import apply_rope, apply_rope_nd
+from posenc.rotary import rope_nd_cos_sin
 
 
 def reference_rope_nd(x: torch.Tensor, positions, axes_dim, bases, interleaved: bool) -> torch.Tensor:
@@ -173,3 +174,10 @@ def test_matches_diffusers_cogvideox_3d_rotary():
     x = torch.randn(1, 2, t * h * w, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     theirs = embeddings.apply_rotary_emb(x, (cos.double(), sin.double()))
     torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=(d // 4, d // 8 * 3, d // 8 * 3)), theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, error", [(torch.int64, ValueError), ("float32", TypeError)])
+def test_cos_sin_refuses_a_dtype_that_is_not_a_float_dtype(dtype, error):
+    """int64 used to truncate the angles and the cosines to integers (cos of position 1 came back 1)."""
+    with pytest.raises(error, match="dtype"):
+        rope_nd_cos_sin(torch.tensor([[1.0, 2.0]]), axes_dim=(4, 4), dtype=dtype)
