@@ -24,6 +24,7 @@ from posenc.core.validation import (
     check_bool,
     check_even,
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_precise_float_tensor,
@@ -359,16 +360,20 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     def cos_sin(
         self, positions: Positions, *, seq_len: int | torch.Tensor | None = None, dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 cos and sin of shape ``(b | 1, n, rot/2)`` for ``positions``.
+        """cos and sin of shape ``(b | 1, n, rot/2)`` for ``positions``, in ``dtype`` (a float dtype;
+        float32, the cached window's, by default).
 
         ``seq_len`` (the length the dynamic NTK scaling is computed for) defaults to one past the last
         position.
         """
+        if dtype != torch.float32:
+            check_float_dtype("dtype", dtype)
         device = self.cos_cached.device
         if positions.is_implicit:
             check_max_position("offset", positions.end - 1)
             length = self._grown(positions.end if seq_len is None else seq_len)
-            if not torch.compiler.is_compiling():
+            # the cached window is float32: other dtypes compute their angles from the positions
+            if dtype == torch.float32 and not torch.compiler.is_compiling():
                 return self._window_rows(self._window(positions, length), positions.n)[:2]
             seq_len = length
         pos = positions.tensor(device)

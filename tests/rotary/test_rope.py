@@ -240,6 +240,22 @@ def test_queries_and_keys_at_different_positions_share_the_length_of_the_furthes
     np.testing.assert_allclose(rk.numpy(), want_k, atol=1e-12)
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_cos_sin_in_the_dtype_asked_for(explicit):
+    """Implicit positions used to return the float32 window whatever ``dtype`` said (off by 1e-7 from
+    float64 at 99998); an integer dtype truncated the table to integers."""
+    rope = RotaryPositionEncoding(8, scaling="linear", factor=2.0)
+    positions = Positions(3, 99998, torch.arange(99998, 100001)[None] if explicit else None)
+    cos, sin = rope.cos_sin(positions, dtype=torch.float64)
+    inv_freq = [10000.0 ** (-2 * i / 8) / 2.0 for i in range(4)]
+    angles = np.array([[p * f for f in inv_freq] for p in range(99998, 100001)])
+    assert cos.dtype == sin.dtype == torch.float64
+    np.testing.assert_allclose(cos[0].numpy(), np.cos(angles), atol=1e-11)
+    np.testing.assert_allclose(sin[0].numpy(), np.sin(angles), atol=1e-11)
+    with pytest.raises(ValueError, match="dtype"):
+        rope.cos_sin(positions, dtype=torch.int64)
+
+
 def test_not_in_state_dict_and_meta_device():
     rope = RotaryPositionEncoding(8)
     assert rope.state_dict() == {}
