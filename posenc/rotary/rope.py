@@ -210,6 +210,14 @@ def apply_rope_qk(
     return rotate_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace, fused=fused)
 
 
+def check_head_width(head_dim: int, **tensors: torch.Tensor) -> None:
+    """Raise unless each tensor's last axis is ``head_dim``: a narrower one cannot hold the rotated
+    pairs, a wider one would pass its extra features through unrotated without a word."""
+    for name, t in tensors.items():
+        if t.shape[-1] != head_dim:
+            raise ValueError(f"`{name}` must have last dimension head_dim={head_dim}, got shape {tuple(t.shape)}")
+
+
 def _same_positions(a: Positions, b: Positions) -> bool:
     if a is b:
         return True
@@ -472,6 +480,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return self.rotate_queries_or_keys(x, Positions(x.shape[-2], offset, None if positions is None else pos))
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
+        if q.shape[-1] != self.head_dim or k.shape[-1] != self.head_dim:  # two comparisons on the hot path
+            check_head_width(self.head_dim, q=q, k=k)
         # the same positions (self-attention without a cache): one table look-up, one fused call
         if _same_positions(q_positions, k_positions):
             # float64 angles where either is float64, as apply_rope_qk
@@ -499,6 +509,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return sides[0], sides[1], {"seq_len": self._grown(ends[0] if len(ends) == 1 else torch.maximum(*ends))}
 
     def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
+        if qkv.shape[-1] != self.head_dim:
+            check_head_width(self.head_dim, qkv=qkv)
         if not _same_positions(q_positions, k_positions):
             return super().rotate_qkv(qkv, q_positions=q_positions, k_positions=k_positions)
         cos, sin = self._per_head(*self._cos_sin_for(qkv, q_positions))

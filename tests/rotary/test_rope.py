@@ -256,6 +256,18 @@ def test_cos_sin_in_the_dtype_asked_for(explicit):
         rope.cos_sin(positions, dtype=torch.int64)
 
 
+@pytest.mark.parametrize("q_width, k_width, name", [(6, 6, "q"), (8, 6, "k"), (10, 10, "q")])
+def test_hook_refuses_heads_of_another_width(q_width, k_width, name):
+    """Narrower heads used to fail inside torch (without fusion: 'The size of tensor a (3) must match
+    the size of tensor b (4)'); wider ones had their last features passed through unrotated."""
+    rope = RotaryPositionEncoding(8)
+    q, k = torch.randn(1, 2, 3, q_width), torch.randn(1, 1, 3, k_width)
+    with pytest.raises(ValueError, match=f"`{name}` must have last dimension head_dim=8"):
+        rope.rotate(q, k, q_positions=Positions(3), k_positions=Positions(3))
+    with pytest.raises(ValueError, match="`qkv` must have last dimension head_dim=8"):
+        rope.rotate_qkv(torch.randn(3, 1, 2, 3, 10), q_positions=Positions(3), k_positions=Positions(3))
+
+
 def test_not_in_state_dict_and_meta_device():
     rope = RotaryPositionEncoding(8)
     assert rope.state_dict() == {}
