@@ -93,8 +93,21 @@ class RotaryOnHeads(PositionEncoding):
         r = self.heads
         if r > q.shape[1]:
             raise ValueError(f"`heads`={r} rotated heads but the attention has only {q.shape[1]}")
-        rq, rk = self.inner.rotate(q[:, :r], k[:, :r], q_positions=q_positions, k_positions=k_positions)
-        return torch.cat([rq, q[:, r:]], dim=1), torch.cat([rk, k[:, r:]], dim=1)
+        # grouped-query attention: query head i reads key head i // group, so the rotated query heads
+        # must cover whole groups, and their key heads are the first r // group
+        if q.shape[1] % k.shape[1]:
+            raise ValueError(
+                f"`k` must have a number of heads dividing the {q.shape[1]} query heads, got shape {tuple(k.shape)}"
+            )
+        group = q.shape[1] // k.shape[1]
+        if r % group:
+            raise ValueError(
+                f"`heads`={r} rotated query heads must be a multiple of the {group} query heads sharing each key "
+                f"head ({q.shape[1]} query heads, {k.shape[1]} key heads)"
+            )
+        rk_heads = r // group
+        rq, rk = self.inner.rotate(q[:, :r], k[:, :rk_heads], q_positions=q_positions, k_positions=k_positions)
+        return torch.cat([rq, q[:, r:]], dim=1), torch.cat([rk, k[:, rk_heads:]], dim=1)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}"

@@ -11,7 +11,7 @@ import torch
 from posenc.core.positions import Positions
 from posenc.functional import apply_rope
 from posenc.models import PositionPlan, Transformer
-from posenc.rotary import AttentionTemperature, NoRope, RotaryOnHeads, attention_temperature
+from posenc.rotary import AttentionTemperature, NoRope, RotaryOnHeads, RotaryPositionEncoding, attention_temperature
 from posenc.rotary.hybrid import every_kth_layer, nope_layers_from_flags
 
 
@@ -70,6 +70,23 @@ def test_rope_on_a_subset_of_heads():
     torch.testing.assert_close(rq[:, :1], apply_rope(q[:, :1], torch.arange(3, 8)))
     torch.testing.assert_close(rk[:, :1], apply_rope(k[:, :1], torch.arange(3, 8)))
     assert torch.equal(rq[:, 1:], q[:, 1:]) and torch.equal(rk[:, 1:], k[:, 1:])
+
+
+def test_rope_on_a_subset_of_heads_with_grouped_query_keys():
+    """4 query heads over 2 key heads, the first 2 query heads rotated: they share key head 0, which is
+    rotated; query heads 2 and 3 read key head 1, which must stay position-free (it used to be rotated,
+    putting their scores off plain q . k by up to 5)."""
+    torch.manual_seed(0)
+    enc = RotaryOnHeads(RotaryPositionEncoding(8), 2)
+    q, k = torch.randn(1, 4, 6, 8, dtype=torch.float64), torch.randn(1, 2, 6, 8, dtype=torch.float64)
+    rq, rk = enc.rotate(q, k, q_positions=Positions(6), k_positions=Positions(6))
+    torch.testing.assert_close(rq[:, :2], apply_rope(q[:, :2], torch.arange(6)))
+    torch.testing.assert_close(rk[:, :1], apply_rope(k[:, :1], torch.arange(6)))
+    assert torch.equal(rq[:, 2:], q[:, 2:]) and torch.equal(rk[:, 1:], k[:, 1:])
+    with pytest.raises(ValueError, match="multiple of the 2 query heads"):
+        RotaryOnHeads(RotaryPositionEncoding(8), 1).rotate(q, k, q_positions=Positions(6), k_positions=Positions(6))
+    with pytest.raises(ValueError, match="`k` must have a number of heads dividing"):
+        enc.rotate(q, k[:, :1].expand(1, 3, 6, 8), q_positions=Positions(6), k_positions=Positions(6))
 
 
 def test_layer_patterns():
