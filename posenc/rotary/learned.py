@@ -131,6 +131,13 @@ class LearnedRope(PositionEncoding):
         return apply_rope_learned(t, positions.tensor(t.device), self.freqs, interleaved=self.interleaved)
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
+        if self.heads != 1:
+            for name, t in (("q", q), ("k", k)):
+                if t.shape[1] != self.heads:
+                    raise ValueError(
+                        f"`{name}` must have {self.heads} heads (dim 1), one per row of the per-head frequencies, "
+                        f"got shape {tuple(t.shape)}; grouped-query keys need shared frequencies (heads=1)"
+                    )
         return self.rotate_queries_or_keys(q, q_positions), self.rotate_queries_or_keys(k, k_positions)
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posenc.core.positions import Positions
 from posenc.functional import apply_rope, apply_rope_learned
 from posenc.models import Transformer
 from posenc.rotary import LearnedRope
@@ -101,6 +102,9 @@ def test_meta_device_then_reset():
         (lambda: LearnedRope(7), "head_dim"),
         (lambda: LearnedRope(8, heads=0), "heads"),
         (lambda: LearnedRope(8, heads=2)(torch.randn(1, 3, 4, 8)), "x"),
+        # grouped-query keys with per-head frequencies: the message used to read "(1 or 1, at most 4)"
+        (lambda: LearnedRope(8, heads=2).rotate(torch.randn(1, 2, 4, 8), torch.randn(1, 1, 4, 8),
+                                                q_positions=Positions(4), k_positions=Positions(4)), "`k` must have 2 heads"),
         (lambda: LearnedRope(8)(torch.randn(1, 1, 4, 8), positions=torch.arange(4).half()), "positions"),
         (lambda: apply_rope_learned(torch.randn(1, 2, 3, 4), torch.arange(3), torch.ones(3, 2)), "freqs"),
         (lambda: apply_rope_learned(torch.randn(1, 2, 3, 4), torch.arange(3), torch.ones(2, 3)), "freqs"),
