@@ -111,6 +111,11 @@ class RopeScaling:
                         f"got max_len={self.max_len}, original_max_len={self.original_max_len}"
                     )
         object.__setattr__(self, "factor", check_float("factor", factor, minimum=1.0))
+        if self.kind == "none" and self.factor != 1.0:
+            raise ValueError(
+                f"`factor`={self.factor} (given, or max_len / original_max_len) scales nothing with scaling='none'; "
+                f"choose one of {SCALING_KINDS[1:]}"
+            )
         check_float("beta_fast", self.beta_fast, positive=True)
         check_float("beta_slow", self.beta_slow, positive=True)
         if self.kind == "yarn" and self.beta_fast <= self.beta_slow:

@@ -211,6 +211,9 @@ def test_dynamic_ntk_grow_only_keeps_the_longest_base_until_a_short_sequence():
         ({"p": 1.5}, "p"),
         ({"scaling": "yarn", "factor": 4.0, "original_max_len": 64, "base": 1.0}, "base"),
         ({"scaling": "yarn", "factor": 4.0, "original_max_len": 64, "base": 0.5}, "base"),
+        # a factor without a scaling used to be ignored (and exported to transformers as 'proportional' with it)
+        ({"factor": 4.0}, "factor"),
+        ({"max_len": 64, "original_max_len": 16}, "factor"),
         # LongRoPE's attention factor divides by ln(original_max_len)
         ({"scaling": "longrope", "original_max_len": 1, "max_len": 4, "short_factor": [1.0] * 4,
           "long_factor": [1.0] * 4}, "original_max_len"),
