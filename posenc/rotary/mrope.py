@@ -131,6 +131,8 @@ def apply_mrope(
     """
     check_float_tensor("x", x, ndim=4)
     check_positions("position_ids", position_ids)
+    if rotary_dim is None:
+        check_even("x.shape[-1]", x.shape[-1], why="M-RoPE rotates feature pairs (or give an even `rotary_dim`)")
     rot = x.shape[-1] if rotary_dim is None else rotary_dim
     if isinstance(rot, int) and rot > x.shape[-1]:
         raise ValueError(f"`rotary_dim`={rot} exceeds the head width x.shape[-1]={x.shape[-1]}")

@@ -180,3 +180,9 @@ def test_cos_sin_refuses_a_dtype_that_is_not_a_float_dtype(dtype, error):
     ids = torch.arange(4).expand(3, 1, 4)
     with pytest.raises(error, match="dtype"):
         mrope_cos_sin(ids, rotary_dim=8, mrope_section=(2, 1, 1), dtype=dtype)
+
+
+def test_odd_head_width_is_named_as_the_width_of_x():
+    """Without rotary_dim an odd head width used to be reported as '`rotary_dim` must be ... even, got 7'."""
+    with pytest.raises(ValueError, match=r"`x.shape\[-1\]` must be a positive even int"):
+        apply_mrope(torch.randn(1, 1, 3, 7), torch.zeros(3, 1, 3, dtype=torch.long), mrope_section=(1, 1, 1))
