@@ -66,7 +66,8 @@ def token_coords(
         index = index.to(device)
     patch = index - num_prefix_tokens
     is_patch = patch >= 0
-    patch = patch.clamp(min=0)
+    # not patch.clamp(min=0): inductor (torch 2.13) fails to compile a clamp followed by // and %
+    patch = torch.where(is_patch, patch, 0)
     coords = torch.stack((patch // grid[1], patch % grid[1]), dim=-1)
     return coords, is_patch
 

@@ -32,3 +32,16 @@ def test_token_coords_implicit_and_explicit():
         token_coords(Positions(8), grid=(2, 3), num_prefix_tokens=1)
     with pytest.raises(ValueError, match="positions"):
         token_coords(Positions(1, explicit=torch.tensor([[0.5]])), grid=(2, 3), num_prefix_tokens=1)
+
+
+def test_token_coords_compiles_with_fullgraph():
+    """cpb_2d, rope_mixed and the partial-grid paths of rel_bias_2d and peg map tokens to (row, col) on
+    every call; a ViT compiled with fullgraph=True must get through it (a clamp before // and % did not)."""
+
+    def coords_of(x):
+        coords, is_patch = token_coords(Positions(x.shape[0]), grid=(2, 3), num_prefix_tokens=1)
+        return coords * is_patch.unsqueeze(-1)
+
+    x = torch.zeros(7)
+    torch.testing.assert_close(torch.compile(coords_of, fullgraph=True)(x), coords_of(x))
+    assert coords_of(x)[0, 1:].tolist() == grid_coords((2, 3)).tolist()
