@@ -12,6 +12,8 @@ channels). The same encoding is available at arbitrary, fractional coordinates
 
 ``sincos_2d`` adds (or concatenates) the 2-D table to a ``(b, c, h, w)`` feature map, or to the
 patch tokens of a vision Transformer (prefix tokens such as the class token get zeros, as in MAE).
+Float64 inputs get a float64 encoding formed from float64 angles; other dtypes get the cached
+float32 table, cast.
 
 Verified against a float64 loop over the per-axis formula (``tests/spatial/test_sinusoidal_nd.py``)
 against diffusers' ``get_2d_sincos_pos_embed_from_grid`` (MAE's, with the width coordinate first) and,
@@ -101,6 +103,11 @@ def sinusoidal_nd(
     return torch.cat(tables, dim=-1).to(dtype)
 
 
+def _table_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 encodings for a float64 model, float32 (the cached table) otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 @register(
     "sincos_2d",
     paper="Vaswani et al. 2017, arXiv:1706.03762 (per axis); He et al. 2021, arXiv:2111.06377 (2-D split)",
@@ -152,35 +159,36 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
             # (h, w, dim) -> (h * w, dim): raster order, as the patch tokens
             self.table = sinusoidal_nd(self.grid, self.dim, base=self.base, device=device).flatten(0, 1)
 
-    def encode(self, positions: Positions) -> torch.Tensor:
-        """``(b | 1, n, dim)`` float32 encodings of the tokens at ``positions`` (zeros for prefix tokens)."""
+    def encode(self, positions: Positions, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(b | 1, n, dim)`` encodings of the tokens at ``positions`` (zeros for prefix tokens) in
+        ``dtype``: float32 (the cached table) or float64 (formed from float64 angles)."""
         if self.grid is None:
             raise ValueError("`grid` must be given to encode patch tokens (the (h, w) patch grid)")
         device = self.table.device
-        if positions.is_implicit:
+        if positions.is_implicit and dtype != torch.float64:
             token_coords(positions, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens)  # range check
             full = torch.cat([self.table.new_zeros(self.num_prefix_tokens, self.dim), self.table])
             return full[positions.offset : positions.end].unsqueeze(0)
         coords, is_patch = token_coords(positions, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens, device=device)
-        enc = sinusoidal_coords(coords.double(), self.dim, base=self.base).float()
+        enc = sinusoidal_coords(coords.double(), self.dim, base=self.base).to(dtype)
         return enc * is_patch.unsqueeze(-1)
 
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
         """x: ``(b, n, d)`` patch tokens -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""
         check_float_tensor("x", x, ndim=3)
-        enc = self.encode(positions).to(x.dtype)
+        enc = self.encode(positions, dtype=_table_dtype(x)).to(x.dtype)
         if self.combine == "concat":
             return torch.cat([x, enc.expand(x.shape[0], -1, -1)], dim=-1)
         if x.shape[-1] != self.dim:
             raise ValueError(f"`x` must have last dimension dim={self.dim} to add the encoding, got {x.shape[-1]}")
         return x + enc
 
-    def feature_map_encoding(self, h: int, w: int) -> torch.Tensor:
-        """``(dim, h, w)`` float32 table for a feature map of that size."""
-        if self.grid == (h, w) and self.table.numel():
+    def feature_map_encoding(self, h: int, w: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(dim, h, w)`` table for a feature map of that size, float32 (cached) or float64."""
+        if self.grid == (h, w) and self.table.numel() and dtype != torch.float64:
             table = self.table.view(h, w, self.dim)
         else:
-            table = sinusoidal_nd((h, w), self.dim, base=self.base, device=self.table.device)
+            table = sinusoidal_nd((h, w), self.dim, base=self.base, device=self.table.device, dtype=dtype)
         return table.permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,7 +200,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
             return self.encode_input(x, positions=Positions(n, explicit=explicit))
         if positions is not None:
             raise ValueError("`positions` applies to patch tokens (b, n, d) only; a feature map is its own grid")
-        enc = self.feature_map_encoding(x.shape[-2], x.shape[-1]).to(x.dtype)
+        enc = self.feature_map_encoding(x.shape[-2], x.shape[-1], dtype=_table_dtype(x)).to(x.dtype)
         if self.combine == "concat":
             return torch.cat([x, enc.expand(x.shape[0], -1, -1, -1)], dim=1)
         if x.shape[1] != self.dim:

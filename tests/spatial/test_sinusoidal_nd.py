@@ -84,6 +84,19 @@ def test_sincos2d_tokens_prefix_zero_and_explicit_equals_implicit():
     torch.testing.assert_close(sub[0], out[0, [0, 5, 2]])
 
 
+def test_sincos2d_float64_inputs_get_the_float64_formula():
+    """A float64 model's tokens and feature maps carry the exact encoding (the float32 table was off by 3e-8)."""
+    enc = SinCos2d(8, grid=(3, 4), num_prefix_tokens=1)
+    expected = reference((3, 4), 8).reshape(12, 8)
+    tokens = enc(torch.zeros(1, 13, 8, dtype=torch.float64))
+    assert tokens.dtype == torch.float64 and (tokens[0, 0] == 0).all()
+    torch.testing.assert_close(tokens[0, 1:], expected, rtol=0, atol=1e-15)
+    explicit = enc(torch.zeros(1, 3, 8, dtype=torch.float64), positions=torch.tensor([0, 5, 2]))
+    torch.testing.assert_close(explicit[0], tokens[0, [0, 5, 2]], rtol=0, atol=1e-15)
+    fmap = enc(torch.zeros(1, 8, 3, 4, dtype=torch.float64))
+    torch.testing.assert_close(fmap[0].permute(1, 2, 0).reshape(12, 8), expected, rtol=0, atol=1e-15)
+
+
 def test_meta_device_rebuilds_table():
     enc = SinCos2d(8, grid=(3, 3), device="meta")
     enc.to_empty(device="cpu")
