@@ -404,7 +404,11 @@ FUNCTIONAL_SPECS: dict[str, FnSpec] = {
         (),
         huge=lambda: {"grid": (10**6, 10**6), "pretrained_grid": (4, 4)},
         huge_arg="grid",
-        bad_calls=lambda: [("grid", {"grid": (0, 3), "pretrained_grid": (4, 4)}), ("pretrained_grid", {"grid": (2, 3), "pretrained_grid": "3"})],
+        bad_calls=lambda: [
+            ("grid", {"grid": (0, 3), "pretrained_grid": (4, 4)}),
+            ("pretrained_grid", {"grid": (2, 3), "pretrained_grid": "3"}),
+            ("dtype", {"grid": (2, 3), "pretrained_grid": (4, 4), "dtype": torch.long}),
+        ],
     ),
     "peg": FnSpec(
         lambda: {"x": _r(2, 7, 4), "weight": _r(4, 1, 3, 3), "bias": _r(4), "grid": (2, 3), "num_prefix_tokens": 1},

@@ -20,22 +20,26 @@ from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
-from posenc.core.validation import check_fits, check_int, check_positive_int
+from posenc.core.validation import check_fits, check_float_dtype, check_int, check_positive_int
 from posenc.vision.grid import check_grid, grid_call_positions, token_coords
 from posenc.vision.rel_bias_2d import relative_index_2d, relative_position_index_2d
 
 
-def offset_table_2d(grid: tuple[int, int], pretrained_grid: tuple[int, int], *, device=None) -> torch.Tensor:
-    """``((2h-1)(2w-1), 2)`` log-spaced ``(dy, dx)`` of every offset, in Swin's index order."""
+def offset_table_2d(
+    grid: tuple[int, int], pretrained_grid: tuple[int, int], *, device=None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``((2h-1)(2w-1), 2)`` log-spaced ``(dy, dx)`` of every offset, in Swin's index order, formed in
+    float64 and returned in ``dtype``."""
     h, w = check_grid("grid", grid)
     ph, pw = check_grid("pretrained_grid", pretrained_grid)
+    check_float_dtype("dtype", dtype)
     check_fits("grid", grid, ((2 * h - 1) * (2 * w - 1), 2), torch.float64, device)
     dy = torch.arange(-(h - 1), h, dtype=torch.float64, device=device)
     dx = torch.arange(-(w - 1), w, dtype=torch.float64, device=device)
     table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2)
     return torch.stack(
         (log_spaced(table[:, 0], max(ph - 1, 1)), log_spaced(table[:, 1], max(pw - 1, 1))), dim=-1
-    ).float()
+    ).to(dtype)
 
 
 @register(
@@ -81,7 +85,8 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
         self.init_non_persistent_buffers(device)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
-        self.offsets = offset_table_2d(self.grid, self.pretrained_grid, device=device)
+        # float64, rounded by the meta network to its weights' dtype (a float64 network gets them exact)
+        self.offsets = offset_table_2d(self.grid, self.pretrained_grid, device=device, dtype=torch.float64)
         self.index = relative_position_index_2d(self.grid, device=device)
 
     def bias(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:

@@ -30,6 +30,23 @@ def test_matches_a_double_loop_over_patches():
     assert bias[0, :, 0].abs().max() == 0 and bias[0, :, :, 0].abs().max() == 0  # the class token
 
 
+def test_a_float64_network_gets_exact_offsets():
+    """Float64 weights see the log-spaced offsets in float64 (they were rounded to float32: 2.4e-7 off)."""
+    torch.manual_seed(0)
+    module = ContinuousPositionBias2d(2, (3, 4), pretrained_grid=(4, 5), hidden=8, dtype=torch.float64)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+    bias = module()
+    lin1, lin2 = module.mlp.net[0], module.mlp.net[2]
+    coords = [(r, c) for r in range(3) for c in range(4)]
+    for a, (ya, xa) in enumerate(coords):
+        for b, (yb, xb) in enumerate(coords):
+            x = torch.tensor([spaced(ya - yb, 4), spaced(xa - xb, 5)], dtype=torch.float64)
+            h = 16 * torch.sigmoid(lin2(torch.relu(lin1(x))))
+            torch.testing.assert_close(bias[0, :, a, b], h, atol=1e-13, rtol=0)
+
+
 def test_a_trained_network_runs_on_another_grid():
     small = ContinuousPositionBias2d(2, 3, hidden=8)
     big = ContinuousPositionBias2d(2, 5, pretrained_grid=3, hidden=8)
