@@ -31,10 +31,10 @@ from posenc.core.validation import (
     check_bool,
     check_fits,
     check_float,
+    check_float_tensor,
     check_int,
     check_positive_int,
     check_table_fits,
-    check_tensor,
 )
 from posenc.vision.grid import check_grid, grid_call_positions, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
@@ -58,7 +58,7 @@ def relative_position_index_2d(grid: int | tuple[int, int], *, device: torch.dev
 
 def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
     """``((2h-1)(2w-1), heads)`` -> ``((2H-1)(2W-1), heads)`` by bicubic resampling of each head's table."""
-    check_tensor("table", table, ndim=2)
+    check_float_tensor("table", table, ndim=2)
     (h, w), (nh, nw) = check_grid("old_grid", old_grid), check_grid("new_grid", new_grid)
     if table.shape[0] != (2 * h - 1) * (2 * w - 1):
         raise ValueError(

@@ -119,6 +119,8 @@ def test_bad_input():
         RelativeBias2d(2, (2, 2))(5)
     with pytest.raises(ValueError, match="table"):
         resample_bias_table(torch.randn(8, 2), (2, 2), (3, 3))
+    with pytest.raises(ValueError, match="`table` must be a floating-point tensor"):  # not `grid`, an inner name
+        resample_bias_table(torch.ones(9, 2, dtype=torch.long), (2, 2), (3, 3))
     strict = RelativeBias2d(2, (3, 3), resize_on_load=False)
     with pytest.raises(ValueError, match="resize_on_load"):
         strict.load_state_dict(RelativeBias2d(2, (2, 2)).state_dict())
