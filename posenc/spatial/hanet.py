@@ -55,6 +55,7 @@ def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "m
     """Width-wise pooling with the height pooled to ``rows`` bins: ``(b, c, h, w)`` -> ``(b, c, rows)``."""
     check_float_tensor("x", x, ndim=4)
     check_positive_int("rows", rows)
+    check_choice("pooling", pooling, ("mean", "max"))
     pool = F.adaptive_avg_pool2d if pooling == "mean" else F.adaptive_max_pool2d
     return pool(x, (rows, 1)).squeeze(-1)
 

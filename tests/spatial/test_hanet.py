@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from posenc import get
 from posenc.models import CNN
-from posenc.spatial import HANet, height_encoding
+from posenc.spatial import HANet, height_encoding, row_pool
 
 
 def conv1d_loop(x, weight, bias):
@@ -138,6 +138,8 @@ def test_bad_input():
         HANet(8, rows=0)
     with pytest.raises(ValueError, match="pooling"):
         HANet(8, pooling="median")
+    with pytest.raises(ValueError, match="pooling"):  # any other word used to mean max pooling
+        row_pool(torch.randn(1, 2, 4, 4), 2, pooling="min")
     with pytest.raises(ValueError, match="x_low"):
         HANet(8)(torch.randn(1, 6, 4, 4), torch.randn(1, 8, 4, 4))
     with pytest.raises(ValueError, match="x_high"):
