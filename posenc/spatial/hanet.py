@@ -33,6 +33,7 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
     check_dtype_matches,
+    check_even,
     check_float,
     check_float_tensor,
     check_int,
@@ -48,6 +49,7 @@ def height_encoding(
 ) -> torch.Tensor:
     """``(channels, rows)`` float32 sinusoidal encoding of the row indices ``0 .. rows - 1``."""
     check_positive_int("rows", rows)
+    check_even("channels", channels)
     return sinusoidal(torch.arange(rows, device=device), channels, base=base, interleaved=True).t().contiguous()
 
 

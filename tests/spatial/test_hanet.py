@@ -140,6 +140,9 @@ def test_bad_input():
         HANet(8, pooling="median")
     with pytest.raises(ValueError, match="pooling"):  # any other word used to mean max pooling
         row_pool(torch.randn(1, 2, 4, 4), 2, pooling="min")
+    for channels in (3, 0):  # named as the caller wrote it, not as the sinusoid inside calls it (`dim`)
+        with pytest.raises(ValueError, match="`channels`"):
+            height_encoding(4, channels)
     with pytest.raises(ValueError, match="x_low"):
         HANet(8)(torch.randn(1, 6, 4, 4), torch.randn(1, 8, 4, 4))
     with pytest.raises(ValueError, match="x_high"):
