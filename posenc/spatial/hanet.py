@@ -58,6 +58,10 @@ def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "m
     check_float_tensor("x", x, ndim=4)
     check_positive_int("rows", rows)
     check_choice("pooling", pooling, ("mean", "max"))
+    if x.numel() == 0:  # adaptive pooling refuses empty inputs
+        if x.shape[0] and x.shape[1]:
+            raise ValueError(f"`x` must have pixels to pool into {rows} rows, got shape {tuple(x.shape)}")
+        return x.new_zeros(x.shape[0], x.shape[1], rows)
     pool = F.adaptive_avg_pool2d if pooling == "mean" else F.adaptive_max_pool2d
     return pool(x, (rows, 1)).squeeze(-1)
 

@@ -122,6 +122,17 @@ def test_meta_device_and_state_dict():
     torch.testing.assert_close(a(x), b(x))
 
 
+def test_row_pool_of_empty_maps():
+    """An empty batch or no channels gives an empty result; pixels missing from a real map are refused by
+    name (torch's adaptive pooling raised 'Expected input to have non-zero size')."""
+    assert row_pool(torch.randn(0, 2, 4, 4), 3).shape == (0, 2, 3)
+    assert row_pool(torch.randn(0, 2, 0, 4), 3).shape == (0, 2, 3)
+    assert row_pool(torch.randn(2, 0, 4, 4), 3, pooling="max").shape == (2, 0, 3)
+    for shape in ((1, 2, 0, 4), (1, 2, 4, 0)):
+        with pytest.raises(ValueError, match="`x` must have pixels"):
+            row_pool(torch.randn(*shape), 3)
+
+
 def test_registry_entry():
     info = get("hanet")
     assert info.family == "spatial" and "2003.05128" in info.paper and info.cls is HANet
