@@ -27,6 +27,7 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
     check_dtype_matches,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_layers_fit,
@@ -52,6 +53,7 @@ def coordinate_channels(
         raise ValueError(f"`spatial` must have 1, 2 or 3 axes, got {tuple(spatial)}")
     for i, size in enumerate(spatial):
         check_int(f"spatial[{i}]", size, minimum=0)
+    check_float_dtype("dtype", dtype)  # integer coordinates would truncate -0.5 .. 0.5 to 0
     axes = [torch.linspace(-1.0, 1.0, size, device=device, dtype=torch.float64) for size in spatial]
     # meshgrid over (..., y, x); reversed so that channel 0 is x, the last axis
     grids = list(torch.meshgrid(*axes, indexing="ij"))[::-1]

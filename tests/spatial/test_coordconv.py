@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from posenc import get
 from posenc.functional import add_coords
 from posenc.models import CNN
-from posenc.spatial import AddCoords, CoordConv, CoordConvTranspose
+from posenc.spatial import AddCoords, CoordConv, CoordConvTranspose, coordinate_channels
 
 
 def reference_coords(spatial: tuple[int, ...], with_r: bool) -> torch.Tensor:
@@ -110,6 +110,8 @@ def test_bad_input():
         add_coords(torch.zeros(1, 1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="spatial_dims"):
         AddCoords(4)
+    with pytest.raises(ValueError, match="dtype"):  # int64 gave [-1, 0, 0, 0, 1] for 5 pixels
+        coordinate_channels((5,), dtype=torch.long)
     with pytest.raises(ValueError, match="in_channels"):
         CoordConv(0, 4)
     with pytest.raises(ValueError, match="in_channels"):
