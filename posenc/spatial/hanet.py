@@ -35,6 +35,7 @@ from posenc.core.validation import (
     check_dtype_matches,
     check_even,
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_layers_fit,
@@ -45,12 +46,21 @@ from posenc.input.sinusoidal import sinusoidal
 
 
 def height_encoding(
-    rows: int, channels: int, *, base: float = 100.0, device: torch.device | str | None = None
+    rows: int,
+    channels: int,
+    *,
+    base: float = 100.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``(channels, rows)`` float32 sinusoidal encoding of the row indices ``0 .. rows - 1``."""
+    """``(channels, rows)`` sinusoidal encoding of the row indices ``0 .. rows - 1`` in ``dtype`` (float32
+    by default; float64 is formed from float64 angles, other dtypes are the float32 table cast)."""
     check_positive_int("rows", rows)
     check_even("channels", channels)
-    return sinusoidal(torch.arange(rows, device=device), channels, base=base, interleaved=True).t().contiguous()
+    check_float_dtype("dtype", dtype)
+    # float64 positions give the sinusoid's float64 table, integer ones its float32 table
+    index = torch.arange(rows, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.long)
+    return sinusoidal(index, channels, base=base, interleaved=True).t().contiguous().to(dtype)
 
 
 def row_pool(x: torch.Tensor, rows: int, *, pooling: Literal["mean", "max"] = "mean") -> torch.Tensor:
@@ -146,7 +156,10 @@ class HANet(DerivedTablesMixin, EncodingModule):
             raise ValueError(f"`x_low` must have in_channels={self.in_channels} channels, got shape {tuple(x_low.shape)}")
         check_positive_int("height", height)
         z = row_pool(x_low, self.rows, pooling=self.pooling)  # (b, c_l, rows)
-        q = self.first(z) + self.encoding.to(z.dtype)  # (b, mid, rows)
+        # a float64 network gets the float64 encoding, others the cached float32 one
+        wide = z.dtype == torch.float64
+        encoding = height_encoding(self.rows, self.mid, base=self.base, device=z.device, dtype=z.dtype) if wide else self.encoding
+        q = self.first(z) + encoding.to(z.dtype)  # (b, mid, rows)
         a = torch.sigmoid(self.last(self.middle(q)))  # (b, c_h, rows)
         # (b, c_h, rows) -> (b, c_h, height) -> (b, c_h, height, 1): one value per row
         return F.interpolate(a, size=height, mode="linear", align_corners=False).unsqueeze(-1)

@@ -70,8 +70,19 @@ def test_matches_float64_reference(h_low, h_high, rows):
     block.eval()
     x_low = torch.randn(2, 6, h_low, 5, dtype=torch.float64)
     x_high = torch.randn(2, 4, h_high, 3, dtype=torch.float64)
-    with torch.no_grad():  # the height encoding is a float32 table (the derived-table policy)
+    with torch.no_grad():
         torch.testing.assert_close(block(x_low, x_high), reference_hanet(block, x_low, x_high), rtol=1e-6, atol=1e-6)
+
+
+def test_a_float64_block_gets_the_float64_height_encoding():
+    """The float32 table cast to float64 left the attention 3.7e-9 off; a float64 block is now exact."""
+    torch.manual_seed(0)
+    block = HANet(6, 4, rows=5, reduction=2).double().eval()
+    x_low = torch.randn(2, 6, 10, 5, dtype=torch.float64)
+    x_high = torch.randn(2, 4, 7, 3, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x_low, x_high), reference_hanet(block, x_low, x_high), rtol=0, atol=1e-13)
+    assert height_encoding(5, 4, dtype=torch.float64).dtype == torch.float64
 
 
 def test_height_encoding_is_the_interleaved_sinusoid():
