@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.coordinate.base import Encoding, check_unit_box
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -56,8 +57,10 @@ def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     ``k / (R - 1)`` (``grid_sample``'s ``align_corners=True``). Eager code calls ``grid_sample``;
     traced code calls :func:`gather_bilinear`, the same interpolation, because inductor's lowering of
     ``grid_sample`` took about 8 s per plane to compile on CPU (100 s for a 12-plane K-planes field,
-    against 33 s)."""
-    if torch.compiler.is_compiling():
+    against 33 s). Half-precision planes go through :func:`gather_bilinear` too: ``grid_sample``
+    places the sample in the planes' dtype, where fp16 and bf16 cannot hold a vertex coordinate
+    (bf16 is off by a quarter cell at 64 vertices, and fp16 read outside 512-vertex planes on CPU)."""
+    if torch.compiler.is_compiling() or plane.dtype in (torch.float16, torch.bfloat16):
         return gather_bilinear(plane, uv)
     # (p, 2) in [0, 1] -> (1, 1, p, 2) in [-1, 1], grid_sample's (x = width = i, y = height = j)
     grid = (uv * 2 - 1).to(plane.dtype)[None, None]
@@ -67,10 +70,12 @@ def sample_plane(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def gather_bilinear(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """:func:`sample_plane` as one gather of the four corners and their weights (in the planes' dtype,
-    as ``grid_sample``): plane ``(F, R_j, R_i)`` with ``R >= 2``, uv ``(p, 2)`` in ``[0, 1]`` -> ``(p, F)``."""
+    """:func:`sample_plane` as one gather of the four corners and their weights (in float32 or the
+    planes' dtype if wider, as ``grid_sample`` for float32 and float64 planes): plane ``(F, R_j, R_i)``
+    with ``R >= 2``, uv ``(p, 2)`` in ``[0, 1]`` -> ``(p, F)`` in the planes' dtype."""
     channels, rj, ri = plane.shape
-    uv = uv.to(plane.dtype)
+    work = arithmetic_dtype(plane.dtype)
+    uv = uv.to(work)
     # (p,) fractional vertex coordinates; the lower corner stops one vertex short of the far edge
     u, v = uv[:, 0] * (ri - 1), uv[:, 1] * (rj - 1)
     i0, j0 = u.floor().clamp(0, ri - 2), v.floor().clamp(0, rj - 2)
@@ -82,7 +87,7 @@ def gather_bilinear(plane: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     # (R_j R_i, F) rows of vertex features gathered at the 4 p corners -> (4, p, F), weighted, summed
     vertices = plane.reshape(channels, rj * ri).T.contiguous()
     values = vertices.index_select(0, corners.reshape(-1)).view(4, -1, channels)
-    return (values * weights.unsqueeze(-1)).sum(0)
+    return (values.to(work) * weights.unsqueeze(-1)).sum(0).to(plane.dtype)
 
 
 def _check_planes(planes: Sequence[Sequence[torch.Tensor]], num_pairs: int, x: torch.Tensor) -> None:
