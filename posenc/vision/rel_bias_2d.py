@@ -64,6 +64,8 @@ def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid
         raise ValueError(
             f"`table` must have (2h-1)(2w-1)={(2 * h - 1) * (2 * w - 1)} rows for grid {old_grid}, got {table.shape[0]}"
         )
+    # refused by the caller's argument, before interpolate_grid names its own `size`
+    check_fits("new_grid", new_grid, (table.shape[1], 2 * nh - 1, 2 * nw - 1), torch.float32, table.device)
     # (entries, heads) -> (1, heads, 2h-1, 2w-1)
     image = table.t().reshape(1, -1, 2 * h - 1, 2 * w - 1)
     return interpolate_grid(image, (2 * nh - 1, 2 * nw - 1)).flatten(2)[0].t().contiguous()

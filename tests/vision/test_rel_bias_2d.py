@@ -121,6 +121,8 @@ def test_bad_input():
         resample_bias_table(torch.randn(8, 2), (2, 2), (3, 3))
     with pytest.raises(ValueError, match="`table` must be a floating-point tensor"):  # not `grid`, an inner name
         resample_bias_table(torch.ones(9, 2, dtype=torch.long), (2, 2), (3, 3))
+    with pytest.raises(ValueError, match="`new_grid`"):  # not `size`, interpolate_grid's own name
+        resample_bias_table(torch.randn(9, 2), (2, 2), (10**6, 10**6))
     strict = RelativeBias2d(2, (3, 3), resize_on_load=False)
     with pytest.raises(ValueError, match="resize_on_load"):
         strict.load_state_dict(RelativeBias2d(2, (2, 2)).state_dict())
