@@ -171,6 +171,9 @@ class LearnedPatchPosition(PositionEncoding):
     def resize(self, grid: int | tuple[int, int]) -> LearnedPatchPosition:
         """Resample the table to ``grid`` in place; returns ``self``."""
         grid = check_grid("grid", grid)
+        # refused by this method's argument, not by resample_pos_embed's `new_shape`
+        rows = self.num_prefix_tokens + grid[0] * grid[1]
+        check_fits("grid", grid, (1, rows, self.dim), arithmetic_dtype(self.weight.dtype), self.weight.device)
         table = resample_pos_embed(self.weight.detach(), grid, num_prefix_tokens=self.num_prefix_tokens, old_shape=self.grid)
         self.weight = nn.Parameter(table)
         self.grid = grid

@@ -140,6 +140,9 @@ def test_resize_in_place():
     enc.resize((5, 5))
     assert enc.grid == (5, 5) and enc.weight.shape == (1, 25, 4)
     torch.testing.assert_close(enc.weight.detach(), resample_pos_embed(before, (5, 5)))
+    with pytest.raises(ValueError, match="`grid`"):  # not resample_pos_embed's `new_shape`
+        enc.resize((10**6, 10**6))
+    assert enc.grid == (5, 5) and enc.weight.shape == (1, 25, 4)
 
 
 def test_meta_device_and_state_dict_round_trip():
