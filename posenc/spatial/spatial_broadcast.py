@@ -136,8 +136,18 @@ def vae_loss(
     """
     check_float("beta", beta, minimum=0.0)
     check_float("sigma", sigma, positive=True)
+    check_float_tensor("x", x, ndim=4)
+    check_float_tensor("recon", recon)
     if recon.shape != x.shape:
         raise ValueError(f"`recon` must have the shape of `x` {tuple(x.shape)}, got {tuple(recon.shape)}")
+    # (b, k) each: a (b, 1) or (1, k) logvar would broadcast against mu into a wrong KL
+    check_float_tensor("mu", mu, ndim=2)
+    check_float_tensor("logvar", logvar)
+    if mu.shape[0] != x.shape[0] or logvar.shape != mu.shape:
+        raise ValueError(
+            f"`mu` and `logvar` must both have shape (b, k) with b = {x.shape[0]} (the batch of `x`), "
+            f"got {tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
     rec = 0.5 * (recon - x).square().flatten(1).sum(1) / sigma**2
     kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)
     return VAELoss((rec + beta * kl).mean(), rec.mean(), kl.mean())

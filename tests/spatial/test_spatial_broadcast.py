@@ -67,6 +67,19 @@ def test_vae_loss_reference():
     assert out.total.item() == pytest.approx(rec + 2.0 * kl)
 
 
+def test_vae_loss_refuses_latents_that_would_broadcast():
+    """A (b, 1) logvar against a (b, k) mu gave a KL of 5.66 without a word; ranks and batches are named."""
+    x = torch.randn(2, 1, 3, 3)
+    with pytest.raises(ValueError, match="`mu` and `logvar`"):
+        vae_loss(x, x, torch.randn(2, 8), torch.randn(2, 1))
+    with pytest.raises(ValueError, match="`mu` and `logvar`"):
+        vae_loss(x, x, torch.randn(3, 8), torch.randn(3, 8))
+    with pytest.raises(ValueError, match="`mu`"):
+        vae_loss(x, x, torch.randn(8), torch.randn(8))
+    with pytest.raises(ValueError, match="`x`"):
+        vae_loss(torch.randn(2), torch.randn(2), torch.randn(2, 1), torch.randn(2, 1))
+
+
 def test_meta_device_and_state_dict_round_trip():
     SpatialBroadcastDecoder(4, 3, device="meta").to_empty(device="cpu")
     a, b = BroadcastVAE(1, 4, hidden=8), BroadcastVAE(1, 4, hidden=8)
