@@ -98,7 +98,8 @@ class ConstantInput(EncodingModule):
 
     def forward(self, batch: int | torch.Tensor, *, size: int | tuple[int, int] | None = None) -> torch.Tensor:
         b = check_batch("batch", batch)
-        if size is not None and (size if isinstance(size, tuple) else (size, size)) != self.size:
+        # an (h, w) pair may come as a list, as the explicit inputs of gan_encodings take it
+        if size is not None and (tuple(size) if isinstance(size, (tuple, list)) else (size, size)) != self.size:
             raise ValueError(f"`size` must be {self.size} for a learned constant input, got {size!r}")
         return self.weight.expand(b, -1, -1, -1)
 

@@ -98,6 +98,14 @@ def test_bad_input():
         StyleGenerator(8, 8, 8, 1, input="coordconv")
 
 
+def test_size_may_be_a_list_as_for_the_explicit_inputs():
+    """[4, 4] was refused with '`size` must be (4, 4) ..., got [4, 4]'; the gan_encodings inputs take lists."""
+    const = ConstantInput(8, 4)
+    assert const(2, size=[4, 4]).shape == (2, 8, 4, 4)
+    gen = StyleGenerator(8, 8, 8, 1, input="constant_input", size=4, upsamples=0)
+    assert gen(torch.randn(2, 8), size=[4, 4]).shape == (2, 1, 4, 4)
+
+
 def test_trains_from_the_constant():
     torch.manual_seed(0)
     z, target = torch.randn(4, 8), torch.rand(4, 1, 8, 8)
