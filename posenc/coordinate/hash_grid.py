@@ -278,6 +278,22 @@ def hash_grid_encoding(
     x = check_unit_box("x", x)
     if can_read_values(table):
         _check_layout(table, resolutions, multipliers, num_dense, sizes, offsets, wrap=scales is not None)
+    return _encode_levels(x, table, resolutions, multipliers, num_dense, sizes, offsets, scales)
+
+
+def _encode_levels(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    resolutions: torch.Tensor,
+    multipliers: torch.Tensor,
+    num_dense: int,
+    sizes: torch.Tensor,
+    offsets: torch.Tensor,
+    scales: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`hash_grid_encoding` without its checks: the layout and ``x`` as that function checks them
+    (:class:`HashGrid` builds its layout valid and checks ``x`` itself, so its forward reads none of
+    its own buffers on the host)."""
     batch, out_dtype = x.shape[:-1], x.dtype
     work = arithmetic_dtype(x.dtype)
     x = x.reshape(-1, 1, x.shape[-1]).to(work).clamp(0, 1)
@@ -511,9 +527,11 @@ class HashGrid(DerivedTablesMixin, Encoding):
         if self.uses_tcnn(x):
             check_same_device(x=x, table=self.table)
             return self._tcnn_forward(x)
-        return hash_grid_encoding(
+        check_same_device(x=x, table=self.table)
+        # the layout is valid by construction: the unchecked core reads none of the buffers on the host
+        return _encode_levels(
             x, self.table, self.level_resolution, self.level_multiplier, self.num_dense_levels, self.level_size,
-            self.level_offset, scales=self.level_scale,
+            self.level_offset, self.level_scale,
         )
 
     def extra_repr(self) -> str:

@@ -221,3 +221,18 @@ def test_functional_tcnn_scales_must_be_finite_and_non_negative(bad):
     scales[1] = bad  # used to give NaN features (or indices from the wrong side of the grid) silently
     with pytest.raises(ValueError, match="`scales` must be"):
         hash_grid_encoding(torch.rand(4, 3), *args, scales=scales)
+
+
+@pytest.mark.parametrize("convention", ["paper", "tcnn"])
+def test_the_module_reads_none_of_its_buffers_on_the_host(monkeypatch, convention):
+    # its level layout is valid by construction: only the functional form checks it (about ten host reads
+    # per call, each a GPU synchronisation in every step of a NeRF)
+    def no_host_reads(*args, **kwargs):
+        raise AssertionError("the module checked its own layout on the host")
+
+    grid = HashGrid(2, num_levels=3, log2_hashmap_size=4, base_resolution=2, finest_resolution=8, convention=convention)
+    x = torch.rand(5, 2)
+    want = grid(x)
+    monkeypatch.setattr("posenc.coordinate.hash_grid._check_layout", no_host_reads)
+    monkeypatch.setattr("posenc.coordinate.hash_grid.can_read_values", no_host_reads)
+    torch.testing.assert_close(grid(x), want)
