@@ -23,7 +23,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from posenc.core.validation import check_bool, check_choice, check_float, check_layers_fit, check_positive_int
+from posenc.core.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_layers_fit,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+)
 
 
 def check_complex(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -46,11 +54,37 @@ def complex_attention(
 ) -> torch.Tensor:
     """softmax(Re(q k^H) / sqrt(d)) v for complex q ``(b, h, n, d)``, k, v ``(b, h, m, d)`` -> ``(b, h, n, d)``.
 
-    mask: bool, broadcastable to ``(b, h, n, m)``, True where a key may be attended to.
+    mask: bool, broadcastable to ``(b, h, n, m)``, True where a key may be attended to. A causal call
+    places the ``n`` queries at the last ``n`` of the ``m`` keys, so it needs ``n <= m``.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_complex(name, t)
+        if check_complex(name, t).ndim != 4:
+            raise ValueError(f"`{name}` must have rank 4 (b, h, n | m, d), got shape {tuple(t.shape)}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"`q`, `k` and `v` must have one complex dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+    check_same_device(q=q, k=k, v=v, mask=mask)
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            "`q` (b, h, n, d), `k` (b, h, m, d) and `v` (b, h, m, d_v) must share b and h, `k` and `v` m and "
+            f"`q` and `k` d, got {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}"
+        )
     n, m = q.shape[-2], k.shape[-2]
+    if check_bool("causal", causal) and n > m:
+        raise ValueError(
+            f"a causal call places the n queries at the last n of the m keys: n ({n}) must be at most m ({m})"
+        )
+    if mask is not None:
+        check_tensor("mask", mask)
+        target = (*q.shape[:-1], m)
+        try:
+            fits = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, target) == target
+        except RuntimeError:
+            fits = False
+        if mask.dtype != torch.bool or not fits:
+            raise ValueError(
+                f"`mask` must be a bool tensor broadcastable to (b, h, n, m) = {target}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
     logits = (q @ k.conj().transpose(-1, -2)).real / math.sqrt(q.shape[-1])
     if causal:
         later = torch.arange(m, device=q.device) > torch.arange(n, device=q.device).unsqueeze(1) + (m - n)

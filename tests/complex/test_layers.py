@@ -102,3 +102,26 @@ def test_meta_device_and_state_dict():
 def test_attention_causal_must_be_true_or_false():
     with pytest.raises(TypeError, match="`causal` must be True or False"):
         ComplexSelfAttention(8, 2, causal="no")
+
+
+def test_attention_refuses_inputs_that_do_not_fit_by_name():
+    q, k, v = _cplx(1, 2, 3, 4), _cplx(1, 2, 5, 4), _cplx(1, 2, 5, 4)
+    # more queries than keys under a causal call used to give NaN rows (every key masked)
+    with pytest.raises(ValueError, match=r"n \(6\) must be at most m \(5\)"):
+        complex_attention(_cplx(1, 2, 6, 4), k, v, causal=True)
+    with pytest.raises(ValueError, match="one complex dtype"):
+        complex_attention(q, k.to(torch.complex64), v)
+    with pytest.raises(ValueError, match="must share b and h"):
+        complex_attention(q, _cplx(1, 2, 5, 3), v)
+    with pytest.raises(ValueError, match="must share b and h"):
+        complex_attention(q, k, _cplx(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="`q` must have rank 4"):
+        complex_attention(_cplx(2, 3, 4), k, v)
+    with pytest.raises(ValueError, match="`mask` must be a bool tensor"):
+        complex_attention(q, k, v, mask=torch.ones(3, 5))
+    with pytest.raises(ValueError, match=r"broadcastable to \(b, h, n, m\) = \(1, 2, 3, 5\)"):
+        complex_attention(q, k, v, mask=torch.ones(4, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="`causal` must be True or False"):
+        complex_attention(q, k, v, causal=1)
+    out = complex_attention(q, k, v, mask=torch.ones(3, 5, dtype=torch.bool))
+    torch.testing.assert_close(out, complex_attention(q, k, v))
