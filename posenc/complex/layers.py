@@ -43,6 +43,17 @@ def check_complex(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def check_key_mask(name: str, mask: torch.Tensor | None, b: int, n: int) -> None:
+    """None, or a bool ``(b, n)`` tensor (True for real tokens)."""
+    if mask is None:
+        return
+    check_tensor(name, mask)
+    if mask.dtype != torch.bool or tuple(mask.shape) != (b, n):
+        raise ValueError(
+            f"`{name}` must be a bool tensor of shape (b, n) = ({b}, {n}), got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
 def crelu(z: torch.Tensor) -> torch.Tensor:
     """ReLU applied to the real and the imaginary part separately."""
     check_complex("z", z)
@@ -145,8 +156,10 @@ class ComplexSelfAttention(nn.Module):
 
     def forward(self, z: torch.Tensor, *, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """z complex ``(b, n, dim)``; key_mask ``(b, n)`` bool, True for real tokens."""
-        check_complex("z", z)
+        if check_complex("z", z).ndim != 3:
+            raise ValueError(f"`z` must have rank 3 (b, n, dim), got shape {tuple(z.shape)}")
         b, n, dim = z.shape
+        check_key_mask("key_mask", key_mask, b, n)
         # (b, n, 3 * dim) -> 3 x (b, h, n, dim / h)
         q, k, v = self.qkv(z).view(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         mask = None if key_mask is None else key_mask.view(b, 1, 1, n)

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from posenc.complex.embedding import ComplexOrderEmbedding, Sharing
-from posenc.complex.layers import ComplexLinear, ComplexRMSNorm, ComplexSelfAttention, ComplexToReal, crelu
+from posenc.complex.layers import (
+    ComplexLinear,
+    ComplexRMSNorm,
+    ComplexSelfAttention,
+    ComplexToReal,
+    check_key_mask,
+    crelu,
+)
 from posenc.core.validation import check_float, check_layers_fit, check_positive_int
 
 
@@ -95,6 +102,7 @@ class ComplexOrderTransformer(nn.Module):
     ) -> torch.Tensor:
         """tokens ``(b, n)``; positions ``(n,)``/``(b, n)``; key_padding_mask ``(b, n)`` bool -> ``(b, n, out_dim)``."""
         z = self.embed(tokens, positions=positions, offset=offset)
+        check_key_mask("key_padding_mask", key_padding_mask, *tokens.shape)
         for block in self.blocks:
             z = block(z, key_mask=key_padding_mask)
         return self.head(self.readout(self.norm(z)))

@@ -125,3 +125,16 @@ def test_attention_refuses_inputs_that_do_not_fit_by_name():
         complex_attention(q, k, v, causal=1)
     out = complex_attention(q, k, v, mask=torch.ones(3, 5, dtype=torch.bool))
     torch.testing.assert_close(out, complex_attention(q, k, v))
+
+
+def test_self_attention_refuses_a_key_mask_or_input_that_does_not_fit_by_name():
+    attn = ComplexSelfAttention(4, 2).double()
+    z = _cplx(2, 5, 4)
+    # a float mask used to fail at `~mask`, one of another length inside a view
+    for mask in (torch.ones(2, 5), torch.ones(2, 4, dtype=torch.bool), torch.ones(5, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"`key_mask` must be a bool tensor of shape \(b, n\) = \(2, 5\)"):
+            attn(z, key_mask=mask)
+    with pytest.raises(ValueError, match="`z` must have rank 3"):
+        attn(_cplx(5, 4))
+    keep = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    assert torch.isfinite(torch.view_as_real(attn(z, key_mask=keep))).all()

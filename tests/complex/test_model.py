@@ -75,3 +75,12 @@ def test_bad_input():
             ComplexOrderTransformer(8, 8, 1, 2, mlp_ratio=ratio)
     with pytest.raises(TypeError, match="mlp_ratio"):
         ComplexOrderTransformer(8, 8, 1, 2, mlp_ratio="2")
+
+
+def test_key_padding_mask_that_does_not_fit_is_refused_by_name():
+    model = ComplexOrderTransformer(8, 8, 1, 2)
+    tokens = torch.randint(0, 8, (2, 5), generator=torch.Generator().manual_seed(0))
+    # a float mask used to fail at `~mask`, one of another length inside a view
+    for mask in (torch.ones(2, 5), torch.ones(2, 4, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"`key_padding_mask` must be a bool tensor of shape \(b, n\) = \(2, 5\)"):
+            model(tokens, key_padding_mask=mask)
