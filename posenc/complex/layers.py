@@ -132,10 +132,12 @@ class ComplexLinear(nn.Module):
         check_complex("z", z)
         if z.shape[-1] != self.in_features:
             raise ValueError(f"`z` must have last dimension in_features={self.in_features}, got {z.shape[-1]}")
-        weight = torch.complex(self.weight_real, self.weight_imag).to(z.dtype)
+        # formed in the input's real dtype: torch has no complex bfloat16, so bf16 weights act in complex64
+        real = z.real.dtype
+        weight = torch.complex(self.weight_real.to(real), self.weight_imag.to(real))
         out = z @ weight.transpose(0, 1)
         if self.bias_real is not None:
-            out = out + torch.complex(self.bias_real, self.bias_imag).to(z.dtype)
+            out = out + torch.complex(self.bias_real.to(real), self.bias_imag.to(real))
         return out
 
     def extra_repr(self) -> str:

@@ -105,4 +105,5 @@ class ComplexOrderTransformer(nn.Module):
         check_key_mask("key_padding_mask", key_padding_mask, *tokens.shape)
         for block in self.blocks:
             z = block(z, key_mask=key_padding_mask)
-        return self.head(self.readout(self.norm(z)))
+        # the complex network runs in complex64 for half-precision parameters (there is no complex bfloat16)
+        return self.head(self.readout(self.norm(z)).to(self.head.weight.dtype))

@@ -84,3 +84,19 @@ def test_key_padding_mask_that_does_not_fit_is_refused_by_name():
     for mask in (torch.ones(2, 5), torch.ones(2, 4, dtype=torch.bool)):
         with pytest.raises(ValueError, match=r"`key_padding_mask` must be a bool tensor of shape \(b, n\) = \(2, 5\)"):
             model(tokens, key_padding_mask=mask)
+
+
+def test_bfloat16_parameters_run_in_complex64():
+    # torch has no complex bfloat16: a bf16 model used to fail in ComplexLinear
+    # ('Expected both inputs to be Half, Float or Double tensors but got BFloat16 and BFloat16')
+    torch.manual_seed(0)
+    model = ComplexOrderTransformer(8, 8, 1, 2, dtype=torch.bfloat16)
+    tokens = torch.randint(0, 8, (2, 5), generator=torch.Generator().manual_seed(0))
+    out = model(tokens)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 5, 8) and torch.isfinite(out).all()
+    reference = model.float()(tokens)  # the same weights in float32
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+    lin = ComplexLinear(4, 3, dtype=torch.bfloat16)
+    z = torch.randn(2, 4, dtype=torch.complex64)
+    want = z @ torch.complex(lin.weight_real.float(), lin.weight_imag.float()).T
+    torch.testing.assert_close(lin(z), want.detach())
