@@ -180,6 +180,8 @@ class ComplexRMSNorm(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         check_complex("z", z)
+        if z.ndim == 0 or z.shape[-1] != self.weight.shape[0]:
+            raise ValueError(f"`z` must have last dimension dim={self.weight.shape[0]}, got shape {tuple(z.shape)}")
         scale = torch.rsqrt(z.abs().square().mean(dim=-1, keepdim=True) + self.eps)
         return z * (scale * self.weight).to(z.dtype)
 

@@ -138,3 +138,9 @@ def test_self_attention_refuses_a_key_mask_or_input_that_does_not_fit_by_name():
         attn(_cplx(5, 4))
     keep = torch.tensor([[True] * 5, [True, True, True, False, False]])
     assert torch.isfinite(torch.view_as_real(attn(z, key_mask=keep))).all()
+
+
+def test_norm_refuses_another_width_by_name():
+    # used to fail inside a broadcast ('The size of tensor a (3) must match the size of tensor b (4)')
+    with pytest.raises(ValueError, match=r"`z` must have last dimension dim=4, got shape \(2, 5, 3\)"):
+        ComplexRMSNorm(4)(_cplx(2, 5, 3))
