@@ -21,7 +21,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_finite, check_float_tensor, check_int, check_tensor
+from posenc.core.validation import check_finite, check_fits, check_float_tensor, check_int, check_tensor
 from posenc.models.interfaces import HeadCount, HeadWidth, ModelWidth
 
 
@@ -146,6 +146,7 @@ def absolute_table(encoding: nn.Module, n: int, *, dim: int | None = None, offse
         raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")  # noqa: TRY004 - a missing size, not a wrong type
     concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
     device = next((t.device for t in [*encoding.parameters(), *encoding.buffers()]), torch.device("cpu"))
+    check_fits("n", n, (n, dim), torch.float32, device)
     zeros = torch.zeros(1, n, dim - concat if concat < dim else dim, device=device)
     out = encoding.encode_input(zeros, positions=Positions(n, offset))
     table = out[0, :, -concat:] if concat else out[0]
@@ -195,6 +196,8 @@ def score_matrix(
         raise ValueError(f"`encoding` {type(encoding).__name__} has neither a 'rotary' nor a 'bias' hook")
     heads, head_dim = _model_sizes(encoding, heads, head_dim)
     device = _device(encoding)
+    for where in (device, None):  # the logits on the encoding's device, the matrix returned on the host
+        check_fits("n", n, (heads, n, n), torch.float64, where)
     q, k = _random_qk(heads, head_dim, n, n, seed, device)
     pos = Positions(n, offset)
     scores = torch.zeros(heads, n, n, dtype=torch.float64)
@@ -248,6 +251,7 @@ def shift_invariance_error(
         raise ValueError(f"`encoding` {type(encoding).__name__} has no 'rotary', 'bias' or 'value' hook")
     heads, head_dim = _model_sizes(encoding, heads, head_dim)
     device = _device(encoding)
+    check_fits("n", n, (heads, n, n), torch.float64, device)  # the logits of each offset
     q, k = _random_qk(heads, head_dim, n, n, seed, device)
     g = torch.Generator().manual_seed(seed + 1)
     weights = torch.randn(1, heads, n, n, generator=g).softmax(-1).to(device)

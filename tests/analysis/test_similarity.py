@@ -132,3 +132,14 @@ def test_nan_and_empty_input_raise():
         roformer_decay_bound(torch.tensor([float("nan"), 1.0]), torch.arange(3))
     with pytest.raises(ValueError, match="`offsets` must be finite"):
         roformer_decay_bound(torch.ones(2), torch.tensor([float("nan")]))
+
+
+def test_lengths_past_memory_are_refused_up_front_naming_n():
+    # used to reach the allocator (an (h, n, n) matrix of terabytes) after building the queries and keys
+    rope = posenc.create("rope", head_dim=8)
+    with pytest.raises(ValueError, match=r"`n`=1000000 needs a \(1, 1000000, 1000000\) torch.float64 tensor"):
+        score_matrix(rope, 10**6)
+    with pytest.raises(ValueError, match=r"`n`=1000000 needs a \(1, 1000000, 1000000\) torch.float64 tensor"):
+        shift_invariance_error(rope, 10**6, 1)
+    with pytest.raises(ValueError, match=r"`n`=2000000000 needs a \(2000000000, 8\) torch.float32 tensor"):
+        absolute_table(posenc.create("sinusoidal", dim=8), 2 * 10**9)
