@@ -17,7 +17,14 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.registry import register
-from posenc.core.validation import can_read_values, check_float, check_positive_int, check_table_fits, check_tensor
+from posenc.core.validation import (
+    can_read_values,
+    check_finite,
+    check_float,
+    check_positive_int,
+    check_table_fits,
+    check_tensor,
+)
 
 
 def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tensor:
@@ -28,6 +35,7 @@ def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tens
     if flow_index.dtype == torch.bool:
         raise ValueError("`flow_index` must be an integer tensor, got torch.bool")
     if flow_index.is_floating_point():
+        check_finite("flow_index", flow_index)  # inf would pass the whole-number test and wrap in .long()
         if can_read_values(flow_index) and not torch.equal(flow_index, flow_index.round()):
             raise ValueError("`flow_index` must hold whole numbers: a learned table has no entry between steps")
         flow_index = flow_index.long()

@@ -77,3 +77,10 @@ def test_bad_input():
         FlowIndexEmbedding(0, 3)
     with pytest.raises(ValueError, match="dim"):
         FlowIndexEmbedding(3, 0)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_index_is_refused_as_such(bad):
+    # inf used to pass the whole-number test and be reported as the range [-9223372036854775808, ...]
+    with pytest.raises(ValueError, match="`flow_index` must be finite"):
+        FlowIndexEmbedding(4, 3)(torch.tensor([1.0, bad]))
