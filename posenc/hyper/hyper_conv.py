@@ -36,6 +36,7 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
     check_choice,
+    check_dtype_matches,
     check_even,
     check_fits,
     check_float_tensor,
@@ -111,7 +112,7 @@ class HyperKernel(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: ``(*, e)`` -> ``(*, out, in, k, k)``."""
-        z = check_float_tensor("z", z)
+        z = check_dtype_matches("z", check_float_tensor("z", z), self, owner="the hypernetwork")
         if z.ndim == 0 or z.shape[-1] != self.embed_dim:
             raise ValueError(f"`z` must have last dimension embed_dim={self.embed_dim}, got {tuple(z.shape)}")
         # (*, in d) -> (*, in, d): one vector a_i per input channel

@@ -242,3 +242,9 @@ def test_sizes_past_memory_raise_naming_the_argument():
         conv2d_per_position(torch.zeros(1, 1, 1, 1).expand(64, 64, 2048, 2048), torch.zeros(1).expand(2048, 2048, 1, 64, 3, 3))
     with pytest.raises(ValueError, match="`height`.*more than"):
         grid_encoding(10**6, 10**6)
+
+
+def test_hyper_kernel_refuses_an_embedding_of_another_dtype_by_name():
+    # used to fail inside the linear layer ('mat1 and mat2 must have the same dtype, but got Double and Float')
+    with pytest.raises(ValueError, match="`z` has dtype torch.float64 but the hypernetwork's parameters are torch.float32"):
+        HyperKernel(4, 2, 3)(torch.randn(5, 4, dtype=torch.float64))
