@@ -119,7 +119,7 @@ class LearnedPositionEncoding(PositionEncoding):
                 f"`positions` must lie in [0, {self.max_len - 1}] for a learned table with max_len={self.max_len}, "
                 f"got range [{int(pos.min())}, {int(pos.max())}]"
             )
-        return F.embedding(pos, self.weight)
+        return F.embedding(pos.long(), self.weight)  # embedding takes int64/int32 indices only
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         """x: ``(b, n, d)`` -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""

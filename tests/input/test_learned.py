@@ -99,3 +99,13 @@ def test_bad_resize_arguments():
         resize_table(torch.randn(4, 2), 0)
     with pytest.raises(ValueError, match="table"):
         resize_table(torch.randn(4), 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
+def test_narrow_integer_positions_index_the_table(dtype):
+    # used to fail inside F.embedding ("Expected tensor for argument #1 'indices' to have one of the
+    # following scalar types: Long, Int; but got torch.ByteTensor")
+    enc = LearnedPositionEncoding(4, 8)
+    x = torch.zeros(2, 3, 4)
+    positions = torch.tensor([5, 0, 7])
+    torch.testing.assert_close(enc(x, positions=positions.to(dtype)), enc(x, positions=positions))
