@@ -37,10 +37,11 @@ def _as_tensor(out: object) -> torch.Tensor:
         out = out[0]
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"`module` must return a tensor (or a tuple starting with one), got {type(out).__name__}")
-    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+    if (out.is_floating_point() or out.is_complex()) and not bool(torch.isfinite(out).all()):
         # max() below would pass over NaN and report an equivariant module
         raise ValueError("`module` returned NaN or inf, so its deviation is undefined")
-    return out.detach().double()
+    # a complex output stays complex (its deviation is a modulus): .double() would drop the imaginary part
+    return out.detach().to(torch.complex128 if out.is_complex() else torch.float64)
 
 
 @torch.no_grad()

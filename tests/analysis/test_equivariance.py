@@ -92,3 +92,13 @@ def test_nan_and_empty_input_raise_instead_of_reading_as_equivariant():
         permutation_deviation(nn.Identity(), torch.randn(2, 0, 4))
     with pytest.raises(ValueError, match="nothing to shuffle"):
         patch_permutation_deviation(nn.Identity(), torch.randn(1, 3, 4, 4), patch_size=4)
+
+
+def test_complex_output_is_compared_with_its_imaginary_part():
+    # the imaginary part used to be dropped (.double() of a complex tensor): an order-aware imaginary
+    # part read as equivariant (0.0), and NaN there passed the finiteness check
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert permutation_deviation(lambda t: torch.complex(t, t.cumsum(1)), x) > 0.1
+    assert permutation_deviation(lambda t: torch.complex(t, 2 * t), x) < 1e-12
+    with pytest.raises(ValueError, match="NaN or inf"):
+        permutation_deviation(lambda t: torch.complex(t, torch.full_like(t, float("nan"))), x)
