@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from posenc.core.validation import check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
 from posenc.step.flow_index import FlowIndexEmbedding
 
 
@@ -69,7 +69,7 @@ class NanoFlow(nn.Module):
         return torch.tanh(log_s), t
 
     def _check(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        x = check_float_tensor(name, x)
+        x = check_dtype_matches(name, check_float_tensor(name, x), self, owner="the flow")
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"`{name}` must have last dimension dim={self.dim}, got shape {tuple(x.shape)}")
         return x

@@ -94,3 +94,13 @@ def test_bad_input():
         flow(torch.randn(3, 3))
     with pytest.raises(ValueError, match="`z`"):
         flow.inverse(torch.randn(3))
+
+
+def test_data_of_another_dtype_is_refused_by_name():
+    # float64 data for a float32 flow used to fail inside its first linear layer
+    # ('mat1 and mat2 must have the same dtype, but got Double and Float')
+    flow = NanoFlow(2, 2, hidden=4, embed_dim=2)
+    with pytest.raises(ValueError, match="`x` has dtype torch.float64 but the flow's parameters are torch.float32"):
+        flow(torch.zeros(3, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`z` has dtype torch.float64"):
+        flow.inverse(torch.zeros(3, 2, dtype=torch.float64))
