@@ -45,6 +45,12 @@ def resize_table(table: torch.Tensor, new_len: int, *, mode: Literal["linear", "
         return table.clone()
     if not table.shape[1]:  # nothing to resample (interpolate refuses empty inputs)
         return table.new_empty(new_len, 0)
+    if mode == "nearest":
+        # the rows nearest to the positions the linear mode reads, i (L - 1) / (new_len - 1): interpolate's
+        # nearest reads floor(i L / new_len), another scale, which drops the last row when shrinking
+        scale = (table.shape[0] - 1) / max(new_len - 1, 1)
+        rows = torch.floor(torch.arange(new_len, dtype=torch.float64, device=table.device) * scale + 0.5).long()
+        return table.index_select(0, rows).contiguous()
     # (L, d) -> (1, d, L): interpolate works over the trailing axis
     src = table.t().unsqueeze(0).to(work_dtype)
     kwargs = {"align_corners": True} if mode == "linear" and table.shape[0] > 1 else {}

@@ -109,3 +109,16 @@ def test_narrow_integer_positions_index_the_table(dtype):
     x = torch.zeros(2, 3, 4)
     positions = torch.tensor([5, 0, 7])
     torch.testing.assert_close(enc(x, positions=positions.to(dtype)), enc(x, positions=positions))
+
+
+def test_resize_table_nearest_keeps_end_points_and_the_linear_position_map():
+    # nearest once read row floor(i L / new_len): shrinking rows 0..8 to 5 gave rows [0, 1, 3, 5, 7],
+    # the last row lost, while linear reads the positions i (L - 1) / (new_len - 1) = [0, 2, 4, 6, 8]
+    table = torch.arange(9, dtype=torch.float64).unsqueeze(1)
+    for new_len in (5, 3, 2, 1, 9, 17):
+        out = resize_table(table, new_len, mode="nearest")
+        positions = torch.arange(new_len, dtype=torch.float64) * 8 / max(new_len - 1, 1)
+        torch.testing.assert_close(out[:, 0], torch.floor(positions + 0.5), atol=0, rtol=0)
+        if new_len > 1:
+            assert out[0, 0] == 0 and out[-1, 0] == 8
+    torch.testing.assert_close(resize_table(table, 5, mode="nearest"), resize_table(table, 5), atol=0, rtol=0)
