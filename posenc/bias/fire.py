@@ -16,6 +16,7 @@ their absolute values (the paper constrains them positive). FIRE is defined for 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from posenc.bias.relative import BiasEncoding, relative_positions
@@ -23,7 +24,7 @@ from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
-from posenc.core.terms import ScoreMod, gathered_bias_mod
+from posenc.core.terms import BlockTerm, ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
     check_bool,
     check_broadcasts,
@@ -52,6 +53,13 @@ def fire_input(
     check_float_tensor("c", c, ndim=0)  # one c and one L per FIRE module (scalars)
     check_float_tensor("threshold", threshold, ndim=0)
     check_same_device(distance=distance, query_position=query_position, c=c, threshold=threshold)
+    return _fire_ratio(distance, query_position, c, threshold)
+
+
+def _fire_ratio(
+    distance: torch.Tensor, query_position: torch.Tensor, c: torch.Tensor, threshold: torch.Tensor
+) -> torch.Tensor:
+    """:func:`fire_input` without its checks (arguments already checked once per call)."""
     work = arithmetic_dtype(*(t.dtype for t in (distance, query_position, c, threshold) if t.is_floating_point()))
     distance, query_position, c, threshold = (t.to(work) for t in (distance, query_position, c, threshold))
     c = c.abs()
@@ -123,6 +131,32 @@ class FIRE(BiasEncoding):
         x = fire_input(distance, query, self.c.to(work), self.threshold.to(work))
         # (b | 1, n, m, 1) -> (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         return self.mlp(x.unsqueeze(-1).to(weight.dtype)).to(work).permute(0, 3, 1, 2)
+
+    def block_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> BlockTerm:
+        """The bias of one block of the blocked kernel: the MLP runs on the block's ``(rows, keys)``
+        pairs only, so the kernel holds neither the ``(n, m)`` bias nor the MLP's ``(n, m, hidden)``
+        activations (its memory stays linear in n without gradients)."""
+        weight = self.mlp[0].weight
+        work = arithmetic_dtype(weight.dtype)  # float32, or float64 for float64 parameters
+        qpos, kpos = q_positions.tensor(weight.device), k_positions.tensor(weight.device)  # (b | 1, n), (b | 1, m)
+        for name, positions in (("q_positions", qpos), ("k_positions", kpos)):
+            check_positions(name, positions)
+        causal, dtype = self.causal, weight.dtype
+
+        def fn(s, e, k0, k1, w1, b1, w2, b2, c, threshold):
+            # key - query positions (exact in the positions' own dtype), then FIRE's input, as score_bias
+            rel = (kpos[:, None, k0:k1] - qpos[:, s:e, None]).to(work)  # (b | 1, rows, keys)
+            distance = (-rel).clamp(min=0) if causal else rel.abs()
+            query = qpos[:, s:e, None].to(work)
+            x = _fire_ratio(distance, query, c, threshold).unsqueeze(-1).to(dtype)
+            # the MLP in the parameters' dtype, as score_bias runs it (the tensors travel in `work`):
+            # Linear(1, hidden) -> ReLU -> Linear(hidden, heads), (b | 1, rows, keys, heads) -> (b | 1, heads, rows, keys)
+            hidden = F.relu(F.linear(x, w1.to(dtype), b1.to(dtype)))
+            return F.linear(hidden, w2.to(dtype), b2.to(dtype)).to(work).permute(0, 3, 1, 2)
+
+        first, last = self.mlp[0], self.mlp[2]
+        tensors = (first.weight, first.bias, last.weight, last.bias, self.c, self.threshold)
+        return BlockTerm(fn, tuple(t.to(work) for t in tensors))
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""
