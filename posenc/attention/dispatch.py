@@ -12,7 +12,8 @@ the ViT takes one of :data:`BACKENDS`:
               :data:`FLEX_CPU_MIN_ROWS` rows whose score_mod compiles on CPU (ALiBi, T5, KERPLE,
               Shaw's key term alone, with implicit positions and a causal, windowed or full mask), compiled flex;
               otherwise on CPU the blocked kernel when the encoding has score or value terms (training,
-              decoding one row at a time, short prompts: it holds no ``(n, m)`` table), else SDPA.
+              decoding one row at a time, short prompts: it holds no ``(n, m)`` table, except CoPE's, and the
+              ViT's 2-D biases, which are materialised), else SDPA.
               Inside ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ...) and forward-mode AD,
               the eager reference, which is the backend every transform runs through.
               Measured in docs/performance.md.

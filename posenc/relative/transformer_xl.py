@@ -15,7 +15,8 @@ explicit positions gather by distance instead (float positions fall back to a pe
 For implicit positions, :meth:`TransformerXLRelative.block_bias` gives terms (b)-(d) one block of
 query rows at a time (one product against the distances the block covers), so the blocked kernel of
 :mod:`posenc.attention` holds no ``(n, m)`` bias; :meth:`TransformerXLRelative.score_mod` gives them
-to FlexAttention over a table of ``n + m - 1`` distances.
+to FlexAttention over the ``(b, h, n, n + m - 1)`` position scores of every query at every distance
+(a table larger than an ``(n, m)`` bias: use the blocked kernel for long contexts).
 
 Verified against a float64 per-(i, j) transcription of the four terms in
 tests/relative/test_transformer_xl.py; the segment-level recurrence lives in
