@@ -10,8 +10,10 @@ Term (a) is ordinary attention; (b)-(d) enter through the ``"bias"`` hook, divid
 like (a). Terms (b) + (d) are one product ``(q_i + v) . W_R R`` against a table of distances, then
 re-indexed by key with :func:`posenc.relative.rel_shift.rel_shift`. Bidirectional attention and
 non-aligned implicit positions use a table of ``n + m - 1`` distances so every pair is covered;
-explicit positions gather by distance instead (float positions fall back to a per-pair table,
-``O(n m d)`` memory). ``u`` and ``v`` belong to each block (the official code's ``untie_r=True``).
+explicit positions gather by distance instead, on every backend from the ``(b, h, n, w)`` scores of
+every query at the ``w`` distances the positions span (``w`` up to twice the longest packed document:
+its memory grows with n times that length), and float positions fall back to a per-pair table,
+``O(n m d)`` memory. ``u`` and ``v`` belong to each block (the official code's ``untie_r=True``).
 For implicit positions, :meth:`TransformerXLRelative.block_bias` gives terms (b)-(d) one block of
 query rows at a time (one product against the distances the block covers), so the blocked kernel of
 :mod:`posenc.attention` holds no ``(n, m)`` bias; :meth:`TransformerXLRelative.score_mod` gives them
