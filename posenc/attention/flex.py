@@ -95,6 +95,54 @@ def _bias_mod(bias: torch.Tensor, shape: tuple[int, int, int, int]) -> ScoreMod:
     return ScoreMod(fn, (full,))
 
 
+#: FlexAttention's block size (rows and keys), which :func:`banded_block_mask` lays its blocks out in.
+BLOCK = 128
+
+
+def banded_block_mask(mask: MaskSpec, n: int, m: int, device, *, block: int = BLOCK):
+    """The ``BlockMask`` of a causal and/or windowed mask (no key mask, no documents) for ``n`` queries
+    that are the last of ``m`` keys, built from block indices: ``(n / block, m / block)`` entries, where
+    ``create_block_mask`` evaluates the mask on the whole ``(n, m)`` grid (about 10 bytes an entry).
+
+    Row ``i`` sees keys ``lo(i) .. hi(i)`` (:class:`MaskSpec`), both non-decreasing in ``i``; so a tile of
+    rows ``i0 .. i1`` and keys ``k0 .. k1`` holds a visible entry when ``k0 <= hi(i1)`` and ``k1 >= lo(i0)``,
+    and only visible ones when ``lo(i1) <= k0`` and ``k1 <= hi(i0)`` (a full tile: the mask is skipped;
+    tiles cut by the end of the rows or keys count as partial, as in ``create_block_mask``)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    shift, window = m - n, mask.window
+    rows = torch.arange(0, n, block, device=device, dtype=torch.int64)
+    keys = torch.arange(0, m, block, device=device, dtype=torch.int64)
+    i0, i1 = rows, (rows + block).clamp(max=n) - 1
+    k0, k1 = keys, (keys + block).clamp(max=m) - 1
+
+    def lo(i):
+        return (i + shift - window + 1).clamp(min=0) if window is not None else torch.zeros_like(i)
+
+    def hi(i):
+        if mask.causal:
+            return i + shift
+        return (i + shift + window - 1).clamp(max=m - 1) if window is not None else torch.full_like(i, m - 1)
+
+    k0, k1 = k0.unsqueeze(0), k1.unsqueeze(0)  # (1, K)
+    seen = (k0 <= hi(i1).unsqueeze(1)) & (k1 >= lo(i0).unsqueeze(1))  # (Q, K)
+    # a full tile is a whole one (as create_block_mask counts them: a tile past n or m is partial)
+    whole = (rows + block <= n).unsqueeze(1) & (keys + block <= m).unsqueeze(0)
+    full = (k0 >= lo(i1).unsqueeze(1)) & (k1 <= hi(i0).unsqueeze(1)) & seen & whole
+    partial = seen & ~full
+
+    def indexed(tiles):
+        count = tiles.sum(-1, dtype=torch.int32)
+        order = torch.argsort((~tiles).to(torch.int8), dim=-1, stable=True).to(torch.int32)  # the tiles first
+        return count[None, None], order[None, None]
+
+    count, order = indexed(partial)
+    full_count, full_order = indexed(full)
+    return BlockMask.from_kv_blocks(
+        count, order, full_count, full_order, BLOCK_SIZE=block, mask_mod=mask.mask_mod(n, m, device), seq_lengths=(n, m)
+    )
+
+
 def flex_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -141,8 +189,10 @@ def flex_attention(
     mask_mod = mask.mask_mod(n, m, q.device)
     block_mask = None
     if mask_mod is not None:
-        batch = None if mask.key_mask is None and mask.q_docs is None else b
-        block_mask = create_block_mask(mask_mod, batch, None, n, m, device=q.device)
+        if mask.key_mask is None and mask.q_docs is None:  # causal and/or a window: from block indices
+            block_mask = banded_block_mask(mask, n, m, q.device)
+        else:  # padding and documents depend on the data: evaluated on the (n, m) grid
+            block_mask = create_block_mask(mask_mod, b, None, n, m, device=q.device)
     if torch.compiler.is_compiling():  # the caller's compilation covers the kernel
         if q.device.type == "cpu":
             raise ValueError(

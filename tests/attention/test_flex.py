@@ -184,3 +184,32 @@ def test_a_row_that_sees_no_key_gets_zeros(monkeypatch):
     want = eager_attention(q, k, v, mask=MaskSpec(key_mask=key_mask))
     torch.testing.assert_close(got[0], want[0])
     torch.testing.assert_close(want[1], v[1].mean(-2, keepdim=True).expand(1, 3, 4))
+
+
+@pytest.mark.parametrize("n, extra", [(1, 0), (5, 130), (127, 1), (128, 0), (129, 400), (300, 0), (513, 130)])
+@pytest.mark.parametrize("causal, window", [(True, None), (True, 1), (True, 128), (True, 200), (False, 3), (False, 1000)])
+def test_banded_block_mask_equals_create_block_mask(n, extra, causal, window):
+    # the same tiles, partial and full, as PyTorch's create_block_mask, which evaluates the (n, m) grid
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from posenc.attention.flex import banded_block_mask
+
+    m = n + extra
+    spec = MaskSpec(causal=causal, window=window)
+    want = create_block_mask(spec.mask_mod(n, m), None, None, n, m, device="cpu")
+    got = banded_block_mask(spec, n, m, "cpu")
+    assert torch.equal(got.to_dense(), want.to_dense())
+    for count, indices in (("kv_num_blocks", "kv_indices"), ("full_kv_num_blocks", "full_kv_indices")):
+        assert torch.equal(getattr(got, count), getattr(want, count))
+        for row, c in enumerate(getattr(got, count)[0, 0].tolist()):
+            ours, theirs = (sorted(getattr(mask, indices)[0, 0, row, :c].tolist()) for mask in (got, want))
+            assert ours == theirs
+
+
+def test_banded_block_mask_is_small_and_traces_in_one_graph():
+    from posenc.attention.flex import banded_block_mask
+
+    got = banded_block_mask(MaskSpec(causal=True, window=512), 16384, 16384, "cpu")
+    assert got.kv_indices.numel() == 128 * 128  # (n / 128, m / 128) tiles, not an (n, m) grid
+    build = torch.compile(lambda n: banded_block_mask(MaskSpec(causal=True), n, n, "cpu").kv_num_blocks, fullgraph=True)
+    assert build(300).tolist() == [[[1, 1, 3]]]
