@@ -24,6 +24,7 @@ from posenc.bias.relative import (
     table_length,
     toeplitz,
 )
+from posenc.core.base import DerivedTablesMixin
 from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
 from posenc.core.registry import register
@@ -81,7 +82,7 @@ def _diagonal(q_positions: Positions, k_positions: Positions) -> bool:
     paper="Raffel et al. 2019, arXiv:1910.10683",
     summary="A learned scalar per head for each log-bucketed query-key offset, added to the logits.",
 )
-class T5RelativeBias(BiasEncoding):
+class T5RelativeBias(DerivedTablesMixin, BiasEncoding):
     """T5 relative bias: an ``(num_buckets, heads)`` learned table indexed by offset buckets.
 
     Args:
@@ -118,6 +119,11 @@ class T5RelativeBias(BiasEncoding):
     def reset_parameters(self) -> None:
         """T5's initialisation of the table (after ``nn.Embedding``'s own; see :mod:`posenc.core.meta`)."""
         nn.init.normal_(self.bias.weight, std=0.02)
+
+    def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
+        # the bucket cache at its current length, recomputed (to_empty leaves it uninitialised)
+        length = (self.buckets_cached.shape[0] + 1) // 2
+        self.buckets_cached = self._bucket(torch.arange(max(2 * length - 1, 0), device=device) - (length - 1))
 
     def buckets(self, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         """``(b | 1, n, m)`` bucket indices of every query-key pair."""

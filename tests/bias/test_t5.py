@@ -172,3 +172,14 @@ def test_bias_matches_transformers_compute_bias_while_decoding(decoder, n, m):
     want = peer.compute_bias(n, m, past_seen_tokens=m - n)[0]
     got = ours.score_bias(None, None, q_positions=Positions(n, m - n), k_positions=Positions(m))[0]
     assert torch.equal(got, want)
+
+
+def test_bucket_cache_filled_on_meta_is_rebuilt_by_to_empty():
+    # a shape-inference forward on meta fills the implicit-position bucket cache; to_empty must not
+    # leave it holding uninitialised memory read as bucket indices
+    reference = T5RelativeBias(2, causal=True, num_buckets=8, max_distance=16)
+    meta = T5RelativeBias(2, causal=True, num_buckets=8, max_distance=16, device="meta")
+    assert meta(5).is_meta
+    meta.to_empty(device="cpu")
+    meta.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(meta(5), reference(5), atol=0, rtol=0)
