@@ -106,6 +106,11 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
+    def reset_parameters(self) -> None:
+        """The class token's initial zeros (the layers reset themselves; see :mod:`posenc.core.meta`)."""
+        if self.cls_token is not None:
+            nn.init.zeros_(self.cls_token)
+
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {
             "dim": self.dim,

@@ -130,3 +130,21 @@ def test_images_of_another_dtype_or_device_are_refused_by_name():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts per operation
         assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     assert model.to(torch.float64)(torch.randn(2, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_materialised_from_meta_equals_a_normal_build():
+    # posenc.core.meta.initialize after to_empty() promises a normal build's values under the same
+    # seed, the class token (zeros, no draw) included; to_empty() leaves it uninitialised memory
+    from posenc.core.meta import initialize
+
+    torch.manual_seed(0)
+    normal = ViT(4, 2, 3, in_channels=1, dim=8, depth=1, heads=2, position="sincos_2d")
+    with torch.device("meta"):
+        meta = ViT(4, 2, 3, in_channels=1, dim=8, depth=1, heads=2, position="sincos_2d")
+    meta.to_empty(device="cpu")
+    with torch.no_grad():
+        meta.cls_token.fill_(float("nan"))  # what uninitialised memory may hold
+    torch.manual_seed(0)
+    initialize(meta)
+    for (key, got), want in zip(meta.state_dict().items(), normal.state_dict().values(), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0, msg=key)
