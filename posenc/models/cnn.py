@@ -65,14 +65,16 @@ class CNN(nn.Module):
         self.width = check_positive_int("width", width)
         check_int("depth", depth, minimum=0)
         encoding, self.role = self._build_position(position, position_kwargs)
+        # registered in the order they are built (the encoding, then the stem): posenc.core.meta.initialize
+        # replays the draws in registration order
+        self.features = encoding if self.role == "features" else None
+        self.attention = encoding if self.role == "attention" else None
         if self.role == "stem":
             self.stem = encoding
             if encoding.out_channels != width:
                 raise ValueError(f"the stem encoding must output width={width} channels, got {encoding.out_channels}")
         else:
             self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.features = encoding if self.role == "features" else None
-        self.attention = encoding if self.role == "attention" else None
         extra = encoding.concat_channels if self.features is not None and isinstance(encoding, CNNFeatures) else 0
         body_in = width + extra
         layers: list[nn.Module] = []

@@ -80,3 +80,20 @@ def test_input_of_another_dtype_or_device_is_refused_by_name(position):
 def test_empty_maps_give_empty_outputs(position, shape):
     # a padded 3x3 convolution of a zero-width map used to fail inside torch
     assert CNN(3, 10, position=position)(torch.randn(shape)).shape == (shape[0], 10, *shape[2:])
+
+
+@pytest.mark.parametrize("position", cnn_encodings())
+def test_materialised_from_meta_equals_a_normal_build(position):
+    # posenc.core.meta.materialize redraws submodules in registration order: it equals a normal build
+    # under the same seed only if the modules are registered in the order they are built
+    from posenc.core.meta import materialize
+
+    torch.manual_seed(0)
+    normal = CNN(2, 3, width=4, depth=1, position=position)
+    with torch.device("meta"):
+        meta = CNN(2, 3, width=4, depth=1, position=position)
+    torch.manual_seed(0)
+    materialize(meta, "cpu")
+    want = normal.state_dict()
+    for key, got in meta.state_dict().items():
+        torch.testing.assert_close(got, want[key], atol=0, rtol=0, msg=key)
