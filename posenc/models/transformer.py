@@ -19,7 +19,14 @@ from posenc.core.positions import (
     randomized_positions,
     resolve_positions,
 )
-from posenc.core.validation import can_read_values, check_bool, check_float, check_positive_int, check_tensor
+from posenc.core.validation import (
+    can_read_values,
+    check_bool,
+    check_float,
+    check_on_device,
+    check_positive_int,
+    check_tensor,
+)
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
 from posenc.models.position import build_layer_encodings, encoding_for_layer
@@ -187,6 +194,8 @@ class Transformer(nn.Module):
         generator: draws the randomized positions (``randomize_positions``, training mode only).
         """
         check_tensor("tokens", tokens, ndim=2)
+        if not torch.compiler.is_compiling():
+            check_on_device("tokens", tokens, self.embed.weight.device, owner="the model")
         self._check_token_ids(tokens)
         b, n = tokens.shape
         if cache is not None and not self.causal:

@@ -284,3 +284,16 @@ def test_cached_decoding_compiles_in_one_graph():
         cache = compiled.new_cache()
         compiled(tokens[:, :3], cache=cache)
         torch.testing.assert_close(compiled(tokens[:, 3:], cache=cache), want, rtol=1e-5, atol=1e-6)
+
+
+def test_tokens_on_another_device_are_refused_by_name():
+    # meta token ids into a CPU model went into nn.Embedding, which read arbitrary memory: NaN logits
+    # or a segmentation fault
+    model = Transformer(16, 32, 1, 4, position="rope").eval()
+    with pytest.raises(ValueError, match="`tokens` is on meta but the model is on cpu"):
+        model(torch.zeros(1, 3, dtype=torch.long, device="meta"))
+    with torch.device("meta"):
+        meta = Transformer(16, 32, 1, 4, position="rope")
+    with pytest.raises(ValueError, match="`tokens` is on cpu but the model is on meta"):
+        meta(torch.zeros(1, 3, dtype=torch.long))
+    assert meta(torch.zeros(1, 3, dtype=torch.long, device="meta")).shape == (1, 3, 16)
