@@ -1,10 +1,14 @@
 """Build on the meta device, then materialise with the values a normal build would have.
 
-A model can be built on ``device="meta"`` (shapes only, no memory, no initialisation), run on meta
+A model can be built on the meta device (shapes only, no memory, no initialisation), run on meta
 tensors for shape inference, and then given real storage and values::
 
-    model = Transformer(..., position="rope", device="meta")
+    with torch.device("meta"):
+        model = Transformer(..., position="rope")
     materialize(model, device="cuda")          # to_empty(), then initialize()
+
+(``Transformer(..., device="meta")`` would pass ``device`` to the encoding's constructor only: the
+encoding on meta, the rest of the model on the default device.)
 
 :func:`initialize` follows one convention, which every posenc module keeps: a module's
 ``reset_parameters()`` redraws what its constructor draws *after* its submodules are built. Calling
