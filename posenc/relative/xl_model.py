@@ -120,7 +120,7 @@ class TransformerXL(nn.Module):
             mem = memory[layer] if memory is not None and memory[layer].shape[1] > 0 else None
             seen = x if mem is None else torch.cat([mem, x], dim=1)
             # the paper's SG(.): later segments read these states but send no gradient into them
-            new_memory.append(seen[:, seen.shape[1] - self.mem_len :].detach())
+            new_memory.append(seen[:, max(seen.shape[1] - self.mem_len, 0) :].detach())
             x = block(x, mem)
         return self.head(self.norm(x)), new_memory
 

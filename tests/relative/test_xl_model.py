@@ -100,3 +100,15 @@ def test_bad_input():
         model(torch.zeros(1, 4, dtype=torch.long), memory=[torch.zeros(1, 2, 8)])
     with pytest.raises(ValueError, match="tokens"):
         model(torch.zeros(4, dtype=torch.long))
+
+
+def test_memory_shorter_than_mem_len_is_kept_whole():
+    # 8 states seen and mem_len=10: the memory keeps all 8 (a negative slice start kept the last 2)
+    model = _model(mem_len=10).double()
+    tokens = torch.randint(0, 16, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        _, memory = model(tokens[:, 4:8], memory=model(tokens[:, :4])[1])
+        segmented = model.forward_segments(tokens, segment_len=4)
+    assert [mem.shape[1] for mem in memory] == [8, 8]
+    torch.testing.assert_close(segmented, full, atol=1e-12, rtol=0)
