@@ -19,7 +19,14 @@ from torch import nn
 from posenc.attention.dispatch import attend
 from posenc.attention.masks import MaskSpec
 from posenc.core.positions import Positions
-from posenc.core.validation import check_float, check_int, check_positive_int, check_tensor
+from posenc.core.validation import (
+    can_read_values,
+    check_float,
+    check_int,
+    check_on_device,
+    check_positive_int,
+    check_tensor,
+)
 from posenc.relative.transformer_xl import TransformerXLRelative
 
 #: One ``(b, mem, dim)`` tensor per block: the hidden states that entered it in earlier segments.
@@ -112,6 +119,7 @@ class TransformerXL(nn.Module):
         memory: the list returned by the previous segment's call, or None at the start of a text.
         """
         check_tensor("tokens", tokens, ndim=2)
+        self._check_token_ids(tokens)
         if memory is not None and len(memory) != len(self.blocks):
             raise ValueError(f"`memory` must hold one tensor per block ({len(self.blocks)}), got {len(memory)}")
         x = self.embed(tokens)
@@ -123,6 +131,19 @@ class TransformerXL(nn.Module):
             new_memory.append(seen[:, max(seen.shape[1] - self.mem_len, 0) :].detach())
             x = block(x, mem)
         return self.head(self.norm(x)), new_memory
+
+    def _check_token_ids(self, tokens: torch.Tensor) -> None:
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"`tokens` must be integer token ids, int64 or int32 (what nn.Embedding takes), got {tokens.dtype}")
+        if not torch.compiler.is_compiling():
+            check_on_device("tokens", tokens, self.embed.weight.device, owner="the model")
+        # the range is read back only where that is free: on the CPU, outside a compiled graph or a
+        # torch.func transform (a CUDA embedding asserts on the device by itself)
+        if tokens.device.type == "cpu" and tokens.numel() and can_read_values(tokens):
+            vocab = self.embed.num_embeddings
+            low, high = (int(t) for t in torch.aminmax(tokens))
+            if low < 0 or high >= vocab:
+                raise ValueError(f"`tokens` must be ids in [0, {vocab}) (vocab_size), got values in [{low}, {high}]")
 
     def forward_segments(self, tokens: torch.Tensor, *, segment_len: int) -> torch.Tensor:
         """Read ``tokens`` ``(b, n)`` in segments of ``segment_len`` with memory -> logits ``(b, n, vocab_size)``."""

@@ -112,3 +112,19 @@ def test_memory_shorter_than_mem_len_is_kept_whole():
         segmented = model.forward_segments(tokens, segment_len=4)
     assert [mem.shape[1] for mem in memory] == [8, 8]
     torch.testing.assert_close(segmented, full, atol=1e-12, rtol=0)
+
+
+def test_bad_token_ids_are_refused_by_name():
+    # meta ids into the CPU embedding read arbitrary memory and returned finite logits; out-of-range
+    # and float ids failed inside nn.Embedding without naming `tokens`
+    model = _model(mem_len=4)
+    bad = [
+        (torch.zeros(1, 3, dtype=torch.long, device="meta"), "`tokens` is on meta but the model is on cpu"),
+        (torch.full((1, 3), 16), r"`tokens` must be ids in \[0, 16\).*\[16, 16\]"),
+        (-torch.ones(1, 3, dtype=torch.long), r"`tokens` must be ids in \[0, 16\)"),
+        (torch.zeros(1, 3), "`tokens` must be integer token ids, int64 or int32"),
+    ]
+    for tokens, said in bad:
+        with pytest.raises(ValueError, match=said):
+            model(tokens)
+    assert model(torch.zeros(1, 3, dtype=torch.int32))[0].shape == (1, 3, 16)
