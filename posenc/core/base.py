@@ -215,3 +215,21 @@ class DerivedTablesMixin:
         module = super()._apply(fn, recurse)  # type: ignore[misc]
         self.rebuild_tables(self._table_device())
         return module
+
+
+def derived_table_names(module: nn.Module) -> list[str]:
+    """Fully qualified names of the derived tables in ``module``: the non-persistent buffers of its
+    :class:`DerivedTablesMixin` submodules (a saved buffer, such as a drawn random matrix, is state).
+
+    Every process recomputes them from the configuration, and a cache grown for one process's longer
+    sequence has another shape than the next process's, so DistributedDataParallel must not broadcast
+    them from rank 0 (that overwrote the longer cache with the shorter one's values). The reference
+    models list them in ``_ddp_params_and_buffers_to_ignore``, the attribute DDP reads for this.
+    """
+    names = []
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, DerivedTablesMixin):
+            saved = sub.state_dict(keep_vars=True)
+            dot = f"{prefix}." if prefix else ""
+            names += [f"{dot}{name}" for name, _ in sub.named_buffers(recurse=False) if name not in saved]
+    return names

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from posenc.core.base import derived_table_names
 from posenc.core.registry import available, create_for_model, get
 from posenc.core.validation import (
     check_dtype_matches,
@@ -84,6 +85,8 @@ class CNN(nn.Module):
             layers.append(nn.Conv2d(body_in, width, 1))
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(width, out_channels, 1)
+        # each rank rebuilds these itself: DistributedDataParallel leaves them alone
+        self._ddp_params_and_buffers_to_ignore = derived_table_names(self)
 
     def _build_position(self, position: str | nn.Module, kwargs: dict[str, Any]) -> tuple[nn.Module | None, str | None]:
         if isinstance(position, nn.Module):

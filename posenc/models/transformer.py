@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from posenc.attention.dispatch import check_backend
-from posenc.core.base import PositionEncoding
+from posenc.core.base import PositionEncoding, derived_table_names
 from posenc.core.positions import (
     POSITION_FREE,
     Positions,
@@ -140,6 +140,8 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
+        # each rank rebuilds these for its own lengths: DistributedDataParallel leaves them alone
+        self._ddp_params_and_buffers_to_ignore = derived_table_names(self)
 
     def _build_position(self, position: str | PositionEncoding, kwargs: dict[str, Any]) -> list[PositionEncoding]:
         model_args = {"dim": self.dim, "heads": self._rotated_heads, "head_dim": self.dim // self.heads, "causal": self.causal}

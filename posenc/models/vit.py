@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from posenc.core.base import PositionEncoding
+from posenc.core.base import PositionEncoding, derived_table_names
 from posenc.core.positions import Positions
 from posenc.core.validation import (
     check_bool,
@@ -105,6 +105,8 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
+        # each rank rebuilds these itself: DistributedDataParallel leaves them alone
+        self._ddp_params_and_buffers_to_ignore = derived_table_names(self)
 
     def reset_parameters(self) -> None:
         """The class token's initial zeros (the layers reset themselves; see :mod:`posenc.core.meta`)."""

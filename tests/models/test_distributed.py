@@ -69,3 +69,45 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         for name, value in single.state_dict().items():
             torch.testing.assert_close(ranks[0][position][name], ranks[1][position][name], atol=0, rtol=0)
             torch.testing.assert_close(ranks[0][position][name], value, atol=1e-5, rtol=1e-4)
+
+
+# --- ranks whose sequences differ in length ---------------------------------------------------------
+
+#: per step, the sequence length of rank 0 and of rank 1: rank 1 grows its derived tables first
+RAGGED = [(8, 300), (8, 300)]
+
+
+def _ragged_batch(step: int, rank: int) -> torch.Tensor:
+    return torch.randint(0, 16, (2, RAGGED[step][rank]), generator=torch.Generator().manual_seed(10 * step + rank))
+
+
+def _ragged_worker(rank: int, world: int, out: str, positions: list[str]) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    grads = {}
+    for position in positions:
+        ddp = DistributedDataParallel(_model(position))
+        for step in range(len(RAGGED)):  # gradients accumulate: the sum of the steps' rank averages
+            ddp(_ragged_batch(step, rank)).pow(2).mean().backward()
+        grads[position] = {k: p.grad.clone() for k, p in ddp.module.named_parameters()}
+    torch.save(grads, f"{out}/rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+@pytest.mark.timeout(120)
+def test_ddp_ranks_with_sequences_of_different_lengths(tmp_path):
+    # DDP broadcasts rank 0's buffers before every forward; a derived table that rank 1 had grown for
+    # its longer sequence was overwritten by rank 0's shorter one, and rank 1 went on rotating with it
+    positions = ["rope", "t5"]
+    mp.spawn(_ragged_worker, args=(2, str(tmp_path), positions), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for position in positions:
+        single = _model(position)
+        for step in range(len(RAGGED)):
+            for rank in range(2):
+                (single(_ragged_batch(step, rank)).pow(2).mean() / 2).backward()
+        for name, p in single.named_parameters():
+            for r in range(2):
+                torch.testing.assert_close(ranks[r][position][name], p.grad, atol=1e-6, rtol=1e-4, msg=f"{position} {name}")
