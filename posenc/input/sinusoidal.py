@@ -98,6 +98,7 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
     Cache policy: a float32 window of the table, ``cache_len`` rows from the first implicit position
     in use; moved (and grown to a power of two when more tokens arrive at once) when positions fall
     outside it, so an offset of 10^7 costs what its tokens cost. Explicit positions are computed inline.
+    A float64 model (float64 ``x``) gets the encoding computed inline in float64.
     """
 
     model_arguments = ("dim",)
@@ -153,6 +154,10 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return self.encode_input(x, positions=Positions(x.shape[-2], offset, None if positions is None else pos))
 
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
+        if x.dtype == torch.float64:  # a float64 model: computed in float64, not read from the float32 table
+            pos = positions.tensor(self.table.device).double()
+            encoding = sinusoidal(pos, self.dim, base=self.base, interleaved=self.interleaved) * self.scale
+            return combine_with_input(x, encoding, self.combine, name="x")
         return combine_with_input(x, self.encode(positions), self.combine, name="x")
 
     def extra_repr(self) -> str:

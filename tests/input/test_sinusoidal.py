@@ -176,3 +176,13 @@ def test_a_table_past_memory_names_the_argument_that_makes_it_large():
     # a width past memory used to be reported as `positions`=4
     with pytest.raises(ValueError, match="`dim`=1099511627776 needs"):
         sinusoidal(4, 2**40)
+
+
+@pytest.mark.parametrize("positions", [None, torch.arange(3, 8), torch.arange(3, 8).float()])
+def test_float64_model_gets_a_float64_encoding(positions):
+    # the float32 cached table (and float32 inline path) left a float64 model 1e-7 from the formula
+    module = SinusoidalPositionEncoding(8, combine="concat").double()
+    got = module(torch.zeros(1, 5, 0, dtype=torch.float64), positions=positions)
+    rows = list(range(5)) if positions is None else positions.tolist()
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got[0], torch.from_numpy(reference(rows, 8)), atol=1e-13, rtol=0)
