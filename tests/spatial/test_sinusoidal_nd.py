@@ -177,3 +177,17 @@ def test_a_width_no_memory_holds_is_refused_naming_dim():
         sinusoidal_nd((2, 3), 4 * 10**12)
     with pytest.raises(ValueError, match=r"`shape`=\(1000000, 1000000, 1000000\) needs"):
         sinusoidal_nd((10**6, 10**6, 10**6), 6)
+
+
+def test_float64_tokens_and_maps_get_a_float64_encoding():
+    # the float32 table left a float64 ViT or CNN 3e-8 from the formula
+    enc = SinCos2d(8, grid=(3, 4), num_prefix_tokens=1).double()
+    want = reference((3, 4), 8)
+    zeros = torch.zeros(1, 13, 8, dtype=torch.float64)
+    for positions in (None, torch.arange(13)):
+        got = enc(zeros, positions=positions)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got[0, 1:], want.flatten(0, 1), atol=1e-13, rtol=0)
+        assert not got[0, 0].any()
+    got = enc(torch.zeros(1, 8, 3, 4, dtype=torch.float64))
+    torch.testing.assert_close(got[0].permute(1, 2, 0), want, atol=1e-13, rtol=0)
