@@ -122,11 +122,19 @@ class ComplexLinear(nn.Module):
         self.weight_imag = nn.Parameter(torch.empty(out_features, in_features, **kw))
         self.bias_real = nn.Parameter(torch.zeros(out_features, **kw)) if bias else None
         self.bias_imag = nn.Parameter(torch.zeros(out_features, **kw)) if bias else None
-        if self.weight_real.device.type != "meta":
-            # each part gets half the variance of a real layer, so |W z| keeps the scale of |z|
-            std = (2 * in_features) ** -0.5
-            nn.init.normal_(self.weight_real, std=std)
-            nn.init.normal_(self.weight_imag, std=std)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The constructor's initialisation (see :mod:`posenc.core.meta`); nothing to draw on meta."""
+        if self.weight_real.device.type == "meta":
+            return
+        # each part gets half the variance of a real layer, so |W z| keeps the scale of |z|
+        std = (2 * self.in_features) ** -0.5
+        nn.init.normal_(self.weight_real, std=std)
+        nn.init.normal_(self.weight_imag, std=std)
+        if self.bias_real is not None:
+            nn.init.zeros_(self.bias_real)
+            nn.init.zeros_(self.bias_imag)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         check_complex("z", z)
@@ -177,6 +185,10 @@ class ComplexRMSNorm(nn.Module):
         super().__init__()
         self.eps = check_float("eps", eps, positive=True)
         self.weight = nn.Parameter(torch.ones(check_positive_int("dim", dim), device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """The constructor's unit gains (see :mod:`posenc.core.meta`)."""
+        nn.init.ones_(self.weight)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         check_complex("z", z)

@@ -144,3 +144,21 @@ def test_norm_refuses_another_width_by_name():
     # used to fail inside a broadcast ('The size of tensor a (3) must match the size of tensor b (4)')
     with pytest.raises(ValueError, match=r"`z` must have last dimension dim=4, got shape \(2, 5, 3\)"):
         ComplexRMSNorm(4)(_cplx(2, 5, 3))
+
+
+def test_materialised_from_meta_equals_a_normal_build():
+    # the complex layers drew their weights only in the constructor: posenc.core.meta.initialize had no
+    # reset_parameters to call and left to_empty()'s memory in place (NaN outputs of the whole model)
+    from posenc.complex.model import ComplexOrderTransformer
+    from posenc.core.meta import initialize
+
+    torch.manual_seed(0)
+    normal = ComplexOrderTransformer(8, 8, 1, 2)
+    meta = ComplexOrderTransformer(8, 8, 1, 2, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        for p in meta.parameters():
+            p.fill_(float("nan"))  # what uninitialised memory may hold
+    torch.manual_seed(0)
+    initialize(meta)
+    for key, value in normal.state_dict().items():
+        torch.testing.assert_close(meta.state_dict()[key], value, atol=0, rtol=0, msg=key)
