@@ -91,7 +91,8 @@ def sinusoidal_nd(
     _check_dim(dim, len(shape))
     check_float("base", base, positive=True)
     check_float_dtype("dtype", dtype)
-    check_table_fits({"shape": shape, "dim": dim}, (*shape, dim), dtype, device)  # names the larger
+    if not torch.compiler.is_compiling():  # traced sizes may be symbolic; eager calls have checked them
+        check_table_fits({"shape": shape, "dim": dim}, (*shape, dim), dtype, device)  # names the larger
     per_axis, tables = dim // len(shape), []
     for axis, size in enumerate(shape):
         # one 1-D table per axis, broadcast over the grid: (s_a, per_axis) -> (1, .., s_a, .., 1, per_axis)

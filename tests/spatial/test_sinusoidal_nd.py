@@ -191,3 +191,14 @@ def test_float64_tokens_and_maps_get_a_float64_encoding():
         assert not got[0, 0].any()
     got = enc(torch.zeros(1, 8, 3, 4, dtype=torch.float64))
     torch.testing.assert_close(got[0].permute(1, 2, 0), want, atol=1e-13, rtol=0)
+
+
+def test_feature_map_encoding_compiles_for_dynamic_map_sizes():
+    # the memory check's max(sizes, key=...) could not be traced for symbolic sizes, so a CNN with
+    # position="sincos_2d" failed under torch.compile(dynamic=True, fullgraph=True)
+    torch._dynamo.reset()
+    enc = SinCos2d(8)
+    compiled = torch.compile(enc, dynamic=True, fullgraph=True)
+    for h, w in ((3, 5), (4, 6)):
+        x = torch.randn(1, 8, h, w)
+        torch.testing.assert_close(compiled(x), enc(x))
