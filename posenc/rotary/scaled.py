@@ -32,11 +32,18 @@ def apply_scaled_rope(
 
     ``positions=None, randomize_positions=L``: each row at ``n`` ordered random positions from ``[0, L)``
     (:func:`~posenc.core.positions.randomized_positions`, drawn from ``generator``). Each call draws
-    anew: for queries and keys, draw the positions once and pass them to both calls."""
+    anew: for queries and keys, draw the positions once and pass them to both calls. Dynamic NTK's
+    ``dynamic_update="grow_only"`` needs state between calls and is refused here (the module keeps it)."""
     pos = rope_positions(x, positions, randomize_positions, generator)
     if not isinstance(scaling, RopeScaling):
         scaling = RopeScaling(scaling, **scaling_kwargs)
         scaling_kwargs = {}
+    if scaling.grow_only:
+        raise ValueError(
+            "`dynamic_update`='grow_only' keeps the longest length seen between calls, which this stateless "
+            "function cannot; use dynamic_update='recompute' (the length of this call) or the module "
+            "RotaryPositionEncoding(scaling='dynamic_ntk', dynamic_update='grow_only'), which keeps it"
+        )
     seq_len = pos.amax() + 1 if scaling.depends_on_length and pos.numel() else None
     inv_freq, scale = rope_frequencies(
         x.shape[-1], base=base, scaling=scaling, seq_len=seq_len, p=p, device=x.device, **scaling_kwargs

@@ -340,3 +340,14 @@ def test_dynamic_ntk_with_factor_one_still_stretches_past_the_original_length():
 
         got = apply_scaled_rope(long, torch.arange(40), scaling="dynamic_ntk", factor=1.0, original_max_len=16)
         np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
+
+
+def test_stateless_apply_scaled_rope_refuses_grow_only():
+    # grow-only keeps the longest length seen between calls: the function once took it as 'recompute'
+    from posenc.rotary.scaled import apply_scaled_rope
+
+    x = torch.randn(1, 1, 4, 8)
+    kwargs = {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 2}
+    with pytest.raises(ValueError, match="`dynamic_update`='grow_only'.*RotaryPositionEncoding"):
+        apply_scaled_rope(x, torch.arange(4), dynamic_update="grow_only", **kwargs)
+    assert apply_scaled_rope(x, torch.arange(4), dynamic_update="recompute", **kwargs).shape == x.shape
