@@ -66,6 +66,8 @@ class CoordinateMLP(nn.Module):
                     f"the coordinate MLP takes {names} or None"
                 )
             encoding = create(encoding, in_dim=in_dim, device=device, **encoding_args)
+            if dtype is not None:  # its tables (a hash grid's, K-planes') in the network's dtype too
+                encoding = encoding.to(dtype=dtype)
         elif encoding_args:
             raise TypeError(f"encoding arguments {sorted(encoding_args)} need `encoding` given as a registry name")
         if encoding is not None:

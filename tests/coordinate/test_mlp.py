@@ -83,3 +83,18 @@ def test_dtype_and_non_finite_coordinates_are_refused_by_name():
         CoordinateMLP(2, 1, dtype=torch.int64)
     with pytest.raises(ValueError, match="`x` must be finite"):
         CoordinateMLP(2, 1)(torch.tensor([[0.5, math.nan]]))  # raw coordinates: no encoding to check them
+
+
+@pytest.mark.parametrize("name", ["hash_grid", "kplanes", "fourier_features", "nerf"])
+def test_an_encoding_named_by_the_mlp_takes_its_dtype(name):
+    # the network was float64 while a hash grid's or K-planes' tables stayed float32
+    from posenc.core.registry import get
+
+    if name not in {info.name for info in __import__("posenc").available()} or get(name).family != "coordinate":
+        pytest.skip(f"{name} is not a registered coordinate encoding")
+    mlp = CoordinateMLP(3, 2, encoding=name, width=8, depth=2, dtype=torch.float64)
+    kept = {f"encoding.{name}" for name in mlp.encoding.keep_dtype_buffers}  # fixed draws keep theirs
+    named = (*mlp.named_parameters(), *mlp.named_buffers())
+    floats = [t for name, t in named if t.is_floating_point() and name not in kept]
+    assert floats and all(t.dtype == torch.float64 for t in floats), {t.dtype for t in floats}
+    assert mlp(torch.rand(5, 3, dtype=torch.float64)).dtype == torch.float64
