@@ -1,6 +1,8 @@
 """DDPM's timestep embedding (Ho et al. 2020, arXiv:2006.11239, appendix B).
 
-Exactly as the official code computes it (``get_timestep_embedding`` in ``diffusion_tf/nn.py``),
+Exactly as the official code computes it (``get_timestep_embedding`` in ``diffusion_tf/nn.py``; diffusers'
+function of the same name adds ``flip_sin_to_cos``, ``downscale_freq_shift``, ``scale`` and ``max_period``,
+which :func:`timestep_embedding` and the module take too, with DDPM's values by default),
 which follows fairseq / tensor2tensor rather than the interleaved layout of Vaswani et al.::
 
     half = dim // 2
@@ -26,11 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.core.base import EncodingModule
-from posenc.core.frequencies import angles, inverse_frequencies
+from posenc.core.frequencies import angles
 from posenc.core.registry import register
 from posenc.core.validation import (
     can_read_values,
+    check_bool,
     check_fits,
+    check_float,
     check_int,
     check_layers_fit,
     check_positions,
@@ -54,28 +58,61 @@ def sin_then_cos(theta: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Ten
     return emb.to(dtype)
 
 
-def timestep_frequencies(dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """``exp(-i log(10000) / (dim // 2 - 1))`` for ``i < dim // 2``: ``(dim // 2,)`` float64."""
+def timestep_frequencies(
+    dim: int,
+    *,
+    max_period: float = 10000.0,
+    downscale_freq_shift: float = 1.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``exp(-i log(max_period) / (dim // 2 - downscale_freq_shift))`` for ``i < dim // 2``: ``(dim // 2,)``
+    float64. The defaults are DDPM's (``1 / max_period`` is the lowest frequency); diffusers'
+    ``get_timestep_embedding`` takes the same two numbers (Stable Diffusion's U-Net: shift 0)."""
     check_int("dim", dim, minimum=4)
+    check_float("max_period", max_period, positive=True)
     half = dim // 2
-    # base' ** (-2i / 2half) == 10000 ** (-i / (half - 1)) with base' = 10000 ** (half / (half - 1))
-    return inverse_frequencies(2 * half, math.exp(math.log(10000.0) * half / (half - 1)), device=device)
+    if check_float("downscale_freq_shift", downscale_freq_shift) >= half:
+        raise ValueError(
+            f"`downscale_freq_shift` must be below dim // 2 = {half} (the exponent divides by dim // 2 - "
+            f"downscale_freq_shift), got {downscale_freq_shift}"
+        )
+    # base' ** (-2i / 2half) == P ** (-i / (half - shift)) with base' = P ** (half / (half - shift))
+    return torch.exp(
+        -math.log(max_period) / (half - downscale_freq_shift) * torch.arange(half, dtype=torch.float64, device=device)
+    )
 
 
-def timestep_embedding(t: torch.Tensor | float, dim: int) -> torch.Tensor:
-    """DDPM's sinusoidal embedding of diffusion steps.
+def timestep_embedding(
+    t: torch.Tensor | float,
+    dim: int,
+    *,
+    flip_sin_to_cos: bool = False,
+    downscale_freq_shift: float = 1.0,
+    scale: float = 1.0,
+    max_period: float = 10000.0,
+) -> torch.Tensor:
+    """DDPM's sinusoidal embedding of diffusion steps, with diffusers' ``get_timestep_embedding``
+    options (their defaults are DDPM's): ``flip_sin_to_cos`` puts the cosines first (Stable
+    Diffusion's U-Net, with ``downscale_freq_shift=0``), ``scale`` multiplies the angles,
+    ``max_period`` is the inverse of the lowest frequency (at shift 1).
 
     t: ``(*,)`` integer or float steps (or a Python number). dim: >= 4.
     Returns ``(*, dim)``: float64 when ``t`` is float64, else float32.
     """
     check_int("dim", dim, minimum=4)
+    check_bool("flip_sin_to_cos", flip_sin_to_cos)
+    check_float("scale", scale)
     # float64 only for float64 tensors; Python numbers are taken exactly but give float32
     wide = isinstance(t, torch.Tensor) and t.dtype == torch.float64
     t = _steps("t", t)
     check_fits("dim", dim, (*t.shape, dim), torch.float64, t.device)
+    freqs = timestep_frequencies(dim, max_period=max_period, downscale_freq_shift=downscale_freq_shift, device=t.device)
     out_dtype = torch.float64 if wide else torch.float32
-    theta = angles(t, timestep_frequencies(dim, device=t.device))  # (*, dim // 2)
-    return sin_then_cos(theta, dim, out_dtype)
+    theta = angles(t, freqs * scale)  # (*, dim // 2)
+    emb = sin_then_cos(theta, 2 * (dim // 2), out_dtype)
+    if flip_sin_to_cos:
+        emb = torch.cat((emb[..., dim // 2 :], emb[..., : dim // 2]), dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
 @register(
@@ -91,6 +128,9 @@ class TimestepEmbedding(EncodingModule):
         hidden: width of both dense layers and of the output (``4 * dim`` in DDPM).
         num_steps: when given, steps must lie in ``[0, num_steps]`` (checked on the host; leave
             None under ``torch.compile``).
+        flip_sin_to_cos, downscale_freq_shift, scale, max_period: the sinusoidal embedding's
+            options (:func:`timestep_embedding`; the defaults are DDPM's, and diffusers'
+            ``Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`` is Stable Diffusion's).
     """
 
     model_arguments = ("dim",)
@@ -101,11 +141,20 @@ class TimestepEmbedding(EncodingModule):
         hidden: int | None = None,
         *,
         num_steps: int | None = None,
+        flip_sin_to_cos: bool = False,
+        downscale_freq_shift: float = 1.0,
+        scale: float = 1.0,
+        max_period: float = 10000.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=4)
+        self.flip_sin_to_cos = check_bool("flip_sin_to_cos", flip_sin_to_cos)
+        self.scale = check_float("scale", scale)
+        self.max_period = check_float("max_period", max_period, positive=True)
+        timestep_frequencies(dim, max_period=max_period, downscale_freq_shift=downscale_freq_shift, device="meta")
+        self.downscale_freq_shift = float(downscale_freq_shift)
         self.hidden = check_positive_int("hidden", hidden if hidden is not None else 4 * dim)
         self.num_steps = None if num_steps is None else check_positive_int("num_steps", num_steps)
         check_layers_fit({"dim": dim, "hidden": self.hidden}, self.hidden * (dim + self.hidden + 2), dtype, device)
@@ -125,11 +174,17 @@ class TimestepEmbedding(EncodingModule):
         weight = self.dense0.weight
         # a float64 module embeds in float64 (timestep_embedding widens float64 steps only)
         t = t.to(weight.device, torch.float64) if weight.dtype == torch.float64 else t.to(weight.device)
-        return timestep_embedding(t, self.dim).to(weight.dtype)
+        options = {"flip_sin_to_cos": self.flip_sin_to_cos, "downscale_freq_shift": self.downscale_freq_shift,
+                   "scale": self.scale, "max_period": self.max_period}
+        return timestep_embedding(t, self.dim, **options).to(weight.dtype)
 
     def forward(self, t: torch.Tensor | float) -> torch.Tensor:
         """t: ``(*,)`` steps -> ``(*, hidden)``."""
         return self.dense1(F.silu(self.dense0(self.encode(t))))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, hidden={self.hidden}, num_steps={self.num_steps}"
+        options = ""
+        if (self.flip_sin_to_cos, self.downscale_freq_shift, self.scale, self.max_period) != (False, 1.0, 1.0, 10000.0):
+            options = (f", flip_sin_to_cos={self.flip_sin_to_cos}, downscale_freq_shift={self.downscale_freq_shift}, "
+                       f"scale={self.scale}, max_period={self.max_period}")
+        return f"dim={self.dim}, hidden={self.hidden}, num_steps={self.num_steps}{options}"

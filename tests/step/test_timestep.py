@@ -156,3 +156,43 @@ def test_matches_diffusers_get_timestep_embedding(dim):
     ours = timestep_embedding(t, dim)
     atol = 4 * torch.finfo(torch.float32).eps * t.abs().max().item() + 1e-7
     torch.testing.assert_close(ours, theirs, rtol=0, atol=atol)
+
+
+def _diffusers_formula(t: torch.Tensor, dim: int, flip: bool, shift: float, scale: float, period: float) -> torch.Tensor:
+    """diffusers' get_timestep_embedding transcribed in float64: exp(-ln(P) i / (half - shift)) * t * scale,
+    [sin, cos] (flipped: [cos, sin]), one zero appended for an odd width."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(period) * torch.arange(half, dtype=torch.float64) / (half - shift))
+    theta = scale * t.double()[:, None] * freqs[None]
+    emb = torch.cat([theta.cos(), theta.sin()] if flip else [theta.sin(), theta.cos()], dim=-1)
+    return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+@pytest.mark.parametrize("dim", [8, 9, 32])
+@pytest.mark.parametrize("flip, shift, scale, period", [(True, 0.0, 1.0, 10000.0), (False, 0.0, 1000.0, 10000.0),
+                                                        (True, 1.0, 2.0, 100.0), (False, 0.5, 1.0, 10000.0)])
+def test_diffusers_options_match_the_formula_and_diffusers(dim, flip, shift, scale, period):
+    # Stable Diffusion's U-Net embeds with flip_sin_to_cos=True, downscale_freq_shift=0 (DDPM's: False, 1)
+    t = torch.tensor([0.0, 1.0, 17.0, 999.0, 0.25], dtype=torch.float64)
+    options = {"flip_sin_to_cos": flip, "downscale_freq_shift": shift, "scale": scale, "max_period": period}
+    got = timestep_embedding(t, dim, **options)
+    # float64 angles of up to scale * 999 rad: exact to about 1e-16 of that
+    torch.testing.assert_close(got, _diffusers_formula(t, dim, flip, shift, scale, period), rtol=0, atol=1e-12 * scale * 1e3)
+    embeddings = import_peer("diffusers.models.embeddings")
+    theirs = embeddings.get_timestep_embedding(t.float(), dim, flip_sin_to_cos=flip, downscale_freq_shift=shift,
+                                               scale=scale, max_period=period)
+    torch.testing.assert_close(got.float(), theirs, rtol=0, atol=2e-3 * max(1.0, scale))  # theirs: float32 angles
+    module = TimestepEmbedding(dim, 8, **options).double()
+    torch.testing.assert_close(module.encode(t), got, rtol=0, atol=0)
+
+
+def test_defaults_are_ddpm_and_bad_options_are_refused_by_name():
+    t = torch.arange(5)
+    torch.testing.assert_close(timestep_embedding(t, 8, downscale_freq_shift=1.0, max_period=10000.0), timestep_embedding(t, 8))
+    with pytest.raises(ValueError, match="`downscale_freq_shift` must be below dim // 2 = 4"):
+        timestep_embedding(t, 8, downscale_freq_shift=4)
+    with pytest.raises(TypeError, match="`flip_sin_to_cos` must be True or False"):
+        TimestepEmbedding(8, flip_sin_to_cos="yes")
+    with pytest.raises(ValueError, match="`max_period` must be > 0"):
+        timestep_embedding(t, 8, max_period=0.0)
+    assert "flip_sin_to_cos=True" in repr(TimestepEmbedding(8, flip_sin_to_cos=True, downscale_freq_shift=0))
