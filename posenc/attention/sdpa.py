@@ -47,6 +47,12 @@ def sdpa_attention(
     if bias is None and (mask.key_mask is None and mask.q_docs is None):
         # causal/window only: every row sees at least its own key
         return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout)
-    # padding or documents can hide every key of a row: an additive finite mask keeps it NaN-free
+    # padding or documents can hide every key of a row: an additive finite mask keeps it NaN-free, and
+    # such a row attends to every key with equal weights and sends no gradient to q or k, as in the
+    # eager reference (left to the large negative bias, SDPA's kernels gave those rows' gradients
+    # their own way: q, k and v off by up to 0.8 for a row of ones)
     folded = masked_bias(bias if bias is not None else q.new_zeros(()), visible, q.dtype)
+    if visible is not None:
+        has_key = visible.any(-1, keepdim=True)  # (b | 1, 1, n, 1)
+        q, folded = torch.where(has_key, q, 0), torch.where(has_key, folded, 0)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=folded, dropout_p=dropout)
