@@ -50,7 +50,7 @@ def sdpa_attention(
     # padding or documents can hide every key of a row: an additive finite mask keeps it NaN-free, and
     # such a row attends to every key with equal weights and sends no gradient to q or k, as in the
     # eager reference (left to the large negative bias, SDPA's kernels gave those rows' gradients
-    # their own way: q, k and v off by up to 0.8 for a row of ones)
+    # their own way: q, k and v off from eager by up to 0.8 where such a row had an upstream gradient)
     folded = masked_bias(bias if bias is not None else q.new_zeros(()), visible, q.dtype)
     if visible is not None:
         has_key = visible.any(-1, keepdim=True)  # (b | 1, 1, n, 1)
