@@ -17,6 +17,7 @@ import torch
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import check_max_position, inverse_frequencies, reduced_angles
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions, table_window
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
@@ -64,7 +65,7 @@ def sinusoidal(
         )
     positions = check_positions("positions", positions)
     check_fits("dim", dim, (*positions.shape, dim), torch.float64, positions.device)
-    out_dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
+    out_dtype = arithmetic_dtype(positions.dtype)
     theta = reduced_angles(positions, inverse_frequencies(dim, base, device=positions.device), dtype=out_dtype)
     if (theta.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         sin, cos = theta.sin(), theta.cos()

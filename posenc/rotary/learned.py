@@ -24,6 +24,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
 from posenc.core.positions import Positions, positions_or_randomized, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
@@ -71,7 +72,7 @@ def apply_rope_learned(
     wide = angle_dtype(x.device)
     # (b | 1, 1, n, 1) * (1, h | 1, 1, f) -> (b | 1, h | 1, n, f)
     theta = pos.to(wide)[:, None, :, None] * freqs.to(wide)[None, :, None, :]
-    cos, sin = reduced_cos_sin(theta, torch.float64 if x.dtype == torch.float64 else torch.float32)
+    cos, sin = reduced_cos_sin(theta, arithmetic_dtype(x.dtype))
     rot = 2 * freqs.shape[1]
     rotated = rotate_pairs(x[..., :rot], cos, sin, interleaved=interleaved)
     return rotated if rot == d else torch.cat([rotated, x[..., rot:]], dim=-1)

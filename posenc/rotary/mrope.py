@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 
 from posenc.core.frequencies import angle_dtype, inverse_frequencies
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import (
     check_choice,
     check_even,
@@ -142,7 +143,7 @@ def apply_mrope(
             f"`position_ids` must have shape (3, b, n) with b={'1' if b == 1 else f'1 or {b}'}, n={n}, got shape {tuple(position_ids.shape)}"
         )
     check_same_device(x=x, position_ids=position_ids)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = arithmetic_dtype(x.dtype)
     cos, sin = mrope_cos_sin(
         position_ids,
         rotary_dim=rot,

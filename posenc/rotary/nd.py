@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from posenc.core.frequencies import cos_sin, inverse_frequencies
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import (
     check_bool,
     check_even,
@@ -104,7 +105,7 @@ def apply_rope_nd(
     if positions.ndim == 3 and positions.shape[0] not in (1, b):
         raise ValueError(f"`positions` batch size must be {'1' if b == 1 else f'1 or {b}'}, got shape {tuple(positions.shape)}")
     check_same_device(x=x, positions=positions)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = arithmetic_dtype(x.dtype)
     cos, sin = rope_nd_cos_sin(positions, axes_dim=dims, base=base, dtype=work)
     return apply_rotary(x, _heads(cos), _heads(sin), interleaved=interleaved)
 

@@ -178,7 +178,7 @@ class XPos(RotaryPositionEncoding):
         reference = _check_reference(self.reference)
         span = (positions.offset, positions.end - 1) if positions.is_implicit else positions.explicit
         _check_range(span, reference, self.max_position)
-        dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+        dtype = arithmetic_dtype(t.dtype)
         # float64 angles for float64 input, implicit positions included (the cached window is float32)
         cos, sin = self._cos_sin_for(t, positions, **kw)
         pos = positions.tensor(cos.device)

@@ -29,6 +29,7 @@ import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_choice,
@@ -104,10 +105,6 @@ def sinusoidal_nd(
     return torch.cat(tables, dim=-1).to(dtype)
 
 
-def _table_dtype(x: torch.Tensor) -> torch.dtype:
-    """float64 encodings for a float64 model, float32 (the cached table) otherwise."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
 
 @register(
     "sincos_2d",
@@ -177,7 +174,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
     def encode_input(self, x: torch.Tensor, *, positions: Positions) -> torch.Tensor:
         """x: ``(b, n, d)`` patch tokens -> ``(b, n, d)`` (add) or ``(b, n, d + dim)`` (concat)."""
         check_float_tensor("x", x, ndim=3)
-        enc = self.encode(positions, dtype=_table_dtype(x)).to(x.dtype)
+        enc = self.encode(positions, dtype=arithmetic_dtype(x.dtype)).to(x.dtype)
         if self.combine == "concat":
             return torch.cat([x, enc.expand(x.shape[0], -1, -1)], dim=-1)
         if x.shape[-1] != self.dim:
@@ -201,7 +198,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
             return self.encode_input(x, positions=Positions(n, explicit=explicit))
         if positions is not None:
             raise ValueError("`positions` applies to patch tokens (b, n, d) only; a feature map is its own grid")
-        enc = self.feature_map_encoding(x.shape[-2], x.shape[-1], dtype=_table_dtype(x)).to(x.dtype)
+        enc = self.feature_map_encoding(x.shape[-2], x.shape[-1], dtype=arithmetic_dtype(x.dtype)).to(x.dtype)
         if self.combine == "concat":
             return torch.cat([x, enc.expand(x.shape[0], -1, -1, -1)], dim=1)
         if x.shape[1] != self.dim:

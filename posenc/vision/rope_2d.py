@@ -23,6 +23,7 @@ import torch
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.frequencies import cos_sin, inverse_frequencies
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_float,
@@ -70,15 +71,11 @@ def apply_rope_2d(x: torch.Tensor, coords: torch.Tensor, *, base: float = 100.0)
             f"`coords` must have shape (n, 2) or (b | 1, n, 2) matching `x` {tuple(x.shape)}, got {tuple(coords.shape)}"
         )
     check_same_device(x=x, coords=coords)
-    cos, sin = rope_2d_cos_sin(coords, x.shape[-1], base=base, dtype=_table_dtype(x))
+    cos, sin = rope_2d_cos_sin(coords, x.shape[-1], base=base, dtype=arithmetic_dtype(x.dtype))
     # (n, f) or (b, n, f) -> broadcast over heads
     cos, sin = (cos.unsqueeze(-3), sin.unsqueeze(-3)) if cos.ndim == 3 else (cos, sin)
     return rotate_pairs(x, cos, sin, interleaved=True)
 
-
-def _table_dtype(t: torch.Tensor) -> torch.dtype:
-    """float64 cos/sin for float64 queries and keys (as the 1-D ``rope``), float32 otherwise."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 @register(
@@ -144,7 +141,7 @@ class Rope2d(DerivedTablesMixin, PositionEncoding):
 
     def rotate_queries_or_keys(self, t: torch.Tensor, positions: Positions) -> torch.Tensor:
         """t: ``(b, h, n, head_dim)`` rotated at ``positions``."""
-        cos, sin = self.cos_sin(positions, dtype=_table_dtype(t))
+        cos, sin = self.cos_sin(positions, dtype=arithmetic_dtype(t.dtype))
         return rotate_pairs(t, cos.unsqueeze(1), sin.unsqueeze(1), interleaved=True)
 
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):

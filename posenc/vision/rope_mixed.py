@@ -27,6 +27,7 @@ from torch import nn
 from posenc.core.base import PositionEncoding
 from posenc.core.frequencies import angle_dtype
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
@@ -80,7 +81,7 @@ def _cos_sin(coords: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> t
     # (b | 1, 1, n, 1) * (1, h, 1, d/2), summed over the two axes -> (b | 1, h, n, d/2)
     y, x = coords.to(wide)[:, None, :, None, 0], coords.to(wide)[:, None, :, None, 1]
     theta = x * f[0][None, :, None, :] + y * f[1][None, :, None, :]
-    return reduced_cos_sin(theta, torch.float64 if dtype == torch.float64 else torch.float32)
+    return reduced_cos_sin(theta, arithmetic_dtype(dtype))
 
 
 @register(
