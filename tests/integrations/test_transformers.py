@@ -39,6 +39,14 @@ def tiny(cls_name, rope, max_pos):
     return getattr(transformers, cls_name)(config).eval()
 
 
+def assert_swap_keeps_logits(model, tokens) -> None:
+    """The model's logits for ``tokens`` before and after :func:`use_posenc_rotary` (in place) agree."""
+    with torch.no_grad():
+        want = model(tokens).logits
+        got = use_posenc_rotary(model)(tokens).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("rope_type", sorted(ROPES))
 @pytest.mark.parametrize("cls_name", ["LlamaForCausalLM", "Qwen2ForCausalLM"])
 def test_swapped_rotary_gives_the_same_logits(cls_name, rope_type):
@@ -109,11 +117,8 @@ def test_per_layer_type_rotary_of_gemma3():
     torch.manual_seed(0)
     model = transformers.Gemma3ForCausalLM(config).eval()
     tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
+    assert_swap_keeps_logits(model, tokens)
     assert set(model.model.rotary_emb.encodings) == {"sliding_attention", "full_attention"}
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_one_encoding_serves_every_layer_type_of_gemma3():
@@ -161,12 +166,9 @@ def test_deepseek_v3_yarn_with_mscale_all_dim_gives_the_same_logits():
         pytest.skip("no DeepSeek-V3 in this transformers")
     model = tiny_deepseek(3, DEEPSEEK_YARN)
     tokens = torch.randint(0, 64, (2, 40), generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
+    assert_swap_keeps_logits(model, tokens)
     assert model.model.rotary_emb.encodings["default"].scaling.attention_factor == pytest.approx(
         (0.1 * math.log(4.0) + 1) / (0.05 * math.log(4.0) + 1), rel=1e-12)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_models_whose_rotary_has_another_interface_are_refused():
@@ -210,10 +212,7 @@ def test_cos_sin_come_in_the_layout_of_the_replaced_module(name, extra, layout):
         pytest.skip(f"no {name} in this transformers")
     model = tiny_of(name, **extra)
     tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert_swap_keeps_logits(model, tokens)
     assert model.model.rotary_emb.layout == layout
 
 
@@ -242,10 +241,7 @@ def test_gemma4_full_attention_heads_of_their_own_width():
     torch.manual_seed(0)
     model = transformers.Gemma4ForCausalLM(config).eval()
     tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert_swap_keeps_logits(model, tokens)
 
 
 def test_per_layer_type_rotary_returning_one_angle_per_pair():
@@ -256,10 +252,7 @@ def test_per_layer_type_rotary_returning_one_angle_per_pair():
         pytest.skip("no DeepSeek-V4 in this transformers")
     model = tiny_of("DeepseekV4", head_dim=HEAD_DIM, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     tokens = torch.randint(3, 64, (1, 10), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert_swap_keeps_logits(model, tokens)
     assert model.model.rotary_emb.layout == "single"
 
 
@@ -271,10 +264,7 @@ def test_rotary_modules_built_from_their_own_configs():
         pytest.skip("no Granite SWA in this transformers")
     model = tiny_of("GraniteSWA", head_dim=HEAD_DIM, layer_rope_theta=[10000.0, 500000.0])
     tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(8))
-    with torch.no_grad():
-        want = model(tokens).logits
-        got = use_posenc_rotary(model)(tokens).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert_swap_keeps_logits(model, tokens)
     assert sorted(m.encodings["default"].base for m in model.model.rotary_embs) == [10000.0, 500000.0]
 
 

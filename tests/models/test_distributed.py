@@ -38,17 +38,13 @@ def _train(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
         opt.step()
 
 
-def _worker(rank: int, world: int, out: str) -> None:
+def _join(rank: int, world: int, out: str) -> None:
     # file rendezvous: no TCP port to pick (a freed port can be taken by another process meanwhile)
     dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    results = {}
-    data = _data()
-    for position in ENCODINGS:
-        ddp = DistributedDataParallel(_model(position))
-        # each rank takes its own half of every batch
-        _train(ddp, [batch[rank * BATCH : (rank + 1) * BATCH] for batch in data])
-        results[position] = {k: v.detach().clone() for k, v in ddp.module.state_dict().items()}
+
+
+def _save_and_leave(results: dict, rank: int, out: str) -> None:
     torch.save(results, f"{out}/rank{rank}.pt")
     # no rank tears its connections down while the other may still be using them
     dist.barrier()
@@ -56,6 +52,18 @@ def _worker(rank: int, world: int, out: str) -> None:
     # the results are on disk: skip interpreter teardown, where a still-joinable C++ thread of the
     # gloo/OpenMP runtime once aborted a worker ("terminate called without an active exception")
     os._exit(0)
+
+
+def _worker(rank: int, world: int, out: str) -> None:
+    _join(rank, world, out)
+    results = {}
+    data = _data()
+    for position in ENCODINGS:
+        ddp = DistributedDataParallel(_model(position))
+        # each rank takes its own half of every batch
+        _train(ddp, [batch[rank * BATCH : (rank + 1) * BATCH] for batch in data])
+        results[position] = {k: v.detach().clone() for k, v in ddp.module.state_dict().items()}
+    _save_and_leave(results, rank, out)
 
 
 @pytest.mark.timeout(120)
@@ -82,18 +90,14 @@ def _ragged_batch(step: int, rank: int) -> torch.Tensor:
 
 
 def _ragged_worker(rank: int, world: int, out: str, positions: list[str]) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+    _join(rank, world, out)
     grads = {}
     for position in positions:
         ddp = DistributedDataParallel(_model(position))
         for step in range(len(RAGGED)):  # gradients accumulate: the sum of the steps' rank averages
             ddp(_ragged_batch(step, rank)).pow(2).mean().backward()
         grads[position] = {k: p.grad.clone() for k, p in ddp.module.named_parameters()}
-    torch.save(grads, f"{out}/rank{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
+    _save_and_leave(grads, rank, out)
 
 
 @pytest.mark.timeout(120)

@@ -16,17 +16,23 @@ def spaced(x: float, trained: int) -> float:
     return math.copysign(math.log2(1 + abs(x) * 8 / (trained - 1)) / 3, x) if x else 0.0
 
 
+def loop_reference(module, grid: tuple[int, int], trained: tuple[int, int]):
+    """Yield ``(a, b, h)``: patches a, b of ``grid`` and the bias 16 sigmoid(MLP(offsets)) between them,
+    written from the paper pair by pair, the offsets log-spaced for a network trained on ``trained``."""
+    lin1, lin2 = module.mlp.net[0], module.mlp.net[2]
+    coords = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
+    for a, (ya, xa) in enumerate(coords):
+        for b, (yb, xb) in enumerate(coords):
+            x = torch.tensor([spaced(ya - yb, trained[0]), spaced(xa - xb, trained[1])], dtype=torch.float64)
+            yield a, b, 16 * torch.sigmoid(lin2(torch.relu(lin1(x))))
+
+
 def test_matches_a_double_loop_over_patches():
     torch.manual_seed(0)
     module = ContinuousPositionBias2d(2, (2, 3), num_prefix_tokens=1, hidden=8).double()
     bias = module()
-    lin1, lin2 = module.mlp.net[0], module.mlp.net[2]
-    coords = [(r, c) for r in range(2) for c in range(3)]
-    for a, (ya, xa) in enumerate(coords):
-        for b, (yb, xb) in enumerate(coords):
-            x = torch.tensor([spaced(ya - yb, 2), spaced(xa - xb, 3)], dtype=torch.float64)
-            h = 16 * torch.sigmoid(lin2(torch.relu(lin1(x))))
-            torch.testing.assert_close(bias[0, :, a + 1, b + 1].double(), h, atol=1e-6, rtol=1e-6)
+    for a, b, h in loop_reference(module, (2, 3), (2, 3)):
+        torch.testing.assert_close(bias[0, :, a + 1, b + 1].double(), h, atol=1e-6, rtol=1e-6)
     assert bias[0, :, 0].abs().max() == 0 and bias[0, :, :, 0].abs().max() == 0  # the class token
 
 
@@ -38,13 +44,8 @@ def test_a_float64_network_gets_exact_offsets():
         for p in module.parameters():
             p.normal_()
     bias = module()
-    lin1, lin2 = module.mlp.net[0], module.mlp.net[2]
-    coords = [(r, c) for r in range(3) for c in range(4)]
-    for a, (ya, xa) in enumerate(coords):
-        for b, (yb, xb) in enumerate(coords):
-            x = torch.tensor([spaced(ya - yb, 4), spaced(xa - xb, 5)], dtype=torch.float64)
-            h = 16 * torch.sigmoid(lin2(torch.relu(lin1(x))))
-            torch.testing.assert_close(bias[0, :, a, b], h, atol=1e-13, rtol=0)
+    for a, b, h in loop_reference(module, (3, 4), (4, 5)):
+        torch.testing.assert_close(bias[0, :, a, b], h, atol=1e-13, rtol=0)
 
 
 def test_a_trained_network_runs_on_another_grid():
