@@ -10,7 +10,10 @@ CPU template in torch 2.13 emits C++ that does not build, ``'cur_kvSplitSize7' w
 when a table is read at a computed index along a dynamic dimension), and a causal, windowed or full
 mask, for float32/bfloat16/float16 queries at least ``CPU_MIN_HEAD_DIM`` wide. Other calls on CPU (an
 undeclared score_mod, a materialised bias, padding or packed-document masks, float64, narrow heads)
-run PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores. Measurements and the
+run PyTorch's unfused FlexAttention, which forms the ``(n, m)`` scores.
+
+Every mask reaches the kernel as a ``BlockMask`` built from summaries of its tiles
+(:func:`tiled_block_mask`), never from the ``(b, n, m)`` grid ``create_block_mask`` evaluates. Measurements and the
 backend ``"auto"`` picks from them: docs/performance.md.
 """
 
@@ -103,11 +106,29 @@ def banded_block_mask(mask: MaskSpec, n: int, m: int, device, *, block: int = BL
     """The ``BlockMask`` of a causal and/or windowed mask (no key mask, no documents) for ``n`` queries
     that are the last of ``m`` keys, built from block indices: ``(n / block, m / block)`` entries, where
     ``create_block_mask`` evaluates the mask on the whole ``(n, m)`` grid (about 10 bytes an entry).
+    The same tiles, partial and full, as ``create_block_mask`` (tested)."""
+    if mask.key_mask is not None or mask.q_docs is not None:
+        raise ValueError("banded_block_mask takes a causal and/or windowed mask; use tiled_block_mask for padding or documents")
+    return tiled_block_mask(mask, n, m, device, block=block)
 
-    Row ``i`` sees keys ``lo(i) .. hi(i)`` (:class:`MaskSpec`), both non-decreasing in ``i``; so a tile of
-    rows ``i0 .. i1`` and keys ``k0 .. k1`` holds a visible entry when ``k0 <= hi(i1)`` and ``k1 >= lo(i0)``,
-    and only visible ones when ``lo(i1) <= k0`` and ``k1 <= hi(i0)`` (a full tile: the mask is skipped;
-    tiles cut by the end of the rows or keys count as partial, as in ``create_block_mask``)."""
+
+def tiled_block_mask(mask: MaskSpec, n: int, m: int, device, *, block: int = BLOCK):
+    """The ``BlockMask`` of any :class:`MaskSpec` (causal order, a window, key padding ``(b, m)``,
+    query/key documents ``(b, n)``/``(b, m)``) built from summaries of its tiles, ``(b, n / block,
+    m / block)`` entries, never the ``(b, n, m)`` grid ``create_block_mask`` evaluates.
+
+    A tile of rows ``i0 .. i1`` and keys ``k0 .. k1`` is skipped when one part of the mask rules out
+    all its pairs (the band below; no key of the tile unpadded; the tile's query and key document ids
+    in ranges that do not meet) and is full, its mask not evaluated, when every part allows all of
+    them (a whole tile inside the band, every key unpadded, one document id on both sides); every
+    other tile is partial and the mask is evaluated there, so the result is exact for any ids. For
+    packed documents numbered 0, 1, 2, ... in order, these are the tiles of ``create_block_mask``
+    (tested); ids out of order or with gaps may leave a tile partial where it has no visible pair.
+
+    The band: row ``i`` sees keys ``lo(i) .. hi(i)`` (:class:`MaskSpec`), both non-decreasing in
+    ``i``; a tile holds a visible pair when ``k0 <= hi(i1)`` and ``k1 >= lo(i0)``, and only visible
+    ones when ``lo(i1) <= k0`` and ``k1 <= hi(i0)``. Tiles cut by the end of the rows or keys count
+    as partial, as in ``create_block_mask``."""
     from torch.nn.attention.flex_attention import BlockMask
 
     shift, window = m - n, mask.window
@@ -129,18 +150,38 @@ def banded_block_mask(mask: MaskSpec, n: int, m: int, device, *, block: int = BL
     # a full tile is a whole one (as create_block_mask counts them: a tile past n or m is partial)
     whole = (rows + block <= n).unsqueeze(1) & (keys + block <= m).unsqueeze(0)
     full = (k0 >= lo(i1).unsqueeze(1)) & (k1 <= hi(i0).unsqueeze(1)) & seen & whole
+    seen, full = seen.unsqueeze(0), full.unsqueeze(0)  # (1 | b, Q, K)
+    if mask.key_mask is not None:
+        keys_in = _tiles(mask.key_mask, block)  # (b, K, block)
+        seen = seen & keys_in.any(-1).unsqueeze(1)
+        full = full & keys_in.all(-1).unsqueeze(1)
+    if mask.q_docs is not None:
+        q_docs, k_docs = _tiles(mask.q_docs, block), _tiles(mask.k_docs, block)  # (b, Q | K, block)
+        q_lo, q_hi, k_lo, k_hi = q_docs.amin(-1), q_docs.amax(-1), k_docs.amin(-1), k_docs.amax(-1)
+        seen = seen & (q_lo.unsqueeze(2) <= k_hi.unsqueeze(1)) & (k_lo.unsqueeze(1) <= q_hi.unsqueeze(2))
+        one = (q_lo == q_hi).unsqueeze(2) & (k_lo == k_hi).unsqueeze(1) & (q_lo.unsqueeze(2) == k_lo.unsqueeze(1))
+        full = full & one
     partial = seen & ~full
 
     def indexed(tiles):
         count = tiles.sum(-1, dtype=torch.int32)
         order = torch.argsort((~tiles).to(torch.int8), dim=-1, stable=True).to(torch.int32)  # the tiles first
-        return count[None, None], order[None, None]
+        return count[:, None], order[:, None]
 
     count, order = indexed(partial)
     full_count, full_order = indexed(full)
     return BlockMask.from_kv_blocks(
         count, order, full_count, full_order, BLOCK_SIZE=block, mask_mod=mask.mask_mod(n, m, device), seq_lengths=(n, m)
     )
+
+
+def _tiles(values: torch.Tensor, block: int) -> torch.Tensor:
+    """``(b, L)`` -> ``(b, ceil(L / block), block)``, the last tile filled up with the last value (which
+    changes neither its minimum, maximum, any nor all)."""
+    length = values.shape[-1]
+    tiles = -(-length // block)
+    index = torch.arange(tiles * block, device=values.device).clamp(max=length - 1)
+    return values[:, index].view(values.shape[0], tiles, block)
 
 
 def flex_attention(
@@ -157,7 +198,6 @@ def flex_attention(
     materialised ``bias`` (read through a score_mod) and the mask as a block mask. A row whose keys
     are all masked (padding, a document with no key) gets zeros, as FlexAttention gives it, where
     eager, SDPA and the blocked kernel give uniform weights (the mean of the values they read)."""
-    from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
     check_qkv(q, k, v)
@@ -189,10 +229,7 @@ def flex_attention(
     mask_mod = mask.mask_mod(n, m, q.device)
     block_mask = None
     if mask_mod is not None:
-        if mask.key_mask is None and mask.q_docs is None:  # causal and/or a window: from block indices
-            block_mask = banded_block_mask(mask, n, m, q.device)
-        else:  # padding and documents depend on the data: evaluated on the (n, m) grid
-            block_mask = create_block_mask(mask_mod, b, None, n, m, device=q.device)
+        block_mask = tiled_block_mask(mask, n, m, q.device)  # from tile summaries, no (n, m) grid
     if torch.compiler.is_compiling():  # the caller's compilation covers the kernel
         if q.device.type == "cpu":
             raise ValueError(

@@ -206,6 +206,117 @@ def test_banded_block_mask_equals_create_block_mask(n, extra, causal, window):
             assert ours == theirs
 
 
+def _packed_docs(b, length, seed):
+    """``(b, length)`` document ids 0, 1, 2, ... in order, documents of random lengths."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.rand(b, length, generator=g) < 0.01
+    starts[:, 0] = False
+    return starts.cumsum(-1)
+
+
+def _tiles_of(block_mask):
+    """(batch, row tile) -> (sorted partial tiles, sorted full tiles)."""
+    out = {}
+    for b, count in enumerate(block_mask.kv_num_blocks[:, 0].tolist()):
+        full = block_mask.full_kv_num_blocks[b, 0].tolist()
+        for row, (c, f) in enumerate(zip(count, full)):
+            out[b, row] = (sorted(block_mask.kv_indices[b, 0, row, :c].tolist()),
+                           sorted(block_mask.full_kv_indices[b, 0, row, :f].tolist()))
+    return out
+
+
+def _assert_sound(got, want):
+    """Every tile create_block_mask keeps is kept, and full only where create_block_mask's is full."""
+    got, want = _tiles_of(got), _tiles_of(want)
+    for key, (partial, full) in want.items():
+        assert set(partial) | set(full) <= set(got[key][0]) | set(got[key][1])  # nothing visible is skipped
+        assert set(got[key][1]) <= set(full)  # full only where every pair is visible
+
+
+def _padding(b, m, scattered):
+    key_mask = torch.ones(b, m, dtype=torch.bool)
+    key_mask[0, : m // 3] = False  # left padding
+    key_mask[1, m - m // 5 :] = False  # right padding
+    if scattered:
+        key_mask[2, ::7] = False
+    return key_mask
+
+
+@pytest.mark.parametrize("n, extra", [(1, 0), (127, 1), (300, 0), (513, 130)])
+@pytest.mark.parametrize("causal, window", [(False, None), (True, None), (True, 200), (False, 100)])
+@pytest.mark.parametrize("parts", ["docs", "padding", "both", "scattered padding"])
+def test_tiled_block_mask_against_create_block_mask(n, extra, causal, window, parts):
+    # packed documents numbered in order, or padding at either end without a window: the same tiles
+    # as create_block_mask, from (b, n / 128, m / 128) summaries instead of the (b, n, m) grid. Parts
+    # combined (documents and padding, padding and a window) may leave a tile partial where
+    # create_block_mask finds no visible pair, never the reverse; the outputs are equal either way
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from posenc.attention.flex import tiled_block_mask
+
+    m, b = n + extra, 3
+    docs = _packed_docs(b, m, seed=n + extra) if parts in ("docs", "both") else None
+    key_mask = _padding(b, m, parts == "scattered padding") if parts != "docs" else None
+    spec = MaskSpec(causal=causal, window=window, key_mask=key_mask,
+                    q_docs=None if docs is None else docs[:, m - n :], k_docs=docs)
+    want = create_block_mask(spec.mask_mod(n, m), b, None, n, m, device="cpu")
+    got = tiled_block_mask(spec, n, m, "cpu")
+    if parts == "docs" or (parts == "padding" and window is None):
+        assert torch.equal(got.to_dense(), want.to_dense())
+        assert _tiles_of(got) == _tiles_of(want)
+    else:
+        _assert_sound(got, want)
+    if n != 300:  # outputs at one size (each call costs a second or two)
+        return
+    q, k, v = qkv(b=b, h=1, n=n, m=m, d=8, seed=n)
+    with torch.no_grad():
+        out = flex_attention(q, k, v, mask=spec)
+    seen = spec.dense(n, m, "cpu").any(-1, keepdim=True)  # rows with no visible key: zeros on flex
+    want_out = eager_attention(q, k, v, mask=spec).masked_fill(~seen, 0.0)
+    torch.testing.assert_close(out, want_out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tiled_block_mask_is_exact_for_ids_out_of_order(seed):
+    # ids out of order or with gaps: a tile may stay partial where it has no visible pair (the mask is
+    # then evaluated there), never skipped or full by mistake; outputs equal eager's
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from posenc.attention.flex import tiled_block_mask
+
+    g = torch.Generator().manual_seed(seed)
+    n = m = 384
+    docs = torch.randint(0, 4, (2, m), generator=g) * 3
+    docs[:, 128:256] = 5  # one tile of a single document
+    spec = MaskSpec(causal=bool(seed % 2), q_docs=docs, k_docs=docs)
+    got = tiled_block_mask(spec, n, m, "cpu")
+    _assert_sound(got, create_block_mask(spec.mask_mod(n, m), 2, None, n, m, device="cpu"))
+    if not spec.causal:
+        assert got.full_kv_num_blocks[:, 0, 1].tolist() == [1, 1]  # the single-document tile is full
+    q, k, v = qkv(b=2, h=1, n=n, d=8, seed=seed)
+    with torch.no_grad():
+        out = flex_attention(q, k, v, mask=spec)
+    torch.testing.assert_close(out, eager_attention(q, k, v, mask=spec), atol=1e-5, rtol=1e-5)
+
+
+def test_a_packed_mask_at_16k_tokens_is_built_from_tiles():
+    # (b, 128, 128) tile summaries, where create_block_mask's grid would be 2 x 16384 x 16384 entries
+    from posenc.attention.flex import tiled_block_mask
+
+    docs = _packed_docs(2, 16384, seed=0)
+    spec = MaskSpec(causal=True, key_mask=docs >= 0, q_docs=docs, k_docs=docs)
+    got = tiled_block_mask(spec, 16384, 16384, "cpu")
+    assert got.kv_indices.shape == (2, 1, 128, 128)
+    assert got.kv_num_blocks.sum() > 0 and got.full_kv_num_blocks.sum() > 0
+
+
+def test_banded_block_mask_refuses_data_masks():
+    from posenc.attention.flex import banded_block_mask
+
+    with pytest.raises(ValueError, match="tiled_block_mask"):
+        banded_block_mask(MaskSpec(key_mask=torch.ones(1, 4, dtype=torch.bool)), 4, 4, "cpu")
+
+
 def test_banded_block_mask_is_small_and_traces_in_one_graph():
     from posenc.attention.flex import banded_block_mask
 
