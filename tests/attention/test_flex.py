@@ -310,6 +310,21 @@ def test_a_packed_mask_at_16k_tokens_is_built_from_tiles():
     assert got.kv_num_blocks.sum() > 0 and got.full_kv_num_blocks.sum() > 0
 
 
+def test_tiled_block_mask_traces_in_one_graph_with_dynamic_lengths():
+    # inside a caller's torch.compile (CUDA models) the mask is built in the graph, for any length
+    from posenc.attention.flex import tiled_block_mask
+
+    def counts(docs, key_mask):
+        n = docs.shape[-1]
+        spec = MaskSpec(causal=True, key_mask=key_mask, q_docs=docs, k_docs=docs)
+        return tiled_block_mask(spec, n, n, "cpu").kv_num_blocks
+
+    build = torch.compile(counts, fullgraph=True, dynamic=True)
+    for n in (300, 700):
+        docs, key_mask = (torch.arange(n) // 100).repeat(2, 1), torch.rand(2, n) > 0.1
+        assert torch.equal(build(docs, key_mask), counts(docs, key_mask))
+
+
 def test_banded_block_mask_refuses_data_masks():
     from posenc.attention.flex import banded_block_mask
 
