@@ -51,7 +51,14 @@ INFERENCE_ROWS = 256
 
 
 def row_blocks(n: int, m: int, mask: MaskSpec, *, training: bool) -> list[tuple[int, int, int, int]]:
-    """``(s, e, k0, k1)``: query rows ``s:e`` and the keys ``k0:k1`` they can see."""
+    """``(s, e, k0, k1)``: query rows ``s:e`` and the keys ``k0:k1`` they can see.
+
+    Traced by ``torch.compile``, one block of all rows: a loop over blocks fixes the graph to the length
+    it was traced at, so every new length would compile again (and ``fullgraph=True`` fail at dynamo's
+    recompile limit); the compiled kernel then forms the block's ``(n, m)`` logits, as the eager
+    reference does."""
+    if torch.compiler.is_compiling():
+        return [(0, n, *mask.key_range(0, n, n, m))]
     skips = mask.causal or mask.window is not None
     rows = n if not skips or n <= MIN_BLOCK_ROWS else max(MIN_BLOCK_ROWS, -(-n // MAX_BLOCKS))
     if not training:

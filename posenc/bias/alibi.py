@@ -131,7 +131,7 @@ class ALiBi(DerivedTablesMixin, BiasEncoding):
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
         n, m = q_positions.n, k_positions.n
         batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
-        check_table_memory(f"the ALiBi bias (batch={batch}, heads={self.heads}, n={n}, m={m})", (batch, self.heads, n, m))
+        check_table_memory(lambda: f"the ALiBi bias (batch={batch}, heads={self.heads}, n={n}, m={m})", (batch, self.heads, n, m))
         slopes = self.slopes_for(q)
         window = implicit_window(q_positions, k_positions)
         if window is not None and not torch.compiler.is_compiling() and slopes is self.slopes:

@@ -57,7 +57,7 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
         raise ValueError(f"`q` has {n} queries but `k` only {m} keys; the keys must include the queries")
     work = arithmetic_dtype(q.dtype, k.dtype)  # float32 or better
     b, h = q.shape[:2]
-    what = f"the CoPE positions (batch={b}, heads={h}, n={n}, m={m})"
+    what = lambda: f"the CoPE positions (batch={b}, heads={h}, n={n}, m={m})"
     check_table_memory(what, (b, h, n, m), bytes_per_entry=work.itemsize)
     gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
     if causal:

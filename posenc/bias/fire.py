@@ -123,7 +123,7 @@ class FIRE(BiasEncoding):
         n, m = q_positions.n, k_positions.n
         batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
         width = max(self.hidden, self.heads)
-        what = f"the FIRE MLP's activations (batch={batch}, n={n}, m={m}, hidden={self.hidden}, heads={self.heads})"
+        what = lambda: f"the FIRE MLP's activations (batch={batch}, n={n}, m={m}, hidden={self.hidden}, heads={self.heads})"
         check_table_memory(what, (batch, n, m, width), bytes_per_entry=max(weight.element_size(), work.itemsize))
         rel = relative_positions(q_positions, k_positions).to(device=weight.device, dtype=work)  # (b|1, n, m)
         distance = (-rel).clamp(min=0) if self.causal else rel.abs()

@@ -66,7 +66,7 @@ def _gate_bias(log_gates: torch.Tensor, n: int, causal: bool) -> torch.Tensor:
         raise ValueError(f"`n` (queries) must lie in [0, {m}] (the keys include the queries), got {n}")
     work = arithmetic_dtype(log_gates.dtype)  # float32, or float64 for float64 gates
     b, h = log_gates.shape[:2]
-    check_table_memory(f"the FoX bias (batch={b}, heads={h}, n={n}, m={m})", (b, h, n, m), bytes_per_entry=work.itemsize)
+    check_table_memory(lambda: f"the FoX bias (batch={b}, heads={h}, n={n}, m={m})", (b, h, n, m), bytes_per_entry=work.itemsize)
     cumulative = log_gates.to(work).cumsum(-1)  # (b, h, m)
     # (b, h, n, 1) - (b, h, 1, m) -> (b, h, n, m)
     bias = cumulative[..., m - n :].unsqueeze(-1) - cumulative.unsqueeze(-2)

@@ -64,19 +64,19 @@ class OffsetBias(BiasEncoding):
         device = self._device()
         if q_positions.is_implicit and k_positions.is_implicit:
             # refused before the per-offset table is computed (4 bytes an entry at least; checked again below)
-            what = f"the {type(self).__name__} bias (heads={self.heads}, n={q_positions.n}, m={k_positions.n})"
+            what = lambda: f"the {type(self).__name__} bias (heads={self.heads}, n={q_positions.n}, m={k_positions.n})"
             check_table_memory(what, (self.heads, q_positions.n, k_positions.n))
         diagonals = self.per_diagonal(q_positions, k_positions, q)
         if diagonals is not None:
             # the (heads, n, m) grid is materialised here, unlike the per-offset table
             heads, n, m = diagonals.shape[0], q_positions.n, k_positions.n
-            what = f"the {type(self).__name__} bias (heads={heads}, n={n}, m={m})"
+            what = lambda: f"the {type(self).__name__} bias (heads={heads}, n={n}, m={m})"
             check_table_memory(what, (heads, n, m), bytes_per_entry=diagonals.element_size())
             # (heads, n + m - 1) -> (1, heads, n, m)
             return toeplitz(diagonals, k_positions.n).unsqueeze(0)
         n, m = q_positions.n, k_positions.n
         batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
-        what = f"the {type(self).__name__} bias (batch={batch}, heads={self.heads}, n={n}, m={m})"
+        what = lambda: f"the {type(self).__name__} bias (batch={batch}, heads={self.heads}, n={n}, m={m})"
         check_table_memory(what, (batch, self.heads, n, m))
         offsets = relative_positions(q_positions, k_positions).to(device=device, dtype=torch.float64)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)

@@ -25,8 +25,11 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
             check_tensor(name, t, ndim=(1, 2) if t is p else 2)
     explicit = [p if isinstance(p, torch.Tensor) else p.explicit for p in both.values()]
     device = next((t.device for t in explicit if t is not None), None)
+    # (check_fits skips a traced call; formatting a traced length into its text would fix the graph to it)
+    traced = torch.compiler.is_compiling()
     if all(isinstance(p, Positions) and p.is_implicit for p in both.values()):
-        check_fits("k_positions", f"{k_positions.n} keys", (q_positions.n, k_positions.n), torch.long, device)
+        if not traced:
+            check_fits("k_positions", f"{k_positions.n} keys", (q_positions.n, k_positions.n), torch.long, device)
         # a 1-D difference first: (m,) - (n, 1) broadcasts without building two (n, m) grids
         q = torch.arange(q_positions.offset, q_positions.end, device=device)
         k = torch.arange(k_positions.offset, k_positions.end, device=device)
@@ -39,7 +42,8 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
         )
     batch = max(q.shape[0], k.shape[0]) if max(q.ndim, k.ndim) == 2 else None
     shape = (q.shape[-1], k.shape[-1]) if batch is None else (batch, q.shape[-1], k.shape[-1])
-    check_fits("k_positions", f"{k.shape[-1]} keys", shape, torch.promote_types(q.dtype, k.dtype), q.device)
+    if not traced:
+        check_fits("k_positions", f"{k.shape[-1]} keys", shape, torch.promote_types(q.dtype, k.dtype), q.device)
     return k.unsqueeze(-2) - q.unsqueeze(-1)
 
 
@@ -60,7 +64,13 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     Built from overlapping windows of the vector, so the gradient of the result is summed along its
     diagonals (``unfold``'s backward) instead of scattered pair by pair.
     """
-    per_diagonal.shape[-1] - m + 1
+    if torch.compiler.is_compiling():
+        # unfold fixes its window length in a traced graph (one graph per sequence length); a gather by
+        # offset keeps n and m symbolic
+        n = per_diagonal.shape[-1] - m + 1
+        device = per_diagonal.device
+        offsets = torch.arange(m, device=device) - torch.arange(n, device=device).unsqueeze(1)  # j - i, (n, m)
+        return per_diagonal[..., offsets + (n - 1)]
     # window w holds offsets w - (n - 1) .. w - (n - 1) + m - 1: the row of query n - 1 - w
     return per_diagonal.unfold(-1, m, 1).flip(-2)
 

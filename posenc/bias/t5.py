@@ -165,7 +165,7 @@ class T5RelativeBias(DerivedTablesMixin, BiasEncoding):
         batch = max(p.explicit.shape[0] if p.explicit is not None else 1 for p in (q_positions, k_positions))
         # the bias, and for explicit positions the int64 bucket of every pair
         check_table_memory(
-            f"the T5 bias (batch={batch}, heads={self.heads}, n={n}, m={m})",
+            lambda: f"the T5 bias (batch={batch}, heads={self.heads}, n={n}, m={m})",
             (batch, n, m),
             bytes_per_entry=self.bias.weight.element_size() * self.heads + 8,
         )

@@ -9,6 +9,7 @@ table would need.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 #: The largest table (in bytes) an encoding builds in one piece: 16 GiB. Raise it for a machine
 #: with more memory (``posenc.core.memory.MAX_TABLE_BYTES = 64 * 2**30``); it is read at each call.
@@ -34,11 +35,15 @@ def fits(shape: tuple[int, ...], *, bytes_per_entry: int = 4) -> bool:
     return table_bytes(shape, bytes_per_entry=bytes_per_entry) <= MAX_TABLE_BYTES
 
 
-def check_table_memory(what: str, shape: tuple[int, ...], *, bytes_per_entry: int = 4) -> int:
+def check_table_memory(what: str | Callable[[], str], shape: tuple[int, ...], *, bytes_per_entry: int = 4) -> int:
     """Raise ``ValueError`` when a table of ``shape`` (``bytes_per_entry`` each) exceeds
-    :data:`MAX_TABLE_BYTES`; return its size in bytes. ``what`` names the table and its sizes."""
+    :data:`MAX_TABLE_BYTES`; return its size in bytes. ``what`` names the table and its sizes, or is a
+    function giving that text, called only when the table does not fit: under ``torch.compile`` with
+    dynamic shapes, formatting a symbolic length into a string fixes the graph to that length, so an
+    encoding that named its sizes up front recompiled the model for every sequence length."""
     size = table_bytes(shape, bytes_per_entry=bytes_per_entry)
     if size > MAX_TABLE_BYTES:
+        what = what() if callable(what) else what
         raise ValueError(
             f"{what} would need {format_bytes(size)} ({'x'.join(map(str, shape))} entries of {bytes_per_entry} bytes), "
             f"more than the {format_bytes(MAX_TABLE_BYTES)} posenc builds in one piece "

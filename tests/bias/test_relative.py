@@ -93,3 +93,20 @@ def test_t5_on_the_blocked_kernel_equals_eager_with_exact_gradients(monkeypatch,
     assert torch.autograd.gradcheck(lambda *a: run("blocked", *a), inputs)
     grads = [torch.autograd.grad(run(b, *inputs).square().sum(), t5.bias.weight)[0] for b in ("blocked", "eager")]
     torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
+
+
+def test_toeplitz_traced_keeps_lengths_symbolic():
+    # unfold fixed its window length in the graph: one graph per sequence length
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(toeplitz, fullgraph=True, dynamic=True, backend="eager")
+    for n, m in [(3, 5), (4, 6), (6, 4), (7, 9)]:
+        x = torch.randn(2, n + m - 1, dtype=torch.float64, requires_grad=True)
+        probe = torch.randn(2, n, m, dtype=torch.float64)
+        got = compiled(x, m)
+        torch.testing.assert_close(got, toeplitz(x, m))
+        (grad,) = torch.autograd.grad((got * probe).sum(), x)
+        torch.testing.assert_close(grad, torch.autograd.grad((toeplitz(x, m) * probe).sum(), x)[0])
+    assert counters["stats"]["unique_graphs"] == 1

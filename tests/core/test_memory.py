@@ -22,3 +22,16 @@ def test_check_states_the_size_and_follows_the_limit(monkeypatch):
     assert fits((25,)) and not fits((26,))
     with pytest.raises(ValueError, match="104 B"):
         check_table_memory("a bias", (26,))
+
+
+def test_the_text_may_be_formed_only_when_the_table_does_not_fit():
+    # a traced length formatted into a string fixes the compiled graph to it: callers pass a function
+    asked = []
+
+    def what():
+        asked.append(1)
+        return "a lazily named bias"
+
+    assert check_table_memory(what, (2, 3)) == 24 and not asked
+    with pytest.raises(ValueError, match="a lazily named bias would need 32.0 GiB"):
+        check_table_memory(what, (8, 1024, 2**20))

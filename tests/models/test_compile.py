@@ -28,3 +28,22 @@ def test_dynamic_ntk_compiles_without_host_sync():
     torch.testing.assert_close(explicit(x, p), rope(x, positions=p))
     implicit = torch.compile(lambda x: rope(x, offset=3), fullgraph=True)
     torch.testing.assert_close(implicit(x), rope(x, offset=3))
+
+
+@pytest.mark.parametrize(("position", "attention"), [("alibi", "sdpa"), ("kerple", "eager"), ("t5", "blocked")])
+def test_dynamic_compile_does_not_recompile_for_each_length(position, attention):
+    # dynamo alone (backend="eager"): the guards decide recompilation, inductor adds nothing to that
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = Transformer(16, 16, 1, 2, position=position, causal=True, attention=attention).eval()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="eager")
+    lengths = (5, 9, 13, 70)  # 70: past one block of the blocked kernel
+    with torch.no_grad():
+        model(torch.randint(0, 16, (2, max(lengths))))  # the encoding's tables grown to the longest first
+        for n in lengths:
+            tokens = torch.randint(0, 16, (2, n))
+            torch.testing.assert_close(compiled(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
