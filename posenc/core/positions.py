@@ -157,7 +157,8 @@ def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, n: int) -> torch.Tens
     """``(1, n)`` document ids from cumulative sequence lengths ``(docs + 1,)`` (``0, l0, l0 + l1, ..., n``),
     the varlen form of a packed batch of one row."""
     check_tensor("cu_seqlens", cu_seqlens)
-    if cu_seqlens.ndim != 1 or cu_seqlens.is_floating_point() or cu_seqlens.dtype == torch.bool or cu_seqlens.numel() < 2:
+    # [0] is an empty row's cu_seqlens (no documents); its values are checked below
+    if cu_seqlens.ndim != 1 or cu_seqlens.is_floating_point() or cu_seqlens.dtype == torch.bool or cu_seqlens.numel() < 1:
         raise ValueError(f"`cu_seqlens` must be a 1-D integer tensor (0, l0, l0 + l1, ..., n), got {cu_seqlens.dtype} "
                          f"{tuple(cu_seqlens.shape)}")
     # the values are read where that is possible: not on the meta device, not while tracing (where

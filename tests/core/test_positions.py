@@ -81,3 +81,12 @@ def test_cu_seqlens_of_a_wrong_dtype_is_refused_saying_integer(dtype):
     # a bool tensor was told it must be "an integer or float tensor", and a float one then refused
     with pytest.raises(ValueError, match="`cu_seqlens` must be a 1-D integer tensor"):
         document_ids_from_cu_seqlens(torch.tensor([0, 1, 2]).to(dtype), 2)
+
+
+def test_cu_seqlens_of_no_documents_is_an_empty_row():
+    # (0,), no documents, was refused as 'must be a 1-D integer tensor', although it is one
+    assert document_ids_from_cu_seqlens(torch.tensor([0]), 0).shape == (1, 0)
+    with pytest.raises(ValueError, match=r"must rise from 0 to the sequence length 3, got \[0\]"):
+        document_ids_from_cu_seqlens(torch.tensor([0]), 3)
+    with pytest.raises(ValueError, match="`cu_seqlens` must be a 1-D integer tensor"):
+        document_ids_from_cu_seqlens(torch.tensor([], dtype=torch.long), 0)
