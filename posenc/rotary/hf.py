@@ -159,6 +159,8 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
             f"{int(head_dim * partial)}; RoPE rotates feature pairs"
         )
     max_pos = cfg.get("max_position_embeddings")
+    if rope_type in ("dynamic", "yarn", "longrope") and max_pos is not None:
+        check_positive_int("max_position_embeddings", max_pos)
     # Phi-3 keeps the trained length beside rope_parameters; transformers gives it priority
     original = next(
         (v for v in (cfg.get("original_max_position_embeddings"), rope.get("original_max_position_embeddings"))
@@ -167,15 +169,15 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         isinstance(original, bool) or not isinstance(original, int) or original < 1
     ):
         raise ValueError(f"`original_max_position_embeddings` must be a positive int, got {original!r}")
-    kw: dict[str, Any] = {
-        "head_dim": head_dim,
-        "base": rope.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))),
-        "rotary_fraction": partial,
-    }
+    kw: dict[str, Any] = {"head_dim": head_dim, "base": _base(cfg, rope), "rotary_fraction": partial}
     factor = rope.get("factor")
+    if rope_type in ("yarn", "longrope") and factor is None:
+        factor = _derived_factor(rope_type, max_pos, original)
     if rope_type == "linear":
         kw.update(scaling="linear", factor=factor)
     elif rope_type == "dynamic":
+        if max_pos is None:
+            raise ValueError("`max_position_embeddings` (dynamic NTK's trained length) is required for rope_type 'dynamic'")
         kw.update(scaling="dynamic_ntk", factor=factor, original_max_len=max_pos, dynamic_update="grow_only")
     elif rope_type == "yarn":
         # transformers reads mscale/mscale_all_dim only when both are set
@@ -200,6 +202,31 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     elif rope_type == "proportional":
         kw.update(rotary_fraction=1.0, p=partial, scaling="linear", factor=factor or 1.0)
     return RotaryPositionEncoding(**kw)
+
+
+def _base(cfg: dict[str, Any], rope: Mapping[str, Any]) -> float:
+    """The RoPE base, checked under the key it is read from (GPT-NeoX's config.json: ``rotary_emb_base``)."""
+    for source, key in ((rope, "rope_theta"), (cfg, "rope_theta"), (cfg, "rotary_emb_base")):
+        if key in source:
+            return check_float(key, source[key], positive=True)
+    return 10000.0
+
+
+def _derived_factor(rope_type: str, max_pos: int | None, original: int) -> float:
+    """YaRN's and LongRoPE's factor when ``rope_parameters`` gives none: ``max_position_embeddings /
+    original_max_position_embeddings``, as transformers derives it (DeepSeek-V3, Phi-3)."""
+    if max_pos is None:
+        raise ValueError(
+            f"`rope_parameters` of rope_type {rope_type!r} gives no `factor`, and the config no "
+            f"`max_position_embeddings` to derive it from (max_position_embeddings / original_max_position_embeddings)"
+        )
+    factor = max_pos / original
+    if factor < 1.0:
+        raise ValueError(
+            f"`max_position_embeddings`={max_pos} is below `original_max_position_embeddings`={original}, which gives "
+            f"a factor below 1; give `rope_parameters['factor']` (>= 1)"
+        )
+    return factor
 
 
 def _fraction(rot_dim: int, head_dim: int) -> float:

@@ -160,6 +160,42 @@ def test_bad_configs_name_the_argument(rope, name):
         assert "llama3" in str(info.value) and "longrope" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "config, name",
+    [
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": -1.0}}, "`rope_theta` must be > 0"),
+        ({"rope_theta": "1e4", "rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "`rope_theta` must be a number"),
+        ({"rotary_emb_base": None}, "`rotary_emb_base` must be a number"),
+        ({"max_position_embeddings": 0, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
+         "`max_position_embeddings` must be >= 1"),
+        ({"max_position_embeddings": 128.0, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
+         "`max_position_embeddings` must be an int"),
+        ({"max_position_embeddings": None, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
+         "`max_position_embeddings`.*required for rope_type 'dynamic'"),
+        ({"max_position_embeddings": "256", "rope_parameters": {"rope_type": "yarn", "factor": 4.0,
+                                                                "original_max_position_embeddings": 64}},
+         "`max_position_embeddings` must be an int"),
+        ({"max_position_embeddings": 128, "rope_parameters": {"rope_type": "yarn", "original_max_position_embeddings": 256}},
+         "`max_position_embeddings`=128 is below `original_max_position_embeddings`=256"),
+    ],
+)
+def test_config_values_are_named_by_their_config_key(config, name):
+    """These were refused naming posenc's own arguments, which the config does not have (`base`,
+    `original_max_len`, `max_len`), or (dynamic without max_position_embeddings) as a missing
+    `original_max_len`."""
+    with pytest.raises((TypeError, ValueError), match=name):
+        from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 64, **config})
+
+
+@pytest.mark.parametrize("rope_type, extra", [("yarn", {}), ("longrope", {"short_factor": SHORT, "long_factor": LONG})])
+def test_a_factor_with_nothing_to_derive_it_from_is_refused(rope_type, extra):
+    """YaRN and LongRoPE without `factor` derive it from max_position_embeddings, as transformers does;
+    without that either, a YaRN of factor 1 (no interpolation) was built silently."""
+    rope = {"rope_type": rope_type, "original_max_position_embeddings": 64, **extra}
+    with pytest.raises(ValueError, match="no `factor`, and the config no `max_position_embeddings`"):
+        from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "rope_parameters": rope})
+
+
 @pytest.mark.parametrize("head_dim, partial", [(12, 0.75), (12, 0.25), (15, 1.0)])
 def test_an_odd_rotary_width_is_refused(head_dim, partial):
     """int(head_dim * partial_rotary_factor) odd: transformers rotates 2 * ceil(w / 2) features at
