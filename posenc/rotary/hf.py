@@ -18,7 +18,8 @@ linear          ``scaling="linear"``
 dynamic         ``scaling="dynamic_ntk"``, ``original_max_len=max_position_embeddings``,
                 ``dynamic_update="grow_only"``
 yarn            ``scaling="yarn"`` (``factor`` absent: ``max_position_embeddings / original``)
-longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins)
+longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins;
+                ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1)
 llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
@@ -214,13 +215,17 @@ def _base(cfg: dict[str, Any], rope: Mapping[str, Any]) -> float:
 
 def _derived_factor(rope_type: str, max_pos: int | None, original: int) -> float:
     """YaRN's and LongRoPE's factor when ``rope_parameters`` gives none: ``max_position_embeddings /
-    original_max_position_embeddings``, as transformers derives it (DeepSeek-V3, Phi-3)."""
+    original_max_position_embeddings``, as transformers derives it (DeepSeek-V3, Phi-3). LongRoPE reads it
+    only for its attention factor, which transformers sets to 1 for a factor at or below 1: such a factor
+    is taken as 1."""
     if max_pos is None:
         raise ValueError(
             f"`rope_parameters` of rope_type {rope_type!r} gives no `factor`, and the config no "
             f"`max_position_embeddings` to derive it from (max_position_embeddings / original_max_position_embeddings)"
         )
     factor = max_pos / original
+    if rope_type == "longrope":
+        return max(factor, 1.0)
     if factor < 1.0:
         raise ValueError(
             f"`max_position_embeddings`={max_pos} is below `original_max_position_embeddings`={original}, which gives "

@@ -171,6 +171,22 @@ def test_deepseek_v3_yarn_with_mscale_all_dim_gives_the_same_logits():
         (0.1 * math.log(4.0) + 1) / (0.05 * math.log(4.0) + 1), rel=1e-12)
 
 
+def test_phi3_longrope_shorter_than_its_trained_length_gives_the_same_logits():
+    """Phi-3 keeps original_max_position_embeddings (4096 by default) beside a longrope without factor;
+    below it, transformers' factor max_position_embeddings / 4096 is under 1 and its attention factor 1.
+    This used to be refused ('`max_len` must be >= `original_max_len`')."""
+    config = transformers.Phi3Config(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, intermediate_size=64,
+        vocab_size=64, pad_token_id=0, max_position_embeddings=64,
+        rope_parameters={"rope_type": "longrope", "short_factor": ROPES["longrope"]["short_factor"],
+                         "long_factor": ROPES["longrope"]["long_factor"]},
+    )
+    torch.manual_seed(0)
+    model = transformers.Phi3ForCausalLM(config).eval()
+    assert_swap_keeps_logits(model, torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(6)))
+    assert model.model.rotary_emb.encodings["default"].scaling.attention_factor == 1.0
+
+
 def test_models_whose_rotary_has_another_interface_are_refused():
     """DeepSeek-V2's rotary returns one complex tensor, Qwen2-VL's takes (3, b, n) M-RoPE ids: swapping
     them once crashed deep inside the model (AttributeError, a matmul shape error)."""

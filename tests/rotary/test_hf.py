@@ -48,6 +48,11 @@ CASES = {
         {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG, "rope_theta": 10000.0},
         2048, {"original_max_position_embeddings": 128},
     ),
+    # max_position_embeddings below the trained length: transformers' factor 0.5, attention factor 1
+    "longrope-phi3-shorter": (
+        {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG, "rope_theta": 10000.0},
+        64, {"original_max_position_embeddings": 128},
+    ),
     "llama3": (
         {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
          "original_max_position_embeddings": 8192, "rope_theta": 500000.0},
