@@ -12,6 +12,11 @@ turns with the id of its axis:
   height's when ``j % 3 == 1`` and ``j < 3 * s_h``, width's when ``j % 3 == 2`` and ``j < 3 * s_w``,
   time's otherwise.
 
+The frequencies are RoPE's unscaled ``base^(-2j/R)``. A Qwen-VL config whose ``rope_parameters`` name a
+scaled ``rope_type`` (transformers builds yarn, dynamic, ... M-RoPE) changes the frequencies as well
+as cos/sin's factor; that RoPE is not reproduced here, and passing its ``attention_scaling`` alone
+gives other angles (a tiny Qwen3-VL with yarn factor 4: off by up to 6.2 after rotation).
+
 Pairs are split halves ``(x_j, x_{j + R/2})`` (``rotate_half``), as in those models. Text tokens
 carry three equal ids, where M-RoPE is 1-D RoPE. :func:`mrope_position_ids` builds the ids of a
 sequence of text, image and video spans.
@@ -128,7 +133,8 @@ def apply_mrope(
     mrope_section: frequencies per axis (time, height, width), summing to ``rotary_dim / 2``
     (Qwen2-VL: ``(16, 24, 24)`` for 128-wide heads; Qwen3-VL: ``(24, 20, 20)``). rotary_dim: the
     rotated width (default ``d``); the features past it pass through. attention_scaling: a factor
-    on cos and sin (transformers' ``attention_scaling`` of scaled RoPE types).
+    on cos and sin; the frequencies stay unscaled, so with a scaled rope type's ``attention_scaling``
+    this is not that type's RoPE (see the module docstring).
     """
     check_float_tensor("x", x, ndim=4)
     check_positions("position_ids", position_ids)
