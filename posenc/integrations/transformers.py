@@ -15,8 +15,9 @@ and ``2i + 1`` (Cohere's ``repeat_interleave``), or once, ``(b, n, rot/2)`` (gpt
 
 Refused with a ValueError: multimodal RoPE models (``rope_parameters['mrope_section']``, Qwen2-VL and
 its successors; use :func:`posenc.rotary.apply_mrope`), rotary modules that do not return
-``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``), and encodings whose rotated width differs from
-the width the model's rotary module serves.
+``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``), encodings whose rotated width differs from
+the width the model's rotary module serves, and models on the meta device (the layout is read from
+values: swap once the model is materialised).
 
 Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 """
@@ -162,6 +163,12 @@ def _layout_of(name: str, module: nn.Module, out, widths: set[int]) -> Layout:
         raise ValueError(
             f"`model`'s rotary module {name!r} ({type(module).__name__}) does not return (cos, sin) for "
             f"(x, position_ids) (got {type(out).__name__}); use_posenc_rotary cannot replace it"
+        )
+    if out[0].device.type == "meta":
+        raise ValueError(
+            f"`model`'s rotary module {name!r} ({type(module).__name__}) is on the meta device, where the layout "
+            f"of its cos/sin (read from its values) cannot be seen; call use_posenc_rotary on the model once it "
+            f"is materialised"
         )
     width = out[0].shape[-1]
     cos = out[0].reshape(-1, width)[-1]  # position 1: the angles themselves

@@ -187,6 +187,18 @@ def test_phi3_longrope_shorter_than_its_trained_length_gives_the_same_logits():
     assert model.model.rotary_emb.encodings["default"].scaling.attention_factor == 1.0
 
 
+def test_a_model_on_the_meta_device_is_refused_by_name():
+    """The layout probe compared the meta rotary module's cos halves with torch.equal, which failed inside
+    torch ('aten::equal: attempted to run this operator with Meta tensors')."""
+    config = transformers.LlamaConfig(hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=2,
+                                      num_hidden_layers=1, intermediate_size=32, vocab_size=64)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    with pytest.raises(ValueError, match="'model.rotary_emb'.*is on the meta device"):
+        use_posenc_rotary(model)
+    assert type(model.model.rotary_emb).__name__ == "LlamaRotaryEmbedding"  # left as it was
+
+
 def test_models_whose_rotary_has_another_interface_are_refused():
     """DeepSeek-V2's rotary returns one complex tensor, Qwen2-VL's takes (3, b, n) M-RoPE ids: swapping
     them once crashed deep inside the model (AttributeError, a matmul shape error)."""
