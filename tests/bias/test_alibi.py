@@ -181,6 +181,15 @@ def test_slopes_match_bloom_and_x_transformers(heads):
     torch.testing.assert_close(ours, torch.tensor(xt.AlibiPositionalBias._get_slopes(heads), dtype=torch.float64))
 
 
+def test_slopes_match_mpt_for_1_to_40_heads():
+    """MPT's ``build_mpt_alibi_tensor`` (alibi_bias_max 8) takes the slopes of the next power of two, odd
+    ones first: the same slopes as the paper's rule for every head count."""
+    mpt = pytest.importorskip("transformers.models.mpt.modeling_mpt")
+    for heads in range(1, 41):
+        theirs = mpt.build_mpt_alibi_tensor(heads, 2)[:, 0].double()  # (heads, 2): slope * (key position - 1)
+        torch.testing.assert_close(alibi_slopes(heads, dtype=torch.float64), theirs[:, 1] - theirs[:, 0], rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("heads", [3, 8, 12])
 @pytest.mark.parametrize("n, m", [(5, 5), (3, 9), (1, 7)])
 def test_bias_matches_x_transformers(heads, n, m):

@@ -58,6 +58,24 @@ CASES = {
          "original_max_position_embeddings": 8192, "rope_theta": 500000.0},
         131072, {},
     ),
+    # non-default parameters beside a partial rotation
+    "yarn-partial-betas": (
+        {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0,
+         "beta_fast": 16, "beta_slow": 2, "partial_rotary_factor": 0.5},
+        512, {},
+    ),
+    "llama3-partial-bands": (
+        {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 2.0, "high_freq_factor": 8.0,
+         "original_max_position_embeddings": 128, "rope_theta": 500000.0, "partial_rotary_factor": 0.5},
+        1024, {},
+    ),
+    "longrope-partial-attention": (
+        {"rope_type": "longrope", "short_factor": SHORT[:4], "long_factor": LONG[:4], "factor": 2.0,
+         "attention_factor": 1.1, "original_max_position_embeddings": 64, "rope_theta": 10000.0,
+         "partial_rotary_factor": 0.5},
+        256, {},
+    ),
+    "dynamic-partial": ({"rope_type": "dynamic", "factor": 3.0, "rope_theta": 10000.0, "partial_rotary_factor": 0.25}, 256, {}),
     "proportional": ({"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 10000.0}, 256, {}),
     "proportional-scaled": ({"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0, "rope_theta": 1e6}, 256, {}),
 }

@@ -148,7 +148,7 @@ def test_base_that_is_neither_a_number_nor_a_sequence_is_refused(base):
         apply_rope_nd(x, torch.zeros(5, 2), axes_dim=(8, 8), base=base)
 
 
-# -- parity with diffusers (Flux's EmbedND, CogVideoX's 3-D RoPE) --------------------------------------------
+# -- parity with diffusers (Flux, CogVideoX, Wan, HunyuanVideo, Hunyuan-DiT) and rotary-embedding-torch --------------------------------------------
 def test_matches_diffusers_flux_pos_embed():
     """Flux's ``FluxPosEmbed`` cos/sin (float64 angles, held in float32) applied by diffusers'
     ``apply_rotary_emb`` (adjacent pairs), fractional ids and a pass-through tail included."""
@@ -174,6 +174,64 @@ def test_matches_diffusers_cogvideox_3d_rotary():
     x = torch.randn(1, 2, t * h * w, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     theirs = embeddings.apply_rotary_emb(x, (cos.double(), sin.double()))
     torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=(d // 4, d // 8 * 3, d // 8 * 3)), theirs, rtol=0, atol=1e-6)
+
+
+def _grid_ids(*sizes: int) -> torch.Tensor:
+    """(prod(sizes), k) integer coordinates of a grid in raster order (the last axis fastest)."""
+    return torch.stack(torch.meshgrid(*(torch.arange(s) for s in sizes), indexing="ij"), dim=-1).reshape(-1, len(sizes))
+
+
+def test_matches_diffusers_wan_rotary():
+    """Wan's ``WanRotaryPosEmbed``: (frame, row, column) axes of widths head - 4 (head // 6), 2 (head // 6),
+    2 (head // 6) over the latent patch grid, adjacent pairs as its attention rotates them."""
+    wan = pytest.importorskip("diffusers.models.transformers.transformer_wan")
+    head, (f, h, w) = 24, (3, 3, 4)
+    rope = wan.WanRotaryPosEmbed(head, (1, 2, 2), 64)
+    cos, sin = rope(torch.zeros(1, 4, f, 2 * h, 2 * w))  # (1, f*h*w, 1, head)
+    x = torch.randn(1, f * h * w, 2, head, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    c, s = cos[..., 0::2].double(), sin[..., 1::2].double()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    theirs = torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)  # Wan's apply_rotary_emb
+    ours = apply_rope_nd(x.transpose(1, 2), _grid_ids(f, h, w), axes_dim=(rope.t_dim, rope.h_dim, rope.w_dim))
+    torch.testing.assert_close(ours.transpose(1, 2), theirs, rtol=0, atol=1e-6)
+
+
+def test_matches_diffusers_hunyuan_video_rotary():
+    """HunyuanVideo's ``HunyuanVideoRotaryPosEmbed`` (per-axis widths, base 256) applied by diffusers'
+    ``apply_rotary_emb``: apply_rope_nd at the (t, h, w) grid with that base."""
+    hunyuan = pytest.importorskip("diffusers.models.transformers.transformer_hunyuan_video")
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    axes, (t, h, w) = (4, 10, 10), (2, 3, 4)
+    cos, sin = hunyuan.HunyuanVideoRotaryPosEmbed(1, 1, list(axes), theta=256.0)(torch.zeros(1, 1, t, h, w))
+    x = torch.randn(1, 2, t * h * w, sum(axes), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    theirs = embeddings.apply_rotary_emb(x, (cos.double(), sin.double()))
+    torch.testing.assert_close(apply_rope_nd(x, _grid_ids(t, h, w), axes_dim=axes, base=256.0), theirs, rtol=0, atol=1e-6)
+
+
+def test_matches_diffusers_hunyuan_dit_2d_rotary():
+    """Hunyuan-DiT's ``get_2d_rotary_pos_embed``: half the head per axis, the width coordinate first, on
+    the grid ``linspace(0, size (s - 1) / s, s)`` of a crop."""
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    d, (h, w) = 16, (3, 4)
+    cos, sin = embeddings.get_2d_rotary_pos_embed(d, ((0, 0), (h, w)), (h, w), use_real=True)
+    rows, cols = torch.meshgrid(*(torch.linspace(0, s * (s - 1) / s, s, dtype=torch.float64) for s in (h, w)), indexing="ij")
+    ids = torch.stack((cols, rows), dim=-1).reshape(-1, 2)
+    x = torch.randn(1, 2, h * w, d, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    theirs = embeddings.apply_rotary_emb(x, (cos.double(), sin.double()))
+    torch.testing.assert_close(apply_rope_nd(x, ids, axes_dim=(d // 2, d // 2)), theirs, rtol=0, atol=1e-6)
+
+
+def test_matches_rotary_embedding_torch_axial_frequencies():
+    """rotary-embedding-torch's ``get_axial_freqs`` (language frequencies per axis, concatenated in axis
+    order) applied by its ``apply_rotary_emb``, with float64 frequencies: equal."""
+    ret = pytest.importorskip("rotary_embedding_torch")
+    peer = ret.RotaryEmbedding(dim=8, cache_if_possible=False)
+    with torch.no_grad():
+        peer.freqs.data = 10000.0 ** -(torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    x = torch.randn(1, 2, 3, 4, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    theirs = ret.apply_rotary_emb(peer.get_axial_freqs(3, 4), x).reshape(1, 2, 12, 20)
+    ours = apply_rope_nd(x.reshape(1, 2, 12, 20), _grid_ids(3, 4), axes_dim=(8, 8))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype, error", [(torch.int64, ValueError), ("float32", TypeError)])
