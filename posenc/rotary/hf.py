@@ -24,6 +24,10 @@ llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
 
+A multimodal-RoPE config (``mrope_section``: Qwen2-VL and its successors) gives the 1-D RoPE that
+M-RoPE is at text positions (three equal ids); ``mrope_section`` is not read, so image and video
+tokens need :func:`posenc.rotary.apply_mrope`.
+
 A config with GPT-J's ``rotary_dim`` and no ``rope_parameters`` (interleaved pairs) raises, naming the
 encoding to build instead. A config whose rotated width ``int(head_dim * partial_rotary_factor)`` is
 odd raises: transformers then rotates ``2 * ceil(w / 2)`` features at frequencies ``base ** (-2i / w)``, which is not RoPE over

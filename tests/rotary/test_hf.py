@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from posenc.rotary import RotaryPositionEncoding, from_hf_config, to_hf_rope_parameters
 
@@ -217,6 +218,23 @@ def test_a_factor_with_nothing_to_derive_it_from_is_refused(rope_type, extra):
     rope = {"rope_type": rope_type, "original_max_position_embeddings": 64, **extra}
     with pytest.raises(ValueError, match="no `factor`, and the config no `max_position_embeddings`"):
         from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "rope_parameters": rope})
+
+
+def test_an_mrope_config_gives_the_rope_of_its_text_positions():
+    """from_hf_config does not read mrope_section: at text positions (three equal ids) Qwen2-VL's
+    M-RoPE is the 1-D RoPE returned, as the module docstring says."""
+    pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.qwen2_vl.modeling_qwen2_vl")
+    configuration = pytest.importorskip("transformers.models.qwen2_vl.configuration_qwen2_vl")
+    config = configuration.Qwen2VLTextConfig(
+        hidden_size=64, num_attention_heads=2, head_dim=32,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "mrope_section": [4, 6, 6]},
+    )
+    x = torch.randn(2, 2, 9, 32, generator=torch.Generator().manual_seed(7))
+    ids = torch.arange(3, 12).expand(2, -1)
+    cos, sin = modeling.Qwen2VLRotaryEmbedding(config)(x, ids.expand(3, -1, -1))
+    want = modeling.apply_rotary_pos_emb(x, x, cos, sin)[0]
+    torch.testing.assert_close(from_hf_config(config)(x, positions=ids), want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("head_dim, partial", [(12, 0.75), (12, 0.25), (15, 1.0)])
