@@ -34,7 +34,10 @@ odd raises: transformers then rotates ``2 * ceil(w / 2)`` features at frequencie
 feature pairs.
 
 ``to_hf_rope_parameters(encoding)`` goes back to a ``rope_parameters`` dict (for ``dynamic`` the
-model's ``max_position_embeddings`` must equal ``original_max_len``, which transformers reads there).
+model's ``max_position_embeddings`` must equal ``original_max_len``, which transformers reads there,
+and transformers' length rule is ``dynamic_update="grow_only"``: an encoding with the default
+``"recompute"`` exports to the same dict but differs from the model once a sequence past
+``original_max_len`` follows a longer one).
 Verified against transformers' ``ROPE_INIT_FUNCTIONS`` in tests/rotary/test_hf.py.
 """
 
@@ -250,7 +253,8 @@ def to_hf_rope_parameters(
     encoding: RotaryPositionEncoding | Mapping[str, RotaryPositionEncoding | None],
 ) -> dict[str, Any]:
     """The transformers ``rope_parameters`` dict equivalent to ``encoding`` (nested per layer type
-    for a dict of encodings, as :func:`from_hf_config` returns them)."""
+    for a dict of encodings, as :func:`from_hf_config` returns them). Dynamic NTK exports without its
+    ``dynamic_update``: transformers always grows only (see the module docstring)."""
     if isinstance(encoding, Mapping):
         return {name: None if enc is None else to_hf_rope_parameters(enc) for name, enc in encoding.items()}
     if not isinstance(encoding, RotaryPositionEncoding):

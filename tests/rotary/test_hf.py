@@ -136,6 +136,19 @@ def test_to_hf_rope_parameters_round_trips(case):
     assert_same(from_hf_config(again), again)
 
 
+def test_dynamic_ntk_exports_with_transformers_grow_only_rule():
+    """transformers' dynamic RoPE grows only; a posenc encoding with dynamic_update='recompute' (the
+    default) exports to the same rope_parameters, as the docstring says, and the two differ once 24
+    tokens follow 40 (16 trained): the model keeps the base of 40."""
+    encoding = RotaryPositionEncoding(16, scaling="dynamic_ntk", factor=2.0, original_max_len=16)
+    back = from_hf_config({"head_dim": 16, "max_position_embeddings": 16, "rope_parameters": to_hf_rope_parameters(encoding)})
+    assert (encoding.scaling.dynamic_update, back.scaling.dynamic_update) == ("recompute", "grow_only")
+    assert torch.equal(back.inverse_frequencies(24), encoding.inverse_frequencies(24))
+    back(torch.zeros(1, 1, 40, 16))  # the exported model has now seen 40 tokens
+    x = torch.randn(1, 1, 24, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    assert (back(x) - encoding(x)).abs().max() > 0.1
+
+
 def test_old_rope_scaling_key_and_top_level_theta():
     config = {"hidden_size": 64, "num_attention_heads": 4, "rope_theta": 500.0, "max_position_embeddings": 64,
               "rope_scaling": {"type": "linear", "factor": 4.0}}
