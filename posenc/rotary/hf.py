@@ -24,6 +24,12 @@ llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
 
+The pair layout is not in a config but in the model's code: the encoding returned pairs split halves
+``(x_i, x_{i + rot/2})`` (Llama's ``rotate_half``). Cohere, Cohere 2, GLM, GLM-4, ERNIE 4.5, Llama 4,
+DeepSeek-V2 and DeepSeek-V3 (``rope_interleave``) rotate adjacent pairs ``(x_{2i}, x_{2i+1})`` with the
+same angles: with their weights, build the encoding with ``interleaved=True``.
+:func:`posenc.integrations.transformers.use_posenc_rotary` reads the layout from the model itself.
+
 A multimodal-RoPE config (``mrope_section``: Qwen2-VL and its successors) gives the 1-D RoPE that
 M-RoPE is at text positions (three equal ids); ``mrope_section`` is not read, so image and video
 tokens need :func:`posenc.rotary.apply_mrope`.

@@ -233,6 +233,21 @@ def test_a_factor_with_nothing_to_derive_it_from_is_refused(rope_type, extra):
         from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "rope_parameters": rope})
 
 
+def test_adjacent_pair_models_take_the_same_angles_interleaved():
+    """The module docstring: Cohere rotates adjacent pairs; from_hf_config's split-halves encoding is not
+    its rotation, the same angles with interleaved=True are."""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.cohere.modeling_cohere")
+    config = transformers.CohereConfig(hidden_size=64, num_attention_heads=4, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
+    x = torch.randn(1, 4, 9, 16, generator=torch.Generator().manual_seed(9))
+    ids = torch.arange(9).unsqueeze(0)
+    want = modeling.apply_rotary_pos_emb(x, x, *modeling.CohereRotaryEmbedding(config)(x, ids))[0]
+    encoding = from_hf_config(config)
+    assert not encoding.interleaved and (encoding(x, positions=ids) - want).abs().max() > 0.1
+    adjacent = RotaryPositionEncoding(encoding.head_dim, base=encoding.base, interleaved=True)
+    torch.testing.assert_close(adjacent(x, positions=ids), want, rtol=0, atol=1e-5)
+
+
 def test_an_mrope_config_gives_the_rope_of_its_text_positions():
     """from_hf_config does not read mrope_section: at text positions (three equal ids) Qwen2-VL's
     M-RoPE is the 1-D RoPE returned, as the module docstring says."""
