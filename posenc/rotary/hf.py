@@ -1,6 +1,8 @@
 """Hugging Face transformers' RoPE configuration to and from posenc's :class:`RotaryPositionEncoding`.
 
-``from_hf_config(config)`` reads a transformers config (object or dict): ``rope_parameters`` (or the
+``from_hf_config(config)`` reads a transformers config (object or dict; of a composite model such
+as a vision-language one, its text model's config, ``get_text_config()`` or ``text_config``):
+``rope_parameters`` (or the
 older ``rope_scaling``) with its ``rope_type``, ``rope_theta``, ``partial_rotary_factor`` (GPT-NeoX's
 ``rotary_emb_base`` and ``rotary_pct`` in an older config.json),
 ``head_dim`` (else ``hidden_size // num_attention_heads``) and ``max_position_embeddings`` (under
@@ -65,12 +67,21 @@ _REQUIRED = {
 }
 
 
+_WIDTH_KEYS = ("head_dim", "hidden_size", "rope_parameters", "rope_scaling")
+
+
 def _as_dict(config: Any) -> dict[str, Any]:
     if isinstance(config, Mapping):
+        text = config.get("text_config")
+        # a composite model's config.json (vision-language models): the RoPE is its text model's
+        if isinstance(text, Mapping) and not any(key in config for key in _WIDTH_KEYS):
+            return dict(text)
         return dict(config)
     to_dict = getattr(type(config), "to_dict", None)  # transformers' PretrainedConfig interface
     if to_dict is None:
         raise TypeError(f"`config` must be a transformers config or a dict, got {type(config).__name__}")
+    if callable(getattr(type(config), "get_text_config", None)):  # the same interface: itself unless composite
+        config = config.get_text_config()
     cfg = config.to_dict()
     # the names a config class reads from its own fields, as transformers' models read them (`config.head_dim`
     # is Zamba2's attention_head_dim and JetMoe's kv_channels, `config.hidden_size` GPT-J's n_embd)

@@ -233,6 +233,19 @@ def test_a_factor_with_nothing_to_derive_it_from_is_refused(rope_type, extra):
         from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "rope_parameters": rope})
 
 
+@pytest.mark.parametrize("name", ["Gemma3Config", "LlavaConfig", "Mistral3Config"])
+def test_a_composite_config_gives_its_text_models_rope(name):
+    """A vision-language model's config (object or config.json dict) was refused as lacking hidden_size
+    and num_attention_heads, which it holds in its text config."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, name):
+        pytest.skip(f"no {name} in this transformers")
+    config = getattr(transformers, name)()
+    want = to_hf_rope_parameters(from_hf_config(config.get_text_config()))
+    assert to_hf_rope_parameters(from_hf_config(config)) == want
+    assert to_hf_rope_parameters(from_hf_config(config.to_dict())) == want
+
+
 def test_adjacent_pair_models_take_the_same_angles_interleaved():
     """The module docstring: Cohere rotates adjacent pairs; from_hf_config's split-halves encoding is not
     its rotation, the same angles with interleaved=True are."""
