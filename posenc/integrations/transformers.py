@@ -14,7 +14,8 @@ positions 0 and 1 (per layer type where it takes one): each angle at ``i`` and `
 and ``2i + 1`` (Cohere's ``repeat_interleave``), or once, ``(b, n, rot/2)`` (gpt-oss).
 
 Refused with a ValueError: multimodal RoPE models (``rope_parameters['mrope_section']``, Qwen2-VL and
-its successors; use :func:`posenc.rotary.apply_mrope`), rotary modules that do not return
+its successors; use :func:`posenc.rotary.apply_mrope`; a model that gives its rotary module ids per
+axis without that key, NeoMME's ``(2, b, n)``, at its first forward), rotary modules that do not return
 ``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``), encodings whose rotated width differs from
 the width the model's rotary module serves, and models on the meta device (the layout is read from
 values: swap once the model is materialised).
@@ -83,6 +84,13 @@ class PosencRotaryEmbedding(nn.Module):
             raise ValueError(f"`layer_type` must be one of {sorted(self.encodings)}, got {layer_type!r}")
         else:
             encoding = self.encodings[layer_type]
+        if not isinstance(position_ids, torch.Tensor) or position_ids.ndim != 2:
+            # a model passing ids per axis (NeoMME's (2, b, n) row/column ids) serves multimodal RoPE
+            shape = tuple(position_ids.shape) if isinstance(position_ids, torch.Tensor) else type(position_ids).__name__
+            raise ValueError(
+                f"`position_ids` must have shape (b, n), one position per token, got {shape}; ids per axis "
+                f"(multimodal RoPE) are not a 1-D RoPE's (rotate with posenc.rotary.apply_mrope)"
+            )
         cos, sin = encoding.cos_sin(Positions(position_ids.shape[-1], explicit=position_ids))
         return _laid_out(cos, x.dtype, self.layout), _laid_out(sin, x.dtype, self.layout)
 

@@ -199,6 +199,26 @@ def test_a_model_on_the_meta_device_is_refused_by_name():
     assert type(model.model.rotary_emb).__name__ == "LlamaRotaryEmbedding"  # left as it was
 
 
+def test_position_ids_per_axis_are_refused_by_name():
+    """NeoMME hands its rotary module (2, b, n) row/column ids (multimodal RoPE without mrope_section):
+    posenc's module took them as (2, b, n) explicit positions and the model then failed inside torch
+    ('The size of tensor a (4) must match the size of tensor b (2) at non-singleton dimension 2')."""
+    rotary = PosencRotaryEmbedding(RotaryPositionEncoding(HEAD_DIM))
+    x, ids = torch.zeros(2, 5, HEAD_DIM), torch.arange(5).expand(2, -1)
+    assert rotary(x, ids)[0].shape == (2, 5, HEAD_DIM)
+    for bad in (ids.expand(2, -1, -1), torch.arange(5)):
+        with pytest.raises(ValueError, match=r"`position_ids` must have shape \(b, n\).*apply_mrope"):
+            rotary(x, bad)
+    if not hasattr(transformers, "NeoMMEConfig"):
+        return
+    config = transformers.NeoMMEConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                       intermediate_size=64, vocab_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = use_posenc_rotary(transformers.NeoMMEForMaskedLM(config).eval())
+    with pytest.raises(ValueError, match=r"`position_ids` must have shape \(b, n\), one position per token, got \(2, 1, 6\)"):
+        model(torch.randint(1, 64, (1, 6)))
+
+
 def test_models_whose_rotary_has_another_interface_are_refused():
     """DeepSeek-V2's rotary returns one complex tensor, Qwen2-VL's takes (3, b, n) M-RoPE ids: swapping
     them once crashed deep inside the model (AttributeError, a matmul shape error)."""
