@@ -280,6 +280,19 @@ class RopeScaling:
         return long if seq_len > self.original_max_len else short
 
 
+def _check_seq_len(seq_len: int | torch.Tensor | None) -> None:
+    """``seq_len`` is None, an int >= 0, or a 0-d integer or float tensor (its value is not read: no host sync)."""
+    if not isinstance(seq_len, torch.Tensor):
+        if seq_len is not None:
+            check_int("seq_len", seq_len, minimum=0)
+        return
+    if seq_len.ndim != 0 or seq_len.dtype == torch.bool or seq_len.is_complex():
+        raise ValueError(
+            f"`seq_len` must be an int >= 0 or a 0-d integer or float tensor, "
+            f"got a tensor of shape {tuple(seq_len.shape)} and dtype {seq_len.dtype}"
+        )
+
+
 def rope_frequencies(
     rot_dim: int,
     *,
@@ -294,8 +307,10 @@ def rope_frequencies(
 
     scaling: a kind (its parameters in ``scaling_kwargs``: ``factor``, ``original_max_len``, ...) or
     a :class:`RopeScaling`. p: p-RoPE's fraction of frequencies kept (see ``posenc.rotary.p_rope``).
+    seq_len: the sequence length for ``dynamic_ntk`` and ``longrope``, an int >= 0 or a 0-d real tensor.
     """
     check_even("rot_dim", rot_dim, why="RoPE rotates feature pairs")
+    _check_seq_len(seq_len)
     check_float("base", base, positive=True)
     check_fits("rot_dim", rot_dim, (rot_dim // 2,), angle_dtype(device), device)
     if isinstance(scaling, RopeScaling):

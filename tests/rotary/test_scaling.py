@@ -351,3 +351,24 @@ def test_stateless_apply_scaled_rope_refuses_grow_only():
     with pytest.raises(ValueError, match="`dynamic_update`='grow_only'.*RotaryPositionEncoding"):
         apply_scaled_rope(x, torch.arange(4), dynamic_update="grow_only", **kwargs)
     assert apply_scaled_rope(x, torch.arange(4), dynamic_update="recompute", **kwargs).shape == x.shape
+
+
+@pytest.mark.parametrize("scaling", ["dynamic_ntk", "longrope"])
+@pytest.mark.parametrize(
+    ("seq_len", "error"),
+    [("4096", TypeError), (1.5, TypeError), (float("nan"), TypeError), (True, TypeError), (-1, ValueError),
+     (torch.tensor([3, 4]), ValueError), (torch.tensor(True), ValueError)],
+)
+def test_rope_frequencies_refuses_a_bad_seq_len_by_name(scaling, seq_len, error):
+    # seq_len went unchecked: a string failed inside the arithmetic ("can't multiply sequence by non-int"),
+    # a (2,) tensor inside a broadcast, and -1, 1.5, NaN or True gave frequencies without a word
+    from posenc.functional import rope_frequencies
+
+    kwargs = {"factor": 4.0, "original_max_len": 16}
+    if scaling == "longrope":
+        kwargs.update(short_factor=[1.0] * 4, long_factor=[2.0] * 4)
+    with pytest.raises(error, match="`seq_len`"):
+        rope_frequencies(8, scaling=scaling, seq_len=seq_len, **kwargs)
+    for good in (None, 0, 40, torch.tensor(40), torch.tensor(40.0)):
+        inv_freq, _ = rope_frequencies(8, scaling=scaling, seq_len=good, **kwargs)
+        assert inv_freq.shape == (4,)
