@@ -58,7 +58,12 @@ def sinusoidal(
         check_table_fits({"positions": positions, "dim": dim}, (positions, dim), torch.float32, None)
         drawn = positions_or_randomized(None, randomize_positions, n=positions, generator=generator)
         positions = torch.arange(positions) if drawn is None else drawn[0]
-    elif randomize_positions is not None or generator is not None:
+    elif randomize_positions is None and generator is not None:
+        raise ValueError(
+            "`generator` draws randomized positions: pass `randomize_positions` and `positions` as an int n "
+            f"with it, or leave it None; got a {type(positions).__name__} of positions"
+        )
+    elif randomize_positions is not None:
         raise ValueError(
             "`randomize_positions` draws the positions of a length: pass `positions` as an int n with it, "
             f"got a {type(positions).__name__}"

@@ -186,3 +186,11 @@ def test_float64_model_gets_a_float64_encoding(positions):
     rows = list(range(5)) if positions is None else positions.tolist()
     assert got.dtype == torch.float64
     torch.testing.assert_close(got[0], torch.from_numpy(reference(rows, 8)), atol=1e-13, rtol=0)
+
+
+def test_a_generator_beside_explicit_positions_is_refused_naming_generator():
+    # the error named `randomize_positions`, an argument the caller never passed
+    with pytest.raises(ValueError, match=r"^`generator` draws randomized positions.*got a Tensor"):
+        sinusoidal(torch.arange(5), 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^`randomize_positions` draws the positions of a length"):
+        sinusoidal(torch.arange(5), 8, randomize_positions=8, generator=torch.Generator().manual_seed(0))
