@@ -215,7 +215,8 @@ def use_posenc_rotary(
             f"`model` ({type(model).__name__}) uses multimodal RoPE (rope_parameters['mrope_section']), which "
             f"use_posenc_rotary does not replace; rotate with posenc.rotary.apply_mrope instead"
         )
-    default = from_hf_config(text_config) if encoding is None else encoding
+    # without a config (a module built by hand) only the rotary modules' own configs or `encoding` can say
+    default = from_hf_config(text_config) if encoding is None and text_config is not None else encoding
     targets = [
         (name, module) for name, module in model.named_modules()
         if _is_rotary_module(module) and _serves_text(module, config, text_config)
@@ -228,6 +229,11 @@ def use_posenc_rotary(
         # per layer base from copies of the model's config)
         own = _module_config(old)
         chosen = from_hf_config(own.get_text_config()) if encoding is None and own is not None else default
+        if chosen is None:
+            raise ValueError(
+                f"`model` ({type(model).__name__}) has no `config` to read the RoPE of its rotary module "
+                f"'{name}' from; pass the posenc encoding to use as `encoding`"
+            )
         encodings = dict(PosencRotaryEmbedding(chosen).encodings)  # checks `encoding` too
         plans.append((name, old, chosen, own, _output_layout(name, old, encodings)))
     for name, old, chosen, own, layout in plans:

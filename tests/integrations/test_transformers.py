@@ -106,6 +106,21 @@ def test_bad_arguments():
         PosencRotaryEmbedding(RotaryPositionEncoding(8, interleaved=True))
 
 
+def test_a_model_without_a_config_is_refused_naming_what_to_pass():
+    # use_posenc_rotary(module_without_config) said '`config` must be a transformers config or a dict, got
+    # NoneType', an argument the caller never passed
+    with pytest.raises(ValueError, match=r"`model` \(Linear\) has no '\*RotaryEmbedding' module"):
+        use_posenc_rotary(torch.nn.Linear(2, 2))
+
+    class HandRotaryEmbedding(torch.nn.Module):  # a rotary module built without a transformers config
+        pass
+
+    holder = torch.nn.Module()
+    holder.rotary_emb = HandRotaryEmbedding()
+    with pytest.raises(ValueError, match=r"`model` \(Module\) has no `config`.*'rotary_emb'.*`encoding`"):
+        use_posenc_rotary(holder)
+
+
 def test_per_layer_type_rotary_of_gemma3():
     config = transformers.Gemma3TextConfig(
         hidden_size=4 * HEAD_DIM, num_attention_heads=4, head_dim=HEAD_DIM, num_hidden_layers=2, num_key_value_heads=2,
