@@ -63,6 +63,16 @@ def test_python_dash_m_posenc(tmp_path):
     assert done.stdout.strip() == f"posenc {posenc.__version__}"
 
 
+def test_importing_posenc_main_runs_nothing(capsys):
+    # `import posenc.__main__` (pkgutil.walk_packages, a doctest or documentation run over the package)
+    # ran the command line: it printed the usage and raised SystemExit(2)
+    import importlib
+
+    importlib.import_module("posenc.__main__")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
 def test_mistyped_names_get_a_suggestion(capsys):
     assert main(["list", "--family", "rotry"]) == 2
     assert "did you mean 'rotary'" in capsys.readouterr().err
