@@ -30,6 +30,7 @@ from posenc.analysis.probe import PADDINGS, position_probe, probe_cnn
 from posenc.analysis.report import render_html
 from posenc.analysis.rope_variants import rope_variants_analysis
 from posenc.analysis.similarity import roformer_decay_bound
+from posenc.core.extras import require
 from posenc.core.frequencies import inverse_frequencies
 from posenc.core.registry import EncodingInfo, available
 
@@ -476,8 +477,7 @@ def build_atlas(
     such; where it holds an experiment that ``experiments`` holds too, the full run wins.
     Failures are recorded in ``results.json`` (see :func:`collect_errors`), never shown on the page.
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="plot", feature="build_atlas (the atlas's figures)")
     matplotlib.use("Agg")
     with style():
         return _build(Path(out), quick, experiments, encodings, progress, bench, results)

@@ -456,3 +456,15 @@ def test_a_figure_per_rope_variant_on_the_page(atlas_dir):
     for name in ("linear", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope", "xpos", "p_rope", "rope_mixed"):
         file = f"s3-rope-variant-{name}.png"
         assert file in page and (atlas_dir / file).stat().st_size > 1000, name
+
+
+def test_build_atlas_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    # called from Python (not the CLI) it failed with a bare "No module named 'matplotlib'" from inside
+    import sys
+
+    from posenc.core.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    with pytest.raises(MissingExtra, match=r'^build_atlas .* needs matplotlib, .*pip install "posenc\[plot\]"$'):
+        build_atlas(tmp_path / "atlas", quick=True)
+    assert not (tmp_path / "atlas").exists()
