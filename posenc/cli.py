@@ -104,6 +104,14 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
         print(f"posenc atlas --results: no folder {results} (it holds <name>/result.json of full runs, "
               "as docs/results does)", file=sys.stderr)
         return 2
+    # the defaults may be missing (the atlas then says how to add them); a path given explicitly must exist
+    if args.experiments is not None and not Path(args.experiments).is_dir():
+        print(f"posenc atlas --experiments: no folder {args.experiments} (it holds <name>/result.json of "
+              "`posenc run`, as posenc-out/experiments does)", file=sys.stderr)
+        return 2
+    if args.bench is not None and not Path(args.bench).is_file():
+        print(f"posenc atlas --bench: no file {args.bench} (it is written by `posenc bench --json FILE`)", file=sys.stderr)
+        return 2
     index = build_atlas(
         args.out, quick=args.quick, experiments=args.experiments, progress=_on_terminal(), bench=args.bench, results=results
     )

@@ -155,6 +155,17 @@ def test_results_without_the_source_tree_is_one_line_and_status_2(capsys, monkey
     assert err.count("\n") == 0 and str(tmp_path / "nowhere") in err, err
 
 
+@pytest.mark.parametrize("flag", ["--experiments", "--bench"])
+def test_atlas_refuses_an_explicit_path_that_does_not_exist(capsys, tmp_path, flag):
+    # a mistyped --experiments or --bench was ignored: the atlas was built (a minute at --quick) without
+    # the runs or the benchmark asked for, and the command exited 0
+    missing = tmp_path / "nowhere"
+    assert main(["atlas", "--quick", flag, str(missing), "--out", str(tmp_path / "atlas")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"posenc atlas {flag}: no ") and str(missing) in err, err
+    assert not (tmp_path / "atlas").exists()
+
+
 def test_native_stderr_is_silenced_but_python_stderr_is_kept(tmp_path):
     import subprocess
     import sys
