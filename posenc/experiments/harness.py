@@ -541,13 +541,22 @@ def _run_and_write(
 def replot(experiment: Experiment, out_dir: Path | str) -> dict[str, Any]:
     """Draw ``out_dir/plot.png`` again from ``out_dir/result.json`` (and its images), without training.
 
-    Returns the stored result. Raises ``FileNotFoundError`` naming the missing ``result.json``.
+    Returns the stored result. Raises ``FileNotFoundError`` naming the missing ``result.json``, and
+    ``ValueError`` naming one that is not valid JSON or not a result of ``experiment``.
     """
     out_dir = Path(out_dir)
     path = out_dir / RESULT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `posenc run {experiment.name}` first")
-    result = json.loads(path.read_text())
+    rerun = f"run `posenc run {experiment.name} --force` to write it again"
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {rerun}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):  # a damaged file: a bad value
+        raise ValueError(f"{path} is not a result of `posenc run {experiment.name}` (no 'metrics' object); {rerun}")  # noqa: TRY004
+    if result.get("name", experiment.name) != experiment.name:
+        raise ValueError(f"{path} holds a result of {result['name']!r}, not of {experiment.name!r}; {rerun}")
     images = None
     if (out_dir / IMAGES_FILE).exists():
         images = torch.load(out_dir / IMAGES_FILE, map_location="cpu", weights_only=True)

@@ -167,6 +167,23 @@ def test_missing_plot_is_drawn_from_the_result_instead_of_refused(tmp_path, caps
     assert "posenc run timestep" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{not json", "is not valid JSON"), ("[1, 2]", "no 'metrics' object"), ("{}", "no 'metrics' object"),
+     ('{"name": "order", "metrics": {}}', "holds a result of 'order', not of 'timestep'")],
+)
+def test_replot_of_a_damaged_result_names_the_file(tmp_path, capsys, text, message):
+    # a result.json that was not valid JSON was refused without naming the file, and one without metrics
+    # (or not a dict) ended `posenc replot` with a KeyError or TypeError traceback from the plot
+    folder = tmp_path / "timestep"
+    folder.mkdir()
+    (folder / "result.json").write_text(text)
+    assert main(["replot", "timestep", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"posenc replot: {folder / 'result.json'} ") and message in err and err.count("\n") == 0, err
+    assert "posenc run timestep --force" in err and not (folder / "plot.png").exists()
+
+
 def test_plot_images_are_kept_for_replot(tmp_path):
     import torch
 
