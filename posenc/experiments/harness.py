@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import signal
 import time
@@ -270,8 +271,16 @@ class Context:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["fingerprint"] != self._fingerprint():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            fingerprint = state["fingerprint"]
+        # a damaged or foreign file: pickle, archive and lookup errors alike
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"the checkpoint in {path} cannot be read ({type(error).__name__}: {error}); "
+                "pass `--force` to start over"
+            ) from None
+        if fingerprint != self._fingerprint():
             raise ValueError(
                 f"the checkpoint in {path} was written with another configuration or seed; "
                 "run again with the same `--seed` and `--quick`, or pass `--force` to start over"

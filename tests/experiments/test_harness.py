@@ -131,6 +131,15 @@ def test_resume_with_other_seed_is_refused(tmp_path):
         run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, seed=1, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b""])
+def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, content):
+    # torch.load's own error came through ("invalid literal for int() with base 10: 'arbage\n'"), naming no file
+    (tmp_path / "order").mkdir()
+    (tmp_path / "order" / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"^the checkpoint in .*checkpoint\.pt cannot be read \(.*`--force` to start over$"):
+        run_experiment(get_experiment("order"), quick=True, out=tmp_path, overrides=TINY, resume=True, progress=False)
+
+
 def test_torchrun_two_processes_data_parallel(tmp_path):
     """Under torchrun the same command trains with DistributedDataParallel (gloo on the CPU)."""
     torchrun = Path(sys.executable).parent / "torchrun"
