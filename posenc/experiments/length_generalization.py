@@ -207,7 +207,18 @@ def stored_unit(folder: Path | None, key: str, fn, settings: dict[str, Any] | No
     """
     path = None if folder is None else unit_path(folder, key)
     if path is not None and path.exists():
-        unit = json.loads(path.read_text())
+        try:
+            unit = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"the units folder {folder} holds {path.name}, which is not valid JSON ({error}); "
+                "delete it to train that unit again"
+            ) from None
+        if not isinstance(unit, dict):
+            raise ValueError(
+                f"the units folder {folder} holds {path.name}, which is not a unit's result (a JSON object); "
+                "delete it to train that unit again"
+            )
         stored = unit.get("trained_with")
         if settings is not None and stored is not None and stored != settings:
             differ = ", ".join(

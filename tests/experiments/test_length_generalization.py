@@ -92,6 +92,18 @@ def test_units_trained_with_other_settings_are_refused(tmp_path, change):
     assert again["rows"] == ["none", "rope"]
 
 
+@pytest.mark.parametrize(("text", "message"), [('{"test_acc', "is not valid JSON"), ("[1, 2]", "is not a unit's result")])
+def test_a_damaged_unit_is_refused_naming_it(tmp_path, text, message):
+    # a unit file cut short (copied between hosts for a merge) was refused with the JSON parser's own
+    # message ("Unterminated string ..."), naming no file; a list ended in an AttributeError
+    small = {"tasks": ["parity_check"], "encodings": ["none"], "seeds": 1, "randomized": False, "units": str(tmp_path / "units")}
+    tiny(tmp_path / "first", **small)
+    path = next((tmp_path / "units").glob("*.json"))
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"holds {path.name}, which {message}.*delete it to train that unit again"):
+        tiny(tmp_path / "second", **small)
+
+
 @pytest.mark.parametrize("bad", ["3/3", "1", "a/b", "-1/2"])
 def test_bad_shard(bad):
     with pytest.raises(ValueError, match="shard"):
