@@ -251,8 +251,11 @@ def load_experiments(directory: Path, out: Path, *, kind: str = "quick") -> list
         try:
             data = json.loads(result.read_text())
         except (OSError, json.JSONDecodeError) as err:
+            data = err
+        if not isinstance(data, dict) or not isinstance(data.get("metrics", {}), dict):
+            error = data if isinstance(data, Exception) else "not a result of `posenc run` (a JSON object whose 'metrics' is an object)"
             found.append({"name": result.parent.name, "section": "s5", "source": shown_path(result), "claim": "",
-                          "kind": kind, "metrics": [], "pictures": [], "plots": [], "error": str(err)})
+                          "kind": kind, "metrics": [], "pictures": [], "plots": [], "error": str(error)})
             continue
         name = str(data.get("name", result.parent.name))
         run_kind = ("quick" if data["quick"] else "full") if isinstance(data.get("quick"), bool) else kind

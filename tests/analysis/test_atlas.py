@@ -157,6 +157,23 @@ def test_load_experiments_copies_pictures(tmp_path):
     assert found["section"] == "s1" and (out / found["plots"][0]["file"]).exists() and found["pictures"] == []
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{not json", "Expecting property name"), ("[1, 2]", "not a result of `posenc run`"),
+     ('{"metrics": [1]}', "not a result of `posenc run`")],
+)
+def test_load_experiments_records_a_damaged_result_as_an_error(tmp_path, text, message):
+    # valid JSON that is not an object (or whose metrics is not one) ended the whole atlas with
+    # AttributeError: 'list' object has no attribute 'get'; invalid JSON was already an error entry
+    exp = tmp_path / "exp" / "order"
+    exp.mkdir(parents=True)
+    (exp / "result.json").write_text(text)
+    out = tmp_path / "out"
+    out.mkdir()
+    (found,) = load_experiments(tmp_path / "exp", out)
+    assert found["name"] == "order" and message in found["error"] and found["metrics"] == []
+
+
 def test_cli_atlas_prints_index(monkeypatch, capsys, tmp_path):
     from posenc.analysis import atlas
     from posenc.cli import build_parser, main
