@@ -338,6 +338,10 @@ BENCH_HOWTO = ("Add it with `posenc bench --quick --json posenc-out/bench.json` 
 def bench_analysis(path: Path) -> dict:
     """The rows of a ``posenc bench --json`` file as an atlas table (ratios within each case)."""
     result = json.loads(Path(path).read_text())
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or not all(
+        isinstance(r, dict) for r in result["rows"]
+    ):
+        raise ValueError("not a `posenc bench --json` file (a JSON object whose 'rows' is a list of objects)")
     m = result.get("machine", {})
     rows = [
         [r["case"], r["impl"], r["median_ms"], r["ratio"], r.get("cpu_ratio"), r.get("peak_mb"),

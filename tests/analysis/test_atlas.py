@@ -264,6 +264,18 @@ def test_bench_results_appear_with_every_number(tmp_path):
     assert "posenc bench" in index.read_text()
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '{"rows": [["rope", "posenc"]]}', '{"rows": 3}'])
+def test_a_bench_file_of_another_shape_is_a_value_error(tmp_path, text):
+    # valid JSON of another shape raised AttributeError ('list' object has no attribute 'get') or TypeError
+    # (list indices must be integers), which ended the whole atlas; the atlas records a ValueError (as for
+    # invalid JSON) as the bench section's error
+    from posenc.analysis.atlas import bench_analysis
+
+    (tmp_path / "bench.json").write_text(text)
+    with pytest.raises(ValueError, match=r"^not a `posenc bench --json` file"):
+        bench_analysis(tmp_path / "bench.json")
+
+
 def test_every_entry_is_measured_or_says_why_and_nothing_failed(atlas_dir):
     from posenc.analysis.atlas import collect_errors
 
