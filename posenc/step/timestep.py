@@ -44,8 +44,11 @@ from posenc.core.validation import (
 
 def _steps(name: str, t: torch.Tensor | float) -> torch.Tensor:
     """Steps as a tensor of any shape; Python numbers become 0-d tensors."""
-    if isinstance(t, (int, float)) and not isinstance(t, bool):
-        t = torch.tensor(t, dtype=torch.int64 if isinstance(t, int) else torch.float64)
+    if isinstance(t, int) and not isinstance(t, bool):
+        check_int(name, t, minimum=-(2**63), maximum=2**63 - 1)  # an int64 step
+        t = torch.tensor(t, dtype=torch.int64)
+    elif isinstance(t, float):
+        t = torch.tensor(t, dtype=torch.float64)
     return check_positions(name, t)
 
 

@@ -68,6 +68,15 @@ def test_python_numbers():
     assert TimestepEmbedding(8)(3).shape == (32,)
 
 
+def test_a_python_int_past_int64_is_refused_naming_t():
+    # timestep_embedding(10**30, 8) failed inside torch.tensor ('Overflow when unpacking long long')
+    with pytest.raises(ValueError, match=r"^`t` must be <= 9223372036854775807, got 10{30}$"):
+        timestep_embedding(10**30, 8)
+    with pytest.raises(ValueError, match=r"^`t` must be >= -9223372036854775808"):
+        TimestepEmbedding(8).encode(-(10**30))
+    assert timestep_embedding(2**63 - 1, 8).shape == (8,)
+
+
 @given(t=st.integers(0, 2000), s=st.integers(-50, 50))
 def test_shift_is_a_rotation_of_each_sin_cos_pair(t, s):
     half = 8
