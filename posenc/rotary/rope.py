@@ -53,7 +53,7 @@ def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> No
     # the last axis is not broadcast: its length is the number of pairs rotated (see apply_rotary)
     if (
         cos.ndim == 0 or cos.shape[-1] != half[-1] or cos.ndim > x.ndim
-        or any(c not in (1, h) for c, h in zip(reversed(cos.shape), reversed(half)))
+        or any(c != 1 and c != h for c, h in zip(reversed(cos.shape), reversed(half)))
     ):
         raise ValueError(
             f"`cos` and `sin` must broadcast to {half} (half the rotated features of `x` {tuple(x.shape)}), "

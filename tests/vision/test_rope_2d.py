@@ -123,3 +123,16 @@ def test_float64_queries_rotate_at_float64_angles(explicit):
     torch.testing.assert_close(
         apply_rope_2d(x[:, :, 1:], coords), reference_rope_2d(x[:, :, 1:], coords.tolist()), rtol=0, atol=1e-14
     )
+
+
+@pytest.mark.parametrize("name", ["rope_2d", "rope_mixed"])
+def test_compiles_with_dynamic_shapes(name):
+    # rotate_pairs checked the angles' axes with `c not in (1, h)`, which dynamo evaluates as False
+    # for some symbolic h equal to c: with dynamic=True the valid call was refused while tracing
+    rope = get(name).cls(head_dim=8, grid=3, **({"heads": 2} if name == "rope_mixed" else {}))
+    x = torch.randn(2, 2, 9, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True, dynamic=True, backend="eager")
+    for n in (9, 6):
+        p = torch.arange(9 - n, 9)
+        torch.testing.assert_close(compiled(x[:, :, :n], p), rope(x[:, :, :n], positions=p))
