@@ -64,7 +64,7 @@ def apply_rope_learned(
     check_float_tensor("x", x, ndim=4)
     check_float_tensor("freqs", freqs, ndim=2)
     b, h, n, d = x.shape
-    if freqs.shape[0] not in (1, h) or 2 * freqs.shape[1] > d:
+    if (freqs.shape[0] != 1 and freqs.shape[0] != h) or 2 * freqs.shape[1] > d:
         raise ValueError(f"`freqs` must have shape (1 or {h}, at most {d // 2}), got {tuple(freqs.shape)}")
     check_same_device(x=x, freqs=freqs)
     positions = positions_or_randomized(positions, randomize_positions, n=n, batch=b, generator=generator, device=x.device)

@@ -114,3 +114,14 @@ def test_meta_device_then_reset():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+def test_compiles_with_dynamic_shapes():
+    # the frequency rows were checked with `freqs.shape[0] not in (1, h)`, which dynamo evaluates as
+    # False when h is symbolic and the parameter's static row count equals it: the call was refused
+    rope = LearnedRope(8, heads=2)
+    x = torch.randn(3, 2, 7, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True, dynamic=True, backend="eager")
+    for n in (7, 5):
+        torch.testing.assert_close(compiled(x[:, :, :n], torch.arange(3, 3 + n)), rope(x[:, :, :n], positions=torch.arange(3, 3 + n)))
