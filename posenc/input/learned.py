@@ -147,6 +147,11 @@ class LearnedPositionEncoding(PositionEncoding):
         key = prefix + "weight"
         if key in state_dict and state_dict[key].shape[0] != self.max_len:
             loaded = state_dict[key]
+            if loaded.ndim != 2 or loaded.shape[1] != self.weight.shape[1]:
+                raise ValueError(
+                    f"checkpoint's learned position table has shape {tuple(loaded.shape)} but this model's rows are "
+                    f"dim={self.weight.shape[1]} wide: only the number of rows (positions) can be interpolated"
+                )
             if not self.resize_on_load:
                 raise ValueError(
                     f"checkpoint's learned position table has {loaded.shape[0]} rows but this model has "

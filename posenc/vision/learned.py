@@ -200,6 +200,11 @@ class LearnedPatchPosition(PositionEncoding):
                     f"checkpoint's position table has {saved['num_prefix_tokens']} prefix rows but this model has "
                     f"num_prefix_tokens={self.num_prefix_tokens}"
                 )
+            if loaded.ndim != 3 or loaded.shape[0] != 1 or loaded.shape[2] != self.weight.shape[2]:
+                raise ValueError(
+                    f"checkpoint's position table has shape {tuple(loaded.shape)} but this model's is "
+                    f"{tuple(self.weight.shape)} (dim={self.weight.shape[2]}): only the grid can be resampled"
+                )
             if not self.resize_on_load:
                 raise ValueError(
                     f"checkpoint's position table has shape {tuple(loaded.shape)} (grid {saved.get('grid')}) but this "

@@ -171,6 +171,11 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         # a table saved at another grid of the same size ((2h-1)(2w-1): 2x6 and 6x2) has this table's shape
         other_grid = "grid" in saved and tuple(saved["grid"]) != self.grid
         if key in state_dict and (state_dict[key].shape != self.table.shape or other_grid):
+            if state_dict[key].ndim != 2 or state_dict[key].shape[1] != self.heads:
+                raise ValueError(
+                    f"checkpoint's relative bias table has shape {tuple(state_dict[key].shape)} but this model has "
+                    f"heads={self.heads} (one column each): only the grid can be resampled"
+                )
             if not self.resize_on_load or "grid" not in saved:
                 raise ValueError(
                     f"checkpoint's relative bias table has shape {tuple(state_dict[key].shape)} (grid {saved.get('grid')}) "

@@ -122,3 +122,12 @@ def test_resize_table_nearest_keeps_end_points_and_the_linear_position_map():
         if new_len > 1:
             assert out[0, 0] == 0 and out[-1, 0] == 8
     torch.testing.assert_close(resize_table(table, 5, mode="nearest"), resize_table(table, 5), atol=0, rtol=0)
+
+
+def test_checkpoint_of_another_width_is_refused_before_resizing():
+    # the table was interpolated along positions first, and torch then reported the resized table's
+    # shape as the checkpoint's ('copying a param with shape (32, 4) from checkpoint'; it held (16, 4))
+    source = LearnedPositionEncoding(4, max_len=16)
+    target = LearnedPositionEncoding(8, max_len=32, resize_on_load=True)
+    with pytest.raises(ValueError, match=r"shape \(16, 4\).*dim=8"):
+        target.load_state_dict(source.state_dict())

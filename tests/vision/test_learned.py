@@ -242,3 +242,11 @@ def test_a_prefix_longer_than_the_table_is_refused_naming_num_prefix_tokens():
     leaves no patch rows."""
     with pytest.raises(ValueError, match="`num_prefix_tokens`=1000000000000 leaves no patch rows"):
         resample_pos_embed(torch.randn(1, 5, 4), (3, 3), num_prefix_tokens=10**12)
+
+
+def test_checkpoint_of_another_width_is_refused_before_resampling():
+    # the grid was resampled first, and torch then reported the resampled table's shape as the
+    # checkpoint's ('copying a param with shape (1, 16, 4) from checkpoint'; it held (1, 9, 4))
+    source, target = LearnedPatchPosition(4, grid=3), LearnedPatchPosition(8, grid=4)
+    with pytest.raises(ValueError, match=r"shape \(1, 9, 4\).*dim=8"):
+        target.load_state_dict(source.state_dict())

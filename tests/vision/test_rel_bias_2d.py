@@ -155,3 +155,13 @@ def test_matches_transformers_swin_relative_position_bias(grid):
         ours.table.copy_(peer.relative_position_bias_table)
     assert torch.equal(ours.index.reshape(-1), peer.relative_position_index)
     assert torch.equal(ours(), peer())
+
+
+@pytest.mark.parametrize("resize_on_load", [True, False])
+def test_checkpoint_with_other_heads_is_refused_naming_heads(resize_on_load):
+    # the grid was resampled first (or resize_on_load=True was asked for, which would not help), and
+    # torch then reported the resampled table's shape as the checkpoint's
+    source = RelativeBias2d(3, grid=3)
+    target = RelativeBias2d(2, grid=4, resize_on_load=resize_on_load)
+    with pytest.raises(ValueError, match=r"shape \(25, 3\).*heads=2"):
+        target.load_state_dict(source.state_dict())
