@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import posenc
-from posenc.testing import example
+from posenc.testing import build, example
 
 NAMES = [info.name for info in posenc.available()]
 
@@ -46,4 +46,17 @@ def test_timestep_without_num_steps_is_one_graph(cases):
     t = torch.tensor([0, 7, 999_999])
     with torch.no_grad():
         torch.testing.assert_close(compiled(t), module(t), atol=1e-5, rtol=1e-5)
+    cases["torch.compile"] += 1
+
+
+@pytest.mark.parametrize("name", ["alibi", "t5", "kerple", "sandwich", "dynamic_bias", "cpb", "fire"])
+def test_bias_called_on_its_own_keeps_compiling_when_n_changes(name, cases):
+    # bias(n) formed the memory check's message, an f-string of n, before checking: once n changed,
+    # dynamo traced it as a symbol and fullgraph=True failed ('BUILD_STRING type error')
+    torch._dynamo.reset()
+    module = build(name).eval()
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for n in (5, 7, 9):
+            torch.testing.assert_close(compiled(n), module(n), atol=0, rtol=0)
     cases["torch.compile"] += 1
