@@ -274,7 +274,10 @@ def check_table_fits(
     sizes: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype | None, device: torch.device | str | None
 ) -> None:
     """:func:`check_fits` for a table of ``shape`` set by the constructor arguments ``sizes`` (ints or
-    tuples of ints), naming the largest of them; ``dtype`` None is the default dtype."""
+    tuples of ints), naming the largest of them; ``dtype`` None is the default dtype. Skipped while
+    ``torch.compile`` traces, as :func:`check_fits` is (dynamo cannot trace ``max`` with ``key=``)."""
+    if torch.compiler.is_compiling():
+        return
     name = max(sizes, key=lambda k: math.prod(sizes[k]) if isinstance(sizes[k], tuple) else sizes[k])
     check_fits(name, sizes[name], shape, dtype or torch.get_default_dtype(), device)
 

@@ -248,3 +248,15 @@ def test_hyper_kernel_refuses_an_embedding_of_another_dtype_by_name():
     # used to fail inside the linear layer ('mat1 and mat2 must have the same dtype, but got Double and Float')
     with pytest.raises(ValueError, match="`z` has dtype torch.float64 but the hypernetwork's parameters are torch.float32"):
         HyperKernel(4, 2, 3)(torch.randn(5, 4, dtype=torch.float64))
+
+
+def test_compiles_in_one_graph_when_the_image_size_changes():
+    # grid_coordinates' memory check named its largest size with max(sizes, key=...), which dynamo
+    # cannot trace once height and width are symbols: a second image size failed to compile
+    torch._dynamo.reset()
+    conv = HyperConv2d(1, 2, 3, num_frequencies=2, hidden=4)
+    compiled = torch.compile(conv, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for shape in ((2, 1, 5, 6), (1, 1, 7, 4), (2, 1, 6, 9)):
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+            torch.testing.assert_close(compiled(x), conv(x))
