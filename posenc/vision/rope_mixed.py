@@ -64,7 +64,7 @@ def apply_rope_mixed(x: torch.Tensor, coords: torch.Tensor, freqs: torch.Tensor)
     check_float_tensor("x", x, ndim=4)
     check_float_tensor("freqs", freqs, ndim=3)
     b, h, n, d = x.shape
-    if freqs.shape[0] != 2 or freqs.shape[1] not in (1, h) or 2 * freqs.shape[2] != d:
+    if freqs.shape[0] != 2 or (freqs.shape[1] != 1 and freqs.shape[1] != h) or 2 * freqs.shape[2] != d:
         raise ValueError(f"`freqs` must have shape (2, 1 or {h}, {d // 2}), got {tuple(freqs.shape)}")
     check_positions("coords", coords)
     if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):

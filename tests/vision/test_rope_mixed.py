@@ -128,3 +128,15 @@ def test_meta_device_then_reset():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+def test_apply_rope_mixed_compiles_with_dynamic_shapes():
+    # the frequency rows were checked with `freqs.shape[1] not in (1, h)`, which dynamo evaluates as
+    # False when the parameter's static head count equals a symbolic h: the valid call was refused
+    freqs = RopeMixed(8, grid=3, heads=2).freqs
+    coords = grid_coords((3, 3))
+    torch._dynamo.reset()
+    compiled = torch.compile(apply_rope_mixed, fullgraph=True, dynamic=True, backend="eager")
+    for n in (9, 6):
+        x = torch.randn(3, 2, n, 8, generator=torch.Generator().manual_seed(n))
+        torch.testing.assert_close(compiled(x, coords[:n], freqs), apply_rope_mixed(x, coords[:n], freqs))
