@@ -61,6 +61,11 @@ def check_float(
     """Return ``value`` as a finite float after checking its type and range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
+    if isinstance(value, int):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"`{name}` must be finite, got an int of {value.bit_length()} bits, past float64's range") from None
     value = float(value)
     # comparisons rather than math.isfinite, which torch.compile cannot trace for a float it makes
     # symbolic (dynamic=True): NaN fails both

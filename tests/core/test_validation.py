@@ -40,6 +40,20 @@ def test_check_float_refuses_values_that_are_not_finite(value):
     assert check_float("base", 1e308) == 1e308 and check_float("base", -3) == -3.0
 
 
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**1024])
+def test_check_float_refuses_an_int_past_float64_by_name(value):
+    # float(10**400) raised a bare OverflowError ('int too large to convert to float') from every float
+    # argument's check: apply_rope(x, p, base=10**400), sinusoidal(3, 8, base=10**400), log_spaced, ...
+    from posenc.core.validation import check_float
+    from posenc.functional import apply_rope
+
+    with pytest.raises(ValueError, match=r"^`base` must be finite, got an int of \d+ bits, past float64's range$"):
+        check_float("base", value)
+    with pytest.raises(ValueError, match="^`base` must be finite"):
+        apply_rope(torch.zeros(1, 1, 2, 8), torch.arange(2), base=value)
+    assert check_float("base", 2**1023) == 2.0**1023
+
+
 def test_check_float_traces_a_symbolic_float_in_one_graph():
     # torch.compile(dynamic=True) makes Python floats symbolic; math.isfinite on them breaks the graph
     from posenc.core.validation import check_float
