@@ -207,7 +207,7 @@ def randomized_positions(
     to ``max_len`` while keeping the order of the tokens. ``n == 0`` gives a ``(batch, 0)`` tensor.
     """
     check_int("n", n, minimum=0)
-    check_int("max_len", max_len, minimum=1)
+    check_int("max_len", max_len, minimum=1, maximum=2**63 - 1)  # positions are int64
     check_int("batch", batch, minimum=1)
     if n > max_len:
         raise ValueError(

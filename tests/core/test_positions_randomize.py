@@ -118,3 +118,11 @@ def test_positions_and_randomize_positions_together_are_refused():
         PF.apply_rope(x(), torch.arange(5), randomize_positions=L)
     with pytest.raises(ValueError, match="`randomize_positions`.*int n"):
         PF.sinusoidal(torch.arange(5), 8, randomize_positions=L)
+
+
+def test_a_max_len_past_int64_is_refused_by_name():
+    # randomized_positions(3, 10**30) failed inside torch.randint ('Overflow when unpacking long long')
+    with pytest.raises(ValueError, match=r"^`max_len` must be <= 9223372036854775807, got 10{30}$"):
+        randomized_positions(3, 10**30, generator=torch.Generator().manual_seed(0))
+    drawn = randomized_positions(3, 2**63 - 1, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (1, 3) and bool((drawn[:, 1:] > drawn[:, :-1]).all())
