@@ -272,7 +272,7 @@ def check_randomize(
         if generator is not None:
             raise ValueError("`generator` draws randomized positions; pass `randomize_positions` with it, or leave it None")
         return False
-    check_int("randomize_positions", randomize_positions, minimum=1)
+    check_int("randomize_positions", randomize_positions, minimum=1, maximum=2**63 - 1)  # positions are int64
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     if positions is not None:

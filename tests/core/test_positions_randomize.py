@@ -126,3 +126,14 @@ def test_a_max_len_past_int64_is_refused_by_name():
         randomized_positions(3, 10**30, generator=torch.Generator().manual_seed(0))
     drawn = randomized_positions(3, 2**63 - 1, generator=torch.Generator().manual_seed(0))
     assert drawn.shape == (1, 3) and bool((drawn[:, 1:] > drawn[:, :-1]).all())
+
+
+def test_a_randomize_positions_past_int64_is_refused_naming_it():
+    # the error named `max_len`, the argument of randomized_positions that the caller never passed
+    for call in (
+        lambda: PF.apply_rope(torch.zeros(1, 1, 3, 8), None, randomize_positions=10**30),
+        lambda: PF.sinusoidal(3, 8, randomize_positions=10**30),
+        lambda: posenc.positions_from_documents(torch.tensor([[0, 0, 1]]), randomize_positions=10**30),
+    ):
+        with pytest.raises(ValueError, match=r"^`randomize_positions` must be <= 9223372036854775807"):
+            call()
