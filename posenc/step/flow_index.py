@@ -29,6 +29,9 @@ from posenc.core.validation import (
 
 def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tensor:
     """Validate flow indices and return them as int64: ``(*,)`` integers (or integral floats) in ``[0, K)``."""
+    allowed = f"`flow_index` must lie in [0, num_flows - 1] = [0, {num_flows - 1}]"
+    if isinstance(flow_index, int) and not isinstance(flow_index, bool) and not 0 <= flow_index < num_flows:
+        raise ValueError(f"{allowed}, got {flow_index}")  # before torch.tensor, which cannot hold one past int64
     if isinstance(flow_index, (int, float)) and not isinstance(flow_index, bool):
         flow_index = torch.tensor(flow_index)
     flow_index = check_tensor("flow_index", flow_index)
@@ -38,13 +41,10 @@ def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tens
         check_finite("flow_index", flow_index)  # inf would pass the whole-number test and wrap in .long()
         if can_read_values(flow_index) and not torch.equal(flow_index, flow_index.round()):
             raise ValueError("`flow_index` must hold whole numbers: a learned table has no entry between steps")
-        flow_index = flow_index.long()
+    # the range is read before .long(), which would wrap a float past int64 into a value never given
     outside = can_read_values(flow_index) and flow_index.numel() and (flow_index.min() < 0 or flow_index.max() >= num_flows)
     if outside:
-        raise ValueError(
-            f"`flow_index` must lie in [0, num_flows - 1] = [0, {num_flows - 1}], "
-            f"got range [{int(flow_index.min())}, {int(flow_index.max())}]"
-        )
+        raise ValueError(f"{allowed}, got range [{int(flow_index.min())}, {int(flow_index.max())}]")
     return flow_index.long()
 
 

@@ -84,3 +84,14 @@ def test_non_finite_index_is_refused_as_such(bad):
     # inf used to pass the whole-number test and be reported as the range [-9223372036854775808, ...]
     with pytest.raises(ValueError, match="`flow_index` must be finite"):
         FlowIndexEmbedding(4, 3)(torch.tensor([1.0, bad]))
+
+
+@pytest.mark.parametrize("bad", [10**30, 1e30, -1e30], ids=["int", "float", "negative float"])
+def test_an_index_past_int64_is_refused_with_the_value_given(bad):
+    # a Python int past int64 failed inside torch.tensor ('Overflow when unpacking long long'), and a float
+    # one was converted with .long() first and reported as the range [-9223372036854775808, ...]
+    emb = FlowIndexEmbedding(4, 8)
+    for value in (bad, torch.tensor([bad])) if isinstance(bad, float) else (bad,):
+        with pytest.raises(ValueError, match=r"^`flow_index` must lie in \[0, num_flows - 1\] = \[0, 3\], got") as info:
+            emb(value)
+        assert "9223372036854775808" not in str(info.value) and ("-" in str(info.value).split("got")[1]) == (bad < 0)
