@@ -71,13 +71,14 @@ def timestep_frequencies(
     """``exp(-i log(max_period) / (dim // 2 - downscale_freq_shift))`` for ``i < dim // 2``: ``(dim // 2,)``
     float64. The defaults are DDPM's (``1 / max_period`` is the lowest frequency); diffusers'
     ``get_timestep_embedding`` takes the same two numbers (Stable Diffusion's U-Net: shift 0)."""
-    check_int("dim", dim, minimum=4)
+    check_int("dim", dim, minimum=2)
     check_float("max_period", max_period, positive=True)
     half = dim // 2
     if check_float("downscale_freq_shift", downscale_freq_shift) >= half:
         raise ValueError(
             f"`downscale_freq_shift` must be below dim // 2 = {half} (the exponent divides by dim // 2 - "
-            f"downscale_freq_shift), got {downscale_freq_shift}"
+            f"downscale_freq_shift), got {downscale_freq_shift} with dim={dim}: widen dim or lower the shift "
+            f"(DDPM's 1 needs dim >= 4; diffusers' get_timestep_embedding takes dim 2 or 3 with shift 0)"
         )
     # base' ** (-2i / 2half) == P ** (-i / (half - shift)) with base' = P ** (half / (half - shift))
     return torch.exp(
@@ -99,10 +100,11 @@ def timestep_embedding(
     Diffusion's U-Net, with ``downscale_freq_shift=0``), ``scale`` multiplies the angles,
     ``max_period`` is the inverse of the lowest frequency (at shift 1).
 
-    t: ``(*,)`` integer or float steps (or a Python number). dim: >= 4.
+    t: ``(*,)`` integer or float steps (or a Python number). dim: >= 2, with ``dim // 2`` above
+    ``downscale_freq_shift`` (>= 4 at DDPM's shift 1).
     Returns ``(*, dim)``: float64 when ``t`` is float64, else float32.
     """
-    check_int("dim", dim, minimum=4)
+    check_int("dim", dim, minimum=2)
     check_bool("flip_sin_to_cos", flip_sin_to_cos)
     check_float("scale", scale)
     # float64 only for float64 tensors; Python numbers are taken exactly but give float32
@@ -127,7 +129,8 @@ class TimestepEmbedding(EncodingModule):
     """DDPM's timestep embedding followed by its two dense layers.
 
     Args:
-        dim: width of the sinusoidal embedding (the U-Net's base channel count ``ch``); >= 4.
+        dim: width of the sinusoidal embedding (the U-Net's base channel count ``ch``); >= 2, with
+            ``dim // 2`` above ``downscale_freq_shift`` (>= 4 at DDPM's shift 1).
         hidden: width of both dense layers and of the output (``4 * dim`` in DDPM).
         num_steps: when given, steps must lie in ``[0, num_steps]`` (checked on the host; leave
             None under ``torch.compile``).
@@ -152,7 +155,7 @@ class TimestepEmbedding(EncodingModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.dim = check_int("dim", dim, minimum=4)
+        self.dim = check_int("dim", dim, minimum=2)
         self.flip_sin_to_cos = check_bool("flip_sin_to_cos", flip_sin_to_cos)
         self.scale = check_float("scale", scale)
         self.max_period = check_float("max_period", max_period, positive=True)

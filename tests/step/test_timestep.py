@@ -140,10 +140,12 @@ def test_registry():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="dim"):
-        timestep_embedding(torch.tensor([1]), 3)
-    with pytest.raises(ValueError, match="dim"):
+    with pytest.raises(ValueError, match="dim=3: widen dim or lower the shift"):
+        timestep_embedding(torch.tensor([1]), 3)  # DDPM's shift 1 needs dim // 2 above 1
+    with pytest.raises(ValueError, match="dim=2"):
         TimestepEmbedding(2)
+    with pytest.raises(ValueError, match="`dim` must be >= 2"):
+        timestep_embedding(torch.tensor([1]), 1, downscale_freq_shift=0)
     with pytest.raises(ValueError, match="`t`"):
         timestep_embedding(torch.tensor([1.0], dtype=torch.bfloat16), 8)
     with pytest.raises(ValueError, match="`t`"):
@@ -193,6 +195,18 @@ def test_diffusers_options_match_the_formula_and_diffusers(dim, flip, shift, sca
     torch.testing.assert_close(got.float(), theirs, rtol=0, atol=2e-3 * max(1.0, scale))  # theirs: float32 angles
     module = TimestepEmbedding(dim, 8, **options).double()
     torch.testing.assert_close(module.encode(t), got, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_two_or_three_wide_with_shift_zero_as_diffusers(dim):
+    # diffusers' get_timestep_embedding takes dim 2 or 3 when downscale_freq_shift leaves dim // 2 - shift > 0
+    t = torch.tensor([0.0, 1.0, 17.0, 999.0], dtype=torch.float64)
+    got = timestep_embedding(t, dim, downscale_freq_shift=0.0, flip_sin_to_cos=True)
+    torch.testing.assert_close(got, _diffusers_formula(t, dim, True, 0.0, 1.0, 10000.0), rtol=0, atol=1e-12)
+    embeddings = import_peer("diffusers.models.embeddings")
+    theirs = embeddings.get_timestep_embedding(t.float(), dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(got.float(), theirs, rtol=0, atol=2e-3)
+    assert TimestepEmbedding(dim, 4, downscale_freq_shift=0.0)(t).shape == (4, 4)
 
 
 def test_defaults_are_ddpm_and_bad_options_are_refused_by_name():
