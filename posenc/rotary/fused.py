@@ -67,7 +67,8 @@ def fusion_mode() -> str:
     raw = os.environ.get(FUSED_ENV, "auto")
     mode = _MODES.get(raw.strip().lower())
     if mode is None:
-        raise ValueError(f"environment variable {FUSED_ENV} must be one of 0, 1, off, on, auto; got {raw!r}")
+        raise ValueError(f"environment variable {FUSED_ENV} must be one of 0, off, false (fusion off), 1, on, true (on at every size) or auto "
+                         f"(the default); got {raw!r}")
     return mode
 
 

@@ -461,3 +461,14 @@ def test_in_place_refuses_memory_it_would_write_twice():
     # out of place, the same tensor as q and k is fine
     q2, k2 = apply_rope_qk(q, q, pos)
     torch.testing.assert_close(q2, k2)
+
+
+def test_a_bad_fusion_switch_is_refused_listing_every_accepted_value(monkeypatch):
+    from posenc.rotary.fused import FUSED_ENV, fusion_mode
+
+    for raw, mode in (("TRUE", "on"), ("false", "off"), ("", "auto")):
+        monkeypatch.setenv(FUSED_ENV, raw)
+        assert fusion_mode() == mode
+    monkeypatch.setenv(FUSED_ENV, "maybe")
+    with pytest.raises(ValueError, match=r"0, off, false \(fusion off\), 1, on, true .* or auto .*'maybe'"):
+        fusion_mode()
