@@ -149,7 +149,7 @@ def attend(
             # the backends read explicit positions in different ways: one that does not fit failed deep
             # inside some of them and was read past its length or broadcast by others
             check_tensor(f"{name}.explicit", explicit)
-            if explicit.ndim != 2 or explicit.shape[0] not in (1, t.shape[0]) or explicit.shape[1] != positions.n:
+            if explicit.ndim != 2 or (explicit.shape[0] != 1 and explicit.shape[0] != t.shape[0]) or explicit.shape[1] != positions.n:
                 raise ValueError(
                     f"`{name}.explicit` must have shape (1, {positions.n}) or ({t.shape[0]}, {positions.n}) (batch 1 or "
                     f"that of `{name[0]}`, n positions), got {tuple(explicit.shape)}"

@@ -66,7 +66,7 @@ def complex_order(
     if positions is None:
         raise ValueError("`positions` is required unless `randomize_positions` draws them")
     check_tensor("positions", check_positions("positions", positions), ndim=2)
-    if positions.shape[1] != n or positions.shape[0] not in (1, b):
+    if positions.shape[1] != n or (positions.shape[0] != 1 and positions.shape[0] != b):
         raise ValueError(f"`positions` must have shape (b | 1, n) = ({b} | 1, {n}) to match `amplitude`, got {tuple(positions.shape)}")
     check_same_device(amplitude=amplitude, frequency=frequency, phase=phase, positions=positions)
     work = angle_dtype(amplitude.device)

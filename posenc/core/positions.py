@@ -49,7 +49,7 @@ def resolve_positions(
         raise ValueError(f"`{name}` must have shape (n,) or (b, n), got {tuple(positions.shape)}")
     if positions.shape[-1] != n:
         raise ValueError(f"`{name}` must have length {n} along its last axis, got shape {tuple(positions.shape)}")
-    if batch is not None and positions.shape[0] not in (1, batch):
+    if batch is not None and (positions.shape[0] != 1 and positions.shape[0] != batch):
         raise ValueError(f"`{name}` batch size must be {'1' if batch == 1 else f'1 or {batch}'} (the input's batch), got shape {tuple(positions.shape)}")
     if device is not None and positions.device != torch.device(device):
         raise ValueError(f"`{name}` is on {positions.device} but the input is on {device}")

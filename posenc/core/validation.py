@@ -298,7 +298,7 @@ def check_layers_fit(
 
 def check_broadcasts(name: str, value: torch.Tensor, shape: tuple[int, ...], *, to: str) -> torch.Tensor:
     """``value`` must broadcast to ``shape`` (the shape of the argument named ``to``) without growing it."""
-    ok = value.ndim <= len(shape) and all(v in (1, s) for v, s in zip(reversed(value.shape), reversed(shape)))
+    ok = value.ndim <= len(shape) and all(v == 1 or v == s for v, s in zip(reversed(value.shape), reversed(shape)))
     if not ok:
         raise ValueError(f"`{name}` must broadcast to the shape {tuple(shape)} of `{to}`, got {tuple(value.shape)}")
     return value

@@ -135,7 +135,7 @@ def _rows(x_lead: torch.Size, table_lead: torch.Size, device: torch.device) -> t
     if key in _row_index:
         return _row_index[key]
     broadcasts = len(table_lead) <= len(x_lead) and all(
-        t in (1, s) for t, s in zip(reversed(table_lead), reversed(x_lead))
+        t == 1 or t == s for t, s in zip(reversed(table_lead), reversed(x_lead))
     )
     rows = None
     if broadcasts:

@@ -144,7 +144,7 @@ def apply_mrope(
     if isinstance(rot, int) and rot > x.shape[-1]:
         raise ValueError(f"`rotary_dim`={rot} exceeds the head width x.shape[-1]={x.shape[-1]}")
     b, _, n, _ = x.shape
-    if position_ids.ndim == 3 and (position_ids.shape[-1] != n or position_ids.shape[1] not in (1, b)):
+    if position_ids.ndim == 3 and (position_ids.shape[-1] != n or (position_ids.shape[1] != 1 and position_ids.shape[1] != b)):
         raise ValueError(
             f"`position_ids` must have shape (3, b, n) with b={'1' if b == 1 else f'1 or {b}'}, n={n}, got shape {tuple(position_ids.shape)}"
         )

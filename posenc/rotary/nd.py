@@ -102,7 +102,7 @@ def apply_rope_nd(
         raise ValueError(
             f"`positions` must have shape (n, k) or (b, n, k) with n={n}, k={len(dims)}, got {tuple(positions.shape)}"
         )
-    if positions.ndim == 3 and positions.shape[0] not in (1, b):
+    if positions.ndim == 3 and (positions.shape[0] != 1 and positions.shape[0] != b):
         raise ValueError(f"`positions` batch size must be {'1' if b == 1 else f'1 or {b}'}, got shape {tuple(positions.shape)}")
     check_same_device(x=x, positions=positions)
     work = arithmetic_dtype(x.dtype)

@@ -66,7 +66,7 @@ def apply_rope_2d(x: torch.Tensor, coords: torch.Tensor, *, base: float = 100.0)
     _check_head_dim(x.shape[-1], "x.shape[-1]")
     check_positions("coords", coords)
     b, _, n, _ = x.shape
-    if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):
+    if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] != 1 and coords.shape[0] != b):
         raise ValueError(
             f"`coords` must have shape (n, 2) or (b | 1, n, 2) matching `x` {tuple(x.shape)}, got {tuple(coords.shape)}"
         )

@@ -67,7 +67,7 @@ def apply_rope_mixed(x: torch.Tensor, coords: torch.Tensor, freqs: torch.Tensor)
     if freqs.shape[0] != 2 or (freqs.shape[1] != 1 and freqs.shape[1] != h) or 2 * freqs.shape[2] != d:
         raise ValueError(f"`freqs` must have shape (2, 1 or {h}, {d // 2}), got {tuple(freqs.shape)}")
     check_positions("coords", coords)
-    if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] not in (1, b)):
+    if coords.ndim not in (2, 3) or coords.shape[-2:] != (n, 2) or (coords.ndim == 3 and coords.shape[0] != 1 and coords.shape[0] != b):
         raise ValueError(f"`coords` must have shape (n, 2) or (b, n, 2) with n={n}, b={b}, got {tuple(coords.shape)}")
     check_same_device(x=x, coords=coords, freqs=freqs)
     # (n, 2) -> (1, n, 2)

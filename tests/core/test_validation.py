@@ -77,3 +77,20 @@ def test_sparse_tensors_are_refused_by_name():
         apply_rope(q.to_sparse(), torch.arange(4))
     with pytest.raises(ValueError, match="`positions` must be a dense"):
         apply_rope(q, torch.arange(4).to_sparse())
+
+
+def test_broadcast_checks_trace_a_fixed_size_against_a_traced_one():
+    # `v in (1, s)` with v a parameter's fixed size and s a traced size of the same value is False to
+    # dynamo, which refused a valid call while tracing; the checks compare one by one
+    from posenc.core.validation import check_broadcasts
+
+    weight = torch.nn.Parameter(torch.randn(3, 1))
+
+    def scaled(x):
+        check_broadcasts("weight", weight, tuple(x.shape), to="x")
+        return x * weight
+
+    compiled = torch.compile(scaled, fullgraph=True, dynamic=True)
+    for width in (5, 7):
+        x = torch.randn(3, width)
+        torch.testing.assert_close(compiled(x), scaled(x))
