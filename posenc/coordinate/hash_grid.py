@@ -62,6 +62,7 @@ from posenc.core.validation import (
     check_dtype,
     check_finite,
     check_fits,
+    check_float,
     check_float_tensor,
     check_int,
     check_positive_int,
@@ -86,8 +87,13 @@ def level_resolutions(num_levels: int, base_resolution: int, finest_resolution: 
     if num_levels == 1:
         return [base_resolution]
     b = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
+    return scaled_level_resolutions(num_levels, base_resolution, b)
+
+
+def scaled_level_resolutions(num_levels: int, base_resolution: int, per_level_scale: float) -> list[int]:
+    """``N_l = floor(N_min b^l)`` for a given growth factor ``b`` (tiny-cuda-nn's ``per_level_scale``)."""
     # a hair of slack so that N_min * b^(L-1) lands on N_max despite rounding
-    return [math.floor(base_resolution * b**level * (1 + 1e-12)) for level in range(num_levels)]
+    return [math.floor(base_resolution * per_level_scale**level * (1 + 1e-12)) for level in range(num_levels)]
 
 
 def level_layout(resolutions: list[int], in_dim: int, log2_hashmap_size: int) -> tuple[list[int], list[bool]]:
@@ -370,8 +376,11 @@ class HashGrid(DerivedTablesMixin, Encoding):
         features_per_level: ``F`` (2 in the paper).
         log2_hashmap_size: ``log2 T``, table entries per level (14 to 24 in the paper).
         base_resolution: ``N_min`` (16 in the paper).
-        finest_resolution: ``N_max`` (512 to 524288 in the paper); with ``L`` it fixes the per-level
-            scale ``b`` (:attr:`per_level_scale`, tiny-cuda-nn's ``per_level_scale``).
+        finest_resolution: ``N_max`` (512 to 524288 in the paper; 512 when neither it nor
+            ``per_level_scale`` is given); with ``L`` it fixes the per-level scale ``b``
+            (:attr:`per_level_scale`).
+        per_level_scale: ``b`` itself (>= 1), instead of ``finest_resolution``, as tiny-cuda-nn's
+            configs give it (e.g. 1.5 or 2.0); ``N_max`` is then ``floor(N_min b^(L-1))``.
         convention: ``"paper"`` (levels ``floor(N_min b^l)`` cells, no offset) or ``"tcnn"``
             (tiny-cuda-nn's placement, level sizes and wrap; see the module docstring). With ``"tcnn"``
             :attr:`resolutions` holds vertices per axis, ``ceil(scale_l) + 1``.
@@ -387,8 +396,9 @@ class HashGrid(DerivedTablesMixin, Encoding):
         features_per_level: int = 2,
         log2_hashmap_size: int = 19,
         base_resolution: int = 16,
-        finest_resolution: int = 512,
+        finest_resolution: int | None = None,
         *,
+        per_level_scale: float | None = None,
         convention: str = "paper",
         backend: str = "auto",
         device: torch.device | str | None = None,
@@ -405,7 +415,25 @@ class HashGrid(DerivedTablesMixin, Encoding):
         self.features_per_level = check_positive_int("features_per_level", features_per_level)
         self.log2_hashmap_size = check_int("log2_hashmap_size", log2_hashmap_size, minimum=1, maximum=30)
         self.base_resolution = check_positive_int("base_resolution", base_resolution)
-        self.finest_resolution = check_positive_int("finest_resolution", finest_resolution)
+        if per_level_scale is not None and finest_resolution is not None:
+            raise ValueError(
+                "give `finest_resolution` or `per_level_scale`, not both: each fixes the growth factor b "
+                f"(got finest_resolution={finest_resolution!r}, per_level_scale={per_level_scale!r})"
+            )
+        if per_level_scale is not None:
+            scale = check_float("per_level_scale", per_level_scale, minimum=1.0)
+            # N_min b^(L-1) must stay within int64 hashing (checked in logarithms: b^l may overflow a float)
+            if math.log(base_resolution) + (num_levels - 1) * math.log(scale) >= math.log(2**62 // PRIMES[1]):
+                raise ValueError(
+                    f"`per_level_scale`={per_level_scale!r} with num_levels={num_levels} and base_resolution="
+                    f"{base_resolution} makes the finest level reach {2**62 // PRIMES[1]} cells (int64 hashing); "
+                    "lower one of them"
+                )
+            finest_resolution = scaled_level_resolutions(num_levels, base_resolution, scale)[-1]
+        self.finest_resolution = check_positive_int(
+            "finest_resolution", 512 if finest_resolution is None else finest_resolution
+        )
+        finest_resolution = self.finest_resolution
         self.convention, self.backend = convention, backend
         table_dtype = dtype or torch.get_default_dtype()
         # every level holds at least min(T, 2^d) rows: refuse a level count no table could hold before
@@ -413,12 +441,16 @@ class HashGrid(DerivedTablesMixin, Encoding):
         smallest = (num_levels * min(2**log2_hashmap_size, 2**in_dim), features_per_level)
         larger = "features_per_level" if features_per_level > smallest[0] else "num_levels"
         check_fits(larger, getattr(self, larger), smallest, table_dtype, device)
-        self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
-        #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
-        self.per_level_scale = (
-            math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
-            if num_levels > 1 else 1.0
-        )
+        if per_level_scale is not None:
+            #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
+            self.per_level_scale = float(per_level_scale)
+            self.resolutions = scaled_level_resolutions(num_levels, base_resolution, self.per_level_scale)
+        else:
+            self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
+            self.per_level_scale = (
+                math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
+                if num_levels > 1 else 1.0
+            )
         if convention == "tcnn":
             self.level_scales = tcnn_level_scales(num_levels, base_resolution, self.per_level_scale)
             self.resolutions, self.level_sizes, self.level_hashed = tcnn_level_layout(

@@ -56,6 +56,35 @@ def test_growth_factor_and_resolutions_follow_the_paper():
     assert level_resolutions(1, 8, 8) == [8]
 
 
+def test_per_level_scale_given_as_tiny_cuda_nn_configs_give_it():
+    # tiny-cuda-nn's example config: 16 levels, N_min 16, per_level_scale 1.5 (N_max 16 * 1.5^15 = 7006.3,
+    # which no integer finest_resolution reproduces)
+    paper = HashGrid(3, 16, 2, 12, 16, per_level_scale=1.5, device="meta")
+    assert paper.per_level_scale == 1.5
+    assert paper.resolutions == [math.floor(16 * 1.5**level) for level in range(16)]
+    assert paper.finest_resolution == 7006
+    tcnn = HashGrid(3, 16, 2, 12, 16, per_level_scale=1.5, convention="tcnn", device="meta")
+    assert tcnn.tcnn_config()["per_level_scale"] == 1.5
+    # tiny-cuda-nn's grid_scale: exp2(l * log2(s)) * N_min - 1, in float32
+    s = torch.tensor(1.5, dtype=torch.float32)
+    want = [(torch.exp2(torch.tensor(float(level)) * torch.log2(s)) * 16 - 1).item() for level in range(16)]
+    assert tcnn.level_scales == want
+    # an integer finest_resolution gives b = (7006 / 16)^(1/15), another placement
+    assert HashGrid(3, 16, 2, 12, 16, 7006, convention="tcnn", device="meta").level_scales != want
+    assert HashGrid(3, 4, 2, 12, 16, device="meta").finest_resolution == 512  # the default stays N_max = 512
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"finest_resolution": 64, "per_level_scale": 1.5}, "not both"),
+    ({"per_level_scale": 0.5}, "per_level_scale"),
+    ({"per_level_scale": float("nan")}, "per_level_scale"),
+    ({"per_level_scale": 1e300}, "int64 hashing"),
+])
+def test_bad_per_level_scale_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HashGrid(3, 16, 2, 12, 16, device="meta", **kwargs)
+
+
 def _index_table(grid: HashGrid) -> None:
     """Row r of the stacked table holds r, so a point on a vertex reads its index back."""
     with torch.no_grad():
