@@ -18,7 +18,9 @@ transformers    posenc
 default         ``scaling="none"``
 linear          ``scaling="linear"``
 dynamic         ``scaling="dynamic_ntk"``, ``original_max_len=max_position_embeddings``,
-                ``dynamic_update="grow_only"``
+                ``dynamic_update="grow_only"``; with an ``alpha`` (HunYuan's checkpoints, whose models
+                read it as a fixed NTK base ``base * alpha ** (d / (d - 2))``): ``scaling="ntk"``,
+                ``factor=alpha``
 yarn            ``scaling="yarn"`` (``factor`` absent: ``max_position_embeddings / original``)
 longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins;
                 ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1)
@@ -200,6 +202,9 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         factor = _derived_factor(rope_type, max_pos, original)
     if rope_type == "linear":
         kw.update(scaling="linear", factor=factor)
+    elif rope_type == "dynamic" and rope.get("alpha"):
+        # HunYuan's checkpoints: 'dynamic' with a fixed alpha is a static NTK base, base * alpha ** (d / (d - 2))
+        kw.update(scaling="ntk", factor=check_float("alpha", rope["alpha"], minimum=1.0))
     elif rope_type == "dynamic":
         if max_pos is None:
             raise ValueError("`max_position_embeddings` (dynamic NTK's trained length) is required for rope_type 'dynamic'")

@@ -202,6 +202,23 @@ def test_phi3_longrope_shorter_than_its_trained_length_gives_the_same_logits():
     assert model.model.rotary_emb.encodings["default"].scaling.attention_factor == 1.0
 
 
+@pytest.mark.parametrize("name", ["HunYuanDenseV1", "HunYuanMoEV1"])
+def test_hunyuan_dynamic_with_alpha_gives_the_same_logits(name):
+    """HunYuan's checkpoints label their RoPE 'dynamic' with an alpha, which their models read as a static
+    NTK base, base * alpha ** (d / (d - 2)); posenc built transformers' dynamic NTK from it (the base
+    unchanged within max_position_embeddings) and the swapped model's logits moved by 0.12."""
+    if not hasattr(transformers, f"{name}ForCausalLM"):
+        pytest.skip(f"no {name} in this transformers")
+    config = getattr(transformers, f"{name}Config")(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=2, head_dim=HEAD_DIM, num_hidden_layers=2,
+        intermediate_size=64, vocab_size=64, max_position_embeddings=64, pad_token_id=0,
+        rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0},
+    )
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{name}ForCausalLM")(config).eval()
+    assert_swap_keeps_logits(model, torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(1)))
+
+
 def test_a_model_on_the_meta_device_is_refused_by_name():
     """The layout probe compared the meta rotary module's cos halves with torch.equal, which failed inside
     torch ('aten::equal: attempted to run this operator with Meta tensors')."""

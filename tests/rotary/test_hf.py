@@ -136,6 +136,18 @@ def test_to_hf_rope_parameters_round_trips(case):
     assert_same(from_hf_config(again), again)
 
 
+def test_dynamic_with_alpha_is_hunyuans_static_ntk():
+    """HunYuan's 'dynamic' rope_parameters with alpha: base * alpha ** (d / (d - 2)) at every length, as
+    its models' compute_ntk_alpha_rope_parameters forms it (posenc built length-dependent dynamic NTK)."""
+    rope = {"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0}
+    encoding = from_hf_config({"head_dim": 16, "max_position_embeddings": 64, "rope_parameters": rope})
+    want = (1e4 * 1000.0 ** (16 / 14)) ** -(np.arange(0, 16, 2) / 16)
+    for seq_len in (None, 8, 1000):
+        np.testing.assert_allclose(encoding.inverse_frequencies(seq_len).numpy(), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="`alpha` must be >= 1.0"):
+        from_hf_config({"head_dim": 16, "max_position_embeddings": 64, "rope_parameters": {**rope, "alpha": 0.5}})
+
+
 def test_dynamic_ntk_exports_with_transformers_grow_only_rule():
     """transformers' dynamic RoPE grows only; a posenc encoding with dynamic_update='recompute' (the
     default) exports to the same rope_parameters, as the docstring says, and the two differ once 24
