@@ -52,7 +52,8 @@ class PosencRotaryEmbedding(nn.Module):
     ``"interleaved"`` (Cohere: each angle at ``2i`` and ``2i + 1``) or ``"single"`` (gpt-oss: each
     angle once, ``(b, n, rot/2)``). ``config``: the transformers config of the module replaced, kept
     as ``self.config`` for model code that reads it (Granite SWA keys its rotary modules by
-    ``config.rope_parameters["rope_theta"]``).
+    ``config.rope_parameters["rope_theta"]``); ``layer_types`` lists the layer types served (LFM3's
+    model iterates them).
     """
 
     def __init__(
@@ -74,6 +75,19 @@ class PosencRotaryEmbedding(nn.Module):
                     f"`encodings[{name!r}]` must be a split-halves RotaryPositionEncoding, got {encoding!r}"
                 )
         self.encodings = nn.ModuleDict({k: v for k, v in encodings.items() if v is not None})
+
+    @property
+    def layer_types(self) -> list[str]:
+        """The layer types served, for model code that asks for each one's cos/sin (LFM3 iterates its
+        rotary module's ``layer_types``): one per encoding, or with one shared encoding those the replaced
+        module's config gives RoPE parameters for (``["default"]`` without such a config)."""
+        if not self.shared:
+            return list(self.encodings)
+        config = self.config.get_text_config() if self.config is not None else None
+        rope = config.rope_parameters if config is not None else None
+        if isinstance(rope, dict) and rope and all(isinstance(v, dict) or v is None for v in rope.values()):
+            return [name for name, params in rope.items() if params is not None]
+        return ["default"]
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None):
         if layer_type is None or self.shared:

@@ -219,6 +219,26 @@ def test_hunyuan_dynamic_with_alpha_gives_the_same_logits(name):
     assert_swap_keeps_logits(model, torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(1)))
 
 
+def test_lfm3_reads_the_layer_types_of_its_rotary_module():
+    """LFM3's model asks its rotary module for the cos/sin of each of ``rotary_emb.layer_types``; posenc's
+    module had no such attribute and the swapped model failed at its first forward with an AttributeError."""
+    if not hasattr(transformers, "Lfm3ForCausalLM"):
+        pytest.skip("no LFM3 in this transformers")
+    config = transformers.Lfm3Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4,
+                                     intermediate_size=64, vocab_size=64, max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.Lfm3ForCausalLM(config).eval()
+    tokens = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(10))
+    assert_swap_keeps_logits(model, tokens)
+    assert set(model.model.rotary_emb.layer_types) == {"full_attention", "sliding_attention"}
+    # one shared encoding serves the layer types the model's config gives RoPE parameters for
+    use_posenc_rotary(model, RotaryPositionEncoding(config.head_dim, p=0.25))
+    assert set(model.model.rotary_emb.layer_types) == {"full_attention", "sliding_attention"}
+    with torch.no_grad():
+        assert torch.isfinite(model(tokens).logits).all()
+    assert PosencRotaryEmbedding(RotaryPositionEncoding(HEAD_DIM)).layer_types == ["default"]
+
+
 def test_a_model_on_the_meta_device_is_refused_by_name():
     """The layout probe compared the meta rotary module's cos halves with torch.equal, which failed inside
     torch ('aten::equal: attempted to run this operator with Meta tensors')."""
