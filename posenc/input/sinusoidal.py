@@ -3,7 +3,11 @@
     PE(p, 2i) = sin(p / base^(2i/d)),  PE(p, 2i+1) = cos(p / base^(2i/d))
 
 ``interleaved=True`` is the paper's layout (sin, cos alternating); ``interleaved=False`` puts all
-sines first, then all cosines (tensor2tensor, fairseq, most vision code). Positions may be integer
+sines first, then all cosines (most vision code; the layout of tensor2tensor's ``get_timing_signal_1d``
+and fairseq's ``SinusoidalPositionalEmbedding`` too, but not their values: they space the
+frequencies as ``base^(-i/(d/2 - 1))``, so that the lowest is exactly ``1/base``; that is
+:func:`posenc.functional.timestep_embedding` ``(p, d, max_period=base)``, DDPM's shift 1, tested
+against their formula). Positions may be integer
 or fractional and of any magnitude: angles are formed in float64 (see ``posenc.core.frequencies``).
 Verified against a float64 transcription of the formula above (``tests/input/test_sinusoidal.py``).
 """

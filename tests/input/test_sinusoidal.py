@@ -194,3 +194,16 @@ def test_a_generator_beside_explicit_positions_is_refused_naming_generator():
         sinusoidal(torch.arange(5), 8, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"^`randomize_positions` draws the positions of a length"):
         sinusoidal(torch.arange(5), 8, randomize_positions=8, generator=torch.Generator().manual_seed(0))
+
+
+def test_fairseq_and_tensor2tensor_values_are_timestep_embedding():
+    # documented: they share interleaved=False's layout, not its frequencies (exponent i / (d/2 - 1))
+    from posenc.functional import timestep_embedding
+
+    d, half = 10, 5
+    p = torch.arange(0, 300, 7, dtype=torch.float64)
+    step = math.log(10000.0) / (half - 1)  # fairseq's SinusoidalPositionalEmbedding, t2t's get_timing_signal_1d
+    theta = p[:, None] * torch.exp(-step * torch.arange(half, dtype=torch.float64))[None]
+    want = torch.cat([theta.sin(), theta.cos()], dim=-1)
+    torch.testing.assert_close(timestep_embedding(p, d, max_period=10000.0), want, rtol=0, atol=1e-12)
+    assert not torch.allclose(sinusoidal(p, d, interleaved=False).double(), want, atol=1e-3)
