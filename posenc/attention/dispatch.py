@@ -132,7 +132,14 @@ def attend(
     dropout: float = 0.0,
 ) -> torch.Tensor:
     """Attention of q ``(b, h, n, d)`` over k, v ``(b, h, m, d)`` (already rotated) with the score and
-    value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys."""
+    value terms of ``position`` -> ``(b, h, n, dv)``. The queries are the last n of the m keys.
+
+    A query row that sees no key (``mask.key_mask`` or its documents hide every key it could see: a
+    left-padded query under a causal mask) has no attention to give, and its output depends on the
+    backend: the mean of all m values on eager and SDPA, the mean of the values its row block reads on
+    the blocked kernel (the same when one block holds every row), zeros on flex. It is finite
+    everywhere and sends no gradient to q, k or the encoding's terms; leave such rows out of a loss
+    (or ``v`` gets the gradient of whichever mean the backend took)."""
     check_qkv(q, k, v)
     check_backend(backend, name="backend")
     if not isinstance(position, PositionEncoding):

@@ -259,3 +259,34 @@ def test_attend_and_every_entry_name_a_bad_mask_backend_or_dropout():
                 entry(q, *keys, MaskSpec())
     with pytest.raises(ValueError, match="`q_docs` and `k_docs`"):
         MaskSpec(q_docs=docs)
+
+
+def test_rows_that_see_no_key_are_finite_and_send_q_and_k_nothing_on_every_backend():
+    # as attend's docstring states: the output of a row that sees no key depends on the backend (70
+    # rows make two row blocks on the blocked kernel; rows 0-65 are left padding under a causal mask)
+    gen = torch.Generator().manual_seed(0)
+    n = 70
+    q0, k0, v0 = (torch.randn(1, 2, n, 4, dtype=torch.float64, generator=gen) for _ in range(3))
+    key_mask = torch.arange(n).unsqueeze(0) >= 66
+    alibi = posenc.create("alibi", heads=2).double()
+    mask = MaskSpec(causal=True, key_mask=key_mask)
+    kw = {"position": alibi, "q_positions": Positions(n), "k_positions": Positions(n), "mask": mask}
+    grad = torch.randn(1, 2, n, 4, dtype=torch.float64, generator=gen)
+    results = {}
+    for backend in ("eager", "sdpa", "blocked"):
+        q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
+        out = attend(q, k, v, backend=backend, **kw)
+        results[backend] = (out, *torch.autograd.grad(out, (q, k), grad))
+        assert all(torch.isfinite(t).all() for t in results[backend])
+        assert (results[backend][1][..., :66, :] == 0).all()  # no gradient to a blind row's query
+    for backend in ("sdpa", "blocked"):
+        for got, want in zip(results[backend][1:], results["eager"][1:]):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    mean = v0.mean(-2, keepdim=True).expand(1, 2, 66, 4)
+    torch.testing.assert_close(results["eager"][0][..., :66, :], mean)
+    torch.testing.assert_close(results["sdpa"][0][..., :66, :], mean)
+    torch.testing.assert_close(results["blocked"][0][..., 64:66, :], mean[..., :2, :])  # its block reads every key
+    with torch.no_grad():
+        flex = attend(q0, k0, v0, backend="flex", **kw)
+    assert (flex[..., :66, :] == 0).all()
+    torch.testing.assert_close(flex[..., 66:, :], results["eager"][0][..., 66:, :].detach())
