@@ -158,11 +158,16 @@ def _forward_blocks(q, k, v, bias, mask, terms, scale, training, tensors):
         if triangle is not None:
             # causal alone: only the block's last rows x rows columns hold hidden keys (above the diagonal)
             logits[..., k1 - k0 - triangle.shape[-1] :].add_(triangle)
+        elif visible is not None and logits.requires_grad:
+            # differentiated by autograd (traced by torch.compile): masked_fill, whose gradient at a hidden
+            # entry is zero, so a row that sees no key sends none to q, k or the bias, as in the eager
+            # reference and the autograd node below (an additive mask sent them that row's gradient)
+            logits = logits.masked_fill(~visible, neg)
         elif visible is not None:
             # an additive mask (0 or a large negative number, broadcast over heads): one add, where a
             # broadcast masked_fill takes several times as long on CPU
             hidden = torch.zeros(visible.shape, dtype=logits.dtype, device=q.device).masked_fill_(~visible, neg)
-            logits = logits.add_(hidden) if not logits.requires_grad else logits + hidden
+            logits = logits.add_(hidden)
         # the logits are not needed after the softmax: in place (bit for bit the same), unless traced or
         # recorded for autograd
         in_place_softmax = not logits.requires_grad and not torch.compiler.is_compiling()
