@@ -81,8 +81,9 @@ class Transformer(nn.Module):
             count keys, so with a key/value cache query i sits at key ``i + m - n``.
         randomize_positions: ``L`` trains with randomized positions (Ruoss et al. 2023): in training
             mode, when no ``positions`` are passed, each sequence gets ``n`` sorted distinct positions
-            drawn from ``[0, L)`` (see :func:`posenc.core.positions.randomized_positions`); in eval
-            mode the plain positions ``0 .. n - 1``. None (default) disables it.
+            drawn from ``[0, L)`` (see :func:`posenc.core.positions.randomized_positions`); with a
+            ``key_padding_mask``, a row's ``k`` real tokens get ``k`` such positions (the padding 0); in
+            eval mode the plain positions ``0 .. n - 1``. None (default) disables it.
         **position_kwargs: passed to the encoding's constructor when ``position`` is a name; the
             model fills in ``dim``, ``heads``, ``head_dim`` and ``causal`` when the encoding takes them.
     """
@@ -217,7 +218,12 @@ class Transformer(nn.Module):
                     f"`randomize_positions` ({self.randomize_positions}) must be at least the training sequence "
                     f"length, got a sequence of {n} tokens"
                 )
-            positions = randomized_positions(n, self.randomize_positions, batch=b, generator=generator).to(tokens.device)
+            if key_padding_mask is not None:
+                self._check_padding(key_padding_mask, b, n)
+                positions = self._randomized_ragged_positions(key_padding_mask, self.randomize_positions, generator)
+            else:
+                positions = randomized_positions(n, self.randomize_positions, batch=b, generator=generator)
+            positions = positions.to(tokens.device)
         explicit, lengths = None, None
         if positions is None and documents is not None:
             explicit = positions_from_documents(documents)
@@ -309,6 +315,24 @@ class Transformer(nn.Module):
                 start = start + cache.length
         positions = (start.unsqueeze(1) + real.cumsum(1) - 1).clamp(min=0)
         return positions, start + real.sum(1)
+
+    @staticmethod
+    def _randomized_ragged_positions(
+        key_padding_mask: torch.Tensor, length: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """``(b, n)`` randomized positions for padded rows: the ``k`` real tokens of a row get ``k`` sorted
+        distinct positions drawn uniformly from ``[0, length)``, as an unpadded sequence of ``k`` tokens
+        would (``k`` of ``n`` drawn ones, chosen uniformly: a uniform ``k``-subset); the padding gets 0."""
+        b, n = key_padding_mask.shape
+        drawn = randomized_positions(n, length, batch=b, generator=generator)  # (b, n) ascending
+        real = key_padding_mask.to(drawn.device)
+        # the k drawn positions with the smallest random keys, moved (in ascending order) to the front
+        keys = torch.rand(b, n, generator=generator, device=drawn.device)
+        chosen = keys.argsort(-1).argsort(-1) < real.sum(-1, keepdim=True)
+        front = drawn.gather(-1, torch.argsort(~chosen, dim=-1, stable=True))
+        # the i-th real token of a row takes the i-th of them
+        ranks = (real.long().cumsum(-1) - 1).clamp(min=0)
+        return torch.where(real, front.gather(-1, ranks), torch.zeros_like(drawn))
 
     @staticmethod
     def _check_padding(key_padding_mask, b: int, n: int) -> None:

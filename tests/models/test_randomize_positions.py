@@ -56,3 +56,26 @@ def test_encodings_without_positions_are_refused(position):
 def test_bad_length(bad):
     with pytest.raises((ValueError, TypeError), match="randomize_positions"):
         model("rope", bad)
+
+
+def test_padded_rows_draw_positions_for_their_real_tokens():
+    """With a key_padding_mask, a row's k real tokens get a uniform ordered k-subset of [0, L), as an
+    unpadded row of k tokens would: not the first (right padding) or last (left padding) k of n drawn."""
+    from collections import Counter
+    from itertools import combinations
+
+    m = model("sinusoidal", 8).train()
+    seen = []
+    encode = m.position.encode_input
+    m.position.encode_input = lambda x, positions: seen.append(positions.explicit) or encode(x, positions=positions)
+    rows = 1200
+    pad = torch.tensor([[True, True, False, False, False, False], [False, False, False, False, True, True]])
+    pad = pad.repeat(rows // 2, 1)
+    tokens = torch.randint(0, 11, pad.shape, generator=torch.Generator().manual_seed(1))
+    m(tokens, key_padding_mask=pad, generator=torch.Generator().manual_seed(2))
+    real = seen[0][pad].view(rows, 2)
+    assert (real[:, 0] < real[:, 1]).all() and (seen[0][~pad] == 0).all()
+    for side in (real[0::2], real[1::2]):  # right-padded rows, left-padded rows
+        counts = Counter(map(tuple, side.tolist()))
+        assert set(counts) == set(combinations(range(8), 2))  # all 28 pairs, about 21 times each
+        assert min(counts.values()) > 5
