@@ -44,7 +44,7 @@ def kerple_bias(
     """distance ``(...)`` >= 0, r1 and r2 ``(heads,)`` (already constrained) -> bias ``(..., heads)`` in float32 (float64 for float64 parameters).
 
     ``log``: ``-r1 * log(1 + r2 * distance)``; ``power``: ``-r1 * distance ** r2``. Parameters outside
-    the paper's constraints (``r1, r2 > 0``; ``r2 <= 2`` for ``power``) raise (eager mode only):
+    the paper's constraints (``r1, r2 > 0`` and finite; ``r2 <= 2`` for ``power``) raise (eager mode only):
     :meth:`Kerple.constrained` applies them to learned ones.
     """
     check_choice("kernel", kernel, KERNELS)
@@ -56,10 +56,12 @@ def kerple_bias(
         raise ValueError(f"`r1` and `r2` must have the same shape (heads,), got {tuple(r1.shape)} and {tuple(r2.shape)}")
     top = 2.0 if kernel == "power" else math.inf
     readable = r1.numel() and can_read_values(r1) and can_read_values(r2)
-    if readable and bool((r1 <= 0).any() | (r2 <= 0).any() | (r2 > top).any()):
+    # NaN fails every comparison; an infinite r1 or r2 gives NaN at distance 0 (inf * 0)
+    inside = (r1 > 0) & (r2 > 0) & (r2 <= top) & r1.isfinite() & r2.isfinite()
+    if readable and not bool(inside.all()):
         bound = "(0, 2]" if kernel == "power" else "> 0"
         raise ValueError(
-            f"`r1` must be > 0 and `r2` {bound} for the {kernel} kernel (KERPLE's constraints; Kerple.constrained() "
+            f"`r1` must be > 0 and `r2` {bound} for the {kernel} kernel, both finite (KERPLE's constraints; Kerple.constrained() "
             f"applies them), got r1 in [{r1.min().item():.6g}, {r1.max().item():.6g}] and r2 in "
             f"[{r2.min().item():.6g}, {r2.max().item():.6g}]"
         )

@@ -88,11 +88,17 @@ def test_bad_input_names_the_argument():
 
 @pytest.mark.parametrize(
     ("kernel", "r1", "r2"),
-    [("log", [1.0, 1.0], [-0.5, 0.5]), ("log", [-1.0, 1.0], [0.5, 0.5]), ("power", [1.0, 1.0], [0.5, 3.0]), ("power", [0.0, 1.0], [1.0, 1.0])],
-)
+    [
+        ("log", [1.0, 1.0], [-0.5, 0.5]), ("log", [-1.0, 1.0], [0.5, 0.5]), ("power", [1.0, 1.0], [0.5, 3.0]),
+        ("power", [0.0, 1.0], [1.0, 1.0]), ("log", [math.nan, 1.0], [0.5, 0.5]), ("log", [1.0, 1.0], [0.5, math.nan]),
+        ("log", [math.inf, 1.0], [0.5, 0.5]), ("log", [1.0, 1.0], [math.inf, 0.5]), ("power", [math.nan, 1.0], [1.0, 1.0]),
+        ("power", [1.0, 1.0], [math.nan, 1.0]), ("power", [math.inf, 1.0], [1.0, 1.0]),
+    ],
+)  # fmt: skip
 def test_kerple_bias_refuses_parameters_outside_the_constraints(kernel, r1, r2):
     # they gave NaN (log kernel, r2 < 0: log1p(-0.5 * 3) = nan), a bias growing with distance (r1 < 0),
-    # or a kernel that is not conditionally positive definite (power, r2 > 2), without a word
+    # or a kernel that is not conditionally positive definite (power, r2 > 2), without a word; NaN
+    # passed every comparison, and an infinite r1 or r2 gave NaN at distance 0 (inf * 0)
     with pytest.raises(ValueError, match=r"`r1` must be > 0 and `r2` .*\(KERPLE's constraints"):
         kerple_bias(torch.arange(4.0), torch.tensor(r1), torch.tensor(r2), kernel=kernel)
 
