@@ -40,7 +40,8 @@ from posenc.core.validation import (
 def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) -> torch.Tensor:
     """log_gates ``(b, h, m)`` (``log f_t <= 0`` of every key) -> bias ``(b, h, n, m)`` for the last ``n`` keys as queries,
     summed in float32 (float64 for float64 log gates). A positive log gate (a gate above 1, or logits
-    passed in place of their logsigmoid) raises (eager mode only).
+    passed in place of their logsigmoid) raises, and so does a NaN or ``-inf`` one (a gate of 0, whose
+    ``-inf`` would make the cumulative sums' differences NaN) (eager mode only).
 
     Entry ``(i, j)`` is ``c_{m-n+i} - c_j`` with ``c`` the cumulative sum: the log gates of keys
     ``j+1 .. m-n+i``. Causal: keys after the query get positive values, which the causal mask hides.
@@ -52,6 +53,11 @@ def forget_gate_bias(log_gates: torch.Tensor, n: int, *, causal: bool = True) ->
         raise ValueError(
             "`log_gates` must be <= 0 (logs of forget gates in (0, 1]: F.logsigmoid of the gate logits, not the "
             f"logits), got a maximum of {log_gates.max().item():.6g}"
+        )
+    if log_gates.numel() and can_read_values(log_gates) and not bool(log_gates.isfinite().all()):
+        raise ValueError(
+            "`log_gates` must be finite (logs of forget gates in (0, 1]; a gate of 0 gives -inf, and the bias, "
+            "a difference of cumulative sums, would be NaN past it), got NaN or -inf"
         )
     return _gate_bias(log_gates, n, causal)
 

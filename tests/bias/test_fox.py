@@ -55,6 +55,15 @@ def test_positive_log_gates_are_refused(causal):
     assert (forget_gate_bias(torch.nn.functional.logsigmoid(logits), 4, causal=causal).tril() <= 0).all()
 
 
+@pytest.mark.parametrize("bad", [-math.inf, math.nan])
+def test_nan_and_minus_inf_log_gates_are_refused(bad):
+    # a gate of 0 (log -inf) or NaN passed the check and made the bias NaN from there on, even between
+    # later keys whose gates are finite (-inf - -inf): entry (3, 2) of these gates is -0.3, not NaN
+    log_gates = torch.tensor([[[-0.1, bad, -0.2, -0.3]]])
+    with pytest.raises(ValueError, match=r"`log_gates` must be finite .* got NaN or -inf"):
+        forget_gate_bias(log_gates, 4)
+
+
 def test_in_the_transformer_cached_decoding_equals_a_full_pass():
     torch.manual_seed(0)
     model = Transformer(16, 16, 2, 2, position="fox", causal=True).eval()
