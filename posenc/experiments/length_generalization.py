@@ -253,6 +253,8 @@ def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
     if not 1 <= c["train_max"] < c["test_max"]:
         raise ValueError(f"need 1 <= train_max < test_max, got train_max={c['train_max']}, test_max={c['test_max']}")
+    for i, name in enumerate(c["tasks"]):
+        check_choice(f"tasks[{i}]", name, list(TASKS))
     tasks = [get_task(t) for t in (c["tasks"] or list(TASKS))]
     encodings = c["encodings"] or sequence_encodings()
     for i, name in enumerate(c["encodings"]):

@@ -131,6 +131,12 @@ def test_unusable_encodings_are_refused_before_training(name):
         tiny(encodings=["rope", name])
 
 
+def test_an_unknown_task_is_refused_naming_tasks():
+    # it was refused as "unknown task 'parity' for `task`", an argument the configuration does not have
+    with pytest.raises(ValueError, match=r"`tasks\[1\]` must be one of 'even_pairs', .*; got 'parity'"):
+        tiny(tasks=["reverse_string", "parity"])
+
+
 def test_rows_for_without_randomized():
     assert rows_for(["rope", "fox"], False) == (["rope", "fox"], {})
 
