@@ -255,6 +255,10 @@ def run(ctx: Context) -> dict[str, Any]:
         raise ValueError(f"need 1 <= train_max < test_max, got train_max={c['train_max']}, test_max={c['test_max']}")
     for i, name in enumerate(c["tasks"]):
         check_choice(f"tasks[{i}]", name, list(TASKS))
+    for key in ("tasks", "encodings"):  # a repeated task would weigh twice in the mean over tasks
+        repeated = [name for i, name in enumerate(c[key]) if name in c[key][:i]]
+        if repeated:
+            raise ValueError(f"`{key}` must name each entry once, got {repeated[0]!r} more than once in {c[key]}")
     tasks = [get_task(t) for t in (c["tasks"] or list(TASKS))]
     encodings = c["encodings"] or sequence_encodings()
     for i, name in enumerate(c["encodings"]):

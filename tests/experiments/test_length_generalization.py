@@ -137,6 +137,15 @@ def test_an_unknown_task_is_refused_naming_tasks():
         tiny(tasks=["reverse_string", "parity"])
 
 
+@pytest.mark.parametrize("key", ["tasks", "encodings"])
+def test_a_repeated_entry_is_refused(key):
+    # tasks [parity_check, parity_check, reverse_string] gave a headline weighing parity twice (0.552
+    # where the two tasks' mean was 0.516), and a repeated encoding a repeated row
+    names = {"tasks": ["parity_check", "reverse_string", "parity_check"], "encodings": ["rope", "none", "rope"]}[key]
+    with pytest.raises(ValueError, match=rf"`{key}` must name each entry once, got '{names[0]}' more than once"):
+        tiny(**{key: names})
+
+
 def test_rows_for_without_randomized():
     assert rows_for(["rope", "fox"], False) == (["rope", "fox"], {})
 
