@@ -195,7 +195,9 @@ def _summarise(per_seed: list[dict[str, dict[str, float | None]]]) -> tuple[dict
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
-    allowed = {"tasks": TASKS, "encodings": sequence_encodings(causal=True)}
+    # the scalings `_rescaled` builds from a factor alone (LongRoPE needs per-pair factors, "none" scales nothing)
+    scalings = (*ROPE_SCALINGS, "llama3")
+    allowed = {"tasks": TASKS, "encodings": sequence_encodings(causal=True), "rope_scalings": scalings}
     for key, choices in allowed.items():
         for i, value in enumerate(c[key]):
             check_choice(f"{key}[{i}]", value, choices)

@@ -101,6 +101,16 @@ def test_unusable_encodings_are_refused_before_training(name):
         run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
 
 
+@pytest.mark.parametrize("name", ["yarnn", "longrope", "none"])
+def test_unusable_rope_scalings_are_refused_before_training(name, monkeypatch):
+    # they used to fail only when the trained RoPE model was rescaled, after training it (and every row
+    # before it), naming `scaling` ('yarnn'), `short_factor` (longrope) or `factor` (none)
+    monkeypatch.setattr("posenc.experiments.extrapolation.train_row", lambda *a: pytest.fail("trained"))
+    overrides = {**TINY, "encodings": ["rope"], "rope_scalings": ["linear", name]}
+    with pytest.raises(ValueError, match=rf"`rope_scalings\[1\]` must be one of 'linear', .*; got '{name}'"):
+        run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
