@@ -9,6 +9,8 @@ model kind (checked with ``isinstance``; an encoding opts in by having the attri
 * :class:`PrefixTokens`: a patch-grid encoding's count of tokens before the patches (the class token).
 * :class:`ModelWidth`, :class:`HeadCount`, :class:`HeadWidth`: the sizes an encoding was built for
   (``dim``, ``heads``, ``head_dim``), which the analyses read to feed it inputs of the right shape.
+* :class:`PositionTable`: an encoding with a row per position, for positions ``0 .. max_len - 1``
+  only, which the Transformer's randomized positions must stay within.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class HeadCount(Protocol):
 @runtime_checkable
 class HeadWidth(Protocol):
     head_dim: int
+
+
+@runtime_checkable
+class PositionTable(Protocol):
+    max_len: int
 
 
 def prefix_tokens(encoding: object) -> int:

@@ -29,6 +29,7 @@ from posenc.core.validation import (
 )
 from posenc.models.attention import Attention
 from posenc.models.cache import KVCache
+from posenc.models.interfaces import PositionTable
 from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.position_plan import PositionPlan
 
@@ -161,7 +162,19 @@ class Transformer(nn.Module):
                     f"`randomize_positions` needs an encoding that takes positions, but "
                     f"{type(encoding).registry_name!r} does not: {reason}"
                 )
+        self._check_tables_hold(length)
         return length
+
+    def _check_tables_hold(self, length: int) -> None:
+        """Refuse randomized positions from ``[0, length)`` that a table of positions cannot hold: a
+        draw past it would fail only in the training steps whose draw happened to reach it."""
+        for encoding in [self.position, *self.layer_positions]:
+            if isinstance(encoding, PositionTable) and encoding.max_len < length:
+                raise ValueError(
+                    f"`randomize_positions` ({length}) draws positions up to {length - 1}, past the table of "
+                    f"{type(encoding).registry_name!r} (max_len={encoding.max_len}: positions 0..{encoding.max_len - 1}); "
+                    f"give it max_len >= {length} or lower randomize_positions"
+                )
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
         if self._layer_plan is not None:
@@ -213,6 +226,7 @@ class Transformer(nn.Module):
                     "`randomize_positions` draws one ordered subset per row and cannot restart it at every document "
                     "of a packed batch (`document_ids`/`cu_seqlens`); pass per-document `positions` instead"
                 )
+            self._check_tables_hold(self.randomize_positions)  # a table resized since the model was built
             if n > self.randomize_positions:
                 raise ValueError(
                     f"`randomize_positions` ({self.randomize_positions}) must be at least the training sequence "

@@ -79,3 +79,16 @@ def test_padded_rows_draw_positions_for_their_real_tokens():
         counts = Counter(map(tuple, side.tolist()))
         assert set(counts) == set(combinations(range(8), 2))  # all 28 pairs, about 21 times each
         assert min(counts.values()) > 5
+
+
+def test_a_learned_table_shorter_than_the_range_is_refused():
+    # with max_len=16 and L=20, a training step failed only when its draw reached 16 (about 9 steps
+    # in 10 for 8 tokens) and the others trained: refused when built, and after a resize, every step
+    with pytest.raises(ValueError, match=r"`randomize_positions` \(20\) draws positions up to 19, past .*'learned' \(max_len=16"):
+        model("learned", 20, max_len=16)
+    m = model("learned", 20, max_len=20)
+    m.position.resize(16)
+    with pytest.raises(ValueError, match=r"max_len=16"):
+        m.train()(TOKENS, generator=torch.Generator().manual_seed(0))
+    assert m.eval()(TOKENS).shape == (2, 7, 11)
+    model("learned", 16, max_len=16).train()(TOKENS)
