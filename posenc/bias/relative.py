@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import PositionEncoding
-from posenc.core.positions import Positions, resolve_positions
+from posenc.core.positions import NARROW_INTEGERS, Positions, resolve_positions
 from posenc.core.terms import BlockTerm
 from posenc.core.validation import check_fits, check_int, check_positions, check_same_device, check_tensor
 
@@ -35,6 +35,8 @@ def relative_positions(q_positions: Positions | torch.Tensor, k_positions: Posit
         k = torch.arange(k_positions.offset, k_positions.end, device=device)
         return (k.unsqueeze(0) - q.unsqueeze(1)).unsqueeze(0)
     q, k = (p.tensor(device) if isinstance(p, Positions) else p for p in both.values())
+    # their difference is formed in their dtype: a narrow one would wrap around (uint8: 0 - 200 = 56)
+    q, k = (t.long() if t.dtype in NARROW_INTEGERS else t for t in (q, k))
     check_same_device(q_positions=q, k_positions=k)
     if q.ndim == k.ndim == 2 and 1 not in (q.shape[0], k.shape[0]) and q.shape[0] != k.shape[0]:
         raise ValueError(

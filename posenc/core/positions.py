@@ -56,6 +56,11 @@ def resolve_positions(
     return positions
 
 
+#: Integer dtypes in which differences of positions can wrap around; explicit positions of these dtypes
+#: are widened to int64 (:class:`Positions`, :func:`~posenc.bias.relative.relative_positions`).
+NARROW_INTEGERS = (torch.uint8, torch.int8, torch.int16)
+
+
 @dataclass(frozen=True)
 class Positions:
     """The positions of ``n`` tokens, as handed to an encoding's hooks by a model.
@@ -68,6 +73,12 @@ class Positions:
     n: int
     offset: int = 0
     explicit: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.explicit is not None and self.explicit.dtype in NARROW_INTEGERS:
+            # widened: relative encodings take differences of positions, which wrap around in a narrow
+            # dtype (uint8: 3 - 5 = 254, int8: 100 - (-100) = -56)
+            object.__setattr__(self, "explicit", self.explicit.long())
 
     @property
     def is_implicit(self) -> bool:

@@ -110,3 +110,22 @@ def test_toeplitz_traced_keeps_lengths_symbolic():
         (grad,) = torch.autograd.grad((got * probe).sum(), x)
         torch.testing.assert_close(grad, torch.autograd.grad((toeplitz(x, m) * probe).sum(), x)[0])
     assert counters["stats"]["unique_graphs"] == 1
+
+
+#: (query, key) positions whose differences leave each narrow integer dtype
+NARROW = {torch.uint8: ([200, 5], [0, 3]), torch.int8: ([100, 5], [-100, 3]), torch.int16: ([30000, 5], [-30000, 3])}
+
+
+@pytest.mark.parametrize("dtype", list(NARROW))
+def test_narrow_integer_positions_do_not_wrap_around(dtype):
+    # the differences were formed in the positions' own dtype: uint8 0 - 200 gave 56 (and 3 - 5, 254),
+    # so every relative bias read wrapped offsets (ALiBi at query 200, key 0: 0.219 instead of -0.781)
+    from posenc.bias.relative import relative_positions
+    from posenc.core.registry import create
+
+    q, k = (torch.tensor(v) for v in NARROW[dtype])
+    assert torch.equal(relative_positions(q.to(dtype), k.to(dtype)), relative_positions(q, k))
+    for name in ("alibi", "t5", "kerple", "sandwich", "fire", "cpb", "dynamic_bias"):
+        bias = create(name, heads=2)
+        want = bias(2, 2, q_positions=q, k_positions=k)
+        torch.testing.assert_close(bias(2, 2, q_positions=q.to(dtype), k_positions=k.to(dtype)), want, msg=name)

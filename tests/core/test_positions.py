@@ -90,3 +90,19 @@ def test_cu_seqlens_of_no_documents_is_an_empty_row():
         document_ids_from_cu_seqlens(torch.tensor([0]), 3)
     with pytest.raises(ValueError, match="`cu_seqlens` must be a 1-D integer tensor"):
         document_ids_from_cu_seqlens(torch.tensor([], dtype=torch.long), 0)
+
+
+@pytest.mark.parametrize("position", ["alibi", "shaw", "transformer_xl"])
+def test_narrow_integer_positions_are_widened(position):
+    # uint8 positions 0..5 gave ALiBi's and Shaw's terms wrapped offsets (3 - 5 = 254 in uint8; outputs
+    # off by up to 0.25) and Transformer-XL an error from inside torch ('gather(): Expected dtype int32/int64')
+    from posenc.core.positions import Positions
+    from posenc.models import Transformer
+
+    assert Positions(3, explicit=torch.arange(3, dtype=torch.uint8)[None]).explicit.dtype == torch.int64
+    torch.manual_seed(0)
+    model = Transformer(11, 16, 1, 2, position=position, causal=True, attention="eager").double().eval()
+    tokens = torch.randint(0, 11, (1, 6), generator=torch.Generator().manual_seed(0))
+    want = model(tokens, positions=torch.arange(6))
+    for dtype in (torch.uint8, torch.int8, torch.int16):
+        torch.testing.assert_close(model(tokens, positions=torch.arange(6, dtype=dtype)), want)
