@@ -28,6 +28,7 @@ from posenc.core.terms import BlockTerm, ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
     check_bool,
     check_broadcasts,
+    check_finite,
     check_float,
     check_float_tensor,
     check_layers_fit,
@@ -44,7 +45,7 @@ def fire_input(
     """FIRE's MLP input ``psi(distance) / psi(max(threshold, query_position))``, ``psi(x) = log(|c| x + 1)``.
 
     distance: ``(..., n, m)`` >= 0; query_position: broadcastable to it (``(..., n, 1)``); c, threshold:
-    0-dim tensors. Computed and returned in float32 or better (float64 where any argument is float64),
+    finite 0-dim tensors. Computed and returned in float32 or better (float64 where any argument is float64),
     whatever the dtype of ``c`` and ``threshold`` (a bf16 model's parameters).
     """
     check_nonnegative_positions("distance", distance)
@@ -52,6 +53,8 @@ def fire_input(
     check_broadcasts("query_position", query_position, tuple(distance.shape), to="distance")
     check_float_tensor("c", c, ndim=0)  # one c and one L per FIRE module (scalars)
     check_float_tensor("threshold", threshold, ndim=0)
+    check_finite("c", c)  # a NaN c gives a NaN input, an infinite one NaN at distance 0 (inf * 0)
+    check_finite("threshold", threshold)  # an infinite one, an input of 0 everywhere
     check_same_device(distance=distance, query_position=query_position, c=c, threshold=threshold)
     return _fire_ratio(distance, query_position, c, threshold)
 

@@ -86,6 +86,16 @@ def test_fire_input_takes_one_c_and_one_threshold(name, shape):
         fire_input(torch.arange(4.0).view(1, 4), torch.full((1, 1), 3.0), **args)
 
 
+@pytest.mark.parametrize("name", ["c", "threshold"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_fire_input_refuses_a_c_or_threshold_that_is_not_finite(name, value):
+    # a NaN c or threshold gave a NaN input, an infinite c NaN at distance 0 (inf * 0) and an infinite
+    # threshold an input of 0 at every distance, without a word
+    args = {"c": torch.tensor(0.1), "threshold": torch.tensor(3.0)} | {name: torch.tensor(value)}
+    with pytest.raises(ValueError, match=rf"`{name}` must be finite"):
+        fire_input(torch.arange(4.0).view(1, 4), torch.full((1, 1), 3.0), **args)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_a_float64_model_attends_in_float64(positions, causal):
