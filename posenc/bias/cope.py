@@ -76,6 +76,8 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
 def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """logits ``(b, h, n, P)`` (``q . e[p]`` at integer ``p``), positions ``(b, h, n, m)`` in ``[0, P-1]`` -> ``(b, h, n, m)``."""
     check_float_tensor("logits", logits, ndim=4)
+    if logits.shape[-1] < 1:
+        raise ValueError(f"`logits` must hold at least one position (b, h, n, P >= 1), got shape {tuple(logits.shape)}")
     check_positions("positions", positions)
     if positions.ndim != 4 or positions.shape[:3] != logits.shape[:3]:
         raise ValueError(

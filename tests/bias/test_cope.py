@@ -55,6 +55,14 @@ def test_bad_input():
         contextual_positions(torch.randn(1, 1, 4, 2), torch.randn(1, 1, 3, 2), max_positions=4)
 
 
+def test_interpolation_refuses_logits_without_positions():
+    # logits of zero positions were refused as "`positions` must lie in [0, -1]", blaming the positions
+    from posenc.bias.cope import interpolate_position_logits
+
+    with pytest.raises(ValueError, match=r"`logits` must hold at least one position .* got shape \(1, 2, 3, 0\)"):
+        interpolate_position_logits(torch.randn(1, 2, 3, 0), torch.zeros(1, 2, 3, 5))
+
+
 def test_encoder_form_counts_gates_between_the_tokens_either_way():
     torch.manual_seed(1)
     q, k = torch.randn(1, 1, 5, 3, dtype=torch.float64), torch.randn(1, 1, 5, 3, dtype=torch.float64)
