@@ -20,7 +20,13 @@ import math
 import torch
 from torch import nn
 
-from posenc.core.validation import check_dtype_matches, check_float_tensor, check_int, check_positive_int
+from posenc.core.validation import (
+    check_dtype_matches,
+    check_float_tensor,
+    check_int,
+    check_layers_fit,
+    check_positive_int,
+)
 from posenc.step.flow_index import FlowIndexEmbedding
 
 
@@ -48,10 +54,14 @@ class NanoFlow(nn.Module):
         self.dim = check_int("dim", dim, minimum=2)
         self.num_flows = check_positive_int("num_flows", num_flows)
         check_positive_int("hidden", hidden)
+        check_positive_int("embed_dim", embed_dim)  # the flow-index embedding would name it `dim`
         self.split = dim // 2
+        # the embedding table and the conditioner's three layers, named by the flow's own arguments
+        out = dim - self.split
+        count = num_flows * embed_dim + (self.split + embed_dim + 1) * hidden + (hidden + 1) * (hidden + 2 * out)
+        check_layers_fit({"dim": dim, "num_flows": num_flows, "hidden": hidden, "embed_dim": embed_dim}, count, dtype, device)
         kw = {"device": device, "dtype": dtype}
         self.flow_embedding = FlowIndexEmbedding(num_flows, embed_dim, **kw)
-        out = dim - self.split
         self.net = nn.Sequential(
             nn.Linear(self.split + embed_dim, hidden, **kw),
             nn.ReLU(),

@@ -104,3 +104,14 @@ def test_data_of_another_dtype_is_refused_by_name():
         flow(torch.zeros(3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="`z` has dtype torch.float64"):
         flow.inverse(torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_constructor_arguments_are_refused_by_their_own_names():
+    # embed_dim=0 was refused as '`dim` must be >= 1' (the flow-index embedding's argument), and a
+    # conditioner width past memory reached the allocator ('DefaultCPUAllocator: can't allocate memory')
+    with pytest.raises(ValueError, match="`embed_dim` must be >= 1, got 0"):
+        NanoFlow(3, 2, embed_dim=0)
+    with pytest.raises(TypeError, match="`embed_dim` must be an int"):
+        NanoFlow(3, 2, embed_dim="8")
+    with pytest.raises(ValueError, match="`hidden`=10000000 needs"):
+        NanoFlow(2, 8, hidden=10**7)
