@@ -22,6 +22,7 @@ from torch import nn
 
 from posenc.core.validation import (
     check_dtype_matches,
+    check_fits,
     check_float_tensor,
     check_int,
     check_layers_fit,
@@ -112,7 +113,8 @@ class NanoFlow(nn.Module):
         return base + log_det
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(n, dim)`` samples."""
+        """``(n, dim)`` samples; ``n`` an int >= 0."""
         w = self.net[0].weight
+        check_fits("n", check_int("n", n, minimum=0), (n, self.dim), w.dtype, w.device)
         z = torch.randn(n, self.dim, generator=generator, device=w.device, dtype=w.dtype)
         return self.inverse(z)

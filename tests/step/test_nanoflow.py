@@ -115,3 +115,16 @@ def test_constructor_arguments_are_refused_by_their_own_names():
         NanoFlow(3, 2, embed_dim="8")
     with pytest.raises(ValueError, match="`hidden`=10000000 needs"):
         NanoFlow(2, 8, hidden=10**7)
+
+
+def test_sample_count_is_checked_by_name():
+    # sample(-1) failed inside torch.randn ('Trying to create tensor with negative dimension -1'),
+    # sample(2.5) with randn's list of overloads, sample(10**12) in the allocator
+    flow = NanoFlow(2, 2, hidden=4, embed_dim=2)
+    assert flow.sample(0).shape == (0, 2)
+    with pytest.raises(ValueError, match="`n` must be >= 0, got -1"):
+        flow.sample(-1)
+    with pytest.raises(TypeError, match="`n` must be an int, got float 2.5"):
+        flow.sample(2.5)
+    with pytest.raises(ValueError, match="`n`=1000000000000 needs"):
+        flow.sample(10**12)
