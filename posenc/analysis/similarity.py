@@ -274,6 +274,9 @@ def shift_invariance_error(
 
     worst = 0.0
     for a, b in zip(terms(0), terms(shift)):
+        if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+            # max() below would pass over NaN and report a shift-invariant (relative) encoding
+            raise ValueError(f"`encoding` {type(encoding).__name__} gave NaN or inf attention terms, so their shift is undefined")
         scale = max(a.abs().max().item(), 1e-12)
         worst = max(worst, (a - b).abs().max().item() / scale)
     return worst

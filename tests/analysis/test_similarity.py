@@ -143,3 +143,12 @@ def test_lengths_past_memory_are_refused_up_front_naming_n():
         shift_invariance_error(rope, 10**6, 1)
     with pytest.raises(ValueError, match=r"`n`=2000000000 needs a \(2000000000, 8\) torch.float32 tensor"):
         absolute_table(posenc.create("sinusoidal", dim=8), 2 * 10**9)
+
+
+def test_non_finite_terms_are_refused_not_reported_as_shift_invariant():
+    # a T5 bias with NaN weights (a diverged run) measured 0.0, the verdict of a relative encoding
+    t5 = posenc.create("t5", heads=2)
+    with torch.no_grad():
+        t5.bias.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`encoding` T5RelativeBias gave NaN or inf attention terms"):
+        shift_invariance_error(t5, 6, 3)
