@@ -29,6 +29,18 @@ PADDINGS: tuple[str, ...] = ("zero", "reflect", "circular", "none")
 PATTERNS: tuple[str, ...] = ("horizontal", "vertical", "gaussian", "horizontal_stripes", "vertical_stripes")
 
 
+def check_pattern_names(name: str, names: Sequence[str]) -> Sequence[str]:
+    """A non-empty sequence of names from :data:`PATTERNS` (a single string is refused, not read letter by letter)."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        shown = repr(names) if isinstance(names, str) else type(names).__name__
+        raise TypeError(f"`{name}` must be a sequence of pattern names such as ['horizontal'], got {shown}")
+    if not names:
+        raise ValueError(f"`{name}` must name at least one of {', '.join(map(repr, PATTERNS))}; got none")
+    for pattern in names:
+        check_choice(name, pattern, PATTERNS)
+    return names
+
+
 def position_patterns(h: int, w: int, names: Sequence[str] = PATTERNS, *, stripes: int = 4) -> dict[str, torch.Tensor]:
     """Target maps ``(h, w)`` in [0, 1] that depend on position only.
 
@@ -39,6 +51,7 @@ def position_patterns(h: int, w: int, names: Sequence[str] = PATTERNS, *, stripe
     check_int("h", h, minimum=1)
     check_int("w", w, minimum=1)
     check_int("stripes", stripes, minimum=1)
+    check_pattern_names("names", names)
     y = torch.linspace(0, 1, h).unsqueeze(1).expand(h, w)
     x = torch.linspace(0, 1, w).unsqueeze(0).expand(h, w)
     makers: dict[str, Callable[[], torch.Tensor]] = {
@@ -50,7 +63,6 @@ def position_patterns(h: int, w: int, names: Sequence[str] = PATTERNS, *, stripe
     }
     out = {}
     for name in names:
-        check_choice("names", name, makers)
         out[name] = makers[name]().contiguous()
     return out
 
@@ -169,6 +181,7 @@ def position_probe(
     Spearman correlation and MAE are averaged over held-out images.
     """
     check_finite("images", check_tensor("images", images, ndim=4))
+    check_pattern_names("patterns", patterns)
     check_float("train_fraction", train_fraction, minimum=0.0, maximum=1.0)
     check_int("steps", steps, minimum=1)
     check_int("hidden", hidden, minimum=1)

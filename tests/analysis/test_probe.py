@@ -81,3 +81,26 @@ def test_nan_input_raises_naming_the_argument():
         position_probe(probe_cnn("zero"), torch.rand(4, 3, 16, 16), lr=float("nan"))
     with pytest.raises(ValueError, match="`a` must be finite"):
         spearman(torch.tensor([1.0, float("nan"), 3.0]), torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_pattern_names_are_checked_before_the_model_runs():
+    # patterns=() trained nothing and mean_spearman raised ZeroDivisionError; a single string was read
+    # letter by letter and refused as "`names` must be one of ...; got 'h'", an argument never passed
+    calls = []
+
+    def model(x):
+        calls.append(1)
+        return x
+
+    images = torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match="`patterns` must name at least one of 'horizontal'"):
+        position_probe(model, images, patterns=())
+    with pytest.raises(TypeError, match=r"`patterns` must be a sequence of pattern names such as \['horizontal'\], got 'horizontal'"):
+        position_probe(model, images, patterns="horizontal")
+    with pytest.raises(ValueError, match="`patterns` must be one of"):
+        position_probe(model, images, patterns=["diagonal"])
+    assert not calls
+    with pytest.raises(TypeError, match="`names` must be a sequence of pattern names"):
+        position_patterns(4, 4, "gaussian")
+    with pytest.raises(ValueError, match="`names` must name at least one"):
+        position_patterns(4, 4, [])
