@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from posenc.coordinate.nerf import nerf_encoding
+from posenc.coordinate.nerf import MAX_FREQUENCIES, nerf_encoding
 from posenc.core.base import EncodingModule
 from posenc.core.registry import register
 from posenc.core.validation import (
@@ -124,7 +124,8 @@ class HyperKernel(nn.Module):
 
 def _check_position_args(position: str, num_frequencies: int, pos_dim: int) -> None:
     check_choice("position", position, ("nerf", "sinusoidal"))
-    check_int("num_frequencies", num_frequencies, minimum=0)
+    # NeRF's bands stop at 2^63 (nerf_encoding refuses more), checked here so a module cannot be built with more
+    check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES if position == "nerf" else None)
     check_positive_int("pos_dim", pos_dim)
     if position == "sinusoidal":
         check_even("pos_dim", pos_dim, why="it is split between rows and columns")

@@ -260,3 +260,14 @@ def test_compiles_in_one_graph_when_the_image_size_changes():
         for shape in ((2, 1, 5, 6), (1, 1, 7, 4), (2, 1, 6, 9)):
             x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
             torch.testing.assert_close(compiled(x), conv(x))
+
+
+def test_nerf_bands_past_the_encodings_limit_are_refused_when_built():
+    # HyperConv2d(num_frequencies=65) was built (its hypernetwork sized for 65 bands) and refused only at its
+    # first call, by nerf_encoding; the sinusoidal position does not read num_frequencies
+    with pytest.raises(ValueError, match="`num_frequencies` must be <= 64, got 65"):
+        HyperConv2d(2, 3, 3, num_frequencies=65)
+    with pytest.raises(ValueError, match="`num_frequencies` must be <= 64, got 65"):
+        grid_encoding(2, 2, num_frequencies=65)
+    assert HyperConv2d(2, 3, 3, num_frequencies=64)(torch.zeros(1, 2, 3, 3)).shape == (1, 3, 3, 3)
+    HyperConv2d(2, 3, 3, position="sinusoidal", num_frequencies=65)
