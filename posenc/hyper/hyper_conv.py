@@ -274,7 +274,8 @@ class HyperConv2d(EncodingModule):
         """The kernel used at each of the given pixel coordinates: ``(H, W, 2)`` -> ``(H, W, out, in, k, k)``."""
         p = next(self.parameters())
         square = (self.kernel_size, self.kernel_size)
-        if isinstance(positions, torch.Tensor) and positions.ndim:
+        positions = check_positions("positions", positions)  # before .to() below, which a list does not have
+        if positions.ndim:
             shape = (*positions.shape[:-1], self.out_channels, self.in_channels, *square)
             check_fits("positions", tuple(positions.shape), shape, p.dtype, p.device)
         z = encode_coordinates(

@@ -271,3 +271,11 @@ def test_nerf_bands_past_the_encodings_limit_are_refused_when_built():
         grid_encoding(2, 2, num_frequencies=65)
     assert HyperConv2d(2, 3, 3, num_frequencies=64)(torch.zeros(1, 2, 3, 3)).shape == (1, 3, 3, 3)
     HyperConv2d(2, 3, 3, position="sinusoidal", num_frequencies=65)
+
+
+def test_generate_kernels_names_positions_that_are_not_a_tensor():
+    # a list of coordinates failed with AttributeError: 'list' object has no attribute 'to'
+    layer = HyperConv2d(2, 3, 3)
+    with pytest.raises(TypeError, match="`positions` must be a torch.Tensor, got list"):
+        layer.generate_kernels([[0.0, 0.0]])
+    assert layer.generate_kernels(torch.zeros(4, 2)).shape == (4, 3, 2, 3, 3)
