@@ -146,8 +146,10 @@ def absolute_table(encoding: nn.Module, n: int, *, dim: int | None = None, offse
         raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")  # noqa: TRY004 - a missing size, not a wrong type
     concat = encoding.concat_dim if isinstance(encoding, PositionEncoding) else 0
     device = next((t.device for t in [*encoding.parameters(), *encoding.buffers()]), torch.device("cpu"))
-    check_fits("n", n, (n, dim), torch.float32, device)
-    zeros = torch.zeros(1, n, dim - concat if concat < dim else dim, device=device)
+    # the embeddings an input hook with layers (complex_order, conv_context) takes: its parameters' dtype
+    dtype = next((p.dtype for p in encoding.parameters() if p.is_floating_point()), torch.float32)
+    check_fits("n", n, (n, dim), dtype, device)
+    zeros = torch.zeros(1, n, dim - concat if concat < dim else dim, device=device, dtype=dtype)
     out = encoding.encode_input(zeros, positions=Positions(n, offset))
     table = out[0, :, -concat:] if concat else out[0]
     return table.detach().float().cpu()

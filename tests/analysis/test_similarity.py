@@ -152,3 +152,14 @@ def test_non_finite_terms_are_refused_not_reported_as_shift_invariant():
         t5.bias.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="`encoding` T5RelativeBias gave NaN or inf attention terms"):
         shift_invariance_error(t5, 6, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_absolute_table_of_an_encoding_whose_layers_are_not_float32(dtype):
+    # the float32 zero embeddings failed inside the encodings' layers (complex_order: 'expected m1 and m2
+    # to have the same dtype, but got: float != double'; conv_context: 'mixed dtype (CPU)')
+    for name in ("complex_order", "conv_context"):
+        table = absolute_table(posenc.create(name, dim=8, dtype=dtype), 5)
+        assert table.shape == (5, 8) and table.dtype == torch.float32
+    learned = posenc.create("learned", dim=8, max_len=6, dtype=dtype)
+    torch.testing.assert_close(absolute_table(learned, 6), learned.weight.detach().float())
