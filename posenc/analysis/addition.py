@@ -156,9 +156,21 @@ def fit_shift_map_at(
         raise ValueError(f"`positions` must be a 1-D tensor, got {positions!r:.80}")
     check_finite("positions", positions)
     source, target = encode(positions), encode(positions + shift)
-    for table in (source, target):
-        if isinstance(table, torch.Tensor) and table.is_floating_point() and not bool(torch.isfinite(table).all()):
+    for table in (source, target):  # checked here: fit_linear_map would name its own `source` and `target`
+        if not isinstance(table, torch.Tensor):
+            raise TypeError(f"`encode` must return a torch.Tensor, got {type(table).__name__}")
+        if table.ndim != 2 or table.shape[0] != len(positions) or table.shape != source.shape:
+            raise ValueError(
+                f"`encode` must return one (N, d) tensor per call for N = {len(positions)} positions, "
+                f"got {tuple(source.shape)} and {tuple(target.shape)}"
+            )
+        if table.is_floating_point() and not bool(torch.isfinite(table).all()):
             raise ValueError("`encode` returned NaN or inf")
+    if len(positions) <= source.shape[1]:
+        raise ValueError(
+            f"`positions` needs more entries than the encodings' width d = {source.shape[1]} for the fit to be "
+            f"over-determined, got {len(positions)}"
+        )
     return fit_linear_map(source, target, shift=shift)
 
 

@@ -88,3 +88,14 @@ def test_nan_input_raises_naming_the_argument():
         fit_shift_map_at(lambda p: sinusoidal(p, 8), torch.tensor([1.0, float("nan")] * 10), shift=1)
     with pytest.raises(ValueError, match="`encode` returned NaN"):
         fit_shift_map_at(lambda p: torch.full((p.shape[0], 8), float("nan")), torch.arange(20.0), shift=1)
+
+
+def test_fit_at_positions_names_its_own_arguments():
+    # too few positions, or an encode returning a list or a (1, N, d) batch, were refused as fit_linear_map's
+    # `source` ("`source` needs more rows than columns ...", "`source` must be a torch.Tensor, got list")
+    with pytest.raises(ValueError, match="`positions` needs more entries than the encodings' width d = 8 .* got 5"):
+        fit_shift_map_at(lambda p: sinusoidal(p, 8), torch.arange(5) * 100.0, 1)
+    with pytest.raises(TypeError, match="`encode` must return a torch.Tensor, got list"):
+        fit_shift_map_at(lambda p: sinusoidal(p, 8).tolist(), SPREAD, 1)
+    with pytest.raises(ValueError, match=r"`encode` must return one \(N, d\) tensor per call"):
+        fit_shift_map_at(lambda p: sinusoidal(p, 8)[None], SPREAD, 1)
