@@ -70,6 +70,10 @@ class NanoFlow(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 2 * out, **kw),
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The constructor's zero last layer, after the layers' own draws (see :mod:`posenc.core.meta`)."""
         # zero last layer: every step starts as the identity, which keeps early training stable
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)

@@ -128,3 +128,20 @@ def test_sample_count_is_checked_by_name():
         flow.sample(2.5)
     with pytest.raises(ValueError, match="`n`=1000000000000 needs"):
         flow.sample(10**12)
+
+
+def test_materialised_from_meta_equals_a_normal_build():
+    # the zero last layer was drawn in __init__ only: materialize() (and initialize()) gave it nn.Linear's
+    # random draw, so the flow no longer started as the identity (log-det 0.86, weights off by 0.49)
+    from posenc.core.meta import materialize
+
+    torch.manual_seed(7)
+    normal = NanoFlow(2, 3, hidden=4, embed_dim=2)
+    with torch.device("meta"):
+        meta = NanoFlow(2, 3, hidden=4, embed_dim=2)
+    torch.manual_seed(7)
+    built = materialize(meta, "cpu")
+    for (name, want), (_, got) in zip(normal.named_parameters(), built.named_parameters(), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0, msg=name)
+    _, log_det = built(torch.randn(5, 2))
+    assert torch.equal(log_det, torch.zeros(5))
