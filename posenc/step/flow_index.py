@@ -29,6 +29,7 @@ from posenc.core.validation import (
 
 def flow_indices(flow_index: torch.Tensor | float, num_flows: int) -> torch.Tensor:
     """Validate flow indices and return them as int64: ``(*,)`` integers (or integral floats) in ``[0, K)``."""
+    check_positive_int("num_flows", num_flows)
     allowed = f"`flow_index` must lie in [0, num_flows - 1] = [0, {num_flows - 1}]"
     if isinstance(flow_index, int) and not isinstance(flow_index, bool) and not 0 <= flow_index < num_flows:
         raise ValueError(f"{allowed}, got {flow_index}")  # before torch.tensor, which cannot hold one past int64

@@ -95,3 +95,17 @@ def test_an_index_past_int64_is_refused_with_the_value_given(bad):
         with pytest.raises(ValueError, match=r"^`flow_index` must lie in \[0, num_flows - 1\] = \[0, 3\], got") as info:
             emb(value)
         assert "9223372036854775808" not in str(info.value) and ("-" in str(info.value).split("got")[1]) == (bad < 0)
+
+
+def test_flow_indices_checks_num_flows_by_name():
+    # num_flows='8' failed with "unsupported operand type(s) for -: 'str' and 'int'", 2.5 passed, and
+    # num_flows=0 refused a valid index as outside '[0, -1]'
+    from posenc.step import flow_indices
+
+    with pytest.raises(TypeError, match="`num_flows` must be an int, got str '8'"):
+        flow_indices(torch.tensor([1]), "8")
+    with pytest.raises(TypeError, match="`num_flows` must be an int, got float 2.5"):
+        flow_indices(1, 2.5)
+    with pytest.raises(ValueError, match="`num_flows` must be >= 1, got 0"):
+        flow_indices(torch.tensor([1]), 0)
+    assert flow_indices(torch.tensor([0.0, 3.0]), 4).tolist() == [0, 3]
