@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 
-from posenc.core.validation import check_finite, check_int, check_tensor
+from posenc.core.validation import check_bool, check_finite, check_int, check_tensor
 
 Module = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,6 +58,7 @@ def permutation_deviation(
     check_tensor("x", x)
     check_finite("x", x)
     check_int("trials", trials, minimum=1)
+    check_bool("invariant", invariant)  # 'no' would be truthy: an unpermuted comparison, a wrong verdict
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"`dim` must lie in [{-x.ndim}, {x.ndim - 1}] for x of shape {tuple(x.shape)}, got {dim}")
     dim = dim % x.ndim
@@ -107,6 +108,7 @@ def patch_permutation_deviation(
     check_finite("images", images)
     check_int("patch_size", patch_size, minimum=1)
     check_int("trials", trials, minimum=1)
+    check_bool("invariant", invariant)
     h, w = images.shape[-2:]
     if h % patch_size or w % patch_size:
         raise ValueError(f"`patch_size`={patch_size} must divide the image size {h}x{w}")

@@ -21,7 +21,7 @@ from torch import nn
 
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_finite, check_fits, check_float_tensor, check_int, check_tensor
+from posenc.core.validation import check_bool, check_finite, check_fits, check_float_tensor, check_int, check_tensor
 from posenc.models.interfaces import HeadCount, HeadWidth, ModelWidth
 
 
@@ -32,6 +32,7 @@ def similarity_matrix(table: torch.Tensor, *, normalize: bool = False) -> torch.
     """
     check_float_tensor("table", table, ndim=2)
     check_finite("table", table)
+    check_bool("normalize", normalize)
     t = table.detach().to(device="cpu", dtype=torch.float64)
     if normalize:
         t = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-300)

@@ -163,3 +163,9 @@ def test_absolute_table_of_an_encoding_whose_layers_are_not_float32(dtype):
         assert table.shape == (5, 8) and table.dtype == torch.float32
     learned = posenc.create("learned", dim=8, max_len=6, dtype=dtype)
     torch.testing.assert_close(absolute_table(learned, 6), learned.weight.detach().float())
+
+
+def test_normalize_must_be_a_bool():
+    # normalize='no' is truthy: cosines were returned where dot products were asked for
+    with pytest.raises(TypeError, match="`normalize` must be True or False, got str 'no'"):
+        similarity_matrix(torch.randn(4, 3), normalize="no")
