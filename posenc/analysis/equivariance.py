@@ -59,6 +59,8 @@ def permutation_deviation(
     check_finite("x", x)
     check_int("trials", trials, minimum=1)
     check_bool("invariant", invariant)  # 'no' would be truthy: an unpermuted comparison, a wrong verdict
+    check_int("seed", seed)
+    check_int("dim", dim)
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"`dim` must lie in [{-x.ndim}, {x.ndim - 1}] for x of shape {tuple(x.shape)}, got {dim}")
     dim = dim % x.ndim
@@ -109,6 +111,7 @@ def patch_permutation_deviation(
     check_int("patch_size", patch_size, minimum=1)
     check_int("trials", trials, minimum=1)
     check_bool("invariant", invariant)
+    check_int("seed", seed)
     h, w = images.shape[-2:]
     if h % patch_size or w % patch_size:
         raise ValueError(f"`patch_size`={patch_size} must divide the image size {h}x{w}")

@@ -87,6 +87,7 @@ def probe_cnn(
     check_int("width", width, minimum=1)
     check_int("depth", depth, minimum=1)
     check_int("kernel_size", kernel_size, minimum=1)
+    check_int("seed", seed)
     if kernel_size % 2 == 0:
         raise ValueError(f"`kernel_size` must be odd so that padding keeps the size, got {kernel_size}")
     generator = torch.Generator().manual_seed(seed)
@@ -186,6 +187,7 @@ def position_probe(
     check_int("steps", steps, minimum=1)
     check_int("hidden", hidden, minimum=1)
     check_float("lr", lr, positive=True)
+    check_int("seed", seed)
     b = images.shape[0]
     n_train = min(max(1, round(b * train_fraction)), b - 1) if b > 1 else 0
     if n_train < 1:

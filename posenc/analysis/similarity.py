@@ -192,6 +192,7 @@ def score_matrix(
     """
     check_int("n", n, minimum=1)
     check_int("offset", offset, minimum=0)
+    check_int("seed", seed)
     if query not in ("ones", "random"):
         raise ValueError(f"`query` must be 'ones' or 'random', got {query!r}")
     hooks = _hooks(encoding)
@@ -249,6 +250,7 @@ def shift_invariance_error(
     """
     check_int("shift", shift, minimum=1)
     check_int("n", n, minimum=1)
+    check_int("seed", seed)
     hooks = set(_hooks(encoding))
     if not {"rotary", "bias", "value"} & hooks:
         raise ValueError(f"`encoding` {type(encoding).__name__} has no 'rotary', 'bias' or 'value' hook")

@@ -114,3 +114,16 @@ def test_invariant_must_be_a_bool():
     with pytest.raises(TypeError, match="`invariant` must be True or False, got str 'no'"):
         patch_permutation_deviation(lambda z: z, torch.rand(1, 3, 8, 8), patch_size=4, invariant="no")
     assert permutation_deviation(model, tokens, invariant=False) < 1e-5
+
+
+def test_seed_and_dim_are_checked_by_name():
+    # a str seed failed in torch ('manual_seed expected a long, but got str'), a str dim in a comparison
+    # ("'<=' not supported between instances of 'int' and 'str'")
+    tokens = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(0))
+    model = Transformer(11, 16, 1, 2, position="none").eval()
+    with pytest.raises(TypeError, match="`seed` must be an int, got str '0'"):
+        permutation_deviation(model, tokens, seed="0")
+    with pytest.raises(TypeError, match="`dim` must be an int, got str '1'"):
+        permutation_deviation(model, tokens, dim="1")
+    with pytest.raises(TypeError, match="`seed` must be an int, got float 1.5"):
+        patch_permutation_deviation(lambda z: z, torch.rand(1, 3, 8, 8), patch_size=4, seed=1.5)

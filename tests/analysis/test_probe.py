@@ -104,3 +104,12 @@ def test_pattern_names_are_checked_before_the_model_runs():
         position_patterns(4, 4, "gaussian")
     with pytest.raises(ValueError, match="`names` must name at least one"):
         position_patterns(4, 4, [])
+
+
+def test_seeds_are_checked_by_name():
+    # probe_cnn(seed='a') failed inside torch.Generator.manual_seed, position_probe's with
+    # 'can only concatenate str (not "int") to str' after the features were computed
+    with pytest.raises(TypeError, match="`seed` must be an int, got str 'a'"):
+        probe_cnn("zero", seed="a")
+    with pytest.raises(TypeError, match="`seed` must be an int, got str 'a'"):
+        position_probe(probe_cnn("zero", depth=1), torch.rand(4, 3, 8, 8), steps=1, seed="a")

@@ -169,3 +169,12 @@ def test_normalize_must_be_a_bool():
     # normalize='no' is truthy: cosines were returned where dot products were asked for
     with pytest.raises(TypeError, match="`normalize` must be True or False, got str 'no'"):
         similarity_matrix(torch.randn(4, 3), normalize="no")
+
+
+def test_seeds_are_checked_by_name():
+    # a str or float seed failed inside torch.Generator.manual_seed ('expected a long, but got str')
+    alibi = posenc.create("alibi", heads=2)
+    with pytest.raises(TypeError, match="`seed` must be an int, got str 'x'"):
+        score_matrix(alibi, 4, seed="x")
+    with pytest.raises(TypeError, match="`seed` must be an int, got float 1.5"):
+        shift_invariance_error(alibi, 4, 1, seed=1.5)
