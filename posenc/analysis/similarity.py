@@ -141,7 +141,12 @@ def absolute_table(encoding: nn.Module, n: int, *, dim: int | None = None, offse
     concatenated one its last ``concat_dim`` columns. ``dim`` defaults to ``encoding.dim``.
     """
     check_int("n", n, minimum=1)
-    if dim is None and isinstance(encoding, ModelWidth):
+    check_int("offset", offset, minimum=0)
+    if "input" not in _hooks(encoding):
+        raise ValueError(f"`encoding` {type(encoding).__name__} has no 'input' hook: it adds no table to the tokens")
+    if dim is not None:
+        check_int("dim", dim, minimum=1)
+    elif isinstance(encoding, ModelWidth):
         dim = encoding.dim
     if not isinstance(dim, int):
         raise ValueError("`dim` is needed: the encoding has no integer attribute `dim`")  # noqa: TRY004 - a missing size, not a wrong type

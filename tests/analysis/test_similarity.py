@@ -178,3 +178,21 @@ def test_seeds_are_checked_by_name():
         score_matrix(alibi, 4, seed="x")
     with pytest.raises(TypeError, match="`seed` must be an int, got float 1.5"):
         shift_invariance_error(alibi, 4, 1, seed=1.5)
+
+
+def test_absolute_table_checks_its_arguments_by_name():
+    # offset='1' failed with 'can only concatenate str (not "int") to str', dim=0 was refused as the
+    # zero embeddings' `x`, and a module without an input hook failed with AttributeError ('encode_input')
+    sinusoid = posenc.create("sinusoidal", dim=8)
+    with pytest.raises(TypeError, match="`offset` must be an int, got str '1'"):
+        absolute_table(sinusoid, 4, offset="1")
+    with pytest.raises(ValueError, match="`offset` must be >= 0, got -1"):
+        absolute_table(sinusoid, 4, offset=-1)
+    with pytest.raises(ValueError, match="`dim` must be >= 1, got 0"):
+        absolute_table(sinusoid, 4, dim=0)
+    with pytest.raises(TypeError, match="`dim` must be an int, got str '8'"):
+        absolute_table(posenc.create("learned", dim=8), 4, dim="8")
+    with pytest.raises(ValueError, match="`encoding` Linear has no 'input' hook"):
+        absolute_table(torch.nn.Linear(3, 3), 4, dim=3)
+    with pytest.raises(ValueError, match="`encoding` RotaryPositionEncoding has no 'input' hook"):
+        absolute_table(posenc.create("rope", head_dim=8), 4, dim=8)
