@@ -251,6 +251,14 @@ def _maps_picture(out: torch.Tensor, entry: dict, pics: Pictures, stem: str, lab
         f"({h} x {w} pixels) for {label}"))
 
 
+def _sweep_axis(p: measure.Probe) -> str:
+    """The x label of a sweep: the input index, and the values it runs over (a noise level from 0 to 1
+    is not readable off the index alone)."""
+    if p.x is None or p.x.ndim != 1 or len(p.x) < 2:
+        return "input index"
+    return f"input index (inputs {p.x[0].item():.3g} to {p.x[-1].item():.3g}, evenly)"
+
+
 def _example_entry(info: EncodingInfo, entry: dict, pics: Pictures) -> None:
     stem = safe_name(info.name)
     module = measure.build_example(info.name, info.cls)
@@ -269,7 +277,7 @@ def _example_entry(info: EncodingInfo, entry: dict, pics: Pictures) -> None:
         table = p.out
         cos = similarity_matrix(table, normalize=True)
         fig, (a, b) = pics.figure(2, height=3.6)
-        heatmap(a, table.T, "encoding of each input", "input index", "feature")
+        heatmap(a, table.T, "encoding of each input", _sweep_axis(p), "feature")
         heatmap(b, cos, "cosine similarity", "input j", "input i")
         entry["pictures"].append(pics.save(fig, f"{stem}-sweep.png",
                                            f"the encoding of {p.label} and the cosine similarity of its rows"))

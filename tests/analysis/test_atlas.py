@@ -497,3 +497,24 @@ def test_build_atlas_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
     with pytest.raises(MissingExtra, match=r'^build_atlas .* needs matplotlib, .*pip install "posenc\[plot\]"$'):
         build_atlas(tmp_path / "atlas", quick=True)
     assert not (tmp_path / "atlas").exists()
+
+
+def test_a_sweep_figure_says_which_inputs_its_index_runs_over(tmp_path, monkeypatch):
+    # the sweep's x axis read 'input index' only: noise_level's 128 levels from 0 to 1 (or a coordinate's
+    # range) could not be read off the figure
+    from posenc.analysis import entries
+    from posenc.core.registry import get
+
+    labels = []
+    draw = entries.heatmap
+
+    def spy(ax, matrix, title, xlabel, ylabel, **kwargs):
+        labels.append(xlabel)
+        return draw(ax, matrix, title, xlabel, ylabel, **kwargs)
+
+    monkeypatch.setattr(entries, "heatmap", spy)
+    analyse_entry(get("noise_level"), Pictures(tmp_path, dpi=40), Reference(), extrapolate=False)
+    assert "input index (inputs 0 to 1, evenly)" in labels
+    labels.clear()
+    analyse_entry(get("timestep"), Pictures(tmp_path, dpi=40), Reference(), extrapolate=False)
+    assert "input index (inputs 0 to 63, evenly)" in labels
