@@ -154,6 +154,8 @@ def _features(model: Callable[[torch.Tensor], object], images: torch.Tensor) -> 
     for i, m in enumerate(maps):
         if not isinstance(m, torch.Tensor) or m.ndim != 4:
             raise ValueError(f"`model` must return (b, c, h, w) feature maps, got output {i} of {type(m).__name__}")
+        if 0 in m.shape[1:]:  # nothing to read position from (valid convolutions past the image's size, say)
+            raise ValueError(f"`model` returned feature map {i} without channels or pixels, of shape {tuple(m.shape)}")
         if m.is_floating_point() and not bool(torch.isfinite(m).all()):
             raise ValueError(f"`model` returned NaN or inf in feature map {i}")
     size = maps[0].shape[-2:]

@@ -113,3 +113,13 @@ def test_seeds_are_checked_by_name():
         probe_cnn("zero", seed="a")
     with pytest.raises(TypeError, match="`seed` must be an int, got str 'a'"):
         position_probe(probe_cnn("zero", depth=1), torch.rand(4, 3, 8, 8), steps=1, seed="a")
+
+
+def test_empty_feature_maps_are_refused_naming_the_model():
+    # a map without pixels was refused as '`h` must be >= 1, got 0' (position_patterns' argument), one
+    # without channels inside the read-out's convolution ('expected input ... to have 32 channels')
+    images = torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"`model` returned feature map 0 without channels or pixels, of shape \(4, 3, 0, 8\)"):
+        position_probe(lambda x: x[..., :0, :], images, steps=1)
+    with pytest.raises(ValueError, match=r"`model` returned feature map 0 without channels or pixels, of shape \(4, 0, 8, 8\)"):
+        position_probe(lambda x: x[:, :0], images, steps=1)
