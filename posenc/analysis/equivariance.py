@@ -44,6 +44,14 @@ def _as_tensor(out: object) -> torch.Tensor:
     return out.detach().to(torch.complex128 if out.is_complex() else torch.float64)
 
 
+def _reference_output(out: object, given: str) -> torch.Tensor:
+    """The unpermuted output, which must hold something to compare (max() of nothing raises in torch)."""
+    reference = _as_tensor(out)
+    if reference.numel() == 0:
+        raise ValueError(f"the output of `module` for {given} is empty, of shape {tuple(reference.shape)}: nothing to compare")
+    return reference
+
+
 @torch.no_grad()
 def permutation_deviation(
     module: Module, x: torch.Tensor, *, dim: int = 1, trials: int = 3, seed: int = 0, invariant: bool = False
@@ -67,7 +75,7 @@ def permutation_deviation(
     n = x.shape[dim]
     if n < 2:
         raise ValueError(f"`x` needs at least 2 entries along `dim`={dim} to permute, got shape {tuple(x.shape)}")
-    reference = _as_tensor(module(x))
+    reference = _reference_output(module(x), f"`x` of shape {tuple(x.shape)}")
     if not invariant and (reference.ndim <= dim or reference.shape[dim] != n):
         raise ValueError(
             f"the output of `module` has shape {tuple(reference.shape)}, without length {n} along `dim`={dim}; "
@@ -119,7 +127,7 @@ def patch_permutation_deviation(
     count = gh * gw
     if count < 2:
         raise ValueError(f"`images` of size {h}x{w} give {count} patches of `patch_size`={patch_size}: nothing to shuffle")
-    reference = _as_tensor(module(images))
+    reference = _reference_output(module(images), f"`images` of shape {tuple(images.shape)}")
     worst = 0.0
     for perm in _permutations(count, trials, seed):
         out = _as_tensor(module(_shuffle_patches(images, perm, patch_size, patch_size)))

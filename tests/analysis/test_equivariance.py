@@ -127,3 +127,15 @@ def test_seed_and_dim_are_checked_by_name():
         permutation_deviation(model, tokens, dim="1")
     with pytest.raises(TypeError, match="`seed` must be an int, got float 1.5"):
         patch_permutation_deviation(lambda z: z, torch.rand(1, 3, 8, 8), patch_size=4, seed=1.5)
+
+
+def test_an_empty_output_is_refused_with_a_message():
+    # a batch of 0 (or an output of width 0) failed in torch: 'max(): Expected reduction dim to be
+    # specified for input.numel() == 0'
+    model = Transformer(11, 16, 1, 2, position="none").eval()
+    with pytest.raises(ValueError, match=r"the output of `module` for `x` of shape \(0, 5\) is empty"):
+        permutation_deviation(model, torch.zeros(0, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"is empty, of shape \(2, 5, 0\): nothing to compare"):
+        permutation_deviation(lambda x: x[..., :0], torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match=r"the output of `module` for `images` of shape \(0, 3, 8, 8\) is empty"):
+        patch_permutation_deviation(lambda z: z, torch.rand(0, 3, 8, 8), patch_size=4)
