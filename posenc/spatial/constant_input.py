@@ -123,10 +123,15 @@ class AdaIN(nn.Module):
 
     def __init__(self, channels: int, w_dim: int, *, device=None, dtype=None) -> None:
         super().__init__()
+        self.channels = channels
         self.affine = nn.Linear(w_dim, 2 * channels, device=device, dtype=dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The scale's bias 1 and the shift's 0, after the affine map's own draw (see :mod:`posenc.core.meta`)."""
         with torch.no_grad():
-            self.affine.bias[:channels].fill_(1.0)
-            self.affine.bias[channels:].zero_()
+            self.affine.bias[: self.channels].fill_(1.0)
+            self.affine.bias[self.channels :].zero_()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         scale, bias = self.affine(w).chunk(2, dim=-1)

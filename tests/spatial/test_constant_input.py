@@ -119,3 +119,19 @@ def test_batch_may_be_empty_and_a_tensor_needs_a_batch_axis():
     assert const(0).shape == const(torch.zeros(0, 3)).shape == (0, 8, 4, 4)  # an int 0 was refused
     with pytest.raises(ValueError, match="`batch` must be an int or a tensor whose first axis is the batch"):
         const(torch.tensor(2))  # was an IndexError from batch.shape[0]
+
+
+def test_adain_materialised_from_meta_keeps_its_scale_bias_of_one():
+    # the scale's bias 1 was set in __init__ only: materialize() gave it nn.Linear's random draw
+    from posenc.core.meta import materialize
+    from posenc.spatial.constant_input import AdaIN
+
+    torch.manual_seed(3)
+    normal = AdaIN(4, 6)
+    with torch.device("meta"):
+        meta = AdaIN(4, 6)
+    torch.manual_seed(3)
+    built = materialize(meta, "cpu")
+    assert torch.equal(built.affine.bias[:4], torch.ones(4)) and torch.equal(built.affine.bias[4:], torch.zeros(4))
+    for (name, want), (_, got) in zip(normal.named_parameters(), built.named_parameters(), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0, msg=name)
