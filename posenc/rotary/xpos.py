@@ -15,6 +15,9 @@ depend on ``c``; ``c`` only decides which positions the float32 scales can hold.
 
 Range: each side's scale must fit in float32, so ``|n - c| <= max_position`` with
 ``max_position = 80 * scale_base / |ln zeta_0|`` (about 64 * scale_base: 32,700 for scale_base 512).
+float16 queries and keys hold far less: the same share of float16's range bounds the exponent by
+8.9 instead of 80 (about 7 * scale_base: 3,630 for scale_base 512); past it the keys would overflow
+to inf and the queries flush to zero in float16, so such positions raise for float16 input.
 The bound is inherent to scaling queries and keys separately (the decay between two positions
 ``2 * max_position`` apart is below float32's smallest normal number); what it limits is the spread
 of the positions around ``c``, not how large they are. Positions near 10^6 work with
@@ -55,11 +58,19 @@ def xpos_zeta(rot_dim: int, *, device=None, dtype: torch.dtype | None = None) ->
     return (torch.arange(0, rot_dim, 2, device=device, dtype=dtype) / rot_dim + GAMMA) / (1 + GAMMA)
 
 
-def xpos_max_position(rot_dim: int, scale_base: float) -> int:
+#: the largest ``|ln|`` of a per-side scale: ``e ** 80`` in float32 (below its ``e ** 88.7``, above its smallest
+#: normal ``e ** -87.3``, leaving room for the features); float16 gets the same share of its exponent range
+_SCALE_EXPONENT = 80.0
+_FLOAT16_SCALE_EXPONENT = 80.0 * math.log(torch.finfo(torch.float16).tiny) / math.log(torch.finfo(torch.float32).tiny)
+
+
+def xpos_max_position(rot_dim: int, scale_base: float, dtype: torch.dtype = torch.float32) -> int:
     """The largest ``|position - reference|`` whose per-side scale ``zeta_0 ** (±n / scale_base)``
-    fits float32 (``e ** 80``, below float32's ``e ** 88.7``, leaving room for the features); capped at
-    the largest int64 position, which a ``scale_base`` near float64's largest would overflow."""
-    limit = 80.0 * scale_base / abs(math.log(GAMMA / (1 + GAMMA)))
+    fits ``dtype`` (``e ** 80`` for float32 and wider, below float32's ``e ** 88.7``, leaving room for the
+    features; ``e ** 8.9`` for float16, the same share of its range); capped at the largest int64
+    position, which a ``scale_base`` near float64's largest would overflow."""
+    exponent = _FLOAT16_SCALE_EXPONENT if dtype == torch.float16 else _SCALE_EXPONENT
+    limit = exponent * scale_base / abs(math.log(GAMMA / (1 + GAMMA)))
     return int(limit) if limit < 2**63 else 2**63 - 1
 
 
@@ -79,8 +90,10 @@ def xpos_scale(
     return torch.exp(power * zeta.log()).to(dtype)
 
 
-def _check_range(positions: torch.Tensor | tuple[int, int], reference: float, limit: int) -> None:
-    """positions: a tensor, or the ``(first, last)`` of implicit positions."""
+def _check_range(
+    positions: torch.Tensor | tuple[int, int], reference: float, limit: int, dtype: torch.dtype = torch.float32
+) -> None:
+    """positions: a tensor, or the ``(first, last)`` of implicit positions; dtype: the queries' or keys'."""
     if isinstance(positions, tuple):
         lo, hi = positions
         if hi < lo:  # no positions
@@ -90,10 +103,12 @@ def _check_range(positions: torch.Tensor | tuple[int, int], reference: float, li
     else:
         lo, hi = (v.item() for v in positions.aminmax())
     if lo < reference - limit or hi > reference + limit:
+        held = "float16" if dtype == torch.float16 else "float32"
         raise ValueError(
             f"`positions` must lie within reference ± {limit} for xPos (reference={reference:.12g}, scale_base "
-            f"limits each side's scale zeta ** ((n - reference) / scale_base) to float32), got positions "
+            f"limits each side's scale zeta ** ((n - reference) / scale_base) to {held}), got positions "
             f"{lo:.12g} .. {hi:.12g}; set `reference` near the positions in use or raise `scale_base`"
+            + (" (or rotate in bfloat16 or float32, whose range is far wider)" if dtype == torch.float16 else "")
         )
 
 
@@ -117,7 +132,7 @@ def apply_xpos(
     are scaled by ``zeta ** ((n - reference) / scale_base)``, keys (``key=True``) by its inverse.
 
     reference: the position both sides are measured from (give queries and keys the same one; it
-    cancels in their product). Positions must lie within ``reference ± xpos_max_position(d, scale_base)``.
+    cancels in their product). Positions must lie within ``reference ± xpos_max_position(d, scale_base, x.dtype)``.
 
     Randomized positions (Ruoss et al. 2023): queries and keys are two calls here, so there is no
     ``randomize_positions`` keyword (two draws would place them at different positions); draw once with
@@ -129,7 +144,7 @@ def apply_xpos(
     reference = _check_reference(reference)
     pos = resolve_positions(positions, n=x.shape[-2], batch=x.shape[0], name="positions")
     check_same_device(x=x, positions=pos)
-    _check_range(pos, reference, xpos_max_position(x.shape[-1], scale_base))
+    _check_range(pos, reference, xpos_max_position(x.shape[-1], scale_base, x.dtype), x.dtype)
     work = arithmetic_dtype(x.dtype)
     cos, sin = cos_sin(pos, inverse_frequencies(x.shape[-1], base, device=x.device), dtype=work)
     scale = xpos_scale(pos, x.shape[-1], scale_base, key=key, reference=reference, dtype=work)
@@ -169,7 +184,7 @@ class XPos(RotaryPositionEncoding):
         super().__init__(head_dim, device=device, **rope_kwargs)
         self.scale_base = check_float("scale_base", scale_base, positive=True)
         self.reference = _check_reference(reference)
-        #: the largest ``|position - reference|`` (see the module docstring)
+        #: the largest ``|position - reference|`` (see the module docstring; float16 input holds less)
         self.max_position = xpos_max_position(self.rot_dim, self.scale_base)
 
     def scale_and_rotate(self, t: torch.Tensor, positions: Positions, *, key: bool, **kw) -> torch.Tensor:
@@ -177,7 +192,8 @@ class XPos(RotaryPositionEncoding):
         ``seq_len``, the length a length-dependent scaling is computed for)."""
         reference = _check_reference(self.reference)
         span = (positions.offset, positions.end - 1) if positions.is_implicit else positions.explicit
-        _check_range(span, reference, self.max_position)
+        limit = self.max_position if t.dtype != torch.float16 else xpos_max_position(self.rot_dim, self.scale_base, t.dtype)
+        _check_range(span, reference, limit, t.dtype)
         dtype = arithmetic_dtype(t.dtype)
         # float64 angles for float64 input, implicit positions included (the cached window is float32)
         cos, sin = self._cos_sin_for(t, positions, **kw)

@@ -195,6 +195,28 @@ def test_range_is_around_the_reference_and_empty_calls_work():
         XPos(8, reference=float("nan"))
 
 
+def test_float16_positions_past_its_range_are_refused_not_overflowed():
+    """float16 keys scaled by 3.5 ** (n / 512) overflow to inf near n = 5,000 (and queries flush to zero),
+    far inside float32's limit: float16 input has its own, smaller range and is refused past it."""
+    torch.manual_seed(0)
+    module = XPos(64)
+    x = torch.randn(1, 2, 2, 64).half().float()  # values float16 holds
+    far = torch.tensor([5000, 5001])
+    for side in ("query", "key"):
+        assert torch.isfinite(module(x.bfloat16(), positions=far, side=side)).all()
+        with pytest.raises(ValueError, match=r"reference ± \d+ .*float16"):
+            module(x.half(), positions=far, side=side)
+        with pytest.raises(ValueError, match=r"reference ± \d+ .*float16"):
+            apply_xpos(x.half(), far, key=side == "key")
+    limit = posenc.rotary.xpos.xpos_max_position(64, 512.0, torch.float16)
+    assert 3000 < limit < module.max_position
+    inside = torch.tensor([limit - 1, limit])
+    for side in ("query", "key"):
+        half = module(x.half(), positions=inside, side=side)
+        assert torch.isfinite(half).all()
+        assert torch.allclose(half.float(), module(x, positions=inside, side=side), rtol=2e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("key", ["query", "no", 0, None])
 def test_apply_xpos_refuses_a_side_that_is_not_a_bool(key):
     """``key`` picks the scale's sign; a string such as "query" is truthy and would scale as a key."""
