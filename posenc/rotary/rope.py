@@ -253,6 +253,10 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         max_len: the extended context length (derives ``factor`` when it is absent).
         dynamic_update: dynamic NTK's length: per call (``"recompute"``) or transformers'
             ``"grow_only"`` (the longest seen since a sequence shorter than ``original_max_len``).
+            Under ``torch.compile``, explicit positions (a transformers model's ``position_ids``) read
+            that longest length without advancing it: a graph cannot turn a tensor into the module's
+            state, so there a sequence past ``original_max_len`` after a longer one gets its own
+            length's base, unlike eager mode and transformers; implicit positions advance it as in eager.
         p: p-RoPE (Barbero et al. 2024): the fraction of the fastest frequencies that rotate; the
             pairs of the slowest ``1 - p`` pass through unrotated.
         cache_len: implicit positions cached up front.

@@ -194,6 +194,26 @@ def test_dynamic_ntk_grow_only_keeps_the_longest_base_until_a_short_sequence():
     torch.testing.assert_close(grow(mid), fresh(mid))
 
 
+def test_compiled_grow_only_advances_the_longest_length_for_implicit_positions_only():
+    """What the RotaryPositionEncoding docstring and README state: under torch.compile, explicit positions
+    read the longest length without advancing it; implicit positions advance it as in eager mode."""
+    kw = {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 8, "dynamic_update": "grow_only"}
+    for explicit in (False, True):
+        torch._dynamo.reset()
+        eager, compiled = RotaryPositionEncoding(8, **kw), RotaryPositionEncoding(8, **kw)
+
+        def rotate(x, pos, module=compiled, explicit=explicit):
+            return module(x, positions=pos) if explicit else module(x)
+
+        step = torch.compile(rotate, fullgraph=True, backend="eager")
+        long, mid = torch.randn(1, 1, 20, 8), torch.randn(1, 1, 12, 8)
+        torch.testing.assert_close(step(long, torch.arange(20)), rotate(long, torch.arange(20), eager))
+        assert compiled._longest_len == (8 if explicit else 20)
+        own_length = RotaryPositionEncoding(8, **{**kw, "dynamic_update": "recompute"})(mid)
+        want = own_length if explicit else rotate(mid, torch.arange(12), eager)
+        torch.testing.assert_close(step(mid, torch.arange(12)), want)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [
