@@ -311,9 +311,23 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             )
         self.interleaved = check_bool("interleaved", interleaved)
         if isinstance(scaling, RopeScaling):
-            if factor is not None or original_max_len is not None or max_len is not None:
+            # (name, value given, default): a scaling parameter given beside a RopeScaling would be ignored
+            parameters = (
+                ("factor", factor, None), ("original_max_len", original_max_len, None), ("max_len", max_len, None),
+                ("beta_fast", beta_fast, 32.0), ("beta_slow", beta_slow, 1.0), ("low_freq_factor", low_freq_factor, 1.0),
+                ("high_freq_factor", high_freq_factor, 4.0), ("short_factor", short_factor, None),
+                ("long_factor", long_factor, None), ("attention_factor", attention_factor, None), ("mscale", mscale, 1.0),
+                ("mscale_all_dim", mscale_all_dim, 0.0), ("truncate", truncate, True),
+                ("dynamic_update", dynamic_update, "recompute"),
+            )
+            given = [
+                name for name, value, default in parameters
+                if (value is not None if default is None else bool(value != default))
+            ]
+            if given:
                 raise ValueError(
-                    "`factor`, `original_max_len` and `max_len` belong in the RopeScaling given as `scaling`"
+                    f"{', '.join(f'`{name}`' for name in given)} belong in the RopeScaling given as `scaling` "
+                    f"(beside it they would be ignored); pass them to RopeScaling, or pass `scaling` as a kind"
                 )
             self.scaling = scaling
         else:

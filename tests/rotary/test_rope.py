@@ -468,3 +468,23 @@ def test_matches_rotary_embedding_torch(peer_kwargs, ours_kwargs, offset, seq_be
         want = peer.rotate_queries_or_keys(x, offset=offset)
     got = RotaryPositionEncoding(16, rotary_fraction=0.5, interleaved=True, **ours_kwargs)(x, offset=offset)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attention_factor": 2.0}, {"beta_fast": 16.0}, {"mscale": 0.707, "mscale_all_dim": 0.707},
+        {"truncate": False}, {"dynamic_update": "grow_only"}, {"factor": 8.0}, {"short_factor": [1.0] * 4},
+    ],
+)
+def test_scaling_parameters_beside_a_rope_scaling_are_refused_not_ignored(kwargs):
+    """A RopeScaling carries its parameters: one given beside it (attention_factor=2.0 with a YaRN scaling)
+    used to be dropped without a word, leaving YaRN's own attention factor 1.139."""
+    from posenc.rotary import RopeScaling
+
+    yarn = RopeScaling("yarn", factor=4.0, original_max_len=8)
+    with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`.* belong in the RopeScaling"):
+        RotaryPositionEncoding(8, scaling=yarn, **kwargs)
+    # the defaults, given or not, are not parameters of another scaling
+    module = RotaryPositionEncoding(8, scaling=yarn, beta_fast=32.0, truncate=True, dynamic_update="recompute")
+    assert module.scaling is yarn
