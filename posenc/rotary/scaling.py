@@ -26,7 +26,9 @@ cos and sin:
                  factor sqrt(1 + ln(s) / ln(L0)) unless ``attention_factor`` is given
 
 ``factor`` defaults to ``max_len / original_max_len`` when both lengths are given (DeepSeek-V3 and
-Phi-3 configs leave it out), else to 1.
+Phi-3 configs leave it out), else to 1 (``max_len`` alone is refused: it gives no factor). A kind's own
+parameters (YaRN's ``beta_*``, ``mscale*`` and ``truncate``, Llama 3's bands, dynamic NTK's
+``dynamic_update``) are refused for another kind unless left at their defaults, which that kind would ignore.
 
 Verified against float64 transcriptions of the papers' and reference code's formulas
 (tests/rotary/test_scaling.py) and against transformers' ``ROPE_INIT_FUNCTIONS`` (tests/rotary/test_hf.py).
@@ -50,6 +52,12 @@ SCALING_KINDS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3", "long
 DynamicUpdate = Literal["recompute", "grow_only"]
 _NEEDS_ORIGINAL = ("dynamic_ntk", "yarn", "llama3", "longrope")
 _TAKES_ATTENTION_FACTOR = ("yarn", "longrope")
+#: (parameter, the kind that reads it, its default): another kind would ignore it
+_KIND_PARAMETERS = (
+    ("beta_fast", "yarn", 32.0), ("beta_slow", "yarn", 1.0), ("mscale", "yarn", 1.0), ("mscale_all_dim", "yarn", 0.0),
+    ("truncate", "yarn", True), ("low_freq_factor", "llama3", 1.0), ("high_freq_factor", "llama3", 4.0),
+    ("dynamic_update", "dynamic_ntk", "recompute"),
+)
 
 
 def _check_factor_list(name: str, values: Sequence[float] | None) -> tuple[float, ...]:
@@ -101,6 +109,11 @@ class RopeScaling:
         if self.max_len is not None:
             check_int("max_len", self.max_len, minimum=1)
         factor = self.factor
+        if factor is None and self.max_len is not None and self.original_max_len is None:
+            raise ValueError(
+                f"`max_len`={self.max_len} gives the factor as max_len / original_max_len, and `original_max_len` "
+                f"is not given; give it, or `factor`"
+            )
         if factor is None:
             factor = 1.0
             if self.max_len is not None and self.original_max_len is not None:
@@ -141,6 +154,12 @@ class RopeScaling:
                 )
         elif self.short_factor is not None or self.long_factor is not None:
             raise ValueError(f"`short_factor` / `long_factor` are longrope's, not scaling={self.kind!r}'s")
+        for name, owner, default in _KIND_PARAMETERS:
+            if self.kind != owner and getattr(self, name) != default:
+                raise ValueError(
+                    f"`{name}`={getattr(self, name)!r} is scaling={owner!r}'s parameter, which scaling={self.kind!r} "
+                    f"would ignore; leave it at its default {default!r} or choose scaling={owner!r}"
+                )
         attention = self.attention_factor
         if attention is not None and self.kind not in _TAKES_ATTENTION_FACTOR and attention != 1.0:
             raise ValueError(

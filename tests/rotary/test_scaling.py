@@ -237,6 +237,15 @@ def test_compiled_grow_only_advances_the_longest_length_for_implicit_positions_o
         # LongRoPE's attention factor divides by ln(original_max_len)
         ({"scaling": "longrope", "original_max_len": 1, "max_len": 4, "short_factor": [1.0] * 4,
           "long_factor": [1.0] * 4}, "original_max_len"),
+        # another kind's parameter, and a max_len with no original_max_len to divide it by, used to be ignored
+        ({"scaling": "longrope", "original_max_len": 8, "max_len": 32, "short_factor": [1.0] * 4,
+          "long_factor": [1.0] * 4, "mscale": 0.707, "mscale_all_dim": 0.707}, "`mscale`=0.707 is scaling='yarn'"),
+        ({"scaling": "llama3", "factor": 8.0, "original_max_len": 8, "beta_fast": 16.0}, "`beta_fast`"),
+        ({"scaling": "yarn", "factor": 4.0, "original_max_len": 8, "low_freq_factor": 2.0}, "`low_freq_factor`"),
+        ({"scaling": "linear", "factor": 2.0, "truncate": False}, "`truncate`"),
+        ({"scaling": "yarn", "factor": 4.0, "original_max_len": 8, "dynamic_update": "grow_only"}, "`dynamic_update`"),
+        ({"scaling": "linear", "max_len": 4096}, "`max_len`=4096 gives the factor"),
+        ({"scaling": "ntk", "max_len": 4096}, "`max_len`=4096 gives the factor"),
     ],
 )
 def test_bad_scaling_arguments_name_the_argument(kwargs, name):
