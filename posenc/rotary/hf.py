@@ -23,7 +23,8 @@ dynamic         ``scaling="dynamic_ntk"``, ``original_max_len=max_position_embed
                 ``factor=alpha``
 yarn            ``scaling="yarn"`` (``factor`` absent: ``max_position_embeddings / original``)
 longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins;
-                ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1)
+                ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1);
+                also Phi-3's older names ``su``, and ``yarn`` in a ``phi3`` / ``phi4_multimodal`` config
 llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
 ==============  ===========================================================================
@@ -70,6 +71,8 @@ _REQUIRED = {
 
 
 _WIDTH_KEYS = ("head_dim", "hidden_size", "rope_parameters", "rope_scaling")
+#: model types whose configs name their LongRoPE 'yarn' (transformers' Phi3Config and Phi4MultimodalConfig read it as longrope)
+_LONGROPE_NAMED_YARN = ("phi3", "phi4_multimodal")
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -169,6 +172,9 @@ def _head_dim_from_width(cfg: dict[str, Any]) -> int:
 
 def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEncoding:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "su" or (rope_type == "yarn" and cfg.get("model_type") in _LONGROPE_NAMED_YARN):
+        # Phi-3's config.json of the first releases: its LongRoPE named 'su' (or 'yarn'), which transformers reads as longrope
+        rope_type = "longrope"
     if rope_type not in HF_ROPE_TYPES:
         raise ValueError(f"`rope_type` must be one of {HF_ROPE_TYPES}, got {rope_type!r}")
     missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]

@@ -435,3 +435,27 @@ def test_a_partial_rotary_factor_that_is_not_a_fraction_is_named(rope_type, part
     rope = {"rope_type": rope_type, "rope_theta": 1e4, "partial_rotary_factor": partial}
     with pytest.raises((TypeError, ValueError), match="`partial_rotary_factor`"):
         from_hf_config({"head_dim": 16, "max_position_embeddings": 64, "rope_parameters": rope})
+
+
+@pytest.mark.parametrize("old_name", ["su", "yarn"])
+def test_phi3_config_json_with_an_older_longrope_name(old_name):
+    """A Phi-3 config.json of the first releases names its LongRoPE 'su' (or 'yarn'); transformers'
+    Phi3Config reads 'yarn' as longrope (and means to read 'su' so, but this version then misses the
+    trained length: the reference is named longrope). 'su' used to be refused as an unknown rope type and
+    'yarn' was built as YaRN, with other frequencies and attention factor, silently."""
+    transformers = pytest.importorskip("transformers")
+    scaling = {"type": old_name, "short_factor": SHORT, "long_factor": LONG}
+    config_json = {
+        "model_type": "phi3", "hidden_size": 4 * HEAD_DIM, "num_attention_heads": 4, "max_position_embeddings": 2048,
+        "original_max_position_embeddings": 128, "rope_theta": 10000.0, "rope_scaling": scaling,
+    }
+    config = transformers.Phi3Config(
+        hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=1, intermediate_size=32,
+        vocab_size=32, max_position_embeddings=2048, original_max_position_embeddings=128, pad_token_id=0,
+        rope_scaling={**scaling, "type": "longrope" if old_name == "su" else old_name},
+    )
+    assert config.rope_parameters["rope_type"] == "longrope"
+    encoding = from_hf_config(config_json)
+    assert encoding.scaling.kind == "longrope"
+    for seq_len in (None, 100, 4096):
+        assert_same(encoding, config, seq_len)
