@@ -313,5 +313,9 @@ def to_hf_rope_parameters(
     if s.kind == "longrope":
         return {**out, "rope_type": "longrope", "short_factor": list(s.short_factor),
                 "long_factor": list(s.long_factor), "attention_factor": s.attention_factor}
-    return {**out, "rope_type": "yarn", "beta_fast": s.beta_fast, "beta_slow": s.beta_slow,
-            "attention_factor": s.attention_factor, "truncate": s.truncate}
+    out.update(rope_type="yarn", beta_fast=s.beta_fast, beta_slow=s.beta_slow, attention_factor=s.attention_factor,
+               truncate=s.truncate)
+    if s.mscale != 1.0 or s.mscale_all_dim != 0.0:
+        # DeepSeek-V2/V3's attention (and its kin's) multiplies its softmax scale by m(factor, mscale_all_dim) ** 2
+        out.update(mscale=s.mscale, mscale_all_dim=s.mscale_all_dim)
+    return out

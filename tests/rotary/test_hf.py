@@ -459,3 +459,26 @@ def test_phi3_config_json_with_an_older_longrope_name(old_name):
     assert encoding.scaling.kind == "longrope"
     for seq_len in (None, 100, 4096):
         assert_same(encoding, config, seq_len)
+
+
+def test_yarn_export_keeps_deepseeks_mscale_for_its_attention():
+    """DeepSeek-V3's attention reads rope_parameters['mscale_all_dim'] for its softmax scale
+    (times m(40, 0.707) ** 2 = 1.59); the export gave the attention factor only, so a model built from
+    it lost that factor."""
+    transformers = pytest.importorskip("transformers")
+    params, max_pos, _ = CASES["yarn-deepseek"]
+    encoding = from_hf_config(llama_config(params, max_pos, {}))
+    back = to_hf_rope_parameters(encoding)
+    assert (back["mscale"], back["mscale_all_dim"]) == (0.707, 0.707)
+
+    def attention_scale(rope_parameters):
+        config = transformers.DeepseekV3Config(
+            vocab_size=32, hidden_size=32, intermediate_size=32, moe_intermediate_size=16, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=2, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=HEAD_DIM,
+            qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=2, num_experts_per_tok=1, first_k_dense_replace=1,
+            max_position_embeddings=max_pos, rope_parameters=dict(rope_parameters),
+        )
+        return transformers.DeepseekV3ForCausalLM(config).model.layers[0].self_attn.scaling
+
+    assert attention_scale(back) == pytest.approx(attention_scale(params), rel=1e-12)
+    assert_same(from_hf_config(llama_config(back, max_pos, {})), llama_config(params, max_pos, {}))
