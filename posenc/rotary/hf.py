@@ -35,9 +35,10 @@ DeepSeek-V2 and DeepSeek-V3 (``rope_interleave``) rotate adjacent pairs ``(x_{2i
 same angles: with their weights, build the encoding with ``interleaved=True``.
 :func:`posenc.integrations.transformers.use_posenc_rotary` reads the layout from the model itself.
 
-A multimodal-RoPE config (``mrope_section``: Qwen2-VL and its successors) gives the 1-D RoPE that
-M-RoPE is at text positions (three equal ids); ``mrope_section`` is not read, so image and video
-tokens need :func:`posenc.rotary.apply_mrope`.
+A multimodal-RoPE config (``mrope_section``: Qwen2-VL and its successors; rope type ``mrope`` in
+Qwen2-VL's and Qwen2.5-VL's config.json, read as ``default``) gives the 1-D RoPE that M-RoPE is at
+text positions (three equal ids); ``mrope_section`` is not read, so image and video tokens need
+:func:`posenc.rotary.apply_mrope`.
 
 A config with GPT-J's ``rotary_dim`` and no ``rope_parameters`` (interleaved pairs) raises, naming the
 encoding to build instead. A config whose rotated width ``int(head_dim * partial_rotary_factor)`` is
@@ -175,6 +176,9 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     if rope_type == "su" or (rope_type == "yarn" and cfg.get("model_type") in _LONGROPE_NAMED_YARN):
         # Phi-3's config.json of the first releases: its LongRoPE named 'su' (or 'yarn'), which transformers reads as longrope
         rope_type = "longrope"
+    if rope_type == "mrope":
+        # Qwen2-VL's and Qwen2.5-VL's config.json: M-RoPE over default frequencies, which transformers reads as 'default'
+        rope_type = "default"
     if rope_type not in HF_ROPE_TYPES:
         raise ValueError(f"`rope_type` must be one of {HF_ROPE_TYPES}, got {rope_type!r}")
     missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]

@@ -290,6 +290,19 @@ def test_an_mrope_config_gives_the_rope_of_its_text_positions():
     torch.testing.assert_close(from_hf_config(config)(x, positions=ids), want, rtol=0, atol=1e-5)
 
 
+def test_qwen2_vl_config_json_with_rope_type_mrope():
+    """Qwen2-VL's and Qwen2.5-VL's config.json give rope_scaling {'type': 'mrope', 'mrope_section': ...},
+    which transformers reads as 'default'; from the dict it was refused as an unknown rope type."""
+    config_json = {
+        "model_type": "qwen2_vl", "hidden_size": 64, "num_attention_heads": 2, "max_position_embeddings": 128,
+        "rope_theta": 1000.0, "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+    }
+    encoding = from_hf_config(config_json)
+    want = RotaryPositionEncoding(32, base=1000.0)
+    assert encoding.scaling.kind == "none" and encoding.base == 1000.0
+    torch.testing.assert_close(encoding.inverse_frequencies(), want.inverse_frequencies(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("head_dim, partial", [(12, 0.75), (12, 0.25), (15, 1.0)])
 def test_an_odd_rotary_width_is_refused(head_dim, partial):
     """int(head_dim * partial_rotary_factor) odd: transformers rotates 2 * ceil(w / 2) features at
