@@ -36,8 +36,8 @@ same angles: with their weights, build the encoding with ``interleaved=True``.
 :func:`posenc.integrations.transformers.use_posenc_rotary` reads the layout from the model itself.
 
 A multimodal-RoPE config (``mrope_section``: Qwen2-VL and its successors; rope type ``mrope`` in
-Qwen2-VL's and Qwen2.5-VL's config.json, read as ``default``) gives the 1-D RoPE that M-RoPE is at
-text positions (three equal ids); ``mrope_section`` is not read, so image and video tokens need
+Qwen2-VL's and Qwen2.5-VL's config.json, read as ``default``; HunYuan-VL's ``xdrope``, read as ``dynamic``)
+gives the 1-D RoPE that M-RoPE is at text positions (three equal ids); ``mrope_section`` is not read, so image and video tokens need
 :func:`posenc.rotary.apply_mrope`.
 
 A config with GPT-J's ``rotary_dim`` and no ``rope_parameters`` (interleaved pairs) raises, naming the
@@ -179,6 +179,9 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     if rope_type == "mrope":
         # Qwen2-VL's and Qwen2.5-VL's config.json: M-RoPE over default frequencies, which transformers reads as 'default'
         rope_type = "default"
+    if rope_type == "xdrope":
+        # HunYuan-VL's config.json: its multimodal RoPE, which transformers reads as 'dynamic' (with alpha: static NTK)
+        rope_type = "dynamic"
     if rope_type not in HF_ROPE_TYPES:
         raise ValueError(f"`rope_type` must be one of {HF_ROPE_TYPES}, got {rope_type!r}")
     missing = [key for key in _REQUIRED.get(rope_type, ()) if rope.get(key) is None]

@@ -303,6 +303,17 @@ def test_qwen2_vl_config_json_with_rope_type_mrope():
     torch.testing.assert_close(encoding.inverse_frequencies(), want.inverse_frequencies(), rtol=0, atol=0)
 
 
+def test_hunyuan_vl_config_json_with_rope_type_xdrope():
+    """HunYuan-VL's config.json names its RoPE 'xdrope' (with alpha and xdrope_section), which
+    transformers' HunYuanVLConfig reads as 'dynamic', and its model, with alpha, as a static NTK base;
+    from the dict it was refused as an unknown rope type."""
+    rope = {"type": "xdrope", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0, "xdrope_section": [2, 2, 2, 2]}
+    encoding = from_hf_config({"model_type": "hunyuan_vl", "head_dim": 16, "max_position_embeddings": 64,
+                               "rope_scaling": rope})
+    want = (1e4 * 1000.0 ** (16 / 14)) ** -(np.arange(0, 16, 2) / 16)
+    np.testing.assert_allclose(encoding.inverse_frequencies().numpy(), want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("head_dim, partial", [(12, 0.75), (12, 0.25), (15, 1.0)])
 def test_an_odd_rotary_width_is_refused(head_dim, partial):
     """int(head_dim * partial_rotary_factor) odd: transformers rotates 2 * ceil(w / 2) features at
