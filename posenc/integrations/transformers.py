@@ -18,7 +18,8 @@ its successors; use :func:`posenc.rotary.apply_mrope`; a model that gives its ro
 axis without that key, NeoMME's ``(2, b, n)``, at its first forward), rotary modules that do not return
 ``(cos, sin)`` (DeepSeek-V2's complex ``freqs_cis``), encodings whose rotated width differs from
 the width the model's rotary module serves, and models on the meta device (the layout is read from
-values: swap once the model is materialised).
+values: swap once the model is materialised). xPos is refused with a TypeError: its decay scales
+queries and keys apart, which the one ``(cos, sin)`` a rotary module returns cannot carry.
 
 Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 """
@@ -34,6 +35,7 @@ from posenc.core.positions import Positions
 from posenc.core.validation import check_choice
 from posenc.rotary.hf import from_hf_config
 from posenc.rotary.rope import RotaryPositionEncoding
+from posenc.rotary.xpos import XPos
 
 #: How a rotary module lays out the ``rot/2`` angles of each position in its cos/sin: twice, at ``i``
 #: and ``i + rot/2`` (``"halves"``, Llama); twice, at ``2i`` and ``2i + 1`` (``"interleaved"``, Cohere);
@@ -73,6 +75,12 @@ class PosencRotaryEmbedding(nn.Module):
             if encoding is not None and (not isinstance(encoding, RotaryPositionEncoding) or encoding.interleaved):
                 raise ValueError(
                     f"`encodings[{name!r}]` must be a split-halves RotaryPositionEncoding, got {encoding!r}"
+                )
+            if isinstance(encoding, XPos):
+                # its cos/sin are RoPE's: the decay scales queries and keys apart, which one (cos, sin) cannot carry
+                raise TypeError(
+                    f"`encodings[{name!r}]` is xPos, whose queries and keys are scaled by different factors; "
+                    f"transformers' rotary interface hands one (cos, sin) to both, which would drop the decay"
                 )
         self.encodings = nn.ModuleDict({k: v for k, v in encodings.items() if v is not None})
 

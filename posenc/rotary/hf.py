@@ -61,6 +61,7 @@ from typing import Any
 
 from posenc.core.validation import check_float, check_positive_int
 from posenc.rotary.rope import RotaryPositionEncoding
+from posenc.rotary.xpos import XPos
 
 HF_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
 _REQUIRED = {
@@ -288,12 +289,14 @@ def to_hf_rope_parameters(
     encoding: RotaryPositionEncoding | Mapping[str, RotaryPositionEncoding | None],
 ) -> dict[str, Any]:
     """The transformers ``rope_parameters`` dict equivalent to ``encoding`` (nested per layer type
-    for a dict of encodings, as :func:`from_hf_config` returns them). Dynamic NTK exports without its
+    for a dict of encodings, as :func:`from_hf_config` returns them; xPos, which has none, is refused). Dynamic NTK exports without its
     ``dynamic_update``: transformers always grows only (see the module docstring)."""
     if isinstance(encoding, Mapping):
         return {name: None if enc is None else to_hf_rope_parameters(enc) for name, enc in encoding.items()}
     if not isinstance(encoding, RotaryPositionEncoding):
         raise TypeError(f"`encoding` must be a RotaryPositionEncoding, got {type(encoding).__name__}")
+    if isinstance(encoding, XPos):
+        raise TypeError("`encoding` is xPos, whose decay transformers has no rope_type for (its RoPE alone would export)")
     if encoding.interleaved:
         raise ValueError("`encoding` uses interleaved pairs; transformers' RoPE rotates split halves")
     s = encoding.scaling

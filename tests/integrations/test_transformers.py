@@ -327,6 +327,17 @@ def test_an_encoding_of_another_width_than_the_model_is_refused():
         PosencRotaryEmbedding(RotaryPositionEncoding(8), layout="pairs")
 
 
+def test_xpos_is_refused_rather_than_run_as_its_rope():
+    """xPos scales queries and keys apart; handed over as one (cos, sin) it used to run in the model as plain
+    RoPE (the same logits as RotaryPositionEncoding), without a word."""
+    from posenc.rotary import XPos
+
+    with pytest.raises(TypeError, match="xPos"):
+        use_posenc_rotary(tiny_of("Llama"), XPos(HEAD_DIM))
+    with pytest.raises(TypeError, match="xPos"):
+        PosencRotaryEmbedding({"full_attention": XPos(HEAD_DIM)})
+
+
 def test_gemma4_full_attention_heads_of_their_own_width():
     """Gemma 4's full-attention layers rotate wider heads (``global_head_dim``) than its sliding ones;
     the swapped model once failed there with a bare shape error from torch."""

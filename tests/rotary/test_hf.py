@@ -506,3 +506,11 @@ def test_yarn_export_keeps_deepseeks_mscale_for_its_attention():
 
     assert attention_scale(back) == pytest.approx(attention_scale(params), rel=1e-12)
     assert_same(from_hf_config(llama_config(back, max_pos, {})), llama_config(params, max_pos, {}))
+
+
+def test_xpos_does_not_export_as_its_rope():
+    """to_hf_rope_parameters(XPos(...)) gave {'rope_type': 'default'}, dropping the decay without a word."""
+    from posenc.rotary import XPos
+
+    with pytest.raises(TypeError, match="xPos"):
+        to_hf_rope_parameters(XPos(HEAD_DIM))
