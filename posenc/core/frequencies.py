@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import check_even, check_fits, check_float, check_float_dtype
 
 
@@ -69,8 +70,9 @@ def cos_sin(
     positions: torch.Tensor, inv_freq: torch.Tensor, *, scale: float = 1.0, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale * cos`` and ``scale * sin`` of the angles, of shape ``(*p, f)`` in ``dtype``
-    (float32 by default; float64 when the caller computes in float64)."""
-    theta = reduced_angles(positions, inv_freq, dtype=dtype)
+    (float32 by default; float64 when the caller computes in float64). A half dtype gets the float32
+    values rounded once: its own angles and cos/sin would be several roundings off."""
+    theta = reduced_angles(positions, inv_freq, dtype=arithmetic_dtype(dtype))
     cos, sin = theta.cos(), theta.sin()
     if scale != 1.0:
         cos, sin = cos * scale, sin * scale

@@ -111,11 +111,14 @@ def mrope_cos_sin(
     ids = position_ids.permute(1, 2, 0)[..., torch.tensor(axes, dtype=torch.long, device=device)]
     wide = angle_dtype(device)
     theta = ids.to(wide) * inv_freq.to(wide)
-    if dtype != wide:
+    work = arithmetic_dtype(dtype)  # a half dtype gets float32 values rounded once
+    if work != wide:
         theta = theta - torch.round(theta * (1.0 / (2 * math.pi))) * (2 * math.pi)
-    theta = theta.to(dtype)
+    theta = theta.to(work)
     cos, sin = theta.cos(), theta.sin()
-    return (cos * attention_scaling, sin * attention_scaling) if attention_scaling != 1.0 else (cos, sin)
+    if attention_scaling != 1.0:
+        cos, sin = cos * attention_scaling, sin * attention_scaling
+    return cos.to(dtype), sin.to(dtype)
 
 
 def apply_mrope(

@@ -10,6 +10,7 @@ from posenc.core.frequencies import (
     MAX_POSITION,
     angle_error_bound,
     check_max_position,
+    cos_sin,
     inverse_frequencies,
     reduced_angles,
 )
@@ -52,3 +53,22 @@ def test_max_position_names_the_limit():
     assert check_max_position("offset", MAX_POSITION) == MAX_POSITION
     with pytest.raises(ValueError, match="offset.*4294967296"):
         check_max_position("offset", MAX_POSITION + 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_cos_sin_are_the_float32_values_rounded_once(dtype):
+    """cos_sin(dtype=bf16) took its sin/cos of bf16 angles: at position 10^6, 0.0073 off the exact
+    value where rounding once allows 0.002 (RotaryPositionEncoding.cos_sin and rope_nd_cos_sin with a half
+    dtype go through it). Now the float32 values, rounded to the half dtype."""
+    from posenc.core.positions import Positions
+    from posenc.rotary import RotaryPositionEncoding, rope_nd_cos_sin
+
+    positions = torch.arange(10**6, 10**6 + 64)
+    inv_freq = inverse_frequencies(16, 10000.0)
+    want = [t.to(dtype) for t in cos_sin(positions, inv_freq, scale=1.25)]
+    got = cos_sin(positions, inv_freq, scale=1.25, dtype=dtype)
+    assert all(g.dtype == dtype and torch.equal(g, w) for g, w in zip(got, want))
+    rope = RotaryPositionEncoding(16)
+    assert torch.equal(rope.cos_sin(Positions(64, 10**6), dtype=dtype)[0][0], cos_sin(positions, inv_freq)[0].to(dtype))
+    nd = rope_nd_cos_sin(positions[:, None], axes_dim=(16,), dtype=dtype)
+    assert torch.equal(nd[1], cos_sin(positions, inv_freq)[1].to(dtype))
