@@ -490,6 +490,19 @@ def _check_writable(xs: tuple[torch.Tensor, ...], *, memory: bool) -> None:
                 )
 
 
+def _check_devices(xs: tuple[torch.Tensor, ...], cos: torch.Tensor) -> None:
+    """Every tensor to rotate on the angles' device: a clear error instead of torch's from inside the
+    rotation (an encoding's hooks, ``rotate`` and ``rotate_qkv``, are called without ``forward``'s
+    device check)."""
+    if all(x.device == cos.device for x in xs):
+        return
+    devices = ", ".join(str(x.device) for x in xs)
+    raise ValueError(
+        f"the tensors to rotate (q, k) are on {devices} and the angles (the encoding's tables) on {cos.device}: "
+        f"move the encoding with .to({xs[0].device}) or the tensors with .to({cos.device})"
+    )
+
+
 def rotate_tensors(
     xs: Sequence[torch.Tensor],
     cos: torch.Tensor,
@@ -508,6 +521,8 @@ def rotate_tensors(
     xs = tuple(xs)
     _check_flags(interleaved=interleaved, inplace=inplace, fused=fused)
     plain = torch.compiler.is_compiling() or under_transform((*xs, cos, sin))
+    if not plain:
+        _check_devices(xs, cos)
     if inplace:
         _check_writable(xs, memory=not plain and xs[0].device.type != "meta")
     if plain:

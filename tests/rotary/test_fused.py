@@ -472,3 +472,19 @@ def test_a_bad_fusion_switch_is_refused_listing_every_accepted_value(monkeypatch
     monkeypatch.setenv(FUSED_ENV, "maybe")
     with pytest.raises(ValueError, match=r"0, off, false \(fusion off\), 1, on, true .* or auto .*'maybe'"):
         fusion_mode()
+
+
+@pytest.mark.parametrize("name", ["rope", "xpos", "rope_learned"])
+def test_hooks_refuse_tensors_on_another_device_by_name(name):
+    # rotate / rotate_qkv are called without forward's device check: torch's own error came from inside
+    from posenc.core.positions import Positions
+    from posenc.testing.examples import build
+
+    encoding = build(name)
+    head_dim = encoding.head_dim
+    q = torch.randn(1, 2, 4, head_dim, device="meta")
+    positions = Positions(4)
+    with pytest.raises(ValueError, match=r"meta.* cpu"):
+        encoding.rotate(q, q, q_positions=positions, k_positions=positions)
+    with pytest.raises(ValueError, match=r"meta.* cpu"):
+        encoding.rotate_qkv(torch.randn(3, 1, 2, 4, head_dim, device="meta"), q_positions=positions, k_positions=positions)
