@@ -13,6 +13,8 @@ cast back to the input dtype. Verified against a float64 transcription of the ro
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
@@ -310,19 +312,19 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 f"`rotary_fraction` * `head_dim` must cover at least one feature pair, got {fraction} * {head_dim}"
             )
         self.interleaved = check_bool("interleaved", interleaved)
+        # RopeScaling's fields, given here by the same names
+        options = {
+            "factor": factor, "original_max_len": original_max_len, "beta_fast": beta_fast, "beta_slow": beta_slow,
+            "low_freq_factor": low_freq_factor, "high_freq_factor": high_freq_factor, "short_factor": short_factor,
+            "long_factor": long_factor, "attention_factor": attention_factor, "mscale": mscale,
+            "mscale_all_dim": mscale_all_dim, "truncate": truncate, "max_len": max_len, "dynamic_update": dynamic_update,
+        }
         if isinstance(scaling, RopeScaling):
-            # (name, value given, default): a scaling parameter given beside a RopeScaling would be ignored
-            parameters = (
-                ("factor", factor, None), ("original_max_len", original_max_len, None), ("max_len", max_len, None),
-                ("beta_fast", beta_fast, 32.0), ("beta_slow", beta_slow, 1.0), ("low_freq_factor", low_freq_factor, 1.0),
-                ("high_freq_factor", high_freq_factor, 4.0), ("short_factor", short_factor, None),
-                ("long_factor", long_factor, None), ("attention_factor", attention_factor, None), ("mscale", mscale, 1.0),
-                ("mscale_all_dim", mscale_all_dim, 0.0), ("truncate", truncate, True),
-                ("dynamic_update", dynamic_update, "recompute"),
-            )
+            # a scaling parameter given beside a RopeScaling would be ignored
+            defaults = {f.name: f.default for f in dataclasses.fields(RopeScaling)}
             given = [
-                name for name, value, default in parameters
-                if (value is not None if default is None else bool(value != default))
+                name for name, value in options.items()
+                if (value is not None if defaults[name] is None else bool(value != defaults[name]))
             ]
             if given:
                 raise ValueError(
@@ -331,12 +333,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
                 )
             self.scaling = scaling
         else:
-            self.scaling = RopeScaling(
-                scaling, factor, original_max_len, beta_fast=beta_fast, beta_slow=beta_slow,
-                low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor, short_factor=short_factor,
-                long_factor=long_factor, attention_factor=attention_factor, mscale=mscale,
-                mscale_all_dim=mscale_all_dim, truncate=truncate, max_len=max_len, dynamic_update=dynamic_update,
-            )
+            self.scaling = RopeScaling(scaling, **options)
         self.scaling.check_width(self.rot_dim)
         self.p = check_float("p", p, minimum=0.0, maximum=1.0)
         self._longest_len = self.scaling.original_max_len or 0  # grow-only dynamic NTK's state
