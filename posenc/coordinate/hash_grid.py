@@ -77,6 +77,11 @@ PRIMES = (1, 2654435761, 805459861)
 
 def level_resolutions(num_levels: int, base_resolution: int, finest_resolution: int) -> list[int]:
     """``N_l = floor(N_min b^l)`` with the paper's geometric growth factor ``b``."""
+    return scaled_level_resolutions(num_levels, base_resolution, growth_factor(num_levels, base_resolution, finest_resolution))
+
+
+def growth_factor(num_levels: int, base_resolution: int, finest_resolution: int) -> float:
+    """The paper's ``b = exp((ln N_max - ln N_min) / (L - 1))`` (1 for one level)."""
     check_positive_int("num_levels", num_levels)
     check_positive_int("base_resolution", base_resolution)
     check_positive_int("finest_resolution", finest_resolution)
@@ -85,15 +90,18 @@ def level_resolutions(num_levels: int, base_resolution: int, finest_resolution: 
             f"`finest_resolution` must be >= base_resolution={base_resolution}, got {finest_resolution}"
         )
     if num_levels == 1:
-        return [base_resolution]
-    b = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
-    return scaled_level_resolutions(num_levels, base_resolution, b)
+        return 1.0
+    return math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
 
 
 def scaled_level_resolutions(num_levels: int, base_resolution: int, per_level_scale: float) -> list[int]:
     """``N_l = floor(N_min b^l)`` for a given growth factor ``b`` (tiny-cuda-nn's ``per_level_scale``)."""
+    return [_level_resolution(base_resolution, per_level_scale, level) for level in range(num_levels)]
+
+
+def _level_resolution(base_resolution: int, per_level_scale: float, level: int) -> int:
     # a hair of slack so that N_min * b^(L-1) lands on N_max despite rounding
-    return [math.floor(base_resolution * per_level_scale**level * (1 + 1e-12)) for level in range(num_levels)]
+    return math.floor(base_resolution * per_level_scale**level * (1 + 1e-12))
 
 
 def level_layout(resolutions: list[int], in_dim: int, log2_hashmap_size: int) -> tuple[list[int], list[bool]]:
@@ -429,11 +437,10 @@ class HashGrid(DerivedTablesMixin, Encoding):
                     f"{base_resolution} makes the finest level reach {2**62 // PRIMES[1]} cells (int64 hashing); "
                     "lower one of them"
                 )
-            finest_resolution = scaled_level_resolutions(num_levels, base_resolution, scale)[-1]
+            finest_resolution = _level_resolution(base_resolution, scale, num_levels - 1)
         self.finest_resolution = check_positive_int(
             "finest_resolution", 512 if finest_resolution is None else finest_resolution
         )
-        finest_resolution = self.finest_resolution
         self.convention, self.backend = convention, backend
         table_dtype = dtype or torch.get_default_dtype()
         # every level holds at least min(T, 2^d) rows: refuse a level count no table could hold before
@@ -441,16 +448,12 @@ class HashGrid(DerivedTablesMixin, Encoding):
         smallest = (num_levels * min(2**log2_hashmap_size, 2**in_dim), features_per_level)
         larger = "features_per_level" if features_per_level > smallest[0] else "num_levels"
         check_fits(larger, getattr(self, larger), smallest, table_dtype, device)
-        if per_level_scale is not None:
-            #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
-            self.per_level_scale = float(per_level_scale)
-            self.resolutions = scaled_level_resolutions(num_levels, base_resolution, self.per_level_scale)
-        else:
-            self.resolutions = level_resolutions(num_levels, base_resolution, finest_resolution)
-            self.per_level_scale = (
-                math.exp((math.log(finest_resolution) - math.log(base_resolution)) / (num_levels - 1))
-                if num_levels > 1 else 1.0
-            )
+        #: the growth factor b of eq. 3, tiny-cuda-nn's ``per_level_scale``
+        self.per_level_scale = (
+            float(per_level_scale) if per_level_scale is not None
+            else growth_factor(num_levels, base_resolution, self.finest_resolution)
+        )
+        self.resolutions = scaled_level_resolutions(num_levels, base_resolution, self.per_level_scale)
         if convention == "tcnn":
             self.level_scales = tcnn_level_scales(num_levels, base_resolution, self.per_level_scale)
             self.resolutions, self.level_sizes, self.level_hashed = tcnn_level_layout(
@@ -460,7 +463,7 @@ class HashGrid(DerivedTablesMixin, Encoding):
             self.level_scales = None
             self.level_sizes, self.level_hashed = level_layout(self.resolutions, in_dim, log2_hashmap_size)
         if (self.resolutions[-1] + 1) * PRIMES[1] >= 2**62:
-            raise ValueError(f"`finest_resolution` must be below {2**62 // PRIMES[1]} (int64 hashing), got {finest_resolution}")
+            raise ValueError(f"`finest_resolution` must be below {2**62 // PRIMES[1]} (int64 hashing), got {self.finest_resolution}")
         if backend == "tcnn":
             self.tcnn_config()  # refuses what tiny-cuda-nn cannot build, by argument
             if convention != "tcnn":
