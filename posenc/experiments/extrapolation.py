@@ -8,8 +8,9 @@ copy-at-a-lag LM (every token repeats the one ``copy_lag`` earlier), where next-
 the first lag is exact. Every causal sequence encoding in the registry is trained on each task with
 ``seeds`` seeds (means and standard deviations are reported). RoPE's context-extension scalings
 (position interpolation, NTK-aware, YaRN, dynamic NTK) are extra rows: the trained RoPE model is
-evaluated at length m L with the scaling's factor set to m, without further training, which is how
-they are used to stretch a trained model. A learned table has no rows past its length: it is
+evaluated at length m L with the scaling stretched by m, without further training, which is how
+they are used to stretch a trained model (the factor is m, except for dynamic NTK, which reads the
+stretch from the length itself: :func:`scaling_factor`). A learned table has no rows past its length: it is
 reported as not applicable there, not silently extended.
 """
 
@@ -32,7 +33,7 @@ from posenc.experiments.plotting import curves_panel
 from posenc.models import Transformer
 
 #: Extra rows: the trained RoPE model evaluated with a context-extension scaling of its frequencies,
-#: with no further training (the factor is the evaluation length over the trained length).
+#: with no further training, stretched by the evaluation length over the trained length (:func:`scaling_factor`).
 ROPE_SCALINGS = ("linear", "ntk", "yarn", "dynamic_ntk")
 #: The tasks: a byte-level LM on the standard library's sources, and the synthetic copy-at-a-lag LM.
 TASKS = ("text", "copy")
@@ -68,6 +69,16 @@ def _build(ctx: Context, row: str, vocab: int, max_len: int, seed_index: int) ->
     ctx.manual_seed("init", row, seed_index)
     extra = position_kwargs(row, max_len=max_len)
     return Transformer(vocab, c["dim"], c["depth"], c["heads"], position=row, causal=True, **extra)
+
+
+def scaling_factor(kind: str, multiple: int) -> float:
+    """The ``factor`` that stretches RoPE scaling ``kind`` by ``multiple`` at ``multiple`` times the
+    trained length.
+
+    Every scaling but dynamic NTK stretches by its factor. Dynamic NTK stretches by
+    ``factor * n / L0 - (factor - 1)`` at length ``n`` (transformers' rule), so the length ratio already
+    supplies the stretch: its factor is 1 (a factor of m would stretch by m² - m + 1 at m L0)."""
+    return 1.0 if kind == "dynamic_ntk" else float(multiple)
 
 
 def _rescaled(model: Transformer, kind: str, factor: float, trained_length: int) -> Transformer:
@@ -174,7 +185,7 @@ def train_row(
         windows = _windows(ctx, task, n, held_out, vocab)
         rows[row][str(mult)] = plain = score(model, windows)
         for kind in scalings:  # factor 1 leaves every scaling equal to plain RoPE
-            stretched = _rescaled(model, kind, float(mult), L) if mult > 1 else None
+            stretched = _rescaled(model, kind, scaling_factor(kind, mult), L) if mult > 1 else None
             rows[f"rope+{kind}"][str(mult)] = score(stretched, windows) if stretched is not None else plain
     return rows
 

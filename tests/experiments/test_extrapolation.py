@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from posenc.experiments import get_experiment, run_experiment
-from posenc.experiments.extrapolation import _rescaled, copy_batch
+from posenc.experiments.extrapolation import _rescaled, copy_batch, scaling_factor
 from posenc.models import Transformer
 
 TINY = {
@@ -134,3 +134,20 @@ def test_multiples_without_the_trained_length_have_no_headline_ratio():
     overrides = {**TINY, "multiples": [2, 4], "tasks": ["text"], "encodings": ["alibi"], "seeds": 1, "rope_scalings": []}
     m = run_experiment(get_experiment("extrapolation"), quick=True, out=None, overrides=overrides, progress=False, device="cpu")
     assert m["metrics"]["ratio_4L_to_L"] == {} and set(m["metrics"]["bits_per_char"]["alibi"]) == {"2", "4"}
+
+
+@pytest.mark.parametrize("multiple", [2, 4, 8])
+def test_dynamic_ntk_row_is_stretched_by_the_multiple_not_its_square(multiple):
+    """At m L, dynamic NTK's base is base * (factor * m - (factor - 1)) ** (d / (d - 2)): the row must
+    use the stretch m (the NTK-aware base at factor m), as every other row does, not m² - m + 1."""
+    torch.manual_seed(0)
+    L = 8
+    model = Transformer(16, 8, 1, 1, position="rope", causal=True).eval()
+    tokens = torch.randint(0, 16, (2, L * multiple))
+    dynamic = _rescaled(model, "dynamic_ntk", scaling_factor("dynamic_ntk", multiple), L)
+    ntk = _rescaled(model, "ntk", scaling_factor("ntk", multiple), L)
+    with torch.no_grad():
+        torch.testing.assert_close(dynamic(tokens), ntk(tokens), atol=1e-5, rtol=1e-5)
+    old = _rescaled(model, "dynamic_ntk", float(multiple), L)  # factor m: stretched by m² - m + 1
+    with torch.no_grad():
+        assert not torch.allclose(old(tokens), ntk(tokens), atol=1e-3)
