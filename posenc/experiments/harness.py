@@ -345,6 +345,7 @@ class Context:
         warmup: int = 0,
         schedule: str = "constant",
         log_every: int = 1,
+        state: dict[str, Any] | None = None,
     ) -> nn.Module:
         """Train ``model`` with Adam(W) for ``steps`` steps; resumable; returns the trained model.
 
@@ -352,6 +353,9 @@ class Context:
         (seeded by ``(seed, key, step)``) and returns the mean loss; under torchrun it must index
         the batch with ``shard`` (``slice(rank, None, world_size)``). The loss is logged to the
         curve ``key`` every ``log_every`` steps. ``schedule``: ``"constant"`` or ``"cosine"``.
+        ``state``: a dict that ``step_loss`` updates as it goes (the first step at which something
+        happened, say); it is saved in the checkpoint with the model and restored on resume, so a
+        resumed training sees what the steps before the interruption recorded.
         """
         rank, size = world()
         if self.sweep:  # each rank trains its own units alone
@@ -376,6 +380,9 @@ class Context:
             model.load_state_dict(self._partial["model"])
             opt.load_state_dict(self._partial["optimizer"])
             start = self._partial["step"]
+            if state is not None:
+                state.clear()
+                state.update(self._partial.get("state") or {})
             self.curves[key] = self.curves.get(key, [])[: start // log_every + (start % log_every > 0)]
         elif key in self.curves:
             self.curves[key] = []
@@ -404,6 +411,7 @@ class Context:
                         "step": done,
                         "model": _cpu_state(model.state_dict()),
                         "optimizer": _cpu_state(opt.state_dict()),
+                        "state": None if state is None else dict(state),
                     }
                     self.save_checkpoint()
                 if self._stop:

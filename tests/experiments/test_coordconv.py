@@ -18,8 +18,9 @@ from posenc.experiments.coordconv import (
     regress_one,
     regression_images,
     split,
+    train_one,
 )
-from posenc.experiments.harness import Context
+from posenc.experiments.harness import Context, Interrupted
 
 
 def test_centres_and_splits():
@@ -91,3 +92,33 @@ def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match=r"`splits\[0\]` must be one of 'uniform', 'quadrant'; got 'bogus'"):
         run_experiment(get_experiment("coordconv"), quick=True, out=None, device="cpu",
                        overrides={"splits": ["bogus"], "steps": 1, "coordconv_steps": 1, "regression_steps": 1})
+
+
+class _StopAtStep(Context):
+    """A context that asks the training to stop (as SIGTERM does) once it reaches step ``stop_at``."""
+
+    stop_at: int | None = None
+
+    def generator(self, *keys):
+        if len(keys) == 2 and keys[1] == self.stop_at:
+            self._stop = True
+        return super().generator(*keys)
+
+
+def test_first_step_at_99_percent_survives_a_resume(tmp_path):
+    # the step is recorded while training (the regressors record theirs the same way): an interruption
+    # after it must not lose it on --resume
+    config = dict(get_experiment("coordconv").quick, canvas=16, batch=16, coordconv_steps=70)
+
+    def context(out):
+        return _StopAtStep(name="coordconv", config=config, seed=0, quick=True, out_dir=out, progress=False)
+
+    reference = train_one(context(None), "coordconv", "uniform")
+    assert reference["first_step_batch_acc_99"] == 62
+    interrupted = context(tmp_path)
+    interrupted.stop_at = 66
+    with pytest.raises(Interrupted):
+        train_one(interrupted, "coordconv", "uniform")
+    resumed = context(tmp_path)
+    assert resumed.load_checkpoint()
+    assert train_one(resumed, "coordconv", "uniform") == reference
