@@ -21,7 +21,14 @@ from posenc.models import Transformer
 
 
 def make_batch(batch: int, n: int, vocab: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens ``(batch, n)`` of distinct symbols and targets ``(batch, n)``: the left neighbour (-100 at 0)."""
+    """tokens ``(batch, n)`` of distinct symbols and targets ``(batch, n)``: the left neighbour (-100 at 0).
+
+    ``2 <= n <= vocab``: position 0 has no left neighbour, and a sequence holds ``n`` distinct symbols.
+    """
+    if n < 2:
+        raise ValueError(f"`n` must be at least 2 (every position but the first outputs its left neighbour), got {n}")
+    if n > vocab:
+        raise ValueError(f"`n` ({n}) must be at most `vocab` ({vocab}): a sequence holds n distinct symbols")
     tokens = torch.rand(batch, vocab, generator=generator).argsort(dim=-1)[:, :n]
     targets = torch.full_like(tokens, -100)
     targets[:, 1:] = tokens[:, :-1]
