@@ -245,6 +245,13 @@ def regress_one(ctx: Context, model_name: str, split_name: str) -> dict[str, Any
 def run(ctx: Context) -> dict[str, Any]:
     for i, split_name in enumerate(ctx.config["splits"]):
         check_choice(f"splits[{i}]", split_name, ("uniform", "quadrant"))
+    canvas = ctx.config["canvas"]
+    if canvas < 16 or canvas & (canvas - 1):
+        # the painter doubles a 4 x 4 map up to the canvas, the regressor halves it three times
+        raise ValueError(
+            f"`canvas` must be a power of two of at least 16 (the deconvolution painter doubles a 4 x 4 map up "
+            f"to it and the conv regressor halves it three times), got {canvas}"
+        )
     per: dict[str, dict[str, Any]] = {}
     for split_name in ctx.config["splits"]:
         for model_name in ("deconv", "coordconv"):

@@ -122,3 +122,14 @@ def test_first_step_at_99_percent_survives_a_resume(tmp_path):
     resumed = context(tmp_path)
     assert resumed.load_checkpoint()
     assert train_one(resumed, "coordconv", "uniform") == reference
+
+
+@pytest.mark.parametrize("canvas", [48, 36, 8])
+def test_a_canvas_the_models_cannot_paint_is_refused_by_name(canvas):
+    # 48 and 36 used to fail at the first step with 'Target ... is out of bounds' (the painter's output
+    # was 32 x 32), 8 with 'random_ expects from < to' (no centre where a 9 x 9 square fits)
+    from posenc.experiments import run_experiment
+
+    with pytest.raises(ValueError, match=rf"`canvas` must be a power of two of at least 16.*got {canvas}"):
+        run_experiment(get_experiment("coordconv"), quick=True, out=None, device="cpu",
+                       overrides={"canvas": canvas, "steps": 1, "coordconv_steps": 1, "regression_steps": 1})
