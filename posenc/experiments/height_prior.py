@@ -104,6 +104,8 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     for i, variant in enumerate(ctx.config["variants"]):
         check_choice(f"variants[{i}]", variant, ("baseline", "hanet", "coordconv"))
+    if ctx.config["size"] % 4:
+        raise ValueError(f"`size` must be a multiple of 4 (buildings and cars are textured in 4 x 4 blocks), got {ctx.config['size']}")
     per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in ctx.config["variants"]}
     return {
         "miou": {k: v["miou"] for k, v in per.items()},
