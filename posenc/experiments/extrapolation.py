@@ -243,18 +243,18 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], fig, images) -> None:
-    import matplotlib
+    from posenc.analysis.figures import palette  # one colour per row, never repeated
 
     m = result["metrics"]
     tables = [(k, m[k]) for k in ("bits_per_char", "copy_accuracy") if k in m]
     axes = fig.subplots(1, len(tables) + 1)
     for ax, (key, table) in zip(axes, tables):
-        colours = matplotlib.colormaps["tab20"]
+        colours = palette(len(table))
         for i, (row, values) in enumerate(table.items()):
             xs = [int(k) * m["trained_length"] for k, v in values.items() if v is not None]
             ys = [v for v in values.values() if v is not None]
             style = "--" if row.startswith("rope+") else "-"  # the scaled RoPE rows: dashed
-            ax.plot(xs, ys, style, marker="o", label=row, linewidth=1, color=colours(i % 20))
+            ax.plot(xs, ys, style, marker="o", label=row, linewidth=1, color=colours[i])
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"evaluation length (trained at {int(m['trained_length'])})")
         ax.set_ylabel("bits per character" if key == "bits_per_char" else "copy accuracy")

@@ -307,7 +307,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], fig, images) -> None:
-    import matplotlib
+    from posenc.analysis.figures import palette  # one colour per row, never repeated
 
     m = result["metrics"]
     if "accuracy" not in m:  # a shard's partial result
@@ -328,13 +328,13 @@ def plot(result: dict[str, Any], fig, images) -> None:
     heat.set_yticks(range(len(tasks)), tasks, fontsize=7)
     heat.set_title(f"mean accuracy (%) over test lengths {m['train_max'] + 1}..{m['test_max']}", fontsize=9)
     fig.colorbar(image, ax=heat, fraction=0.02)
-    colours = matplotlib.colormaps["tab20"]
+    colours = palette(len(rows))
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(grid[2 + k // 4, k % 4])
         for i, row in enumerate(rows):
             values = m["per_length"][task][row]
             style = "--" if row.endswith(RAND) else "-"
-            ax.plot([int(n) for n in values], list(values.values()), style, linewidth=0.8, color=colours(i % 20), label=row)
+            ax.plot([int(n) for n in values], list(values.values()), style, linewidth=0.8, color=colours[i], label=row)
         ax.axvline(m["train_max"], color="grey", linewidth=0.8)
         ax.set_title(task, fontsize=8)
         ax.set_ylim(0, 1.02)

@@ -151,3 +151,18 @@ def test_dynamic_ntk_row_is_stretched_by_the_multiple_not_its_square(multiple):
     old = _rescaled(model, "dynamic_ntk", float(multiple), L)  # factor m: stretched by m² - m + 1
     with torch.no_grad():
         assert not torch.allclose(old(tokens), ntk(tokens), atol=1e-3)
+
+
+def test_plot_gives_every_row_its_own_colour():
+    # the 23 rows of docs/results used to share 20 colours: fox was drawn like none, sandwich like sinusoidal
+    from matplotlib.figure import Figure
+
+    from posenc.experiments.extrapolation import plot
+
+    rows = [f"row{i}" for i in range(23)]
+    table = {r: {"1": 3.0 + i / 100, "2": 3.1 + i / 100} for i, r in enumerate(rows)}
+    fig = Figure()
+    plot({"metrics": {"bits_per_char": table, "trained_length": 8}, "curves": {}}, fig, None)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == rows
+    assert len({line.get_color() for line in lines}) == len(rows)

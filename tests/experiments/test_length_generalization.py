@@ -163,3 +163,22 @@ def test_accuracy_counts_tokens_up_to_termination():
 
     g = torch.Generator().manual_seed(0)
     assert accuracy_at(Oracle(), task, 6, batch=8, generator=g, device="cpu") == 1.0
+
+
+def test_plot_gives_every_row_its_own_colour():
+    # the 35 rows of docs/results used to share 20 colours (none was drawn like row 20, and so on)
+    from matplotlib.figure import Figure
+
+    from posenc.experiments.length_generalization import plot
+
+    rows = [f"row{i}" for i in range(35)]
+    metrics = {
+        "tasks": ["parity_check"], "rows": rows, "train_max": 2, "test_max": 4,
+        "accuracy": {"parity_check": {r: {"mean": 0.5} for r in rows}},
+        "per_length": {"parity_check": {r: {"3": 0.5, "4": 0.5} for r in rows}},
+    }  # fmt: skip
+    fig = Figure()
+    plot({"metrics": metrics}, fig, None)
+    lines = fig.axes[-1].get_lines()[: len(rows)]
+    assert [line.get_label() for line in lines] == rows
+    assert len({line.get_color() for line in lines}) == len(rows)
