@@ -233,8 +233,10 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     n = ctx.config["eval_samples"]
+    if n < 2:  # the FID-like score fits a covariance to the samples' features
+        raise ValueError(f"`eval_samples` must be at least 2 (the FID-like score fits a covariance to them), got {n}")
+    per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     return {
         "fid": {k: v["fid"] for k, v in per.items()},
         "fid_real": fid_like(toy_images(n, ctx.generator("eval-real")), toy_images(n, ctx.generator("eval-real-2"))),

@@ -164,3 +164,10 @@ def test_no_position_information_gives_a_clearly_worse_fid():
     assert fid["none"] >= 20 * worst_with_position
     assert fid["none"] - worst_with_position >= 50
     assert m["fid_real"] < worst_with_position
+
+
+def test_one_evaluation_sample_is_refused_before_training():
+    # it used to train the first generator, then fail in gaussian_fit ('`features` must be an (n, d) tensor')
+    with pytest.raises(ValueError, match="`eval_samples` must be at least 2.*got 1"):
+        run_experiment(get_experiment("gan_position"), quick=True, out=None, device="cpu", progress=False,
+                       overrides={"eval_samples": 1})
