@@ -1,14 +1,14 @@
 """``padding_probe``: CNNs learn absolute position through zero padding (survey 2.5; Islam et al. 2020).
 
-Part 1 (trained): the same small CNN (dilated 3 x 3 convolutions whose receptive field spans the
-image) with zero padding, circular padding, no padding (valid convolutions; the output is the
-same output grid, read from a larger noise image) and no padding plus coordinate channels (posenc's ``add_coords``) is trained to output
+Part 1 (trained): the same small CNN (dilated 3 x 3 convolutions; dilations 1, 2, 4, 8 give a
+31 x 31 receptive field, about the quick configuration's 32 x 32 image) with zero padding, circular
+padding, no padding (valid convolutions; the output is the same output grid, read from a larger noise image) and no padding plus coordinate channels (posenc's ``add_coords``) is trained to output
 content-independent position maps (horizontal gradient, Gaussian, stripes) from white-noise
 images (``inputs="noise"``) or from random crops of natural photographs (``inputs="natural"``:
 scikit-image's bundled photographs, randomly cropped and flipped, so no crop position is tied to its
 content; the paper used the DUT-S saliency photographs). Part 2 (the paper's probe): a read-out trained on the frozen features of a randomly
 initialised CNN per padding (:func:`posenc.analysis.probe.position_probe`).
-Measured: Spearman correlation and MAE on held-out noise images per pattern and padding.
+Measured: Spearman correlation and MAE on held-out input images per pattern and padding.
 """
 
 from __future__ import annotations
