@@ -111,8 +111,22 @@ def frozen_probe(ctx: Context, padding: str) -> dict[str, Any]:
     return result.as_dict()
 
 
+def check_crops_fit(c: dict[str, Any]) -> None:
+    """Refuse, before any training, natural-photograph inputs larger than the smallest photograph."""
+    if check_choice("inputs", c["inputs"], ("noise", "natural")) != "natural":
+        return
+    smallest = min(min(photo.shape[1:]) for photo in _photographs())
+    widest = c["size"] + 2 * sum(c["dilations"])  # the valid-convolution variants read the largest crops
+    if widest > smallest:
+        raise ValueError(
+            f"`size` ({c['size']}) is too large for inputs='natural': the valid-convolution variants read crops of "
+            f"size + 2 * sum(dilations) = {widest} pixels, and the smallest photograph is {smallest} pixels a side"
+        )
+
+
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    check_crops_fit(c)
     trained = {v: ctx.unit(f"trained:{v}", lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     probe = {p: ctx.unit(f"probe:{p}", lambda p=p: frozen_probe(ctx, p)) for p in c["probe_paddings"]}
     return {

@@ -30,3 +30,14 @@ def test_natural_inputs_are_standardised_crops_of_photographs():
 def test_unknown_inputs_are_rejected_by_name():
     with pytest.raises(ValueError, match="inputs"):
         input_images("photos", 1, 8, torch.Generator())
+
+
+def test_crops_larger_than_the_photographs_are_refused_before_training():
+    # size 300 used to train the zero and circular variants, then fail inside torch.randint
+    # ("random_ expects 'from' to be less than 'to'") on the valid variants' 330-pixel crops
+    pytest.importorskip("skimage")
+    from posenc.experiments import get_experiment, run_experiment
+
+    with pytest.raises(ValueError, match=r"`size` \(300\) is too large for inputs='natural'.*330 pixels.*300 pixels"):
+        run_experiment(get_experiment("padding_probe"), quick=True, out=None, device="cpu", progress=False,
+                       overrides={"inputs": "natural", "size": 300, "steps": 1})
