@@ -486,9 +486,15 @@ def run_experiment(
     out_dir = None if out is None else Path(out) / experiment.name
     if out_dir is not None:
         if (out_dir / RESULT_FILE).exists() and not force:
-            if not (out_dir / PLOT_FILE).exists() and world()[0] == 0:
+            same = _written_by(out_dir / RESULT_FILE, quick=quick, seed=seed, config=config)
+            if not (out_dir / PLOT_FILE).exists() and world()[0] == 0 and same is not False:
                 log.warning("%s: the result exists but its plot does not; drawing the plot from it", experiment.name)
                 return replot(experiment, out_dir)
+            if same is False:
+                raise ResultExists(
+                    f"{out_dir / RESULT_FILE} holds a run with another configuration, seed or --quick; "
+                    "pass --force to overwrite it or choose another --out"
+                )
             raise ResultExists(f"{out_dir / RESULT_FILE} exists; pass --force to overwrite it or choose another --out")
         ckpt = out_dir / checkpoint_name(experiment.sweep)
         if ckpt.exists() and force:
@@ -511,6 +517,19 @@ def run_experiment(
         log.info("%s: resuming with %d finished units", experiment.name, len(ctx.units))
     with _own_process_group():
         return _run_and_write(experiment, ctx, quick=quick, seed=seed, config=config, resumed=resumed)
+
+
+def _written_by(path: Path, *, quick: bool, seed: int, config: dict[str, Any]) -> bool | None:
+    """Whether the result in ``path`` was written by a run with this ``quick``, ``seed`` and ``config``;
+    None when the file cannot be read as a result (:func:`replot` says what is wrong with it)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    wanted = {"quick": quick, "seed": seed, "config": json.loads(json.dumps(to_jsonable(config)))}
+    return all(stored.get(key) == value for key, value in wanted.items())
 
 
 def _run_and_write(

@@ -176,6 +176,21 @@ def test_missing_plot_is_drawn_from_the_result_instead_of_refused(tmp_path, caps
     assert "posenc run timestep" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change", [{"seed": 1}, {"quick": False}, {"overrides": dict(TINY, steps=31)}])
+def test_missing_plot_of_another_run_is_refused_not_drawn(tmp_path, change):
+    # a rerun with another --seed, --quick or --set used to draw the plot of the stored result and return
+    # that result as its own (the command line printed the earlier run's numbers as this run's)
+    exp = get_experiment("order")
+    run_experiment(exp, quick=True, out=tmp_path, overrides=TINY, progress=False, device="cpu")
+    folder = tmp_path / "order"
+    stored = (folder / "result.json").read_bytes()
+    (folder / "plot.png").unlink()
+    asked = {"quick": True, "overrides": TINY, "seed": 0} | change
+    with pytest.raises(ResultExists, match="another configuration, seed or --quick.*--force"):
+        run_experiment(exp, out=tmp_path, progress=False, **asked)
+    assert not (folder / "plot.png").exists() and (folder / "result.json").read_bytes() == stored
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [("{not json", "is not valid JSON"), ("[1, 2]", "no 'metrics' object"), ("{}", "no 'metrics' object"),
