@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from posenc.core.validation import check_choice
 from posenc.experiments.common import accuracy, position_kwargs, sequence_encodings
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import bar_panel, curves_panel
@@ -61,6 +62,8 @@ def train_and_score(ctx: Context, name: str, model: Transformer) -> dict[str, An
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    for i, name in enumerate(c["encodings"]):  # before any row trains
+        check_choice(f"encodings[{i}]", name, sequence_encodings())
     names = c["encodings"] or sequence_encodings()
     per = {}
     for name in names:

@@ -28,3 +28,12 @@ def test_sequences_the_vocabulary_cannot_fill_are_refused(name, overrides, messa
     with pytest.raises(ValueError, match=message):
         run_experiment(get_experiment(name), quick=True, out=None, device="cpu", progress=False,
                        overrides={**overrides, **rows, "steps": 1, "eval_batch": 4})
+
+
+@pytest.mark.parametrize("name", ["hash_grid", "rop", 1])
+def test_unusable_encodings_are_refused_before_training(name):
+    # they used to fail only when their row was reached, after the rows before it had trained: a bare
+    # TypeError (hash_grid, 1) or an error naming `name` and listing every encoding of the registry
+    with pytest.raises(ValueError, match=rf"`encodings\[1\]` must be one of 'none', .*; got {name!r}"):
+        run_experiment(get_experiment("order"), quick=True, out=None, device="cpu", progress=False,
+                       overrides={"encodings": ["none", name], "steps": 1, "eval_batch": 4})
