@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenc.coordinate import FourierFeatures, HashGrid, KPlanes, NeRFEncoding, Triplane
+from posenc.core.validation import check_choice
 from posenc.experiments.fourier_image import load_image, psnr
 from posenc.experiments.harness import Context, Experiment
 from posenc.experiments.plotting import bar_panel
@@ -233,8 +234,23 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def check_rows(c: dict[str, Any]) -> None:
+    """Refuse, before any fit, tasks and encodings the experiment does not have, and a list of
+    encodings without a frequency encoding (the target is the best one's final quality)."""
+    for i, task in enumerate(c["tasks"]):
+        check_choice(f"tasks[{i}]", task, ("image", "shape"))
+    for i, name in enumerate(c["encodings"]):
+        check_choice(f"encodings[{i}]", name, (*FREQUENCY, *GRIDS))
+    if c["tasks"] and not set(c["encodings"]) & set(FREQUENCY):
+        raise ValueError(
+            f"`encodings` must include a frequency encoding ({', '.join(FREQUENCY)}): the target every encoding "
+            f"is timed to is the best frequency encoding's final quality; got {c['encodings']}"
+        )
+
+
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    check_rows(c)
     out: dict[str, Any] = {"headline_name": "final PSNR (image, dB) / IoU (shape)"}
     images: dict[str, Any] = {}
     if "image" in c["tasks"]:

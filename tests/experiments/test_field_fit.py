@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from posenc.experiments import get_experiment
+from posenc.experiments import get_experiment, run_experiment
 from posenc.experiments.field_fit import FREQUENCY, GRIDS, build, shape_sdf, summarise, to_target
 
 
@@ -35,3 +36,19 @@ def test_steps_to_target_is_the_first_logged_crossing():
     assert steps == {"nerf": 30, "hash_grid": 10, "none": None} and secs["hash_grid"] == 2.0
     s = summarise(rows)
     assert s["best_frequency"] == "nerf" and s["target"] == 25.0 and s["hash_steps_fraction"] == 10 / 30
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tasks": ["imag"]}, r"`tasks\[0\]` must be one of 'image', 'shape'; got 'imag'"),
+        ({"encodings": ["none", "hashgrid"]}, r"`encodings\[1\]` must be one of .*'hash_grid'.*; got 'hashgrid'"),
+        ({"encodings": ["hash_grid", "kplanes"]}, "`encodings` must include a frequency encoding"),
+    ],
+)
+def test_rows_it_does_not_have_are_refused_before_training(overrides, message):
+    # an unknown task was skipped (an empty result), an unknown encoding trained as K-planes under its
+    # name, and a list without a frequency encoding failed after training with 'max() arg is an empty sequence'
+    with pytest.raises(ValueError, match=message):
+        run_experiment(get_experiment("field_fit"), quick=True, out=None, device="cpu", progress=False,
+                       overrides={**overrides, "size": 16, "grid": 8, "batch": 64, "steps": 1, "params": 3000})
