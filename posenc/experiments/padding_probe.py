@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.analysis.probe import position_patterns, position_probe, probe_cnn, spearman
+from posenc.analysis.probe import PADDINGS, PATTERNS, position_patterns, position_probe, probe_cnn, spearman
 from posenc.core.extras import require
 from posenc.core.validation import check_choice
 from posenc.experiments.harness import Context, Experiment
@@ -126,6 +126,11 @@ def check_crops_fit(c: dict[str, Any]) -> None:
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    if not c["patterns"]:
+        raise ValueError(f"`patterns` must name at least one of {', '.join(map(repr, PATTERNS))}; got none")
+    for key, choices in (("patterns", PATTERNS), ("probe_paddings", PADDINGS)):  # before any training
+        for i, value in enumerate(c[key]):
+            check_choice(f"{key}[{i}]", value, choices)
     check_crops_fit(c)
     trained = {v: ctx.unit(f"trained:{v}", lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     probe = {p: ctx.unit(f"probe:{p}", lambda p=p: frozen_probe(ctx, p)) for p in c["probe_paddings"]}

@@ -41,3 +41,20 @@ def test_crops_larger_than_the_photographs_are_refused_before_training():
     with pytest.raises(ValueError, match=r"`size` \(300\) is too large for inputs='natural'.*330 pixels.*300 pixels"):
         run_experiment(get_experiment("padding_probe"), quick=True, out=None, device="cpu", progress=False,
                        overrides={"inputs": "natural", "size": 300, "steps": 1})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"probe_paddings": ["zero", "zeros"]}, r"`probe_paddings\[1\]` must be one of 'zero', .*; got 'zeros'"),
+        ({"patterns": ["horizonal"]}, r"`patterns\[0\]` must be one of 'horizontal', .*; got 'horizonal'"),
+        ({"patterns": []}, "`patterns` must name at least one of 'horizontal'"),
+    ],
+)
+def test_unknown_patterns_and_probe_paddings_are_refused_by_name_before_training(overrides, message):
+    # an unknown probe padding failed as `padding` after the four CNNs had trained; a pattern was named `names`
+    from posenc.experiments import get_experiment, run_experiment
+
+    with pytest.raises(ValueError, match=message):
+        run_experiment(get_experiment("padding_probe"), quick=True, out=None, device="cpu", progress=False,
+                       overrides={**overrides, "size": 16, "steps": 1})
