@@ -25,7 +25,9 @@ WORDS = ("Alice", "likes", "oranges")
 def measure(ctx: Context, name: str) -> dict[str, float]:
     c = ctx.config
     ctx.manual_seed("init", name)
-    model = Transformer(c["vocab"], c["dim"], c["depth"], c["heads"], position=name, **position_kwargs(name, max_len=c["n"]))
+    # a table (learned) must hold the 3-word sentence as well as the random one of n tokens
+    extra = position_kwargs(name, max_len=max(c["n"], len(WORDS)))
+    model = Transformer(c["vocab"], c["dim"], c["depth"], c["heads"], position=name, **extra)
     model = model.to(ctx.device).eval()
     sentence = torch.tensor([[0, 1, 2]], device=ctx.device)  # Alice likes oranges
     swapped = torch.tensor([[2, 1, 0]], device=ctx.device)  # oranges likes Alice
