@@ -83,6 +83,8 @@ class ViT(nn.Module):
         if dim % heads:
             raise ValueError(f"`dim` must be divisible by `heads`, got dim={dim}, heads={heads}")
         check_float("dropout", dropout, minimum=0.0, maximum=1.0)
+        if int(dim * check_float("mlp_ratio", mlp_ratio, positive=True)) < 1:
+            raise ValueError(f"`mlp_ratio` must give the MLP at least one unit, got dim * mlp_ratio = {dim * mlp_ratio}")
         self.pool = check_choice("pool", pool, ("cls", "mean"))
         if pool == "cls" and not class_token:
             raise ValueError("`pool`='cls' needs `class_token`=True")

@@ -113,6 +113,17 @@ def test_trains_a_few_steps(position):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize(
+    "mlp_ratio,error",
+    [(-1, ValueError), (0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("4", TypeError),
+     (0.01, ValueError)],  # int(16 * 0.01) = 0 units
+)
+def test_mlp_ratio_is_checked_by_name(mlp_ratio, error):
+    # it used to reach the blocks unchecked: torch's negative-dimension error, int(nan) or a str repeated
+    with pytest.raises(error, match="`mlp_ratio`"):
+        ViT(8, 4, 10, dim=16, heads=2, mlp_ratio=mlp_ratio)
+
+
 @pytest.mark.parametrize("flag", ["no", 0, None])
 def test_class_token_must_be_true_or_false(flag):
     # bool("no") is True: the model used to grow a class token the caller had turned off
