@@ -117,7 +117,11 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         self.init_non_persistent_buffers(device)
 
     def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.table, std=self.init_std, a=-2 * self.init_std, b=2 * self.init_std)
+        if self.init_std == 0:
+            # trunc_normal_ divides by its std: a zero std is the zero table (BEiT starts its tables there)
+            nn.init.zeros_(self.table)
+        else:
+            nn.init.trunc_normal_(self.table, std=self.init_std, a=-2 * self.init_std, b=2 * self.init_std)
 
     def init_non_persistent_buffers(self, device: torch.device | None = None) -> None:
         self.index = relative_position_index_2d(self.grid, device=device)

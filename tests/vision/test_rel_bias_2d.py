@@ -102,6 +102,13 @@ def test_checkpoint_at_a_transposed_grid_of_as_many_offsets_is_resampled():
         strict.load_state_dict(wide.state_dict())
 
 
+def test_init_std_zero_starts_from_a_zero_table():
+    # init_std is checked as >= 0, but 0 failed inside trunc_normal_ with a bare ZeroDivisionError
+    rb = RelativeBias2d(2, (3, 2), init_std=0.0)
+    assert torch.equal(rb.table, torch.zeros_like(rb.table))
+    assert torch.equal(rb(), torch.zeros(1, 2, 6, 6))
+
+
 def test_registry_entry():
     info = get("rel_bias_2d")
     assert info.family == "vision" and "2103.14030" in info.paper and info.cls is RelativeBias2d
