@@ -32,6 +32,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import create, get, register
 from posenc.core.validation import (
     check_batch,
+    check_bool,
     check_float,
     check_float_tensor,
     check_int,
@@ -197,6 +198,8 @@ class StyleGenerator(nn.Module):
         check_positive_int("channels", channels)
         check_int("upsamples", upsamples, minimum=0)
         check_int("mapping_layers", mapping_layers, minimum=1)
+        check_positive_int("out_channels", out_channels)
+        check_bool("noise", noise)
         self.input = self._build_input(input, channels, size, input_kwargs, kw)
         c_in = self.input.out_channels
         self.project = nn.Conv2d(c_in, channels, 1, **kw) if c_in != channels else nn.Identity()

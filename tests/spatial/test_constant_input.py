@@ -98,6 +98,18 @@ def test_bad_input():
         StyleGenerator(8, 8, 8, 1, input="coordconv")
 
 
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [({"out_channels": 0}, ValueError), ({"out_channels": -1}, ValueError), ({"out_channels": 2.5}, TypeError),
+     ({"noise": "no"}, TypeError), ({"noise": 0}, TypeError)],
+)
+def test_generator_refuses_out_channels_and_noise_by_name(kwargs, error):
+    # out_channels reached nn.Conv2d unchecked (a negative-dimension error, 0 an empty image) and
+    # noise was read by truthiness ('no' added the noise inputs)
+    with pytest.raises(error, match=f"`{next(iter(kwargs))}`"):
+        StyleGenerator(z_dim=4, w_dim=4, channels=4, **kwargs)
+
+
 def test_size_may_be_a_list_as_for_the_explicit_inputs():
     """[4, 4] was refused with '`size` must be (4, 4) ..., got [4, 4]'; the gan_encodings inputs take lists."""
     const = ConstantInput(8, 4)
