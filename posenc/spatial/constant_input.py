@@ -124,7 +124,8 @@ class AdaIN(nn.Module):
 
     def __init__(self, channels: int, w_dim: int, *, device=None, dtype=None) -> None:
         super().__init__()
-        self.channels = channels
+        self.channels = check_positive_int("channels", channels)
+        check_positive_int("w_dim", w_dim)
         self.affine = nn.Linear(w_dim, 2 * channels, device=device, dtype=dtype)
         self.reset_parameters()
 

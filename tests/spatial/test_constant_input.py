@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from posenc import get
 from posenc.functional import adain
-from posenc.spatial import CartesianGridInput, ConstantInput, StyleGenerator
+from posenc.spatial import AdaIN, CartesianGridInput, ConstantInput, StyleGenerator
 
 
 def reference_adain(x, scale, bias, eps=1e-8):
@@ -108,6 +108,17 @@ def test_generator_refuses_out_channels_and_noise_by_name(kwargs, error):
     # noise was read by truthiness ('no' added the noise inputs)
     with pytest.raises(error, match=f"`{next(iter(kwargs))}`"):
         StyleGenerator(z_dim=4, w_dim=4, channels=4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [({"channels": 0}, ValueError), ({"channels": -1}, ValueError), ({"channels": "3"}, TypeError),
+     ({"w_dim": 0}, ValueError), ({"w_dim": 2.5}, TypeError)],
+)
+def test_adain_module_refuses_its_sizes_by_name(kwargs, error):
+    # they reached nn.Linear unchecked: torch's negative-dimension or 'tuple of ints' errors, 0 an empty layer
+    with pytest.raises(error, match=f"`{next(iter(kwargs))}`"):
+        AdaIN(**{"channels": 4, "w_dim": 4, **kwargs})
 
 
 def test_size_may_be_a_list_as_for_the_explicit_inputs():
