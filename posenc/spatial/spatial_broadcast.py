@@ -173,6 +173,7 @@ class BroadcastVAE(nn.Module):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         check_positive_int("latent_dim", latent_dim)
+        check_positive_int("hidden", hidden)  # the encoder is built before the decoder checks it
         kw = {"device": device, "dtype": dtype}
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1, **kw),

@@ -112,6 +112,14 @@ def test_bad_input():
         BroadcastVAE(3, 4)(torch.randn(1, 1, 8, 8))
 
 
+@pytest.mark.parametrize("hidden,error", [(-1, ValueError), (2.5, TypeError), ("3", TypeError), (True, TypeError)])
+def test_vae_refuses_hidden_by_name(hidden, error):
+    # the encoder's convolutions were built before the decoder checked hidden: torch's errors
+    # ('negative dimension', 'out_channels must be divisible by groups') or a str formatting failure
+    with pytest.raises(error, match="`hidden`"):
+        BroadcastVAE(3, 4, hidden=hidden)
+
+
 def blobs(n: int, size: int = 8) -> torch.Tensor:
     """Images of one Gaussian blob at a random position."""
     centre = torch.rand(n, 2, 1, 1) * (size - 1)
