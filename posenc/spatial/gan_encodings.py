@@ -148,7 +148,7 @@ class MultiScalePositionalInput(EncodingModule):
     ) -> None:
         super().__init__()
         self.kind = check_choice("kind", kind, ("sinusoidal", "cartesian"))
-        if isinstance(sizes, (int, str)) or len(sizes) == 0:
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
             raise ValueError(f"`sizes` must be a non-empty sequence of grid sizes, got {sizes!r}")
         self.sizes = [_check_size(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
         if kind == "sinusoidal":

@@ -96,6 +96,9 @@ def test_bad_input():
         MultiScalePositionalInput(8, kind="polar")
     with pytest.raises(ValueError, match="sizes"):
         MultiScalePositionalInput(8, sizes=[])
+    for sizes in (4.0, None, torch.tensor([4, 6])):  # "object of type 'float' has no len()" before
+        with pytest.raises(ValueError, match="`sizes` must be a non-empty sequence of grid sizes"):
+            MultiScalePositionalInput(8, sizes=sizes)
     with pytest.raises(ValueError, match=r"sizes\[1\]"):
         MultiScalePositionalInput(8, sizes=[4, (0, 4)])
     with pytest.raises(ValueError, match="size"):
