@@ -49,6 +49,9 @@ class Block(nn.Module):
         window: int | None = None,
     ) -> None:
         super().__init__()
+        check_positive_int("dim", dim)
+        if int(dim * check_float("mlp_ratio", mlp_ratio, positive=True)) < 1:
+            raise ValueError(f"`mlp_ratio` must give the MLP at least one unit, got dim * mlp_ratio = {dim * mlp_ratio}")
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, causal=causal, dropout=dropout, attention=attention, window=window)
         self.mlp_norm = nn.LayerNorm(dim)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import posenc
 from posenc.core.positions import Positions
-from posenc.models import Transformer
+from posenc.models import Block, Transformer
 
 FOUNDATION = ["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
 
@@ -210,6 +210,23 @@ def test_bad_input():
 def test_bad_block_arguments_name_themselves(kwargs, error, name):
     with pytest.raises(error, match=f"`{name}`"):
         Transformer(16, 32, 1, 4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,name",
+    [
+        ({"dim": -1}, ValueError, "dim"),
+        ({"dim": 8.0}, TypeError, "dim"),
+        ({"mlp_ratio": -1}, ValueError, "mlp_ratio"),
+        ({"mlp_ratio": float("nan")}, ValueError, "mlp_ratio"),
+        ({"mlp_ratio": 0}, ValueError, "mlp_ratio"),
+    ],
+)
+def test_block_refuses_its_sizes_by_name(kwargs, error, name):
+    # Block (public in posenc.models) built its layers unchecked: torch's negative-dimension errors,
+    # int(nan), or an MLP of zero units for mlp_ratio=0
+    with pytest.raises(error, match=f"`{name}`"):
+        Block(**{"dim": 8, "heads": 2, "causal": False, "mlp_ratio": 4.0, "dropout": 0.0, **kwargs})
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
