@@ -11,7 +11,7 @@ from posenc.attention.dispatch import attend, check_backend
 from posenc.attention.masks import MaskSpec, attention_mask
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
-from posenc.core.validation import check_float, check_positive_int
+from posenc.core.validation import check_bool, check_float, check_positive_int
 
 __all__ = ["Attention", "attention_mask"]
 
@@ -45,7 +45,7 @@ class Attention(nn.Module):
         if dim % heads:
             raise ValueError(f"`dim` ({dim}) must be a multiple of `heads` ({heads})")
         check_float("dropout", dropout, minimum=0.0, maximum=1.0)
-        self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
+        self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, check_bool("causal", causal), dropout
         self.backend = check_backend(attention)
         self.window = None if window is None else check_positive_int("window", window)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
