@@ -40,6 +40,7 @@ from posenc.core.validation import (
 )
 
 Mapping = Literal["basic", "positional", "gaussian"]
+MAX_SEED = 2**64 - 1  #: the largest seed torch.Generator.manual_seed takes
 
 
 def fourier_features(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ def gaussian_matrix(
     check_positive_int("num_features", num_features)
     sigma = check_float("sigma", sigma, positive=True)
     check_fits("num_features", num_features, (num_features, in_dim), torch.float64, device)
-    gen = torch.Generator(device="cpu").manual_seed(check_int("seed", seed, minimum=0))
+    gen = torch.Generator(device="cpu").manual_seed(check_int("seed", seed, minimum=0, maximum=MAX_SEED))
     return (torch.randn(num_features, in_dim, generator=gen, dtype=torch.float64) * sigma).float().to(device)
 
 
@@ -129,7 +130,7 @@ class FourierFeatures(DerivedTablesMixin, Encoding):
         self.mapping = check_choice("mapping", mapping, ("basic", "positional", "gaussian"))
         self.num_features = check_positive_int("num_features", num_features)
         self.sigma = check_float("sigma", sigma, positive=True)
-        self.seed = check_int("seed", seed, minimum=0)
+        self.seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
         rows = {"basic": in_dim, "positional": num_features * in_dim, "gaussian": num_features}[mapping]
         # refused by the argument that makes B too large, before the buffer is allocated
         larger = "in_dim" if mapping == "basic" or in_dim >= num_features else "num_features"

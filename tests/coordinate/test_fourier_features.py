@@ -64,6 +64,15 @@ def test_positional_scales_are_log_spaced_below_sigma():
     torch.testing.assert_close(B[:, 0], torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64))
 
 
+def test_seed_past_the_generator_range_is_refused_by_name():
+    # 2**64 passed the check (an int >= 0) and failed in manual_seed: 'Overflow when unpacking long long'
+    with pytest.raises(ValueError, match="`seed` must be <= 18446744073709551615, got 18446744073709551616"):
+        FourierFeatures(2, num_features=3, seed=2**64)
+    with pytest.raises(ValueError, match="`seed` must be <="):
+        gaussian_matrix(2, 3, 1.0, seed=2**70)
+    assert gaussian_matrix(2, 3, 1.0, seed=2**64 - 1).shape == (3, 2)
+
+
 def test_gaussian_matrix_statistics_and_seed():
     B = gaussian_matrix(2, 4000, 3.0, seed=1)
     assert B.shape == (4000, 2)
