@@ -220,7 +220,7 @@ class KPlanes(_Planes):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if in_dim not in (3, 4):
+        if check_int("in_dim", in_dim) not in (3, 4):
             raise ValueError(f"`in_dim` must be 3 (space) or 4 (space-time), got {in_dim!r}")
         self.resolution = check_int("resolution", resolution, minimum=2)
         if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:

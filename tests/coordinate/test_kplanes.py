@@ -133,6 +133,8 @@ def test_bad_input_is_named():
         enc(torch.rand(2, 4))
     with pytest.raises(ValueError, match="`in_dim` must be 3 .* or 4"):
         KPlanes(2)
+    with pytest.raises(TypeError, match="`in_dim` must be an int, got float 3.0"):  # range(3.0) failed before
+        KPlanes(3.0, features=2, resolution=4, scales=(1,))
     with pytest.raises(ValueError, match="`scales` must be a non-empty sequence"):
         KPlanes(3, scales=())
     with pytest.raises(ValueError, match=r"`scales\[1\]` must be >= 1"):
