@@ -438,6 +438,11 @@ class HashGrid(DerivedTablesMixin, Encoding):
                     "lower one of them"
                 )
             finest_resolution = _level_resolution(base_resolution, scale, num_levels - 1)
+        elif finest_resolution is None and base_resolution > 512:
+            raise ValueError(
+                f"`base_resolution`={base_resolution} is above the default finest_resolution=512: give "
+                "`finest_resolution` (>= base_resolution) or `per_level_scale` with it"
+            )
         self.finest_resolution = check_positive_int(
             "finest_resolution", 512 if finest_resolution is None else finest_resolution
         )

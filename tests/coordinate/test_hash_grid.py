@@ -181,6 +181,10 @@ def test_bad_input_is_named():
         HashGrid(4)
     with pytest.raises(ValueError, match="`finest_resolution` must be >= base_resolution"):
         HashGrid(3, 4, 2, 8, 32, 16)
+    # finest_resolution not given: the refusal named it ('got 512'), a value the caller never passed
+    with pytest.raises(ValueError, match="`base_resolution`=1024 is above the default finest_resolution=512"):
+        HashGrid(3, 1, 2, 8, 1024)
+    assert HashGrid(3, 1, 2, 8, 1024, 1024, device="meta").resolutions == [1024]
     with pytest.raises(ValueError, match="`log2_hashmap_size`"):
         HashGrid(3, log2_hashmap_size=0)
 
