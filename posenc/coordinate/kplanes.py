@@ -185,7 +185,9 @@ class _Planes(Encoding):
 
     def by_scale(self) -> list[list[torch.Tensor]]:
         p = len(self.pairs)
-        return [list(self.planes[s : s + p]) for s in range(0, len(self.planes), p)]
+        # planes read one by one: a slice is a new ParameterList, which wraps tensors swapped in by
+        # torch.func.functional_call as new leaf Parameters, cut off from the caller's graph
+        return [[self.planes[k] for k in range(s, s + p)] for s in range(0, len(self.planes), p)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(*, in_dim)`` in ``[0, 1]`` -> ``(*, out_dim)`` in ``x``'s dtype."""

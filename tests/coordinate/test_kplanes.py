@@ -166,3 +166,17 @@ def test_planes_larger_than_memory_are_refused_by_name(cls, kwargs, name):
         cls(**kwargs, device="meta")
     except ValueError as error:
         assert f"`{name}`=" in str(error) and "more than a tensor can hold" in str(error)
+
+
+@pytest.mark.parametrize("enc", [Triplane(3, 2, 4), KPlanes(3, features=2, resolution=3, scales=(1, 2))])
+def test_planes_swapped_in_by_functional_call_receive_gradients(enc):
+    # by_scale sliced the ParameterList, which re-wrapped the swapped-in tensors as new leaf
+    # Parameters: torch.func.grad returned zeros for every plane, backward left their grads None
+    enc = enc.double()
+    x = torch.rand(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    params = {name: p.detach().clone() for name, p in enc.named_parameters()}
+    grads = torch.func.grad(lambda p: torch.func.functional_call(enc, p, (x,)).square().sum())(params)
+    enc(x).square().sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], p.grad, atol=1e-12, rtol=1e-12)
