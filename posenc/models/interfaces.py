@@ -8,7 +8,8 @@ model kind (checked with ``isinstance``; an encoding opts in by having the attri
   ``"features"`` or ``"attention"``); a ``"features"`` encoding also declares :class:`CNNFeatures`.
 * :class:`PrefixTokens`: a patch-grid encoding's count of tokens before the patches (the class token).
 * :class:`ModelWidth`, :class:`HeadCount`, :class:`HeadWidth`: the sizes an encoding was built for
-  (``dim``, ``heads``, ``head_dim``), which the analyses read to feed it inputs of the right shape.
+  (``dim``, ``heads``, ``head_dim``), which the analyses read to feed it inputs of the right shape
+  and the ViT compares, with the prefix tokens, to its own when given an encoding module.
 * :class:`PositionTable`: an encoding with a row per position, for positions ``0 .. max_len - 1``
   only, which the Transformer's randomized positions must stay within.
 """

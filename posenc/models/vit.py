@@ -28,7 +28,7 @@ from posenc.core.validation import (
     check_on_device,
     check_positive_int,
 )
-from posenc.models.interfaces import GridBound, ViTPlaced
+from posenc.models.interfaces import GridBound, HeadCount, HeadWidth, ModelWidth, PrefixTokens, ViTPlaced
 from posenc.models.position import build_layer_encodings, encoding_for_layer
 from posenc.models.transformer import Block
 from posenc.vision.grid import check_grid
@@ -126,7 +126,23 @@ class ViT(nn.Module):
         encodings = build_layer_encodings(position, kwargs, model_args=model_args, depth=self.depth, model="ViT")
         if isinstance(encodings[0], GridBound) and encodings[0].grid not in (None, self.grid):
             raise ValueError(f"`position` was built for grid {encodings[0].grid} but the model's patch grid is {self.grid}")
+        self._check_sizes(encodings[0], model_args)
         return encodings
+
+    @staticmethod
+    def _check_sizes(encoding: PositionEncoding, model_args: dict[str, Any]) -> None:
+        """An encoding given as a module must have been built with the sizes the model would give it
+        (the ones it takes from a model, ``model_arguments``): a bias of other heads, or a table without
+        the class token's row, fails inside attention or, on the blocked kernel, reads other heads."""
+        declared = {
+            "dim": encoding.dim if isinstance(encoding, ModelWidth) else None,
+            "heads": encoding.heads if isinstance(encoding, HeadCount) else None,
+            "head_dim": encoding.head_dim if isinstance(encoding, HeadWidth) else None,
+            "num_prefix_tokens": encoding.num_prefix_tokens if isinstance(encoding, PrefixTokens) else None,
+        }
+        for name, value in declared.items():
+            if name in encoding.model_arguments and value is not None and value != model_args[name]:
+                raise ValueError(f"`position` was built for {name}={value} but the model's {name} is {model_args[name]}")
 
     def position_for_layer(self, layer: int) -> PositionEncoding:
         return encoding_for_layer(self.position, self.layer_positions, layer)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from helpers import assert_loss_falls, train_losses
 
 from posenc.models import ViT
-from posenc.vision import PEG, LearnedPatchPosition, RelativeBias2d, Rope2d, resample_pos_embed
+from posenc.spatial import SinCos2d
+from posenc.vision import PEG, LearnedPatchPosition, RelativeBias2d, Rope2d, RopeMixed, resample_pos_embed
 
 VISION = ["none", "vit_learned", "sincos_2d", "rel_bias_2d", "rope_2d", "rope_mixed", "peg"]
 
@@ -122,6 +123,23 @@ def test_mlp_ratio_is_checked_by_name(mlp_ratio, error):
     # it used to reach the blocks unchecked: torch's negative-dimension error, int(nan) or a str repeated
     with pytest.raises(error, match="`mlp_ratio`"):
         ViT(8, 4, 10, dim=16, heads=2, mlp_ratio=mlp_ratio)
+
+
+@pytest.mark.parametrize(
+    "encoding,name",
+    [
+        (lambda: RelativeBias2d(3, (2, 2), num_prefix_tokens=1), "heads=3"),  # ran, reading 2 of its 3 heads
+        (lambda: RopeMixed(4, (2, 2), heads=4, num_prefix_tokens=1), "heads=4"),
+        (lambda: Rope2d(4, (2, 2), num_prefix_tokens=1), "head_dim=4"),
+        (lambda: LearnedPatchPosition(8, (2, 2), num_prefix_tokens=1), "dim=8"),
+        (lambda: SinCos2d(16, grid=(2, 2)), "num_prefix_tokens=0"),  # no class-token row
+    ],
+)
+def test_an_encoding_module_built_for_other_sizes_is_refused_when_the_model_is_built(encoding, name):
+    # only the grid was compared: the others failed at the first forward inside attention or a rotation,
+    # and a 3-head relative bias in a 2-head model ran on the blocked kernel with its first two heads
+    with pytest.raises(ValueError, match=f"`position` was built for {name} but the model's"):
+        ViT(8, 4, 10, dim=16, heads=2, position=encoding())
 
 
 @pytest.mark.parametrize("flag", ["no", 0, None])
