@@ -22,7 +22,7 @@ from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import check_fits, check_float_dtype, check_int, check_positive_int
 from posenc.vision.grid import check_grid, grid_call_positions, token_coords
-from posenc.vision.rel_bias_2d import relative_index_2d, relative_position_index_2d
+from posenc.vision.rel_bias_2d import check_bias_heads, relative_index_2d, relative_position_index_2d
 
 
 def offset_table_2d(
@@ -110,6 +110,7 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """The materialised bias, gathered by ``[b, h, q_idx, kv_idx]`` (it has no per-offset form)."""
+        check_bias_heads(q, self.heads)
         return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:

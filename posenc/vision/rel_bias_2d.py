@@ -26,7 +26,7 @@ from torch import nn
 from posenc.core.base import DerivedTablesMixin, PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.registry import register
-from posenc.core.terms import ScoreMod
+from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
     check_bool,
     check_fits,
@@ -69,6 +69,13 @@ def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid
     # (entries, heads) -> (1, heads, 2h-1, 2w-1)
     image = table.t().reshape(1, -1, 2 * h - 1, 2 * w - 1)
     return interpolate_grid(image, (2 * nh - 1, 2 * nw - 1)).flatten(2)[0].t().contiguous()
+
+
+def check_bias_heads(q: torch.Tensor, heads: int) -> None:
+    """A per-head bias of ``heads`` heads (or one shared by all) must match the ``(b, h, n, d)`` queries:
+    a score_mod indexes it by the kernel's head, so more heads than ``q`` would be read in part."""
+    if heads not in (1, q.shape[1]):
+        raise ValueError(f"`q` has {q.shape[1]} heads but the bias was built for heads={heads} (or 1, shared)")
 
 
 @register(
@@ -148,13 +155,8 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:
         """The ``(b | 1, heads, n, m)`` bias (a grid's worth: small) read by ``[b, h, q_idx, kv_idx]``."""
-        table = self.bias(q_positions, k_positions)
-        table = table.expand(q.shape[0], *table.shape[1:])
-
-        def fn(score, b, h, q_idx, kv_idx, table):
-            return score + table[b, h, q_idx, kv_idx].to(score.dtype)
-
-        return ScoreMod(fn, (table,))
+        check_bias_heads(q, self.heads)
+        return gathered_bias_mod(self.bias(q_positions, k_positions), q.shape[0])
 
     def forward(self, n: int | None = None, *, positions: torch.Tensor | None = None) -> torch.Tensor:
         """``(b | 1, heads, n, n)`` bias among ``n`` tokens (default: the whole grid with its prefix tokens)."""

@@ -112,3 +112,16 @@ def test_matches_transformers_swinv2_self_attention(grid, pretrained):
     table = mlp(peer.relative_coords_table.double()).view(-1, 3)
     want = 16 * torch.sigmoid(table[peer.relative_position_index.view(-1)].view(n, n, 3).permute(2, 0, 1))
     torch.testing.assert_close(ours()[0].double(), want, rtol=0, atol=1e-5)  # ours returns float32
+
+
+def test_blocked_kernel_refuses_a_bias_of_more_heads():
+    # the gathered score_mod read the bias by the kernel's head: a 3-head bias on 2-head queries
+    # ran with its first two heads without a word
+    from posenc.attention import attend
+    from posenc.core.positions import Positions
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=gen) for _ in range(3))
+    with pytest.raises(ValueError, match="`q` has 2 heads but the bias was built for heads=3"):
+        attend(q, k, v, position=ContinuousPositionBias2d(3, (2, 2), hidden=8), backend="blocked",
+               q_positions=Positions(4), k_positions=Positions(4))

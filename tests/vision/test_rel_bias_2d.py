@@ -172,3 +172,19 @@ def test_checkpoint_with_other_heads_is_refused_naming_heads(resize_on_load):
     target = RelativeBias2d(2, grid=4, resize_on_load=resize_on_load)
     with pytest.raises(ValueError, match=r"shape \(25, 3\).*heads=2"):
         target.load_state_dict(source.state_dict())
+
+
+def test_blocked_kernel_refuses_a_bias_of_more_heads_and_shares_a_single_head():
+    # the score_mod read table[b, h, ...] by the kernel's head: a 3-head bias on 2-head queries ran
+    # with its first two heads without a word, and a 1-head bias failed with an IndexError
+    from posenc.attention import attend
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 4, 8, generator=gen) for _ in range(3))
+    pos = {"q_positions": Positions(4), "k_positions": Positions(4)}
+    with pytest.raises(ValueError, match="`q` has 2 heads but the bias was built for heads=3"):
+        attend(q, k, v, position=RelativeBias2d(3, (2, 2)), backend="blocked", **pos)
+    shared = RelativeBias2d(1, (2, 2))
+    torch.testing.assert_close(
+        attend(q, k, v, position=shared, backend="blocked", **pos), attend(q, k, v, position=shared, backend="eager", **pos)
+    )
