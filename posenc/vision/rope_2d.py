@@ -27,6 +27,7 @@ from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import (
     check_float,
+    check_float_dtype,
     check_float_tensor,
     check_int,
     check_positions,
@@ -54,6 +55,7 @@ def rope_2d_cos_sin(
     if coords.shape[-1] != 2:
         raise ValueError(f"`coords` must have shape (..., 2) holding (row, col), got {tuple(coords.shape)}")
     _check_head_dim(head_dim)
+    check_float_dtype("dtype", dtype)  # integer tables would truncate every cos and sin to -1, 0 or 1
     inv_freq = inverse_frequencies(head_dim // 2, base, device=coords.device)
     cos_x, sin_x = cos_sin(coords[..., 1], inv_freq, dtype=dtype)
     cos_y, sin_y = cos_sin(coords[..., 0], inv_freq, dtype=dtype)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from posenc import get
 from posenc.functional import apply_rope_2d
-from posenc.vision import Rope2d, grid_coords
+from posenc.vision import Rope2d, grid_coords, rope_2d_cos_sin
 
 
 def reference_rope_2d(x: torch.Tensor, coords, base: float = 100.0) -> torch.Tensor:
@@ -107,6 +107,13 @@ def test_bad_input():
         Rope2d(8, (2, 2))(torch.randn(1, 4, 8))
     with pytest.raises(ValueError, match="positions"):
         Rope2d(8, (2, 2))(torch.randn(1, 1, 5, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_cos_sin_refuse_an_integer_dtype(dtype):
+    # int64 gave all-zero cos and sin tables (cos 1 = 0.54 truncated to 0), as rope_nd_cos_sin did
+    with pytest.raises(ValueError, match="`dtype` must be a floating-point dtype"):
+        rope_2d_cos_sin(torch.tensor([[1, 2]]), 8, dtype=dtype)
 
 
 @pytest.mark.parametrize("explicit", [False, True])
