@@ -52,7 +52,7 @@ def rope_2d_cos_sin(
     """cos, sin of shape ``(*p, head_dim / 2)`` in ``dtype`` (float32, or float64 for float64 queries) for
     ``(row, col)`` coordinates ``(*p, 2)``: x pairs, then y pairs."""
     check_positions("coords", coords)
-    if coords.shape[-1] != 2:
+    if coords.ndim == 0 or coords.shape[-1] != 2:
         raise ValueError(f"`coords` must have shape (..., 2) holding (row, col), got {tuple(coords.shape)}")
     _check_head_dim(head_dim)
     check_float_dtype("dtype", dtype)  # integer tables would truncate every cos and sin to -1, 0 or 1

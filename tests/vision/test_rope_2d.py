@@ -116,6 +116,12 @@ def test_cos_sin_refuse_an_integer_dtype(dtype):
         rope_2d_cos_sin(torch.tensor([[1, 2]]), 8, dtype=dtype)
 
 
+def test_cos_sin_refuse_a_0d_coordinate_by_name():
+    # a 0-d tensor failed with 'IndexError: tuple index out of range' from coords.shape[-1]
+    with pytest.raises(ValueError, match=r"`coords` must have shape \(..., 2\)"):
+        rope_2d_cos_sin(torch.tensor(1.0), 8)
+
+
 @pytest.mark.parametrize("explicit", [False, True])
 def test_float64_queries_rotate_at_float64_angles(explicit):
     # the cached tables are float32; a float64 call forms its angles in float64, as the 1-D rope does
