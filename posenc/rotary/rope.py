@@ -38,7 +38,7 @@ from posenc.rotary.fused import rotate_qk, rotate_tensors
 from posenc.rotary.p_rope import keep_highest_frequencies
 from posenc.rotary.qkv import rotate_qkv
 from posenc.rotary.rotation import work_dtype
-from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind
+from posenc.rotary.scaling import DynamicUpdate, RopeScaling, ScalingKind, length_of
 
 
 def _check_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
@@ -404,7 +404,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
         if looked_up is not None:
             return looked_up
         if seq_len is None and self.scaling.depends_on_length and pos.numel():
-            seq_len = self._grown(pos.amax() + 1)  # a 0-d tensor: no host sync (but for grow-only)
+            seq_len = self._grown(length_of(pos))  # a 0-d tensor: no host sync (but for grow-only)
         inv_freq = self.inverse_frequencies(seq_len, device)
         if pos.ndim == 2 and pos.shape[0] > 1 and pos.stride(0) == 0:
             # one row expanded over the batch (transformers' position_ids): computed once, expanded back
@@ -518,7 +518,7 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
             return q_positions, k_positions, {"seq_len": self._grown(max(q_positions.end, k_positions.end))}
         device = (k_positions.explicit if q_positions.is_implicit else q_positions.explicit).device
         sides = [Positions(p.n, p.offset, p.tensor(device)) for p in (q_positions, k_positions)]
-        ends = [p.explicit.amax() + 1 for p in sides if p.n and p.explicit.numel()]
+        ends = [length_of(p.explicit) for p in sides if p.n and p.explicit.numel()]
         if not ends:
             return sides[0], sides[1], {}
         return sides[0], sides[1], {"seq_len": self._grown(ends[0] if len(ends) == 1 else torch.maximum(*ends))}

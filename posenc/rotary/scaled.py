@@ -12,7 +12,7 @@ import torch
 from posenc.core.frequencies import cos_sin
 from posenc.core.precision import arithmetic_dtype
 from posenc.rotary.rope import apply_rotary, rope_positions
-from posenc.rotary.scaling import RopeScaling, ScalingKind, rope_frequencies
+from posenc.rotary.scaling import RopeScaling, ScalingKind, length_of, rope_frequencies
 
 
 def apply_scaled_rope(
@@ -44,7 +44,7 @@ def apply_scaled_rope(
             "function cannot; use dynamic_update='recompute' (the length of this call) or the module "
             "RotaryPositionEncoding(scaling='dynamic_ntk', dynamic_update='grow_only'), which keeps it"
         )
-    seq_len = pos.amax() + 1 if scaling.depends_on_length and pos.numel() else None
+    seq_len = length_of(pos) if scaling.depends_on_length and pos.numel() else None
     inv_freq, scale = rope_frequencies(
         x.shape[-1], base=base, scaling=scaling, seq_len=seq_len, p=p, device=x.device, **scaling_kwargs
     )

@@ -299,6 +299,14 @@ class RopeScaling:
         return long if seq_len > self.original_max_len else short
 
 
+def length_of(positions: torch.Tensor) -> torch.Tensor:
+    """One past the largest of non-empty ``positions``, the length a length-dependent scaling sees, as a
+    0-d tensor (no host sync). Integer positions are widened to int64 first: ``amax() + 1`` in their own
+    dtype wraps around at its largest value (uint8 255 + 1 is 0, int32 2**31 - 1 + 1 is -2**31)."""
+    last = positions.amax()
+    return (last if last.is_floating_point() else last.long()) + 1
+
+
 def _check_seq_len(seq_len: int | torch.Tensor | None) -> None:
     """``seq_len`` is None, an int >= 0, or a 0-d integer or float tensor (its value is not read: no host sync)."""
     if not isinstance(seq_len, torch.Tensor):

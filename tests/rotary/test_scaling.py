@@ -401,3 +401,29 @@ def test_rope_frequencies_refuses_a_bad_seq_len_by_name(scaling, seq_len, error)
     for good in (None, 0, 40, torch.tensor(40), torch.tensor(40.0)):
         inv_freq, _ = rope_frequencies(8, scaling=scaling, seq_len=good, **kwargs)
         assert inv_freq.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scaling": "dynamic_ntk", "factor": 2.0, "original_max_len": 16},
+        {"scaling": "longrope", "factor": 4.0, "original_max_len": 16, "short_factor": [1.0] * 4, "long_factor": [3.0] * 4},
+    ],
+)
+@pytest.mark.parametrize(("dtype", "last"), [(torch.uint8, 255), (torch.int8, 127), (torch.int16, 32767), (torch.int32, 2**31 - 1)])
+def test_length_past_the_largest_position_does_not_wrap_in_narrow_integer_dtypes(kwargs, dtype, last):
+    """The length a length-dependent scaling sees was amax() + 1 in the positions' own dtype, which wraps
+    at its largest value (uint8 255 + 1 = 0, int32 2**31 - 1 + 1 = -2**31): such positions got the
+    unscaled base or the short factors (off by up to 4.6 after rotation) where int64 ones get the long ones."""
+    from posenc.functional import apply_scaled_rope
+
+    x = torch.randn(1, 1, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    wide = torch.tensor([last - 1, last])
+    rope = RotaryPositionEncoding(8, **kwargs)
+    want = rope(x, positions=wide)
+    torch.testing.assert_close(apply_scaled_rope(x, wide.to(dtype), **kwargs), want)
+    torch.testing.assert_close(rope(x, positions=wide.to(dtype)), want)
+    q, k = rope.rotate(x[:, :, 1:], x, q_positions=Positions(1, explicit=wide[None, 1:].to(dtype)),
+                       k_positions=Positions(2, explicit=wide[None].to(dtype)))
+    torch.testing.assert_close(k, want)
+    torch.testing.assert_close(q, want[:, :, 1:])
