@@ -8,6 +8,10 @@
 // where the angles are shared). The first 2*half features are rotated, pairs either adjacent
 // (x[2j], x[2j+1]) or split halves (x[j], x[j+half]); the rest are copied. `sign` is +1 for the
 // rotation and -1 for its inverse (the backward).
+//
+// No fused multiply-adds: built with -ffp-contract=off and, where the compiler takes it,
+// -fno-tree-slp-vectorize (GCC 12 otherwise rotated the float64 adjacent pairs left over past a
+// multiple of four with vfmaddsub, a fused multiply-add, whatever -ffp-contract said).
 #include <cstdint>
 #include <cstring>
 #if defined(__SSE2__)

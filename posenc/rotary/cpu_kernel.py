@@ -42,8 +42,13 @@ import torch
 SOURCE = Path(__file__).with_name("cpu_kernel.cpp")
 #: The environment variable naming the directory the built library is kept in.
 CACHE_ENV = "POSENC_CACHE_DIR"
-#: Compiler options, most wanted first; the first set the compiler accepts is used.
+#: Compiler options, most wanted first; the first set the compiler accepts is used. GCC (12) ignores
+#: -ffp-contract=off where its straight-line vectoriser recognises a complex multiply: the pairs of a
+#: float64 row of adjacent pairs left over past a multiple of four were rotated with vfmaddsub, a fused
+#: multiply-add; hence -fno-tree-slp-vectorize (loops are still vectorised), and the set without it
+#: next for a compiler that refuses that option.
 OPTION_SETS = (
+    ("-O3", "-march=native", "-ffp-contract=off", "-fno-tree-slp-vectorize", "-fopenmp"),
     ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp"),
     ("-O3", "-ffp-contract=off", "-fopenmp"),
     ("-O3", "-ffp-contract=off", "-fopenmp-simd"),
