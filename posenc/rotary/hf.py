@@ -23,7 +23,8 @@ dynamic         ``scaling="dynamic_ntk"``, ``original_max_len=max_position_embed
                 ``factor=alpha``
 yarn            ``scaling="yarn"`` (``factor`` absent: ``max_position_embeddings / original``)
 longrope        ``scaling="longrope"`` (Phi-3's top-level ``original_max_position_embeddings`` wins;
-                ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1);
+                ``factor`` absent: ``max_position_embeddings / original``, taken as 1 below 1;
+                Phi-3.5-MoE's ``short_mscale`` / ``long_mscale``, which must be equal, as ``attention_factor``);
                 also Phi-3's older names ``su``, and ``yarn`` in a ``phi3`` / ``phi4_multimodal`` config
 llama3          ``scaling="llama3"``
 proportional    p-RoPE: ``p=partial_rotary_factor`` over the whole head, ``scaling="linear"``
@@ -236,7 +237,7 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
         kw.update(
             scaling="longrope", factor=factor, original_max_len=original, max_len=max_pos,
             short_factor=rope.get("short_factor"), long_factor=rope.get("long_factor"),
-            attention_factor=rope.get("attention_factor"),
+            attention_factor=_longrope_mscale(rope),
         )
     elif rope_type == "llama3":
         kw.update(
@@ -246,6 +247,24 @@ def _encoding(cfg: dict[str, Any], rope: Mapping[str, Any]) -> RotaryPositionEnc
     elif rope_type == "proportional":
         kw.update(rotary_fraction=1.0, p=partial, scaling="linear", factor=factor or 1.0)
     return RotaryPositionEncoding(**kw)
+
+
+def _longrope_mscale(rope: Mapping[str, Any]) -> float | None:
+    """LongRoPE's cos/sin factor: ``attention_factor``, or Phi-3.5-MoE's ``short_mscale`` / ``long_mscale``
+    (its models multiply cos and sin by the one of the current length's factor set, in place of the
+    derived factor); one encoding holds one factor, so the two must be equal."""
+    short, long = rope.get("short_mscale"), rope.get("long_mscale")
+    if short is None and long is None:
+        return rope.get("attention_factor")
+    short = check_float("short_mscale", short, positive=True)
+    long = check_float("long_mscale", long, positive=True)
+    if short != long:
+        raise ValueError(
+            f"`short_mscale`={short} and `long_mscale`={long} differ: the model multiplies cos and sin by one "
+            f"up to original_max_position_embeddings and by the other past it, and a RotaryPositionEncoding "
+            f"holds one attention factor for both"
+        )
+    return short
 
 
 def _base(cfg: dict[str, Any], rope: Mapping[str, Any]) -> float:

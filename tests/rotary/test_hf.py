@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from posenc.core.positions import Positions
 from posenc.rotary import RotaryPositionEncoding, from_hf_config, to_hf_rope_parameters
 
 HEAD_DIM = 16
@@ -514,3 +515,31 @@ def test_xpos_does_not_export_as_its_rope():
 
     with pytest.raises(TypeError, match="xPos"):
         to_hf_rope_parameters(XPos(HEAD_DIM))
+
+
+def test_phimoe_short_and_long_mscale_are_the_attention_factor():
+    """Phi-3.5-MoE's rope_parameters give short_mscale and long_mscale (1.243 both in the release), which
+    its model multiplies cos and sin by in place of LongRoPE's derived sqrt(1 + ln s / ln L0); they were
+    ignored, so the encoding's factor was the derived one (1.225 here, 1.190 for the release's s = 32),
+    silently. Equal ones are the attention factor now, differing ones (Phi-3-small's 1.0 and 1.19) are
+    refused by name. (transformers' PhimoeRotaryEmbedding keeps the short factors past the trained length
+    too, so it is compared within it.)"""
+    transformers = pytest.importorskip("transformers")
+    modeling = pytest.importorskip("transformers.models.phimoe.modeling_phimoe")
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT[:4], "long_factor": LONG[:4],
+            "original_max_position_embeddings": 16, "short_mscale": 1.243, "long_mscale": 1.243}
+    config = transformers.PhimoeConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64, rope_parameters=rope, num_local_experts=2,
+    )
+    encoding = from_hf_config(config)
+    assert encoding.scaling.attention_factor == 1.243
+    positions = torch.arange(16)[None]
+    want_cos, want_sin = modeling.PhimoeRotaryEmbedding(config)(torch.zeros(1, 1, 8), positions)
+    cos, sin = encoding.cos_sin(Positions(16, explicit=positions))
+    torch.testing.assert_close(torch.cat((cos, cos), -1), want_cos, atol=2e-6, rtol=0)
+    torch.testing.assert_close(torch.cat((sin, sin), -1), want_sin, atol=2e-6, rtol=0)
+    config_json = {"hidden_size": 16, "num_attention_heads": 2, "max_position_embeddings": 64,
+                   "rope_parameters": {**rope, "long_mscale": 1.19}}
+    with pytest.raises(ValueError, match="`short_mscale`=1.243 and `long_mscale`=1.19 differ"):
+        from_hf_config(config_json)
