@@ -27,6 +27,7 @@ from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.validation import check_float, check_float_dtype, check_int
+from posenc.rotary.rope import check_token_count
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class NoRope(PositionEncoding):
         self.hooks = frozenset({"rotary"}) if temperature is not None else frozenset()
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, *, q_positions: Positions, k_positions: Positions):
+        if q.shape[-2] != q_positions.n:
+            check_token_count(q=(q, q_positions))
         t = self.temperature
         work = arithmetic_dtype(q.dtype)
         positions = q_positions.tensor(q.device)

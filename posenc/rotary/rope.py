@@ -220,6 +220,17 @@ def check_head_width(head_dim: int, **tensors: torch.Tensor) -> None:
             raise ValueError(f"`{name}` must have last dimension head_dim={head_dim}, got shape {tuple(t.shape)}")
 
 
+def check_token_count(**sides: tuple[torch.Tensor, Positions]) -> None:
+    """Raise unless each tensor ``(..., n, d)`` has as many tokens as its positions: the angles of fewer
+    positions (one) would broadcast over its tokens, rotating them all alike without a word."""
+    for name, (t, positions) in sides.items():
+        if t.shape[-2] != positions.n:
+            raise ValueError(
+                f"`{name}` has {t.shape[-2]} tokens (shape {tuple(t.shape)}) but `{name}_positions` holds "
+                f"{positions.n}; give the positions of every token of `{name}`"
+            )
+
+
 def _same_positions(a: Positions, b: Positions) -> bool:
     if a is b:
         return True
@@ -497,6 +508,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         if q.shape[-1] != self.head_dim or k.shape[-1] != self.head_dim:  # two comparisons on the hot path
             check_head_width(self.head_dim, q=q, k=k)
+        if q.shape[-2] != q_positions.n or k.shape[-2] != k_positions.n:
+            check_token_count(q=(q, q_positions), k=(k, k_positions))
         # the same positions (self-attention without a cache): one table look-up, one fused call
         if _same_positions(q_positions, k_positions):
             # float64 angles where either is float64, as apply_rope_qk
@@ -526,6 +539,8 @@ class RotaryPositionEncoding(DerivedTablesMixin, PositionEncoding):
     def rotate_qkv(self, qkv, *, q_positions: Positions, k_positions: Positions):
         if qkv.shape[-1] != self.head_dim:
             check_head_width(self.head_dim, qkv=qkv)
+        if qkv.shape[-2] != q_positions.n or qkv.shape[-2] != k_positions.n:
+            check_token_count(q=(qkv[0], q_positions), k=(qkv[1], k_positions))
         if not _same_positions(q_positions, k_positions):
             return super().rotate_qkv(qkv, q_positions=q_positions, k_positions=k_positions)
         cos, sin = self._per_head(*self._cos_sin_for(qkv, q_positions))

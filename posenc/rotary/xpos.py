@@ -47,7 +47,7 @@ from posenc.core.positions import Positions, resolve_positions
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.registry import register
 from posenc.core.validation import check_bool, check_even, check_float, check_float_tensor, check_same_device
-from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary, check_head_width
+from posenc.rotary.rope import RotaryPositionEncoding, apply_rotary, check_head_width, check_token_count
 
 GAMMA = 0.4
 
@@ -223,6 +223,8 @@ class XPos(RotaryPositionEncoding):
     def rotate(self, q, k, *, q_positions: Positions, k_positions: Positions):
         if q.shape[-1] != self.head_dim or k.shape[-1] != self.head_dim:
             check_head_width(self.head_dim, q=q, k=k)
+        if q.shape[-2] != q_positions.n or k.shape[-2] != k_positions.n:
+            check_token_count(q=(q, q_positions), k=(k, k_positions))
         q_positions, k_positions, kw = self._one_length(q_positions, k_positions)
         return self.scale_and_rotate(q, q_positions, key=False, **kw), self.scale_and_rotate(k, k_positions, key=True, **kw)
 

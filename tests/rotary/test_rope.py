@@ -268,6 +268,28 @@ def test_hook_refuses_heads_of_another_width(q_width, k_width, name):
         rope.rotate_qkv(torch.randn(3, 1, 2, 3, 10), q_positions=Positions(3), k_positions=Positions(3))
 
 
+@pytest.mark.parametrize(
+    "q_positions, k_positions, name",
+    [(Positions(1, 4), Positions(1, 4), "q"), (Positions(5), Positions(1, 4), "k"),
+     (Positions(1, explicit=torch.tensor([[4]])), Positions(5), "q")],
+)
+def test_hook_refuses_fewer_positions_than_tokens(q_positions, k_positions, name):
+    """One position for five tokens (the new token's position beside the whole prefix, in a hand-written
+    decoding loop) broadcast its angles over every token: all five were rotated alike, without a word."""
+    from posenc.rotary import XPos
+    from posenc.rotary.hybrid import AttentionTemperature, NoRope
+
+    q = k = torch.randn(1, 2, 5, 8)
+    for encoding in (RotaryPositionEncoding(8), XPos(8)):
+        with pytest.raises(ValueError, match=f"`{name}` has 5 tokens .* but `{name}_positions` holds 1"):
+            encoding.rotate(q, k, q_positions=q_positions, k_positions=k_positions)
+        with pytest.raises(ValueError, match=f"`{name}` has 5 tokens .* but `{name}_positions` holds 1"):
+            encoding.rotate_qkv(torch.randn(3, 1, 2, 5, 8), q_positions=q_positions, k_positions=k_positions)
+    if name == "q":
+        with pytest.raises(ValueError, match="`q` has 5 tokens .* but `q_positions` holds 1"):
+            NoRope(AttentionTemperature(floor_scale=2.0)).rotate(q, k, q_positions=q_positions, k_positions=k_positions)
+
+
 def test_not_in_state_dict_and_meta_device():
     rope = RotaryPositionEncoding(8)
     assert rope.state_dict() == {}
