@@ -50,6 +50,9 @@ def rope_mixed_init(head_dim: int, heads: int, *, base: float = 10.0, rotate: bo
         raise ValueError(f"`head_dim` must be divisible by 4 (two directions of d/4 pairs), got {head_dim}")
     check_positive_int("heads", heads)
     check_float("base", base, positive=True)
+    check_bool("rotate", rotate)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     mag = base ** (-torch.arange(0, head_dim, 4, dtype=torch.float64) / head_dim)  # (d/4,)
     phi = torch.rand(heads, 1, generator=generator, dtype=torch.float64) * 2 * math.pi if rotate else torch.zeros(heads, 1, dtype=torch.float64)
     # (heads, d/2): the first d/4 pairs at angle phi, the last d/4 at phi + pi/2

@@ -130,6 +130,14 @@ def test_bad_input_names_the_argument(call, name):
         call()
 
 
+@pytest.mark.parametrize("kwargs,name", [({"rotate": "no"}, "`rotate`"), ({"rotate": 0}, "`rotate`"),
+                                         ({"generator": 0}, "`generator`")])
+def test_init_checks_its_flag_and_generator(kwargs, name):
+    # rotate was read by truthiness ('no' drew random directions) and a wrong generator failed inside torch.rand
+    with pytest.raises(TypeError, match=name):
+        rope_mixed_init(8, 2, **kwargs)
+
+
 def test_apply_rope_mixed_compiles_with_dynamic_shapes():
     # the frequency rows were checked with `freqs.shape[1] not in (1, h)`, which dynamo evaluates as
     # False when the parameter's static head count equals a symbolic h: the valid call was refused
