@@ -22,7 +22,7 @@ from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import check_fits, check_float_dtype, check_int, check_positive_int
 from posenc.vision.grid import check_grid, grid_call_positions, token_coords
-from posenc.vision.rel_bias_2d import check_bias_heads, relative_index_2d, relative_position_index_2d
+from posenc.vision.rel_bias_2d import _relative_index_2d, check_bias_heads, relative_position_index_2d
 
 
 def offset_table_2d(
@@ -95,7 +95,7 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
         kw = {"grid": self.grid, "num_prefix_tokens": self.num_prefix_tokens, "device": table.device}
         cq, pq = token_coords(q_positions, **kw)
         ck, pk = token_coords(k_positions, **kw)
-        index = relative_index_2d(cq, ck, self.grid)  # (b | 1, n, m)
+        index = _relative_index_2d(cq, ck, self.grid)  # (b | 1, n, m)
         keep = pq.unsqueeze(-1) & pk.unsqueeze(-2)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         return (table[index] * keep.unsqueeze(-1).to(table.dtype)).permute(0, 3, 1, 2)

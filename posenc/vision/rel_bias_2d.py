@@ -28,6 +28,7 @@ from posenc.core.positions import Positions
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
+    can_read_values,
     check_bool,
     check_fits,
     check_float,
@@ -35,13 +36,38 @@ from posenc.core.validation import (
     check_int,
     check_positive_int,
     check_table_fits,
+    check_tensor,
 )
 from posenc.vision.grid import check_grid, grid_call_positions, grid_coords, token_coords
 from posenc.vision.learned import interpolate_grid
 
 
 def relative_index_2d(coords_q: torch.Tensor, coords_k: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Table index of every (query, key) pair: coords ``(..., n, 2)`` and ``(..., m, 2)`` -> ``(..., n, m)``."""
+    """Table index of every (query, key) pair: coords ``(..., n, 2)`` and ``(..., m, 2)`` -> ``(..., n, m)``.
+
+    The coordinates are integer ``(row, col)`` inside ``grid`` (checked in eager mode off the meta
+    device): an offset past the grid would index past the table, or another offset's row of it.
+    """
+    h, w = check_grid("grid", grid)
+    for name, coords in (("coords_q", coords_q), ("coords_k", coords_k)):
+        check_tensor(name, coords)
+        if coords.ndim < 2 or coords.shape[-1] != 2 or coords.is_floating_point() or coords.dtype == torch.bool:
+            raise ValueError(
+                f"`{name}` must be an integer tensor of shape (..., n, 2) holding (row, col), "
+                f"got {coords.dtype} of shape {tuple(coords.shape)}"
+            )
+        if can_read_values(coords) and coords.numel():
+            rows, cols = coords[..., 0], coords[..., 1]
+            if bool((rows < 0).any() | (rows >= h).any() | (cols < 0).any() | (cols >= w).any()):
+                raise ValueError(
+                    f"`{name}` must lie in the grid {(h, w)} (rows 0 .. {h - 1}, columns 0 .. {w - 1}), got rows "
+                    f"[{int(rows.min())}, {int(rows.max())}] and columns [{int(cols.min())}, {int(cols.max())}]"
+                )
+    return _relative_index_2d(coords_q, coords_k, (h, w))
+
+
+def _relative_index_2d(coords_q: torch.Tensor, coords_k: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """:func:`relative_index_2d` without its checks, for coordinates valid by construction."""
     h, w = grid
     # (..., n, 1, 2) - (..., 1, m, 2) -> (..., n, m, 2) offsets (dy, dx)
     offset = coords_q.unsqueeze(-2) - coords_k.unsqueeze(-3)
@@ -53,7 +79,7 @@ def relative_position_index_2d(grid: int | tuple[int, int], *, device: torch.dev
     grid = check_grid("grid", grid)
     check_fits("grid", grid, (grid[0] * grid[1],) * 2, torch.long, device)
     coords = grid_coords(grid, device=device)
-    return relative_index_2d(coords, coords, grid)
+    return _relative_index_2d(coords, coords, grid)
 
 
 def resample_bias_table(table: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -144,7 +170,7 @@ class RelativeBias2d(DerivedTablesMixin, PositionEncoding):
         kw = {"grid": self.grid, "num_prefix_tokens": p, "device": self.table.device}
         cq, pq = token_coords(q_positions, **kw)
         ck, pk = token_coords(k_positions, **kw)
-        index = relative_index_2d(cq, ck, self.grid)  # (b | 1, n, m)
+        index = _relative_index_2d(cq, ck, self.grid)  # (b | 1, n, m)
         keep = pq.unsqueeze(-1) & pk.unsqueeze(-2)
         # (b | 1, n, m, heads) -> (b | 1, heads, n, m)
         bias = self.table[index] * keep.unsqueeze(-1).to(self.table.dtype)

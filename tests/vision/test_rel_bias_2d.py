@@ -188,3 +188,22 @@ def test_blocked_kernel_refuses_a_bias_of_more_heads_and_shares_a_single_head():
     torch.testing.assert_close(
         attend(q, k, v, position=shared, backend="blocked", **pos), attend(q, k, v, position=shared, backend="eager", **pos)
     )
+
+
+def test_relative_index_2d_checks_its_coordinates():
+    from posenc.vision import relative_index_2d
+
+    origin = torch.tensor([[0, 0]])
+    # a column past a (2, 2) grid gave index 5 (offset (1, -1)'s row) for the pair ((0, 2), (0, 0)),
+    # a row past it an index past the 9-row table, and float coordinates a float index
+    with pytest.raises(ValueError, match=r"`coords_q` must lie in the grid \(2, 2\)"):
+        relative_index_2d(torch.tensor([[0, 2]]), origin, (2, 2))
+    with pytest.raises(ValueError, match="`coords_k` must lie in the grid"):
+        relative_index_2d(origin, torch.tensor([[-1, 0]]), (2, 2))
+    with pytest.raises(ValueError, match="`coords_q` must be an integer tensor of shape"):
+        relative_index_2d(torch.tensor([[0.5, 0.0]]), origin, (2, 2))
+    with pytest.raises(ValueError, match=r"`grid\[0\]` must be >= 1"):
+        relative_index_2d(origin, origin, (0, 2))
+    torch.testing.assert_close(
+        relative_index_2d(torch.tensor([[1, 1]]), torch.tensor([[0, 0]]), (2, 2)), torch.tensor([[8]])
+    )
