@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from posenc.core.positions import Positions
-from posenc.core.validation import can_read_values, check_int, check_positions, check_tensor
+from posenc.core.validation import can_read_values, check_fits, check_int, check_positions, check_tensor
 
 
 def check_grid(name: str, grid: Any) -> tuple[int, int]:
@@ -27,9 +27,10 @@ def check_grid(name: str, grid: Any) -> tuple[int, int]:
     return h, w
 
 
-def grid_coords(grid: tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(h * w, 2)`` int64 ``(row, col)`` of each patch in raster order."""
-    h, w = grid
+def grid_coords(grid: int | tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(h * w, 2)`` int64 ``(row, col)`` of each patch in raster order (an int ``g`` means ``(g, g)``)."""
+    h, w = check_grid("grid", grid)
+    check_fits("grid", grid, (h * w, 2), torch.long, device)
     rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     return torch.stack((rows.flatten(), cols.flatten()), dim=-1)
 

@@ -22,6 +22,18 @@ def test_grid_coords_raster_order():
     torch.testing.assert_close(grid_coords((2, 3)), torch.tensor([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]))
 
 
+def test_grid_coords_checks_its_grid():
+    # an int failed to unpack, a negative side inside torch.arange, a float one inside meshgrid,
+    # and a grid past memory in the allocator
+    torch.testing.assert_close(grid_coords(2), grid_coords((2, 2)))
+    with pytest.raises(ValueError, match=r"`grid\[0\]` must be >= 1"):
+        grid_coords((-1, 3))
+    with pytest.raises(TypeError, match=r"`grid\[0\]` must be an int"):
+        grid_coords((2.5, 3))
+    with pytest.raises(ValueError, match="`grid`=.*more than"):
+        grid_coords((10**9, 10**9))
+
+
 def test_token_coords_implicit_and_explicit():
     coords, is_patch = token_coords(Positions(7), grid=(2, 3), num_prefix_tokens=1)
     assert is_patch.tolist() == [[False] + [True] * 6]
