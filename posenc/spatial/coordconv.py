@@ -17,6 +17,7 @@ Verified against a float64 per-pixel loop over the formula above (``tests/spatia
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -49,8 +50,8 @@ def coordinate_channels(
 
     Returns ``(len(spatial) [+ 1], *spatial)``: x (last axis) first, then y, then z, then the radius.
     """
-    if not 1 <= len(spatial) <= 3:
-        raise ValueError(f"`spatial` must have 1, 2 or 3 axes, got {tuple(spatial)}")
+    if isinstance(spatial, (str, bytes)) or not isinstance(spatial, Sequence) or not 1 <= len(spatial) <= 3:
+        raise ValueError(f"`spatial` must be a sequence of 1, 2 or 3 axis sizes, got {spatial!r}")
     for i, size in enumerate(spatial):
         check_int(f"spatial[{i}]", size, minimum=0)
     check_float_dtype("dtype", dtype)  # integer coordinates would truncate -0.5 .. 0.5 to 0

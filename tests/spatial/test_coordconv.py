@@ -112,6 +112,9 @@ def test_bad_input():
         AddCoords(4)
     with pytest.raises(ValueError, match="dtype"):  # int64 gave [-1, 0, 0, 0, 1] for 5 pixels
         coordinate_channels((5,), dtype=torch.long)
+    for spatial in (5, None, "ab", (2, 2, 2, 2)):  # len() of an int or None failed with a bare TypeError
+        with pytest.raises(ValueError, match="`spatial` must be a sequence of 1, 2 or 3 axis sizes"):
+            coordinate_channels(spatial)
     with pytest.raises(ValueError, match="in_channels"):
         CoordConv(0, 4)
     with pytest.raises(ValueError, match="in_channels"):
