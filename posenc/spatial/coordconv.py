@@ -28,6 +28,7 @@ from posenc.core.registry import register
 from posenc.core.validation import (
     check_bool,
     check_dtype_matches,
+    check_fits,
     check_float_dtype,
     check_float_tensor,
     check_int,
@@ -55,6 +56,8 @@ def coordinate_channels(
     for i, size in enumerate(spatial):
         check_int(f"spatial[{i}]", size, minimum=0)
     check_float_dtype("dtype", dtype)  # integer coordinates would truncate -0.5 .. 0.5 to 0
+    # formed in float64: (axes [+ radius], *spatial) of them, refused before the allocator sees them
+    check_fits("spatial", tuple(spatial), (len(spatial) + bool(with_r), *spatial), torch.float64, device)
     axes = [torch.linspace(-1.0, 1.0, size, device=device, dtype=torch.float64) for size in spatial]
     # meshgrid over (..., y, x); reversed so that channel 0 is x, the last axis
     grids = list(torch.meshgrid(*axes, indexing="ij"))[::-1]

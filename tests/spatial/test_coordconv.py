@@ -115,6 +115,8 @@ def test_bad_input():
     for spatial in (5, None, "ab", (2, 2, 2, 2)):  # len() of an int or None failed with a bare TypeError
         with pytest.raises(ValueError, match="`spatial` must be a sequence of 1, 2 or 3 axis sizes"):
             coordinate_channels(spatial)
+    with pytest.raises(ValueError, match="`spatial`=.*more than"):  # the allocator's error before
+        coordinate_channels((10**6, 10**6))
     with pytest.raises(ValueError, match="in_channels"):
         CoordConv(0, 4)
     with pytest.raises(ValueError, match="in_channels"):
