@@ -210,6 +210,15 @@ class LearnedPatchPosition(PositionEncoding):
                     f"checkpoint's position table has shape {tuple(loaded.shape)} (grid {saved.get('grid')}) but this "
                     f"model's is {tuple(self.weight.shape)} (grid {self.grid}); build it with resize_on_load=True to resample"
                 )
+            patches = loaded.shape[1] - self.num_prefix_tokens
+            if "grid" not in saved and (patches < 1 or math.isqrt(patches) ** 2 != patches):
+                # a table saved without its grid is taken as square: resample_pos_embed would ask for old_shape
+                raise ValueError(
+                    f"checkpoint's position table has {loaded.shape[1]} rows and no saved grid: with this model's "
+                    f"num_prefix_tokens={self.num_prefix_tokens} that leaves {patches} patch rows, not a square grid "
+                    "(a checkpoint with another number of prefix rows, e.g. none for the class token or a "
+                    "distillation token beside it?)"
+                )
             state_dict = dict(state_dict)
             state_dict[key] = resample_pos_embed(
                 loaded, self.grid, num_prefix_tokens=self.num_prefix_tokens, old_shape=saved.get("grid")

@@ -250,3 +250,13 @@ def test_checkpoint_of_another_width_is_refused_before_resampling():
     source, target = LearnedPatchPosition(4, grid=3), LearnedPatchPosition(8, grid=4)
     with pytest.raises(ValueError, match=r"shape \(1, 9, 4\).*dim=8"):
         target.load_state_dict(source.state_dict())
+
+
+@pytest.mark.parametrize("rows", [16, 198])
+def test_checkpoint_without_grid_and_another_prefix_count_is_refused_naming_the_rows(rows):
+    # a timm table without the class token's row (16 = 4x4) or with a distillation token's (198 = 2 + 14x14),
+    # loaded into a model with one prefix token, was refused naming `old_shape`, an argument of
+    # resample_pos_embed that load_state_dict's caller never passed
+    model = LearnedPatchPosition(8, grid=4, num_prefix_tokens=1)
+    with pytest.raises(ValueError, match=f"checkpoint's position table has {rows} rows and no saved grid"):
+        model.load_state_dict({"weight": torch.randn(1, rows, 8)})
