@@ -27,7 +27,7 @@ from posenc.core.validation import (
     check_on_device,
     check_positive_int,
 )
-from posenc.models.interfaces import CNNFeatures, cnn_role
+from posenc.models.interfaces import CNNFeatures, ModelWidth, cnn_role
 
 ROLES = ("stem", "features", "attention")
 
@@ -74,9 +74,20 @@ class CNN(nn.Module):
             self.stem = encoding
             if encoding.out_channels != width:
                 raise ValueError(f"the stem encoding must output width={width} channels, got {encoding.out_channels}")
+            if encoding.in_channels != in_channels:
+                raise ValueError(
+                    f"the stem encoding must take the images' in_channels={in_channels} channels, got {encoding.in_channels}"
+                )
         else:
             self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        if self.role == "attention" and (encoding.in_channels, encoding.out_channels) != (width, width):
+            raise ValueError(
+                f"the attention encoding must map width={width} channels to width={width}, got in_channels="
+                f"{encoding.in_channels} and out_channels={encoding.out_channels}"
+            )
         extra = encoding.concat_channels if self.features is not None and isinstance(encoding, CNNFeatures) else 0
+        if self.features is not None and not extra and isinstance(encoding, ModelWidth) and encoding.dim != width:
+            raise ValueError(f"the features encoding adds dim={encoding.dim} channels to a map of width={width}")
         body_in = width + extra
         layers: list[nn.Module] = []
         for i in range(depth):

@@ -9,7 +9,7 @@ from helpers import assert_loss_falls, train_losses
 
 from posenc.models import CNN
 from posenc.models.cnn import cnn_encodings
-from posenc.spatial import HANet, SinCos2d
+from posenc.spatial import CoordConv, HANet, SinCos2d
 
 
 def test_names_acting_on_feature_maps():
@@ -56,6 +56,23 @@ def test_bad_input():
         CNN(3, 2)(torch.randn(3, 5, 5))
     with pytest.raises(ValueError, match="width"):
         CNN(3, 2, width=0)
+
+
+@pytest.mark.parametrize(
+    "position,match",
+    [
+        (lambda: CoordConv(2, 16, 3, padding=1), "must take the images' in_channels=3 channels, got 2"),
+        (lambda: HANet(16, 8), "must map width=16 channels to width=16, got in_channels=16 and out_channels=8"),
+        (lambda: HANet(8), "must map width=16 channels to width=16, got in_channels=8"),
+        (lambda: SinCos2d(8), "adds dim=8 channels to a map of width=16"),
+    ],
+)
+def test_an_encoding_module_of_other_channels_is_refused_when_the_model_is_built(position, match):
+    # only the stem's out_channels was compared: these were built and failed at the first forward,
+    # naming `x`, `x_low` or `x_high` ('`x` must have in_channels=2 channels, got shape (1, 3, 8, 8)'
+    # for images that fit the model's in_channels=3)
+    with pytest.raises(ValueError, match=match):
+        CNN(3, 2, width=16, position=position())
 
 
 def test_none_trains():
