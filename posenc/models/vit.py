@@ -133,13 +133,16 @@ class ViT(nn.Module):
     def _check_sizes(encoding: PositionEncoding, model_args: dict[str, Any]) -> None:
         """An encoding given as a module must have been built with the sizes the model would give it
         (the ones it takes from a model, ``model_arguments``): a bias of other heads, or a table without
-        the class token's row, fails inside attention or, on the blocked kernel, reads other heads."""
+        the class token's row, fails inside attention or, on the blocked kernel, reads other heads. One
+        head's terms are shared by every head."""
         declared = {
             "dim": encoding.dim if isinstance(encoding, ModelWidth) else None,
             "heads": encoding.heads if isinstance(encoding, HeadCount) else None,
             "head_dim": encoding.head_dim if isinstance(encoding, HeadWidth) else None,
             "num_prefix_tokens": encoding.num_prefix_tokens if isinstance(encoding, PrefixTokens) else None,
         }
+        if declared["heads"] == 1:
+            declared["heads"] = None  # one head's terms, shared by every head
         for name, value in declared.items():
             if name in encoding.model_arguments and value is not None and value != model_args[name]:
                 raise ValueError(f"`position` was built for {name}={value} but the model's {name} is {model_args[name]}")

@@ -177,3 +177,17 @@ def test_materialised_from_meta_equals_a_normal_build():
     initialize(meta)
     for (key, got), want in zip(meta.state_dict().items(), normal.state_dict().values(), strict=True):
         torch.testing.assert_close(got, want, atol=0, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "blocked", "flex"])
+def test_a_one_head_bias_module_is_shared_by_every_head(backend):
+    # the size check refused heads=1 beside a 2-head model, though every backend shares one head's bias
+    torch.manual_seed(0)
+    bias = RelativeBias2d(1, (2, 2), num_prefix_tokens=1)
+    torch.nn.init.normal_(bias.table)
+    model = ViT(8, 4, 10, dim=16, heads=2, position=bias, attention=backend).eval()
+    reference = ViT(8, 4, 10, dim=16, heads=2, position=bias, attention="eager").eval()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
