@@ -626,8 +626,11 @@ def _parse_text(key: str, text: str, default: Any) -> Any:
 
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = [part.strip() for part in text.split(",") if part.strip()]
+        except (ValueError, SyntaxError):  # names without quotes: a,b,c or [a, b]
+            inner = text.strip()
+            if inner[:1] + inner[-1:] in ("[]", "()"):
+                inner = inner[1:-1]
+            value = [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
         return list(value) if isinstance(value, (list, tuple)) else [value]
     return text
 

@@ -240,6 +240,9 @@ def test_plot_images_are_kept_for_replot(tmp_path):
         ({"warmup": -1}, "`warmup` must be >= 0"),
         ({"lr": float("inf")}, "`lr` must be finite"),
         ({"encodings": "none,conv_context"}, None),
+        # the --help's bracketed form with bare names used to give ['[none', 'conv_context]']
+        ({"encodings": "[none, conv_context]"}, None),
+        ({"encodings": "[none, 'conv_context']"}, None),
     ],
 )
 def test_overrides_are_checked_against_type_and_range(overrides, message):
