@@ -327,7 +327,7 @@ def plot(result: dict[str, Any], fig, images) -> None:
     heat.set_xticks(range(len(rows)), rows, rotation=60, ha="right", fontsize=7)
     heat.set_yticks(range(len(tasks)), tasks, fontsize=7)
     heat.set_title(f"mean accuracy (%) over test lengths {m['train_max'] + 1}..{m['test_max']}", fontsize=9)
-    fig.colorbar(image, ax=heat, fraction=0.02)
+    fig.colorbar(image, ax=heat, fraction=0.02).set_label("accuracy", fontsize=7)
     colours = palette(len(rows))
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(grid[2 + k // 4, k % 4])
@@ -337,6 +337,8 @@ def plot(result: dict[str, Any], fig, images) -> None:
             ax.plot([int(n) for n in values], list(values.values()), style, linewidth=0.8, color=colours[i], label=row)
         ax.axvline(m["train_max"], color="grey", linewidth=0.8)
         ax.set_title(task, fontsize=8)
+        ax.set_xlabel(f"length n (trained on 1..{m['train_max']}, grey line)", fontsize=6)
+        ax.set_ylabel("accuracy", fontsize=6)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=6)
         if k == 0:

@@ -182,3 +182,21 @@ def test_plot_gives_every_row_its_own_colour():
     lines = fig.axes[-1].get_lines()[: len(rows)]
     assert [line.get_label() for line in lines] == rows
     assert len({line.get_color() for line in lines}) == len(rows)
+
+
+def test_plot_labels_the_per_length_axes():
+    # the per-task panels had no axis labels (length? accuracy as a fraction or in %?)
+    from matplotlib.figure import Figure
+
+    from posenc.experiments.length_generalization import plot
+
+    metrics = {
+        "tasks": ["parity_check"], "rows": ["rope"], "train_max": 2, "test_max": 4,
+        "accuracy": {"parity_check": {"rope": {"mean": 0.5}}},
+        "per_length": {"parity_check": {"rope": {"3": 0.5, "4": 0.5}}},
+    }  # fmt: skip
+    fig = Figure()
+    plot({"metrics": metrics}, fig, None)
+    panel = fig.axes[-1]
+    assert panel.get_title() == "parity_check"
+    assert panel.get_xlabel().startswith("length n (trained on 1..2") and panel.get_ylabel() == "accuracy"
