@@ -45,6 +45,8 @@ from posenc.experiments.plotting import bar_panel, curves_panel
 from posenc.spatial.coordconv import CoordConv
 
 SQUARE = 9
+#: Steps between two logged losses of the painters and regressors (the plot's step axis).
+LOG_EVERY = 5
 
 
 def centres(canvas: int) -> torch.Tensor:
@@ -128,7 +130,7 @@ def train_one(ctx: Context, model_name: str, split_name: str) -> dict[str, Any]:
         return F.cross_entropy(logits, y)
 
     steps = c["coordconv_steps"] if model_name == "coordconv" else c["steps"]
-    ctx.train(f"{model_name}:{split_name}", model, step_loss, steps=steps, lr=c["lr"], log_every=5, state=record)
+    ctx.train(f"{model_name}:{split_name}", model, step_loss, steps=steps, lr=c["lr"], log_every=LOG_EVERY, state=record)
 
     @torch.no_grad()
     def acc(x, y):
@@ -222,7 +224,7 @@ def regress_one(ctx: Context, model_name: str, split_name: str) -> dict[str, Any
 
     ctx.train(
         f"regression:{model_name}:{split_name}", model, step_loss,
-        steps=c["regression_steps"], lr=c["regression_lr"], schedule="cosine", clip=None, log_every=5, state=record,
+        steps=c["regression_steps"], lr=c["regression_lr"], schedule="cosine", clip=None, log_every=LOG_EVERY, state=record,
     )  # fmt: skip
 
     @torch.no_grad()
@@ -276,7 +278,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    curves_panel(ax1, result["curves"])
+    curves_panel(ax1, result["curves"], every=LOG_EVERY)
     acc = result["metrics"]["accuracy"]
     inverse = result["metrics"].get("regression", {})
     for ax, table, title in ((ax2, acc, "(x, y) -> pixel: accuracy"), (ax3, inverse, "image -> (x, y): accuracy")):

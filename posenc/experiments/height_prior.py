@@ -26,6 +26,8 @@ from posenc.spatial.coordconv import add_coords
 from posenc.spatial.hanet import HANet
 
 CLASSES = ("sky", "building", "road", "car")
+#: Steps between two logged losses of the segmentation CNNs (the plot's step axis).
+LOG_EVERY = 5
 
 
 def scenes(batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +95,7 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
         x, y = scenes(c["batch"], c["size"], generator)
         return F.cross_entropy(m(x[shard].to(ctx.device)), y[shard].to(ctx.device))
 
-    ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=5)
+    ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=LOG_EVERY)
     x, y = scenes(c["eval_batch"], c["size"], ctx.generator("eval"))
     with torch.no_grad():
         pred = model(x.to(ctx.device)).argmax(1).cpu()
@@ -118,7 +120,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2 = fig.subplots(1, 2)
-    curves_panel(ax1, result["curves"])
+    curves_panel(ax1, result["curves"], every=LOG_EVERY)
     bar_panel(ax2, result["metrics"]["miou"], title="held-out mIoU")
 
 

@@ -28,6 +28,8 @@ from posenc.experiments.plotting import curves_panel
 from posenc.spatial.coordconv import add_coords
 
 VARIANTS = ("zero", "circular", "none", "none+coords")
+#: Steps between two logged losses of the CNNs (the plot's step axis).
+LOG_EVERY = 5
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
@@ -94,7 +96,7 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
         x = input_images(c["inputs"], c["batch"], side, generator)[shard].to(ctx.device)
         return F.mse_loss(m(x), target.to(ctx.device).expand(x.shape[0], -1, -1, -1))
 
-    ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=5)
+    ctx.train(variant, model, step_loss, steps=c["steps"], lr=c["lr"], log_every=LOG_EVERY)
     with torch.no_grad():
         x = input_images(c["inputs"], c["eval_images"], side, ctx.generator("eval"))
         pred = model(x.to(ctx.device)).cpu()
@@ -146,7 +148,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], fig, images) -> None:
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    curves_panel(ax1, result["curves"])
+    curves_panel(ax1, result["curves"], every=LOG_EVERY)
     m = result["metrics"]
     for ax, table, title in ((ax2, m["trained"], "trained CNN"), (ax3, m["frozen_probe"], "probe on frozen random CNN")):
         variants = list(table)

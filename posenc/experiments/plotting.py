@@ -29,12 +29,16 @@ def bar_panel(ax, values: dict[str, float | None], *, title: str, ylabel: str = 
     ax.set_ylabel(ylabel)
 
 
-def curves_panel(ax, curves: dict[str, list[float]], *, title: str = "training loss", log: bool = True) -> None:
+def curves_panel(
+    ax, curves: dict[str, list[float]], *, title: str = "training loss", log: bool = True, every: int = 1
+) -> None:
+    """The training curves against the step; ``every``: the steps between two logged values
+    (``Context.train``'s ``log_every``)."""
     from posenc.analysis.figures import palette  # one colour per curve, never repeated
 
     for (key, values), colour in zip(curves.items(), palette(len(curves))):
         if values:
-            ax.plot(values, label=key, linewidth=1, color=colour)
+            ax.plot([i * every for i in range(len(values))], values, label=key, linewidth=1, color=colour)
     if log and any(v and min(v) > 0 for v in curves.values()):
         ax.set_yscale("log")
     ax.set_xlabel("step")

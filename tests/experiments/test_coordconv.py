@@ -133,3 +133,21 @@ def test_a_canvas_the_models_cannot_paint_is_refused_by_name(canvas):
     with pytest.raises(ValueError, match=rf"`canvas` must be a power of two of at least 16.*got {canvas}"):
         run_experiment(get_experiment("coordconv"), quick=True, out=None, device="cpu",
                        overrides={"canvas": canvas, "steps": 1, "coordconv_steps": 1, "regression_steps": 1})
+
+
+def test_plot_puts_the_training_curves_on_the_step_axis():
+    # losses are logged every LOG_EVERY steps; the panel used to plot them against their index, so a
+    # 2,000-step training ended at 'step' 400
+    from matplotlib.figure import Figure
+
+    from posenc.experiments.coordconv import LOG_EVERY, plot
+
+    scores = {"train": 1.0, "test": 1.0}
+    result = {
+        "curves": {"deconv:uniform": [3.0, 2.0, 1.0]},
+        "metrics": {"accuracy": {"deconv:uniform": scores}, "regression": {"conv:uniform": scores}},
+    }
+    fig = Figure()
+    plot(result, fig, None)
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0, LOG_EVERY, 2 * LOG_EVERY] and fig.axes[0].get_xlabel() == "step"

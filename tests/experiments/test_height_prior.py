@@ -21,3 +21,15 @@ def test_a_size_the_scenes_cannot_tile_is_refused_by_name():
     result = run_experiment(get_experiment("height_prior"), quick=True, out=None, device="cpu", progress=False,
                             overrides={"size": 12, "steps": 1, "eval_batch": 2, "width": 4})
     assert set(result["metrics"]["miou"]) == {"baseline", "hanet", "coordconv"}
+
+
+def test_plot_puts_the_training_curves_on_the_step_axis():
+    # losses are logged every LOG_EVERY steps; the panel used to plot them against their index
+    from matplotlib.figure import Figure
+
+    from posenc.experiments.height_prior import LOG_EVERY, plot
+
+    fig = Figure()
+    plot({"curves": {"baseline": [3.0, 2.0, 1.0]}, "metrics": {"miou": {"baseline": 0.5}}}, fig, None)
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0, LOG_EVERY, 2 * LOG_EVERY]
