@@ -501,6 +501,11 @@ def run_experiment(
             ckpt.unlink()
         elif ckpt.exists() and not resume:
             raise ResultExists(f"{ckpt} holds an interrupted run; pass --resume to continue it or --force to start over")
+        if world()[0] == 0 or experiment.sweep:  # the folder the checkpoints and results go to: now, not after training
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ValueError(f"`out` ({out}) cannot hold the results: {out_dir}: {error.strerror}") from None
     ctx = Context(
         name=experiment.name,
         config=config,

@@ -285,3 +285,21 @@ def test_a_process_group_started_by_a_run_is_destroyed_and_a_callers_is_kept(tmp
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path):
+    # a file in the way used to be found at the first checkpoint, after training had started
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    trained = []
+    exp = get_experiment("order")
+
+    def run(ctx):
+        trained.append(ctx.name)
+        return {}
+
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=rf"`out` \({blocker}\) cannot hold the results: {blocker / 'order'}: Not a directory"):
+        run_experiment(replace(exp, run=run), quick=True, out=blocker, progress=False)
+    assert not trained
