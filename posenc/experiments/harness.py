@@ -462,6 +462,16 @@ def versions() -> dict[str, str]:
     return {"posenc": posenc.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+def check_experiment(experiment: Any) -> Experiment:
+    """``experiment`` if it is an :class:`Experiment`; a name or anything else raises ``TypeError``."""
+    if not isinstance(experiment, Experiment):
+        raise TypeError(
+            f"`experiment` must be an Experiment (posenc.experiments.get_experiment(name) gives one), "
+            f"got {type(experiment).__name__} {experiment!r}"
+        )
+    return experiment
+
+
 def run_experiment(
     experiment: Experiment,
     *,
@@ -480,6 +490,7 @@ def run_experiment(
     Raises :class:`ResultExists` when ``out/<name>/result.json`` exists and ``force`` is False, and
     :class:`Interrupted` (after checkpointing) on SIGINT/SIGTERM.
     """
+    check_experiment(experiment)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     config = apply_overrides(experiment, dict(experiment.quick if quick else experiment.full), overrides or {})
@@ -585,6 +596,7 @@ def replot(experiment: Experiment, out_dir: Path | str) -> dict[str, Any]:
     Returns the stored result. Raises ``FileNotFoundError`` naming the missing ``result.json``, and
     ``ValueError`` naming one that is not valid JSON or not a result of ``experiment``.
     """
+    check_experiment(experiment)
     out_dir = Path(out_dir)
     path = out_dir / RESULT_FILE
     if not path.exists():

@@ -303,3 +303,13 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=rf"`out` \({blocker}\) cannot hold the results: {blocker / 'order'}: Not a directory"):
         run_experiment(replace(exp, run=run), quick=True, out=blocker, progress=False)
     assert not trained
+
+
+def test_a_name_instead_of_an_experiment_is_refused_by_name(tmp_path):
+    # run_experiment("order") ended in AttributeError: 'str' object has no attribute 'quick'
+    from posenc.experiments.harness import replot
+
+    with pytest.raises(TypeError, match=r"`experiment` must be an Experiment .*get_experiment\(name\).*got str 'order'"):
+        run_experiment("order", quick=True, out=None)
+    with pytest.raises(TypeError, match="`experiment` must be an Experiment"):
+        replot("order", tmp_path)
