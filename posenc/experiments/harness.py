@@ -632,7 +632,14 @@ def _parse_text(key: str, text: str, default: Any) -> Any:
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"`{key}` takes an integer, got {text!r}") from None
+            pass
+        try:  # 1e4 or 2000.0: an integer written as a float
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ValueError(f"`{key}` takes an integer, got {text!r}")
     if isinstance(default, float):
         try:
             return float(text)

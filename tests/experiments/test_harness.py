@@ -233,6 +233,9 @@ def test_plot_images_are_kept_for_replot(tmp_path):
     ("overrides", "message"),
     [
         ({"steps": "abc"}, "`steps` takes an integer"),
+        ({"steps": "1e3"}, None),  # was refused as not an integer, though 1000.0 given from Python is taken
+        ({"steps": "2.5"}, "`steps` takes an integer, got '2.5'"),
+        ({"steps": "inf"}, "`steps` takes an integer, got 'inf'"),
         ({"steps": 0}, "`steps` must be > 0"),
         ({"steps": -2}, "`steps` must be > 0, got -2"),  # not ">= 0": 0 is refused too
         ({"steps": True}, "`steps` takes a number"),
@@ -252,6 +255,7 @@ def test_overrides_are_checked_against_type_and_range(overrides, message):
     if message is None:
         config = apply_overrides(exp, dict(exp.quick), overrides)
         assert config["encodings"] in (["none", "conv_context"], exp.quick["encodings"])
+        assert config["steps"] == (1000 if overrides.get("steps") == "1e3" else exp.quick["steps"])
     else:
         with pytest.raises(ValueError, match=message):
             apply_overrides(exp, dict(exp.quick), overrides)
