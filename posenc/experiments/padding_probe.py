@@ -133,6 +133,13 @@ def run(ctx: Context) -> dict[str, Any]:
     for key, choices in (("patterns", PATTERNS), ("probe_paddings", PADDINGS)):  # before any training
         for i, value in enumerate(c[key]):
             check_choice(f"{key}[{i}]", value, choices)
+    if not c["dilations"]:
+        raise ValueError("`dilations` must give at least one convolution's dilation, got none")
+    if c["size"] < max(c["dilations"]):  # circular padding by d wraps the image at most once
+        raise ValueError(
+            f"`size` ({c['size']}) must be at least the largest of `dilations` ({max(c['dilations'])}): "
+            "the circular-padding CNN pads each layer by its dilation, around the image once at most"
+        )
     check_crops_fit(c)
     trained = {v: ctx.unit(f"trained:{v}", lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     probe = {p: ctx.unit(f"probe:{p}", lambda p=p: frozen_probe(ctx, p)) for p in c["probe_paddings"]}

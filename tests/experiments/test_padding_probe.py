@@ -49,6 +49,10 @@ def test_crops_larger_than_the_photographs_are_refused_before_training():
         ({"probe_paddings": ["zero", "zeros"]}, r"`probe_paddings\[1\]` must be one of 'zero', .*; got 'zeros'"),
         ({"patterns": ["horizonal"]}, r"`patterns\[0\]` must be one of 'horizontal', .*; got 'horizonal'"),
         ({"patterns": []}, "`patterns` must name at least one of 'horizontal'"),
+        # these failed inside torch: no convolution at all, and (after the zero-padding CNN had trained)
+        # circular padding wider than the image ('Padding value causes wrapping around more than once')
+        ({"dilations": []}, "`dilations` must give at least one"),
+        ({"size": 7, "dilations": [1, 8]}, r"`size` \(7\) must be at least the largest of `dilations` \(8\)"),
     ],
 )
 def test_unknown_patterns_and_probe_paddings_are_refused_by_name_before_training(overrides, message):
@@ -57,4 +61,4 @@ def test_unknown_patterns_and_probe_paddings_are_refused_by_name_before_training
 
     with pytest.raises(ValueError, match=message):
         run_experiment(get_experiment("padding_probe"), quick=True, out=None, device="cpu", progress=False,
-                       overrides={**overrides, "size": 16, "steps": 1})
+                       overrides={"size": 16, "steps": 1, **overrides})
