@@ -139,6 +139,8 @@ def train_variant(ctx: Context, variant: str) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     c = ctx.config
+    if c["emb_dim"] < 4:  # DDPM's embedding divides its exponent by emb_dim // 2 - 1
+        raise ValueError(f"`emb_dim` must be at least 4 (DDPM's step embedding needs two frequencies), got {c['emb_dim']}")
     per = {v: ctx.unit(v, lambda v=v: train_variant(ctx, v)) for v in VARIANTS}
     floor = sliced_wasserstein(ring(c["eval_points"], ctx.generator("data")), ring(c["eval_points"], ctx.generator("data2")), ctx.generator("projections"))
     return {
