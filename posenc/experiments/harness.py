@@ -513,10 +513,7 @@ def run_experiment(
         elif ckpt.exists() and not resume:
             raise ResultExists(f"{ckpt} holds an interrupted run; pass --resume to continue it or --force to start over")
         if world()[0] == 0 or experiment.sweep:  # the folder the checkpoints and results go to: now, not after training
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise ValueError(f"`out` ({out}) cannot hold the results: {out_dir}: {error.strerror}") from None
+            out_dir.mkdir(parents=True, exist_ok=True)  # an OSError naming the folder (the CLI: 'cannot write')
     ctx = Context(
         name=experiment.name,
         config=config,

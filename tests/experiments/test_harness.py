@@ -291,7 +291,7 @@ def test_a_process_group_started_by_a_run_is_destroyed_and_a_callers_is_kept(tmp
         dist.destroy_process_group()
 
 
-def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path):
+def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path, capsys):
     # a file in the way used to be found at the first checkpoint, after training had started
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -304,9 +304,12 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path):
 
     from dataclasses import replace
 
-    with pytest.raises(ValueError, match=rf"`out` \({blocker}\) cannot hold the results: {blocker / 'order'}: Not a directory"):
+    with pytest.raises(NotADirectoryError, match=str(blocker / "order")):
         run_experiment(replace(exp, run=run), quick=True, out=blocker, progress=False)
     assert not trained
+    # the command line: one line naming the folder, status 1, before training
+    assert main(["run", "order", "--quick", "--out", str(blocker)]) == 1
+    assert capsys.readouterr().err.strip() == f"posenc run: cannot write: {blocker / 'order'}: Not a directory"
 
 
 def test_a_name_instead_of_an_experiment_is_refused_by_name(tmp_path):
