@@ -39,7 +39,7 @@ from posenc.attention.masks import MaskSpec
 from posenc.core.precision import arithmetic_dtype
 from posenc.core.tables import building_tables
 from posenc.core.terms import BlockTerm
-from posenc.core.validation import check_float
+from posenc.core.validation import check_bool, check_float
 
 #: When a mask skips keys: at most this many row blocks of at least MIN_BLOCK_ROWS rows (fewer rows per
 #: block skip more of the hidden keys; fewer blocks cost less Python).
@@ -378,6 +378,7 @@ def blocked_attention(
     check_qkv(q, k, v)
     check_bias(bias, q, k)
     check_mask(mask, q, k)
+    check_bool("need_weights", need_weights)
     if bias is not None:
         bias = bias.to(q.dtype)
     mask = MaskSpec() if mask is None else mask
@@ -429,5 +430,5 @@ def attention_with_bias(
     """``softmax(q k^T * scale + bias) v`` and the softmax weights (:func:`blocked_attention` with a
     bias tensor and an optional causal mask; key ``j > i + m - n`` is hidden)."""
     return blocked_attention(
-        q, k, v, bias, mask=MaskSpec(causal=bool(causal)), scale=scale, need_weights=need_weights
+        q, k, v, bias, mask=MaskSpec(causal=causal), scale=scale, need_weights=need_weights
     )

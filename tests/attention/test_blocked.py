@@ -110,6 +110,17 @@ def test_bad_input():
         attention_with_bias(q[0], k, v)
 
 
+def test_flags_are_true_or_false():
+    # a flag read by truthiness: causal='no' hid the later keys, need_weights='no' returned the weights
+    q, k, v, _ = make(3, 3, False, None)
+    with pytest.raises(TypeError, match="`causal` must be True or False, got str 'no'"):
+        attention_with_bias(q, k, v, causal="no")
+    with pytest.raises(TypeError, match="`need_weights` must be True or False, got str 'no'"):
+        attention_with_bias(q, k, v, need_weights="no")
+    with pytest.raises(TypeError, match="`need_weights` must be True or False, got int 1"):
+        blocked_attention(q, k, v, need_weights=1)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_terms_with_their_own_backward_through_output_and_weights(small_blocks, causal):
     # Shaw's key and value terms declare their own block backward (an in-place key term less a row
