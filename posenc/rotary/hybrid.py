@@ -26,7 +26,7 @@ import torch
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions
 from posenc.core.precision import arithmetic_dtype
-from posenc.core.validation import check_float, check_float_dtype, check_int
+from posenc.core.validation import can_read_values, check_float, check_float_dtype, check_int, check_positions
 from posenc.rotary.rope import check_token_count
 
 
@@ -46,10 +46,19 @@ def attention_temperature(
     positions: torch.Tensor, *, floor_scale: float = 8192.0, attn_scale: float = 0.1, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``1 + attn_scale * log1p(floor((p + 1) / floor_scale))`` for positions ``(*p,)``, formed in float64
-    and returned in ``dtype``, at least float32 (float64 for a float64 model's queries)."""
+    and returned in ``dtype``, at least float32 (float64 for a float64 model's queries).
+
+    Positions are integer or float32/float64, finite and >= 0 (checked in eager mode off the meta
+    device): below 0 the floor reaches -1 and the temperature is -inf or NaN."""
     check_float("floor_scale", floor_scale, positive=True)
     check_float("attn_scale", attn_scale, minimum=0.0)
     out = arithmetic_dtype(check_float_dtype("dtype", dtype))
+    check_positions("positions", positions)
+    if positions.numel() and can_read_values(positions) and bool((positions < 0).any()):
+        raise ValueError(
+            f"`positions` must be >= 0 (a temperature below position 0 is -inf or NaN), "
+            f"got a minimum of {positions.min().item()}"
+        )
     p = positions.to(torch.float64)
     return (torch.log1p(torch.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0).to(out)
 

@@ -215,3 +215,28 @@ def test_attention_temperature_refuses_bad_scales(kwargs, name):
     """As AttentionTemperature does: the function alone gave inf or NaN for these."""
     with pytest.raises(ValueError, match=f"`{name}`"):
         attention_temperature(torch.arange(4), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "positions, error, message",
+    [
+        (torch.tensor([0.0, float("nan")]), ValueError, "`positions` must be finite"),
+        (torch.tensor([-5, 0, 1]), ValueError, "`positions` must be >= 0"),
+        (torch.tensor([300.0, 301.0], dtype=torch.bfloat16), ValueError, "`positions` must be an integer, float32 or float64"),
+        (torch.tensor([True, False]), ValueError, "`positions` must be an integer or float tensor"),
+        ([0, 1], TypeError, "`positions` must be a torch.Tensor"),
+    ],
+)
+def test_attention_temperature_refuses_bad_positions(positions, error, message):
+    """They gave a NaN temperature, -inf below position 0 (queries of +-inf), bf16 positions collapsed
+    onto one, bools taken as 0 and 1, and a list failed with AttributeError."""
+    with pytest.raises(error, match=message):
+        attention_temperature(positions, floor_scale=4.0)
+
+
+def test_nope_layer_refuses_negative_positions():
+    layer = NoRope(AttentionTemperature(floor_scale=4.0))
+    q = torch.randn(1, 2, 3, 8)
+    positions = Positions(3, explicit=torch.tensor([[-3, -2, -1]]))
+    with pytest.raises(ValueError, match="`positions` must be >= 0"):
+        layer.rotate(q, q, q_positions=positions, k_positions=positions)
