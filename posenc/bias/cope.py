@@ -150,4 +150,4 @@ class ContextualPosition(BiasEncoding):
         return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, heads={self.heads}, max_positions={self.max_positions}"
+        return f"head_dim={self.head_dim}, heads={self.heads}, max_positions={self.max_positions}, causal={self.causal}"

@@ -82,4 +82,7 @@ class DynamicPositionBias(OffsetBias):
         return self.mlp(self.mlp_input(offsets).unsqueeze(-1).to(weight.dtype)).to(work)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, hidden={self.hidden}, depth={self.depth}, log_distance={self.log_distance}"
+        return (
+            f"heads={self.heads}, hidden={self.hidden}, depth={self.depth}, log_distance={self.log_distance}, "
+            f"causal={self.causal}"
+        )

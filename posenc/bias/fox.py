@@ -145,4 +145,4 @@ class ForgettingGate(BiasEncoding):
         return _gate_bias(gates, k.shape[-2] if n is None else n, self.causal)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, heads={self.heads}"
+        return f"head_dim={self.head_dim}, heads={self.heads}, causal={self.causal}"

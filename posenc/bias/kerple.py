@@ -151,4 +151,4 @@ class Kerple(OffsetBias):
         return ScoreMod(fn, (r1.to(work), r2.to(work), gap), static=((0,), (0,), ()))
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, kernel={self.kernel!r}, causal={self.causal}"
+        return f"heads={self.heads}, kernel={self.kernel!r}, causal={self.causal}, eps={self.eps}"

@@ -105,4 +105,4 @@ class Sandwich(OffsetBias):
         return sandwich_bias(offsets, self.heads, width=self.width, base=self.base, dtype=self.bias_dtype(q))
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, width={self.width}"
+        return f"heads={self.heads}, width={self.width}, base={self.base}"

@@ -171,4 +171,4 @@ class SinusoidalPositionEncoding(DerivedTablesMixin, PositionEncoding):
         return combine_with_input(x, self.encode(positions), self.combine, name="x")
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, base={self.base}, interleaved={self.interleaved}, combine={self.combine!r}"
+        return f"dim={self.dim}, base={self.base}, interleaved={self.interleaved}, combine={self.combine!r}, scale={self.scale}"

@@ -152,4 +152,7 @@ class LearnedRope(PositionEncoding):
         return self.rotate_queries_or_keys(x, Positions(x.shape[-2], offset, None if positions is None else pos))
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, heads={self.heads}, rot_dim={self.rot_dim}, base={self.base}"
+        return (
+            f"head_dim={self.head_dim}, heads={self.heads}, rot_dim={self.rot_dim}, base={self.base}, "
+            f"interleaved={self.interleaved}"
+        )

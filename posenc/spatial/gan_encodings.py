@@ -102,6 +102,9 @@ class CartesianGridInput(_GridInput):
     def table_for(self, size, device):
         return cartesian_grid(size, device=device)
 
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
 
 class SinusoidalGridInput(_GridInput):
     """Xu et al.'s 2-D sinusoidal encoding (SPE) as a generator input: ``channels`` channels (divisible by 4)."""
@@ -120,6 +123,9 @@ class SinusoidalGridInput(_GridInput):
 
     def table_for(self, size, device):
         return sinusoidal_grid(size, self.out_channels, base=self.base, device=device)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.out_channels}, size={self.size}, base={self.base}"
 
 
 @register(

@@ -184,4 +184,7 @@ class HANet(DerivedTablesMixin, EncodingModule):
         return x_high * self.attention(x_low, x_high.shape[-2])
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, rows={self.rows}, mid={self.mid}"
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, rows={self.rows}, mid={self.mid}, "
+            f"pooling={self.pooling!r}, base={self.base}"
+        )

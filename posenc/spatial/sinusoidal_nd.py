@@ -206,4 +206,7 @@ class SinCos2d(DerivedTablesMixin, PositionEncoding):
         return x + enc
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, grid={self.grid}, num_prefix_tokens={self.num_prefix_tokens}, combine={self.combine!r}"
+        return (
+            f"dim={self.dim}, grid={self.grid}, num_prefix_tokens={self.num_prefix_tokens}, combine={self.combine!r}, "
+            f"base={self.base}"
+        )

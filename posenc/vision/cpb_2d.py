@@ -114,4 +114,7 @@ class ContinuousPositionBias2d(DerivedTablesMixin, PositionEncoding):
         return gathered_bias_mod(self.score_bias(q, k, q_positions=q_positions, k_positions=k_positions), q.shape[0])
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, grid={self.grid}, pretrained_grid={self.pretrained_grid}"
+        return (
+            f"heads={self.heads}, grid={self.grid}, pretrained_grid={self.pretrained_grid}, "
+            f"num_prefix_tokens={self.num_prefix_tokens}"
+        )

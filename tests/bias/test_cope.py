@@ -115,3 +115,7 @@ def test_positions_too_large_to_build_raise_with_their_size(monkeypatch):
     assert cope(q[:, :, :200], q[:, :, :200]).shape == (1, 2, 200, 200)  # 320 KB
     with pytest.raises(ValueError, match=r"CoPE positions \(batch=1, heads=2, n=300, m=300\) would need 703\.1 KiB.*MAX_TABLE_BYTES"):
         cope(q, q)
+
+
+def test_repr_shows_causal():
+    assert "causal=False" in repr(ContextualPosition(8, 2, max_positions=4, causal=False))

@@ -88,3 +88,7 @@ def test_a_float64_model_attends_in_float64(positions, causal):
 @pytest.mark.parametrize("positions", POSITIONS.values(), ids=POSITIONS.keys())
 def test_float32_and_half_models_keep_float32_biases(positions, dtype):
     assert_float32_biases(DynamicPositionBias(2, hidden=8), positions, dtype)
+
+
+def test_repr_shows_causal():
+    assert "causal=False" in repr(DynamicPositionBias(2, causal=False))

@@ -155,3 +155,7 @@ def test_the_module_reads_no_gate_values_on_the_host(monkeypatch):
     assert fox(k).shape == (1, 2, 5, 5)
     pos = Positions(5)
     assert fox.score_bias(k, k, q_positions=pos, k_positions=pos).shape == (1, 2, 5, 5)
+
+
+def test_repr_shows_causal():
+    assert "causal=False" in repr(ForgettingGate(8, 2, causal=False))

@@ -137,3 +137,7 @@ def test_the_module_reads_no_parameter_values_on_the_host(monkeypatch, kernel):
     pos = Positions(5)
     q = torch.randn(1, 2, 5, 4)
     assert kerple.score_bias(q, q, q_positions=pos, k_positions=pos).shape[-2:] == (5, 5)
+
+
+def test_repr_shows_the_clamp():
+    assert "eps=0.1" in repr(Kerple(2, eps=0.1))

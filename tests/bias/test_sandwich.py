@@ -100,3 +100,7 @@ def test_a_float64_model_attends_in_float64(positions, causal):
 def test_float32_and_half_models_keep_float32_biases(positions, dtype):
     assert_float32_biases(Sandwich(2, width=8), positions, dtype)
     assert Sandwich(2, width=8).to(dtype)(4).dtype == torch.float32
+
+
+def test_repr_shows_the_base():
+    assert "base=100.0" in repr(Sandwich(2, width=8, base=100.0))

@@ -207,3 +207,7 @@ def test_fairseq_and_tensor2tensor_values_are_timestep_embedding():
     want = torch.cat([theta.sin(), theta.cos()], dim=-1)
     torch.testing.assert_close(timestep_embedding(p, d, max_period=10000.0), want, rtol=0, atol=1e-12)
     assert not torch.allclose(sinusoidal(p, d, interleaved=False).double(), want, atol=1e-3)
+
+
+def test_repr_shows_the_scale():
+    assert "scale=2.0" in repr(SinusoidalPositionEncoding(8, scale=2.0))

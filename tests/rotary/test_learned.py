@@ -125,3 +125,7 @@ def test_compiles_with_dynamic_shapes():
     compiled = torch.compile(lambda x, p: rope(x, positions=p), fullgraph=True, dynamic=True, backend="eager")
     for n in (7, 5):
         torch.testing.assert_close(compiled(x[:, :, :n], torch.arange(3, 3 + n)), rope(x[:, :, :n], positions=torch.arange(3, 3 + n)))
+
+
+def test_repr_shows_the_pair_layout():
+    assert "interleaved=True" in repr(LearnedRope(8, heads=2, interleaved=True))

@@ -137,3 +137,7 @@ def test_batch_and_size_at_the_edges(kind):
         grid(torch.tensor(2))
     with pytest.raises(ValueError, match=r"`size`=\(1000000, 1000000\) needs a .* more than the"):
         grid(2, size=10**6)  # was the allocator's error
+
+
+def test_repr_shows_the_base():
+    assert "base=100.0" in repr(MultiScalePositionalInput(4, sizes=[(4, 4)], base=100.0))

@@ -180,3 +180,8 @@ def test_trains_in_reference_cnn():
     model = CNN(3, 3, width=8, depth=1, position="hanet", rows=6, reduction=2)
     losses = train_losses(model, lambda: (torch.randn(8, 3, 12, 8), labels), F.cross_entropy, steps=40, lr=1e-2)
     assert_loss_falls(losses, factor=0.7)
+
+
+def test_repr_shows_pooling_and_base():
+    text = repr(HANet(4, 4, rows=4, pooling="max", base=10.0))
+    assert "pooling='max'" in text and "base=10.0" in text

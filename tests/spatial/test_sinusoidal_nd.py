@@ -202,3 +202,7 @@ def test_feature_map_encoding_compiles_for_dynamic_map_sizes():
     for h, w in ((3, 5), (4, 6)):
         x = torch.randn(1, 8, h, w)
         torch.testing.assert_close(compiled(x), enc(x))
+
+
+def test_repr_shows_the_base():
+    assert "base=100.0" in repr(SinCos2d(8, grid=(3, 3), base=100.0))

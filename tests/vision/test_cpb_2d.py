@@ -125,3 +125,7 @@ def test_blocked_kernel_refuses_a_bias_of_more_heads():
     with pytest.raises(ValueError, match="`q` has 2 heads but the bias was built for heads=3"):
         attend(q, k, v, position=ContinuousPositionBias2d(3, (2, 2), hidden=8), backend="blocked",
                q_positions=Positions(4), k_positions=Positions(4))
+
+
+def test_repr_shows_the_prefix_tokens():
+    assert "num_prefix_tokens=1" in repr(ContinuousPositionBias2d(2, grid=(3, 3), num_prefix_tokens=1))
