@@ -44,6 +44,7 @@ def nerf_frequencies(
     # past 2^63 no significant bit of a float64 coordinate is left in the phase (and 2^1024 overflows)
     check_int("num_frequencies", num_frequencies, minimum=0, maximum=MAX_FREQUENCIES)
     check_choice("bands", bands, ("log", "linear"))
+    check_bool("use_pi", use_pi)
     dtype = angle_dtype(device)
     if bands == "log":
         freq = 2.0 ** torch.arange(num_frequencies, device=device, dtype=dtype)

@@ -56,6 +56,7 @@ def coordinate_channels(
     for i, size in enumerate(spatial):
         check_int(f"spatial[{i}]", size, minimum=0)
     check_float_dtype("dtype", dtype)  # integer coordinates would truncate -0.5 .. 0.5 to 0
+    check_bool("with_r", with_r)
     # formed in float64: (axes [+ radius], *spatial) of them, refused before the allocator sees them
     check_fits("spatial", tuple(spatial), (len(spatial) + bool(with_r), *spatial), torch.float64, device)
     axes = [torch.linspace(-1.0, 1.0, size, device=device, dtype=torch.float64) for size in spatial]

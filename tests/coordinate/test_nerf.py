@@ -165,3 +165,11 @@ def test_flags_must_be_true_or_false(flag):
             nerf_encoding(torch.zeros(2, 3), 2, **{name: flag})
         with pytest.raises(TypeError, match=f"`{name}` must be True or False"):
             NeRFEncoding(3, 2, **{name: flag})
+
+
+def test_frequencies_refuse_a_flag_that_is_not_a_bool():
+    # use_pi="no" multiplied the bands by pi (truthy), as NeRFEncoding(use_pi="no") refuses to
+    from posenc.coordinate import nerf_frequencies
+
+    with pytest.raises(TypeError, match="`use_pi` must be True or False, got str 'no'"):
+        nerf_frequencies(4, use_pi="no")

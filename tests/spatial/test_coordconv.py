@@ -160,3 +160,9 @@ def test_convolution_arguments_torch_only_checks_when_called_are_refused_when_bu
     cls = CoordConvTranspose if name == "output_padding" else CoordConv
     with pytest.raises(ValueError, match=f"`{name}` must be >= "):
         cls(2, 3, 3, **{name: value})
+
+
+def test_coordinate_channels_refuse_a_flag_that_is_not_a_bool():
+    # with_r="no" appended the radius channel (truthy), as add_coords(with_r="no") refuses to
+    with pytest.raises(TypeError, match="`with_r` must be True or False, got str 'no'"):
+        coordinate_channels((3, 4), with_r="no")

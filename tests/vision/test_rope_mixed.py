@@ -148,3 +148,11 @@ def test_apply_rope_mixed_compiles_with_dynamic_shapes():
     for n in (9, 6):
         x = torch.randn(3, 2, n, 8, generator=torch.Generator().manual_seed(n))
         torch.testing.assert_close(compiled(x, coords[:n], freqs), apply_rope_mixed(x, coords[:n], freqs))
+
+
+def test_init_refuses_a_flag_that_is_not_a_bool_and_a_bad_generator():
+    # rotate="no" drew random directions (truthy); generator=0 failed inside torch.rand
+    with pytest.raises(TypeError, match="`rotate` must be True or False, got str 'no'"):
+        rope_mixed_init(8, 2, rotate="no")
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got int"):
+        rope_mixed_init(8, 2, generator=0)
