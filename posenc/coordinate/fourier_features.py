@@ -72,10 +72,10 @@ def positional_matrix(
 ) -> torch.Tensor:
     """Rows ``sigma^(j/m) e_k`` for ``j = 0 .. m-1`` (outer), ``k = 0 .. c-1`` (inner): ``(m c, c)`` float64."""
     check_positive_int("in_dim", in_dim)
-    check_positive_int("num_features", num_scales)
+    check_positive_int("num_scales", num_scales)
     sigma = check_float("sigma", sigma, positive=True)
     dtype = angle_dtype(device)
-    check_fits("num_features", num_scales, (num_scales * in_dim, in_dim), dtype, device)
+    check_fits("num_scales", num_scales, (num_scales * in_dim, in_dim), dtype, device)
     scales = sigma ** (torch.arange(num_scales, device=device, dtype=dtype) / num_scales)
     # (m, 1, 1) * (1, c, c) -> (m, c, c) -> (m c, c)
     eye = torch.eye(in_dim, device=device, dtype=dtype)

@@ -23,7 +23,7 @@ kernel size.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +156,14 @@ def grid_coordinates(
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
+def _check_coordinates(name: str, coords: Any) -> torch.Tensor:
+    """``(*, 2)`` (row, column) coordinates: a finite integer or float32/float64 tensor."""
+    coords = check_positions(name, coords)
+    if coords.ndim == 0 or coords.shape[-1] != 2:
+        raise ValueError(f"`{name}` must have a last dimension of 2 (row, column), got {tuple(coords.shape)}")
+    return coords
+
+
 def encode_coordinates(
     coords: torch.Tensor,
     *,
@@ -170,9 +178,7 @@ def encode_coordinates(
     ``e = pos_dim``.
     """
     _check_position_args(position, num_frequencies, pos_dim)
-    coords = check_positions("positions", coords)
-    if coords.ndim == 0 or coords.shape[-1] != 2:
-        raise ValueError(f"`positions` must have a last dimension of 2 (row, column), got {tuple(coords.shape)}")
+    coords = _check_coordinates("coords", coords)
     coords = coords.to(torch.float64)
     if position == "sinusoidal":
         return torch.cat((sinusoidal(coords[..., 0], pos_dim // 2), sinusoidal(coords[..., 1], pos_dim // 2)), -1)
@@ -274,7 +280,7 @@ class HyperConv2d(EncodingModule):
         """The kernel used at each of the given pixel coordinates: ``(H, W, 2)`` -> ``(H, W, out, in, k, k)``."""
         p = next(self.parameters())
         square = (self.kernel_size, self.kernel_size)
-        positions = check_positions("positions", positions)  # before .to() below, which a list does not have
+        positions = _check_coordinates("positions", positions)  # before .to() below, which a list does not have
         if positions.ndim:
             shape = (*positions.shape[:-1], self.out_channels, self.in_channels, *square)
             check_fits("positions", tuple(positions.shape), shape, p.dtype, p.device)

@@ -46,6 +46,7 @@ from posenc.core.validation import (
     check_float,
     check_float_tensor,
     check_layers_fit,
+    check_positions,
     check_positive_int,
     check_same_device,
 )
@@ -56,6 +57,7 @@ from posenc.relative.rel_shift import shift_padded, skew
 def relative_sinusoid(distances: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
     """Transformer-XL's ``R``: ``(*p,)`` distances -> ``(*p, dim)``, sines then cosines; float64 for
     float64 distances, else float32."""
+    check_positions("distances", distances)  # named here: sinusoidal would call them `positions`
     return sinusoidal(distances, dim, base=base, interleaved=False)
 
 

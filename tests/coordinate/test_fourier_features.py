@@ -209,3 +209,11 @@ def test_functional_matrix_must_be_finite(bad):
     B[1, 0] = bad  # used to give NaN features silently
     with pytest.raises(ValueError, match="`B` must be finite"):
         fourier_features(torch.rand(3, 2), B)
+
+
+def test_positional_matrix_names_its_own_argument():
+    # refused as `num_features`, FourierFeatures' argument, which positional_matrix does not have
+    with pytest.raises(ValueError, match="`num_scales` must be >= 1, got 0"):
+        positional_matrix(2, 0, 2.0)
+    with pytest.raises(ValueError, match="`num_features` must be >= 1, got 0"):
+        FourierFeatures(2, "positional", num_features=0)

@@ -279,3 +279,15 @@ def test_generate_kernels_names_positions_that_are_not_a_tensor():
     with pytest.raises(TypeError, match="`positions` must be a torch.Tensor, got list"):
         layer.generate_kernels([[0.0, 0.0]])
     assert layer.generate_kernels(torch.zeros(4, 2)).shape == (4, 3, 2, 3, 3)
+
+
+def test_encode_coordinates_names_its_own_argument():
+    # refused as `positions`, HyperConv2d.generate_kernels' argument, which encode_coordinates does not have
+    from posenc.hyper import encode_coordinates
+
+    with pytest.raises(ValueError, match="`coords` must have a last dimension of 2"):
+        encode_coordinates(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="`coords` must be finite"):
+        encode_coordinates(torch.full((4, 2), float("nan")))
+    with pytest.raises(ValueError, match="`positions` must have a last dimension of 2"):
+        HyperConv2d(1, 2, 3).generate_kernels(torch.zeros(2, 2, 3))

@@ -233,3 +233,13 @@ def test_explicit_positions_on_meta_and_in_a_compiled_graph():
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(net, fullgraph=True)(tokens, positions=positions),
                                    net(tokens, positions=positions), atol=1e-5, rtol=1e-5)
+
+
+def test_relative_sinusoid_names_its_own_argument():
+    # refused as `positions`, sinusoidal's argument, which relative_sinusoid does not have
+    from posenc.relative import relative_sinusoid
+
+    with pytest.raises(ValueError, match="`distances` must be finite"):
+        relative_sinusoid(torch.tensor([0.0, float("nan")]), 8)
+    with pytest.raises(TypeError, match="`distances` must be a torch.Tensor"):
+        relative_sinusoid([0, 1], 8)
