@@ -35,6 +35,8 @@ from posenc.core.validation import (
 def sandwich_frequencies(width: int, *, base: float = 10000.0, device=None) -> torch.Tensor:
     """``(width/2,)`` float64 frequencies ``base^(-2k/width)`` for ``k = 1 .. width/2``."""
     check_even("width", check_positive_int("width", width), why="the sinusoid has width/2 (sin, cos) pairs")
+    base = check_float("base", base, positive=True)
+    check_fits("width", width, (width // 2,), torch.float64, device)
     k = torch.arange(1, width // 2 + 1, dtype=torch.float64, device=device)
     return base ** (-2.0 * k / width)
 

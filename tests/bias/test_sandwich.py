@@ -104,3 +104,17 @@ def test_float32_and_half_models_keep_float32_biases(positions, dtype):
 
 def test_repr_shows_the_base():
     assert "base=100.0" in repr(Sandwich(2, width=8, base=100.0))
+
+
+def test_frequencies_check_base_and_size():
+    # base=0 gave inf frequencies and base=nan NaN ones without a word; a width past memory reached the allocator
+    from posenc.bias import sandwich_frequencies
+
+    for base in (0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="`base` must be"):
+            sandwich_frequencies(8, base=base)
+    with pytest.raises(TypeError, match="`base` must be a number"):
+        sandwich_frequencies(8, base="100")
+    with pytest.raises(ValueError, match="`width`=10000000000000 needs"):
+        sandwich_frequencies(10**13)
+    torch.testing.assert_close(sandwich_frequencies(4, base=100.0), torch.tensor([0.1, 0.01], dtype=torch.float64))
