@@ -66,6 +66,14 @@ def toeplitz(per_diagonal: torch.Tensor, m: int) -> torch.Tensor:
     Built from overlapping windows of the vector, so the gradient of the result is summed along its
     diagonals (``unfold``'s backward) instead of scattered pair by pair.
     """
+    if not torch.compiler.is_compiling():
+        if check_tensor("per_diagonal", per_diagonal).ndim == 0:
+            raise ValueError("`per_diagonal` must have rank >= 1 (values by diagonal along the last axis), got a 0-d tensor")
+        width = per_diagonal.shape[-1]
+        # n = width - m + 1 queries: m = width + 1 leaves none
+        check_int("m", m, minimum=0, maximum=width + 1)
+        if m == width + 1:
+            return per_diagonal.new_zeros(*per_diagonal.shape[:-1], 0, m)
     if torch.compiler.is_compiling():
         # unfold fixes its window length in a traced graph (one graph per sequence length); a gather by
         # offset keeps n and m symbolic

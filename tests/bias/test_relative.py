@@ -129,3 +129,21 @@ def test_narrow_integer_positions_do_not_wrap_around(dtype):
         bias = create(name, heads=2)
         want = bias(2, 2, q_positions=q, k_positions=k)
         torch.testing.assert_close(bias(2, 2, q_positions=q.to(dtype), k_positions=k.to(dtype)), want, msg=name)
+
+
+def test_toeplitz_checks_its_arguments():
+    # m past the diagonals failed inside unfold ('maximum size for tensor at dimension 1 is 7 but size is 9'),
+    # a negative m with 'size is -1 but must be >= 0', a float m in unfold's own words, a list with AttributeError
+    x = torch.randn(2, 7)
+    with pytest.raises(ValueError, match="`m` must be <= 8, got 9"):
+        toeplitz(x, 9)
+    with pytest.raises(ValueError, match="`m` must be >= 0, got -1"):
+        toeplitz(x, -1)
+    with pytest.raises(TypeError, match="`m` must be an int, got float 4.0"):
+        toeplitz(x, 4.0)
+    with pytest.raises(TypeError, match="`per_diagonal` must be a torch.Tensor"):
+        toeplitz([1.0, 2.0, 3.0], 2)
+    with pytest.raises(ValueError, match="`per_diagonal` must have rank >= 1"):
+        toeplitz(torch.tensor(1.0), 1)
+    assert toeplitz(x, 8).shape == (2, 0, 8)  # n = 7 - 8 + 1 = 0 queries
+    assert toeplitz(x, 0).shape == (2, 8, 0)
