@@ -47,6 +47,11 @@ def token_coords(
     Returns ``coords``: ``(b | 1, n, 2)`` int64 (0 for prefix tokens) and ``is_patch``: ``(b | 1, n)`` bool.
     Raises ``ValueError`` when a token index lies outside ``[0, num_prefix_tokens + h * w)``.
     """
+    if not torch.compiler.is_compiling():
+        if not isinstance(positions, Positions):
+            raise TypeError(f"`positions` must be a Positions, got {type(positions).__name__}")
+        grid = check_grid("grid", grid)
+        check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
     total = num_prefix_tokens + grid[0] * grid[1]
     if positions.is_implicit:
         if positions.end > total:

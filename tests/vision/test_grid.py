@@ -57,3 +57,19 @@ def test_token_coords_compiles_with_fullgraph():
     x = torch.zeros(7)
     torch.testing.assert_close(torch.compile(coords_of, fullgraph=True)(x), coords_of(x))
     assert coords_of(x)[0, 1:].tolist() == grid_coords((2, 3)).tolist()
+
+
+def test_token_coords_checks_its_arguments():
+    # num_prefix_tokens=1.0 returned float coordinates (documented int64), -1 was refused as '`positions`
+    # reach token 6 but the grid (2, 3) with -1 prefix tokens has 5 tokens', a tensor of positions failed
+    # with AttributeError: 'Tensor' object has no attribute 'is_implicit'
+    with pytest.raises(TypeError, match="`num_prefix_tokens` must be an int, got float 1.0"):
+        token_coords(Positions(7), grid=(2, 3), num_prefix_tokens=1.0)
+    with pytest.raises(ValueError, match="`num_prefix_tokens` must be >= 0, got -1"):
+        token_coords(Positions(5), grid=(2, 3), num_prefix_tokens=-1)
+    with pytest.raises(TypeError, match="`positions` must be a Positions, got Tensor"):
+        token_coords(torch.arange(7), grid=(2, 3), num_prefix_tokens=1)
+    with pytest.raises(ValueError, match=r"`grid\[0\]` must be >= 1"):
+        token_coords(Positions(1), grid=(0, 3), num_prefix_tokens=1)
+    coords, _ = token_coords(Positions(7), grid=3, num_prefix_tokens=1)  # an int grid means (g, g)
+    assert coords.dtype == torch.int64 and coords[0, -1].tolist() == [1, 2]
