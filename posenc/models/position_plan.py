@@ -10,7 +10,7 @@ A transformers config's ``no_rope_layers`` flags convert with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from posenc.core.base import PositionEncoding
@@ -44,6 +44,11 @@ class PositionPlan:
     def nope_layers(self, depth: int) -> frozenset[int]:
         """The NoPE layers of a ``depth``-layer model."""
         layers = set()
+        if isinstance(self.no_rope_layers, (str, bytes)) or not isinstance(self.no_rope_layers, Iterable):
+            raise TypeError(
+                "`no_rope_layers` must be a sequence of layer indices, "
+                f"got {type(self.no_rope_layers).__name__} {self.no_rope_layers!r}"
+            )
         for i, layer in enumerate(self.no_rope_layers):
             layers.add(check_int(f"no_rope_layers[{i}]", layer, minimum=0, maximum=depth - 1))
         if self.no_rope_every is not None:

@@ -148,6 +148,9 @@ def test_compiles_fullgraph():
         ("rope", PositionPlan(attn_temperature_tuning=0.1), "attn_temperature_tuning"),
         ("alibi", PositionPlan(no_rope_layers=(0,)), "position_plan"),
         ("rope", {"no_rope_layers": (0,)}, "position_plan"),
+        # an int where a sequence belongs failed with "'int' object is not iterable"
+        ("rope", PositionPlan(no_rope_layers=1), "`no_rope_layers` must be a sequence of layer indices, got int 1"),
+        ("rope", PositionPlan(no_rope_layers="1"), "`no_rope_layers` must be a sequence of layer indices, got str '1'"),
     ],
 )
 def test_bad_plan_names_the_argument(position, plan, name):
