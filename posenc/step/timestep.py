@@ -80,6 +80,7 @@ def timestep_frequencies(
             f"downscale_freq_shift), got {downscale_freq_shift} with dim={dim}: widen dim or lower the shift "
             f"(DDPM's 1 needs dim >= 4; diffusers' get_timestep_embedding takes dim 2 or 3 with shift 0)"
         )
+    check_fits("dim", dim, (half,), torch.float64, device)
     # base' ** (-2i / 2half) == P ** (-i / (half - shift)) with base' = P ** (half / (half - shift))
     return torch.exp(
         -math.log(max_period) / (half - downscale_freq_shift) * torch.arange(half, dtype=torch.float64, device=device)

@@ -219,3 +219,11 @@ def test_defaults_are_ddpm_and_bad_options_are_refused_by_name():
     with pytest.raises(ValueError, match="`max_period` must be > 0"):
         timestep_embedding(t, 8, max_period=0.0)
     assert "flip_sin_to_cos=True" in repr(TimestepEmbedding(8, flip_sin_to_cos=True, downscale_freq_shift=0))
+
+
+def test_frequencies_refuse_a_width_past_memory():
+    # timestep_frequencies(10**13) reached the CPU allocator ('you tried to allocate 40000000000000 bytes')
+    from posenc.step import timestep_frequencies
+
+    with pytest.raises(ValueError, match=r"`dim`=10000000000000 needs a \(5000000000000,\) torch.float64 tensor"):
+        timestep_frequencies(10**13)

@@ -73,3 +73,12 @@ def test_token_coords_checks_its_arguments():
         token_coords(Positions(1), grid=(0, 3), num_prefix_tokens=1)
     coords, _ = token_coords(Positions(7), grid=3, num_prefix_tokens=1)  # an int grid means (g, g)
     assert coords.dtype == torch.int64 and coords[0, -1].tolist() == [1, 2]
+
+
+def test_grid_coords_refuses_a_grid_past_memory():
+    # grid_coords((10**6, 10**6)) reached the CPU allocator ('you tried to allocate 8000000000000 bytes')
+    with pytest.raises(ValueError, match=r"`grid`=\(1000000, 1000000\) needs a \(1000000000000, 2\) torch.int64 tensor"):
+        grid_coords((10**6, 10**6))
+    with pytest.raises(ValueError, match=r"`grid\[0\]` must be >= 1"):
+        grid_coords((0, 3))
+    assert grid_coords(2).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
