@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from posenc.core.validation import check_float
+from posenc.core.validation import check_float, check_float_tensor
 
 
 def kept_pairs(pairs: int, p: float) -> int:
@@ -28,6 +28,7 @@ def kept_pairs(pairs: int, p: float) -> int:
 
 def keep_highest_frequencies(inv_freq: torch.Tensor, p: float) -> torch.Tensor:
     """``inv_freq`` ``(f,)`` (ordered fastest first) with all but the first ``floor(p * f)`` set to 0."""
+    check_float_tensor("inv_freq", inv_freq, ndim=1)
     keep = kept_pairs(inv_freq.shape[-1], p)
     if keep == inv_freq.shape[-1]:
         return inv_freq

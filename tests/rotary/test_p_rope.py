@@ -59,3 +59,17 @@ def test_p_rope_on_the_meta_device_and_state_dict():
     rope = RotaryPositionEncoding(8, p=0.5, device="meta")
     assert rope.cos_cached.device.type == "meta"
     assert RotaryPositionEncoding(8, p=0.5).state_dict() == {}
+
+
+def test_keep_highest_frequencies_checks_inv_freq():
+    # a list failed with AttributeError ('list' object has no attribute 'shape'); integer and (1, f)
+    # frequencies, outside the documented float (f,), were taken
+    from posenc.rotary import keep_highest_frequencies
+
+    with pytest.raises(TypeError, match="`inv_freq` must be a torch.Tensor, got list"):
+        keep_highest_frequencies([1.0, 0.1], 0.5)
+    with pytest.raises(ValueError, match="`inv_freq` must be a floating-point tensor, got dtype torch.int64"):
+        keep_highest_frequencies(torch.tensor([1, 2]), 0.5)
+    with pytest.raises(ValueError, match=r"`inv_freq` must have rank 1, got shape \(1, 4\)"):
+        keep_highest_frequencies(torch.ones(1, 4), 0.5)
+    assert keep_highest_frequencies(torch.tensor([1.0, 0.1, 0.01, 0.001], dtype=torch.float64), 0.5).tolist() == [1.0, 0.1, 0.0, 0.0]
