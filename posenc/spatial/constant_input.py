@@ -29,7 +29,7 @@ from torch import nn
 
 from posenc.core.base import EncodingModule
 from posenc.core.precision import arithmetic_dtype
-from posenc.core.registry import create, get, register
+from posenc.core.registry import create, register
 from posenc.core.validation import (
     check_batch,
     check_bool,
@@ -226,8 +226,6 @@ class StyleGenerator(nn.Module):
         elif input == "gan_multiscale":
             module = create("gan_multiscale", **{"channels": channels, **input_kwargs}, device=kw["device"])
         else:
-            if isinstance(input, str):
-                get(input)  # unknown names raise listing the known ones
             raise ValueError(f"`input` must be 'constant_input', 'gan_multiscale' or a module, got {input!r}")
         if not isinstance(getattr(module, "out_channels", None), int):
             raise TypeError("`input` module must have an int `out_channels` and forward(batch, *, size=None)")

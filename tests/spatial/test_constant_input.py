@@ -158,3 +158,10 @@ def test_adain_materialised_from_meta_keeps_its_scale_bias_of_one():
     assert torch.equal(built.affine.bias[:4], torch.ones(4)) and torch.equal(built.affine.bias[4:], torch.zeros(4))
     for (name, want), (_, got) in zip(normal.named_parameters(), built.named_parameters(), strict=True):
         torch.testing.assert_close(got, want, atol=0, rtol=0, msg=name)
+
+
+def test_an_unknown_input_name_is_refused_naming_input():
+    # a name outside the registry was refused by the registry lookup as "unknown encoding 'foo' for `name`
+    # ...; known encodings: alibi, ..." (an argument the generator does not have, and names it does not take)
+    with pytest.raises(ValueError, match=r"^`input` must be 'constant_input', 'gan_multiscale' or a module, got 'foo'$"):
+        StyleGenerator(8, 8, 8, 1, input="foo")
