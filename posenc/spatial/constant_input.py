@@ -33,9 +33,11 @@ from posenc.core.registry import create, register
 from posenc.core.validation import (
     check_batch,
     check_bool,
+    check_dtype_matches,
     check_float,
     check_float_tensor,
     check_int,
+    check_layers_fit,
     check_positive_int,
     check_same_device,
     check_table_fits,
@@ -125,7 +127,8 @@ class AdaIN(nn.Module):
     def __init__(self, channels: int, w_dim: int, *, device=None, dtype=None) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        check_positive_int("w_dim", w_dim)
+        self.w_dim = check_positive_int("w_dim", w_dim)
+        check_layers_fit({"channels": channels, "w_dim": w_dim}, (w_dim + 1) * 2 * channels, dtype, device)
         self.affine = nn.Linear(w_dim, 2 * channels, device=device, dtype=dtype)
         self.reset_parameters()
 
@@ -136,6 +139,12 @@ class AdaIN(nn.Module):
             self.affine.bias[self.channels :].zero_()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x ``(b, channels, h, w)`` styled by ``w`` ``(b, w_dim)``."""
+        check_float_tensor("w", w, ndim=2)
+        if w.shape[1] != self.w_dim:
+            raise ValueError(f"`w` must have w_dim={self.w_dim} features, got shape {tuple(w.shape)}")
+        check_dtype_matches("w", w, self, owner="AdaIN")
+        check_same_device(w=w, weight=self.affine.weight)
         scale, bias = self.affine(w).chunk(2, dim=-1)
         return adain(x, scale, bias)
 

@@ -165,3 +165,27 @@ def test_an_unknown_input_name_is_refused_naming_input():
     # ...; known encodings: alibi, ..." (an argument the generator does not have, and names it does not take)
     with pytest.raises(ValueError, match=r"^`input` must be 'constant_input', 'gan_multiscale' or a module, got 'foo'$"):
         StyleGenerator(8, 8, 8, 1, input="foo")
+
+
+def test_adain_checks_its_sizes_and_style():
+    # AdaIN(0, 8) and AdaIN(True, 8) were built, AdaIN(4.0, 8) failed inside nn.Linear, a style of another
+    # width with 'mat1 and mat2 shapes cannot be multiplied (2x7 and 8x8)', a float64 style with
+    # 'mat1 and mat2 must have the same dtype'
+    from posenc.spatial import AdaIN
+
+    with pytest.raises(ValueError, match="`channels` must be >= 1, got 0"):
+        AdaIN(0, 8)
+    with pytest.raises(TypeError, match="`channels` must be an int, got bool True"):
+        AdaIN(True, 8)
+    with pytest.raises(TypeError, match="`w_dim` must be an int, got float 8.0"):
+        AdaIN(4, 8.0)
+    with pytest.raises(ValueError, match="`channels`=1000000000000 needs"):
+        AdaIN(10**12, 10**6)
+    layer, x = AdaIN(4, 8), torch.randn(2, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"`w` must have w_dim=8 features, got shape \(2, 7\)"):
+        layer(x, torch.randn(2, 7))
+    with pytest.raises(ValueError, match="`w` has dtype torch.float64 but AdaIN's parameters are torch.float32"):
+        layer(x, torch.randn(2, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`w`"):
+        layer(x, torch.randn(8))
+    assert layer(x, torch.randn(2, 8)).shape == x.shape
