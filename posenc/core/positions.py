@@ -215,11 +215,12 @@ def randomized_positions(
     ``range(max_len)`` and sorted ascending (Ruoss et al. 2023, arXiv:2305.16843).
 
     Training with these and evaluating with ``0 .. n - 1`` exposes the encoding to every position up
-    to ``max_len`` while keeping the order of the tokens. ``n == 0`` gives a ``(batch, 0)`` tensor.
+    to ``max_len`` while keeping the order of the tokens. ``n == 0`` gives a ``(batch, 0)`` tensor and
+    ``batch == 0`` a ``(0, n)`` one (an empty batch).
     """
     check_int("n", n, minimum=0)
     check_int("max_len", max_len, minimum=1, maximum=2**63 - 1)  # positions are int64
-    check_int("batch", batch, minimum=1)
+    check_int("batch", batch, minimum=0)
     if n > max_len:
         raise ValueError(
             f"`max_len` ({max_len}) must be at least the sequence length `n` ({n}): "

@@ -52,7 +52,7 @@ def test_reexported():
         ((5, 4), {}, "max_len"),
         ((-1, 4), {}, "`n`"),
         ((2, 0), {}, "max_len"),
-        ((2, 4), {"batch": 0}, "batch"),
+        ((2, 4), {"batch": -1}, "batch"),
         ((2.5, 4), {}, "`n`"),
     ],
 )
@@ -106,3 +106,17 @@ def test_narrow_integer_positions_are_widened(position):
     want = model(tokens, positions=torch.arange(6))
     for dtype in (torch.uint8, torch.int8, torch.int16):
         torch.testing.assert_close(model(tokens, positions=torch.arange(6, dtype=dtype)), want)
+
+
+def test_an_empty_batch_draws_no_rows():
+    # batch=0 was refused ('`batch` must be >= 1, got 0'), so a Transformer with randomize_positions in
+    # training, or apply_rope(randomize_positions=L), failed on an empty batch naming an argument the
+    # caller never passed
+    from posenc.functional import apply_rope
+    from posenc.models import Transformer
+
+    assert randomized_positions(3, 8, batch=0).shape == (0, 3)
+    assert randomized_positions(3, 10**9, batch=0).shape == (0, 3)  # the sparse draw
+    assert apply_rope(torch.randn(0, 2, 5, 8), None, randomize_positions=16).shape == (0, 2, 5, 8)
+    model = Transformer(20, 16, 1, 2, position="rope", causal=True, randomize_positions=16).train()
+    assert model(torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5, 20)
