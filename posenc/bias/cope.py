@@ -131,6 +131,9 @@ class ContextualPosition(BiasEncoding):
         nn.init.normal_(self.embeddings, std=self.head_dim**-0.5)
 
     def score_bias(self, q, k, *, q_positions: Positions, k_positions: Positions) -> torch.Tensor:
+        # checked here, the hook every attention path calls, not only in forward
+        if q.shape[-1] != self.head_dim:
+            raise ValueError(f"`q` must have head width {self.head_dim}, got shape {tuple(q.shape)}")
         positions = contextual_positions(q, k, max_positions=self.max_positions, causal=self.causal)
         # float32 arithmetic, float64 where the queries or the embeddings are float64
         work = arithmetic_dtype(q.dtype, self.embeddings.dtype)
@@ -141,8 +144,6 @@ class ContextualPosition(BiasEncoding):
         """The ``(b, h, n, m)`` bias for queries ``q`` (the last ``n`` of the keys) and keys ``k``."""
         check_float_tensor("q", q, ndim=4)
         check_float_tensor("k", k, ndim=4)
-        if q.shape[-1] != self.head_dim:
-            raise ValueError(f"`q` must have head width {self.head_dim}, got shape {tuple(q.shape)}")
         return self.score_bias(q, k, q_positions=Positions(q.shape[-2]), k_positions=Positions(k.shape[-2]))
 
     def score_mod(self, q, k, *, q_positions: Positions, k_positions: Positions) -> ScoreMod:

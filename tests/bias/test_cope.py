@@ -119,3 +119,15 @@ def test_positions_too_large_to_build_raise_with_their_size(monkeypatch):
 
 def test_repr_shows_causal():
     assert "causal=False" in repr(ContextualPosition(8, 2, max_positions=4, causal=False))
+
+
+@pytest.mark.parametrize("attention", ["eager", "blocked", "sdpa"])
+def test_a_model_of_another_head_width_is_refused_naming_q(attention):
+    # a CoPE built for head width 4 in a model of head width 8 failed inside the matmul with
+    # 'mat1 and mat2 shapes cannot be multiplied (10x8 and 4x8)' on every backend
+    from posenc.models import Transformer
+
+    cope = ContextualPosition(4, 2, max_positions=8)
+    model = Transformer(20, 16, 1, 2, position=cope, causal=True, attention=attention)
+    with pytest.raises(ValueError, match=r"`q` must have head width 4, got shape \(1, 2, 5, 8\)"):
+        model(torch.randint(0, 20, (1, 5)))
