@@ -26,6 +26,7 @@ Needs transformers (``pip install posenc[hf]``); nothing here imports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -69,6 +70,11 @@ class PosencRotaryEmbedding(nn.Module):
         self.layout = check_choice("layout", layout, LAYOUTS)
         self.config = config
         self.shared = isinstance(encodings, RotaryPositionEncoding)  # one encoding whatever the layer type
+        if not self.shared and not isinstance(encodings, Mapping):
+            raise TypeError(
+                "`encodings` must be a RotaryPositionEncoding or a dict of them by layer type, "
+                f"got {type(encodings).__name__}"
+            )
         if self.shared:
             encodings = {"default": encodings}
         for name, encoding in encodings.items():
@@ -236,6 +242,11 @@ def use_posenc_rotary(
         raise ValueError(
             f"`model` ({type(model).__name__}) uses multimodal RoPE (rope_parameters['mrope_section']), which "
             f"use_posenc_rotary does not replace; rotate with posenc.rotary.apply_mrope instead"
+        )
+    if encoding is not None and not isinstance(encoding, (RotaryPositionEncoding, Mapping)):
+        raise TypeError(
+            "`encoding` must be a RotaryPositionEncoding, a dict of them by layer type, or None, "
+            f"got {type(encoding).__name__}"
         )
     # without a config (a module built by hand) only the rotary modules' own configs or `encoding` can say
     default = from_hf_config(text_config) if encoding is None and text_config is not None else encoding

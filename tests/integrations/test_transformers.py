@@ -402,3 +402,15 @@ def test_a_vision_tower_rotary_stays():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert model.model.vision_tower.patch_positional_embedding is vision_rotary
     assert isinstance(model.model.language_model.rotary_emb, PosencRotaryEmbedding)
+
+
+def test_an_encoding_that_is_not_rotary_is_refused_by_name():
+    """An ALiBi or a registry name failed with AttributeError: 'ALiBi' object has no attribute 'items'."""
+    import posenc
+
+    with pytest.raises(TypeError, match="`encoding` must be a RotaryPositionEncoding, a dict of them by layer type, or None, got ALiBi"):
+        use_posenc_rotary(tiny_of("Llama"), posenc.create("alibi", heads=4))
+    with pytest.raises(TypeError, match="`encoding` must be .* got str"):
+        use_posenc_rotary(tiny_of("Llama"), "rope")
+    with pytest.raises(TypeError, match="`encodings` must be a RotaryPositionEncoding or a dict of them by layer type, got str"):
+        PosencRotaryEmbedding("rope")
