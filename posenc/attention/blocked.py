@@ -391,6 +391,18 @@ def blocked_attention(
             term.under_mask(mask, q.shape[-2], k.shape[-2]) if term is not None and term.under_mask else term
             for term in (bias_term, value_term)
         )
+        if bias_term is not None:
+            # one query and one key: a term of other heads (an encoding built for another head count)
+            # would otherwise fail inside the first block's in-place add
+            with torch.no_grad():
+                probe = bias_term.fn(0, 1, 0, 1, *bias_term.tensors)
+            b, h = q.shape[:2]
+            if probe.ndim != 4 or probe.shape[0] not in (1, b) or probe.shape[1] not in (1, h):
+                raise ValueError(
+                    f"`bias_term` must give blocks of shape (b | 1, h | 1, rows, keys) with (b, h) = ({b}, {h}) "
+                    f"from `q`, got {tuple(probe.shape)} for one query and key (an encoding built for another "
+                    "number of heads?)"
+                )
     if bias_term is not None and bias_term.query_shift is not None:
         # (h, d) -> (h, 1, d): the term's part linear in the keys, carried by the kernel's own q k^T
         q = q + bias_term.query_shift.to(q.dtype).unsqueeze(-2)

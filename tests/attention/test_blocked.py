@@ -333,3 +333,16 @@ def test_a_row_that_sees_no_key_passes_no_gradient_to_its_logits(docs):
     traced = torch.compile(lambda q, k, v, bias: blocked_attention(q, k, v, bias, mask=mask)[0], backend="eager", fullgraph=True)
     for a, b in zip(grads(traced), want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["alibi", "t5"])
+def test_a_bias_term_of_other_heads_is_refused_by_name(name):
+    # an ALiBi or T5 bias built for 3 heads in a 2-head model failed in the first block's in-place add
+    # ('The size of tensor a (2) must match the size of tensor b (3) at non-singleton dimension 1'),
+    # where the eager and SDPA backends refuse the bias by name
+    import posenc
+    from posenc.models import Transformer
+
+    model = Transformer(20, 16, 1, 2, position=posenc.create(name, heads=3), causal=True, attention="blocked")
+    with pytest.raises(ValueError, match=r"`bias_term` must give blocks .* \(b, h\) = \(1, 2\) .* got \(1, 3, 1, 1\)"):
+        model(torch.randint(0, 20, (1, 5)))
