@@ -197,7 +197,7 @@ def test_matrix_builders_refuse_sizes_larger_than_memory():
 
     with pytest.raises(ValueError, match="`in_dim`"):
         basic_matrix(10**7)
-    with pytest.raises(ValueError, match="`num_features`"):
+    with pytest.raises(ValueError, match="`num_scales`"):  # positional_matrix's own argument
         positional_matrix(2, 10**10, 2.0)
     with pytest.raises(ValueError, match="`num_features`"):
         gaussian_matrix(2, 10**12, 2.0)
