@@ -21,7 +21,7 @@ from torch import nn
 from posenc.bias.relative import BiasEncoding
 from posenc.core.memory import check_table_memory
 from posenc.core.positions import Positions
-from posenc.core.precision import arithmetic_dtype
+from posenc.core.precision import arithmetic_dtype, autocast_off
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
@@ -59,7 +59,8 @@ def contextual_positions(q: torch.Tensor, k: torch.Tensor, *, max_positions: int
     b, h = q.shape[:2]
     what = lambda: f"the CoPE positions (batch={b}, heads={h}, n={n}, m={m})"
     check_table_memory(what, (b, h, n, m), bytes_per_entry=work.itemsize)
-    gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
+    with autocast_off(q.device):  # positions are counted in `work` inside a user's autocast region too
+        gates = torch.sigmoid(q.to(work) @ k.to(work).transpose(-1, -2) / math.sqrt(q.shape[-1]))  # (b, h, n, m)
     if causal:
         visible = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
         # p_ij = sum over t = j .. i of g_it: a cumulative sum from the right

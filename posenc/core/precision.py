@@ -7,6 +7,8 @@ float64 model (gradcheck, references) loses nothing to a float32 round trip.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -16,3 +18,13 @@ def arithmetic_dtype(*dtypes: torch.dtype) -> torch.dtype:
     for dtype in dtypes:
         work = torch.promote_types(work, dtype)
     return work
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which ``torch.autocast`` leaves ``device``'s operations in their own dtypes (a no-op
+    where autocast is not on): positions, angles and gates computed inside a user's autocast region keep
+    the float32 (or better) arithmetic above instead of the region's bf16 or fp16 matmuls."""
+    kind = device.type
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()

@@ -131,3 +131,18 @@ def test_a_model_of_another_head_width_is_refused_naming_q(attention):
     model = Transformer(20, 16, 1, 2, position=cope, causal=True, attention=attention)
     with pytest.raises(ValueError, match=r"`q` must have head width 4, got shape \(1, 2, 5, 8\)"):
         model(torch.randint(0, 20, (1, 5)))
+
+
+def test_autocast_counts_positions_in_float32():
+    # inside torch.autocast(bfloat16) the gates' matmul ran in bf16, so the positions came out bf16 and
+    # the bias refused them ('`positions` must be an integer, float32 or float64 tensor, got torch.bfloat16'):
+    # every CoPE model failed its first forward under autocast
+    torch.manual_seed(0)
+    module = ContextualPosition(4, 2, max_positions=8)
+    q, k = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = contextual_positions(q, k, max_positions=8)
+        bias = module(q, k)
+    assert p.dtype == torch.float32
+    torch.testing.assert_close(p, contextual_positions(q, k, max_positions=8), atol=0, rtol=0)
+    torch.testing.assert_close(bias, module(q, k), atol=0.05, rtol=0.02)  # the logits' bf16 matmul only
