@@ -23,6 +23,7 @@ from torch import nn
 from posenc.complex.embedding import Sharing, complex_order
 from posenc.core.base import PositionEncoding
 from posenc.core.positions import Positions, resolve_positions
+from posenc.core.precision import autocast_off
 from posenc.core.registry import register
 from posenc.core.validation import check_choice, check_dtype_matches, check_even, check_float_tensor, check_layers_fit
 
@@ -80,7 +81,10 @@ class ComplexOrderEncoding(PositionEncoding):
         def read(part):
             return part(x) if isinstance(part, nn.Linear) else part
 
-        return self.amplitude(x), read(self.frequency), read(self.phase)
+        # a frequency rounded to bf16 by a user's autocast region is off by 2^-9 of itself, and so is its
+        # angle omega * p: radians at positions in the thousands
+        with autocast_off(x.device):
+            return self.amplitude(x), read(self.frequency), read(self.phase)
 
     def complex_embedding(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
         """x ``(b, n, dim)`` real -> complex ``(b, n, dim/2)``."""
