@@ -203,6 +203,13 @@ POSITION_FREE: dict[str, str] = {
 }
 
 
+def drawn_from(generator: torch.Generator | None) -> dict:
+    """The ``generator=`` keyword of torch's random factories, left out when ``generator`` is None: under
+    torch.compile with symbolic sizes (``dynamic=True``, or a recompile for a new length) they refuse an
+    explicit ``generator=None`` ('SymIntArrayRef expected to contain only concrete integers')."""
+    return {} if generator is None else {"generator": generator}
+
+
 def randomized_positions(
     n: int,
     max_len: int,
@@ -233,7 +240,7 @@ def randomized_positions(
     check_table_fits({"n": n, "batch": batch}, (batch, n), torch.int64, device if device is not None else gen_device)
     if max_len <= max(4 * n, 1 << 16):
         check_table_fits({"max_len": max_len, "batch": batch}, (batch, max_len), torch.int64, gen_device)
-        keys = torch.rand(batch, max_len, generator=generator, device=gen_device)
+        keys = torch.rand(batch, max_len, device=gen_device, **drawn_from(generator))
         chosen = keys.argsort(dim=-1)[:, :n]
         return chosen.sort(dim=-1).values.to(device=device if device is not None else gen_device)
     # a range far larger than n: draw values until n distinct ones are found, without a max_len table
@@ -243,9 +250,9 @@ def randomized_positions(
     for _ in range(batch):
         found = torch.empty(0, dtype=torch.long, device=gen_device)
         while found.numel() < n:
-            draws = torch.randint(0, max_len, (2 * n,), generator=generator, device=gen_device)
+            draws = torch.randint(0, max_len, (2 * n,), device=gen_device, **drawn_from(generator))
             found = torch.unique(torch.cat((found, draws)))
-        keep = torch.randperm(found.numel(), generator=generator, device=gen_device)[:n]
+        keep = torch.randperm(found.numel(), device=gen_device, **drawn_from(generator))[:n]
         rows.append(found[keep].sort().values)
     out = torch.stack(rows) if rows else torch.empty(0, n, dtype=torch.long, device=gen_device)
     return out.to(device=device if device is not None else gen_device)

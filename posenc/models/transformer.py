@@ -15,6 +15,7 @@ from posenc.core.positions import (
     Positions,
     document_ids_from_cu_seqlens,
     document_runs,
+    drawn_from,
     positions_from_documents,
     randomized_positions,
     resolve_positions,
@@ -344,7 +345,7 @@ class Transformer(nn.Module):
         drawn = randomized_positions(n, length, batch=b, generator=generator)  # (b, n) ascending
         real = key_padding_mask.to(drawn.device)
         # the k drawn positions with the smallest random keys, moved (in ascending order) to the front
-        keys = torch.rand(b, n, generator=generator, device=drawn.device)
+        keys = torch.rand(b, n, device=drawn.device, **drawn_from(generator))
         chosen = keys.argsort(-1).argsort(-1) < real.sum(-1, keepdim=True)
         front = drawn.gather(-1, torch.argsort(~chosen, dim=-1, stable=True))
         # the i-th real token of a row takes the i-th of them

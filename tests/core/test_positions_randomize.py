@@ -137,3 +137,16 @@ def test_a_randomize_positions_past_int64_is_refused_naming_it():
     ):
         with pytest.raises(ValueError, match=r"^`randomize_positions` must be <= 9223372036854775807"):
             call()
+
+
+def test_draws_under_torch_compile_with_symbolic_lengths():
+    # torch.rand(..., generator=None) with a symbolic size fails in dynamo's fake-tensor pass ('SymIntArrayRef
+    # expected to contain only concrete integers'): a compiled model trained with randomized positions
+    # failed at its first call with dynamic=True, and at the first new length otherwise
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: randomized_positions(t.shape[-1], L, batch=t.shape[0]), fullgraph=True, dynamic=True, backend="eager")
+    for n in (5, 7):
+        torch.manual_seed(n)
+        want = randomized_positions(n, L, batch=2)
+        torch.manual_seed(n)
+        torch.testing.assert_close(compiled(torch.zeros(2, n)), want, atol=0, rtol=0)

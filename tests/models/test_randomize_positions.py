@@ -92,3 +92,19 @@ def test_a_learned_table_shorter_than_the_range_is_refused():
         m.train()(TOKENS, generator=torch.Generator().manual_seed(0))
     assert m.eval()(TOKENS).shape == (2, 7, 11)
     model("learned", 16, max_len=16).train()(TOKENS)
+
+
+def test_padded_training_compiles_with_changing_lengths():
+    # the padded rows' draw (and randomized_positions under it) passed generator=None to torch.rand,
+    # which dynamo refuses with a symbolic size: compile(dynamic=True) failed at the first training call
+    torch._dynamo.reset()
+    trained = model("rope").train()
+    compiled = torch.compile(trained, fullgraph=True, dynamic=True, backend="eager")
+    for n in (5, 7):
+        tokens = torch.randint(0, 11, (2, n), generator=torch.Generator().manual_seed(n))
+        mask = torch.ones(2, n, dtype=torch.bool)
+        mask[1, -2:] = False
+        torch.manual_seed(n)
+        want = trained(tokens, key_padding_mask=mask)
+        torch.manual_seed(n)
+        torch.testing.assert_close(compiled(tokens, key_padding_mask=mask), want, atol=1e-6, rtol=1e-5)
