@@ -25,6 +25,7 @@ from posenc.core.precision import arithmetic_dtype, autocast_off
 from posenc.core.registry import register
 from posenc.core.terms import ScoreMod, gathered_bias_mod
 from posenc.core.validation import (
+    can_read_values,
     check_bool,
     check_float_tensor,
     check_int,
@@ -87,8 +88,7 @@ def interpolate_position_logits(logits: torch.Tensor, positions: torch.Tensor) -
         )
     check_same_device(logits=logits, positions=positions)
     top = logits.shape[-1] - 1
-    checkable = positions.numel() and positions.device.type != "meta" and not torch.compiler.is_compiling()
-    if checkable and (bool((positions < 0).any()) or bool((positions > top).any())):
+    if positions.numel() and can_read_values(positions) and (bool((positions < 0).any()) or bool((positions > top).any())):
         raise ValueError(f"`positions` must lie in [0, {top}] (the positions `logits` holds), got values outside")
     if not positions.is_floating_point():
         positions = positions.to(arithmetic_dtype(logits.dtype))

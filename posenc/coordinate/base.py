@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from posenc.core.base import EncodingModule
-from posenc.core.validation import check_finite, check_float_tensor, check_positive_int
+from posenc.core.validation import can_read_values, check_finite, check_float_tensor, check_positive_int
 
 
 class Encoding(EncodingModule):
@@ -50,9 +50,9 @@ class Encoding(EncodingModule):
 
 
 def check_unit_box(name: str, x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """Refuse coordinates outside ``[low, high]`` (eager mode; compiled code skips the host read and clamps)."""
-    checkable = x.device.type != "meta" and not torch.compiler.is_compiling() and x.numel()
-    if checkable and not bool(((x >= low) & (x <= high)).all()):
+    """Refuse coordinates outside ``[low, high]`` (eager mode; compiled code and ``torch.func`` transforms skip the
+    host read and clamp)."""
+    if x.numel() and can_read_values(x) and not bool(((x >= low) & (x <= high)).all()):
         raise ValueError(
             f"`{name}` must lie in [{low}, {high}] (the encoding's declared bounds), got values in "
             f"[{x.min().item()}, {x.max().item()}]"

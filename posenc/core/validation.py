@@ -139,8 +139,7 @@ def check_positions(name: str, positions: Any) -> torch.Tensor:
 def check_nonnegative_positions(name: str, value: Any) -> torch.Tensor:
     """Positions (see :func:`check_positions`) that are distances: no entry below 0 (eager mode only)."""
     value = check_positions(name, value)
-    checkable = value.numel() and value.device.type != "meta" and not torch.compiler.is_compiling()
-    if checkable and bool((value < 0).any()):
+    if value.numel() and can_read_values(value) and bool((value < 0).any()):
         raise ValueError(f"`{name}` must be >= 0 (a distance), got a minimum of {value.min().item()}")
     return value
 
@@ -148,11 +147,11 @@ def check_nonnegative_positions(name: str, value: Any) -> torch.Tensor:
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     """Reject NaN/inf in a floating tensor of positions, coordinates or steps (eager mode only).
 
-    The check reads the tensor on the host, so it is skipped while ``torch.compile`` traces and for
-    integer tensors (which cannot hold NaN or inf).
+    The check reads the tensor on the host, so it is skipped where :func:`can_read_values` says no
+    (while ``torch.compile`` traces, on the meta device, inside ``torch.func`` transforms such as
+    ``vmap``) and for integer tensors (which cannot hold NaN or inf).
     """
-    checkable = value.is_floating_point() and value.device.type != "meta" and not torch.compiler.is_compiling()
-    if checkable and not bool(torch.isfinite(value).all()):
+    if value.is_floating_point() and can_read_values(value) and not bool(torch.isfinite(value).all()):
         raise ValueError(f"`{name}` must be finite, got NaN or inf")
     return value
 

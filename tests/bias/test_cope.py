@@ -146,3 +146,12 @@ def test_autocast_counts_positions_in_float32():
     assert p.dtype == torch.float32
     torch.testing.assert_close(p, contextual_positions(q, k, max_positions=8), atol=0, rtol=0)
     torch.testing.assert_close(bias, module(q, k), atol=0.05, rtol=0.02)  # the logits' bf16 matmul only
+
+
+def test_vmap_over_the_batch_equals_the_batched_call():
+    # the range check of the interpolated positions read them on the host and raised under torch.vmap
+    torch.manual_seed(0)
+    module = ContextualPosition(4, 2, max_positions=8)
+    q, k = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    got = torch.vmap(lambda a, b: module(a[None], b[None])[0])(q, k)
+    torch.testing.assert_close(got, module(q, k), atol=1e-6, rtol=1e-6)

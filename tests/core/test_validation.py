@@ -94,3 +94,16 @@ def test_broadcast_checks_trace_a_fixed_size_against_a_traced_one():
     for width in (5, 7):
         x = torch.randn(3, width)
         torch.testing.assert_close(compiled(x), scaled(x))
+
+
+def test_value_checks_step_aside_under_vmap():
+    # check_finite and check_nonnegative_positions read the tensor on the host, which a vmapped tensor
+    # cannot do ('vmap: It looks like you're attempting to use a Tensor in some data-dependent control
+    # flow'): vmap over float positions or coordinates failed inside every encoding that checks them
+    from posenc.core.validation import check_finite, check_nonnegative_positions
+
+    xs = torch.rand(3, 4)
+    torch.testing.assert_close(torch.vmap(lambda x: check_finite("x", x) * 2)(xs), xs * 2)
+    torch.testing.assert_close(torch.vmap(lambda x: check_nonnegative_positions("x", x) + 1)(xs), xs + 1)
+    with pytest.raises(ValueError, match="`x` must be finite"):  # eager calls still check
+        check_finite("x", torch.tensor([float("nan")]))
